@@ -1,0 +1,14 @@
+//! ferry's domain types and the pure parts of a sync: values, sync specs, payloads and their
+//! diffs. This crate does no IO (see ARCHITECTURE.md).
+
+pub mod outcome;
+pub mod payload;
+pub mod secret;
+pub mod spec;
+pub mod value;
+
+pub use outcome::{Outcome, RunCounts, RunStatus};
+pub use payload::{changed_fields, Baseline, FieldValue, Payload};
+pub use secret::Secret;
+pub use spec::{Behavior, FieldMapping, KeyMapping, NullPolicy, ObjectKind, SyncSpec};
+pub use value::{Value, ValueError};

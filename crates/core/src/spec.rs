@@ -1,0 +1,69 @@
+//! What a user declares about a sync: where rows go, how they are matched, which fields map.
+
+use serde::{Deserialize, Serialize};
+
+/// The Stripe object a sync writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ObjectKind {
+    Customer,
+}
+
+/// What happens to a model row that has no match in Stripe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Behavior {
+    /// Update the matched records, create the others.
+    UpdateOrCreate,
+    /// Update the matched records; report the others as "not found in Stripe".
+    UpdateOnly,
+}
+
+/// What a NULL in a mapped column does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NullPolicy {
+    /// Leave the Stripe field as it is.
+    #[default]
+    Skip,
+    /// Unset the Stripe field.
+    Clear,
+}
+
+/// The column whose value identifies a record, and the Stripe field it matches:
+/// `email`, or an external id kept in metadata (`metadata.user_id`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyMapping {
+    pub column: String,
+    pub field: String,
+}
+
+/// One entry of the mapper: a model column written into a Stripe field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldMapping {
+    pub column: String,
+    pub field: String,
+}
+
+/// A sync as the user declared it; validated against the model and Stripe's fields elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncSpec {
+    pub model: String,
+    pub destination: String,
+    pub object: ObjectKind,
+    pub behavior: Behavior,
+    pub key: KeyMapping,
+    #[serde(default)]
+    pub mappings: Vec<FieldMapping>,
+    #[serde(default)]
+    pub nulls: NullPolicy,
+}
+
+impl Behavior {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Behavior::UpdateOrCreate => "update-or-create",
+            Behavior::UpdateOnly => "update-only",
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! A Stripe destination's settings, the rate limits they imply, and the connection test.
+
+use super::service::StripeService;
+use ferry_core::Secret;
+use ferry_http::{HttpPolicy, RateLimitPolicy};
+use std::collections::HashMap;
+
+pub const STRIPE_API_BASE: &str = "https://api.stripe.com";
+/// Pinned so that the shape of Stripe's answers never changes under a sync.
+pub const STRIPE_VERSION: &str = "2026-09-30.endive";
+
+#[derive(Debug, Clone)]
+pub struct StripeConfig {
+    pub api_key: Secret,
+    pub api_base: String,
+    /// Overrides the global requests-per-second budget (Stripe: 25/s test mode, 100/s live).
+    pub max_requests_per_second: Option<u32>,
+    /// Overrides the per-endpoint budget (Stripe: 25/s). `Some(0)` means unlimited.
+    pub max_requests_per_second_per_endpoint: Option<u32>,
+}
+
+impl StripeConfig {
+    pub fn new(api_key: Secret) -> Self {
+        StripeConfig {
+            api_key,
+            api_base: STRIPE_API_BASE.to_string(),
+            max_requests_per_second: None,
+            max_requests_per_second_per_endpoint: None,
+        }
+    }
+
+    pub fn is_live_mode(&self) -> bool {
+        self.api_key.expose().starts_with("sk_live_") || self.api_key.expose().starts_with("rk_live_")
+    }
+
+    /// Stripe's documented limits, lowered or raised by the user's settings. A value of 0 turns
+    /// a limit off (for benchmarks against the emulator).
+    pub fn http_policy(&self) -> HttpPolicy {
+        let default_global = if self.is_live_mode() { 100 } else { 25 };
+        let global = self.max_requests_per_second.unwrap_or(default_global);
+        let per_endpoint = self.max_requests_per_second_per_endpoint.unwrap_or(25);
+        let positive = |n: u32| (n > 0).then_some(n);
+        let mut endpoint_overrides = HashMap::new();
+        if per_endpoint > 0 {
+            endpoint_overrides.insert("GET /v1/customers/search".to_string(), per_endpoint.min(20));
+        }
+        HttpPolicy {
+            rate_limits: RateLimitPolicy {
+                global_per_second: positive(global),
+                per_endpoint_per_second: positive(per_endpoint),
+                endpoint_overrides,
+            },
+            ..HttpPolicy::default()
+        }
+    }
+
+    /// Reads `GET /v1/balance`, the cheapest call that proves the key works.
+    pub async fn test_connection(&self) -> Result<(), StripeConnectionError> {
+        let service = StripeService::new(self.clone()).map_err(|e| StripeConnectionError::Unreachable {
+            api_base: self.api_base.clone(),
+            problem: e.to_string(),
+        })?;
+        service.read_balance().await
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StripeConnectionError {
+    #[error("Stripe rejected this API key ({hint}): {message}. Check the key in Stripe's dashboard under Developers → API keys")]
+    InvalidKey { hint: String, message: String },
+    #[error("this API key ({hint}) lacks a permission ferry needs: {message}. Give the restricted key write access to Customers and read access to Balance")]
+    MissingPermission { hint: String, message: String },
+    #[error("cannot reach Stripe at {api_base}: {problem}. Check the network and --api-base")]
+    Unreachable { api_base: String, problem: String },
+    #[error("Stripe answered the connection test with HTTP {status}: {message}")]
+    Unexpected { status: u16, message: String },
+}

@@ -1,0 +1,216 @@
+//! Pure translation between ferry payloads (dotted field paths) and Stripe's nested customer
+//! params and objects. No IO: the service sends what these functions build.
+
+use ferry_core::{FieldValue, Payload};
+use serde_json::{Map, Value as Json};
+use std::collections::BTreeMap;
+
+/// Groups that Stripe replaces as a whole: a partial `address` would blank the parts not sent,
+/// so when any part changes, every mapped part is sent.
+const WHOLE_GROUPS: &[&str] = &["address.", "shipping."];
+
+/// The params that create a customer: every mapped field with a value (nothing to clear yet).
+pub fn create_params(payload: &Payload) -> Map<String, Json> {
+    let mut params = Map::new();
+    for (path, value) in &payload.fields {
+        if *value != FieldValue::Clear {
+            insert_path(&mut params, path, field_json(value));
+        }
+    }
+    params
+}
+
+/// The params that bring an existing customer from its baseline to `payload`: the `changed`
+/// fields, widened to whole groups; metadata keys one by one, so keys ferry does not map stay.
+pub fn update_params(payload: &Payload, changed: &[String]) -> Map<String, Json> {
+    let mut params = Map::new();
+    let changed_groups: Vec<&str> = WHOLE_GROUPS
+        .iter()
+        .copied()
+        .filter(|group| changed.iter().any(|path| path.starts_with(group)))
+        .collect();
+    for group in &changed_groups {
+        let parts: Vec<(&String, &FieldValue)> = payload
+            .fields
+            .iter()
+            .filter(|(path, _)| path.starts_with(group))
+            .collect();
+        let group_name = group.trim_end_matches('.');
+        if parts.iter().all(|(_, value)| **value == FieldValue::Clear) {
+            params.insert(group_name.to_string(), Json::String(String::new()));
+        } else {
+            for (path, value) in parts {
+                insert_path(&mut params, path, field_json(value));
+            }
+        }
+    }
+    for path in changed {
+        if changed_groups.iter().any(|group| path.starts_with(group)) {
+            continue;
+        }
+        let value = payload.get(path).expect("changed fields come from the payload");
+        // Stripe cannot unset an integer; a NULL there is left alone.
+        if *value == FieldValue::Clear && matches!(path.as_str(), "balance" | "next_invoice_sequence") {
+            continue;
+        }
+        insert_path(&mut params, path, field_json(value));
+    }
+    params
+}
+
+/// A customer object as Stripe returns it, flattened to the paths ferry maps, for diffing.
+pub fn customer_to_fields(customer: &Json) -> BTreeMap<String, FieldValue> {
+    let mut fields = BTreeMap::new();
+    flatten(customer, "", &mut fields);
+    fields
+}
+
+/// `address.line1` → `address[line1]`, the name Stripe uses in `param` of its errors.
+pub fn param_name(path: &str) -> String {
+    let mut parts = path.split('.');
+    let mut name = parts.next().unwrap_or_default().to_string();
+    for part in parts {
+        name.push('[');
+        name.push_str(part);
+        name.push(']');
+    }
+    name
+}
+
+/// `metadata[plan]` → `metadata.plan`; the inverse of [`param_name`].
+pub fn param_path(param: &str) -> String {
+    param.replace("][", ".").replace('[', ".").replace(']', "")
+}
+
+fn field_json(value: &FieldValue) -> Json {
+    match value {
+        // Stripe unsets a field sent as the empty string.
+        FieldValue::Clear => Json::String(String::new()),
+        other => other.to_json(),
+    }
+}
+
+fn insert_path(params: &mut Map<String, Json>, path: &str, value: Json) {
+    // Metadata keys may contain dots; only the first dot after `metadata` nests.
+    let parts: Vec<&str> = match path.strip_prefix("metadata.") {
+        Some(key) => vec!["metadata", key],
+        None => path.split('.').collect(),
+    };
+    let mut object = params;
+    for part in &parts[..parts.len() - 1] {
+        let entry = object
+            .entry(part.to_string())
+            .or_insert_with(|| Json::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Json::Object(Map::new());
+        }
+        object = entry.as_object_mut().expect("just made an object");
+    }
+    object.insert(parts[parts.len() - 1].to_string(), value);
+}
+
+fn flatten(json: &Json, prefix: &str, fields: &mut BTreeMap<String, FieldValue>) {
+    const TOP_LEVEL: &[&str] = &[
+        "email",
+        "name",
+        "phone",
+        "description",
+        "address",
+        "shipping",
+        "preferred_locales",
+        "tax_exempt",
+        "balance",
+        "next_invoice_sequence",
+        "invoice_prefix",
+        "invoice_settings",
+        "metadata",
+    ];
+    let Some(object) = json.as_object() else {
+        return;
+    };
+    for (name, value) in object {
+        if prefix.is_empty() && !TOP_LEVEL.contains(&name.as_str()) {
+            continue;
+        }
+        let path = format!("{prefix}{name}");
+        match value {
+            Json::Object(_) => flatten(value, &format!("{path}."), fields),
+            Json::Null => {}
+            other => {
+                if let Some(field) = FieldValue::from_json(other) {
+                    fields.insert(path, field);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use expect_test::expect;
+    use ferry_stripe_wire::form;
+
+    fn payload(fields: &[(&str, FieldValue)]) -> Payload {
+        Payload {
+            fields: fields.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        }
+    }
+
+    fn text(s: &str) -> FieldValue {
+        FieldValue::Text(s.into())
+    }
+
+    #[test]
+    fn create_sends_every_value_and_no_clears() {
+        let p = payload(&[
+            ("email", text("ada@example.com")),
+            ("name", text("Ada Lovelace")),
+            ("phone", FieldValue::Clear),
+            ("address.city", text("London")),
+            ("shipping.address.city", text("Paris")),
+            ("metadata.plan", text("pro & co")),
+            ("metadata.ltv.usd", text("12.5")),
+            ("preferred_locales", FieldValue::List(vec!["en".into(), "fr".into()])),
+            ("balance", FieldValue::Integer(-500)),
+        ]);
+        expect![[r#"address[city]=London&balance=-500&email=ada%40example.com&metadata[ltv.usd]=12.5&metadata[plan]=pro+%26+co&name=Ada+Lovelace&preferred_locales[0]=en&preferred_locales[1]=fr&shipping[address][city]=Paris"#]]
+        .assert_eq(&form::encode(&create_params(&p)).replace("%5B", "[").replace("%5D", "]"));
+    }
+
+    #[test]
+    fn update_sends_changed_fields_whole_groups_and_single_metadata_keys() {
+        let p = payload(&[
+            ("name", text("Ada")),
+            ("address.line1", text("1 Main St")),
+            ("address.city", text("Paris")),
+            ("metadata.plan", FieldValue::Clear),
+            ("metadata.seats", text("3")),
+            ("balance", FieldValue::Clear),
+        ]);
+        let changed = vec!["address.city".to_string(), "metadata.plan".to_string(), "balance".to_string()];
+        expect![[r#"address[city]=Paris&address[line1]=1+Main+St&metadata[plan]="#]]
+            .assert_eq(&form::encode(&update_params(&p, &changed)).replace("%5B", "[").replace("%5D", "]"));
+
+        let cleared = payload(&[("address.line1", FieldValue::Clear), ("address.city", FieldValue::Clear)]);
+        expect![[r#"address="#]].assert_eq(&form::encode(&update_params(&cleared, &["address.city".into()])));
+    }
+
+    #[test]
+    fn customers_flatten_to_field_paths() {
+        let customer = serde_json::json!({
+            "id": "cus_1", "object": "customer", "email": "a@b.co", "name": null,
+            "address": {"city": "Paris", "line1": null},
+            "metadata": {"plan": "pro"}, "preferred_locales": ["fr"], "balance": 0,
+            "invoice_settings": {"footer": null}, "created": 1700000000
+        });
+        let fields = customer_to_fields(&customer);
+        let listed: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={}", v.to_json())).collect();
+        assert_eq!(
+            listed,
+            ["address.city=\"Paris\"", "balance=0", "email=\"a@b.co\"", "metadata.plan=\"pro\"", "preferred_locales=[\"fr\"]"]
+        );
+        assert_eq!(param_name("shipping.address.city"), "shipping[address][city]");
+        assert_eq!(param_path("shipping[address][city]"), "shipping.address.city");
+    }
+}

@@ -1,0 +1,340 @@
+//! Carrying out a plan: writes run concurrently under the HTTP stack's limits, and outcomes are
+//! committed to the workspace in batches, each only after Stripe confirmed it.
+
+use crate::plan::{Action, PlannedRecord};
+use crate::prepare::RejectedRow;
+use crate::EngineError;
+use ferry_core::{Outcome, Payload, RunCounts};
+use ferry_destinations::stripe::encoder::{create_params, customer_to_fields, update_params};
+use ferry_destinations::stripe::{Customer, StripeCallError, StripeService};
+use ferry_state::{CommitBatch, PendingCreate, RunRecordRow, SnapshotEntry, StateStore};
+use ferry_stripe_wire::form;
+use futures::stream::{FuturesUnordered, StreamExt};
+use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Outcomes are committed at least this often, and whenever this many are waiting.
+const COMMIT_EVERY: Duration = Duration::from_millis(500);
+const COMMIT_BATCH_SIZE: usize = 500;
+/// After a stop is requested, requests already sent get this long to finish.
+const CANCEL_GRACE: Duration = Duration::from_secs(15);
+
+/// Told about each record that reaches its outcome.
+pub type ProgressFn = Arc<dyn Fn(Outcome) + Send + Sync>;
+
+pub struct Execution<'a> {
+    pub store: &'a StateStore,
+    pub stripe: &'a StripeService,
+    pub sync_name: &'a str,
+    pub sync_uid: &'a str,
+    pub run_id: &'a str,
+    pub progress: Option<ProgressFn>,
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// What became of one record, ready to commit.
+struct Settled {
+    row: RunRecordRow,
+    remember: Option<(String, SnapshotEntry)>,
+    forget: Option<String>,
+    pending_resolved: Option<String>,
+}
+
+/// How the execution ended when it did not fail.
+pub enum Ending {
+    Completed,
+    Cancelled,
+}
+
+pub async fn execute_plan(
+    exec: &Execution<'_>,
+    invalid: Vec<RejectedRow>,
+    planned: Vec<PlannedRecord>,
+    counts: &mut RunCounts,
+) -> Result<Ending, EngineError> {
+    let mut committer = Committer::new(exec, counts);
+    for rejected in invalid {
+        committer.push(settled(rejected.row_number, &rejected.key, Outcome::Rejected, None, Some(rejected.reason), None, None)).await?;
+    }
+
+    // Every create's idempotency key and body are durable before the first attempt, so that a
+    // crash at any later point replays the same request instead of creating a second customer.
+    let mut new_pending = Vec::new();
+    let mut work = Vec::with_capacity(planned.len());
+    for mut planned_record in planned {
+        if let Action::Create { .. } = planned_record.action {
+            let body = form::encode(&create_params(&planned_record.record.payload));
+            let pending = PendingCreate {
+                key: planned_record.record.match_key.clone(),
+                idempotency_key: create_idempotency_key(exec.sync_uid, &planned_record.record.match_key, &body),
+                request_body: body,
+                created_at: chrono::Utc::now(),
+            };
+            new_pending.push(pending.clone());
+            planned_record.action = Action::ReplayCreate { pending };
+        }
+        work.push(planned_record);
+    }
+    for chunk in new_pending.chunks(5_000) {
+        exec.store.save_pending_creates(exec.sync_name, chunk).await?;
+    }
+
+    let max_in_flight = exec.stripe.http().policy().max_in_flight * 2;
+    let mut queue = work.into_iter();
+    let mut in_flight = FuturesUnordered::new();
+    let mut cancelled_at: Option<Instant> = None;
+    loop {
+        if cancelled_at.is_none() && exec.cancel.load(Ordering::Relaxed) {
+            cancelled_at = Some(Instant::now());
+            tracing::info!(in_flight = in_flight.len(), "Stop requested: finishing the requests already sent.");
+        }
+        if cancelled_at.is_none() {
+            while in_flight.len() < max_in_flight {
+                let Some(next) = queue.next() else { break };
+                match immediate_outcome(next) {
+                    Ok(done) => committer.push(done).await?,
+                    Err(needs_request) => in_flight.push(execute_one(exec, needs_request)),
+                }
+            }
+        }
+        if in_flight.is_empty() {
+            break;
+        }
+        let next = match cancelled_at {
+            Some(at) => match tokio::time::timeout(CANCEL_GRACE.saturating_sub(at.elapsed()), in_flight.next()).await {
+                Ok(next) => next,
+                Err(_) => break, // Abandoned: updates are sent again next run, creates replayed.
+            },
+            None => tokio::select! {
+                next = in_flight.next() => next,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+            },
+        };
+        match next {
+            Some(Ok(done)) => committer.push(done).await?,
+            Some(Err(fatal)) => {
+                committer.flush().await?;
+                return Err(fatal);
+            }
+            None => break,
+        }
+        committer.flush_if_due().await?;
+    }
+    committer.flush().await?;
+    Ok(if cancelled_at.is_some() { Ending::Cancelled } else { Ending::Completed })
+}
+
+/// Records whose outcome needs no request.
+fn immediate_outcome(planned: PlannedRecord) -> Result<Settled, PlannedRecord> {
+    let record = &planned.record;
+    let settle = |outcome, stripe_id: Option<String>, reason: Option<String>| {
+        settled(record.row_number, &record.key, outcome, stripe_id, reason, None, None)
+    };
+    Ok(match &planned.action {
+        Action::Unchanged { stripe_id, remember } => {
+            let mut done = settle(Outcome::Unchanged, Some(stripe_id.clone()), None);
+            if *remember {
+                done.remember = Some(snapshot_entry(&record.match_key, stripe_id, &record.payload));
+            }
+            done
+        }
+        Action::NotFound => settle(Outcome::NotFound, None, Some("no Stripe customer has this key (Update Only does not create)".into())),
+        Action::Reject { reason } => settle(Outcome::Rejected, None, Some(reason.clone())),
+        Action::Fail { reason } => settle(Outcome::Failed, None, Some(reason.clone())),
+        Action::Update { .. } | Action::Create { .. } | Action::ReplayCreate { .. } => return Err(planned),
+    })
+}
+
+async fn execute_one(exec: &Execution<'_>, planned: PlannedRecord) -> Result<Settled, EngineError> {
+    let record = planned.record;
+    match planned.action {
+        Action::Update { stripe_id, changed, changes } => {
+            let body = form::encode(&update_params(&record.payload, &changed));
+            let idempotency_key = update_idempotency_key(exec.sync_uid, exec.run_id, &record.match_key);
+            match exec.stripe.update_customer(&stripe_id, &body, &idempotency_key).await {
+                Ok(customer) => {
+                    let mut done = settled(record.row_number, &record.key, Outcome::Updated, Some(customer.id.clone()), None, None, Some(changes));
+                    done.remember = Some(snapshot_entry(&record.match_key, &customer.id, &record.payload));
+                    Ok(done)
+                }
+                Err(StripeCallError::Refused { status: 404, request_id, .. }) => {
+                    let mut done = settled(
+                        record.row_number,
+                        &record.key,
+                        Outcome::Failed,
+                        Some(stripe_id.clone()),
+                        Some(format!("Stripe customer {stripe_id} no longer exists (deleted in Stripe?); the next run looks this key up again")),
+                        request_id,
+                        None,
+                    );
+                    done.forget = Some(record.match_key.clone());
+                    Ok(done)
+                }
+                Err(error) => settle_error(&record.key, record.row_number, error, None),
+            }
+        }
+        Action::ReplayCreate { pending } => {
+            let result = exec.stripe.create_customer(&pending.request_body, &pending.idempotency_key).await;
+            match result {
+                Ok(customer) => finish_create(exec, &record, &pending, customer).await,
+                Err(error) => settle_error(&record.key, record.row_number, error, Some(&pending.key)),
+            }
+        }
+        Action::Create { .. } => unreachable!("creates become ReplayCreate once their pending entry is saved"),
+        other => Ok(immediate_outcome(PlannedRecord { record, action: other }).unwrap_or_else(|_| unreachable!())),
+    }
+}
+
+/// After a create (or its replay) returned a customer: if the row changed since the body was
+/// saved, bring the customer up to date; then remember it.
+async fn finish_create(exec: &Execution<'_>, record: &crate::prepare::PreparedRecord, pending: &PendingCreate, customer: Customer) -> Result<Settled, EngineError> {
+    let live = customer_to_fields(&customer.object);
+    let changed = ferry_core::changed_fields(&record.payload, &ferry_core::Baseline::Live(&live), &[]);
+    let changes = serde_json::Value::Object(
+        record
+            .payload
+            .fields
+            .iter()
+            .filter(|(_, v)| **v != ferry_core::FieldValue::Clear)
+            .map(|(k, v)| (k.clone(), serde_json::json!({"before": null, "after": v.to_json()})))
+            .collect(),
+    );
+    if !changed.is_empty() {
+        let body = form::encode(&update_params(&record.payload, &changed));
+        let idempotency_key = update_idempotency_key(exec.sync_uid, exec.run_id, &record.match_key);
+        if let Err(error) = exec.stripe.update_customer(&customer.id, &body, &idempotency_key).await {
+            // The customer exists: remember its id with an empty payload, so the next run sends
+            // every field to it instead of looking it up or creating another.
+            let mut done = settle_error(&record.key, record.row_number, error, Some(&pending.key))?;
+            done.row.stripe_id = Some(customer.id.clone());
+            done.remember = Some(snapshot_entry(&record.match_key, &customer.id, &Payload::default()));
+            return Ok(done);
+        }
+    }
+    let mut done = settled(record.row_number, &record.key, Outcome::Created, Some(customer.id.clone()), None, None, Some(changes));
+    done.remember = Some(snapshot_entry(&record.match_key, &customer.id, &record.payload));
+    done.pending_resolved = Some(pending.key.clone());
+    Ok(done)
+}
+
+fn settle_error(key: &str, row_number: u64, error: StripeCallError, pending_key: Option<&str>) -> Result<Settled, EngineError> {
+    match error {
+        StripeCallError::Unauthorized { message, .. } => Err(EngineError::StripeKey(message)),
+        StripeCallError::Refused { ref request_id, .. } => {
+            let mut done = settled(row_number, key, Outcome::Rejected, None, Some(error.to_string()), request_id.clone(), None);
+            // Stripe stored this refusal under the key; a fixed row needs a new key.
+            done.pending_resolved = pending_key.map(str::to_string);
+            Ok(done)
+        }
+        // The pending create stays: the next run replays it with the same key.
+        StripeCallError::Unavailable { .. } => Ok(settled(row_number, key, Outcome::Failed, None, Some(error.to_string()), None, None)),
+    }
+}
+
+fn settled(
+    row_number: u64,
+    key: &str,
+    outcome: Outcome,
+    stripe_id: Option<String>,
+    reason: Option<String>,
+    request_id: Option<String>,
+    changes: Option<serde_json::Value>,
+) -> Settled {
+    Settled {
+        row: RunRecordRow {
+            row_number,
+            key: key.to_string(),
+            outcome,
+            stripe_id,
+            reason,
+            request_id,
+            changes,
+        },
+        remember: None,
+        forget: None,
+        pending_resolved: None,
+    }
+}
+
+fn snapshot_entry(match_key: &str, stripe_id: &str, payload: &Payload) -> (String, SnapshotEntry) {
+    (
+        match_key.to_string(),
+        SnapshotEntry {
+            stripe_id: stripe_id.to_string(),
+            payload_hash: payload.hash(),
+            payload: payload.to_json(),
+            updated_at: chrono::Utc::now(),
+        },
+    )
+}
+
+/// Deterministic for a given sync, key and body: the same create always carries the same key.
+pub fn create_idempotency_key(sync_uid: &str, match_key: &str, body: &str) -> String {
+    format!("ferry-{sync_uid}-c-{}-{}", short_hash(match_key, 20), short_hash(body, 12))
+}
+
+fn update_idempotency_key(sync_uid: &str, run_id: &str, match_key: &str) -> String {
+    format!("ferry-{sync_uid}-u-{run_id}-{}", short_hash(match_key, 20))
+}
+
+fn short_hash(text: &str, hex_chars: usize) -> String {
+    let mut digest = hex::encode(Sha256::digest(text.as_bytes()));
+    digest.truncate(hex_chars);
+    digest
+}
+
+/// Collects outcomes and commits them in batches: run records, snapshot and pending creates
+/// in one transaction, so the workspace never says "synced" for a write Stripe did not confirm.
+struct Committer<'a, 'b> {
+    exec: &'a Execution<'b>,
+    counts: &'a mut RunCounts,
+    batch: CommitBatch,
+    last_commit: Instant,
+}
+
+impl<'a, 'b> Committer<'a, 'b> {
+    fn new(exec: &'a Execution<'b>, counts: &'a mut RunCounts) -> Self {
+        Committer {
+            exec,
+            counts,
+            batch: CommitBatch::default(),
+            last_commit: Instant::now(),
+        }
+    }
+
+    async fn push(&mut self, done: Settled) -> Result<(), EngineError> {
+        self.counts.add(done.row.outcome);
+        if let Some(progress) = &self.exec.progress {
+            progress(done.row.outcome);
+        }
+        self.batch.records.push(done.row);
+        self.batch.snapshot_upserts.extend(done.remember);
+        self.batch.snapshot_deletes.extend(done.forget);
+        self.batch.pending_deletes.extend(done.pending_resolved);
+        if self.batch.records.len() >= COMMIT_BATCH_SIZE {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_if_due(&mut self) -> Result<(), EngineError> {
+        if self.last_commit.elapsed() >= COMMIT_EVERY {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), EngineError> {
+        self.last_commit = Instant::now();
+        if self.batch.records.is_empty() {
+            return Ok(());
+        }
+        self.counts.requests = self.exec.stripe.http().requests_sent();
+        self.batch.counts = *self.counts;
+        let batch = std::mem::take(&mut self.batch);
+        self.exec.store.commit_batch(self.exec.sync_name, self.exec.run_id, &batch).await?;
+        Ok(())
+    }
+}

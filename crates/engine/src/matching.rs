@@ -1,0 +1,125 @@
+//! Finding the Stripe customers that rows without a remembered id belong to.
+//!
+//! Two strategies, and the engine picks the cheaper: one listing of every customer
+//! (ceil(N/100) requests, consistent), or per-row lookups (an exact, consistent `email=` filter
+//! plus a search to catch the same email in another case). Search lags behind writes, so it only
+//! ever adds matches: "no customer has this key" is concluded from consistent reads alone.
+
+use crate::prepare::{PreparedRecord, ValidatedSync};
+use crate::EngineError;
+use ferry_destinations::stripe::{Customer, StripeCallError, StripeService};
+use futures::stream::{self, StreamExt};
+use std::collections::HashMap;
+
+/// For each match key looked up: the customers that carry it (0, 1, or several), or why the
+/// lookup failed.
+pub type Matches = HashMap<String, Result<Vec<Customer>, String>>;
+
+/// Per-row lookups cost about this many requests per row (exact filter + search).
+const REQUESTS_PER_ROW_LOOKUP: usize = 2;
+const LOOKUP_CONCURRENCY: usize = 16;
+
+pub async fn find_existing_customers(
+    stripe: &StripeService,
+    sync: &ValidatedSync,
+    unknown: &[&PreparedRecord],
+) -> Result<Matches, EngineError> {
+    if unknown.is_empty() {
+        return Ok(Matches::new());
+    }
+    // An external id in metadata can only be found consistently by listing everything; an
+    // email can also be looked up row by row, which wins when few rows are unknown.
+    let page_budget = if sync.key_is_email() {
+        Some(unknown.len() * REQUESTS_PER_ROW_LOOKUP)
+    } else {
+        None
+    };
+    if let Some(index) = list_all_customers(stripe, sync, page_budget).await? {
+        return Ok(unknown
+            .iter()
+            .map(|record| {
+                let found = index.get(&record.match_key).cloned().unwrap_or_default();
+                (record.match_key.clone(), Ok(found))
+            })
+            .collect());
+    }
+    tracing::debug!(rows = unknown.len(), "Listing all customers costs more than looking rows up; looking up by email.");
+    let lookups = stream::iter(unknown.iter().map(|record| async move {
+        let found = lookup_by_email(stripe, sync, &record.key).await;
+        (record.match_key.clone(), found)
+    }))
+    .buffer_unordered(LOOKUP_CONCURRENCY)
+    .collect::<Vec<_>>()
+    .await;
+    let mut matches = Matches::new();
+    for (key, found) in lookups {
+        match found {
+            Err(StripeCallError::Unauthorized { message, .. }) => return Err(EngineError::StripeKey(message)),
+            Err(other) => {
+                matches.insert(key, Err(format!("could not look the key up in Stripe: {other}")));
+            }
+            Ok(customers) => {
+                matches.insert(key, Ok(customers));
+            }
+        }
+    }
+    Ok(matches)
+}
+
+/// Lists every customer into an index by match key. `None` if the listing outgrew
+/// `page_budget` pages before it ended: per-row lookups are cheaper then.
+async fn list_all_customers(
+    stripe: &StripeService,
+    sync: &ValidatedSync,
+    page_budget: Option<usize>,
+) -> Result<Option<HashMap<String, Vec<Customer>>>, EngineError> {
+    let mut index: HashMap<String, Vec<Customer>> = HashMap::new();
+    let mut starting_after: Option<String> = None;
+    let mut pages = 0usize;
+    loop {
+        if page_budget.is_some_and(|budget| pages >= budget) {
+            return Ok(None);
+        }
+        let (customers, has_more) = stripe
+            .list_customers_page(starting_after.as_deref())
+            .await
+            .map_err(|e| match e {
+                StripeCallError::Unauthorized { message, .. } => EngineError::StripeKey(message),
+                other => EngineError::StripeLookup(other.to_string()),
+            })?;
+        pages += 1;
+        starting_after = customers.last().map(|c| c.id.clone());
+        for customer in customers {
+            if let Some(key) = customer_match_key(sync, &customer) {
+                index.entry(key).or_default().push(customer);
+            }
+        }
+        if !has_more || starting_after.is_none() {
+            return Ok(Some(index));
+        }
+    }
+}
+
+async fn lookup_by_email(stripe: &StripeService, sync: &ValidatedSync, email: &str) -> Result<Vec<Customer>, StripeCallError> {
+    let mut found = stripe.customers_with_email(email).await?;
+    let lowercase = email.to_lowercase();
+    if lowercase != email {
+        found.extend(stripe.customers_with_email(&lowercase).await?);
+    }
+    found.extend(stripe.search_customers_by_email(email).await?);
+    // Search matches words, not whole values: keep only true matches, each customer once.
+    let wanted = sync.match_key(email);
+    let mut seen = std::collections::HashSet::new();
+    found.retain(|c| customer_match_key(sync, c).as_deref() == Some(wanted.as_str()) && seen.insert(c.id.clone()));
+    Ok(found)
+}
+
+/// The key a Stripe customer carries for this sync, normalised like the model's keys.
+pub fn customer_match_key(sync: &ValidatedSync, customer: &Customer) -> Option<String> {
+    let value = match sync.key_metadata_name() {
+        Some(name) => customer.object.get("metadata")?.get(name)?.as_str()?,
+        None => customer.object.get("email")?.as_str()?,
+    };
+    let key = sync.match_key(value);
+    (!key.is_empty()).then_some(key)
+}

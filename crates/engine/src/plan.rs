@@ -1,0 +1,181 @@
+//! Deciding what each record needs: nothing, an update of some fields, a create, or a report.
+//! The preview stops here; a run goes on to execute the plan.
+
+use crate::matching::{find_existing_customers, Matches};
+use crate::prepare::{PreparedRecord, RejectedRow, ValidatedSync};
+use crate::EngineError;
+use ferry_core::{changed_fields, Baseline, Behavior, FieldValue, Payload};
+use ferry_destinations::stripe::{customer_to_fields, StripeService};
+use ferry_state::{PendingCreate, SnapshotEntry};
+use serde_json::{json, Map, Value as Json};
+use std::collections::HashMap;
+
+/// Stripe keeps an idempotency key for at least 24 hours; past this age a saved create is not
+/// replayed blindly but looked up first.
+const PENDING_CREATE_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(23);
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// The payload equals what Stripe holds. `remember` when the id was found by lookup and
+    /// should be saved so that the next run skips the lookup.
+    Unchanged { stripe_id: String, remember: bool },
+    Update { stripe_id: String, changed: Vec<String>, changes: Json },
+    Create { changes: Json },
+    /// A create that an interrupted run saved but may not have finished: sent again with the
+    /// same idempotency key and body, so Stripe returns the customer it made, if it made one.
+    ReplayCreate { pending: PendingCreate },
+    NotFound,
+    Reject { reason: String },
+    /// The lookup failed for good; retried next run.
+    Fail { reason: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedRecord {
+    pub record: PreparedRecord,
+    pub action: Action,
+}
+
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub rows: u64,
+    /// Rows rejected before any request: missing, invalid or duplicate keys, bad values.
+    pub invalid: Vec<RejectedRow>,
+    pub planned: Vec<PlannedRecord>,
+    /// Requests the lookups cost.
+    pub lookup_requests: u64,
+}
+
+pub struct PlanInputs<'a> {
+    pub sync: &'a ValidatedSync,
+    pub behavior: Behavior,
+    pub snapshot: &'a HashMap<String, SnapshotEntry>,
+    pub pending: &'a HashMap<String, PendingCreate>,
+    pub full_resync: bool,
+}
+
+pub async fn plan_records(
+    stripe: &StripeService,
+    inputs: &PlanInputs<'_>,
+    records: Vec<PreparedRecord>,
+) -> Result<Vec<PlannedRecord>, EngineError> {
+    let now = chrono::Utc::now();
+    let mut planned = Vec::with_capacity(records.len());
+    let mut unknown = Vec::new();
+    for record in records {
+        let pending = inputs
+            .pending
+            .get(&record.match_key)
+            .filter(|p| now - p.created_at < PENDING_CREATE_MAX_AGE);
+        let remembered = inputs.snapshot.get(&record.match_key).filter(|_| !inputs.full_resync);
+        let action = if let Some(entry) = remembered {
+            Some(action_from_snapshot(&record, entry))
+        } else {
+            pending.map(|p| Action::ReplayCreate { pending: p.clone() })
+        };
+        match action {
+            Some(action) => planned.push(PlannedRecord { record, action }),
+            None => unknown.push(record),
+        }
+    }
+    let lookup_refs: Vec<&PreparedRecord> = unknown.iter().collect();
+    let matches = find_existing_customers(stripe, inputs.sync, &lookup_refs).await?;
+    for record in unknown {
+        let action = action_from_lookup(inputs, &record, &matches);
+        planned.push(PlannedRecord { record, action });
+    }
+    planned.sort_by_key(|p| p.record.row_number);
+    Ok(planned)
+}
+
+fn action_from_snapshot(record: &PreparedRecord, entry: &SnapshotEntry) -> Action {
+    if entry.payload_hash == record.payload.hash() {
+        return Action::Unchanged {
+            stripe_id: entry.stripe_id.clone(),
+            remember: false,
+        };
+    }
+    let last_write = Payload::from_json(&entry.payload).unwrap_or_default();
+    let changed = changed_fields(&record.payload, &Baseline::LastWrite(&last_write), &[]);
+    if changed.is_empty() {
+        // Same values, other hash (a field left the mapping): nothing to send, but remember
+        // the new payload so the next run compares against it.
+        return Action::Unchanged {
+            stripe_id: entry.stripe_id.clone(),
+            remember: true,
+        };
+    }
+    let before = |path: &str| last_write.get(path).map(FieldValue::to_json).unwrap_or(Json::Null);
+    Action::Update {
+        stripe_id: entry.stripe_id.clone(),
+        changes: describe_changes(&record.payload, &changed, before),
+        changed,
+    }
+}
+
+fn action_from_lookup(inputs: &PlanInputs<'_>, record: &PreparedRecord, matches: &Matches) -> Action {
+    let found = match matches.get(&record.match_key) {
+        Some(Ok(found)) => found,
+        Some(Err(reason)) => return Action::Fail { reason: reason.clone() },
+        None => return Action::Fail { reason: "the key was not looked up".into() },
+    };
+    match found.as_slice() {
+        [] => match inputs.behavior {
+            Behavior::UpdateOrCreate => {
+                let all: Vec<String> = record
+                    .payload
+                    .fields
+                    .iter()
+                    .filter(|(_, v)| **v != FieldValue::Clear)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                Action::Create {
+                    changes: describe_changes(&record.payload, &all, |_| Json::Null),
+                }
+            }
+            Behavior::UpdateOnly => Action::NotFound,
+        },
+        [customer] => {
+            let live = customer_to_fields(&customer.object);
+            let key_path = inputs.sync.key_field.path.as_str();
+            let case_insensitive: &[&str] = if inputs.sync.key_is_email() { &["email"] } else { &[] };
+            let mut changed = changed_fields(&record.payload, &Baseline::Live(&live), case_insensitive);
+            // The key itself matched already (trimmed, and ignoring case for emails).
+            changed.retain(|path| path != key_path || !inputs.sync.key_is_email());
+            if changed.is_empty() {
+                Action::Unchanged {
+                    stripe_id: customer.id.clone(),
+                    remember: true,
+                }
+            } else {
+                let before = |path: &str| live.get(path).map(FieldValue::to_json).unwrap_or(Json::Null);
+                Action::Update {
+                    stripe_id: customer.id.clone(),
+                    changes: describe_changes(&record.payload, &changed, before),
+                    changed,
+                }
+            }
+        }
+        several => {
+            let ids: Vec<&str> = several.iter().map(|c| c.id.as_str()).collect();
+            Action::Reject {
+                reason: format!(
+                    "ambiguous: {} Stripe customers match `{}` ({}); merge or delete the extra ones in Stripe, then run again",
+                    several.len(),
+                    record.key,
+                    ids.join(", ")
+                ),
+            }
+        }
+    }
+}
+
+/// `{"name": {"before": "Ada", "after": "Ada L."}}`, for previews and run logs.
+fn describe_changes(payload: &Payload, changed: &[String], before: impl Fn(&str) -> Json) -> Json {
+    let mut changes = Map::new();
+    for path in changed {
+        let after = payload.get(path).map(FieldValue::to_json).unwrap_or(Json::Null);
+        changes.insert(path.clone(), json!({"before": before(path), "after": after}));
+    }
+    Json::Object(changes)
+}

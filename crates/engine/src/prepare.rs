@@ -1,0 +1,346 @@
+//! From model rows to records ready to sync: the sync spec checked against the model's
+//! columns, each row mapped and checked against Stripe's rules, duplicate keys found.
+//! Pure: a row that cannot be synced becomes a rejection with a reason, never an error.
+
+use ferry_core::{FieldValue, NullPolicy, Payload, SyncSpec, Value};
+use ferry_destinations::stripe::encoder::{create_params, param_path};
+use ferry_destinations::stripe::fields::{parse_field, parse_key_field, CustomerField, FieldKind};
+use ferry_stripe_wire::customer::{is_valid_email, validate_customer_params, METADATA_MAX_KEYS};
+use ferry_stripe_wire::form;
+use std::collections::HashMap;
+
+/// A sync spec whose columns exist in the model and whose fields exist in Stripe.
+#[derive(Debug, Clone)]
+pub struct ValidatedSync {
+    pub key_column: String,
+    pub key_column_index: usize,
+    pub key_field: CustomerField,
+    pub mappings: Vec<ValidatedMapping>,
+    pub nulls: NullPolicy,
+}
+
+#[derive(Debug, Clone)]
+pub struct ValidatedMapping {
+    pub column: String,
+    pub column_index: usize,
+    pub field: CustomerField,
+}
+
+impl ValidatedSync {
+    pub fn key_is_email(&self) -> bool {
+        self.key_field.kind == FieldKind::Email
+    }
+
+    /// The metadata key holding the external id, for a `metadata.KEY` mapping key.
+    pub fn key_metadata_name(&self) -> Option<&str> {
+        self.key_field.path.strip_prefix("metadata.")
+    }
+
+    /// The key as used for matching: emails compare trimmed and case-insensitively, external
+    /// ids trimmed.
+    pub fn match_key(&self, key: &str) -> String {
+        if self.key_is_email() {
+            key.trim().to_lowercase()
+        } else {
+            key.trim().to_string()
+        }
+    }
+
+    /// The column that feeds a field path, for error messages.
+    pub fn column_for_field(&self, path: &str) -> Option<&str> {
+        if self.key_field.path == path {
+            return Some(&self.key_column);
+        }
+        self.mappings
+            .iter()
+            .find(|m| m.field.path == path)
+            .map(|m| m.column.as_str())
+    }
+}
+
+/// Checks a spec against the model's column names. Every problem is listed, each saying
+/// what is valid, so a user fixes them all at once.
+pub fn validate_sync(spec: &SyncSpec, columns: &[String]) -> Result<ValidatedSync, Vec<String>> {
+    let mut problems = Vec::new();
+    let column_index = |name: &str, problems: &mut Vec<String>, role: &str| -> Option<usize> {
+        let index = columns.iter().position(|c| c == name);
+        if index.is_none() {
+            problems.push(format!(
+                "{role} column `{name}` is not in the model; its columns are: {}",
+                columns.join(", ")
+            ));
+        }
+        index
+    };
+    let key_column_index = column_index(&spec.key.column, &mut problems, "key");
+    let key_field = parse_key_field(&spec.key.field).map_err(|e| problems.push(e.to_string())).ok();
+    let mut mappings = Vec::new();
+    let mut seen_fields: HashMap<String, String> = HashMap::new();
+    if let Some(key_field) = &key_field {
+        seen_fields.insert(key_field.path.clone(), spec.key.column.clone());
+    }
+    for mapping in &spec.mappings {
+        let index = column_index(&mapping.column, &mut problems, "mapped");
+        let field = match parse_field(&mapping.field) {
+            Ok(field) => field,
+            Err(e) => {
+                problems.push(e.to_string());
+                continue;
+            }
+        };
+        if let Some(other) = seen_fields.get(&field.path) {
+            if *other == mapping.column {
+                continue; // `--key email=email --map email=email` says the same thing twice.
+            }
+            problems.push(format!(
+                "field `{}` is mapped from both `{other}` and `{}`; map each field once",
+                field.path, mapping.column
+            ));
+            continue;
+        }
+        seen_fields.insert(field.path.clone(), mapping.column.clone());
+        if let Some(column_index) = index {
+            mappings.push(ValidatedMapping {
+                column: mapping.column.clone(),
+                column_index,
+                field,
+            });
+        }
+    }
+    let metadata_fields = seen_fields.keys().filter(|p| p.starts_with("metadata.")).count();
+    if metadata_fields > METADATA_MAX_KEYS {
+        problems.push(format!(
+            "{metadata_fields} metadata fields are mapped; Stripe allows at most {METADATA_MAX_KEYS} keys per customer"
+        ));
+    }
+    let has_shipping = seen_fields.keys().any(|p| p.starts_with("shipping."));
+    if has_shipping && !(seen_fields.contains_key("shipping.name") && seen_fields.keys().any(|p| p.starts_with("shipping.address."))) {
+        problems.push("Stripe needs shipping.name and at least one shipping.address.* field whenever shipping is set; map them too".to_string());
+    }
+    match (key_column_index, key_field) {
+        (Some(key_column_index), Some(key_field)) if problems.is_empty() => Ok(ValidatedSync {
+            key_column: spec.key.column.clone(),
+            key_column_index,
+            key_field,
+            mappings,
+            nulls: spec.nulls,
+        }),
+        _ => Err(problems),
+    }
+}
+
+/// A row mapped to the record ferry wants in Stripe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedRecord {
+    /// 1-based position in the model's result.
+    pub row_number: u64,
+    /// The key as written in the model, trimmed.
+    pub key: String,
+    /// The key as matched (lower-cased for emails).
+    pub match_key: String,
+    pub payload: Payload,
+}
+
+/// A row that cannot be synced, with the reason in words.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedRow {
+    pub row_number: u64,
+    pub key: String,
+    pub reason: String,
+}
+
+pub fn prepare_row(sync: &ValidatedSync, row_number: u64, row: &[Value]) -> Result<PreparedRecord, RejectedRow> {
+    let raw_key = &row[sync.key_column_index];
+    let reject = |key: &str, reason: String| RejectedRow {
+        row_number,
+        key: key.to_string(),
+        reason,
+    };
+    let key = match raw_key.to_scalar_text() {
+        Ok(Some(text)) if !text.trim().is_empty() => text.trim().to_string(),
+        Ok(_) => {
+            return Err(reject("", format!("missing key: column `{}` is empty", sync.key_column)));
+        }
+        Err(e) => return Err(reject("", format!("key column `{}` {e}", sync.key_column))),
+    };
+    if sync.key_is_email() && !is_valid_email(&key) {
+        return Err(reject(&key, format!("`{key}` in column `{}` is not a valid email address", sync.key_column)));
+    }
+    if let Some(problem) = key_text_problem(sync, &key) {
+        return Err(reject(&key, problem));
+    }
+    let mut payload = Payload::default();
+    payload.fields.insert(sync.key_field.path.clone(), FieldValue::Text(key.clone()));
+    for mapping in &sync.mappings {
+        match mapping.field.convert(&row[mapping.column_index]) {
+            Ok(Some(value)) => {
+                payload.fields.insert(mapping.field.path.clone(), value);
+            }
+            Ok(None) => {
+                if sync.nulls == NullPolicy::Clear {
+                    payload.fields.insert(mapping.field.path.clone(), FieldValue::Clear);
+                }
+            }
+            Err(problem) => {
+                return Err(reject(
+                    &key,
+                    format!("column `{}` (→ {}) {problem}", mapping.column, mapping.field.path),
+                ));
+            }
+        }
+    }
+    // Stripe's own rules, checked on the very body a create would send.
+    let encoded = form::encode(&create_params(&payload));
+    let decoded = form::decode(&encoded).map_err(|e| reject(&key, format!("cannot encode this row for Stripe: {e}")))?;
+    if let Err(error) = validate_customer_params(&decoded, false) {
+        let path = param_path(&error.param);
+        let column = sync
+            .column_for_field(&path)
+            .map(|c| format!("column `{c}` (→ {path}): "))
+            .unwrap_or_default();
+        return Err(reject(&key, format!("{column}{error}")));
+    }
+    Ok(PreparedRecord {
+        row_number,
+        match_key: sync.match_key(&key),
+        key,
+        payload,
+    })
+}
+
+fn key_text_problem(sync: &ValidatedSync, key: &str) -> Option<String> {
+    sync.key_field
+        .convert(&Value::Text(key.to_string()))
+        .err()
+        .map(|problem| format!("key column `{}` {problem}", sync.key_column))
+}
+
+/// Rejects every copy of a key that appears more than once: ferry cannot know which copy is
+/// right, and syncing one of them at random would flap between runs.
+pub fn reject_duplicate_keys(records: Vec<PreparedRecord>) -> (Vec<PreparedRecord>, Vec<RejectedRow>) {
+    let mut rows_by_key: HashMap<&str, Vec<u64>> = HashMap::new();
+    for record in &records {
+        rows_by_key.entry(&record.match_key).or_default().push(record.row_number);
+    }
+    let duplicated: HashMap<String, Vec<u64>> = rows_by_key
+        .into_iter()
+        .filter(|(_, rows)| rows.len() > 1)
+        .map(|(key, rows)| (key.to_string(), rows))
+        .collect();
+    if duplicated.is_empty() {
+        return (records, Vec::new());
+    }
+    let mut kept = Vec::with_capacity(records.len());
+    let mut rejected = Vec::new();
+    for record in records {
+        match duplicated.get(&record.match_key) {
+            Some(rows) => {
+                let others: Vec<String> = rows.iter().filter(|r| **r != record.row_number).map(u64::to_string).collect();
+                rejected.push(RejectedRow {
+                    row_number: record.row_number,
+                    reason: format!(
+                        "duplicate key: `{}` also appears in row{} {} of the model (keys compare {}); keep one row per key",
+                        record.key,
+                        if others.len() == 1 { "" } else { "s" },
+                        others.join(", "),
+                        "trimmed and, for emails, ignoring case"
+                    ),
+                    key: record.key,
+                });
+            }
+            None => kept.push(record),
+        }
+    }
+    (kept, rejected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_core::{Behavior, FieldMapping, KeyMapping, ObjectKind};
+
+    fn spec(key: (&str, &str), maps: &[(&str, &str)], nulls: NullPolicy) -> SyncSpec {
+        SyncSpec {
+            model: "m".into(),
+            destination: "d".into(),
+            object: ObjectKind::Customer,
+            behavior: Behavior::UpdateOrCreate,
+            key: KeyMapping { column: key.0.into(), field: key.1.into() },
+            mappings: maps.iter().map(|(c, f)| FieldMapping { column: c.to_string(), field: f.to_string() }).collect(),
+            nulls,
+        }
+    }
+
+    fn columns(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn text(s: &str) -> Value {
+        Value::Text(s.into())
+    }
+
+    #[test]
+    fn validation_lists_every_problem_with_what_is_valid() {
+        let problems = validate_sync(
+            &spec(("mail", "email"), &[("full_name", "nmae"), ("plan", "metadata.plan"), ("tier", "metadata.plan")], NullPolicy::Skip),
+            &columns(&["email", "plan", "tier"]),
+        )
+        .unwrap_err();
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        assert_eq!(problems[0], "key column `mail` is not in the model; its columns are: email, plan, tier");
+        assert!(problems[1].contains("mapped column `full_name` is not in the model"));
+        assert!(problems[2].contains("`nmae` is not a Stripe Customer field (did you mean `name`?)"));
+        assert_eq!(problems[3], "field `metadata.plan` is mapped from both `plan` and `tier`; map each field once");
+    }
+
+    #[test]
+    fn rows_map_or_are_rejected_with_a_reason() {
+        let sync = validate_sync(
+            &spec(("email", "email"), &[("name", "name"), ("phone", "phone"), ("plan", "metadata.plan")], NullPolicy::Skip),
+            &columns(&["email", "name", "phone", "plan"]),
+        )
+        .unwrap();
+        let ok = prepare_row(&sync, 1, &[text(" Ada@Example.com "), text("Ada"), Value::Null, Value::Int(3)]).unwrap();
+        assert_eq!(ok.key, "Ada@Example.com");
+        assert_eq!(ok.match_key, "ada@example.com");
+        assert_eq!(ok.payload.to_json().to_string(), r#"{"email":"Ada@Example.com","metadata.plan":"3","name":"Ada"}"#);
+
+        let reason = |row: &[Value]| prepare_row(&sync, 2, row).unwrap_err().reason;
+        assert_eq!(reason(&[Value::Null, text("x"), Value::Null, Value::Null]), "missing key: column `email` is empty");
+        assert_eq!(reason(&[text("  "), text("x"), Value::Null, Value::Null]), "missing key: column `email` is empty");
+        assert_eq!(
+            reason(&[text("not-an-email"), text("x"), Value::Null, Value::Null]),
+            "`not-an-email` in column `email` is not a valid email address"
+        );
+        assert_eq!(
+            reason(&[text("a@b.co"), text("x"), text("+1 555 0100 0100 0100 99"), Value::Null]),
+            "column `phone` (→ phone) is 24 characters long; Stripe allows at most 20"
+        );
+        assert_eq!(
+            reason(&[text("a@b.co"), text("x"), Value::Null, Value::Float(f64::NAN)]),
+            "column `plan` (→ metadata.plan) is not a finite number (NaN)"
+        );
+    }
+
+    #[test]
+    fn clear_policy_turns_nulls_into_unsets() {
+        let sync = validate_sync(&spec(("email", "email"), &[("name", "name")], NullPolicy::Clear), &columns(&["email", "name"])).unwrap();
+        let record = prepare_row(&sync, 1, &[text("a@b.co"), Value::Null]).unwrap();
+        assert_eq!(record.payload.get("name"), Some(&FieldValue::Clear));
+    }
+
+    #[test]
+    fn duplicate_keys_reject_every_copy_and_name_the_others() {
+        let sync = validate_sync(&spec(("email", "email"), &[], NullPolicy::Skip), &columns(&["email"])).unwrap();
+        let records: Vec<PreparedRecord> = ["a@b.co", "x@y.co", " A@B.CO", "a@b.co"]
+            .iter()
+            .enumerate()
+            .map(|(i, e)| prepare_row(&sync, i as u64 + 1, &[text(e)]).unwrap())
+            .collect();
+        let (kept, rejected) = reject_duplicate_keys(records);
+        assert_eq!(kept.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["x@y.co"]);
+        assert_eq!(rejected.len(), 3);
+        assert!(rejected[0].reason.starts_with("duplicate key: `a@b.co` also appears in rows 3, 4 of the model"), "{}", rejected[0].reason);
+        assert!(rejected[1].reason.starts_with("duplicate key: `A@B.CO` also appears in rows 1, 4"), "{}", rejected[1].reason);
+    }
+}

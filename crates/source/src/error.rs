@@ -1,0 +1,170 @@
+//! What can go wrong while reaching a warehouse or reading a model, in words for people.
+//!
+//! No variant ever holds a connection string or a password: targets are described by host,
+//! port, user and database only, and driver messages are scrubbed of the password before they
+//! are stored here (see `postgres_source::redact_password`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    #[error("the PostgreSQL connection string is not valid: {reason}")]
+    InvalidConnectionString { reason: String },
+
+    /// The server could not be reached (refused, no such socket, DNS, timeout).
+    #[error(
+        "cannot connect to {target}: {reason}; check that the warehouse is running and that \
+         the connection string points at it"
+    )]
+    ConnectionFailed { target: String, reason: String },
+
+    /// The server answered but refused the login (bad password, unknown role, pg_hba rule).
+    #[error(
+        "the warehouse refused the login to {target}: {reason}; check the user name and password \
+         in the connection string"
+    )]
+    AuthenticationFailed { target: String, reason: String },
+
+    #[error(
+        "DuckDB file not found at {}; check the path (ferry opens the file read-only and never \
+         creates it)",
+        path.display()
+    )]
+    DuckDbFileMissing { path: PathBuf },
+
+    #[error("cannot open the DuckDB file at {}: {reason}", path.display())]
+    DuckDbOpenFailed { path: PathBuf, reason: String },
+
+    /// Refused before running: the model is not one read-only query.
+    #[error("the model is not a single read-only query: {problem}")]
+    NotAQuery { problem: String },
+
+    /// The database rejected the model's SQL; `message` is the database's own words.
+    #[error("the model failed in the warehouse: {message}{}", describe_position(.position))]
+    Sql {
+        message: String,
+        position: Option<SqlPosition>,
+    },
+
+    #[error("the model tried to write ({message}); a model must be a read-only SELECT")]
+    ReadOnlyViolation { message: String },
+
+    #[error(
+        "the model ran longer than {} and was cancelled; make the query faster (filter or \
+         aggregate earlier, add an index) or raise the statement timeout",
+        human_duration(*.timeout)
+    )]
+    StatementTimeout { timeout: Duration },
+
+    #[error("the warehouse connection was lost after {rows_read} rows: {reason}")]
+    ConnectionLost { rows_read: u64, reason: String },
+
+    /// Known before the first row: the column's type has no ferry value.
+    #[error(
+        "column `{column}` has type `{type_name}`, which ferry cannot read; cast it in the \
+         model, e.g. `{column}::text`"
+    )]
+    UnsupportedColumnType { column: String, type_name: String },
+
+    /// One value of a readable type that still has no ferry form (a date past year 262143).
+    #[error(
+        "column `{column}` (type `{type_name}`) has a value ferry cannot read: {reason}; cast it \
+         in the model, e.g. `{column}::text`"
+    )]
+    UnreadableValue {
+        column: String,
+        type_name: String,
+        reason: String,
+    },
+
+    /// Anything else the warehouse or driver reported.
+    #[error("the warehouse failed: {reason}")]
+    Warehouse { reason: String },
+}
+
+/// Where in the model's SQL an error is, counted from 1 like editors do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlPosition {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl SqlPosition {
+    /// The line and column of the `character_number`-th character (1-based, as PostgreSQL
+    /// reports it) of `sql`.
+    pub fn from_character_number(sql: &str, character_number: usize) -> SqlPosition {
+        let mut position = SqlPosition { line: 1, column: 1 };
+        for character in sql.chars().take(character_number.saturating_sub(1)) {
+            if character == '\n' {
+                position.line += 1;
+                position.column = 1;
+            } else {
+                position.column += 1;
+            }
+        }
+        position
+    }
+}
+
+fn describe_position(position: &Option<SqlPosition>) -> String {
+    match position {
+        Some(SqlPosition { line, column }) => format!(" (at line {line}, column {column})"),
+        None => String::new(),
+    }
+}
+
+/// `5m0s`, `1s`, `1.5s`, `250ms`, `1h0m0s`: short and unambiguous.
+pub fn human_duration(duration: Duration) -> String {
+    let total_millis = duration.as_millis();
+    if total_millis < 1000 {
+        return format!("{total_millis}ms");
+    }
+    let hours = total_millis / 3_600_000;
+    let minutes = total_millis / 60_000 % 60;
+    let millis_in_minute = total_millis % 60_000;
+    let seconds = if millis_in_minute % 1000 == 0 {
+        format!("{}s", millis_in_minute / 1000)
+    } else {
+        let text = format!("{:.3}", millis_in_minute as f64 / 1000.0);
+        format!("{}s", text.trim_end_matches('0'))
+    };
+    match (hours, minutes) {
+        (0, 0) => seconds,
+        (0, minutes) => format!("{minutes}m{seconds}"),
+        (hours, minutes) => format!("{hours}h{minutes}m{seconds}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_go() {
+        let text = |millis| human_duration(Duration::from_millis(millis));
+        assert_eq!(text(300_000), "5m0s");
+        assert_eq!(text(1_000), "1s");
+        assert_eq!(text(1_500), "1.5s");
+        assert_eq!(text(250), "250ms");
+        assert_eq!(text(3_600_000), "1h0m0s");
+        assert_eq!(text(90_000), "1m30s");
+    }
+
+    #[test]
+    fn positions_count_lines_and_columns() {
+        let sql = "SELECT\n  nme\nFROM t";
+        assert_eq!(
+            SqlPosition::from_character_number(sql, 10),
+            SqlPosition { line: 2, column: 3 }
+        );
+        let error = SourceError::Sql {
+            message: "column \"nme\" does not exist".into(),
+            position: Some(SqlPosition { line: 2, column: 3 }),
+        };
+        assert_eq!(
+            error.to_string(),
+            "the model failed in the warehouse: column \"nme\" does not exist (at line 2, column 3)"
+        );
+    }
+}

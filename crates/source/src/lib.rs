@@ -1,0 +1,213 @@
+//! Warehouses ferry reads models from (DuckDB, PostgreSQL): run a model's SQL read-only and
+//! stream its rows as typed ferry [`Value`]s.
+//!
+//! Every backend follows the same shape: validate the SQL ([`model_sql`]), open a read-only
+//! session, learn the columns, then produce rows on a task or thread of its own and send them
+//! through a bounded channel to a [`RowStream`]. The channel bound is what keeps a million-row
+//! model from being held in memory, and dropping the stream cancels the query.
+//!
+//! This crate knows nothing about syncs, mappings or the state store: it turns SQL into rows.
+
+mod duckdb_source;
+mod error;
+pub mod model_sql;
+mod postgres_decode;
+mod postgres_source;
+mod text_forms;
+
+pub use error::{human_duration, SourceError, SqlPosition};
+pub use model_sql::{validate_model_sql, ValidatedModelSql};
+
+use duckdb::InterruptHandle;
+use ferry_core::{Secret, Value};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Where a model's data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceConfig {
+    /// A DuckDB database file, opened read-only; it must already exist.
+    DuckDb { path: PathBuf },
+    /// A PostgreSQL connection string (`postgres://user:password@host/db` or
+    /// `host=… user=… dbname=…`). It may hold a password, so it is a [`Secret`].
+    Postgres { url: Secret },
+}
+
+impl SourceConfig {
+    /// The warehouse in words for logs and messages, without any password:
+    /// `DuckDB file ./warehouse.duckdb`, `PostgreSQL at db:5432, database `app`, user `ferry``.
+    pub fn describe(&self) -> String {
+        match self {
+            SourceConfig::DuckDb { path } => duckdb_source::describe_duckdb_target(path),
+            SourceConfig::Postgres { url } => postgres_source::describe_postgres_target(url),
+        }
+    }
+}
+
+/// How a model runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryOptions {
+    /// The longest the warehouse may work on one step of the model (running it, or fetching
+    /// the next batch) before it is cancelled. Time spent waiting for a slow reader does not
+    /// count. Zero means no limit.
+    pub statement_timeout: Duration,
+    /// Rows fetched per round trip, and how many rows may wait in memory for the reader.
+    pub batch_size: usize,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        QueryOptions {
+            statement_timeout: Duration::from_secs(5 * 60),
+            batch_size: 1000,
+        }
+    }
+}
+
+/// One column of a model's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    /// The warehouse's own name for the type: `int4`, `numeric`, `_text` on PostgreSQL;
+    /// `INTEGER`, `DECIMAL(18,2)`, `VARCHAR[]` on DuckDB.
+    pub type_name: String,
+}
+
+/// Checks that the warehouse can be reached and read (`SELECT 1`); errors say what was tried,
+/// without the password.
+pub async fn test_connection(config: &SourceConfig) -> Result<(), SourceError> {
+    match config {
+        SourceConfig::DuckDb { path } => duckdb_source::test_duckdb_connection(path).await,
+        SourceConfig::Postgres { url } => postgres_source::test_postgres_connection(url).await,
+    }
+}
+
+/// Starts the model query and returns once the columns are known. A model that is not a single
+/// read-only query is refused before anything runs.
+pub async fn query(
+    config: &SourceConfig,
+    sql: &str,
+    options: &QueryOptions,
+) -> Result<RowStream, SourceError> {
+    let model = validate_model_sql(sql)?;
+    match config {
+        SourceConfig::DuckDb { path } => {
+            duckdb_source::start_duckdb_query(path, model, options).await
+        }
+        SourceConfig::Postgres { url } => {
+            postgres_source::start_postgres_query(url, model, options).await
+        }
+    }
+}
+
+/// The first `limit` rows, for `ferry model show` and the UI. Only about `limit` rows are
+/// fetched; the rest of the query is cancelled.
+pub async fn preview(
+    config: &SourceConfig,
+    sql: &str,
+    limit: usize,
+) -> Result<(Vec<Column>, Vec<Vec<Value>>), SourceError> {
+    let options = QueryOptions {
+        batch_size: limit.clamp(1, QueryOptions::default().batch_size),
+        ..QueryOptions::default()
+    };
+    let mut stream = query(config, sql, &options).await?;
+    let mut rows = Vec::with_capacity(limit.min(options.batch_size));
+    while rows.len() < limit {
+        match stream.next_row().await {
+            Some(row) => rows.push(row?),
+            None => break,
+        }
+    }
+    Ok((stream.columns().to_vec(), rows))
+}
+
+/// The rows of a running model, in order. Dropping it cancels the query.
+pub struct RowStream {
+    columns: Vec<Column>,
+    messages: mpsc::Receiver<StreamMessage>,
+    rows_received: u64,
+    ended: bool,
+    /// DuckDB only: interrupts the query on drop, since its thread may be busy inside DuckDB
+    /// rather than waiting on the channel. (PostgreSQL's task notices the closed channel and
+    /// cancels the statement on the server.)
+    duckdb_interrupt: Option<Arc<InterruptHandle>>,
+}
+
+impl RowStream {
+    pub(crate) fn new(
+        columns: Vec<Column>,
+        messages: mpsc::Receiver<StreamMessage>,
+        duckdb_interrupt: Option<Arc<InterruptHandle>>,
+    ) -> RowStream {
+        RowStream {
+            columns,
+            messages,
+            rows_received: 0,
+            ended: false,
+            duckdb_interrupt,
+        }
+    }
+
+    /// The result's columns, known before the first row.
+    pub fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+
+    /// The next row, `None` after the last one. After an error the stream is over.
+    pub async fn next_row(&mut self) -> Option<Result<Vec<Value>, SourceError>> {
+        if self.ended {
+            return None;
+        }
+        match self.messages.recv().await {
+            Some(StreamMessage::Row(values)) => {
+                self.rows_received += 1;
+                Some(Ok(values))
+            }
+            Some(StreamMessage::Finished) => {
+                self.ended = true;
+                None
+            }
+            Some(StreamMessage::Failed(error)) => {
+                self.ended = true;
+                Some(Err(error))
+            }
+            // The producer always ends with `Finished` or `Failed`; a channel that closes
+            // without either means it died, and the rows so far may not be all of them.
+            None => {
+                self.ended = true;
+                Some(Err(SourceError::Warehouse {
+                    reason: format!(
+                        "the warehouse reader stopped unexpectedly after {} rows",
+                        self.rows_received
+                    ),
+                }))
+            }
+        }
+    }
+
+    /// How many rows the warehouse has produced that have not been read yet. Never more than
+    /// [`QueryOptions::batch_size`]: the producer waits for the reader beyond that.
+    pub fn buffered_rows(&self) -> usize {
+        self.messages.len()
+    }
+}
+
+impl Drop for RowStream {
+    fn drop(&mut self) {
+        if !self.ended {
+            if let Some(interrupt) = &self.duckdb_interrupt {
+                interrupt.interrupt();
+            }
+        }
+    }
+}
+
+/// What a backend's producer sends to its [`RowStream`].
+pub(crate) enum StreamMessage {
+    Row(Vec<Value>),
+    Finished,
+    Failed(SourceError),
+}

@@ -1,0 +1,1024 @@
+//! One suite, two warehouses: every case runs against a fresh DuckDB file and a fresh
+//! PostgreSQL database, and asserts what a model actually returns (or how it is refused).
+//!
+//! Cases are plain async functions taking a [`TestWarehouse`]; `on_both_warehouses!` turns each
+//! into one test per backend. Where the two SQL dialects differ, a case picks per backend with
+//! [`TestWarehouse::sql`]; the expected ferry values are the same unless a comment says why.
+
+use chrono::{NaiveDate, NaiveDateTime, TimeZone, Utc};
+use ferry_core::{Secret, Value};
+use ferry_source::{
+    preview, query, test_connection, Column, QueryOptions, SourceConfig, SourceError,
+};
+use ferry_testkit::PgServer;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------------------------
+// The warehouses under test
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    DuckDb,
+    Postgres,
+}
+
+/// A fresh, empty warehouse for one test: a new DuckDB file, or a new database on the shared
+/// PostgreSQL server.
+struct TestWarehouse {
+    backend: Backend,
+    config: SourceConfig,
+    /// A read-write connection string (PostgreSQL) or file (DuckDB) for setup and checks.
+    admin_url: String,
+    _duckdb_directory: Option<tempfile::TempDir>,
+}
+
+/// One server for the whole test binary; each test gets its own database on it.
+fn shared_postgres_server() -> &'static PgServer {
+    static SERVER: OnceLock<PgServer> = OnceLock::new();
+    SERVER.get_or_init(|| PgServer::start().expect("start the test PostgreSQL server"))
+}
+
+impl TestWarehouse {
+    async fn new(backend: Backend) -> TestWarehouse {
+        match backend {
+            Backend::DuckDb => {
+                let directory = tempfile::tempdir().expect("temporary directory");
+                let path = directory.path().join("warehouse.duckdb");
+                // The test creates the file with a read-write connection, as a user would.
+                duckdb::Connection::open(&path)
+                    .and_then(|connection| connection.execute_batch("SELECT 1"))
+                    .expect("create the DuckDB file");
+                TestWarehouse {
+                    backend,
+                    admin_url: path.display().to_string(),
+                    config: SourceConfig::DuckDb { path },
+                    _duckdb_directory: Some(directory),
+                }
+            }
+            Backend::Postgres => {
+                static NEXT_DATABASE: AtomicUsize = AtomicUsize::new(0);
+                let server = shared_postgres_server();
+                let name = format!(
+                    "conformance_{}",
+                    NEXT_DATABASE.fetch_add(1, Ordering::SeqCst)
+                );
+                let url = server
+                    .create_database(&name)
+                    .expect("create a test database");
+                TestWarehouse {
+                    backend,
+                    config: SourceConfig::Postgres {
+                        url: Secret::new(url.clone()),
+                    },
+                    admin_url: url,
+                    _duckdb_directory: None,
+                }
+            }
+        }
+    }
+
+    /// The SQL for this backend, where the dialects differ.
+    fn sql<'a>(&self, duckdb_sql: &'a str, postgres_sql: &'a str) -> &'a str {
+        match self.backend {
+            Backend::DuckDb => duckdb_sql,
+            Backend::Postgres => postgres_sql,
+        }
+    }
+
+    /// Runs setup statements (which may write) through a read-write connection.
+    async fn setup(&self, sql: &str) {
+        match self.backend {
+            Backend::DuckDb => {
+                let connection = duckdb::Connection::open(&self.admin_url).expect("open DuckDB");
+                connection.execute_batch(sql).expect("DuckDB setup");
+            }
+            Backend::Postgres => {
+                let client = self.postgres_admin_client().await;
+                client.batch_execute(sql).await.expect("PostgreSQL setup");
+            }
+        }
+    }
+
+    /// A single integer from a read-write connection, to check what the warehouse holds.
+    async fn admin_count(&self, sql: &str) -> i64 {
+        match self.backend {
+            Backend::DuckDb => {
+                let connection = duckdb::Connection::open(&self.admin_url).expect("open DuckDB");
+                connection
+                    .query_row(sql, [], |row| row.get(0))
+                    .expect("DuckDB count")
+            }
+            Backend::Postgres => {
+                let client = self.postgres_admin_client().await;
+                client
+                    .query_one(sql, &[])
+                    .await
+                    .expect("PostgreSQL count")
+                    .get(0)
+            }
+        }
+    }
+
+    async fn postgres_admin_client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.admin_url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to PostgreSQL");
+        tokio::spawn(connection);
+        client
+    }
+}
+
+/// Turns each case into one test per warehouse.
+macro_rules! on_both_warehouses {
+    ($($case:ident),* $(,)?) => {
+        mod duckdb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::TestWarehouse::new(super::Backend::DuckDb).await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::TestWarehouse::new(super::Backend::Postgres).await).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_warehouses!(
+    text_values,
+    integer_values,
+    exact_numerics,
+    float_values,
+    boolean_values,
+    dates_and_times,
+    timestamps,
+    json_values,
+    array_values,
+    binary_values,
+    uuid_values,
+    columns_are_known_before_the_first_row,
+    unreadable_types_are_refused_before_the_first_row,
+    database_errors_keep_the_database_message,
+    rows_stream_through_a_bounded_buffer,
+    preview_returns_the_first_rows,
+    writes_are_refused_by_the_read_only_session,
+    statements_other_than_one_query_are_refused_before_running,
+    long_running_models_are_stopped_by_the_statement_timeout,
+    test_connection_reads_the_warehouse,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+fn quick_options() -> QueryOptions {
+    QueryOptions {
+        statement_timeout: Duration::from_secs(30),
+        batch_size: 100,
+    }
+}
+
+/// Runs a model and returns its columns and all rows, or the first error.
+async fn run_model(
+    warehouse: &TestWarehouse,
+    sql: &str,
+    options: &QueryOptions,
+) -> Result<(Vec<Column>, Vec<Vec<Value>>), SourceError> {
+    let mut stream = query(&warehouse.config, sql, options).await?;
+    let mut rows = Vec::new();
+    while let Some(row) = stream.next_row().await {
+        rows.push(row?);
+    }
+    Ok((stream.columns().to_vec(), rows))
+}
+
+/// Asserts that `sql` returns exactly one row equal to `expected`. Compared through `Debug`
+/// so that `Float(NaN)` equals itself.
+async fn check(warehouse: &TestWarehouse, sql: &str, expected: Vec<Value>) {
+    let rows = match run_model(warehouse, sql, &quick_options()).await {
+        Ok((_, rows)) => rows,
+        Err(error) => panic!("{:?}: model {sql:?} failed: {error}", warehouse.backend),
+    };
+    assert_eq!(
+        format!("{rows:?}"),
+        format!("{:?}", vec![expected]),
+        "{:?}: model {sql:?}",
+        warehouse.backend
+    );
+}
+
+/// The message of the error `sql` ends with (at query start or mid-stream).
+async fn error_of(warehouse: &TestWarehouse, sql: &str, options: &QueryOptions) -> SourceError {
+    match run_model(warehouse, sql, options).await {
+        Ok((_, rows)) => panic!(
+            "{:?}: model {sql:?} should fail but returned {rows:?}",
+            warehouse.backend
+        ),
+        Err(error) => error,
+    }
+}
+
+fn text(value: &str) -> Value {
+    Value::Text(value.to_string())
+}
+
+fn decimal(value: &str) -> Value {
+    Value::Decimal(value.to_string())
+}
+
+fn date(year: i32, month: u32, day: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(year, month, day).expect("valid date")
+}
+
+fn timestamp(text: &str) -> NaiveDateTime {
+    NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").expect("valid timestamp")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Type mapping
+// ---------------------------------------------------------------------------------------------
+
+async fn text_values(warehouse: TestWarehouse) {
+    check(
+        &warehouse,
+        "SELECT CAST('hello' AS VARCHAR), CAST('naïve ✓' AS TEXT), CAST(NULL AS VARCHAR), ''",
+        vec![text("hello"), text("naïve ✓"), Value::Null, text("")],
+    )
+    .await;
+    if warehouse.backend == Backend::Postgres {
+        // char(n) pads, "char" is one byte, name and citext-like types are text; an enum's
+        // label is its text.
+        warehouse
+            .setup("CREATE TYPE mood AS ENUM ('happy', 'sad'); CREATE DOMAIN email AS text;")
+            .await;
+        check(
+            &warehouse,
+            "SELECT 'ab'::char(3), 'x'::\"char\", 'pg'::name, 'happy'::mood, 'a@b.c'::email",
+            vec![
+                text("ab "),
+                text("x"),
+                text("pg"),
+                text("happy"),
+                text("a@b.c"),
+            ],
+        )
+        .await;
+    } else {
+        warehouse
+            .setup("CREATE TYPE mood AS ENUM ('happy', 'sad');")
+            .await;
+        check(
+            &warehouse,
+            "SELECT CAST('happy' AS mood)",
+            vec![text("happy")],
+        )
+        .await;
+    }
+}
+
+async fn integer_values(warehouse: TestWarehouse) {
+    check(
+        &warehouse,
+        "SELECT CAST(1 AS SMALLINT), CAST(-2 AS INTEGER), CAST(9223372036854775807 AS BIGINT), \
+         CAST('-9223372036854775808' AS BIGINT), CAST(NULL AS BIGINT)",
+        vec![
+            Value::Int(1),
+            Value::Int(-2),
+            Value::Int(i64::MAX),
+            Value::Int(i64::MIN),
+            Value::Null,
+        ],
+    )
+    .await;
+    if warehouse.backend == Backend::DuckDb {
+        // Unsigned and 128-bit integers: Int while they fit in i64, exact Decimal text beyond.
+        check(
+            &warehouse,
+            "SELECT CAST(-128 AS TINYINT), CAST(255 AS UTINYINT), CAST(65535 AS USMALLINT), \
+             CAST(4294967295 AS UINTEGER), CAST(9223372036854775807 AS UBIGINT), \
+             CAST(18446744073709551615 AS UBIGINT), CAST(42 AS HUGEINT), \
+             CAST('-170141183460469231731687303715884105728' AS HUGEINT), \
+             CAST('340282366920938463463374607431768211455' AS UHUGEINT)",
+            vec![
+                Value::Int(-128),
+                Value::Int(255),
+                Value::Int(65535),
+                Value::Int(4_294_967_295),
+                Value::Int(i64::MAX),
+                decimal("18446744073709551615"),
+                Value::Int(42),
+                decimal("-170141183460469231731687303715884105728"),
+                decimal("340282366920938463463374607431768211455"),
+            ],
+        )
+        .await;
+    } else {
+        check(&warehouse, "SELECT CAST(42 AS oid)", vec![Value::Int(42)]).await;
+    }
+}
+
+async fn exact_numerics(warehouse: TestWarehouse) {
+    check(
+        &warehouse,
+        "SELECT 19.99, CAST('-19.990' AS NUMERIC(10,3)), CAST('-0.5' AS NUMERIC(3,1)), \
+         CAST('0.000012' AS NUMERIC(10,6)), CAST(0 AS NUMERIC(5,2)), \
+         CAST('123456789012345678901234567890' AS NUMERIC(30,0)), \
+         CAST('-123456789012345678901234567890' AS NUMERIC(30,0)), \
+         CAST('12345678901234567890.1234567890' AS NUMERIC(30,10)), \
+         CAST('10000' AS NUMERIC(10,0)), CAST(NULL AS NUMERIC(10,2))",
+        vec![
+            decimal("19.99"),
+            decimal("-19.990"),
+            decimal("-0.5"),
+            decimal("0.000012"),
+            decimal("0.00"),
+            decimal("123456789012345678901234567890"),
+            decimal("-123456789012345678901234567890"),
+            decimal("12345678901234567890.1234567890"),
+            decimal("10000"),
+            Value::Null,
+        ],
+    )
+    .await;
+    if warehouse.backend == Backend::Postgres {
+        // Unconstrained NUMERIC goes past DuckDB's 38 digits, and has NaN and infinities.
+        check(
+            &warehouse,
+            "SELECT CAST('1e40' AS numeric), CAST('-0.0000000000000000000000000000000000000001' AS numeric), \
+             CAST('NaN' AS numeric), CAST('Infinity' AS numeric), CAST('-Infinity' AS numeric), \
+             CAST('1.50' AS numeric)",
+            vec![
+                decimal("10000000000000000000000000000000000000000"),
+                decimal("-0.0000000000000000000000000000000000000001"),
+                Value::Float(f64::NAN),
+                Value::Float(f64::INFINITY),
+                Value::Float(f64::NEG_INFINITY),
+                decimal("1.50"),
+            ],
+        )
+        .await;
+    }
+}
+
+async fn float_values(warehouse: TestWarehouse) {
+    check(
+        &warehouse,
+        "SELECT CAST(0.1 AS FLOAT4), CAST(0.1 AS FLOAT8), CAST(-2.5 AS FLOAT8), \
+         CAST('NaN' AS FLOAT8), CAST('Infinity' AS FLOAT8), CAST('-Infinity' AS FLOAT8), \
+         CAST('NaN' AS FLOAT4), CAST('-Infinity' AS FLOAT4), CAST(1e300 AS FLOAT8)",
+        vec![
+            // A REAL keeps the digits it was written with, not its f32 rounding error.
+            Value::Float(0.1),
+            Value::Float(0.1),
+            Value::Float(-2.5),
+            Value::Float(f64::NAN),
+            Value::Float(f64::INFINITY),
+            Value::Float(f64::NEG_INFINITY),
+            Value::Float(f64::NAN),
+            Value::Float(f64::NEG_INFINITY),
+            Value::Float(1e300),
+        ],
+    )
+    .await;
+}
+
+async fn boolean_values(warehouse: TestWarehouse) {
+    check(
+        &warehouse,
+        "SELECT true, false, CAST(NULL AS BOOLEAN)",
+        vec![Value::Bool(true), Value::Bool(false), Value::Null],
+    )
+    .await;
+}
+
+async fn dates_and_times(warehouse: TestWarehouse) {
+    check(
+        &warehouse,
+        "SELECT DATE '1969-07-20', DATE '2024-02-29', DATE '0001-01-01', DATE '10000-01-01', \
+         CAST('infinity' AS DATE), CAST('-infinity' AS DATE), \
+         TIME '04:05:06.5', TIME '23:59:59', \
+         CAST('1 year 2 months 3 days 04:05:06' AS INTERVAL), CAST('-1 days' AS INTERVAL)",
+        vec![
+            Value::Date(date(1969, 7, 20)),
+            Value::Date(date(2024, 2, 29)),
+            Value::Date(date(1, 1, 1)),
+            Value::Date(date(10000, 1, 1)),
+            text("infinity"),
+            text("-infinity"),
+            text("04:05:06.5"),
+            text("23:59:59"),
+            text("1 year 2 mons 3 days 04:05:06"),
+            text("-1 days"),
+        ],
+    )
+    .await;
+    // Both warehouses store dates far past chrono's range (year 262142): an error that names
+    // the column, never a panic or a wrong date.
+    let error = error_of(
+        &warehouse,
+        "SELECT CAST('1000000-01-01' AS DATE) AS far_future",
+        &quick_options(),
+    )
+    .await;
+    let type_name = warehouse.sql("DATE", "date");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "column `far_future` (type `{type_name}`) has a value ferry cannot read: {}; cast it \
+             in the model, e.g. `far_future::text`",
+            warehouse.sql(
+                "it is outside the years ferry can represent (-262143 to 262142)",
+                "the date is outside the years ferry can represent (-262143 to 262142)"
+            )
+        )
+    );
+    if warehouse.backend == Backend::Postgres {
+        check(
+            &warehouse,
+            "SELECT DATE '0044-03-15 BC', TIME WITH TIME ZONE '04:05:06+02', \
+             CAST('192.168.0.1/24' AS inet), CAST('10.0.0.0/8' AS cidr), CAST('::1' AS inet), \
+             CAST('08:00:2b:01:02:03' AS macaddr)",
+            vec![
+                Value::Date(date(-43, 3, 15)),
+                text("04:05:06+02"),
+                text("192.168.0.1/24"),
+                text("10.0.0.0/8"),
+                text("::1"),
+                text("08:00:2b:01:02:03"),
+            ],
+        )
+        .await;
+    }
+}
+
+async fn timestamps(warehouse: TestWarehouse) {
+    check(
+        &warehouse,
+        "SELECT TIMESTAMP '1969-07-20 20:17:40.5', TIMESTAMP '2024-01-02 03:04:05', \
+         TIMESTAMP '10000-01-01 00:00:00', \
+         CAST('2024-01-02 03:04:05+02' AS TIMESTAMPTZ), CAST('1960-06-01 12:00:00+00' AS TIMESTAMPTZ), \
+         CAST('infinity' AS TIMESTAMP), CAST('-infinity' AS TIMESTAMP), CAST('infinity' AS TIMESTAMPTZ)",
+        vec![
+            Value::Timestamp(timestamp("1969-07-20 20:17:40.5")),
+            Value::Timestamp(timestamp("2024-01-02 03:04:05")),
+            Value::Timestamp(timestamp("10000-01-01 00:00:00")),
+            Value::TimestampTz(Utc.with_ymd_and_hms(2024, 1, 2, 1, 4, 5).unwrap()),
+            Value::TimestampTz(Utc.with_ymd_and_hms(1960, 6, 1, 12, 0, 0).unwrap()),
+            text("infinity"),
+            text("-infinity"),
+            text("infinity"),
+        ],
+    )
+    .await;
+}
+
+async fn json_values(warehouse: TestWarehouse) {
+    let expected = serde_json::json!({"a": [1, "b", null], "c": {"d": true}});
+    if warehouse.backend == Backend::Postgres {
+        check(
+            &warehouse,
+            r#"SELECT '{"a": [1, "b", null], "c": {"d": true}}'::json,
+                      '{"a": [1, "b", null], "c": {"d": true}}'::jsonb,
+                      'null'::jsonb, '"text"'::json"#,
+            vec![
+                Value::Json(expected.clone()),
+                Value::Json(expected),
+                Value::Json(serde_json::Value::Null),
+                Value::Json(serde_json::json!("text")),
+            ],
+        )
+        .await;
+    } else {
+        // DuckDB's JSON type is VARCHAR with the alias `JSON`, which the json extension
+        // registers. This build does not link that extension, so the test declares the same
+        // alias itself; ferry recognises JSON columns by the alias either way.
+        warehouse
+            .setup(
+                r#"CREATE TYPE json AS VARCHAR;
+                   CREATE TABLE documents (document json);
+                   INSERT INTO documents VALUES ('{"a": [1, "b", null], "c": {"d": true}}');"#,
+            )
+            .await;
+        check(
+            &warehouse,
+            "SELECT document FROM documents",
+            vec![Value::Json(expected)],
+        )
+        .await;
+        // Structs and maps have no ferry type of their own: they arrive as JSON objects.
+        check(
+            &warehouse,
+            "SELECT {'name': 'Ada', 'tags': ['a', 'b'], 'score': 1.5}, MAP {'k': 1}",
+            vec![
+                Value::Json(serde_json::json!({"name": "Ada", "tags": ["a", "b"], "score": "1.5"})),
+                Value::Json(serde_json::json!({"k": 1})),
+            ],
+        )
+        .await;
+    }
+}
+
+async fn array_values(warehouse: TestWarehouse) {
+    check(
+        &warehouse,
+        warehouse.sql(
+            "SELECT ['a', 'b', NULL], [1, 2, 3], CAST([] AS INTEGER[]), [[1, 2], [3, 4]], \
+             [CAST('1.50' AS DECIMAL(5,2))], [DATE '2024-01-01']",
+            "SELECT ARRAY['a', 'b', NULL], ARRAY[1, 2, 3], CAST('{}' AS int4[]), \
+             ARRAY[[1, 2], [3, 4]], ARRAY[CAST('1.50' AS NUMERIC(5,2))], ARRAY[DATE '2024-01-01']",
+        ),
+        vec![
+            Value::Array(vec![text("a"), text("b"), Value::Null]),
+            Value::Array(vec![Value::Int(1), Value::Int(2), Value::Int(3)]),
+            Value::Array(vec![]),
+            Value::Array(vec![
+                Value::Array(vec![Value::Int(1), Value::Int(2)]),
+                Value::Array(vec![Value::Int(3), Value::Int(4)]),
+            ]),
+            Value::Array(vec![decimal("1.50")]),
+            Value::Array(vec![Value::Date(date(2024, 1, 1))]),
+        ],
+    )
+    .await;
+}
+
+async fn binary_values(warehouse: TestWarehouse) {
+    check(
+        &warehouse,
+        warehouse.sql(
+            r"SELECT CAST('\xDE\xAD\xBE\xEF' AS BLOB), CAST('' AS BLOB)",
+            r"SELECT CAST('\xdeadbeef' AS bytea), CAST('' AS bytea)",
+        ),
+        vec![
+            Value::Bytes(vec![0xde, 0xad, 0xbe, 0xef]),
+            Value::Bytes(vec![]),
+        ],
+    )
+    .await;
+}
+
+async fn uuid_values(warehouse: TestWarehouse) {
+    check(
+        &warehouse,
+        "SELECT CAST('A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11' AS UUID)",
+        vec![text("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")],
+    )
+    .await;
+}
+
+async fn columns_are_known_before_the_first_row(warehouse: TestWarehouse) {
+    let mut stream = query(
+        &warehouse.config,
+        "SELECT 1 AS id, 'a@example.com' AS email, CAST(2.5 AS NUMERIC(4,1)) AS balance WHERE false",
+        &quick_options(),
+    )
+    .await
+    .expect("query starts");
+    let columns: Vec<(String, String)> = stream
+        .columns()
+        .iter()
+        .map(|column| (column.name.clone(), column.type_name.clone()))
+        .collect();
+    let expected = match warehouse.backend {
+        Backend::DuckDb => [
+            ("id", "INTEGER"),
+            ("email", "VARCHAR"),
+            ("balance", "DECIMAL(4,1)"),
+        ],
+        Backend::Postgres => [("id", "int4"), ("email", "text"), ("balance", "numeric")],
+    };
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(name, type_name)| (name.to_string(), type_name.to_string()))
+        .collect();
+    assert_eq!(columns, expected);
+    assert!(stream.next_row().await.is_none(), "no rows");
+}
+
+async fn unreadable_types_are_refused_before_the_first_row(warehouse: TestWarehouse) {
+    let sql = warehouse.sql(
+        "SELECT CAST('101' AS BIT) AS flags",
+        "SELECT to_tsvector('simple', 'hello') AS flags",
+    );
+    let error = match query(&warehouse.config, sql, &quick_options()).await {
+        Ok(_) => panic!("a model with an unreadable column must be refused at query start"),
+        Err(error) => error,
+    };
+    let type_name = warehouse.sql("BIT", "tsvector");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "column `flags` has type `{type_name}`, which ferry cannot read; cast it in the \
+             model, e.g. `flags::text`"
+        )
+    );
+}
+
+async fn database_errors_keep_the_database_message(warehouse: TestWarehouse) {
+    let error = error_of(
+        &warehouse,
+        "SELECT nme\nFROM (SELECT 1 AS name) AS people",
+        &quick_options(),
+    )
+    .await;
+    assert!(matches!(error, SourceError::Sql { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.starts_with("the model failed in the warehouse: "),
+        "{message}"
+    );
+    assert!(message.contains("nme"), "{message}");
+    if warehouse.backend == Backend::Postgres {
+        assert_eq!(
+            message,
+            "the model failed in the warehouse: column \"nme\" does not exist \
+             (at line 1, column 8)"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streaming
+// ---------------------------------------------------------------------------------------------
+
+async fn rows_stream_through_a_bounded_buffer(warehouse: TestWarehouse) {
+    let options = QueryOptions {
+        statement_timeout: Duration::from_secs(60),
+        batch_size: 100,
+    };
+    let mut stream = query(
+        &warehouse.config,
+        "SELECT g FROM generate_series(1, 100000) AS numbers(g) ORDER BY g",
+        &options,
+    )
+    .await
+    .expect("query starts");
+    let first = stream
+        .next_row()
+        .await
+        .expect("a first row")
+        .expect("no error");
+    assert_eq!(first, vec![Value::Int(1)]);
+    // Give the producer time to run ahead as far as it can: the channel bound must stop it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let buffered = stream.buffered_rows();
+    assert!(
+        buffered <= options.batch_size,
+        "{buffered} rows waiting in memory, more than the batch size {}",
+        options.batch_size
+    );
+    let mut count: u64 = 1;
+    let mut sum: i64 = 1;
+    while let Some(row) = stream.next_row().await {
+        let row = row.expect("no error mid-stream");
+        let Value::Int(number) = row[0] else {
+            panic!("expected an integer, got {row:?}");
+        };
+        count += 1;
+        sum += number;
+    }
+    assert_eq!(count, 100_000);
+    assert_eq!(sum, 100_000 * 100_001 / 2);
+    assert!(stream.next_row().await.is_none(), "the stream stays ended");
+}
+
+async fn preview_returns_the_first_rows(warehouse: TestWarehouse) {
+    let (columns, rows) = preview(
+        &warehouse.config,
+        "SELECT g AS n FROM generate_series(1, 100000) AS numbers(g) ORDER BY g",
+        3,
+    )
+    .await
+    .expect("preview");
+    assert_eq!(columns.len(), 1);
+    assert_eq!(columns[0].name, "n");
+    assert_eq!(
+        rows,
+        vec![
+            vec![Value::Int(1)],
+            vec![Value::Int(2)],
+            vec![Value::Int(3)]
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Safety: read-only, one query, bounded time
+// ---------------------------------------------------------------------------------------------
+
+async fn writes_are_refused_by_the_read_only_session(warehouse: TestWarehouse) {
+    warehouse
+        .setup("CREATE TABLE customers (id INTEGER); INSERT INTO customers VALUES (1);")
+        .await;
+    // Starts with WITH, so it passes the query check; only the read-only session stops it.
+    let error = error_of(
+        &warehouse,
+        "WITH new_rows AS (SELECT 2 AS id) INSERT INTO customers SELECT id FROM new_rows",
+        &quick_options(),
+    )
+    .await;
+    assert!(
+        matches!(error, SourceError::ReadOnlyViolation { .. }),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.starts_with("the model tried to write ("),
+        "{message}"
+    );
+    assert!(
+        message.ends_with("); a model must be a read-only SELECT"),
+        "{message}"
+    );
+
+    if warehouse.backend == Backend::Postgres {
+        // A data-modifying CTE inside a SELECT, and a function that writes as a side effect.
+        warehouse
+            .setup(
+                "CREATE FUNCTION add_customer() RETURNS integer LANGUAGE plpgsql AS $$ \
+                 BEGIN INSERT INTO customers VALUES (3); RETURN 3; END $$;",
+            )
+            .await;
+        for sql in [
+            "WITH inserted AS (INSERT INTO customers VALUES (4) RETURNING id) SELECT * FROM inserted",
+            "SELECT add_customer()",
+        ] {
+            let error = error_of(&warehouse, sql, &quick_options()).await;
+            assert_eq!(
+                error.to_string(),
+                "the model tried to write (cannot execute INSERT in a read-only transaction); \
+                 a model must be a read-only SELECT",
+                "for {sql}"
+            );
+        }
+    }
+    assert_eq!(
+        warehouse
+            .admin_count("SELECT count(*) FROM customers")
+            .await,
+        1,
+        "the warehouse is unchanged"
+    );
+}
+
+async fn statements_other_than_one_query_are_refused_before_running(warehouse: TestWarehouse) {
+    warehouse
+        .setup("CREATE TABLE customers (id INTEGER); INSERT INTO customers VALUES (1);")
+        .await;
+    for (sql, problem) in [
+        (
+            "DELETE FROM customers",
+            "it starts with `DELETE`, but a model must be a read-only query starting with \
+             SELECT, WITH, VALUES, TABLE or FROM",
+        ),
+        (
+            "SELECT 1; DROP TABLE customers",
+            "it contains more than one statement (a `;` is followed by `DROP`); a model must be \
+             one query, so remove everything after the first `;`",
+        ),
+        (
+            "CREATE TABLE other AS SELECT 1",
+            "it starts with `CREATE`, but a model must be a read-only query starting with \
+             SELECT, WITH, VALUES, TABLE or FROM",
+        ),
+        (
+            "INSERT INTO customers VALUES (2)",
+            "it starts with `INSERT`, but a model must be a read-only query starting with \
+             SELECT, WITH, VALUES, TABLE or FROM",
+        ),
+    ] {
+        let error = error_of(&warehouse, sql, &quick_options()).await;
+        assert_eq!(
+            error.to_string(),
+            format!("the model is not a single read-only query: {problem}")
+        );
+    }
+    assert_eq!(
+        warehouse
+            .admin_count("SELECT count(*) FROM customers")
+            .await,
+        1,
+        "nothing ran"
+    );
+}
+
+async fn long_running_models_are_stopped_by_the_statement_timeout(warehouse: TestWarehouse) {
+    let options = QueryOptions {
+        statement_timeout: Duration::from_secs(1),
+        batch_size: 100,
+    };
+    let sql = warehouse.sql(
+        // About 10^10 row pairs: minutes of work for DuckDB.
+        "SELECT sum(a.range * b.range) FROM range(100000) AS a, range(100000) AS b",
+        "SELECT pg_sleep(10)",
+    );
+    let started = Instant::now();
+    let error = error_of(&warehouse, sql, &options).await;
+    let elapsed = started.elapsed();
+    assert_eq!(
+        error.to_string(),
+        "the model ran longer than 1s and was cancelled; make the query faster (filter or \
+         aggregate earlier, add an index) or raise the statement timeout"
+    );
+    assert!(elapsed < Duration::from_secs(6), "took {elapsed:?}");
+}
+
+async fn test_connection_reads_the_warehouse(warehouse: TestWarehouse) {
+    test_connection(&warehouse.config)
+        .await
+        .expect("the warehouse is reachable");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backend-specific failures
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_missing_duckdb_file_is_reported_and_not_created() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let path = directory.path().join("missing.duckdb");
+    let config = SourceConfig::DuckDb { path: path.clone() };
+    let expected = format!(
+        "DuckDB file not found at {}; check the path (ferry opens the file read-only and never \
+         creates it)",
+        path.display()
+    );
+    let error = query(&config, "SELECT 1", &quick_options())
+        .await
+        .err()
+        .expect("query fails");
+    assert_eq!(error.to_string(), expected);
+    let error = test_connection(&config).await.expect_err("check fails");
+    assert_eq!(error.to_string(), expected);
+    assert!(!path.exists(), "opening read-only must not create the file");
+}
+
+const PASSWORD: &str = "hunter2-very-secret";
+
+#[tokio::test]
+async fn bad_postgres_credentials_name_the_user_but_not_the_password() {
+    let server = shared_postgres_server();
+    let config = SourceConfig::Postgres {
+        url: Secret::new(format!(
+            "host={} port={} user=nobody password={PASSWORD} dbname=ferry_test",
+            server.socket_dir().display(),
+            server.port()
+        )),
+    };
+    let error = test_connection(&config).await.expect_err("login fails");
+    let message = error.to_string();
+    assert!(
+        matches!(error, SourceError::AuthenticationFailed { .. }),
+        "{error:?}"
+    );
+    assert_eq!(
+        message,
+        format!(
+            "the warehouse refused the login to PostgreSQL at socket {}/.s.PGSQL.{}, database \
+             `ferry_test`, user `nobody`: role \"nobody\" does not exist; check the user name and \
+             password in the connection string",
+            server.socket_dir().display(),
+            server.port()
+        )
+    );
+    let query_error = query(&config, "SELECT 1", &quick_options())
+        .await
+        .err()
+        .expect("query fails");
+    assert_eq!(query_error.to_string(), message);
+    assert!(!format!("{error:?}").contains(PASSWORD));
+    assert!(!format!("{config:?}").contains(PASSWORD));
+}
+
+#[tokio::test]
+async fn an_unreachable_postgres_says_what_was_tried_without_the_password() {
+    for url in [
+        format!(
+            "host=/tmp/ferry-no-such-directory port=5999 user=ferry password={PASSWORD} dbname=app"
+        ),
+        format!("postgresql://ferry:{PASSWORD}@127.0.0.1:1/app"),
+    ] {
+        let config = SourceConfig::Postgres {
+            url: Secret::new(url),
+        };
+        let error = test_connection(&config)
+            .await
+            .expect_err("nothing listens there");
+        let message = error.to_string();
+        assert!(
+            matches!(error, SourceError::ConnectionFailed { .. }),
+            "{error:?}"
+        );
+        assert!(
+            message.starts_with("cannot connect to PostgreSQL at "),
+            "{message}"
+        );
+        assert!(message.contains("user `ferry`"), "{message}");
+        assert!(message.contains("database `app`"), "{message}");
+        assert!(!message.contains(PASSWORD), "{message}");
+        assert!(!format!("{error:?}").contains(PASSWORD));
+        assert_eq!(
+            config.describe(),
+            message["cannot connect to ".len()..message.find(": ").unwrap()]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_connection_lost_mid_stream_says_after_how_many_rows() {
+    let warehouse = TestWarehouse::new(Backend::Postgres).await;
+    let options = QueryOptions {
+        statement_timeout: Duration::from_secs(60),
+        batch_size: 100,
+    };
+    let mut stream = query(
+        &warehouse.config,
+        "SELECT g, 'ferry-lost-connection-test' AS marker FROM generate_series(1, 1000000) AS numbers(g)",
+        &options,
+    )
+    .await
+    .expect("query starts");
+    let mut rows_read: u64 = 0;
+    for _ in 0..10 {
+        stream
+            .next_row()
+            .await
+            .expect("a row")
+            .expect("no error yet");
+        rows_read += 1;
+    }
+    let admin = warehouse.postgres_admin_client().await;
+    let terminated: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE query LIKE '%ferry-lost-connection-test%' AND pid <> pg_backend_pid()) AS t",
+            &[],
+        )
+        .await
+        .expect("terminate the model's backend")
+        .get(0);
+    assert_eq!(terminated, 1);
+    let error = loop {
+        match stream.next_row().await {
+            Some(Ok(_)) => rows_read += 1,
+            Some(Err(error)) => break error,
+            None => panic!("the stream ended normally after {rows_read} rows"),
+        }
+    };
+    assert!(rows_read < 1_000_000);
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "the warehouse connection was lost after {rows_read} rows: terminating connection \
+             due to administrator command"
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_postgres_stream_cancels_the_query() {
+    let warehouse = TestWarehouse::new(Backend::Postgres).await;
+    let stream = query(
+        &warehouse.config,
+        "SELECT pg_sleep(60), 'ferry-drop-test' AS marker",
+        &QueryOptions::default(),
+    )
+    .await
+    .expect("query starts");
+    let admin = warehouse.postgres_admin_client().await;
+    let running = || async {
+        let count: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+                 AND query LIKE '%ferry-drop-test%' AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .expect("read pg_stat_activity")
+            .get(0);
+        count
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running().await == 0 {
+        assert!(Instant::now() < deadline, "the model never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while running().await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the model still runs 5 s after its stream was dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

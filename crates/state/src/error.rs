@@ -1,0 +1,193 @@
+//! The errors of the workspace store. Each message says what went wrong and what to do next;
+//! none of them ever contains a secret, a ciphertext or a database password.
+
+use std::path::PathBuf;
+
+/// The kinds of objects a workspace holds, for messages and hints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectType {
+    Connection,
+    Model,
+    Sync,
+    Run,
+}
+
+impl ObjectType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectType::Connection => "connection",
+            ObjectType::Model => "model",
+            ObjectType::Sync => "sync",
+            ObjectType::Run => "run",
+        }
+    }
+
+    /// The command that lists objects of this type, for "does not exist" hints.
+    fn list_command(self) -> &'static str {
+        match self {
+            ObjectType::Connection => "ferry connection list",
+            ObjectType::Model => "ferry model list",
+            ObjectType::Sync => "ferry sync list",
+            ObjectType::Run => "ferry runs list",
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("no ferry workspace at {location}; run `ferry init` first")]
+    NoWorkspace { location: String },
+
+    #[error(
+        "invalid {what} name {name:?}: a name is 1 to 64 characters of letters, digits, '_' and '-'"
+    )]
+    InvalidName { what: ObjectType, name: String },
+
+    #[error("{0}")]
+    InvalidInput(String),
+
+    #[error("{what} '{name}' does not exist; see `{}`", what.list_command())]
+    NotFound { what: ObjectType, name: String },
+
+    #[error("{what} '{name}' is used by {}; remove or change those first", used_by.join(", "))]
+    InUse {
+        what: ObjectType,
+        name: String,
+        /// "model 'signups'", "sync 'customers'", …
+        used_by: Vec<String>,
+    },
+
+    #[error(
+        "sync '{sync}' is already running (another `ferry sync run` holds its lock); wait for it to finish"
+    )]
+    SyncLocked { sync: String },
+
+    #[error(
+        "{origin} is not a valid master key: it must be the base64 of 32 random bytes \
+         (make one with `openssl rand -base64 32`)"
+    )]
+    InvalidMasterKey { origin: String },
+
+    #[error(
+        "the master key file {} is missing, so the secrets of this workspace cannot be read; \
+         restore the file or set FERRY_MASTER_KEY to the key it held",
+        path.display()
+    )]
+    MissingMasterKey { path: PathBuf },
+
+    #[error(
+        "cannot decrypt the secret of connection '{connection}': the master key differs from the \
+         one it was saved with (FERRY_MASTER_KEY or {})",
+        key_file.display()
+    )]
+    WrongMasterKey {
+        connection: String,
+        key_file: PathBuf,
+    },
+
+    #[error(
+        "the stored secret of connection '{connection}' is damaged; add the connection again with \
+         its secret"
+    )]
+    DamagedSecret { connection: String },
+
+    #[error(
+        "environment variable {variable} is not set; export it or reconnect with --api-key-env"
+    )]
+    EnvVarNotSet { variable: String },
+
+    #[error(
+        "the workspace database has schema version {found}, but this ferry only knows versions up \
+         to {known}; it was written by a newer ferry, so upgrade ferry"
+    )]
+    NewerSchema { found: i64, known: i64 },
+
+    #[error("the workspace database holds {0}; was it edited by hand or by a newer ferry?")]
+    Corrupt(String),
+
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("the SQLite workspace database failed while {doing}: {source}")]
+    Sqlite {
+        doing: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    #[error(
+        "cannot connect to the PostgreSQL state store at {location}: {message}; check --state-url \
+         and that the server is running"
+    )]
+    PostgresConnect { location: String, message: String },
+
+    /// `message` is the server's own text when there is one (tokio-postgres' Display of a server
+    /// error is only "db error").
+    #[error("the PostgreSQL state store failed while {doing}: {message}")]
+    Postgres {
+        doing: &'static str,
+        message: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    #[error("an internal task of the state store failed: {0}")]
+    Internal(String),
+}
+
+impl StateError {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        StateError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Whether a PostgreSQL call failed because its session was already closed.
+    pub(crate) fn is_closed_connection(&self) -> bool {
+        matches!(self, StateError::Postgres { source, .. } if source.is_closed())
+    }
+
+    pub(crate) fn sqlite(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> StateError {
+        move |source| StateError::Sqlite { doing, source }
+    }
+
+    pub(crate) fn postgres(
+        doing: &'static str,
+    ) -> impl FnOnce(tokio_postgres::Error) -> StateError {
+        move |source| StateError::Postgres {
+            doing,
+            message: postgres_error_text(&source),
+            source,
+        }
+    }
+}
+
+/// The most useful text of a tokio-postgres error: the server's message when the server
+/// answered, the client-side cause otherwise. The server's `detail` is left out on purpose: for
+/// a failing row it quotes the row, ciphertext included.
+pub(crate) fn postgres_error_text(error: &tokio_postgres::Error) -> String {
+    if let Some(db_error) = error.as_db_error() {
+        return db_error.message().to_string();
+    }
+    match std::error::Error::source(error) {
+        Some(cause) => format!("{error}: {cause}"),
+        None => error.to_string(),
+    }
+}

@@ -1,0 +1,72 @@
+//! Identifiers and clock readings the store hands out: run ids that sort by start time, sync
+//! uids, and timestamps both backends store without loss.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// The last microsecond timestamp given to a run id by this process, so ids made in the same
+/// microsecond (or after the clock stepped back) still sort in the order they were made.
+static LAST_RUN_MICROS: AtomicI64 = AtomicI64::new(0);
+
+/// Now, truncated to microseconds: PostgreSQL keeps microseconds, so both backends then return
+/// exactly the timestamp they were given.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// A new run id and its start time: `run_` + 14 hex digits of microseconds since 1970 (enough
+/// until the year 4250) + 6 random hex digits against collisions between processes.
+pub fn new_run_id() -> (String, DateTime<Utc>) {
+    let wall_clock = now().timestamp_micros();
+    let mut previous = LAST_RUN_MICROS.load(Ordering::SeqCst);
+    let micros = loop {
+        let candidate = wall_clock.max(previous + 1);
+        match LAST_RUN_MICROS.compare_exchange(
+            previous,
+            candidate,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        ) {
+            Ok(_) => break candidate,
+            Err(current) => previous = current,
+        }
+    };
+    let random: u32 = rand::random::<u32>() & 0x00ff_ffff;
+    let started_at = DateTime::from_timestamp_micros(micros).unwrap_or_else(now);
+    (format!("run_{micros:014x}{random:06x}"), started_at)
+}
+
+/// 16 random hex characters.
+pub fn new_sync_uid() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_sort_in_creation_order() {
+        let ids: Vec<(String, DateTime<Utc>)> = (0..1000).map(|_| new_run_id()).collect();
+        for pair in ids.windows(2) {
+            assert!(pair[0].0 < pair[1].0, "{} !< {}", pair[0].0, pair[1].0);
+            assert!(pair[0].1 < pair[1].1);
+        }
+        let (id, started_at) = &ids[0];
+        assert_eq!(id.len(), "run_".len() + 14 + 6);
+        assert_eq!(
+            i64::from_str_radix(&id[4..18], 16).unwrap(),
+            started_at.timestamp_micros()
+        );
+    }
+
+    #[test]
+    fn sync_uids_are_16_hex_characters() {
+        let uid = new_sync_uid();
+        assert_eq!(uid.len(), 16);
+        assert!(uid
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_ne!(uid, new_sync_uid());
+    }
+}

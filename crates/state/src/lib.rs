@@ -1,0 +1,512 @@
+//! The workspace store: ferry's connections, models, syncs, runs, per-record outcomes, and per
+//! sync the snapshot of what was last confirmed written plus the creates still in flight.
+//!
+//! Two backends hold the same data with the same behaviour: SQLite in the workspace directory
+//! (the default) and PostgreSQL (`--state-url`). [`StateStore`] dispatches to one of them and
+//! does everything that is the same for both: name validation, cross-object checks and the
+//! encryption of secrets, so a backend only stores and loads rows. One conformance suite
+//! (`tests/conformance.rs`) runs against both.
+
+mod error;
+mod ids;
+mod master_key;
+mod names;
+mod postgres;
+mod records;
+mod sqlite;
+mod sync_lock;
+mod workspace;
+
+pub use error::{ObjectType, StateError};
+pub use master_key::MasterKey;
+pub use names::{validate_name, MAX_NAME_LENGTH};
+pub use records::{
+    CommitBatch, ConnectionKind, ConnectionRecord, EncryptedSecret, ModelRecord, NewConnection,
+    PendingCreate, RunRecord, RunRecordRow, SecretInput, SecretRef, SnapshotEntry, SyncRecord,
+};
+pub use sync_lock::SyncLock;
+pub use workspace::{WorkspaceOptions, DATABASE_FILE_NAME, KEY_FILE_NAME, LOCKS_DIR_NAME};
+
+use ferry_core::{Outcome, RunCounts, RunStatus, Secret, SyncSpec};
+use records::StoredSecret;
+use std::collections::HashMap;
+
+/// The workspace store, over one of its backends. Cheap to clone: each backend keeps its
+/// connection behind an `Arc`, so clones share it.
+///
+/// An enum rather than a trait object because async methods in traits are not object-safe,
+/// and two backends do not need open extension.
+#[derive(Clone)]
+pub enum StateStore {
+    Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PostgresStore),
+}
+
+/// Calls the same method on whichever backend this is.
+macro_rules! on_backend {
+    ($store:expr, $backend:ident => $call:expr) => {
+        match $store {
+            StateStore::Sqlite($backend) => $call,
+            StateStore::Postgres($backend) => $call,
+        }
+    };
+}
+
+impl StateStore {
+    /// Opens the workspace, creating whatever is missing: the directory (mode 0700), the key
+    /// file `master.key` (0600, unless a master key is given), the SQLite database (0600) or
+    /// the schema in the PostgreSQL database. Running it on an existing workspace only applies
+    /// migrations it does not have yet.
+    pub async fn initialize(options: &WorkspaceOptions) -> Result<StateStore, StateError> {
+        workspace::open(options, workspace::OpenMode::CreateIfMissing).await
+    }
+
+    /// Opens a workspace that `ferry init` created; errors with "no ferry workspace at DIR;
+    /// run `ferry init` first" when there is none.
+    pub async fn open_existing(options: &WorkspaceOptions) -> Result<StateStore, StateError> {
+        workspace::open(options, workspace::OpenMode::MustExist).await
+    }
+
+    /// "sqlite" or "postgres".
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            StateStore::Sqlite(_) => "sqlite",
+            StateStore::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Where the state lives, for `ferry status` and logs: the database file, or the
+    /// PostgreSQL connection string with its password removed.
+    pub fn location(&self) -> String {
+        on_backend!(self, backend => backend.location())
+    }
+
+    // ----- connections -----
+
+    /// Creates the connection, or replaces the one with the same name (its `created_at` stays).
+    pub async fn put_connection(&self, connection: &NewConnection) -> Result<(), StateError> {
+        validate_name(ObjectType::Connection, &connection.name)?;
+        if !connection.config.is_object() {
+            return Err(StateError::InvalidInput(format!(
+                "the config of connection '{}' must be a JSON object, not {}",
+                connection.name, connection.config
+            )));
+        }
+        let name = &connection.name;
+        let (kind, config) = (connection.kind, &connection.config);
+        let stored_secret = match &connection.secret {
+            None => None,
+            Some(SecretInput::Keep) => {
+                let updated = on_backend!(self, backend =>
+                    backend.update_connection_keeping_secret(name, kind, config).await)?;
+                return if updated {
+                    Ok(())
+                } else {
+                    Err(StateError::NotFound {
+                        what: ObjectType::Connection,
+                        name: name.clone(),
+                    })
+                };
+            }
+            Some(SecretInput::Value(secret)) => Some(StoredSecret::from_ref(
+                &SecretRef::Encrypted(self.master_key().encrypt(name, secret)),
+            )),
+            Some(SecretInput::EnvVar(variable)) => {
+                names::validate_env_var_name(variable)?;
+                Some(StoredSecret::from_ref(&SecretRef::EnvVar(variable.clone())))
+            }
+        };
+        on_backend!(self, backend => backend.upsert_connection(name, kind, config, stored_secret).await)
+    }
+
+    pub async fn get_connection(&self, name: &str) -> Result<Option<ConnectionRecord>, StateError> {
+        validate_name(ObjectType::Connection, name)?;
+        on_backend!(self, backend => backend.get_connection(name).await)
+    }
+
+    /// All connections, by name.
+    pub async fn list_connections(&self) -> Result<Vec<ConnectionRecord>, StateError> {
+        on_backend!(self, backend => backend.list_connections().await)
+    }
+
+    /// Removes the connection; `Ok(false)` when there was none. Refuses with
+    /// [`StateError::InUse`] while a model reads from it or a sync writes to it.
+    pub async fn remove_connection(&self, name: &str) -> Result<bool, StateError> {
+        validate_name(ObjectType::Connection, name)?;
+        on_backend!(self, backend => backend.remove_connection(name).await)
+    }
+
+    /// The clear secret: decrypted with the master key, or read from its environment variable.
+    pub fn resolve_secret(&self, secret: &SecretRef) -> Result<Secret, StateError> {
+        match secret {
+            SecretRef::Encrypted(encrypted) => self.master_key().decrypt(encrypted),
+            SecretRef::EnvVar(variable) => match std::env::var(variable) {
+                Ok(value) if !value.is_empty() => Ok(Secret::new(value)),
+                _ => Err(StateError::EnvVarNotSet {
+                    variable: variable.clone(),
+                }),
+            },
+        }
+    }
+
+    // ----- models -----
+
+    /// Creates or replaces a model. Its connection must exist and be a warehouse.
+    pub async fn put_model(
+        &self,
+        name: &str,
+        connection: &str,
+        sql: &str,
+    ) -> Result<(), StateError> {
+        validate_name(ObjectType::Model, name)?;
+        let source = self.require_connection(connection).await?;
+        if !source.kind.is_source() {
+            return Err(StateError::InvalidInput(format!(
+                "model '{name}' cannot read from connection '{connection}': it is a {} \
+                 connection; use a duckdb or postgres connection",
+                source.kind
+            )));
+        }
+        if sql.trim().is_empty() {
+            return Err(StateError::InvalidInput(format!(
+                "the SQL of model '{name}' is empty; give the query that selects the rows to sync"
+            )));
+        }
+        on_backend!(self, backend => backend.upsert_model(name, connection, sql).await)
+    }
+
+    pub async fn get_model(&self, name: &str) -> Result<Option<ModelRecord>, StateError> {
+        validate_name(ObjectType::Model, name)?;
+        on_backend!(self, backend => backend.get_model(name).await)
+    }
+
+    /// All models, by name.
+    pub async fn list_models(&self) -> Result<Vec<ModelRecord>, StateError> {
+        on_backend!(self, backend => backend.list_models().await)
+    }
+
+    /// Removes the model; `Ok(false)` when there was none. Refuses while a sync uses it.
+    pub async fn remove_model(&self, name: &str) -> Result<bool, StateError> {
+        validate_name(ObjectType::Model, name)?;
+        on_backend!(self, backend => backend.remove_model(name).await)
+    }
+
+    // ----- syncs -----
+
+    /// Creates or replaces a sync. A new sync gets a random `uid`; a replaced one keeps its
+    /// uid, runs, snapshot and pending creates. Its model must exist and its destination must
+    /// be a Stripe connection.
+    pub async fn put_sync(&self, name: &str, spec: &SyncSpec) -> Result<SyncRecord, StateError> {
+        validate_name(ObjectType::Sync, name)?;
+        if self.get_model(&spec.model).await?.is_none() {
+            return Err(StateError::NotFound {
+                what: ObjectType::Model,
+                name: spec.model.clone(),
+            });
+        }
+        let destination = self.require_connection(&spec.destination).await?;
+        if destination.kind != ConnectionKind::Stripe {
+            return Err(StateError::InvalidInput(format!(
+                "sync '{name}' cannot write to connection '{}': it is a {} connection; use a \
+                 stripe connection",
+                spec.destination, destination.kind
+            )));
+        }
+        on_backend!(self, backend => backend.upsert_sync(name, spec).await)
+    }
+
+    pub async fn get_sync(&self, name: &str) -> Result<Option<SyncRecord>, StateError> {
+        validate_name(ObjectType::Sync, name)?;
+        on_backend!(self, backend => backend.get_sync(name).await)
+    }
+
+    /// All syncs, by name.
+    pub async fn list_syncs(&self) -> Result<Vec<SyncRecord>, StateError> {
+        on_backend!(self, backend => backend.list_syncs().await)
+    }
+
+    /// Removes the sync with its runs, run records, snapshot and pending creates, in one
+    /// transaction; `Ok(false)` when there was none.
+    pub async fn remove_sync(&self, name: &str) -> Result<bool, StateError> {
+        validate_name(ObjectType::Sync, name)?;
+        on_backend!(self, backend => backend.remove_sync(name).await)
+    }
+
+    // ----- runs -----
+
+    /// Starts a run of an existing sync, in status `running`.
+    pub async fn create_run(&self, sync: &str, full_resync: bool) -> Result<RunRecord, StateError> {
+        validate_name(ObjectType::Sync, sync)?;
+        if self.get_sync(sync).await?.is_none() {
+            return Err(StateError::NotFound {
+                what: ObjectType::Sync,
+                name: sync.to_string(),
+            });
+        }
+        let (id, started_at) = ids::new_run_id();
+        let run = RunRecord {
+            id,
+            sync: sync.to_string(),
+            status: RunStatus::Running,
+            full_resync,
+            started_at,
+            finished_at: None,
+            counts: RunCounts::default(),
+            error: None,
+        };
+        on_backend!(self, backend => backend.insert_run(&run).await)?;
+        Ok(run)
+    }
+
+    /// Records progress of a running run.
+    pub async fn update_run_counts(
+        &self,
+        run_id: &str,
+        counts: &RunCounts,
+    ) -> Result<(), StateError> {
+        let updated =
+            on_backend!(self, backend => backend.update_run_counts(run_id, counts).await)?;
+        require_run(updated, run_id)
+    }
+
+    /// Ends a run with its final status, totals and (for a failed run) the error.
+    pub async fn finish_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        counts: &RunCounts,
+        error: Option<&str>,
+    ) -> Result<(), StateError> {
+        if status == RunStatus::Running {
+            return Err(StateError::InvalidInput(format!(
+                "run {run_id} cannot finish with status running; use completed, failed, \
+                 cancelled or interrupted"
+            )));
+        }
+        let finished_at = ids::now();
+        let updated = on_backend!(self, backend =>
+            backend.finish_run(run_id, status, counts, error, finished_at).await)?;
+        require_run(updated, run_id)
+    }
+
+    pub async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StateError> {
+        on_backend!(self, backend => backend.get_run(run_id).await)
+    }
+
+    /// The newest `limit` runs, of one sync or of all, newest first.
+    pub async fn list_runs(
+        &self,
+        sync: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StateError> {
+        if let Some(sync) = sync {
+            validate_name(ObjectType::Sync, sync)?;
+        }
+        on_backend!(self, backend => backend.list_runs(sync, limit).await)
+    }
+
+    /// Turns the sync's runs still marked `running` into `interrupted`: their process died.
+    /// Call it while holding the sync's lock, so a live run is never marked.
+    pub async fn mark_interrupted_runs(&self, sync: &str) -> Result<u64, StateError> {
+        validate_name(ObjectType::Sync, sync)?;
+        let finished_at = ids::now();
+        on_backend!(self, backend => backend.mark_interrupted_runs(sync, finished_at).await)
+    }
+
+    /// A page of a run's records, by row number, optionally only those with one outcome.
+    pub async fn list_run_records(
+        &self,
+        run_id: &str,
+        filter: Option<Outcome>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<RunRecordRow>, StateError> {
+        on_backend!(self, backend => backend.list_run_records(run_id, filter, offset, limit).await)
+    }
+
+    pub async fn count_run_records(
+        &self,
+        run_id: &str,
+        filter: Option<Outcome>,
+    ) -> Result<u64, StateError> {
+        on_backend!(self, backend => backend.count_run_records(run_id, filter).await)
+    }
+
+    // ----- snapshot and pending creates -----
+
+    /// What was last confirmed written for each record key of the sync.
+    pub async fn load_snapshot(
+        &self,
+        sync: &str,
+    ) -> Result<HashMap<String, SnapshotEntry>, StateError> {
+        validate_name(ObjectType::Sync, sync)?;
+        on_backend!(self, backend => backend.load_snapshot(sync).await)
+    }
+
+    /// The creates saved before their first attempt and not settled yet, by record key.
+    pub async fn load_pending_creates(
+        &self,
+        sync: &str,
+    ) -> Result<HashMap<String, PendingCreate>, StateError> {
+        validate_name(ObjectType::Sync, sync)?;
+        on_backend!(self, backend => backend.load_pending_creates(sync).await)
+    }
+
+    /// Saves creates (replacing any saved for the same key) durably, in one transaction. Call
+    /// it BEFORE the first attempt of each create, so the same idempotency key and body are
+    /// replayed after a crash.
+    pub async fn save_pending_creates(
+        &self,
+        sync: &str,
+        items: &[PendingCreate],
+    ) -> Result<(), StateError> {
+        validate_name(ObjectType::Sync, sync)?;
+        let items = last_per_key(items.iter().map(|item| (item.key.as_str(), item)));
+        on_backend!(self, backend => backend.save_pending_creates(sync, &items).await)
+    }
+
+    /// In ONE transaction: inserts the run records; for each confirmed write upserts its
+    /// snapshot entry and deletes its pending create; deletes the snapshot entries in
+    /// `snapshot_deletes` and the pending creates in `pending_deletes`; stores the run's counts.
+    /// Either all of it lands or none of it.
+    pub async fn commit_batch(
+        &self,
+        sync: &str,
+        run_id: &str,
+        batch: &CommitBatch,
+    ) -> Result<(), StateError> {
+        validate_name(ObjectType::Sync, sync)?;
+        // When a key appears twice, the later entry wins on both backends (PostgreSQL's
+        // ON CONFLICT refuses to touch one row twice in a statement).
+        let snapshot_upserts = last_per_key(
+            batch
+                .snapshot_upserts
+                .iter()
+                .map(|(key, entry)| (key.as_str(), (key, entry))),
+        );
+        let committed = CommitBatchRef {
+            records: &batch.records,
+            snapshot_upserts,
+            snapshot_deletes: &batch.snapshot_deletes,
+            pending_deletes: &batch.pending_deletes,
+            counts: &batch.counts,
+        };
+        on_backend!(self, backend => backend.commit_batch(sync, run_id, &committed).await)
+    }
+
+    // ----- locking -----
+
+    /// Takes the sync's run lock, or fails at once with [`StateError::SyncLocked`]. Hold the
+    /// returned guard for the whole run; the lock is released when it is dropped, and by the
+    /// operating system or the database if the process dies.
+    pub async fn lock_sync(&self, sync: &SyncRecord) -> Result<SyncLock, StateError> {
+        on_backend!(self, backend => backend.lock_sync(sync).await)
+    }
+
+    fn master_key(&self) -> &MasterKey {
+        on_backend!(self, backend => backend.master_key())
+    }
+
+    async fn require_connection(&self, name: &str) -> Result<ConnectionRecord, StateError> {
+        self.get_connection(name)
+            .await?
+            .ok_or_else(|| StateError::NotFound {
+                what: ObjectType::Connection,
+                name: name.to_string(),
+            })
+    }
+}
+
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The location is already redacted; the master key is never shown.
+        write!(
+            f,
+            "StateStore({} at {})",
+            self.backend_name(),
+            self.location()
+        )
+    }
+}
+
+/// A [`CommitBatch`] after the common layer removed repeated snapshot keys.
+pub(crate) struct CommitBatchRef<'a> {
+    pub(crate) records: &'a [RunRecordRow],
+    pub(crate) snapshot_upserts: Vec<(&'a String, &'a SnapshotEntry)>,
+    pub(crate) snapshot_deletes: &'a [String],
+    pub(crate) pending_deletes: &'a [String],
+    pub(crate) counts: &'a RunCounts,
+}
+
+fn require_run(updated: bool, run_id: &str) -> Result<(), StateError> {
+    if updated {
+        Ok(())
+    } else {
+        Err(StateError::NotFound {
+            what: ObjectType::Run,
+            name: run_id.to_string(),
+        })
+    }
+}
+
+/// Keeps the last item of each key, in first-seen key order.
+fn last_per_key<'a, T: Copy>(items: impl Iterator<Item = (&'a str, T)>) -> Vec<T> {
+    let mut position_of_key: HashMap<&str, usize> = HashMap::new();
+    let mut kept: Vec<T> = Vec::new();
+    for (key, item) in items {
+        match position_of_key.get(key) {
+            Some(&position) => kept[position] = item,
+            None => {
+                position_of_key.insert(key, kept.len());
+                kept.push(item);
+            }
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+
+    /// `ferry server` calls the store from axum handlers and spawned tasks, which need `Send`
+    /// futures; this fails to compile if a backend holds something non-Send across an await.
+    #[allow(dead_code)]
+    fn store_futures_are_send(store: &StateStore, sync: &SyncRecord, batch: &CommitBatch) {
+        assert_send(&store.put_connection(&NewConnection {
+            name: String::new(),
+            kind: ConnectionKind::Stripe,
+            config: serde_json::Value::Null,
+            secret: None,
+        }));
+        assert_send(&store.list_connections());
+        assert_send(&store.remove_connection(""));
+        assert_send(&store.put_model("", "", ""));
+        assert_send(&store.put_sync("", &sync.spec));
+        assert_send(&store.remove_sync(""));
+        assert_send(&store.create_run("", false));
+        assert_send(&store.finish_run("", RunStatus::Completed, &RunCounts::default(), None));
+        assert_send(&store.list_runs(None, 1));
+        assert_send(&store.list_run_records("", None, 0, 1));
+        assert_send(&store.load_snapshot(""));
+        assert_send(&store.save_pending_creates("", &[]));
+        assert_send(&store.commit_batch("", "", batch));
+        assert_send(&store.lock_sync(sync));
+    }
+
+    #[test]
+    fn store_and_lock_can_move_between_threads() {
+        assert_send_sync::<StateStore>();
+        assert_send_sync::<SyncLock>();
+        assert_send_sync::<StateError>();
+    }
+
+    #[test]
+    fn repeated_keys_keep_the_last_item_in_first_seen_order() {
+        let items = [("a", 1), ("b", 2), ("a", 3), ("c", 4), ("b", 5)];
+        assert_eq!(last_per_key(items.into_iter()), [3, 5, 4]);
+    }
+}

@@ -1,0 +1,1008 @@
+//! The PostgreSQL backend (`--state-url postgres://…`): the same tables as SQLite, with
+//! TIMESTAMPTZ and JSONB columns, in the connected database's current schema.
+//!
+//! One session serves every call; transactions need it exclusively, so it sits behind an async
+//! mutex. When PostgreSQL restarts the session dies; the next call opens a new one, so a
+//! long-lived `ferry server` recovers by itself. Each sync lock gets its own session because a
+//! session-level advisory lock lives exactly as long as its session.
+
+use crate::error::{postgres_error_text, ObjectType, StateError};
+use crate::ids;
+use crate::master_key::MasterKey;
+use crate::records::{
+    counts_from_columns, counts_to_columns, parse_connection_kind, parse_outcome, parse_run_status,
+    parse_sync_spec, secret_from_columns, sorted_json, to_sql_integer, StoredSecret,
+};
+use crate::sync_lock::{advisory_lock_key, HeldLock, SyncLock};
+use crate::workspace::{OpenMode, PostgresUrl};
+use crate::{
+    CommitBatchRef, ConnectionKind, ConnectionRecord, ModelRecord, PendingCreate, RunRecord,
+    RunRecordRow, SnapshotEntry, SyncRecord,
+};
+use chrono::{DateTime, Utc};
+use ferry_core::{Outcome, RunCounts, RunStatus, SyncSpec};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::types::{FromSql, ToSql};
+use tokio_postgres::{Client, GenericClient, NoTls, Row};
+
+/// The schema, one SQL script per version, applied in order and recorded in
+/// `schema_migrations`. Append new versions; never edit an applied one.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "initial schema",
+    include_str!("../migrations/postgres/0001_initial_schema.sql"),
+)];
+
+/// The transaction-level advisory lock that makes concurrent `initialize` calls take turns
+/// (an arbitrary constant: "ferry" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x0066_6572_7279;
+
+/// A lock whose holder just dropped its session is free a moment later, once the server has
+/// noticed; a failing `pg_try_advisory_lock` is retried this often, this far apart.
+const LOCK_ATTEMPTS: u32 = 5;
+const LOCK_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// Runs `$body` (a block that may use `?`) with `$session`, the shared session. If the session
+/// turns out to be closed (PostgreSQL restarted since the last call, which the client only
+/// learns when it next sends), opens a new session and runs the block once more. A repeat is
+/// safe: every operation is one statement or one transaction, and a transaction that did land
+/// before the connection died makes its repeat fail on a primary key rather than write twice.
+macro_rules! with_session {
+    ($store:expr, |$session:ident| $body:block) => {{
+        let mut guard = $store.session().await?;
+        let first: Result<_, StateError> = async {
+            let $session: &mut Session = &mut guard;
+            $body
+        }
+        .await;
+        match first {
+            Err(error) if error.is_closed_connection() => {
+                tracing::info!(location = %$store.inner.url.redacted, "The PostgreSQL state store session was closed; reconnecting.");
+                *guard = open_session(&$store.inner.url).await?;
+                let $session: &mut Session = &mut guard;
+                async { $body }.await
+            }
+            other => other,
+        }
+    }};
+}
+
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<PostgresInner>,
+}
+
+struct PostgresInner {
+    url: PostgresUrl,
+    session: tokio::sync::Mutex<Session>,
+    master_key: MasterKey,
+}
+
+/// A connected client and the task that drives its connection. Dropping the client ends the
+/// task: the connection sends a Terminate message and closes.
+pub(crate) struct Session {
+    client: Client,
+    connection_task: tokio::task::JoinHandle<()>,
+}
+
+const CONNECTION_COLUMNS: &str =
+    "name, kind, config, secret_kind, secret_value, secret_hint, created_at, updated_at";
+const MODEL_COLUMNS: &str = "name, connection, sql, created_at, updated_at";
+const SYNC_COLUMNS: &str = "name, uid, spec, created_at, updated_at";
+const RUN_COLUMNS: &str = "id, sync, status, full_resync, started_at, finished_at, rows_total, \
+     created_count, updated_count, unchanged_count, not_found_count, rejected_count, \
+     failed_count, requests_count, error";
+const RUN_RECORD_COLUMNS: &str = "row_number, key, outcome, stripe_id, reason, request_id, changes";
+
+impl PostgresStore {
+    /// Connects and applies missing migrations; with `MustExist`, a database without ferry's
+    /// tables is reported as "no ferry workspace".
+    pub(crate) async fn connect(url: PostgresUrl, mode: OpenMode) -> Result<Session, StateError> {
+        let mut session = open_session(&url).await?;
+        if mode == OpenMode::MustExist {
+            let exists: bool = session
+                .client
+                .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+                .await
+                .map_err(StateError::postgres("looking for the workspace"))?
+                .get(0);
+            if !exists {
+                return Err(StateError::NoWorkspace {
+                    location: url.redacted.clone(),
+                });
+            }
+        }
+        migrate(&mut session.client).await?;
+        Ok(session)
+    }
+
+    pub(crate) fn new(url: PostgresUrl, session: Session, master_key: MasterKey) -> PostgresStore {
+        PostgresStore {
+            inner: Arc::new(PostgresInner {
+                url,
+                session: tokio::sync::Mutex::new(session),
+                master_key,
+            }),
+        }
+    }
+
+    pub(crate) fn master_key(&self) -> &MasterKey {
+        &self.inner.master_key
+    }
+
+    pub(crate) fn location(&self) -> String {
+        self.inner.url.redacted.clone()
+    }
+
+    pub(crate) async fn upsert_connection(
+        &self,
+        name: &str,
+        kind: ConnectionKind,
+        config: &serde_json::Value,
+        secret: Option<StoredSecret>,
+    ) -> Result<(), StateError> {
+        let (secret_kind, secret_value, secret_hint) = match secret {
+            Some(secret) => (Some(secret.kind), Some(secret.value), secret.hint),
+            None => (None, None, None),
+        };
+        with_session!(self, |session| {
+            session
+                .client
+                .execute(
+                    "INSERT INTO connections (name, kind, config, secret_kind, secret_value, \
+                     secret_hint, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+                     ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, config = excluded.config, \
+                     secret_kind = excluded.secret_kind, secret_value = excluded.secret_value, \
+                     secret_hint = excluded.secret_hint, updated_at = excluded.updated_at",
+                    &[
+                        &name,
+                        &kind.as_str(),
+                        config,
+                        &secret_kind,
+                        &secret_value,
+                        &secret_hint,
+                        &ids::now(),
+                    ],
+                )
+                .await
+                .map_err(StateError::postgres("saving a connection"))?;
+            Ok(())
+        })
+    }
+
+    pub(crate) async fn update_connection_keeping_secret(
+        &self,
+        name: &str,
+        kind: ConnectionKind,
+        config: &serde_json::Value,
+    ) -> Result<bool, StateError> {
+        with_session!(self, |session| {
+            let changed = session
+                .client
+                .execute(
+                    "UPDATE connections SET kind = $2, config = $3, updated_at = $4 WHERE name = $1",
+                    &[&name, &kind.as_str(), config, &ids::now()],
+                )
+                .await
+                .map_err(StateError::postgres("updating a connection"))?;
+            Ok(changed > 0)
+        })
+    }
+
+    pub(crate) async fn get_connection(
+        &self,
+        name: &str,
+    ) -> Result<Option<ConnectionRecord>, StateError> {
+        with_session!(self, |session| {
+            let sql = format!("SELECT {CONNECTION_COLUMNS} FROM connections WHERE name = $1");
+            query_optional(&session.client, &sql, &[&name], read_connection).await
+        })
+    }
+
+    pub(crate) async fn list_connections(&self) -> Result<Vec<ConnectionRecord>, StateError> {
+        with_session!(self, |session| {
+            let sql =
+                format!("SELECT {CONNECTION_COLUMNS} FROM connections ORDER BY name COLLATE \"C\"");
+            query_all(&session.client, &sql, &[], read_connection).await
+        })
+    }
+
+    pub(crate) async fn remove_connection(&self, name: &str) -> Result<bool, StateError> {
+        let doing = "removing a connection";
+        with_session!(self, |session| {
+            let transaction = session
+                .client
+                .transaction()
+                .await
+                .map_err(StateError::postgres(doing))?;
+            let mut used_by = names_of(
+                &transaction,
+                "model",
+                "SELECT name FROM models WHERE connection = $1 ORDER BY name COLLATE \"C\"",
+                name,
+            )
+            .await?;
+            used_by.extend(
+                names_of(
+                    &transaction,
+                    "sync",
+                    "SELECT name FROM syncs WHERE destination = $1 ORDER BY name COLLATE \"C\"",
+                    name,
+                )
+                .await?,
+            );
+            if !used_by.is_empty() {
+                return Err(StateError::InUse {
+                    what: ObjectType::Connection,
+                    name: name.to_string(),
+                    used_by,
+                });
+            }
+            let removed = transaction
+                .execute("DELETE FROM connections WHERE name = $1", &[&name])
+                .await
+                .map_err(StateError::postgres(doing))?;
+            transaction
+                .commit()
+                .await
+                .map_err(StateError::postgres(doing))?;
+            Ok(removed > 0)
+        })
+    }
+
+    pub(crate) async fn upsert_model(
+        &self,
+        name: &str,
+        source: &str,
+        sql: &str,
+    ) -> Result<(), StateError> {
+        with_session!(self, |session| {
+            session
+                .client
+                .execute(
+                    "INSERT INTO models (name, connection, sql, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $4) ON CONFLICT (name) DO UPDATE SET \
+                     connection = excluded.connection, sql = excluded.sql, \
+                     updated_at = excluded.updated_at",
+                    &[&name, &source, &sql, &ids::now()],
+                )
+                .await
+                .map_err(StateError::postgres("saving a model"))?;
+            Ok(())
+        })
+    }
+
+    pub(crate) async fn get_model(&self, name: &str) -> Result<Option<ModelRecord>, StateError> {
+        with_session!(self, |session| {
+            let sql = format!("SELECT {MODEL_COLUMNS} FROM models WHERE name = $1");
+            query_optional(&session.client, &sql, &[&name], read_model).await
+        })
+    }
+
+    pub(crate) async fn list_models(&self) -> Result<Vec<ModelRecord>, StateError> {
+        with_session!(self, |session| {
+            let sql = format!("SELECT {MODEL_COLUMNS} FROM models ORDER BY name COLLATE \"C\"");
+            query_all(&session.client, &sql, &[], read_model).await
+        })
+    }
+
+    pub(crate) async fn remove_model(&self, name: &str) -> Result<bool, StateError> {
+        let doing = "removing a model";
+        with_session!(self, |session| {
+            let transaction = session
+                .client
+                .transaction()
+                .await
+                .map_err(StateError::postgres(doing))?;
+            let used_by = names_of(
+                &transaction,
+                "sync",
+                "SELECT name FROM syncs WHERE model = $1 ORDER BY name COLLATE \"C\"",
+                name,
+            )
+            .await?;
+            if !used_by.is_empty() {
+                return Err(StateError::InUse {
+                    what: ObjectType::Model,
+                    name: name.to_string(),
+                    used_by,
+                });
+            }
+            let removed = transaction
+                .execute("DELETE FROM models WHERE name = $1", &[&name])
+                .await
+                .map_err(StateError::postgres(doing))?;
+            transaction
+                .commit()
+                .await
+                .map_err(StateError::postgres(doing))?;
+            Ok(removed > 0)
+        })
+    }
+
+    pub(crate) async fn upsert_sync(
+        &self,
+        name: &str,
+        spec: &SyncSpec,
+    ) -> Result<SyncRecord, StateError> {
+        let spec_json = serde_json::to_value(spec)
+            .map_err(|error| StateError::Internal(format!("cannot encode a sync spec: {error}")))?;
+        with_session!(self, |session| {
+            let row = session
+                .client
+                .query_one(
+                    "INSERT INTO syncs (name, uid, model, destination, spec, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (name) DO UPDATE SET \
+                     model = excluded.model, destination = excluded.destination, \
+                     spec = excluded.spec, updated_at = excluded.updated_at \
+                     RETURNING uid, created_at, updated_at",
+                    &[
+                        &name,
+                        &ids::new_sync_uid(),
+                        &spec.model,
+                        &spec.destination,
+                        &spec_json,
+                        &ids::now(),
+                    ],
+                )
+                .await
+                .map_err(StateError::postgres("saving a sync"))?;
+            Ok(SyncRecord {
+                name: name.to_string(),
+                uid: column(&row, 0)?,
+                spec: spec.clone(),
+                created_at: column(&row, 1)?,
+                updated_at: column(&row, 2)?,
+            })
+        })
+    }
+
+    pub(crate) async fn get_sync(&self, name: &str) -> Result<Option<SyncRecord>, StateError> {
+        with_session!(self, |session| {
+            let sql = format!("SELECT {SYNC_COLUMNS} FROM syncs WHERE name = $1");
+            query_optional(&session.client, &sql, &[&name], read_sync).await
+        })
+    }
+
+    pub(crate) async fn list_syncs(&self) -> Result<Vec<SyncRecord>, StateError> {
+        with_session!(self, |session| {
+            let sql = format!("SELECT {SYNC_COLUMNS} FROM syncs ORDER BY name COLLATE \"C\"");
+            query_all(&session.client, &sql, &[], read_sync).await
+        })
+    }
+
+    pub(crate) async fn remove_sync(&self, name: &str) -> Result<bool, StateError> {
+        let doing = "removing a sync";
+        with_session!(self, |session| {
+            let transaction = session
+                .client
+                .transaction()
+                .await
+                .map_err(StateError::postgres(doing))?;
+            for statement in [
+                "DELETE FROM run_records WHERE run_id IN (SELECT id FROM runs WHERE sync = $1)",
+                "DELETE FROM runs WHERE sync = $1",
+                "DELETE FROM snapshot WHERE sync = $1",
+                "DELETE FROM pending_creates WHERE sync = $1",
+            ] {
+                transaction
+                    .execute(statement, &[&name])
+                    .await
+                    .map_err(StateError::postgres(doing))?;
+            }
+            let removed = transaction
+                .execute("DELETE FROM syncs WHERE name = $1", &[&name])
+                .await
+                .map_err(StateError::postgres(doing))?;
+            transaction
+                .commit()
+                .await
+                .map_err(StateError::postgres(doing))?;
+            Ok(removed > 0)
+        })
+    }
+
+    pub(crate) async fn insert_run(&self, run: &RunRecord) -> Result<(), StateError> {
+        let counts = counts_to_columns(&run.counts);
+        with_session!(self, |session| {
+            session
+                .client
+                .execute(
+                    &format!(
+                        "INSERT INTO runs ({RUN_COLUMNS}) VALUES \
+                         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+                    ),
+                    &[
+                        &run.id,
+                        &run.sync,
+                        &run.status.as_str(),
+                        &run.full_resync,
+                        &run.started_at,
+                        &run.finished_at,
+                        &counts[0],
+                        &counts[1],
+                        &counts[2],
+                        &counts[3],
+                        &counts[4],
+                        &counts[5],
+                        &counts[6],
+                        &counts[7],
+                        &run.error,
+                    ],
+                )
+                .await
+                .map_err(StateError::postgres("starting a run"))?;
+            Ok(())
+        })
+    }
+
+    pub(crate) async fn update_run_counts(
+        &self,
+        run_id: &str,
+        counts: &RunCounts,
+    ) -> Result<bool, StateError> {
+        with_session!(self, |session| {
+            Ok(set_run_counts(&session.client, run_id, None, counts).await? > 0)
+        })
+    }
+
+    pub(crate) async fn finish_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        counts: &RunCounts,
+        error: Option<&str>,
+        finished_at: DateTime<Utc>,
+    ) -> Result<bool, StateError> {
+        let doing = "finishing a run";
+        with_session!(self, |session| {
+            let transaction = session
+                .client
+                .transaction()
+                .await
+                .map_err(StateError::postgres(doing))?;
+            let changed = transaction
+                .execute(
+                    "UPDATE runs SET status = $2, error = $3, finished_at = $4 WHERE id = $1",
+                    &[&run_id, &status.as_str(), &error, &finished_at],
+                )
+                .await
+                .map_err(StateError::postgres(doing))?;
+            set_run_counts(&transaction, run_id, None, counts).await?;
+            transaction
+                .commit()
+                .await
+                .map_err(StateError::postgres(doing))?;
+            Ok(changed > 0)
+        })
+    }
+
+    pub(crate) async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StateError> {
+        with_session!(self, |session| {
+            let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1");
+            query_optional(&session.client, &sql, &[&run_id], read_run).await
+        })
+    }
+
+    pub(crate) async fn list_runs(
+        &self,
+        sync: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StateError> {
+        let limit = to_sql_integer(limit as u64);
+        with_session!(self, |session| {
+            let sql = format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE ($1::text IS NULL OR sync = $1) \
+                 ORDER BY id COLLATE \"C\" DESC LIMIT $2"
+            );
+            query_all(&session.client, &sql, &[&sync, &limit], read_run).await
+        })
+    }
+
+    pub(crate) async fn mark_interrupted_runs(
+        &self,
+        sync: &str,
+        finished_at: DateTime<Utc>,
+    ) -> Result<u64, StateError> {
+        with_session!(self, |session| {
+            session
+                .client
+                .execute(
+                    "UPDATE runs SET status = $2, finished_at = $3 WHERE sync = $1 AND status = $4",
+                    &[
+                        &sync,
+                        &RunStatus::Interrupted.as_str(),
+                        &finished_at,
+                        &RunStatus::Running.as_str(),
+                    ],
+                )
+                .await
+                .map_err(StateError::postgres("marking interrupted runs"))
+        })
+    }
+
+    pub(crate) async fn list_run_records(
+        &self,
+        run_id: &str,
+        filter: Option<Outcome>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<RunRecordRow>, StateError> {
+        let (offset, limit) = (to_sql_integer(offset as u64), to_sql_integer(limit as u64));
+        let outcome = filter.map(Outcome::as_str);
+        with_session!(self, |session| {
+            let sql = format!(
+                "SELECT {RUN_RECORD_COLUMNS} FROM run_records \
+                 WHERE run_id = $1 AND ($2::text IS NULL OR outcome = $2) \
+                 ORDER BY row_number LIMIT $3 OFFSET $4"
+            );
+            query_all(
+                &session.client,
+                &sql,
+                &[&run_id, &outcome, &limit, &offset],
+                read_run_record,
+            )
+            .await
+        })
+    }
+
+    pub(crate) async fn count_run_records(
+        &self,
+        run_id: &str,
+        filter: Option<Outcome>,
+    ) -> Result<u64, StateError> {
+        let outcome = filter.map(Outcome::as_str);
+        with_session!(self, |session| {
+            let row = session
+                .client
+                .query_one(
+                    "SELECT COUNT(*) FROM run_records WHERE run_id = $1 AND ($2::text IS NULL OR outcome = $2)",
+                    &[&run_id, &outcome],
+                )
+                .await
+                .map_err(StateError::postgres("counting run records"))?;
+            Ok(u64::try_from(column::<i64>(&row, 0)?).unwrap_or(0))
+        })
+    }
+
+    pub(crate) async fn load_snapshot(
+        &self,
+        sync: &str,
+    ) -> Result<HashMap<String, SnapshotEntry>, StateError> {
+        with_session!(self, |session| {
+            let entries = query_all(
+                &session.client,
+                "SELECT key, stripe_id, payload_hash, payload, updated_at FROM snapshot WHERE sync = $1",
+                &[&sync],
+                |row| {
+                    let entry = SnapshotEntry {
+                        stripe_id: column(row, 1)?,
+                        payload_hash: column(row, 2)?,
+                        payload: sorted_json(column(row, 3)?),
+                        updated_at: column(row, 4)?,
+                    };
+                    Ok((column::<String>(row, 0)?, entry))
+                },
+            )
+            .await?;
+            Ok(entries.into_iter().collect())
+        })
+    }
+
+    pub(crate) async fn load_pending_creates(
+        &self,
+        sync: &str,
+    ) -> Result<HashMap<String, PendingCreate>, StateError> {
+        with_session!(self, |session| {
+            let pending = query_all(
+                &session.client,
+                "SELECT key, idempotency_key, request_body, created_at FROM pending_creates \
+                 WHERE sync = $1",
+                &[&sync],
+                |row| {
+                    Ok(PendingCreate {
+                        key: column(row, 0)?,
+                        idempotency_key: column(row, 1)?,
+                        request_body: column(row, 2)?,
+                        created_at: column(row, 3)?,
+                    })
+                },
+            )
+            .await?;
+            Ok(pending
+                .into_iter()
+                .map(|create| (create.key.clone(), create))
+                .collect())
+        })
+    }
+
+    /// One statement for the whole list (UNNEST over arrays), so saving N creates is one
+    /// round trip.
+    pub(crate) async fn save_pending_creates(
+        &self,
+        sync: &str,
+        items: &[&PendingCreate],
+    ) -> Result<(), StateError> {
+        let keys: Vec<&str> = items.iter().map(|item| item.key.as_str()).collect();
+        let idempotency_keys: Vec<&str> = items
+            .iter()
+            .map(|item| item.idempotency_key.as_str())
+            .collect();
+        let bodies: Vec<&str> = items
+            .iter()
+            .map(|item| item.request_body.as_str())
+            .collect();
+        let created_at: Vec<DateTime<Utc>> = items.iter().map(|item| item.created_at).collect();
+        with_session!(self, |session| {
+            session
+                .client
+                .execute(
+                    "INSERT INTO pending_creates (sync, key, idempotency_key, request_body, created_at) \
+                     SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::timestamptz[]) \
+                     ON CONFLICT (sync, key) DO UPDATE SET idempotency_key = excluded.idempotency_key, \
+                     request_body = excluded.request_body, created_at = excluded.created_at",
+                    &[&sync, &keys, &idempotency_keys, &bodies, &created_at],
+                )
+                .await
+                .map_err(StateError::postgres("saving pending creates"))?;
+            Ok(())
+        })
+    }
+
+    pub(crate) async fn commit_batch(
+        &self,
+        sync: &str,
+        run_id: &str,
+        batch: &CommitBatchRef<'_>,
+    ) -> Result<(), StateError> {
+        let doing = "committing a batch";
+        with_session!(self, |session| {
+            let transaction = session
+                .client
+                .transaction()
+                .await
+                .map_err(StateError::postgres(doing))?;
+            if set_run_counts(&transaction, run_id, Some(sync), batch.counts).await? == 0 {
+                return Err(StateError::NotFound {
+                    what: ObjectType::Run,
+                    name: run_id.to_string(),
+                });
+            }
+
+            let records = batch.records;
+            let row_numbers: Vec<i64> = records
+                .iter()
+                .map(|r| to_sql_integer(r.row_number))
+                .collect();
+            let keys: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
+            let outcomes: Vec<&str> = records.iter().map(|r| r.outcome.as_str()).collect();
+            let stripe_ids: Vec<Option<&str>> =
+                records.iter().map(|r| r.stripe_id.as_deref()).collect();
+            let reasons: Vec<Option<&str>> = records.iter().map(|r| r.reason.as_deref()).collect();
+            let request_ids: Vec<Option<&str>> =
+                records.iter().map(|r| r.request_id.as_deref()).collect();
+            let changes: Vec<Option<&serde_json::Value>> =
+                records.iter().map(|r| r.changes.as_ref()).collect();
+            transaction
+                .execute(
+                    &format!(
+                        "INSERT INTO run_records (run_id, {RUN_RECORD_COLUMNS}) SELECT $1, * FROM \
+                         UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                         $7::text[], $8::jsonb[])"
+                    ),
+                    &[
+                        &run_id,
+                        &row_numbers,
+                        &keys,
+                        &outcomes,
+                        &stripe_ids,
+                        &reasons,
+                        &request_ids,
+                        &changes,
+                    ],
+                )
+                .await
+                .map_err(StateError::postgres(doing))?;
+
+            let upserts = &batch.snapshot_upserts;
+            let snapshot_keys: Vec<&str> = upserts.iter().map(|(key, _)| key.as_str()).collect();
+            let stripe_ids: Vec<&str> = upserts.iter().map(|(_, e)| e.stripe_id.as_str()).collect();
+            let hashes: Vec<&str> = upserts
+                .iter()
+                .map(|(_, e)| e.payload_hash.as_str())
+                .collect();
+            let payloads: Vec<&serde_json::Value> =
+                upserts.iter().map(|(_, e)| &e.payload).collect();
+            let updated_at: Vec<DateTime<Utc>> =
+                upserts.iter().map(|(_, e)| e.updated_at).collect();
+            transaction
+                .execute(
+                    "INSERT INTO snapshot (sync, key, stripe_id, payload_hash, payload, updated_at) \
+                     SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::jsonb[], \
+                     $6::timestamptz[]) ON CONFLICT (sync, key) DO UPDATE SET \
+                     stripe_id = excluded.stripe_id, payload_hash = excluded.payload_hash, \
+                     payload = excluded.payload, updated_at = excluded.updated_at",
+                    &[&sync, &snapshot_keys, &stripe_ids, &hashes, &payloads, &updated_at],
+                )
+                .await
+                .map_err(StateError::postgres(doing))?;
+
+            let settled_keys: Vec<&str> = snapshot_keys
+                .iter()
+                .copied()
+                .chain(batch.pending_deletes.iter().map(String::as_str))
+                .collect();
+            transaction
+                .execute(
+                    "DELETE FROM pending_creates WHERE sync = $1 AND key = ANY($2)",
+                    &[&sync, &settled_keys],
+                )
+                .await
+                .map_err(StateError::postgres(doing))?;
+            transaction
+                .execute(
+                    "DELETE FROM snapshot WHERE sync = $1 AND key = ANY($2)",
+                    &[&sync, &batch.snapshot_deletes],
+                )
+                .await
+                .map_err(StateError::postgres(doing))?;
+            transaction
+                .commit()
+                .await
+                .map_err(StateError::postgres(doing))?;
+            Ok(())
+        })
+    }
+
+    /// `pg_try_advisory_lock` on a session of its own, kept open by the guard: the lock ends
+    /// with the session, whether the guard is dropped or the process dies.
+    pub(crate) async fn lock_sync(&self, sync: &SyncRecord) -> Result<SyncLock, StateError> {
+        let key = advisory_lock_key(&sync.uid);
+        let session = open_session(&self.inner.url).await?;
+        for attempt in 1..=LOCK_ATTEMPTS {
+            let acquired: bool = session
+                .client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+                .await
+                .map_err(StateError::postgres("locking a sync"))?
+                .get(0);
+            if acquired {
+                let Session {
+                    client,
+                    connection_task,
+                } = session;
+                return Ok(SyncLock::new(
+                    &sync.name,
+                    HeldLock::Postgres {
+                        client,
+                        connection_task,
+                        key,
+                    },
+                ));
+            }
+            if attempt < LOCK_ATTEMPTS {
+                tokio::time::sleep(LOCK_RETRY_DELAY).await;
+            }
+        }
+        Err(StateError::SyncLocked {
+            sync: sync.name.clone(),
+        })
+    }
+
+    /// The shared session, reopened first if the server closed it (a restart, a timeout).
+    async fn session(&self) -> Result<tokio::sync::MutexGuard<'_, Session>, StateError> {
+        let mut session = self.inner.session.lock().await;
+        if session.client.is_closed() {
+            tracing::info!(location = %self.inner.url.redacted, "Reconnecting to the PostgreSQL state store.");
+            *session = open_session(&self.inner.url).await?;
+        }
+        Ok(session)
+    }
+}
+
+async fn open_session(url: &PostgresUrl) -> Result<Session, StateError> {
+    let (client, connection) = tokio_postgres::connect(&url.connection_string, NoTls)
+        .await
+        .map_err(|error| StateError::PostgresConnect {
+            location: url.redacted.clone(),
+            message: postgres_error_text(&error),
+        })?;
+    let location = url.redacted.clone();
+    let connection_task = tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%location, error = %postgres_error_text(&error), "A PostgreSQL state store session ended.");
+        }
+    });
+    Ok(Session {
+        client,
+        connection_task,
+    })
+}
+
+/// Applies every migration the database does not have, in one transaction (PostgreSQL DDL is
+/// transactional), behind an advisory lock so concurrent `initialize` calls take turns.
+async fn migrate(client: &mut Client) -> Result<(), StateError> {
+    let doing = "migrating the workspace database";
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(StateError::postgres(doing))?;
+    transaction
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await
+        .map_err(StateError::postgres(doing))?;
+    transaction
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, \
+             name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)",
+        )
+        .await
+        .map_err(StateError::postgres(doing))?;
+    let current: i64 = transaction
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0)::bigint FROM schema_migrations",
+            &[],
+        )
+        .await
+        .map_err(StateError::postgres(doing))?
+        .get(0);
+    let known = MIGRATIONS.last().map_or(0, |(version, _, _)| *version);
+    if current > known {
+        return Err(StateError::NewerSchema {
+            found: current,
+            known,
+        });
+    }
+    for (version, name, sql) in MIGRATIONS
+        .iter()
+        .filter(|(version, _, _)| *version > current)
+    {
+        transaction
+            .batch_execute(sql)
+            .await
+            .map_err(StateError::postgres(doing))?;
+        transaction
+            .execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                &[version, name, &ids::now()],
+            )
+            .await
+            .map_err(StateError::postgres(doing))?;
+        tracing::debug!(version, name, "Applied a workspace migration.");
+    }
+    transaction
+        .commit()
+        .await
+        .map_err(StateError::postgres(doing))
+}
+
+/// Sets a run's counts; with `sync`, only if the run belongs to it. Returns the rows changed.
+async fn set_run_counts(
+    client: &impl GenericClient,
+    run_id: &str,
+    sync: Option<&str>,
+    counts: &RunCounts,
+) -> Result<u64, StateError> {
+    let c = counts_to_columns(counts);
+    client
+        .execute(
+            "UPDATE runs SET rows_total = $3, created_count = $4, updated_count = $5, \
+             unchanged_count = $6, not_found_count = $7, rejected_count = $8, failed_count = $9, \
+             requests_count = $10 WHERE id = $1 AND ($2::text IS NULL OR sync = $2)",
+            &[
+                &run_id, &sync, &c[0], &c[1], &c[2], &c[3], &c[4], &c[5], &c[6], &c[7],
+            ],
+        )
+        .await
+        .map_err(StateError::postgres("saving run counts"))
+}
+
+/// "model 'a'", "model 'b'" for each name the query returns.
+async fn names_of(
+    client: &impl GenericClient,
+    what: &str,
+    sql: &str,
+    name: &str,
+) -> Result<Vec<String>, StateError> {
+    let names = query_all(client, sql, &[&name], |row| column::<String>(row, 0)).await?;
+    Ok(names
+        .into_iter()
+        .map(|found| format!("{what} '{found}'"))
+        .collect())
+}
+
+fn read_connection(row: &Row) -> Result<ConnectionRecord, StateError> {
+    let name: String = column(row, 0)?;
+    let secret = secret_from_columns(&name, column(row, 3)?, column(row, 4)?, column(row, 5)?)?;
+    Ok(ConnectionRecord {
+        kind: parse_connection_kind(&column::<String>(row, 1)?)?,
+        config: sorted_json(column(row, 2)?),
+        secret,
+        created_at: column(row, 6)?,
+        updated_at: column(row, 7)?,
+        name,
+    })
+}
+
+fn read_model(row: &Row) -> Result<ModelRecord, StateError> {
+    Ok(ModelRecord {
+        name: column(row, 0)?,
+        connection: column(row, 1)?,
+        sql: column(row, 2)?,
+        created_at: column(row, 3)?,
+        updated_at: column(row, 4)?,
+    })
+}
+
+fn read_sync(row: &Row) -> Result<SyncRecord, StateError> {
+    let name: String = column(row, 0)?;
+    Ok(SyncRecord {
+        uid: column(row, 1)?,
+        spec: parse_sync_spec(&name, column(row, 2)?)?,
+        created_at: column(row, 3)?,
+        updated_at: column(row, 4)?,
+        name,
+    })
+}
+
+fn read_run(row: &Row) -> Result<RunRecord, StateError> {
+    let mut counts = [0i64; 8];
+    for (index, count) in counts.iter_mut().enumerate() {
+        *count = column(row, 6 + index)?;
+    }
+    Ok(RunRecord {
+        id: column(row, 0)?,
+        sync: column(row, 1)?,
+        status: parse_run_status(&column::<String>(row, 2)?)?,
+        full_resync: column(row, 3)?,
+        started_at: column(row, 4)?,
+        finished_at: column(row, 5)?,
+        counts: counts_from_columns(counts),
+        error: column(row, 14)?,
+    })
+}
+
+fn read_run_record(row: &Row) -> Result<RunRecordRow, StateError> {
+    Ok(RunRecordRow {
+        row_number: u64::try_from(column::<i64>(row, 0)?).unwrap_or(0),
+        key: column(row, 1)?,
+        outcome: parse_outcome(&column::<String>(row, 2)?)?,
+        stripe_id: column(row, 3)?,
+        reason: column(row, 4)?,
+        request_id: column(row, 5)?,
+        changes: column::<Option<serde_json::Value>>(row, 6)?.map(sorted_json),
+    })
+}
+
+async fn query_all<T>(
+    client: &impl GenericClient,
+    sql: &str,
+    parameters: &[&(dyn ToSql + Sync)],
+    read: impl Fn(&Row) -> Result<T, StateError>,
+) -> Result<Vec<T>, StateError> {
+    let rows = client
+        .query(sql, parameters)
+        .await
+        .map_err(StateError::postgres("reading the workspace database"))?;
+    rows.iter().map(read).collect()
+}
+
+async fn query_optional<T>(
+    client: &impl GenericClient,
+    sql: &str,
+    parameters: &[&(dyn ToSql + Sync)],
+    read: impl Fn(&Row) -> Result<T, StateError>,
+) -> Result<Option<T>, StateError> {
+    let row = client
+        .query_opt(sql, parameters)
+        .await
+        .map_err(StateError::postgres("reading the workspace database"))?;
+    row.as_ref().map(read).transpose()
+}
+
+fn column<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> Result<T, StateError> {
+    row.try_get(index)
+        .map_err(StateError::postgres("reading the workspace database"))
+}

@@ -1,0 +1,329 @@
+//! The objects a workspace holds, as callers give them and as the store returns them.
+
+use crate::error::StateError;
+use chrono::{DateTime, Utc};
+use ferry_core::{Outcome, RunCounts, RunStatus, Secret, SyncSpec};
+use std::fmt;
+
+/// What a connection talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectionKind {
+    /// A Stripe account (a destination).
+    Stripe,
+    /// A DuckDB database file (a source).
+    Duckdb,
+    /// A PostgreSQL database (a source).
+    Postgres,
+}
+
+impl ConnectionKind {
+    pub const ALL: [ConnectionKind; 3] = [
+        ConnectionKind::Stripe,
+        ConnectionKind::Duckdb,
+        ConnectionKind::Postgres,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionKind::Stripe => "stripe",
+            ConnectionKind::Duckdb => "duckdb",
+            ConnectionKind::Postgres => "postgres",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ConnectionKind> {
+        ConnectionKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+
+    /// Whether models can read from it (a warehouse) rather than syncs write to it.
+    pub fn is_source(self) -> bool {
+        matches!(self, ConnectionKind::Duckdb | ConnectionKind::Postgres)
+    }
+}
+
+impl fmt::Display for ConnectionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A connection to create or replace.
+#[derive(Debug, Clone)]
+pub struct NewConnection {
+    pub name: String,
+    pub kind: ConnectionKind,
+    /// Non-secret settings as a JSON object: `api_base`, `path`, `max_rps`, …
+    pub config: serde_json::Value,
+    pub secret: Option<SecretInput>,
+}
+
+/// Where a connection's secret comes from.
+#[derive(Debug, Clone)]
+pub enum SecretInput {
+    /// Store the value, encrypted with the workspace's master key.
+    Value(Secret),
+    /// Store only the name of an environment variable, read each time the secret is needed.
+    EnvVar(String),
+    /// Keep the secret the connection already has (to change only its config). Fails with
+    /// `NotFound` when the connection does not exist yet.
+    Keep,
+}
+
+/// A stored connection. Its secret stays a reference until [`crate::StateStore::resolve_secret`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionRecord {
+    pub name: String,
+    pub kind: ConnectionKind,
+    pub config: serde_json::Value,
+    pub secret: Option<SecretRef>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// How a stored secret is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretRef {
+    Encrypted(EncryptedSecret),
+    EnvVar(String),
+}
+
+/// A secret encrypted at rest. `Debug` shows only the hint, never the ciphertext.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EncryptedSecret {
+    /// The connection it belongs to: the associated data of the encryption, so a blob copied
+    /// to another connection does not decrypt.
+    pub(crate) connection: String,
+    /// base64(nonce ‖ ciphertext).
+    pub(crate) blob: String,
+    pub(crate) hint: String,
+}
+
+impl EncryptedSecret {
+    /// A recognisable, redacted form of the clear secret (`sk_test_…4242`), saved with it.
+    pub fn hint(&self) -> &str {
+        &self.hint
+    }
+}
+
+impl fmt::Debug for EncryptedSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EncryptedSecret({})", self.hint)
+    }
+}
+
+impl SecretRef {
+    /// For listings: `encrypted (sk_test_…4242)` or `$STRIPE_API_KEY`.
+    pub fn describe(&self) -> String {
+        match self {
+            SecretRef::Encrypted(encrypted) => format!("encrypted ({})", encrypted.hint),
+            SecretRef::EnvVar(variable) => format!("${variable}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelRecord {
+    pub name: String,
+    pub connection: String,
+    pub sql: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncRecord {
+    pub name: String,
+    /// 16 random hex characters, fixed when the sync is first created and kept by every update;
+    /// part of idempotency keys and of the sync's lock.
+    pub uid: String,
+    pub spec: SyncSpec,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecord {
+    /// `run_` + 14 hex digits of start time in microseconds + 6 random hex digits, so sorting
+    /// ids sorts runs by start.
+    pub id: String,
+    pub sync: String,
+    pub status: RunStatus,
+    pub full_resync: bool,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub counts: RunCounts,
+    pub error: Option<String>,
+}
+
+/// The outcome of one model row in one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecordRow {
+    /// The row's position in the model's result, from 1.
+    pub row_number: u64,
+    pub key: String,
+    pub outcome: Outcome,
+    pub stripe_id: Option<String>,
+    pub reason: Option<String>,
+    /// Stripe's `Request-Id` of the request that settled the row.
+    pub request_id: Option<String>,
+    /// Field → `{"before": …, "after": …}`.
+    pub changes: Option<serde_json::Value>,
+}
+
+/// What was last confirmed written for one record key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotEntry {
+    pub stripe_id: String,
+    pub payload_hash: String,
+    pub payload: serde_json::Value,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A create whose idempotency key was saved before its first attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingCreate {
+    pub key: String,
+    pub idempotency_key: String,
+    /// The exact form-encoded body, replayed byte for byte after a crash.
+    pub request_body: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Everything one acknowledged batch changes, committed in one transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitBatch {
+    pub records: Vec<RunRecordRow>,
+    /// Confirmed writes: the snapshot entry of each key, and its pending create is settled.
+    pub snapshot_upserts: Vec<(String, SnapshotEntry)>,
+    pub snapshot_deletes: Vec<String>,
+    /// Keys whose create was permanently rejected: their pending create is dropped.
+    pub pending_deletes: Vec<String>,
+    /// The run's totals after this batch.
+    pub counts: RunCounts,
+}
+
+/// The secret columns of a connection row, in the form both backends store them.
+pub(crate) struct StoredSecret {
+    pub(crate) kind: &'static str,
+    pub(crate) value: String,
+    pub(crate) hint: Option<String>,
+}
+
+pub(crate) const SECRET_KIND_ENCRYPTED: &str = "encrypted";
+pub(crate) const SECRET_KIND_ENV_VAR: &str = "env_var";
+
+impl StoredSecret {
+    pub(crate) fn from_ref(secret: &SecretRef) -> StoredSecret {
+        match secret {
+            SecretRef::Encrypted(encrypted) => StoredSecret {
+                kind: SECRET_KIND_ENCRYPTED,
+                value: encrypted.blob.clone(),
+                hint: Some(encrypted.hint.clone()),
+            },
+            SecretRef::EnvVar(variable) => StoredSecret {
+                kind: SECRET_KIND_ENV_VAR,
+                value: variable.clone(),
+                hint: None,
+            },
+        }
+    }
+}
+
+/// Rebuilds a connection's secret reference from its three columns.
+pub(crate) fn secret_from_columns(
+    connection: &str,
+    kind: Option<String>,
+    value: Option<String>,
+    hint: Option<String>,
+) -> Result<Option<SecretRef>, StateError> {
+    match (kind.as_deref(), value) {
+        (None, None) => Ok(None),
+        (Some(SECRET_KIND_ENCRYPTED), Some(blob)) => {
+            Ok(Some(SecretRef::Encrypted(EncryptedSecret {
+                connection: connection.to_string(),
+                blob,
+                hint: hint.unwrap_or_else(|| "…".to_string()),
+            })))
+        }
+        (Some(SECRET_KIND_ENV_VAR), Some(variable)) => Ok(Some(SecretRef::EnvVar(variable))),
+        (kind, _) => Err(StateError::Corrupt(format!(
+            "an unknown secret kind {kind:?} for connection '{connection}'"
+        ))),
+    }
+}
+
+pub(crate) fn parse_connection_kind(text: &str) -> Result<ConnectionKind, StateError> {
+    ConnectionKind::parse(text)
+        .ok_or_else(|| StateError::Corrupt(format!("an unknown connection kind {text:?}")))
+}
+
+pub(crate) fn parse_outcome(text: &str) -> Result<Outcome, StateError> {
+    Outcome::parse(text).ok_or_else(|| StateError::Corrupt(format!("an unknown outcome {text:?}")))
+}
+
+pub(crate) fn parse_run_status(text: &str) -> Result<RunStatus, StateError> {
+    RunStatus::parse(text)
+        .ok_or_else(|| StateError::Corrupt(format!("an unknown run status {text:?}")))
+}
+
+pub(crate) fn parse_sync_spec(sync: &str, json: serde_json::Value) -> Result<SyncSpec, StateError> {
+    serde_json::from_value(json).map_err(|error| {
+        StateError::Corrupt(format!("an unreadable spec for sync '{sync}' ({error})"))
+    })
+}
+
+/// Sorts the keys of every JSON object, recursively. PostgreSQL's JSONB does not keep key
+/// order, so both backends return objects sorted; callers then see the same JSON either way.
+pub(crate) fn sorted_json(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<(String, serde_json::Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(key, value)| (key, sorted_json(value)))
+                    .collect(),
+            )
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(sorted_json).collect())
+        }
+        other => other,
+    }
+}
+
+/// The counts columns shared by both backends' `runs` table, in this order.
+pub(crate) fn counts_to_columns(counts: &RunCounts) -> [i64; 8] {
+    [
+        counts.rows,
+        counts.created,
+        counts.updated,
+        counts.unchanged,
+        counts.not_found,
+        counts.rejected,
+        counts.failed,
+        counts.requests,
+    ]
+    .map(to_sql_integer)
+}
+
+pub(crate) fn counts_from_columns(columns: [i64; 8]) -> RunCounts {
+    let [rows, created, updated, unchanged, not_found, rejected, failed, requests] =
+        columns.map(|value| u64::try_from(value).unwrap_or(0));
+    RunCounts {
+        rows,
+        created,
+        updated,
+        unchanged,
+        not_found,
+        rejected,
+        failed,
+        requests,
+    }
+}
+
+/// Both databases store signed 64-bit integers; no count or row number gets near the limit.
+pub(crate) fn to_sql_integer(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}

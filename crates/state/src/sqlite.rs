@@ -1,0 +1,1022 @@
+//! The SQLite backend: `DIR/ferry.db` in WAL mode, so a `ferry server` and CLI commands can
+//! share it, with `synchronous=FULL` so a saved idempotency key survives a power cut.
+//!
+//! rusqlite is synchronous: the connection sits behind a mutex and every call runs on tokio's
+//! blocking pool, so async callers never stall a runtime worker on disk IO.
+
+use crate::error::{ObjectType, StateError};
+use crate::ids;
+use crate::master_key::MasterKey;
+use crate::records::{
+    counts_from_columns, counts_to_columns, parse_connection_kind, parse_outcome, parse_run_status,
+    parse_sync_spec, secret_from_columns, sorted_json, to_sql_integer, StoredSecret,
+};
+use crate::sync_lock::{HeldLock, SyncLock};
+use crate::workspace::{set_mode, DATABASE_FILE_NAME, LOCKS_DIR_NAME};
+use crate::{
+    CommitBatchRef, ConnectionKind, ConnectionRecord, ModelRecord, PendingCreate, RunRecord,
+    RunRecordRow, SnapshotEntry, SyncRecord,
+};
+use chrono::{DateTime, Utc};
+use ferry_core::{Outcome, RunCounts, RunStatus, SyncSpec};
+use rusqlite::types::FromSql;
+use rusqlite::{params, Connection, Row, TransactionBehavior};
+use std::collections::HashMap;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The schema, one SQL script per version, applied in order and recorded in
+/// `schema_migrations`. Append new versions; never edit an applied one.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "initial schema",
+    include_str!("../migrations/sqlite/0001_initial_schema.sql"),
+)];
+
+/// How long a writer waits for another process's transaction before giving up.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<SqliteInner>,
+}
+
+struct SqliteInner {
+    connection: Mutex<Connection>,
+    dir: PathBuf,
+    database_file: PathBuf,
+    master_key: MasterKey,
+}
+
+const CONNECTION_COLUMNS: &str =
+    "name, kind, config, secret_kind, secret_value, secret_hint, created_at, updated_at";
+const MODEL_COLUMNS: &str = "name, connection, sql, created_at, updated_at";
+const SYNC_COLUMNS: &str = "name, uid, spec, created_at, updated_at";
+const RUN_COLUMNS: &str = "id, sync, status, full_resync, started_at, finished_at, rows_total, \
+     created_count, updated_count, unchanged_count, not_found_count, rejected_count, \
+     failed_count, requests_count, error";
+const RUN_RECORD_COLUMNS: &str = "row_number, key, outcome, stripe_id, reason, request_id, changes";
+
+impl SqliteStore {
+    /// Opens (creating if needed) `DIR/ferry.db` with mode 0600 and applies missing migrations.
+    pub(crate) async fn open(dir: &Path, master_key: MasterKey) -> Result<SqliteStore, StateError> {
+        let dir = dir.to_path_buf();
+        let database_file = dir.join(DATABASE_FILE_NAME);
+        let file_for_task = database_file.clone();
+        let connection = run_blocking(move || open_database(&file_for_task)).await?;
+        Ok(SqliteStore {
+            inner: Arc::new(SqliteInner {
+                connection: Mutex::new(connection),
+                dir,
+                database_file,
+                master_key,
+            }),
+        })
+    }
+
+    pub(crate) fn master_key(&self) -> &MasterKey {
+        &self.inner.master_key
+    }
+
+    pub(crate) fn location(&self) -> String {
+        self.inner.database_file.display().to_string()
+    }
+
+    pub(crate) async fn upsert_connection(
+        &self,
+        name: &str,
+        kind: ConnectionKind,
+        config: &serde_json::Value,
+        secret: Option<StoredSecret>,
+    ) -> Result<(), StateError> {
+        let (name, config) = (name.to_string(), config.to_string());
+        self.call(move |connection| {
+            let now = timestamp_text(ids::now());
+            let (secret_kind, secret_value, secret_hint) = match secret {
+                Some(secret) => (Some(secret.kind), Some(secret.value), secret.hint),
+                None => (None, None, None),
+            };
+            connection
+                .prepare_cached(
+                    "INSERT INTO connections (name, kind, config, secret_kind, secret_value, \
+                     secret_hint, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) \
+                     ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, \
+                     config = excluded.config, secret_kind = excluded.secret_kind, \
+                     secret_value = excluded.secret_value, secret_hint = excluded.secret_hint, \
+                     updated_at = excluded.updated_at",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(params![
+                        name,
+                        kind.as_str(),
+                        config,
+                        secret_kind,
+                        secret_value,
+                        secret_hint,
+                        now
+                    ])
+                })
+                .doing("saving a connection")?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn update_connection_keeping_secret(
+        &self,
+        name: &str,
+        kind: ConnectionKind,
+        config: &serde_json::Value,
+    ) -> Result<bool, StateError> {
+        let (name, config) = (name.to_string(), config.to_string());
+        self.call(move |connection| {
+            let changed = connection
+                .execute(
+                    "UPDATE connections SET kind = ?2, config = ?3, updated_at = ?4 WHERE name = ?1",
+                    params![name, kind.as_str(), config, timestamp_text(ids::now())],
+                )
+                .doing("updating a connection")?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    pub(crate) async fn get_connection(
+        &self,
+        name: &str,
+    ) -> Result<Option<ConnectionRecord>, StateError> {
+        let name = name.to_string();
+        self.call(move |connection| {
+            let sql = format!("SELECT {CONNECTION_COLUMNS} FROM connections WHERE name = ?1");
+            query_optional(connection, &sql, params![name], read_connection)
+        })
+        .await
+    }
+
+    pub(crate) async fn list_connections(&self) -> Result<Vec<ConnectionRecord>, StateError> {
+        self.call(|connection| {
+            let sql = format!("SELECT {CONNECTION_COLUMNS} FROM connections ORDER BY name");
+            query_all(connection, &sql, [], read_connection)
+        })
+        .await
+    }
+
+    pub(crate) async fn remove_connection(&self, name: &str) -> Result<bool, StateError> {
+        let name = name.to_string();
+        self.call(move |connection| {
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .doing("removing a connection")?;
+            let mut used_by = names_of(
+                &transaction,
+                "model",
+                "SELECT name FROM models WHERE connection = ?1 ORDER BY name",
+                &name,
+            )?;
+            used_by.extend(names_of(
+                &transaction,
+                "sync",
+                "SELECT name FROM syncs WHERE destination = ?1 ORDER BY name",
+                &name,
+            )?);
+            if !used_by.is_empty() {
+                return Err(StateError::InUse {
+                    what: ObjectType::Connection,
+                    name,
+                    used_by,
+                });
+            }
+            let removed = transaction
+                .execute("DELETE FROM connections WHERE name = ?1", params![name])
+                .doing("removing a connection")?;
+            transaction.commit().doing("removing a connection")?;
+            Ok(removed > 0)
+        })
+        .await
+    }
+
+    pub(crate) async fn upsert_model(
+        &self,
+        name: &str,
+        source: &str,
+        sql: &str,
+    ) -> Result<(), StateError> {
+        let (name, source, sql) = (name.to_string(), source.to_string(), sql.to_string());
+        self.call(move |connection| {
+            connection
+                .execute(
+                    "INSERT INTO models (name, connection, sql, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (name) DO UPDATE SET \
+                     connection = excluded.connection, sql = excluded.sql, \
+                     updated_at = excluded.updated_at",
+                    params![name, source, sql, timestamp_text(ids::now())],
+                )
+                .doing("saving a model")?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn get_model(&self, name: &str) -> Result<Option<ModelRecord>, StateError> {
+        let name = name.to_string();
+        self.call(move |connection| {
+            let sql = format!("SELECT {MODEL_COLUMNS} FROM models WHERE name = ?1");
+            query_optional(connection, &sql, params![name], read_model)
+        })
+        .await
+    }
+
+    pub(crate) async fn list_models(&self) -> Result<Vec<ModelRecord>, StateError> {
+        self.call(|connection| {
+            let sql = format!("SELECT {MODEL_COLUMNS} FROM models ORDER BY name");
+            query_all(connection, &sql, [], read_model)
+        })
+        .await
+    }
+
+    pub(crate) async fn remove_model(&self, name: &str) -> Result<bool, StateError> {
+        let name = name.to_string();
+        self.call(move |connection| {
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .doing("removing a model")?;
+            let used_by = names_of(
+                &transaction,
+                "sync",
+                "SELECT name FROM syncs WHERE model = ?1 ORDER BY name",
+                &name,
+            )?;
+            if !used_by.is_empty() {
+                return Err(StateError::InUse {
+                    what: ObjectType::Model,
+                    name,
+                    used_by,
+                });
+            }
+            let removed = transaction
+                .execute("DELETE FROM models WHERE name = ?1", params![name])
+                .doing("removing a model")?;
+            transaction.commit().doing("removing a model")?;
+            Ok(removed > 0)
+        })
+        .await
+    }
+
+    pub(crate) async fn upsert_sync(
+        &self,
+        name: &str,
+        spec: &SyncSpec,
+    ) -> Result<SyncRecord, StateError> {
+        let name = name.to_string();
+        let spec = spec.clone();
+        self.call(move |connection| {
+            let spec_json = serde_json::to_string(&spec)
+                .map_err(|error| StateError::Internal(format!("cannot encode a sync spec: {error}")))?;
+            let (uid, created_at, updated_at): (String, String, String) = connection
+                .query_row(
+                    "INSERT INTO syncs (name, uid, model, destination, spec, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT (name) DO UPDATE SET \
+                     model = excluded.model, destination = excluded.destination, \
+                     spec = excluded.spec, updated_at = excluded.updated_at \
+                     RETURNING uid, created_at, updated_at",
+                    params![
+                        name,
+                        ids::new_sync_uid(),
+                        spec.model,
+                        spec.destination,
+                        spec_json,
+                        timestamp_text(ids::now())
+                    ],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .doing("saving a sync")?;
+            Ok(SyncRecord {
+                name,
+                uid,
+                spec,
+                created_at: parse_timestamp(&created_at)?,
+                updated_at: parse_timestamp(&updated_at)?,
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn get_sync(&self, name: &str) -> Result<Option<SyncRecord>, StateError> {
+        let name = name.to_string();
+        self.call(move |connection| {
+            let sql = format!("SELECT {SYNC_COLUMNS} FROM syncs WHERE name = ?1");
+            query_optional(connection, &sql, params![name], read_sync)
+        })
+        .await
+    }
+
+    pub(crate) async fn list_syncs(&self) -> Result<Vec<SyncRecord>, StateError> {
+        self.call(|connection| {
+            let sql = format!("SELECT {SYNC_COLUMNS} FROM syncs ORDER BY name");
+            query_all(connection, &sql, [], read_sync)
+        })
+        .await
+    }
+
+    pub(crate) async fn remove_sync(&self, name: &str) -> Result<bool, StateError> {
+        let name = name.to_string();
+        self.call(move |connection| {
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .doing("removing a sync")?;
+            for statement in [
+                "DELETE FROM run_records WHERE run_id IN (SELECT id FROM runs WHERE sync = ?1)",
+                "DELETE FROM runs WHERE sync = ?1",
+                "DELETE FROM snapshot WHERE sync = ?1",
+                "DELETE FROM pending_creates WHERE sync = ?1",
+            ] {
+                transaction
+                    .execute(statement, params![name])
+                    .doing("removing a sync")?;
+            }
+            let removed = transaction
+                .execute("DELETE FROM syncs WHERE name = ?1", params![name])
+                .doing("removing a sync")?;
+            transaction.commit().doing("removing a sync")?;
+            Ok(removed > 0)
+        })
+        .await
+    }
+
+    pub(crate) async fn insert_run(&self, run: &RunRecord) -> Result<(), StateError> {
+        let run = run.clone();
+        self.call(move |connection| {
+            let counts = counts_to_columns(&run.counts);
+            connection
+                .execute(
+                    &format!(
+                        "INSERT INTO runs ({RUN_COLUMNS}) VALUES \
+                         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+                    ),
+                    params![
+                        run.id,
+                        run.sync,
+                        run.status.as_str(),
+                        run.full_resync,
+                        timestamp_text(run.started_at),
+                        run.finished_at.map(timestamp_text),
+                        counts[0],
+                        counts[1],
+                        counts[2],
+                        counts[3],
+                        counts[4],
+                        counts[5],
+                        counts[6],
+                        counts[7],
+                        run.error,
+                    ],
+                )
+                .doing("starting a run")?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn update_run_counts(
+        &self,
+        run_id: &str,
+        counts: &RunCounts,
+    ) -> Result<bool, StateError> {
+        let (run_id, counts) = (run_id.to_string(), *counts);
+        self.call(move |connection| {
+            let changed = set_run_counts(connection, &run_id, None, &counts)?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    pub(crate) async fn finish_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        counts: &RunCounts,
+        error: Option<&str>,
+        finished_at: DateTime<Utc>,
+    ) -> Result<bool, StateError> {
+        let (run_id, counts, error) = (run_id.to_string(), *counts, error.map(str::to_string));
+        self.call(move |connection| {
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .doing("finishing a run")?;
+            let changed = transaction
+                .execute(
+                    "UPDATE runs SET status = ?2, error = ?3, finished_at = ?4 WHERE id = ?1",
+                    params![run_id, status.as_str(), error, timestamp_text(finished_at)],
+                )
+                .doing("finishing a run")?;
+            set_run_counts(&transaction, &run_id, None, &counts)?;
+            transaction.commit().doing("finishing a run")?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    pub(crate) async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StateError> {
+        let run_id = run_id.to_string();
+        self.call(move |connection| {
+            let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1");
+            query_optional(connection, &sql, params![run_id], read_run)
+        })
+        .await
+    }
+
+    pub(crate) async fn list_runs(
+        &self,
+        sync: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StateError> {
+        let sync = sync.map(str::to_string);
+        let limit = to_sql_integer(limit as u64);
+        self.call(move |connection| {
+            let sql = format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR sync = ?1) \
+                 ORDER BY id DESC LIMIT ?2"
+            );
+            query_all(connection, &sql, params![sync, limit], read_run)
+        })
+        .await
+    }
+
+    pub(crate) async fn mark_interrupted_runs(
+        &self,
+        sync: &str,
+        finished_at: DateTime<Utc>,
+    ) -> Result<u64, StateError> {
+        let sync = sync.to_string();
+        self.call(move |connection| {
+            let changed = connection
+                .execute(
+                    "UPDATE runs SET status = ?2, finished_at = ?3 WHERE sync = ?1 AND status = ?4",
+                    params![
+                        sync,
+                        RunStatus::Interrupted.as_str(),
+                        timestamp_text(finished_at),
+                        RunStatus::Running.as_str()
+                    ],
+                )
+                .doing("marking interrupted runs")?;
+            Ok(changed as u64)
+        })
+        .await
+    }
+
+    pub(crate) async fn list_run_records(
+        &self,
+        run_id: &str,
+        filter: Option<Outcome>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<RunRecordRow>, StateError> {
+        let run_id = run_id.to_string();
+        let (offset, limit) = (to_sql_integer(offset as u64), to_sql_integer(limit as u64));
+        self.call(move |connection| {
+            let sql = format!(
+                "SELECT {RUN_RECORD_COLUMNS} FROM run_records \
+                 WHERE run_id = ?1 AND (?2 IS NULL OR outcome = ?2) \
+                 ORDER BY row_number LIMIT ?3 OFFSET ?4"
+            );
+            let outcome = filter.map(Outcome::as_str);
+            query_all(
+                connection,
+                &sql,
+                params![run_id, outcome, limit, offset],
+                read_run_record,
+            )
+        })
+        .await
+    }
+
+    pub(crate) async fn count_run_records(
+        &self,
+        run_id: &str,
+        filter: Option<Outcome>,
+    ) -> Result<u64, StateError> {
+        let run_id = run_id.to_string();
+        self.call(move |connection| {
+            let count: i64 = connection
+                .query_row(
+                    "SELECT COUNT(*) FROM run_records WHERE run_id = ?1 AND (?2 IS NULL OR outcome = ?2)",
+                    params![run_id, filter.map(Outcome::as_str)],
+                    |row| row.get(0),
+                )
+                .doing("counting run records")?;
+            Ok(u64::try_from(count).unwrap_or(0))
+        })
+        .await
+    }
+
+    pub(crate) async fn load_snapshot(
+        &self,
+        sync: &str,
+    ) -> Result<HashMap<String, SnapshotEntry>, StateError> {
+        let sync = sync.to_string();
+        self.call(move |connection| {
+            let entries = query_all(
+                connection,
+                "SELECT key, stripe_id, payload_hash, payload, updated_at FROM snapshot WHERE sync = ?1",
+                params![sync],
+                |row| {
+                    let entry = SnapshotEntry {
+                        stripe_id: column(row, 1)?,
+                        payload_hash: column(row, 2)?,
+                        payload: parse_json(&column::<String>(row, 3)?, "snapshot payload")?,
+                        updated_at: parse_timestamp(&column::<String>(row, 4)?)?,
+                    };
+                    Ok((column::<String>(row, 0)?, entry))
+                },
+            )?;
+            Ok(entries.into_iter().collect())
+        })
+        .await
+    }
+
+    pub(crate) async fn load_pending_creates(
+        &self,
+        sync: &str,
+    ) -> Result<HashMap<String, PendingCreate>, StateError> {
+        let sync = sync.to_string();
+        self.call(move |connection| {
+            let pending = query_all(
+                connection,
+                "SELECT key, idempotency_key, request_body, created_at FROM pending_creates \
+                 WHERE sync = ?1",
+                params![sync],
+                |row| {
+                    Ok(PendingCreate {
+                        key: column(row, 0)?,
+                        idempotency_key: column(row, 1)?,
+                        request_body: column(row, 2)?,
+                        created_at: parse_timestamp(&column::<String>(row, 3)?)?,
+                    })
+                },
+            )?;
+            Ok(pending
+                .into_iter()
+                .map(|create| (create.key.clone(), create))
+                .collect())
+        })
+        .await
+    }
+
+    pub(crate) async fn save_pending_creates(
+        &self,
+        sync: &str,
+        items: &[&PendingCreate],
+    ) -> Result<(), StateError> {
+        let sync = sync.to_string();
+        let items: Vec<PendingCreate> = items.iter().map(|item| (*item).clone()).collect();
+        self.call(move |connection| {
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .doing("saving pending creates")?;
+            {
+                let mut insert = transaction
+                    .prepare_cached(
+                        "INSERT INTO pending_creates (sync, key, idempotency_key, request_body, \
+                         created_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (sync, key) DO UPDATE \
+                         SET idempotency_key = excluded.idempotency_key, \
+                         request_body = excluded.request_body, created_at = excluded.created_at",
+                    )
+                    .doing("saving pending creates")?;
+                for item in &items {
+                    insert
+                        .execute(params![
+                            sync,
+                            item.key,
+                            item.idempotency_key,
+                            item.request_body,
+                            timestamp_text(item.created_at)
+                        ])
+                        .doing("saving pending creates")?;
+                }
+            }
+            transaction.commit().doing("saving pending creates")?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn commit_batch(
+        &self,
+        sync: &str,
+        run_id: &str,
+        batch: &CommitBatchRef<'_>,
+    ) -> Result<(), StateError> {
+        let owned = OwnedBatch::from_ref(batch);
+        let (sync, run_id) = (sync.to_string(), run_id.to_string());
+        self.call(move |connection| {
+            let doing = "committing a batch";
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .doing(doing)?;
+            if set_run_counts(&transaction, &run_id, Some(&sync), &owned.counts)? == 0 {
+                return Err(StateError::NotFound {
+                    what: ObjectType::Run,
+                    name: run_id.clone(),
+                });
+            }
+            {
+                let mut insert_record = transaction
+                    .prepare_cached(&format!(
+                        "INSERT INTO run_records (run_id, {RUN_RECORD_COLUMNS}) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                    ))
+                    .doing(doing)?;
+                for record in &owned.records {
+                    insert_record
+                        .execute(params![
+                            run_id,
+                            to_sql_integer(record.row_number),
+                            record.key,
+                            record.outcome.as_str(),
+                            record.stripe_id,
+                            record.reason,
+                            record.request_id,
+                            record.changes.as_ref().map(serde_json::Value::to_string),
+                        ])
+                        .doing(doing)?;
+                }
+                let mut upsert_snapshot = transaction
+                    .prepare_cached(
+                        "INSERT INTO snapshot (sync, key, stripe_id, payload_hash, payload, \
+                         updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (sync, key) DO \
+                         UPDATE SET stripe_id = excluded.stripe_id, \
+                         payload_hash = excluded.payload_hash, payload = excluded.payload, \
+                         updated_at = excluded.updated_at",
+                    )
+                    .doing(doing)?;
+                let mut delete_pending = transaction
+                    .prepare_cached("DELETE FROM pending_creates WHERE sync = ?1 AND key = ?2")
+                    .doing(doing)?;
+                for (key, entry) in &owned.snapshot_upserts {
+                    upsert_snapshot
+                        .execute(params![
+                            sync,
+                            key,
+                            entry.stripe_id,
+                            entry.payload_hash,
+                            entry.payload.to_string(),
+                            timestamp_text(entry.updated_at)
+                        ])
+                        .doing(doing)?;
+                    delete_pending.execute(params![sync, key]).doing(doing)?;
+                }
+                for key in &owned.pending_deletes {
+                    delete_pending.execute(params![sync, key]).doing(doing)?;
+                }
+                let mut delete_snapshot = transaction
+                    .prepare_cached("DELETE FROM snapshot WHERE sync = ?1 AND key = ?2")
+                    .doing(doing)?;
+                for key in &owned.snapshot_deletes {
+                    delete_snapshot.execute(params![sync, key]).doing(doing)?;
+                }
+            }
+            transaction.commit().doing(doing)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// An exclusive `flock` on `DIR/locks/<sync uid>.lock`. The kernel drops it when the file
+    /// is closed, including when the process dies, so no stale lock can outlive a run.
+    pub(crate) async fn lock_sync(&self, sync: &SyncRecord) -> Result<SyncLock, StateError> {
+        if sync.uid.is_empty() || !sync.uid.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StateError::Corrupt(format!(
+                "an invalid uid {:?} for sync '{}'",
+                sync.uid, sync.name
+            )));
+        }
+        let locks_dir = self.inner.dir.join(LOCKS_DIR_NAME);
+        if !locks_dir.is_dir() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&locks_dir)
+                .map_err(|error| StateError::io("create the locks directory", &locks_dir, error))?;
+        }
+        let path = locks_dir.join(format!("{}.lock", sync.uid));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|error| StateError::io("open the sync lock file", &path, error))?;
+        match file.try_lock() {
+            Ok(()) => Ok(SyncLock::new(&sync.name, HeldLock::File { file, path })),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StateError::SyncLocked {
+                sync: sync.name.clone(),
+            }),
+            Err(std::fs::TryLockError::Error(error)) => {
+                Err(StateError::io("lock the sync lock file", &path, error))
+            }
+        }
+    }
+
+    /// Runs `work` with the connection on the blocking pool.
+    async fn call<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<R, StateError> + Send + 'static,
+    ) -> Result<R, StateError> {
+        let inner = Arc::clone(&self.inner);
+        run_blocking(move || {
+            // A panic while holding the lock cannot leave a transaction half-done (rusqlite
+            // rolls back on drop), so a poisoned mutex is still safe to use.
+            let mut connection = inner
+                .connection
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            work(&mut connection)
+        })
+        .await
+    }
+}
+
+/// The batch moved into owned values for the blocking task.
+struct OwnedBatch {
+    records: Vec<RunRecordRow>,
+    snapshot_upserts: Vec<(String, SnapshotEntry)>,
+    snapshot_deletes: Vec<String>,
+    pending_deletes: Vec<String>,
+    counts: RunCounts,
+}
+
+impl OwnedBatch {
+    fn from_ref(batch: &CommitBatchRef<'_>) -> OwnedBatch {
+        OwnedBatch {
+            records: batch.records.to_vec(),
+            snapshot_upserts: batch
+                .snapshot_upserts
+                .iter()
+                .map(|(key, entry)| ((*key).clone(), (*entry).clone()))
+                .collect(),
+            snapshot_deletes: batch.snapshot_deletes.to_vec(),
+            pending_deletes: batch.pending_deletes.to_vec(),
+            counts: *batch.counts,
+        }
+    }
+}
+
+fn open_database(database_file: &Path) -> Result<Connection, StateError> {
+    // Create the file ourselves so it is 0600 from its first byte; SQLite gives the -wal and
+    // -shm files the same mode as the database.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(database_file)
+        .map_err(|error| StateError::io("create the workspace database", database_file, error))?;
+    set_mode(database_file, 0o600)?;
+    let mut connection = Connection::open(database_file).doing("opening the workspace database")?;
+    connection
+        .busy_timeout(BUSY_TIMEOUT)
+        .doing("opening the workspace database")?;
+    connection
+        .execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        )
+        .doing("configuring the workspace database")?;
+    migrate(&mut connection)?;
+    Ok(connection)
+}
+
+/// Applies every migration the database does not have, each in its own transaction. An
+/// IMMEDIATE transaction makes two processes opening a new workspace at once take turns.
+fn migrate(connection: &mut Connection) -> Result<(), StateError> {
+    let doing = "migrating the workspace database";
+    connection
+        .execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, \
+             name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+        )
+        .doing(doing)?;
+    let known = MIGRATIONS.last().map_or(0, |(version, _, _)| *version);
+    for (version, name, sql) in MIGRATIONS {
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .doing(doing)?;
+        let current: i64 = transaction
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                [],
+                |row| row.get(0),
+            )
+            .doing(doing)?;
+        if current > known {
+            return Err(StateError::NewerSchema {
+                found: current,
+                known,
+            });
+        }
+        if current >= *version {
+            continue;
+        }
+        transaction.execute_batch(sql).doing(doing)?;
+        transaction
+            .execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                params![version, name, timestamp_text(ids::now())],
+            )
+            .doing(doing)?;
+        transaction.commit().doing(doing)?;
+        tracing::debug!(version, name, "Applied a workspace migration.");
+    }
+    // Also catches a newer database when this ferry has nothing left to apply.
+    let current: i64 = connection
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |row| row.get(0),
+        )
+        .doing(doing)?;
+    if current > known {
+        return Err(StateError::NewerSchema {
+            found: current,
+            known,
+        });
+    }
+    Ok(())
+}
+
+/// Sets a run's counts; with `sync`, only if the run belongs to it. Returns the rows changed.
+fn set_run_counts(
+    connection: &Connection,
+    run_id: &str,
+    sync: Option<&str>,
+    counts: &RunCounts,
+) -> Result<usize, StateError> {
+    let columns = counts_to_columns(counts);
+    connection
+        .prepare_cached(
+            "UPDATE runs SET rows_total = ?3, created_count = ?4, updated_count = ?5, \
+             unchanged_count = ?6, not_found_count = ?7, rejected_count = ?8, failed_count = ?9, \
+             requests_count = ?10 WHERE id = ?1 AND (?2 IS NULL OR sync = ?2)",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                run_id, sync, columns[0], columns[1], columns[2], columns[3], columns[4],
+                columns[5], columns[6], columns[7]
+            ])
+        })
+        .doing("saving run counts")
+}
+
+/// "model 'a'", "model 'b'" for each name the query returns.
+fn names_of(
+    connection: &Connection,
+    what: &str,
+    sql: &str,
+    name: &str,
+) -> Result<Vec<String>, StateError> {
+    let names = query_all(connection, sql, params![name], |row| {
+        column::<String>(row, 0)
+    })?;
+    Ok(names
+        .into_iter()
+        .map(|found| format!("{what} '{found}'"))
+        .collect())
+}
+
+fn read_connection(row: &Row<'_>) -> Result<ConnectionRecord, StateError> {
+    let name: String = column(row, 0)?;
+    let secret = secret_from_columns(&name, column(row, 3)?, column(row, 4)?, column(row, 5)?)?;
+    Ok(ConnectionRecord {
+        kind: parse_connection_kind(&column::<String>(row, 1)?)?,
+        config: parse_json(&column::<String>(row, 2)?, "connection config")?,
+        secret,
+        created_at: parse_timestamp(&column::<String>(row, 6)?)?,
+        updated_at: parse_timestamp(&column::<String>(row, 7)?)?,
+        name,
+    })
+}
+
+fn read_model(row: &Row<'_>) -> Result<ModelRecord, StateError> {
+    Ok(ModelRecord {
+        name: column(row, 0)?,
+        connection: column(row, 1)?,
+        sql: column(row, 2)?,
+        created_at: parse_timestamp(&column::<String>(row, 3)?)?,
+        updated_at: parse_timestamp(&column::<String>(row, 4)?)?,
+    })
+}
+
+fn read_sync(row: &Row<'_>) -> Result<SyncRecord, StateError> {
+    let name: String = column(row, 0)?;
+    let spec_json = parse_json(&column::<String>(row, 2)?, "sync spec")?;
+    Ok(SyncRecord {
+        uid: column(row, 1)?,
+        spec: parse_sync_spec(&name, spec_json)?,
+        created_at: parse_timestamp(&column::<String>(row, 3)?)?,
+        updated_at: parse_timestamp(&column::<String>(row, 4)?)?,
+        name,
+    })
+}
+
+fn read_run(row: &Row<'_>) -> Result<RunRecord, StateError> {
+    let mut counts = [0i64; 8];
+    for (index, count) in counts.iter_mut().enumerate() {
+        *count = column(row, 6 + index)?;
+    }
+    Ok(RunRecord {
+        id: column(row, 0)?,
+        sync: column(row, 1)?,
+        status: parse_run_status(&column::<String>(row, 2)?)?,
+        full_resync: column(row, 3)?,
+        started_at: parse_timestamp(&column::<String>(row, 4)?)?,
+        finished_at: column::<Option<String>>(row, 5)?
+            .map(|text| parse_timestamp(&text))
+            .transpose()?,
+        counts: counts_from_columns(counts),
+        error: column(row, 14)?,
+    })
+}
+
+fn read_run_record(row: &Row<'_>) -> Result<RunRecordRow, StateError> {
+    Ok(RunRecordRow {
+        row_number: u64::try_from(column::<i64>(row, 0)?).unwrap_or(0),
+        key: column(row, 1)?,
+        outcome: parse_outcome(&column::<String>(row, 2)?)?,
+        stripe_id: column(row, 3)?,
+        reason: column(row, 4)?,
+        request_id: column(row, 5)?,
+        changes: column::<Option<String>>(row, 6)?
+            .map(|text| parse_json(&text, "run record changes"))
+            .transpose()?,
+    })
+}
+
+fn query_all<T>(
+    connection: &Connection,
+    sql: &str,
+    parameters: impl rusqlite::Params,
+    read: impl Fn(&Row<'_>) -> Result<T, StateError>,
+) -> Result<Vec<T>, StateError> {
+    let doing = "reading the workspace database";
+    let mut statement = connection.prepare_cached(sql).doing(doing)?;
+    let mut rows = statement.query(parameters).doing(doing)?;
+    let mut found = Vec::new();
+    while let Some(row) = rows.next().doing(doing)? {
+        found.push(read(row)?);
+    }
+    Ok(found)
+}
+
+fn query_optional<T>(
+    connection: &Connection,
+    sql: &str,
+    parameters: impl rusqlite::Params,
+    read: impl Fn(&Row<'_>) -> Result<T, StateError>,
+) -> Result<Option<T>, StateError> {
+    let doing = "reading the workspace database";
+    let mut statement = connection.prepare_cached(sql).doing(doing)?;
+    let mut rows = statement.query(parameters).doing(doing)?;
+    rows.next().doing(doing)?.map(read).transpose()
+}
+
+fn column<T: FromSql>(row: &Row<'_>, index: usize) -> Result<T, StateError> {
+    row.get(index).doing("reading the workspace database")
+}
+
+/// RFC 3339 in UTC with exactly six fractional digits: sorts as text, parses back exactly.
+fn timestamp_text(timestamp: DateTime<Utc>) -> String {
+    timestamp.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn parse_timestamp(text: &str) -> Result<DateTime<Utc>, StateError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|timestamp| timestamp.with_timezone(&Utc))
+        .map_err(|_| StateError::Corrupt(format!("an invalid timestamp {text:?}")))
+}
+
+fn parse_json(text: &str, what: &str) -> Result<serde_json::Value, StateError> {
+    serde_json::from_str(text)
+        .map(sorted_json)
+        .map_err(|error| StateError::Corrupt(format!("an unreadable {what} ({error})")))
+}
+
+async fn run_blocking<R: Send + 'static>(
+    work: impl FnOnce() -> Result<R, StateError> + Send + 'static,
+) -> Result<R, StateError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| StateError::Internal(format!("a database task did not finish: {error}")))?
+}
+
+/// `.doing("saving a model")` turns a rusqlite error into a [`StateError`] that says when.
+trait SqliteResultExt<T> {
+    fn doing(self, doing: &'static str) -> Result<T, StateError>;
+}
+
+impl<T> SqliteResultExt<T> for Result<T, rusqlite::Error> {
+    fn doing(self, doing: &'static str) -> Result<T, StateError> {
+        self.map_err(StateError::sqlite(doing))
+    }
+}

@@ -1,0 +1,852 @@
+//! The `/v1` routes: every request goes through the same pipeline, in Stripe's order.
+//!
+//! 1. unrecognized URL → 404; 2. authentication → 401, permission → 403; 3. rate limits → 429;
+//! 4. body and params (JSON body, malformed form, unknown or invalid params) → 400;
+//! 5. injected fault: 5xx, 429 `lock_timeout`, or dropped connection;
+//! 6. idempotency: replay, 400 `idempotency_error` or 409 `idempotency_key_in_use`;
+//! 7. added latency (while the idempotency key is held), execution, storage of the result;
+//! 8. injected lost response: the result stands but the connection is cut.
+//!
+//! Steps 1–5 store nothing under the idempotency key, so retrying them with the same key is safe.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, MatchedPath, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::Response;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use ferry_stripe_wire::customer::validate_customer_params;
+use ferry_stripe_wire::error::{API_ERROR, IDEMPOTENCY_ERROR};
+use ferry_stripe_wire::form::{decode, leaf_text};
+use ferry_stripe_wire::{ParamError, Problem, StripeError};
+
+use crate::auth::{authenticate, authorize, Caller, Permission};
+use crate::connection::ConnectionCutter;
+use crate::customer_object::{apply_params, new_customer};
+use crate::faults::{decide, FaultKind};
+use crate::idempotency::{Claim, Fingerprint, StoredResponse};
+use crate::search::SearchQuery;
+use crate::state::{new_invoice_prefix, new_object_id, unix_now, RecordedRequest, SharedState};
+use crate::store::{CreatedRange, ListQuery, Lookup, UnknownCursor};
+
+/// The version echoed in `Stripe-Version` when the client sends none.
+pub(crate) const DEFAULT_STRIPE_VERSION: &str = "2020-08-27";
+const IDEMPOTENCY_KEY_MAX_CHARS: usize = 255;
+
+/// The Stripe endpoints the emulator implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    CreateCustomer,
+    ListCustomers,
+    SearchCustomers,
+    RetrieveCustomer,
+    UpdateCustomer,
+    DeleteCustomer,
+    RetrieveBalance,
+}
+
+impl Endpoint {
+    fn from_route(method: &Method, template: &str) -> Option<Endpoint> {
+        let endpoint = match (method.as_str(), template) {
+            ("POST", "/v1/customers") => Endpoint::CreateCustomer,
+            ("GET", "/v1/customers") => Endpoint::ListCustomers,
+            ("GET", "/v1/customers/search") => Endpoint::SearchCustomers,
+            ("GET", "/v1/customers/{id}") => Endpoint::RetrieveCustomer,
+            ("POST", "/v1/customers/{id}") => Endpoint::UpdateCustomer,
+            ("DELETE", "/v1/customers/{id}") => Endpoint::DeleteCustomer,
+            ("GET", "/v1/balance") => Endpoint::RetrieveBalance,
+            _ => return None,
+        };
+        Some(endpoint)
+    }
+
+    /// Method and path template: the unit of the per-endpoint rate limit.
+    fn name(self) -> &'static str {
+        match self {
+            Endpoint::CreateCustomer => "POST /v1/customers",
+            Endpoint::ListCustomers => "GET /v1/customers",
+            Endpoint::SearchCustomers => "GET /v1/customers/search",
+            Endpoint::RetrieveCustomer => "GET /v1/customers/{id}",
+            Endpoint::UpdateCustomer => "POST /v1/customers/{id}",
+            Endpoint::DeleteCustomer => "DELETE /v1/customers/{id}",
+            Endpoint::RetrieveBalance => "GET /v1/balance",
+        }
+    }
+
+    fn permission(self) -> Permission {
+        match self {
+            Endpoint::CreateCustomer | Endpoint::UpdateCustomer | Endpoint::DeleteCustomer => {
+                Permission::CustomersWrite
+            }
+            Endpoint::ListCustomers | Endpoint::SearchCustomers | Endpoint::RetrieveCustomer => {
+                Permission::CustomersRead
+            }
+            Endpoint::RetrieveBalance => Permission::BalanceRead,
+        }
+    }
+}
+
+/// Entry point of every `/v1` route. The pipeline runs in its own task so that a client hanging
+/// up mid-request does not stop it: on Stripe, too, a request that started executing finishes.
+pub(crate) async fn handle_v1(
+    State(state): State<Arc<SharedState>>,
+    ConnectInfo(cutter): ConnectInfo<ConnectionCutter>,
+    matched_path: MatchedPath,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let template = matched_path.as_str().to_owned();
+    let pipeline = tokio::spawn(async move {
+        let request = IncomingRequest {
+            method,
+            uri,
+            headers,
+            body,
+        };
+        run_pipeline(&state, request, Some(&template)).await
+    });
+    let reply = match pipeline.await {
+        Ok(reply) => reply,
+        Err(join_error) => {
+            tracing::error!(%join_error, "The request pipeline panicked.");
+            Reply::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                StripeError::of_kind(API_ERROR, "The emulator failed internally."),
+            )
+        }
+    };
+    if reply.cut {
+        cutter.cut();
+    }
+    reply.into_response()
+}
+
+/// Any other path under `/v1`: Stripe's 404 for an unknown URL, recorded like other requests.
+pub(crate) async fn handle_unrecognized_v1(
+    State(state): State<Arc<SharedState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request = IncomingRequest {
+        method,
+        uri,
+        headers,
+        body,
+    };
+    run_pipeline(&state, request, None).await.into_response()
+}
+
+struct IncomingRequest {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// A response about to be sent (or, when `cut`, withheld).
+struct Reply {
+    status: StatusCode,
+    body: Bytes,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    cut: bool,
+}
+
+impl Reply {
+    /// Serializes straight from the stored objects: building a `Value` tree first would copy
+    /// every customer on every read, which dominated the cost of list requests.
+    fn json(status: StatusCode, body: &impl Serialize) -> Reply {
+        Reply {
+            status,
+            body: Bytes::from(serde_json::to_vec(body).expect("JSON values serialize")),
+            headers: Vec::new(),
+            cut: false,
+        }
+    }
+
+    fn error(status: StatusCode, error: StripeError) -> Reply {
+        Reply::json(status, &error.into_body())
+    }
+
+    fn with_header(mut self, name: &'static str, value: &str) -> Reply {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            self.headers.push((HeaderName::from_static(name), value));
+        }
+        self
+    }
+
+    fn into_response(self) -> Response {
+        let mut response = Response::new(Body::from(self.body));
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        for (name, value) in self.headers {
+            headers.insert(name, value);
+        }
+        response
+    }
+}
+
+/// What steps 1–6 decided.
+enum Staged {
+    /// Answer now with this reply (no execution).
+    Reply(Reply),
+    /// Run the endpoint; `idempotency_key` is held and must be completed.
+    Execute {
+        endpoint: Endpoint,
+        caller: Caller,
+        params: Map<String, Value>,
+        customer_id: Option<String>,
+        idempotency_key: Option<String>,
+    },
+}
+
+async fn run_pipeline(
+    state: &SharedState,
+    request: IncomingRequest,
+    template: Option<&str>,
+) -> Reply {
+    let sequence = state
+        .request_sequence
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let (faults, seed) = {
+        let settings = state.settings();
+        (settings.faults.clone(), settings.fault_seed)
+    };
+    let decision = decide(&faults, seed, sequence);
+    let request_id = new_object_id("req");
+    let endpoint = template.and_then(|template| Endpoint::from_route(&request.method, template));
+    let idempotency_key = header_text(&request.headers, "idempotency-key");
+    let mut record = RecordedRequest {
+        sequence,
+        request_id: request_id.clone(),
+        method: request.method.to_string(),
+        path: request.uri.path().to_owned(),
+        endpoint: endpoint.map(|endpoint| endpoint.name().to_owned()),
+        params: Value::Null,
+        idempotency_key: idempotency_key.clone(),
+        status: None,
+        fault: None,
+        executed: false,
+        replayed: false,
+    };
+
+    let staged = stage(
+        state,
+        &request,
+        endpoint,
+        decision.fault,
+        decision.server_error_status,
+        &mut record,
+    );
+    tokio::time::sleep(decision.latency).await;
+    let mut reply = match staged {
+        Staged::Reply(reply) => reply,
+        Staged::Execute {
+            endpoint,
+            caller,
+            params,
+            customer_id,
+            idempotency_key,
+        } => {
+            let held_key = idempotency_key.map(|key| HeldKey {
+                state,
+                api_key: caller.key.clone(),
+                key,
+                completed: false,
+            });
+            let reply = execute(state, endpoint, &caller, &params, customer_id.as_deref());
+            record.executed = true;
+            if let Some(held_key) = held_key {
+                held_key.complete(StoredResponse {
+                    status: reply.status.as_u16(),
+                    body: reply.body.clone(),
+                    request_id: request_id.clone(),
+                });
+            }
+            if decision.fault == Some(FaultKind::LostResponse) {
+                record.fault = Some(FaultKind::LostResponse);
+                Reply { cut: true, ..reply }
+            } else {
+                reply
+            }
+        }
+    };
+
+    reply = reply.with_header("request-id", &request_id);
+    let version = header_text(&request.headers, "stripe-version")
+        .unwrap_or_else(|| DEFAULT_STRIPE_VERSION.to_owned());
+    reply = reply.with_header("stripe-version", &version);
+    if let Some(key) = &idempotency_key {
+        if request.method == Method::POST {
+            reply = reply.with_header("idempotency-key", key);
+        }
+    }
+    let outcome = match (reply.cut, record.fault) {
+        (true, Some(FaultKind::DroppedConnection)) => "dropped".to_owned(),
+        (true, _) => "lost_response".to_owned(),
+        (false, _) => reply.status.as_u16().to_string(),
+    };
+    if record.fault != Some(FaultKind::DroppedConnection) {
+        record.status = Some(reply.status.as_u16());
+    }
+    state.log().record(record, outcome);
+    reply
+}
+
+/// An idempotency key claimed for execution. Should execution panic, dropping it releases the
+/// key, so that retries are not answered 409 forever.
+struct HeldKey<'a> {
+    state: &'a SharedState,
+    api_key: String,
+    key: String,
+    completed: bool,
+}
+
+impl HeldKey<'_> {
+    fn complete(mut self, response: StoredResponse) {
+        self.state
+            .idempotency()
+            .complete(&self.api_key, &self.key, response);
+        self.completed = true;
+    }
+}
+
+impl Drop for HeldKey<'_> {
+    fn drop(&mut self) {
+        if !self.completed {
+            self.state.idempotency().abandon(&self.api_key, &self.key);
+        }
+    }
+}
+
+/// Steps 1–6: everything that can answer without executing.
+fn stage(
+    state: &SharedState,
+    request: &IncomingRequest,
+    endpoint: Option<Endpoint>,
+    fault: Option<FaultKind>,
+    server_error_status: u16,
+    record: &mut RecordedRequest,
+) -> Staged {
+    let Some(endpoint) = endpoint else {
+        return Staged::Reply(unrecognized_url(&request.method, &request.uri));
+    };
+    let caller = match authenticate(
+        &request.headers,
+        &state.accepted_keys,
+        &state.restricted_keys,
+    ) {
+        Ok(caller) => caller,
+        Err(error) => {
+            let reply = Reply::error(StatusCode::UNAUTHORIZED, error)
+                .with_header("www-authenticate", "Basic realm=\"Stripe\"");
+            return Staged::Reply(reply);
+        }
+    };
+    if let Err(error) = authorize(&caller, endpoint.permission()) {
+        return Staged::Reply(Reply::error(StatusCode::FORBIDDEN, error));
+    }
+    let is_search = endpoint == Endpoint::SearchCustomers;
+    if let Err(reason) =
+        state
+            .limiter()
+            .admit(caller.livemode, endpoint.name(), is_search, Instant::now())
+    {
+        let error = StripeError::invalid_request(
+            "Request rate limit exceeded. You can learn more about rate limits here https://stripe.com/docs/rate-limits.",
+        )
+        .with_code("rate_limit");
+        let reply = Reply::error(StatusCode::TOO_MANY_REQUESTS, error)
+            .with_header("stripe-rate-limited-reason", reason.header_value());
+        return Staged::Reply(reply);
+    }
+
+    let params = match read_params(request) {
+        Ok(params) => params,
+        Err(error) => return Staged::Reply(Reply::error(StatusCode::BAD_REQUEST, error)),
+    };
+    record.params = Value::Object(params.clone());
+    if let Err(error) = validate_for(endpoint, &params) {
+        return Staged::Reply(Reply::error(StatusCode::BAD_REQUEST, error));
+    }
+    let idempotency_key = match (&record.idempotency_key, &request.method) {
+        (Some(key), &Method::POST) => Some(key.clone()),
+        _ => None,
+    };
+    if let Some(key) = &idempotency_key {
+        if key.chars().count() > IDEMPOTENCY_KEY_MAX_CHARS {
+            let error = StripeError::invalid_request(format!(
+                "Invalid Idempotency-Key: must be at most {IDEMPOTENCY_KEY_MAX_CHARS} characters"
+            ))
+            .with_param("Idempotency-Key");
+            return Staged::Reply(Reply::error(StatusCode::BAD_REQUEST, error));
+        }
+    }
+
+    match fault {
+        Some(FaultKind::ServerError) => {
+            record.fault = fault;
+            let status = StatusCode::from_u16(server_error_status)
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let error = StripeError::of_kind(
+                API_ERROR,
+                "An unknown error occurred (injected by the ferry Stripe emulator).",
+            );
+            return Staged::Reply(Reply::error(status, error));
+        }
+        Some(FaultKind::LockTimeout) => {
+            record.fault = fault;
+            let error = StripeError::invalid_request(
+                "This object cannot be accessed right now because another API request or Stripe process is currently accessing it. If you see this error intermittently, retry the request. If you see this error frequently and are making multiple concurrent requests to a single object, make your requests serially or at a lower rate.",
+            )
+            .with_code("lock_timeout");
+            return Staged::Reply(Reply::error(StatusCode::TOO_MANY_REQUESTS, error));
+        }
+        Some(FaultKind::DroppedConnection) => {
+            record.fault = fault;
+            let mut reply = Reply::json(StatusCode::INTERNAL_SERVER_ERROR, &Value::Null);
+            reply.cut = true;
+            return Staged::Reply(reply);
+        }
+        Some(FaultKind::LostResponse) | None => {}
+    }
+
+    let customer_id = match endpoint {
+        Endpoint::RetrieveCustomer | Endpoint::UpdateCustomer | Endpoint::DeleteCustomer => {
+            request.uri.path().rsplit('/').next().map(str::to_owned)
+        }
+        _ => None,
+    };
+    if let Some(key) = &idempotency_key {
+        let fingerprint = Fingerprint::new(
+            format!("{} {}", request.method, request.uri.path()),
+            &params,
+        );
+        let claim = state.idempotency().claim(&caller.key, key, &fingerprint);
+        match claim {
+            Claim::Execute => {}
+            Claim::Replay(stored) => {
+                record.replayed = true;
+                let reply = Reply {
+                    status: StatusCode::from_u16(stored.status)
+                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    body: stored.body,
+                    headers: Vec::new(),
+                    cut: false,
+                }
+                .with_header("idempotent-replayed", "true")
+                .with_header("original-request", &stored.request_id);
+                return Staged::Reply(reply);
+            }
+            Claim::InUse => {
+                let error = StripeError::invalid_request(format!(
+                    "There is currently another in-progress request using this idempotency key ('{key}'). Try again once it has finished."
+                ))
+                .with_code("idempotency_key_in_use");
+                return Staged::Reply(Reply::error(StatusCode::CONFLICT, error));
+            }
+            Claim::OtherEndpoint { first } => {
+                let error = StripeError::of_kind(
+                    IDEMPOTENCY_ERROR,
+                    format!(
+                        "Keys for idempotent requests can only be used for the same endpoint they were first used for ('{first}' vs '{}'). Try using a key other than '{key}' if you meant to execute a different request.",
+                        fingerprint.method_and_path
+                    ),
+                );
+                return Staged::Reply(Reply::error(StatusCode::BAD_REQUEST, error));
+            }
+            Claim::OtherParams => {
+                let error = StripeError::of_kind(
+                    IDEMPOTENCY_ERROR,
+                    format!(
+                        "Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '{key}' if you meant to execute a different request."
+                    ),
+                );
+                return Staged::Reply(Reply::error(StatusCode::BAD_REQUEST, error));
+            }
+        }
+    }
+    Staged::Execute {
+        endpoint,
+        caller,
+        params,
+        customer_id,
+        idempotency_key,
+    }
+}
+
+/// Query string for GET and DELETE; body for POST (plus query params the body does not set).
+fn read_params(request: &IncomingRequest) -> Result<Map<String, Value>, StripeError> {
+    let query = request.uri.query().unwrap_or_default();
+    let mut params = decode(query).map_err(|error| error.to_stripe_error())?;
+    if request.method == Method::POST && !request.body.is_empty() {
+        let content_type = header_text(&request.headers, "content-type").unwrap_or_default();
+        if content_type.to_ascii_lowercase().contains("json") {
+            return Err(StripeError::invalid_request(
+                "Invalid request (check that your POST content type is application/x-www-form-urlencoded). If you have any questions, we can help at https://support.stripe.com/.",
+            ));
+        }
+        let body = std::str::from_utf8(&request.body).map_err(|_| {
+            StripeError::invalid_request("Invalid request: the body is not valid UTF-8.")
+        })?;
+        let body_params = decode(body).map_err(|error| error.to_stripe_error())?;
+        for (key, value) in body_params {
+            params.insert(key, value);
+        }
+    }
+    Ok(params)
+}
+
+/// The parameter checks that happen before the idempotency layer.
+fn validate_for(endpoint: Endpoint, params: &Map<String, Value>) -> Result<(), StripeError> {
+    let checked = match endpoint {
+        Endpoint::CreateCustomer => validate_customer_params(params, false),
+        Endpoint::UpdateCustomer => validate_customer_params(params, true),
+        Endpoint::RetrieveCustomer | Endpoint::DeleteCustomer | Endpoint::RetrieveBalance => {
+            only_expand(params)
+        }
+        Endpoint::ListCustomers => return parse_list_query(params).map(|_| ()),
+        Endpoint::SearchCustomers => return parse_search_params(params).map(|_| ()),
+    };
+    checked.map_err(|error| error.to_stripe_error())
+}
+
+fn only_expand(params: &Map<String, Value>) -> Result<(), ParamError> {
+    match params.keys().find(|key| key.as_str() != "expand") {
+        Some(unknown) => Err(ParamError::new(unknown.clone(), Problem::Unknown)),
+        None => Ok(()),
+    }
+}
+
+fn parse_list_query(params: &Map<String, Value>) -> Result<ListQuery, StripeError> {
+    let mut query = ListQuery {
+        limit: 10,
+        ..ListQuery::default()
+    };
+    for (name, value) in params {
+        match name.as_str() {
+            "email" => query.email = Some(required_text(value, name, 512)?),
+            "created" => query.created = parse_created(value)?,
+            "limit" => query.limit = parse_limit(value)?,
+            "starting_after" => query.starting_after = Some(required_text(value, name, 5000)?),
+            "ending_before" => query.ending_before = Some(required_text(value, name, 5000)?),
+            "expand" => {}
+            _ => return Err(ParamError::new(name.clone(), Problem::Unknown).to_stripe_error()),
+        }
+    }
+    if query.starting_after.is_some() && query.ending_before.is_some() {
+        return Err(StripeError::invalid_request(
+            "You may only specify one of these parameters: ending_before, starting_after.",
+        )
+        .with_code("parameters_exclusive")
+        .with_param("ending_before"));
+    }
+    Ok(query)
+}
+
+struct SearchParams {
+    query: SearchQuery,
+    limit: usize,
+    page: Option<(i64, u64)>,
+}
+
+fn parse_search_params(params: &Map<String, Value>) -> Result<SearchParams, StripeError> {
+    let mut query = None;
+    let mut limit = 10;
+    let mut page = None;
+    for (name, value) in params {
+        match name.as_str() {
+            "query" => {
+                let text = required_text(value, name, 10_000)?;
+                let parsed = SearchQuery::parse(&text).map_err(|error| {
+                    StripeError::invalid_request(format!("Invalid search query: {error}."))
+                        .with_param("query")
+                })?;
+                query = Some(parsed);
+            }
+            "limit" => limit = parse_limit(value)?,
+            "page" => {
+                let token = required_text(value, name, 5000)?;
+                page = Some(decode_page_token(&token).ok_or_else(|| {
+                    StripeError::invalid_request(
+                        "Invalid page: use the next_page of a previous search.",
+                    )
+                    .with_param("page")
+                })?);
+            }
+            "expand" => {}
+            _ => return Err(ParamError::new(name.clone(), Problem::Unknown).to_stripe_error()),
+        }
+    }
+    let query =
+        query.ok_or_else(|| ParamError::new("query", Problem::Missing).to_stripe_error())?;
+    Ok(SearchParams { query, limit, page })
+}
+
+fn required_text(value: &Value, name: &str, max_chars: usize) -> Result<String, StripeError> {
+    let text = leaf_text(value).ok_or_else(|| {
+        ParamError::new(name, Problem::WrongShape { expected: "string" }).to_stripe_error()
+    })?;
+    let actual = text.chars().count();
+    if actual > max_chars {
+        return Err(ParamError::new(
+            name,
+            Problem::TooLong {
+                max: max_chars,
+                actual,
+            },
+        )
+        .to_stripe_error());
+    }
+    Ok(text.into_owned())
+}
+
+fn parse_limit(value: &Value) -> Result<usize, StripeError> {
+    let text = leaf_text(value).unwrap_or_default();
+    let limit: i64 = text
+        .parse()
+        .map_err(|_| ParamError::new("limit", Problem::NotInteger).to_stripe_error())?;
+    if limit < 1 {
+        return Err(
+            StripeError::invalid_request("This value must be greater than or equal to 1.")
+                .with_param("limit"),
+        );
+    }
+    if limit > 100 {
+        return Err(
+            StripeError::invalid_request("This value must be less than or equal to 100.")
+                .with_param("limit"),
+        );
+    }
+    Ok(limit as usize)
+}
+
+/// `created=N` or `created[gt|gte|lt|lte]=N`, as an inclusive range.
+fn parse_created(value: &Value) -> Result<CreatedRange, StripeError> {
+    let integer = |value: &Value, name: &str| -> Result<i64, StripeError> {
+        leaf_text(value)
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(|| ParamError::new(name, Problem::NotInteger).to_stripe_error())
+    };
+    let mut range = CreatedRange::default();
+    match value {
+        Value::Object(bounds) => {
+            for (operator, bound) in bounds {
+                let name = format!("created[{operator}]");
+                let at = integer(bound, &name)?;
+                match operator.as_str() {
+                    "gt" => range.min = range.min.max(at.saturating_add(1)),
+                    "gte" => range.min = range.min.max(at),
+                    "lt" => range.max = range.max.min(at.saturating_sub(1)),
+                    "lte" => range.max = range.max.min(at),
+                    _ => return Err(ParamError::new(name, Problem::Unknown).to_stripe_error()),
+                }
+            }
+        }
+        _ => {
+            let at = integer(value, "created")?;
+            range = CreatedRange { min: at, max: at };
+        }
+    }
+    Ok(range)
+}
+
+/// Step 7: run the endpoint. Problems found here (unknown id, merged metadata over the limit)
+/// are stored under the idempotency key, as on Stripe.
+fn execute(
+    state: &SharedState,
+    endpoint: Endpoint,
+    caller: &Caller,
+    params: &Map<String, Value>,
+    customer_id: Option<&str>,
+) -> Reply {
+    let customer_id = customer_id.unwrap_or_default();
+    match endpoint {
+        Endpoint::CreateCustomer => {
+            let mut customer = new_customer(
+                &new_object_id("cus"),
+                unix_now(),
+                caller.livemode,
+                &new_invoice_prefix(),
+            );
+            if let Err(error) = apply_params(&mut customer, params) {
+                return Reply::error(StatusCode::BAD_REQUEST, error.to_stripe_error());
+            }
+            let reply = Reply::json(StatusCode::OK, &customer);
+            state.store().insert(customer, Some(Instant::now()));
+            reply
+        }
+        Endpoint::RetrieveCustomer => match state.store().get(customer_id) {
+            Lookup::Live(customer) => Reply::json(StatusCode::OK, &*customer),
+            Lookup::Deleted => Reply::json(StatusCode::OK, &deleted_customer(customer_id)),
+            Lookup::Missing => no_such_customer(customer_id),
+        },
+        Endpoint::UpdateCustomer => {
+            let mut store = state.store();
+            let Lookup::Live(current) = store.get(customer_id) else {
+                return no_such_customer(customer_id);
+            };
+            let mut updated = (*current).clone();
+            if let Err(error) = apply_params(&mut updated, params) {
+                return Reply::error(StatusCode::BAD_REQUEST, error.to_stripe_error());
+            }
+            let reply = Reply::json(StatusCode::OK, &updated);
+            store.replace(updated, Instant::now());
+            reply
+        }
+        Endpoint::DeleteCustomer => {
+            if state.store().delete(customer_id, Instant::now()) {
+                Reply::json(StatusCode::OK, &deleted_customer(customer_id))
+            } else {
+                no_such_customer(customer_id)
+            }
+        }
+        Endpoint::ListCustomers => {
+            let query = match parse_list_query(params) {
+                Ok(query) => query,
+                Err(error) => return Reply::error(StatusCode::BAD_REQUEST, error),
+            };
+            match state.store().list(&query) {
+                Ok((page, has_more)) => Reply::json(
+                    StatusCode::OK,
+                    &ListBody {
+                        object: "list",
+                        data: page.iter().map(|customer| &**customer).collect(),
+                        has_more,
+                        url: "/v1/customers",
+                    },
+                ),
+                Err(UnknownCursor) => {
+                    let (param, id) = match (&query.starting_after, &query.ending_before) {
+                        (Some(id), _) => ("starting_after", id),
+                        (None, Some(id)) => ("ending_before", id),
+                        (None, None) => ("starting_after", &String::new()),
+                    };
+                    Reply::error(
+                        StatusCode::NOT_FOUND,
+                        StripeError::invalid_request(format!("No such customer: '{id}'"))
+                            .with_code("resource_missing")
+                            .with_param(param),
+                    )
+                }
+            }
+        }
+        Endpoint::SearchCustomers => {
+            let search = match parse_search_params(params) {
+                Ok(search) => search,
+                Err(error) => return Reply::error(StatusCode::BAD_REQUEST, error),
+            };
+            let delay = state.settings().search_delay;
+            let snapshot = state
+                .store()
+                .search_snapshot(Instant::now(), delay, search.page);
+            let mut hits = snapshot
+                .into_iter()
+                .filter(|(_, customer)| search.query.matches(customer));
+            let page: Vec<_> = hits.by_ref().take(search.limit).collect();
+            let has_more = hits.next().is_some();
+            let next_page = match (has_more, page.last()) {
+                (true, Some((key, _))) => Some(encode_page_token(*key)),
+                _ => None,
+            };
+            Reply::json(
+                StatusCode::OK,
+                &SearchBody {
+                    object: "search_result",
+                    data: page.iter().map(|(_, customer)| &**customer).collect(),
+                    has_more,
+                    next_page,
+                    url: "/v1/customers/search",
+                },
+            )
+        }
+        Endpoint::RetrieveBalance => {
+            let funds = json!([{"amount": 0, "currency": "usd", "source_types": {"card": 0}}]);
+            Reply::json(
+                StatusCode::OK,
+                &json!({
+                    "object": "balance",
+                    "available": funds,
+                    "livemode": caller.livemode,
+                    "pending": funds,
+                }),
+            )
+        }
+    }
+}
+
+/// `GET /v1/customers`.
+#[derive(Serialize)]
+struct ListBody<'a> {
+    object: &'static str,
+    data: Vec<&'a Map<String, Value>>,
+    has_more: bool,
+    url: &'static str,
+}
+
+/// `GET /v1/customers/search`.
+#[derive(Serialize)]
+struct SearchBody<'a> {
+    object: &'static str,
+    data: Vec<&'a Map<String, Value>>,
+    has_more: bool,
+    next_page: Option<String>,
+    url: &'static str,
+}
+
+fn deleted_customer(id: &str) -> Value {
+    json!({"id": id, "object": "customer", "deleted": true})
+}
+
+fn no_such_customer(id: &str) -> Reply {
+    Reply::error(
+        StatusCode::NOT_FOUND,
+        StripeError::invalid_request(format!("No such customer: '{id}'"))
+            .with_code("resource_missing")
+            .with_param("id"),
+    )
+}
+
+fn unrecognized_url(method: &Method, uri: &Uri) -> Reply {
+    Reply::error(
+        StatusCode::NOT_FOUND,
+        StripeError::invalid_request(format!(
+            "Unrecognized request URL ({method}: {}). Please see https://stripe.com/docs or we can help at https://support.stripe.com/.",
+            uri.path()
+        )),
+    )
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Search pages continue after the last hit's position: `<created>_<sequence>` in base64.
+fn encode_page_token((created, sequence): (i64, u64)) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{created}_{sequence}"))
+}
+
+fn decode_page_token(token: &str) -> Option<(i64, u64)> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (created, sequence) = text.split_once('_')?;
+    Some((created.parse().ok()?, sequence.parse().ok()?))
+}

@@ -1,0 +1,115 @@
+//! `/_emulator/…`: control and inspection over HTTP, no auth, never rate limited or faulted.
+//! Each route is a thin wrapper over an [`EmulatorHandle`] method.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::config::{FaultConfig, RateLimits};
+use crate::state::{EmulatorHandle, SharedState};
+
+pub(crate) fn routes() -> Router<Arc<SharedState>> {
+    Router::new()
+        .route("/_emulator/reset", post(reset))
+        .route(
+            "/_emulator/customers",
+            get(list_customers).post(seed_customers),
+        )
+        .route("/_emulator/requests", get(list_requests))
+        .route("/_emulator/counters", get(counters))
+        .route("/_emulator/config", get(read_config).post(change_config))
+}
+
+/// A partial change to the run-time settings; absent parts stay as they are.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigChange {
+    rate_limits: Option<RateLimits>,
+    faults: Option<FaultConfig>,
+    search_delay_ms: Option<u64>,
+    fault_seed: Option<u64>,
+}
+
+fn handle(state: Arc<SharedState>) -> EmulatorHandle {
+    EmulatorHandle { shared: state }
+}
+
+fn bad_request(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"error": message}))).into_response()
+}
+
+async fn reset(State(state): State<Arc<SharedState>>) -> Json<Value> {
+    handle(state).reset();
+    Json(json!({"reset": true}))
+}
+
+async fn list_customers(State(state): State<Arc<SharedState>>) -> Json<Value> {
+    Json(json!({"data": handle(state).customers()}))
+}
+
+/// Body: one customer object or an array of them (see `EmulatorHandle::seed_customer`).
+async fn seed_customers(State(state): State<Arc<SharedState>>, body: String) -> Response {
+    let seeds = match serde_json::from_str::<Value>(&body) {
+        Ok(Value::Array(seeds)) => seeds,
+        Ok(seed) => vec![seed],
+        Err(error) => return bad_request(format!("the body must be JSON: {error}")),
+    };
+    let handle = handle(state);
+    let mut ids = Vec::new();
+    for (index, seed) in seeds.into_iter().enumerate() {
+        match handle.try_seed_customer(seed) {
+            Ok(id) => ids.push(id),
+            Err(error) => {
+                return bad_request(format!(
+                    "seed customer #{index}: {error} (the ones before it were stored: {ids:?})"
+                ))
+            }
+        }
+    }
+    Json(json!({"ids": ids})).into_response()
+}
+
+async fn list_requests(State(state): State<Arc<SharedState>>) -> Json<Value> {
+    Json(json!({"data": handle(state).requests()}))
+}
+
+async fn counters(State(state): State<Arc<SharedState>>) -> Json<Value> {
+    Json(json!(handle(state).counters()))
+}
+
+async fn read_config(State(state): State<Arc<SharedState>>) -> Json<Value> {
+    Json(json!(handle(state).settings()))
+}
+
+async fn change_config(State(state): State<Arc<SharedState>>, body: String) -> Response {
+    let change: ConfigChange = match serde_json::from_str(&body) {
+        Ok(change) => change,
+        Err(error) => return bad_request(format!("invalid config change: {error}")),
+    };
+    if let Some(faults) = &change.faults {
+        if let Err(error) = faults.validate() {
+            return bad_request(error.to_string());
+        }
+    }
+    let handle = handle(state);
+    if let Some(limits) = change.rate_limits {
+        handle.set_rate_limits(limits);
+    }
+    if let Some(faults) = change.faults {
+        handle.set_faults(faults);
+    }
+    if let Some(delay) = change.search_delay_ms {
+        handle.set_search_delay(Duration::from_millis(delay));
+    }
+    if let Some(seed) = change.fault_seed {
+        handle.set_fault_seed(seed);
+    }
+    Json(json!(handle.settings())).into_response()
+}

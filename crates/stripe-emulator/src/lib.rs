@@ -1,0 +1,31 @@
+//! A Stripe-compatible API server for ferry's tests, demos and benchmarks: customers (create,
+//! retrieve, update, delete, list, search) and balance, with Stripe's auth, form bodies,
+//! validation, idempotency, rate limits and eventually consistent search, plus injectable faults
+//! and a `/_emulator` control API. In memory only. See README.md for what differs from Stripe.
+
+mod api;
+mod auth;
+mod cli;
+mod config;
+mod connection;
+mod control;
+mod customer_object;
+mod faults;
+mod idempotency;
+mod rate_limit;
+mod search;
+mod server;
+mod state;
+mod store;
+
+pub use cli::{run_from_cli, EmulateStripeArgs};
+pub use config::{Access, ConfigError, EmulatorConfig, FaultConfig, RateLimits, RestrictedKey};
+pub use faults::FaultKind;
+pub use server::Emulator;
+pub use state::{Counters, EmulatorHandle, RecordedRequest, RuntimeSettings, SeedError};
+
+/// A test key the emulator accepts, printed on start. Any `sk_test_`/`sk_live_` key with at
+/// least 16 letters or digits after the prefix is accepted too, unless
+/// [`EmulatorConfig::accepted_keys`] lists keys explicitly; `rk_` keys must be configured in
+/// [`EmulatorConfig::restricted_keys`].
+pub const TEST_API_KEY: &str = "sk_test_ferryemulator0000000000000000";

@@ -1,0 +1,365 @@
+//! Stripe's search query language for customers: `email:"a@b.co" AND metadata['k']:'v'`.
+//!
+//! Supported: fields `email`, `name`, `phone` (`:` exact, `~` substring of at least 3
+//! characters), `metadata['key']` (`:` exact), `created` (`:`, `>`, `<`, `>=`, `<=` with a unix
+//! timestamp); `-` before a clause negates it; clauses joined by `AND` or by `OR` (not both, as on
+//! Stripe). Values are quoted with `"` or `'`; unquoted words are accepted too. `:` on `email` is
+//! case-insensitive; on `name` it is case-insensitive and word-based (`name:"ann"` matches
+//! "Ann Lee"), which is why Stripe says to re-check hits.
+
+use serde_json::{Map, Value};
+
+/// A parsed query: clauses that must all match (`AND`) or of which one must match (`OR`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SearchQuery {
+    clauses: Vec<Clause>,
+    any: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Clause {
+    negated: bool,
+    field: Field,
+    operator: Operator,
+    value: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Field {
+    Email,
+    Name,
+    Phone,
+    Created,
+    Metadata(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Operator {
+    Equals,
+    Contains,
+    Greater,
+    GreaterOrEqual,
+    Less,
+    LessOrEqual,
+}
+
+/// Why a query was rejected; the text becomes the 400 message.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct QueryError(String);
+
+impl SearchQuery {
+    pub(crate) fn parse(text: &str) -> Result<SearchQuery, QueryError> {
+        let mut parser = Parser { rest: text.trim() };
+        if parser.rest.is_empty() {
+            return Err(QueryError("the query is empty".into()));
+        }
+        let mut clauses = vec![parser.clause()?];
+        let mut connector: Option<&'static str> = None;
+        loop {
+            parser.skip_spaces();
+            if parser.rest.is_empty() {
+                break;
+            }
+            let word = if parser.eat_keyword("AND") {
+                "AND"
+            } else if parser.eat_keyword("OR") {
+                "OR"
+            } else {
+                return Err(QueryError(format!(
+                    "expected AND or OR before `{}`",
+                    parser.rest
+                )));
+            };
+            if connector.is_some_and(|previous| previous != word) {
+                return Err(QueryError(
+                    "a query cannot combine AND and OR; use one of them".into(),
+                ));
+            }
+            connector = Some(word);
+            clauses.push(parser.clause()?);
+        }
+        Ok(SearchQuery {
+            clauses,
+            any: connector == Some("OR"),
+        })
+    }
+
+    pub(crate) fn matches(&self, customer: &Map<String, Value>) -> bool {
+        let mut results = self.clauses.iter().map(|clause| clause.matches(customer));
+        if self.any {
+            results.any(|matched| matched)
+        } else {
+            results.all(|matched| matched)
+        }
+    }
+}
+
+impl Clause {
+    fn matches(&self, customer: &Map<String, Value>) -> bool {
+        let matched = match &self.field {
+            Field::Created => {
+                let created = customer["created"].as_i64().unwrap_or_default();
+                let wanted: i64 = self.value.parse().unwrap_or_default();
+                match self.operator {
+                    Operator::Equals => created == wanted,
+                    Operator::Greater => created > wanted,
+                    Operator::GreaterOrEqual => created >= wanted,
+                    Operator::Less => created < wanted,
+                    Operator::LessOrEqual => created <= wanted,
+                    Operator::Contains => false,
+                }
+            }
+            Field::Metadata(key) => {
+                customer["metadata"][key.as_str()].as_str() == Some(&self.value)
+            }
+            Field::Email | Field::Name | Field::Phone => {
+                let name = match self.field {
+                    Field::Email => "email",
+                    Field::Name => "name",
+                    _ => "phone",
+                };
+                let Some(actual) = customer[name].as_str() else {
+                    return self.negated;
+                };
+                match (self.operator, &self.field) {
+                    (Operator::Contains, _) => {
+                        actual.to_lowercase().contains(&self.value.to_lowercase())
+                    }
+                    (_, Field::Email) => actual.to_lowercase() == self.value.to_lowercase(),
+                    (_, Field::Name) => name_matches(actual, &self.value),
+                    _ => actual == self.value,
+                }
+            }
+        };
+        matched != self.negated
+    }
+}
+
+/// Case-insensitive; every word of the query must be a word of the name.
+fn name_matches(actual: &str, wanted: &str) -> bool {
+    let actual = actual.to_lowercase();
+    let wanted = wanted.to_lowercase();
+    if actual == wanted {
+        return true;
+    }
+    let words: Vec<&str> = actual.split_whitespace().collect();
+    let mut wanted_words = wanted.split_whitespace().peekable();
+    wanted_words.peek().is_some() && wanted_words.all(|word| words.contains(&word))
+}
+
+struct Parser<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Parser<'a> {
+    fn skip_spaces(&mut self) {
+        self.rest = self.rest.trim_start();
+    }
+
+    fn eat_keyword(&mut self, keyword: &str) -> bool {
+        match self.rest.strip_prefix(keyword) {
+            Some(after) if after.starts_with(char::is_whitespace) => {
+                self.rest = after;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn clause(&mut self) -> Result<Clause, QueryError> {
+        self.skip_spaces();
+        let negated = match self.rest.strip_prefix('-') {
+            Some(after) => {
+                self.rest = after;
+                true
+            }
+            None => false,
+        };
+        let field = self.field()?;
+        let operator = self.operator()?;
+        let value = self.value()?;
+        check_clause(&field, operator, &value)?;
+        Ok(Clause {
+            negated,
+            field,
+            operator,
+            value,
+        })
+    }
+
+    fn field(&mut self) -> Result<Field, QueryError> {
+        let end = self
+            .rest
+            .find(|character: char| !(character.is_ascii_alphanumeric() || character == '_'))
+            .unwrap_or(self.rest.len());
+        let name = &self.rest[..end];
+        self.rest = &self.rest[end..];
+        match name {
+            "email" => Ok(Field::Email),
+            "name" => Ok(Field::Name),
+            "phone" => Ok(Field::Phone),
+            "created" => Ok(Field::Created),
+            "metadata" => {
+                let inner = self.rest.strip_prefix('[').ok_or_else(|| {
+                    QueryError("metadata is searched as metadata['key']:'value'".into())
+                })?;
+                self.rest = inner;
+                let key = self.quoted()?;
+                self.rest = self.rest.strip_prefix(']').ok_or_else(|| {
+                    QueryError("expected `]` after the metadata key".into())
+                })?;
+                Ok(Field::Metadata(key))
+            }
+            "" => Err(QueryError(format!("expected a field name at `{}`", self.rest))),
+            other => Err(QueryError(format!(
+                "`{other}` is not a searchable customer field (email, name, phone, created, metadata['key'])"
+            ))),
+        }
+    }
+
+    fn operator(&mut self) -> Result<Operator, QueryError> {
+        let operators = [
+            (">=", Operator::GreaterOrEqual),
+            ("<=", Operator::LessOrEqual),
+            (":", Operator::Equals),
+            ("~", Operator::Contains),
+            (">", Operator::Greater),
+            ("<", Operator::Less),
+        ];
+        for (symbol, operator) in operators {
+            if let Some(after) = self.rest.strip_prefix(symbol) {
+                self.rest = after;
+                return Ok(operator);
+            }
+        }
+        Err(QueryError(format!(
+            "expected an operator (:, ~, >, <, >=, <=) at `{}`",
+            self.rest
+        )))
+    }
+
+    fn value(&mut self) -> Result<String, QueryError> {
+        if self.rest.starts_with(['"', '\'']) {
+            return self.quoted();
+        }
+        let end = self
+            .rest
+            .find(char::is_whitespace)
+            .unwrap_or(self.rest.len());
+        if end == 0 {
+            return Err(QueryError("expected a value after the operator".into()));
+        }
+        let value = &self.rest[..end];
+        self.rest = &self.rest[end..];
+        Ok(value.to_owned())
+    }
+
+    /// A `"…"` or `'…'` string; a backslash escapes the next character.
+    fn quoted(&mut self) -> Result<String, QueryError> {
+        let mut characters = self.rest.char_indices();
+        let quote = match characters.next() {
+            Some((_, quote @ ('"' | '\''))) => quote,
+            _ => {
+                return Err(QueryError(format!(
+                    "expected a quoted string at `{}`",
+                    self.rest
+                )))
+            }
+        };
+        let mut value = String::new();
+        let mut escaped = false;
+        for (index, character) in characters {
+            if escaped {
+                value.push(character);
+                escaped = false;
+            } else if character == '\\' {
+                escaped = true;
+            } else if character == quote {
+                self.rest = &self.rest[index + character.len_utf8()..];
+                return Ok(value);
+            } else {
+                value.push(character);
+            }
+        }
+        Err(QueryError("a quoted string is not closed".into()))
+    }
+}
+
+fn check_clause(field: &Field, operator: Operator, value: &str) -> Result<(), QueryError> {
+    match (field, operator) {
+        (Field::Created, Operator::Contains) => {
+            Err(QueryError("created supports :, >, <, >= and <=".into()))
+        }
+        (Field::Created, _) if value.parse::<i64>().is_err() => Err(QueryError(format!(
+            "created must be compared with a unix timestamp (got `{value}`)"
+        ))),
+        (Field::Metadata(_), Operator::Equals) | (Field::Created, _) => Ok(()),
+        (Field::Metadata(_), _) => Err(QueryError("metadata supports only :".into())),
+        (_, Operator::Equals) => Ok(()),
+        (_, Operator::Contains) if value.chars().count() < 3 => Err(QueryError(
+            "a substring search (~) needs at least 3 characters".into(),
+        )),
+        (_, Operator::Contains) => Ok(()),
+        _ => Err(QueryError(
+            "email, name and phone support only : and ~".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn customer() -> Map<String, Value> {
+        match json!({
+            "email": "Ann.Lee@Example.com", "name": "Ann Lee", "phone": "+331234",
+            "created": 1000, "metadata": {"external_id": "42"}
+        }) {
+            Value::Object(object) => object,
+            _ => unreachable!(),
+        }
+    }
+
+    fn check(query: &str, expected: bool) {
+        let parsed = SearchQuery::parse(query).unwrap_or_else(|error| panic!("{query}: {error}"));
+        assert_eq!(parsed.matches(&customer()), expected, "{query}");
+    }
+
+    #[test]
+    fn fields_and_operators() {
+        check(r#"email:"ann.lee@example.com""#, true);
+        check(r#"email:"ann@example.com""#, false);
+        check(r#"email~"example""#, true);
+        check(r#"name:"ann""#, true);
+        check(r#"name:"LEE ann""#, true);
+        check(r#"name:"an""#, false);
+        check(r#"phone:"+331234""#, true);
+        check("metadata['external_id']:'42'", true);
+        check(r#"metadata["external_id"]:"4""#, false);
+        check("created>999 AND created<=1000", true);
+        check("created>1000", false);
+        check("-created>1000", true);
+        check(r#"email:"x@y.co" OR metadata['external_id']:'42'"#, true);
+        check(r#"email:"x@y.co" AND metadata['external_id']:'42'"#, false);
+        check(r#"-name:"bob""#, true);
+    }
+
+    #[test]
+    fn rejections() {
+        for bad in [
+            "",
+            "email",
+            "mail:'x'",
+            "email:'x' AND name:'y' OR phone:'z'",
+            "created:yesterday",
+            "metadata['k']~'abc'",
+            "email~'ab'",
+            "email:'unclosed",
+            "email:'x' name:'y'",
+        ] {
+            assert!(SearchQuery::parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+}

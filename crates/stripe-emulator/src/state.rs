@@ -1,0 +1,349 @@
+//! The emulator's shared state and [`EmulatorHandle`], the in-process way to inspect and steer it
+//! (the `/_emulator` HTTP API is a thin layer over the same methods).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::distr::{Alphanumeric, SampleString};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use ferry_stripe_wire::customer::validate_customer_params;
+use ferry_stripe_wire::ParamError;
+
+use crate::config::{EmulatorConfig, FaultConfig, RateLimits, RestrictedKey};
+use crate::customer_object::{apply_params, new_customer};
+use crate::faults::FaultKind;
+use crate::idempotency::IdempotencyStore;
+use crate::rate_limit::RateLimiter;
+use crate::store::CustomerStore;
+
+/// Cheap to clone; every clone steers the same running emulator.
+#[derive(Clone)]
+pub struct EmulatorHandle {
+    pub(crate) shared: Arc<SharedState>,
+}
+
+/// One request received on a `/v1` route, as `/_emulator/requests` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedRequest {
+    /// 0 for the first `/v1` request after start or reset; fault decisions follow it.
+    pub sequence: u64,
+    pub request_id: String,
+    pub method: String,
+    pub path: String,
+    /// `POST /v1/customers/{id}`; `None` for an unrecognized URL.
+    pub endpoint: Option<String>,
+    /// Decoded query or body params (all leaves strings); `null` when they could not be read.
+    pub params: Value,
+    pub idempotency_key: Option<String>,
+    /// The status the emulator produced; `None` when the connection was dropped before any.
+    /// With a lost response this is the status the client never saw.
+    pub status: Option<u16>,
+    pub fault: Option<FaultKind>,
+    /// Whether the endpoint ran (false for rejections, injected errors, drops and replays).
+    pub executed: bool,
+    /// Whether this was an idempotent replay of a stored response.
+    pub replayed: bool,
+}
+
+/// Request counts per endpoint and outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub total: u64,
+    /// Endpoint (`POST /v1/customers`, or `unrecognized`) → outcome → count. The outcome is the
+    /// status code as text, `dropped` (no response, not executed) or `lost_response` (executed,
+    /// no response).
+    pub by_endpoint: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+impl Counters {
+    /// How many requests to `endpoint` ended with `outcome` (`"200"`, `"429"`, `"dropped"`, …).
+    pub fn count(&self, endpoint: &str, outcome: &str) -> u64 {
+        self.by_endpoint
+            .get(endpoint)
+            .and_then(|outcomes| outcomes.get(outcome))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// The settings that can change at run time, as `/_emulator/config` shows them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuntimeSettings {
+    pub rate_limits: RateLimits,
+    pub faults: FaultConfig,
+    pub search_delay_ms: u64,
+    pub fault_seed: u64,
+}
+
+/// A seed customer that cannot be stored.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SeedError {
+    #[error("a seed customer must be a JSON object")]
+    NotAnObject,
+    #[error("seed field `{field}` is invalid: {reason}")]
+    InvalidField { field: &'static str, reason: String },
+    #[error("a customer with id `{0}` already exists")]
+    DuplicateId(String),
+    #[error("invalid seed customer: {0}")]
+    InvalidParams(#[from] ParamError),
+}
+
+impl EmulatorHandle {
+    /// All live customers as stored, newest first, whatever the search delay.
+    pub fn customers(&self) -> Vec<Value> {
+        self.shared
+            .store()
+            .all_live()
+            .into_iter()
+            .map(|customer| Value::Object((*customer).clone()))
+            .collect()
+    }
+
+    /// One customer as stored (`None` if unknown or deleted).
+    pub fn customer(&self, id: &str) -> Option<Value> {
+        match self.shared.store().get(id) {
+            crate::store::Lookup::Live(customer) => Some(Value::Object((*customer).clone())),
+            _ => None,
+        }
+    }
+
+    /// Every `/v1` request received, oldest first (bounded by `request_log_capacity`).
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.log().requests.iter().cloned().collect()
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.shared.log().counters.clone()
+    }
+
+    /// Replaces the fault settings. Rates outside [0, 1] are clamped when drawn; use
+    /// [`FaultConfig::validate`] first to reject them instead.
+    pub fn set_faults(&self, faults: FaultConfig) {
+        self.shared.settings_mut().faults = faults;
+    }
+
+    /// Replaces the rate limits; buckets start full.
+    pub fn set_rate_limits(&self, limits: RateLimits) {
+        self.shared.limiter().set_limits(limits);
+    }
+
+    pub fn set_search_delay(&self, delay: Duration) {
+        self.shared.settings_mut().search_delay = delay;
+        self.shared.store().search_delay = delay;
+    }
+
+    /// Changes the seed fault decisions derive from (with the request sequence number).
+    pub fn set_fault_seed(&self, seed: u64) {
+        self.shared.settings_mut().fault_seed = seed;
+    }
+
+    pub fn settings(&self) -> RuntimeSettings {
+        let settings = self.shared.settings();
+        RuntimeSettings {
+            rate_limits: self.shared.limiter().limits().clone(),
+            faults: settings.faults.clone(),
+            search_delay_ms: settings
+                .search_delay
+                .as_millis()
+                .try_into()
+                .unwrap_or(u64::MAX),
+            fault_seed: settings.fault_seed,
+        }
+    }
+
+    /// Forgets customers, idempotency keys, the request log and counters, and restarts the
+    /// request sequence (so a seeded fault run replays). Settings stay as they are.
+    pub fn reset(&self) {
+        let delay = self.shared.settings().search_delay;
+        *self.shared.store() = CustomerStore::new(delay);
+        *self.shared.idempotency() = IdempotencyStore::default();
+        let limits = self.shared.limiter().limits().clone();
+        self.shared.limiter().set_limits(limits);
+        let mut log = self.shared.log();
+        log.requests.clear();
+        log.counters = Counters::default();
+        self.shared.request_sequence.store(0, Ordering::SeqCst);
+    }
+
+    /// Stores a customer directly, visible to search at once. The object takes customer params
+    /// as JSON (`{"email": "a@b.co", "metadata": {"k": "v"}, "balance": 5}`) plus optional `id`,
+    /// `created` (unix seconds) and `livemode`. Returns the id. Panics on an invalid seed: it is
+    /// meant for test fixtures; see [`EmulatorHandle::try_seed_customer`].
+    pub fn seed_customer(&self, customer: Value) -> String {
+        self.try_seed_customer(customer)
+            .unwrap_or_else(|error| panic!("cannot seed customer: {error}"))
+    }
+
+    pub fn try_seed_customer(&self, customer: Value) -> Result<String, SeedError> {
+        let Value::Object(mut fields) = customer else {
+            return Err(SeedError::NotAnObject);
+        };
+        let id = match fields.remove("id") {
+            None => new_object_id("cus"),
+            Some(Value::String(id)) if !id.is_empty() => id,
+            Some(_) => {
+                return Err(SeedError::InvalidField {
+                    field: "id",
+                    reason: "must be a non-empty string".into(),
+                })
+            }
+        };
+        let created = match fields.remove("created") {
+            None => unix_now(),
+            Some(value) => value.as_i64().ok_or_else(|| SeedError::InvalidField {
+                field: "created",
+                reason: "must be an integer (unix seconds)".into(),
+            })?,
+        };
+        let livemode = match fields.remove("livemode") {
+            None => false,
+            Some(value) => value.as_bool().ok_or_else(|| SeedError::InvalidField {
+                field: "livemode",
+                reason: "must be true or false".into(),
+            })?,
+        };
+        fields.remove("object");
+        validate_customer_params(&fields, false)?;
+        let mut stored = new_customer(&id, created, livemode, &new_invoice_prefix());
+        apply_params(&mut stored, &fields)?;
+        let mut store = self.shared.store();
+        if !matches!(store.get(&id), crate::store::Lookup::Missing) {
+            return Err(SeedError::DuplicateId(id));
+        }
+        store.insert(stored, None);
+        Ok(id)
+    }
+}
+
+/// Settings read on every request.
+pub(crate) struct Settings {
+    pub faults: FaultConfig,
+    pub search_delay: Duration,
+    pub fault_seed: u64,
+}
+
+pub(crate) struct RequestLog {
+    pub requests: VecDeque<RecordedRequest>,
+    pub capacity: usize,
+    pub counters: Counters,
+}
+
+impl RequestLog {
+    pub(crate) fn record(&mut self, request: RecordedRequest, outcome: String) {
+        let endpoint = request
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| "unrecognized".to_owned());
+        self.counters.total += 1;
+        *self
+            .counters
+            .by_endpoint
+            .entry(endpoint)
+            .or_default()
+            .entry(outcome)
+            .or_default() += 1;
+        if self.capacity == 0 {
+            return;
+        }
+        if self.requests.len() == self.capacity {
+            self.requests.pop_front();
+        }
+        self.requests.push_back(request);
+    }
+}
+
+pub(crate) struct SharedState {
+    store: Mutex<CustomerStore>,
+    idempotency: Mutex<IdempotencyStore>,
+    limiter: Mutex<RateLimiter>,
+    settings: RwLock<Settings>,
+    log: Mutex<RequestLog>,
+    pub request_sequence: AtomicU64,
+    pub accepted_keys: Vec<String>,
+    pub restricted_keys: Vec<RestrictedKey>,
+}
+
+impl SharedState {
+    pub(crate) fn new(config: &EmulatorConfig) -> SharedState {
+        SharedState {
+            store: Mutex::new(CustomerStore::new(config.search_delay)),
+            idempotency: Mutex::new(IdempotencyStore::default()),
+            limiter: Mutex::new(RateLimiter::new(config.rate_limits.clone())),
+            settings: RwLock::new(Settings {
+                faults: config.faults.clone(),
+                search_delay: config.search_delay,
+                fault_seed: config.fault_seed.unwrap_or_else(rand::random),
+            }),
+            log: Mutex::new(RequestLog {
+                requests: VecDeque::new(),
+                capacity: config.request_log_capacity,
+                counters: Counters::default(),
+            }),
+            request_sequence: AtomicU64::new(0),
+            accepted_keys: config.accepted_keys.clone(),
+            restricted_keys: config.restricted_keys.clone(),
+        }
+    }
+
+    // A panic while holding a lock cannot leave these structures half-updated in a way that
+    // matters for a test server, so poisoning is ignored rather than propagated.
+    pub(crate) fn store(&self) -> MutexGuard<'_, CustomerStore> {
+        self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn idempotency(&self) -> MutexGuard<'_, IdempotencyStore> {
+        self.idempotency
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn limiter(&self) -> MutexGuard<'_, RateLimiter> {
+        self.limiter
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn log(&self) -> MutexGuard<'_, RequestLog> {
+        self.log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn settings(&self) -> std::sync::RwLockReadGuard<'_, Settings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn settings_mut(&self) -> std::sync::RwLockWriteGuard<'_, Settings> {
+        self.settings
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// `cus_` + 14 letters and digits, like Stripe's ids.
+pub(crate) fn new_object_id(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}",
+        Alphanumeric.sample_string(&mut rand::rng(), 14)
+    )
+}
+
+/// Stripe's default invoice prefix: 8 upper-case hex digits.
+pub(crate) fn new_invoice_prefix() -> String {
+    format!("{:08X}", rand::random::<u32>())
+}
+
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs() as i64)
+        .unwrap_or_default()
+}

@@ -1,0 +1,8 @@
+//! Test helpers shared by ferry's crates: a throwaway PostgreSQL server ([`PgServer`]).
+//!
+//! The kit only uses `std::process` and the PostgreSQL binaries on PATH, so any crate can take it
+//! as a dev-dependency without pulling a database driver into its build.
+
+mod pg_server;
+
+pub use pg_server::PgServer;

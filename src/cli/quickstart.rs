@@ -1,0 +1,239 @@
+//! `ferry quickstart`: the whole journey on made-up data, in one command. It builds a demo
+//! workspace with an embedded DuckDB warehouse, connects Stripe (your test account when
+//! STRIPE_API_KEY holds an `sk_test_` key, else the built-in emulator), creates a model and a
+//! sync, previews and runs it, changes a few rows, and runs again to show that only changes go out.
+
+use super::{connections, models, syncs, CliError, CliResult, Format, GlobalArgs};
+use clap::Args;
+use ferry_state::StateStore;
+use std::path::{Path, PathBuf};
+
+#[derive(Args, Debug)]
+pub struct QuickstartArgs {
+    /// Where to build the demo (replaced if an earlier quickstart made it).
+    #[arg(long, default_value = "ferry-demo")]
+    pub dir: PathBuf,
+    /// How many made-up customers the warehouse holds.
+    #[arg(long, default_value_t = 1000)]
+    pub customers: u32,
+    /// Run the emulator without Stripe's rate limits (the run then takes a second, not ~40).
+    #[arg(long)]
+    pub no_rate_limits: bool,
+}
+
+const MARKER: &str = ".made-by-ferry-quickstart";
+
+pub async fn quickstart(args: QuickstartArgs) -> CliResult {
+    prepare_dir(&args.dir)?;
+    let warehouse = args.dir.join("warehouse.duckdb");
+    step(&format!("Creating a DuckDB warehouse with {} made-up customers at {}", args.customers, warehouse.display()));
+    ferry_source::duckdb_execute(&warehouse, &demo_data_sql(args.customers)).map_err(CliError::failed)?;
+
+    let global = GlobalArgs {
+        workspace: args.dir.join("workspace"),
+        state_url: None,
+        verbose: 0,
+    };
+    let store = super::open_workspace(&global).await?;
+    let ws = global.workspace.display().to_string();
+
+    let real_key = std::env::var("STRIPE_API_KEY").ok().filter(|k| k.starts_with("sk_test_"));
+    let emulator = match &real_key {
+        Some(_) => None,
+        None => {
+            let mut config = ferry_stripe_emulator::EmulatorConfig::default();
+            config.rate_limits.enabled = !args.no_rate_limits;
+            let emulator = ferry_stripe_emulator::Emulator::start(config)
+                .await
+                .map_err(|e| CliError::failed(anyhow::anyhow!("cannot start the Stripe emulator: {e}")))?;
+            step(&format!(
+                "STRIPE_API_KEY holds no sk_test_ key, so ferry started its Stripe emulator at {}{}",
+                emulator.url(),
+                if args.no_rate_limits { " (rate limits off)" } else { " (with Stripe's test-mode rate limits: 25 requests/s)" }
+            ));
+            Some(emulator)
+        }
+    };
+    let (api_base, key_args) = match (&emulator, &real_key) {
+        (Some(emulator), _) => (emulator.url(), (Some(ferry_stripe_emulator::TEST_API_KEY.to_string()), None)),
+        (None, _) => (ferry_destinations::stripe::STRIPE_API_BASE.to_string(), (None, Some("STRIPE_API_KEY".to_string()))),
+    };
+    command(&ws, &format!("connect stripe demo-stripe {} --api-base {api_base}", if key_args.1.is_some() { "--api-key-env STRIPE_API_KEY" } else { "--api-key sk_test_…" }));
+    connections::connect(
+        &store,
+        connections::ConnectCommand::Stripe(connections::ConnectStripeArgs {
+            name: "demo-stripe".into(),
+            api_key: key_args.0,
+            api_key_env: key_args.1,
+            api_base: api_base.clone(),
+            max_rps: None,
+            max_rps_per_endpoint: None,
+            skip_test: false,
+        }),
+    )
+    .await?;
+    command(&ws, &format!("connect duckdb demo-warehouse --path {}", warehouse.display()));
+    connections::connect(
+        &store,
+        connections::ConnectCommand::Duckdb(connections::ConnectDuckdbArgs {
+            name: "demo-warehouse".into(),
+            path: warehouse.clone(),
+        }),
+    )
+    .await?;
+    command(&ws, "model create paying-customers --connection demo-warehouse --sql '…'");
+    models::model(
+        &store,
+        models::ModelCommand::Create(models::ModelCreateArgs {
+            name: "paying-customers".into(),
+            connection: "demo-warehouse".into(),
+            sql: Some(MODEL_SQL.into()),
+            file: None,
+        }),
+    )
+    .await?;
+    let mappings = [
+        "full_name=name",
+        "phone=phone",
+        "address_line1=address.line1",
+        "city=address.city",
+        "postal_code=address.postal_code",
+        "country=address.country",
+        "plan=metadata.plan",
+        "lifetime_value=metadata.lifetime_value",
+        "signup_date=metadata.signup_date",
+    ];
+    command(&ws, &format!("sync create customers-to-stripe --model paying-customers --destination demo-stripe --behavior update-or-create --key email=email {}", mappings.iter().map(|m| format!("--map {m}")).collect::<Vec<_>>().join(" ")));
+    syncs::sync(
+        &store,
+        syncs::SyncCommand::Create(syncs::SyncCreateArgs {
+            name: "customers-to-stripe".into(),
+            model: "paying-customers".into(),
+            destination: "demo-stripe".into(),
+            object: syncs::ObjectArg::Customer,
+            behavior: syncs::BehaviorArg::UpdateOrCreate,
+            key: "email=email".into(),
+            mappings: mappings.iter().map(|m| m.to_string()).collect(),
+            nulls: syncs::NullsArg::Skip,
+        }),
+    )
+    .await?;
+
+    let first = preview_and_run(&store, &ws).await?;
+
+    step("Changing the warehouse: 5 customers upgrade their plan, 2 change their phone, 3 sign up");
+    ferry_source::duckdb_execute(&warehouse, &demo_changes_sql(args.customers)).map_err(CliError::failed)?;
+    let second = preview_and_run(&store, &ws).await?;
+
+    println!();
+    println!("Done. The second run sent {} for {} changed rows, and nothing for the {} rows that did not change.",
+        super::output::plural(second.counts.requests, "request", "requests"),
+        second.counts.created + second.counts.updated,
+        second.counts.unchanged);
+    println!("Where to look:");
+    println!("  ferry --workspace {ws} runs                                  # the run history");
+    println!("  ferry --workspace {ws} run show {} --records rejected   # why rows were rejected", first.run_id);
+    println!("  ferry --workspace {ws} run show {}                      # every record of the last run", second.run_id);
+    match &emulator {
+        Some(emulator) => {
+            let customers = emulator.handle().customers();
+            println!("The emulator now holds {} customers. One of them, as Stripe would return it:", customers.len());
+            if let Some(customer) = customers.iter().find(|c| c["metadata"]["plan"] == "enterprise") {
+                println!("{}", serde_json::to_string_pretty(customer).unwrap_or_default());
+            }
+            println!("The emulator stops with this command. To keep one running: `ferry emulate stripe`, then connect it with --api-base.");
+            println!("To sync into your own Stripe test account instead: STRIPE_API_KEY=sk_test_… cargo run --release -- quickstart");
+            emulator_stop(emulator).await;
+        }
+        None => println!("Open your customers in Stripe: https://dashboard.stripe.com/test/customers"),
+    }
+    Ok(0)
+}
+
+async fn emulator_stop(_emulator: &ferry_stripe_emulator::Emulator) {}
+
+async fn preview_and_run(store: &StateStore, ws: &str) -> CliResult<ferry_engine::RunReport> {
+    command(ws, "sync preview customers-to-stripe");
+    let setup = ferry_engine::load_sync_setup(store, "customers-to-stripe").await?;
+    let preview = ferry_engine::preview_sync(store, &setup).await?;
+    syncs::print_preview("customers-to-stripe", &preview);
+    command(ws, "sync run customers-to-stripe");
+    let report = syncs::run(store, "customers-to-stripe", false, Format::Text).await?;
+    if report.status != ferry_core::RunStatus::Completed {
+        return Err(CliError::failed(anyhow::anyhow!("the demo run did not complete: {}", report.error.unwrap_or_default())));
+    }
+    Ok(report)
+}
+
+fn step(text: &str) {
+    println!("\n==> {text}");
+}
+
+fn command(workspace: &str, args: &str) {
+    println!("\n$ ferry --workspace {workspace} {args}");
+}
+
+fn prepare_dir(dir: &Path) -> CliResult<()> {
+    if dir.exists() {
+        if !dir.join(MARKER).exists() {
+            return Err(CliError::config(anyhow::anyhow!(
+                "{} exists and was not made by `ferry quickstart`; choose another place with --dir",
+                dir.display()
+            )));
+        }
+        std::fs::remove_dir_all(dir).map_err(|e| CliError::failed(anyhow::anyhow!("cannot replace {}: {e}", dir.display())))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| CliError::failed(anyhow::anyhow!("cannot create {}: {e}", dir.display())))?;
+    std::fs::write(dir.join(MARKER), "This folder was made by `ferry quickstart`, which replaces it when run again.\n")
+        .map_err(|e| CliError::failed(anyhow::anyhow!("cannot write in {}: {e}", dir.display())))?;
+    Ok(())
+}
+
+const MODEL_SQL: &str = "SELECT email, full_name, phone, address_line1, city, postal_code, country,
+       plan, lifetime_value, signup_date
+FROM customers
+WHERE plan <> 'churned'
+ORDER BY customer_id";
+
+/// Deterministic made-up customers, plus three rows a real warehouse would also have: an
+/// invalid email, a duplicate in another case, and a phone number too long for Stripe.
+fn demo_data_sql(count: u32) -> String {
+    format!(
+        "CREATE TABLE customers AS
+SELECT i AS customer_id,
+       lower(first_name) || '.' || lower(last_name) || i || '@example.com' AS email,
+       first_name || ' ' || last_name AS full_name,
+       '+1 555 ' || lpad(CAST((i * 7919) % 10000 AS VARCHAR), 4, '0') AS phone,
+       CAST(100 + (i * 37) % 900 AS VARCHAR) || ' ' || street || ' Street' AS address_line1,
+       city, postal_code, country,
+       ['free', 'starter', 'pro', 'enterprise', 'churned'][1 + CAST(hash(i) % 5 AS INTEGER)] AS plan,
+       CAST((hash(i * 3) % 500000) / 100.0 AS DECIMAL(10, 2)) AS lifetime_value,
+       DATE '2021-01-01' + CAST(hash(i * 5) % 1400 AS INTEGER) AS signup_date
+FROM (
+  SELECT i,
+         ['Ada', 'Alan', 'Grace', 'Edsger', 'Barbara', 'Donald', 'Frances', 'Ken', 'Radia', 'Tim', 'Margaret', 'Linus'][1 + i % 12] AS first_name,
+         ['Lovelace', 'Turing', 'Hopper', 'Dijkstra', 'Liskov', 'Knuth', 'Allen', 'Thompson', 'Perlman', 'Berners-Lee', 'Hamilton', 'Torvalds', 'Ritchie'][1 + i % 13] AS last_name,
+         ['Oak', 'Maple', 'Cedar', 'Pine', 'Elm', 'Birch'][1 + i % 6] AS street,
+         ['Paris', 'London', 'Berlin', 'Lisbon', 'Austin', 'Toronto', 'Sydney'][1 + i % 7] AS city,
+         ['FR', 'GB', 'DE', 'PT', 'US', 'CA', 'AU'][1 + i % 7] AS country,
+         lpad(CAST((i * 131) % 100000 AS VARCHAR), 5, '0') AS postal_code
+  FROM range(1, {count} + 1) AS t(i)
+);
+UPDATE customers SET plan = 'pro' WHERE customer_id <= 3;
+UPDATE customers SET email = 'not-an-email' WHERE customer_id = {count} - 2;
+UPDATE customers SET email = upper((SELECT email FROM customers WHERE customer_id = 1)) WHERE customer_id = {count} - 1;
+UPDATE customers SET phone = '+1 555 0100 0100 0100 0100' WHERE customer_id = {count};
+UPDATE customers SET plan = 'starter' WHERE customer_id >= {count} - 2;"
+    )
+}
+
+fn demo_changes_sql(count: u32) -> String {
+    format!(
+        "UPDATE customers SET plan = 'enterprise' WHERE customer_id IN (SELECT customer_id FROM customers WHERE plan IN ('free', 'starter', 'pro') AND customer_id < {count} - 3 ORDER BY customer_id LIMIT 5);
+UPDATE customers SET phone = '+44 20 7946 0' || customer_id WHERE customer_id IN (SELECT customer_id FROM customers WHERE plan <> 'churned' AND customer_id < {count} - 3 ORDER BY customer_id DESC LIMIT 2);
+INSERT INTO customers VALUES
+  ({count} + 1, 'katherine.johnson@example.com', 'Katherine Johnson', '+1 555 0101', '1 Launch Road', 'Hampton', '23666', 'US', 'pro', 1200.00, DATE '2026-11-01'),
+  ({count} + 2, 'dorothy.vaughan@example.com', 'Dorothy Vaughan', '+1 555 0102', '2 Launch Road', 'Hampton', '23666', 'US', 'starter', 80.50, DATE '2026-11-02'),
+  ({count} + 3, 'mary.jackson@example.com', 'Mary Jackson', '+1 555 0103', '3 Launch Road', 'Hampton', '23666', 'US', 'enterprise', 9800.00, DATE '2026-11-03');"
+    )
+}

@@ -1,0 +1,352 @@
+//! `ferry sync …`: declare, preview and run syncs.
+
+use super::output::{plural, print_table};
+use super::{CliError, CliResult, Format};
+use clap::{Args, Subcommand, ValueEnum};
+use ferry_core::{Behavior, FieldMapping, KeyMapping, NullPolicy, ObjectKind, Outcome, RunStatus, SyncSpec};
+use ferry_engine::{Preview, RunOptions, RunReport};
+use ferry_state::StateStore;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Subcommand, Debug)]
+pub enum SyncCommand {
+    /// Declare a sync: model → Stripe object, behavior, mapping key and mapper.
+    Create(SyncCreateArgs),
+    /// Show what a run would create, update, leave alone and reject, and why. Sends no write.
+    Preview {
+        name: String,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Run a sync once.
+    Run(SyncRunArgs),
+    /// List the syncs.
+    List,
+    /// One sync's settings and last runs.
+    Show { name: String },
+}
+
+#[derive(Args, Debug)]
+pub struct SyncCreateArgs {
+    pub name: String,
+    #[arg(long)]
+    pub model: String,
+    /// The Stripe connection to write to.
+    #[arg(long)]
+    pub destination: String,
+    #[arg(long, value_enum, default_value_t = ObjectArg::Customer)]
+    pub object: ObjectArg,
+    #[arg(long, value_enum, default_value_t = BehaviorArg::UpdateOrCreate)]
+    pub behavior: BehaviorArg,
+    /// COLUMN=FIELD: the column that identifies a record and the Stripe field it matches:
+    /// `email` or an external id in metadata (`user_id=metadata.user_id`).
+    #[arg(long)]
+    pub key: String,
+    /// COLUMN=FIELD, repeatable: a column written into a Stripe field (`name`, `phone`,
+    /// `address.city`, `metadata.plan`, …).
+    #[arg(long = "map")]
+    pub mappings: Vec<String>,
+    /// What a NULL does: leave the Stripe field alone, or clear it.
+    #[arg(long, value_enum, default_value_t = NullsArg::Skip)]
+    pub nulls: NullsArg,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum ObjectArg {
+    Customer,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum BehaviorArg {
+    UpdateOrCreate,
+    UpdateOnly,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum NullsArg {
+    Skip,
+    Clear,
+}
+
+#[derive(Args, Debug)]
+pub struct SyncRunArgs {
+    pub name: String,
+    /// Ignore what earlier runs confirmed: look every record up again and send what differs.
+    #[arg(long)]
+    pub full_resync: bool,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    /// Exit with code 3 when any row was rejected.
+    #[arg(long)]
+    pub fail_on_rejected: bool,
+}
+
+pub async fn sync(store: &StateStore, command: SyncCommand) -> CliResult {
+    match command {
+        SyncCommand::Create(args) => create(store, args).await,
+        SyncCommand::Preview { name, format } => {
+            let setup = ferry_engine::load_sync_setup(store, &name).await?;
+            let preview = ferry_engine::preview_sync(store, &setup).await?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&preview).expect("a preview serializes")),
+                Format::Text => print_preview(&name, &preview),
+            }
+            Ok(0)
+        }
+        SyncCommand::Run(args) => {
+            let report = run(store, &args.name, args.full_resync, args.format).await?;
+            Ok(run_exit_code(&report, args.fail_on_rejected))
+        }
+        SyncCommand::List => {
+            let syncs = store.list_syncs().await?;
+            if syncs.is_empty() {
+                println!("No syncs yet. Create one with `ferry sync create NAME --model M --destination STRIPE --key email=email --map name=name`.");
+                return Ok(0);
+            }
+            let mut rows = Vec::new();
+            for sync in syncs {
+                let last = store.list_runs(Some(&sync.name), 1).await?.into_iter().next();
+                rows.push(vec![
+                    sync.name.clone(),
+                    sync.spec.model.clone(),
+                    sync.spec.destination.clone(),
+                    sync.spec.behavior.as_str().to_string(),
+                    last.map(|r| format!("{} {}", r.status.as_str(), r.started_at.format("%Y-%m-%d %H:%M"))).unwrap_or_else(|| "never run".into()),
+                ]);
+            }
+            print_table(&["NAME", "MODEL", "DESTINATION", "BEHAVIOR", "LAST RUN"], &rows);
+            Ok(0)
+        }
+        SyncCommand::Show { name } => {
+            let sync = store
+                .get_sync(&name)
+                .await?
+                .ok_or_else(|| CliError::config(anyhow::anyhow!("no sync named '{name}'; `ferry sync list` lists them")))?;
+            let spec = &sync.spec;
+            println!("Sync '{}': model '{}' → Stripe customers in '{}'", sync.name, spec.model, spec.destination);
+            println!("  behavior: {}; nulls: {}", spec.behavior.as_str(), match spec.nulls { NullPolicy::Skip => "skip", NullPolicy::Clear => "clear" });
+            println!("  key:      {} = {}", spec.key.column, spec.key.field);
+            for mapping in &spec.mappings {
+                println!("  map:      {} → {}", mapping.column, mapping.field);
+            }
+            let runs = store.list_runs(Some(&name), 5).await?;
+            if !runs.is_empty() {
+                println!();
+                super::runs::print_runs(&runs);
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn parse_pair(text: &str, flag: &str) -> CliResult<(String, String)> {
+    match text.split_once('=') {
+        Some((column, field)) if !column.trim().is_empty() && !field.trim().is_empty() => {
+            Ok((column.trim().to_string(), field.trim().to_string()))
+        }
+        _ => Err(CliError::config(anyhow::anyhow!("{flag} takes COLUMN=FIELD (for example `{flag} email=email`), got `{text}`"))),
+    }
+}
+
+async fn create(store: &StateStore, args: SyncCreateArgs) -> CliResult {
+    let (key_column, key_field) = parse_pair(&args.key, "--key")?;
+    let mut mappings = Vec::new();
+    for text in &args.mappings {
+        let (column, field) = parse_pair(text, "--map")?;
+        mappings.push(FieldMapping { column, field });
+    }
+    let spec = SyncSpec {
+        model: args.model.clone(),
+        destination: args.destination.clone(),
+        object: match args.object {
+            ObjectArg::Customer => ObjectKind::Customer,
+        },
+        behavior: match args.behavior {
+            BehaviorArg::UpdateOrCreate => Behavior::UpdateOrCreate,
+            BehaviorArg::UpdateOnly => Behavior::UpdateOnly,
+        },
+        key: KeyMapping { column: key_column, field: key_field },
+        mappings,
+        nulls: match args.nulls {
+            NullsArg::Skip => NullPolicy::Skip,
+            NullsArg::Clear => NullPolicy::Clear,
+        },
+    };
+    let model = store.get_model(&args.model).await?.ok_or_else(|| {
+        CliError::config(anyhow::anyhow!("no model named '{}'; create it with `ferry model create`", args.model))
+    })?;
+    let destination = store.get_connection(&args.destination).await?.ok_or_else(|| {
+        CliError::config(anyhow::anyhow!("no connection named '{}'; connect Stripe with `ferry connect stripe`", args.destination))
+    })?;
+    ferry_engine::stripe_config(store, &destination)?;
+    let warehouse = store.get_connection(&model.connection).await?.ok_or_else(|| {
+        CliError::config(anyhow::anyhow!("model '{}' uses connection '{}', which no longer exists", model.name, model.connection))
+    })?;
+    let source = ferry_engine::source_config(store, &warehouse)?;
+    let (columns, _) = ferry_source::preview(&source, &model.sql, 0).await.map_err(CliError::failed)?;
+    let names: Vec<String> = columns.into_iter().map(|c| c.name).collect();
+    ferry_engine::prepare::validate_sync(&spec, &names).map_err(|problems| CliError::from(ferry_engine::EngineError::InvalidSync(problems)))?;
+    store.put_sync(&args.name, &spec).await?;
+    println!(
+        "Saved sync '{}': {} rows of '{}' into Stripe customers, matched on {} = {}, {} mapped. Next: `ferry sync preview {}`.",
+        args.name,
+        spec.behavior.as_str(),
+        spec.model,
+        spec.key.column,
+        spec.key.field,
+        plural(spec.mappings.len() as u64, "field", "fields"),
+        args.name
+    );
+    Ok(0)
+}
+
+pub fn print_preview(name: &str, preview: &Preview) {
+    println!("Preview of sync '{name}' ({} read from the model):", plural(preview.rows, "row", "rows"));
+    let lines = [
+        ("to create", preview.create),
+        ("to update", preview.update),
+        ("unchanged", preview.unchanged),
+        ("not found", preview.not_found),
+        ("rejected", preview.rejected),
+        ("lookup failed", preview.failed),
+    ];
+    for (label, count) in lines {
+        if count > 0 || matches!(label, "to create" | "to update" | "unchanged" | "rejected") {
+            println!("  {label:<14}{count:>8}");
+        }
+    }
+    println!("  The run will send about {}.", plural(preview.requests_estimate, "request", "requests"));
+    for (action, title) in [("create", "Examples of creates"), ("update", "Examples of updates"), ("reject", "Rejected rows"), ("fail", "Failed lookups"), ("not_found", "Not found in Stripe")] {
+        let examples: Vec<_> = preview.examples.iter().filter(|e| e.action == action).collect();
+        if examples.is_empty() {
+            continue;
+        }
+        println!("\n{title}:");
+        for example in examples {
+            let id = example.stripe_id.as_deref().map(|i| format!(" ({i})")).unwrap_or_default();
+            println!("  row {} `{}`{id}", example.row, example.key);
+            if let Some(reason) = &example.reason {
+                println!("      {reason}");
+            }
+            if let Some(changes) = example.changes.as_ref().and_then(|c| c.as_object()) {
+                for (field, change) in changes {
+                    let before = &change["before"];
+                    let after = &change["after"];
+                    if before.is_null() {
+                        println!("      {field}: {after}");
+                    } else {
+                        println!("      {field}: {before} → {after}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs a sync with a progress bar on a terminal and a clean stop on Ctrl-C / SIGTERM.
+pub async fn run(store: &StateStore, name: &str, full_resync: bool, format: Format) -> CliResult<RunReport> {
+    let setup = ferry_engine::load_sync_setup(store, name).await?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    spawn_stop_listener(cancel.clone());
+    let bar = if std::io::stderr().is_terminal() && format == Format::Text {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {wide_bar} {pos}/{len} rows  {per_sec}  {msg}")
+                .expect("the template is valid"),
+        );
+        bar.set_message("reading the model…");
+        Some(bar)
+    } else {
+        None
+    };
+    let options = RunOptions {
+        full_resync,
+        progress: bar.clone().map(|bar| Arc::new(move |_: Outcome| bar.inc(1)) as ferry_engine::ProgressFn),
+        on_plan: bar.clone().map(|bar| {
+            Arc::new(move |rows: u64| {
+                bar.set_length(rows);
+                bar.set_message("syncing");
+            }) as Arc<dyn Fn(u64) + Send + Sync>
+        }),
+        cancel,
+    };
+    let report = ferry_engine::run_sync(store, &setup, &options).await?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    match format {
+        Format::Json => {
+            let c = &report.counts;
+            let json = serde_json::json!({
+                "run_id": report.run_id, "status": report.status.as_str(),
+                "created": c.created, "updated": c.updated, "unchanged": c.unchanged,
+                "not_found": c.not_found, "rejected": c.rejected, "failed": c.failed,
+                "requests": c.requests, "rows": c.rows, "error": report.error,
+            });
+            println!("{}", serde_json::to_string_pretty(&json).expect("serializes"));
+        }
+        Format::Text => print_report(name, &report),
+    }
+    Ok(report)
+}
+
+pub fn print_report(name: &str, report: &RunReport) {
+    let c = &report.counts;
+    let verdict = match report.status {
+        RunStatus::Completed => "completed",
+        RunStatus::Failed => "FAILED",
+        RunStatus::Cancelled => "was cancelled",
+        RunStatus::Running | RunStatus::Interrupted => "did not finish",
+    };
+    println!("Run {} of sync '{name}' {verdict}: {} read.", report.run_id, plural(c.rows, "row", "rows"));
+    println!(
+        "  {} created, {} updated, {} unchanged, {} not found, {} rejected, {} failed; {} sent to Stripe.",
+        c.created,
+        c.updated,
+        c.unchanged,
+        c.not_found,
+        c.rejected,
+        c.failed,
+        plural(c.requests, "request", "requests")
+    );
+    if let Some(error) = &report.error {
+        println!("  Reason: {error}");
+    }
+    if c.rejected + c.failed > 0 {
+        println!("  See why with `ferry run show {} --records rejected` (failed rows: --records failed); they are retried on the next run.", report.run_id);
+    }
+}
+
+fn run_exit_code(report: &RunReport, fail_on_rejected: bool) -> u8 {
+    match report.status {
+        RunStatus::Completed if fail_on_rejected && report.counts.rejected > 0 => 3,
+        RunStatus::Completed => 0,
+        _ => 1,
+    }
+}
+
+/// First Ctrl-C / SIGTERM: stop sending, finish what is in flight, record the run as cancelled.
+fn spawn_stop_listener(cancel: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+                return;
+            };
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        eprintln!("Stopping: finishing the requests in flight, then recording the run as cancelled…");
+        cancel.store(true, Ordering::Relaxed);
+    });
+}

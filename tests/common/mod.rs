@@ -1,0 +1,150 @@
+//! Shared fixtures for the end-to-end tests: a Stripe emulator in this process, a temporary
+//! workspace and DuckDB warehouse, and a `ferry` command runner that drives the real binary.
+
+#![allow(dead_code)] // Each test binary uses a different part of this module.
+
+use ferry_stripe_emulator::{Emulator, EmulatorConfig, EmulatorHandle, RateLimits, TEST_API_KEY};
+use serde_json::Value as Json;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+pub const KEY: &str = TEST_API_KEY;
+
+/// One end-to-end scene: an emulator, a workspace directory and a warehouse file.
+pub struct Scene {
+    pub emulator: Emulator,
+    pub dir: tempfile::TempDir,
+    /// Extra environment for every `ferry` call (e.g. FERRY_STATE_URL).
+    pub env: Vec<(String, String)>,
+}
+
+pub struct Ran {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ran {
+    pub fn json(&self) -> Json {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+
+    #[track_caller]
+    pub fn ok(self) -> Ran {
+        assert_eq!(self.code, 0, "ferry failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+}
+
+/// A fast emulator: no search delay beyond what a test asks for, rate limits off.
+pub fn fast_emulator_config() -> EmulatorConfig {
+    EmulatorConfig {
+        rate_limits: RateLimits::disabled(),
+        search_delay: Duration::from_millis(2000),
+        ..EmulatorConfig::default()
+    }
+}
+
+impl Scene {
+    pub async fn new() -> Scene {
+        Scene::with_emulator(fast_emulator_config()).await
+    }
+
+    pub async fn with_emulator(config: EmulatorConfig) -> Scene {
+        let emulator = Emulator::start(config).await.expect("the emulator starts");
+        Scene {
+            emulator,
+            dir: tempfile::tempdir().expect("a temp dir"),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn stripe(&self) -> EmulatorHandle {
+        self.emulator.handle()
+    }
+
+    pub fn workspace(&self) -> PathBuf {
+        self.dir.path().join("workspace")
+    }
+
+    pub fn warehouse(&self) -> PathBuf {
+        self.dir.path().join("warehouse.duckdb")
+    }
+
+    /// Runs SQL against the scene's DuckDB warehouse with a read-write connection.
+    pub fn warehouse_sql(&self, sql: &str) {
+        ferry_source::duckdb_execute(&self.warehouse(), sql).expect("warehouse SQL runs");
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        command
+            .args(args)
+            .env("FERRY_HOME", self.workspace())
+            .env_remove("FERRY_STATE_URL")
+            .env_remove("STRIPE_API_KEY")
+            .env_remove("FERRY_MASTER_KEY")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        command
+    }
+
+    /// Runs `ferry ARGS` to completion on a blocking thread (the emulator lives on this runtime).
+    pub async fn ferry(&self, args: &[&str]) -> Ran {
+        let mut command = self.command(args);
+        let output: Output = tokio::task::spawn_blocking(move || command.output().expect("ferry starts"))
+            .await
+            .expect("the blocking task finishes");
+        Ran {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Connects the emulator as `stripe` and the warehouse as `warehouse`.
+    pub async fn connect(&self) {
+        let url = self.emulator.url();
+        self.ferry(&["connect", "stripe", "stripe", "--api-key", KEY, "--api-base", &url]).await.ok();
+        let warehouse = self.warehouse().display().to_string();
+        self.ferry(&["connect", "duckdb", "warehouse", "--path", &warehouse]).await.ok();
+    }
+
+    /// Model `people` over table `people`, and sync `people-to-stripe` keyed on email.
+    pub async fn email_sync(&self, extra: &[&str]) {
+        self.ferry(&["model", "create", "people", "--connection", "warehouse", "--sql", "select * from people order by id"]).await.ok();
+        let mut args = vec![
+            "sync", "create", "people-to-stripe", "--model", "people", "--destination", "stripe", "--key", "email=email",
+            "--map", "name=name", "--map", "phone=phone", "--map", "plan=metadata.plan",
+        ];
+        args.extend_from_slice(extra);
+        self.ferry(&args).await.ok();
+    }
+
+    /// Live customers in the emulator with this email (exact).
+    pub fn customers_with_email(&self, email: &str) -> Vec<Json> {
+        self.stripe().customers().into_iter().filter(|c| c["email"] == email).collect()
+    }
+
+    /// Write requests (POST) the emulator received so far.
+    pub fn posts(&self) -> usize {
+        self.stripe().requests().iter().filter(|r| r.method == "POST").count()
+    }
+}
+
+/// A `people` table with `count` rows: id, email, name, phone, plan.
+pub fn people_sql(count: u32) -> String {
+    format!(
+        "create table people as select i as id, 'person' || i || '@example.com' as email, 'Person ' || i as name,
+                '+1 555 ' || lpad(cast(i as varchar), 4, '0') as phone, ['free', 'pro'][1 + i % 2] as plan
+         from range(1, {count} + 1) t(i)"
+    )
+}
+
+pub fn path_str(path: &Path) -> String {
+    path.display().to_string()
+}
