@@ -92,7 +92,7 @@ async fn bench_sync(config: EmulatorConfig, rows: u32, stripe_flags: &[&str]) ->
         measured.push(Measured {
             elapsed: started.elapsed(),
             requests: report["requests"].as_u64().unwrap_or(0),
-            rate_limited: emulator.handle().requests().iter().filter(|r| r.status == 429).count(),
+            rate_limited: emulator.handle().requests().iter().filter(|r| r.status == Some(429)).count(),
         });
         assert_eq!(report["status"], "completed", "{report}");
     }

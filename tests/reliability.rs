@@ -4,7 +4,7 @@
 mod common;
 
 use common::{fast_emulator_config, people_sql, Scene};
-use ferry_stripe_emulator::FaultConfig;
+use ferry_stripe_emulator::{FaultConfig, FaultKind};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -42,7 +42,7 @@ async fn lost_responses_and_server_errors_create_no_duplicate() {
     let run = scene.ferry(&["sync", "run", "people-to-stripe", "--format", "json"]).await.ok().json();
     assert_eq!(run["status"], "completed");
     assert_eq!(run["created"].as_u64().unwrap() + run["failed"].as_u64().unwrap(), 200, "{run}");
-    let lost = scene.stripe().requests().iter().filter(|r| r.fault.as_deref() == Some("lose_response")).count();
+    let lost = scene.stripe().requests().iter().filter(|r| r.fault == Some(FaultKind::LostResponse)).count();
     assert!(lost > 5, "the test must really lose responses (lost {lost})");
     // A second run finishes whatever failed and must still not duplicate anything.
     scene.stripe().set_faults(FaultConfig::default());

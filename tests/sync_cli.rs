@@ -103,7 +103,7 @@ async fn existing_customers_match_ignoring_email_case_and_ambiguous_ones_are_rej
     let stripe = scene.stripe();
     let ada = stripe.seed_customer(json!({"email": "Ada@Example.com", "name": "Ada", "metadata": {"crm": "keep-me"}}));
     let dup_a = stripe.seed_customer(json!({"email": "dup@example.com"}));
-    let dup_b = stripe.seed_customer(json!({"email": " DUP@example.com"}));
+    let dup_b = stripe.seed_customer(json!({"email": "DUP@example.com"}));
     scene.warehouse_sql(
         "create table people as select * from (values
             (1, 'ada@example.com', 'Ada Lovelace', NULL, 'pro'),

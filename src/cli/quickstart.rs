@@ -143,14 +143,14 @@ pub async fn quickstart(args: QuickstartArgs) -> CliResult {
             }
             println!("The emulator stops with this command. To keep one running: `ferry emulate stripe`, then connect it with --api-base.");
             println!("To sync into your own Stripe test account instead: STRIPE_API_KEY=sk_test_… cargo run --release -- quickstart");
-            emulator_stop(emulator).await;
         }
         None => println!("Open your customers in Stripe: https://dashboard.stripe.com/test/customers"),
     }
+    if let Some(emulator) = emulator {
+        emulator.stop().await;
+    }
     Ok(0)
 }
-
-async fn emulator_stop(_emulator: &ferry_stripe_emulator::Emulator) {}
 
 async fn preview_and_run(store: &StateStore, ws: &str) -> CliResult<ferry_engine::RunReport> {
     command(ws, "sync preview customers-to-stripe");

@@ -105,7 +105,7 @@ pub async fn run(store: &StateStore, command: RunCommand) -> CliResult {
     match args.format {
         RecordFormat::Json => {
             let json = serde_json::json!({
-                "run": {"id": run.id, "sync": run.sync, "status": run.status.as_str(), "started_at": run.started_at, "finished_at": run.finished_at, "counts": run.counts, "error": run.error},
+                "run": {"id": run.id, "sync": run.sync, "status": run.status.as_str(), "started_at": run.started_at.to_rfc3339(), "finished_at": run.finished_at.map(|f| f.to_rfc3339()), "counts": run.counts, "error": run.error},
                 "records": records.iter().map(|r| serde_json::json!({
                     "row": r.row_number, "key": r.key, "outcome": r.outcome.as_str(), "stripe_id": r.stripe_id,
                     "reason": r.reason, "request_id": r.request_id, "changes": r.changes,

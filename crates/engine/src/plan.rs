@@ -2,7 +2,7 @@
 //! The preview stops here; a run goes on to execute the plan.
 
 use crate::matching::{find_existing_customers, Matches};
-use crate::prepare::{PreparedRecord, RejectedRow, ValidatedSync};
+use crate::prepare::{PreparedRecord, ValidatedSync};
 use crate::EngineError;
 use ferry_core::{changed_fields, Baseline, Behavior, FieldValue, Payload};
 use ferry_destinations::stripe::{customer_to_fields, StripeService};
@@ -34,16 +34,6 @@ pub enum Action {
 pub struct PlannedRecord {
     pub record: PreparedRecord,
     pub action: Action,
-}
-
-#[derive(Debug, Default)]
-pub struct Plan {
-    pub rows: u64,
-    /// Rows rejected before any request: missing, invalid or duplicate keys, bad values.
-    pub invalid: Vec<RejectedRow>,
-    pub planned: Vec<PlannedRecord>,
-    /// Requests the lookups cost.
-    pub lookup_requests: u64,
 }
 
 pub struct PlanInputs<'a> {

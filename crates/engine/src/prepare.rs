@@ -163,11 +163,11 @@ pub fn prepare_row(sync: &ValidatedSync, row_number: u64, row: &[Value]) -> Resu
         }
         Err(e) => return Err(reject("", format!("key column `{}` {e}", sync.key_column))),
     };
-    if sync.key_is_email() && !is_valid_email(&key) {
-        return Err(reject(&key, format!("`{key}` in column `{}` is not a valid email address", sync.key_column)));
-    }
     if let Some(problem) = key_text_problem(sync, &key) {
         return Err(reject(&key, problem));
+    }
+    if sync.key_is_email() && !is_valid_email(&key) {
+        return Err(reject(&key, format!("`{key}` in column `{}` is not a valid email address", sync.key_column)));
     }
     let mut payload = Payload::default();
     payload.fields.insert(sync.key_field.path.clone(), FieldValue::Text(key.clone()));

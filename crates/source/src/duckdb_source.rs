@@ -123,7 +123,7 @@ fn read_model(
     for index in 0..statement.column_count() {
         let name = statement
             .column_name(index)
-            .map(String::clone)
+            .cloned()
             .unwrap_or_else(|_| format!("column{}", index + 1));
         let logical_type = statement.column_logical_type(index);
         let type_name = duckdb_type_name(&logical_type);
@@ -368,6 +368,12 @@ fn convert_row(
             type_name: column.type_name.clone(),
             reason,
         };
+        // A column of type NULL (e.g. `VALUES (NULL), (NULL)`) makes the driver panic on read;
+        // every value of it is NULL anyway.
+        if column.type_name == "NULL" {
+            values.push(Value::Null);
+            continue;
+        }
         let value_ref = row
             .get_ref(index)
             .map_err(|error| unreadable(error.to_string()))?;

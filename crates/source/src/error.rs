@@ -123,7 +123,7 @@ pub fn human_duration(duration: Duration) -> String {
     let hours = total_millis / 3_600_000;
     let minutes = total_millis / 60_000 % 60;
     let millis_in_minute = total_millis % 60_000;
-    let seconds = if millis_in_minute % 1000 == 0 {
+    let seconds = if millis_in_minute.is_multiple_of(1000) {
         format!("{}s", millis_in_minute / 1000)
     } else {
         let text = format!("{:.3}", millis_in_minute as f64 / 1000.0);

@@ -9,12 +9,14 @@
 //! This crate knows nothing about syncs, mappings or the state store: it turns SQL into rows.
 
 mod duckdb_source;
+mod duckdb_write;
 mod error;
 pub mod model_sql;
 mod postgres_decode;
 mod postgres_source;
 mod text_forms;
 
+pub use duckdb_write::duckdb_execute;
 pub use error::{human_duration, SourceError, SqlPosition};
 pub use model_sql::{validate_model_sql, ValidatedModelSql};
 

@@ -17,6 +17,8 @@ use tokio_postgres::types::{FromSql, Kind, Type};
 /// How to decode one column (or one array element).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum PostgresDecoder {
+    /// A function returning `void` (`SELECT pg_sleep(1)`): no value at all.
+    Void,
     Bool,
     Int2,
     Int4,
@@ -48,6 +50,7 @@ pub(crate) enum PostgresDecoder {
 /// The decoder for a column type, or `None` when ferry has no way to read it.
 pub(crate) fn decoder_for_type(column_type: &Type) -> Option<PostgresDecoder> {
     let decoder = match *column_type {
+        Type::VOID => PostgresDecoder::Void,
         Type::BOOL => PostgresDecoder::Bool,
         Type::INT2 => PostgresDecoder::Int2,
         Type::INT4 => PostgresDecoder::Int4,
@@ -113,6 +116,7 @@ impl<'row> FromSql<'row> for RawPostgresValue<'row> {
 pub(crate) fn decode_value(decoder: &PostgresDecoder, raw: &[u8]) -> Result<Value, String> {
     let mut reader = BinaryReader::new(raw);
     let value = match decoder {
+        PostgresDecoder::Void => Value::Null,
         PostgresDecoder::Bool => Value::Bool(reader.u8()? != 0),
         PostgresDecoder::Int2 => Value::Int(i64::from(reader.i16()?)),
         PostgresDecoder::Int4 => Value::Int(i64::from(reader.i32()?)),

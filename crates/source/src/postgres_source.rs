@@ -68,8 +68,6 @@ pub(crate) fn describe_postgres_target(url: &Secret) -> String {
 /// A client plus what error messages need to know about it.
 struct PostgresConnection {
     client: Client,
-    /// `PostgreSQL at host:port, database `d`, user `u``: for messages, never the password.
-    target: String,
     password: Option<String>,
     /// The reason the connection task ended with an error, if it did: it says more than the
     /// client's own "connection closed" (e.g. "terminating connection due to administrator
@@ -118,7 +116,6 @@ impl PostgresConnection {
         });
         Ok(PostgresConnection {
             client,
-            target,
             password,
             connection_failure,
         })

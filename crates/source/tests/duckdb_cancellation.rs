@@ -6,7 +6,8 @@
 use ferry_source::{query, QueryOptions, SourceConfig};
 use std::time::{Duration, Instant};
 
-/// Linux truncates thread names to 15 bytes: this is `ferry-duckdb-model`.
+/// Linux truncates thread names to 15 bytes: this is `ferry-duckdb-model` (and the DuckDB
+/// worker threads it starts, which inherit the name and end when its database closes).
 const MODEL_THREAD_NAME: &str = "ferry-duckdb-mo";
 
 fn model_threads_running() -> usize {
@@ -37,7 +38,8 @@ async fn dropping_a_duckdb_stream_interrupts_the_query() {
     )
     .await
     .expect("query starts");
-    assert_eq!(model_threads_running(), 1);
+    // DuckDB's own worker threads inherit the model thread's name, so there are several.
+    assert!(model_threads_running() >= 1);
     // Let DuckDB get busy computing the first (and only) row.
     let first_row = tokio::time::timeout(Duration::from_millis(500), stream.next_row()).await;
     assert!(first_row.is_err(), "the query should still be running");

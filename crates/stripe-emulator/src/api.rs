@@ -249,7 +249,22 @@ async fn run_pipeline(
         decision.server_error_status,
         &mut record,
     );
-    tokio::time::sleep(decision.latency).await;
+    let held_key = match &staged {
+        Staged::Execute {
+            caller,
+            idempotency_key: Some(key),
+            ..
+        } => Some(HeldKey {
+            state,
+            api_key: caller.key.clone(),
+            key: key.clone(),
+            completed: false,
+        }),
+        _ => None,
+    };
+    if !decision.latency.is_zero() {
+        tokio::time::sleep(decision.latency).await;
+    }
     let mut reply = match staged {
         Staged::Reply(reply) => reply,
         Staged::Execute {
@@ -257,14 +272,8 @@ async fn run_pipeline(
             caller,
             params,
             customer_id,
-            idempotency_key,
+            ..
         } => {
-            let held_key = idempotency_key.map(|key| HeldKey {
-                state,
-                api_key: caller.key.clone(),
-                key,
-                completed: false,
-            });
             let reply = execute(state, endpoint, &caller, &params, customer_id.as_deref());
             record.executed = true;
             if let Some(held_key) = held_key {
@@ -304,8 +313,9 @@ async fn run_pipeline(
     reply
 }
 
-/// An idempotency key claimed for execution. Should execution panic, dropping it releases the
-/// key, so that retries are not answered 409 forever.
+/// An idempotency key claimed for execution. Should the request stop before completing (a panic,
+/// or the runtime shutting down during the added latency), dropping it releases the key, so that
+/// retries are not answered 409 forever.
 struct HeldKey<'a> {
     state: &'a SharedState,
     api_key: String,
