@@ -19,16 +19,27 @@ fn main() {
         rate_limits: RateLimits::disabled(),
         ..EmulatorConfig::default()
     };
-    let (first, second) = runtime.block_on(bench_sync(unlimited, rows, &["--max-rps", "0", "--max-rps-per-endpoint", "0"]));
+    let (first, second) = runtime.block_on(bench_sync(
+        unlimited,
+        rows,
+        &["--max-rps", "0", "--max-rps-per-endpoint", "0"],
+    ));
     table.push(("first sync, limits off", rows, first));
     table.push(("unchanged re-run, limits off", rows, second));
 
     let limited = EmulatorConfig::default();
     let (first_limited, _) = runtime.block_on(bench_sync(limited, limited_rows, &[]));
-    table.push(("first sync, Stripe test-mode limits", limited_rows, first_limited.clone()));
+    table.push((
+        "first sync, Stripe test-mode limits",
+        limited_rows,
+        first_limited.clone(),
+    ));
 
     println!();
-    println!("{:<38} {:>8} {:>9} {:>10} {:>10} {:>13}", "scenario", "rows", "seconds", "records/s", "requests", "requests/rec");
+    println!(
+        "{:<38} {:>8} {:>9} {:>10} {:>10} {:>13}",
+        "scenario", "rows", "seconds", "records/s", "requests", "requests/rec"
+    );
     for (name, rows, m) in &table {
         println!(
             "{:<38} {:>8} {:>9.2} {:>10.0} {:>10} {:>13.3}",
@@ -52,7 +63,11 @@ struct Measured {
     rate_limited: usize,
 }
 
-async fn bench_sync(config: EmulatorConfig, rows: u32, stripe_flags: &[&str]) -> (Measured, Measured) {
+async fn bench_sync(
+    config: EmulatorConfig,
+    rows: u32,
+    stripe_flags: &[&str],
+) -> (Measured, Measured) {
     let emulator = Emulator::start(config).await.expect("emulator starts");
     let dir = tempfile::tempdir().expect("temp dir");
     let warehouse = dir.path().join("bench.duckdb");
@@ -72,27 +87,73 @@ async fn bench_sync(config: EmulatorConfig, rows: u32, stripe_flags: &[&str]) ->
             .env("FERRY_HOME", dir.path().join("ws"))
             .output()
             .expect("ferry runs");
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap_or_default()
     };
     let url = emulator.url();
-    let mut connect = vec!["connect", "stripe", "stripe", "--api-key", TEST_API_KEY, "--api-base", &url];
+    let mut connect = vec![
+        "connect",
+        "stripe",
+        "stripe",
+        "--api-key",
+        TEST_API_KEY,
+        "--api-base",
+        &url,
+    ];
     connect.extend_from_slice(stripe_flags);
     let warehouse_path = warehouse.display().to_string();
     tokio::task::block_in_place(|| {
         ferry(&connect);
         ferry(&["connect", "duckdb", "warehouse", "--path", &warehouse_path]);
-        ferry(&["model", "create", "people", "--connection", "warehouse", "--sql", "select * from people"]);
-        ferry(&["sync", "create", "bench", "--model", "people", "--destination", "stripe", "--key", "email=email", "--map", "name=name", "--map", "phone=phone", "--map", "plan=metadata.plan", "--map", "city=address.city", "--map", "country=address.country"]);
+        ferry(&[
+            "model",
+            "create",
+            "people",
+            "--connection",
+            "warehouse",
+            "--sql",
+            "select * from people",
+        ]);
+        ferry(&[
+            "sync",
+            "create",
+            "bench",
+            "--model",
+            "people",
+            "--destination",
+            "stripe",
+            "--key",
+            "email=email",
+            "--map",
+            "name=name",
+            "--map",
+            "phone=phone",
+            "--map",
+            "plan=metadata.plan",
+            "--map",
+            "city=address.city",
+            "--map",
+            "country=address.country",
+        ]);
     });
     let mut measured = Vec::new();
     for _ in 0..2 {
         let started = Instant::now();
-        let report = tokio::task::block_in_place(|| ferry(&["sync", "run", "bench", "--format", "json"]));
+        let report =
+            tokio::task::block_in_place(|| ferry(&["sync", "run", "bench", "--format", "json"]));
         measured.push(Measured {
             elapsed: started.elapsed(),
             requests: report["requests"].as_u64().unwrap_or(0),
-            rate_limited: emulator.handle().requests().iter().filter(|r| r.status == Some(429)).count(),
+            rate_limited: emulator
+                .handle()
+                .requests()
+                .iter()
+                .filter(|r| r.status == Some(429))
+                .count(),
         });
         assert_eq!(report["status"], "completed", "{report}");
     }
@@ -101,5 +162,8 @@ async fn bench_sync(config: EmulatorConfig, rows: u32, stripe_flags: &[&str]) ->
 }
 
 fn env_number(name: &str, default: u32) -> u32 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }

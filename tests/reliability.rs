@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 fn assert_each_person_once(scene: &Scene, count: u32) {
     let mut by_email: HashMap<String, Vec<serde_json::Value>> = HashMap::new();
     for customer in scene.stripe().customers() {
-        by_email.entry(customer["email"].as_str().unwrap_or_default().to_string()).or_default().push(customer);
+        by_email
+            .entry(customer["email"].as_str().unwrap_or_default().to_string())
+            .or_default()
+            .push(customer);
     }
     for i in 1..=count {
         let email = format!("person{i}@example.com");
@@ -20,7 +23,11 @@ fn assert_each_person_once(scene: &Scene, count: u32) {
         assert_eq!(found, 1, "{email} is in Stripe {found} times");
         assert_eq!(by_email[&email][0]["name"], format!("Person {i}"));
     }
-    assert_eq!(scene.stripe().customers().len(), count as usize, "no customer beyond the model's rows");
+    assert_eq!(
+        scene.stripe().customers().len(),
+        count as usize,
+        "no customer beyond the model's rows"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,17 +46,40 @@ async fn lost_responses_and_server_errors_create_no_duplicate() {
     scene.warehouse_sql(&people_sql(200));
     scene.connect().await;
     scene.email_sync(&[]).await;
-    let run = scene.ferry(&["sync", "run", "people-to-stripe", "--format", "json"]).await.ok().json();
+    let run = scene
+        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
+        .await
+        .ok()
+        .json();
     assert_eq!(run["status"], "completed");
-    assert_eq!(run["created"].as_u64().unwrap() + run["failed"].as_u64().unwrap(), 200, "{run}");
-    let lost = scene.stripe().requests().iter().filter(|r| r.fault == Some(FaultKind::LostResponse)).count();
-    assert!(lost > 5, "the test must really lose responses (lost {lost})");
+    assert_eq!(
+        run["created"].as_u64().unwrap() + run["failed"].as_u64().unwrap(),
+        200,
+        "{run}"
+    );
+    let lost = scene
+        .stripe()
+        .requests()
+        .iter()
+        .filter(|r| r.fault == Some(FaultKind::LostResponse))
+        .count();
+    assert!(
+        lost > 5,
+        "the test must really lose responses (lost {lost})"
+    );
     // A second run finishes whatever failed and must still not duplicate anything.
     scene.stripe().set_faults(FaultConfig::default());
     scene.ferry(&["sync", "run", "people-to-stripe"]).await.ok();
     assert_each_person_once(&scene, 200);
-    let again = scene.ferry(&["sync", "run", "people-to-stripe", "--format", "json"]).await.ok().json();
-    assert_eq!(again["unchanged"], 200, "the snapshot agrees with Stripe: {again}");
+    let again = scene
+        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        again["unchanged"], 200,
+        "the snapshot agrees with Stripe: {again}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,23 +94,48 @@ async fn killed_mid_run_then_rerun_loses_nothing_and_duplicates_nothing() {
     scene.email_sync(&[]).await;
 
     for kill_after_creates in [40usize, 170] {
-        let mut child = scene.command(&["sync", "run", "people-to-stripe"]).spawn().unwrap();
+        let mut child = scene
+            .command(&["sync", "run", "people-to-stripe"])
+            .spawn()
+            .unwrap();
         let started = Instant::now();
-        while scene.stripe().customers().len() < kill_after_creates && started.elapsed() < Duration::from_secs(60) {
+        while scene.stripe().customers().len() < kill_after_creates
+            && started.elapsed() < Duration::from_secs(60)
+        {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         child.kill().unwrap(); // SIGKILL: no chance to commit anything.
         child.wait().unwrap();
-        assert!(scene.stripe().customers().len() < 400, "the kill must land mid-run");
+        assert!(
+            scene.stripe().customers().len() < 400,
+            "the kill must land mid-run"
+        );
     }
-    let run = scene.ferry(&["sync", "run", "people-to-stripe", "--format", "json"]).await.ok().json();
+    let run = scene
+        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
+        .await
+        .ok()
+        .json();
     assert_eq!(run["status"], "completed");
     assert_eq!(run["failed"], 0, "{run}");
     assert_each_person_once(&scene, 400);
     let runs = scene.ferry(&["runs", "people-to-stripe"]).await.ok();
-    assert_eq!(runs.stdout.matches("interrupted").count(), 2, "{}", runs.stdout);
-    let again = scene.ferry(&["sync", "run", "people-to-stripe", "--format", "json"]).await.ok().json();
-    assert_eq!((again["unchanged"].as_u64(), again["requests"].as_u64()), (Some(400), Some(0)), "{again}");
+    assert_eq!(
+        runs.stdout.matches("interrupted").count(),
+        2,
+        "{}",
+        runs.stdout
+    );
+    let again = scene
+        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        (again["unchanged"].as_u64(), again["requests"].as_u64()),
+        (Some(400), Some(0)),
+        "{again}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,15 +146,24 @@ async fn a_second_run_of_the_same_sync_refuses_while_the_first_holds_the_lock() 
     scene.warehouse_sql(&people_sql(100));
     scene.connect().await;
     scene.email_sync(&[]).await;
-    let mut first = scene.command(&["sync", "run", "people-to-stripe"]).spawn().unwrap();
+    let mut first = scene
+        .command(&["sync", "run", "people-to-stripe"])
+        .spawn()
+        .unwrap();
     let started = Instant::now();
     while scene.stripe().customers().is_empty() && started.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let second = scene.ferry(&["sync", "run", "people-to-stripe"]).await;
     assert_ne!(second.code, 0);
-    assert!(second.stderr.contains("already running"), "{}", second.stderr);
-    let status = tokio::task::spawn_blocking(move || first.wait().unwrap()).await.unwrap();
+    assert!(
+        second.stderr.contains("already running"),
+        "{}",
+        second.stderr
+    );
+    let status = tokio::task::spawn_blocking(move || first.wait().unwrap())
+        .await
+        .unwrap();
     assert!(status.success());
     assert_each_person_once(&scene, 100);
 }
@@ -112,22 +176,39 @@ async fn sigterm_stops_cleanly_and_records_the_run_as_cancelled() {
     scene.warehouse_sql(&people_sql(300));
     scene.connect().await;
     scene.email_sync(&[]).await;
-    let child = scene.command(&["sync", "run", "people-to-stripe", "--format", "json"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let child = scene
+        .command(&["sync", "run", "people-to-stripe", "--format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let started = Instant::now();
     while scene.stripe().customers().len() < 30 && started.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let pid = child.id().to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["status"], "cancelled");
     let created_in_stripe = scene.stripe().customers().len() as u64;
     assert!(created_in_stripe < 300);
     // What the run recorded as created is exactly what Stripe holds: nothing in flight was lost.
-    assert_eq!(report["created"].as_u64().unwrap(), created_in_stripe, "{report}");
-    let rerun = scene.ferry(&["sync", "run", "people-to-stripe", "--format", "json"]).await.ok().json();
+    assert_eq!(
+        report["created"].as_u64().unwrap(),
+        created_in_stripe,
+        "{report}"
+    );
+    let rerun = scene
+        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
+        .await
+        .ok()
+        .json();
     assert_eq!(rerun["created"].as_u64().unwrap() + created_in_stripe, 300);
     assert_each_person_once(&scene, 300);
 }

@@ -13,14 +13,32 @@ async fn first_run_creates_second_run_sends_nothing_third_sends_only_changes() {
     scene.connect().await;
     scene.email_sync(&[]).await;
 
-    let preview = scene.ferry(&["sync", "preview", "people-to-stripe", "--format", "json"]).await.ok().json();
-    assert_eq!((preview["rows"].as_u64(), preview["create"].as_u64(), preview["update"].as_u64()), (Some(40), Some(40), Some(0)));
+    let preview = scene
+        .ferry(&["sync", "preview", "people-to-stripe", "--format", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        (
+            preview["rows"].as_u64(),
+            preview["create"].as_u64(),
+            preview["update"].as_u64()
+        ),
+        (Some(40), Some(40), Some(0))
+    );
     assert_eq!(scene.posts(), 0, "a preview sends no write");
 
-    let run = scene.ferry(&["sync", "run", "people-to-stripe", "--format", "json"]).await.ok().json();
+    let run = scene
+        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
+        .await
+        .ok()
+        .json();
     assert_eq!(run["status"], "completed");
     assert_eq!(run["created"], 40);
-    assert_eq!(run["created"], preview["create"], "the preview predicted the run");
+    assert_eq!(
+        run["created"], preview["create"],
+        "the preview predicted the run"
+    );
     let customers = scene.stripe().customers();
     assert_eq!(customers.len(), 40);
     let seven = &scene.customers_with_email("person7@example.com")[0];
@@ -30,34 +48,101 @@ async fn first_run_creates_second_run_sends_nothing_third_sends_only_changes() {
 
     // Nothing changed: no request at all, not even a lookup.
     let before = scene.stripe().requests().len();
-    let run = scene.ferry(&["sync", "run", "people-to-stripe", "--format", "json"]).await.ok().json();
-    assert_eq!((run["unchanged"].as_u64(), run["requests"].as_u64()), (Some(40), Some(0)));
+    let run = scene
+        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        (run["unchanged"].as_u64(), run["requests"].as_u64()),
+        (Some(40), Some(0))
+    );
     assert_eq!(scene.stripe().requests().len(), before);
 
     // Three rows change one field each: three updates, each carrying only that field.
     scene.warehouse_sql("update people set plan = 'enterprise' where id in (1, 2); update people set name = 'Renamed' where id = 3");
-    let preview = scene.ferry(&["sync", "preview", "people-to-stripe", "--format", "json"]).await.ok().json();
-    assert_eq!((preview["update"].as_u64(), preview["unchanged"].as_u64(), preview["requests_estimate"].as_u64()), (Some(3), Some(37), Some(3)));
+    let preview = scene
+        .ferry(&["sync", "preview", "people-to-stripe", "--format", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        (
+            preview["update"].as_u64(),
+            preview["unchanged"].as_u64(),
+            preview["requests_estimate"].as_u64()
+        ),
+        (Some(3), Some(37), Some(3))
+    );
     let before = scene.stripe().requests().len();
-    let run = scene.ferry(&["sync", "run", "people-to-stripe", "--format", "json"]).await.ok().json();
-    assert_eq!((run["updated"].as_u64(), run["unchanged"].as_u64(), run["requests"].as_u64()), (Some(3), Some(37), Some(3)));
+    let run = scene
+        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        (
+            run["updated"].as_u64(),
+            run["unchanged"].as_u64(),
+            run["requests"].as_u64()
+        ),
+        (Some(3), Some(37), Some(3))
+    );
     let sent: Vec<_> = scene.stripe().requests()[before..].to_vec();
     assert_eq!(sent.len(), 3);
-    let bodies: Vec<String> = sent.iter().map(|r| serde_json::to_string(&r.params).unwrap()).collect();
-    assert!(bodies.contains(&r#"{"metadata":{"plan":"enterprise"}}"#.to_string()), "{bodies:?}");
-    assert!(bodies.contains(&r#"{"name":"Renamed"}"#.to_string()), "{bodies:?}");
-    assert_eq!(scene.customers_with_email("person3@example.com")[0]["name"], "Renamed");
+    let bodies: Vec<String> = sent
+        .iter()
+        .map(|r| serde_json::to_string(&r.params).unwrap())
+        .collect();
+    assert!(
+        bodies.contains(&r#"{"metadata":{"plan":"enterprise"}}"#.to_string()),
+        "{bodies:?}"
+    );
+    assert!(
+        bodies.contains(&r#"{"name":"Renamed"}"#.to_string()),
+        "{bodies:?}"
+    );
+    assert_eq!(
+        scene.customers_with_email("person3@example.com")[0]["name"],
+        "Renamed"
+    );
     assert_eq!(scene.stripe().customers().len(), 40);
 
     // The run history and per-record log are in the workspace.
     let runs = scene.ferry(&["runs", "people-to-stripe"]).await.ok();
-    assert_eq!(runs.stdout.lines().filter(|l| l.contains("completed")).count(), 3, "{}", runs.stdout);
+    assert_eq!(
+        runs.stdout
+            .lines()
+            .filter(|l| l.contains("completed"))
+            .count(),
+        3,
+        "{}",
+        runs.stdout
+    );
     let run_id = run["run_id"].as_str().unwrap();
-    let records = scene.ferry(&["run", "show", run_id, "--records", "updated", "--format", "json"]).await.ok().json();
+    let records = scene
+        .ferry(&[
+            "run",
+            "show",
+            run_id,
+            "--records",
+            "updated",
+            "--format",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
     let records = records["records"].as_array().unwrap();
     assert_eq!(records.len(), 3);
-    assert_eq!(records[2]["changes"], json!({"name": {"before": "Person 3", "after": "Renamed"}}));
-    assert!(records[0]["dashboard_url"].as_str().unwrap().starts_with("https://dashboard.stripe.com/test/customers/cus_"));
+    assert_eq!(
+        records[2]["changes"],
+        json!({"name": {"before": "Person 3", "after": "Renamed"}})
+    );
+    assert!(records[0]["dashboard_url"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://dashboard.stripe.com/test/customers/cus_"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,26 +157,90 @@ async fn bad_rows_are_rejected_with_reasons_and_the_rest_syncs() {
     );
     scene.connect().await;
     scene.email_sync(&[]).await;
-    let run = scene.ferry(&["sync", "run", "people-to-stripe", "--format", "json"]).await.ok().json();
-    assert_eq!((run["created"].as_u64(), run["rejected"].as_u64()), (Some(1), Some(5)), "{run}");
+    let run = scene
+        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        (run["created"].as_u64(), run["rejected"].as_u64()),
+        (Some(1), Some(5)),
+        "{run}"
+    );
     assert_eq!(scene.stripe().customers().len(), 1);
     assert_eq!(scene.customers_with_email("person6@example.com").len(), 1);
 
     let run_id = run["run_id"].as_str().unwrap();
-    let shown = scene.ferry(&["run", "show", run_id, "--records", "rejected", "--format", "json"]).await.ok().json();
-    let reasons: Vec<&str> = shown["records"].as_array().unwrap().iter().map(|r| r["reason"].as_str().unwrap()).collect();
-    assert_eq!(reasons[0], "`not an email` in column `email` is not a valid email address");
+    let shown = scene
+        .ferry(&[
+            "run",
+            "show",
+            run_id,
+            "--records",
+            "rejected",
+            "--format",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    let reasons: Vec<&str> = shown["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons[0],
+        "`not an email` in column `email` is not a valid email address"
+    );
     assert_eq!(reasons[1], "missing key: column `email` is empty");
-    assert_eq!(reasons[2], "column `phone` (→ phone) is 26 characters long; Stripe allows at most 20");
-    assert!(reasons[3].starts_with("duplicate key: `PERSON5@example.com` also appears in row 5"), "{}", reasons[3]);
-    assert!(reasons[4].starts_with("duplicate key: `person5@example.com` also appears in row 4"), "{}", reasons[4]);
+    assert_eq!(
+        reasons[2],
+        "column `phone` (→ phone) is 26 characters long; Stripe allows at most 20"
+    );
+    assert!(
+        reasons[3].starts_with("duplicate key: `PERSON5@example.com` also appears in row 5"),
+        "{}",
+        reasons[3]
+    );
+    assert!(
+        reasons[4].starts_with("duplicate key: `person5@example.com` also appears in row 4"),
+        "{}",
+        reasons[4]
+    );
 
-    let csv = scene.ferry(&["run", "show", run_id, "--records", "rejected", "--format", "csv"]).await.ok();
-    assert!(csv.stdout.starts_with("row,key,outcome,stripe_id,reason,request_id\n1,not an email,rejected,,"), "{}", csv.stdout);
+    let csv = scene
+        .ferry(&[
+            "run",
+            "show",
+            run_id,
+            "--records",
+            "rejected",
+            "--format",
+            "csv",
+        ])
+        .await
+        .ok();
+    assert!(
+        csv.stdout
+            .starts_with("row,key,outcome,stripe_id,reason,request_id\n1,not an email,rejected,,"),
+        "{}",
+        csv.stdout
+    );
 
     // Rejected rows are tried again on the next run; --fail-on-rejected turns them into exit 3.
     scene.warehouse_sql("update people set email = 'fixed1@example.com' where id = 1");
-    let again = scene.ferry(&["sync", "run", "people-to-stripe", "--format", "json", "--fail-on-rejected"]).await;
+    let again = scene
+        .ferry(&[
+            "sync",
+            "run",
+            "people-to-stripe",
+            "--format",
+            "json",
+            "--fail-on-rejected",
+        ])
+        .await;
     assert_eq!(again.code, 3, "{}", again.stderr);
     assert_eq!(again.json()["created"], 1);
     assert_eq!(scene.customers_with_email("fixed1@example.com").len(), 1);
@@ -101,7 +250,9 @@ async fn bad_rows_are_rejected_with_reasons_and_the_rest_syncs() {
 async fn existing_customers_match_ignoring_email_case_and_ambiguous_ones_are_rejected() {
     let scene = Scene::new().await;
     let stripe = scene.stripe();
-    let ada = stripe.seed_customer(json!({"email": "Ada@Example.com", "name": "Ada", "metadata": {"crm": "keep-me"}}));
+    let ada = stripe.seed_customer(
+        json!({"email": "Ada@Example.com", "name": "Ada", "metadata": {"crm": "keep-me"}}),
+    );
     let dup_a = stripe.seed_customer(json!({"email": "dup@example.com"}));
     let dup_b = stripe.seed_customer(json!({"email": "DUP@example.com"}));
     scene.warehouse_sql(
@@ -112,35 +263,95 @@ async fn existing_customers_match_ignoring_email_case_and_ambiguous_ones_are_rej
     );
     scene.connect().await;
     scene.email_sync(&[]).await;
-    let run = scene.ferry(&["sync", "run", "people-to-stripe", "--format", "json"]).await.ok().json();
-    assert_eq!((run["updated"].as_u64(), run["created"].as_u64(), run["rejected"].as_u64()), (Some(1), Some(1), Some(1)), "{run}");
+    let run = scene
+        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        (
+            run["updated"].as_u64(),
+            run["created"].as_u64(),
+            run["rejected"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1)),
+        "{run}"
+    );
 
     let customers = stripe.customers();
     assert_eq!(customers.len(), 4, "one new customer, no duplicate of Ada");
     let ada_now = customers.iter().find(|c| c["id"] == ada.as_str()).unwrap();
     assert_eq!(ada_now["name"], "Ada Lovelace");
-    assert_eq!(ada_now["email"], "Ada@Example.com", "the matched email is not rewritten");
-    assert_eq!(ada_now["metadata"], json!({"crm": "keep-me", "plan": "pro"}), "metadata merges");
+    assert_eq!(
+        ada_now["email"], "Ada@Example.com",
+        "the matched email is not rewritten"
+    );
+    assert_eq!(
+        ada_now["metadata"],
+        json!({"crm": "keep-me", "plan": "pro"}),
+        "metadata merges"
+    );
 
-    let shown = scene.ferry(&["run", "show", run["run_id"].as_str().unwrap(), "--records", "rejected", "--format", "json"]).await.ok().json();
+    let shown = scene
+        .ferry(&[
+            "run",
+            "show",
+            run["run_id"].as_str().unwrap(),
+            "--records",
+            "rejected",
+            "--format",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
     let reason = shown["records"][0]["reason"].as_str().unwrap();
-    assert!(reason.starts_with("ambiguous: 2 Stripe customers match `dup@example.com`"), "{reason}");
-    assert!(reason.contains(&dup_a) && reason.contains(&dup_b), "{reason}");
+    assert!(
+        reason.starts_with("ambiguous: 2 Stripe customers match `dup@example.com`"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains(&dup_a) && reason.contains(&dup_b),
+        "{reason}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_only_reports_rows_missing_in_stripe_and_creates_nothing() {
     let scene = Scene::new().await;
-    scene.stripe().seed_customer(json!({"email": "person1@example.com", "name": "Old"}));
+    scene
+        .stripe()
+        .seed_customer(json!({"email": "person1@example.com", "name": "Old"}));
     scene.warehouse_sql(&people_sql(3));
     scene.connect().await;
     scene.email_sync(&["--behavior", "update-only"]).await;
-    let preview = scene.ferry(&["sync", "preview", "people-to-stripe", "--format", "json"]).await.ok().json();
-    let run = scene.ferry(&["sync", "run", "people-to-stripe", "--format", "json"]).await.ok().json();
-    assert_eq!((run["updated"].as_u64(), run["not_found"].as_u64(), run["created"].as_u64()), (Some(1), Some(2), Some(0)));
-    assert_eq!((preview["update"].clone(), preview["not_found"].clone()), (run["updated"].clone(), run["not_found"].clone()));
+    let preview = scene
+        .ferry(&["sync", "preview", "people-to-stripe", "--format", "json"])
+        .await
+        .ok()
+        .json();
+    let run = scene
+        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        (
+            run["updated"].as_u64(),
+            run["not_found"].as_u64(),
+            run["created"].as_u64()
+        ),
+        (Some(1), Some(2), Some(0))
+    );
+    assert_eq!(
+        (preview["update"].clone(), preview["not_found"].clone()),
+        (run["updated"].clone(), run["not_found"].clone())
+    );
     assert_eq!(scene.stripe().customers().len(), 1);
-    assert_eq!(scene.customers_with_email("person1@example.com")[0]["name"], "Person 1");
+    assert_eq!(
+        scene.customers_with_email("person1@example.com")[0]["name"],
+        "Person 1"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,20 +364,64 @@ async fn external_id_in_metadata_is_the_key_and_nulls_clear_when_asked() {
             (2, 'two@example.com', NULL)) t(user_id, email, phone)",
     );
     scene.connect().await;
-    scene.ferry(&["model", "create", "accounts", "--connection", "warehouse", "--sql", "select * from accounts"]).await.ok();
     scene
-        .ferry(&["sync", "create", "accounts", "--model", "accounts", "--destination", "stripe", "--key", "user_id=metadata.user_id", "--map", "email=email", "--map", "phone=phone", "--nulls", "clear"])
+        .ferry(&[
+            "model",
+            "create",
+            "accounts",
+            "--connection",
+            "warehouse",
+            "--sql",
+            "select * from accounts",
+        ])
         .await
         .ok();
-    let run = scene.ferry(&["sync", "run", "accounts", "--format", "json"]).await.ok().json();
-    assert_eq!((run["created"].as_u64(), run["updated"].as_u64()), (Some(1), Some(1)), "{run}");
+    scene
+        .ferry(&[
+            "sync",
+            "create",
+            "accounts",
+            "--model",
+            "accounts",
+            "--destination",
+            "stripe",
+            "--key",
+            "user_id=metadata.user_id",
+            "--map",
+            "email=email",
+            "--map",
+            "phone=phone",
+            "--nulls",
+            "clear",
+        ])
+        .await
+        .ok();
+    let run = scene
+        .ferry(&["sync", "run", "accounts", "--format", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        (run["created"].as_u64(), run["updated"].as_u64()),
+        (Some(1), Some(1)),
+        "{run}"
+    );
     let customers = scene.stripe().customers();
     assert_eq!(customers.len(), 2);
-    let two = customers.iter().find(|c| c["id"] == existing.as_str()).unwrap();
+    let two = customers
+        .iter()
+        .find(|c| c["id"] == existing.as_str())
+        .unwrap();
     assert_eq!(two["email"], "two@example.com");
-    assert_eq!(two["phone"], "", "a NULL with --nulls clear empties the field");
+    assert_eq!(
+        two["phone"], "",
+        "a NULL with --nulls clear empties the field"
+    );
     assert_eq!(two["metadata"], json!({"user_id": "2", "source": "crm"}));
-    let one = customers.iter().find(|c| c["id"] != existing.as_str()).unwrap();
+    let one = customers
+        .iter()
+        .find(|c| c["id"] != existing.as_str())
+        .unwrap();
     assert_eq!(one["metadata"], json!({"user_id": "1"}));
 }
 
@@ -180,17 +435,50 @@ async fn changing_the_mapping_sends_only_what_it_affects_and_full_resync_repairs
 
     // Map one more column: every row gets exactly that field, nothing else.
     scene
-        .ferry(&["sync", "create", "people-to-stripe", "--model", "people", "--destination", "stripe", "--key", "email=email", "--map", "name=name", "--map", "phone=phone", "--map", "plan=metadata.plan", "--map", "id=metadata.warehouse_id"])
+        .ferry(&[
+            "sync",
+            "create",
+            "people-to-stripe",
+            "--model",
+            "people",
+            "--destination",
+            "stripe",
+            "--key",
+            "email=email",
+            "--map",
+            "name=name",
+            "--map",
+            "phone=phone",
+            "--map",
+            "plan=metadata.plan",
+            "--map",
+            "id=metadata.warehouse_id",
+        ])
         .await
         .ok();
     let before = scene.stripe().requests().len();
-    let run = scene.ferry(&["sync", "run", "people-to-stripe", "--format", "json"]).await.ok().json();
+    let run = scene
+        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
+        .await
+        .ok()
+        .json();
     assert_eq!(run["updated"], 5);
-    let bodies: Vec<String> = scene.stripe().requests()[before..].iter().map(|r| serde_json::to_string(&r.params).unwrap()).collect();
-    assert!(bodies.iter().all(|b| b.starts_with(r#"{"metadata":{"warehouse_id":""#)), "{bodies:?}");
+    let bodies: Vec<String> = scene.stripe().requests()[before..]
+        .iter()
+        .map(|r| serde_json::to_string(&r.params).unwrap())
+        .collect();
+    assert!(
+        bodies
+            .iter()
+            .all(|b| b.starts_with(r#"{"metadata":{"warehouse_id":""#)),
+        "{bodies:?}"
+    );
 
     // Someone edits a customer in Stripe: a normal run trusts the snapshot, a full resync looks again.
-    let target = scene.customers_with_email("person2@example.com")[0]["id"].as_str().unwrap().to_string();
+    let target = scene.customers_with_email("person2@example.com")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let edited = reqwest::Client::new()
         .post(format!("{}/v1/customers/{target}", scene.emulator.url()))
         .bearer_auth(KEY)
@@ -200,36 +488,105 @@ async fn changing_the_mapping_sends_only_what_it_affects_and_full_resync_repairs
         .await
         .unwrap();
     assert_eq!(edited.status(), 200);
-    let run = scene.ferry(&["sync", "run", "people-to-stripe", "--format", "json"]).await.ok().json();
+    let run = scene
+        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
+        .await
+        .ok()
+        .json();
     assert_eq!(run["unchanged"], 5);
-    let run = scene.ferry(&["sync", "run", "people-to-stripe", "--full-resync", "--format", "json"]).await.ok().json();
-    assert_eq!((run["updated"].as_u64(), run["unchanged"].as_u64()), (Some(1), Some(4)), "{run}");
-    assert_eq!(scene.customers_with_email("person2@example.com")[0]["name"], "Person 2");
+    let run = scene
+        .ferry(&[
+            "sync",
+            "run",
+            "people-to-stripe",
+            "--full-resync",
+            "--format",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        (run["updated"].as_u64(), run["unchanged"].as_u64()),
+        (Some(1), Some(4)),
+        "{run}"
+    );
+    assert_eq!(
+        scene.customers_with_email("person2@example.com")[0]["name"],
+        "Person 2"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connecting_stripe_tests_the_key_and_never_prints_it() {
     let scene = Scene::new().await;
     let url = scene.emulator.url();
-    let bad = scene.ferry(&["connect", "stripe", "s", "--api-key", "not_a_stripe_key_at_all_1234", "--api-base", &url]).await;
+    let bad = scene
+        .ferry(&[
+            "connect",
+            "stripe",
+            "s",
+            "--api-key",
+            "not_a_stripe_key_at_all_1234",
+            "--api-base",
+            &url,
+        ])
+        .await;
     assert_eq!(bad.code, 1);
-    assert!(bad.stderr.contains("Stripe rejected this API key (…1234)"), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("Stripe rejected this API key (…1234)"),
+        "{}",
+        bad.stderr
+    );
     assert!(!bad.stderr.contains("not_a_stripe_key_at_all_1234"));
     let listed = scene.ferry(&["connections"]).await.ok();
-    assert!(listed.stdout.starts_with("No connections yet"), "a failed test saves nothing");
+    assert!(
+        listed.stdout.starts_with("No connections yet"),
+        "a failed test saves nothing"
+    );
 
-    let good = scene.ferry(&["connect", "stripe", "s", "--api-key", KEY, "--api-base", &url]).await.ok();
+    let good = scene
+        .ferry(&[
+            "connect",
+            "stripe",
+            "s",
+            "--api-key",
+            KEY,
+            "--api-base",
+            &url,
+        ])
+        .await
+        .ok();
     let listed = scene.ferry(&["connections"]).await.ok();
     for output in [&good.stdout, &good.stderr, &listed.stdout, &listed.stderr] {
         assert!(!output.contains(KEY), "the key leaked: {output}");
     }
     assert!(listed.stdout.contains("sk_test_…"), "{}", listed.stdout);
     let database = std::fs::read(scene.workspace().join("ferry.db")).unwrap();
-    assert!(!database.windows(KEY.len()).any(|w| w == KEY.as_bytes()), "the key is stored in clear");
+    assert!(
+        !database.windows(KEY.len()).any(|w| w == KEY.as_bytes()),
+        "the key is stored in clear"
+    );
 
-    let unreachable = scene.ferry(&["connect", "stripe", "t", "--api-key", KEY, "--api-base", "http://127.0.0.1:9"]).await;
+    let unreachable = scene
+        .ferry(&[
+            "connect",
+            "stripe",
+            "t",
+            "--api-key",
+            KEY,
+            "--api-base",
+            "http://127.0.0.1:9",
+        ])
+        .await;
     assert_eq!(unreachable.code, 1);
-    assert!(unreachable.stderr.contains("cannot reach Stripe at http://127.0.0.1:9"), "{}", unreachable.stderr);
+    assert!(
+        unreachable
+            .stderr
+            .contains("cannot reach Stripe at http://127.0.0.1:9"),
+        "{}",
+        unreachable.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,13 +594,42 @@ async fn sync_create_explains_a_bad_mapping_and_exits_2() {
     let scene = Scene::new().await;
     scene.warehouse_sql(&people_sql(2));
     scene.connect().await;
-    scene.ferry(&["model", "create", "people", "--connection", "warehouse", "--sql", "select * from people"]).await.ok();
+    scene
+        .ferry(&[
+            "model",
+            "create",
+            "people",
+            "--connection",
+            "warehouse",
+            "--sql",
+            "select * from people",
+        ])
+        .await
+        .ok();
     let bad = scene
-        .ferry(&["sync", "create", "s", "--model", "people", "--destination", "stripe", "--key", "email=email", "--map", "nmae=name", "--map", "plan=plan"])
+        .ferry(&[
+            "sync",
+            "create",
+            "s",
+            "--model",
+            "people",
+            "--destination",
+            "stripe",
+            "--key",
+            "email=email",
+            "--map",
+            "nmae=name",
+            "--map",
+            "plan=plan",
+        ])
         .await;
     assert_eq!(bad.code, 2, "{}", bad.stderr);
     assert!(bad.stderr.contains("mapped column `nmae` is not in the model; its columns are: id, email, name, phone, plan"), "{}", bad.stderr);
-    assert!(bad.stderr.contains("`plan` is not a Stripe Customer field"), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("`plan` is not a Stripe Customer field"),
+        "{}",
+        bad.stderr
+    );
     assert!(bad.stderr.contains("metadata.KEY"), "{}", bad.stderr);
     let listed = scene.ferry(&["sync", "list"]).await.ok();
     assert!(listed.stdout.starts_with("No syncs yet"));

@@ -4,7 +4,9 @@ use super::output::print_table;
 use super::{CliError, CliResult};
 use clap::{Args, Subcommand};
 use ferry_core::Secret;
-use ferry_state::{ConnectionKind, ConnectionRecord, NewConnection, SecretInput, SecretRef, StateStore};
+use ferry_state::{
+    ConnectionKind, ConnectionRecord, NewConnection, SecretInput, SecretRef, StateStore,
+};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -81,7 +83,11 @@ pub async fn connect(store: &StateStore, command: ConnectCommand) -> CliResult {
             let secret = match (args.api_key, args.api_key_env) {
                 (Some(key), _) => SecretInput::Value(Secret::new(key)),
                 (None, Some(var)) => SecretInput::EnvVar(var),
-                (None, None) => return Err(CliError::config(anyhow::anyhow!("give the key with --api-key-env VAR or --api-key KEY"))),
+                (None, None) => {
+                    return Err(CliError::config(anyhow::anyhow!(
+                        "give the key with --api-key-env VAR or --api-key KEY"
+                    )))
+                }
             };
             let mut config = json!({"api_base": args.api_base.trim_end_matches('/')});
             if let Some(n) = args.max_rps {
@@ -99,7 +105,9 @@ pub async fn connect(store: &StateStore, command: ConnectCommand) -> CliResult {
             if !args.skip_test {
                 let key = match &connection.secret {
                     Some(SecretInput::Value(secret)) => secret.clone(),
-                    Some(SecretInput::EnvVar(var)) => store.resolve_secret(&SecretRef::EnvVar(var.clone()))?,
+                    Some(SecretInput::EnvVar(var)) => {
+                        store.resolve_secret(&SecretRef::EnvVar(var.clone()))?
+                    }
                     _ => unreachable!("a new Stripe connection always has a key"),
                 };
                 let mut stripe = ferry_destinations::stripe::StripeConfig::new(key);
@@ -107,7 +115,15 @@ pub async fn connect(store: &StateStore, command: ConnectCommand) -> CliResult {
                 stripe.test_connection().await.map_err(CliError::failed)?;
             }
             store.put_connection(&connection).await?;
-            println!("Connected Stripe as '{}'{}.", args.name, if args.skip_test { " (not tested)" } else { "; the key works" });
+            println!(
+                "Connected Stripe as '{}'{}.",
+                args.name,
+                if args.skip_test {
+                    " (not tested)"
+                } else {
+                    "; the key works"
+                }
+            );
         }
         ConnectCommand::Duckdb(args) => {
             let path = std::path::absolute(&args.path).unwrap_or(args.path);
@@ -125,7 +141,11 @@ pub async fn connect(store: &StateStore, command: ConnectCommand) -> CliResult {
             let secret = match (args.url, args.url_env) {
                 (Some(url), _) => SecretInput::Value(Secret::new(url)),
                 (None, Some(var)) => SecretInput::EnvVar(var),
-                (None, None) => return Err(CliError::config(anyhow::anyhow!("give the URL with --url or --url-env"))),
+                (None, None) => {
+                    return Err(CliError::config(anyhow::anyhow!(
+                        "give the URL with --url or --url-env"
+                    )))
+                }
             };
             let connection = NewConnection {
                 name: args.name.clone(),
@@ -144,7 +164,9 @@ pub async fn connect(store: &StateStore, command: ConnectCommand) -> CliResult {
 async fn test_source(store: &StateStore, connection: &NewConnection) -> CliResult<()> {
     let secret = match &connection.secret {
         Some(SecretInput::Value(secret)) => Some(secret.clone()),
-        Some(SecretInput::EnvVar(var)) => Some(store.resolve_secret(&SecretRef::EnvVar(var.clone()))?),
+        Some(SecretInput::EnvVar(var)) => {
+            Some(store.resolve_secret(&SecretRef::EnvVar(var.clone()))?)
+        }
         _ => None,
     };
     let source = match connection.kind {
@@ -155,7 +177,9 @@ async fn test_source(store: &StateStore, connection: &NewConnection) -> CliResul
             url: secret.unwrap_or_else(|| Secret::new("")),
         },
     };
-    ferry_source::test_connection(&source).await.map_err(CliError::failed)
+    ferry_source::test_connection(&source)
+        .await
+        .map_err(CliError::failed)
 }
 
 pub async fn connections(store: &StateStore, args: ConnectionsArgs) -> CliResult {
@@ -166,20 +190,26 @@ pub async fn connections(store: &StateStore, args: ConnectionsArgs) -> CliResult
                 println!("No connections yet. Add one with `ferry connect stripe NAME --api-key-env STRIPE_API_KEY` or `ferry connect duckdb NAME --path FILE`.");
                 return Ok(0);
             }
-            let rows: Vec<Vec<String>> = list.iter().map(|c| vec![c.name.clone(), c.kind.as_str().to_string(), describe(c)]).collect();
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|c| vec![c.name.clone(), c.kind.as_str().to_string(), describe(c)])
+                .collect();
             print_table(&["NAME", "KIND", "DETAILS"], &rows);
         }
         Some(ConnectionsCommand::Test { name }) => {
-            let connection = store
-                .get_connection(&name)
-                .await?
-                .ok_or_else(|| CliError::config(anyhow::anyhow!("no connection named '{name}'; `ferry connections` lists them")))?;
+            let connection = store.get_connection(&name).await?.ok_or_else(|| {
+                CliError::config(anyhow::anyhow!(
+                    "no connection named '{name}'; `ferry connections` lists them"
+                ))
+            })?;
             if connection.kind == ConnectionKind::Stripe {
                 let config = ferry_engine::stripe_config(store, &connection)?;
                 config.test_connection().await.map_err(CliError::failed)?;
             } else {
                 let source = ferry_engine::source_config(store, &connection)?;
-                ferry_source::test_connection(&source).await.map_err(CliError::failed)?;
+                ferry_source::test_connection(&source)
+                    .await
+                    .map_err(CliError::failed)?;
             }
             println!("Connection '{name}' works.");
         }
@@ -187,7 +217,9 @@ pub async fn connections(store: &StateStore, args: ConnectionsArgs) -> CliResult
             if store.remove_connection(&name).await? {
                 println!("Removed connection '{name}'.");
             } else {
-                return Err(CliError::config(anyhow::anyhow!("no connection named '{name}'")));
+                return Err(CliError::config(anyhow::anyhow!(
+                    "no connection named '{name}'"
+                )));
             }
         }
     }
@@ -195,10 +227,20 @@ pub async fn connections(store: &StateStore, args: ConnectionsArgs) -> CliResult
 }
 
 fn describe(connection: &ConnectionRecord) -> String {
-    let secret = connection.secret.as_ref().map(|s| s.describe()).unwrap_or_default();
+    let secret = connection
+        .secret
+        .as_ref()
+        .map(|s| s.describe())
+        .unwrap_or_default();
     match connection.kind {
-        ConnectionKind::Stripe => format!("{}  key {secret}", connection.config["api_base"].as_str().unwrap_or_default()),
-        ConnectionKind::Duckdb => connection.config["path"].as_str().unwrap_or_default().to_string(),
+        ConnectionKind::Stripe => format!(
+            "{}  key {secret}",
+            connection.config["api_base"].as_str().unwrap_or_default()
+        ),
+        ConnectionKind::Duckdb => connection.config["path"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
         ConnectionKind::Postgres => format!("URL {secret}"),
     }
 }

@@ -82,10 +82,16 @@ impl CliError {
         self.code
     }
     pub fn config(error: impl Into<anyhow::Error>) -> CliError {
-        CliError { code: 2, error: error.into() }
+        CliError {
+            code: 2,
+            error: error.into(),
+        }
     }
     pub fn failed(error: impl Into<anyhow::Error>) -> CliError {
-        CliError { code: 1, error: error.into() }
+        CliError {
+            code: 1,
+            error: error.into(),
+        }
     }
 }
 
@@ -109,10 +115,17 @@ impl From<ferry_engine::EngineError> for CliError {
     fn from(error: ferry_engine::EngineError) -> Self {
         use ferry_engine::EngineError as E;
         let code = match &error {
-            E::UnknownSync(_) | E::MissingDependency { .. } | E::WrongConnectionKind { .. } | E::InvalidSync(_) | E::Config(_) => 2,
+            E::UnknownSync(_)
+            | E::MissingDependency { .. }
+            | E::WrongConnectionKind { .. }
+            | E::InvalidSync(_)
+            | E::Config(_) => 2,
             E::State(_) | E::Source { .. } | E::StripeKey(_) | E::StripeLookup(_) => 1,
         };
-        CliError { code, error: error.into() }
+        CliError {
+            code,
+            error: error.into(),
+        }
     }
 }
 
@@ -124,12 +137,20 @@ pub fn init_logging(verbose: u8) {
         1 => "info,ferry=info",
         _ => "debug,hyper=info,reqwest=info,h2=info,rustls=info",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }
 
 pub fn workspace_options(global: &GlobalArgs) -> CliResult<WorkspaceOptions> {
-    let master_key = std::env::var("FERRY_MASTER_KEY").ok().filter(|k| !k.is_empty()).map(Secret::new);
+    let master_key = std::env::var("FERRY_MASTER_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+        .map(Secret::new);
     Ok(WorkspaceOptions {
         dir: global.workspace.clone(),
         state_url: global.state_url.clone(),
@@ -145,18 +166,30 @@ pub async fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Init => {
             let store = open_workspace(&cli.global).await?;
-            println!("Workspace ready at {} ({} state).", cli.global.workspace.display(), store.backend_name());
+            println!(
+                "Workspace ready at {} ({} state).",
+                cli.global.workspace.display(),
+                store.backend_name()
+            );
             Ok(0)
         }
-        Command::Connect(command) => connections::connect(&open_workspace(&cli.global).await?, command).await,
-        Command::Connections(args) => connections::connections(&open_workspace(&cli.global).await?, args).await,
-        Command::Model(command) => models::model(&open_workspace(&cli.global).await?, command).await,
+        Command::Connect(command) => {
+            connections::connect(&open_workspace(&cli.global).await?, command).await
+        }
+        Command::Connections(args) => {
+            connections::connections(&open_workspace(&cli.global).await?, args).await
+        }
+        Command::Model(command) => {
+            models::model(&open_workspace(&cli.global).await?, command).await
+        }
         Command::Sync(command) => syncs::sync(&open_workspace(&cli.global).await?, command).await,
         Command::Runs(args) => runs::runs(&open_workspace(&cli.global).await?, args).await,
         Command::Run(command) => runs::run(&open_workspace(&cli.global).await?, command).await,
         Command::Quickstart(args) => quickstart::quickstart(args).await,
         Command::Emulate(EmulateCommand::Stripe(args)) => {
-            ferry_stripe_emulator::run_from_cli(args).await.map_err(CliError::failed)?;
+            ferry_stripe_emulator::run_from_cli(args)
+                .await
+                .map_err(CliError::failed)?;
             Ok(0)
         }
     }

@@ -38,35 +38,66 @@ pub async fn model(store: &StateStore, command: ModelCommand) -> CliResult {
         ModelCommand::Create(args) => {
             let sql = match (args.sql, &args.file) {
                 (Some(sql), _) => sql,
-                (None, Some(file)) => std::fs::read_to_string(file)
-                    .map_err(|e| CliError::config(anyhow::anyhow!("cannot read {}: {e}", file.display())))?,
-                (None, None) => return Err(CliError::config(anyhow::anyhow!("give the query with --sql or --file"))),
+                (None, Some(file)) => std::fs::read_to_string(file).map_err(|e| {
+                    CliError::config(anyhow::anyhow!("cannot read {}: {e}", file.display()))
+                })?,
+                (None, None) => {
+                    return Err(CliError::config(anyhow::anyhow!(
+                        "give the query with --sql or --file"
+                    )))
+                }
             };
-            let connection = store.get_connection(&args.connection).await?.ok_or_else(|| {
-                CliError::config(anyhow::anyhow!("no connection named '{}'; `ferry connections` lists them", args.connection))
-            })?;
+            let connection = store
+                .get_connection(&args.connection)
+                .await?
+                .ok_or_else(|| {
+                    CliError::config(anyhow::anyhow!(
+                        "no connection named '{}'; `ferry connections` lists them",
+                        args.connection
+                    ))
+                })?;
             let source = ferry_engine::source_config(store, &connection)?;
             // Run it once so that a typo shows now, not at the first sync.
-            let (columns, _) = ferry_source::preview(&source, &sql, 1).await.map_err(CliError::config)?;
+            let (columns, _) = ferry_source::preview(&source, &sql, 1)
+                .await
+                .map_err(CliError::config)?;
             store.put_model(&args.name, &args.connection, &sql).await?;
             let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-            println!("Saved model '{}' with columns: {}.", args.name, names.join(", "));
+            println!(
+                "Saved model '{}' with columns: {}.",
+                args.name,
+                names.join(", ")
+            );
         }
         ModelCommand::Show { name, limit } => {
-            let model = store
-                .get_model(&name)
-                .await?
-                .ok_or_else(|| CliError::config(anyhow::anyhow!("no model named '{name}'; `ferry model list` lists them")))?;
+            let model = store.get_model(&name).await?.ok_or_else(|| {
+                CliError::config(anyhow::anyhow!(
+                    "no model named '{name}'; `ferry model list` lists them"
+                ))
+            })?;
             let connection = store
                 .get_connection(&model.connection)
                 .await?
-                .ok_or_else(|| CliError::config(anyhow::anyhow!("model '{name}' uses connection '{}', which no longer exists", model.connection)))?;
+                .ok_or_else(|| {
+                    CliError::config(anyhow::anyhow!(
+                        "model '{name}' uses connection '{}', which no longer exists",
+                        model.connection
+                    ))
+                })?;
             let source = ferry_engine::source_config(store, &connection)?;
-            let (columns, rows) = ferry_source::preview(&source, &model.sql, limit).await.map_err(CliError::failed)?;
+            let (columns, rows) = ferry_source::preview(&source, &model.sql, limit)
+                .await
+                .map_err(CliError::failed)?;
             let header: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-            let cells: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|v| clip(&v.to_string(), 40)).collect()).collect();
+            let cells: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| r.iter().map(|v| clip(&v.to_string(), 40)).collect())
+                .collect();
             print_table(&header, &cells);
-            println!("({} shown)", super::output::plural(rows.len() as u64, "row", "rows"));
+            println!(
+                "({} shown)",
+                super::output::plural(rows.len() as u64, "row", "rows")
+            );
         }
         ModelCommand::List => {
             let models = store.list_models().await?;
@@ -76,7 +107,13 @@ pub async fn model(store: &StateStore, command: ModelCommand) -> CliResult {
             }
             let rows: Vec<Vec<String>> = models
                 .iter()
-                .map(|m| vec![m.name.clone(), m.connection.clone(), clip(&m.sql.split_whitespace().collect::<Vec<_>>().join(" "), 60)])
+                .map(|m| {
+                    vec![
+                        m.name.clone(),
+                        m.connection.clone(),
+                        clip(&m.sql.split_whitespace().collect::<Vec<_>>().join(" "), 60),
+                    ]
+                })
                 .collect();
             print_table(&["NAME", "CONNECTION", "SQL"], &rows);
         }

@@ -42,7 +42,10 @@ pub fn clip(text: &str, max_chars: usize) -> String {
     if text.chars().count() <= max_chars {
         text.to_string()
     } else {
-        text.chars().take(max_chars.saturating_sub(1)).collect::<String>() + "…"
+        text.chars()
+            .take(max_chars.saturating_sub(1))
+            .collect::<String>()
+            + "…"
     }
 }
 
@@ -52,7 +55,13 @@ mod tests {
 
     #[test]
     fn tables_align_columns() {
-        let text = table(&["NAME", "KIND"], &[vec!["stripe".into(), "stripe".into()], vec!["wh".into(), "duckdb".into()]]);
+        let text = table(
+            &["NAME", "KIND"],
+            &[
+                vec!["stripe".into(), "stripe".into()],
+                vec!["wh".into(), "duckdb".into()],
+            ],
+        );
         assert_eq!(text, "NAME    KIND\nstripe  stripe\nwh      duckdb\n");
         assert_eq!(plural(1, "row", "rows"), "1 row");
         assert_eq!(clip("abcdef", 4), "abc…");

@@ -26,8 +26,13 @@ const MARKER: &str = ".made-by-ferry-quickstart";
 pub async fn quickstart(args: QuickstartArgs) -> CliResult {
     prepare_dir(&args.dir)?;
     let warehouse = args.dir.join("warehouse.duckdb");
-    step(&format!("Creating a DuckDB warehouse with {} made-up customers at {}", args.customers, warehouse.display()));
-    ferry_source::duckdb_execute(&warehouse, &demo_data_sql(args.customers)).map_err(CliError::failed)?;
+    step(&format!(
+        "Creating a DuckDB warehouse with {} made-up customers at {}",
+        args.customers,
+        warehouse.display()
+    ));
+    ferry_source::duckdb_execute(&warehouse, &demo_data_sql(args.customers))
+        .map_err(CliError::failed)?;
 
     let global = GlobalArgs {
         workspace: args.dir.join("workspace"),
@@ -37,7 +42,9 @@ pub async fn quickstart(args: QuickstartArgs) -> CliResult {
     let store = super::open_workspace(&global).await?;
     let ws = global.workspace.display().to_string();
 
-    let real_key = std::env::var("STRIPE_API_KEY").ok().filter(|k| k.starts_with("sk_test_"));
+    let real_key = std::env::var("STRIPE_API_KEY")
+        .ok()
+        .filter(|k| k.starts_with("sk_test_"));
     let emulator = match &real_key {
         Some(_) => None,
         None => {
@@ -45,7 +52,9 @@ pub async fn quickstart(args: QuickstartArgs) -> CliResult {
             config.rate_limits.enabled = !args.no_rate_limits;
             let emulator = ferry_stripe_emulator::Emulator::start(config)
                 .await
-                .map_err(|e| CliError::failed(anyhow::anyhow!("cannot start the Stripe emulator: {e}")))?;
+                .map_err(|e| {
+                    CliError::failed(anyhow::anyhow!("cannot start the Stripe emulator: {e}"))
+                })?;
             step(&format!(
                 "STRIPE_API_KEY holds no sk_test_ key, so ferry started its Stripe emulator at {}{}",
                 emulator.url(),
@@ -55,10 +64,26 @@ pub async fn quickstart(args: QuickstartArgs) -> CliResult {
         }
     };
     let (api_base, key_args) = match (&emulator, &real_key) {
-        (Some(emulator), _) => (emulator.url(), (Some(ferry_stripe_emulator::TEST_API_KEY.to_string()), None)),
-        (None, _) => (ferry_destinations::stripe::STRIPE_API_BASE.to_string(), (None, Some("STRIPE_API_KEY".to_string()))),
+        (Some(emulator), _) => (
+            emulator.url(),
+            (Some(ferry_stripe_emulator::TEST_API_KEY.to_string()), None),
+        ),
+        (None, _) => (
+            ferry_destinations::stripe::STRIPE_API_BASE.to_string(),
+            (None, Some("STRIPE_API_KEY".to_string())),
+        ),
     };
-    command(&ws, &format!("connect stripe demo-stripe {} --api-base {api_base}", if key_args.1.is_some() { "--api-key-env STRIPE_API_KEY" } else { "--api-key sk_test_…" }));
+    command(
+        &ws,
+        &format!(
+            "connect stripe demo-stripe {} --api-base {api_base}",
+            if key_args.1.is_some() {
+                "--api-key-env STRIPE_API_KEY"
+            } else {
+                "--api-key sk_test_…"
+            }
+        ),
+    );
     connections::connect(
         &store,
         connections::ConnectCommand::Stripe(connections::ConnectStripeArgs {
@@ -72,7 +97,13 @@ pub async fn quickstart(args: QuickstartArgs) -> CliResult {
         }),
     )
     .await?;
-    command(&ws, &format!("connect duckdb demo-warehouse --path {}", warehouse.display()));
+    command(
+        &ws,
+        &format!(
+            "connect duckdb demo-warehouse --path {}",
+            warehouse.display()
+        ),
+    );
     connections::connect(
         &store,
         connections::ConnectCommand::Duckdb(connections::ConnectDuckdbArgs {
@@ -81,7 +112,10 @@ pub async fn quickstart(args: QuickstartArgs) -> CliResult {
         }),
     )
     .await?;
-    command(&ws, "model create paying-customers --connection demo-warehouse --sql '…'");
+    command(
+        &ws,
+        "model create paying-customers --connection demo-warehouse --sql '…'",
+    );
     models::model(
         &store,
         models::ModelCommand::Create(models::ModelCreateArgs {
@@ -122,29 +156,47 @@ pub async fn quickstart(args: QuickstartArgs) -> CliResult {
     let first = preview_and_run(&store, &ws).await?;
 
     step("Changing the warehouse: 5 customers upgrade their plan, 2 change their phone, 3 sign up");
-    ferry_source::duckdb_execute(&warehouse, &demo_changes_sql(args.customers)).map_err(CliError::failed)?;
+    ferry_source::duckdb_execute(&warehouse, &demo_changes_sql(args.customers))
+        .map_err(CliError::failed)?;
     let second = preview_and_run(&store, &ws).await?;
 
     println!();
-    println!("Done. The second run sent {} for {} changed rows, and nothing for the {} rows that did not change.",
+    println!("Done. The second run sent {} (lookups of the new rows included) for {} changed rows, and nothing for the {} rows that did not change.",
         super::output::plural(second.counts.requests, "request", "requests"),
         second.counts.created + second.counts.updated,
         second.counts.unchanged);
     println!("Where to look:");
     println!("  ferry --workspace {ws} runs                                  # the run history");
-    println!("  ferry --workspace {ws} run show {} --records rejected   # why rows were rejected", first.run_id);
-    println!("  ferry --workspace {ws} run show {}                      # every record of the last run", second.run_id);
+    println!(
+        "  ferry --workspace {ws} run show {} --records rejected   # why rows were rejected",
+        first.run_id
+    );
+    println!(
+        "  ferry --workspace {ws} run show {}                      # every record of the last run",
+        second.run_id
+    );
     match &emulator {
         Some(emulator) => {
             let customers = emulator.handle().customers();
-            println!("The emulator now holds {} customers. One of them, as Stripe would return it:", customers.len());
-            if let Some(customer) = customers.iter().find(|c| c["metadata"]["plan"] == "enterprise") {
-                println!("{}", serde_json::to_string_pretty(customer).unwrap_or_default());
+            println!(
+                "The emulator now holds {} customers. One of them, as Stripe would return it:",
+                customers.len()
+            );
+            if let Some(customer) = customers
+                .iter()
+                .find(|c| c["metadata"]["plan"] == "enterprise")
+            {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(customer).unwrap_or_default()
+                );
             }
             println!("The emulator stops with this command. To keep one running: `ferry emulate stripe`, then connect it with --api-base.");
             println!("To sync into your own Stripe test account instead: STRIPE_API_KEY=sk_test_… cargo run --release -- quickstart");
         }
-        None => println!("Open your customers in Stripe: https://dashboard.stripe.com/test/customers"),
+        None => {
+            println!("Open your customers in Stripe: https://dashboard.stripe.com/test/customers")
+        }
     }
     if let Some(emulator) = emulator {
         emulator.stop().await;
@@ -160,7 +212,10 @@ async fn preview_and_run(store: &StateStore, ws: &str) -> CliResult<ferry_engine
     command(ws, "sync run customers-to-stripe");
     let report = syncs::run(store, "customers-to-stripe", false, Format::Text).await?;
     if report.status != ferry_core::RunStatus::Completed {
-        return Err(CliError::failed(anyhow::anyhow!("the demo run did not complete: {}", report.error.unwrap_or_default())));
+        return Err(CliError::failed(anyhow::anyhow!(
+            "the demo run did not complete: {}",
+            report.error.unwrap_or_default()
+        )));
     }
     Ok(report)
 }
@@ -181,11 +236,17 @@ fn prepare_dir(dir: &Path) -> CliResult<()> {
                 dir.display()
             )));
         }
-        std::fs::remove_dir_all(dir).map_err(|e| CliError::failed(anyhow::anyhow!("cannot replace {}: {e}", dir.display())))?;
+        std::fs::remove_dir_all(dir).map_err(|e| {
+            CliError::failed(anyhow::anyhow!("cannot replace {}: {e}", dir.display()))
+        })?;
     }
-    std::fs::create_dir_all(dir).map_err(|e| CliError::failed(anyhow::anyhow!("cannot create {}: {e}", dir.display())))?;
-    std::fs::write(dir.join(MARKER), "This folder was made by `ferry quickstart`, which replaces it when run again.\n")
-        .map_err(|e| CliError::failed(anyhow::anyhow!("cannot write in {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| CliError::failed(anyhow::anyhow!("cannot create {}: {e}", dir.display())))?;
+    std::fs::write(
+        dir.join(MARKER),
+        "This folder was made by `ferry quickstart`, which replaces it when run again.\n",
+    )
+    .map_err(|e| CliError::failed(anyhow::anyhow!("cannot write in {}: {e}", dir.display())))?;
     Ok(())
 }
 

@@ -70,7 +70,9 @@ pub fn print_runs(runs: &[RunRecord]) {
                 r.sync.clone(),
                 r.status.as_str().to_string(),
                 r.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                r.finished_at.map(|f| format!("{:.1}s", (f - r.started_at).as_seconds_f64())).unwrap_or_else(|| "-".into()),
+                r.finished_at
+                    .map(|f| format!("{:.1}s", (f - r.started_at).as_seconds_f64()))
+                    .unwrap_or_else(|| "-".into()),
                 c.rows.to_string(),
                 c.created.to_string(),
                 c.updated.to_string(),
@@ -80,15 +82,32 @@ pub fn print_runs(runs: &[RunRecord]) {
             ]
         })
         .collect();
-    print_table(&["RUN", "SYNC", "STATUS", "STARTED (UTC)", "TOOK", "ROWS", "CREATED", "UPDATED", "UNCHANGED", "REJECTED", "FAILED"], &rows);
+    print_table(
+        &[
+            "RUN",
+            "SYNC",
+            "STATUS",
+            "STARTED (UTC)",
+            "TOOK",
+            "ROWS",
+            "CREATED",
+            "UPDATED",
+            "UNCHANGED",
+            "REJECTED",
+            "FAILED",
+        ],
+        &rows,
+    );
 }
 
 pub async fn run(store: &StateStore, command: RunCommand) -> CliResult {
     let RunCommand::Show(args) = command;
-    let run = store
-        .get_run(&args.run_id)
-        .await?
-        .ok_or_else(|| CliError::config(anyhow::anyhow!("no run '{}'; `ferry runs` lists them", args.run_id)))?;
+    let run = store.get_run(&args.run_id).await?.ok_or_else(|| {
+        CliError::config(anyhow::anyhow!(
+            "no run '{}'; `ferry runs` lists them",
+            args.run_id
+        ))
+    })?;
     let filter = match args.records {
         RecordFilter::All => None,
         RecordFilter::Created => Some(Outcome::Created),
@@ -98,10 +117,18 @@ pub async fn run(store: &StateStore, command: RunCommand) -> CliResult {
         RecordFilter::Rejected => Some(Outcome::Rejected),
         RecordFilter::Failed => Some(Outcome::Failed),
     };
-    let limit = if args.limit == 0 { usize::MAX } else { args.limit };
+    let limit = if args.limit == 0 {
+        usize::MAX
+    } else {
+        args.limit
+    };
     let records = store.list_run_records(&run.id, filter, 0, limit).await?;
     let test_mode = dashboard_is_test_mode(store, &run.sync).await;
-    let link = |id: &Option<String>| id.as_ref().map(|id| dashboard_link(id, test_mode)).unwrap_or_default();
+    let link = |id: &Option<String>| {
+        id.as_ref()
+            .map(|id| dashboard_link(id, test_mode))
+            .unwrap_or_default()
+    };
     match args.format {
         RecordFormat::Json => {
             let json = serde_json::json!({
@@ -112,13 +139,29 @@ pub async fn run(store: &StateStore, command: RunCommand) -> CliResult {
                     "dashboard_url": r.stripe_id.as_ref().map(|id| dashboard_link(id, test_mode)),
                 })).collect::<Vec<_>>(),
             });
-            println!("{}", serde_json::to_string_pretty(&json).expect("serializes"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json).expect("serializes")
+            );
         }
         RecordFormat::Csv => {
             let mut out = String::from("row,key,outcome,stripe_id,reason,request_id\n");
             for r in &records {
-                let fields = [r.row_number.to_string(), r.key.clone(), r.outcome.as_str().to_string(), r.stripe_id.clone().unwrap_or_default(), r.reason.clone().unwrap_or_default(), r.request_id.clone().unwrap_or_default()];
-                out.push_str(&fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
+                let fields = [
+                    r.row_number.to_string(),
+                    r.key.clone(),
+                    r.outcome.as_str().to_string(),
+                    r.stripe_id.clone().unwrap_or_default(),
+                    r.reason.clone().unwrap_or_default(),
+                    r.request_id.clone().unwrap_or_default(),
+                ];
+                out.push_str(
+                    &fields
+                        .iter()
+                        .map(|f| csv_field(f))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
                 out.push('\n');
             }
             print!("{out}");
@@ -134,7 +177,15 @@ pub async fn run(store: &StateStore, command: RunCommand) -> CliResult {
             } else {
                 let rows: Vec<Vec<String>> = records
                     .iter()
-                    .map(|r| vec![r.row_number.to_string(), clip(&r.key, 40), r.outcome.as_str().to_string(), link(&r.stripe_id), r.reason.clone().unwrap_or_default()])
+                    .map(|r| {
+                        vec![
+                            r.row_number.to_string(),
+                            clip(&r.key, 40),
+                            r.outcome.as_str().to_string(),
+                            link(&r.stripe_id),
+                            r.reason.clone().unwrap_or_default(),
+                        ]
+                    })
                     .collect();
                 print_table(&["ROW", "KEY", "OUTCOME", "STRIPE", "REASON"], &rows);
             }
@@ -153,11 +204,20 @@ fn csv_field(text: &str) -> String {
 
 /// `https://dashboard.stripe.com/test/customers/cus_…` for test keys.
 pub fn dashboard_link(stripe_id: &str, test_mode: bool) -> String {
-    format!("https://dashboard.stripe.com/{}customers/{stripe_id}", if test_mode { "test/" } else { "" })
+    format!(
+        "https://dashboard.stripe.com/{}customers/{stripe_id}",
+        if test_mode { "test/" } else { "" }
+    )
 }
 
 async fn dashboard_is_test_mode(store: &StateStore, sync: &str) -> bool {
-    let Ok(Some(sync)) = store.get_sync(sync).await else { return true };
-    let Ok(Some(connection)) = store.get_connection(&sync.spec.destination).await else { return true };
-    ferry_engine::stripe_config(store, &connection).map(|c| !c.is_live_mode()).unwrap_or(true)
+    let Ok(Some(sync)) = store.get_sync(sync).await else {
+        return true;
+    };
+    let Ok(Some(connection)) = store.get_connection(&sync.spec.destination).await else {
+        return true;
+    };
+    ferry_engine::stripe_config(store, &connection)
+        .map(|c| !c.is_live_mode())
+        .unwrap_or(true)
 }

@@ -3,7 +3,9 @@
 use super::output::{plural, print_table};
 use super::{CliError, CliResult, Format};
 use clap::{Args, Subcommand, ValueEnum};
-use ferry_core::{Behavior, FieldMapping, KeyMapping, NullPolicy, ObjectKind, Outcome, RunStatus, SyncSpec};
+use ferry_core::{
+    Behavior, FieldMapping, KeyMapping, NullPolicy, ObjectKind, Outcome, RunStatus, SyncSpec,
+};
 use ferry_engine::{Preview, RunOptions, RunReport};
 use ferry_state::StateStore;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -91,7 +93,10 @@ pub async fn sync(store: &StateStore, command: SyncCommand) -> CliResult {
             let setup = ferry_engine::load_sync_setup(store, &name).await?;
             let preview = ferry_engine::preview_sync(store, &setup).await?;
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&preview).expect("a preview serializes")),
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&preview).expect("a preview serializes")
+                ),
                 Format::Text => print_preview(&name, &preview),
             }
             Ok(0)
@@ -108,26 +113,51 @@ pub async fn sync(store: &StateStore, command: SyncCommand) -> CliResult {
             }
             let mut rows = Vec::new();
             for sync in syncs {
-                let last = store.list_runs(Some(&sync.name), 1).await?.into_iter().next();
+                let last = store
+                    .list_runs(Some(&sync.name), 1)
+                    .await?
+                    .into_iter()
+                    .next();
                 rows.push(vec![
                     sync.name.clone(),
                     sync.spec.model.clone(),
                     sync.spec.destination.clone(),
                     sync.spec.behavior.as_str().to_string(),
-                    last.map(|r| format!("{} {}", r.status.as_str(), r.started_at.format("%Y-%m-%d %H:%M"))).unwrap_or_else(|| "never run".into()),
+                    last.map(|r| {
+                        format!(
+                            "{} {}",
+                            r.status.as_str(),
+                            r.started_at.format("%Y-%m-%d %H:%M")
+                        )
+                    })
+                    .unwrap_or_else(|| "never run".into()),
                 ]);
             }
-            print_table(&["NAME", "MODEL", "DESTINATION", "BEHAVIOR", "LAST RUN"], &rows);
+            print_table(
+                &["NAME", "MODEL", "DESTINATION", "BEHAVIOR", "LAST RUN"],
+                &rows,
+            );
             Ok(0)
         }
         SyncCommand::Show { name } => {
-            let sync = store
-                .get_sync(&name)
-                .await?
-                .ok_or_else(|| CliError::config(anyhow::anyhow!("no sync named '{name}'; `ferry sync list` lists them")))?;
+            let sync = store.get_sync(&name).await?.ok_or_else(|| {
+                CliError::config(anyhow::anyhow!(
+                    "no sync named '{name}'; `ferry sync list` lists them"
+                ))
+            })?;
             let spec = &sync.spec;
-            println!("Sync '{}': model '{}' → Stripe customers in '{}'", sync.name, spec.model, spec.destination);
-            println!("  behavior: {}; nulls: {}", spec.behavior.as_str(), match spec.nulls { NullPolicy::Skip => "skip", NullPolicy::Clear => "clear" });
+            println!(
+                "Sync '{}': model '{}' → Stripe customers in '{}'",
+                sync.name, spec.model, spec.destination
+            );
+            println!(
+                "  behavior: {}; nulls: {}",
+                spec.behavior.as_str(),
+                match spec.nulls {
+                    NullPolicy::Skip => "skip",
+                    NullPolicy::Clear => "clear",
+                }
+            );
             println!("  key:      {} = {}", spec.key.column, spec.key.field);
             for mapping in &spec.mappings {
                 println!("  map:      {} → {}", mapping.column, mapping.field);
@@ -147,7 +177,9 @@ fn parse_pair(text: &str, flag: &str) -> CliResult<(String, String)> {
         Some((column, field)) if !column.trim().is_empty() && !field.trim().is_empty() => {
             Ok((column.trim().to_string(), field.trim().to_string()))
         }
-        _ => Err(CliError::config(anyhow::anyhow!("{flag} takes COLUMN=FIELD (for example `{flag} email=email`), got `{text}`"))),
+        _ => Err(CliError::config(anyhow::anyhow!(
+            "{flag} takes COLUMN=FIELD (for example `{flag} email=email`), got `{text}`"
+        ))),
     }
 }
 
@@ -168,7 +200,10 @@ async fn create(store: &StateStore, args: SyncCreateArgs) -> CliResult {
             BehaviorArg::UpdateOrCreate => Behavior::UpdateOrCreate,
             BehaviorArg::UpdateOnly => Behavior::UpdateOnly,
         },
-        key: KeyMapping { column: key_column, field: key_field },
+        key: KeyMapping {
+            column: key_column,
+            field: key_field,
+        },
         mappings,
         nulls: match args.nulls {
             NullsArg::Skip => NullPolicy::Skip,
@@ -176,19 +211,38 @@ async fn create(store: &StateStore, args: SyncCreateArgs) -> CliResult {
         },
     };
     let model = store.get_model(&args.model).await?.ok_or_else(|| {
-        CliError::config(anyhow::anyhow!("no model named '{}'; create it with `ferry model create`", args.model))
+        CliError::config(anyhow::anyhow!(
+            "no model named '{}'; create it with `ferry model create`",
+            args.model
+        ))
     })?;
-    let destination = store.get_connection(&args.destination).await?.ok_or_else(|| {
-        CliError::config(anyhow::anyhow!("no connection named '{}'; connect Stripe with `ferry connect stripe`", args.destination))
-    })?;
+    let destination = store
+        .get_connection(&args.destination)
+        .await?
+        .ok_or_else(|| {
+            CliError::config(anyhow::anyhow!(
+                "no connection named '{}'; connect Stripe with `ferry connect stripe`",
+                args.destination
+            ))
+        })?;
     ferry_engine::stripe_config(store, &destination)?;
-    let warehouse = store.get_connection(&model.connection).await?.ok_or_else(|| {
-        CliError::config(anyhow::anyhow!("model '{}' uses connection '{}', which no longer exists", model.name, model.connection))
-    })?;
+    let warehouse = store
+        .get_connection(&model.connection)
+        .await?
+        .ok_or_else(|| {
+            CliError::config(anyhow::anyhow!(
+                "model '{}' uses connection '{}', which no longer exists",
+                model.name,
+                model.connection
+            ))
+        })?;
     let source = ferry_engine::source_config(store, &warehouse)?;
-    let (columns, _) = ferry_source::preview(&source, &model.sql, 0).await.map_err(CliError::failed)?;
+    let (columns, _) = ferry_source::preview(&source, &model.sql, 0)
+        .await
+        .map_err(CliError::failed)?;
     let names: Vec<String> = columns.into_iter().map(|c| c.name).collect();
-    ferry_engine::prepare::validate_sync(&spec, &names).map_err(|problems| CliError::from(ferry_engine::EngineError::InvalidSync(problems)))?;
+    ferry_engine::prepare::validate_sync(&spec, &names)
+        .map_err(|problems| CliError::from(ferry_engine::EngineError::InvalidSync(problems)))?;
     store.put_sync(&args.name, &spec).await?;
     println!(
         "Saved sync '{}': {} rows of '{}' into Stripe customers, matched on {} = {}, {} mapped. Next: `ferry sync preview {}`.",
@@ -204,7 +258,10 @@ async fn create(store: &StateStore, args: SyncCreateArgs) -> CliResult {
 }
 
 pub fn print_preview(name: &str, preview: &Preview) {
-    println!("Preview of sync '{name}' ({} read from the model):", plural(preview.rows, "row", "rows"));
+    println!(
+        "Preview of sync '{name}' ({} read from the model):",
+        plural(preview.rows, "row", "rows")
+    );
     let lines = [
         ("to create", preview.create),
         ("to update", preview.update),
@@ -218,15 +275,32 @@ pub fn print_preview(name: &str, preview: &Preview) {
             println!("  {label:<14}{count:>8}");
         }
     }
-    println!("  The run will send about {}.", plural(preview.requests_estimate, "request", "requests"));
-    for (action, title) in [("create", "Examples of creates"), ("update", "Examples of updates"), ("reject", "Rejected rows"), ("fail", "Failed lookups"), ("not_found", "Not found in Stripe")] {
-        let examples: Vec<_> = preview.examples.iter().filter(|e| e.action == action).collect();
+    println!(
+        "  The run will send about {}.",
+        plural(preview.requests_estimate, "request", "requests")
+    );
+    for (action, title) in [
+        ("create", "Examples of creates"),
+        ("update", "Examples of updates"),
+        ("reject", "Rejected rows"),
+        ("fail", "Failed lookups"),
+        ("not_found", "Not found in Stripe"),
+    ] {
+        let examples: Vec<_> = preview
+            .examples
+            .iter()
+            .filter(|e| e.action == action)
+            .collect();
         if examples.is_empty() {
             continue;
         }
         println!("\n{title}:");
         for example in examples {
-            let id = example.stripe_id.as_deref().map(|i| format!(" ({i})")).unwrap_or_default();
+            let id = example
+                .stripe_id
+                .as_deref()
+                .map(|i| format!(" ({i})"))
+                .unwrap_or_default();
             println!("  row {} `{}`{id}", example.row, example.key);
             if let Some(reason) = &example.reason {
                 println!("      {reason}");
@@ -247,7 +321,12 @@ pub fn print_preview(name: &str, preview: &Preview) {
 }
 
 /// Runs a sync with a progress bar on a terminal and a clean stop on Ctrl-C / SIGTERM.
-pub async fn run(store: &StateStore, name: &str, full_resync: bool, format: Format) -> CliResult<RunReport> {
+pub async fn run(
+    store: &StateStore,
+    name: &str,
+    full_resync: bool,
+    format: Format,
+) -> CliResult<RunReport> {
     let setup = ferry_engine::load_sync_setup(store, name).await?;
     let cancel = Arc::new(AtomicBool::new(false));
     spawn_stop_listener(cancel.clone());
@@ -264,7 +343,9 @@ pub async fn run(store: &StateStore, name: &str, full_resync: bool, format: Form
     };
     let options = RunOptions {
         full_resync,
-        progress: bar.clone().map(|bar| Arc::new(move |_: Outcome| bar.inc(1)) as ferry_engine::ProgressFn),
+        progress: bar
+            .clone()
+            .map(|bar| Arc::new(move |_: Outcome| bar.inc(1)) as ferry_engine::ProgressFn),
         on_plan: bar.clone().map(|bar| {
             Arc::new(move |rows: u64| {
                 bar.set_length(rows);
@@ -286,7 +367,10 @@ pub async fn run(store: &StateStore, name: &str, full_resync: bool, format: Form
                 "not_found": c.not_found, "rejected": c.rejected, "failed": c.failed,
                 "requests": c.requests, "rows": c.rows, "error": report.error,
             });
-            println!("{}", serde_json::to_string_pretty(&json).expect("serializes"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json).expect("serializes")
+            );
         }
         Format::Text => print_report(name, &report),
     }
@@ -301,7 +385,11 @@ pub fn print_report(name: &str, report: &RunReport) {
         RunStatus::Cancelled => "was cancelled",
         RunStatus::Running | RunStatus::Interrupted => "did not finish",
     };
-    println!("Run {} of sync '{name}' {verdict}: {} read.", report.run_id, plural(c.rows, "row", "rows"));
+    println!(
+        "Run {} of sync '{name}' {verdict}: {} read.",
+        report.run_id,
+        plural(c.rows, "row", "rows")
+    );
     println!(
         "  {} created, {} updated, {} unchanged, {} not found, {} rejected, {} failed; {} sent to Stripe.",
         c.created,
@@ -334,7 +422,10 @@ fn spawn_stop_listener(cancel: Arc<AtomicBool>) {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+            let (Ok(mut interrupt), Ok(mut terminate)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
                 return;
             };
             tokio::select! {
@@ -346,7 +437,9 @@ fn spawn_stop_listener(cancel: Arc<AtomicBool>) {
         {
             let _ = tokio::signal::ctrl_c().await;
         }
-        eprintln!("Stopping: finishing the requests in flight, then recording the run as cancelled…");
+        eprintln!(
+            "Stopping: finishing the requests in flight, then recording the run as cancelled…"
+        );
         cancel.store(true, Ordering::Relaxed);
     });
 }

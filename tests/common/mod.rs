@@ -27,12 +27,21 @@ pub struct Ran {
 
 impl Ran {
     pub fn json(&self) -> Json {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
 
     #[track_caller]
     pub fn ok(self) -> Ran {
-        assert_eq!(self.code, 0, "ferry failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "ferry failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
@@ -96,9 +105,10 @@ impl Scene {
     /// Runs `ferry ARGS` to completion on a blocking thread (the emulator lives on this runtime).
     pub async fn ferry(&self, args: &[&str]) -> Ran {
         let mut command = self.command(args);
-        let output: Output = tokio::task::spawn_blocking(move || command.output().expect("ferry starts"))
-            .await
-            .expect("the blocking task finishes");
+        let output: Output =
+            tokio::task::spawn_blocking(move || command.output().expect("ferry starts"))
+                .await
+                .expect("the blocking task finishes");
         Ran {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -109,17 +119,52 @@ impl Scene {
     /// Connects the emulator as `stripe` and the warehouse as `warehouse`.
     pub async fn connect(&self) {
         let url = self.emulator.url();
-        self.ferry(&["connect", "stripe", "stripe", "--api-key", KEY, "--api-base", &url]).await.ok();
+        self.ferry(&[
+            "connect",
+            "stripe",
+            "stripe",
+            "--api-key",
+            KEY,
+            "--api-base",
+            &url,
+        ])
+        .await
+        .ok();
         let warehouse = self.warehouse().display().to_string();
-        self.ferry(&["connect", "duckdb", "warehouse", "--path", &warehouse]).await.ok();
+        self.ferry(&["connect", "duckdb", "warehouse", "--path", &warehouse])
+            .await
+            .ok();
     }
 
     /// Model `people` over table `people`, and sync `people-to-stripe` keyed on email.
     pub async fn email_sync(&self, extra: &[&str]) {
-        self.ferry(&["model", "create", "people", "--connection", "warehouse", "--sql", "select * from people order by id"]).await.ok();
+        self.ferry(&[
+            "model",
+            "create",
+            "people",
+            "--connection",
+            "warehouse",
+            "--sql",
+            "select * from people order by id",
+        ])
+        .await
+        .ok();
         let mut args = vec![
-            "sync", "create", "people-to-stripe", "--model", "people", "--destination", "stripe", "--key", "email=email",
-            "--map", "name=name", "--map", "phone=phone", "--map", "plan=metadata.plan",
+            "sync",
+            "create",
+            "people-to-stripe",
+            "--model",
+            "people",
+            "--destination",
+            "stripe",
+            "--key",
+            "email=email",
+            "--map",
+            "name=name",
+            "--map",
+            "phone=phone",
+            "--map",
+            "plan=metadata.plan",
         ];
         args.extend_from_slice(extra);
         self.ferry(&args).await.ok();
@@ -127,12 +172,20 @@ impl Scene {
 
     /// Live customers in the emulator with this email (exact).
     pub fn customers_with_email(&self, email: &str) -> Vec<Json> {
-        self.stripe().customers().into_iter().filter(|c| c["email"] == email).collect()
+        self.stripe()
+            .customers()
+            .into_iter()
+            .filter(|c| c["email"] == email)
+            .collect()
     }
 
     /// Write requests (POST) the emulator received so far.
     pub fn posts(&self) -> usize {
-        self.stripe().requests().iter().filter(|r| r.method == "POST").count()
+        self.stripe()
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST")
+            .count()
     }
 }
 

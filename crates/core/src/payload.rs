@@ -20,7 +20,9 @@ impl FieldValue {
         match self {
             FieldValue::Text(s) => Json::String(s.clone()),
             FieldValue::Integer(i) => Json::from(*i),
-            FieldValue::List(items) => Json::Array(items.iter().cloned().map(Json::String).collect()),
+            FieldValue::List(items) => {
+                Json::Array(items.iter().cloned().map(Json::String).collect())
+            }
             FieldValue::Clear => Json::Null,
         }
     }

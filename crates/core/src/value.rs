@@ -208,14 +208,23 @@ mod tests {
         assert_eq!(text(Value::Int(-42)), "-42");
         assert_eq!(text(Value::Float(0.1)), "0.1");
         assert_eq!(text(Value::Float(1.0)), "1");
-        assert_eq!(text(Value::Float(f64::NAN)), "error: is not a finite number (NaN)");
-        assert_eq!(text(Value::Float(f64::INFINITY)), "error: is not a finite number (inf)");
+        assert_eq!(
+            text(Value::Float(f64::NAN)),
+            "error: is not a finite number (NaN)"
+        );
+        assert_eq!(
+            text(Value::Float(f64::INFINITY)),
+            "error: is not a finite number (inf)"
+        );
         assert_eq!(text(Value::Decimal("19.990".into())), "19.990");
         let date = NaiveDate::from_ymd_opt(1969, 7, 20).unwrap();
         assert_eq!(text(Value::Date(date)), "1969-07-20");
         let ts = date.and_hms_micro_opt(20, 17, 40, 500).unwrap();
         assert_eq!(text(Value::Timestamp(ts)), "1969-07-20T20:17:40.000500");
-        assert_eq!(text(Value::TimestampTz(ts.and_utc())), "1969-07-20T20:17:40.000500Z");
+        assert_eq!(
+            text(Value::TimestampTz(ts.and_utc())),
+            "1969-07-20T20:17:40.000500Z"
+        );
         assert_eq!(
             text(Value::Json(serde_json::json!({"a": [1, "b"]}))),
             r#"{"a":[1,"b"]}"#
@@ -224,7 +233,10 @@ mod tests {
             text(Value::Array(vec![Value::Int(1), Value::Text("x".into())])),
             r#"[1,"x"]"#
         );
-        assert_eq!(text(Value::Bytes(vec![0xff, 0xfe])), "error: is binary data that is not UTF-8 text");
+        assert_eq!(
+            text(Value::Bytes(vec![0xff, 0xfe])),
+            "error: is binary data that is not UTF-8 text"
+        );
         assert_eq!(text(Value::Null), "<null>");
     }
 
@@ -236,21 +248,32 @@ mod tests {
         };
         assert_eq!(int(Value::Int(7)), "Some(7)");
         assert_eq!(int(Value::Decimal("100.00".into())), "Some(100)");
-        assert_eq!(int(Value::Decimal("100.5".into())), "error: is not a whole number: 100.5");
+        assert_eq!(
+            int(Value::Decimal("100.5".into())),
+            "error: is not a whole number: 100.5"
+        );
         assert_eq!(
             int(Value::Decimal("123456789012345678901234567890".into())),
             "error: is outside the range of a 64-bit integer: 123456789012345678901234567890"
         );
         assert_eq!(int(Value::Text(" -5 ".into())), "Some(-5)");
-        assert_eq!(int(Value::Text("five".into())), "error: is not a whole number: five");
+        assert_eq!(
+            int(Value::Text("five".into())),
+            "error: is not a whole number: five"
+        );
         assert_eq!(int(Value::Float(2.5)), "error: is not a whole number: 2.5");
-        assert_eq!(int(Value::Float(1e30)), "error: is outside the range of a 64-bit integer: 1000000000000000000000000000000");
+        assert_eq!(
+            int(Value::Float(1e30)),
+            "error: is outside the range of a 64-bit integer: 1000000000000000000000000000000"
+        );
         assert_eq!(int(Value::Null), "None");
     }
 
     #[test]
     fn scalar_fields_refuse_structures() {
-        assert!(Value::Json(serde_json::json!({"a": 1})).to_scalar_text().is_err());
+        assert!(Value::Json(serde_json::json!({"a": 1}))
+            .to_scalar_text()
+            .is_err());
         assert!(Value::Array(vec![]).to_scalar_text().is_err());
         assert_eq!(
             Value::Json(serde_json::json!("plain")).to_scalar_text(),

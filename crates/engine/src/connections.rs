@@ -9,35 +9,63 @@ use ferry_source::SourceConfig;
 use ferry_state::{ConnectionKind, ConnectionRecord, StateStore};
 use std::path::PathBuf;
 
-pub fn stripe_config(store: &StateStore, connection: &ConnectionRecord) -> Result<StripeConfig, EngineError> {
+pub fn stripe_config(
+    store: &StateStore,
+    connection: &ConnectionRecord,
+) -> Result<StripeConfig, EngineError> {
     expect_kind(connection, ConnectionKind::Stripe, "a Stripe destination")?;
-    let secret = connection
-        .secret
-        .as_ref()
-        .ok_or_else(|| EngineError::Config(format!("Stripe connection '{}' has no API key; reconnect it with --api-key-env", connection.name)))?;
+    let secret = connection.secret.as_ref().ok_or_else(|| {
+        EngineError::Config(format!(
+            "Stripe connection '{}' has no API key; reconnect it with --api-key-env",
+            connection.name
+        ))
+    })?;
     let mut config = StripeConfig::new(store.resolve_secret(secret)?);
-    config.api_base = connection.config.get("api_base").and_then(|v| v.as_str()).unwrap_or(STRIPE_API_BASE).to_string();
-    let number = |name: &str| connection.config.get(name).and_then(|v| v.as_u64()).map(|n| n as u32);
+    config.api_base = connection
+        .config
+        .get("api_base")
+        .and_then(|v| v.as_str())
+        .unwrap_or(STRIPE_API_BASE)
+        .to_string();
+    let number = |name: &str| {
+        connection
+            .config
+            .get(name)
+            .and_then(|v| v.as_u64())
+            .map(|n| n as u32)
+    };
     config.max_requests_per_second = number("max_rps");
     config.max_requests_per_second_per_endpoint = number("max_rps_per_endpoint");
     Ok(config)
 }
 
-pub fn source_config(store: &StateStore, connection: &ConnectionRecord) -> Result<SourceConfig, EngineError> {
+pub fn source_config(
+    store: &StateStore,
+    connection: &ConnectionRecord,
+) -> Result<SourceConfig, EngineError> {
     match connection.kind {
         ConnectionKind::Duckdb => {
             let path = connection
                 .config
                 .get("path")
                 .and_then(|v| v.as_str())
-                .ok_or_else(|| EngineError::Config(format!("DuckDB connection '{}' has no path; reconnect it with --path", connection.name)))?;
-            Ok(SourceConfig::DuckDb { path: PathBuf::from(path) })
+                .ok_or_else(|| {
+                    EngineError::Config(format!(
+                        "DuckDB connection '{}' has no path; reconnect it with --path",
+                        connection.name
+                    ))
+                })?;
+            Ok(SourceConfig::DuckDb {
+                path: PathBuf::from(path),
+            })
         }
         ConnectionKind::Postgres => {
-            let secret = connection
-                .secret
-                .as_ref()
-                .ok_or_else(|| EngineError::Config(format!("PostgreSQL connection '{}' has no URL; reconnect it with --url", connection.name)))?;
+            let secret = connection.secret.as_ref().ok_or_else(|| {
+                EngineError::Config(format!(
+                    "PostgreSQL connection '{}' has no URL; reconnect it with --url",
+                    connection.name
+                ))
+            })?;
             Ok(SourceConfig::Postgres {
                 url: store.resolve_secret(secret)?,
             })
@@ -50,7 +78,11 @@ pub fn source_config(store: &StateStore, connection: &ConnectionRecord) -> Resul
     }
 }
 
-fn expect_kind(connection: &ConnectionRecord, kind: ConnectionKind, expected: &'static str) -> Result<(), EngineError> {
+fn expect_kind(
+    connection: &ConnectionRecord,
+    kind: ConnectionKind,
+    expected: &'static str,
+) -> Result<(), EngineError> {
     if connection.kind == kind {
         Ok(())
     } else {

@@ -56,7 +56,17 @@ pub async fn execute_plan(
 ) -> Result<Ending, EngineError> {
     let mut committer = Committer::new(exec, counts);
     for rejected in invalid {
-        committer.push(settled(rejected.row_number, &rejected.key, Outcome::Rejected, None, Some(rejected.reason), None, None)).await?;
+        committer
+            .push(settled(
+                rejected.row_number,
+                &rejected.key,
+                Outcome::Rejected,
+                None,
+                Some(rejected.reason),
+                None,
+                None,
+            ))
+            .await?;
     }
 
     // Every create's idempotency key and body are durable before the first attempt, so that a
@@ -68,7 +78,11 @@ pub async fn execute_plan(
             let body = form::encode(&create_params(&planned_record.record.payload));
             let pending = PendingCreate {
                 key: planned_record.record.match_key.clone(),
-                idempotency_key: create_idempotency_key(exec.sync_uid, &planned_record.record.match_key, &body),
+                idempotency_key: create_idempotency_key(
+                    exec.sync_uid,
+                    &planned_record.record.match_key,
+                    &body,
+                ),
                 request_body: body,
                 created_at: chrono::Utc::now(),
             };
@@ -78,7 +92,9 @@ pub async fn execute_plan(
         work.push(planned_record);
     }
     for chunk in new_pending.chunks(5_000) {
-        exec.store.save_pending_creates(exec.sync_name, chunk).await?;
+        exec.store
+            .save_pending_creates(exec.sync_name, chunk)
+            .await?;
     }
 
     let max_in_flight = exec.stripe.http().policy().max_in_flight * 2;
@@ -88,14 +104,17 @@ pub async fn execute_plan(
     loop {
         if cancelled_at.is_none() && exec.cancel.load(Ordering::Relaxed) {
             cancelled_at = Some(Instant::now());
-            tracing::info!(in_flight = in_flight.len(), "Stop requested: finishing the requests already sent.");
+            tracing::info!(
+                in_flight = in_flight.len(),
+                "Stop requested: finishing the requests already sent."
+            );
         }
         if cancelled_at.is_none() {
             while in_flight.len() < max_in_flight {
                 let Some(next) = queue.next() else { break };
-                match immediate_outcome(next) {
-                    Ok(done) => committer.push(done).await?,
-                    Err(needs_request) => in_flight.push(execute_one(exec, needs_request)),
+                match immediate_outcome(&next) {
+                    Some(done) => committer.push(done).await?,
+                    None => in_flight.push(execute_one(exec, next)),
                 }
             }
         }
@@ -103,7 +122,12 @@ pub async fn execute_plan(
             break;
         }
         let next = match cancelled_at {
-            Some(at) => match tokio::time::timeout(CANCEL_GRACE.saturating_sub(at.elapsed()), in_flight.next()).await {
+            Some(at) => match tokio::time::timeout(
+                CANCEL_GRACE.saturating_sub(at.elapsed()),
+                in_flight.next(),
+            )
+            .await
+            {
                 Ok(next) => next,
                 Err(_) => break, // Abandoned: updates are sent again next run, creates replayed.
             },
@@ -123,43 +147,91 @@ pub async fn execute_plan(
         committer.flush_if_due().await?;
     }
     committer.flush().await?;
-    Ok(if cancelled_at.is_some() { Ending::Cancelled } else { Ending::Completed })
+    Ok(if cancelled_at.is_some() {
+        Ending::Cancelled
+    } else {
+        Ending::Completed
+    })
 }
 
-/// Records whose outcome needs no request.
-fn immediate_outcome(planned: PlannedRecord) -> Result<Settled, PlannedRecord> {
+/// The outcome of a record that needs no request; `None` for one that does.
+fn immediate_outcome(planned: &PlannedRecord) -> Option<Settled> {
     let record = &planned.record;
     let settle = |outcome, stripe_id: Option<String>, reason: Option<String>| {
-        settled(record.row_number, &record.key, outcome, stripe_id, reason, None, None)
+        settled(
+            record.row_number,
+            &record.key,
+            outcome,
+            stripe_id,
+            reason,
+            None,
+            None,
+        )
     };
-    Ok(match &planned.action {
-        Action::Unchanged { stripe_id, remember } => {
+    Some(match &planned.action {
+        Action::Unchanged {
+            stripe_id,
+            remember,
+        } => {
             let mut done = settle(Outcome::Unchanged, Some(stripe_id.clone()), None);
             if *remember {
-                done.remember = Some(snapshot_entry(&record.match_key, stripe_id, &record.payload));
+                done.remember = Some(snapshot_entry(
+                    &record.match_key,
+                    stripe_id,
+                    &record.payload,
+                ));
             }
             done
         }
-        Action::NotFound => settle(Outcome::NotFound, None, Some("no Stripe customer has this key (Update Only does not create)".into())),
+        Action::NotFound => settle(
+            Outcome::NotFound,
+            None,
+            Some("no Stripe customer has this key (Update Only does not create)".into()),
+        ),
         Action::Reject { reason } => settle(Outcome::Rejected, None, Some(reason.clone())),
         Action::Fail { reason } => settle(Outcome::Failed, None, Some(reason.clone())),
-        Action::Update { .. } | Action::Create { .. } | Action::ReplayCreate { .. } => return Err(planned),
+        Action::Update { .. } | Action::Create { .. } | Action::ReplayCreate { .. } => return None,
     })
 }
 
 async fn execute_one(exec: &Execution<'_>, planned: PlannedRecord) -> Result<Settled, EngineError> {
     let record = planned.record;
     match planned.action {
-        Action::Update { stripe_id, changed, changes } => {
+        Action::Update {
+            stripe_id,
+            changed,
+            changes,
+        } => {
             let body = form::encode(&update_params(&record.payload, &changed));
-            let idempotency_key = update_idempotency_key(exec.sync_uid, exec.run_id, &record.match_key);
-            match exec.stripe.update_customer(&stripe_id, &body, &idempotency_key).await {
+            let idempotency_key =
+                update_idempotency_key(exec.sync_uid, exec.run_id, &record.match_key);
+            match exec
+                .stripe
+                .update_customer(&stripe_id, &body, &idempotency_key)
+                .await
+            {
                 Ok(customer) => {
-                    let mut done = settled(record.row_number, &record.key, Outcome::Updated, Some(customer.id.clone()), None, None, Some(changes));
-                    done.remember = Some(snapshot_entry(&record.match_key, &customer.id, &record.payload));
+                    let mut done = settled(
+                        record.row_number,
+                        &record.key,
+                        Outcome::Updated,
+                        Some(customer.id.clone()),
+                        None,
+                        None,
+                        Some(changes),
+                    );
+                    done.remember = Some(snapshot_entry(
+                        &record.match_key,
+                        &customer.id,
+                        &record.payload,
+                    ));
                     Ok(done)
                 }
-                Err(StripeCallError::Refused { status: 404, request_id, .. }) => {
+                Err(StripeCallError::Refused {
+                    status: 404,
+                    request_id,
+                    ..
+                }) => {
                     let mut done = settled(
                         record.row_number,
                         &record.key,
@@ -176,60 +248,123 @@ async fn execute_one(exec: &Execution<'_>, planned: PlannedRecord) -> Result<Set
             }
         }
         Action::ReplayCreate { pending } => {
-            let result = exec.stripe.create_customer(&pending.request_body, &pending.idempotency_key).await;
+            let result = exec
+                .stripe
+                .create_customer(&pending.request_body, &pending.idempotency_key)
+                .await;
             match result {
                 Ok(customer) => finish_create(exec, &record, &pending, customer).await,
-                Err(error) => settle_error(&record.key, record.row_number, error, Some(&pending.key)),
+                Err(error) => {
+                    settle_error(&record.key, record.row_number, error, Some(&pending.key))
+                }
             }
         }
-        Action::Create { .. } => unreachable!("creates become ReplayCreate once their pending entry is saved"),
-        other => Ok(immediate_outcome(PlannedRecord { record, action: other }).unwrap_or_else(|_| unreachable!())),
+        Action::Create { .. } => {
+            unreachable!("creates become ReplayCreate once their pending entry is saved")
+        }
+        other => Ok(immediate_outcome(&PlannedRecord {
+            record,
+            action: other,
+        })
+        .expect("only writes need a request")),
     }
 }
 
 /// After a create (or its replay) returned a customer: if the row changed since the body was
 /// saved, bring the customer up to date; then remember it.
-async fn finish_create(exec: &Execution<'_>, record: &crate::prepare::PreparedRecord, pending: &PendingCreate, customer: Customer) -> Result<Settled, EngineError> {
+async fn finish_create(
+    exec: &Execution<'_>,
+    record: &crate::prepare::PreparedRecord,
+    pending: &PendingCreate,
+    customer: Customer,
+) -> Result<Settled, EngineError> {
     let live = customer_to_fields(&customer.object);
-    let changed = ferry_core::changed_fields(&record.payload, &ferry_core::Baseline::Live(&live), &[]);
+    let changed =
+        ferry_core::changed_fields(&record.payload, &ferry_core::Baseline::Live(&live), &[]);
     let changes = serde_json::Value::Object(
         record
             .payload
             .fields
             .iter()
             .filter(|(_, v)| **v != ferry_core::FieldValue::Clear)
-            .map(|(k, v)| (k.clone(), serde_json::json!({"before": null, "after": v.to_json()})))
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    serde_json::json!({"before": null, "after": v.to_json()}),
+                )
+            })
             .collect(),
     );
     if !changed.is_empty() {
         let body = form::encode(&update_params(&record.payload, &changed));
         let idempotency_key = update_idempotency_key(exec.sync_uid, exec.run_id, &record.match_key);
-        if let Err(error) = exec.stripe.update_customer(&customer.id, &body, &idempotency_key).await {
+        if let Err(error) = exec
+            .stripe
+            .update_customer(&customer.id, &body, &idempotency_key)
+            .await
+        {
             // The customer exists: remember its id with an empty payload, so the next run sends
             // every field to it instead of looking it up or creating another.
             let mut done = settle_error(&record.key, record.row_number, error, Some(&pending.key))?;
             done.row.stripe_id = Some(customer.id.clone());
-            done.remember = Some(snapshot_entry(&record.match_key, &customer.id, &Payload::default()));
+            done.remember = Some(snapshot_entry(
+                &record.match_key,
+                &customer.id,
+                &Payload::default(),
+            ));
             return Ok(done);
         }
     }
-    let mut done = settled(record.row_number, &record.key, Outcome::Created, Some(customer.id.clone()), None, None, Some(changes));
-    done.remember = Some(snapshot_entry(&record.match_key, &customer.id, &record.payload));
+    let mut done = settled(
+        record.row_number,
+        &record.key,
+        Outcome::Created,
+        Some(customer.id.clone()),
+        None,
+        None,
+        Some(changes),
+    );
+    done.remember = Some(snapshot_entry(
+        &record.match_key,
+        &customer.id,
+        &record.payload,
+    ));
     done.pending_resolved = Some(pending.key.clone());
     Ok(done)
 }
 
-fn settle_error(key: &str, row_number: u64, error: StripeCallError, pending_key: Option<&str>) -> Result<Settled, EngineError> {
+fn settle_error(
+    key: &str,
+    row_number: u64,
+    error: StripeCallError,
+    pending_key: Option<&str>,
+) -> Result<Settled, EngineError> {
     match error {
         StripeCallError::Unauthorized { message, .. } => Err(EngineError::StripeKey(message)),
         StripeCallError::Refused { ref request_id, .. } => {
-            let mut done = settled(row_number, key, Outcome::Rejected, None, Some(error.to_string()), request_id.clone(), None);
+            let mut done = settled(
+                row_number,
+                key,
+                Outcome::Rejected,
+                None,
+                Some(error.to_string()),
+                request_id.clone(),
+                None,
+            );
             // Stripe stored this refusal under the key; a fixed row needs a new key.
             done.pending_resolved = pending_key.map(str::to_string);
             Ok(done)
         }
         // The pending create stays: the next run replays it with the same key.
-        StripeCallError::Unavailable { .. } => Ok(settled(row_number, key, Outcome::Failed, None, Some(error.to_string()), None, None)),
+        StripeCallError::Unavailable { .. } => Ok(settled(
+            row_number,
+            key,
+            Outcome::Failed,
+            None,
+            Some(error.to_string()),
+            None,
+            None,
+        )),
     }
 }
 
@@ -272,7 +407,11 @@ fn snapshot_entry(match_key: &str, stripe_id: &str, payload: &Payload) -> (Strin
 
 /// Deterministic for a given sync, key and body: the same create always carries the same key.
 pub fn create_idempotency_key(sync_uid: &str, match_key: &str, body: &str) -> String {
-    format!("ferry-{sync_uid}-c-{}-{}", short_hash(match_key, 20), short_hash(body, 12))
+    format!(
+        "ferry-{sync_uid}-c-{}-{}",
+        short_hash(match_key, 20),
+        short_hash(body, 12)
+    )
 }
 
 fn update_idempotency_key(sync_uid: &str, run_id: &str, match_key: &str) -> String {
@@ -334,7 +473,10 @@ impl<'a, 'b> Committer<'a, 'b> {
         self.counts.requests = self.exec.stripe.http().requests_sent();
         self.batch.counts = *self.counts;
         let batch = std::mem::take(&mut self.batch);
-        self.exec.store.commit_batch(self.exec.sync_name, self.exec.run_id, &batch).await?;
+        self.exec
+            .store
+            .commit_batch(self.exec.sync_name, self.exec.run_id, &batch)
+            .await?;
         Ok(())
     }
 }

@@ -30,9 +30,17 @@ pub enum EngineError {
     #[error("sync '{0}' does not exist; `ferry sync list` shows the syncs of this workspace")]
     UnknownSync(String),
     #[error("{what} '{name}' used by sync '{sync}' does not exist any more; recreate it or update the sync")]
-    MissingDependency { what: &'static str, name: String, sync: String },
+    MissingDependency {
+        what: &'static str,
+        name: String,
+        sync: String,
+    },
     #[error("connection '{name}' is a {actual} connection, but the sync uses it as {expected}")]
-    WrongConnectionKind { name: String, actual: String, expected: &'static str },
+    WrongConnectionKind {
+        name: String,
+        actual: String,
+        expected: &'static str,
+    },
     #[error("the sync does not fit its model:\n  - {}", .0.join("\n  - "))]
     InvalidSync(Vec<String>),
     #[error("reading model '{model}' failed: {problem}")]
@@ -54,7 +62,10 @@ pub struct SyncSetup {
     pub query: QueryOptions,
 }
 
-pub async fn load_sync_setup(store: &StateStore, sync_name: &str) -> Result<SyncSetup, EngineError> {
+pub async fn load_sync_setup(
+    store: &StateStore,
+    sync_name: &str,
+) -> Result<SyncSetup, EngineError> {
     let sync = store
         .get_sync(sync_name)
         .await?
@@ -121,7 +132,8 @@ const EXAMPLES_PER_KIND: usize = 5;
 const REJECTED_EXAMPLES: usize = 20;
 
 pub async fn preview_sync(store: &StateStore, setup: &SyncSetup) -> Result<Preview, EngineError> {
-    let stripe = StripeService::new(setup.stripe.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
+    let stripe =
+        StripeService::new(setup.stripe.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
     let (rows, invalid, planned) = read_and_plan(store, setup, &stripe, false).await?;
     let mut preview = Preview {
         rows,
@@ -130,7 +142,13 @@ pub async fn preview_sync(store: &StateStore, setup: &SyncSetup) -> Result<Previ
         ..Preview::default()
     };
     let mut per_kind = std::collections::HashMap::<&str, usize>::new();
-    let mut example = |preview: &mut Preview, kind: &'static str, limit: usize, planned: &PlannedRecord, stripe_id: Option<&String>, changes: Option<&serde_json::Value>, reason: Option<&String>| {
+    let mut example = |preview: &mut Preview,
+                       kind: &'static str,
+                       limit: usize,
+                       planned: &PlannedRecord,
+                       stripe_id: Option<&String>,
+                       changes: Option<&serde_json::Value>,
+                       reason: Option<&String>| {
         let seen = per_kind.entry(kind).or_default();
         if *seen < limit {
             *seen += 1;
@@ -147,30 +165,82 @@ pub async fn preview_sync(store: &StateStore, setup: &SyncSetup) -> Result<Previ
     for planned in &planned {
         match &planned.action {
             Action::Unchanged { .. } => preview.unchanged += 1,
-            Action::Update { stripe_id, changes, .. } => {
+            Action::Update {
+                stripe_id, changes, ..
+            } => {
                 preview.update += 1;
-                example(&mut preview, "update", EXAMPLES_PER_KIND, planned, Some(stripe_id), Some(changes), None);
+                example(
+                    &mut preview,
+                    "update",
+                    EXAMPLES_PER_KIND,
+                    planned,
+                    Some(stripe_id),
+                    Some(changes),
+                    None,
+                );
             }
             Action::Create { changes } => {
                 preview.create += 1;
-                example(&mut preview, "create", EXAMPLES_PER_KIND, planned, None, Some(changes), None);
+                example(
+                    &mut preview,
+                    "create",
+                    EXAMPLES_PER_KIND,
+                    planned,
+                    None,
+                    Some(changes),
+                    None,
+                );
             }
             Action::ReplayCreate { .. } => {
                 preview.create += 1;
-                let reason = "finishes a create that an interrupted run started (same idempotency key)".to_string();
-                example(&mut preview, "create", EXAMPLES_PER_KIND, planned, None, None, Some(&reason));
+                let reason =
+                    "finishes a create that an interrupted run started (same idempotency key)"
+                        .to_string();
+                example(
+                    &mut preview,
+                    "create",
+                    EXAMPLES_PER_KIND,
+                    planned,
+                    None,
+                    None,
+                    Some(&reason),
+                );
             }
             Action::NotFound => {
                 preview.not_found += 1;
-                example(&mut preview, "not_found", EXAMPLES_PER_KIND, planned, None, None, None);
+                example(
+                    &mut preview,
+                    "not_found",
+                    EXAMPLES_PER_KIND,
+                    planned,
+                    None,
+                    None,
+                    None,
+                );
             }
             Action::Reject { reason } => {
                 preview.rejected += 1;
-                example(&mut preview, "reject", REJECTED_EXAMPLES, planned, None, None, Some(reason));
+                example(
+                    &mut preview,
+                    "reject",
+                    REJECTED_EXAMPLES,
+                    planned,
+                    None,
+                    None,
+                    Some(reason),
+                );
             }
             Action::Fail { reason } => {
                 preview.failed += 1;
-                example(&mut preview, "fail", REJECTED_EXAMPLES, planned, None, None, Some(reason));
+                example(
+                    &mut preview,
+                    "fail",
+                    REJECTED_EXAMPLES,
+                    planned,
+                    None,
+                    None,
+                    Some(reason),
+                );
             }
         }
     }
@@ -208,17 +278,25 @@ pub struct RunReport {
 
 /// Runs a sync once. Holds the sync's lock for the whole run; a run that stops early is still
 /// recorded, with what it did until then.
-pub async fn run_sync(store: &StateStore, setup: &SyncSetup, options: &RunOptions) -> Result<RunReport, EngineError> {
+pub async fn run_sync(
+    store: &StateStore,
+    setup: &SyncSetup,
+    options: &RunOptions,
+) -> Result<RunReport, EngineError> {
     let lock = store.lock_sync(&setup.sync).await?;
     let interrupted = store.mark_interrupted_runs(&setup.sync.name).await?;
     if interrupted > 0 {
         tracing::info!(sync = %setup.sync.name, interrupted, "Earlier runs were interrupted; their unfinished rows are picked up now.");
     }
-    let run = store.create_run(&setup.sync.name, options.full_resync).await?;
-    let stripe = StripeService::new(setup.stripe.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
+    let run = store
+        .create_run(&setup.sync.name, options.full_resync)
+        .await?;
+    let stripe =
+        StripeService::new(setup.stripe.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
     let mut counts = RunCounts::default();
     let result = async {
-        let (rows, invalid, planned) = read_and_plan(store, setup, &stripe, options.full_resync).await?;
+        let (rows, invalid, planned) =
+            read_and_plan(store, setup, &stripe, options.full_resync).await?;
         counts.rows = rows;
         if let Some(on_plan) = &options.on_plan {
             on_plan(rows);
@@ -238,10 +316,14 @@ pub async fn run_sync(store: &StateStore, setup: &SyncSetup, options: &RunOption
     counts.requests = stripe.http().requests_sent();
     let (status, error) = match &result {
         Ok(execute::Ending::Completed) => (RunStatus::Completed, None),
-        Ok(execute::Ending::Cancelled) => (RunStatus::Cancelled, Some("stopped by request".to_string())),
+        Ok(execute::Ending::Cancelled) => {
+            (RunStatus::Cancelled, Some("stopped by request".to_string()))
+        }
         Err(e) => (RunStatus::Failed, Some(e.to_string())),
     };
-    store.finish_run(&run.id, status, &counts, error.as_deref()).await?;
+    store
+        .finish_run(&run.id, status, &counts, error.as_deref())
+        .await?;
     lock.release().await;
     tracing::info!(
         sync = %setup.sync.name,

@@ -19,10 +19,13 @@ pub type Matches = HashMap<String, Result<Vec<Customer>, String>>;
 const REQUESTS_PER_ROW_LOOKUP: usize = 2;
 const LOOKUP_CONCURRENCY: usize = 16;
 
+/// `known_customers`: how many customers the account holds at least (those ferry remembers),
+/// so a listing that cannot be cheaper is not even started.
 pub async fn find_existing_customers(
     stripe: &StripeService,
     sync: &ValidatedSync,
     unknown: &[&PreparedRecord],
+    known_customers: usize,
 ) -> Result<Matches, EngineError> {
     if unknown.is_empty() {
         return Ok(Matches::new());
@@ -34,7 +37,14 @@ pub async fn find_existing_customers(
     } else {
         None
     };
-    if let Some(index) = list_all_customers(stripe, sync, page_budget).await? {
+    let listing_cannot_win =
+        page_budget.is_some_and(|budget| known_customers.div_ceil(100) > budget);
+    let index = if listing_cannot_win {
+        None
+    } else {
+        list_all_customers(stripe, sync, page_budget).await?
+    };
+    if let Some(index) = index {
         return Ok(unknown
             .iter()
             .map(|record| {
@@ -43,7 +53,10 @@ pub async fn find_existing_customers(
             })
             .collect());
     }
-    tracing::debug!(rows = unknown.len(), "Listing all customers costs more than looking rows up; looking up by email.");
+    tracing::debug!(
+        rows = unknown.len(),
+        "Listing all customers costs more than looking rows up; looking up by email."
+    );
     let lookups = stream::iter(unknown.iter().map(|record| async move {
         let found = lookup_by_email(stripe, sync, &record.key).await;
         (record.match_key.clone(), found)
@@ -54,9 +67,14 @@ pub async fn find_existing_customers(
     let mut matches = Matches::new();
     for (key, found) in lookups {
         match found {
-            Err(StripeCallError::Unauthorized { message, .. }) => return Err(EngineError::StripeKey(message)),
+            Err(StripeCallError::Unauthorized { message, .. }) => {
+                return Err(EngineError::StripeKey(message))
+            }
             Err(other) => {
-                matches.insert(key, Err(format!("could not look the key up in Stripe: {other}")));
+                matches.insert(
+                    key,
+                    Err(format!("could not look the key up in Stripe: {other}")),
+                );
             }
             Ok(customers) => {
                 matches.insert(key, Ok(customers));
@@ -100,7 +118,11 @@ async fn list_all_customers(
     }
 }
 
-async fn lookup_by_email(stripe: &StripeService, sync: &ValidatedSync, email: &str) -> Result<Vec<Customer>, StripeCallError> {
+async fn lookup_by_email(
+    stripe: &StripeService,
+    sync: &ValidatedSync,
+    email: &str,
+) -> Result<Vec<Customer>, StripeCallError> {
     let mut found = stripe.customers_with_email(email).await?;
     let lowercase = email.to_lowercase();
     if lowercase != email {
@@ -110,7 +132,9 @@ async fn lookup_by_email(stripe: &StripeService, sync: &ValidatedSync, email: &s
     // Search matches words, not whole values: keep only true matches, each customer once.
     let wanted = sync.match_key(email);
     let mut seen = std::collections::HashSet::new();
-    found.retain(|c| customer_match_key(sync, c).as_deref() == Some(wanted.as_str()) && seen.insert(c.id.clone()));
+    found.retain(|c| {
+        customer_match_key(sync, c).as_deref() == Some(wanted.as_str()) && seen.insert(c.id.clone())
+    });
     Ok(found)
 }
 

@@ -18,16 +18,31 @@ const PENDING_CREATE_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(23);
 pub enum Action {
     /// The payload equals what Stripe holds. `remember` when the id was found by lookup and
     /// should be saved so that the next run skips the lookup.
-    Unchanged { stripe_id: String, remember: bool },
-    Update { stripe_id: String, changed: Vec<String>, changes: Json },
-    Create { changes: Json },
+    Unchanged {
+        stripe_id: String,
+        remember: bool,
+    },
+    Update {
+        stripe_id: String,
+        changed: Vec<String>,
+        changes: Json,
+    },
+    Create {
+        changes: Json,
+    },
     /// A create that an interrupted run saved but may not have finished: sent again with the
     /// same idempotency key and body, so Stripe returns the customer it made, if it made one.
-    ReplayCreate { pending: PendingCreate },
+    ReplayCreate {
+        pending: PendingCreate,
+    },
     NotFound,
-    Reject { reason: String },
+    Reject {
+        reason: String,
+    },
     /// The lookup failed for good; retried next run.
-    Fail { reason: String },
+    Fail {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -57,7 +72,10 @@ pub async fn plan_records(
             .pending
             .get(&record.match_key)
             .filter(|p| now - p.created_at < PENDING_CREATE_MAX_AGE);
-        let remembered = inputs.snapshot.get(&record.match_key).filter(|_| !inputs.full_resync);
+        let remembered = inputs
+            .snapshot
+            .get(&record.match_key)
+            .filter(|_| !inputs.full_resync);
         let action = if let Some(entry) = remembered {
             Some(action_from_snapshot(&record, entry))
         } else {
@@ -69,7 +87,8 @@ pub async fn plan_records(
         }
     }
     let lookup_refs: Vec<&PreparedRecord> = unknown.iter().collect();
-    let matches = find_existing_customers(stripe, inputs.sync, &lookup_refs).await?;
+    let matches =
+        find_existing_customers(stripe, inputs.sync, &lookup_refs, inputs.snapshot.len()).await?;
     for record in unknown {
         let action = action_from_lookup(inputs, &record, &matches);
         planned.push(PlannedRecord { record, action });
@@ -95,7 +114,12 @@ fn action_from_snapshot(record: &PreparedRecord, entry: &SnapshotEntry) -> Actio
             remember: true,
         };
     }
-    let before = |path: &str| last_write.get(path).map(FieldValue::to_json).unwrap_or(Json::Null);
+    let before = |path: &str| {
+        last_write
+            .get(path)
+            .map(FieldValue::to_json)
+            .unwrap_or(Json::Null)
+    };
     Action::Update {
         stripe_id: entry.stripe_id.clone(),
         changes: describe_changes(&record.payload, &changed, before),
@@ -103,11 +127,23 @@ fn action_from_snapshot(record: &PreparedRecord, entry: &SnapshotEntry) -> Actio
     }
 }
 
-fn action_from_lookup(inputs: &PlanInputs<'_>, record: &PreparedRecord, matches: &Matches) -> Action {
+fn action_from_lookup(
+    inputs: &PlanInputs<'_>,
+    record: &PreparedRecord,
+    matches: &Matches,
+) -> Action {
     let found = match matches.get(&record.match_key) {
         Some(Ok(found)) => found,
-        Some(Err(reason)) => return Action::Fail { reason: reason.clone() },
-        None => return Action::Fail { reason: "the key was not looked up".into() },
+        Some(Err(reason)) => {
+            return Action::Fail {
+                reason: reason.clone(),
+            }
+        }
+        None => {
+            return Action::Fail {
+                reason: "the key was not looked up".into(),
+            }
+        }
     };
     match found.as_slice() {
         [] => match inputs.behavior {
@@ -128,8 +164,13 @@ fn action_from_lookup(inputs: &PlanInputs<'_>, record: &PreparedRecord, matches:
         [customer] => {
             let live = customer_to_fields(&customer.object);
             let key_path = inputs.sync.key_field.path.as_str();
-            let case_insensitive: &[&str] = if inputs.sync.key_is_email() { &["email"] } else { &[] };
-            let mut changed = changed_fields(&record.payload, &Baseline::Live(&live), case_insensitive);
+            let case_insensitive: &[&str] = if inputs.sync.key_is_email() {
+                &["email"]
+            } else {
+                &[]
+            };
+            let mut changed =
+                changed_fields(&record.payload, &Baseline::Live(&live), case_insensitive);
             // The key itself matched already (trimmed, and ignoring case for emails).
             changed.retain(|path| path != key_path || !inputs.sync.key_is_email());
             if changed.is_empty() {
@@ -138,7 +179,11 @@ fn action_from_lookup(inputs: &PlanInputs<'_>, record: &PreparedRecord, matches:
                     remember: true,
                 }
             } else {
-                let before = |path: &str| live.get(path).map(FieldValue::to_json).unwrap_or(Json::Null);
+                let before = |path: &str| {
+                    live.get(path)
+                        .map(FieldValue::to_json)
+                        .unwrap_or(Json::Null)
+                };
                 Action::Update {
                     stripe_id: customer.id.clone(),
                     changes: describe_changes(&record.payload, &changed, before),
@@ -164,8 +209,14 @@ fn action_from_lookup(inputs: &PlanInputs<'_>, record: &PreparedRecord, matches:
 fn describe_changes(payload: &Payload, changed: &[String], before: impl Fn(&str) -> Json) -> Json {
     let mut changes = Map::new();
     for path in changed {
-        let after = payload.get(path).map(FieldValue::to_json).unwrap_or(Json::Null);
-        changes.insert(path.clone(), json!({"before": before(path), "after": after}));
+        let after = payload
+            .get(path)
+            .map(FieldValue::to_json)
+            .unwrap_or(Json::Null);
+        changes.insert(
+            path.clone(),
+            json!({"before": before(path), "after": after}),
+        );
     }
     Json::Object(changes)
 }

@@ -73,7 +73,9 @@ pub fn validate_sync(spec: &SyncSpec, columns: &[String]) -> Result<ValidatedSyn
         index
     };
     let key_column_index = column_index(&spec.key.column, &mut problems, "key");
-    let key_field = parse_key_field(&spec.key.field).map_err(|e| problems.push(e.to_string())).ok();
+    let key_field = parse_key_field(&spec.key.field)
+        .map_err(|e| problems.push(e.to_string()))
+        .ok();
     let mut mappings = Vec::new();
     let mut seen_fields: HashMap<String, String> = HashMap::new();
     if let Some(key_field) = &key_field {
@@ -107,14 +109,22 @@ pub fn validate_sync(spec: &SyncSpec, columns: &[String]) -> Result<ValidatedSyn
             });
         }
     }
-    let metadata_fields = seen_fields.keys().filter(|p| p.starts_with("metadata.")).count();
+    let metadata_fields = seen_fields
+        .keys()
+        .filter(|p| p.starts_with("metadata."))
+        .count();
     if metadata_fields > METADATA_MAX_KEYS {
         problems.push(format!(
             "{metadata_fields} metadata fields are mapped; Stripe allows at most {METADATA_MAX_KEYS} keys per customer"
         ));
     }
     let has_shipping = seen_fields.keys().any(|p| p.starts_with("shipping."));
-    if has_shipping && !(seen_fields.contains_key("shipping.name") && seen_fields.keys().any(|p| p.starts_with("shipping.address."))) {
+    if has_shipping
+        && !(seen_fields.contains_key("shipping.name")
+            && seen_fields
+                .keys()
+                .any(|p| p.starts_with("shipping.address.")))
+    {
         problems.push("Stripe needs shipping.name and at least one shipping.address.* field whenever shipping is set; map them too".to_string());
     }
     match (key_column_index, key_field) {
@@ -149,7 +159,11 @@ pub struct RejectedRow {
     pub reason: String,
 }
 
-pub fn prepare_row(sync: &ValidatedSync, row_number: u64, row: &[Value]) -> Result<PreparedRecord, RejectedRow> {
+pub fn prepare_row(
+    sync: &ValidatedSync,
+    row_number: u64,
+    row: &[Value],
+) -> Result<PreparedRecord, RejectedRow> {
     let raw_key = &row[sync.key_column_index];
     let reject = |key: &str, reason: String| RejectedRow {
         row_number,
@@ -159,7 +173,10 @@ pub fn prepare_row(sync: &ValidatedSync, row_number: u64, row: &[Value]) -> Resu
     let key = match raw_key.to_scalar_text() {
         Ok(Some(text)) if !text.trim().is_empty() => text.trim().to_string(),
         Ok(_) => {
-            return Err(reject("", format!("missing key: column `{}` is empty", sync.key_column)));
+            return Err(reject(
+                "",
+                format!("missing key: column `{}` is empty", sync.key_column),
+            ));
         }
         Err(e) => return Err(reject("", format!("key column `{}` {e}", sync.key_column))),
     };
@@ -167,10 +184,18 @@ pub fn prepare_row(sync: &ValidatedSync, row_number: u64, row: &[Value]) -> Resu
         return Err(reject(&key, problem));
     }
     if sync.key_is_email() && !is_valid_email(&key) {
-        return Err(reject(&key, format!("`{key}` in column `{}` is not a valid email address", sync.key_column)));
+        return Err(reject(
+            &key,
+            format!(
+                "`{key}` in column `{}` is not a valid email address",
+                sync.key_column
+            ),
+        ));
     }
     let mut payload = Payload::default();
-    payload.fields.insert(sync.key_field.path.clone(), FieldValue::Text(key.clone()));
+    payload
+        .fields
+        .insert(sync.key_field.path.clone(), FieldValue::Text(key.clone()));
     for mapping in &sync.mappings {
         match mapping.field.convert(&row[mapping.column_index]) {
             Ok(Some(value)) => {
@@ -178,20 +203,26 @@ pub fn prepare_row(sync: &ValidatedSync, row_number: u64, row: &[Value]) -> Resu
             }
             Ok(None) => {
                 if sync.nulls == NullPolicy::Clear {
-                    payload.fields.insert(mapping.field.path.clone(), FieldValue::Clear);
+                    payload
+                        .fields
+                        .insert(mapping.field.path.clone(), FieldValue::Clear);
                 }
             }
             Err(problem) => {
                 return Err(reject(
                     &key,
-                    format!("column `{}` (→ {}) {problem}", mapping.column, mapping.field.path),
+                    format!(
+                        "column `{}` (→ {}) {problem}",
+                        mapping.column, mapping.field.path
+                    ),
                 ));
             }
         }
     }
     // Stripe's own rules, checked on the very body a create would send.
     let encoded = form::encode(&create_params(&payload));
-    let decoded = form::decode(&encoded).map_err(|e| reject(&key, format!("cannot encode this row for Stripe: {e}")))?;
+    let decoded = form::decode(&encoded)
+        .map_err(|e| reject(&key, format!("cannot encode this row for Stripe: {e}")))?;
     if let Err(error) = validate_customer_params(&decoded, false) {
         let path = param_path(&error.param);
         let column = sync
@@ -217,10 +248,15 @@ fn key_text_problem(sync: &ValidatedSync, key: &str) -> Option<String> {
 
 /// Rejects every copy of a key that appears more than once: ferry cannot know which copy is
 /// right, and syncing one of them at random would flap between runs.
-pub fn reject_duplicate_keys(records: Vec<PreparedRecord>) -> (Vec<PreparedRecord>, Vec<RejectedRow>) {
+pub fn reject_duplicate_keys(
+    records: Vec<PreparedRecord>,
+) -> (Vec<PreparedRecord>, Vec<RejectedRow>) {
     let mut rows_by_key: HashMap<&str, Vec<u64>> = HashMap::new();
     for record in &records {
-        rows_by_key.entry(&record.match_key).or_default().push(record.row_number);
+        rows_by_key
+            .entry(&record.match_key)
+            .or_default()
+            .push(record.row_number);
     }
     let duplicated: HashMap<String, Vec<u64>> = rows_by_key
         .into_iter()
@@ -235,7 +271,11 @@ pub fn reject_duplicate_keys(records: Vec<PreparedRecord>) -> (Vec<PreparedRecor
     for record in records {
         match duplicated.get(&record.match_key) {
             Some(rows) => {
-                let others: Vec<String> = rows.iter().filter(|r| **r != record.row_number).map(u64::to_string).collect();
+                let others: Vec<String> = rows
+                    .iter()
+                    .filter(|r| **r != record.row_number)
+                    .map(u64::to_string)
+                    .collect();
                 rejected.push(RejectedRow {
                     row_number: record.row_number,
                     reason: format!(
@@ -265,8 +305,17 @@ mod tests {
             destination: "d".into(),
             object: ObjectKind::Customer,
             behavior: Behavior::UpdateOrCreate,
-            key: KeyMapping { column: key.0.into(), field: key.1.into() },
-            mappings: maps.iter().map(|(c, f)| FieldMapping { column: c.to_string(), field: f.to_string() }).collect(),
+            key: KeyMapping {
+                column: key.0.into(),
+                field: key.1.into(),
+            },
+            mappings: maps
+                .iter()
+                .map(|(c, f)| FieldMapping {
+                    column: c.to_string(),
+                    field: f.to_string(),
+                })
+                .collect(),
             nulls,
         }
     }
@@ -282,65 +331,141 @@ mod tests {
     #[test]
     fn validation_lists_every_problem_with_what_is_valid() {
         let problems = validate_sync(
-            &spec(("mail", "email"), &[("full_name", "nmae"), ("plan", "metadata.plan"), ("tier", "metadata.plan")], NullPolicy::Skip),
+            &spec(
+                ("mail", "email"),
+                &[
+                    ("full_name", "nmae"),
+                    ("plan", "metadata.plan"),
+                    ("tier", "metadata.plan"),
+                ],
+                NullPolicy::Skip,
+            ),
             &columns(&["email", "plan", "tier"]),
         )
         .unwrap_err();
         assert_eq!(problems.len(), 4, "{problems:#?}");
-        assert_eq!(problems[0], "key column `mail` is not in the model; its columns are: email, plan, tier");
+        assert_eq!(
+            problems[0],
+            "key column `mail` is not in the model; its columns are: email, plan, tier"
+        );
         assert!(problems[1].contains("mapped column `full_name` is not in the model"));
-        assert!(problems[2].contains("`nmae` is not a Stripe Customer field (did you mean `name`?)"));
-        assert_eq!(problems[3], "field `metadata.plan` is mapped from both `plan` and `tier`; map each field once");
+        assert!(
+            problems[2].contains("`nmae` is not a Stripe Customer field (did you mean `name`?)")
+        );
+        assert_eq!(
+            problems[3],
+            "field `metadata.plan` is mapped from both `plan` and `tier`; map each field once"
+        );
     }
 
     #[test]
     fn rows_map_or_are_rejected_with_a_reason() {
         let sync = validate_sync(
-            &spec(("email", "email"), &[("name", "name"), ("phone", "phone"), ("plan", "metadata.plan")], NullPolicy::Skip),
+            &spec(
+                ("email", "email"),
+                &[
+                    ("name", "name"),
+                    ("phone", "phone"),
+                    ("plan", "metadata.plan"),
+                ],
+                NullPolicy::Skip,
+            ),
             &columns(&["email", "name", "phone", "plan"]),
         )
         .unwrap();
-        let ok = prepare_row(&sync, 1, &[text(" Ada@Example.com "), text("Ada"), Value::Null, Value::Int(3)]).unwrap();
+        let ok = prepare_row(
+            &sync,
+            1,
+            &[
+                text(" Ada@Example.com "),
+                text("Ada"),
+                Value::Null,
+                Value::Int(3),
+            ],
+        )
+        .unwrap();
         assert_eq!(ok.key, "Ada@Example.com");
         assert_eq!(ok.match_key, "ada@example.com");
-        assert_eq!(ok.payload.to_json().to_string(), r#"{"email":"Ada@Example.com","metadata.plan":"3","name":"Ada"}"#);
+        assert_eq!(
+            ok.payload.to_json().to_string(),
+            r#"{"email":"Ada@Example.com","metadata.plan":"3","name":"Ada"}"#
+        );
 
         let reason = |row: &[Value]| prepare_row(&sync, 2, row).unwrap_err().reason;
-        assert_eq!(reason(&[Value::Null, text("x"), Value::Null, Value::Null]), "missing key: column `email` is empty");
-        assert_eq!(reason(&[text("  "), text("x"), Value::Null, Value::Null]), "missing key: column `email` is empty");
+        assert_eq!(
+            reason(&[Value::Null, text("x"), Value::Null, Value::Null]),
+            "missing key: column `email` is empty"
+        );
+        assert_eq!(
+            reason(&[text("  "), text("x"), Value::Null, Value::Null]),
+            "missing key: column `email` is empty"
+        );
         assert_eq!(
             reason(&[text("not-an-email"), text("x"), Value::Null, Value::Null]),
             "`not-an-email` in column `email` is not a valid email address"
         );
         assert_eq!(
-            reason(&[text("a@b.co"), text("x"), text("+1 555 0100 0100 0100 99"), Value::Null]),
+            reason(&[
+                text("a@b.co"),
+                text("x"),
+                text("+1 555 0100 0100 0100 99"),
+                Value::Null
+            ]),
             "column `phone` (→ phone) is 24 characters long; Stripe allows at most 20"
         );
         assert_eq!(
-            reason(&[text("a@b.co"), text("x"), Value::Null, Value::Float(f64::NAN)]),
+            reason(&[
+                text("a@b.co"),
+                text("x"),
+                Value::Null,
+                Value::Float(f64::NAN)
+            ]),
             "column `plan` (→ metadata.plan) is not a finite number (NaN)"
         );
     }
 
     #[test]
     fn clear_policy_turns_nulls_into_unsets() {
-        let sync = validate_sync(&spec(("email", "email"), &[("name", "name")], NullPolicy::Clear), &columns(&["email", "name"])).unwrap();
+        let sync = validate_sync(
+            &spec(("email", "email"), &[("name", "name")], NullPolicy::Clear),
+            &columns(&["email", "name"]),
+        )
+        .unwrap();
         let record = prepare_row(&sync, 1, &[text("a@b.co"), Value::Null]).unwrap();
         assert_eq!(record.payload.get("name"), Some(&FieldValue::Clear));
     }
 
     #[test]
     fn duplicate_keys_reject_every_copy_and_name_the_others() {
-        let sync = validate_sync(&spec(("email", "email"), &[], NullPolicy::Skip), &columns(&["email"])).unwrap();
+        let sync = validate_sync(
+            &spec(("email", "email"), &[], NullPolicy::Skip),
+            &columns(&["email"]),
+        )
+        .unwrap();
         let records: Vec<PreparedRecord> = ["a@b.co", "x@y.co", " A@B.CO", "a@b.co"]
             .iter()
             .enumerate()
             .map(|(i, e)| prepare_row(&sync, i as u64 + 1, &[text(e)]).unwrap())
             .collect();
         let (kept, rejected) = reject_duplicate_keys(records);
-        assert_eq!(kept.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["x@y.co"]);
+        assert_eq!(
+            kept.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+            ["x@y.co"]
+        );
         assert_eq!(rejected.len(), 3);
-        assert!(rejected[0].reason.starts_with("duplicate key: `a@b.co` also appears in rows 3, 4 of the model"), "{}", rejected[0].reason);
-        assert!(rejected[1].reason.starts_with("duplicate key: `A@B.CO` also appears in rows 1, 4"), "{}", rejected[1].reason);
+        assert!(
+            rejected[0]
+                .reason
+                .starts_with("duplicate key: `a@b.co` also appears in rows 3, 4 of the model"),
+            "{}",
+            rejected[0].reason
+        );
+        assert!(
+            rejected[1]
+                .reason
+                .starts_with("duplicate key: `A@B.CO` also appears in rows 1, 4"),
+            "{}",
+            rejected[1].reason
+        );
     }
 }

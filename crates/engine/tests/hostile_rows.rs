@@ -21,8 +21,17 @@ fn sync(key_field: &str) -> ValidatedSync {
         destination: "d".into(),
         object: ObjectKind::Customer,
         behavior: Behavior::UpdateOrCreate,
-        key: KeyMapping { column: "key".into(), field: key_field.into() },
-        mappings: COLUMNS.iter().map(|(c, f)| FieldMapping { column: c.to_string(), field: f.to_string() }).collect(),
+        key: KeyMapping {
+            column: "key".into(),
+            field: key_field.into(),
+        },
+        mappings: COLUMNS
+            .iter()
+            .map(|(c, f)| FieldMapping {
+                column: c.to_string(),
+                field: f.to_string(),
+            })
+            .collect(),
         nulls: NullPolicy::Skip,
     };
     let mut columns = vec!["key".to_string()];
@@ -36,11 +45,19 @@ fn check(key_field: &str, key: Value, column: &str, value: Value) -> String {
     let sync = sync(key_field);
     let mut row = vec![key];
     for (c, _) in COLUMNS {
-        row.push(if *c == column { value.clone() } else { Value::Null });
+        row.push(if *c == column {
+            value.clone()
+        } else {
+            Value::Null
+        });
     }
     match prepare_row(&sync, 1, &row) {
         Ok(record) => {
-            let field = COLUMNS.iter().find(|(c, _)| *c == column).map(|(_, f)| *f).unwrap_or(key_field);
+            let field = COLUMNS
+                .iter()
+                .find(|(c, _)| *c == column)
+                .map(|(_, f)| *f)
+                .unwrap_or(key_field);
             match record.payload.get(field) {
                 Some(v) => format!("ok {field}={}", v.to_json()),
                 None => format!("ok {field} absent"),
@@ -116,7 +133,13 @@ fn hostile_values_sync_or_are_rejected_with_a_reason() {
         .map(|(name, got, want)| format!("{name}:\n   got  {got}\n   want {want}"))
         .collect();
     assert!(cases.len() >= 40);
-    assert!(failures.is_empty(), "{} of {} cases differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -126,21 +149,46 @@ fn hostile_mappings_are_refused_with_what_is_valid() {
         destination: "d".into(),
         object: ObjectKind::Customer,
         behavior: Behavior::UpdateOrCreate,
-        key: KeyMapping { column: "email".into(), field: "email".into() },
-        mappings: mappings.into_iter().map(|(c, f)| FieldMapping { column: c.into(), field: f.into() }).collect(),
+        key: KeyMapping {
+            column: "email".into(),
+            field: "email".into(),
+        },
+        mappings: mappings
+            .into_iter()
+            .map(|(c, f)| FieldMapping {
+                column: c.into(),
+                field: f.into(),
+            })
+            .collect(),
         nulls: NullPolicy::Skip,
     };
-    let columns: Vec<String> = (0..60).map(|i| format!("c{i}")).chain(["email".to_string()]).collect();
+    let columns: Vec<String> = (0..60)
+        .map(|i| format!("c{i}"))
+        .chain(["email".to_string()])
+        .collect();
     let problems = validate_sync(&spec(vec![("c1", "metadata.a[b]")]), &columns).unwrap_err();
     assert_eq!(problems, ["`metadata.a[b]`: a metadata key must be 1 to 40 characters without `[` or `]` (got 4 characters)"]);
     let long = format!("metadata.{}", "k".repeat(41));
     let problems = validate_sync(&spec(vec![("c1", long.as_str())]), &columns).unwrap_err();
     assert!(problems[0].contains("(got 41 characters)"), "{problems:?}");
-    let many: Vec<(String, String)> = (0..51).map(|i| (format!("c{i}"), format!("metadata.k{i}"))).collect();
-    let problems = validate_sync(&spec(many.iter().map(|(c, f)| (c.as_str(), f.as_str())).collect()), &columns).unwrap_err();
-    assert_eq!(problems, ["51 metadata fields are mapped; Stripe allows at most 50 keys per customer"]);
-    let problems = validate_sync(&spec(vec![("c1", "shipping.address.city")]), &columns).unwrap_err();
-    assert!(problems[0].starts_with("Stripe needs shipping.name"), "{problems:?}");
+    let many: Vec<(String, String)> = (0..51)
+        .map(|i| (format!("c{i}"), format!("metadata.k{i}")))
+        .collect();
+    let problems = validate_sync(
+        &spec(many.iter().map(|(c, f)| (c.as_str(), f.as_str())).collect()),
+        &columns,
+    )
+    .unwrap_err();
+    assert_eq!(
+        problems,
+        ["51 metadata fields are mapped; Stripe allows at most 50 keys per customer"]
+    );
+    let problems =
+        validate_sync(&spec(vec![("c1", "shipping.address.city")]), &columns).unwrap_err();
+    assert!(
+        problems[0].starts_with("Stripe needs shipping.name"),
+        "{problems:?}"
+    );
 }
 
 #[test]
@@ -151,13 +199,25 @@ fn duplicate_keys_differing_by_case_or_whitespace_reject_every_copy() {
         row.extend(COLUMNS.iter().map(|_| Value::Null));
         row
     };
-    let records: Vec<_> = ["ada@example.com", " ADA@example.com", "Ada@Example.com\t", "grace@example.com"]
-        .iter()
-        .enumerate()
-        .map(|(i, e)| prepare_row(&sync, i as u64 + 1, &row(e)).unwrap())
-        .collect();
+    let records: Vec<_> = [
+        "ada@example.com",
+        " ADA@example.com",
+        "Ada@Example.com\t",
+        "grace@example.com",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, e)| prepare_row(&sync, i as u64 + 1, &row(e)).unwrap())
+    .collect();
     let (kept, rejected) = reject_duplicate_keys(records);
     assert_eq!(kept.len(), 1);
-    assert_eq!(rejected.iter().map(|r| r.row_number).collect::<Vec<_>>(), [1, 2, 3]);
-    assert!(rejected[1].reason.contains("also appears in rows 1, 3"), "{}", rejected[1].reason);
+    assert_eq!(
+        rejected.iter().map(|r| r.row_number).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert!(
+        rejected[1].reason.contains("also appears in rows 1, 3"),
+        "{}",
+        rejected[1].reason
+    );
 }

@@ -206,10 +206,12 @@ impl HttpClient {
             .map_err(|e| describe_transport_error(&e))?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| format!("response lost while reading its body ({})", describe_transport_error(&e)))?;
+        let body = response.text().await.map_err(|e| {
+            format!(
+                "response lost while reading its body ({})",
+                describe_transport_error(&e)
+            )
+        })?;
         Ok(InboundResponse {
             status,
             headers,
@@ -234,7 +236,10 @@ fn describe_transport_error(error: &reqwest::Error) -> String {
     // reqwest's Display includes the URL; keep only the scheme, host and port.
     let place = error
         .url()
-        .map(|u| format!("{}://{}", u.scheme(), u.host_str().unwrap_or("?")) + &u.port().map(|p| format!(":{p}")).unwrap_or_default())
+        .map(|u| {
+            format!("{}://{}", u.scheme(), u.host_str().unwrap_or("?"))
+                + &u.port().map(|p| format!(":{p}")).unwrap_or_default()
+        })
         .unwrap_or_default();
     let mut source = std::error::Error::source(error);
     let mut root = String::new();
@@ -242,7 +247,14 @@ fn describe_transport_error(error: &reqwest::Error) -> String {
         root = s.to_string();
         source = s.source();
     }
-    format!("{kind} ({place}){}", if root.is_empty() { String::new() } else { format!(": {root}") })
+    format!(
+        "{kind} ({place}){}",
+        if root.is_empty() {
+            String::new()
+        } else {
+            format!(": {root}")
+        }
+    )
 }
 
 fn describe_failed_response(response: &InboundResponse) -> String {

@@ -101,7 +101,11 @@ mod tests {
             limiters.wait_for("POST /v1/customers").await;
         }
         // 30 tokens at 50/s with a burst of 10: at least (30 - 10) / 50 = 0.4 s.
-        assert!(started.elapsed() >= Duration::from_millis(380), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() >= Duration::from_millis(380),
+            "{:?}",
+            started.elapsed()
+        );
         // Another endpoint has its own bucket and is not slowed by the first.
         let other = Instant::now();
         limiters.wait_for("GET /v1/customers").await;

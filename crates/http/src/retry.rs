@@ -50,7 +50,10 @@ pub enum Classification {
 /// idempotency key in use), 429 (rate limit, lock timeout) and 5xx are transient; every other
 /// status is final.
 pub fn classify(status: u16, headers: &HeaderMap) -> Classification {
-    match headers.get("stripe-should-retry").and_then(|v| v.to_str().ok()) {
+    match headers
+        .get("stripe-should-retry")
+        .and_then(|v| v.to_str().ok())
+    {
         Some("true") => return Classification::Retry,
         Some("false") => return Classification::Final,
         _ => {}
@@ -93,7 +96,11 @@ mod tests {
         let bounds = [500, 1000, 2000, 4000, 8000, 8000, 8000];
         for (delay, upper_ms) in delays.iter().zip(bounds) {
             let upper = Duration::from_millis(upper_ms);
-            assert!(*delay < upper && *delay >= upper / 2, "{delay:?} not in [{:?}, {upper:?})", upper / 2);
+            assert!(
+                *delay < upper && *delay >= upper / 2,
+                "{delay:?} not in [{:?}, {upper:?})",
+                upper / 2
+            );
         }
     }
 }

@@ -30,7 +30,8 @@ impl StripeConfig {
     }
 
     pub fn is_live_mode(&self) -> bool {
-        self.api_key.expose().starts_with("sk_live_") || self.api_key.expose().starts_with("rk_live_")
+        self.api_key.expose().starts_with("sk_live_")
+            || self.api_key.expose().starts_with("rk_live_")
     }
 
     /// Stripe's documented limits, lowered or raised by the user's settings. A value of 0 turns
@@ -56,10 +57,11 @@ impl StripeConfig {
 
     /// Reads `GET /v1/balance`, the cheapest call that proves the key works.
     pub async fn test_connection(&self) -> Result<(), StripeConnectionError> {
-        let service = StripeService::new(self.clone()).map_err(|e| StripeConnectionError::Unreachable {
-            api_base: self.api_base.clone(),
-            problem: e.to_string(),
-        })?;
+        let service =
+            StripeService::new(self.clone()).map_err(|e| StripeConnectionError::Unreachable {
+                api_base: self.api_base.clone(),
+                problem: e.to_string(),
+            })?;
         service.read_balance().await
     }
 }

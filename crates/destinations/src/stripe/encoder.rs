@@ -48,9 +48,13 @@ pub fn update_params(payload: &Payload, changed: &[String]) -> Map<String, Json>
         if changed_groups.iter().any(|group| path.starts_with(group)) {
             continue;
         }
-        let value = payload.get(path).expect("changed fields come from the payload");
+        let value = payload
+            .get(path)
+            .expect("changed fields come from the payload");
         // Stripe cannot unset an integer; a NULL there is left alone.
-        if *value == FieldValue::Clear && matches!(path.as_str(), "balance" | "next_invoice_sequence") {
+        if *value == FieldValue::Clear
+            && matches!(path.as_str(), "balance" | "next_invoice_sequence")
+        {
             continue;
         }
         insert_path(&mut params, path, field_json(value));
@@ -153,7 +157,10 @@ mod tests {
 
     fn payload(fields: &[(&str, FieldValue)]) -> Payload {
         Payload {
-            fields: fields.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            fields: fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
         }
     }
 
@@ -171,7 +178,10 @@ mod tests {
             ("shipping.address.city", text("Paris")),
             ("metadata.plan", text("pro & co")),
             ("metadata.ltv.usd", text("12.5")),
-            ("preferred_locales", FieldValue::List(vec!["en".into(), "fr".into()])),
+            (
+                "preferred_locales",
+                FieldValue::List(vec!["en".into(), "fr".into()]),
+            ),
             ("balance", FieldValue::Integer(-500)),
         ]);
         expect![[r#"address[city]=London&balance=-500&email=ada%40example.com&metadata[ltv.usd]=12.5&metadata[plan]=pro+%26+co&name=Ada+Lovelace&preferred_locales[0]=en&preferred_locales[1]=fr&shipping[address][city]=Paris"#]]
@@ -188,12 +198,25 @@ mod tests {
             ("metadata.seats", text("3")),
             ("balance", FieldValue::Clear),
         ]);
-        let changed = vec!["address.city".to_string(), "metadata.plan".to_string(), "balance".to_string()];
-        expect![[r#"address[city]=Paris&address[line1]=1+Main+St&metadata[plan]="#]]
-            .assert_eq(&form::encode(&update_params(&p, &changed)).replace("%5B", "[").replace("%5D", "]"));
+        let changed = vec![
+            "address.city".to_string(),
+            "metadata.plan".to_string(),
+            "balance".to_string(),
+        ];
+        expect![[r#"address[city]=Paris&address[line1]=1+Main+St&metadata[plan]="#]].assert_eq(
+            &form::encode(&update_params(&p, &changed))
+                .replace("%5B", "[")
+                .replace("%5D", "]"),
+        );
 
-        let cleared = payload(&[("address.line1", FieldValue::Clear), ("address.city", FieldValue::Clear)]);
-        expect![[r#"address="#]].assert_eq(&form::encode(&update_params(&cleared, &["address.city".into()])));
+        let cleared = payload(&[
+            ("address.line1", FieldValue::Clear),
+            ("address.city", FieldValue::Clear),
+        ]);
+        expect![[r#"address="#]].assert_eq(&form::encode(&update_params(
+            &cleared,
+            &["address.city".into()],
+        )));
     }
 
     #[test]
@@ -205,12 +228,27 @@ mod tests {
             "invoice_settings": {"footer": null}, "created": 1700000000
         });
         let fields = customer_to_fields(&customer);
-        let listed: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={}", v.to_json())).collect();
+        let listed: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.to_json()))
+            .collect();
         assert_eq!(
             listed,
-            ["address.city=\"Paris\"", "balance=0", "email=\"a@b.co\"", "metadata.plan=\"pro\"", "preferred_locales=[\"fr\"]"]
+            [
+                "address.city=\"Paris\"",
+                "balance=0",
+                "email=\"a@b.co\"",
+                "metadata.plan=\"pro\"",
+                "preferred_locales=[\"fr\"]"
+            ]
         );
-        assert_eq!(param_name("shipping.address.city"), "shipping[address][city]");
-        assert_eq!(param_path("shipping[address][city]"), "shipping.address.city");
+        assert_eq!(
+            param_name("shipping.address.city"),
+            "shipping[address][city]"
+        );
+        assert_eq!(
+            param_path("shipping[address][city]"),
+            "shipping.address.city"
+        );
     }
 }

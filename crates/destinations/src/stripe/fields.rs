@@ -36,18 +36,39 @@ pub const STANDARD_FIELDS: &[(&str, FieldKind)] = &[
     ("address.country", FieldKind::Text { max_chars: 5000 }),
     ("shipping.name", FieldKind::Text { max_chars: 5000 }),
     ("shipping.phone", FieldKind::Text { max_chars: 5000 }),
-    ("shipping.address.line1", FieldKind::Text { max_chars: 5000 }),
-    ("shipping.address.line2", FieldKind::Text { max_chars: 5000 }),
+    (
+        "shipping.address.line1",
+        FieldKind::Text { max_chars: 5000 },
+    ),
+    (
+        "shipping.address.line2",
+        FieldKind::Text { max_chars: 5000 },
+    ),
     ("shipping.address.city", FieldKind::Text { max_chars: 5000 }),
-    ("shipping.address.state", FieldKind::Text { max_chars: 5000 }),
-    ("shipping.address.postal_code", FieldKind::Text { max_chars: 5000 }),
-    ("shipping.address.country", FieldKind::Text { max_chars: 5000 }),
+    (
+        "shipping.address.state",
+        FieldKind::Text { max_chars: 5000 },
+    ),
+    (
+        "shipping.address.postal_code",
+        FieldKind::Text { max_chars: 5000 },
+    ),
+    (
+        "shipping.address.country",
+        FieldKind::Text { max_chars: 5000 },
+    ),
     ("preferred_locales", FieldKind::Locales),
-    ("tax_exempt", FieldKind::Enum(&["none", "exempt", "reverse"])),
+    (
+        "tax_exempt",
+        FieldKind::Enum(&["none", "exempt", "reverse"]),
+    ),
     ("balance", FieldKind::Integer),
     ("next_invoice_sequence", FieldKind::Integer),
     ("invoice_prefix", FieldKind::InvoicePrefix),
-    ("invoice_settings.footer", FieldKind::Text { max_chars: 5000 }),
+    (
+        "invoice_settings.footer",
+        FieldKind::Text { max_chars: 5000 },
+    ),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -105,9 +126,7 @@ pub fn parse_key_field(path: &str) -> Result<CustomerField, MappingError> {
     let field = parse_field(path)?;
     match field.kind {
         FieldKind::Email | FieldKind::MetadataValue => Ok(field),
-        _ => Err(MappingError::BadKeyField {
-            field: field.path,
-        }),
+        _ => Err(MappingError::BadKeyField { field: field.path }),
     }
 }
 
@@ -120,7 +139,10 @@ impl CustomerField {
         }
         let text = |v: &Value| v.to_scalar_text().map_err(|e| e.to_string());
         let converted = match self.kind {
-            FieldKind::Integer => value.to_integer().map_err(|e| e.to_string())?.map(FieldValue::Integer),
+            FieldKind::Integer => value
+                .to_integer()
+                .map_err(|e| e.to_string())?
+                .map(FieldValue::Integer),
             FieldKind::Locales => Some(FieldValue::List(locales(value)?)),
             FieldKind::MetadataValue => {
                 // Metadata values are strings; structured values travel as compact JSON.
@@ -158,7 +180,9 @@ fn check_text(kind: FieldKind, text: &str) -> Result<(), String> {
         _ => usize::MAX,
     };
     if chars > max {
-        return Err(format!("is {chars} characters long; Stripe allows at most {max}"));
+        return Err(format!(
+            "is {chars} characters long; Stripe allows at most {max}"
+        ));
     }
     if text.contains('\0') {
         return Err("contains a NUL character, which Stripe does not accept".to_string());
@@ -171,15 +195,29 @@ fn locales(value: &Value) -> Result<Vec<String>, String> {
         Value::Array(items) => items
             .iter()
             .filter(|v| !v.is_null())
-            .map(|v| v.to_scalar_text().map(|s| s.unwrap_or_default()).map_err(|e| e.to_string()))
+            .map(|v| {
+                v.to_scalar_text()
+                    .map(|s| s.unwrap_or_default())
+                    .map_err(|e| e.to_string())
+            })
             .collect::<Result<_, _>>()?,
         Value::Json(serde_json::Value::Array(items)) => items
             .iter()
-            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| format!("has a non-text locale {v}")))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("has a non-text locale {v}"))
+            })
             .collect::<Result<_, _>>()?,
         other => {
-            let text = other.to_scalar_text().map_err(|e| e.to_string())?.unwrap_or_default();
-            text.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+            let text = other
+                .to_scalar_text()
+                .map_err(|e| e.to_string())?
+                .unwrap_or_default();
+            text.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
         }
     };
     Ok(items)
@@ -242,7 +280,10 @@ mod tests {
             Err("is 26 characters long; Stripe allows at most 20".into())
         );
         let balance = parse_field("balance").unwrap();
-        assert_eq!(balance.convert(&Value::Decimal("150.00".into())), Ok(Some(FieldValue::Integer(150))));
+        assert_eq!(
+            balance.convert(&Value::Decimal("150.00".into())),
+            Ok(Some(FieldValue::Integer(150)))
+        );
         assert!(balance.convert(&Value::Float(f64::NAN)).is_err());
         let locales = parse_field("preferred_locales").unwrap();
         assert_eq!(
@@ -260,7 +301,9 @@ mod tests {
             Ok(Some(FieldValue::Text(r#"{"tier":2}"#.into())))
         );
         let name = parse_field("name").unwrap();
-        assert!(name.convert(&Value::Json(serde_json::json!([1, 2]))).is_err());
+        assert!(name
+            .convert(&Value::Json(serde_json::json!([1, 2])))
+            .is_err());
         assert_eq!(name.convert(&Value::Null), Ok(None));
     }
 }

@@ -44,9 +44,8 @@ pub enum StripeCallError {
 impl StripeCallError {
     pub fn request_id(&self) -> Option<&str> {
         match self {
-            StripeCallError::Refused { request_id, .. } | StripeCallError::Unauthorized { request_id, .. } => {
-                request_id.as_deref()
-            }
+            StripeCallError::Refused { request_id, .. }
+            | StripeCallError::Unauthorized { request_id, .. } => request_id.as_deref(),
             StripeCallError::Unavailable { .. } => None,
         }
     }
@@ -67,8 +66,14 @@ impl StripeService {
     }
 
     pub fn with_client(config: StripeConfig, http: HttpClient) -> Result<StripeService, HttpError> {
-        let mut authorization = HeaderValue::from_str(&format!("Bearer {}", config.api_key.expose()))
-            .map_err(|_| HttpError::InvalidRequest("the API key contains characters not allowed in an HTTP header".into()))?;
+        let mut authorization =
+            HeaderValue::from_str(&format!("Bearer {}", config.api_key.expose())).map_err(
+                |_| {
+                    HttpError::InvalidRequest(
+                        "the API key contains characters not allowed in an HTTP header".into(),
+                    )
+                },
+            )?;
         authorization.set_sensitive(true);
         Ok(StripeService {
             config,
@@ -88,10 +93,14 @@ impl StripeService {
     pub async fn read_balance(&self) -> Result<(), StripeConnectionError> {
         let request = self.request(Method::GET, "/v1/balance", "GET /v1/balance", None, None);
         let hint = self.config.api_key.hint();
-        let response = self.http.send(&request).await.map_err(|e| StripeConnectionError::Unreachable {
-            api_base: self.config.api_base.clone(),
-            problem: e.to_string(),
-        })?;
+        let response =
+            self.http
+                .send(&request)
+                .await
+                .map_err(|e| StripeConnectionError::Unreachable {
+                    api_base: self.config.api_base.clone(),
+                    problem: e.to_string(),
+                })?;
         let message = error_message(&response);
         match response.status {
             200 => Ok(()),
@@ -103,7 +112,11 @@ impl StripeService {
 
     /// Creates a customer. The idempotency key makes a retry, or a rerun after a crash,
     /// return the customer the first attempt created instead of creating another.
-    pub async fn create_customer(&self, body: &str, idempotency_key: &str) -> Result<Customer, StripeCallError> {
+    pub async fn create_customer(
+        &self,
+        body: &str,
+        idempotency_key: &str,
+    ) -> Result<Customer, StripeCallError> {
         let request = self.request(
             Method::POST,
             "/v1/customers",
@@ -114,7 +127,12 @@ impl StripeService {
         self.customer_from(self.http.send(&request).await)
     }
 
-    pub async fn update_customer(&self, id: &str, body: &str, idempotency_key: &str) -> Result<Customer, StripeCallError> {
+    pub async fn update_customer(
+        &self,
+        id: &str,
+        body: &str,
+        idempotency_key: &str,
+    ) -> Result<Customer, StripeCallError> {
         let request = self.request(
             Method::POST,
             &format!("/v1/customers/{id}"),
@@ -127,7 +145,10 @@ impl StripeService {
 
     /// Customers whose email is exactly `email` (Stripe's filter is case-sensitive and
     /// immediately consistent), newest first.
-    pub async fn customers_with_email(&self, email: &str) -> Result<Vec<Customer>, StripeCallError> {
+    pub async fn customers_with_email(
+        &self,
+        email: &str,
+    ) -> Result<Vec<Customer>, StripeCallError> {
         let query = form::encode(&Map::from_iter([
             ("email".to_string(), Json::String(email.to_string())),
             ("limit".to_string(), Json::from(100)),
@@ -138,10 +159,16 @@ impl StripeService {
 
     /// Customers whose email matches `email` ignoring case, found through search. Search lags
     /// behind writes: use it only to find more matches, never to conclude there is none.
-    pub async fn search_customers_by_email(&self, email: &str) -> Result<Vec<Customer>, StripeCallError> {
+    pub async fn search_customers_by_email(
+        &self,
+        email: &str,
+    ) -> Result<Vec<Customer>, StripeCallError> {
         let escaped = email.replace('\\', "\\\\").replace('\'', "\\'");
         let query = form::encode(&Map::from_iter([
-            ("query".to_string(), Json::String(format!("email:'{escaped}'"))),
+            (
+                "query".to_string(),
+                Json::String(format!("email:'{escaped}'")),
+            ),
             ("limit".to_string(), Json::from(100)),
         ]));
         let request = self.request(
@@ -156,18 +183,33 @@ impl StripeService {
     }
 
     /// One page of all customers, newest first. Returns the page and whether more follow.
-    pub async fn list_customers_page(&self, starting_after: Option<&str>) -> Result<(Vec<Customer>, bool), StripeCallError> {
+    pub async fn list_customers_page(
+        &self,
+        starting_after: Option<&str>,
+    ) -> Result<(Vec<Customer>, bool), StripeCallError> {
         let mut params = Map::from_iter([("limit".to_string(), Json::from(100))]);
         if let Some(after) = starting_after {
-            params.insert("starting_after".to_string(), Json::String(after.to_string()));
+            params.insert(
+                "starting_after".to_string(),
+                Json::String(after.to_string()),
+            );
         }
         self.list_page(&form::encode(&params)).await
     }
 
     async fn list_page(&self, query: &str) -> Result<(Vec<Customer>, bool), StripeCallError> {
-        let request = self.request(Method::GET, &format!("/v1/customers?{query}"), "GET /v1/customers", None, None);
+        let request = self.request(
+            Method::GET,
+            &format!("/v1/customers?{query}"),
+            "GET /v1/customers",
+            None,
+            None,
+        );
         let body = self.json_from(self.http.send(&request).await)?;
-        let has_more = body.get("has_more").and_then(Json::as_bool).unwrap_or(false);
+        let has_more = body
+            .get("has_more")
+            .and_then(Json::as_bool)
+            .unwrap_or(false);
         Ok((customers_in(&body), has_more))
     }
 
@@ -181,7 +223,10 @@ impl StripeService {
     ) -> OutboundRequest {
         let mut headers = vec![
             (AUTHORIZATION, self.authorization.clone()),
-            (HeaderName::from_static("stripe-version"), HeaderValue::from_static(STRIPE_VERSION)),
+            (
+                HeaderName::from_static("stripe-version"),
+                HeaderValue::from_static(STRIPE_VERSION),
+            ),
         ];
         if let Some(key) = idempotency_key.and_then(|k| HeaderValue::from_str(k).ok()) {
             headers.push((HeaderName::from_static("idempotency-key"), key));
@@ -195,7 +240,10 @@ impl StripeService {
         }
     }
 
-    fn customer_from(&self, sent: Result<InboundResponse, HttpError>) -> Result<Customer, StripeCallError> {
+    fn customer_from(
+        &self,
+        sent: Result<InboundResponse, HttpError>,
+    ) -> Result<Customer, StripeCallError> {
         let body = self.json_from(sent)?;
         match body.get("id").and_then(Json::as_str) {
             Some(id) => Ok(Customer {
@@ -209,11 +257,15 @@ impl StripeService {
     }
 
     fn json_from(&self, sent: Result<InboundResponse, HttpError>) -> Result<Json, StripeCallError> {
-        let response = sent.map_err(|e| StripeCallError::Unavailable { problem: e.to_string() })?;
+        let response = sent.map_err(|e| StripeCallError::Unavailable {
+            problem: e.to_string(),
+        })?;
         let request_id = response.header("request-id").map(str::to_string);
         if response.is_success() {
-            return serde_json::from_str(&response.body).map_err(|e| StripeCallError::Unavailable {
-                problem: format!("Stripe answered with JSON ferry cannot read ({e})"),
+            return serde_json::from_str(&response.body).map_err(|e| {
+                StripeCallError::Unavailable {
+                    problem: format!("Stripe answered with JSON ferry cannot read ({e})"),
+                }
             });
         }
         let parsed: Option<ErrorBody> = serde_json::from_str(&response.body).ok();
