@@ -634,3 +634,45 @@ async fn sync_create_explains_a_bad_mapping_and_exits_2() {
     let listed = scene.ferry(&["sync", "list"]).await.ok();
     assert!(listed.stdout.starts_with("No syncs yet"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_deleted_in_stripe_is_created_again_not_replayed() {
+    let scene = Scene::new().await;
+    scene.warehouse_sql(&people_sql(2));
+    scene.connect().await;
+    scene.email_sync(&[]).await;
+    scene.ferry(&["sync", "run", "people-to-stripe"]).await.ok();
+    let deleted = scene.customers_with_email("person1@example.com")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let response = reqwest::Client::new()
+        .delete(format!("{}/v1/customers/{deleted}", scene.emulator.url()))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // The same body as the first create: it must not get the deleted customer's answer replayed.
+    let run = scene
+        .ferry(&[
+            "sync",
+            "run",
+            "people-to-stripe",
+            "--full-resync",
+            "--format",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        (run["created"].as_u64(), run["unchanged"].as_u64()),
+        (Some(1), Some(1)),
+        "{run}"
+    );
+    let again = scene.customers_with_email("person1@example.com");
+    assert_eq!(again.len(), 1);
+    assert_ne!(again[0]["id"], deleted.as_str());
+}

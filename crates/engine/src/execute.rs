@@ -11,6 +11,7 @@ use ferry_state::{CommitBatch, PendingCreate, RunRecordRow, SnapshotEntry, State
 use ferry_stripe_wire::form;
 use futures::stream::{FuturesUnordered, StreamExt};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,6 +74,7 @@ pub async fn execute_plan(
     // crash at any later point replays the same request instead of creating a second customer.
     let mut new_pending = Vec::new();
     let mut work = Vec::with_capacity(planned.len());
+    let now = chrono::Utc::now();
     for mut planned_record in planned {
         if let Action::Create { .. } = planned_record.action {
             let body = form::encode(&create_params(&planned_record.record.payload));
@@ -82,9 +84,10 @@ pub async fn execute_plan(
                     exec.sync_uid,
                     &planned_record.record.match_key,
                     &body,
+                    now,
                 ),
                 request_body: body,
-                created_at: chrono::Utc::now(),
+                created_at: now,
             };
             new_pending.push(pending.clone());
             planned_record.action = Action::ReplayCreate { pending };
@@ -100,8 +103,13 @@ pub async fn execute_plan(
     let max_in_flight = exec.stripe.http().policy().max_in_flight * 2;
     let mut queue = work.into_iter();
     let mut in_flight = FuturesUnordered::new();
+    // Rows whose request is out, by row number, so that rows abandoned by a stop still get an
+    // outcome: every row of a run ends in exactly one.
+    let mut in_flight_rows: HashMap<u64, String> = HashMap::new();
     let mut cancelled_at: Option<Instant> = None;
+    let mut fatal: Option<EngineError> = None;
     loop {
+        committer.flush_if_due().await?;
         if cancelled_at.is_none() && exec.cancel.load(Ordering::Relaxed) {
             cancelled_at = Some(Instant::now());
             tracing::info!(
@@ -114,7 +122,10 @@ pub async fn execute_plan(
                 let Some(next) = queue.next() else { break };
                 match immediate_outcome(&next) {
                     Some(done) => committer.push(done).await?,
-                    None => in_flight.push(execute_one(exec, next)),
+                    None => {
+                        in_flight_rows.insert(next.record.row_number, next.record.key.clone());
+                        in_flight.push(execute_one(exec, next));
+                    }
                 }
             }
         }
@@ -129,7 +140,7 @@ pub async fn execute_plan(
             .await
             {
                 Ok(next) => next,
-                Err(_) => break, // Abandoned: updates are sent again next run, creates replayed.
+                Err(_) => break,
             },
             None => tokio::select! {
                 next = in_flight.next() => next,
@@ -137,14 +148,47 @@ pub async fn execute_plan(
             },
         };
         match next {
-            Some(Ok(done)) => committer.push(done).await?,
-            Some(Err(fatal)) => {
-                committer.flush().await?;
-                return Err(fatal);
+            Some(Ok(done)) => {
+                in_flight_rows.remove(&done.row.row_number);
+                committer.push(done).await?;
+            }
+            Some(Err(error)) => {
+                fatal = Some(error);
+                break;
             }
             None => break,
         }
-        committer.flush_if_due().await?;
+    }
+    // A stop or a fatal error leaves rows without an answer: they are recorded as failed, which
+    // the next run retries. Creates among them keep their saved idempotency key and are replayed.
+    if cancelled_at.is_some() || fatal.is_some() {
+        let why = match &fatal {
+            Some(error) => format!("the run stopped before this row finished: {error}"),
+            None => {
+                "the run was stopped before this row finished; the next run picks it up".to_string()
+            }
+        };
+        drop(in_flight);
+        let mut unfinished: Vec<(u64, String)> = in_flight_rows.into_iter().collect();
+        unfinished.extend(queue.map(|p| (p.record.row_number, p.record.key)));
+        unfinished.sort();
+        for (row_number, key) in unfinished {
+            committer
+                .push(settled(
+                    row_number,
+                    &key,
+                    Outcome::Failed,
+                    None,
+                    Some(why.clone()),
+                    None,
+                    None,
+                ))
+                .await?;
+        }
+    }
+    if let Some(error) = fatal {
+        committer.flush().await?;
+        return Err(error);
     }
     committer.flush().await?;
     Ok(if cancelled_at.is_some() {
@@ -248,6 +292,19 @@ async fn execute_one(exec: &Execution<'_>, planned: PlannedRecord) -> Result<Set
             }
         }
         Action::ReplayCreate { pending } => {
+            // Stripe keeps an idempotency key for 24 hours; past that a replay could create a
+            // second customer. Such a row waits for the next run, which looks it up first.
+            if chrono::Utc::now() - pending.created_at > crate::plan::PENDING_CREATE_MAX_AGE {
+                return Ok(settled(
+                    record.row_number,
+                    &record.key,
+                    Outcome::Failed,
+                    None,
+                    Some("a create saved by an interrupted run is too old to replay safely; the next run looks this key up before creating".into()),
+                    None,
+                    None,
+                ));
+            }
             let result = exec
                 .stripe
                 .create_customer(&pending.request_body, &pending.idempotency_key)
@@ -405,12 +462,21 @@ fn snapshot_entry(match_key: &str, stripe_id: &str, payload: &Payload) -> (Strin
     )
 }
 
-/// Deterministic for a given sync, key and body: the same create always carries the same key.
-pub fn create_idempotency_key(sync_uid: &str, match_key: &str, body: &str) -> String {
+/// Derived from the sync, the record key, the body and the moment the create was planned, and
+/// saved with it: every attempt of that create, retries and replays after a crash, carries this
+/// key. The moment keeps a later, separate create of the same body (after the customer was
+/// deleted in Stripe, say) from getting the old answer replayed.
+pub fn create_idempotency_key(
+    sync_uid: &str,
+    match_key: &str,
+    body: &str,
+    planned_at: chrono::DateTime<chrono::Utc>,
+) -> String {
     format!(
-        "ferry-{sync_uid}-c-{}-{}",
+        "ferry-{sync_uid}-c-{}-{}-{}",
         short_hash(match_key, 20),
-        short_hash(body, 12)
+        short_hash(body, 12),
+        planned_at.timestamp_micros()
     )
 }
 

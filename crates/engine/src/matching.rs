@@ -3,7 +3,8 @@
 //! Two strategies, and the engine picks the cheaper: one listing of every customer
 //! (ceil(N/100) requests, consistent), or per-row lookups (an exact, consistent `email=` filter
 //! plus a search to catch the same email in another case). Search lags behind writes, so it only
-//! ever adds matches: "no customer has this key" is concluded from consistent reads alone.
+//! ever adds matches: "no customer has this key" is concluded from a full listing alone, and
+//! per-row lookups pay off when the rows already exist in Stripe.
 
 use crate::prepare::{PreparedRecord, ValidatedSync};
 use crate::EngineError;
@@ -79,6 +80,26 @@ pub async fn find_existing_customers(
             Ok(customers) => {
                 matches.insert(key, Ok(customers));
             }
+        }
+    }
+    // The exact filter cannot see `ADA@x.com` for `ada@x.com`, and search may not have caught up
+    // with a recent write: before any row is called absent, one full listing settles it.
+    let absent: Vec<String> = matches
+        .iter()
+        .filter(|(_, found)| matches!(found, Ok(customers) if customers.is_empty()))
+        .map(|(key, _)| key.clone())
+        .collect();
+    if !absent.is_empty() {
+        tracing::debug!(
+            rows = absent.len(),
+            "Confirming absent keys with a full listing."
+        );
+        let index = list_all_customers(stripe, sync, None)
+            .await?
+            .expect("an unbounded listing always completes");
+        for key in absent {
+            let found = index.get(&key).cloned().unwrap_or_default();
+            matches.insert(key, Ok(found));
         }
     }
     Ok(matches)

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 /// Stripe keeps an idempotency key for at least 24 hours; past this age a saved create is not
 /// replayed blindly but looked up first.
-const PENDING_CREATE_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(23);
+pub(crate) const PENDING_CREATE_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(23);
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {

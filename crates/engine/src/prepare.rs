@@ -203,9 +203,9 @@ pub fn prepare_row(
             }
             Ok(None) => {
                 if sync.nulls == NullPolicy::Clear {
-                    payload
-                        .fields
-                        .insert(mapping.field.path.clone(), FieldValue::Clear);
+                    if let Some(cleared) = cleared_value(&mapping.field.path) {
+                        payload.fields.insert(mapping.field.path.clone(), cleared);
+                    }
                 }
             }
             Err(problem) => {
@@ -237,6 +237,16 @@ pub fn prepare_row(
         key,
         payload,
     })
+}
+
+/// What "clear" means for a field. Stripe cannot unset an integer or the invoice prefix it
+/// assigns, so a NULL leaves those alone; an unset `tax_exempt` reads back as `none`.
+fn cleared_value(path: &str) -> Option<FieldValue> {
+    match path {
+        "balance" | "next_invoice_sequence" | "invoice_prefix" => None,
+        "tax_exempt" => Some(FieldValue::Text("none".to_string())),
+        _ => Some(FieldValue::Clear),
+    }
 }
 
 fn key_text_problem(sync: &ValidatedSync, key: &str) -> Option<String> {
@@ -433,6 +443,33 @@ mod tests {
         .unwrap();
         let record = prepare_row(&sync, 1, &[text("a@b.co"), Value::Null]).unwrap();
         assert_eq!(record.payload.get("name"), Some(&FieldValue::Clear));
+    }
+
+    #[test]
+    fn clear_leaves_alone_what_stripe_cannot_unset() {
+        let sync = validate_sync(
+            &spec(
+                ("email", "email"),
+                &[
+                    ("b", "balance"),
+                    ("p", "invoice_prefix"),
+                    ("t", "tax_exempt"),
+                ],
+                NullPolicy::Clear,
+            ),
+            &columns(&["email", "b", "p", "t"]),
+        )
+        .unwrap();
+        let record = prepare_row(
+            &sync,
+            1,
+            &[text("a@b.co"), Value::Null, Value::Null, Value::Null],
+        )
+        .unwrap();
+        assert_eq!(
+            record.payload.to_json().to_string(),
+            r#"{"email":"a@b.co","tax_exempt":"none"}"#
+        );
     }
 
     #[test]

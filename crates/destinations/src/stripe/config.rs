@@ -59,10 +59,24 @@ impl StripeConfig {
     pub async fn test_connection(&self) -> Result<(), StripeConnectionError> {
         let service =
             StripeService::new(self.clone()).map_err(|e| StripeConnectionError::Unreachable {
-                api_base: self.api_base.clone(),
+                api_base: display_api_base(&self.api_base),
                 problem: e.to_string(),
             })?;
         service.read_balance().await
+    }
+}
+
+/// `api_base` for messages: scheme, host and port only, so that credentials or tokens in a
+/// proxy URL never reach an error.
+pub fn display_api_base(api_base: &str) -> String {
+    match reqwest::Url::parse(api_base) {
+        Ok(url) => format!(
+            "{}://{}{}",
+            url.scheme(),
+            url.host_str().unwrap_or("?"),
+            url.port().map(|p| format!(":{p}")).unwrap_or_default()
+        ),
+        Err(_) => "the configured API base".to_string(),
     }
 }
 

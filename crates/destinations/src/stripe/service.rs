@@ -98,7 +98,7 @@ impl StripeService {
                 .send(&request)
                 .await
                 .map_err(|e| StripeConnectionError::Unreachable {
-                    api_base: self.config.api_base.clone(),
+                    api_base: super::config::display_api_base(&self.config.api_base),
                     problem: e.to_string(),
                 })?;
         let message = error_message(&response);
@@ -206,6 +206,14 @@ impl StripeService {
             None,
         );
         let body = self.json_from(self.http.send(&request).await)?;
+        // An answer that is not a list must not read as "no customers": ferry would create them all.
+        let is_list = body.get("object").and_then(Json::as_str) == Some("list")
+            && body.get("data").is_some_and(Json::is_array);
+        if !is_list {
+            return Err(StripeCallError::Unavailable {
+                problem: "Stripe answered a customer listing with something that is not a list; check --api-base".to_string(),
+            });
+        }
         let has_more = body
             .get("has_more")
             .and_then(Json::as_bool)
