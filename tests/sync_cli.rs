@@ -676,3 +676,39 @@ async fn a_customer_deleted_in_stripe_is_created_again_not_replayed() {
     assert_eq!(again.len(), 1);
     assert_ne!(again[0]["id"], deleted.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restricted_key_without_balance_access_is_told_which_permission_is_missing() {
+    let restricted = "rk_test_ferryrestricted00000000001234";
+    let mut config = common::fast_emulator_config();
+    config.restricted_keys = vec![ferry_stripe_emulator::RestrictedKey {
+        key: restricted.to_string(),
+        customers: ferry_stripe_emulator::Access::Write,
+        balance: ferry_stripe_emulator::Access::None,
+    }];
+    let scene = Scene::with_emulator(config).await;
+    let url = scene.emulator.url();
+    let denied = scene
+        .ferry(&[
+            "connect",
+            "stripe",
+            "s",
+            "--api-key",
+            restricted,
+            "--api-base",
+            &url,
+        ])
+        .await;
+    assert_eq!(denied.code, 1);
+    assert!(
+        denied.stderr.contains("lacks a permission ferry needs"),
+        "{}",
+        denied.stderr
+    );
+    assert!(
+        denied.stderr.contains("read access to Balance"),
+        "{}",
+        denied.stderr
+    );
+    assert!(!denied.stderr.contains(restricted), "{}", denied.stderr);
+}
