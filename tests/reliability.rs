@@ -212,3 +212,160 @@ async fn sigterm_stops_cleanly_and_records_the_run_as_cancelled() {
     assert_eq!(rerun["created"].as_u64().unwrap() + created_in_stripe, 300);
     assert_each_person_once(&scene, 300);
 }
+
+/// Rows for the fault suite: FERRY_FAULT_ROWS overrides (a larger run for local use).
+fn fault_suite_rows() -> u32 {
+    std::env::var("FERRY_FAULT_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5_000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_suite_every_fault_at_once_on_a_large_sync() {
+    let rows = fault_suite_rows();
+    let mut config = fast_emulator_config();
+    config.fault_seed = Some(2026);
+    config.faults = FaultConfig {
+        server_error_rate: 0.10,
+        lock_timeout_rate: 0.05,
+        drop_rate: 0.01,
+        lose_response_rate: 0.02,
+        latency: Duration::from_millis(300),
+        latency_jitter: Duration::from_millis(100),
+    };
+    let scene = Scene::with_emulator(config).await;
+    scene.warehouse_sql(&people_sql(rows));
+    // ferry's own rate limiter off: the suite is about faults, and at Stripe's 25/s it would
+    // take minutes. Concurrency (32 in flight against 300 ms latency) still bounds the pace.
+    let url = scene.emulator.url();
+    scene
+        .ferry(&[
+            "connect",
+            "stripe",
+            "stripe",
+            "--api-key",
+            common::KEY,
+            "--api-base",
+            &url,
+            "--max-rps",
+            "0",
+            "--max-rps-per-endpoint",
+            "0",
+        ])
+        .await
+        .ok();
+    let warehouse = scene.warehouse().display().to_string();
+    scene
+        .ferry(&["connect", "duckdb", "warehouse", "--path", &warehouse])
+        .await
+        .ok();
+    scene.email_sync(&[]).await;
+    let run = scene
+        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
+        .await
+        .ok()
+        .json();
+
+    let requests = scene.stripe().requests();
+    let count = |kind: FaultKind| requests.iter().filter(|r| r.fault == Some(kind)).count();
+    let rate_limited = requests.iter().filter(|r| r.status == Some(429)).count();
+    println!(
+        "fault suite: {rows} rows, {} requests; injected {} server errors, {} lock timeouts/429s, {} dropped connections, {} lost responses",
+        requests.len(),
+        count(FaultKind::ServerError),
+        rate_limited,
+        count(FaultKind::DroppedConnection),
+        count(FaultKind::LostResponse)
+    );
+    assert!(
+        count(FaultKind::ServerError) > 0
+            && count(FaultKind::LostResponse) > 0
+            && count(FaultKind::DroppedConnection) > 0
+    );
+
+    // The run's counts add up, and what it says it created is exactly what Stripe holds.
+    assert_eq!(run["status"], "completed", "{run}");
+    let outcomes: u64 = [
+        "created",
+        "updated",
+        "unchanged",
+        "not_found",
+        "rejected",
+        "failed",
+    ]
+    .iter()
+    .map(|k| run[k].as_u64().unwrap())
+    .sum();
+    assert_eq!(outcomes, rows as u64, "{run}");
+    assert_eq!(
+        run["created"].as_u64().unwrap() + run["failed"].as_u64().unwrap(),
+        rows as u64,
+        "{run}"
+    );
+
+    // Whatever failed is finished by the next run; then every row is in Stripe exactly once and
+    // the workspace's snapshot agrees with Stripe (a third run finds nothing to do).
+    scene.stripe().set_faults(FaultConfig::default());
+    scene.ferry(&["sync", "run", "people-to-stripe"]).await.ok();
+    assert_each_person_once(&scene, rows);
+    let again = scene
+        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        (again["unchanged"].as_u64(), again["requests"].as_u64()),
+        (Some(rows as u64), Some(0)),
+        "{again}"
+    );
+    println!("fault suite: verified {rows} customers exactly once, snapshot in agreement with the emulator");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_twenty_seeded_random_moments_then_rerun_is_exact() {
+    use rand::{Rng, SeedableRng};
+    let mut config = fast_emulator_config();
+    config.faults.latency = Duration::from_millis(10);
+    let scene = Scene::with_emulator(config).await;
+    scene.warehouse_sql(&people_sql(600));
+    scene.connect().await;
+    scene.email_sync(&[]).await;
+    // Moments from 0 to 600 ms after start: while the model is read, while lookups and creates
+    // are in flight, between Stripe's answers and the commit of their batch.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20261125);
+    let mut kills = Vec::new();
+    for _ in 0..20 {
+        let after = Duration::from_millis(rng.random_range(0..600));
+        let mut child = scene
+            .command(&["sync", "run", "people-to-stripe"])
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(after).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills.push((after.as_millis(), scene.stripe().customers().len()));
+    }
+    println!("killed at (ms after start, customers in Stripe): {kills:?}");
+    let run = scene
+        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        (run["status"].as_str(), run["failed"].as_u64()),
+        (Some("completed"), Some(0)),
+        "{run}"
+    );
+    assert_each_person_once(&scene, 600);
+    let again = scene
+        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        (again["unchanged"].as_u64(), again["requests"].as_u64()),
+        (Some(600), Some(0)),
+        "{again}"
+    );
+}
