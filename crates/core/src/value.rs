@@ -281,3 +281,55 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            "-?[0-9]{1,40}(\\.[0-9]{1,10})?".prop_map(Value::Decimal),
+            any::<f64>().prop_map(Value::Float),
+            any::<String>().prop_map(Value::Text),
+            proptest::collection::vec(any::<u8>(), 0..16).prop_map(Value::Bytes),
+            (-300_000i32..300_000).prop_map(|d| Value::Date(
+                NaiveDate::from_num_days_from_ce_opt(d).unwrap_or_default()
+            )),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            proptest::collection::vec(inner, 0..4).prop_map(Value::Array)
+        })
+    }
+
+    proptest! {
+        /// Conversions never panic, and the same value always gives the same text.
+        #[test]
+        fn conversions_are_total_and_stable(value in any_value()) {
+            let first = value.to_text();
+            prop_assert_eq!(&first, &value.clone().to_text());
+            let _ = value.to_scalar_text();
+            let _ = value.to_json();
+            let _ = value.to_string();
+            match value.to_integer() {
+                Ok(Some(i)) => {
+                    // A whole number reads back as the same integer from its text form.
+                    let again = Value::Text(i.to_string()).to_integer();
+                    prop_assert_eq!(again, Ok(Some(i)));
+                }
+                Ok(None) => prop_assert!(value.is_null()),
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+        }
+
+        /// Integers in text survive the trip through `to_integer` exactly.
+        #[test]
+        fn integer_text_round_trips(i in any::<i64>()) {
+            prop_assert_eq!(Value::Decimal(i.to_string()).to_integer(), Ok(Some(i)));
+            prop_assert_eq!(Value::Text(format!(" {i} ")).to_integer(), Ok(Some(i)));
+        }
+    }
+}

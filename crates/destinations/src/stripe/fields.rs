@@ -307,3 +307,31 @@ mod tests {
         assert_eq!(name.convert(&Value::Null), Ok(None));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The mapping parser takes any text: it returns a field or an error that names the
+        /// input, never panics.
+        #[test]
+        fn any_field_text_parses_or_explains(path in any::<String>()) {
+            match parse_field(&path) {
+                Ok(field) => prop_assert_eq!(field.path, path.trim()),
+                Err(error) => prop_assert!(error.to_string().contains(path.trim())),
+            }
+        }
+
+        /// Metadata keys are accepted exactly when Stripe would accept them.
+        #[test]
+        fn metadata_keys_follow_stripes_rules(key in any::<String>()) {
+            let accepted = parse_field(&format!("metadata.{key}")).is_ok();
+            let trimmed = format!("metadata.{key}");
+            let key = trimmed.trim().strip_prefix("metadata.").unwrap_or("").to_string();
+            let valid = !key.is_empty() && key.chars().count() <= 40 && !key.contains(['[', ']']);
+            prop_assert_eq!(accepted, valid);
+        }
+    }
+}
