@@ -712,3 +712,114 @@ async fn a_restricted_key_without_balance_access_is_told_which_permission_is_mis
     );
     assert!(!denied.stderr.contains(restricted), "{}", denied.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_session_at_debug_level_never_shows_the_key() {
+    let scene = Scene::new().await;
+    scene.warehouse_sql(&people_sql(5));
+    scene.warehouse_sql("update people set phone = '+1 555 0100 0100 0100 0100' where id = 1");
+    let url = scene.emulator.url();
+    let mut outputs = Vec::new();
+    let sessions: Vec<Vec<&str>> = vec![
+        vec![
+            "-vv",
+            "connect",
+            "stripe",
+            "stripe",
+            "--api-key",
+            KEY,
+            "--api-base",
+            &url,
+        ],
+        vec![
+            "-vv",
+            "connect",
+            "stripe",
+            "broken",
+            "--api-key",
+            KEY,
+            "--api-base",
+            "http://127.0.0.1:9",
+        ],
+        vec![
+            "-vv",
+            "connect",
+            "duckdb",
+            "warehouse",
+            "--path",
+            "warehouse.duckdb",
+        ],
+        vec!["-vv", "connections"],
+        vec!["-vv", "connections", "test", "stripe"],
+        vec![
+            "-vv",
+            "model",
+            "create",
+            "people",
+            "--connection",
+            "warehouse",
+            "--sql",
+            "select * from people",
+        ],
+        vec![
+            "-vv",
+            "sync",
+            "create",
+            "s",
+            "--model",
+            "people",
+            "--destination",
+            "stripe",
+            "--key",
+            "email=email",
+            "--map",
+            "phone=phone",
+        ],
+        vec!["-vv", "sync", "preview", "s", "--format", "json"],
+        vec!["-vv", "sync", "run", "s"],
+        vec!["-vv", "sync", "show", "s"],
+        vec!["-vv", "runs"],
+    ];
+    for args in &sessions {
+        let ran = scene.ferry(args).await;
+        outputs.push(ran.stdout);
+        outputs.push(ran.stderr);
+    }
+    let runs = scene
+        .ferry(&["sync", "run", "s", "--format", "json"])
+        .await
+        .ok()
+        .json();
+    for format in ["text", "json", "csv"] {
+        let shown = scene
+            .ferry(&[
+                "-vv",
+                "run",
+                "show",
+                runs["run_id"].as_str().unwrap(),
+                "--format",
+                format,
+            ])
+            .await
+            .ok();
+        outputs.push(shown.stdout);
+        outputs.push(shown.stderr);
+    }
+    assert!(
+        outputs.iter().any(|o| o.contains("DEBUG")),
+        "the session really logged at debug level"
+    );
+    let leaks: Vec<&String> = outputs.iter().filter(|o| o.contains(KEY)).collect();
+    assert!(leaks.is_empty(), "the API key appeared in: {leaks:?}");
+    for file in std::fs::read_dir(scene.workspace()).unwrap() {
+        let path = file.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()),
+                "the key is in {}",
+                path.display()
+            );
+        }
+    }
+}

@@ -57,11 +57,16 @@ impl StripeConfig {
 
     /// Reads `GET /v1/balance`, the cheapest call that proves the key works.
     pub async fn test_connection(&self) -> Result<(), StripeConnectionError> {
-        let service =
-            StripeService::new(self.clone()).map_err(|e| StripeConnectionError::Unreachable {
-                api_base: display_api_base(&self.api_base),
-                problem: e.to_string(),
-            })?;
+        // A person is waiting for this answer: a few quick retries, not a sync's patience.
+        let mut policy = self.http_policy();
+        policy.retry.max_attempts = 3;
+        policy.retry.max_total = std::time::Duration::from_secs(10);
+        let unreachable = |e: ferry_http::HttpError| StripeConnectionError::Unreachable {
+            api_base: display_api_base(&self.api_base),
+            problem: e.to_string(),
+        };
+        let http = ferry_http::HttpClient::new(policy).map_err(unreachable)?;
+        let service = StripeService::with_client(self.clone(), http).map_err(unreachable)?;
         service.read_balance().await
     }
 }
