@@ -30,6 +30,17 @@ fn assert_each_person_once(scene: &Scene, count: u32) {
     );
 }
 
+/// The workspace's snapshot agrees with Stripe: one more run finds every row unchanged and
+/// sends no request at all.
+async fn assert_snapshot_agrees_with_stripe(scene: &Scene, rows: u32) {
+    let again = scene.run_sync_json("people-to-stripe", &[]).await;
+    assert_eq!(
+        (again["unchanged"].as_u64(), again["requests"].as_u64()),
+        (Some(rows as u64), Some(0)),
+        "{again}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_responses_and_server_errors_create_no_duplicate() {
     let mut config = fast_emulator_config();
@@ -46,11 +57,7 @@ async fn lost_responses_and_server_errors_create_no_duplicate() {
     scene.warehouse_sql(&people_sql(200));
     scene.connect().await;
     scene.email_sync(&[]).await;
-    let run = scene
-        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
-        .await
-        .ok()
-        .json();
+    let run = scene.run_sync_json("people-to-stripe", &[]).await;
     assert_eq!(run["status"], "completed");
     assert_eq!(
         run["created"].as_u64().unwrap() + run["failed"].as_u64().unwrap(),
@@ -71,15 +78,7 @@ async fn lost_responses_and_server_errors_create_no_duplicate() {
     scene.stripe().set_faults(FaultConfig::default());
     scene.ferry(&["sync", "run", "people-to-stripe"]).await.ok();
     assert_each_person_once(&scene, 200);
-    let again = scene
-        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
-        .await
-        .ok()
-        .json();
-    assert_eq!(
-        again["unchanged"], 200,
-        "the snapshot agrees with Stripe: {again}"
-    );
+    assert_snapshot_agrees_with_stripe(&scene, 200).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,11 +110,7 @@ async fn killed_mid_run_then_rerun_loses_nothing_and_duplicates_nothing() {
             "the kill must land mid-run"
         );
     }
-    let run = scene
-        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
-        .await
-        .ok()
-        .json();
+    let run = scene.run_sync_json("people-to-stripe", &[]).await;
     assert_eq!(run["status"], "completed");
     assert_eq!(run["failed"], 0, "{run}");
     assert_each_person_once(&scene, 400);
@@ -126,16 +121,7 @@ async fn killed_mid_run_then_rerun_loses_nothing_and_duplicates_nothing() {
         "{}",
         runs.stdout
     );
-    let again = scene
-        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
-        .await
-        .ok()
-        .json();
-    assert_eq!(
-        (again["unchanged"].as_u64(), again["requests"].as_u64()),
-        (Some(400), Some(0)),
-        "{again}"
-    );
+    assert_snapshot_agrees_with_stripe(&scene, 400).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,11 +190,7 @@ async fn sigterm_stops_cleanly_and_records_the_run_as_cancelled() {
         created_in_stripe,
         "{report}"
     );
-    let rerun = scene
-        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
-        .await
-        .ok()
-        .json();
+    let rerun = scene.run_sync_json("people-to-stripe", &[]).await;
     assert_eq!(rerun["created"].as_u64().unwrap() + created_in_stripe, 300);
     assert_each_person_once(&scene, 300);
 }
@@ -261,11 +243,7 @@ async fn fault_suite_every_fault_at_once_on_a_large_sync() {
         .await
         .ok();
     scene.email_sync(&[]).await;
-    let run = scene
-        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
-        .await
-        .ok()
-        .json();
+    let run = scene.run_sync_json("people-to-stripe", &[]).await;
 
     let requests = scene.stripe().requests();
     let count = |kind: FaultKind| requests.iter().filter(|r| r.fault == Some(kind)).count();
@@ -309,16 +287,7 @@ async fn fault_suite_every_fault_at_once_on_a_large_sync() {
     scene.stripe().set_faults(FaultConfig::default());
     scene.ferry(&["sync", "run", "people-to-stripe"]).await.ok();
     assert_each_person_once(&scene, rows);
-    let again = scene
-        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
-        .await
-        .ok()
-        .json();
-    assert_eq!(
-        (again["unchanged"].as_u64(), again["requests"].as_u64()),
-        (Some(rows as u64), Some(0)),
-        "{again}"
-    );
+    assert_snapshot_agrees_with_stripe(&scene, rows).await;
     println!("fault suite: verified {rows} customers exactly once, snapshot in agreement with the emulator");
 }
 
@@ -347,25 +316,12 @@ async fn killed_at_twenty_seeded_random_moments_then_rerun_is_exact() {
         kills.push((after.as_millis(), scene.stripe().customers().len()));
     }
     println!("killed at (ms after start, customers in Stripe): {kills:?}");
-    let run = scene
-        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
-        .await
-        .ok()
-        .json();
+    let run = scene.run_sync_json("people-to-stripe", &[]).await;
     assert_eq!(
         (run["status"].as_str(), run["failed"].as_u64()),
         (Some("completed"), Some(0)),
         "{run}"
     );
     assert_each_person_once(&scene, 600);
-    let again = scene
-        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
-        .await
-        .ok()
-        .json();
-    assert_eq!(
-        (again["unchanged"].as_u64(), again["requests"].as_u64()),
-        (Some(600), Some(0)),
-        "{again}"
-    );
+    assert_snapshot_agrees_with_stripe(&scene, 600).await;
 }

@@ -28,11 +28,7 @@ async fn first_run_creates_second_run_sends_nothing_third_sends_only_changes() {
     );
     assert_eq!(scene.posts(), 0, "a preview sends no write");
 
-    let run = scene
-        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
-        .await
-        .ok()
-        .json();
+    let run = scene.run_sync_json("people-to-stripe", &[]).await;
     assert_eq!(run["status"], "completed");
     assert_eq!(run["created"], 40);
     assert_eq!(
@@ -48,11 +44,7 @@ async fn first_run_creates_second_run_sends_nothing_third_sends_only_changes() {
 
     // Nothing changed: no request at all, not even a lookup.
     let before = scene.stripe().requests().len();
-    let run = scene
-        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
-        .await
-        .ok()
-        .json();
+    let run = scene.run_sync_json("people-to-stripe", &[]).await;
     assert_eq!(
         (run["unchanged"].as_u64(), run["requests"].as_u64()),
         (Some(40), Some(0))
@@ -75,11 +67,7 @@ async fn first_run_creates_second_run_sends_nothing_third_sends_only_changes() {
         (Some(3), Some(37), Some(3))
     );
     let before = scene.stripe().requests().len();
-    let run = scene
-        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
-        .await
-        .ok()
-        .json();
+    let run = scene.run_sync_json("people-to-stripe", &[]).await;
     assert_eq!(
         (
             run["updated"].as_u64(),
@@ -157,11 +145,7 @@ async fn bad_rows_are_rejected_with_reasons_and_the_rest_syncs() {
     );
     scene.connect().await;
     scene.email_sync(&[]).await;
-    let run = scene
-        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
-        .await
-        .ok()
-        .json();
+    let run = scene.run_sync_json("people-to-stripe", &[]).await;
     assert_eq!(
         (run["created"].as_u64(), run["rejected"].as_u64()),
         (Some(1), Some(5)),
@@ -263,11 +247,7 @@ async fn existing_customers_match_ignoring_email_case_and_ambiguous_ones_are_rej
     );
     scene.connect().await;
     scene.email_sync(&[]).await;
-    let run = scene
-        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
-        .await
-        .ok()
-        .json();
+    let run = scene.run_sync_json("people-to-stripe", &[]).await;
     assert_eq!(
         (
             run["updated"].as_u64(),
@@ -330,11 +310,7 @@ async fn update_only_reports_rows_missing_in_stripe_and_creates_nothing() {
         .await
         .ok()
         .json();
-    let run = scene
-        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
-        .await
-        .ok()
-        .json();
+    let run = scene.run_sync_json("people-to-stripe", &[]).await;
     assert_eq!(
         (
             run["updated"].as_u64(),
@@ -396,11 +372,7 @@ async fn external_id_in_metadata_is_the_key_and_nulls_clear_when_asked() {
         ])
         .await
         .ok();
-    let run = scene
-        .ferry(&["sync", "run", "accounts", "--format", "json"])
-        .await
-        .ok()
-        .json();
+    let run = scene.run_sync_json("accounts", &[]).await;
     assert_eq!(
         (run["created"].as_u64(), run["updated"].as_u64()),
         (Some(1), Some(1)),
@@ -457,11 +429,7 @@ async fn changing_the_mapping_sends_only_what_it_affects_and_full_resync_repairs
         .await
         .ok();
     let before = scene.stripe().requests().len();
-    let run = scene
-        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
-        .await
-        .ok()
-        .json();
+    let run = scene.run_sync_json("people-to-stripe", &[]).await;
     assert_eq!(run["updated"], 5);
     let bodies: Vec<String> = scene.stripe().requests()[before..]
         .iter()
@@ -488,24 +456,11 @@ async fn changing_the_mapping_sends_only_what_it_affects_and_full_resync_repairs
         .await
         .unwrap();
     assert_eq!(edited.status(), 200);
-    let run = scene
-        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
-        .await
-        .ok()
-        .json();
+    let run = scene.run_sync_json("people-to-stripe", &[]).await;
     assert_eq!(run["unchanged"], 5);
     let run = scene
-        .ferry(&[
-            "sync",
-            "run",
-            "people-to-stripe",
-            "--full-resync",
-            "--format",
-            "json",
-        ])
-        .await
-        .ok()
-        .json();
+        .run_sync_json("people-to-stripe", &["--full-resync"])
+        .await;
     assert_eq!(
         (run["updated"].as_u64(), run["unchanged"].as_u64()),
         (Some(1), Some(4)),
@@ -656,17 +611,8 @@ async fn a_customer_deleted_in_stripe_is_created_again_not_replayed() {
 
     // The same body as the first create: it must not get the deleted customer's answer replayed.
     let run = scene
-        .ferry(&[
-            "sync",
-            "run",
-            "people-to-stripe",
-            "--full-resync",
-            "--format",
-            "json",
-        ])
-        .await
-        .ok()
-        .json();
+        .run_sync_json("people-to-stripe", &["--full-resync"])
+        .await;
     assert_eq!(
         (run["created"].as_u64(), run["unchanged"].as_u64()),
         (Some(1), Some(1)),
@@ -785,11 +731,7 @@ async fn a_whole_session_at_debug_level_never_shows_the_key() {
         outputs.push(ran.stdout);
         outputs.push(ran.stderr);
     }
-    let runs = scene
-        .ferry(&["sync", "run", "s", "--format", "json"])
-        .await
-        .ok()
-        .json();
+    let runs = scene.run_sync_json("s", &[]).await;
     for format in ["text", "json", "csv"] {
         let shown = scene
             .ferry(&[

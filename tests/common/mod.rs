@@ -116,6 +116,13 @@ impl Scene {
         }
     }
 
+    /// `ferry sync run NAME --format json EXTRA…`, which must exit 0; its JSON report.
+    pub async fn run_sync_json(&self, name: &str, extra: &[&str]) -> Json {
+        let mut args = vec!["sync", "run", name, "--format", "json"];
+        args.extend_from_slice(extra);
+        self.ferry(&args).await.ok().json()
+    }
+
     /// Connects the emulator as `stripe` and the warehouse as `warehouse`.
     pub async fn connect(&self) {
         let url = self.emulator.url();
