@@ -4,10 +4,7 @@ use super::output::print_table;
 use super::{CliError, CliResult};
 use clap::{Args, Subcommand};
 use ferry_core::Secret;
-use ferry_state::{
-    ConnectionKind, ConnectionRecord, NewConnection, SecretInput, SecretRef, StateStore,
-};
-use serde_json::json;
+use ferry_state::{ConnectionKind, ConnectionRecord, SecretInput, StateStore};
 use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
@@ -89,32 +86,14 @@ pub async fn connect(store: &StateStore, command: ConnectCommand) -> CliResult {
                     )))
                 }
             };
-            let mut config = json!({"api_base": args.api_base.trim_end_matches('/')});
-            if let Some(n) = args.max_rps {
-                config["max_rps"] = json!(n);
-            }
-            if let Some(n) = args.max_rps_per_endpoint {
-                config["max_rps_per_endpoint"] = json!(n);
-            }
-            let connection = NewConnection {
-                name: args.name.clone(),
-                kind: ConnectionKind::Stripe,
-                config,
-                secret: Some(secret),
+            let settings = ferry_engine::declare::StripeSettings {
+                api_base: Some(args.api_base.clone()),
+                max_rps: args.max_rps,
+                max_rps_per_endpoint: args.max_rps_per_endpoint,
             };
-            if !args.skip_test {
-                let key = match &connection.secret {
-                    Some(SecretInput::Value(secret)) => secret.clone(),
-                    Some(SecretInput::EnvVar(var)) => {
-                        store.resolve_secret(&SecretRef::EnvVar(var.clone()))?
-                    }
-                    _ => unreachable!("a new Stripe connection always has a key"),
-                };
-                let mut stripe = ferry_destinations::stripe::StripeConfig::new(key);
-                stripe.api_base = args.api_base.trim_end_matches('/').to_string();
-                stripe.test_connection().await.map_err(CliError::failed)?;
-            }
-            store.put_connection(&connection).await?;
+            let connection =
+                ferry_engine::declare::stripe_connection(&args.name, secret, &settings);
+            ferry_engine::declare::save_connection(store, &connection, !args.skip_test).await?;
             println!(
                 "Connected Stripe as '{}'{}.",
                 args.name,
@@ -126,16 +105,13 @@ pub async fn connect(store: &StateStore, command: ConnectCommand) -> CliResult {
             );
         }
         ConnectCommand::Duckdb(args) => {
-            let path = std::path::absolute(&args.path).unwrap_or(args.path);
-            let connection = NewConnection {
-                name: args.name.clone(),
-                kind: ConnectionKind::Duckdb,
-                config: json!({"path": path.display().to_string()}),
-                secret: None,
-            };
-            test_source(store, &connection).await?;
-            store.put_connection(&connection).await?;
-            println!("Connected DuckDB at {} as '{}'.", path.display(), args.name);
+            let connection = ferry_engine::declare::duckdb_connection(&args.name, &args.path);
+            let path = connection.config["path"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            ferry_engine::declare::save_connection(store, &connection, true).await?;
+            println!("Connected DuckDB at {path} as '{}'.", args.name);
         }
         ConnectCommand::Postgres(args) => {
             let secret = match (args.url, args.url_env) {
@@ -147,39 +123,12 @@ pub async fn connect(store: &StateStore, command: ConnectCommand) -> CliResult {
                     )))
                 }
             };
-            let connection = NewConnection {
-                name: args.name.clone(),
-                kind: ConnectionKind::Postgres,
-                config: json!({}),
-                secret: Some(secret),
-            };
-            test_source(store, &connection).await?;
-            store.put_connection(&connection).await?;
+            let connection = ferry_engine::declare::postgres_connection(&args.name, secret);
+            ferry_engine::declare::save_connection(store, &connection, true).await?;
             println!("Connected PostgreSQL as '{}'.", args.name);
         }
     }
     Ok(0)
-}
-
-async fn test_source(store: &StateStore, connection: &NewConnection) -> CliResult<()> {
-    let secret = match &connection.secret {
-        Some(SecretInput::Value(secret)) => Some(secret.clone()),
-        Some(SecretInput::EnvVar(var)) => {
-            Some(store.resolve_secret(&SecretRef::EnvVar(var.clone()))?)
-        }
-        _ => None,
-    };
-    let source = match connection.kind {
-        ConnectionKind::Duckdb => ferry_source::SourceConfig::DuckDb {
-            path: PathBuf::from(connection.config["path"].as_str().unwrap_or_default()),
-        },
-        _ => ferry_source::SourceConfig::Postgres {
-            url: secret.unwrap_or_else(|| Secret::new("")),
-        },
-    };
-    ferry_source::test_connection(&source)
-        .await
-        .map_err(CliError::failed)
 }
 
 pub async fn connections(store: &StateStore, args: ConnectionsArgs) -> CliResult {
@@ -197,20 +146,7 @@ pub async fn connections(store: &StateStore, args: ConnectionsArgs) -> CliResult
             print_table(&["NAME", "KIND", "DETAILS"], &rows);
         }
         Some(ConnectionsCommand::Test { name }) => {
-            let connection = store.get_connection(&name).await?.ok_or_else(|| {
-                CliError::config(anyhow::anyhow!(
-                    "no connection named '{name}'; `ferry connections` lists them"
-                ))
-            })?;
-            if connection.kind == ConnectionKind::Stripe {
-                let config = ferry_engine::stripe_config(store, &connection)?;
-                config.test_connection().await.map_err(CliError::failed)?;
-            } else {
-                let source = ferry_engine::source_config(store, &connection)?;
-                ferry_source::test_connection(&source)
-                    .await
-                    .map_err(CliError::failed)?;
-            }
+            ferry_engine::declare::test_saved_connection(store, &name).await?;
             println!("Connection '{name}' works.");
         }
         Some(ConnectionsCommand::Remove { name }) => {

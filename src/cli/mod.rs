@@ -1,11 +1,13 @@
 //! The command line: argument definitions and dispatch. Commands are plain functions over an
 //! opened workspace, so `ferry quickstart` (and tests) can call them in-process.
 
+mod config_file;
 mod connections;
 mod models;
 mod output;
 mod quickstart;
 mod runs;
+mod serve;
 mod syncs;
 
 use clap::{Args, Parser, Subcommand};
@@ -59,6 +61,15 @@ pub enum Command {
     Run(runs::RunCommand),
     /// Build a demo workspace, preview and run a sync into Stripe's emulator (or your test account).
     Quickstart(quickstart::QuickstartArgs),
+    /// Serve the REST API and the web UI.
+    Serve(serve::ServeArgs),
+    /// Create, list and revoke the API tokens that open the API and the UI.
+    #[command(subcommand)]
+    Token(serve::TokenCommand),
+    /// Make the workspace match a ferry.yaml: print the plan, apply it with --yes.
+    Apply(config_file::ApplyArgs),
+    /// Write the workspace's connections, models and syncs as a ferry.yaml.
+    Export(config_file::ExportArgs),
     /// Run a local emulator of a destination's API.
     #[command(subcommand)]
     Emulate(EmulateCommand),
@@ -116,11 +127,18 @@ impl From<ferry_engine::EngineError> for CliError {
         use ferry_engine::EngineError as E;
         let code = match &error {
             E::UnknownSync(_)
+            | E::UnknownConnection(_)
+            | E::UnknownModel(_)
+            | E::Query(_)
             | E::MissingDependency { .. }
             | E::WrongConnectionKind { .. }
             | E::InvalidSync(_)
             | E::Config(_) => 2,
-            E::State(_) | E::Source { .. } | E::StripeKey(_) | E::StripeLookup(_) => 1,
+            E::State(_)
+            | E::ConnectionTest(_)
+            | E::Source { .. }
+            | E::StripeKey(_)
+            | E::StripeLookup(_) => 1,
         };
         CliError {
             code,
@@ -185,6 +203,12 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Sync(command) => syncs::sync(&open_workspace(&cli.global).await?, command).await,
         Command::Runs(args) => runs::runs(&open_workspace(&cli.global).await?, args).await,
         Command::Run(command) => runs::run(&open_workspace(&cli.global).await?, command).await,
+        Command::Serve(args) => serve::serve(open_workspace(&cli.global).await?, args).await,
+        Command::Token(command) => serve::token(&open_workspace(&cli.global).await?, command).await,
+        Command::Apply(args) => config_file::apply(&open_workspace(&cli.global).await?, args).await,
+        Command::Export(args) => {
+            config_file::export(&open_workspace(&cli.global).await?, args).await
+        }
         Command::Quickstart(args) => quickstart::quickstart(args).await,
         Command::Emulate(EmulateCommand::Stripe(args)) => {
             ferry_stripe_emulator::run_from_cli(args)

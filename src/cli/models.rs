@@ -47,21 +47,9 @@ pub async fn model(store: &StateStore, command: ModelCommand) -> CliResult {
                     )))
                 }
             };
-            let connection = store
-                .get_connection(&args.connection)
-                .await?
-                .ok_or_else(|| {
-                    CliError::config(anyhow::anyhow!(
-                        "no connection named '{}'; `ferry connections` lists them",
-                        args.connection
-                    ))
-                })?;
-            let source = ferry_engine::source_config(store, &connection)?;
-            // Run it once so that a typo shows now, not at the first sync.
-            let (columns, _) = ferry_source::preview(&source, &sql, 1)
-                .await
-                .map_err(CliError::config)?;
-            store.put_model(&args.name, &args.connection, &sql).await?;
+            let columns =
+                ferry_engine::declare::save_model(store, &args.name, &args.connection, &sql)
+                    .await?;
             let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
             println!(
                 "Saved model '{}' with columns: {}.",
@@ -70,24 +58,10 @@ pub async fn model(store: &StateStore, command: ModelCommand) -> CliResult {
             );
         }
         ModelCommand::Show { name, limit } => {
-            let model = store.get_model(&name).await?.ok_or_else(|| {
-                CliError::config(anyhow::anyhow!(
-                    "no model named '{name}'; `ferry model list` lists them"
-                ))
-            })?;
-            let connection = store
-                .get_connection(&model.connection)
-                .await?
-                .ok_or_else(|| {
-                    CliError::config(anyhow::anyhow!(
-                        "model '{name}' uses connection '{}', which no longer exists",
-                        model.connection
-                    ))
-                })?;
-            let source = ferry_engine::source_config(store, &connection)?;
-            let (columns, rows) = ferry_source::preview(&source, &model.sql, limit)
-                .await
-                .map_err(CliError::failed)?;
+            let model = ferry_engine::declare::require_model(store, &name).await?;
+            let (columns, rows) =
+                ferry_engine::declare::preview_query(store, &model.connection, &model.sql, limit)
+                    .await?;
             let header: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
             let cells: Vec<Vec<String>> = rows
                 .iter()

@@ -210,40 +210,7 @@ async fn create(store: &StateStore, args: SyncCreateArgs) -> CliResult {
             NullsArg::Clear => NullPolicy::Clear,
         },
     };
-    let model = store.get_model(&args.model).await?.ok_or_else(|| {
-        CliError::config(anyhow::anyhow!(
-            "no model named '{}'; create it with `ferry model create`",
-            args.model
-        ))
-    })?;
-    let destination = store
-        .get_connection(&args.destination)
-        .await?
-        .ok_or_else(|| {
-            CliError::config(anyhow::anyhow!(
-                "no connection named '{}'; connect Stripe with `ferry connect stripe`",
-                args.destination
-            ))
-        })?;
-    ferry_engine::stripe_config(store, &destination)?;
-    let warehouse = store
-        .get_connection(&model.connection)
-        .await?
-        .ok_or_else(|| {
-            CliError::config(anyhow::anyhow!(
-                "model '{}' uses connection '{}', which no longer exists",
-                model.name,
-                model.connection
-            ))
-        })?;
-    let source = ferry_engine::source_config(store, &warehouse)?;
-    let (columns, _) = ferry_source::preview(&source, &model.sql, 0)
-        .await
-        .map_err(CliError::failed)?;
-    let names: Vec<String> = columns.into_iter().map(|c| c.name).collect();
-    ferry_engine::prepare::validate_sync(&spec, &names)
-        .map_err(|problems| CliError::from(ferry_engine::EngineError::InvalidSync(problems)))?;
-    store.put_sync(&args.name, &spec).await?;
+    ferry_engine::declare::save_sync(store, &args.name, &spec).await?;
     println!(
         "Saved sync '{}': {} rows of '{}' into Stripe customers, matched on {} = {}, {} mapped. Next: `ferry sync preview {}`.",
         args.name,
@@ -353,6 +320,7 @@ pub async fn run(
             }) as Arc<dyn Fn(u64) + Send + Sync>
         }),
         cancel,
+        on_start: None,
     };
     let report = ferry_engine::run_sync(store, &setup, &options).await?;
     if let Some(bar) = bar {

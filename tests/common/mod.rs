@@ -208,3 +208,100 @@ pub fn people_sql(count: u32) -> String {
 pub fn path_str(path: &Path) -> String {
     path.display().to_string()
 }
+
+/// A `ferry serve` process on a free loopback port, over the scene's workspace. Killed on drop.
+pub struct Served {
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    /// The token `ferry serve` printed at its first start.
+    pub token: String,
+    /// Everything the server printed on stdout and stderr so far (read on demand).
+    pub stdout_path: PathBuf,
+    pub stderr_path: PathBuf,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Served {
+    /// An HTTP client with the token as Bearer.
+    pub fn api(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", self.token)
+                .parse()
+                .expect("a header value"),
+        );
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("a client")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// All the server wrote so far, stdout then stderr.
+    pub fn output(&self) -> String {
+        let out = std::fs::read_to_string(&self.stdout_path).unwrap_or_default();
+        let err = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
+        format!("{out}{err}")
+    }
+}
+
+impl Scene {
+    /// Starts `ferry serve --bind 127.0.0.1:0 EXTRA…` on a fresh workspace and waits until it
+    /// listens; returns its address and the first sign-in token it printed.
+    pub async fn serve(&self, extra: &[&str]) -> Served {
+        let stdout_path = self.dir.path().join("serve.stdout");
+        let stderr_path = self.dir.path().join("serve.stderr");
+        let mut args = vec!["serve", "--bind", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let mut command = self.command(&args);
+        command
+            .stdout(std::fs::File::create(&stdout_path).expect("a stdout file"))
+            .stderr(std::fs::File::create(&stderr_path).expect("a stderr file"));
+        let child = command.spawn().expect("ferry serve starts");
+        let mut served = Served {
+            child,
+            base: String::new(),
+            token: String::new(),
+            stdout_path,
+            stderr_path,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = std::fs::read_to_string(&served.stdout_path).unwrap_or_default();
+            let base = out
+                .lines()
+                .find_map(|l| l.strip_prefix("ferry is serving the workspace at "))
+                .map(|u| u.trim_end_matches('/').to_string());
+            let token = out
+                .lines()
+                .map(str::trim)
+                .find(|l| l.starts_with("ferry_"))
+                .map(str::to_string);
+            if let Some(base) = base {
+                served.base = base;
+                served.token = token.unwrap_or_default();
+                return served;
+            }
+            if let Ok(Some(status)) = served.child.try_wait() {
+                panic!("ferry serve exited with {status}:\n{}", served.output());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ferry serve did not start within 30 s:\n{}",
+                served.output()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -3,14 +3,14 @@
 use serde::{Deserialize, Serialize};
 
 /// The Stripe object a sync writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ObjectKind {
     Customer,
 }
 
 /// What happens to a model row that has no match in Stripe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Behavior {
     /// Update the matched records, create the others.
@@ -20,7 +20,7 @@ pub enum Behavior {
 }
 
 /// What a NULL in a mapped column does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum NullPolicy {
     /// Leave the Stripe field as it is.
@@ -32,21 +32,21 @@ pub enum NullPolicy {
 
 /// The column whose value identifies a record, and the Stripe field it matches:
 /// `email`, or an external id kept in metadata (`metadata.user_id`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyMapping {
     pub column: String,
     pub field: String,
 }
 
 /// One entry of the mapper: a model column written into a Stripe field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FieldMapping {
     pub column: String,
     pub field: String,
 }
 
 /// A sync as the user declared it; validated against the model and Stripe's fields elsewhere.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SyncSpec {
     pub model: String,
     pub destination: String,

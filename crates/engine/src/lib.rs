@@ -4,6 +4,7 @@
 //! same steps up to the plan and sends no write; a run executes the plan.
 
 mod connections;
+pub mod declare;
 mod execute;
 mod matching;
 mod plan;
@@ -29,6 +30,16 @@ pub enum EngineError {
     State(#[from] StateError),
     #[error("sync '{0}' does not exist; `ferry sync list` shows the syncs of this workspace")]
     UnknownSync(String),
+    #[error("connection '{0}' does not exist; `ferry connections` lists the connections of this workspace")]
+    UnknownConnection(String),
+    #[error("model '{0}' does not exist; `ferry model list` lists the models of this workspace")]
+    UnknownModel(String),
+    /// A connection test failed: a bad key, a missing permission, an unreachable host.
+    #[error("{0}")]
+    ConnectionTest(String),
+    /// A model's SQL failed or is not a read-only query.
+    #[error("{0}")]
+    Query(String),
     #[error("{what} '{name}' used by sync '{sync}' does not exist any more; recreate it or update the sync")]
     MissingDependency {
         what: &'static str,
@@ -97,7 +108,7 @@ pub async fn load_sync_setup(
 }
 
 /// What a run would do, found with reads only.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct Preview {
     pub rows: u64,
     /// Rejected before any request (missing, invalid or duplicate keys, bad values).
@@ -115,7 +126,7 @@ pub struct Preview {
     pub examples: Vec<PreviewExample>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PreviewExample {
     pub row: u64,
     pub key: String,
@@ -266,6 +277,9 @@ pub struct RunOptions {
     pub on_plan: Option<Arc<dyn Fn(u64) + Send + Sync>>,
     /// Set to request a clean stop (SIGINT/SIGTERM).
     pub cancel: Arc<AtomicBool>,
+    /// Called with the run's id once the lock is held and the run recorded, so that a caller
+    /// running the sync in the background can answer with the id at once.
+    pub on_start: Option<Arc<dyn Fn(String) + Send + Sync>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -291,6 +305,9 @@ pub async fn run_sync(
     let run = store
         .create_run(&setup.sync.name, options.full_resync)
         .await?;
+    if let Some(on_start) = &options.on_start {
+        on_start(run.id.clone());
+    }
     let stripe =
         StripeService::new(setup.stripe.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
     let mut counts = RunCounts::default();

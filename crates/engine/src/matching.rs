@@ -9,7 +9,7 @@
 use crate::prepare::{PreparedRecord, ValidatedSync};
 use crate::EngineError;
 use ferry_destinations::stripe::{Customer, StripeCallError, StripeService};
-use futures::stream::{self, StreamExt};
+use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::HashMap;
 
 /// For each match key looked up: the customers that carry it (0, 1, or several), or why the
@@ -58,13 +58,21 @@ pub async fn find_existing_customers(
         rows = unknown.len(),
         "Listing all customers costs more than looking rows up; looking up by email."
     );
-    let lookups = stream::iter(unknown.iter().map(|record| async move {
-        let found = lookup_by_email(stripe, sync, &record.key).await;
-        (record.match_key.clone(), found)
-    }))
-    .buffer_unordered(LOOKUP_CONCURRENCY)
-    .collect::<Vec<_>>()
-    .await;
+    // A hand-rolled `buffer_unordered`: the combinator's closure makes this future fail rustc's
+    // `Send` check, and the server runs previews on its multi-threaded runtime.
+    let mut waiting = unknown.iter();
+    let mut in_flight = FuturesUnordered::new();
+    let mut lookups = Vec::with_capacity(unknown.len());
+    loop {
+        while in_flight.len() < LOOKUP_CONCURRENCY {
+            let Some(record) = waiting.next() else { break };
+            in_flight.push(lookup_one(stripe, sync, record));
+        }
+        match in_flight.next().await {
+            Some(lookup) => lookups.push(lookup),
+            None => break,
+        }
+    }
     let mut matches = Matches::new();
     for (key, found) in lookups {
         match found {
@@ -137,6 +145,15 @@ async fn list_all_customers(
             return Ok(Some(index));
         }
     }
+}
+
+async fn lookup_one(
+    stripe: &StripeService,
+    sync: &ValidatedSync,
+    record: &PreparedRecord,
+) -> (String, Result<Vec<Customer>, StripeCallError>) {
+    let found = lookup_by_email(stripe, sync, &record.key).await;
+    (record.match_key.clone(), found)
 }
 
 async fn lookup_by_email(

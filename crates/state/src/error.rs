@@ -10,6 +10,7 @@ pub enum ObjectType {
     Model,
     Sync,
     Run,
+    ApiToken,
 }
 
 impl ObjectType {
@@ -19,6 +20,7 @@ impl ObjectType {
             ObjectType::Model => "model",
             ObjectType::Sync => "sync",
             ObjectType::Run => "run",
+            ObjectType::ApiToken => "API token",
         }
     }
 
@@ -29,6 +31,19 @@ impl ObjectType {
             ObjectType::Model => "ferry model list",
             ObjectType::Sync => "ferry sync list",
             ObjectType::Run => "ferry runs list",
+            ObjectType::ApiToken => "ferry token list",
+        }
+    }
+
+    /// What to do when a new object's name is taken, for "already exists" errors.
+    fn taken_name_hint(self, name: &str) -> String {
+        match self {
+            ObjectType::ApiToken => {
+                format!("revoke it first with `ferry token revoke {name}` or choose another name")
+            }
+            ObjectType::Connection | ObjectType::Model | ObjectType::Sync | ObjectType::Run => {
+                "choose another name".to_string()
+            }
         }
     }
 }
@@ -54,6 +69,9 @@ pub enum StateError {
 
     #[error("{what} '{name}' does not exist; see `{}`", what.list_command())]
     NotFound { what: ObjectType, name: String },
+
+    #[error("{what} '{name}' already exists; {}", what.taken_name_hint(name))]
+    AlreadyExists { what: ObjectType, name: String },
 
     #[error("{what} '{name}' is used by {}; remove or change those first", used_by.join(", "))]
     InUse {

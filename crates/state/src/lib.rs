@@ -1,5 +1,6 @@
 //! The workspace store: ferry's connections, models, syncs, runs, per-record outcomes, and per
-//! sync the snapshot of what was last confirmed written plus the creates still in flight.
+//! sync the snapshot of what was last confirmed written plus the creates still in flight; and the
+//! API tokens of `ferry server`, kept only as hashes.
 //!
 //! Two backends hold the same data with the same behaviour: SQLite in the workspace directory
 //! (the default) and PostgreSQL (`--state-url`). [`StateStore`] dispatches to one of them and
@@ -7,6 +8,7 @@
 //! encryption of secrets, so a backend only stores and loads rows. One conformance suite
 //! (`tests/conformance.rs`) runs against both.
 
+mod api_tokens;
 mod error;
 mod ids;
 mod master_key;
@@ -21,8 +23,9 @@ pub use error::{ObjectType, StateError};
 pub use master_key::MasterKey;
 pub use names::{validate_name, MAX_NAME_LENGTH};
 pub use records::{
-    CommitBatch, ConnectionKind, ConnectionRecord, EncryptedSecret, ModelRecord, NewConnection,
-    PendingCreate, RunRecord, RunRecordRow, SecretInput, SecretRef, SnapshotEntry, SyncRecord,
+    ApiTokenRecord, CommitBatch, ConnectionKind, ConnectionRecord, EncryptedSecret, ModelRecord,
+    NewConnection, PendingCreate, RunRecord, RunRecordRow, SecretInput, SecretRef, SnapshotEntry,
+    SyncRecord,
 };
 pub use sync_lock::SyncLock;
 pub use workspace::{WorkspaceOptions, DATABASE_FILE_NAME, KEY_FILE_NAME, LOCKS_DIR_NAME};
@@ -394,6 +397,68 @@ impl StateStore {
         on_backend!(self, backend => backend.commit_batch(sync, run_id, &committed).await)
     }
 
+    // ----- API tokens -----
+
+    /// Creates an API token for `ferry server` and returns its record with the clear token,
+    /// which exists only in this return value: the store keeps just its SHA-256, so show it to
+    /// the user now. The token is `ferry_` + 43 base64url characters (32 random bytes). Fails
+    /// with [`StateError::AlreadyExists`] when a token with this name exists.
+    pub async fn create_api_token(
+        &self,
+        name: &str,
+    ) -> Result<(ApiTokenRecord, Secret), StateError> {
+        validate_name(ObjectType::ApiToken, name)?;
+        let token = Secret::new(api_tokens::new_token());
+        let record = ApiTokenRecord {
+            name: name.to_string(),
+            prefix: api_tokens::listed_prefix(token.expose()),
+            created_at: ids::now(),
+            last_used_at: None,
+        };
+        let hash = api_tokens::token_hash(token.expose());
+        let inserted =
+            on_backend!(self, backend => backend.insert_api_token(&record, &hash).await)?;
+        if !inserted {
+            return Err(StateError::AlreadyExists {
+                what: ObjectType::ApiToken,
+                name: name.to_string(),
+            });
+        }
+        Ok((record, token))
+    }
+
+    /// All API tokens, by name.
+    pub async fn list_api_tokens(&self) -> Result<Vec<ApiTokenRecord>, StateError> {
+        on_backend!(self, backend => backend.list_api_tokens().await)
+    }
+
+    /// Deletes the API token; requests presenting it are refused from now on. `Ok(false)` when
+    /// there was none.
+    pub async fn revoke_api_token(&self, name: &str) -> Result<bool, StateError> {
+        validate_name(ObjectType::ApiToken, name)?;
+        on_backend!(self, backend => backend.delete_api_token(name).await)
+    }
+
+    /// The record of the API token a request presented, or `Ok(None)` when it is not one
+    /// (revoked, mistyped, or not a ferry token at all: those are refused without a query).
+    /// Records the use in `last_used_at`, at most once a minute per token.
+    pub async fn verify_api_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<ApiTokenRecord>, StateError> {
+        if !token.starts_with(api_tokens::TOKEN_PREFIX) {
+            return Ok(None);
+        }
+        let hash = api_tokens::token_hash(token);
+        let now = ids::now();
+        on_backend!(self, backend => backend.touch_api_token(&hash, now).await)
+    }
+
+    /// How many API tokens exist.
+    pub async fn count_api_tokens(&self) -> Result<u64, StateError> {
+        on_backend!(self, backend => backend.count_api_tokens().await)
+    }
+
     // ----- locking -----
 
     /// Takes the sync's run lock, or fails at once with [`StateError::SyncLocked`]. Hold the
@@ -495,6 +560,31 @@ mod tests {
         assert_send(&store.save_pending_creates("", &[]));
         assert_send(&store.commit_batch("", "", batch));
         assert_send(&store.lock_sync(sync));
+        assert_send(&store.create_api_token(""));
+        assert_send(&store.list_api_tokens());
+        assert_send(&store.revoke_api_token(""));
+        assert_send(&store.verify_api_token(""));
+        assert_send(&store.count_api_tokens());
+    }
+
+    /// The same for futures that borrow across their awaits, as axum middleware and
+    /// `tokio::spawn` need them: `Send` for every lifetime, not just one.
+    #[allow(dead_code)]
+    fn api_token_futures_can_be_spawned(store: StateStore, name: String, token: String) {
+        tokio::spawn(async move {
+            let created = store.create_api_token(&name).await;
+            let verified = store.verify_api_token(&token).await;
+            let listed = store.list_api_tokens().await;
+            let counted = store.count_api_tokens().await;
+            let revoked = store.revoke_api_token(&name).await;
+            (
+                created.is_ok(),
+                verified.is_ok(),
+                listed.is_ok(),
+                counted.is_ok(),
+                revoked.is_ok(),
+            )
+        });
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! long-lived `ferry server` recovers by itself. Each sync lock gets its own session because a
 //! session-level advisory lock lives exactly as long as its session.
 
+use crate::api_tokens;
 use crate::error::{postgres_error_text, ObjectType, StateError};
 use crate::ids;
 use crate::master_key::MasterKey;
@@ -16,8 +17,8 @@ use crate::records::{
 use crate::sync_lock::{advisory_lock_key, HeldLock, SyncLock};
 use crate::workspace::{OpenMode, PostgresUrl};
 use crate::{
-    CommitBatchRef, ConnectionKind, ConnectionRecord, ModelRecord, PendingCreate, RunRecord,
-    RunRecordRow, SnapshotEntry, SyncRecord,
+    ApiTokenRecord, CommitBatchRef, ConnectionKind, ConnectionRecord, ModelRecord, PendingCreate,
+    RunRecord, RunRecordRow, SnapshotEntry, SyncRecord,
 };
 use chrono::{DateTime, Utc};
 use ferry_core::{Outcome, RunCounts, RunStatus, SyncSpec};
@@ -29,11 +30,18 @@ use tokio_postgres::{Client, GenericClient, NoTls, Row};
 
 /// The schema, one SQL script per version, applied in order and recorded in
 /// `schema_migrations`. Append new versions; never edit an applied one.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial schema",
-    include_str!("../migrations/postgres/0001_initial_schema.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial schema",
+        include_str!("../migrations/postgres/0001_initial_schema.sql"),
+    ),
+    (
+        2,
+        "api tokens",
+        include_str!("../migrations/postgres/0002_api_tokens.sql"),
+    ),
+];
 
 /// The transaction-level advisory lock that makes concurrent `initialize` calls take turns
 /// (an arbitrary constant: "ferry" in ASCII).
@@ -95,6 +103,7 @@ const RUN_COLUMNS: &str = "id, sync, status, full_resync, started_at, finished_a
      created_count, updated_count, unchanged_count, not_found_count, rejected_count, \
      failed_count, requests_count, error";
 const RUN_RECORD_COLUMNS: &str = "row_number, key, outcome, stripe_id, reason, request_id, changes";
+const API_TOKEN_COLUMNS: &str = "name, prefix, created_at, last_used_at";
 
 impl PostgresStore {
     /// Connects and applies missing migrations; with `MustExist`, a database without ferry's
@@ -756,6 +765,103 @@ impl PostgresStore {
         })
     }
 
+    /// Inserts the token; `Ok(false)` when one with its name exists.
+    pub(crate) async fn insert_api_token(
+        &self,
+        record: &ApiTokenRecord,
+        token_hash: &str,
+    ) -> Result<bool, StateError> {
+        let doing = "creating an API token";
+        with_session!(self, |session| {
+            let inserted = session
+                .client
+                .execute(
+                    "INSERT INTO api_tokens (name, token_hash, prefix, created_at, last_used_at) \
+                     VALUES ($1, $2, $3, $4, NULL) ON CONFLICT (name) DO NOTHING",
+                    &[
+                        &record.name,
+                        &token_hash,
+                        &record.prefix,
+                        &record.created_at,
+                    ],
+                )
+                .await
+                .map_err(StateError::postgres(doing))?;
+            if inserted > 0 {
+                return Ok(true);
+            }
+            // A repeat after a lost connection finds the row its first attempt inserted.
+            let ours = session
+                .client
+                .query_opt(
+                    "SELECT 1 FROM api_tokens WHERE name = $1 AND token_hash = $2",
+                    &[&record.name, &token_hash],
+                )
+                .await
+                .map_err(StateError::postgres(doing))?;
+            Ok(ours.is_some())
+        })
+    }
+
+    pub(crate) async fn list_api_tokens(&self) -> Result<Vec<ApiTokenRecord>, StateError> {
+        with_session!(self, |session| {
+            let sql =
+                format!("SELECT {API_TOKEN_COLUMNS} FROM api_tokens ORDER BY name COLLATE \"C\"");
+            query_all(&session.client, &sql, &[], read_api_token).await
+        })
+    }
+
+    pub(crate) async fn delete_api_token(&self, name: &str) -> Result<bool, StateError> {
+        with_session!(self, |session| {
+            let removed = session
+                .client
+                .execute("DELETE FROM api_tokens WHERE name = $1", &[&name])
+                .await
+                .map_err(StateError::postgres("revoking an API token"))?;
+            Ok(removed > 0)
+        })
+    }
+
+    /// The token with this hash, its `last_used_at` first set to `now` unless it was set less
+    /// than a minute ago.
+    pub(crate) async fn touch_api_token(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ApiTokenRecord>, StateError> {
+        with_session!(self, |session| {
+            let sql = format!("SELECT {API_TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = $1");
+            let Some(mut record) =
+                query_optional(&session.client, &sql, &[&token_hash], read_api_token).await?
+            else {
+                return Ok(None);
+            };
+            if api_tokens::last_used_is_stale(record.last_used_at, now) {
+                session
+                    .client
+                    .execute(
+                        "UPDATE api_tokens SET last_used_at = $2 WHERE token_hash = $1",
+                        &[&token_hash, &now],
+                    )
+                    .await
+                    .map_err(StateError::postgres("recording the use of an API token"))?;
+                record.last_used_at = Some(now);
+            }
+            Ok(Some(record))
+        })
+    }
+
+    pub(crate) async fn count_api_tokens(&self) -> Result<u64, StateError> {
+        with_session!(self, |session| {
+            let row = session
+                .client
+                .query_one("SELECT COUNT(*) FROM api_tokens", &[])
+                .await
+                .map_err(StateError::postgres("counting API tokens"))?;
+            Ok(u64::try_from(column::<i64>(&row, 0)?).unwrap_or(0))
+        })
+    }
+
     /// `pg_try_advisory_lock` on a session of its own, kept open by the guard: the lock ends
     /// with the session, whether the guard is dropped or the process dies.
     pub(crate) async fn lock_sync(&self, sync: &SyncRecord) -> Result<SyncLock, StateError> {
@@ -973,6 +1079,15 @@ fn read_run_record(row: &Row) -> Result<RunRecordRow, StateError> {
         reason: column(row, 4)?,
         request_id: column(row, 5)?,
         changes: column::<Option<serde_json::Value>>(row, 6)?.map(sorted_json),
+    })
+}
+
+fn read_api_token(row: &Row) -> Result<ApiTokenRecord, StateError> {
+    Ok(ApiTokenRecord {
+        name: column(row, 0)?,
+        prefix: column(row, 1)?,
+        created_at: column(row, 2)?,
+        last_used_at: column(row, 3)?,
     })
 }
 

@@ -189,6 +189,18 @@ pub struct PendingCreate {
     pub created_at: DateTime<Utc>,
 }
 
+/// An API token of `ferry server`, as listings show it. The token itself is never stored: only
+/// its SHA-256, so a token lost is revoked and replaced, not recovered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTokenRecord {
+    pub name: String,
+    /// The first 12 characters of the token (`ferry_ab12cd`), to recognise it in listings.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    /// When a request last presented it (updated at most once a minute); `None` if never.
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
 /// Everything one acknowledged batch changes, committed in one transaction.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommitBatch {

@@ -4,6 +4,7 @@
 //! rusqlite is synchronous: the connection sits behind a mutex and every call runs on tokio's
 //! blocking pool, so async callers never stall a runtime worker on disk IO.
 
+use crate::api_tokens;
 use crate::error::{ObjectType, StateError};
 use crate::ids;
 use crate::master_key::MasterKey;
@@ -14,8 +15,8 @@ use crate::records::{
 use crate::sync_lock::{HeldLock, SyncLock};
 use crate::workspace::{set_mode, DATABASE_FILE_NAME, LOCKS_DIR_NAME};
 use crate::{
-    CommitBatchRef, ConnectionKind, ConnectionRecord, ModelRecord, PendingCreate, RunRecord,
-    RunRecordRow, SnapshotEntry, SyncRecord,
+    ApiTokenRecord, CommitBatchRef, ConnectionKind, ConnectionRecord, ModelRecord, PendingCreate,
+    RunRecord, RunRecordRow, SnapshotEntry, SyncRecord,
 };
 use chrono::{DateTime, Utc};
 use ferry_core::{Outcome, RunCounts, RunStatus, SyncSpec};
@@ -28,11 +29,18 @@ use std::sync::{Arc, Mutex};
 
 /// The schema, one SQL script per version, applied in order and recorded in
 /// `schema_migrations`. Append new versions; never edit an applied one.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial schema",
-    include_str!("../migrations/sqlite/0001_initial_schema.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial schema",
+        include_str!("../migrations/sqlite/0001_initial_schema.sql"),
+    ),
+    (
+        2,
+        "api tokens",
+        include_str!("../migrations/sqlite/0002_api_tokens.sql"),
+    ),
+];
 
 /// How long a writer waits for another process's transaction before giving up.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -57,6 +65,7 @@ const RUN_COLUMNS: &str = "id, sync, status, full_resync, started_at, finished_a
      created_count, updated_count, unchanged_count, not_found_count, rejected_count, \
      failed_count, requests_count, error";
 const RUN_RECORD_COLUMNS: &str = "row_number, key, outcome, stripe_id, reason, request_id, changes";
+const API_TOKEN_COLUMNS: &str = "name, prefix, created_at, last_used_at";
 
 impl SqliteStore {
     /// Opens (creating if needed) `DIR/ferry.db` with mode 0600 and applies missing migrations.
@@ -683,6 +692,89 @@ impl SqliteStore {
         .await
     }
 
+    /// Inserts the token; `Ok(false)` when one with its name exists.
+    pub(crate) async fn insert_api_token(
+        &self,
+        record: &ApiTokenRecord,
+        token_hash: &str,
+    ) -> Result<bool, StateError> {
+        let (record, token_hash) = (record.clone(), token_hash.to_string());
+        self.call(move |connection| {
+            let inserted = connection
+                .execute(
+                    "INSERT INTO api_tokens (name, token_hash, prefix, created_at, last_used_at) \
+                     VALUES (?1, ?2, ?3, ?4, NULL) ON CONFLICT (name) DO NOTHING",
+                    params![
+                        record.name,
+                        token_hash,
+                        record.prefix,
+                        timestamp_text(record.created_at)
+                    ],
+                )
+                .doing("creating an API token")?;
+            Ok(inserted > 0)
+        })
+        .await
+    }
+
+    pub(crate) async fn list_api_tokens(&self) -> Result<Vec<ApiTokenRecord>, StateError> {
+        self.call(|connection| {
+            let sql = format!("SELECT {API_TOKEN_COLUMNS} FROM api_tokens ORDER BY name");
+            query_all(connection, &sql, [], read_api_token)
+        })
+        .await
+    }
+
+    pub(crate) async fn delete_api_token(&self, name: &str) -> Result<bool, StateError> {
+        let name = name.to_string();
+        self.call(move |connection| {
+            let removed = connection
+                .execute("DELETE FROM api_tokens WHERE name = ?1", params![name])
+                .doing("revoking an API token")?;
+            Ok(removed > 0)
+        })
+        .await
+    }
+
+    /// The token with this hash, its `last_used_at` first set to `now` unless it was set less
+    /// than a minute ago.
+    pub(crate) async fn touch_api_token(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ApiTokenRecord>, StateError> {
+        let token_hash = token_hash.to_string();
+        self.call(move |connection| {
+            let sql = format!("SELECT {API_TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = ?1");
+            let Some(mut record) =
+                query_optional(connection, &sql, params![token_hash], read_api_token)?
+            else {
+                return Ok(None);
+            };
+            if api_tokens::last_used_is_stale(record.last_used_at, now) {
+                connection
+                    .prepare_cached("UPDATE api_tokens SET last_used_at = ?2 WHERE token_hash = ?1")
+                    .and_then(|mut statement| {
+                        statement.execute(params![token_hash, timestamp_text(now)])
+                    })
+                    .doing("recording the use of an API token")?;
+                record.last_used_at = Some(now);
+            }
+            Ok(Some(record))
+        })
+        .await
+    }
+
+    pub(crate) async fn count_api_tokens(&self) -> Result<u64, StateError> {
+        self.call(|connection| {
+            let count: i64 = connection
+                .query_row("SELECT COUNT(*) FROM api_tokens", [], |row| row.get(0))
+                .doing("counting API tokens")?;
+            Ok(u64::try_from(count).unwrap_or(0))
+        })
+        .await
+    }
+
     /// An exclusive `flock` on `DIR/locks/<sync uid>.lock`. The kernel drops it when the file
     /// is closed, including when the process dies, so no stale lock can outlive a run.
     pub(crate) async fn lock_sync(&self, sync: &SyncRecord) -> Result<SyncLock, StateError> {
@@ -949,6 +1041,17 @@ fn read_run_record(row: &Row<'_>) -> Result<RunRecordRow, StateError> {
         request_id: column(row, 5)?,
         changes: column::<Option<String>>(row, 6)?
             .map(|text| parse_json(&text, "run record changes"))
+            .transpose()?,
+    })
+}
+
+fn read_api_token(row: &Row<'_>) -> Result<ApiTokenRecord, StateError> {
+    Ok(ApiTokenRecord {
+        name: column(row, 0)?,
+        prefix: column(row, 1)?,
+        created_at: parse_timestamp(&column::<String>(row, 2)?)?,
+        last_used_at: column::<Option<String>>(row, 3)?
+            .map(|text| parse_timestamp(&text))
             .transpose()?,
     })
 }

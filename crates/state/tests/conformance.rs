@@ -7,8 +7,8 @@ use base64::Engine as _;
 use common::{customer_spec, stripe_connection, Backend, TestWorkspace};
 use ferry_core::{Outcome, RunCounts, RunStatus, Secret};
 use ferry_state::{
-    CommitBatch, ConnectionKind, NewConnection, PendingCreate, RunRecordRow, SecretInput,
-    SecretRef, SnapshotEntry, StateError, StateStore, WorkspaceOptions,
+    ApiTokenRecord, CommitBatch, ConnectionKind, NewConnection, PendingCreate, RunRecordRow,
+    SecretInput, SecretRef, SnapshotEntry, StateError, StateStore, WorkspaceOptions,
 };
 use serde_json::json;
 use std::os::unix::fs::PermissionsExt as _;
@@ -57,6 +57,11 @@ conformance_tests!(
     removing_a_sync_removes_its_state,
     open_existing_needs_an_initialized_workspace,
     workspace_files_are_private,
+    api_tokens_verify_until_revoked,
+    api_tokens_are_stored_only_as_hashes,
+    api_token_names_are_validated_and_unique,
+    api_tokens_are_listed_by_name_and_counted,
+    a_version_1_workspace_gains_api_tokens,
 );
 
 async fn connections_are_created_replaced_listed_and_removed(workspace: TestWorkspace) {
@@ -1016,7 +1021,7 @@ async fn open_existing_needs_an_initialized_workspace(workspace: TestWorkspace) 
         workspace
             .raw_count("SELECT COUNT(*) FROM schema_migrations")
             .await,
-        1
+        2
     );
 
     // Without its key file, a workspace cannot be opened (its secrets would be unreadable).
@@ -1075,6 +1080,255 @@ async fn workspace_files_are_private(workspace: TestWorkspace) {
     ));
     StateStore::initialize(&options).await.unwrap();
     assert!(!options.key_file().exists());
+}
+
+async fn api_tokens_verify_until_revoked(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    let before = chrono::Utc::now() - chrono::TimeDelta::seconds(1);
+    let (created, token) = store.create_api_token("ci").await.unwrap();
+    let clear = token.expose().to_string();
+    assert!(clear.starts_with("ferry_"), "{clear}");
+    assert_eq!(clear.len(), "ferry_".len() + 43);
+    assert!(clear["ferry_".len()..]
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    assert!(!format!("{token:?} {token}").contains(&clear));
+    assert_eq!(created.name, "ci");
+    assert_eq!(created.prefix, clear[..12]);
+    assert_eq!(created.last_used_at, None);
+    assert!(created.created_at > before && created.created_at <= chrono::Utc::now());
+    assert_eq!(
+        store.list_api_tokens().await.unwrap(),
+        std::slice::from_ref(&created)
+    );
+
+    // Verifying returns the record and records the use.
+    let verified = store.verify_api_token(&clear).await.unwrap().unwrap();
+    let used_at = verified.last_used_at.expect("last_used_at is set");
+    assert!(used_at >= created.created_at);
+    assert_eq!(
+        verified,
+        ApiTokenRecord {
+            last_used_at: Some(used_at),
+            ..created.clone()
+        }
+    );
+    assert_eq!(
+        store.list_api_tokens().await.unwrap(),
+        std::slice::from_ref(&verified)
+    );
+    // Within a minute the use is not written again.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let again = store.verify_api_token(&clear).await.unwrap().unwrap();
+    assert_eq!(again.last_used_at, Some(used_at));
+    // After it, it is.
+    workspace
+        .raw_execute("UPDATE api_tokens SET last_used_at = '2000-01-01T00:00:00.000000Z'")
+        .await;
+    let later = store.verify_api_token(&clear).await.unwrap().unwrap();
+    assert!(later.last_used_at.unwrap() > used_at);
+    assert_eq!(
+        store.list_api_tokens().await.unwrap()[0].last_used_at,
+        later.last_used_at
+    );
+
+    // Anything else is not a token.
+    let mut wrong = clear.clone();
+    let last = wrong.pop().unwrap();
+    wrong.push(if last == 'A' { 'B' } else { 'A' });
+    for presented in [
+        wrong.as_str(),
+        &clear[..clear.len() - 1],
+        &format!("{clear} "),
+        &clear.to_uppercase(),
+        &clear["ferry_".len()..],
+        &created.prefix,
+        "ferry_",
+        "",
+    ] {
+        assert_eq!(
+            store.verify_api_token(presented).await.unwrap(),
+            None,
+            "{presented:?}"
+        );
+    }
+    // The hash itself is not a token either.
+    let hash = workspace
+        .raw_text("SELECT token_hash FROM api_tokens")
+        .await
+        .unwrap();
+    assert_eq!(store.verify_api_token(&hash).await.unwrap(), None);
+
+    // Revoked, it no longer verifies.
+    assert!(store.revoke_api_token("ci").await.unwrap());
+    assert_eq!(store.verify_api_token(&clear).await.unwrap(), None);
+    assert!(!store.revoke_api_token("ci").await.unwrap());
+    assert_eq!(store.list_api_tokens().await.unwrap(), []);
+    assert_eq!(
+        workspace.raw_count("SELECT COUNT(*) FROM api_tokens").await,
+        0
+    );
+
+    // A new token under the same name is a different token.
+    let (_, renewed) = store.create_api_token("ci").await.unwrap();
+    assert_ne!(renewed.expose(), clear);
+    assert_eq!(store.verify_api_token(&clear).await.unwrap(), None);
+    assert_eq!(
+        store
+            .verify_api_token(renewed.expose())
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
+        "ci"
+    );
+}
+
+async fn api_tokens_are_stored_only_as_hashes(workspace: TestWorkspace) {
+    use sha2::Digest as _;
+    let store = &workspace.store;
+    let (_, token) = store.create_api_token("server").await.unwrap();
+    let clear = token.expose();
+    store.verify_api_token(clear).await.unwrap().unwrap();
+    let secret_part = &clear[12..];
+
+    let stored_hash = workspace
+        .raw_text("SELECT token_hash FROM api_tokens WHERE name = 'server'")
+        .await
+        .unwrap();
+    assert_eq!(
+        stored_hash,
+        hex::encode(sha2::Sha256::digest(clear.as_bytes()))
+    );
+    assert_eq!(
+        workspace
+            .raw_text("SELECT prefix FROM api_tokens WHERE name = 'server'")
+            .await
+            .unwrap(),
+        clear[..12]
+    );
+    match workspace.backend {
+        Backend::Sqlite => {
+            let bytes = database_bytes(&workspace.options.database_file());
+            assert!(!contains(&bytes, clear.as_bytes()));
+            assert!(!contains(&bytes, secret_part.as_bytes()));
+            assert!(
+                contains(&bytes, stored_hash.as_bytes()),
+                "the scan sees stored data"
+            );
+        }
+        Backend::Postgres => {
+            let every_text = workspace
+                .raw_text("SELECT string_agg(CAST(t AS TEXT), ' ') FROM api_tokens AS t")
+                .await
+                .unwrap();
+            assert!(every_text.contains(&stored_hash));
+            assert!(!every_text.contains(secret_part));
+        }
+    }
+}
+
+async fn api_token_names_are_validated_and_unique(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    let rule = "a name is 1 to 64 characters of letters, digits, '_' and '-'";
+    for bad in ["", "has space", "../etc"] {
+        assert_eq!(
+            error_text(store.create_api_token(bad).await),
+            format!("invalid API token name {bad:?}: {rule}")
+        );
+    }
+    assert_eq!(
+        error_text(store.revoke_api_token("has space").await),
+        format!("invalid API token name \"has space\": {rule}")
+    );
+
+    let (first, token) = store.create_api_token("deploy-bot").await.unwrap();
+    assert_eq!(
+        error_text(store.create_api_token("deploy-bot").await),
+        "API token 'deploy-bot' already exists; revoke it first with `ferry token revoke \
+         deploy-bot` or choose another name"
+    );
+    // The existing token is untouched.
+    assert_eq!(store.list_api_tokens().await.unwrap(), [first]);
+    assert!(store
+        .verify_api_token(token.expose())
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(store.count_api_tokens().await.unwrap(), 1);
+    // Names are case-sensitive, like every other name.
+    store.create_api_token("Deploy-bot").await.unwrap();
+    assert_eq!(store.count_api_tokens().await.unwrap(), 2);
+}
+
+async fn api_tokens_are_listed_by_name_and_counted(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    assert_eq!(store.count_api_tokens().await.unwrap(), 0);
+    assert_eq!(store.list_api_tokens().await.unwrap(), []);
+    let mut tokens = Vec::new();
+    for name in ["zeta", "beta", "Alpha", "_ops", "beta-2"] {
+        let (record, token) = store.create_api_token(name).await.unwrap();
+        tokens.push((record, token));
+    }
+    assert_eq!(store.count_api_tokens().await.unwrap(), 5);
+    let listed = store.list_api_tokens().await.unwrap();
+    let names: Vec<&str> = listed.iter().map(|t| t.name.as_str()).collect();
+    // Byte order on both backends, as for every other listing.
+    assert_eq!(names, ["Alpha", "_ops", "beta", "beta-2", "zeta"]);
+    for (record, token) in &tokens {
+        assert!(listed.contains(record));
+        assert_eq!(
+            store
+                .verify_api_token(token.expose())
+                .await
+                .unwrap()
+                .unwrap()
+                .name,
+            record.name
+        );
+    }
+    let mut distinct: Vec<&str> = tokens.iter().map(|(_, t)| t.expose()).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 5);
+
+    assert!(store.revoke_api_token("beta").await.unwrap());
+    assert_eq!(store.count_api_tokens().await.unwrap(), 4);
+    let names: Vec<String> = store
+        .list_api_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["Alpha", "_ops", "beta-2", "zeta"]);
+}
+
+async fn a_version_1_workspace_gains_api_tokens(workspace: TestWorkspace) {
+    workspace
+        .store
+        .put_connection(&stripe_connection("stripe"))
+        .await
+        .unwrap();
+    // Take the workspace back to schema version 1, as an older ferry left it.
+    workspace
+        .raw_execute("DROP TABLE api_tokens; DELETE FROM schema_migrations WHERE version = 2;")
+        .await;
+    let store = StateStore::initialize(&workspace.options).await.unwrap();
+    assert_eq!(
+        workspace
+            .raw_count("SELECT MAX(version) FROM schema_migrations")
+            .await,
+        2
+    );
+    assert_eq!(store.list_connections().await.unwrap().len(), 1);
+    assert_eq!(store.count_api_tokens().await.unwrap(), 0);
+    let (_, token) = store.create_api_token("ci").await.unwrap();
+    assert!(store
+        .verify_api_token(token.expose())
+        .await
+        .unwrap()
+        .is_some());
 }
 
 fn error_text<T: std::fmt::Debug>(result: Result<T, StateError>) -> String {

@@ -1,0 +1,215 @@
+//! Saving what a user declares (connections, models, syncs) after checking it against the real
+//! systems. The CLI, the server, the web UI and `ferry apply` all save through here, so every
+//! door checks the same things and gives the same errors.
+
+use crate::{source_config, stripe_config, EngineError};
+use ferry_core::{Secret, SyncSpec, Value};
+use ferry_destinations::stripe::{StripeConfig, STRIPE_API_BASE};
+use ferry_source::{Column, SourceConfig};
+use ferry_state::{
+    ConnectionKind, ConnectionRecord, ModelRecord, NewConnection, SecretInput, SecretRef,
+    StateStore, SyncRecord,
+};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// A Stripe connection's settings besides its key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StripeSettings {
+    /// Another Stripe-compatible server (the emulator); Stripe's own API when absent.
+    pub api_base: Option<String>,
+    pub max_rps: Option<u32>,
+    pub max_rps_per_endpoint: Option<u32>,
+}
+
+/// The stored form of a Stripe connection (see `connections.rs` for the config keys).
+pub fn stripe_connection(name: &str, key: SecretInput, settings: &StripeSettings) -> NewConnection {
+    let api_base = settings.api_base.as_deref().unwrap_or(STRIPE_API_BASE);
+    let mut config = json!({"api_base": api_base.trim().trim_end_matches('/')});
+    if let Some(n) = settings.max_rps {
+        config["max_rps"] = json!(n);
+    }
+    if let Some(n) = settings.max_rps_per_endpoint {
+        config["max_rps_per_endpoint"] = json!(n);
+    }
+    NewConnection {
+        name: name.to_string(),
+        kind: ConnectionKind::Stripe,
+        config,
+        secret: Some(key),
+    }
+}
+
+/// The stored form of a DuckDB connection; the path is made absolute, so a sync finds the file
+/// from whatever directory it runs in.
+pub fn duckdb_connection(name: &str, path: &Path) -> NewConnection {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    NewConnection {
+        name: name.to_string(),
+        kind: ConnectionKind::Duckdb,
+        config: json!({"path": path.display().to_string()}),
+        secret: None,
+    }
+}
+
+/// The stored form of a PostgreSQL connection: the URL (which may hold a password) is the secret.
+pub fn postgres_connection(name: &str, url: SecretInput) -> NewConnection {
+    NewConnection {
+        name: name.to_string(),
+        kind: ConnectionKind::Postgres,
+        config: json!({}),
+        secret: Some(url),
+    }
+}
+
+/// Tests a connection that is not saved yet: Stripe reads `/v1/balance` with the key, a
+/// warehouse runs `SELECT 1`. A `SecretInput::Keep` is resolved from the saved connection.
+pub async fn test_new_connection(
+    store: &StateStore,
+    connection: &NewConnection,
+) -> Result<(), EngineError> {
+    let secret = match &connection.secret {
+        Some(SecretInput::Value(secret)) => Some(secret.clone()),
+        Some(SecretInput::EnvVar(variable)) => {
+            Some(store.resolve_secret(&SecretRef::EnvVar(variable.clone()))?)
+        }
+        Some(SecretInput::Keep) => {
+            let saved = require_connection(store, &connection.name).await?;
+            match &saved.secret {
+                Some(secret) => Some(store.resolve_secret(secret)?),
+                None => None,
+            }
+        }
+        None => None,
+    };
+    match connection.kind {
+        ConnectionKind::Stripe => {
+            let key = secret.ok_or_else(|| {
+                EngineError::Config("a Stripe connection needs an API key".to_string())
+            })?;
+            let mut stripe = StripeConfig::new(key);
+            stripe.api_base = connection
+                .config
+                .get("api_base")
+                .and_then(|v| v.as_str())
+                .unwrap_or(STRIPE_API_BASE)
+                .to_string();
+            stripe
+                .test_connection()
+                .await
+                .map_err(|e| EngineError::ConnectionTest(e.to_string()))
+        }
+        ConnectionKind::Duckdb | ConnectionKind::Postgres => {
+            let source = match connection.kind {
+                ConnectionKind::Duckdb => SourceConfig::DuckDb {
+                    path: PathBuf::from(
+                        connection
+                            .config
+                            .get("path")
+                            .and_then(|v| v.as_str())
+                            .unwrap_or_default(),
+                    ),
+                },
+                _ => SourceConfig::Postgres {
+                    url: secret.unwrap_or_else(|| Secret::new("")),
+                },
+            };
+            ferry_source::test_connection(&source)
+                .await
+                .map_err(|e| EngineError::ConnectionTest(e.to_string()))
+        }
+    }
+}
+
+/// Tests (unless `test` is false) and saves a connection, creating or replacing it.
+pub async fn save_connection(
+    store: &StateStore,
+    connection: &NewConnection,
+    test: bool,
+) -> Result<ConnectionRecord, EngineError> {
+    if test {
+        test_new_connection(store, connection).await?;
+    }
+    store.put_connection(connection).await?;
+    require_connection(store, &connection.name).await
+}
+
+/// Tests a saved connection.
+pub async fn test_saved_connection(store: &StateStore, name: &str) -> Result<(), EngineError> {
+    let connection = require_connection(store, name).await?;
+    if connection.kind == ConnectionKind::Stripe {
+        stripe_config(store, &connection)?
+            .test_connection()
+            .await
+            .map_err(|e| EngineError::ConnectionTest(e.to_string()))
+    } else {
+        ferry_source::test_connection(&source_config(store, &connection)?)
+            .await
+            .map_err(|e| EngineError::ConnectionTest(e.to_string()))
+    }
+}
+
+/// The first rows of a query on a warehouse connection, for the model editor.
+pub async fn preview_query(
+    store: &StateStore,
+    connection: &str,
+    sql: &str,
+    limit: usize,
+) -> Result<(Vec<Column>, Vec<Vec<Value>>), EngineError> {
+    let connection = require_connection(store, connection).await?;
+    let source = source_config(store, &connection)?;
+    ferry_source::preview(&source, sql, limit)
+        .await
+        .map_err(|e| EngineError::Query(e.to_string()))
+}
+
+/// Runs the query once (so a typo shows now, not at the first sync), then saves the model.
+/// Returns its columns.
+pub async fn save_model(
+    store: &StateStore,
+    name: &str,
+    connection: &str,
+    sql: &str,
+) -> Result<Vec<Column>, EngineError> {
+    let (columns, _) = preview_query(store, connection, sql, 1).await?;
+    store.put_model(name, connection, sql).await?;
+    Ok(columns)
+}
+
+/// The columns a saved model returns, for the Mapper's column pickers.
+pub async fn model_columns(store: &StateStore, model: &str) -> Result<Vec<Column>, EngineError> {
+    let model = require_model(store, model).await?;
+    let (columns, _) = preview_query(store, &model.connection, &model.sql, 0).await?;
+    Ok(columns)
+}
+
+/// Checks a sync against its model's columns and Stripe's fields, then saves it.
+pub async fn save_sync(
+    store: &StateStore,
+    name: &str,
+    spec: &SyncSpec,
+) -> Result<SyncRecord, EngineError> {
+    let destination = require_connection(store, &spec.destination).await?;
+    stripe_config(store, &destination)?;
+    let columns = model_columns(store, &spec.model).await?;
+    let names: Vec<String> = columns.into_iter().map(|c| c.name).collect();
+    crate::prepare::validate_sync(spec, &names).map_err(EngineError::InvalidSync)?;
+    Ok(store.put_sync(name, spec).await?)
+}
+
+pub async fn require_connection(
+    store: &StateStore,
+    name: &str,
+) -> Result<ConnectionRecord, EngineError> {
+    store
+        .get_connection(name)
+        .await?
+        .ok_or_else(|| EngineError::UnknownConnection(name.to_string()))
+}
+
+pub async fn require_model(store: &StateStore, name: &str) -> Result<ModelRecord, EngineError> {
+    store
+        .get_model(name)
+        .await?
+        .ok_or_else(|| EngineError::UnknownModel(name.to_string()))
+}

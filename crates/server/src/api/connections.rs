@@ -1,0 +1,311 @@
+//! `/api/v1/connections`: Stripe accounts and warehouses.
+
+use super::{check_name_matches, ApiJson};
+use crate::{ApiError, AppState};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use ferry_core::Secret;
+use ferry_engine::declare::{self, StripeSettings};
+use ferry_state::{ConnectionKind, ConnectionRecord, NewConnection, SecretInput, SecretRef};
+use serde::{Deserialize, Serialize};
+
+/// A connection as the API shows it. Secrets never leave the server: an encrypted key shows as
+/// its hint (`sk_test_…4242`), an environment reference as the variable's name.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConnectionView {
+    pub name: String,
+    /// `stripe`, `duckdb` or `postgres`.
+    pub kind: String,
+    /// Non-secret settings: `api_base`, `max_rps`, `max_rps_per_endpoint` (Stripe), `path` (DuckDB).
+    #[schema(value_type = Object)]
+    pub config: serde_json::Value,
+    pub secret: Option<SecretView>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum SecretView {
+    /// Stored encrypted in the workspace.
+    Encrypted { hint: String },
+    /// Read from this environment variable of the server at every use.
+    Env { variable: String },
+}
+
+impl From<&ConnectionRecord> for ConnectionView {
+    fn from(record: &ConnectionRecord) -> ConnectionView {
+        ConnectionView {
+            name: record.name.clone(),
+            kind: record.kind.as_str().to_string(),
+            config: record.config.clone(),
+            secret: record.secret.as_ref().map(|secret| match secret {
+                SecretRef::Encrypted(encrypted) => SecretView::Encrypted {
+                    hint: encrypted.hint().to_string(),
+                },
+                SecretRef::EnvVar(variable) => SecretView::Env {
+                    variable: variable.clone(),
+                },
+            }),
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KindInput {
+    Stripe,
+    Duckdb,
+    Postgres,
+}
+
+/// A connection to create or replace. Give a secret as its value (stored encrypted) or as the
+/// name of an environment variable; on replace, give neither to keep the stored one.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionInput {
+    /// Required when creating; on replace it must match the path if given.
+    pub name: Option<String>,
+    pub kind: Option<KindInput>,
+    /// Stripe: the secret or restricted key.
+    pub api_key: Option<String>,
+    /// Stripe: the environment variable that holds the key.
+    pub api_key_env: Option<String>,
+    /// Stripe: another Stripe-compatible server (the emulator).
+    pub api_base: Option<String>,
+    pub max_rps: Option<u32>,
+    pub max_rps_per_endpoint: Option<u32>,
+    /// DuckDB: the database file.
+    pub path: Option<String>,
+    /// PostgreSQL: `postgres://user:password@host/db`.
+    pub url: Option<String>,
+    /// PostgreSQL: the environment variable that holds the URL.
+    pub url_env: Option<String>,
+    /// Save without testing the connection.
+    #[serde(default)]
+    pub skip_test: bool,
+}
+
+fn secret_input(
+    value: Option<String>,
+    env: Option<String>,
+    value_field: &str,
+    env_field: &str,
+    replacing: bool,
+) -> Result<SecretInput, ApiError> {
+    match (
+        value.filter(|v| !v.is_empty()),
+        env.filter(|v| !v.is_empty()),
+    ) {
+        (Some(_), Some(_)) => Err(ApiError::invalid(format!(
+            "give either `{value_field}` or `{env_field}`, not both"
+        ))),
+        (Some(value), None) => Ok(SecretInput::Value(Secret::new(value))),
+        (None, Some(variable)) => Ok(SecretInput::EnvVar(variable)),
+        (None, None) if replacing => Ok(SecretInput::Keep),
+        (None, None) => Err(ApiError::invalid(format!(
+            "`{value_field}` or `{env_field}` is required"
+        ))),
+    }
+}
+
+impl ConnectionInput {
+    /// The connection to save. `replacing` lets an omitted secret mean "keep the stored one".
+    pub fn into_new_connection(
+        self,
+        name: &str,
+        replacing: bool,
+    ) -> Result<NewConnection, ApiError> {
+        let kind = self
+            .kind
+            .ok_or_else(|| ApiError::invalid("`kind` is required: stripe, duckdb or postgres"))?;
+        match kind {
+            KindInput::Stripe => {
+                let key = secret_input(
+                    self.api_key,
+                    self.api_key_env,
+                    "api_key",
+                    "api_key_env",
+                    replacing,
+                )?;
+                let settings = StripeSettings {
+                    api_base: self.api_base.filter(|b| !b.trim().is_empty()),
+                    max_rps: self.max_rps,
+                    max_rps_per_endpoint: self.max_rps_per_endpoint,
+                };
+                Ok(declare::stripe_connection(name, key, &settings))
+            }
+            KindInput::Duckdb => {
+                let path = self
+                    .path
+                    .filter(|p| !p.trim().is_empty())
+                    .ok_or_else(|| ApiError::invalid("`path` (the DuckDB file) is required"))?;
+                Ok(declare::duckdb_connection(
+                    name,
+                    std::path::Path::new(path.trim()),
+                ))
+            }
+            KindInput::Postgres => {
+                let url = secret_input(self.url, self.url_env, "url", "url_env", replacing)?;
+                Ok(declare::postgres_connection(name, url))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConnectionList {
+    pub connections: Vec<ConnectionView>,
+}
+
+#[utoipa::path(get, path = "/api/v1/connections", tag = "connections",
+    responses((status = 200, body = ConnectionList), (status = 401, body = crate::error::ErrorBody)))]
+pub async fn list(State(state): State<AppState>) -> Result<Json<ConnectionList>, ApiError> {
+    let connections = state.store().list_connections().await?;
+    Ok(Json(ConnectionList {
+        connections: connections.iter().map(ConnectionView::from).collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/connections/{name}", tag = "connections",
+    params(("name" = String, Path)),
+    responses((status = 200, body = ConnectionView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn show(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ConnectionView>, ApiError> {
+    let record = declare::require_connection(state.store(), &name).await?;
+    Ok(Json(ConnectionView::from(&record)))
+}
+
+/// Creates a connection after testing it (Stripe reads `/v1/balance`; a warehouse runs `SELECT 1`).
+#[utoipa::path(post, path = "/api/v1/connections", tag = "connections",
+    request_body = ConnectionInput,
+    responses((status = 201, body = ConnectionView),
+        (status = 409, description = "the name is taken", body = crate::error::ErrorBody),
+        (status = 422, description = "invalid input or the connection test failed", body = crate::error::ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(input): ApiJson<ConnectionInput>,
+) -> Result<(StatusCode, Json<ConnectionView>), ApiError> {
+    let name = input
+        .name
+        .clone()
+        .ok_or_else(|| ApiError::invalid("`name` is required"))?;
+    if state.store().get_connection(&name).await?.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "connection '{name}' already exists; PUT /api/v1/connections/{name} replaces it"
+            ),
+        ));
+    }
+    let test = !input.skip_test;
+    let connection = input.into_new_connection(&name, false)?;
+    let record = declare::save_connection(state.store(), &connection, test).await?;
+    Ok((StatusCode::CREATED, Json(ConnectionView::from(&record))))
+}
+
+/// Replaces a connection's settings (tested first). Omit the secret to keep the stored one.
+#[utoipa::path(put, path = "/api/v1/connections/{name}", tag = "connections",
+    params(("name" = String, Path)), request_body = ConnectionInput,
+    responses((status = 200, body = ConnectionView), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn replace(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(input): ApiJson<ConnectionInput>,
+) -> Result<Json<ConnectionView>, ApiError> {
+    check_name_matches(&name, input.name.as_deref())?;
+    let existing = state.store().get_connection(&name).await?;
+    let test = !input.skip_test;
+    let connection = input.into_new_connection(&name, existing.is_some())?;
+    if let Some(existing) = &existing {
+        check_kept_secret(existing, &connection)?;
+    }
+    let record = declare::save_connection(state.store(), &connection, test).await?;
+    Ok(Json(ConnectionView::from(&record)))
+}
+
+/// A replace that keeps the stored secret may not send it anywhere else: not to another
+/// `api_base` (which would hand the key to whoever runs that server, though the API never shows
+/// it), nor into a connection of another kind.
+fn check_kept_secret(
+    existing: &ConnectionRecord,
+    connection: &NewConnection,
+) -> Result<(), ApiError> {
+    if !matches!(connection.secret, Some(SecretInput::Keep)) {
+        return Ok(());
+    }
+    if existing.kind != connection.kind {
+        return Err(ApiError::invalid(format!(
+            "connection '{}' is a {} connection; to make it a {} connection, give its secret too",
+            existing.name,
+            kind_label(existing.kind),
+            kind_label(connection.kind),
+        )));
+    }
+    let base = |config: &serde_json::Value| config.get("api_base").cloned();
+    if connection.kind == ConnectionKind::Stripe
+        && base(&existing.config) != base(&connection.config)
+    {
+        return Err(ApiError::invalid(
+            "`api_base` changes, so give `api_key` (or `api_key_env`) again: the stored key is only sent to the server it was saved for",
+        ));
+    }
+    Ok(())
+}
+
+#[utoipa::path(delete, path = "/api/v1/connections/{name}", tag = "connections",
+    params(("name" = String, Path)),
+    responses((status = 204), (status = 404, body = crate::error::ErrorBody),
+        (status = 409, description = "a model or sync uses it", body = crate::error::ErrorBody)))]
+pub async fn remove(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if state.store().remove_connection(&name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ferry_engine::EngineError::UnknownConnection(name).into())
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TestResult {
+    pub ok: bool,
+    pub message: String,
+}
+
+/// Tests a saved connection. A failed test is an answer, not an error: `ok` is false and
+/// `message` says why.
+#[utoipa::path(post, path = "/api/v1/connections/{name}/test", tag = "connections",
+    params(("name" = String, Path)),
+    responses((status = 200, body = TestResult), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn test(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<TestResult>, ApiError> {
+    match declare::test_saved_connection(state.store(), &name).await {
+        Ok(()) => Ok(Json(TestResult {
+            ok: true,
+            message: format!("connection '{name}' works"),
+        })),
+        Err(ferry_engine::EngineError::ConnectionTest(message)) => {
+            Ok(Json(TestResult { ok: false, message }))
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+pub fn kind_label(kind: ConnectionKind) -> &'static str {
+    match kind {
+        ConnectionKind::Stripe => "Stripe",
+        ConnectionKind::Duckdb => "DuckDB",
+        ConnectionKind::Postgres => "PostgreSQL",
+    }
+}

@@ -1,0 +1,213 @@
+//! `/api/v1/models`: SQL queries that select the rows to sync, and their first rows.
+
+use super::{check_name_matches, ApiJson, ApiQuery};
+use crate::{ApiError, AppState};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use ferry_engine::declare;
+use ferry_state::ModelRecord;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ModelView {
+    pub name: String,
+    /// The warehouse connection it runs on.
+    pub connection: String,
+    pub sql: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&ModelRecord> for ModelView {
+    fn from(record: &ModelRecord) -> ModelView {
+        ModelView {
+            name: record.name.clone(),
+            connection: record.connection.clone(),
+            sql: record.sql.clone(),
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelInput {
+    /// Required when creating; on replace it must match the path if given.
+    pub name: Option<String>,
+    pub connection: String,
+    /// One read-only query (SELECT or WITH … SELECT).
+    pub sql: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ModelList {
+    pub models: Vec<ModelView>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ColumnView {
+    pub name: String,
+    /// The warehouse's name for the type (`VARCHAR`, `int4`, …).
+    #[serde(rename = "type")]
+    pub type_name: String,
+}
+
+/// The first rows of a query; cells are JSON values (text, numbers, booleans, null; dates and
+/// large numbers as text).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RowsPreview {
+    pub columns: Vec<ColumnView>,
+    #[schema(value_type = Vec<Vec<Object>>)]
+    pub rows: Vec<Vec<serde_json::Value>>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct PreviewParams {
+    /// How many rows (default 20, at most 500).
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueryInput {
+    pub connection: String,
+    pub sql: String,
+    /// How many rows (default 20, at most 500).
+    pub limit: Option<usize>,
+}
+
+const DEFAULT_PREVIEW_ROWS: usize = 20;
+const MAX_PREVIEW_ROWS: usize = 500;
+
+pub async fn rows_preview(
+    state: &AppState,
+    connection: &str,
+    sql: &str,
+    limit: Option<usize>,
+) -> Result<RowsPreview, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_PREVIEW_ROWS).min(MAX_PREVIEW_ROWS);
+    let (columns, rows) = declare::preview_query(state.store(), connection, sql, limit).await?;
+    Ok(RowsPreview {
+        columns: columns
+            .into_iter()
+            .map(|c| ColumnView {
+                name: c.name,
+                type_name: c.type_name,
+            })
+            .collect(),
+        rows: rows
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .map(|v| {
+                        v.to_json()
+                            .unwrap_or_else(|_| serde_json::Value::String(v.to_string()))
+                    })
+                    .collect()
+            })
+            .collect(),
+    })
+}
+
+#[utoipa::path(get, path = "/api/v1/models", tag = "models",
+    responses((status = 200, body = ModelList)))]
+pub async fn list(State(state): State<AppState>) -> Result<Json<ModelList>, ApiError> {
+    let models = state.store().list_models().await?;
+    Ok(Json(ModelList {
+        models: models.iter().map(ModelView::from).collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/models/{name}", tag = "models",
+    params(("name" = String, Path)),
+    responses((status = 200, body = ModelView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn show(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ModelView>, ApiError> {
+    let model = declare::require_model(state.store(), &name).await?;
+    Ok(Json(ModelView::from(&model)))
+}
+
+/// Creates a model after running its query once, so a typo shows now.
+#[utoipa::path(post, path = "/api/v1/models", tag = "models", request_body = ModelInput,
+    responses((status = 201, body = ModelView), (status = 409, body = crate::error::ErrorBody),
+        (status = 422, description = "the query failed or is not read-only", body = crate::error::ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(input): ApiJson<ModelInput>,
+) -> Result<(StatusCode, Json<ModelView>), ApiError> {
+    let name = input
+        .name
+        .clone()
+        .ok_or_else(|| ApiError::invalid("`name` is required"))?;
+    if state.store().get_model(&name).await?.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("model '{name}' already exists; PUT /api/v1/models/{name} replaces it"),
+        ));
+    }
+    declare::save_model(state.store(), &name, &input.connection, &input.sql).await?;
+    let model = declare::require_model(state.store(), &name).await?;
+    Ok((StatusCode::CREATED, Json(ModelView::from(&model))))
+}
+
+#[utoipa::path(put, path = "/api/v1/models/{name}", tag = "models",
+    params(("name" = String, Path)), request_body = ModelInput,
+    responses((status = 200, body = ModelView), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn replace(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(input): ApiJson<ModelInput>,
+) -> Result<Json<ModelView>, ApiError> {
+    check_name_matches(&name, input.name.as_deref())?;
+    declare::save_model(state.store(), &name, &input.connection, &input.sql).await?;
+    let model = declare::require_model(state.store(), &name).await?;
+    Ok(Json(ModelView::from(&model)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/models/{name}", tag = "models",
+    params(("name" = String, Path)),
+    responses((status = 204), (status = 404, body = crate::error::ErrorBody),
+        (status = 409, description = "a sync uses it", body = crate::error::ErrorBody)))]
+pub async fn remove(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if state.store().remove_model(&name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ferry_engine::EngineError::UnknownModel(name).into())
+    }
+}
+
+/// Runs a saved model and returns its first rows.
+#[utoipa::path(post, path = "/api/v1/models/{name}/preview", tag = "models",
+    params(("name" = String, Path), PreviewParams),
+    responses((status = 200, body = RowsPreview), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn preview(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiQuery(params): ApiQuery<PreviewParams>,
+) -> Result<Json<RowsPreview>, ApiError> {
+    let model = declare::require_model(state.store(), &name).await?;
+    Ok(Json(
+        rows_preview(&state, &model.connection, &model.sql, params.limit).await?,
+    ))
+}
+
+/// Runs a query that is not saved yet (the model editor's "Run") and returns its first rows.
+#[utoipa::path(post, path = "/api/v1/queries/preview", tag = "models", request_body = QueryInput,
+    responses((status = 200, body = RowsPreview), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn preview_query(
+    State(state): State<AppState>,
+    ApiJson(input): ApiJson<QueryInput>,
+) -> Result<Json<RowsPreview>, ApiError> {
+    Ok(Json(
+        rows_preview(&state, &input.connection, &input.sql, input.limit).await?,
+    ))
+}

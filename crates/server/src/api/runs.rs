@@ -1,0 +1,325 @@
+//! `/api/v1/runs`: run status, counts, per-record outcomes (filtered, paged, as CSV).
+
+use super::ApiQuery;
+use crate::run_registry::LiveProgress;
+use crate::{ApiError, AppState};
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use ferry_core::{Outcome, RunCounts, RunStatus};
+use ferry_state::{RunRecord, RunRecordRow};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RunView {
+    pub id: String,
+    pub sync: String,
+    pub status: RunStatus,
+    pub full_resync: bool,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Final counts once the run ended; see `progress` while it runs.
+    pub counts: RunCounts,
+    pub error: Option<String>,
+    /// How far along a run that is running in this server is.
+    pub progress: Option<LiveProgress>,
+}
+
+impl RunView {
+    pub fn new(state: &AppState, run: RunRecord) -> RunView {
+        let progress = if run.status == RunStatus::Running {
+            state.runs().progress(&run.id)
+        } else {
+            None
+        };
+        RunView {
+            id: run.id,
+            sync: run.sync,
+            status: run.status,
+            full_resync: run.full_resync,
+            started_at: run.started_at,
+            finished_at: run.finished_at,
+            counts: run.counts,
+            error: run.error,
+            progress,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RecordView {
+    /// The row's position in the model's result, from 1.
+    pub row: u64,
+    pub key: String,
+    pub outcome: Outcome,
+    pub stripe_id: Option<String>,
+    /// The customer in Stripe's dashboard.
+    pub stripe_url: Option<String>,
+    /// Why the row was rejected or failed, for a person.
+    pub reason: Option<String>,
+    /// Stripe's `Request-Id` of the request that settled the row.
+    pub request_id: Option<String>,
+    /// Field → `{"before": …, "after": …}` for updates and creates.
+    #[schema(value_type = Option<Object>)]
+    pub changes: Option<serde_json::Value>,
+}
+
+impl RecordView {
+    pub fn new(row: RunRecordRow, dashboard: &str) -> RecordView {
+        RecordView {
+            row: row.row_number,
+            stripe_url: row
+                .stripe_id
+                .as_ref()
+                .map(|id| format!("{dashboard}/customers/{id}")),
+            key: row.key,
+            outcome: row.outcome,
+            stripe_id: row.stripe_id,
+            reason: row.reason,
+            request_id: row.request_id,
+            changes: row.changes,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RunList {
+    pub runs: Vec<RunView>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct RunListParams {
+    /// Only this sync's runs.
+    pub sync: Option<String>,
+    /// At most this many, newest first (default 50, at most 500).
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RecordPage {
+    pub records: Vec<RecordView>,
+    /// Records matching the filter, over all pages.
+    pub total: u64,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct RecordParams {
+    /// Only records with this outcome: created, updated, unchanged, not_found, rejected, failed.
+    pub outcome: Option<Outcome>,
+    /// Skip this many records (default 0).
+    pub offset: Option<usize>,
+    /// Page size (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct CsvParams {
+    /// Only records with this outcome.
+    pub outcome: Option<Outcome>,
+}
+
+pub async fn require_run(state: &AppState, id: &str) -> Result<RunRecord, ApiError> {
+    state.store().get_run(id).await?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "run '{id}' does not exist; GET /api/v1/runs lists the runs"
+        ))
+    })
+}
+
+/// Stripe's dashboard for the sync's account: the test-mode dashboard unless the key is live.
+pub async fn dashboard_base(state: &AppState, sync: &str) -> String {
+    let live = async {
+        let sync = state.store().get_sync(sync).await.ok()??;
+        let connection = state
+            .store()
+            .get_connection(&sync.spec.destination)
+            .await
+            .ok()??;
+        let config = ferry_engine::stripe_config(state.store(), &connection).ok()?;
+        Some(config.is_live_mode())
+    }
+    .await
+    .unwrap_or(false);
+    if live {
+        "https://dashboard.stripe.com".to_string()
+    } else {
+        "https://dashboard.stripe.com/test".to_string()
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(RunListParams),
+    responses((status = 200, body = RunList)))]
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<RunListParams>,
+) -> Result<Json<RunList>, ApiError> {
+    let limit = params.limit.unwrap_or(50).min(500);
+    let runs = state
+        .store()
+        .list_runs(params.sync.as_deref(), limit)
+        .await?;
+    Ok(Json(RunList {
+        runs: runs.into_iter().map(|r| RunView::new(&state, r)).collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs", params(("id" = String, Path)),
+    responses((status = 200, body = RunView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<RunView>, ApiError> {
+    let run = require_run(&state, &id).await?;
+    Ok(Json(RunView::new(&state, run)))
+}
+
+/// Asks a running run to stop cleanly: in-flight requests finish, the rest is recorded as not
+/// attempted, and the run ends `cancelled`.
+#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path)),
+    responses((status = 202, body = RunView),
+        (status = 409, description = "the run is not running in this server", body = crate::error::ErrorBody)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<RunView>), ApiError> {
+    let run = require_run(&state, &id).await?;
+    if !state.runs().cancel(&id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_running",
+            format!(
+                "run '{id}' is {}, not running in this server",
+                run.status.as_str()
+            ),
+        ));
+    }
+    let run = require_run(&state, &id).await?;
+    Ok((StatusCode::ACCEPTED, Json(RunView::new(&state, run))))
+}
+
+#[utoipa::path(get, path = "/api/v1/runs/{id}/records", tag = "runs",
+    params(("id" = String, Path), RecordParams),
+    responses((status = 200, body = RecordPage), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn records(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(params): ApiQuery<RecordParams>,
+) -> Result<Json<RecordPage>, ApiError> {
+    let run = require_run(&state, &id).await?;
+    let offset = params.offset.unwrap_or(0);
+    let limit = params.limit.unwrap_or(100).clamp(1, 1000);
+    let store = state.store();
+    let total = store.count_run_records(&id, params.outcome).await?;
+    let rows = store
+        .list_run_records(&id, params.outcome, offset, limit)
+        .await?;
+    let dashboard = dashboard_base(&state, &run.sync).await;
+    Ok(Json(RecordPage {
+        records: rows
+            .into_iter()
+            .map(|r| RecordView::new(r, &dashboard))
+            .collect(),
+        total,
+        offset,
+        limit,
+    }))
+}
+
+/// Every record of the run (or those with one outcome) as CSV, for a spreadsheet.
+#[utoipa::path(get, path = "/api/v1/runs/{id}/records.csv", tag = "runs",
+    params(("id" = String, Path), CsvParams),
+    responses((status = 200, content_type = "text/csv", body = String),
+        (status = 404, body = crate::error::ErrorBody)))]
+pub async fn records_csv(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(params): ApiQuery<CsvParams>,
+) -> Result<Response, ApiError> {
+    let run = require_run(&state, &id).await?;
+    let dashboard = dashboard_base(&state, &run.sync).await;
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let csv_error = |e: csv::Error| ApiError::invalid(format!("cannot write CSV: {e}"));
+    writer
+        .write_record([
+            "row",
+            "key",
+            "outcome",
+            "stripe_id",
+            "stripe_url",
+            "reason",
+            "request_id",
+            "changes",
+        ])
+        .map_err(csv_error)?;
+    const PAGE: usize = 5000;
+    let mut offset = 0;
+    loop {
+        let rows = state
+            .store()
+            .list_run_records(&id, params.outcome, offset, PAGE)
+            .await?;
+        let count = rows.len();
+        for row in rows {
+            let record = RecordView::new(row, &dashboard);
+            writer
+                .write_record([
+                    record.row.to_string(),
+                    spreadsheet_safe(record.key),
+                    record.outcome.as_str().to_string(),
+                    record.stripe_id.unwrap_or_default(),
+                    record.stripe_url.unwrap_or_default(),
+                    spreadsheet_safe(record.reason.unwrap_or_default()),
+                    record.request_id.unwrap_or_default(),
+                    record.changes.map(|c| c.to_string()).unwrap_or_default(),
+                ])
+                .map_err(csv_error)?;
+        }
+        if count < PAGE {
+            break;
+        }
+        offset += PAGE;
+    }
+    let bytes = writer
+        .into_inner()
+        .map_err(|e| ApiError::invalid(format!("cannot write CSV: {e}")))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{id}.csv\""),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// Keys and reasons come from the warehouse; a cell starting with `=`, `+`, `-` or `@` would run
+/// as a formula when the CSV is opened in a spreadsheet, so it is prefixed with `'`.
+fn spreadsheet_safe(text: String) -> String {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formulas_are_defused_for_spreadsheets() {
+        assert_eq!(
+            super::spreadsheet_safe("=HYPERLINK(1)".into()),
+            "'=HYPERLINK(1)"
+        );
+        assert_eq!(
+            super::spreadsheet_safe("ada@example.com".into()),
+            "ada@example.com"
+        );
+    }
+}

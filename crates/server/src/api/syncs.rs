@@ -1,0 +1,213 @@
+//! `/api/v1/syncs`: declare syncs, preview them, start runs.
+
+use super::runs::RunView;
+use super::{check_name_matches, ApiJson};
+use crate::{ApiError, AppState};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use ferry_core::{Behavior, FieldMapping, KeyMapping, NullPolicy, ObjectKind, SyncSpec};
+use ferry_engine::{declare, Preview};
+use ferry_state::SyncRecord;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SyncView {
+    pub name: String,
+    /// Fixed when the sync is created; part of its idempotency keys.
+    pub uid: String,
+    pub spec: SyncSpec,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_run: Option<RunView>,
+}
+
+impl SyncView {
+    pub async fn load(state: &AppState, record: &SyncRecord) -> Result<SyncView, ApiError> {
+        let last_run = state
+            .store()
+            .list_runs(Some(&record.name), 1)
+            .await?
+            .into_iter()
+            .next()
+            .map(|run| RunView::new(state, run));
+        Ok(SyncView {
+            name: record.name.clone(),
+            uid: record.uid.clone(),
+            spec: record.spec.clone(),
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+            last_run,
+        })
+    }
+}
+
+/// A sync to create or replace: model → Stripe object, behavior, mapping key and mapper.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SyncInput {
+    /// Required when creating; on replace it must match the path if given.
+    pub name: Option<String>,
+    pub model: String,
+    /// The Stripe connection to write to.
+    pub destination: String,
+    /// Default `customer`.
+    pub object: Option<ObjectKind>,
+    pub behavior: Behavior,
+    /// The column that identifies a record and the Stripe field it matches: `email`, or an
+    /// external id in metadata (`metadata.user_id`).
+    pub key: KeyMapping,
+    #[serde(default)]
+    pub mappings: Vec<FieldMapping>,
+    #[serde(default)]
+    pub nulls: NullPolicy,
+}
+
+impl SyncInput {
+    fn into_spec(self) -> SyncSpec {
+        SyncSpec {
+            model: self.model,
+            destination: self.destination,
+            object: self.object.unwrap_or(ObjectKind::Customer),
+            behavior: self.behavior,
+            key: self.key,
+            mappings: self.mappings,
+            nulls: self.nulls,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SyncList {
+    pub syncs: Vec<SyncView>,
+}
+
+#[utoipa::path(get, path = "/api/v1/syncs", tag = "syncs", responses((status = 200, body = SyncList)))]
+pub async fn list(State(state): State<AppState>) -> Result<Json<SyncList>, ApiError> {
+    let mut syncs = Vec::new();
+    for record in state.store().list_syncs().await? {
+        syncs.push(SyncView::load(&state, &record).await?);
+    }
+    Ok(Json(SyncList { syncs }))
+}
+
+async fn require_sync(state: &AppState, name: &str) -> Result<SyncRecord, ApiError> {
+    state
+        .store()
+        .get_sync(name)
+        .await?
+        .ok_or_else(|| ferry_engine::EngineError::UnknownSync(name.to_string()).into())
+}
+
+#[utoipa::path(get, path = "/api/v1/syncs/{name}", tag = "syncs", params(("name" = String, Path)),
+    responses((status = 200, body = SyncView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn show(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<SyncView>, ApiError> {
+    let record = require_sync(&state, &name).await?;
+    Ok(Json(SyncView::load(&state, &record).await?))
+}
+
+/// Creates a sync after checking it against its model's columns and Stripe's fields.
+#[utoipa::path(post, path = "/api/v1/syncs", tag = "syncs", request_body = SyncInput,
+    responses((status = 201, body = SyncView), (status = 409, body = crate::error::ErrorBody),
+        (status = 422, description = "the sync does not fit its model or Stripe", body = crate::error::ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(input): ApiJson<SyncInput>,
+) -> Result<(StatusCode, Json<SyncView>), ApiError> {
+    let name = input
+        .name
+        .clone()
+        .ok_or_else(|| ApiError::invalid("`name` is required"))?;
+    if state.store().get_sync(&name).await?.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("sync '{name}' already exists; PUT /api/v1/syncs/{name} replaces it"),
+        ));
+    }
+    let record = declare::save_sync(state.store(), &name, &input.into_spec()).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(SyncView::load(&state, &record).await?),
+    ))
+}
+
+/// Replaces a sync's settings; its uid, runs and snapshot are kept.
+#[utoipa::path(put, path = "/api/v1/syncs/{name}", tag = "syncs", params(("name" = String, Path)),
+    request_body = SyncInput,
+    responses((status = 200, body = SyncView), (status = 422, body = crate::error::ErrorBody)))]
+pub async fn replace(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(input): ApiJson<SyncInput>,
+) -> Result<Json<SyncView>, ApiError> {
+    check_name_matches(&name, input.name.as_deref())?;
+    let record = declare::save_sync(state.store(), &name, &input.into_spec()).await?;
+    Ok(Json(SyncView::load(&state, &record).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/syncs/{name}", tag = "syncs", params(("name" = String, Path)),
+    responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn remove(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if state.store().remove_sync(&name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ferry_engine::EngineError::UnknownSync(name).into())
+    }
+}
+
+/// What a run would create, update, leave alone and reject, and why. Sends no write.
+#[utoipa::path(post, path = "/api/v1/syncs/{name}/preview", tag = "syncs",
+    params(("name" = String, Path)),
+    responses((status = 200, body = Preview), (status = 404, body = crate::error::ErrorBody),
+        (status = 502, description = "the warehouse or Stripe failed", body = crate::error::ErrorBody)))]
+pub async fn preview(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Preview>, ApiError> {
+    let setup = ferry_engine::load_sync_setup(state.store(), &name).await?;
+    Ok(Json(
+        ferry_engine::preview_sync(state.store(), &setup).await?,
+    ))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunInput {
+    /// Ignore what earlier runs confirmed: look every record up again and send what differs.
+    #[serde(default)]
+    pub full_resync: bool,
+}
+
+/// Starts a run in the background and answers at once with the run; poll
+/// `GET /api/v1/runs/{id}` until its status is no longer `running`.
+#[utoipa::path(post, path = "/api/v1/syncs/{name}/runs", tag = "syncs",
+    params(("name" = String, Path)), request_body(content = Option<RunInput>),
+    responses((status = 202, body = RunView), (status = 404, body = crate::error::ErrorBody),
+        (status = 409, description = "the sync is already running", body = crate::error::ErrorBody)))]
+pub async fn start_run(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<RunView>), ApiError> {
+    // The body is optional: `curl -X POST …/runs` with nothing is the common case.
+    let input: RunInput = if body.iter().all(u8::is_ascii_whitespace) {
+        RunInput::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()))?
+    };
+    let run_id = state
+        .runs()
+        .start(state.store().clone(), &name, input.full_resync)
+        .await?;
+    let run = super::runs::require_run(&state, &run_id).await?;
+    Ok((StatusCode::ACCEPTED, Json(RunView::new(&state, run))))
+}

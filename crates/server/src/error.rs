@@ -1,0 +1,130 @@
+//! Errors as the API answers them: a status, a machine code and a message for people. Internal
+//! failures (the workspace database, a bug) are logged in full and answered with a short
+//! message, so no SQL, path or stack trace reaches a client.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use ferry_engine::EngineError;
+use ferry_state::StateError;
+use serde::Serialize;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// `{"error": {"code": "not_found", "message": "…"}}`
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, for programs: `unauthorized`, `not_found`, `invalid`, `conflict`,
+    /// `connection_test_failed`, `upstream`, `internal`, …
+    pub code: String,
+    /// For people: what went wrong and what to do.
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+    }
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this route needs an API token: send `Authorization: Bearer ferry_…` (create one with `ferry token create NAME`)",
+        )
+    }
+    fn internal(what: &str, detail: &dyn std::fmt::Display) -> ApiError {
+        tracing::error!(problem = %detail, "{what}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{what}; the server log has the details"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StateError> for ApiError {
+    fn from(error: StateError) -> ApiError {
+        use StateError as S;
+        match &error {
+            S::InvalidName { .. } | S::InvalidInput(_) | S::EnvVarNotSet { .. } => {
+                ApiError::invalid(error.to_string())
+            }
+            S::NotFound { .. } => ApiError::not_found(error.to_string()),
+            S::AlreadyExists { .. } | S::InUse { .. } | S::SyncLocked { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", error.to_string())
+            }
+            S::WrongMasterKey { .. } | S::DamagedSecret { .. } | S::MissingMasterKey { .. } => {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "secret_unreadable",
+                    error.to_string(),
+                )
+            }
+            _ => ApiError::internal("the workspace database failed", &error),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(error: EngineError) -> ApiError {
+        use EngineError as E;
+        match error {
+            E::State(state) => state.into(),
+            E::UnknownSync(_) | E::UnknownConnection(_) | E::UnknownModel(_) => {
+                ApiError::not_found(error.to_string())
+            }
+            E::ConnectionTest(message) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "connection_test_failed",
+                message,
+            ),
+            E::Query(message) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "query_failed", message)
+            }
+            E::MissingDependency { .. }
+            | E::WrongConnectionKind { .. }
+            | E::InvalidSync(_)
+            | E::Config(_)
+            | E::StripeKey(_) => ApiError::invalid(error.to_string()),
+            E::Source { .. } | E::StripeLookup(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "upstream", error.to_string())
+            }
+        }
+    }
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; the API is described at /api/openapi.json")
+}

@@ -1,0 +1,226 @@
+//! `ferry serve`: the REST API under `/api`, and the web UI, from one workspace.
+//!
+//! Both call the same functions as the CLI (`ferry_engine::declare`, `run_sync`,
+//! `preview_sync`), so the server is another door into the workspace, not a second
+//! implementation. Every route but the sign-in page, the health check and the static assets
+//! requires authentication: an API token as `Bearer` for `/api`, a session cookie for the UI.
+
+mod api;
+mod auth;
+mod error;
+mod openapi;
+mod run_registry;
+mod ui;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use ferry_state::StateStore;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use auth::SESSION_COOKIE;
+pub use error::ApiError;
+pub use openapi::openapi_document;
+pub use ui::UI_ROUTES;
+
+/// The largest request body the server reads. SQL models are the largest thing anyone sends.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Paths anyone may request without signing in.
+pub const PUBLIC_PATHS: &[&str] = &["/login", "/healthz", "/assets/"];
+
+pub struct ServerOptions {
+    pub bind: SocketAddr,
+    /// Mark the session cookie `Secure`: set when ferry is reached over HTTPS (behind a
+    /// TLS-terminating proxy).
+    pub secure_cookies: bool,
+}
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: StateStore,
+    sessions: auth::Sessions,
+    login_limiter: auth::LoginLimiter,
+    runs: run_registry::RunRegistry,
+    secure_cookies: bool,
+}
+
+impl AppState {
+    pub fn new(store: StateStore, secure_cookies: bool) -> AppState {
+        AppState {
+            inner: Arc::new(Inner {
+                store,
+                sessions: auth::Sessions::default(),
+                login_limiter: auth::LoginLimiter::new(),
+                runs: run_registry::RunRegistry::default(),
+                secure_cookies,
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &StateStore {
+        &self.inner.store
+    }
+
+    fn runs(&self) -> &run_registry::RunRegistry {
+        &self.inner.runs
+    }
+}
+
+/// The whole application: API, UI, assets.
+pub fn router(state: AppState) -> Router {
+    let api = api::routes().route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_api_token,
+    ));
+    let ui = ui::routes().route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_session,
+    ));
+    Router::new()
+        .merge(api)
+        .merge(ui)
+        .merge(ui::public_routes())
+        .fallback(error::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Whether serving on `bind` is allowed: loopback always; any other address only once an API
+/// token exists, since that is what lets someone sign in.
+pub async fn check_bind(store: &StateStore, bind: &SocketAddr) -> Result<(), String> {
+    if bind.ip().is_loopback() {
+        return Ok(());
+    }
+    let tokens = store.count_api_tokens().await.map_err(|e| e.to_string())?;
+    if tokens == 0 {
+        return Err(format!(
+            "refusing to serve on {bind}, which other machines can reach, without authentication: \
+             create an API token first with `ferry token create NAME`, or bind to 127.0.0.1"
+        ));
+    }
+    Ok(())
+}
+
+/// Serves until `shutdown` resolves; background runs are asked to stop and awaited.
+pub async fn serve(
+    store: StateStore,
+    options: ServerOptions,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let state = AppState::new(store, options.secure_cookies);
+    let app = router(state.clone());
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
+    state.runs().stop_all().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_state::WorkspaceOptions;
+
+    #[tokio::test]
+    async fn only_loopback_is_served_before_a_token_exists() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = StateStore::initialize(&WorkspaceOptions::in_dir(dir.path()))
+            .await
+            .expect("a workspace");
+        let loopback: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let everywhere: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        assert!(check_bind(&store, &loopback).await.is_ok());
+        let refusal = check_bind(&store, &everywhere).await.unwrap_err();
+        assert!(refusal.contains("ferry token create"), "{refusal}");
+        store.create_api_token("ops").await.expect("a token");
+        assert!(check_bind(&store, &everywhere).await.is_ok());
+    }
+
+    #[test]
+    fn the_openapi_document_lists_every_api_route() {
+        let document = serde_json::to_value(openapi_document()).expect("JSON");
+        let paths = document["paths"].as_object().expect("paths");
+        for path in [
+            "/api/v1/connections",
+            "/api/v1/connections/{name}/test",
+            "/api/v1/models/{name}/preview",
+            "/api/v1/queries/preview",
+            "/api/v1/syncs/{name}/runs",
+            "/api/v1/runs/{id}/records.csv",
+        ] {
+            assert!(paths.contains_key(path), "{path} is missing");
+        }
+        assert_eq!(
+            document["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+    }
+}
+
+/// The route tables are read from the source, so a route added without its entry in
+/// `UI_ROUTES` or the OpenAPI document fails here, and the auth tests then cover it.
+#[cfg(test)]
+mod route_tables {
+    use std::collections::BTreeSet;
+
+    /// The paths of every `.route("PATH", …)` in a source file, parameters as `x`.
+    fn routed_paths(source: &str) -> BTreeSet<String> {
+        source
+            .split(".route(")
+            .skip(1)
+            .filter_map(|rest| rest.trim_start().strip_prefix('"'))
+            .filter_map(|rest| rest.split('"').next())
+            .map(sample_path)
+            .collect()
+    }
+
+    fn sample_path(path: &str) -> String {
+        path.split('/')
+            .map(|part| if part.starts_with('{') { "x" } else { part })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    #[test]
+    fn every_ui_route_is_listed_for_the_auth_test() {
+        let routed = routed_paths(include_str!("ui/mod.rs"));
+        let public: BTreeSet<String> = [
+            "/login",
+            "/healthz",
+            "/assets/htmx.min.js",
+            "/assets/style.css",
+        ]
+        .map(String::from)
+        .into();
+        let listed: BTreeSet<String> = crate::UI_ROUTES
+            .iter()
+            .map(|(_, p)| p.to_string())
+            .collect();
+        let expected: BTreeSet<String> = routed.difference(&public).cloned().collect();
+        assert_eq!(listed, expected);
+    }
+
+    #[test]
+    fn every_api_route_is_in_the_openapi_document() {
+        let routed = routed_paths(include_str!("api/mod.rs"));
+        let document = serde_json::to_value(crate::openapi_document()).expect("JSON");
+        let mut documented: BTreeSet<String> = document["paths"]
+            .as_object()
+            .expect("paths")
+            .keys()
+            .map(|p| sample_path(p))
+            .collect();
+        documented.insert("/api/openapi.json".to_string());
+        assert_eq!(routed, documented);
+    }
+}

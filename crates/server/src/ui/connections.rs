@@ -1,0 +1,332 @@
+//! Destinations (Stripe accounts) and sources (warehouses).
+
+use super::layout::{csrf_field, empty_state, error_box, page_header, shell, time, Page, Section};
+use crate::api::connections::ConnectionInput;
+use crate::api::connections::KindInput;
+use crate::auth::Caller;
+use crate::{ApiError, AppState};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
+use ferry_engine::declare;
+use ferry_state::{ConnectionKind, ConnectionRecord, SecretRef};
+use maud::{html, Markup};
+use serde::Deserialize;
+
+fn secret_text(record: &ConnectionRecord) -> String {
+    match &record.secret {
+        Some(SecretRef::Encrypted(encrypted)) => encrypted.hint().to_string(),
+        Some(SecretRef::EnvVar(variable)) => format!("from ${variable}"),
+        None => String::new(),
+    }
+}
+
+fn connection_rows(caller: &Caller, records: &[&ConnectionRecord]) -> Markup {
+    html! {
+        table.table {
+            thead { tr { th { "Name" } th { "Type" } th { "Details" } th { "Added" } th {} } }
+            tbody {
+                @for record in records {
+                    tr {
+                        td { strong { (record.name) } }
+                        td { (crate::api::connections::kind_label(record.kind)) }
+                        td.mono {
+                            @match record.kind {
+                                ConnectionKind::Stripe => {
+                                    (ferry_destinations::stripe::config::display_api_base(
+                                        record.config["api_base"].as_str().unwrap_or_default()))
+                                    " · key " (secret_text(record))
+                                }
+                                ConnectionKind::Duckdb => { (record.config["path"].as_str().unwrap_or_default()) }
+                                ConnectionKind::Postgres => { "URL " (secret_text(record)) }
+                            }
+                        }
+                        td { (time(record.created_at)) }
+                        td.row-actions {
+                            button.small hx-post={"/connections/" (record.name) "/test"}
+                                hx-target={"#test-" (record.name)} hx-swap="innerHTML" { "Test" }
+                            form.inline method="post" action={"/connections/" (record.name) "/delete"}
+                                onsubmit="return confirm('Remove this connection?')" {
+                                (csrf_field(caller))
+                                button.small.danger type="submit" { "Remove" }
+                            }
+                            span.test-result id={"test-" (record.name)} {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub async fn destinations(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Markup, Page> {
+    let all = state.store().list_connections().await?;
+    let stripe: Vec<_> = all
+        .iter()
+        .filter(|c| c.kind == ConnectionKind::Stripe)
+        .collect();
+    Ok(shell(
+        &caller,
+        Section::Destinations,
+        "Destinations",
+        html! {
+            (page_header("Destinations", Some("The Stripe accounts ferry writes to."),
+                html! { a.button.primary href="/destinations/new" { "New destination" } }))
+            @if stripe.is_empty() {
+                (empty_state("No destination yet",
+                    "Connect your Stripe account with a secret or restricted key. ferry tests it at once by reading your balance.",
+                    "/destinations/new", "New destination"))
+            } @else {
+                (connection_rows(&caller, &stripe))
+            }
+        },
+    ))
+}
+
+#[derive(Deserialize, Default)]
+pub struct DestinationForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    api_key: String,
+    #[serde(default)]
+    api_base: String,
+    #[serde(default)]
+    max_rps: String,
+}
+
+fn destination_form(caller: &Caller, form: &DestinationForm, problem: Option<&str>) -> Markup {
+    shell(
+        caller,
+        Section::Destinations,
+        "New destination",
+        html! {
+            (page_header("New destination", Some("Stripe"), html! {}))
+            @if let Some(problem) = problem { (error_box(problem)) }
+            form.card method="post" action="/destinations" {
+                (csrf_field(caller))
+                div.field {
+                    label for="name" { "Name" }
+                    input #name name="name" value=(form.name) required placeholder="stripe" pattern="[A-Za-z0-9_-]{1,64}";
+                    p.help { "Letters, digits, _ and -. Syncs refer to the destination by this name." }
+                }
+                div.field {
+                    label for="api_key" { "API key" }
+                    // Never filled back in: a key typed once is not sent to the browser again.
+                    input #api_key name="api_key" type="password" required autocomplete="off" placeholder="sk_test_… or rk_test_…";
+                    p.help { "A secret key, or a restricted key with write access to Customers and read access to Balance. Stored encrypted." }
+                }
+                details open[!form.api_base.is_empty() || !form.max_rps.is_empty()] {
+                    summary { "Advanced" }
+                    div.field {
+                        label for="api_base" { "API base URL" }
+                        input #api_base name="api_base" value=(form.api_base) placeholder="https://api.stripe.com";
+                        p.help { "Another Stripe-compatible server, such as " code { "ferry emulate stripe" } "." }
+                    }
+                    div.field {
+                        label for="max_rps" { "Requests per second" }
+                        input #max_rps name="max_rps" value=(form.max_rps) inputmode="numeric" placeholder="25 for test keys, 100 for live keys";
+                    }
+                }
+                div.form-actions {
+                    button.primary type="submit" { "Test and save" }
+                    a.button href="/destinations" { "Cancel" }
+                }
+            }
+        },
+    )
+}
+
+pub async fn new_destination(Extension(caller): Extension<Caller>) -> Markup {
+    destination_form(&caller, &DestinationForm::default(), None)
+}
+
+fn parse_rps(text: &str) -> Result<Option<u32>, ApiError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        ApiError::invalid(format!(
+            "requests per second must be a whole number, got '{text}'"
+        ))
+    })
+}
+
+pub async fn create_destination(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Form(form): Form<DestinationForm>,
+) -> Response {
+    let result = async {
+        let name = form.name.trim().to_string();
+        if state.store().get_connection(&name).await?.is_some() {
+            return Err(ApiError::invalid(format!(
+                "a connection named '{name}' already exists; choose another name"
+            )));
+        }
+        let input = ConnectionInput {
+            name: Some(name.clone()),
+            kind: Some(KindInput::Stripe),
+            api_key: Some(form.api_key.trim().to_string()),
+            api_base: Some(form.api_base.trim().to_string()),
+            max_rps: parse_rps(&form.max_rps)?,
+            ..ConnectionInput::default()
+        };
+        let connection = input.into_new_connection(&name, false)?;
+        declare::save_connection(state.store(), &connection, true).await?;
+        Ok::<_, ApiError>(())
+    }
+    .await;
+    match result {
+        Ok(()) => Redirect::to("/destinations").into_response(),
+        Err(error) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            destination_form(&caller, &form, Some(&error.message)),
+        )
+            .into_response(),
+    }
+}
+
+pub async fn sources(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Markup, Page> {
+    let all = state.store().list_connections().await?;
+    let warehouses: Vec<_> = all.iter().filter(|c| c.kind.is_source()).collect();
+    Ok(shell(
+        &caller,
+        Section::Sources,
+        "Sources",
+        html! {
+            (page_header("Sources", Some("The warehouses models read from."),
+                html! { a.button.primary href="/sources/new" { "New source" } }))
+            @if warehouses.is_empty() {
+                (empty_state("No source yet",
+                    "Connect a DuckDB file or a PostgreSQL database. Models run on it read-only.",
+                    "/sources/new", "New source"))
+            } @else {
+                (connection_rows(&caller, &warehouses))
+            }
+        },
+    ))
+}
+
+#[derive(Deserialize, Default)]
+pub struct SourceForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    path: String,
+    #[serde(default)]
+    url: String,
+}
+
+fn source_form(caller: &Caller, form: &SourceForm, problem: Option<&str>) -> Markup {
+    let postgres = form.kind == "postgres";
+    shell(
+        caller,
+        Section::Sources,
+        "New source",
+        html! {
+            (page_header("New source", Some("A warehouse that models read from, read-only."), html! {}))
+            @if let Some(problem) = problem { (error_box(problem)) }
+            form.card method="post" action="/sources" {
+                (csrf_field(caller))
+                div.field {
+                    label for="name" { "Name" }
+                    input #name name="name" value=(form.name) required placeholder="warehouse" pattern="[A-Za-z0-9_-]{1,64}";
+                }
+                fieldset.field {
+                    legend { "Type" }
+                    label.choice { input type="radio" name="kind" value="duckdb" checked[!postgres]; " DuckDB file" }
+                    label.choice { input type="radio" name="kind" value="postgres" checked[postgres]; " PostgreSQL" }
+                }
+                div.field {
+                    label for="path" { "DuckDB file (for DuckDB)" }
+                    input #path name="path" value=(form.path) placeholder="/data/warehouse.duckdb";
+                    p.help { "A path on the server's machine. ferry opens it read-only." }
+                }
+                div.field {
+                    label for="url" { "Connection URL (for PostgreSQL)" }
+                    input #url name="url" type="password" autocomplete="off" placeholder="postgres://user:password@host:5432/db";
+                    p.help { "Stored encrypted. Models run in read-only transactions with a statement timeout." }
+                }
+                div.form-actions {
+                    button.primary type="submit" { "Test and save" }
+                    a.button href="/sources" { "Cancel" }
+                }
+            }
+        },
+    )
+}
+
+pub async fn new_source(Extension(caller): Extension<Caller>) -> Markup {
+    source_form(&caller, &SourceForm::default(), None)
+}
+
+pub async fn create_source(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Form(form): Form<SourceForm>,
+) -> Response {
+    let result = async {
+        let name = form.name.trim().to_string();
+        if state.store().get_connection(&name).await?.is_some() {
+            return Err(ApiError::invalid(format!(
+                "a connection named '{name}' already exists; choose another name"
+            )));
+        }
+        let input = match form.kind.as_str() {
+            "postgres" => ConnectionInput {
+                kind: Some(KindInput::Postgres),
+                url: Some(form.url.trim().to_string()),
+                ..ConnectionInput::default()
+            },
+            _ => ConnectionInput {
+                kind: Some(KindInput::Duckdb),
+                path: Some(form.path.trim().to_string()),
+                ..ConnectionInput::default()
+            },
+        };
+        let connection = input.into_new_connection(&name, false)?;
+        declare::save_connection(state.store(), &connection, true).await?;
+        Ok::<_, ApiError>(())
+    }
+    .await;
+    match result {
+        Ok(()) => Redirect::to("/sources").into_response(),
+        Err(error) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            source_form(&caller, &form, Some(&error.message)),
+        )
+            .into_response(),
+    }
+}
+
+/// htmx: the result of testing a saved connection, swapped in next to its button.
+pub async fn test(State(state): State<AppState>, Path(name): Path<String>) -> Markup {
+    match declare::test_saved_connection(state.store(), &name).await {
+        Ok(()) => html! { span.ok { "✓ works" } },
+        Err(error) => html! { span.fail { "✗ " (ApiError::from(error).message) } },
+    }
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Redirect, Page> {
+    let record = declare::require_connection(state.store(), &name).await?;
+    state.store().remove_connection(&name).await?;
+    Ok(Redirect::to(if record.kind == ConnectionKind::Stripe {
+        "/destinations"
+    } else {
+        "/sources"
+    }))
+}

@@ -1,0 +1,116 @@
+//! Signing in with an API token, and out.
+
+use super::layout::error_box;
+use crate::auth::{self, Caller};
+use crate::AppState;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
+use maud::{html, Markup, DOCTYPE};
+use serde::Deserialize;
+use std::net::SocketAddr;
+
+fn login_page(problem: Option<&str>) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "Sign in · ferry" }
+                link rel="stylesheet" href="/assets/style.css";
+            }
+            body.login {
+                main.login-card {
+                    h1 { span.logo { "f" } "ferry" }
+                    p.subtitle { "Sign in with an API token of this workspace." }
+                    @if let Some(problem) = problem { (error_box(problem)) }
+                    form method="post" action="/login" {
+                        label for="token" { "API token" }
+                        input #token type="password" name="token" autocomplete="current-password"
+                            placeholder="ferry_…" required autofocus;
+                        button.primary type="submit" { "Sign in" }
+                    }
+                    p.hint {
+                        "No token yet? Create one on the server's machine with "
+                        code { "ferry token create NAME" } "."
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub async fn page() -> Markup {
+    login_page(None)
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    token: String,
+}
+
+pub async fn submit(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let client = peer.ip();
+    if !state.login_limiter().allow(client) {
+        tracing::warn!(%client, "Too many sign-in attempts; refusing for now.");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            login_page(Some(
+                "Too many sign-in attempts from this address. Wait a minute and try again.",
+            )),
+        )
+            .into_response();
+    }
+    match state.store().verify_api_token(form.token.trim()).await {
+        Ok(Some(record)) => {
+            let session = state.sessions().create(&record.name);
+            (
+                [(
+                    header::SET_COOKIE,
+                    auth::session_cookie(&session, state.secure_cookies()),
+                )],
+                Redirect::to("/"),
+            )
+                .into_response()
+        }
+        Ok(None) => (
+            StatusCode::UNAUTHORIZED,
+            login_page(Some("That token is not valid for this workspace.")),
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(problem = %error, "Checking a sign-in token failed.");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                login_page(Some(
+                    "The workspace database failed; the server log has the details.",
+                )),
+            )
+                .into_response()
+        }
+    }
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    Extension(_caller): Extension<Caller>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(id) = auth::session_id(&headers) {
+        state.sessions().end(&id);
+    }
+    (
+        [(
+            header::SET_COOKIE,
+            auth::expired_cookie(state.secure_cookies()),
+        )],
+        Redirect::to("/login"),
+    )
+        .into_response()
+}

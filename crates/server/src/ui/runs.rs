@@ -1,0 +1,294 @@
+//! Run history and the run page: live progress while it runs, then every record's outcome with
+//! filters, paging, links to Stripe's dashboard and a CSV download.
+
+use super::layout::{
+    clip, csrf_field, empty_state, page_header, shell, status_badge, time, Page, Section,
+};
+use crate::api::runs::{dashboard_base, RecordView};
+use crate::auth::Caller;
+use crate::AppState;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Extension;
+use ferry_core::{Outcome, RunStatus};
+use ferry_state::RunRecord;
+use maud::{html, Markup};
+use serde::Deserialize;
+
+const PAGE_SIZE: usize = 50;
+
+pub fn runs_table(runs: &[RunRecord], with_sync: bool) -> Markup {
+    html! {
+        table.table.runs {
+            thead { tr {
+                th { "Run" } @if with_sync { th { "Sync" } } th { "Status" } th { "Started" }
+                th.num { "Rows" } th.num { "Created" } th.num { "Updated" } th.num { "Unchanged" } th.num { "Rejected" } th.num { "Failed" }
+            } }
+            tbody {
+                @for run in runs {
+                    tr {
+                        td { a.mono href={"/runs/" (run.id)} { (run.id) } }
+                        @if with_sync { td { a href={"/syncs/" (run.sync)} { (run.sync) } } }
+                        td { (status_badge(run.status.as_str())) }
+                        td { (time(run.started_at)) }
+                        td.num { (run.counts.rows) }
+                        td.num { (run.counts.created) }
+                        td.num { (run.counts.updated) }
+                        td.num { (run.counts.unchanged) }
+                        td.num { (run.counts.rejected) }
+                        td.num { (run.counts.failed) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct HistoryParams {
+    sync: Option<String>,
+}
+
+pub async fn history(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(params): Query<HistoryParams>,
+) -> Result<Markup, Page> {
+    let sync = params.sync.filter(|s| !s.is_empty());
+    let runs = state.store().list_runs(sync.as_deref(), 100).await?;
+    let syncs = state.store().list_syncs().await?;
+    Ok(shell(
+        &caller,
+        Section::Runs,
+        "Run history",
+        html! {
+            (page_header("Run history", Some("Every run of every sync, newest first."), html! {
+                form.inline method="get" action="/runs" {
+                    select name="sync" aria-label="Sync" onchange="this.form.submit()" {
+                        option value="" { "All syncs" }
+                        @for s in &syncs { option value=(s.name) selected[Some(&s.name) == sync.as_ref()] { (s.name) } }
+                    }
+                }
+            }))
+            @if runs.is_empty() {
+                (empty_state("No run yet", "Runs appear here once a sync has run. Open a sync and press “Run now”.", "/syncs", "Go to syncs"))
+            } @else {
+                (runs_table(&runs, true))
+            }
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct RunPageParams {
+    outcome: Option<String>,
+    page: Option<usize>,
+}
+
+fn counts_block(run: &RunRecord) -> Markup {
+    let c = &run.counts;
+    let items = [
+        ("created", "Created", c.created),
+        ("updated", "Updated", c.updated),
+        ("unchanged", "Unchanged", c.unchanged),
+        ("not_found", "Not found", c.not_found),
+        ("rejected", "Rejected", c.rejected),
+        ("failed", "Failed", c.failed),
+    ];
+    html! {
+        div.counts {
+            @for (class, label, count) in items {
+                div class={"count " (class)} { div.number { (count) } div.label { (label) } }
+            }
+        }
+    }
+}
+
+/// The part of the run page that changes while the run runs; it polls itself until the end,
+/// then reloads the page once so the records appear.
+fn status_block(state: &AppState, run: &RunRecord, caller: &Caller) -> Markup {
+    let running = run.status == RunStatus::Running;
+    let progress = if running {
+        state.runs().progress(&run.id)
+    } else {
+        None
+    };
+    html! {
+        div #run-status hx-get=[running.then(|| format!("/runs/{}/status", run.id))]
+            hx-trigger=[running.then_some("every 1s")] hx-swap="outerHTML" {
+            div.run-line {
+                (status_badge(run.status.as_str()))
+                " started " (time(run.started_at))
+                @if let Some(finished) = run.finished_at { ", finished " (time(finished)) }
+                " · " (run.counts.requests) " requests"
+            }
+            @if let Some(error) = &run.error { div.alert.error { (error) } }
+            @if let Some(progress) = &progress {
+                @let total = progress.rows.unwrap_or(0);
+                div.progress-line {
+                    @if let Some(rows) = progress.rows {
+                        progress value=(progress.done) max=(rows.max(1)) {}
+                        " " (progress.done) " of " (rows) " rows"
+                    } @else {
+                        "Reading the model and planning…"
+                    }
+                    @if total > 0 && !progress.cancel_requested {
+                        form.inline method="post" action={"/runs/" (run.id) "/cancel"} {
+                            (csrf_field(caller))
+                            button.small type="submit" { "Stop" }
+                        }
+                    }
+                }
+                div.counts.live {
+                    @for (class, label, count) in [("created", "Created", progress.counts.created), ("updated", "Updated", progress.counts.updated), ("unchanged", "Unchanged", progress.counts.unchanged), ("rejected", "Rejected", progress.counts.rejected), ("failed", "Failed", progress.counts.failed)] {
+                        div class={"count " (class)} { div.number { (count) } div.label { (label) } }
+                    }
+                }
+            } @else if running {
+                p.muted { "This run is running in another process." }
+            } @else {
+                (counts_block(run))
+            }
+        }
+    }
+}
+
+pub async fn status(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, Page> {
+    let run = require_run(&state, &id).await?;
+    if run.status != RunStatus::Running {
+        // Finished: a full reload shows the final counts and the records.
+        return Ok((
+            [("hx-refresh", "true")],
+            status_block(&state, &run, &caller),
+        )
+            .into_response());
+    }
+    Ok(status_block(&state, &run, &caller).into_response())
+}
+
+async fn require_run(state: &AppState, id: &str) -> Result<RunRecord, Page> {
+    state
+        .store()
+        .get_run(id)
+        .await?
+        .ok_or_else(|| Page::not_found(format!("run '{id}' does not exist")))
+}
+
+fn parse_outcome(text: Option<&str>) -> Option<Outcome> {
+    let text = text?;
+    Outcome::ALL.into_iter().find(|o| o.as_str() == text)
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    Query(params): Query<RunPageParams>,
+) -> Result<Markup, Page> {
+    let run = require_run(&state, &id).await?;
+    let outcome = parse_outcome(params.outcome.as_deref());
+    let page = params.page.unwrap_or(1).max(1);
+    let store = state.store();
+    let total = store.count_run_records(&id, outcome).await?;
+    let rows = store
+        .list_run_records(&id, outcome, (page - 1) * PAGE_SIZE, PAGE_SIZE)
+        .await?;
+    let dashboard = dashboard_base(&state, &run.sync).await;
+    let records: Vec<RecordView> = rows
+        .into_iter()
+        .map(|r| RecordView::new(r, &dashboard))
+        .collect();
+    let pages = (total as usize).div_ceil(PAGE_SIZE).max(1);
+    let filter_link = |o: Option<Outcome>| match o {
+        Some(o) => format!("/runs/{id}?outcome={}", o.as_str()),
+        None => format!("/runs/{id}"),
+    };
+    let page_link = |p: usize| match outcome {
+        Some(o) => format!("/runs/{id}?outcome={}&page={p}", o.as_str()),
+        None => format!("/runs/{id}?page={p}"),
+    };
+    let csv_link = match outcome {
+        Some(o) => format!("/runs/{id}/records.csv?outcome={}", o.as_str()),
+        None => format!("/runs/{id}/records.csv"),
+    };
+    Ok(shell(
+        &caller,
+        Section::Runs,
+        &format!("Run {id}"),
+        html! {
+            (page_header(&format!("Run of {}", run.sync), Some(&id), html! {
+                a.button href={"/syncs/" (run.sync)} { "Sync" }
+                a.button href=(csv_link) { "Download CSV" }
+            }))
+            (status_block(&state, &run, &caller))
+            h2 { "Records" }
+            nav.tabs {
+                a href=(filter_link(None)) class=[outcome.is_none().then_some("active")] { "All" }
+                @for o in Outcome::ALL {
+                    a href=(filter_link(Some(o))) class=[(outcome == Some(o)).then_some("active")] { (o.as_str().replace('_', " ")) }
+                }
+            }
+            @if records.is_empty() {
+                p.muted { @if run.status == RunStatus::Running { "Records appear as Stripe confirms them." } @else { "No records with this outcome." } }
+            } @else {
+                table.table.records {
+                    thead { tr { th.num { "Row" } th { "Key" } th { "Outcome" } th { "Customer" } th { "Details" } } }
+                    tbody {
+                        @for record in &records {
+                            tr {
+                                td.num { (record.row) }
+                                td.mono { (clip(&record.key, 60)) }
+                                td { (status_badge(record.outcome.as_str())) }
+                                td {
+                                    @if let (Some(id), Some(url)) = (&record.stripe_id, &record.stripe_url) {
+                                        a.mono href=(url) target="_blank" rel="noopener" title="Open in Stripe" { (id) " ↗" }
+                                    }
+                                }
+                                td.reason {
+                                    @if let Some(reason) = &record.reason { (reason) }
+                                    @else if let Some(changes) = record.changes.as_ref().and_then(|c| c.as_object()) {
+                                        span.muted { (changes.keys().cloned().collect::<Vec<_>>().join(", ")) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                div.pager {
+                    @if page > 1 { a.button.small href=(page_link(page - 1)) { "← Previous" } }
+                    span.muted { "Page " (page) " of " (pages) " · " (total) " records" }
+                    @if page < pages { a.button.small href=(page_link(page + 1)) { "Next →" } }
+                }
+            }
+        },
+    ))
+}
+
+pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Redirect {
+    state.runs().cancel(&id);
+    Redirect::to(&format!("/runs/{id}"))
+}
+
+#[derive(Deserialize)]
+pub struct CsvParams {
+    outcome: Option<String>,
+}
+
+/// The UI's CSV download: the API's handler, behind the session instead of a token.
+pub async fn csv(
+    state: State<AppState>,
+    id: Path<String>,
+    Query(params): Query<CsvParams>,
+) -> Result<Response, Page> {
+    let outcome = parse_outcome(params.outcome.as_deref());
+    Ok(crate::api::runs::records_csv(
+        state,
+        id,
+        crate::api::ApiQuery(crate::api::runs::CsvParams { outcome }),
+    )
+    .await?)
+}

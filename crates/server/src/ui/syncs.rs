@@ -1,0 +1,811 @@
+//! Syncs: the four-section form with the Mapper, the sync page, the preview and "Run".
+
+use super::layout::{
+    csrf_field, empty_state, error_box, page_header, shell, status_badge, time, Page, Section,
+};
+use super::runs::runs_table;
+use crate::auth::Caller;
+use crate::AppState;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Extension;
+use ferry_core::{Behavior, FieldMapping, KeyMapping, NullPolicy, ObjectKind, SyncSpec};
+use ferry_destinations::stripe::fields::STANDARD_FIELDS;
+use ferry_engine::{declare, Preview};
+use ferry_state::{ConnectionKind, SyncRecord};
+use maud::{html, Markup};
+
+/// The sync form as submitted. The Mapper's rows arrive as repeated fields, so the body is
+/// parsed by hand rather than with `Form`, which cannot take repeated keys.
+#[derive(Debug, Default, Clone)]
+pub struct SyncForm {
+    name: String,
+    /// Set when editing: the name is then fixed.
+    existing: String,
+    model: String,
+    destination: String,
+    behavior: String,
+    key_column: String,
+    /// `email` or `metadata`.
+    key_field: String,
+    key_metadata: String,
+    nulls: String,
+    rows: Vec<MapperRow>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct MapperRow {
+    column: String,
+    /// A standard field path, or `metadata` for a custom metadata key.
+    field: String,
+    metadata: String,
+}
+
+const METADATA: &str = "metadata";
+
+impl SyncForm {
+    fn parse(body: &[u8]) -> SyncForm {
+        let mut form = SyncForm::default();
+        let (mut columns, mut fields, mut metadata) = (Vec::new(), Vec::new(), Vec::new());
+        let mut add_row = false;
+        let mut remove_row = None;
+        for (name, value) in form_urlencoded::parse(body) {
+            let value = value.into_owned();
+            match name.as_ref() {
+                "name" => form.name = value.trim().to_string(),
+                "existing" => form.existing = value,
+                "model" => form.model = value,
+                "destination" => form.destination = value,
+                "behavior" => form.behavior = value,
+                "key_column" => form.key_column = value,
+                "key_field" => form.key_field = value,
+                "key_metadata" => form.key_metadata = value.trim().to_string(),
+                "nulls" => form.nulls = value,
+                "map_column" => columns.push(value),
+                "map_field" => fields.push(value),
+                "map_metadata" => metadata.push(value.trim().to_string()),
+                "add_row" => add_row = true,
+                "remove_row" => remove_row = value.parse::<usize>().ok(),
+                _ => {}
+            }
+        }
+        form.rows = columns
+            .into_iter()
+            .enumerate()
+            .map(|(i, column)| MapperRow {
+                column,
+                field: fields.get(i).cloned().unwrap_or_default(),
+                metadata: metadata.get(i).cloned().unwrap_or_default(),
+            })
+            .collect();
+        if let Some(i) = remove_row {
+            if i < form.rows.len() {
+                form.rows.remove(i);
+            }
+        }
+        if add_row {
+            form.rows.push(MapperRow::default());
+        }
+        form
+    }
+
+    fn from_record(record: &SyncRecord) -> SyncForm {
+        let spec = &record.spec;
+        let (key_field, key_metadata) = match spec.key.field.strip_prefix("metadata.") {
+            Some(key) => (METADATA.to_string(), key.to_string()),
+            None => (spec.key.field.clone(), String::new()),
+        };
+        SyncForm {
+            name: record.name.clone(),
+            existing: record.name.clone(),
+            model: spec.model.clone(),
+            destination: spec.destination.clone(),
+            behavior: spec.behavior.as_str().to_string(),
+            key_column: spec.key.column.clone(),
+            key_field,
+            key_metadata,
+            nulls: match spec.nulls {
+                NullPolicy::Skip => "skip".into(),
+                NullPolicy::Clear => "clear".into(),
+            },
+            rows: spec
+                .mappings
+                .iter()
+                .map(|m| match m.field.strip_prefix("metadata.") {
+                    Some(key) => MapperRow {
+                        column: m.column.clone(),
+                        field: METADATA.to_string(),
+                        metadata: key.to_string(),
+                    },
+                    None => MapperRow {
+                        column: m.column.clone(),
+                        field: m.field.clone(),
+                        metadata: String::new(),
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    fn to_spec(&self) -> Result<SyncSpec, String> {
+        let mut problems = Vec::new();
+        if self.model.is_empty() {
+            problems.push("choose a model".to_string());
+        }
+        if self.destination.is_empty() {
+            problems.push("choose a Stripe destination".to_string());
+        }
+        if self.key_column.is_empty() {
+            problems
+                .push("choose the column that identifies a record (the mapping key)".to_string());
+        }
+        let key_field = if self.key_field == METADATA {
+            if self.key_metadata.is_empty() {
+                problems.push("name the metadata key that holds the external id".to_string());
+            }
+            format!("metadata.{}", self.key_metadata)
+        } else {
+            "email".to_string()
+        };
+        let mut mappings = Vec::new();
+        for (i, row) in self.rows.iter().enumerate() {
+            if row.column.is_empty() && row.field.is_empty() {
+                continue; // an empty row the user added and left
+            }
+            let field = if row.field == METADATA {
+                let key = if row.metadata.is_empty() {
+                    row.column.clone()
+                } else {
+                    row.metadata.clone()
+                };
+                format!("metadata.{key}")
+            } else {
+                row.field.clone()
+            };
+            if row.column.is_empty() || field.is_empty() {
+                problems.push(format!(
+                    "field row {} needs both a column and a Stripe field",
+                    i + 1
+                ));
+                continue;
+            }
+            mappings.push(FieldMapping {
+                column: row.column.clone(),
+                field,
+            });
+        }
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
+        Ok(SyncSpec {
+            model: self.model.clone(),
+            destination: self.destination.clone(),
+            object: ObjectKind::Customer,
+            behavior: if self.behavior == "update-only" {
+                Behavior::UpdateOnly
+            } else {
+                Behavior::UpdateOrCreate
+            },
+            key: KeyMapping {
+                column: self.key_column.clone(),
+                field: key_field,
+            },
+            mappings,
+            nulls: if self.nulls == "clear" {
+                NullPolicy::Clear
+            } else {
+                NullPolicy::Skip
+            },
+        })
+    }
+}
+
+struct FormChoices {
+    models: Vec<String>,
+    destinations: Vec<String>,
+    /// The chosen model's columns; empty when it has none or cannot run.
+    columns: Vec<String>,
+    columns_problem: Option<String>,
+}
+
+async fn choices(state: &AppState, form: &mut SyncForm) -> Result<FormChoices, Page> {
+    let store = state.store();
+    let models: Vec<String> = store
+        .list_models()
+        .await?
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    let destinations: Vec<String> = store
+        .list_connections()
+        .await?
+        .into_iter()
+        .filter(|c| c.kind == ConnectionKind::Stripe)
+        .map(|c| c.name)
+        .collect();
+    if form.model.is_empty() {
+        form.model = models.first().cloned().unwrap_or_default();
+    }
+    if form.destination.is_empty() {
+        form.destination = destinations.first().cloned().unwrap_or_default();
+    }
+    let (columns, columns_problem) = if form.model.is_empty() {
+        (Vec::new(), None)
+    } else {
+        match declare::model_columns(store, &form.model).await {
+            Ok(columns) => (columns.into_iter().map(|c| c.name).collect(), None),
+            Err(error) => (Vec::new(), Some(crate::ApiError::from(error).message)),
+        }
+    };
+    // Sensible first choices: match on an `email` column, and offer one empty Mapper row.
+    if form.key_column.is_empty() {
+        form.key_column = columns
+            .iter()
+            .find(|c| c.eq_ignore_ascii_case("email"))
+            .or(columns.first())
+            .cloned()
+            .unwrap_or_default();
+    }
+    if form.key_field.is_empty() {
+        form.key_field = "email".into();
+    }
+    if form.rows.is_empty() && form.existing.is_empty() {
+        form.rows.push(MapperRow::default());
+    }
+    Ok(FormChoices {
+        models,
+        destinations,
+        columns,
+        columns_problem,
+    })
+}
+
+fn column_select(
+    name: &str,
+    id: Option<&str>,
+    columns: &[String],
+    selected: &str,
+    placeholder: &str,
+) -> Markup {
+    html! {
+        select name=(name) id=[id] aria-label=(placeholder) {
+            option value="" selected[selected.is_empty()] { (placeholder) }
+            @for column in columns {
+                option value=(column) selected[column == selected] { (column) }
+            }
+            @if !selected.is_empty() && !columns.iter().any(|c| c == selected) {
+                option value=(selected) selected { (selected) " (not in the model)" }
+            }
+        }
+    }
+}
+
+fn field_select(row: &MapperRow) -> Markup {
+    html! {
+        select name="map_field" aria-label="Stripe field" {
+            option value="" selected[row.field.is_empty()] { "Choose a Stripe field" }
+            optgroup label="Customer fields" {
+                @for (path, _) in STANDARD_FIELDS {
+                    option value=(path) selected[row.field == *path] { (path) }
+                }
+            }
+            optgroup label="Custom" {
+                option value=(METADATA) selected[row.field == METADATA] { "metadata (custom key)" }
+            }
+        }
+    }
+}
+
+fn sync_form(
+    caller: &Caller,
+    form: &SyncForm,
+    choices: &FormChoices,
+    problem: Option<&str>,
+) -> Markup {
+    let editing = !form.existing.is_empty();
+    html! {
+        form.sync-form #sync-form method="post" action="/syncs" {
+            (csrf_field(caller))
+            input type="hidden" name="existing" value=(form.existing);
+            @if let Some(problem) = problem { (error_box(problem)) }
+            section.card {
+                h2 { span.step { "1" } "Select a source" }
+                div.field {
+                    label for="model" { "Model" }
+                    select #model name="model" hx-post="/syncs/form" hx-target="#sync-form" hx-swap="outerHTML" hx-trigger="change" {
+                        @for model in &choices.models {
+                            option value=(model) selected[*model == form.model] { (model) }
+                        }
+                    }
+                    @if let Some(problem) = &choices.columns_problem {
+                        p.help.error-text { "This model cannot run: " (problem) }
+                    } @else {
+                        p.help { (choices.columns.len()) " columns: " (choices.columns.join(", ")) }
+                    }
+                }
+            }
+            section.card {
+                h2 { span.step { "2" } "Select a destination" }
+                div.field-row {
+                    div.field {
+                        label for="destination" { "Stripe destination" }
+                        select #destination name="destination" {
+                            @for destination in &choices.destinations {
+                                option value=(destination) selected[*destination == form.destination] { (destination) }
+                            }
+                        }
+                    }
+                    div.field {
+                        label for="object" { "Object" }
+                        select #object name="object" disabled { option value="customer" selected { "Customer" } }
+                    }
+                }
+            }
+            section.card {
+                h2 { span.step { "3" } "Select a sync behavior" }
+                fieldset.field {
+                    legend { "When a record is not in Stripe" }
+                    label.choice {
+                        input type="radio" name="behavior" value="update-or-create" checked[form.behavior != "update-only"];
+                        " " strong { "Update or Create" } " — update matching customers, create the others"
+                    }
+                    label.choice {
+                        input type="radio" name="behavior" value="update-only" checked[form.behavior == "update-only"];
+                        " " strong { "Update Only" } " — update matching customers, report the others as not found"
+                    }
+                }
+                div.field {
+                    label { "Mapping key: records are matched on" }
+                    div.mapper-row {
+                        (column_select("key_column", Some("key_column"), &choices.columns, &form.key_column, "Choose a column"))
+                        span.arrow { "→" }
+                        select #key_field name="key_field" aria-label="Stripe key field"
+                            hx-post="/syncs/form" hx-target="#sync-form" hx-swap="outerHTML" hx-trigger="change" {
+                            option value="email" selected[form.key_field != METADATA] { "email" }
+                            option value=(METADATA) selected[form.key_field == METADATA] { "metadata (external id)" }
+                        }
+                        @if form.key_field == METADATA {
+                            input name="key_metadata" value=(form.key_metadata) placeholder="user_id" aria-label="Metadata key";
+                        }
+                    }
+                    p.help { "Email matches existing customers by email address; an external id is kept in the customer's metadata." }
+                }
+            }
+            section.card {
+                h2 { span.step { "4" } "Map fields" }
+                p.help { "Each row sends a model column to a Stripe field. Choose “metadata (custom key)” to keep any column in the customer's metadata." }
+                div #mapper {
+                    @for (i, row) in form.rows.iter().enumerate() {
+                        div.mapper-row {
+                            (column_select("map_column", None, &choices.columns, &row.column, "Choose a column"))
+                            span.arrow { "→" }
+                            (field_select(row))
+                            input name="map_metadata" value=(row.metadata) placeholder="metadata key (default: the column name)"
+                                aria-label="Metadata key" class=[(row.field != METADATA).then_some("dim")];
+                            button.small.link type="button" hx-post="/syncs/form" hx-target="#sync-form" hx-swap="outerHTML"
+                                hx-vals=(serde_json::json!({"remove_row": i.to_string()}).to_string()) title="Remove this row" { "✕" }
+                        }
+                    }
+                }
+                button.small type="button" hx-post="/syncs/form" hx-target="#sync-form" hx-swap="outerHTML"
+                    hx-vals=r#"{"add_row": "1"}"# { "+ Add field" }
+                div.field {
+                    label for="nulls" { "Empty values (NULL)" }
+                    select #nulls name="nulls" {
+                        option value="skip" selected[form.nulls != "clear"] { "Leave the Stripe field as it is" }
+                        option value="clear" selected[form.nulls == "clear"] { "Clear the Stripe field" }
+                    }
+                }
+            }
+            section.card {
+                div.field {
+                    label for="name" { "Sync name" }
+                    @if editing {
+                        input #name name="name" value=(form.existing) readonly;
+                    } @else {
+                        input #name name="name" value=(form.name) required placeholder="customers-to-stripe" pattern="[A-Za-z0-9_-]{1,64}";
+                    }
+                }
+                div.form-actions {
+                    button.primary type="submit" { "Save and preview" }
+                    a.button href="/syncs" { "Cancel" }
+                }
+            }
+        }
+    }
+}
+
+async fn form_page(
+    state: &AppState,
+    caller: &Caller,
+    mut form: SyncForm,
+    problem: Option<&str>,
+) -> Result<Markup, Page> {
+    let choices = choices(state, &mut form).await?;
+    let title = if form.existing.is_empty() {
+        "New sync".to_string()
+    } else {
+        format!("Edit sync {}", form.existing)
+    };
+    if choices.models.is_empty() || choices.destinations.is_empty() {
+        let (what, href, label) = if choices.destinations.is_empty() {
+            (
+                "a Stripe destination",
+                "/destinations/new",
+                "New destination",
+            )
+        } else {
+            ("a model", "/models/new", "New model")
+        };
+        return Ok(shell(
+            caller,
+            Section::Syncs,
+            &title,
+            html! {
+                (page_header(&title, None, html! {}))
+                (empty_state(&format!("A sync needs {what} first"), "A sync sends the rows of a model to a Stripe destination.", href, label))
+            },
+        ));
+    }
+    Ok(shell(
+        caller,
+        Section::Syncs,
+        &title,
+        html! {
+            (page_header(&title, Some("Model → Stripe customers: what data, where, how, and which fields."), html! {}))
+            (sync_form(caller, &form, &choices, problem))
+        },
+    ))
+}
+
+pub async fn new(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Markup, Page> {
+    form_page(&state, &caller, SyncForm::default(), None).await
+}
+
+pub async fn edit(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Markup, Page> {
+    let record = require_sync(&state, &name).await?;
+    form_page(&state, &caller, SyncForm::from_record(&record), None).await
+}
+
+/// htmx: the form re-rendered after a change of model or key field, or a Mapper row added or
+/// removed, keeping what was entered.
+pub async fn refresh_form(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Result<Markup, Page> {
+    let mut form = SyncForm::parse(&body);
+    let choices = choices(&state, &mut form).await?;
+    Ok(sync_form(&caller, &form, &choices, None))
+}
+
+pub async fn save(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Result<Response, Page> {
+    let form = SyncForm::parse(&body);
+    let name = if form.existing.is_empty() {
+        form.name.clone()
+    } else {
+        form.existing.clone()
+    };
+    let problem = match form.to_spec() {
+        Err(problem) => Some(problem),
+        Ok(_) if form.existing.is_empty() && state.store().get_sync(&name).await?.is_some() => {
+            Some(format!(
+                "a sync named '{name}' already exists; choose another name"
+            ))
+        }
+        Ok(spec) => declare::save_sync(state.store(), &name, &spec)
+            .await
+            .err()
+            .map(|e| crate::ApiError::from(e).message),
+    };
+    match problem {
+        None => Ok(Redirect::to(&format!("/syncs/{name}/preview")).into_response()),
+        Some(problem) => Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            form_page(&state, &caller, form, Some(&problem)).await?,
+        )
+            .into_response()),
+    }
+}
+
+async fn require_sync(state: &AppState, name: &str) -> Result<SyncRecord, Page> {
+    state
+        .store()
+        .get_sync(name)
+        .await?
+        .ok_or_else(|| Page::not_found(format!("sync '{name}' does not exist")))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Markup, Page> {
+    let syncs = state.store().list_syncs().await?;
+    let mut rows = Vec::new();
+    for sync in syncs {
+        let last = state
+            .store()
+            .list_runs(Some(&sync.name), 1)
+            .await?
+            .into_iter()
+            .next();
+        rows.push((sync, last));
+    }
+    Ok(shell(
+        &caller,
+        Section::Syncs,
+        "Syncs",
+        html! {
+            (page_header("Syncs", Some("Each sync sends a model's rows to Stripe."),
+                html! { a.button.primary href="/syncs/new" { "Add sync" } }))
+            @if rows.is_empty() {
+                (empty_state("No sync yet", "Create a sync to send a model's rows to Stripe customers. You will see a preview before anything is written.", "/syncs/new", "Add sync"))
+            } @else {
+                table.table {
+                    thead { tr { th { "Name" } th { "Model" } th { "Destination" } th { "Behavior" } th { "Last run" } } }
+                    tbody {
+                        @for (sync, last) in &rows {
+                            tr {
+                                td { a href={"/syncs/" (sync.name)} { strong { (sync.name) } } }
+                                td { (sync.spec.model) }
+                                td { (sync.spec.destination) " · Customer" }
+                                td { (behavior_label(sync.spec.behavior)) }
+                                td {
+                                    @if let Some(run) = last {
+                                        a href={"/runs/" (run.id)} { (status_badge(run.status.as_str())) } " " (time(run.started_at))
+                                    } @else { span.muted { "never run" } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+fn behavior_label(behavior: Behavior) -> &'static str {
+    match behavior {
+        Behavior::UpdateOrCreate => "Update or Create",
+        Behavior::UpdateOnly => "Update Only",
+    }
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Markup, Page> {
+    let sync = require_sync(&state, &name).await?;
+    let runs = state.store().list_runs(Some(&name), 20).await?;
+    let spec = &sync.spec;
+    Ok(shell(
+        &caller,
+        Section::Syncs,
+        &name,
+        html! {
+            (page_header(&format!("Sync {name}"), Some(&format!("{} → Stripe customers in {}", spec.model, spec.destination)), html! {
+                a.button href={"/syncs/" (name) "/edit"} { "Edit" }
+                a.button href={"/syncs/" (name) "/preview"} { "Preview" }
+                form.inline method="post" action={"/syncs/" (name) "/run"} {
+                    (csrf_field(&caller))
+                    button.primary type="submit" { "Run now" }
+                }
+            }))
+            section.card {
+                dl.settings {
+                    dt { "Behavior" } dd { (behavior_label(spec.behavior)) }
+                    dt { "Mapping key" } dd.mono { (spec.key.column) " → " (spec.key.field) }
+                    dt { "Empty values" } dd { @if spec.nulls == NullPolicy::Clear { "clear the Stripe field" } @else { "leave the Stripe field" } }
+                }
+                table.table.compact {
+                    thead { tr { th { "Model column" } th { "Stripe field" } } }
+                    tbody {
+                        @for mapping in &spec.mappings {
+                            tr { td.mono { (mapping.column) } td.mono { (mapping.field) } }
+                        }
+                    }
+                }
+            }
+            h2 { "Runs" }
+            @if runs.is_empty() {
+                p.muted { "No run yet. Preview the sync, then run it." }
+            } @else {
+                (runs_table(&runs, false))
+            }
+            form.inline.danger-zone method="post" action={"/syncs/" (name) "/delete"} onsubmit="return confirm('Delete this sync and its history?')" {
+                (csrf_field(&caller))
+                button.small.danger type="submit" { "Delete sync" }
+            }
+        },
+    ))
+}
+
+pub async fn preview_page(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Markup, Page> {
+    require_sync(&state, &name).await?;
+    Ok(shell(
+        &caller,
+        Section::Syncs,
+        &format!("Preview {name}"),
+        html! {
+            (page_header(&format!("Preview of {name}"), Some("What a run would do. Nothing has been written to Stripe."), html! {
+                a.button href={"/syncs/" (name) "/edit"} { "Edit sync" }
+                form.inline method="post" action={"/syncs/" (name) "/run"} {
+                    (csrf_field(&caller))
+                    button.primary type="submit" { "Run sync" }
+                }
+            }))
+            div #preview hx-get={"/syncs/" (name) "/preview/result"} hx-trigger="load" {
+                p.muted.loading { "Reading the model and looking the records up in Stripe…" }
+            }
+        },
+    ))
+}
+
+fn change_list(changes: &serde_json::Value) -> Markup {
+    html! {
+        ul.changes {
+            @if let Some(fields) = changes.as_object() {
+                @for (field, change) in fields {
+                    li {
+                        span.mono { (field) } ": "
+                        @if !change["before"].is_null() {
+                            span.before { (json_text(&change["before"])) } " → "
+                        }
+                        span.after { (json_text(&change["after"])) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn json_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "(empty)".into(),
+        other => other.to_string(),
+    }
+}
+
+fn preview_body(preview: &Preview, dashboard: &str) -> Markup {
+    let counts = [
+        ("create", "To create", preview.create),
+        ("update", "To update", preview.update),
+        ("unchanged", "Unchanged", preview.unchanged),
+        ("rejected", "Rejected", preview.rejected),
+        ("not_found", "Not found", preview.not_found),
+        ("failed", "Lookup failed", preview.failed),
+    ];
+    let examples =
+        |action: &'static str| preview.examples.iter().filter(move |e| e.action == action);
+    html! {
+        div.counts {
+            @for (class, label, count) in counts {
+                @if count > 0 || matches!(class, "create" | "update" | "unchanged" | "rejected") {
+                    div class={"count " (class)} { div.number { (count) } div.label { (label) } }
+                }
+            }
+        }
+        p.muted { (preview.rows) " rows read from the model. The run will send about " (preview.requests_estimate) " requests to Stripe." }
+        @if examples("create").next().is_some() {
+            h2 { "Examples of creates" }
+            table.table {
+                thead { tr { th { "Row" } th { "Key" } th { "Fields" } } }
+                tbody { @for e in examples("create") { tr { td { (e.row) } td.mono { (e.key) } td { @if let Some(c) = &e.changes { (change_list(c)) } } } } }
+            }
+        }
+        @if examples("update").next().is_some() {
+            h2 { "Examples of updates" }
+            table.table {
+                thead { tr { th { "Row" } th { "Key" } th { "Customer" } th { "Before → after" } } }
+                tbody { @for e in examples("update") { tr {
+                    td { (e.row) } td.mono { (e.key) }
+                    td { @if let Some(id) = &e.stripe_id { a.mono href={(dashboard) "/customers/" (id)} target="_blank" rel="noopener" { (id) } } }
+                    td { @if let Some(c) = &e.changes { (change_list(c)) } }
+                } } }
+            }
+        }
+        @for (action, title) in [("reject", "Rejected rows"), ("fail", "Failed lookups"), ("not_found", "Not found in Stripe")] {
+            @if examples(action).next().is_some() {
+                h2 { (title) }
+                table.table {
+                    thead { tr { th { "Row" } th { "Key" } th { "Reason" } } }
+                    tbody { @for e in examples(action) { tr { td { (e.row) } td.mono { (e.key) } td.reason { (e.reason.clone().unwrap_or_default()) } } } }
+                }
+            }
+        }
+    }
+}
+
+/// htmx: the preview itself, loaded after the page so the page shows at once.
+pub async fn preview_result(State(state): State<AppState>, Path(name): Path<String>) -> Markup {
+    let result = async {
+        let setup = ferry_engine::load_sync_setup(state.store(), &name).await?;
+        ferry_engine::preview_sync(state.store(), &setup).await
+    }
+    .await;
+    match result {
+        Ok(preview) => {
+            let dashboard = crate::api::runs::dashboard_base(&state, &name).await;
+            preview_body(&preview, &dashboard)
+        }
+        Err(error) => error_box(&crate::ApiError::from(error).message),
+    }
+}
+
+pub async fn run(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Redirect, Page> {
+    let run_id = state
+        .runs()
+        .start(state.store().clone(), &name, false)
+        .await?;
+    Ok(Redirect::to(&format!("/runs/{run_id}")))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Redirect, Page> {
+    if !state.store().remove_sync(&name).await? {
+        return Err(Page::not_found(format!("sync '{name}' does not exist")));
+    }
+    Ok(Redirect::to("/syncs"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mapper_form_becomes_a_spec() {
+        let body = b"name=s&model=m&destination=stripe&behavior=update-only&key_column=uid&key_field=metadata&key_metadata=user_id\
+&map_column=full_name&map_field=name&map_metadata=&map_column=plan&map_field=metadata&map_metadata=\
+&map_column=&map_field=&map_metadata=&nulls=clear";
+        let spec = SyncForm::parse(body).to_spec().expect("a valid form");
+        assert_eq!(spec.behavior, Behavior::UpdateOnly);
+        assert_eq!(spec.key.field, "metadata.user_id");
+        assert_eq!(spec.nulls, NullPolicy::Clear);
+        let fields: Vec<_> = spec
+            .mappings
+            .iter()
+            .map(|m| (m.column.as_str(), m.field.as_str()))
+            .collect();
+        assert_eq!(fields, [("full_name", "name"), ("plan", "metadata.plan")]);
+    }
+
+    #[test]
+    fn rows_are_added_and_removed_in_place() {
+        let body = b"map_column=a&map_field=name&map_metadata=&map_column=b&map_field=phone&map_metadata=&remove_row=0";
+        let form = SyncForm::parse(body);
+        assert_eq!(form.rows.len(), 1);
+        assert_eq!(form.rows[0].column, "b");
+        assert_eq!(SyncForm::parse(b"add_row=1").rows.len(), 1);
+    }
+
+    #[test]
+    fn a_half_filled_row_is_named() {
+        let body = b"model=m&destination=d&key_column=email&key_field=email&map_column=a&map_field=&map_metadata=";
+        let problem = SyncForm::parse(body).to_spec().unwrap_err();
+        assert!(problem.contains("field row 1"), "{problem}");
+    }
+}

@@ -1,0 +1,1282 @@
+//! `ferry apply` and `ferry export`: the workspace as a YAML file kept in Git.
+//!
+//! The file is one more door into the same workspace: `apply` reads it, compares it with what
+//! the workspace holds, and saves every created or changed object through
+//! `ferry_engine::declare`, exactly as `ferry connect`, `ferry model create` and
+//! `ferry sync create` do (same connection tests, same SQL check, same sync validation, same
+//! errors). It never deletes: objects the file does not mention are kept. `export` writes the
+//! workspace back as such a file; applying an export changes nothing.
+//!
+//! Secrets never live in the file: it names environment variables (`api_key_env`, `url_env`),
+//! and a connection that already exists may leave its secret out to keep the stored one.
+
+use super::output::plural;
+use super::{CliError, CliResult, Format};
+use anyhow::anyhow;
+use clap::Args;
+use ferry_core::{Behavior, FieldMapping, KeyMapping, NullPolicy, ObjectKind, SyncSpec};
+use ferry_engine::declare::{self, StripeSettings};
+use ferry_state::{
+    ConnectionKind, ConnectionRecord, ModelRecord, NewConnection, SecretInput, SecretRef,
+    StateStore, SyncRecord,
+};
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+use std::fmt::{self, Write as _};
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+
+/// The only version of the file format so far.
+const FILE_VERSION: u32 = 1;
+
+#[derive(Args, Debug)]
+pub struct ApplyArgs {
+    /// The file that declares connections, models and syncs.
+    #[arg(short = 'f', long = "file", default_value = "ferry.yaml")]
+    pub file: PathBuf,
+    /// Apply the plan; without it, only print the plan.
+    #[arg(long)]
+    pub yes: bool,
+    /// `text` for people, `json` for programs (the plan, and whether it was applied).
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Write here instead of standard output.
+    #[arg(short = 'o', long = "output")]
+    pub output: Option<PathBuf>,
+}
+
+// ----- the file, as written -----
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileDoc {
+    version: u32,
+    connections: Option<Named<ConnectionDecl>>,
+    models: Option<Named<ModelDecl>>,
+    syncs: Option<Named<SyncDecl>>,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum KindDecl {
+    Stripe,
+    Duckdb,
+    Postgres,
+}
+
+impl KindDecl {
+    fn kind(self) -> ConnectionKind {
+        match self {
+            KindDecl::Stripe => ConnectionKind::Stripe,
+            KindDecl::Duckdb => ConnectionKind::Duckdb,
+            KindDecl::Postgres => ConnectionKind::Postgres,
+        }
+    }
+}
+
+/// One connection. One flat shape for every kind, so serde names an unknown field with its
+/// line; which fields a kind accepts is checked afterwards.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct ConnectionDecl {
+    kind: KindDecl,
+    api_key_env: Option<String>,
+    api_base: Option<String>,
+    max_rps: Option<u32>,
+    max_rps_per_endpoint: Option<u32>,
+    path: Option<PathBuf>,
+    url_env: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct ModelDecl {
+    connection: String,
+    sql: Option<String>,
+    file: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct SyncDecl {
+    model: String,
+    destination: String,
+    object: Option<ObjectKind>,
+    behavior: Option<Behavior>,
+    key: PairDecl,
+    #[serde(default)]
+    mappings: Vec<PairDecl>,
+    nulls: Option<NullPolicy>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct PairDecl {
+    column: String,
+    field: String,
+}
+
+/// A YAML mapping of objects by name, in file order.
+#[derive(Debug)]
+struct Named<T>(Vec<(String, T)>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Named<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NamedVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for NamedVisitor<T> {
+            type Value = Named<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping of names to objects")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Named<T>, A::Error> {
+                let mut entries: Vec<(String, T)> = Vec::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    if entries.iter().any(|(n, _)| *n == name) {
+                        return Err(serde::de::Error::custom(format!(
+                            "'{name}' is declared twice"
+                        )));
+                    }
+                    let value = map.next_value::<T>()?;
+                    entries.push((name, value));
+                }
+                Ok(Named(entries))
+            }
+        }
+        deserializer.deserialize_map(NamedVisitor(PhantomData))
+    }
+}
+
+impl<T> Named<T> {
+    fn entries(this: &Option<Named<T>>) -> &[(String, T)] {
+        this.as_ref().map(|n| n.0.as_slice()).unwrap_or_default()
+    }
+}
+
+// ----- the file, resolved -----
+
+/// What the file declares, with paths made absolute, SQL read and defaults filled in.
+struct Desired {
+    connections: Vec<NewConnection>,
+    models: Vec<DesiredModel>,
+    syncs: Vec<(String, SyncSpec)>,
+}
+
+struct DesiredModel {
+    name: String,
+    connection: String,
+    sql: String,
+}
+
+fn config_error(message: impl fmt::Display) -> CliError {
+    CliError::config(anyhow!("{message}"))
+}
+
+/// Reads, parses and checks the file on its own (without the workspace).
+fn read_file(path: &Path) -> CliResult<Desired> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| config_error(format_args!("cannot read {}: {e}", path.display())))?;
+    let shown = path.display();
+    // A first pass over the generic tree finds literal secrets before anything else looks at
+    // (and could quote) their values.
+    let tree: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&text).map_err(|e| config_error(format_args!("{shown}: {e}")))?;
+    refuse_literal_secrets(&tree, &text, &shown.to_string())?;
+    let doc: FileDoc =
+        serde_yaml_ng::from_str(&text).map_err(|e| config_error(format_args!("{shown}: {e}")))?;
+    if doc.version != FILE_VERSION {
+        return Err(config_error(format_args!(
+            "{shown}: version {} is not supported; this ferry reads `version: {FILE_VERSION}`",
+            doc.version
+        )));
+    }
+    // Paths in the file are relative to its folder, wherever ferry runs from.
+    let folder = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let base = std::fs::canonicalize(folder).unwrap_or_else(|_| folder.to_path_buf());
+    resolve(doc, &base, &shown.to_string())
+}
+
+/// `base/path` with `.` and `..` resolved by their text, so the same file names the same path
+/// whichever directory `ferry apply` runs in.
+fn join_clean(base: &Path, path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in base.join(path).components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// Fields that would hold a secret itself: refused without repeating the value.
+const LITERAL_SECRET_FIELDS: [(&str, &str); 4] = [
+    ("api_key", "api_key_env"),
+    ("secret_key", "api_key_env"),
+    ("url", "url_env"),
+    ("password", "url_env"),
+];
+
+fn refuse_literal_secrets(tree: &serde_yaml_ng::Value, text: &str, shown: &str) -> CliResult<()> {
+    let Some(connections) = tree.get("connections").and_then(|c| c.as_mapping()) else {
+        return Ok(());
+    };
+    for (name, body) in connections {
+        let name = name.as_str().unwrap_or("?");
+        for (field, instead) in LITERAL_SECRET_FIELDS {
+            if body.get(field).is_none() {
+                continue;
+            }
+            let line = text
+                .lines()
+                .position(|l| l.trim_start().starts_with(&format!("{field}:")))
+                .map(|i| format!(" (line {})", i + 1))
+                .unwrap_or_default();
+            let what = if instead == "api_key_env" {
+                "the API key"
+            } else {
+                "the connection URL"
+            };
+            return Err(config_error(format_args!(
+                "{shown}: connection '{name}' has `{field}:`{line}: ferry refuses secrets written \
+                 in the file, which ends up in Git (the value is not repeated here). Put {what} in \
+                 an environment variable and write `{instead}: VARIABLE` instead, or store it \
+                 encrypted in the workspace with `ferry connect` and leave it out of the file"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// An environment variable name, checked without ever printing the value: someone may have
+/// pasted the secret itself where its variable's name belongs.
+fn check_env_name(connection: &str, field: &str, variable: &str) -> CliResult<()> {
+    let mut bytes = variable.bytes();
+    let is_name = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let looks_like_key = ["sk_", "rk_", "pk_", "whsec_"]
+        .iter()
+        .any(|p| variable.starts_with(p));
+    if is_name && !looks_like_key {
+        return Ok(());
+    }
+    Err(config_error(format_args!(
+        "connection '{connection}': `{field}` must be the name of an environment variable (like \
+         {}), and its value is not one (it is not repeated here in case it is the secret itself); \
+         put the secret in an environment variable and write that variable's name",
+        if field == "url_env" {
+            "WAREHOUSE_URL"
+        } else {
+            "STRIPE_API_KEY"
+        }
+    )))
+}
+
+fn resolve(doc: FileDoc, base: &Path, shown: &str) -> CliResult<Desired> {
+    let mut connections = Vec::new();
+    for (name, decl) in Named::entries(&doc.connections) {
+        ferry_state::validate_name(ferry_state::ObjectType::Connection, name)?;
+        let kind = decl.kind.kind();
+        let given: [(&str, bool); 6] = [
+            ("api_key_env", decl.api_key_env.is_some()),
+            ("api_base", decl.api_base.is_some()),
+            ("max_rps", decl.max_rps.is_some()),
+            ("max_rps_per_endpoint", decl.max_rps_per_endpoint.is_some()),
+            ("path", decl.path.is_some()),
+            ("url_env", decl.url_env.is_some()),
+        ];
+        let accepted: &[&str] = match kind {
+            ConnectionKind::Stripe => {
+                &["api_key_env", "api_base", "max_rps", "max_rps_per_endpoint"]
+            }
+            ConnectionKind::Duckdb => &["path"],
+            ConnectionKind::Postgres => &["url_env"],
+        };
+        if let Some((field, _)) = given
+            .iter()
+            .find(|(field, set)| *set && !accepted.contains(field))
+        {
+            return Err(config_error(format_args!(
+                "{shown}: connection '{name}': `{field}` is not a setting of a {kind} connection; \
+                 a {kind} connection takes {}",
+                accepted
+                    .iter()
+                    .map(|f| format!("`{f}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let secret = |field: &str, env: &Option<String>| -> CliResult<SecretInput> {
+            match env {
+                Some(variable) => {
+                    check_env_name(name, field, variable)?;
+                    Ok(SecretInput::EnvVar(variable.clone()))
+                }
+                // Decided against the workspace: keep the stored secret, or an error.
+                None => Ok(SecretInput::Keep),
+            }
+        };
+        let connection = match kind {
+            ConnectionKind::Stripe => {
+                if let Some(api_base) = &decl.api_base {
+                    if !(api_base.starts_with("http://") || api_base.starts_with("https://")) {
+                        return Err(config_error(format_args!(
+                            "{shown}: connection '{name}': `api_base` must be an http:// or \
+                             https:// URL, such as https://api.stripe.com"
+                        )));
+                    }
+                }
+                declare::stripe_connection(
+                    name,
+                    secret("api_key_env", &decl.api_key_env)?,
+                    &StripeSettings {
+                        api_base: decl.api_base.clone(),
+                        max_rps: decl.max_rps,
+                        max_rps_per_endpoint: decl.max_rps_per_endpoint,
+                    },
+                )
+            }
+            ConnectionKind::Duckdb => {
+                let path = decl.path.as_ref().ok_or_else(|| {
+                    config_error(format_args!(
+                        "{shown}: connection '{name}' (duckdb) needs `path:`, the database file \
+                         (relative to the folder of {shown}, or absolute)"
+                    ))
+                })?;
+                declare::duckdb_connection(name, &join_clean(base, path))
+            }
+            ConnectionKind::Postgres => {
+                declare::postgres_connection(name, secret("url_env", &decl.url_env)?)
+            }
+        };
+        connections.push(connection);
+    }
+
+    let mut models = Vec::new();
+    for (name, decl) in Named::entries(&doc.models) {
+        ferry_state::validate_name(ferry_state::ObjectType::Model, name)?;
+        let sql = match (&decl.sql, &decl.file) {
+            (Some(sql), None) => sql.clone(),
+            (None, Some(file)) => {
+                let path = join_clean(base, file);
+                std::fs::read_to_string(&path).map_err(|e| {
+                    config_error(format_args!(
+                        "{shown}: model '{name}': cannot read its SQL file {}: {e}",
+                        path.display()
+                    ))
+                })?
+            }
+            (Some(_), Some(_)) => {
+                return Err(config_error(format_args!(
+                    "{shown}: model '{name}' has both `sql:` and `file:`; keep one"
+                )))
+            }
+            (None, None) => {
+                return Err(config_error(format_args!(
+                    "{shown}: model '{name}' needs its query: `sql: |` with the SQL, or `file:` \
+                     with a .sql file relative to the folder of {shown}"
+                )))
+            }
+        };
+        if sql.trim().is_empty() {
+            return Err(config_error(format_args!(
+                "{shown}: model '{name}' has an empty query"
+            )));
+        }
+        models.push(DesiredModel {
+            name: name.clone(),
+            connection: decl.connection.clone(),
+            sql,
+        });
+    }
+
+    let mut syncs = Vec::new();
+    for (name, decl) in Named::entries(&doc.syncs) {
+        ferry_state::validate_name(ferry_state::ObjectType::Sync, name)?;
+        let spec = SyncSpec {
+            model: decl.model.clone(),
+            destination: decl.destination.clone(),
+            object: decl.object.unwrap_or(ObjectKind::Customer),
+            behavior: decl.behavior.unwrap_or(Behavior::UpdateOrCreate),
+            key: KeyMapping {
+                column: decl.key.column.clone(),
+                field: decl.key.field.clone(),
+            },
+            mappings: decl
+                .mappings
+                .iter()
+                .map(|m| FieldMapping {
+                    column: m.column.clone(),
+                    field: m.field.clone(),
+                })
+                .collect(),
+            nulls: decl.nulls.unwrap_or_default(),
+        };
+        syncs.push((name.clone(), spec));
+    }
+    Ok(Desired {
+        connections,
+        models,
+        syncs,
+    })
+}
+
+// ----- the plan -----
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum What {
+    Connection,
+    Model,
+    Sync,
+}
+
+impl What {
+    fn as_str(self) -> &'static str {
+        match self {
+            What::Connection => "connection",
+            What::Model => "model",
+            What::Sync => "sync",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Action {
+    Create,
+    Change(Vec<&'static str>),
+    Unchanged,
+    /// In the workspace, not in the file: left alone.
+    Keep,
+}
+
+/// One line of the plan; `index` points into the matching list of [`Desired`].
+struct Step {
+    what: What,
+    name: String,
+    detail: String,
+    action: Action,
+    index: Option<usize>,
+}
+
+struct Workspace {
+    connections: Vec<ConnectionRecord>,
+    models: Vec<ModelRecord>,
+    syncs: Vec<SyncRecord>,
+}
+
+async fn load_workspace(store: &StateStore) -> CliResult<Workspace> {
+    Ok(Workspace {
+        connections: store.list_connections().await?,
+        models: store.list_models().await?,
+        syncs: store.list_syncs().await?,
+    })
+}
+
+fn secret_field(kind: ConnectionKind) -> &'static str {
+    if kind == ConnectionKind::Postgres {
+        "url_env"
+    } else {
+        "api_key_env"
+    }
+}
+
+/// What differs between a connection in the file and the stored one.
+fn connection_changes(desired: &NewConnection, stored: &ConnectionRecord) -> Vec<&'static str> {
+    let mut changes = Vec::new();
+    if desired.kind != stored.kind {
+        changes.push("kind");
+    }
+    for key in ["api_base", "max_rps", "max_rps_per_endpoint", "path"] {
+        if desired.config.get(key) != stored.config.get(key) {
+            changes.push(key);
+        }
+    }
+    // Settings only another door knows about count as a change too (saving drops them).
+    let known = ["api_base", "max_rps", "max_rps_per_endpoint", "path"];
+    let others = |config: &serde_json::Value| -> Vec<(String, serde_json::Value)> {
+        config
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .filter(|(k, _)| !known.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    if others(&desired.config) != others(&stored.config) {
+        changes.push("settings");
+    }
+    let secret_changed = match (&desired.secret, &stored.secret) {
+        (None, None) | (Some(SecretInput::Keep), _) => false,
+        (Some(SecretInput::EnvVar(variable)), Some(SecretRef::EnvVar(stored))) => {
+            variable != stored
+        }
+        _ => true,
+    };
+    if secret_changed {
+        changes.push(secret_field(desired.kind));
+    }
+    changes
+}
+
+fn sync_changes(desired: &SyncSpec, stored: &SyncSpec) -> Vec<&'static str> {
+    let mut changes = Vec::new();
+    if desired.model != stored.model {
+        changes.push("model");
+    }
+    if desired.destination != stored.destination {
+        changes.push("destination");
+    }
+    if desired.object != stored.object {
+        changes.push("object");
+    }
+    if desired.behavior != stored.behavior {
+        changes.push("behavior");
+    }
+    if desired.key != stored.key {
+        changes.push("key");
+    }
+    if desired.mappings != stored.mappings {
+        changes.push("mappings");
+    }
+    if desired.nulls != stored.nulls {
+        changes.push("nulls");
+    }
+    changes
+}
+
+fn action_for(changes: Vec<&'static str>) -> Action {
+    if changes.is_empty() {
+        Action::Unchanged
+    } else {
+        Action::Change(changes)
+    }
+}
+
+/// Compares the file with the workspace. Settles what the file left to the workspace (an
+/// omitted secret), and checks everything that can be checked without contacting a system:
+/// references between objects, their kinds, and that the variables holding new secrets are set.
+fn plan(desired: &Desired, workspace: &Workspace) -> CliResult<Vec<Step>> {
+    let stored_connections: HashMap<&str, &ConnectionRecord> = workspace
+        .connections
+        .iter()
+        .map(|c| (c.name.as_str(), c))
+        .collect();
+    let stored_models: HashMap<&str, &ModelRecord> = workspace
+        .models
+        .iter()
+        .map(|m| (m.name.as_str(), m))
+        .collect();
+    let stored_syncs: HashMap<&str, &SyncRecord> = workspace
+        .syncs
+        .iter()
+        .map(|s| (s.name.as_str(), s))
+        .collect();
+    let mut steps = Vec::new();
+
+    // Connections.
+    let mut kinds: HashMap<String, ConnectionKind> = workspace
+        .connections
+        .iter()
+        .map(|c| (c.name.clone(), c.kind))
+        .collect();
+    for (index, connection) in desired.connections.iter().enumerate() {
+        let stored = stored_connections.get(connection.name.as_str()).copied();
+        if matches!(connection.secret, Some(SecretInput::Keep)) {
+            let keepable = stored.is_some_and(|s| s.kind == connection.kind && s.secret.is_some());
+            if !keepable {
+                let field = secret_field(connection.kind);
+                let (what, example) = match connection.kind {
+                    ConnectionKind::Postgres => ("URL", "WAREHOUSE_URL"),
+                    _ => ("API key", "STRIPE_API_KEY"),
+                };
+                return Err(config_error(format_args!(
+                    "connection '{}' {} so the file must say where its {what} is: add \
+                     `{field}: {example}` (the name of an environment variable that holds it)",
+                    connection.name,
+                    if stored.is_some() {
+                        "has no stored secret of this kind,"
+                    } else {
+                        "is not in the workspace yet,"
+                    }
+                )));
+            }
+        }
+        let action = match stored {
+            None => Action::Create,
+            Some(stored) => action_for(connection_changes(connection, stored)),
+        };
+        if matches!(action, Action::Create | Action::Change(_)) {
+            if let Some(SecretInput::EnvVar(variable)) = &connection.secret {
+                if std::env::var(variable).map_or(true, |v| v.is_empty()) {
+                    return Err(config_error(format_args!(
+                        "connection '{}': environment variable {variable} (from `{}`) is not \
+                         set; export it before `ferry apply`, it is read to test the connection \
+                         and at every sync",
+                        connection.name,
+                        secret_field(connection.kind)
+                    )));
+                }
+            }
+        }
+        kinds.insert(connection.name.clone(), connection.kind);
+        steps.push(Step {
+            what: What::Connection,
+            name: connection.name.clone(),
+            detail: connection.kind.as_str().to_string(),
+            action,
+            index: Some(index),
+        });
+    }
+    let in_file: HashSet<&str> = desired
+        .connections
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    for stored in &workspace.connections {
+        if !in_file.contains(stored.name.as_str()) {
+            steps.push(keep(What::Connection, &stored.name));
+        }
+    }
+
+    // Models.
+    let mut model_names: HashSet<String> =
+        workspace.models.iter().map(|m| m.name.clone()).collect();
+    for (index, model) in desired.models.iter().enumerate() {
+        match kinds.get(&model.connection) {
+            None => {
+                return Err(config_error(format_args!(
+                    "model '{}' reads from connection '{}', which is neither in the file nor in \
+                     the workspace; declare it under `connections:`",
+                    model.name, model.connection
+                )))
+            }
+            Some(kind) if !kind.is_source() => {
+                return Err(config_error(format_args!(
+                    "model '{}' reads from connection '{}', a {kind} connection; a model reads \
+                     from a duckdb or postgres connection",
+                    model.name, model.connection
+                )))
+            }
+            Some(_) => {}
+        }
+        let action = match stored_models.get(model.name.as_str()) {
+            None => Action::Create,
+            Some(stored) => {
+                let mut changes = Vec::new();
+                if stored.connection != model.connection {
+                    changes.push("connection");
+                }
+                if stored.sql.trim_end() != model.sql.trim_end() {
+                    changes.push("sql");
+                }
+                action_for(changes)
+            }
+        };
+        model_names.insert(model.name.clone());
+        steps.push(Step {
+            what: What::Model,
+            name: model.name.clone(),
+            detail: format!("on {}", model.connection),
+            action,
+            index: Some(index),
+        });
+    }
+    let in_file: HashSet<&str> = desired.models.iter().map(|m| m.name.as_str()).collect();
+    for stored in &workspace.models {
+        if !in_file.contains(stored.name.as_str()) {
+            steps.push(keep(What::Model, &stored.name));
+        }
+    }
+
+    // Syncs.
+    for (index, (name, spec)) in desired.syncs.iter().enumerate() {
+        if !model_names.contains(&spec.model) {
+            return Err(config_error(format_args!(
+                "sync '{name}' reads model '{}', which is neither in the file nor in the \
+                 workspace; declare it under `models:`",
+                spec.model
+            )));
+        }
+        match kinds.get(&spec.destination) {
+            None => {
+                return Err(config_error(format_args!(
+                    "sync '{name}' writes to connection '{}', which is neither in the file nor in \
+                     the workspace; declare it under `connections:` with `kind: stripe`",
+                    spec.destination
+                )))
+            }
+            Some(kind) if *kind != ConnectionKind::Stripe => {
+                return Err(config_error(format_args!(
+                    "sync '{name}' writes to connection '{}', a {kind} connection; a sync writes \
+                     to a stripe connection",
+                    spec.destination
+                )))
+            }
+            Some(_) => {}
+        }
+        let action = match stored_syncs.get(name.as_str()) {
+            None => Action::Create,
+            Some(stored) => action_for(sync_changes(spec, &stored.spec)),
+        };
+        steps.push(Step {
+            what: What::Sync,
+            name: name.clone(),
+            detail: format!("{} → {}", spec.model, spec.destination),
+            action,
+            index: Some(index),
+        });
+    }
+    let in_file: HashSet<&str> = desired.syncs.iter().map(|(n, _)| n.as_str()).collect();
+    for stored in &workspace.syncs {
+        if !in_file.contains(stored.name.as_str()) {
+            steps.push(keep(What::Sync, &stored.name));
+        }
+    }
+    Ok(steps)
+}
+
+fn keep(what: What, name: &str) -> Step {
+    Step {
+        what,
+        name: name.to_string(),
+        detail: String::new(),
+        action: Action::Keep,
+        index: None,
+    }
+}
+
+fn plan_line(step: &Step) -> String {
+    let (what, name) = (step.what.as_str(), &step.name);
+    match &step.action {
+        Action::Create => format!("+ create {what} {name} ({})", step.detail),
+        Action::Change(fields) => format!("~ change {what} {name}: {}", fields.join(", ")),
+        Action::Unchanged => format!("= unchanged {what} {name}"),
+        Action::Keep => {
+            format!("  keep {what} {name} (not in the file; ferry apply never deletes)")
+        }
+    }
+}
+
+struct Counts {
+    create: usize,
+    change: usize,
+    unchanged: usize,
+    keep: usize,
+}
+
+fn count(steps: &[Step]) -> Counts {
+    let of = |f: fn(&Action) -> bool| steps.iter().filter(|s| f(&s.action)).count();
+    Counts {
+        create: of(|a| matches!(a, Action::Create)),
+        change: of(|a| matches!(a, Action::Change(_))),
+        unchanged: of(|a| matches!(a, Action::Unchanged)),
+        keep: of(|a| matches!(a, Action::Keep)),
+    }
+}
+
+fn plan_json(steps: &[Step], counts: &Counts, applied: bool) -> serde_json::Value {
+    let steps: Vec<serde_json::Value> = steps
+        .iter()
+        .map(|s| {
+            let (action, changes) = match &s.action {
+                Action::Create => ("create", vec![]),
+                Action::Change(fields) => ("change", fields.clone()),
+                Action::Unchanged => ("unchanged", vec![]),
+                Action::Keep => ("keep", vec![]),
+            };
+            json!({"action": action, "object": s.what.as_str(), "name": s.name, "changes": changes})
+        })
+        .collect();
+    json!({
+        "plan": steps,
+        "summary": {
+            "create": counts.create, "change": counts.change,
+            "unchanged": counts.unchanged, "keep": counts.keep,
+        },
+        "applied": applied,
+    })
+}
+
+// ----- apply -----
+
+pub async fn apply(store: &StateStore, args: ApplyArgs) -> CliResult {
+    let desired = read_file(&args.file)?;
+    let workspace = load_workspace(store).await?;
+    let steps = plan(&desired, &workspace)?;
+    let counts = count(&steps);
+    let text = args.format == Format::Text;
+    if text {
+        for step in &steps {
+            println!("{}", plan_line(step));
+        }
+        println!(
+            "\nPlan: {} to create, {} to change, {} unchanged.",
+            counts.create, counts.change, counts.unchanged
+        );
+    }
+    let pending = counts.create + counts.change;
+    if !args.yes || pending == 0 {
+        if text {
+            if pending == 0 {
+                println!("Nothing to apply: the workspace already matches the file.");
+            } else {
+                println!("Nothing applied. Run again with --yes to apply.");
+            }
+        } else {
+            print_json(&plan_json(&steps, &counts, false));
+        }
+        return Ok(0);
+    }
+    if text {
+        println!();
+    }
+    let mut done = 0;
+    for step in &steps {
+        if !matches!(step.action, Action::Create | Action::Change(_)) {
+            continue;
+        }
+        match apply_step(store, &desired, &workspace, step).await {
+            Ok(message) => {
+                done += 1;
+                if text {
+                    println!("{message}");
+                }
+            }
+            Err(error) => {
+                let verb = if step.action == Action::Create {
+                    "create"
+                } else {
+                    "change"
+                };
+                let note = match done {
+                    0 => "Nothing was applied.".to_string(),
+                    _ => {
+                        let left = pending - done;
+                        format!(
+                            "{} applied, the other {left} {} not; fix the problem and run \
+                             `ferry apply --yes` again to go on from there.",
+                            if done == 1 {
+                                "The object before it was".to_string()
+                            } else {
+                                format!("The {done} objects before it were")
+                            },
+                            if left == 1 { "was" } else { "were" },
+                        )
+                    }
+                };
+                return Err(CliError {
+                    code: error.code,
+                    error: anyhow!(
+                        "could not {verb} {} '{}': {:#}\n{note}",
+                        step.what.as_str(),
+                        step.name,
+                        error.error
+                    ),
+                });
+            }
+        }
+    }
+    if text {
+        println!(
+            "\nApplied: {} created, {} changed, {} unchanged.",
+            counts.create, counts.change, counts.unchanged
+        );
+    } else {
+        print_json(&plan_json(&steps, &counts, true));
+    }
+    Ok(0)
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("JSON serializes")
+    );
+}
+
+/// Saves one created or changed object through the engine, as the CLI command would.
+async fn apply_step(
+    store: &StateStore,
+    desired: &Desired,
+    workspace: &Workspace,
+    step: &Step,
+) -> CliResult<String> {
+    let index = step.index.expect("only file objects are applied");
+    let verb = if step.action == Action::Create {
+        "Created"
+    } else {
+        "Changed"
+    };
+    match step.what {
+        What::Connection => {
+            let connection = &desired.connections[index];
+            declare::save_connection(store, connection, true).await?;
+            let tested = match connection.kind {
+                ConnectionKind::Stripe => "the key works",
+                _ => "it answers",
+            };
+            Ok(format!(
+                "{verb} connection {} ({}); {tested}.",
+                connection.name, connection.kind
+            ))
+        }
+        What::Model => {
+            let model = &desired.models[index];
+            // Syncs that read this model and that this apply does not save again must still
+            // fit its columns (a saved sync is checked by `save_sync`): checked before saving.
+            let kept = syncs_kept_as_they_are(desired, workspace, &model.name);
+            if !kept.is_empty() {
+                let (columns, _) =
+                    declare::preview_query(store, &model.connection, &model.sql, 0).await?;
+                let names: Vec<String> = columns.into_iter().map(|c| c.name).collect();
+                for (sync, spec) in kept {
+                    if let Err(problems) = ferry_engine::prepare::validate_sync(&spec, &names) {
+                        return Err(CliError::config(anyhow!(
+                            "sync '{sync}', which reads it, would not fit it any more:\n  - {}",
+                            problems.join("\n  - ")
+                        )));
+                    }
+                }
+            }
+            let columns =
+                declare::save_model(store, &model.name, &model.connection, &model.sql).await?;
+            let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+            Ok(format!(
+                "{verb} model {} (columns: {}).",
+                model.name,
+                names.join(", ")
+            ))
+        }
+        What::Sync => {
+            let (name, spec) = &desired.syncs[index];
+            declare::save_sync(store, name, spec).await?;
+            Ok(format!(
+                "{verb} sync {name} ({} → {}).",
+                spec.model, spec.destination
+            ))
+        }
+    }
+}
+
+/// The syncs reading `model` that this apply does not save: unchanged in the file, or only in
+/// the workspace.
+fn syncs_kept_as_they_are(
+    desired: &Desired,
+    workspace: &Workspace,
+    model: &str,
+) -> Vec<(String, SyncSpec)> {
+    let in_file: HashMap<&str, &SyncSpec> =
+        desired.syncs.iter().map(|(n, s)| (n.as_str(), s)).collect();
+    workspace
+        .syncs
+        .iter()
+        .filter(|stored| match in_file.get(stored.name.as_str()) {
+            Some(spec) => **spec == stored.spec,
+            None => true,
+        })
+        .filter(|stored| stored.spec.model == model)
+        .map(|stored| (stored.name.clone(), stored.spec.clone()))
+        .collect()
+}
+
+// ----- export -----
+
+pub async fn export(store: &StateStore, args: ExportArgs) -> CliResult {
+    let workspace = load_workspace(store).await?;
+    let text = export_text(&workspace)?;
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, &text)
+                .map_err(|e| CliError::failed(anyhow!("cannot write {}: {e}", path.display())))?;
+            let n = |count: usize, one, many| plural(count as u64, one, many);
+            eprintln!(
+                "Wrote {}, {} and {} to {}. Apply it with `ferry apply -f {}`.",
+                n(workspace.connections.len(), "connection", "connections"),
+                n(workspace.models.len(), "model", "models"),
+                n(workspace.syncs.len(), "sync", "syncs"),
+                path.display(),
+                path.display()
+            );
+        }
+        None => print!("{text}"),
+    }
+    Ok(0)
+}
+
+fn export_text(workspace: &Workspace) -> CliResult<String> {
+    let mut out = String::new();
+    out.push_str(
+        "# The connections, models and syncs of a ferry workspace, written by `ferry export`.\n\
+         # Apply it with `ferry apply -f FILE` (prints the plan) and `--yes` (applies it).\n",
+    );
+    let _ = writeln!(out, "version: {FILE_VERSION}");
+
+    if !workspace.connections.is_empty() {
+        out.push_str("connections:\n");
+    }
+    for connection in &workspace.connections {
+        let _ = writeln!(out, "  {}:", scalar(&connection.name));
+        let _ = writeln!(out, "    kind: {}", connection.kind);
+        let field = secret_field(connection.kind);
+        match &connection.secret {
+            Some(SecretRef::EnvVar(variable)) => {
+                let _ = writeln!(out, "    {field}: {}", scalar(variable));
+            }
+            Some(SecretRef::Encrypted(_)) => {
+                let what = match connection.kind {
+                    ConnectionKind::Postgres => "URL",
+                    _ => "API key",
+                };
+                let _ = writeln!(
+                    out,
+                    "    # The {what} is stored encrypted in the workspace, not in this file;\n    \
+                     # `{field}: VARIABLE` would manage it from this file instead."
+                );
+            }
+            None => {}
+        }
+        let config = &connection.config;
+        for key in ["api_base", "path"] {
+            if let Some(value) = config.get(key).and_then(|v| v.as_str()) {
+                let _ = writeln!(out, "    {key}: {}", scalar(value));
+            }
+        }
+        for key in ["max_rps", "max_rps_per_endpoint"] {
+            if let Some(value) = config.get(key).and_then(|v| v.as_u64()) {
+                let _ = writeln!(out, "    {key}: {value}");
+            }
+        }
+    }
+
+    if !workspace.models.is_empty() {
+        out.push_str("models:\n");
+    }
+    for model in &workspace.models {
+        let _ = writeln!(out, "  {}:", scalar(&model.name));
+        let _ = writeln!(out, "    connection: {}", scalar(&model.connection));
+        let _ = writeln!(out, "    sql: {}", sql_scalar(&model.sql));
+    }
+
+    if !workspace.syncs.is_empty() {
+        out.push_str("syncs:\n");
+    }
+    for sync in &workspace.syncs {
+        let spec = &sync.spec;
+        let _ = writeln!(out, "  {}:", scalar(&sync.name));
+        let _ = writeln!(out, "    model: {}", scalar(&spec.model));
+        let _ = writeln!(out, "    destination: {}", scalar(&spec.destination));
+        let _ = writeln!(out, "    object: {}", enum_text(&spec.object));
+        let _ = writeln!(out, "    behavior: {}", spec.behavior.as_str());
+        let _ = writeln!(
+            out,
+            "    key: {}",
+            pair(&spec.key.column, &spec.key.field, "      ")
+        );
+        if spec.mappings.is_empty() {
+            out.push_str("    mappings: []\n");
+        } else {
+            out.push_str("    mappings:\n");
+            for mapping in &spec.mappings {
+                let _ = writeln!(
+                    out,
+                    "      - {}",
+                    pair(&mapping.column, &mapping.field, "        ").trim_start()
+                );
+            }
+        }
+        let _ = writeln!(out, "    nulls: {}", enum_text(&spec.nulls));
+    }
+    Ok(out)
+}
+
+/// A string as a YAML scalar: plain when that reads back the same, quoted otherwise.
+fn scalar(text: &str) -> String {
+    if is_plain(text) {
+        return text.to_string();
+    }
+    if text.chars().any(|c| c.is_control()) {
+        // A JSON string is a valid double-quoted YAML scalar.
+        return serde_json::to_string(text).expect("a string serializes");
+    }
+    serde_yaml_ng::to_string(text)
+        .map(|s| s.trim_end_matches('\n').to_string())
+        .unwrap_or_else(|_| serde_json::to_string(text).expect("a string serializes"))
+}
+
+/// Safe unquoted, in block and in flow context alike.
+fn is_plain(text: &str) -> bool {
+    let reserved = [
+        "true", "false", "null", "yes", "no", "on", "off", "y", "n", "~",
+    ];
+    let mut chars = text.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '/')
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'))
+        && !reserved.contains(&text.to_ascii_lowercase().as_str())
+}
+
+/// `{column: a, field: b}`, or the block form when a part needs quoting.
+fn pair(column: &str, field: &str, indent: &str) -> String {
+    if is_plain(column) && is_plain(field) {
+        format!("{{column: {column}, field: {field}}}")
+    } else {
+        format!(
+            "\n{indent}column: {}\n{indent}field: {}",
+            scalar(column),
+            scalar(field)
+        )
+    }
+}
+
+/// A core enum in its serde (kebab-case) form.
+fn enum_text<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+/// SQL as a literal block (`|`), which keeps it readable; checked by reading it back, and
+/// double-quoted when a block cannot carry it exactly.
+fn sql_scalar(sql: &str) -> String {
+    let block = literal_block(sql, "      ");
+    let reads_back = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&format!(
+        "models:\n  m:\n    sql: {block}\n"
+    ))
+    .ok()
+    .and_then(|tree| {
+        tree.get("models")?
+            .get("m")?
+            .get("sql")?
+            .as_str()
+            .map(str::to_string)
+    });
+    if reads_back.as_deref() == Some(sql) {
+        block
+    } else {
+        serde_json::to_string(sql).expect("a string serializes")
+    }
+}
+
+fn literal_block(text: &str, indent: &str) -> String {
+    let chomp = if text.ends_with("\n\n") {
+        "+"
+    } else if text.ends_with('\n') {
+        ""
+    } else {
+        "-"
+    };
+    // An explicit indentation when the text starts with a space or an empty line.
+    let indicator = if text.starts_with(' ') || text.starts_with('\n') {
+        "2"
+    } else {
+        ""
+    };
+    let mut out = format!("|{indicator}{chomp}");
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    for line in body.split('\n') {
+        out.push('\n');
+        if !line.is_empty() {
+            out.push_str(indent);
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads `key: VALUE` back the way `ferry apply` would.
+    fn read_back(yaml_value: &str) -> String {
+        let tree: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&format!("models:\n  m:\n    sql: {yaml_value}\n"))
+                .expect("valid YAML");
+        tree["models"]["m"]["sql"]
+            .as_str()
+            .expect("a string")
+            .to_string()
+    }
+
+    #[test]
+    fn sql_reads_back_exactly() {
+        for sql in [
+            "select 1",
+            "select 1\n",
+            "select 1\n\n\n",
+            "  select 1\nfrom t",
+            "\nselect 1",
+            "select a,\n\n  b -- x: y # z\nfrom t where s = 'it''s'",
+            "select '\t' as tab",
+            "select 1\n   ",
+            "select '\u{7}' as bell",
+            "select 1 -- trailing spaces   \nfrom t",
+        ] {
+            assert_eq!(read_back(&sql_scalar(sql)), sql, "{sql:?}");
+        }
+        assert!(sql_scalar("select a\nfrom t\n").starts_with("|\n"));
+        assert!(sql_scalar("select a\nfrom t").starts_with("|-\n"));
+    }
+
+    #[test]
+    fn scalars_read_back_exactly() {
+        for text in [
+            "name",
+            "true",
+            "null",
+            "1",
+            "a: b",
+            "x,y",
+            "#x",
+            "- x",
+            "/tmp/a b/warehouse.duckdb",
+            "http://127.0.0.1:12111",
+            "é",
+        ] {
+            let pair_yaml = format!("x: {}\ny: {}\n", scalar(text), pair(text, text, "  "));
+            let tree: serde_yaml_ng::Value = serde_yaml_ng::from_str(&pair_yaml).expect(&pair_yaml);
+            assert_eq!(tree["x"].as_str(), Some(text), "{pair_yaml}");
+            assert_eq!(tree["y"]["column"].as_str(), Some(text), "{pair_yaml}");
+            assert_eq!(tree["y"]["field"].as_str(), Some(text), "{pair_yaml}");
+        }
+    }
+
+    #[test]
+    fn paths_join_by_their_text() {
+        let base = Path::new("/work/config");
+        assert_eq!(
+            join_clean(base, Path::new("../data/w.duckdb")),
+            Path::new("/work/data/w.duckdb")
+        );
+        assert_eq!(
+            join_clean(base, Path::new("./w.duckdb")),
+            Path::new("/work/config/w.duckdb")
+        );
+        assert_eq!(
+            join_clean(base, Path::new("/abs/w.duckdb")),
+            Path::new("/abs/w.duckdb")
+        );
+    }
+}

@@ -1,0 +1,123 @@
+//! `ferry serve` and `ferry token …`: the REST API and web UI, and the tokens that open them.
+
+use super::output::print_table;
+use super::{CliError, CliResult};
+use clap::{Args, Subcommand};
+use ferry_state::StateStore;
+use std::net::SocketAddr;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address and port to listen on. Anything but loopback needs an API token to exist first.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// Mark the session cookie Secure: set this when users reach ferry over HTTPS (through a
+    /// TLS-terminating proxy).
+    #[arg(long)]
+    pub secure_cookies: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create an API token: shown once, stored only as a hash.
+    Create { name: String },
+    /// List the API tokens (names and prefixes, never the tokens).
+    List,
+    /// Revoke an API token; requests and sessions that use it stop working.
+    Revoke { name: String },
+}
+
+pub async fn serve(store: StateStore, args: ServeArgs) -> CliResult {
+    ferry_server::check_bind(&store, &args.bind)
+        .await
+        .map_err(|message| CliError::config(anyhow::anyhow!(message)))?;
+    // A first start on this machine: make the token to sign in with, as Jupyter does, so the
+    // UI is usable at once without leaving it open.
+    let first_token = if store.count_api_tokens().await? == 0 {
+        let (_, token) = store.create_api_token("first-sign-in").await?;
+        Some(token)
+    } else {
+        None
+    };
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .map_err(|e| CliError::config(anyhow::anyhow!("cannot listen on {}: {e}", args.bind)))?;
+    let address = listener.local_addr().map_err(CliError::failed)?;
+    println!("ferry is serving the workspace at http://{address}/");
+    println!("  API: http://{address}/api/v1 (described at /api/openapi.json; send `Authorization: Bearer <token>`)");
+    if let Some(token) = first_token {
+        println!(
+            "  Sign in with this API token (shown once; `ferry token create NAME` makes more):"
+        );
+        println!("  {}", token.expose());
+    } else {
+        println!("  Sign in with an API token of this workspace (`ferry token create NAME`).");
+    }
+    let options = ferry_server::ServerOptions {
+        bind: address,
+        secure_cookies: args.secure_cookies,
+    };
+    ferry_server::serve(store, options, listener, shutdown_signal())
+        .await
+        .map_err(CliError::failed)?;
+    println!("Stopped.");
+    Ok(0)
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("a SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+pub async fn token(store: &StateStore, command: TokenCommand) -> CliResult {
+    match command {
+        TokenCommand::Create { name } => {
+            let (_, token) = store.create_api_token(&name).await?;
+            eprintln!(
+                "Created API token '{name}'. It is shown once; store it in your secret manager:"
+            );
+            println!("{}", token.expose());
+        }
+        TokenCommand::List => {
+            let tokens = store.list_api_tokens().await?;
+            if tokens.is_empty() {
+                println!("No API tokens. Create one with `ferry token create NAME`.");
+                return Ok(0);
+            }
+            let rows: Vec<Vec<String>> = tokens
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.name.clone(),
+                        format!("{}…", t.prefix),
+                        t.created_at.format("%Y-%m-%d %H:%M").to_string(),
+                        t.last_used_at
+                            .map(|at| at.format("%Y-%m-%d %H:%M").to_string())
+                            .unwrap_or_else(|| "never".into()),
+                    ]
+                })
+                .collect();
+            print_table(&["NAME", "TOKEN", "CREATED", "LAST USED"], &rows);
+        }
+        TokenCommand::Revoke { name } => {
+            if !store.revoke_api_token(&name).await? {
+                return Err(CliError::config(anyhow::anyhow!(
+                    "no API token named '{name}'; `ferry token list` lists them"
+                )));
+            }
+            println!("Revoked API token '{name}'.");
+        }
+    }
+    Ok(0)
+}

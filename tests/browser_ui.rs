@@ -1,0 +1,420 @@
+//! The web UI end to end in headless Chromium, clicking like a person: from an empty workspace,
+//! sign in, connect Stripe (the emulator; first with a bad key), connect a DuckDB source, write
+//! a model and run it, build a sync with the Mapper, read the preview, run it, and read the
+//! outcome in the run page and the history. Then the customers are checked in the emulator.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). A screenshot of
+//! every page is saved under `target/tmp/ui-screenshots/` (or `$FERRY_SCREENSHOTS`).
+
+mod common;
+
+use common::{people_sql, Scene, KEY};
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CUSTOMERS: u32 = 12;
+
+fn find_program(candidates: &[&str]) -> Option<PathBuf> {
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .or_else(|| {
+            let name = Path::new(candidates[0]).file_name()?;
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|dir| dir.join(name))
+                    .find(|p| p.exists())
+            })
+        })
+}
+
+/// A chromedriver process on a free port; killed on drop.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_driver() -> Driver {
+    let chromedriver = find_program(&["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"])
+        .expect(
+            "chromedriver not found. Install Debian's Chromium and its driver: \
+             `apt-get install -y chromium chromium-driver` (.ci/run does this)",
+        );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let child = Command::new(chromedriver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let driver = Driver { child, port };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = format!("http://127.0.0.1:{port}/status");
+    while reqwest::get(&status).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "chromedriver did not answer within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    driver
+}
+
+async fn start_browser(driver: &Driver, profile: &Path) -> Client {
+    let chromium = find_program(&["/usr/bin/chromium", "/usr/bin/chromium-browser"]).expect(
+        "chromium not found. Install Debian's Chromium: `apt-get install -y chromium chromium-driver`",
+    );
+    // The flags keep Chromium off the network this machine does not have, as a headless
+    // test browser should be.
+    let capabilities = serde_json::json!({
+        "goog:chromeOptions": {
+            "binary": chromium.display().to_string(),
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=1280,800",
+                format!("--user-data-dir={}", profile.display()),
+            ]
+        }
+    });
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    ClientBuilder::new(connector)
+        .capabilities(capabilities.as_object().expect("an object").clone())
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a WebDriver session with headless Chromium")
+}
+
+struct Camera {
+    dir: PathBuf,
+    count: usize,
+}
+
+impl Camera {
+    fn new() -> Camera {
+        let dir = std::env::var_os("FERRY_SCREENSHOTS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("the screenshot folder");
+        Camera { dir, count: 0 }
+    }
+
+    async fn shoot(&mut self, browser: &Client, name: &str) {
+        self.count += 1;
+        let png = browser.screenshot().await.expect("a screenshot");
+        let path = self.dir.join(format!("{:02}-{name}.png", self.count));
+        std::fs::write(&path, png).expect("the screenshot is saved");
+        println!("screenshot: {}", path.display());
+    }
+}
+
+async fn wait_for(browser: &Client, css: &str) -> Element {
+    browser
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("`{css}` did not appear: {e}"))
+}
+
+async fn click_button(browser: &Client, label: &str) {
+    let xpath = format!("//button[normalize-space()='{label}']");
+    browser
+        .find(Locator::XPath(&xpath))
+        .await
+        .unwrap_or_else(|e| panic!("no button '{label}': {e}"))
+        .click()
+        .await
+        .expect("the button is clicked");
+}
+
+async fn click_link(browser: &Client, text: &str) {
+    browser
+        .find(Locator::LinkText(text))
+        .await
+        .unwrap_or_else(|e| panic!("no link '{text}': {e}"))
+        .click()
+        .await
+        .expect("the link is clicked");
+}
+
+async fn type_into(browser: &Client, css: &str, text: &str) {
+    let field = wait_for(browser, css).await;
+    field.clear().await.expect("the field clears");
+    field.send_keys(text).await.expect("typing works");
+}
+
+async fn page_text(browser: &Client) -> String {
+    browser
+        .find(Locator::Css("body"))
+        .await
+        .expect("a body")
+        .text()
+        .await
+        .expect("its text")
+}
+
+async fn heading(browser: &Client) -> String {
+    wait_for(browser, "h1")
+        .await
+        .text()
+        .await
+        .expect("a heading")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_builds_and_runs_a_sync_in_the_browser() {
+    let scene = Scene::new().await;
+    scene.warehouse_sql(&people_sql(CUSTOMERS));
+    let served = scene.serve(&[]).await;
+    let driver = start_driver().await;
+    let profile = tempfile::tempdir().expect("a browser profile dir");
+    let browser = start_browser(&driver, profile.path()).await;
+    let mut camera = Camera::new();
+
+    // Sign in with the token `ferry serve` printed at its first start.
+    browser.goto(&served.url("/")).await.expect("the UI opens");
+    assert!(browser
+        .current_url()
+        .await
+        .unwrap()
+        .path()
+        .ends_with("/login"));
+    camera.shoot(&browser, "sign-in").await;
+    type_into(&browser, "#token", &served.token).await;
+    click_button(&browser, "Sign in").await;
+    assert_eq!(heading(&browser).await, "Get started");
+    camera.shoot(&browser, "get-started").await;
+
+    // The Stripe destination: a wrong key is refused with a reason, the right one is saved.
+    click_link(&browser, "Connect Stripe").await;
+    assert_eq!(heading(&browser).await, "New destination");
+    type_into(&browser, "#name", "stripe").await;
+    type_into(&browser, "#api_key", "sk_test_not_a_real_key").await;
+    browser
+        .find(Locator::Css("summary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    type_into(&browser, "#api_base", &scene.emulator.url()).await;
+    click_button(&browser, "Test and save").await;
+    let problem = wait_for(&browser, ".alert.error")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(problem.contains("rejected this API key"), "{problem}");
+    camera.shoot(&browser, "destination-bad-key").await;
+    type_into(&browser, "#api_key", KEY).await;
+    click_button(&browser, "Test and save").await;
+    assert_eq!(heading(&browser).await, "Destinations");
+    let text = page_text(&browser).await;
+    assert!(
+        text.contains("stripe") && text.contains("sk_test_…"),
+        "{text}"
+    );
+    assert!(
+        !browser.source().await.unwrap().contains(KEY),
+        "the key reached the page"
+    );
+    camera.shoot(&browser, "destinations").await;
+
+    // A DuckDB source.
+    click_link(&browser, "Sources").await;
+    assert!(page_text(&browser).await.contains("No source yet"));
+    click_link(&browser, "New source").await;
+    type_into(&browser, "#name", "warehouse").await;
+    type_into(&browser, "#path", &scene.warehouse().display().to_string()).await;
+    click_button(&browser, "Test and save").await;
+    assert_eq!(heading(&browser).await, "Sources");
+    camera.shoot(&browser, "sources").await;
+
+    // A model: run it to see the first rows, then save it.
+    click_link(&browser, "Models").await;
+    click_link(&browser, "New model").await;
+    type_into(&browser, "#name", "customers").await;
+    type_into(
+        &browser,
+        "#sql",
+        "select email, name, plan from people order by id",
+    )
+    .await;
+    click_button(&browser, "Run").await;
+    let first_rows = wait_for(&browser, "#rows table")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(first_rows.contains("person1@example.com"), "{first_rows}");
+    camera.shoot(&browser, "model-run").await;
+    click_button(&browser, "Save model").await;
+    assert_eq!(heading(&browser).await, "Models");
+    assert!(page_text(&browser).await.contains("customers"));
+
+    // A sync, with the Mapper: name → name, plan → metadata.plan; matched on email.
+    click_link(&browser, "Syncs").await;
+    click_link(&browser, "Add sync").await;
+    assert_eq!(heading(&browser).await, "New sync");
+    let key_column = wait_for(&browser, "#key_column").await;
+    assert_eq!(
+        key_column.prop("value").await.unwrap().as_deref(),
+        Some("email")
+    );
+    let columns = browser
+        .find_all(Locator::Css("select[name=map_column]"))
+        .await
+        .unwrap();
+    columns[0].select_by_value("name").await.unwrap();
+    let fields = browser
+        .find_all(Locator::Css("select[name=map_field]"))
+        .await
+        .unwrap();
+    fields[0].select_by_value("name").await.unwrap();
+    click_button(&browser, "+ Add field").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let columns = loop {
+        let columns = browser
+            .find_all(Locator::Css("select[name=map_column]"))
+            .await
+            .unwrap();
+        if columns.len() == 2 {
+            break columns;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Mapper did not get a second row"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The first row kept what was chosen across the re-render.
+    assert_eq!(
+        columns[0].prop("value").await.unwrap().as_deref(),
+        Some("name")
+    );
+    columns[1].select_by_value("plan").await.unwrap();
+    let fields = browser
+        .find_all(Locator::Css("select[name=map_field]"))
+        .await
+        .unwrap();
+    fields[1].select_by_value("metadata").await.unwrap();
+    type_into(&browser, "#name", "customers-to-stripe").await;
+    camera.shoot(&browser, "sync-mapper").await;
+    click_button(&browser, "Save and preview").await;
+
+    // The preview: everything is a create, nothing was written.
+    assert_eq!(heading(&browser).await, "Preview of customers-to-stripe");
+    let creates = wait_for(&browser, ".count.create .number")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(creates, CUSTOMERS.to_string());
+    assert!(page_text(&browser).await.contains("Examples of creates"));
+    assert_eq!(
+        scene.stripe().customers().len(),
+        0,
+        "a preview writes nothing"
+    );
+    camera.shoot(&browser, "preview").await;
+
+    // Run it and watch it finish.
+    click_button(&browser, "Run sync").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if browser
+            .find(Locator::Css("#run-status .badge.completed"))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run did not complete:\n{}",
+            page_text(&browser).await
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let created = wait_for(&browser, "#run-status .count.created .number")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(created, CUSTOMERS.to_string());
+    let rows = browser
+        .find_all(Locator::Css("table.records tbody tr"))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), CUSTOMERS as usize);
+    let link = browser
+        .find(Locator::Css(
+            "table.records a[href*='dashboard.stripe.com/test/customers/cus_']",
+        ))
+        .await
+        .expect("a link to the customer in Stripe's dashboard");
+    let href = link.attr("href").await.unwrap().unwrap();
+    camera.shoot(&browser, "run").await;
+
+    // The record filter and the history.
+    click_link(&browser, "rejected").await;
+    assert!(page_text(&browser)
+        .await
+        .contains("No records with this outcome"));
+    click_link(&browser, "Run history").await;
+    let history = wait_for(&browser, "table.runs").await.text().await.unwrap();
+    assert!(
+        history.contains("customers-to-stripe") && history.contains("completed"),
+        "{history}"
+    );
+    camera.shoot(&browser, "history").await;
+
+    // A narrow window still shows the run.
+    browser.set_window_size(400, 860).await.unwrap();
+    browser.back().await.unwrap();
+    browser.back().await.unwrap();
+    camera.shoot(&browser, "run-narrow").await;
+    browser.close().await.expect("the browser closes");
+
+    // What Stripe holds: every person once, with the mapped fields.
+    let customers = scene.stripe().customers();
+    assert_eq!(customers.len(), CUSTOMERS as usize);
+    for i in 1..=CUSTOMERS {
+        let email = format!("person{i}@example.com");
+        let matching: Vec<_> = customers
+            .iter()
+            .filter(|c| c["email"] == email.as_str())
+            .collect();
+        assert_eq!(matching.len(), 1, "{email}");
+        assert_eq!(matching[0]["name"], format!("Person {i}").as_str());
+        assert_eq!(
+            matching[0]["metadata"]["plan"],
+            if i % 2 == 0 { "free" } else { "pro" }
+        );
+    }
+    let linked_id = href.rsplit('/').next().unwrap();
+    assert!(
+        customers.iter().any(|c| c["id"] == linked_id),
+        "the dashboard link names a real customer"
+    );
+    assert!(
+        !served.output().contains(KEY),
+        "the server printed the API key"
+    );
+}
