@@ -14,7 +14,7 @@ use super::output::plural;
 use super::{CliError, CliResult, Format};
 use anyhow::anyhow;
 use clap::Args;
-use ferry_core::{Behavior, FieldMapping, KeyMapping, NullPolicy, ObjectKind, SyncSpec};
+use ferry_core::{Behavior, FieldMapping, KeyMapping, NullPolicy, ObjectKind, Schedule, SyncSpec};
 use ferry_engine::declare::{self, StripeSettings};
 use ferry_state::{
     ConnectionKind, ConnectionRecord, ModelRecord, NewConnection, SecretInput, SecretRef,
@@ -113,6 +113,8 @@ struct SyncDecl {
     #[serde(default)]
     mappings: Vec<PairDecl>,
     nulls: Option<NullPolicy>,
+    /// `every 15m`, `hourly`, `daily at 06:30`: when `ferry serve` runs the sync by itself.
+    schedule: Option<Schedule>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -427,6 +429,7 @@ fn resolve(doc: FileDoc, base: &Path, shown: &str) -> CliResult<Desired> {
                 })
                 .collect(),
             nulls: decl.nulls.unwrap_or_default(),
+            schedule: decl.schedule,
         };
         syncs.push((name.clone(), spec));
     }
@@ -555,6 +558,9 @@ fn sync_changes(desired: &SyncSpec, stored: &SyncSpec) -> Vec<&'static str> {
     }
     if desired.mappings != stored.mappings {
         changes.push("mappings");
+    }
+    if desired.schedule != stored.schedule {
+        changes.push("schedule");
     }
     if desired.nulls != stored.nulls {
         changes.push("nulls");
@@ -1103,6 +1109,9 @@ fn export_text(workspace: &Workspace) -> CliResult<String> {
             }
         }
         let _ = writeln!(out, "    nulls: {}", enum_text(&spec.nulls));
+        if let Some(schedule) = &spec.schedule {
+            let _ = writeln!(out, "    schedule: {schedule}");
+        }
     }
     Ok(out)
 }

@@ -136,6 +136,7 @@ impl From<ferry_engine::EngineError> for CliError {
             | E::Config(_) => 2,
             E::State(_)
             | E::ConnectionTest(_)
+            | E::LockLost
             | E::Source { .. }
             | E::StripeKey(_)
             | E::StripeLookup(_) => 1,

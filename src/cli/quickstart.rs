@@ -149,6 +149,7 @@ pub async fn quickstart(args: QuickstartArgs) -> CliResult {
             key: "email=email".into(),
             mappings: mappings.iter().map(|m| m.to_string()).collect(),
             nulls: syncs::NullsArg::Skip,
+            schedule: None,
         }),
     )
     .await?;

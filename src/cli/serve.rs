@@ -15,6 +15,9 @@ pub struct ServeArgs {
     /// TLS-terminating proxy).
     #[arg(long)]
     pub secure_cookies: bool,
+    /// Seconds between looks for scheduled syncs that are due (tests shorten it).
+    #[arg(long, hide = true)]
+    pub scheduler_tick_seconds: Option<f64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -56,6 +59,9 @@ pub async fn serve(store: StateStore, args: ServeArgs) -> CliResult {
     let options = ferry_server::ServerOptions {
         bind: address,
         secure_cookies: args.secure_cookies,
+        scheduler_tick: args
+            .scheduler_tick_seconds
+            .map(|s| std::time::Duration::from_secs_f64(s.max(0.05))),
     };
     ferry_server::serve(store, options, listener, shutdown_signal())
         .await

@@ -4,7 +4,8 @@ use super::output::{plural, print_table};
 use super::{CliError, CliResult, Format};
 use clap::{Args, Subcommand, ValueEnum};
 use ferry_core::{
-    Behavior, FieldMapping, KeyMapping, NullPolicy, ObjectKind, Outcome, RunStatus, SyncSpec,
+    Behavior, FieldMapping, KeyMapping, NullPolicy, ObjectKind, Outcome, RunStatus, Schedule,
+    SyncSpec,
 };
 use ferry_engine::{Preview, RunOptions, RunReport};
 use ferry_state::StateStore;
@@ -29,6 +30,8 @@ pub enum SyncCommand {
     List,
     /// One sync's settings and last runs.
     Show { name: String },
+    /// Remove a sync with its run history and snapshot (refused while it runs).
+    Remove { name: String },
 }
 
 #[derive(Args, Debug)]
@@ -54,6 +57,9 @@ pub struct SyncCreateArgs {
     /// What a NULL does: leave the Stripe field alone, or clear it.
     #[arg(long, value_enum, default_value_t = NullsArg::Skip)]
     pub nulls: NullsArg,
+    /// Run by itself while `ferry serve` runs: `every 15m`, `hourly`, `daily at 06:30` (UTC).
+    #[arg(long, value_parser = Schedule::parse)]
+    pub schedule: Option<Schedule>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -139,6 +145,11 @@ pub async fn sync(store: &StateStore, command: SyncCommand) -> CliResult {
             );
             Ok(0)
         }
+        SyncCommand::Remove { name } => {
+            ferry_engine::declare::remove_sync(store, &name).await?;
+            println!("Removed sync '{name}' with its run history.");
+            Ok(0)
+        }
         SyncCommand::Show { name } => {
             let sync = store.get_sync(&name).await?.ok_or_else(|| {
                 CliError::config(anyhow::anyhow!(
@@ -159,6 +170,9 @@ pub async fn sync(store: &StateStore, command: SyncCommand) -> CliResult {
                 }
             );
             println!("  key:      {} = {}", spec.key.column, spec.key.field);
+            if let Some(schedule) = &spec.schedule {
+                println!("  schedule: {schedule} (while `ferry serve` runs)");
+            }
             for mapping in &spec.mappings {
                 println!("  map:      {} → {}", mapping.column, mapping.field);
             }
@@ -209,6 +223,7 @@ async fn create(store: &StateStore, args: SyncCreateArgs) -> CliResult {
             NullsArg::Skip => NullPolicy::Skip,
             NullsArg::Clear => NullPolicy::Clear,
         },
+        schedule: args.schedule,
     };
     ferry_engine::declare::save_sync(store, &args.name, &spec).await?;
     println!(

@@ -3,12 +3,14 @@
 
 pub mod outcome;
 pub mod payload;
+pub mod schedule;
 pub mod secret;
 pub mod spec;
 pub mod value;
 
 pub use outcome::{Outcome, RunCounts, RunStatus};
 pub use payload::{changed_fields, Baseline, FieldValue, Payload};
+pub use schedule::Schedule;
 pub use secret::Secret;
 pub use spec::{Behavior, FieldMapping, KeyMapping, NullPolicy, ObjectKind, SyncSpec};
 pub use value::{Value, ValueError};

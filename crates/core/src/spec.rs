@@ -57,6 +57,10 @@ pub struct SyncSpec {
     pub mappings: Vec<FieldMapping>,
     #[serde(default)]
     pub nulls: NullPolicy,
+    /// When `ferry serve` runs the sync by itself; `None`: only when asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "every 1h")]
+    pub schedule: Option<crate::Schedule>,
 }
 
 impl Behavior {

@@ -127,11 +127,39 @@ pub async fn save_connection(
     connection: &NewConnection,
     test: bool,
 ) -> Result<ConnectionRecord, EngineError> {
+    if matches!(connection.secret, Some(SecretInput::Keep)) {
+        let saved = require_connection(store, &connection.name).await?;
+        check_kept_secret(&saved, connection)?;
+    }
     if test {
         test_new_connection(store, connection).await?;
     }
     store.put_connection(connection).await?;
     require_connection(store, &connection.name).await
+}
+
+/// A change that keeps the stored secret may not send it anywhere else: not to another
+/// `api_base` (which would hand the key to whoever runs that server), nor into a connection of
+/// another kind.
+fn check_kept_secret(
+    saved: &ConnectionRecord,
+    connection: &NewConnection,
+) -> Result<(), EngineError> {
+    if saved.kind != connection.kind {
+        return Err(EngineError::Config(format!(
+            "connection '{}' is a {} connection; to make it a {} connection, give its secret too",
+            saved.name, saved.kind, connection.kind
+        )));
+    }
+    let base = |config: &serde_json::Value| config.get("api_base").cloned();
+    if connection.kind == ConnectionKind::Stripe && base(&saved.config) != base(&connection.config)
+    {
+        return Err(EngineError::Config(format!(
+            "the API base of connection '{}' changes, so give its API key again: a stored key is only sent to the server it was saved for",
+            saved.name
+        )));
+    }
+    Ok(())
 }
 
 /// Tests a saved connection.
@@ -212,4 +240,22 @@ pub async fn require_model(store: &StateStore, name: &str) -> Result<ModelRecord
         .get_model(name)
         .await?
         .ok_or_else(|| EngineError::UnknownModel(name.to_string()))
+}
+
+/// Removes a sync with its runs and snapshot, holding its lock meanwhile: a running sync is
+/// refused (`StateError::SyncLocked`), since its run would go on writing to Stripe with nothing
+/// left to record what it did, and no run can start while the sync is being removed.
+pub async fn remove_sync(store: &StateStore, name: &str) -> Result<(), EngineError> {
+    let sync = store
+        .get_sync(name)
+        .await?
+        .ok_or_else(|| EngineError::UnknownSync(name.to_string()))?;
+    let lock = store.lock_sync(&sync).await?;
+    let removed = store.remove_sync(name).await;
+    lock.release().await;
+    if removed? {
+        Ok(())
+    } else {
+        Err(EngineError::UnknownSync(name.to_string()))
+    }
 }

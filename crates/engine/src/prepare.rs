@@ -327,6 +327,7 @@ mod tests {
                 })
                 .collect(),
             nulls,
+            schedule: None,
         }
     }
 

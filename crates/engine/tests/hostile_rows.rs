@@ -33,6 +33,7 @@ fn sync(key_field: &str) -> ValidatedSync {
             })
             .collect(),
         nulls: NullPolicy::Skip,
+        schedule: None,
     };
     let mut columns = vec!["key".to_string()];
     columns.extend(COLUMNS.iter().map(|(c, _)| c.to_string()));
@@ -161,6 +162,7 @@ fn hostile_mappings_are_refused_with_what_is_valid() {
             })
             .collect(),
         nulls: NullPolicy::Skip,
+        schedule: None,
     };
     let columns: Vec<String> = (0..60)
         .map(|i| format!("c{i}"))

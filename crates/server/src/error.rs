@@ -118,6 +118,7 @@ impl From<EngineError> for ApiError {
             | E::InvalidSync(_)
             | E::Config(_)
             | E::StripeKey(_) => ApiError::invalid(error.to_string()),
+            E::LockLost => ApiError::new(StatusCode::CONFLICT, "lock_lost", error.to_string()),
             E::Source { .. } | E::StripeLookup(_) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "upstream", error.to_string())
             }

@@ -10,6 +10,7 @@ mod auth;
 mod error;
 mod openapi;
 mod run_registry;
+mod scheduler;
 mod ui;
 
 use axum::extract::DefaultBodyLimit;
@@ -34,6 +35,8 @@ pub struct ServerOptions {
     /// Mark the session cookie `Secure`: set when ferry is reached over HTTPS (behind a
     /// TLS-terminating proxy).
     pub secure_cookies: bool,
+    /// How often scheduled syncs are checked; `None` for the default.
+    pub scheduler_tick: Option<std::time::Duration>,
 }
 
 /// Everything a handler needs; cheap to clone.
@@ -116,12 +119,17 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let state = AppState::new(store, options.secure_cookies);
     let app = router(state.clone());
+    let scheduler = tokio::spawn(scheduler::run_scheduler(
+        state.clone(),
+        options.scheduler_tick.unwrap_or(scheduler::DEFAULT_TICK),
+    ));
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await?;
+    scheduler.abort();
     state.runs().stop_all().await;
     Ok(())
 }

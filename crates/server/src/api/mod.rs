@@ -44,7 +44,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/runs/{id}", get(runs::show))
         .route("/api/v1/runs/{id}/cancel", post(runs::cancel))
         .route("/api/v1/runs/{id}/records", get(runs::records))
-        .route("/api/v1/runs/{id}/records.csv", get(runs::records_csv))
+        .route(
+            "/api/v1/runs/{id}/records.csv",
+            get(runs::records_csv_route),
+        )
 }
 
 /// Rejects a body whose `name` disagrees with the path, so a PUT cannot rename by accident.
@@ -103,6 +106,31 @@ where
             Err(rejection) => Err(crate::ApiError::new(
                 rejection.status(),
                 "invalid_query",
+                rejection.body_text(),
+            )),
+        }
+    }
+}
+
+/// `Path<T>` with rejections (a segment that is not UTF-8, …) in the API's error shape.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = crate::ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(crate::ApiError::new(
+                rejection.status(),
+                "invalid_path",
                 rejection.body_text(),
             )),
         }

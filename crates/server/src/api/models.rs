@@ -1,8 +1,8 @@
 //! `/api/v1/models`: SQL queries that select the rows to sync, and their first rows.
 
-use super::{check_name_matches, ApiJson, ApiQuery};
+use super::{check_name_matches, ApiJson, ApiPath, ApiQuery};
 use crate::{ApiError, AppState};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -126,7 +126,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<ModelList>, ApiE
     responses((status = 200, body = ModelView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<ModelView>, ApiError> {
     let model = declare::require_model(state.store(), &name).await?;
     Ok(Json(ModelView::from(&model)))
@@ -161,7 +161,7 @@ pub async fn create(
     responses((status = 200, body = ModelView), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn replace(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(input): ApiJson<ModelInput>,
 ) -> Result<Json<ModelView>, ApiError> {
     check_name_matches(&name, input.name.as_deref())?;
@@ -176,7 +176,7 @@ pub async fn replace(
         (status = 409, description = "a sync uses it", body = crate::error::ErrorBody)))]
 pub async fn remove(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     if state.store().remove_model(&name).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -191,7 +191,7 @@ pub async fn remove(
     responses((status = 200, body = RowsPreview), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn preview(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiQuery(params): ApiQuery<PreviewParams>,
 ) -> Result<Json<RowsPreview>, ApiError> {
     let model = declare::require_model(state.store(), &name).await?;

@@ -1,9 +1,9 @@
 //! `/api/v1/runs`: run status, counts, per-record outcomes (filtered, paged, as CSV).
 
-use super::ApiQuery;
+use super::{ApiPath, ApiQuery};
 use crate::run_registry::LiveProgress;
 use crate::{ApiError, AppState};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -171,7 +171,7 @@ pub async fn list(
     responses((status = 200, body = RunView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<RunView>, ApiError> {
     let run = require_run(&state, &id).await?;
     Ok(Json(RunView::new(&state, run)))
@@ -184,7 +184,7 @@ pub async fn show(
         (status = 409, description = "the run is not running in this server", body = crate::error::ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<RunView>), ApiError> {
     let run = require_run(&state, &id).await?;
     if !state.runs().cancel(&id) {
@@ -206,7 +206,7 @@ pub async fn cancel(
     responses((status = 200, body = RecordPage), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn records(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(params): ApiQuery<RecordParams>,
 ) -> Result<Json<RecordPage>, ApiError> {
     let run = require_run(&state, &id).await?;
@@ -236,7 +236,7 @@ pub async fn records(
         (status = 404, body = crate::error::ErrorBody)))]
 pub async fn records_csv(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    axum::extract::Path(id): axum::extract::Path<String>,
     ApiQuery(params): ApiQuery<CsvParams>,
 ) -> Result<Response, ApiError> {
     let run = require_run(&state, &id).await?;
@@ -297,6 +297,15 @@ pub async fn records_csv(
         bytes,
     )
         .into_response())
+}
+
+/// The route for [`records_csv`] (which the UI calls too): a bad path answers in the API's shape.
+pub async fn records_csv_route(
+    state: State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    params: ApiQuery<CsvParams>,
+) -> Result<Response, ApiError> {
+    records_csv(state, axum::extract::Path(id), params).await
 }
 
 /// Keys and reasons come from the warehouse; a cell starting with `=`, `+`, `-` or `@` would run

@@ -1,9 +1,9 @@
 //! `/api/v1/syncs`: declare syncs, preview them, start runs.
 
 use super::runs::RunView;
-use super::{check_name_matches, ApiJson};
+use super::{check_name_matches, ApiJson, ApiPath};
 use crate::{ApiError, AppState};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -62,6 +62,10 @@ pub struct SyncInput {
     pub mappings: Vec<FieldMapping>,
     #[serde(default)]
     pub nulls: NullPolicy,
+    /// When `ferry serve` runs the sync by itself: `every 15m`, `hourly`, `daily at 06:30`
+    /// (UTC). Absent: only when asked.
+    #[schema(value_type = Option<String>, example = "every 1h")]
+    pub schedule: Option<ferry_core::Schedule>,
 }
 
 impl SyncInput {
@@ -74,6 +78,7 @@ impl SyncInput {
             key: self.key,
             mappings: self.mappings,
             nulls: self.nulls,
+            schedule: self.schedule,
         }
     }
 }
@@ -104,7 +109,7 @@ async fn require_sync(state: &AppState, name: &str) -> Result<SyncRecord, ApiErr
     responses((status = 200, body = SyncView), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<SyncView>, ApiError> {
     let record = require_sync(&state, &name).await?;
     Ok(Json(SyncView::load(&state, &record).await?))
@@ -142,7 +147,7 @@ pub async fn create(
     responses((status = 200, body = SyncView), (status = 422, body = crate::error::ErrorBody)))]
 pub async fn replace(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(input): ApiJson<SyncInput>,
 ) -> Result<Json<SyncView>, ApiError> {
     check_name_matches(&name, input.name.as_deref())?;
@@ -150,16 +155,27 @@ pub async fn replace(
     Ok(Json(SyncView::load(&state, &record).await?))
 }
 
+/// Removes a sync with its runs and snapshot. A sync that is running (here or in another
+/// process) is refused: its run would go on writing to Stripe with nothing left to record it.
 #[utoipa::path(delete, path = "/api/v1/syncs/{name}", tag = "syncs", params(("name" = String, Path)),
-    responses((status = 204), (status = 404, body = crate::error::ErrorBody)))]
+    responses((status = 204), (status = 404, body = crate::error::ErrorBody),
+        (status = 409, description = "the sync is running", body = crate::error::ErrorBody)))]
 pub async fn remove(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    if state.store().remove_sync(&name).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ferry_engine::EngineError::UnknownSync(name).into())
+    match declare::remove_sync(state.store(), &name).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(ferry_engine::EngineError::State(ferry_state::StateError::SyncLocked { .. })) => {
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!(
+                    "sync '{name}' is running; cancel its run (POST /api/v1/runs/{{id}}/cancel) or wait for it to end, then remove the sync"
+                ),
+            ))
+        }
+        Err(other) => Err(other.into()),
     }
 }
 
@@ -170,7 +186,7 @@ pub async fn remove(
         (status = 502, description = "the warehouse or Stripe failed", body = crate::error::ErrorBody)))]
 pub async fn preview(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Preview>, ApiError> {
     let setup = ferry_engine::load_sync_setup(state.store(), &name).await?;
     Ok(Json(
@@ -194,9 +210,10 @@ pub struct RunInput {
         (status = 409, description = "the sync is already running", body = crate::error::ErrorBody)))]
 pub async fn start_run(
     State(state): State<AppState>,
-    Path(name): Path<String>,
-    body: axum::body::Bytes,
+    ApiPath(name): ApiPath<String>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<RunView>), ApiError> {
+    let body = body.map_err(|e| ApiError::new(e.status(), "invalid_body", e.body_text()))?;
     // The body is optional: `curl -X POST …/runs` with nothing is the common case.
     let input: RunInput = if body.iter().all(u8::is_ascii_whitespace) {
         RunInput::default()

@@ -32,6 +32,8 @@ pub struct SyncForm {
     key_field: String,
     key_metadata: String,
     nulls: String,
+    /// Empty: manual runs only.
+    schedule: String,
     rows: Vec<MapperRow>,
 }
 
@@ -63,6 +65,7 @@ impl SyncForm {
                 "key_field" => form.key_field = value,
                 "key_metadata" => form.key_metadata = value.trim().to_string(),
                 "nulls" => form.nulls = value,
+                "schedule" => form.schedule = value.trim().to_string(),
                 "map_column" => columns.push(value),
                 "map_field" => fields.push(value),
                 "map_metadata" => metadata.push(value.trim().to_string()),
@@ -110,6 +113,7 @@ impl SyncForm {
                 NullPolicy::Skip => "skip".into(),
                 NullPolicy::Clear => "clear".into(),
             },
+            schedule: spec.schedule.map(|s| s.to_string()).unwrap_or_default(),
             rows: spec
                 .mappings
                 .iter()
@@ -176,6 +180,16 @@ impl SyncForm {
                 field,
             });
         }
+        let schedule = match self.schedule.as_str() {
+            "" | "manual" => None,
+            text => match ferry_core::Schedule::parse(text) {
+                Ok(schedule) => Some(schedule),
+                Err(problem) => {
+                    problems.push(format!("schedule: {problem}"));
+                    None
+                }
+            },
+        };
         if !problems.is_empty() {
             return Err(problems.join("; "));
         }
@@ -198,6 +212,7 @@ impl SyncForm {
             } else {
                 NullPolicy::Skip
             },
+            schedule,
         })
     }
 }
@@ -400,6 +415,16 @@ fn sync_form(
                 }
             }
             section.card {
+                div.field {
+                    label for="schedule" { "Schedule" }
+                    input #schedule name="schedule" list="schedules" value=(form.schedule)
+                        placeholder="manual: only when you press Run";
+                    datalist #schedules {
+                        option value="every 15m" {} option value="hourly" {} option value="every 6h" {}
+                        option value="daily at 06:00" {}
+                    }
+                    p.help { "While " code { "ferry serve" } " runs: " code { "every 15m" } ", " code { "hourly" } ", " code { "daily at 06:30" } " (UTC). Leave empty to run only when asked." }
+                }
                 div.field {
                     label for="name" { "Sync name" }
                     @if editing {
@@ -609,7 +634,8 @@ pub async fn show(
                 dl.settings {
                     dt { "Behavior" } dd { (behavior_label(spec.behavior)) }
                     dt { "Mapping key" } dd.mono { (spec.key.column) " → " (spec.key.field) }
-                    dt { "Empty values" } dd { @if spec.nulls == NullPolicy::Clear { "clear the Stripe field" } @else { "leave the Stripe field" } }
+                    dt { "Schedule" } dd { @if let Some(schedule) = &spec.schedule { (schedule.to_string()) " (UTC, while ferry serve runs)" } @else { "manual" } }
+                dt { "Empty values" } dd { @if spec.nulls == NullPolicy::Clear { "clear the Stripe field" } @else { "leave the Stripe field" } }
                 }
                 table.table.compact {
                     thead { tr { th { "Model column" } th { "Stripe field" } } }
@@ -766,9 +792,7 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Redirect, Page> {
-    if !state.store().remove_sync(&name).await? {
-        return Err(Page::not_found(format!("sync '{name}' does not exist")));
-    }
+    declare::remove_sync(state.store(), &name).await?;
     Ok(Redirect::to("/syncs"))
 }
 

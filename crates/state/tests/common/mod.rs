@@ -148,6 +148,7 @@ pub fn customer_spec(model: &str, destination: &str) -> SyncSpec {
             field: "name".to_string(),
         }],
         nulls: NullPolicy::Skip,
+        schedule: None,
     }
 }
 

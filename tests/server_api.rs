@@ -1,0 +1,1516 @@
+//! End-to-end: the REST API of `ferry serve`, driven over real HTTP against the real binary.
+//! Every assertion reads a status and a JSON body, what the workspace holds (through the API or
+//! the CLI), or what the Stripe emulator holds and received.
+
+mod common;
+
+use common::{people_sql, Scene, Served, KEY};
+use ferry_stripe_emulator::FaultConfig;
+use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, COOKIE, SET_COOKIE};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value as Json};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One HTTP answer, read in full.
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    text: String,
+}
+
+impl Reply {
+    #[track_caller]
+    fn json(&self) -> Json {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {} {}",
+                self.status.as_u16(),
+                self.text.chars().take(2000).collect::<String>()
+            )
+        })
+    }
+
+    /// The `error.code` of an API error, after checking the whole error shape.
+    #[track_caller]
+    fn error_code(&self) -> String {
+        let body = self.json();
+        let code = body["error"]["code"].as_str().unwrap_or_else(|| {
+            panic!("no error.code in a {} answer: {body}", self.status.as_u16())
+        });
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            !message.trim().is_empty(),
+            "an error says what went wrong: {body}"
+        );
+        let content_type = self.header(CONTENT_TYPE.as_str());
+        assert!(
+            content_type.starts_with("application/json"),
+            "an API error is JSON, not {content_type:?}: {body}"
+        );
+        code.to_string()
+    }
+
+    fn message(&self) -> String {
+        self.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[track_caller]
+    fn expect(self, status: u16) -> Reply {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.text.chars().take(2000).collect::<String>()
+        );
+        self
+    }
+}
+
+/// Talks to a served workspace and keeps every body it received, for the checks that no
+/// answer leaks a secret or an internal detail.
+struct Probe {
+    base: String,
+    token: String,
+    /// No default headers, no redirects followed, no cookies: every request says who it is.
+    client: reqwest::Client,
+    seen: Mutex<Vec<(u16, String)>>,
+}
+
+impl Probe {
+    fn new(served: &Served) -> Probe {
+        Probe {
+            base: served.base.clone(),
+            token: served.token.clone(),
+            client: no_redirects(None),
+            seen: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.expect("the server answers");
+        self.read(response).await
+    }
+
+    async fn read(&self, response: reqwest::Response) -> Reply {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("a readable body");
+        self.seen
+            .lock()
+            .unwrap()
+            .push((status.as_u16(), text.clone()));
+        Reply {
+            status,
+            headers,
+            text,
+        }
+    }
+
+    /// An API request with the token.
+    fn api(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .header(AUTHORIZATION, format!("Bearer {}", self.token))
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.send(self.api(Method::GET, path)).await
+    }
+
+    async fn post(&self, path: &str, body: Json) -> Reply {
+        self.send(self.api(Method::POST, path).json(&body)).await
+    }
+
+    async fn post_empty(&self, path: &str) -> Reply {
+        self.send(self.api(Method::POST, path)).await
+    }
+
+    async fn put(&self, path: &str, body: Json) -> Reply {
+        self.send(self.api(Method::PUT, path).json(&body)).await
+    }
+
+    async fn delete(&self, path: &str) -> Reply {
+        self.send(self.api(Method::DELETE, path)).await
+    }
+
+    /// Polls a run until it is no longer `running`.
+    async fn wait_for_run(&self, id: &str, timeout: Duration) -> Json {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let run = self
+                .get(&format!("/api/v1/runs/{id}"))
+                .await
+                .expect(200)
+                .json();
+            if run["status"] != "running" {
+                return run;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {id} still running after {timeout:?}: {run}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Nothing the server answered or printed holds the Stripe key, and no error answer shows
+    /// a panic, the workspace database or a path of the scene.
+    fn assert_nothing_leaked(&self, scene: &Scene, served: &Served) {
+        let seen = self.seen.lock().unwrap();
+        assert!(!seen.is_empty());
+        let scene_dir = scene.dir.path().display().to_string();
+        let workspace = scene.workspace().display().to_string();
+        for (status, body) in seen.iter() {
+            assert!(
+                !body.contains(KEY),
+                "a {status} answer holds the full Stripe key: {body}"
+            );
+            if *status >= 400 {
+                let lower = body.to_lowercase();
+                for internal in ["panicked", "sqlite", "backtrace", ".rs:"] {
+                    assert!(
+                        !lower.contains(internal),
+                        "a {status} answer shows {internal:?}: {body}"
+                    );
+                }
+                assert!(
+                    !body.contains(&workspace) && !body.contains(&scene_dir),
+                    "a {status} answer shows a path of the workspace: {body}"
+                );
+            }
+        }
+        let output = served.output();
+        assert!(
+            !output.contains(KEY),
+            "the server printed the Stripe key:\n{output}"
+        );
+        assert!(
+            !output.contains("panicked"),
+            "the server panicked:\n{output}"
+        );
+    }
+}
+
+fn no_redirects(local_address: Option<std::net::IpAddr>) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(local_address)
+        .build()
+        .expect("a client")
+}
+
+/// `/api/v1/runs/{id}` → `/api/v1/runs/x`.
+fn with_sample_params(path: &str) -> String {
+    path.split('/')
+        .map(|part| {
+            if part.starts_with('{') && part.ends_with('}') {
+                "x"
+            } else {
+                part
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn stripe_connection(scene: &Scene, name: &str, key: &str) -> Json {
+    json!({
+        "name": name,
+        "kind": "stripe",
+        "api_key": key,
+        "api_base": scene.emulator.url(),
+    })
+}
+
+fn duckdb_connection(scene: &Scene, name: &str) -> Json {
+    json!({ "name": name, "kind": "duckdb", "path": scene.warehouse().display().to_string() })
+}
+
+fn people_sync(name: &str, model: &str) -> Json {
+    json!({
+        "name": name,
+        "model": model,
+        "destination": "stripe",
+        "behavior": "update-or-create",
+        "key": { "column": "email", "field": "email" },
+        "mappings": [
+            { "column": "name", "field": "name" },
+            { "column": "plan", "field": "metadata.plan" },
+        ],
+    })
+}
+
+/// Writes to `/v1/customers…` the emulator received so far.
+fn customer_writes(scene: &Scene) -> usize {
+    scene
+        .stripe()
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.starts_with("/v1/customers"))
+        .count()
+}
+
+/// A TCP server that answers nothing and keeps every byte it receives, to prove what was
+/// (not) sent to it. Returns its `http://` address.
+async fn capture_server() -> (String, std::sync::Arc<Mutex<String>>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a capture port");
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let captured = std::sync::Arc::new(Mutex::new(String::new()));
+    let sink = captured.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 16 * 1024];
+                while let Ok(n @ 1..) = socket.read(&mut buffer).await {
+                    sink.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buffer[..n]));
+                }
+            });
+        }
+    });
+    (address, captured)
+}
+
+/// The hidden `_csrf` field's value in a UI page.
+fn csrf_in_page(html: &str) -> Option<String> {
+    let at = html.find("name=\"_csrf\"")?;
+    let tag_start = html[..at].rfind('<')?;
+    let tag_end = at + html[at..].find('>')?;
+    let tag = &html[tag_start..tag_end];
+    let value = tag.split("value=\"").nth(1)?;
+    Some(value[..value.find('"')?].to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_needs_a_token_or_a_session_and_sign_in_is_guarded() {
+    let scene = Scene::new().await;
+    let served = scene.serve(&[]).await;
+    assert!(
+        served.token.starts_with("ferry_"),
+        "the server printed a sign-in token:\n{}",
+        served.output()
+    );
+    let probe = Probe::new(&served);
+    let bare = no_redirects(None);
+
+    // The OpenAPI document itself needs the token.
+    let refused = probe
+        .send(bare.get(probe.url("/api/openapi.json")))
+        .await
+        .expect(401);
+    assert_eq!(refused.error_code(), "unauthorized");
+    let document = probe.get("/api/openapi.json").await.expect(200).json();
+    let paths = document["paths"]
+        .as_object()
+        .expect("paths in the document");
+
+    let mut operations = Vec::new();
+    for (path, item) in paths {
+        assert!(path.starts_with("/api/v1/"), "{path}");
+        for method in ["get", "post", "put", "delete", "patch"] {
+            if item.get(method).is_some() {
+                operations.push((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    assert!(
+        operations.len() >= 25,
+        "the document lists every operation, not {}: {operations:?}",
+        operations.len()
+    );
+
+    for (method, path) in &operations {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let url = probe.url(&with_sample_params(path));
+
+        let anonymous = probe
+            .send(bare.request(method.clone(), &url).json(&json!({})))
+            .await;
+        assert_eq!(
+            anonymous.status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} without a token: {}",
+            anonymous.text
+        );
+        assert_eq!(anonymous.error_code(), "unauthorized", "{method} {path}");
+
+        let wrong = probe
+            .send(
+                bare.request(method.clone(), &url)
+                    .header(AUTHORIZATION, "Bearer ferry_wrong")
+                    .json(&json!({})),
+            )
+            .await;
+        assert_eq!(
+            wrong.status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} with a wrong token: {}",
+            wrong.text
+        );
+        assert_eq!(wrong.error_code(), "unauthorized", "{method} {path}");
+
+        let not_bearer = probe
+            .send(
+                bare.request(method.clone(), &url)
+                    .header(AUTHORIZATION, format!("Basic {}", served.token)),
+            )
+            .await;
+        assert_eq!(
+            not_bearer.status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path}"
+        );
+
+        // With the token, the route exists (whatever the sample parameters make it answer).
+        let authorized = probe
+            .send(
+                probe
+                    .api(method.clone(), &with_sample_params(path))
+                    .json(&json!({})),
+            )
+            .await;
+        assert_ne!(
+            authorized.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path} is documented but not routed"
+        );
+        assert_ne!(
+            authorized.status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path}"
+        );
+        assert!(
+            !authorized.text.contains("no such route"),
+            "{method} {path} is documented but not routed: {}",
+            authorized.text
+        );
+        assert!(
+            authorized.status.as_u16() < 500,
+            "{method} {path} with sample parameters: {} {}",
+            authorized.status,
+            authorized.text
+        );
+    }
+    // The fallback really says "no such route", so the check above means something.
+    let unknown = probe.get("/api/v1/nothing-here").await.expect(404);
+    assert_eq!(unknown.error_code(), "not_found");
+    assert!(unknown.message().contains("no such route"));
+
+    // Every UI route sends a visitor without a session to the sign-in page.
+    for (method, path) in ferry_server::UI_ROUTES {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        for cookie in [None, Some("ferry_session=not-a-session")] {
+            let mut request = bare
+                .request(method.clone(), probe.url(path))
+                .form(&[("_csrf", "whatever")]);
+            if let Some(cookie) = cookie {
+                request = request.header(COOKIE, cookie);
+            }
+            let reply = probe.send(request).await;
+            assert!(
+                matches!(reply.status.as_u16(), 302 | 303 | 307),
+                "{method} {path} (cookie {cookie:?}) answered {} instead of a redirect: {}",
+                reply.status,
+                reply.text
+            );
+            assert_eq!(reply.header("location"), "/login", "{method} {path}");
+        }
+        // An API token is not a session: it does not open the UI.
+        let with_token = probe
+            .send(
+                bare.request(method.clone(), probe.url(path))
+                    .header(AUTHORIZATION, format!("Bearer {}", served.token)),
+            )
+            .await;
+        assert_eq!(with_token.header("location"), "/login", "{method} {path}");
+    }
+
+    // htmx requests are told where to go instead of getting a page to swap in.
+    let htmx = probe
+        .send(bare.get(probe.url("/runs")).header("HX-Request", "true"))
+        .await
+        .expect(401);
+    assert_eq!(htmx.header("hx-redirect"), "/login");
+
+    for path in [
+        "/login",
+        "/healthz",
+        "/assets/style.css",
+        "/assets/htmx.min.js",
+    ] {
+        let reply = probe.send(bare.get(probe.url(path))).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path} is public");
+        assert!(!reply.text.is_empty(), "{path}");
+    }
+
+    // Sign in: the cookie is HttpOnly and SameSite=Strict.
+    let signed_in = probe
+        .send(
+            bare.post(probe.url("/login"))
+                .form(&[("token", served.token.as_str())]),
+        )
+        .await;
+    assert!(
+        signed_in.status.is_redirection(),
+        "{} {}",
+        signed_in.status,
+        signed_in.text
+    );
+    assert_eq!(signed_in.header("location"), "/");
+    let set_cookie = signed_in.header(SET_COOKIE.as_str());
+    assert!(
+        set_cookie.starts_with("ferry_session="),
+        "Set-Cookie: {set_cookie}"
+    );
+    assert!(set_cookie.contains("HttpOnly"), "Set-Cookie: {set_cookie}");
+    assert!(
+        set_cookie.contains("SameSite=Strict"),
+        "Set-Cookie: {set_cookie}"
+    );
+    assert!(
+        !set_cookie.contains(&served.token),
+        "the cookie is not the token"
+    );
+    let session = set_cookie.split(';').next().unwrap().to_string();
+
+    let home = probe
+        .send(bare.get(probe.url("/")).header(COOKIE, &session))
+        .await
+        .expect(200);
+    assert!(
+        home.header("content-type").starts_with("text/html"),
+        "{}",
+        home.header("content-type")
+    );
+    assert!(home.text.contains("<html"), "{}", home.text);
+
+    // A session is not an API token: the API answers only to Bearer.
+    let cookie_only = probe
+        .send(
+            bare.get(probe.url("/api/v1/connections"))
+                .header(COOKIE, &session),
+        )
+        .await
+        .expect(401);
+    assert_eq!(cookie_only.error_code(), "unauthorized");
+
+    // Changes need the session's CSRF token as well as the cookie.
+    for path in ["/models/run", "/logout"] {
+        let without = probe
+            .send(
+                bare.post(probe.url(path))
+                    .header(COOKIE, &session)
+                    .form(&[("sql", "select 1")]),
+            )
+            .await;
+        assert_eq!(
+            without.status,
+            StatusCode::FORBIDDEN,
+            "{path}: {}",
+            without.text
+        );
+        let wrong_field = probe
+            .send(
+                bare.post(probe.url(path))
+                    .header(COOKIE, &session)
+                    .form(&[("_csrf", "not-the-token")]),
+            )
+            .await;
+        assert_eq!(wrong_field.status, StatusCode::FORBIDDEN, "{path}");
+        let wrong_header = probe
+            .send(
+                bare.post(probe.url(path))
+                    .header(COOKIE, &session)
+                    .header("X-CSRF-Token", "not-the-token"),
+            )
+            .await;
+        assert_eq!(wrong_header.status, StatusCode::FORBIDDEN, "{path}");
+    }
+    // The refused sign-out did not end the session; a sign-out with the token does.
+    let csrf = csrf_in_page(&home.text).expect("the page carries the CSRF token");
+    let out = probe
+        .send(
+            bare.post(probe.url("/logout"))
+                .header(COOKIE, &session)
+                .header("X-CSRF-Token", &csrf),
+        )
+        .await;
+    assert!(out.status.is_redirection(), "{} {}", out.status, out.text);
+    assert!(out.header(SET_COOKIE.as_str()).contains("Max-Age=0"));
+    let after = probe
+        .send(bare.get(probe.url("/")).header(COOKIE, &session))
+        .await;
+    assert_eq!(
+        after.header("location"),
+        "/login",
+        "the session ended with the sign-out"
+    );
+
+    // A wrong token is refused with a page that says so; after 10 failures from one address
+    // the 11th attempt is refused without being checked, even with the right token. Another
+    // loopback address keeps its own budget.
+    let guesser = no_redirects(Some([127, 0, 0, 2].into()));
+    for attempt in 1..=10 {
+        let reply = probe
+            .send(
+                guesser
+                    .post(probe.url("/login"))
+                    .form(&[("token", "ferry_guess")]),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "attempt {attempt}");
+        assert!(
+            reply.text.contains("not valid"),
+            "the page says the token is not valid: {}",
+            reply.text
+        );
+        assert!(reply.header(SET_COOKIE.as_str()).is_empty());
+    }
+    let limited = probe
+        .send(
+            guesser
+                .post(probe.url("/login"))
+                .form(&[("token", served.token.as_str())]),
+        )
+        .await;
+    assert_eq!(
+        limited.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        limited.text
+    );
+    assert!(limited.header(SET_COOKIE.as_str()).is_empty());
+    let elsewhere = probe
+        .send(
+            bare.post(probe.url("/login"))
+                .form(&[("token", served.token.as_str())]),
+        )
+        .await;
+    assert!(
+        elsewhere.status.is_redirection(),
+        "another address may still sign in: {}",
+        elsewhere.status
+    );
+    let session = elsewhere
+        .header(SET_COOKIE.as_str())
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    probe
+        .send(bare.get(probe.url("/runs")).header(COOKIE, &session))
+        .await
+        .expect(200);
+
+    // Revoking the token closes the API to it and ends the sessions it opened; a new token of
+    // the same name is another token and revives neither.
+    scene
+        .ferry(&["token", "revoke", "first-sign-in"])
+        .await
+        .ok();
+    let revoked = probe.get("/api/v1/connections").await.expect(401);
+    assert_eq!(revoked.error_code(), "unauthorized");
+    let ended = probe
+        .send(bare.get(probe.url("/runs")).header(COOKIE, &session))
+        .await;
+    assert_eq!(
+        ended.header("location"),
+        "/login",
+        "a session of a revoked token ended: {} {}",
+        ended.status,
+        ended.text
+    );
+    let renewed = scene
+        .ferry(&["token", "create", "first-sign-in"])
+        .await
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    assert!(renewed.starts_with("ferry_") && renewed != served.token);
+    probe.get("/api/v1/connections").await.expect(401);
+    let still_ended = probe
+        .send(bare.get(probe.url("/runs")).header(COOKIE, &session))
+        .await;
+    assert_eq!(still_ended.header("location"), "/login");
+    probe
+        .send(
+            bare.get(probe.url("/api/v1/connections"))
+                .header(AUTHORIZATION, format!("Bearer {renewed}")),
+        )
+        .await
+        .expect(200);
+
+    probe.assert_nothing_leaked(&scene, &served);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_models_syncs_and_runs_through_the_api() {
+    const N: usize = 12;
+    let scene = Scene::new().await;
+    scene.warehouse_sql(&people_sql(N as u32));
+    let served = scene.serve(&[]).await;
+    let api = Probe::new(&served);
+
+    // ---- Connections ----
+    let created = api
+        .post(
+            "/api/v1/connections",
+            stripe_connection(&scene, "stripe", KEY),
+        )
+        .await
+        .expect(201)
+        .json();
+    assert_eq!(created["name"], "stripe");
+    assert_eq!(created["kind"], "stripe");
+    assert_eq!(created["secret"]["source"], "encrypted");
+    let hint = created["secret"]["hint"].as_str().unwrap().to_string();
+    assert!(hint.starts_with("sk_test_"), "{hint}");
+    assert!(hint.ends_with(&KEY[KEY.len() - 4..]), "{hint}");
+    assert!(hint.len() < KEY.len());
+    assert_eq!(created["config"]["api_base"], scene.emulator.url());
+    assert!(
+        scene
+            .stripe()
+            .requests()
+            .iter()
+            .any(|r| r.path == "/v1/balance"),
+        "the connection was tested against the emulator"
+    );
+
+    let bad_key = api
+        .post(
+            "/api/v1/connections",
+            stripe_connection(&scene, "stripe-bad", "sk_test_wrong"),
+        )
+        .await
+        .expect(422);
+    assert_eq!(bad_key.error_code(), "connection_test_failed");
+    api.get("/api/v1/connections/stripe-bad").await.expect(404);
+
+    let duplicate = api
+        .post(
+            "/api/v1/connections",
+            stripe_connection(&scene, "stripe", KEY),
+        )
+        .await
+        .expect(409);
+    assert_eq!(duplicate.error_code(), "conflict");
+
+    api.post(
+        "/api/v1/connections",
+        duckdb_connection(&scene, "warehouse"),
+    )
+    .await
+    .expect(201);
+
+    let listed = api.get("/api/v1/connections").await.expect(200).json();
+    let names: Vec<&str> = listed["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{listed}");
+    assert!(names.contains(&"stripe") && names.contains(&"warehouse"));
+    let warehouse = api
+        .get("/api/v1/connections/warehouse")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(warehouse["kind"], "duckdb");
+    assert_eq!(
+        warehouse["config"]["path"],
+        scene.warehouse().display().to_string()
+    );
+    assert!(warehouse["secret"].is_null());
+
+    // A replace without a key keeps the stored one; the saved connection still works.
+    let replaced = api
+        .put(
+            "/api/v1/connections/stripe",
+            json!({ "kind": "stripe", "api_base": scene.emulator.url(), "max_rps": 20 }),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(replaced["secret"]["hint"], hint.as_str());
+    assert_eq!(replaced["config"]["max_rps"], 20);
+    // A replace with a key that does not work changes nothing.
+    let refused = api
+        .put(
+            "/api/v1/connections/stripe",
+            json!({ "kind": "stripe", "api_key": "sk_test_wrong", "api_base": scene.emulator.url() }),
+        )
+        .await
+        .expect(422);
+    assert_eq!(refused.error_code(), "connection_test_failed");
+    let renamed = api
+        .put(
+            "/api/v1/connections/stripe",
+            json!({ "name": "other", "kind": "stripe" }),
+        )
+        .await
+        .expect(422);
+    assert_eq!(renamed.error_code(), "invalid");
+    // The stored key only ever goes to the server it was saved for: a replace that points the
+    // connection elsewhere, or turns it into another kind, must bring its own secret.
+    let (elsewhere, captured) = capture_server().await;
+    let moved = api
+        .put(
+            "/api/v1/connections/stripe",
+            json!({ "kind": "stripe", "api_base": elsewhere }),
+        )
+        .await
+        .expect(422);
+    assert_eq!(moved.error_code(), "invalid");
+    assert!(moved.message().contains("API key again"), "{}", moved.text);
+    let unsaved = api
+        .put(
+            "/api/v1/connections/stripe",
+            json!({ "kind": "stripe", "api_base": elsewhere, "skip_test": true }),
+        )
+        .await
+        .expect(422);
+    assert_eq!(unsaved.error_code(), "invalid");
+    let other_kind = api
+        .put("/api/v1/connections/stripe", json!({ "kind": "postgres" }))
+        .await
+        .expect(422);
+    assert_eq!(other_kind.error_code(), "invalid");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        captured.lock().unwrap().as_str(),
+        "",
+        "nothing was sent to the other server"
+    );
+    let kept = api
+        .get("/api/v1/connections/stripe")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(kept["kind"], "stripe");
+    assert_eq!(kept["config"]["api_base"], scene.emulator.url());
+    let tested = api
+        .post_empty("/api/v1/connections/stripe/test")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(tested["ok"], true, "{tested}");
+    assert_eq!(
+        api.get("/api/v1/connections/stripe")
+            .await
+            .expect(200)
+            .json()["secret"]["hint"],
+        hint.as_str()
+    );
+    api.post_empty("/api/v1/connections/nope/test")
+        .await
+        .expect(404);
+
+    // The CLI sees what the API saved.
+    let cli = scene.ferry(&["connections"]).await.ok();
+    assert!(
+        cli.stdout.contains("stripe") && cli.stdout.contains("warehouse"),
+        "{}",
+        cli.stdout
+    );
+    assert!(!cli.stdout.contains(KEY));
+
+    // Bodies the API cannot read answer in its error shape.
+    let unknown_field = api
+        .post(
+            "/api/v1/connections",
+            json!({ "name": "x", "kind": "stripe", "api_keyy": "sk_test_x" }),
+        )
+        .await;
+    assert!(
+        unknown_field.status.is_client_error(),
+        "{}",
+        unknown_field.status
+    );
+    assert_eq!(unknown_field.error_code(), "invalid_body");
+    assert!(
+        unknown_field.message().contains("api_keyy"),
+        "{}",
+        unknown_field.text
+    );
+    let malformed = api
+        .send(
+            api.api(Method::POST, "/api/v1/connections")
+                .header(CONTENT_TYPE, "application/json")
+                .body("{\"name\": \"x\", "),
+        )
+        .await;
+    assert!(malformed.status.is_client_error(), "{}", malformed.status);
+    assert_eq!(malformed.error_code(), "invalid_body");
+    let not_json = api
+        .send(api.api(Method::POST, "/api/v1/connections").body("name=x"))
+        .await;
+    assert!(not_json.status.is_client_error(), "{}", not_json.status);
+    assert_eq!(not_json.error_code(), "invalid_body");
+    let wrong_kind = api
+        .post(
+            "/api/v1/connections",
+            json!({ "name": "x", "kind": "mysql" }),
+        )
+        .await;
+    assert!(wrong_kind.status.is_client_error());
+    assert_eq!(wrong_kind.error_code(), "invalid_body");
+    let bad_name = api
+        .post(
+            "/api/v1/connections",
+            json!({ "name": "../../etc", "kind": "duckdb", "path": "x.duckdb", "skip_test": true }),
+        )
+        .await
+        .expect(422);
+    assert_eq!(bad_name.error_code(), "invalid");
+
+    // ---- Models ----
+    let model = api
+        .post(
+            "/api/v1/models",
+            json!({ "name": "people", "connection": "warehouse", "sql": "select * from people order by id" }),
+        )
+        .await
+        .expect(201)
+        .json();
+    assert_eq!(model["name"], "people");
+    assert_eq!(model["connection"], "warehouse");
+    let typo = api
+        .post(
+            "/api/v1/models",
+            json!({ "name": "typo", "connection": "warehouse", "sql": "select * from peple" }),
+        )
+        .await
+        .expect(422);
+    assert_eq!(typo.error_code(), "query_failed");
+    assert!(typo.message().contains("peple"), "{}", typo.text);
+    let writes = api
+        .post(
+            "/api/v1/models",
+            json!({ "name": "wipe", "connection": "warehouse", "sql": "delete from people" }),
+        )
+        .await
+        .expect(422);
+    assert!(!writes.error_code().is_empty());
+    let on_stripe = api
+        .post(
+            "/api/v1/models",
+            json!({ "name": "wrong", "connection": "stripe", "sql": "select 1" }),
+        )
+        .await;
+    assert!(on_stripe.status.is_client_error(), "{}", on_stripe.status);
+    let missing = api
+        .post(
+            "/api/v1/models",
+            json!({ "name": "lost", "connection": "nope", "sql": "select 1" }),
+        )
+        .await
+        .expect(404);
+    assert_eq!(missing.error_code(), "not_found");
+    for name in ["typo", "wipe", "wrong", "lost"] {
+        api.get(&format!("/api/v1/models/{name}")).await.expect(404);
+    }
+    let count = api
+        .post(
+            "/api/v1/queries/preview",
+            json!({ "connection": "warehouse", "sql": "select count(*) as n from people" }),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(count["columns"][0]["name"], "n");
+    let n = &count["rows"][0][0];
+    assert!(
+        n.as_u64() == Some(N as u64) || n.as_str() == Some(&N.to_string()),
+        "the refused model deleted nothing: {count}"
+    );
+
+    let preview = api
+        .post_empty("/api/v1/models/people/preview?limit=3")
+        .await
+        .expect(200)
+        .json();
+    let columns: Vec<&str> = preview["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(columns, ["id", "email", "name", "phone", "plan"]);
+    assert!(preview["columns"][1]["type"].is_string());
+    let rows = preview["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0][1], "person1@example.com");
+    assert_eq!(rows[2][2], "Person 3");
+    let bad_limit = api
+        .post_empty("/api/v1/models/people/preview?limit=lots")
+        .await;
+    assert!(bad_limit.status.is_client_error());
+    assert_eq!(bad_limit.error_code(), "invalid_query");
+    api.post_empty("/api/v1/models/nope/preview")
+        .await
+        .expect(404);
+
+    let unsaved = api
+        .post(
+            "/api/v1/queries/preview",
+            json!({ "connection": "warehouse", "sql": "select email, upper(plan) as plan from people where id <= 2 order by id" }),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(
+        unsaved["rows"],
+        json!([
+            ["person1@example.com", "PRO"],
+            ["person2@example.com", "FREE"]
+        ])
+    );
+
+    let used = api
+        .delete("/api/v1/connections/warehouse")
+        .await
+        .expect(409);
+    assert_eq!(used.error_code(), "conflict");
+    api.get("/api/v1/connections/warehouse").await.expect(200);
+    let gone = api.delete("/api/v1/connections/nope").await.expect(404);
+    assert_eq!(gone.error_code(), "not_found");
+    let cli = scene.ferry(&["model", "list"]).await.ok();
+    assert!(cli.stdout.contains("people"), "{}", cli.stdout);
+
+    // ---- Syncs ----
+    let sync = api
+        .post("/api/v1/syncs", people_sync("people-to-stripe", "people"))
+        .await
+        .expect(201)
+        .json();
+    assert_eq!(sync["name"], "people-to-stripe");
+    assert_eq!(sync["spec"]["key"]["column"], "email");
+    assert!(sync["uid"].as_str().is_some_and(|u| !u.is_empty()));
+    assert!(sync["last_run"].is_null());
+    let mut no_column = people_sync("broken", "people");
+    no_column["mappings"][0]["column"] = json!("nickname");
+    let refused = api.post("/api/v1/syncs", no_column).await.expect(422);
+    assert!(
+        refused.message().contains("nickname"),
+        "the error names the column: {}",
+        refused.text
+    );
+    api.get("/api/v1/syncs/broken").await.expect(404);
+    let duplicate = api
+        .post("/api/v1/syncs", people_sync("people-to-stripe", "people"))
+        .await
+        .expect(409);
+    assert_eq!(duplicate.error_code(), "conflict");
+    let model_in_use = api.delete("/api/v1/models/people").await.expect(409);
+    assert_eq!(model_in_use.error_code(), "conflict");
+    let stripe_in_use = api.delete("/api/v1/connections/stripe").await.expect(409);
+    assert_eq!(stripe_in_use.error_code(), "conflict");
+
+    let writes_before = customer_writes(&scene);
+    let preview = api
+        .post_empty("/api/v1/syncs/people-to-stripe/preview")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(preview["rows"], N);
+    assert_eq!(preview["create"], N);
+    assert_eq!(preview["update"], 0);
+    assert_eq!(preview["rejected"], 0);
+    assert_eq!(
+        customer_writes(&scene),
+        writes_before,
+        "a preview writes nothing"
+    );
+    assert!(scene.stripe().customers().is_empty());
+
+    // ---- Runs ----
+    let started = api
+        .post_empty("/api/v1/syncs/people-to-stripe/runs")
+        .await
+        .expect(202)
+        .json();
+    let run_id = started["id"].as_str().expect("a run id").to_string();
+    assert_eq!(started["sync"], "people-to-stripe");
+    assert!(
+        ["running", "completed"].contains(&started["status"].as_str().unwrap()),
+        "{started}"
+    );
+    let run = api.wait_for_run(&run_id, Duration::from_secs(60)).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["counts"]["created"], N, "{run}");
+    assert_eq!(run["counts"]["rows"], N, "{run}");
+    assert!(run["finished_at"].is_string());
+    assert!(run["error"].is_null());
+    assert!(run["progress"].is_null());
+
+    let customers = scene.stripe().customers();
+    assert_eq!(customers.len(), N, "the emulator holds exactly the rows");
+    for i in 1..=N {
+        let found = scene.customers_with_email(&format!("person{i}@example.com"));
+        assert_eq!(found.len(), 1, "person {i}");
+        assert_eq!(found[0]["name"], format!("Person {i}"));
+        assert_eq!(
+            found[0]["metadata"]["plan"],
+            if i % 2 == 0 { "free" } else { "pro" }
+        );
+    }
+
+    let page = api
+        .get(&format!(
+            "/api/v1/runs/{run_id}/records?outcome=created&limit=2&offset=1"
+        ))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(page["total"], N);
+    assert_eq!(page["offset"], 1);
+    assert_eq!(page["limit"], 2);
+    let records = page["records"].as_array().unwrap();
+    assert_eq!(records.len(), 2, "{page}");
+    assert_eq!(
+        records
+            .iter()
+            .map(|r| r["row"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [2, 3]
+    );
+    for record in records {
+        assert_eq!(record["outcome"], "created");
+        let id = record["stripe_id"].as_str().unwrap();
+        let customer = scene.stripe().customer(id).expect("the customer exists");
+        assert_eq!(customer["email"], record["key"]);
+        let url = record["stripe_url"].as_str().unwrap();
+        assert!(
+            url.starts_with("https://dashboard.stripe.com/test/customers/cus_"),
+            "{url}"
+        );
+        assert!(url.ends_with(id));
+    }
+    let none = api
+        .get(&format!("/api/v1/runs/{run_id}/records?outcome=rejected"))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(none["total"], 0);
+    assert_eq!(none["records"], json!([]));
+    let bad_outcome = api
+        .get(&format!("/api/v1/runs/{run_id}/records?outcome=exploded"))
+        .await;
+    assert!(bad_outcome.status.is_client_error());
+    assert_eq!(bad_outcome.error_code(), "invalid_query");
+
+    let csv = api
+        .get(&format!("/api/v1/runs/{run_id}/records.csv"))
+        .await
+        .expect(200);
+    assert!(csv.header("content-type").starts_with("text/csv"));
+    let lines: Vec<&str> = csv.text.lines().collect();
+    assert_eq!(lines.len(), N + 1, "{}", csv.text);
+    assert!(
+        lines[0].starts_with("row,key,outcome,stripe_id"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[1..].iter().all(|l| l.contains(",created,cus_")));
+    assert!(lines[1].starts_with("1,person1@example.com,"));
+
+    let listed = api
+        .get("/api/v1/runs?sync=people-to-stripe")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(listed["runs"][0]["id"], run_id.as_str());
+    let others = api.get("/api/v1/runs?sync=nope").await.expect(200).json();
+    assert_eq!(others["runs"], json!([]));
+    let shown = api
+        .get("/api/v1/syncs/people-to-stripe")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(shown["last_run"]["id"], run_id.as_str());
+    let cli = scene.ferry(&["runs", "people-to-stripe"]).await.ok();
+    assert!(cli.stdout.contains(&run_id), "{}", cli.stdout);
+
+    let not_running = api
+        .post_empty(&format!("/api/v1/runs/{run_id}/cancel"))
+        .await
+        .expect(409);
+    assert_eq!(not_running.error_code(), "not_running");
+
+    // A second run finds nothing to do and writes nothing.
+    let writes_before = customer_writes(&scene);
+    let second = api
+        .post("/api/v1/syncs/people-to-stripe/runs", json!({}))
+        .await
+        .expect(202)
+        .json();
+    let second_id = second["id"].as_str().unwrap().to_string();
+    assert_ne!(second_id, run_id);
+    let second = api.wait_for_run(&second_id, Duration::from_secs(60)).await;
+    assert_eq!(second["status"], "completed", "{second}");
+    assert_eq!(second["counts"]["unchanged"], N, "{second}");
+    assert_eq!(second["counts"]["created"], 0);
+    assert_eq!(second["counts"]["updated"], 0);
+    assert_eq!(
+        customer_writes(&scene),
+        writes_before,
+        "no write on an unchanged run"
+    );
+    assert_eq!(scene.stripe().customers().len(), N);
+    let listed = api
+        .get("/api/v1/runs?sync=people-to-stripe&limit=1")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(listed["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["runs"][0]["id"], second_id.as_str());
+
+    let bad_run_body = api
+        .send(
+            api.api(Method::POST, "/api/v1/syncs/people-to-stripe/runs")
+                .header(CONTENT_TYPE, "application/json")
+                .body("{\"full_resync\": maybe}"),
+        )
+        .await;
+    assert!(bad_run_body.status.is_client_error());
+    assert_eq!(bad_run_body.error_code(), "invalid_body");
+    api.post_empty("/api/v1/syncs/nope/runs").await.expect(404);
+    api.post_empty("/api/v1/syncs/nope/preview")
+        .await
+        .expect(404);
+
+    // ---- Errors ----
+    let no_run = api.get("/api/v1/runs/does-not-exist").await.expect(404);
+    assert_eq!(no_run.error_code(), "not_found");
+    for path in [
+        "/api/v1/runs/does-not-exist/records",
+        "/api/v1/runs/does-not-exist/records.csv",
+    ] {
+        assert_eq!(api.get(path).await.expect(404).error_code(), "not_found");
+    }
+    let huge = "x".repeat(ferry_server::MAX_BODY_BYTES + 64 * 1024);
+    let too_large = api
+        .post(
+            "/api/v1/queries/preview",
+            json!({ "connection": "warehouse", "sql": huge }),
+        )
+        .await
+        .expect(413);
+    assert!(!too_large.error_code().is_empty());
+    // The run endpoint reads its optional body itself; too large is still a JSON 413.
+    let too_large = api
+        .send(
+            api.api(Method::POST, "/api/v1/syncs/people-to-stripe/runs")
+                .header(CONTENT_TYPE, "application/json")
+                .body(huge),
+        )
+        .await
+        .expect(413);
+    assert_eq!(too_large.error_code(), "invalid_body");
+    // A path segment that is not UTF-8 is refused in the same shape.
+    for path in [
+        "/api/v1/connections/%FF",
+        "/api/v1/runs/%FF/records",
+        "/api/v1/runs/%FF/records.csv",
+    ] {
+        let reply = api.get(path).await.expect(400);
+        assert_eq!(reply.error_code(), "invalid_path", "{path}");
+    }
+    let traversal = api.get("/api/v1/connections/..%2F..%2Fetc").await;
+    assert!(traversal.status.is_client_error());
+    assert!(!traversal.error_code().is_empty());
+
+    // Deleting in dependency order works, and leaves the workspace empty.
+    api.delete("/api/v1/syncs/people-to-stripe")
+        .await
+        .expect(204);
+    api.delete("/api/v1/models/people").await.expect(204);
+    api.delete("/api/v1/connections/warehouse")
+        .await
+        .expect(204);
+    api.delete("/api/v1/connections/warehouse")
+        .await
+        .expect(404);
+    assert_eq!(
+        api.get("/api/v1/syncs").await.expect(200).json()["syncs"],
+        json!([])
+    );
+
+    api.assert_nothing_leaked(&scene, &served);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_sync_refuses_a_second_run_and_can_be_cancelled() {
+    const N: usize = 200;
+    let scene = Scene::new().await;
+    scene.warehouse_sql(&people_sql(N as u32));
+    let served = scene.serve(&[]).await;
+    let api = Probe::new(&served);
+    api.post(
+        "/api/v1/connections",
+        stripe_connection(&scene, "stripe", KEY),
+    )
+    .await
+    .expect(201);
+    api.post(
+        "/api/v1/connections",
+        duckdb_connection(&scene, "warehouse"),
+    )
+    .await
+    .expect(201);
+    api.post(
+        "/api/v1/models",
+        json!({ "name": "people", "connection": "warehouse", "sql": "select * from people order by id" }),
+    )
+    .await
+    .expect(201);
+    api.post("/api/v1/syncs", people_sync("slow", "people"))
+        .await
+        .expect(201);
+
+    // Every Stripe request now takes a while, so the run is still going when we look.
+    scene.stripe().set_faults(FaultConfig {
+        latency: Duration::from_millis(400),
+        ..FaultConfig::default()
+    });
+    let started = api
+        .post_empty("/api/v1/syncs/slow/runs")
+        .await
+        .expect(202)
+        .json();
+    let run_id = started["id"].as_str().unwrap().to_string();
+    assert_eq!(started["status"], "running", "{started}");
+
+    let second = api.post_empty("/api/v1/syncs/slow/runs").await.expect(409);
+    assert_eq!(second.error_code(), "conflict");
+    // Nor can the sync be removed from under its run.
+    let removed = api.delete("/api/v1/syncs/slow").await.expect(409);
+    assert_eq!(removed.error_code(), "conflict");
+    let running = api
+        .get(&format!("/api/v1/runs/{run_id}"))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(running["status"], "running");
+    assert!(running["progress"].is_object(), "{running}");
+
+    // Let some creates land, then stop it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while scene.stripe().customers().is_empty() {
+        assert!(Instant::now() < deadline, "the slow run never wrote");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cancelled = api
+        .post_empty(&format!("/api/v1/runs/{run_id}/cancel"))
+        .await
+        .expect(202)
+        .json();
+    assert_eq!(cancelled["id"], run_id.as_str());
+    let ended = api.wait_for_run(&run_id, Duration::from_secs(60)).await;
+    assert_eq!(ended["status"], "cancelled", "{ended}");
+    let created = ended["counts"]["created"].as_u64().unwrap() as usize;
+    assert!(created > 0 && created < N, "{ended}");
+    assert_eq!(
+        scene.stripe().customers().len(),
+        created,
+        "the run recorded every customer Stripe created: {ended}"
+    );
+    let page = api
+        .get(&format!("/api/v1/runs/{run_id}/records?outcome=created"))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(page["total"], created);
+    let again = api
+        .post_empty(&format!("/api/v1/runs/{run_id}/cancel"))
+        .await
+        .expect(409);
+    assert_eq!(again.error_code(), "not_running");
+
+    // Once it ended, the sync can run again, and the next run finishes the job.
+    scene.stripe().set_faults(FaultConfig::default());
+    let next = api
+        .post_empty("/api/v1/syncs/slow/runs")
+        .await
+        .expect(202)
+        .json();
+    let next = api
+        .wait_for_run(next["id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    assert_eq!(next["status"], "completed", "{next}");
+    assert_eq!(next["counts"]["created"], N - created, "{next}");
+    assert_eq!(next["counts"]["unchanged"], created, "{next}");
+    assert_eq!(scene.stripe().customers().len(), N);
+
+    // Once nothing runs, the sync can be removed, and its runs go with it.
+    api.delete("/api/v1/syncs/slow").await.expect(204);
+    api.get(&format!("/api/v1/runs/{run_id}")).await.expect(404);
+
+    api.assert_nothing_leaked(&scene, &served);
+}
+
+/// A model is SQL from whoever holds a token, run by the server. It must not read the server's
+/// files: the workspace's `master.key` decrypts every stored secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_cannot_read_the_servers_files() {
+    let scene = Scene::new().await;
+    scene.warehouse_sql(&people_sql(1));
+    let served = scene.serve(&[]).await;
+    let api = Probe::new(&served);
+    api.post(
+        "/api/v1/connections",
+        duckdb_connection(&scene, "warehouse"),
+    )
+    .await
+    .expect(201);
+    let master_key = scene.workspace().join("master.key");
+    let secret = std::fs::read(&master_key).expect("the workspace has a master key");
+    for function in ["read_text", "read_blob"] {
+        let sql = format!("select content from {function}('{}')", master_key.display());
+        let reply = api
+            .post(
+                "/api/v1/queries/preview",
+                json!({ "connection": "warehouse", "sql": sql }),
+            )
+            .await;
+        assert!(
+            reply.status.is_client_error(),
+            "{function} read the master key: {}",
+            reply.text
+        );
+        let text = String::from_utf8_lossy(&secret);
+        assert!(!reply.text.contains(text.trim()));
+    }
+}
+
+/// A sync with a schedule runs by itself while `ferry serve` runs: a sync that never ran is due
+/// at once; after that run, the next is due a whole interval later, so no second run starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_sync_runs_by_itself_once_per_interval() {
+    let scene = Scene::new().await;
+    scene.warehouse_sql(&people_sql(5));
+    scene.connect().await;
+    scene.email_sync(&["--schedule", "every 5m"]).await;
+    let shown = scene
+        .ferry(&["sync", "show", "people-to-stripe"])
+        .await
+        .ok();
+    assert!(
+        shown.stdout.contains("schedule: every 5m"),
+        "{}",
+        shown.stdout
+    );
+    assert!(
+        !scene
+            .ferry(&[
+                "sync",
+                "create",
+                "x",
+                "--model",
+                "people",
+                "--destination",
+                "stripe",
+                "--key",
+                "email=email",
+                "--schedule",
+                "every 1m"
+            ])
+            .await
+            .stderr
+            .is_empty(),
+        "a schedule more often than every 5 minutes is refused"
+    );
+    let served = scene.serve(&["--scheduler-tick-seconds", "0.2"]).await;
+    let api = served.api();
+    let runs_url = served.url("/api/v1/runs?sync=people-to-stripe");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let run = loop {
+        let runs: Json = api
+            .get(&runs_url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(run) = runs["runs"].as_array().and_then(|r| r.first()) {
+            if run["status"] == "completed" {
+                break run.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled run completed:\n{}",
+            served.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(run["counts"]["created"], 5);
+    assert_eq!(scene.stripe().customers().len(), 5);
+    // Many more ticks pass; the next run is five minutes away.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let runs: Json = api
+        .get(&runs_url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "{runs}");
+    // The schedule shows in the API and survives a round trip through PUT.
+    let sync: Json = api
+        .get(served.url("/api/v1/syncs/people-to-stripe"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sync["spec"]["schedule"], "every 5m");
+    let mut input = sync["spec"].clone();
+    input["schedule"] = json!("every 2 hours");
+    let replaced = api
+        .put(served.url("/api/v1/syncs/people-to-stripe"))
+        .json(&input)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replaced.status(), StatusCode::OK);
+    let replaced: Json = replaced.json().await.unwrap();
+    assert_eq!(replaced["spec"]["schedule"], "every 2h");
+    input["schedule"] = json!("whenever");
+    let refused = api
+        .put(served.url("/api/v1/syncs/people-to-stripe"))
+        .json(&input)
+        .send()
+        .await
+        .unwrap();
+    assert!(refused.status().is_client_error());
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("daily at 06:30"), "{body}");
+}
