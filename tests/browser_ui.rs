@@ -11,6 +11,7 @@ mod common;
 use common::{people_sql, Scene, KEY};
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
+use ferry_stripe_emulator::FaultConfig;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -159,6 +160,17 @@ async fn type_into(browser: &Client, css: &str, text: &str) {
     field.send_keys(text).await.expect("typing works");
 }
 
+async fn scroll_to(browser: &Client, element: &Element) {
+    let element = serde_json::to_value(element).expect("an element reference");
+    browser
+        .execute(
+            "arguments[0].scrollIntoView({block: 'center'})",
+            vec![element],
+        )
+        .await
+        .expect("scrolling works");
+}
+
 async fn page_text(browser: &Client) -> String {
     browser
         .find(Locator::Css("body"))
@@ -169,12 +181,40 @@ async fn page_text(browser: &Client) -> String {
         .expect("its text")
 }
 
-async fn heading(browser: &Client) -> String {
-    wait_for(browser, "h1")
-        .await
-        .text()
-        .await
-        .expect("a heading")
+/// Waits until the page's heading is `expected`: after a click the old page may still be
+/// showing for a moment, so whatever is found first can be the page being left.
+async fn expect_heading(browser: &Client, expected: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Ok(h1) = browser.find(Locator::Css("h1")).await {
+            if let Ok(text) = h1.text().await {
+                if text == expected {
+                    return;
+                }
+                last = text;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("expected the page '{expected}', still on '{last}'");
+}
+
+/// Waits until the page's text contains `expected`.
+async fn expect_text(browser: &Client, expected: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(body) = browser.find(Locator::Css("body")).await {
+            if body.text().await.is_ok_and(|t| t.contains(expected)) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "the page never said '{expected}':\n{}",
+        page_text(browser).await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,12 +238,12 @@ async fn a_person_builds_and_runs_a_sync_in_the_browser() {
     camera.shoot(&browser, "sign-in").await;
     type_into(&browser, "#token", &served.token).await;
     click_button(&browser, "Sign in").await;
-    assert_eq!(heading(&browser).await, "Get started");
+    expect_heading(&browser, "Get started").await;
     camera.shoot(&browser, "get-started").await;
 
     // The Stripe destination: a wrong key is refused with a reason, the right one is saved.
     click_link(&browser, "Connect Stripe").await;
-    assert_eq!(heading(&browser).await, "New destination");
+    expect_heading(&browser, "New destination").await;
     type_into(&browser, "#name", "stripe").await;
     type_into(&browser, "#api_key", "sk_test_not_a_real_key").await;
     browser
@@ -224,7 +264,7 @@ async fn a_person_builds_and_runs_a_sync_in_the_browser() {
     camera.shoot(&browser, "destination-bad-key").await;
     type_into(&browser, "#api_key", KEY).await;
     click_button(&browser, "Test and save").await;
-    assert_eq!(heading(&browser).await, "Destinations");
+    expect_heading(&browser, "Destinations").await;
     let text = page_text(&browser).await;
     assert!(
         text.contains("stripe") && text.contains("sk_test_…"),
@@ -238,17 +278,21 @@ async fn a_person_builds_and_runs_a_sync_in_the_browser() {
 
     // A DuckDB source.
     click_link(&browser, "Sources").await;
-    assert!(page_text(&browser).await.contains("No source yet"));
+    expect_heading(&browser, "Sources").await;
+    expect_text(&browser, "No source yet").await;
     click_link(&browser, "New source").await;
+    expect_heading(&browser, "New source").await;
     type_into(&browser, "#name", "warehouse").await;
     type_into(&browser, "#path", &scene.warehouse().display().to_string()).await;
     click_button(&browser, "Test and save").await;
-    assert_eq!(heading(&browser).await, "Sources");
+    expect_heading(&browser, "Sources").await;
     camera.shoot(&browser, "sources").await;
 
     // A model: run it to see the first rows, then save it.
     click_link(&browser, "Models").await;
+    expect_heading(&browser, "Models").await;
     click_link(&browser, "New model").await;
+    expect_heading(&browser, "New model").await;
     type_into(&browser, "#name", "customers").await;
     type_into(
         &browser,
@@ -265,13 +309,14 @@ async fn a_person_builds_and_runs_a_sync_in_the_browser() {
     assert!(first_rows.contains("person1@example.com"), "{first_rows}");
     camera.shoot(&browser, "model-run").await;
     click_button(&browser, "Save model").await;
-    assert_eq!(heading(&browser).await, "Models");
+    expect_heading(&browser, "Models").await;
     assert!(page_text(&browser).await.contains("customers"));
 
     // A sync, with the Mapper: name → name, plan → metadata.plan; matched on email.
     click_link(&browser, "Syncs").await;
+    expect_heading(&browser, "Syncs").await;
     click_link(&browser, "Add sync").await;
-    assert_eq!(heading(&browser).await, "New sync");
+    expect_heading(&browser, "New sync").await;
     let key_column = wait_for(&browser, "#key_column").await;
     assert_eq!(
         key_column.prop("value").await.unwrap().as_deref(),
@@ -319,7 +364,7 @@ async fn a_person_builds_and_runs_a_sync_in_the_browser() {
     click_button(&browser, "Save and preview").await;
 
     // The preview: everything is a create, nothing was written.
-    assert_eq!(heading(&browser).await, "Preview of customers-to-stripe");
+    expect_heading(&browser, "Preview of customers-to-stripe").await;
     let creates = wait_for(&browser, ".count.create .number")
         .await
         .text()
@@ -334,8 +379,27 @@ async fn a_person_builds_and_runs_a_sync_in_the_browser() {
     );
     camera.shoot(&browser, "preview").await;
 
-    // Run it and watch it finish.
+    // Run it against a slow Stripe, so the live progress shows, and watch it finish.
+    scene.stripe().set_faults(FaultConfig {
+        latency: Duration::from_millis(2500),
+        ..FaultConfig::default()
+    });
     click_button(&browser, "Run sync").await;
+    expect_heading(&browser, "Run of customers-to-stripe").await;
+    let live = wait_for(&browser, "#run-status .progress-line")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        live.contains("of 12 rows") || live.contains("Reading the model"),
+        "{live}"
+    );
+    assert!(browser
+        .find(Locator::Css("#run-status .badge.running"))
+        .await
+        .is_ok());
+    camera.shoot(&browser, "run-in-progress").await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if browser

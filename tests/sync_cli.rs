@@ -747,6 +747,10 @@ async fn a_whole_session_at_debug_level_never_shows_the_key() {
         outputs.push(shown.stdout);
         outputs.push(shown.stderr);
     }
+    let exported = scene.ferry(&["-vv", "export"]).await.ok();
+    outputs.push(exported.stdout);
+    outputs.push(exported.stderr);
+    outputs.extend(server_session_outputs(&scene, runs["run_id"].as_str().unwrap()).await);
     assert!(
         outputs.iter().any(|o| o.contains("DEBUG")),
         "the session really logged at debug level"
@@ -764,4 +768,88 @@ async fn a_whole_session_at_debug_level_never_shows_the_key() {
             );
         }
     }
+}
+
+/// The server half of the whole-session scan: `ferry serve -vv`, a sign-in, every UI page, every
+/// API read, a preview, a run and a failed connection over the API. Returns every response body
+/// and the server's own output.
+async fn server_session_outputs(scene: &Scene, run_id: &str) -> Vec<String> {
+    let served = scene.serve(&["-vv"]).await;
+    let mut outputs = Vec::new();
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = browser
+        .post(served.url("/login"))
+        .form(&[("token", served.token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let sample = |path: &str| {
+        path.replace("/x/", "/s/")
+            .replace("/runs/s", &format!("/runs/{run_id}"))
+            .replace("/models/s", "/models/people")
+            .replace("/syncs/x", "/syncs/s")
+            .replace("/runs/x", &format!("/runs/{run_id}"))
+            .replace("/models/x", "/models/people")
+    };
+    for (method, path) in ferry_server::UI_ROUTES {
+        if *method != "GET" {
+            continue;
+        }
+        let page = browser
+            .get(served.url(&sample(path)))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        outputs.push(page.text().await.unwrap());
+    }
+    let api = served.api();
+    for path in [
+        "/api/openapi.json".to_string(),
+        "/api/v1/connections".into(),
+        "/api/v1/connections/stripe".into(),
+        "/api/v1/models".into(),
+        "/api/v1/syncs".into(),
+        "/api/v1/syncs/s".into(),
+        "/api/v1/runs".into(),
+        format!("/api/v1/runs/{run_id}"),
+        format!("/api/v1/runs/{run_id}/records"),
+        format!("/api/v1/runs/{run_id}/records.csv"),
+    ] {
+        let reply = api.get(served.url(&path)).send().await.unwrap();
+        outputs.push(reply.text().await.unwrap());
+    }
+    for (path, body) in [
+        ("/api/v1/syncs/s/preview", serde_json::json!({})),
+        ("/api/v1/syncs/s/runs", serde_json::json!({})),
+        (
+            "/api/v1/connections",
+            serde_json::json!({"name": "elsewhere", "kind": "stripe", "api_key": KEY, "api_base": "http://127.0.0.1:9"}),
+        ),
+        ("/api/v1/connections/stripe/test", serde_json::json!({})),
+    ] {
+        let reply = api.post(served.url(path)).json(&body).send().await.unwrap();
+        outputs.push(reply.text().await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        outputs.iter().any(|o| o.contains("sk_test_…")),
+        "the pages and the API did show the key's hint"
+    );
+    assert!(
+        outputs.iter().any(|o| o.contains("Run of s")),
+        "the signed-in UI pages were read, the run page among them"
+    );
+    outputs.push(served.output());
+    outputs
 }
