@@ -301,12 +301,10 @@ async fn a_person_builds_and_runs_a_sync_in_the_browser() {
     )
     .await;
     click_button(&browser, "Run").await;
-    let first_rows = wait_for(&browser, "#rows table")
-        .await
-        .text()
-        .await
-        .unwrap();
-    assert!(first_rows.contains("person1@example.com"), "{first_rows}");
+    let first_rows = wait_for(&browser, "#rows table").await;
+    let text = first_rows.text().await.unwrap();
+    assert!(text.contains("person1@example.com"), "{text}");
+    scroll_to(&browser, &first_rows).await;
     camera.shoot(&browser, "model-run").await;
     click_button(&browser, "Save model").await;
     expect_heading(&browser, "Models").await;
@@ -354,12 +352,25 @@ async fn a_person_builds_and_runs_a_sync_in_the_browser() {
         Some("name")
     );
     columns[1].select_by_value("plan").await.unwrap();
+    expect_text(
+        &browser,
+        "field row 2 needs both a column and a Stripe field",
+    )
+    .await;
     let fields = browser
         .find_all(Locator::Css("select[name=map_field]"))
         .await
         .unwrap();
     fields[1].select_by_value("metadata").await.unwrap();
     type_into(&browser, "#name", "customers-to-stripe").await;
+    // The inline check agrees once every row is complete.
+    let check = browser
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("#sync-checks .ok-box"))
+        .await
+        .expect("the inline check passes for a complete sync");
+    scroll_to(&browser, &check).await;
     camera.shoot(&browser, "sync-mapper").await;
     click_button(&browser, "Save and preview").await;
 

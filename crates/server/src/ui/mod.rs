@@ -42,6 +42,7 @@ pub fn routes() -> Router<AppState> {
         .route("/syncs", get(syncs::list).post(syncs::save))
         .route("/syncs/new", get(syncs::new))
         .route("/syncs/form", post(syncs::refresh_form))
+        .route("/syncs/check", post(syncs::check_form))
         .route("/syncs/{name}", get(syncs::show))
         .route("/syncs/{name}/edit", get(syncs::edit))
         .route("/syncs/{name}/preview", get(syncs::preview_page))
@@ -78,6 +79,7 @@ pub const UI_ROUTES: &[(&str, &str)] = &[
     ("POST", "/syncs"),
     ("GET", "/syncs/new"),
     ("POST", "/syncs/form"),
+    ("POST", "/syncs/check"),
     ("GET", "/syncs/x"),
     ("GET", "/syncs/x/edit"),
     ("GET", "/syncs/x/preview"),

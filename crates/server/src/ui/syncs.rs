@@ -414,6 +414,8 @@ fn sync_form(
                     }
                 }
             }
+            div #sync-checks hx-post="/syncs/check" hx-trigger="load, change from:#sync-form"
+                hx-include="#sync-form" aria-live="polite" {}
             section.card {
                 div.field {
                     label for="schedule" { "Schedule" }
@@ -499,6 +501,34 @@ pub async fn edit(
 ) -> Result<Markup, Page> {
     let record = require_sync(&state, &name).await?;
     form_page(&state, &caller, SyncForm::from_record(&record), None).await
+}
+
+/// htmx: the sync checked as it is being built (mapping key, each Mapper row, the schedule)
+/// against the model's columns and Stripe's fields, without saving it.
+pub async fn check_form(State(state): State<AppState>, body: Bytes) -> Markup {
+    let form = SyncForm::parse(&body);
+    let problems = match form.to_spec() {
+        Err(problem) => vec![problem],
+        Ok(spec) => match declare::model_columns(state.store(), &spec.model).await {
+            Err(error) => vec![crate::ApiError::from(error).message],
+            Ok(columns) => {
+                let names: Vec<String> = columns.into_iter().map(|c| c.name).collect();
+                ferry_engine::prepare::validate_sync(&spec, &names)
+                    .err()
+                    .unwrap_or_default()
+            }
+        },
+    };
+    html! {
+        @if problems.is_empty() {
+            div.alert.ok-box { "✓ The sync fits its model and Stripe's fields." }
+        } @else {
+            div.alert.error {
+                strong { "To fix before saving:" }
+                ul { @for problem in &problems { li { (problem) } } }
+            }
+        }
+    }
 }
 
 /// htmx: the form re-rendered after a change of model or key field, or a Mapper row added or
