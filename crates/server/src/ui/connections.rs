@@ -163,23 +163,14 @@ pub async fn create_destination(
     Form(form): Form<DestinationForm>,
 ) -> Response {
     let result = async {
-        let name = form.name.trim().to_string();
-        if state.store().get_connection(&name).await?.is_some() {
-            return Err(ApiError::invalid(format!(
-                "a connection named '{name}' already exists; choose another name"
-            )));
-        }
         let input = ConnectionInput {
-            name: Some(name.clone()),
             kind: Some(KindInput::Stripe),
             api_key: Some(form.api_key.trim().to_string()),
             api_base: Some(form.api_base.trim().to_string()),
             max_rps: parse_rps(&form.max_rps)?,
             ..ConnectionInput::default()
         };
-        let connection = input.into_new_connection(&name, false)?;
-        declare::save_connection(state.store(), &connection, true).await?;
-        Ok::<_, ApiError>(())
+        save_new(&state, &form.name, input).await
     }
     .await;
     match result {
@@ -190,6 +181,19 @@ pub async fn create_destination(
         )
             .into_response(),
     }
+}
+
+/// Tests and saves a connection a form declares; a taken name is refused, not replaced.
+async fn save_new(state: &AppState, name: &str, input: ConnectionInput) -> Result<(), ApiError> {
+    let name = name.trim();
+    if state.store().get_connection(name).await?.is_some() {
+        return Err(ApiError::invalid(format!(
+            "a connection named '{name}' already exists; choose another name"
+        )));
+    }
+    let connection = input.into_new_connection(name, false)?;
+    declare::save_connection(state.store(), &connection, true).await?;
+    Ok(())
 }
 
 pub async fn sources(
@@ -276,30 +280,19 @@ pub async fn create_source(
     Extension(caller): Extension<Caller>,
     Form(form): Form<SourceForm>,
 ) -> Response {
-    let result = async {
-        let name = form.name.trim().to_string();
-        if state.store().get_connection(&name).await?.is_some() {
-            return Err(ApiError::invalid(format!(
-                "a connection named '{name}' already exists; choose another name"
-            )));
-        }
-        let input = match form.kind.as_str() {
-            "postgres" => ConnectionInput {
-                kind: Some(KindInput::Postgres),
-                url: Some(form.url.trim().to_string()),
-                ..ConnectionInput::default()
-            },
-            _ => ConnectionInput {
-                kind: Some(KindInput::Duckdb),
-                path: Some(form.path.trim().to_string()),
-                ..ConnectionInput::default()
-            },
-        };
-        let connection = input.into_new_connection(&name, false)?;
-        declare::save_connection(state.store(), &connection, true).await?;
-        Ok::<_, ApiError>(())
-    }
-    .await;
+    let input = match form.kind.as_str() {
+        "postgres" => ConnectionInput {
+            kind: Some(KindInput::Postgres),
+            url: Some(form.url.trim().to_string()),
+            ..ConnectionInput::default()
+        },
+        _ => ConnectionInput {
+            kind: Some(KindInput::Duckdb),
+            path: Some(form.path.trim().to_string()),
+            ..ConnectionInput::default()
+        },
+    };
+    let result = save_new(&state, &form.name, input).await;
     match result {
         Ok(()) => Redirect::to("/sources").into_response(),
         Err(error) => (

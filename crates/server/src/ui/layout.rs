@@ -28,13 +28,7 @@ pub fn shell(caller: &Caller, section: Section, title: &str, body: Markup) -> Ma
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · ferry" }
-                link rel="stylesheet" href="/assets/style.css";
-                script src="/assets/htmx.min.js" defer {}
-            }
+            (head(title, true))
             body hx-headers=(csrf_header) {
                 header.topbar {
                     a.brand href="/" { span.logo { "f" } "ferry" }
@@ -51,6 +45,19 @@ pub fn shell(caller: &Caller, section: Section, title: &str, body: Markup) -> Ma
                 }
                 main { (body) }
             }
+        }
+    }
+}
+
+/// The `<head>` of every page: the stylesheet, and htmx where the page uses it.
+pub fn head(title: &str, with_htmx: bool) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · ferry" }
+            link rel="stylesheet" href="/assets/style.css";
+            @if with_htmx { script src="/assets/htmx.min.js" defer {} }
         }
     }
 }
@@ -187,12 +194,7 @@ impl IntoResponse for Page {
         let body = html! {
             (DOCTYPE)
             html lang="en" {
-                head {
-                    meta charset="utf-8";
-                    meta name="viewport" content="width=device-width, initial-scale=1";
-                    title { "Problem · ferry" }
-                    link rel="stylesheet" href="/assets/style.css";
-                }
+                (head("Problem", false))
                 body {
                     main {
                         (error_box(&self.message))

@@ -1,6 +1,6 @@
 //! Signing in with an API token, and out.
 
-use super::layout::error_box;
+use super::layout::{error_box, head};
 use crate::auth::{self, Caller};
 use crate::AppState;
 use axum::extract::{ConnectInfo, State};
@@ -15,12 +15,7 @@ fn login_page(problem: Option<&str>) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "Sign in · ferry" }
-                link rel="stylesheet" href="/assets/style.css";
-            }
+            (head("Sign in", false))
             body.login {
                 main.login-card {
                     h1 { span.logo { "f" } "ferry" }
