@@ -7,11 +7,14 @@ use crate::EngineError;
 use ferry_core::{Outcome, Payload, RunCounts};
 use ferry_destinations::stripe::encoder::{create_params, customer_to_fields, update_params};
 use ferry_destinations::stripe::{Customer, StripeCallError, StripeService};
-use ferry_state::{CommitBatch, PendingCreate, RunRecordRow, SnapshotEntry, StateStore};
+use ferry_state::{
+    CommitBatch, PendingCreate, RunRecordRow, SnapshotEntry, StateError, StateStore,
+};
 use ferry_stripe_wire::form;
 use futures::stream::{FuturesUnordered, StreamExt};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +24,13 @@ const COMMIT_EVERY: Duration = Duration::from_millis(500);
 const COMMIT_BATCH_SIZE: usize = 500;
 /// After a stop is requested, requests already sent get this long to finish.
 const CANCEL_GRACE: Duration = Duration::from_secs(15);
+/// How often, at the least, the sync's lock is checked while requests are out.
+const LOCK_CHECK_EVERY: Duration = Duration::from_millis(50);
+/// A write to the workspace that fails because the database is unreachable (PostgreSQL
+/// restarting, say) is retried for this long, waiting twice as long each time up to the maximum.
+const STATE_RETRY_FOR: Duration = Duration::from_secs(30);
+const STATE_RETRY_FIRST_DELAY: Duration = Duration::from_millis(100);
+const STATE_RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
 
 /// Told about each record that reaches its outcome.
 pub type ProgressFn = Arc<dyn Fn(Outcome) + Send + Sync>;
@@ -33,6 +43,10 @@ pub struct Execution<'a> {
     pub run_id: &'a str,
     pub progress: Option<ProgressFn>,
     pub cancel: Arc<AtomicBool>,
+    /// Whether the run still holds its sync's lock (a PostgreSQL advisory lock dies with its
+    /// session, so a server restart frees it). Checked before each new write and before each
+    /// commit: without the lock a second run could start and interleave with this one.
+    pub lock_held: &'a (dyn Fn() -> bool + Sync),
 }
 
 /// What became of one record, ready to commit.
@@ -48,6 +62,12 @@ pub enum Ending {
     Completed,
     Cancelled,
 }
+
+/// The error ([`EngineError::LockLost`]) of a run that lost its sync's lock (a PostgreSQL session-level advisory lock,
+/// which dies with its session) and so stopped sending: another run could have taken the lock.
+pub const LOCK_LOST: &str = "lost the sync's lock: the workspace database (PostgreSQL) \
+     restarted or closed the lock's session during the run, so the run stopped sending to Stripe \
+     (what Stripe had already confirmed is recorded); run the sync again to finish";
 
 pub async fn execute_plan(
     exec: &Execution<'_>,
@@ -95,9 +115,10 @@ pub async fn execute_plan(
         work.push(planned_record);
     }
     for chunk in new_pending.chunks(5_000) {
-        exec.store
-            .save_pending_creates(exec.sync_name, chunk)
-            .await?;
+        retry_state_write("saving pending creates", || {
+            exec.store.save_pending_creates(exec.sync_name, chunk)
+        })
+        .await?;
     }
 
     let max_in_flight = exec.stripe.http().policy().max_in_flight * 2;
@@ -107,8 +128,24 @@ pub async fn execute_plan(
     // outcome: every row of a run ends in exactly one.
     let mut in_flight_rows: HashMap<u64, String> = HashMap::new();
     let mut cancelled_at: Option<Instant> = None;
+    let mut lock_lost = false;
     let mut fatal: Option<EngineError> = None;
     loop {
+        // Without its lock the run stops at once, even while stopping for a cancellation: a
+        // second run may hold the lock by now. The futures in `in_flight` are dropped unpolled:
+        // most of them are still waiting for the rate limiter or a connection, and polling them
+        // again would send new writes. Their rows end failed; a create among them keeps its
+        // saved idempotency key, so if its request did reach Stripe the next run's replay gets
+        // the same customer back, and an update is simply sent again.
+        if committer.lock_lost() {
+            lock_lost = true;
+            tracing::warn!(
+                abandoned = in_flight.len(),
+                "Lost the sync's lock (the workspace database closed its session): stopped \
+                 sending to Stripe; committing what Stripe acknowledged."
+            );
+            break;
+        }
         committer.flush_if_due().await?;
         if cancelled_at.is_none() && exec.cancel.load(Ordering::Relaxed) {
             cancelled_at = Some(Instant::now());
@@ -119,6 +156,10 @@ pub async fn execute_plan(
         }
         if cancelled_at.is_none() {
             while in_flight.len() < max_in_flight {
+                // The lock is checked before every new write, not only once per round.
+                if committer.lock_lost() {
+                    break;
+                }
                 let Some(next) = queue.next() else { break };
                 match immediate_outcome(&next) {
                     Some(done) => committer.push(done).await?,
@@ -128,24 +169,20 @@ pub async fn execute_plan(
                     }
                 }
             }
+            if committer.lock_lost() {
+                continue;
+            }
         }
         if in_flight.is_empty() {
             break;
         }
-        let next = match cancelled_at {
-            Some(at) => match tokio::time::timeout(
-                CANCEL_GRACE.saturating_sub(at.elapsed()),
-                in_flight.next(),
-            )
-            .await
-            {
-                Ok(next) => next,
-                Err(_) => break,
-            },
-            None => tokio::select! {
-                next = in_flight.next() => next,
-                _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
-            },
+        if cancelled_at.is_some_and(|at| at.elapsed() >= CANCEL_GRACE) {
+            break;
+        }
+        // Woken at least every LOCK_CHECK_EVERY, so a lost lock stops the writes within that.
+        let next = tokio::select! {
+            next = in_flight.next() => next,
+            _ = tokio::time::sleep(LOCK_CHECK_EVERY) => continue,
         };
         match next {
             Some(Ok(done)) => {
@@ -161,9 +198,13 @@ pub async fn execute_plan(
     }
     // A stop or a fatal error leaves rows without an answer: they are recorded as failed, which
     // the next run retries. Creates among them keep their saved idempotency key and are replayed.
-    if cancelled_at.is_some() || fatal.is_some() {
+    let mut unfinished_rows = 0;
+    if cancelled_at.is_some() || lock_lost || fatal.is_some() {
         let why = match &fatal {
             Some(error) => format!("the run stopped before this row finished: {error}"),
+            None if lock_lost => {
+                format!("the run stopped before this row finished: {LOCK_LOST}")
+            }
             None => {
                 "the run was stopped before this row finished; the next run picks it up".to_string()
             }
@@ -172,6 +213,7 @@ pub async fn execute_plan(
         let mut unfinished: Vec<(u64, String)> = in_flight_rows.into_iter().collect();
         unfinished.extend(queue.map(|p| (p.record.row_number, p.record.key)));
         unfinished.sort();
+        unfinished_rows = unfinished.len();
         for (row_number, key) in unfinished {
             committer
                 .push(settled(
@@ -186,11 +228,17 @@ pub async fn execute_plan(
                 .await?;
         }
     }
+    // Whatever Stripe acknowledged is committed even without the lock: a commit only records
+    // writes Stripe confirmed, and forgetting them would make the next run repeat them.
+    committer.flush().await?;
     if let Some(error) = fatal {
-        committer.flush().await?;
         return Err(error);
     }
-    committer.flush().await?;
+    if lock_lost && unfinished_rows > 0 {
+        // Every row has its outcome; the run fails and tells the user to run it again. (A lock
+        // lost after the last answer stopped nothing: that run completed.)
+        return Err(EngineError::LockLost);
+    }
     Ok(if cancelled_at.is_some() {
         Ending::Cancelled
     } else {
@@ -352,6 +400,28 @@ async fn finish_create(
             })
             .collect(),
     );
+    if !changed.is_empty() && !(exec.lock_held)() {
+        // The follow-up update is a new write, and the lock is gone: remember the customer with
+        // an empty payload, so the next run sends every field to it (see below).
+        let mut done = settled(
+            record.row_number,
+            &record.key,
+            Outcome::Failed,
+            Some(customer.id.clone()),
+            Some(format!(
+                "the customer exists but was not brought up to date: {LOCK_LOST}"
+            )),
+            None,
+            None,
+        );
+        done.remember = Some(snapshot_entry(
+            &record.match_key,
+            &customer.id,
+            &Payload::default(),
+        ));
+        done.pending_resolved = Some(pending.key.clone());
+        return Ok(done);
+    }
     if !changed.is_empty() {
         let body = form::encode(&update_params(&record.payload, &changed));
         let idempotency_key = update_idempotency_key(exec.sync_uid, exec.run_id, &record.match_key);
@@ -497,6 +567,8 @@ struct Committer<'a, 'b> {
     counts: &'a mut RunCounts,
     batch: CommitBatch,
     last_commit: Instant,
+    /// Latched: once the lock is found lost it stays lost.
+    lock_lost: bool,
 }
 
 impl<'a, 'b> Committer<'a, 'b> {
@@ -506,7 +578,16 @@ impl<'a, 'b> Committer<'a, 'b> {
             counts,
             batch: CommitBatch::default(),
             last_commit: Instant::now(),
+            lock_lost: false,
         }
+    }
+
+    /// Whether the sync's lock is gone (checked now, remembered once true).
+    fn lock_lost(&mut self) -> bool {
+        if !self.lock_lost && !(self.exec.lock_held)() {
+            self.lock_lost = true;
+        }
+        self.lock_lost
     }
 
     async fn push(&mut self, done: Settled) -> Result<(), EngineError> {
@@ -531,18 +612,79 @@ impl<'a, 'b> Committer<'a, 'b> {
         Ok(())
     }
 
+    /// Commits the waiting outcomes. The lock is checked first so that the execution stops
+    /// sending once it is lost, but the batch is committed either way: it only holds what
+    /// Stripe already acknowledged (or rows that got no write), and forgetting it would make
+    /// the next run repeat those writes.
     async fn flush(&mut self) -> Result<(), EngineError> {
         self.last_commit = Instant::now();
         if self.batch.records.is_empty() {
             return Ok(());
         }
+        self.lock_lost();
         self.counts.requests = self.exec.stripe.http().requests_sent();
         self.batch.counts = *self.counts;
         let batch = std::mem::take(&mut self.batch);
-        self.exec
-            .store
-            .commit_batch(self.exec.sync_name, self.exec.run_id, &batch)
-            .await?;
+        let exec = self.exec;
+        retry_state_write("committing outcomes", || {
+            exec.store.commit_batch(exec.sync_name, exec.run_id, &batch)
+        })
+        .await?;
+        self.last_commit = Instant::now();
         Ok(())
+    }
+}
+
+/// Runs a write to the workspace, and runs it again, with growing pauses for up to
+/// [`STATE_RETRY_FOR`], while it fails because the database cannot be reached (PostgreSQL
+/// restarting or still starting up). Every write the engine retries is one statement or one
+/// transaction, so a failed attempt landed whole or not at all; one that landed although its
+/// answer was lost makes the retry fail (on the run records' primary key) rather than write
+/// twice. Other errors are returned at once.
+pub(crate) async fn retry_state_write<T, F, Fut>(doing: &str, mut write: F) -> Result<T, StateError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StateError>>,
+{
+    let started = Instant::now();
+    let mut delay = STATE_RETRY_FIRST_DELAY;
+    loop {
+        match write().await {
+            Err(error) if is_unreachable(&error) && started.elapsed() < STATE_RETRY_FOR => {
+                let retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+                if delay == STATE_RETRY_FIRST_DELAY {
+                    tracing::warn!(
+                        %error,
+                        "The workspace database is unreachable while {doing}; trying again for \
+                         up to {}s.",
+                        STATE_RETRY_FOR.as_secs()
+                    );
+                } else {
+                    tracing::info!(%error, retry_in_ms, "Still unreachable while {doing}.");
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(STATE_RETRY_MAX_DELAY);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether a state store error means "the database is not reachable right now" rather than
+/// "this write is wrong": a failed connect, a closed session, a dropped socket, or PostgreSQL's
+/// classes 08 (connection exception) and 57P (shutting down, starting up, terminated).
+pub(crate) fn is_unreachable(error: &StateError) -> bool {
+    match error {
+        StateError::PostgresConnect { .. } => true,
+        StateError::Postgres { source, .. } => {
+            source.is_closed()
+                || source.code().is_some_and(|state| {
+                    let code = state.code();
+                    code.starts_with("08") || code.starts_with("57P")
+                })
+                || std::error::Error::source(source)
+                    .is_some_and(|cause| cause.downcast_ref::<std::io::Error>().is_some())
+        }
+        _ => false,
     }
 }

@@ -26,7 +26,8 @@ use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("{0}")]
+    // Transparent, so that an error chain (`{:#}`) does not say the same sentence twice.
+    #[error(transparent)]
     State(#[from] StateError),
     #[error("sync '{0}' does not exist; `ferry sync list` shows the syncs of this workspace")]
     UnknownSync(String),
@@ -62,6 +63,10 @@ pub enum EngineError {
     StripeLookup(String),
     #[error("{0}")]
     Config(String),
+    /// The sync's lock (a PostgreSQL session-level advisory lock) died with its session, so the
+    /// run stopped sending: another run could have taken the lock.
+    #[error("{}", execute::LOCK_LOST)]
+    LockLost,
 }
 
 /// Everything a sync needs, loaded and resolved from the workspace.
@@ -311,6 +316,7 @@ pub async fn run_sync(
     let stripe =
         StripeService::new(setup.stripe.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
     let mut counts = RunCounts::default();
+    let lock_held = || lock.is_still_held();
     let result = async {
         let (rows, invalid, planned) =
             read_and_plan(store, setup, &stripe, options.full_resync).await?;
@@ -326,6 +332,7 @@ pub async fn run_sync(
             run_id: &run.id,
             progress: options.progress.clone(),
             cancel: options.cancel.clone(),
+            lock_held: &lock_held,
         };
         execute::execute_plan(&execution, invalid, planned, &mut counts).await
     }
@@ -338,9 +345,26 @@ pub async fn run_sync(
         }
         Err(e) => (RunStatus::Failed, Some(e.to_string())),
     };
-    store
-        .finish_run(&run.id, status, &counts, error.as_deref())
-        .await?;
+    // After a restart of a PostgreSQL workspace the store reconnects; while the server is still
+    // starting up, recording the end is retried for a while (once only if the run already gave
+    // up waiting for the database).
+    let finish = || store.finish_run(&run.id, status, &counts, error.as_deref());
+    let finished = match &result {
+        Err(EngineError::State(e)) if execute::is_unreachable(e) => finish().await,
+        _ => execute::retry_state_write("recording the end of the run", finish).await,
+    };
+    if let Err(e) = finished {
+        tracing::error!(
+            sync = %setup.sync.name,
+            run = %run.id,
+            error = %e,
+            run_error = error.as_deref().unwrap_or("none"),
+            "Could not record the end of the run. The next run marks it interrupted and picks \
+             up its unfinished rows; creates replay their saved idempotency keys, so nothing is \
+             created twice."
+        );
+        return Err(e.into());
+    }
     lock.release().await;
     tracing::info!(
         sync = %setup.sync.name,
@@ -368,20 +392,30 @@ async fn read_and_plan(
     stripe: &StripeService,
     full_resync: bool,
 ) -> Result<(u64, Vec<RejectedRow>, Vec<PlannedRecord>), EngineError> {
-    let source_error = |problem: String| EngineError::Source {
-        model: setup.model.name.clone(),
-        problem,
+    let source_error = |error: ferry_source::SourceError| {
+        let mut problem = error.to_string();
+        if matches!(error, ferry_source::SourceError::ConnectionLost { .. }) {
+            // Say what that means for Stripe: no write goes out before the whole model is read.
+            problem.push_str(
+                "; nothing was sent to Stripe (a run reads the whole model before its first \
+                 write), so run the sync again once the warehouse answers",
+            );
+        }
+        EngineError::Source {
+            model: setup.model.name.clone(),
+            problem,
+        }
     };
     let mut stream = ferry_source::query(&setup.source, &setup.model.sql, &setup.query)
         .await
-        .map_err(|e| source_error(e.to_string()))?;
+        .map_err(source_error)?;
     let columns: Vec<String> = stream.columns().iter().map(|c| c.name.clone()).collect();
     let validated = validate_sync(&setup.sync.spec, &columns).map_err(EngineError::InvalidSync)?;
     let mut rows = 0u64;
     let mut ready = Vec::new();
     let mut invalid = Vec::new();
     while let Some(row) = stream.next_row().await {
-        let row = row.map_err(|e| source_error(e.to_string()))?;
+        let row = row.map_err(source_error)?;
         rows += 1;
         match prepare_row(&validated, rows, &row) {
             Ok(record) => ready.push(record),
