@@ -488,6 +488,25 @@ async fn every_route_needs_a_token_or_a_session_and_sign_in_is_guarded() {
         set_cookie.contains("SameSite=Strict"),
         "Set-Cookie: {set_cookie}"
     );
+    assert!(!set_cookie.contains("Secure"), "plain HTTP: {set_cookie}");
+    let patch = probe
+        .send(bare.patch(probe.url("/api/v1/connections")))
+        .await;
+    assert_eq!(patch.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(patch.text.contains("method_not_allowed"), "{}", patch.text);
+    // Behind a TLS-terminating proxy the cookie is only ever sent back over HTTPS.
+    let behind_tls = probe
+        .send(
+            bare.post(probe.url("/login"))
+                .header("x-forwarded-proto", "https")
+                .form(&[("token", served.token.as_str())]),
+        )
+        .await;
+    assert!(
+        behind_tls.header(SET_COOKIE.as_str()).contains("; Secure"),
+        "{}",
+        behind_tls.header(SET_COOKIE.as_str())
+    );
     assert!(
         !set_cookie.contains(&served.token),
         "the cookie is not the token"

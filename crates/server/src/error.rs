@@ -129,3 +129,11 @@ impl From<EngineError> for ApiError {
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such route; the API is described at /api/openapi.json")
 }
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method; the API is described at /api/openapi.json",
+    )
+}

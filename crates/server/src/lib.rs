@@ -90,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ui)
         .merge(ui::public_routes())
         .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

@@ -37,6 +37,16 @@ fn login_page(problem: Option<&str>) -> Markup {
     }
 }
 
+/// Whether the cookie gets `Secure`: when asked (`--secure-cookies`), or when a TLS-terminating
+/// proxy says the browser came over HTTPS.
+fn secure(state: &AppState, headers: &HeaderMap) -> bool {
+    state.secure_cookies()
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|proto| proto.eq_ignore_ascii_case("https"))
+}
+
 pub async fn page() -> Markup {
     login_page(None)
 }
@@ -49,6 +59,7 @@ pub struct LoginForm {
 pub async fn submit(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
     let client = peer.ip();
@@ -68,7 +79,7 @@ pub async fn submit(
             (
                 [(
                     header::SET_COOKIE,
-                    auth::session_cookie(&session, state.secure_cookies()),
+                    auth::session_cookie(&session, secure(&state, &headers)),
                 )],
                 Redirect::to("/"),
             )
@@ -103,7 +114,7 @@ pub async fn logout(
     (
         [(
             header::SET_COOKIE,
-            auth::expired_cookie(state.secure_cookies()),
+            auth::expired_cookie(secure(&state, &headers)),
         )],
         Redirect::to("/login"),
     )
