@@ -275,6 +275,28 @@ async fn a_person_builds_and_runs_a_sync_in_the_browser() {
         "the key reached the page"
     );
     camera.shoot(&browser, "destinations").await;
+    // Edit it: the key stays when left empty; the rate limit changes.
+    click_link(&browser, "Edit").await;
+    expect_heading(&browser, "Edit destination stripe").await;
+    type_into(&browser, "#max_rps", "20").await;
+    click_button(&browser, "Test and save").await;
+    expect_heading(&browser, "Destinations").await;
+    let shown = scene.ferry(&["connections"]).await.ok().stdout;
+    assert!(shown.contains("sk_test_…"), "{shown}");
+    let config = served
+        .api()
+        .get(served.url("/api/v1/connections/stripe"))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(config["config"]["max_rps"], 20, "{config}");
+    assert_eq!(
+        config["secret"]["hint"], "sk_test_…0000",
+        "the key was kept"
+    );
 
     // A DuckDB source.
     click_link(&browser, "Sources").await;

@@ -805,6 +805,22 @@ async fn connections_models_syncs_and_runs_through_the_api() {
         .expect(422);
     assert_eq!(moved.error_code(), "invalid");
     assert!(moved.message().contains("API key again"), "{}", moved.text);
+    // Nor can a caller make the server send one of its environment variables anywhere.
+    for variable in ["FERRY_MASTER_KEY", "HOME"] {
+        let exfiltrate = api
+            .post(
+                "/api/v1/connections",
+                json!({ "name": "exfil", "kind": "stripe", "api_key_env": variable, "api_base": elsewhere }),
+            )
+            .await
+            .expect(422);
+        assert_eq!(exfiltrate.error_code(), "secret_env_not_allowed");
+        assert!(
+            exfiltrate.message().contains("--allow-secret-env"),
+            "{}",
+            exfiltrate.text
+        );
+    }
     let unsaved = api
         .put(
             "/api/v1/connections/stripe",
@@ -1426,10 +1442,11 @@ async fn a_model_cannot_read_the_servers_files() {
     }
 }
 
-/// A sync with a schedule runs by itself while `ferry serve` runs: a sync that never ran is due
-/// at once; after that run, the next is due a whole interval later, so no second run starts.
+/// A schedule is kept and shown by every door, and `ferry serve` does not run a freshly saved
+/// schedule at once: the first run comes one interval after saving, leaving time to preview.
+/// (`crates/server/src/scheduler.rs` tests that a due schedule starts exactly one run.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_scheduled_sync_runs_by_itself_once_per_interval() {
+async fn a_schedule_is_kept_and_a_fresh_one_waits_its_interval() {
     let scene = Scene::new().await;
     scene.warehouse_sql(&people_sql(5));
     scene.connect().await;
@@ -1443,64 +1460,41 @@ async fn a_scheduled_sync_runs_by_itself_once_per_interval() {
         "{}",
         shown.stdout
     );
+    let too_often = scene
+        .ferry(&[
+            "sync",
+            "create",
+            "x",
+            "--model",
+            "people",
+            "--destination",
+            "stripe",
+            "--key",
+            "email=email",
+            "--schedule",
+            "every 1m",
+        ])
+        .await;
+    assert_eq!(too_often.code, 2, "{}", too_often.stderr);
     assert!(
-        !scene
-            .ferry(&[
-                "sync",
-                "create",
-                "x",
-                "--model",
-                "people",
-                "--destination",
-                "stripe",
-                "--key",
-                "email=email",
-                "--schedule",
-                "every 1m"
-            ])
-            .await
-            .stderr
-            .is_empty(),
-        "a schedule more often than every 5 minutes is refused"
+        too_often.stderr.contains("at most every 5 minutes"),
+        "{}",
+        too_often.stderr
     );
-    let served = scene.serve(&["--scheduler-tick-seconds", "0.2"]).await;
+    let served = scene.serve(&["--scheduler-tick-seconds", "0.1"]).await;
     let api = served.api();
-    let runs_url = served.url("/api/v1/runs?sync=people-to-stripe");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let run = loop {
-        let runs: Json = api
-            .get(&runs_url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if let Some(run) = runs["runs"].as_array().and_then(|r| r.first()) {
-            if run["status"] == "completed" {
-                break run.clone();
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no scheduled run completed:\n{}",
-            served.output()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(run["counts"]["created"], 5);
-    assert_eq!(scene.stripe().customers().len(), 5);
-    // Many more ticks pass; the next run is five minutes away.
+    // Many ticks pass; the first run is five minutes away.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let runs: Json = api
-        .get(&runs_url)
+        .get(served.url("/api/v1/runs?sync=people-to-stripe"))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "{runs}");
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 0, "{runs}");
+    assert_eq!(scene.stripe().customers().len(), 0);
     // The schedule shows in the API and survives a round trip through PUT.
     let sync: Json = api
         .get(served.url("/api/v1/syncs/people-to-stripe"))

@@ -176,6 +176,9 @@ pub async fn quickstart(args: QuickstartArgs) -> CliResult {
         "  ferry --workspace {ws} run show {}                      # every record of the last run",
         second.run_id
     );
+    println!(
+        "  ferry --workspace {ws} serve                                 # the same in the web UI, at http://127.0.0.1:8080"
+    );
     match &emulator {
         Some(emulator) => {
             let customers = emulator.handle().customers();

@@ -15,6 +15,10 @@ pub struct ServeArgs {
     /// TLS-terminating proxy).
     #[arg(long)]
     pub secure_cookies: bool,
+    /// Let connections created over the API read their secret from this environment variable of
+    /// the server (repeatable). Without it, API callers must send secrets themselves.
+    #[arg(long = "allow-secret-env", value_name = "NAME")]
+    pub allow_secret_env: Vec<String>,
     /// Seconds between looks for scheduled syncs that are due (tests shorten it).
     #[arg(long, hide = true)]
     pub scheduler_tick_seconds: Option<f64>,
@@ -59,6 +63,7 @@ pub async fn serve(store: StateStore, args: ServeArgs) -> CliResult {
     let options = ferry_server::ServerOptions {
         bind: address,
         secure_cookies: args.secure_cookies,
+        allowed_secret_env: args.allow_secret_env,
         scheduler_tick: args
             .scheduler_tick_seconds
             .map(|s| std::time::Duration::from_secs_f64(s.max(0.05))),

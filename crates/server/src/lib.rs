@@ -37,6 +37,10 @@ pub struct ServerOptions {
     pub secure_cookies: bool,
     /// How often scheduled syncs are checked; `None` for the default.
     pub scheduler_tick: Option<std::time::Duration>,
+    /// Environment variables a connection created over the API may name as its secret
+    /// (`api_key_env`, `url_env`). Empty: none, so an API token cannot make the server send one
+    /// of its variables to a host of the caller's choosing.
+    pub allowed_secret_env: Vec<String>,
 }
 
 /// Everything a handler needs; cheap to clone.
@@ -51,6 +55,7 @@ struct Inner {
     login_limiter: auth::LoginLimiter,
     runs: run_registry::RunRegistry,
     secure_cookies: bool,
+    allowed_secret_env: Vec<String>,
 }
 
 impl AppState {
@@ -62,8 +67,27 @@ impl AppState {
                 login_limiter: auth::LoginLimiter::new(),
                 runs: run_registry::RunRegistry::default(),
                 secure_cookies,
+                allowed_secret_env: Vec::new(),
             }),
         }
+    }
+
+    /// The same state, allowing these environment variables as connection secrets over the API.
+    pub fn with_allowed_secret_env(self, names: Vec<String>) -> AppState {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| {
+            panic!("with_allowed_secret_env is called before the state is shared")
+        });
+        AppState {
+            inner: Arc::new(Inner {
+                allowed_secret_env: names,
+                ..inner
+            }),
+        }
+    }
+
+    /// Whether a connection made over the API may read its secret from this variable.
+    pub(crate) fn secret_env_allowed(&self, name: &str) -> bool {
+        !name.starts_with("FERRY_") && self.inner.allowed_secret_env.iter().any(|n| n == name)
     }
 
     pub fn store(&self) -> &StateStore {
@@ -118,7 +142,8 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let state = AppState::new(store, options.secure_cookies);
+    let state = AppState::new(store, options.secure_cookies)
+        .with_allowed_secret_env(options.allowed_secret_env);
     let app = router(state.clone());
     let scheduler = tokio::spawn(scheduler::run_scheduler(
         state.clone(),

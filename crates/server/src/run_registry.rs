@@ -56,7 +56,12 @@ impl RunRegistry {
         let started_tx = Mutex::new(Some(started_tx));
         let registry = self.live.clone();
         let on_start_live = live.clone();
+        // Remembered so that the entry is removed however the run ends, an error after the
+        // start included.
+        let started_id: Arc<Mutex<Option<String>>> = Arc::default();
+        let started_id_set = started_id.clone();
         let on_start = Arc::new(move |run_id: String| {
+            *started_id_set.lock().expect("run id lock") = Some(run_id.clone());
             registry
                 .lock()
                 .expect("run registry lock")
@@ -83,13 +88,11 @@ impl RunRegistry {
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<ApiError>();
         let task = tokio::spawn(async move {
             let result = ferry_engine::run_sync(&store, &setup, &options).await;
+            if let Some(run_id) = started_id.lock().expect("run id lock").take() {
+                registry.lock().expect("run registry lock").remove(&run_id);
+            }
             match result {
-                Ok(report) => {
-                    registry
-                        .lock()
-                        .expect("run registry lock")
-                        .remove(&report.run_id);
-                }
+                Ok(_) => {}
                 Err(error) => {
                     tracing::warn!(sync = %sync_name, problem = %error, "A run started from the server could not start.");
                     let _ = failed_tx.send(ApiError::from(error));

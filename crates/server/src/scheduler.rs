@@ -1,9 +1,11 @@
 //! Scheduled runs. Every tick, each sync whose schedule says a run is due is started through the
-//! run registry, exactly as if someone pressed "Run". A sync that is already running (in this
-//! server or in another process holding its lock) is skipped until a later tick.
+//! run registry, exactly as if someone pressed "Run". The sync's lock decides whether it may
+//! start: a sync running here or in another process is skipped until a later tick, and a run
+//! left "running" by a process that died does not block it (the engine marks that run
+//! interrupted when the next one takes the lock).
 
 use crate::AppState;
-use ferry_core::RunStatus;
+use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 /// How often due schedules are looked for, unless `ServerOptions` says otherwise.
@@ -14,31 +16,33 @@ pub async fn run_scheduler(state: AppState, tick: Duration) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        if let Err(problem) = start_due_runs(&state).await {
+        if let Err(problem) = start_due_runs(&state, Utc::now()).await {
             tracing::warn!(%problem, "Looking for scheduled syncs failed; trying again at the next tick.");
         }
     }
 }
 
-async fn start_due_runs(state: &AppState) -> Result<(), ferry_state::StateError> {
-    let now = chrono::Utc::now();
+/// Starts the runs due at `now`; returns the ids of the runs started.
+pub(crate) async fn start_due_runs(
+    state: &AppState,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, ferry_state::StateError> {
+    let mut started = Vec::new();
     for sync in state.store().list_syncs().await? {
         let Some(schedule) = sync.spec.schedule else {
             continue;
         };
-        let last = state
+        let last_start = state
             .store()
             .list_runs(Some(&sync.name), 1)
             .await?
             .into_iter()
-            .next();
-        if last
-            .as_ref()
-            .is_some_and(|run| run.status == RunStatus::Running)
-        {
-            continue;
-        }
-        if schedule.next_due(last.map(|run| run.started_at), now) > now {
+            .next()
+            .map(|run| run.started_at);
+        // Counted from the last run, or from when the sync was saved: saving a schedule leaves
+        // time to preview before anything is written, and a changed schedule starts afresh.
+        let since = last_start.map_or(sync.updated_at, |start| start.max(sync.updated_at));
+        if schedule.next_due(Some(since), now) > now {
             continue;
         }
         match state
@@ -47,12 +51,115 @@ async fn start_due_runs(state: &AppState) -> Result<(), ferry_state::StateError>
             .await
         {
             Ok(run_id) => {
-                tracing::info!(sync = %sync.name, run = %run_id, %schedule, "Started a scheduled run.")
+                tracing::info!(sync = %sync.name, run = %run_id, %schedule, "Started a scheduled run.");
+                started.push(run_id);
+            }
+            Err(error) if error.status == axum::http::StatusCode::CONFLICT => {
+                tracing::debug!(sync = %sync.name, "A scheduled run is due, but the sync is running.");
             }
             Err(error) => {
-                tracing::warn!(sync = %sync.name, problem = %error.message, "A scheduled run could not start; trying again at the next tick.")
+                tracing::warn!(sync = %sync.name, problem = %error.message, "A scheduled run could not start; trying again at the next tick.");
             }
         }
     }
-    Ok(())
+    Ok(started)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_core::{
+        Behavior, FieldMapping, KeyMapping, NullPolicy, ObjectKind, Schedule, SyncSpec,
+    };
+    use ferry_engine::declare;
+    use ferry_state::{SecretInput, StateStore, WorkspaceOptions};
+    use ferry_stripe_emulator::{Emulator, EmulatorConfig, RateLimits, TEST_API_KEY};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_due_schedule_starts_one_run_and_the_next_waits_a_whole_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let warehouse = dir.path().join("warehouse.duckdb");
+        ferry_source::duckdb_execute(
+            &warehouse,
+            "create table people as select 'p' || i || '@example.com' as email from range(3) t(i)",
+        )
+        .unwrap();
+        let emulator = Emulator::start(EmulatorConfig {
+            rate_limits: RateLimits::disabled(),
+            ..EmulatorConfig::default()
+        })
+        .await
+        .unwrap();
+        let store = StateStore::initialize(&WorkspaceOptions::in_dir(dir.path().join("ws")))
+            .await
+            .unwrap();
+        let settings = declare::StripeSettings {
+            api_base: Some(emulator.url()),
+            ..Default::default()
+        };
+        let key = SecretInput::Value(ferry_core::Secret::new(TEST_API_KEY));
+        declare::save_connection(
+            &store,
+            &declare::stripe_connection("stripe", key, &settings),
+            true,
+        )
+        .await
+        .unwrap();
+        declare::save_connection(
+            &store,
+            &declare::duckdb_connection("warehouse", &warehouse),
+            true,
+        )
+        .await
+        .unwrap();
+        declare::save_model(&store, "people", "warehouse", "select email from people")
+            .await
+            .unwrap();
+        let spec = SyncSpec {
+            model: "people".into(),
+            destination: "stripe".into(),
+            object: ObjectKind::Customer,
+            behavior: Behavior::UpdateOrCreate,
+            key: KeyMapping {
+                column: "email".into(),
+                field: "email".into(),
+            },
+            mappings: Vec::<FieldMapping>::new(),
+            nulls: NullPolicy::Skip,
+            schedule: Some(Schedule::parse("every 10m").unwrap()),
+        };
+        let saved = declare::save_sync(&store, "people", &spec).await.unwrap();
+        let state = AppState::new(store.clone(), false);
+
+        // Just saved: not due, so there is time to preview.
+        assert!(start_due_runs(&state, Utc::now()).await.unwrap().is_empty());
+        // Ten minutes after saving it is due, once.
+        let later = saved.updated_at + chrono::Duration::minutes(10);
+        let started = start_due_runs(&state, later).await.unwrap();
+        assert_eq!(started.len(), 1);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let run = store.get_run(&started[0]).await.unwrap().unwrap();
+            if run.status != ferry_core::RunStatus::Running {
+                assert_eq!(run.status, ferry_core::RunStatus::Completed, "{run:?}");
+                assert_eq!(run.counts.created, 3);
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the scheduled run did not finish"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(emulator.handle().customers().len(), 3);
+        // The next run is due ten minutes after this one started, not before.
+        let run = store.get_run(&started[0]).await.unwrap().unwrap();
+        let too_soon = run.started_at + chrono::Duration::minutes(9);
+        assert!(start_due_runs(&state, too_soon).await.unwrap().is_empty());
+        let next = start_due_runs(&state, run.started_at + chrono::Duration::minutes(10))
+            .await
+            .unwrap();
+        assert_eq!(next.len(), 1, "due again one interval after the last start");
+        state.runs().stop_all().await;
+    }
 }

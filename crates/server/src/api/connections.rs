@@ -113,6 +113,24 @@ fn secret_input(
     }
 }
 
+/// Refuses a secret read from a server environment variable the operator did not allow: the
+/// connection test would send its value to the `api_base` the caller chose.
+fn check_secret_env(state: &AppState, input: &ConnectionInput) -> Result<(), ApiError> {
+    for variable in [&input.api_key_env, &input.url_env].into_iter().flatten() {
+        if !variable.is_empty() && !state.secret_env_allowed(variable) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "secret_env_not_allowed",
+                format!(
+                    "this server does not let API callers read its environment variable {variable}; \
+                     send the secret itself, or start the server with `ferry serve --allow-secret-env {variable}`"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl ConnectionInput {
     /// The connection to save. `replacing` lets an omitted secret mean "keep the stored one".
     pub fn into_new_connection(
@@ -205,6 +223,7 @@ pub async fn create(
             ),
         ));
     }
+    check_secret_env(&state, &input)?;
     let test = !input.skip_test;
     let connection = input.into_new_connection(&name, false)?;
     let record = declare::save_connection(state.store(), &connection, test).await?;
@@ -222,6 +241,7 @@ pub async fn replace(
 ) -> Result<Json<ConnectionView>, ApiError> {
     check_name_matches(&name, input.name.as_deref())?;
     let existing = state.store().get_connection(&name).await?;
+    check_secret_env(&state, &input)?;
     let test = !input.skip_test;
     let connection = input.into_new_connection(&name, existing.is_some())?;
     let record = declare::save_connection(state.store(), &connection, test).await?;

@@ -44,14 +44,15 @@ fn connection_rows(caller: &Caller, records: &[&ConnectionRecord]) -> Markup {
                         }
                         td { (time(record.created_at)) }
                         td.row-actions {
+                            a.button.small href={"/connections/" (record.name) "/edit"} { "Edit" }
                             button.small hx-post={"/connections/" (record.name) "/test"}
-                                hx-target={"#test-" (record.name)} hx-swap="innerHTML" { "Test" }
+                                hx-target="next .test-result" hx-swap="innerHTML" { "Test" }
                             form.inline method="post" action={"/connections/" (record.name) "/delete"}
                                 onsubmit="return confirm('Remove this connection?')" {
                                 (csrf_field(caller))
                                 button.small.danger type="submit" { "Remove" }
                             }
-                            span.test-result id={"test-" (record.name)} {}
+                            span.test-result {}
                         }
                     }
                 }
@@ -89,6 +90,12 @@ pub async fn destinations(
 
 #[derive(Deserialize, Default)]
 pub struct DestinationForm {
+    /// Set when editing: the name is then fixed and an empty key keeps the stored one.
+    #[serde(default)]
+    existing: String,
+    /// The stored key's hint, shown when editing.
+    #[serde(skip)]
+    key_hint: String,
     #[serde(default)]
     name: String,
     #[serde(default)]
@@ -100,24 +107,40 @@ pub struct DestinationForm {
 }
 
 fn destination_form(caller: &Caller, form: &DestinationForm, problem: Option<&str>) -> Markup {
+    let editing = !form.existing.is_empty();
+    let title = if editing {
+        format!("Edit destination {}", form.existing)
+    } else {
+        "New destination".to_string()
+    };
     shell(
         caller,
         Section::Destinations,
-        "New destination",
+        &title,
         html! {
-            (page_header("New destination", Some("Stripe"), html! {}))
+            (page_header(&title, Some("Stripe"), html! {}))
             @if let Some(problem) = problem { (error_box(problem)) }
             form.card method="post" action="/destinations" {
                 (csrf_field(caller))
+                input type="hidden" name="existing" value=(form.existing);
                 div.field {
                     label for="name" { "Name" }
-                    input #name name="name" value=(form.name) required placeholder="stripe" pattern="[A-Za-z0-9_-]{1,64}";
-                    p.help { "Letters, digits, _ and -. Syncs refer to the destination by this name." }
+                    @if editing {
+                        input #name name="name" value=(form.existing) readonly;
+                    } @else {
+                        input #name name="name" value=(form.name) required placeholder="stripe" pattern="[A-Za-z0-9_-]{1,64}";
+                        p.help { "Letters, digits, _ and -. Syncs refer to the destination by this name." }
+                    }
                 }
                 div.field {
                     label for="api_key" { "API key" }
                     // Never filled back in: a key typed once is not sent to the browser again.
-                    input #api_key name="api_key" type="password" required autocomplete="off" placeholder="sk_test_… or rk_test_…";
+                    @if editing {
+                        input #api_key name="api_key" type="password" autocomplete="off"
+                            placeholder={"leave empty to keep the stored key (" (form.key_hint) ")"};
+                    } @else {
+                        input #api_key name="api_key" type="password" required autocomplete="off" placeholder="sk_test_… or rk_test_…";
+                    }
                     p.help { "A secret key, or a restricted key with write access to Customers and read access to Balance. Stored encrypted." }
                 }
                 details open[!form.api_base.is_empty() || !form.max_rps.is_empty()] {
@@ -170,7 +193,11 @@ pub async fn create_destination(
             max_rps: parse_rps(&form.max_rps)?,
             ..ConnectionInput::default()
         };
-        save_new(&state, &form.name, input).await
+        if form.existing.is_empty() {
+            save_new(&state, &form.name, input).await
+        } else {
+            save_changed(&state, &form.existing, input).await
+        }
     }
     .await;
     match result {
@@ -194,6 +221,67 @@ async fn save_new(state: &AppState, name: &str, input: ConnectionInput) -> Resul
     let connection = input.into_new_connection(name, false)?;
     declare::save_connection(state.store(), &connection, true).await?;
     Ok(())
+}
+
+/// Tests and saves a changed connection; an empty secret keeps the stored one (and may then not
+/// follow a new API base: see `declare::save_connection`).
+async fn save_changed(
+    state: &AppState,
+    name: &str,
+    input: ConnectionInput,
+) -> Result<(), ApiError> {
+    let saved = declare::require_connection(state.store(), name).await?;
+    let mut connection = input.into_new_connection(name, true)?;
+    // Settings the form does not show (set through the CLI, the API or a file) are kept.
+    if let (Some(saved), Some(new)) = (saved.config.as_object(), connection.config.as_object_mut())
+    {
+        for (key, value) in saved {
+            if key != "max_rps" && !new.contains_key(key) {
+                new.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    declare::save_connection(state.store(), &connection, true).await?;
+    Ok(())
+}
+
+/// The edit page of a saved connection: a destination or a source, by its kind.
+pub async fn edit(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<Markup, Page> {
+    let record = declare::require_connection(state.store(), &name).await?;
+    let text = |key: &str| match &record.config[key] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => String::new(),
+    };
+    Ok(match record.kind {
+        ConnectionKind::Stripe => destination_form(
+            &caller,
+            &DestinationForm {
+                existing: record.name.clone(),
+                key_hint: secret_text(&record),
+                name: record.name.clone(),
+                api_key: String::new(),
+                api_base: text("api_base"),
+                max_rps: text("max_rps"),
+            },
+            None,
+        ),
+        kind => source_form(
+            &caller,
+            &SourceForm {
+                existing: record.name.clone(),
+                name: record.name.clone(),
+                kind: kind.as_str().to_string(),
+                path: text("path"),
+                url: String::new(),
+            },
+            None,
+        ),
+    })
 }
 
 pub async fn sources(
@@ -222,6 +310,9 @@ pub async fn sources(
 
 #[derive(Deserialize, Default)]
 pub struct SourceForm {
+    /// Set when editing: the name is then fixed and an empty URL keeps the stored one.
+    #[serde(default)]
+    existing: String,
     #[serde(default)]
     name: String,
     #[serde(default)]
@@ -234,18 +325,29 @@ pub struct SourceForm {
 
 fn source_form(caller: &Caller, form: &SourceForm, problem: Option<&str>) -> Markup {
     let postgres = form.kind == "postgres";
+    let editing = !form.existing.is_empty();
+    let title = if editing {
+        format!("Edit source {}", form.existing)
+    } else {
+        "New source".to_string()
+    };
     shell(
         caller,
         Section::Sources,
-        "New source",
+        &title,
         html! {
-            (page_header("New source", Some("A warehouse that models read from, read-only."), html! {}))
+            (page_header(&title, Some("A warehouse that models read from, read-only."), html! {}))
             @if let Some(problem) = problem { (error_box(problem)) }
             form.card method="post" action="/sources" {
                 (csrf_field(caller))
+                input type="hidden" name="existing" value=(form.existing);
                 div.field {
                     label for="name" { "Name" }
-                    input #name name="name" value=(form.name) required placeholder="warehouse" pattern="[A-Za-z0-9_-]{1,64}";
+                    @if editing {
+                        input #name name="name" value=(form.existing) readonly;
+                    } @else {
+                        input #name name="name" value=(form.name) required placeholder="warehouse" pattern="[A-Za-z0-9_-]{1,64}";
+                    }
                 }
                 fieldset.field {
                     legend { "Type" }
@@ -259,7 +361,8 @@ fn source_form(caller: &Caller, form: &SourceForm, problem: Option<&str>) -> Mar
                 }
                 div.field {
                     label for="url" { "Connection URL (for PostgreSQL)" }
-                    input #url name="url" type="password" autocomplete="off" placeholder="postgres://user:password@host:5432/db";
+                    input #url name="url" type="password" autocomplete="off"
+                        placeholder=(if editing { "leave empty to keep the stored URL" } else { "postgres://user:password@host:5432/db" });
                     p.help { "Stored encrypted. Models run in read-only transactions with a statement timeout." }
                 }
                 div.form-actions {
@@ -292,7 +395,11 @@ pub async fn create_source(
             ..ConnectionInput::default()
         },
     };
-    let result = save_new(&state, &form.name, input).await;
+    let result = if form.existing.is_empty() {
+        save_new(&state, &form.name, input).await
+    } else {
+        save_changed(&state, &form.existing, input).await
+    };
     match result {
         Ok(()) => Redirect::to("/sources").into_response(),
         Err(error) => (

@@ -57,7 +57,12 @@ pub fn head(title: &str, with_htmx: bool) -> Markup {
             meta name="viewport" content="width=device-width, initial-scale=1";
             title { (title) " · ferry" }
             link rel="stylesheet" href="/assets/style.css";
-            @if with_htmx { script src="/assets/htmx.min.js" defer {} }
+            @if with_htmx {
+                // Swap error answers too (htmx 2 drops 4xx/5xx by default), so a refused form
+                // or a failed check shows its message instead of doing nothing.
+                meta name="htmx-config" content=r#"{"responseHandling":[{"code":"204","swap":false},{"code":"...","swap":true}]}"#;
+                script src="/assets/htmx.min.js" defer {}
+            }
         }
     }
 }

@@ -32,6 +32,7 @@ pub fn routes() -> Router<AppState> {
             get(connections::sources).post(connections::create_source),
         )
         .route("/sources/new", get(connections::new_source))
+        .route("/connections/{name}/edit", get(connections::edit))
         .route("/connections/{name}/test", post(connections::test))
         .route("/connections/{name}/delete", post(connections::delete))
         .route("/models", get(models::list).post(models::save))
@@ -67,6 +68,7 @@ pub const UI_ROUTES: &[(&str, &str)] = &[
     ("GET", "/sources"),
     ("POST", "/sources"),
     ("GET", "/sources/new"),
+    ("GET", "/connections/x/edit"),
     ("POST", "/connections/x/test"),
     ("POST", "/connections/x/delete"),
     ("GET", "/models"),
