@@ -1064,6 +1064,27 @@ async fn connections_models_syncs_and_runs_through_the_api() {
     assert_eq!(model_in_use.error_code(), "conflict");
     let stripe_in_use = api.delete("/api/v1/connections/stripe").await.expect(409);
     assert_eq!(stripe_in_use.error_code(), "conflict");
+    // A model change that drops a column a sync maps is refused, naming the sync.
+    let breaking = api
+        .put(
+            "/api/v1/models/people",
+            json!({ "connection": "warehouse", "sql": "select email, name from people" }),
+        )
+        .await
+        .expect(422);
+    assert!(
+        breaking
+            .message()
+            .contains("sync 'people-to-stripe' reads model 'people'")
+            && breaking.message().contains("plan"),
+        "{}",
+        breaking.text
+    );
+    let model = api.get("/api/v1/models/people").await.expect(200).json();
+    assert_eq!(
+        model["sql"], "select * from people order by id",
+        "the model was kept"
+    );
 
     let writes_before = customer_writes(&scene);
     let preview = api

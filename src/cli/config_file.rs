@@ -946,24 +946,28 @@ async fn apply_step(
         }
         What::Model => {
             let model = &desired.models[index];
-            // Syncs that read this model and that this apply does not save again must still
-            // fit its columns (a saved sync is checked by `save_sync`): checked before saving.
-            let kept = syncs_kept_as_they_are(desired, workspace, &model.name);
-            if !kept.is_empty() {
-                let (columns, _) =
-                    declare::preview_query(store, &model.connection, &model.sql, 0).await?;
-                let names: Vec<String> = columns.into_iter().map(|c| c.name).collect();
-                for (sync, spec) in kept {
-                    if let Err(problems) = ferry_engine::prepare::validate_sync(&spec, &names) {
-                        return Err(CliError::config(anyhow!(
-                            "sync '{sync}', which reads it, would not fit it any more:\n  - {}",
-                            problems.join("\n  - ")
-                        )));
-                    }
-                }
-            }
-            let columns =
-                declare::save_model(store, &model.name, &model.connection, &model.sql).await?;
+            // The syncs this apply saves again are checked when saved; the others must still
+            // fit the model's columns, which `save_model_before_syncs` checks before saving.
+            let saved_next: Vec<&str> = desired
+                .syncs
+                .iter()
+                .filter(|(name, spec)| {
+                    workspace
+                        .syncs
+                        .iter()
+                        .find(|stored| &stored.name == name)
+                        .is_none_or(|stored| &stored.spec != spec)
+                })
+                .map(|(name, _)| name.as_str())
+                .collect();
+            let columns = declare::save_model_before_syncs(
+                store,
+                &model.name,
+                &model.connection,
+                &model.sql,
+                &saved_next,
+            )
+            .await?;
             let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
             Ok(format!(
                 "{verb} model {} (columns: {}).",
@@ -980,27 +984,6 @@ async fn apply_step(
             ))
         }
     }
-}
-
-/// The syncs reading `model` that this apply does not save: unchanged in the file, or only in
-/// the workspace.
-fn syncs_kept_as_they_are(
-    desired: &Desired,
-    workspace: &Workspace,
-    model: &str,
-) -> Vec<(String, SyncSpec)> {
-    let in_file: HashMap<&str, &SyncSpec> =
-        desired.syncs.iter().map(|(n, s)| (n.as_str(), s)).collect();
-    workspace
-        .syncs
-        .iter()
-        .filter(|stored| match in_file.get(stored.name.as_str()) {
-            Some(spec) => **spec == stored.spec,
-            None => true,
-        })
-        .filter(|stored| stored.spec.model == model)
-        .map(|stored| (stored.name.clone(), stored.spec.clone()))
-        .collect()
 }
 
 // ----- export -----

@@ -191,15 +191,43 @@ pub async fn preview_query(
         .map_err(|e| EngineError::Query(e.to_string()))
 }
 
-/// Runs the query once (so a typo shows now, not at the first sync), then saves the model.
-/// Returns its columns.
+/// Runs the query once (so a typo shows now, not at the first sync), checks that the syncs
+/// reading the model still fit its columns, then saves the model. Returns its columns.
 pub async fn save_model(
     store: &StateStore,
     name: &str,
     connection: &str,
     sql: &str,
 ) -> Result<Vec<Column>, EngineError> {
+    save_model_before_syncs(store, name, connection, sql, &[]).await
+}
+
+/// [`save_model`] for a caller that saves some of the model's syncs again right after (`ferry
+/// apply`): those are checked when they are saved, so they are not held against the model.
+pub async fn save_model_before_syncs(
+    store: &StateStore,
+    name: &str,
+    connection: &str,
+    sql: &str,
+    syncs_saved_next: &[&str],
+) -> Result<Vec<Column>, EngineError> {
     let (columns, _) = preview_query(store, connection, sql, 1).await?;
+    let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+    for sync in store.list_syncs().await? {
+        if sync.spec.model != name || syncs_saved_next.contains(&sync.name.as_str()) {
+            continue;
+        }
+        if let Err(problems) = crate::prepare::validate_sync(&sync.spec, &names) {
+            return Err(EngineError::InvalidSync(
+                std::iter::once(format!(
+                    "sync '{}' reads model '{name}' and would not fit it any more; change the sync first, or keep these columns",
+                    sync.name
+                ))
+                .chain(problems)
+                .collect(),
+            ));
+        }
+    }
     store.put_model(name, connection, sql).await?;
     Ok(columns)
 }
