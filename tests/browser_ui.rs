@@ -487,6 +487,33 @@ async fn a_person_builds_and_runs_a_sync_in_the_browser() {
     browser.back().await.unwrap();
     browser.back().await.unwrap();
     camera.shoot(&browser, "run-narrow").await;
+
+    // A full resync from the sync's page looks everyone up again and finds nothing to change.
+    scene.stripe().set_faults(FaultConfig::default());
+    browser.set_window_size(1280, 800).await.unwrap();
+    browser
+        .goto(&served.url("/syncs/customers-to-stripe"))
+        .await
+        .unwrap();
+    expect_heading(&browser, "Sync customers-to-stripe").await;
+    click_button(&browser, "Full resync").await;
+    expect_heading(&browser, "Run of customers-to-stripe").await;
+    wait_for(&browser, "#run-status .badge.completed").await;
+    let unchanged = wait_for(&browser, "#run-status .count.unchanged .number")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(unchanged, CUSTOMERS.to_string());
+    let line = wait_for(&browser, "#run-status .run-line")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !line.contains(" 0 requests"),
+        "a full resync reads Stripe again: {line}"
+    );
     browser.close().await.expect("the browser closes");
 
     // What Stripe holds: every person once, with the mapped fields.

@@ -191,10 +191,16 @@ pub async fn cancel(
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_running",
-            format!(
-                "run '{id}' is {}, not running in this server",
-                run.status.as_str()
-            ),
+            if run.status == RunStatus::Running {
+                format!(
+                    "run '{id}' runs in another process (`ferry sync run` or another server); stop it there with Ctrl-C or SIGTERM"
+                )
+            } else {
+                format!(
+                    "run '{id}' is {}, so there is nothing to stop",
+                    run.status.as_str()
+                )
+            },
         ));
     }
     let run = require_run(&state, &id).await?;

@@ -657,6 +657,11 @@ pub async fn show(
                 a.button href={"/syncs/" (name) "/preview"} { "Preview" }
                 form.inline method="post" action={"/syncs/" (name) "/run"} {
                     (csrf_field(&caller))
+                    input type="hidden" name="full_resync" value="1";
+                    button type="submit" title="Look every record up in Stripe again and repair what drifted" { "Full resync" }
+                }
+                form.inline method="post" action={"/syncs/" (name) "/run"} {
+                    (csrf_field(&caller))
                     button.primary type="submit" { "Run now" }
                 }
             }))
@@ -810,10 +815,13 @@ pub async fn preview_result(State(state): State<AppState>, Path(name): Path<Stri
 pub async fn run(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    body: Bytes,
 ) -> Result<Redirect, Page> {
+    // "Full resync" looks every record up again instead of trusting what earlier runs confirmed.
+    let full_resync = form_urlencoded::parse(&body).any(|(k, v)| k == "full_resync" && v == "1");
     let run_id = state
         .runs()
-        .start(state.store().clone(), &name, false)
+        .start(state.store().clone(), &name, full_resync)
         .await?;
     Ok(Redirect::to(&format!("/runs/{run_id}")))
 }
