@@ -239,29 +239,31 @@ async fn wait_for(child: std::process::Child) -> (Option<i32>, String, String) {
 /// run's lock was a session advisory lock, which died with the server; the run must stop
 /// writing to Stripe at once (a second run could take the lock), record what Stripe
 /// confirmed, and fail with a clear error. The next run finishes the job exactly once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_state_database_restart_mid_run_stops_the_writes_and_the_rerun_is_exact() {
-    const ROWS: u32 = 300;
-    const DOWN_FOR: Duration = Duration::from_millis(1500);
+/// A slow sync of `rows` people with its state in a fresh PostgreSQL (20–50 ms per Stripe
+/// request at Stripe's 25 writes/s: 300 creates take about 12 s), started as a child process;
+/// returns once `customers` customers exist in Stripe, with the server, the state's URL, the
+/// scene, the child and when it started.
+async fn run_with_state_in_postgres(
+    rows: u32,
+    fault_seed: u64,
+    customers: usize,
+) -> (Arc<PgServer>, String, Scene, std::process::Child, Instant) {
     let pg = tokio::task::spawn_blocking(|| PgServer::start().expect("PostgreSQL starts"))
         .await
         .unwrap();
     let pg = Arc::new(pg);
     let state_url = pg.create_database("ferry_state").unwrap();
-
-    // 20–50 ms per request and Stripe's 25 writes/s: 300 creates take about 12 s.
     let mut config = fast_emulator_config();
     config.faults.latency = Duration::from_millis(20);
     config.faults.latency_jitter = Duration::from_millis(30);
-    config.fault_seed = Some(5);
+    config.fault_seed = Some(fault_seed);
     let mut scene = Scene::with_emulator(config).await;
     scene
         .env
         .push(("FERRY_STATE_URL".into(), state_url.clone()));
-    scene.warehouse_sql(&people_sql(ROWS));
+    scene.warehouse_sql(&people_sql(rows));
     scene.connect().await;
     scene.email_sync(&[]).await;
-
     let started = Instant::now();
     let child = scene
         .command(&["sync", "run", "people-to-stripe", "--format", "json"])
@@ -269,9 +271,19 @@ async fn a_state_database_restart_mid_run_stops_the_writes_and_the_rerun_is_exac
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    while scene.stripe().customers().len() < 40 && started.elapsed() < Duration::from_secs(60) {
+    while scene.stripe().customers().len() < customers
+        && started.elapsed() < Duration::from_secs(60)
+    {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    (pg, state_url, scene, child, started)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_database_restart_mid_run_stops_the_writes_and_the_rerun_is_exact() {
+    const ROWS: u32 = 300;
+    const DOWN_FOR: Duration = Duration::from_millis(1500);
+    let (pg, state_url, scene, child, started) = run_with_state_in_postgres(ROWS, 5, 40).await;
     let customers_at_restart = scene.stripe().customers().len();
     // A restart in two steps, so the test knows when the sessions (and the lock) died: a fast
     // shutdown cuts every connection, and `pg_ctl stop` returns once the server is down.
@@ -584,33 +596,7 @@ async fn a_warehouse_connection_lost_mid_stream_fails_the_run_and_writes_nothing
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_database_down_until_the_run_gives_up_loses_and_duplicates_nothing() {
     const ROWS: u32 = 300;
-    let pg = tokio::task::spawn_blocking(|| PgServer::start().expect("PostgreSQL starts"))
-        .await
-        .unwrap();
-    let pg = Arc::new(pg);
-    let state_url = pg.create_database("ferry_state").unwrap();
-    let mut config = fast_emulator_config();
-    config.faults.latency = Duration::from_millis(20);
-    config.faults.latency_jitter = Duration::from_millis(30);
-    config.fault_seed = Some(6);
-    let mut scene = Scene::with_emulator(config).await;
-    scene
-        .env
-        .push(("FERRY_STATE_URL".into(), state_url.clone()));
-    scene.warehouse_sql(&people_sql(ROWS));
-    scene.connect().await;
-    scene.email_sync(&[]).await;
-
-    let started = Instant::now();
-    let child = scene
-        .command(&["sync", "run", "people-to-stripe", "--format", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    while scene.stripe().customers().len() < 60 && started.elapsed() < Duration::from_secs(60) {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let (pg, _state_url, scene, child, started) = run_with_state_in_postgres(ROWS, 6, 60).await;
     let server = pg.clone();
     tokio::task::spawn_blocking(move || server.stop_temporarily().expect("PostgreSQL stops"))
         .await
