@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fast_emulator_config, people_sql, Scene, KEY};
+use common::{fast_emulator_config, people_sql, Scene};
 use ferry_testkit::PgServer;
 use serde_json::Value as Json;
 use std::collections::HashMap;
@@ -38,19 +38,7 @@ async fn a_postgres_model_syncs_with_state_in_postgres() {
     scene
         .env
         .push(("FERRY_STATE_URL".into(), state_url.clone()));
-    let url = scene.emulator.url();
-    scene
-        .ferry(&[
-            "connect",
-            "stripe",
-            "stripe",
-            "--api-key",
-            KEY,
-            "--api-base",
-            &url,
-        ])
-        .await
-        .ok();
+    scene.connect_stripe(&[]).await;
     scene
         .ferry(&["connect", "postgres", "warehouse", "--url", &warehouse_url])
         .await
@@ -433,24 +421,10 @@ async fn a_warehouse_connection_lost_mid_stream_fails_the_run_and_writes_nothing
     scene
         .env
         .push(("FERRY_STATE_URL".into(), state_url.clone()));
-    let url = scene.emulator.url();
     // ferry's own rate limit off, so the rerun's 3000 creates take seconds, not minutes.
     scene
-        .ferry(&[
-            "connect",
-            "stripe",
-            "stripe",
-            "--api-key",
-            KEY,
-            "--api-base",
-            &url,
-            "--max-rps",
-            "0",
-            "--max-rps-per-endpoint",
-            "0",
-        ])
-        .await
-        .ok();
+        .connect_stripe(&["--max-rps", "0", "--max-rps-per-endpoint", "0"])
+        .await;
     scene
         .ferry(&["connect", "postgres", "warehouse", "--url", &warehouse_url])
         .await

@@ -220,23 +220,9 @@ async fn fault_suite_every_fault_at_once_on_a_large_sync() {
     scene.warehouse_sql(&people_sql(rows));
     // ferry's own rate limiter off: the suite is about faults, and at Stripe's 25/s it would
     // take minutes. Concurrency (32 in flight against 300 ms latency) still bounds the pace.
-    let url = scene.emulator.url();
     scene
-        .ferry(&[
-            "connect",
-            "stripe",
-            "stripe",
-            "--api-key",
-            common::KEY,
-            "--api-base",
-            &url,
-            "--max-rps",
-            "0",
-            "--max-rps-per-endpoint",
-            "0",
-        ])
-        .await
-        .ok();
+        .connect_stripe(&["--max-rps", "0", "--max-rps-per-endpoint", "0"])
+        .await;
     let warehouse = scene.warehouse().display().to_string();
     scene
         .ferry(&["connect", "duckdb", "warehouse", "--path", &warehouse])

@@ -56,6 +56,22 @@ pub fn fast_emulator_config() -> EmulatorConfig {
 }
 
 impl Scene {
+    /// Connects the emulator as `stripe` (`ferry connect stripe stripe … EXTRA…`), which must work.
+    pub async fn connect_stripe(&self, extra: &[&str]) {
+        let url = self.emulator.url();
+        let mut args = vec![
+            "connect",
+            "stripe",
+            "stripe",
+            "--api-key",
+            KEY,
+            "--api-base",
+            &url,
+        ];
+        args.extend_from_slice(extra);
+        self.ferry(&args).await.ok();
+    }
+
     pub async fn new() -> Scene {
         Scene::with_emulator(fast_emulator_config()).await
     }
@@ -125,18 +141,7 @@ impl Scene {
 
     /// Connects the emulator as `stripe` and the warehouse as `warehouse`.
     pub async fn connect(&self) {
-        let url = self.emulator.url();
-        self.ferry(&[
-            "connect",
-            "stripe",
-            "stripe",
-            "--api-key",
-            KEY,
-            "--api-base",
-            &url,
-        ])
-        .await
-        .ok();
+        self.connect_stripe(&[]).await;
         let warehouse = self.warehouse().display().to_string();
         self.ferry(&["connect", "duckdb", "warehouse", "--path", &warehouse])
             .await

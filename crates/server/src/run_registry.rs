@@ -122,12 +122,7 @@ impl RunRegistry {
         let rows = run.planned.load(Ordering::Relaxed);
         Some(LiveProgress {
             rows: (rows != u64::MAX).then_some(rows),
-            done: counts.created
-                + counts.updated
-                + counts.unchanged
-                + counts.not_found
-                + counts.rejected
-                + counts.failed,
+            done: counts.outcomes_total(),
             counts,
             cancel_requested: run.cancel.load(Ordering::Relaxed),
         })

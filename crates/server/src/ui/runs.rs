@@ -10,7 +10,7 @@ use crate::AppState;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Extension;
-use ferry_core::{Outcome, RunStatus};
+use ferry_core::{Outcome, RunCounts, RunStatus};
 use ferry_state::RunRecord;
 use maud::{html, Markup};
 use serde::Deserialize;
@@ -85,8 +85,7 @@ pub struct RunPageParams {
     page: Option<usize>,
 }
 
-fn counts_block(run: &RunRecord) -> Markup {
-    let c = &run.counts;
+fn counts_block(c: &RunCounts) -> Markup {
     let items = [
         ("created", "Created", c.created),
         ("updated", "Updated", c.updated),
@@ -139,15 +138,11 @@ fn status_block(state: &AppState, run: &RunRecord, caller: &Caller) -> Markup {
                         }
                     }
                 }
-                div.counts.live {
-                    @for (class, label, count) in [("created", "Created", progress.counts.created), ("updated", "Updated", progress.counts.updated), ("unchanged", "Unchanged", progress.counts.unchanged), ("rejected", "Rejected", progress.counts.rejected), ("failed", "Failed", progress.counts.failed)] {
-                        div class={"count " (class)} { div.number { (count) } div.label { (label) } }
-                    }
-                }
+                (counts_block(&progress.counts))
             } @else if running {
                 p.muted { "This run is running in another process." }
             } @else {
-                (counts_block(run))
+                (counts_block(&run.counts))
             }
         }
     }
