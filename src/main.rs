@@ -3,11 +3,10 @@
 
 mod cli;
 
-use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let args = cli::parse_command_line();
     cli::init_logging(args.global.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

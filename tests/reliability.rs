@@ -311,3 +311,114 @@ async fn killed_at_twenty_seeded_random_moments_then_rerun_is_exact() {
     assert_each_person_once(&scene, 600);
     assert_snapshot_agrees_with_stripe(&scene, 600).await;
 }
+
+/// A run killed after saving its creates but before sending some of them; then someone creates
+/// one of those customers by hand; the rerun must find and update that customer, not replay the
+/// saved create and make a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_then_someone_creates_the_customer_then_the_rerun_updates_it_not_duplicates() {
+    let mut config = fast_emulator_config();
+    config.faults.latency = Duration::from_millis(40);
+    let scene = Scene::with_emulator(config).await;
+    scene.warehouse_sql(&people_sql(300));
+    scene.connect().await;
+    scene.email_sync(&[]).await;
+    let mut child = scene
+        .command(&["sync", "run", "people-to-stripe"])
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while scene.stripe().customers().len() < 20 && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let in_stripe = scene.stripe().customers().len();
+    assert!(
+        (20..300).contains(&in_stripe),
+        "killed mid-run: {in_stripe}"
+    );
+    // The last row, surely not sent yet, is created by hand (no ferry metadata, another name).
+    assert!(scene
+        .customers_with_email("person300@example.com")
+        .is_empty());
+    let by_hand = scene.stripe().seed_customer(serde_json::json!({
+        "email": "person300@example.com",
+        "name": "Created by hand",
+    }));
+    let run = scene.run_sync_json("people-to-stripe", &[]).await;
+    assert_eq!(
+        (run["status"].as_str(), run["failed"].as_u64()),
+        (Some("completed"), Some(0)),
+        "{run}"
+    );
+    let found = scene.customers_with_email("person300@example.com");
+    assert_eq!(found.len(), 1, "one customer for person300: {found:?}");
+    assert_eq!(
+        found[0]["id"],
+        by_hand.as_str(),
+        "the customer made by hand was kept"
+    );
+    assert_eq!(found[0]["name"], "Person 300", "and brought up to date");
+    assert_each_person_once(&scene, 300);
+    assert_snapshot_agrees_with_stripe(&scene, 300).await;
+}
+
+/// Two syncs keyed on email over the same rows, run at once by two processes: they take turns
+/// creating in the account, and the second finds what the first created. Each customer exists
+/// once and carries both syncs' fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_syncs_with_overlapping_keys_run_at_once_create_each_customer_once() {
+    let mut config = fast_emulator_config();
+    config.faults.latency = Duration::from_millis(10);
+    let scene = Scene::with_emulator(config).await;
+    scene.warehouse_sql(&people_sql(300));
+    scene.connect().await;
+    scene.email_sync(&[]).await; // people-to-stripe: name, phone, metadata.plan
+    scene
+        .ferry(&[
+            "sync",
+            "create",
+            "people-ids",
+            "--model",
+            "people",
+            "--destination",
+            "stripe",
+            "--key",
+            "email=email",
+            "--map",
+            "id=metadata.person_id",
+        ])
+        .await
+        .ok();
+    for round in 0..2 {
+        let children: Vec<_> = ["people-to-stripe", "people-ids"]
+            .iter()
+            .map(|sync| {
+                scene
+                    .command(&["sync", "run", sync, "--format", "json"])
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+                .await
+                .unwrap();
+            assert!(output.status.success(), "round {round}: {output:?}");
+        }
+    }
+    assert_each_person_once(&scene, 300);
+    let seven = &scene.customers_with_email("person7@example.com")[0];
+    assert_eq!(seven["metadata"]["person_id"], "7");
+    assert_eq!(seven["metadata"]["plan"], "pro");
+    for sync in ["people-to-stripe", "people-ids"] {
+        let again = scene.run_sync_json(sync, &[]).await;
+        assert_eq!(
+            (again["unchanged"].as_u64(), again["requests"].as_u64()),
+            (Some(300), Some(0)),
+            "{sync}: {again}"
+        );
+    }
+}

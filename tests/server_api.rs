@@ -1548,3 +1548,98 @@ async fn a_schedule_is_kept_and_a_fresh_one_waits_its_interval() {
     let body = refused.text().await.unwrap();
     assert!(body.contains("daily at 06:30"), "{body}");
 }
+
+/// A DuckDB connection to the workspace's own files is refused before DuckDB opens anything:
+/// DuckDB opening and closing `ferry.db` inside the server used to drop SQLite's locks, so the
+/// next CLI command deleted the server's WAL under it (a revoked token kept working, then the
+/// database was "malformed"). Afterwards the server and the CLI still share one consistent
+/// workspace: a token revoked by the CLI is refused by the server at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duckdb_connection_to_the_workspace_is_refused_and_the_workspace_stays_whole() {
+    let scene = Scene::new().await;
+    let served = scene.serve(&[]).await;
+    let api = Probe::new(&served);
+    let workspace = scene.workspace();
+    let hard_link = scene.dir.path().join("innocent.duckdb");
+    std::fs::hard_link(workspace.join("ferry.db"), &hard_link).unwrap();
+    let symlink = scene.dir.path().join("also-innocent.duckdb");
+    std::os::unix::fs::symlink(workspace.join("ferry.db"), &symlink).unwrap();
+    for (i, path) in [
+        workspace.join("ferry.db"),
+        workspace.join("ferry.db-wal"),
+        workspace.join("master.key"),
+        workspace.clone(),
+        hard_link.clone(),
+        symlink.clone(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        for skip_test in [false, true] {
+            let reply = api
+                .post(
+                    "/api/v1/connections",
+                    json!({ "name": format!("w{i}"), "kind": "duckdb",
+                            "path": path.display().to_string(), "skip_test": skip_test }),
+                )
+                .await
+                .expect(422);
+            assert!(
+                reply.message().contains("inside ferry's workspace"),
+                "{}: {}",
+                path.display(),
+                reply.text
+            );
+        }
+    }
+    let listed = api.get("/api/v1/connections").await.expect(200).json();
+    assert_eq!(
+        listed["connections"],
+        json!([]),
+        "nothing was saved: {listed}"
+    );
+
+    // The CLI and the server still share the workspace: what one writes, the other sees.
+    let created = scene.ferry(&["token", "create", "doomed"]).await.ok();
+    let doomed = created.stdout.trim().to_string();
+    let as_doomed = |path: &str| {
+        reqwest::Client::new()
+            .get(served.url(path))
+            .header(AUTHORIZATION, format!("Bearer {doomed}"))
+            .send()
+    };
+    assert_eq!(
+        as_doomed("/api/v1/connections").await.unwrap().status(),
+        StatusCode::OK
+    );
+    scene.ferry(&["token", "revoke", "doomed"]).await.ok();
+    assert_eq!(
+        as_doomed("/api/v1/connections").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED,
+        "a token revoked by the CLI is refused by the running server"
+    );
+    api.post(
+        "/api/v1/connections",
+        stripe_connection(&scene, "stripe", KEY),
+    )
+    .await
+    .expect(201);
+    drop(served);
+    let check = rusqlite::Connection::open(workspace.join("ferry.db")).unwrap();
+    let integrity: String = check
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    let tokens: Vec<String> = check
+        .prepare("SELECT name FROM api_tokens ORDER BY name")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(tokens, ["first-sign-in"], "the revoked token stays revoked");
+    let connections: i64 = check
+        .query_row("SELECT count(*) FROM connections", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(connections, 1, "the server's last write is in the database");
+}

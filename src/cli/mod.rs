@@ -73,6 +73,30 @@ pub enum Command {
     /// Run a local emulator of a destination's API.
     #[command(subcommand)]
     Emulate(EmulateCommand),
+    /// Print shell completions: `ferry completions bash > /etc/bash_completion.d/ferry`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `ferry --version`: the version and the Stripe API version every request is pinned to.
+pub fn version_text() -> &'static str {
+    static TEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "{} (Stripe API version {})",
+            env!("CARGO_PKG_VERSION"),
+            ferry_destinations::stripe::STRIPE_VERSION
+        )
+    });
+    &TEXT
+}
+
+/// The parsed command line, with [`version_text`] as the version.
+pub fn parse_command_line() -> Cli {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let matches = Cli::command().version(version_text()).get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
 }
 
 #[derive(Subcommand, Debug)]
@@ -211,6 +235,12 @@ pub async fn run(cli: Cli) -> CliResult {
             config_file::export(&open_workspace(&cli.global).await?, args).await
         }
         Command::Quickstart(args) => quickstart::quickstart(args).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "ferry", &mut std::io::stdout());
+            Ok(0)
+        }
         Command::Emulate(EmulateCommand::Stripe(args)) => {
             ferry_stripe_emulator::run_from_cli(args)
                 .await

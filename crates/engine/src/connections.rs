@@ -7,7 +7,7 @@ use crate::EngineError;
 use ferry_destinations::stripe::{StripeConfig, STRIPE_API_BASE};
 use ferry_source::SourceConfig;
 use ferry_state::{ConnectionKind, ConnectionRecord, StateStore};
-use std::path::PathBuf;
+use std::path::Path;
 
 pub fn stripe_config(
     store: &StateStore,
@@ -55,9 +55,7 @@ pub fn source_config(
                         connection.name
                     ))
                 })?;
-            Ok(SourceConfig::DuckDb {
-                path: PathBuf::from(path),
-            })
+            duckdb_source(store, Path::new(path))
         }
         ConnectionKind::Postgres => {
             let secret = connection.secret.as_ref().ok_or_else(|| {
@@ -76,6 +74,23 @@ pub fn source_config(
             expected: "a warehouse (duckdb or postgres)",
         }),
     }
+}
+
+/// A DuckDB warehouse at `path`, refused when the path is ferry's own workspace (its database,
+/// key or lock files, through any link): DuckDB opening and closing the workspace database in
+/// this process would drop SQLite's locks on it and let another ferry process corrupt it.
+pub fn duckdb_source(store: &StateStore, path: &Path) -> Result<SourceConfig, EngineError> {
+    if store.is_inside_workspace(path) {
+        return Err(EngineError::Config(format!(
+            "{} is inside ferry's workspace ({}); a DuckDB connection must point at your \
+             warehouse's database file, never at ferry's own files",
+            path.display(),
+            store.workspace_dir().display()
+        )));
+    }
+    Ok(SourceConfig::DuckDb {
+        path: path.to_path_buf(),
+    })
 }
 
 fn expect_kind(

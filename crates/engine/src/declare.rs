@@ -2,6 +2,7 @@
 //! systems. The CLI, the server, the web UI and `ferry apply` all save through here, so every
 //! door checks the same things and gives the same errors.
 
+use crate::connections::duckdb_source;
 use crate::{source_config, stripe_config, EngineError};
 use ferry_core::{Secret, SyncSpec, Value};
 use ferry_destinations::stripe::{StripeConfig, STRIPE_API_BASE};
@@ -101,15 +102,7 @@ pub async fn test_new_connection(
         }
         ConnectionKind::Duckdb | ConnectionKind::Postgres => {
             let source = match connection.kind {
-                ConnectionKind::Duckdb => SourceConfig::DuckDb {
-                    path: PathBuf::from(
-                        connection
-                            .config
-                            .get("path")
-                            .and_then(|v| v.as_str())
-                            .unwrap_or_default(),
-                    ),
-                },
+                ConnectionKind::Duckdb => duckdb_source(store, &new_duckdb_path(connection))?,
                 _ => SourceConfig::Postgres {
                     url: secret.unwrap_or_else(|| Secret::new("")),
                 },
@@ -131,11 +124,24 @@ pub async fn save_connection(
         let saved = require_connection(store, &connection.name).await?;
         check_kept_secret(&saved, connection)?;
     }
+    if connection.kind == ConnectionKind::Duckdb {
+        duckdb_source(store, &new_duckdb_path(connection))?;
+    }
     if test {
         test_new_connection(store, connection).await?;
     }
     store.put_connection(connection).await?;
     require_connection(store, &connection.name).await
+}
+
+fn new_duckdb_path(connection: &NewConnection) -> PathBuf {
+    PathBuf::from(
+        connection
+            .config
+            .get("path")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default(),
+    )
 }
 
 /// A change that keeps the stored secret may not send it anywhere else: not to another

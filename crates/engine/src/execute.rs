@@ -110,7 +110,10 @@ pub async fn execute_plan(
                 created_at: now,
             };
             new_pending.push(pending.clone());
-            planned_record.action = Action::ReplayCreate { pending };
+            planned_record.action = Action::ReplayCreate {
+                pending,
+                from_earlier_run: false,
+            };
         }
         work.push(planned_record);
     }
@@ -162,7 +165,12 @@ pub async fn execute_plan(
                 }
                 let Some(next) = queue.next() else { break };
                 match immediate_outcome(&next) {
-                    Some(done) => committer.push(done).await?,
+                    Some(mut done) => {
+                        if next.drops_pending && done.row.outcome == Outcome::Unchanged {
+                            done.pending_resolved = Some(next.record.match_key.clone());
+                        }
+                        committer.push(done).await?
+                    }
                     None => {
                         in_flight_rows.insert(next.record.row_number, next.record.key.clone());
                         in_flight.push(execute_one(exec, next));
@@ -287,6 +295,9 @@ fn immediate_outcome(planned: &PlannedRecord) -> Option<Settled> {
 }
 
 async fn execute_one(exec: &Execution<'_>, planned: PlannedRecord) -> Result<Settled, EngineError> {
+    let drops_pending = planned
+        .drops_pending
+        .then(|| planned.record.match_key.clone());
     let record = planned.record;
     match planned.action {
         Action::Update {
@@ -317,6 +328,7 @@ async fn execute_one(exec: &Execution<'_>, planned: PlannedRecord) -> Result<Set
                         &customer.id,
                         &record.payload,
                     ));
+                    done.pending_resolved = drops_pending;
                     Ok(done)
                 }
                 Err(StripeCallError::Refused {
@@ -339,7 +351,10 @@ async fn execute_one(exec: &Execution<'_>, planned: PlannedRecord) -> Result<Set
                 Err(error) => settle_error(&record.key, record.row_number, error, None),
             }
         }
-        Action::ReplayCreate { pending } => {
+        Action::ReplayCreate {
+            pending,
+            from_earlier_run,
+        } => {
             // Stripe keeps an idempotency key for 24 hours; past that a replay could create a
             // second customer. Such a row waits for the next run, which looks it up first.
             if chrono::Utc::now() - pending.created_at > crate::plan::PENDING_CREATE_MAX_AGE {
@@ -358,7 +373,18 @@ async fn execute_one(exec: &Execution<'_>, planned: PlannedRecord) -> Result<Set
                 .create_customer(&pending.request_body, &pending.idempotency_key)
                 .await;
             match result {
-                Ok(customer) => finish_create(exec, &record, &pending, customer).await,
+                // The lookup before this replay found no customer with the key, yet Stripe
+                // answers with the one an interrupted run made: either that customer was
+                // deleted since, or its create was still finishing during the lookup. Stripe's
+                // own answer says which.
+                Ok((customer, true)) if from_earlier_run => {
+                    match exec.stripe.retrieve_customer(&customer.id).await {
+                        Ok(Some(live)) => finish_create(exec, &record, &pending, live).await,
+                        Ok(None) => create_anew(exec, &record, &pending).await,
+                        Err(error) => settle_error(&record.key, record.row_number, error, None),
+                    }
+                }
+                Ok((customer, _)) => finish_create(exec, &record, &pending, customer).await,
                 Err(error) => {
                     settle_error(&record.key, record.row_number, error, Some(&pending.key))
                 }
@@ -370,8 +396,38 @@ async fn execute_one(exec: &Execution<'_>, planned: PlannedRecord) -> Result<Set
         other => Ok(immediate_outcome(&PlannedRecord {
             record,
             action: other,
+            drops_pending: false,
         })
         .expect("only writes need a request")),
+    }
+}
+
+/// The customer an interrupted run created was deleted in Stripe since: create it again, under
+/// a new idempotency key saved first (the old key would only replay the deleted customer).
+async fn create_anew(
+    exec: &Execution<'_>,
+    record: &crate::prepare::PreparedRecord,
+    old: &PendingCreate,
+) -> Result<Settled, EngineError> {
+    let now = chrono::Utc::now();
+    let fresh = PendingCreate {
+        key: old.key.clone(),
+        idempotency_key: create_idempotency_key(exec.sync_uid, &old.key, &old.request_body, now),
+        request_body: form::encode(&create_params(&record.payload)),
+        created_at: now,
+    };
+    retry_state_write("saving a pending create", || {
+        exec.store
+            .save_pending_creates(exec.sync_name, std::slice::from_ref(&fresh))
+    })
+    .await?;
+    match exec
+        .stripe
+        .create_customer(&fresh.request_body, &fresh.idempotency_key)
+        .await
+    {
+        Ok((customer, _)) => finish_create(exec, record, &fresh, customer).await,
+        Err(error) => settle_error(&record.key, record.row_number, error, Some(&fresh.key)),
     }
 }
 

@@ -19,9 +19,9 @@ use ferry_destinations::stripe::{StripeConfig, StripeService};
 use ferry_source::{QueryOptions, SourceConfig};
 use ferry_state::{ModelRecord, StateError, StateStore, SyncRecord};
 use plan::{plan_records, PlanInputs, PlannedRecord};
-use prepare::{prepare_row, reject_duplicate_keys, validate_sync, RejectedRow};
+use prepare::{prepare_row, reject_duplicate_keys, validate_sync, RejectedRow, ValidatedSync};
 use serde::Serialize;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -150,7 +150,12 @@ const REJECTED_EXAMPLES: usize = 20;
 pub async fn preview_sync(store: &StateStore, setup: &SyncSetup) -> Result<Preview, EngineError> {
     let stripe =
         StripeService::new(setup.stripe.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
-    let (rows, invalid, planned) = read_and_plan(store, setup, &stripe, false).await?;
+    let ReadAndPlanned {
+        rows,
+        invalid,
+        planned,
+        ..
+    } = read_and_plan(store, setup, &stripe, false).await?;
     let mut preview = Preview {
         rows,
         invalid: invalid.len() as u64,
@@ -318,11 +323,38 @@ pub async fn run_sync(
     let mut counts = RunCounts::default();
     let lock_held = || lock.is_still_held();
     let result = async {
-        let (rows, invalid, planned) =
-            read_and_plan(store, setup, &stripe, options.full_resync).await?;
-        counts.rows = rows;
+        let read = read_and_plan(store, setup, &stripe, options.full_resync).await?;
+        counts.rows = read.rows;
         if let Some(on_plan) = &options.on_plan {
-            on_plan(rows);
+            on_plan(read.rows);
+        }
+        let mut planned = read.planned;
+        // Another sync into the same Stripe account may create the same customers: runs that
+        // create take turns under the account's create lock, and look their creates up again
+        // once they hold it.
+        let mut _create_lock = None;
+        if planned.iter().any(|p| {
+            matches!(
+                p.action,
+                Action::Create { .. } | Action::ReplayCreate { .. }
+            )
+        }) {
+            let scope = stripe.create_scope("customer").await.map_err(|e| match e {
+                ferry_destinations::stripe::StripeCallError::Unauthorized { message, .. } => {
+                    EngineError::StripeKey(message)
+                }
+                other => EngineError::StripeLookup(other.to_string()),
+            })?;
+            let give_up = || options.cancel.load(Ordering::Relaxed) || !lock.is_still_held();
+            let held = match store.lock_create_scope(&scope, &give_up).await? {
+                Some(held) => held,
+                None if !lock.is_still_held() => return Err(EngineError::LockLost),
+                None => return Ok(execute::Ending::Cancelled),
+            };
+            _create_lock = Some(held);
+            planned =
+                plan::recheck_creates(&stripe, &read.context.inputs(options.full_resync), planned)
+                    .await?;
         }
         let execution = execute::Execution {
             store,
@@ -334,7 +366,7 @@ pub async fn run_sync(
             cancel: options.cancel.clone(),
             lock_held: &lock_held,
         };
-        execute::execute_plan(&execution, invalid, planned, &mut counts).await
+        execute::execute_plan(&execution, read.invalid, planned, &mut counts).await
     }
     .await;
     counts.requests = stripe.http().requests_sent();
@@ -385,13 +417,41 @@ pub async fn run_sync(
     })
 }
 
+/// What a run knows once the model is read and planned.
+struct ReadAndPlanned {
+    rows: u64,
+    invalid: Vec<RejectedRow>,
+    planned: Vec<PlannedRecord>,
+    context: PlanContext,
+}
+
+/// What planning reads from the workspace, kept to plan creates again under the create lock.
+struct PlanContext {
+    sync: ValidatedSync,
+    behavior: ferry_core::Behavior,
+    snapshot: std::collections::HashMap<String, ferry_state::SnapshotEntry>,
+    pending: std::collections::HashMap<String, ferry_state::PendingCreate>,
+}
+
+impl PlanContext {
+    fn inputs(&self, full_resync: bool) -> PlanInputs<'_> {
+        PlanInputs {
+            sync: &self.sync,
+            behavior: self.behavior,
+            snapshot: &self.snapshot,
+            pending: &self.pending,
+            full_resync,
+        }
+    }
+}
+
 /// Streams the model, prepares every row, and plans the records.
 async fn read_and_plan(
     store: &StateStore,
     setup: &SyncSetup,
     stripe: &StripeService,
     full_resync: bool,
-) -> Result<(u64, Vec<RejectedRow>, Vec<PlannedRecord>), EngineError> {
+) -> Result<ReadAndPlanned, EngineError> {
     let source_error = |error: ferry_source::SourceError| {
         let mut problem = error.to_string();
         if matches!(error, ferry_source::SourceError::ConnectionLost { .. }) {
@@ -425,17 +485,19 @@ async fn read_and_plan(
     let (ready, duplicates) = reject_duplicate_keys(ready);
     invalid.extend(duplicates);
     invalid.sort_by_key(|r| r.row_number);
-    let snapshot = store.load_snapshot(&setup.sync.name).await?;
-    let pending = store.load_pending_creates(&setup.sync.name).await?;
-    let inputs = PlanInputs {
-        sync: &validated,
+    let context = PlanContext {
+        sync: validated,
         behavior: setup.sync.spec.behavior,
-        snapshot: &snapshot,
-        pending: &pending,
-        full_resync,
+        snapshot: store.load_snapshot(&setup.sync.name).await?,
+        pending: store.load_pending_creates(&setup.sync.name).await?,
     };
-    let planned = plan_records(stripe, &inputs, ready).await?;
-    Ok((rows, invalid, planned))
+    let planned = plan_records(stripe, &context.inputs(full_resync), ready).await?;
+    Ok(ReadAndPlanned {
+        rows,
+        invalid,
+        planned,
+        context,
+    })
 }
 
 /// Counts of a finished run by outcome, for reports.

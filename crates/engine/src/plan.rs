@@ -30,10 +30,12 @@ pub enum Action {
     Create {
         changes: Json,
     },
-    /// A create that an interrupted run saved but may not have finished: sent again with the
-    /// same idempotency key and body, so Stripe returns the customer it made, if it made one.
+    /// A create whose idempotency key and body are saved: sent with them, so that Stripe
+    /// returns the customer it made if an earlier attempt made one. `from_earlier_run`: an
+    /// interrupted run saved it, and a lookup just now found no customer with the key.
     ReplayCreate {
         pending: PendingCreate,
+        from_earlier_run: bool,
     },
     NotFound,
     Reject {
@@ -49,6 +51,9 @@ pub enum Action {
 pub struct PlannedRecord {
     pub record: PreparedRecord,
     pub action: Action,
+    /// An interrupted run saved a create for this key, and the lookup found the customer it
+    /// (or someone) made: the saved create is dropped once this record settles.
+    pub drops_pending: bool,
 }
 
 pub struct PlanInputs<'a> {
@@ -64,37 +69,82 @@ pub async fn plan_records(
     inputs: &PlanInputs<'_>,
     records: Vec<PreparedRecord>,
 ) -> Result<Vec<PlannedRecord>, EngineError> {
-    let now = chrono::Utc::now();
     let mut planned = Vec::with_capacity(records.len());
     let mut unknown = Vec::new();
     for record in records {
-        let pending = inputs
-            .pending
-            .get(&record.match_key)
-            .filter(|p| now - p.created_at < PENDING_CREATE_MAX_AGE);
         let remembered = inputs
             .snapshot
             .get(&record.match_key)
             .filter(|_| !inputs.full_resync);
-        let action = if let Some(entry) = remembered {
-            Some(action_from_snapshot(&record, entry))
-        } else {
-            pending.map(|p| Action::ReplayCreate { pending: p.clone() })
-        };
-        match action {
-            Some(action) => planned.push(PlannedRecord { record, action }),
+        match remembered {
+            Some(entry) => planned.push(PlannedRecord {
+                action: action_from_snapshot(&record, entry),
+                record,
+                drops_pending: false,
+            }),
+            // A create saved by an interrupted run is looked up like any new row: the run may
+            // have died before sending it, and someone may have created the customer since.
             None => unknown.push(record),
         }
     }
-    let lookup_refs: Vec<&PreparedRecord> = unknown.iter().collect();
-    let matches =
-        find_existing_customers(stripe, inputs.sync, &lookup_refs, inputs.snapshot.len()).await?;
-    for record in unknown {
-        let action = action_from_lookup(inputs, &record, &matches);
-        planned.push(PlannedRecord { record, action });
-    }
+    planned.extend(plan_from_lookups(stripe, inputs, unknown).await?);
     planned.sort_by_key(|p| p.record.row_number);
     Ok(planned)
+}
+
+/// Looks the creates of a plan up again and plans them anew; the other records keep their
+/// action. Called once the run holds the create lock of the Stripe account: another sync may
+/// have created some of these customers since they were planned.
+pub async fn recheck_creates(
+    stripe: &StripeService,
+    inputs: &PlanInputs<'_>,
+    planned: Vec<PlannedRecord>,
+) -> Result<Vec<PlannedRecord>, EngineError> {
+    let (creates, mut kept): (Vec<_>, Vec<_>) = planned.into_iter().partition(|p| {
+        matches!(
+            p.action,
+            Action::Create { .. } | Action::ReplayCreate { .. }
+        )
+    });
+    if creates.is_empty() {
+        return Ok(kept);
+    }
+    tracing::debug!(
+        creates = creates.len(),
+        "Checking again, under the account's create lock, that the customers to create do not exist."
+    );
+    let records = creates.into_iter().map(|p| p.record).collect();
+    kept.extend(plan_from_lookups(stripe, inputs, records).await?);
+    kept.sort_by_key(|p| p.record.row_number);
+    Ok(kept)
+}
+
+async fn plan_from_lookups(
+    stripe: &StripeService,
+    inputs: &PlanInputs<'_>,
+    records: Vec<PreparedRecord>,
+) -> Result<Vec<PlannedRecord>, EngineError> {
+    let lookup_refs: Vec<&PreparedRecord> = records.iter().collect();
+    let matches =
+        find_existing_customers(stripe, inputs.sync, &lookup_refs, inputs.snapshot.len()).await?;
+    let now = chrono::Utc::now();
+    Ok(records
+        .into_iter()
+        .map(|record| {
+            let pending = inputs.pending.get(&record.match_key);
+            // Stripe keeps an idempotency key for at least 24 hours; an older saved create is
+            // not replayed (its key may be forgotten) but made anew with a new key.
+            let replayable = pending.filter(|p| now - p.created_at < PENDING_CREATE_MAX_AGE);
+            let action = action_from_lookup(inputs, &record, &matches, replayable);
+            let drops_pending = pending.is_some()
+                && matches!(action, Action::Update { .. } | Action::Unchanged { .. });
+            PlannedRecord {
+                record,
+                action,
+                drops_pending,
+            }
+        })
+        .collect())
 }
 
 fn action_from_snapshot(record: &PreparedRecord, entry: &SnapshotEntry) -> Action {
@@ -131,6 +181,7 @@ fn action_from_lookup(
     inputs: &PlanInputs<'_>,
     record: &PreparedRecord,
     matches: &Matches,
+    pending: Option<&PendingCreate>,
 ) -> Action {
     let found = match matches.get(&record.match_key) {
         Some(Ok(found)) => found,
@@ -147,18 +198,24 @@ fn action_from_lookup(
     };
     match found.as_slice() {
         [] => match inputs.behavior {
-            Behavior::UpdateOrCreate => {
-                let all: Vec<String> = record
-                    .payload
-                    .fields
-                    .iter()
-                    .filter(|(_, v)| **v != FieldValue::Clear)
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                Action::Create {
-                    changes: describe_changes(&record.payload, &all, |_| Json::Null),
+            Behavior::UpdateOrCreate => match pending {
+                Some(pending) => Action::ReplayCreate {
+                    pending: pending.clone(),
+                    from_earlier_run: true,
+                },
+                None => {
+                    let all: Vec<String> = record
+                        .payload
+                        .fields
+                        .iter()
+                        .filter(|(_, v)| **v != FieldValue::Clear)
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    Action::Create {
+                        changes: describe_changes(&record.payload, &all, |_| Json::Null),
+                    }
                 }
-            }
+            },
             Behavior::UpdateOnly => Action::NotFound,
         },
         [customer] => {

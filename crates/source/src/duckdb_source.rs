@@ -175,8 +175,8 @@ fn read_model(
 /// missing file read-only anyway, but checking first gives a clearer message and guarantees
 /// ferry never creates an empty warehouse by mistake.
 fn open_read_only(path: &Path) -> Result<Connection, SourceError> {
-    if !path.is_file() {
-        return Err(SourceError::DuckDbFileMissing {
+    if !is_duckdb_file(path) {
+        return Err(SourceError::DuckDbNotUsable {
             path: path.to_path_buf(),
         });
     }
@@ -194,6 +194,26 @@ fn open_read_only(path: &Path) -> Result<Connection, SourceError> {
         .and_then(|c| c.enable_autoload_extension(false))
         .map_err(open_failed)?;
     Connection::open_with_flags(path, config).map_err(open_failed)
+}
+
+/// Whether `path` is a regular file that starts like a DuckDB database: an 8-byte checksum,
+/// then the magic bytes `DUCK`. Checked before DuckDB opens anything, so that DuckDB never
+/// touches a file of another kind (a SQLite database whose locks its close would drop, a
+/// device, a secret it would then quote in an error).
+fn is_duckdb_file(path: &Path) -> bool {
+    use std::io::Read as _;
+    const MAGIC: &[u8; 4] = b"DUCK";
+    let Ok(metadata) = std::fs::metadata(path) else {
+        return false;
+    };
+    if !metadata.is_file() {
+        return false;
+    }
+    let mut header = [0u8; 12];
+    std::fs::File::open(path)
+        .and_then(|mut file| file.read_exact(&mut header))
+        .is_ok()
+        && &header[8..12] == MAGIC
 }
 
 fn classify_model_error(

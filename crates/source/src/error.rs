@@ -26,12 +26,14 @@ pub enum SourceError {
     )]
     AuthenticationFailed { target: String, reason: String },
 
+    /// Missing, unreadable, or not a DuckDB database: one sentence for all three, so that a
+    /// caller of the server's API cannot tell which files exist on the server's machine.
     #[error(
-        "DuckDB file not found at {}; check the path (ferry opens the file read-only and never \
-         creates it)",
+        "cannot open {} as a DuckDB database: there is no readable DuckDB file at that path; \
+         check the path (ferry opens the file read-only and never creates it)",
         path.display()
     )]
-    DuckDbFileMissing { path: PathBuf },
+    DuckDbNotUsable { path: PathBuf },
 
     #[error("cannot open the DuckDB file at {}: {reason}", path.display())]
     DuckDbOpenFailed { path: PathBuf, reason: String },

@@ -836,24 +836,45 @@ async fn test_connection_reads_the_warehouse(warehouse: TestWarehouse) {
 // Backend-specific failures
 // ---------------------------------------------------------------------------------------------
 
+/// Missing, not a DuckDB file, a directory, unreadable: one sentence, so that the answer does
+/// not tell which files exist on the machine; and nothing is created.
 #[tokio::test]
-async fn a_missing_duckdb_file_is_reported_and_not_created() {
+async fn a_path_that_is_not_a_duckdb_file_gets_one_sentence_and_nothing_is_created() {
     let directory = tempfile::tempdir().expect("temporary directory");
-    let path = directory.path().join("missing.duckdb");
-    let config = SourceConfig::DuckDb { path: path.clone() };
-    let expected = format!(
-        "DuckDB file not found at {}; check the path (ferry opens the file read-only and never \
-         creates it)",
-        path.display()
+    let missing = directory.path().join("missing.duckdb");
+    let text_file = directory.path().join("notes.txt");
+    std::fs::write(&text_file, "these are not the tables you are looking for").unwrap();
+    let sqlite_like = directory.path().join("other.db");
+    std::fs::write(&sqlite_like, b"SQLite format 3\0 and then pages").unwrap();
+    for path in [
+        &missing,
+        &text_file,
+        &sqlite_like,
+        &directory.path().to_path_buf(),
+    ] {
+        let config = SourceConfig::DuckDb { path: path.clone() };
+        let expected = format!(
+            "cannot open {} as a DuckDB database: there is no readable DuckDB file at that path; \
+             check the path (ferry opens the file read-only and never creates it)",
+            path.display()
+        );
+        let error = query(&config, "SELECT 1", &quick_options())
+            .await
+            .err()
+            .expect("query fails");
+        assert_eq!(error.to_string(), expected);
+        let error = test_connection(&config).await.expect_err("check fails");
+        assert_eq!(error.to_string(), expected);
+    }
+    assert!(
+        !missing.exists(),
+        "opening read-only must not create the file"
     );
-    let error = query(&config, "SELECT 1", &quick_options())
-        .await
-        .err()
-        .expect("query fails");
-    assert_eq!(error.to_string(), expected);
-    let error = test_connection(&config).await.expect_err("check fails");
-    assert_eq!(error.to_string(), expected);
-    assert!(!path.exists(), "opening read-only must not create the file");
+    assert_eq!(
+        std::fs::read(&sqlite_like).unwrap(),
+        b"SQLite format 3\0 and then pages",
+        "a file of another kind is left as it was"
+    );
 }
 
 const PASSWORD: &str = "hunter2-very-secret";

@@ -31,6 +31,15 @@ pub use sync_lock::SyncLock;
 pub use workspace::{WorkspaceOptions, DATABASE_FILE_NAME, KEY_FILE_NAME, LOCKS_DIR_NAME};
 
 use ferry_core::{Outcome, RunCounts, RunStatus, Secret, SyncSpec};
+
+/// How often a run waiting for a create scope's lock tries again.
+pub(crate) const CREATE_LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A short, file-name-safe name for a create scope.
+pub(crate) fn scope_hash(scope: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(&sha2::Sha256::digest(scope.as_bytes())[..8])
+}
 use records::StoredSecret;
 use std::collections::HashMap;
 
@@ -82,6 +91,19 @@ impl StateStore {
     /// PostgreSQL connection string with its password removed.
     pub fn location(&self) -> String {
         on_backend!(self, backend => backend.location())
+    }
+
+    /// The workspace directory (the key file, and with SQLite the database and lock files).
+    pub fn workspace_dir(&self) -> &std::path::Path {
+        on_backend!(self, backend => backend.workspace_dir())
+    }
+
+    /// Whether `path` is the workspace directory or one of its files, through symbolic or hard
+    /// links. A warehouse must never be one of them: a DuckDB connection to `ferry.db` would let
+    /// DuckDB open and close the workspace database inside this process, which drops SQLite's
+    /// locks on it, and the next ferry process would then delete the WAL under this one.
+    pub fn is_inside_workspace(&self, path: &std::path::Path) -> bool {
+        workspace::is_inside(self.workspace_dir(), path)
     }
 
     // ----- connections -----
@@ -466,6 +488,18 @@ impl StateStore {
     /// operating system or the database if the process dies.
     pub async fn lock_sync(&self, sync: &SyncRecord) -> Result<SyncLock, StateError> {
         on_backend!(self, backend => backend.lock_sync(sync).await)
+    }
+
+    /// Takes the lock of a create scope (one Stripe account and object, say), waiting while
+    /// another run holds it; `Ok(None)` if `give_up` returned true first. Runs of different
+    /// syncs whose records could be the same ones take turns creating under it, and each
+    /// checks again, once it holds the lock, that no one created its records meanwhile.
+    pub async fn lock_create_scope(
+        &self,
+        scope: &str,
+        give_up: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Option<SyncLock>, StateError> {
+        on_backend!(self, backend => backend.lock_create_scope(scope, give_up).await)
     }
 
     fn master_key(&self) -> &MasterKey {

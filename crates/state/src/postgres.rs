@@ -84,6 +84,8 @@ pub struct PostgresStore {
 
 struct PostgresInner {
     url: PostgresUrl,
+    /// The workspace directory, which holds the key file.
+    dir: std::path::PathBuf,
     session: tokio::sync::Mutex<Session>,
     master_key: MasterKey,
 }
@@ -127,10 +129,16 @@ impl PostgresStore {
         Ok(session)
     }
 
-    pub(crate) fn new(url: PostgresUrl, session: Session, master_key: MasterKey) -> PostgresStore {
+    pub(crate) fn new(
+        url: PostgresUrl,
+        dir: &std::path::Path,
+        session: Session,
+        master_key: MasterKey,
+    ) -> PostgresStore {
         PostgresStore {
             inner: Arc::new(PostgresInner {
                 url,
+                dir: dir.to_path_buf(),
                 session: tokio::sync::Mutex::new(session),
                 master_key,
             }),
@@ -139,6 +147,10 @@ impl PostgresStore {
 
     pub(crate) fn master_key(&self) -> &MasterKey {
         &self.inner.master_key
+    }
+
+    pub(crate) fn workspace_dir(&self) -> &std::path::Path {
+        &self.inner.dir
     }
 
     pub(crate) fn location(&self) -> String {
@@ -895,6 +907,43 @@ impl PostgresStore {
         Err(StateError::SyncLocked {
             sync: sync.name.clone(),
         })
+    }
+
+    /// The lock of a create scope: a session-level advisory lock on a session of its own,
+    /// tried every [`crate::CREATE_LOCK_POLL`] until it is free or `give_up` says to stop.
+    pub(crate) async fn lock_create_scope(
+        &self,
+        scope: &str,
+        give_up: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Option<SyncLock>, StateError> {
+        let key = crate::sync_lock::advisory_lock_key(&format!("creates:{scope}"));
+        let session = open_session(&self.inner.url).await?;
+        loop {
+            let acquired: bool = session
+                .client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+                .await
+                .map_err(StateError::postgres("locking a create scope"))?
+                .get(0);
+            if acquired {
+                let Session {
+                    client,
+                    connection_task,
+                } = session;
+                return Ok(Some(SyncLock::new(
+                    scope,
+                    HeldLock::Postgres {
+                        client,
+                        connection_task,
+                        key,
+                    },
+                )));
+            }
+            if give_up() {
+                return Ok(None);
+            }
+            tokio::time::sleep(crate::CREATE_LOCK_POLL).await;
+        }
     }
 
     /// The shared session, reopened first if the server closed it (a restart, a timeout).

@@ -69,19 +69,49 @@ const API_TOKEN_COLUMNS: &str = "name, prefix, created_at, last_used_at";
 
 impl SqliteStore {
     /// Opens (creating if needed) `DIR/ferry.db` with mode 0600 and applies missing migrations.
+    ///
+    /// A process opens each workspace database once: a second open of the same file (by device
+    /// and inode) returns the store already open. Two handles would be harmless to SQLite itself,
+    /// but each open used to create-or-open the file, and closing any descriptor of the file
+    /// drops every POSIX lock this process holds on it; another ferry process would then
+    /// believe itself alone and delete the WAL under this one.
     pub(crate) async fn open(dir: &Path, master_key: MasterKey) -> Result<SqliteStore, StateError> {
         let dir = dir.to_path_buf();
         let database_file = dir.join(DATABASE_FILE_NAME);
-        let file_for_task = database_file.clone();
-        let connection = run_blocking(move || open_database(&file_for_task)).await?;
-        Ok(SqliteStore {
-            inner: Arc::new(SqliteInner {
+        run_blocking(move || {
+            let mut open_stores = OPEN_STORES.lock().unwrap_or_else(|e| e.into_inner());
+            open_stores.retain(|(_, store)| store.strong_count() > 0);
+            if let Some(identity) = file_identity(&database_file) {
+                let open = open_stores
+                    .iter()
+                    .find(|(id, _)| *id == identity)
+                    .and_then(|(_, store)| store.upgrade());
+                if let Some(inner) = open {
+                    return Ok(SqliteStore { inner });
+                }
+            }
+            let connection = open_database(&database_file)?;
+            let identity = file_identity(&database_file).ok_or_else(|| {
+                StateError::io(
+                    "find the workspace database after opening it",
+                    &database_file,
+                    std::io::Error::from(std::io::ErrorKind::NotFound),
+                )
+            })?;
+            let inner = Arc::new(SqliteInner {
                 connection: Mutex::new(connection),
                 dir,
                 database_file,
                 master_key,
-            }),
+            });
+            open_stores.push((identity, Arc::downgrade(&inner)));
+            Ok(SqliteStore { inner })
         })
+        .await
+    }
+
+    pub(crate) fn workspace_dir(&self) -> &Path {
+        &self.inner.dir
     }
 
     pub(crate) fn master_key(&self) -> &MasterKey {
@@ -784,6 +814,36 @@ impl SqliteStore {
                 sync.uid, sync.name
             )));
         }
+        let file = self.lock_file(&format!("{}.lock", sync.uid))?;
+        match file.try_lock_now()? {
+            Some(held) => Ok(SyncLock::new(&sync.name, held)),
+            None => Err(StateError::SyncLocked {
+                sync: sync.name.clone(),
+            }),
+        }
+    }
+
+    /// The lock of a create scope (`locks/creates-<hash>.lock`), waited for: tried every
+    /// [`crate::CREATE_LOCK_POLL`] until it is free or `give_up` says to stop (`Ok(None)`).
+    pub(crate) async fn lock_create_scope(
+        &self,
+        scope: &str,
+        give_up: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Option<SyncLock>, StateError> {
+        let file = self.lock_file(&format!("creates-{}.lock", crate::scope_hash(scope)))?;
+        loop {
+            if let Some(held) = file.try_lock_now()? {
+                return Ok(Some(SyncLock::new(scope, held)));
+            }
+            if give_up() {
+                return Ok(None);
+            }
+            tokio::time::sleep(crate::CREATE_LOCK_POLL).await;
+        }
+    }
+
+    /// Opens (creating) a file in `DIR/locks`.
+    fn lock_file(&self, name: &str) -> Result<LockFile, StateError> {
         let locks_dir = self.inner.dir.join(LOCKS_DIR_NAME);
         if !locks_dir.is_dir() {
             std::fs::DirBuilder::new()
@@ -792,7 +852,7 @@ impl SqliteStore {
                 .create(&locks_dir)
                 .map_err(|error| StateError::io("create the locks directory", &locks_dir, error))?;
         }
-        let path = locks_dir.join(format!("{}.lock", sync.uid));
+        let path = locks_dir.join(name);
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -800,16 +860,8 @@ impl SqliteStore {
             .truncate(false)
             .mode(0o600)
             .open(&path)
-            .map_err(|error| StateError::io("open the sync lock file", &path, error))?;
-        match file.try_lock() {
-            Ok(()) => Ok(SyncLock::new(&sync.name, HeldLock::File { file, path })),
-            Err(std::fs::TryLockError::WouldBlock) => Err(StateError::SyncLocked {
-                sync: sync.name.clone(),
-            }),
-            Err(std::fs::TryLockError::Error(error)) => {
-                Err(StateError::io("lock the sync lock file", &path, error))
-            }
-        }
+            .map_err(|error| StateError::io("open a lock file", &path, error))?;
+        Ok(LockFile { file, path })
     }
 
     /// Runs `work` with the connection on the blocking pool.
@@ -856,16 +908,66 @@ impl OwnedBatch {
     }
 }
 
+/// An open lock file, not locked yet.
+struct LockFile {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl LockFile {
+    /// `flock(LOCK_EX | LOCK_NB)`: the held lock, or `None` when another holder has it.
+    fn try_lock_now(&self) -> Result<Option<HeldLock>, StateError> {
+        match self.file.try_lock() {
+            Ok(()) => {
+                let file = self
+                    .file
+                    .try_clone()
+                    .map_err(|error| StateError::io("hold a lock file", &self.path, error))?;
+                Ok(Some(HeldLock::File {
+                    file,
+                    path: self.path.clone(),
+                }))
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(error)) => {
+                Err(StateError::io("lock a lock file", &self.path, error))
+            }
+        }
+    }
+}
+
+/// The workspace databases open in this process, by the (device, inode) of their file.
+static OPEN_STORES: Mutex<Vec<((u64, u64), std::sync::Weak<SqliteInner>)>> = Mutex::new(Vec::new());
+
+/// The (device, inode) of a file, read without opening it.
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
 fn open_database(database_file: &Path) -> Result<Connection, StateError> {
     // Create the file ourselves so it is 0600 from its first byte; SQLite gives the -wal and
-    // -shm files the same mode as the database.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(database_file)
-        .map_err(|error| StateError::io("create the workspace database", database_file, error))?;
+    // -shm files the same mode as the database. Only when it is missing: a descriptor opened
+    // and closed on an existing database would drop this process's SQLite locks on it.
+    if !database_file.exists() {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(database_file)
+        {
+            Ok(_) => {}
+            // Another process created it in the meantime.
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(error) => {
+                return Err(StateError::io(
+                    "create the workspace database",
+                    database_file,
+                    error,
+                ))
+            }
+        }
+    }
     set_mode(database_file, 0o600)?;
     let mut connection = Connection::open(database_file).doing("opening the workspace database")?;
     connection

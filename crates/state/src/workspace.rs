@@ -69,7 +69,7 @@ pub(crate) async fn open(
                 create_workspace_dir(&options.dir)?;
             }
             let master_key = load_master_key(options, mode)?;
-            let store = postgres::PostgresStore::new(state_url, session, master_key);
+            let store = postgres::PostgresStore::new(state_url, &options.dir, session, master_key);
             Ok(StateStore::Postgres(store))
         }
     }
@@ -111,6 +111,65 @@ fn load_master_key(options: &WorkspaceOptions, mode: OpenMode) -> Result<MasterK
     match &options.master_key {
         Some(key) => MasterKey::from_base64(key.expose(), "FERRY_MASTER_KEY", key_file),
         None => MasterKey::from_key_file(&key_file, mode == OpenMode::CreateIfMissing),
+    }
+}
+
+/// Whether `candidate` is the workspace directory or anything in it: the database, its `-wal`
+/// and `-shm` files, the key file, the lock files. Symbolic links are followed, and a hard link
+/// elsewhere to one of those files counts too. Nothing is opened to find out: opening and then
+/// closing the workspace database in this process would drop SQLite's POSIX locks on it.
+pub(crate) fn is_inside(dir: &Path, candidate: &Path) -> bool {
+    let Ok(dir) = dir.canonicalize() else {
+        return false;
+    };
+    let candidate = std::path::absolute(candidate).unwrap_or_else(|_| candidate.to_path_buf());
+    if resolve_existing_prefix(&candidate).starts_with(&dir) {
+        return true;
+    }
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(target) = std::fs::metadata(&candidate) else {
+        return false;
+    };
+    let same_file = |path: &Path| {
+        std::fs::symlink_metadata(path)
+            .is_ok_and(|m| m.dev() == target.dev() && m.ino() == target.ino())
+    };
+    let mut folders = vec![(dir, 0)];
+    while let Some((folder, depth)) = folders.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if same_file(&path) {
+                return true;
+            }
+            if depth < 2 && entry.file_type().is_ok_and(|t| t.is_dir()) {
+                folders.push((path, depth + 1));
+            }
+        }
+    }
+    false
+}
+
+/// The path with every symbolic link in its longest existing prefix resolved.
+fn resolve_existing_prefix(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut prefix = path.to_path_buf();
+    loop {
+        if let Ok(resolved) = prefix.canonicalize() {
+            return rest.iter().rev().fold(resolved, |acc, part| acc.join(part));
+        }
+        match (
+            prefix.file_name().map(|n| n.to_os_string()),
+            prefix.parent(),
+        ) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                prefix = parent.to_path_buf();
+            }
+            _ => return path.to_path_buf(),
+        }
     }
 }
 
@@ -208,6 +267,32 @@ mod tests {
             redact_connection_string("postgres://ferry@db/state"),
             "postgres://ferry@db/state"
         );
+    }
+
+    #[test]
+    fn paths_inside_the_workspace_are_recognised_through_links() {
+        let root = tempfile::tempdir().unwrap();
+        let workspace = root.path().join("ws");
+        std::fs::create_dir_all(workspace.join("locks")).unwrap();
+        std::fs::write(workspace.join("ferry.db"), "db").unwrap();
+        std::fs::write(workspace.join("locks/a.lock"), "").unwrap();
+        let outside = root.path().join("warehouse.duckdb");
+        std::fs::write(&outside, "duck").unwrap();
+        std::os::unix::fs::symlink(workspace.join("ferry.db"), root.path().join("link.db"))
+            .unwrap();
+        std::fs::hard_link(workspace.join("ferry.db"), root.path().join("hard.db")).unwrap();
+        std::os::unix::fs::symlink(&workspace, root.path().join("ws-link")).unwrap();
+        let inside = |p: &str| is_inside(&workspace, &root.path().join(p));
+        assert!(inside("ws"));
+        assert!(inside("ws/ferry.db"));
+        assert!(inside("ws/ferry.db-wal"), "a file SQLite has not made yet");
+        assert!(inside("ws/../ws/master.key"));
+        assert!(inside("link.db"));
+        assert!(inside("hard.db"));
+        assert!(inside("ws-link/ferry.db"));
+        assert!(!inside("warehouse.duckdb"));
+        assert!(!inside("missing.duckdb"));
+        assert!(!inside("ws2/ferry.db"));
     }
 
     #[test]

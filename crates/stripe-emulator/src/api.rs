@@ -47,6 +47,7 @@ enum Endpoint {
     UpdateCustomer,
     DeleteCustomer,
     RetrieveBalance,
+    RetrieveAccount,
 }
 
 impl Endpoint {
@@ -59,6 +60,7 @@ impl Endpoint {
             ("POST", "/v1/customers/{id}") => Endpoint::UpdateCustomer,
             ("DELETE", "/v1/customers/{id}") => Endpoint::DeleteCustomer,
             ("GET", "/v1/balance") => Endpoint::RetrieveBalance,
+            ("GET", "/v1/account") => Endpoint::RetrieveAccount,
             _ => return None,
         };
         Some(endpoint)
@@ -74,6 +76,7 @@ impl Endpoint {
             Endpoint::UpdateCustomer => "POST /v1/customers/{id}",
             Endpoint::DeleteCustomer => "DELETE /v1/customers/{id}",
             Endpoint::RetrieveBalance => "GET /v1/balance",
+            Endpoint::RetrieveAccount => "GET /v1/account",
         }
     }
 
@@ -86,6 +89,7 @@ impl Endpoint {
                 Permission::CustomersRead
             }
             Endpoint::RetrieveBalance => Permission::BalanceRead,
+            Endpoint::RetrieveAccount => Permission::AccountRead,
         }
     }
 }
@@ -523,9 +527,10 @@ fn validate_for(endpoint: Endpoint, params: &Map<String, Value>) -> Result<(), S
     let checked = match endpoint {
         Endpoint::CreateCustomer => validate_customer_params(params, false),
         Endpoint::UpdateCustomer => validate_customer_params(params, true),
-        Endpoint::RetrieveCustomer | Endpoint::DeleteCustomer | Endpoint::RetrieveBalance => {
-            only_expand(params)
-        }
+        Endpoint::RetrieveCustomer
+        | Endpoint::DeleteCustomer
+        | Endpoint::RetrieveBalance
+        | Endpoint::RetrieveAccount => only_expand(params),
         Endpoint::ListCustomers => return parse_list_query(params).map(|_| ()),
         Endpoint::SearchCustomers => return parse_search_params(params).map(|_| ()),
     };
@@ -793,6 +798,16 @@ fn execute(
                 }),
             )
         }
+        Endpoint::RetrieveAccount => Reply::json(
+            StatusCode::OK,
+            &json!({
+                "id": crate::auth::ACCOUNT_ID,
+                "object": "account",
+                "country": "US",
+                "default_currency": "usd",
+                "livemode": caller.livemode,
+            }),
+        ),
     }
 }
 

@@ -111,12 +111,13 @@ impl StripeService {
     }
 
     /// Creates a customer. The idempotency key makes a retry, or a rerun after a crash,
-    /// return the customer the first attempt created instead of creating another.
+    /// return the customer the first attempt created instead of creating another; the flag
+    /// says whether Stripe answered with such a replay (`Idempotent-Replayed: true`).
     pub async fn create_customer(
         &self,
         body: &str,
         idempotency_key: &str,
-    ) -> Result<Customer, StripeCallError> {
+    ) -> Result<(Customer, bool), StripeCallError> {
         let request = self.request(
             Method::POST,
             "/v1/customers",
@@ -124,7 +125,55 @@ impl StripeService {
             Some(body.to_string()),
             Some(idempotency_key),
         );
-        self.customer_from(self.http.send(&request).await)
+        let sent = self.http.send(&request).await;
+        let replayed = sent
+            .as_ref()
+            .is_ok_and(|r| r.header("idempotent-replayed") == Some("true"));
+        Ok((self.customer_from(sent)?, replayed))
+    }
+
+    /// The customer with this id, or `None` when it was deleted or never existed.
+    pub async fn retrieve_customer(&self, id: &str) -> Result<Option<Customer>, StripeCallError> {
+        let request = self.request(
+            Method::GET,
+            &format!("/v1/customers/{id}"),
+            "GET /v1/customers/{id}",
+            None,
+            None,
+        );
+        match self.customer_from(self.http.send(&request).await) {
+            Ok(customer) if customer.object.get("deleted") == Some(&Json::Bool(true)) => Ok(None),
+            Ok(customer) => Ok(Some(customer)),
+            Err(StripeCallError::Refused { status: 404, .. }) => Ok(None),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// A name for "the records of this object in this Stripe account", the same for every
+    /// connection to the account: runs that may create the same records take turns under a
+    /// lock of this name. The account is read from `GET /v1/account`; a key that may not read
+    /// it (a restricted key) is named by a hash of itself instead.
+    pub async fn create_scope(&self, object: &str) -> Result<String, StripeCallError> {
+        let request = self.request(Method::GET, "/v1/account", "GET /v1/account", None, None);
+        let base = super::config::display_api_base(&self.config.api_base);
+        match self.json_from(self.http.send(&request).await) {
+            Ok(account) => match account.get("id").and_then(Json::as_str) {
+                Some(id) => Ok(format!("stripe {base} {id} {object}")),
+                None => Err(StripeCallError::Unavailable {
+                    problem: "Stripe answered GET /v1/account without an account id".to_string(),
+                }),
+            },
+            Err(StripeCallError::Unauthorized { status: 403, .. })
+            | Err(StripeCallError::Refused { status: 404, .. }) => {
+                use sha2::Digest as _;
+                let digest = sha2::Sha256::digest(self.config.api_key.expose().as_bytes());
+                Ok(format!(
+                    "stripe {base} key-{} {object}",
+                    hex::encode(&digest[..8])
+                ))
+            }
+            Err(other) => Err(other),
+        }
     }
 
     pub async fn update_customer(
