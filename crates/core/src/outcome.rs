@@ -10,7 +10,8 @@ pub enum Outcome {
     Created,
     /// An existing Stripe record was updated.
     Updated,
-    /// The mapped payload equals the last confirmed write: no request was sent.
+    /// The mapped payload equals the last confirmed write: no request was sent. Counted, but
+    /// not kept as a record.
     Unchanged,
     /// Update Only, and no Stripe record matches the key.
     NotFound,
@@ -96,6 +97,10 @@ pub struct RunCounts {
     pub not_found: u64,
     pub rejected: u64,
     pub failed: u64,
+    /// Rows the run never got to: it was stopped, or lost its lock, before their turn. They
+    /// have no record; the next run takes them up.
+    #[serde(default)]
+    pub not_attempted: u64,
     /// HTTP requests sent to the destination, retries included.
     pub requests: u64,
 }
@@ -112,7 +117,14 @@ impl RunCounts {
         }
     }
 
+    /// Every row accounted for: the outcomes plus the rows not attempted.
     pub fn outcomes_total(&self) -> u64 {
-        self.created + self.updated + self.unchanged + self.not_found + self.rejected + self.failed
+        self.created
+            + self.updated
+            + self.unchanged
+            + self.not_found
+            + self.rejected
+            + self.failed
+            + self.not_attempted
     }
 }

@@ -75,9 +75,14 @@ impl Payload {
 
     /// SHA-256 of the canonical JSON (keys sorted), hex. Equal payloads, equal hashes.
     pub fn hash(&self) -> String {
-        let canonical = self.to_json().to_string();
-        hex::encode(Sha256::digest(canonical.as_bytes()))
+        hash_canonical_json(&self.to_json().to_string())
     }
+}
+
+/// [`Payload::hash`] of a payload already written as its canonical JSON
+/// (`payload.to_json().to_string()`).
+pub fn hash_canonical_json(canonical: &str) -> String {
+    hex::encode(Sha256::digest(canonical.as_bytes()))
 }
 
 /// What is known to be in the destination, per field path, to diff a payload against.

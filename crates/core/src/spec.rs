@@ -63,11 +63,46 @@ pub struct SyncSpec {
     pub schedule: Option<crate::Schedule>,
 }
 
+impl ObjectKind {
+    pub const ALL: [ObjectKind; 1] = [ObjectKind::Customer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Customer => "customer",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ObjectKind> {
+        ObjectKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
 impl Behavior {
+    pub const ALL: [Behavior; 2] = [Behavior::UpdateOrCreate, Behavior::UpdateOnly];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Behavior::UpdateOrCreate => "update-or-create",
             Behavior::UpdateOnly => "update-only",
         }
+    }
+
+    pub fn parse(text: &str) -> Option<Behavior> {
+        Behavior::ALL.into_iter().find(|b| b.as_str() == text)
+    }
+}
+
+impl NullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NullPolicy::Skip => "skip",
+            NullPolicy::Clear => "clear",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<NullPolicy> {
+        [NullPolicy::Skip, NullPolicy::Clear]
+            .into_iter()
+            .find(|n| n.as_str() == text)
     }
 }

@@ -1,12 +1,20 @@
 //! Carrying out a plan: writes run concurrently under the HTTP stack's limits, and outcomes are
 //! committed to the workspace in batches, each only after Stripe confirmed it.
+//!
+//! A run executes its plan chunk by chunk (see `run.rs`). Within a chunk, updates go first;
+//! creates go under the account's create lock, after the key index was brought up to date and
+//! each create looked up once more, so that two syncs into one account never both create the
+//! same record. A create's idempotency key and body are saved just before it is first sent.
 
-use crate::plan::{Action, PlannedRecord};
-use crate::prepare::RejectedRow;
+use crate::index::KeyIndex;
+use crate::plan::{Action, PENDING_CREATE_MAX_AGE};
+use crate::prepare::PreparedRecord;
 use crate::EngineError;
 use ferry_core::{Outcome, Payload, RunCounts};
-use ferry_destinations::stripe::encoder::{create_params, customer_to_fields, update_params};
-use ferry_destinations::stripe::{Customer, StripeCallError, StripeService};
+use ferry_destinations::stripe::encoder::{create_params, update_params};
+use ferry_destinations::stripe::{
+    record_to_fields, StripeCallError, StripeObject, StripeService, Written,
+};
 use ferry_state::{
     CommitBatch, PendingCreate, RunRecordRow, SnapshotEntry, StateError, StateStore,
 };
@@ -22,8 +30,9 @@ use std::time::{Duration, Instant};
 /// Outcomes are committed at least this often, and whenever this many are waiting.
 const COMMIT_EVERY: Duration = Duration::from_millis(500);
 const COMMIT_BATCH_SIZE: usize = 500;
-/// After a stop is requested, requests already sent get this long to finish.
-const CANCEL_GRACE: Duration = Duration::from_secs(15);
+/// After a stop is requested, requests already sent get this long to finish; then they are
+/// abandoned (a silent server must not keep a stopped run alive).
+const CANCEL_GRACE: Duration = Duration::from_secs(5);
 /// How often, at the least, the sync's lock is checked while requests are out.
 const LOCK_CHECK_EVERY: Duration = Duration::from_millis(50);
 /// A write to the workspace that fails because the database is unreachable (PostgreSQL
@@ -35,9 +44,26 @@ const STATE_RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
 /// Told about each record that reaches its outcome.
 pub type ProgressFn = Arc<dyn Fn(Outcome) + Send + Sync>;
 
-pub struct Execution<'a> {
+/// The error ([`EngineError::LockLost`]) of a run that lost its sync's lock (a PostgreSQL session-level advisory lock,
+/// which dies with its session) and so stopped sending: another run could have taken the lock.
+pub const LOCK_LOST: &str = "lost the sync's lock: the workspace database (PostgreSQL) \
+     restarted or closed the lock's session during the run, so the run stopped sending to Stripe \
+     (what Stripe had already confirmed is recorded); run the sync again to finish";
+
+/// A record and what it needs.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub record: PreparedRecord,
+    pub action: Action,
+    /// An interrupted run saved a create for this key, and the record was found: the saved
+    /// create is dropped once this record settles.
+    pub drops_pending: bool,
+}
+
+pub(crate) struct Execution<'a> {
     pub store: &'a StateStore,
     pub stripe: &'a StripeService,
+    pub object: &'static dyn StripeObject,
     pub sync_name: &'a str,
     pub sync_uid: &'a str,
     pub run_id: &'a str,
@@ -49,86 +75,48 @@ pub struct Execution<'a> {
     pub lock_held: &'a (dyn Fn() -> bool + Sync),
 }
 
-/// What became of one record, ready to commit.
-struct Settled {
-    row: RunRecordRow,
-    remember: Option<(String, SnapshotEntry)>,
-    forget: Option<String>,
-    pending_resolved: Option<String>,
+impl Execution<'_> {
+    fn schema(&self) -> &'static ferry_stripe_wire::ObjectSchema {
+        self.object.schema()
+    }
+
+    pub(crate) fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
 }
 
-/// How the execution ended when it did not fail.
+/// What became of one record, ready to commit.
+pub(crate) struct Settled {
+    pub(crate) outcome: Outcome,
+    /// The run record; `None` for an unchanged row, which is only counted.
+    pub(crate) row: Option<RunRecordRow>,
+    pub(crate) remember: Option<(String, SnapshotEntry)>,
+    pub(crate) forget: Option<String>,
+    pub(crate) pending_resolved: Option<String>,
+    /// The record as Stripe returned it after a write, for the key index.
+    pub(crate) written: Option<serde_json::Value>,
+    /// A record Stripe says no longer exists, to drop from the key index.
+    pub(crate) gone: Option<String>,
+}
+
+/// How a chunk's execution ended when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
     Completed,
     Cancelled,
 }
 
-/// The error ([`EngineError::LockLost`]) of a run that lost its sync's lock (a PostgreSQL session-level advisory lock,
-/// which dies with its session) and so stopped sending: another run could have taken the lock.
-pub const LOCK_LOST: &str = "lost the sync's lock: the workspace database (PostgreSQL) \
-     restarted or closed the lock's session during the run, so the run stopped sending to Stripe \
-     (what Stripe had already confirmed is recorded); run the sync again to finish";
-
-pub async fn execute_plan(
+/// Runs `work` to completion under the run's limits: concurrently, stopping sends on a stop
+/// request or a lost lock.
+pub(crate) async fn dispatch(
     exec: &Execution<'_>,
-    invalid: Vec<RejectedRow>,
-    planned: Vec<PlannedRecord>,
-    counts: &mut RunCounts,
+    committer: &mut Committer<'_, '_>,
+    work: Vec<Planned>,
 ) -> Result<Ending, EngineError> {
-    let mut committer = Committer::new(exec, counts);
-    for rejected in invalid {
-        committer
-            .push(settled(
-                rejected.row_number,
-                &rejected.key,
-                Outcome::Rejected,
-                None,
-                Some(rejected.reason),
-                None,
-                None,
-            ))
-            .await?;
-    }
-
-    // Every create's idempotency key and body are durable before the first attempt, so that a
-    // crash at any later point replays the same request instead of creating a second customer.
-    let mut new_pending = Vec::new();
-    let mut work = Vec::with_capacity(planned.len());
-    let now = chrono::Utc::now();
-    for mut planned_record in planned {
-        if let Action::Create { .. } = planned_record.action {
-            let body = form::encode(&create_params(&planned_record.record.payload));
-            let pending = PendingCreate {
-                key: planned_record.record.match_key.clone(),
-                idempotency_key: create_idempotency_key(
-                    exec.sync_uid,
-                    &planned_record.record.match_key,
-                    &body,
-                    now,
-                ),
-                request_body: body,
-                created_at: now,
-            };
-            new_pending.push(pending.clone());
-            planned_record.action = Action::ReplayCreate {
-                pending,
-                from_earlier_run: false,
-            };
-        }
-        work.push(planned_record);
-    }
-    for chunk in new_pending.chunks(5_000) {
-        retry_state_write("saving pending creates", || {
-            exec.store.save_pending_creates(exec.sync_name, chunk)
-        })
-        .await?;
-    }
-
     let max_in_flight = exec.stripe.http().policy().max_in_flight * 2;
     let mut queue = work.into_iter();
     let mut in_flight = FuturesUnordered::new();
-    // Rows whose request is out, by row number, so that rows abandoned by a stop still get an
-    // outcome: every row of a run ends in exactly one.
+    // Rows whose request is out, so that rows abandoned by a stop are accounted for.
     let mut in_flight_rows: HashMap<u64, String> = HashMap::new();
     let mut cancelled_at: Option<Instant> = None;
     let mut lock_lost = false;
@@ -137,9 +125,8 @@ pub async fn execute_plan(
         // Without its lock the run stops at once, even while stopping for a cancellation: a
         // second run may hold the lock by now. The futures in `in_flight` are dropped unpolled:
         // most of them are still waiting for the rate limiter or a connection, and polling them
-        // again would send new writes. Their rows end failed; a create among them keeps its
-        // saved idempotency key, so if its request did reach Stripe the next run's replay gets
-        // the same customer back, and an update is simply sent again.
+        // again would send new writes. A create among them keeps its saved idempotency key, so
+        // the next run looks the key up and replays it if nothing is found.
         if committer.lock_lost() {
             lock_lost = true;
             tracing::warn!(
@@ -150,11 +137,12 @@ pub async fn execute_plan(
             break;
         }
         committer.flush_if_due().await?;
-        if cancelled_at.is_none() && exec.cancel.load(Ordering::Relaxed) {
+        if cancelled_at.is_none() && exec.cancelled() {
             cancelled_at = Some(Instant::now());
             tracing::info!(
                 in_flight = in_flight.len(),
-                "Stop requested: finishing the requests already sent."
+                "Stop requested: giving the requests already sent {}s to finish.",
+                CANCEL_GRACE.as_secs()
             );
         }
         if cancelled_at.is_none() {
@@ -164,16 +152,12 @@ pub async fn execute_plan(
                     break;
                 }
                 let Some(next) = queue.next() else { break };
-                match immediate_outcome(&next) {
-                    Some(mut done) => {
-                        if next.drops_pending && done.row.outcome == Outcome::Unchanged {
-                            done.pending_resolved = Some(next.record.match_key.clone());
-                        }
-                        committer.push(done).await?
-                    }
+                match immediate_outcome(exec, &next) {
+                    Some(done) => committer.push(done).await?,
                     None => {
-                        in_flight_rows.insert(next.record.row_number, next.record.key.clone());
-                        in_flight.push(execute_one(exec, next));
+                        let row_number = next.record.row_number;
+                        in_flight_rows.insert(row_number, next.record.key.clone());
+                        in_flight.push(async move { (row_number, execute_one(exec, next).await) });
                     }
                 }
             }
@@ -193,36 +177,31 @@ pub async fn execute_plan(
             _ = tokio::time::sleep(LOCK_CHECK_EVERY) => continue,
         };
         match next {
-            Some(Ok(done)) => {
-                in_flight_rows.remove(&done.row.row_number);
+            Some((row_number, Ok(done))) => {
+                in_flight_rows.remove(&row_number);
                 committer.push(done).await?;
             }
-            Some(Err(error)) => {
+            Some((_, Err(error))) => {
                 fatal = Some(error);
                 break;
             }
             None => break,
         }
     }
-    // A stop or a fatal error leaves rows without an answer: they are recorded as failed, which
-    // the next run retries. Creates among them keep their saved idempotency key and are replayed.
-    let mut unfinished_rows = 0;
-    if cancelled_at.is_some() || lock_lost || fatal.is_some() {
-        let why = match &fatal {
-            Some(error) => format!("the run stopped before this row finished: {error}"),
-            None if lock_lost => {
-                format!("the run stopped before this row finished: {LOCK_LOST}")
-            }
-            None => {
-                "the run was stopped before this row finished; the next run picks it up".to_string()
-            }
-        };
+    let stopped = cancelled_at.is_some() || lock_lost || fatal.is_some();
+    if stopped {
+        // Requests already out may or may not have reached Stripe: their rows fail, and the
+        // next run finds out (creates look their key up first). Rows never sent are only
+        // counted as not attempted.
         drop(in_flight);
-        let mut unfinished: Vec<(u64, String)> = in_flight_rows.into_iter().collect();
-        unfinished.extend(queue.map(|p| (p.record.row_number, p.record.key)));
-        unfinished.sort();
-        unfinished_rows = unfinished.len();
-        for (row_number, key) in unfinished {
+        let why = match &fatal {
+            Some(error) => format!("no answer before the run stopped: {error}"),
+            None if lock_lost => format!("no answer before the run stopped: {LOCK_LOST}"),
+            None => "no answer before the run was stopped; the next run picks it up".to_string(),
+        };
+        let mut abandoned: Vec<(u64, String)> = in_flight_rows.into_iter().collect();
+        abandoned.sort();
+        for (row_number, key) in abandoned {
             committer
                 .push(settled(
                     row_number,
@@ -235,6 +214,7 @@ pub async fn execute_plan(
                 ))
                 .await?;
         }
+        committer.not_attempted(queue.len());
     }
     // Whatever Stripe acknowledged is committed even without the lock: a commit only records
     // writes Stripe confirmed, and forgetting them would make the next run repeat them.
@@ -242,9 +222,7 @@ pub async fn execute_plan(
     if let Some(error) = fatal {
         return Err(error);
     }
-    if lock_lost && unfinished_rows > 0 {
-        // Every row has its outcome; the run fails and tells the user to run it again. (A lock
-        // lost after the last answer stopped nothing: that run completed.)
+    if lock_lost {
         return Err(EngineError::LockLost);
     }
     Ok(if cancelled_at.is_some() {
@@ -255,29 +233,29 @@ pub async fn execute_plan(
 }
 
 /// The outcome of a record that needs no request; `None` for one that does.
-fn immediate_outcome(planned: &PlannedRecord) -> Option<Settled> {
+fn immediate_outcome(exec: &Execution<'_>, planned: &Planned) -> Option<Settled> {
     let record = &planned.record;
-    let settle = |outcome, stripe_id: Option<String>, reason: Option<String>| {
+    let settle = |outcome, destination_id: Option<String>, reason: Option<String>| {
         settled(
             record.row_number,
             &record.key,
             outcome,
-            stripe_id,
+            destination_id,
             reason,
             None,
             None,
         )
     };
-    Some(match &planned.action {
+    let mut done = match &planned.action {
         Action::Unchanged {
-            stripe_id,
+            destination_id,
             remember,
         } => {
-            let mut done = settle(Outcome::Unchanged, Some(stripe_id.clone()), None);
+            let mut done = unchanged();
             if *remember {
                 done.remember = Some(snapshot_entry(
                     &record.match_key,
-                    stripe_id,
+                    destination_id,
                     &record.payload,
                 ));
             }
@@ -286,49 +264,70 @@ fn immediate_outcome(planned: &PlannedRecord) -> Option<Settled> {
         Action::NotFound => settle(
             Outcome::NotFound,
             None,
-            Some("no Stripe customer has this key (Update Only does not create)".into()),
+            Some(format!(
+                "no Stripe {} has this key (Update Only does not create)",
+                exec.schema().object
+            )),
         ),
         Action::Reject { reason } => settle(Outcome::Rejected, None, Some(reason.clone())),
         Action::Fail { reason } => settle(Outcome::Failed, None, Some(reason.clone())),
         Action::Update { .. } | Action::Create { .. } | Action::ReplayCreate { .. } => return None,
-    })
+    };
+    if planned.drops_pending && done.outcome == Outcome::Unchanged {
+        done.pending_resolved = Some(record.match_key.clone());
+    }
+    Some(done)
 }
 
-async fn execute_one(exec: &Execution<'_>, planned: PlannedRecord) -> Result<Settled, EngineError> {
+/// An unchanged row: counted, not recorded.
+pub(crate) fn unchanged() -> Settled {
+    Settled {
+        outcome: Outcome::Unchanged,
+        row: None,
+        remember: None,
+        forget: None,
+        pending_resolved: None,
+        written: None,
+        gone: None,
+    }
+}
+
+async fn execute_one(exec: &Execution<'_>, planned: Planned) -> Result<Settled, EngineError> {
     let drops_pending = planned
         .drops_pending
         .then(|| planned.record.match_key.clone());
     let record = planned.record;
     match planned.action {
         Action::Update {
-            stripe_id,
+            destination_id,
             changed,
             changes,
         } => {
-            let body = form::encode(&update_params(&record.payload, &changed));
+            let body = form::encode(&update_params(exec.schema(), &record.payload, &changed));
             let idempotency_key =
                 update_idempotency_key(exec.sync_uid, exec.run_id, &record.match_key);
             match exec
                 .stripe
-                .update_customer(&stripe_id, &body, &idempotency_key)
+                .update(exec.schema(), &destination_id, &body, &idempotency_key)
                 .await
             {
-                Ok(customer) => {
+                Ok(written) => {
                     let mut done = settled(
                         record.row_number,
                         &record.key,
                         Outcome::Updated,
-                        Some(customer.id.clone()),
+                        Some(written.record.id.clone()),
                         None,
-                        None,
+                        written.request_id.clone(),
                         Some(changes),
                     );
                     done.remember = Some(snapshot_entry(
                         &record.match_key,
-                        &customer.id,
+                        &written.record.id,
                         &record.payload,
                     ));
                     done.pending_resolved = drops_pending;
+                    done.written = Some(written.record.object);
                     Ok(done)
                 }
                 Err(StripeCallError::Refused {
@@ -340,12 +339,16 @@ async fn execute_one(exec: &Execution<'_>, planned: PlannedRecord) -> Result<Set
                         record.row_number,
                         &record.key,
                         Outcome::Failed,
-                        Some(stripe_id.clone()),
-                        Some(format!("Stripe customer {stripe_id} no longer exists (deleted in Stripe?); the next run looks this key up again")),
+                        Some(destination_id.clone()),
+                        Some(format!(
+                            "Stripe {} {destination_id} no longer exists (deleted in Stripe?); the next run looks this key up again",
+                            exec.schema().object
+                        )),
                         request_id,
                         None,
                     );
                     done.forget = Some(record.match_key.clone());
+                    done.gone = Some(destination_id);
                     Ok(done)
                 }
                 Err(error) => settle_error(&record.key, record.row_number, error, None),
@@ -356,8 +359,8 @@ async fn execute_one(exec: &Execution<'_>, planned: PlannedRecord) -> Result<Set
             from_earlier_run,
         } => {
             // Stripe keeps an idempotency key for 24 hours; past that a replay could create a
-            // second customer. Such a row waits for the next run, which looks it up first.
-            if chrono::Utc::now() - pending.created_at > crate::plan::PENDING_CREATE_MAX_AGE {
+            // second record. Such a row waits for the next run, which looks it up first.
+            if chrono::Utc::now() - pending.created_at > PENDING_CREATE_MAX_AGE {
                 return Ok(settled(
                     record.row_number,
                     &record.key,
@@ -370,21 +373,31 @@ async fn execute_one(exec: &Execution<'_>, planned: PlannedRecord) -> Result<Set
             }
             let result = exec
                 .stripe
-                .create_customer(&pending.request_body, &pending.idempotency_key)
+                .create(exec.schema(), &pending.request_body, &pending.idempotency_key)
                 .await;
             match result {
-                // The lookup before this replay found no customer with the key, yet Stripe
-                // answers with the one an interrupted run made: either that customer was
-                // deleted since, or its create was still finishing during the lookup. Stripe's
-                // own answer says which.
-                Ok((customer, true)) if from_earlier_run => {
-                    match exec.stripe.retrieve_customer(&customer.id).await {
-                        Ok(Some(live)) => finish_create(exec, &record, &pending, live).await,
-                        Ok(None) => create_anew(exec, &record, &pending).await,
+                // The lookup before this replay found no record with the key, yet Stripe
+                // answers with the one an interrupted run made: either that record was deleted
+                // since, or its create was still finishing during the lookup. Stripe's own
+                // answer says which.
+                Ok(written) if written.replayed && from_earlier_run => {
+                    match exec
+                        .stripe
+                        .retrieve(exec.schema(), &written.record.id)
+                        .await
+                    {
+                        Ok(Some(live)) => {
+                            let written = Written {
+                                record: live,
+                                ..written
+                            };
+                            finish_create(exec, &record, &pending, written).await
+                        }
+                        Ok(None) => create_anew(exec, &record).await,
                         Err(error) => settle_error(&record.key, record.row_number, error, None),
                     }
                 }
-                Ok((customer, _)) => finish_create(exec, &record, &pending, customer).await,
+                Ok(written) => finish_create(exec, &record, &pending, written).await,
                 Err(error) => {
                     settle_error(&record.key, record.row_number, error, Some(&pending.key))
                 }
@@ -393,53 +406,67 @@ async fn execute_one(exec: &Execution<'_>, planned: PlannedRecord) -> Result<Set
         Action::Create { .. } => {
             unreachable!("creates become ReplayCreate once their pending entry is saved")
         }
-        other => Ok(immediate_outcome(&PlannedRecord {
-            record,
-            action: other,
-            drops_pending: false,
-        })
+        other => Ok(immediate_outcome(
+            exec,
+            &Planned {
+                record,
+                action: other,
+                drops_pending: false,
+            },
+        )
         .expect("only writes need a request")),
     }
 }
 
-/// The customer an interrupted run created was deleted in Stripe since: create it again, under
-/// a new idempotency key saved first (the old key would only replay the deleted customer).
+pub(crate) fn new_pending_create(
+    exec: &Execution<'_>,
+    record: &PreparedRecord,
+    now: chrono::DateTime<chrono::Utc>,
+) -> PendingCreate {
+    let body = form::encode(&create_params(&record.payload));
+    PendingCreate {
+        key: record.match_key.clone(),
+        idempotency_key: create_idempotency_key(exec.sync_uid, &record.match_key, &body, now),
+        request_body: body,
+        created_at: now,
+    }
+}
+
+/// The record an interrupted run created was deleted in Stripe since: create it again, under a
+/// new idempotency key saved first (the old key would only replay the deleted record).
 async fn create_anew(
     exec: &Execution<'_>,
-    record: &crate::prepare::PreparedRecord,
-    old: &PendingCreate,
+    record: &PreparedRecord,
 ) -> Result<Settled, EngineError> {
-    let now = chrono::Utc::now();
-    let fresh = PendingCreate {
-        key: old.key.clone(),
-        idempotency_key: create_idempotency_key(exec.sync_uid, &old.key, &old.request_body, now),
-        request_body: form::encode(&create_params(&record.payload)),
-        created_at: now,
-    };
+    let fresh = new_pending_create(exec, record, chrono::Utc::now());
     retry_state_write("saving a pending create", || {
-        exec.store
-            .save_pending_creates(exec.sync_name, std::slice::from_ref(&fresh))
+        exec.store.save_pending_creates(
+            exec.sync_name,
+            exec.schema().object,
+            std::slice::from_ref(&fresh),
+        )
     })
     .await?;
     match exec
         .stripe
-        .create_customer(&fresh.request_body, &fresh.idempotency_key)
+        .create(exec.schema(), &fresh.request_body, &fresh.idempotency_key)
         .await
     {
-        Ok((customer, _)) => finish_create(exec, record, &fresh, customer).await,
+        Ok(written) => finish_create(exec, record, &fresh, written).await,
         Err(error) => settle_error(&record.key, record.row_number, error, Some(&fresh.key)),
     }
 }
 
-/// After a create (or its replay) returned a customer: if the row changed since the body was
-/// saved, bring the customer up to date; then remember it.
+/// After a create (or its replay) returned a record: if the row changed since the body was
+/// saved, bring the record up to date; then remember it.
 async fn finish_create(
     exec: &Execution<'_>,
-    record: &crate::prepare::PreparedRecord,
+    record: &PreparedRecord,
     pending: &PendingCreate,
-    customer: Customer,
+    written: Written,
 ) -> Result<Settled, EngineError> {
-    let live = customer_to_fields(&customer.object);
+    let created = written.record;
+    let live = record_to_fields(exec.schema(), &created.object);
     let changed =
         ferry_core::changed_fields(&record.payload, &ferry_core::Baseline::Live(&live), &[]);
     let changes = serde_json::Value::Object(
@@ -457,62 +484,77 @@ async fn finish_create(
             .collect(),
     );
     if !changed.is_empty() && !(exec.lock_held)() {
-        // The follow-up update is a new write, and the lock is gone: remember the customer with
+        // The follow-up update is a new write, and the lock is gone: remember the record with
         // an empty payload, so the next run sends every field to it (see below).
         let mut done = settled(
             record.row_number,
             &record.key,
             Outcome::Failed,
-            Some(customer.id.clone()),
+            Some(created.id.clone()),
             Some(format!(
-                "the customer exists but was not brought up to date: {LOCK_LOST}"
+                "the {} exists but was not brought up to date: {LOCK_LOST}",
+                exec.schema().object
             )),
-            None,
+            written.request_id,
             None,
         );
         done.remember = Some(snapshot_entry(
             &record.match_key,
-            &customer.id,
+            &created.id,
             &Payload::default(),
         ));
         done.pending_resolved = Some(pending.key.clone());
+        done.written = Some(created.object);
         return Ok(done);
     }
+    let mut request_id = written.request_id;
+    let mut latest = created.object.clone();
     if !changed.is_empty() {
-        let body = form::encode(&update_params(&record.payload, &changed));
+        let body = form::encode(&update_params(exec.schema(), &record.payload, &changed));
         let idempotency_key = update_idempotency_key(exec.sync_uid, exec.run_id, &record.match_key);
-        if let Err(error) = exec
+        match exec
             .stripe
-            .update_customer(&customer.id, &body, &idempotency_key)
+            .update(exec.schema(), &created.id, &body, &idempotency_key)
             .await
         {
-            // The customer exists: remember its id with an empty payload, so the next run sends
-            // every field to it instead of looking it up or creating another.
-            let mut done = settle_error(&record.key, record.row_number, error, Some(&pending.key))?;
-            done.row.stripe_id = Some(customer.id.clone());
-            done.remember = Some(snapshot_entry(
-                &record.match_key,
-                &customer.id,
-                &Payload::default(),
-            ));
-            return Ok(done);
+            Ok(updated) => {
+                request_id = updated.request_id;
+                latest = updated.record.object;
+            }
+            Err(error) => {
+                // The record exists: remember its id with an empty payload, so the next run
+                // sends every field to it instead of looking it up or creating another.
+                let mut done =
+                    settle_error(&record.key, record.row_number, error, Some(&pending.key))?;
+                if let Some(row) = &mut done.row {
+                    row.destination_id = Some(created.id.clone());
+                }
+                done.remember = Some(snapshot_entry(
+                    &record.match_key,
+                    &created.id,
+                    &Payload::default(),
+                ));
+                done.written = Some(created.object);
+                return Ok(done);
+            }
         }
     }
     let mut done = settled(
         record.row_number,
         &record.key,
         Outcome::Created,
-        Some(customer.id.clone()),
+        Some(created.id.clone()),
         None,
-        None,
+        request_id,
         Some(changes),
     );
     done.remember = Some(snapshot_entry(
         &record.match_key,
-        &customer.id,
+        &created.id,
         &record.payload,
     ));
     done.pending_resolved = Some(pending.key.clone());
+    done.written = Some(latest);
     Ok(done)
 }
 
@@ -538,7 +580,7 @@ fn settle_error(
             done.pending_resolved = pending_key.map(str::to_string);
             Ok(done)
         }
-        // The pending create stays: the next run replays it with the same key.
+        // The pending create stays: the next run looks the key up, then replays it.
         StripeCallError::Unavailable { .. } => Ok(settled(
             row_number,
             key,
@@ -551,36 +593,43 @@ fn settle_error(
     }
 }
 
-fn settled(
+pub(crate) fn settled(
     row_number: u64,
     key: &str,
     outcome: Outcome,
-    stripe_id: Option<String>,
+    destination_id: Option<String>,
     reason: Option<String>,
     request_id: Option<String>,
     changes: Option<serde_json::Value>,
 ) -> Settled {
     Settled {
-        row: RunRecordRow {
+        outcome,
+        row: Some(RunRecordRow {
             row_number,
             key: key.to_string(),
             outcome,
-            stripe_id,
+            destination_id,
             reason,
             request_id,
             changes,
-        },
+        }),
         remember: None,
         forget: None,
         pending_resolved: None,
+        written: None,
+        gone: None,
     }
 }
 
-fn snapshot_entry(match_key: &str, stripe_id: &str, payload: &Payload) -> (String, SnapshotEntry) {
+fn snapshot_entry(
+    match_key: &str,
+    destination_id: &str,
+    payload: &Payload,
+) -> (String, SnapshotEntry) {
     (
         match_key.to_string(),
         SnapshotEntry {
-            stripe_id: stripe_id.to_string(),
+            destination_id: destination_id.to_string(),
             payload_hash: payload.hash(),
             payload: payload.to_json(),
             updated_at: chrono::Utc::now(),
@@ -590,7 +639,7 @@ fn snapshot_entry(match_key: &str, stripe_id: &str, payload: &Payload) -> (Strin
 
 /// Derived from the sync, the record key, the body and the moment the create was planned, and
 /// saved with it: every attempt of that create, retries and replays after a crash, carries this
-/// key. The moment keeps a later, separate create of the same body (after the customer was
+/// key. The moment keeps a later, separate create of the same body (after the record was
 /// deleted in Stripe, say) from getting the old answer replayed.
 pub fn create_idempotency_key(
     sync_uid: &str,
@@ -618,52 +667,83 @@ fn short_hash(text: &str, hex_chars: usize) -> String {
 
 /// Collects outcomes and commits them in batches: run records, snapshot and pending creates
 /// in one transaction, so the workspace never says "synced" for a write Stripe did not confirm.
-struct Committer<'a, 'b> {
+pub(crate) struct Committer<'a, 'b> {
     exec: &'a Execution<'b>,
     counts: &'a mut RunCounts,
     batch: CommitBatch,
     last_commit: Instant,
+    /// Records written since the key index last heard of them.
+    written: Vec<serde_json::Value>,
+    gone: Vec<String>,
     /// Latched: once the lock is found lost it stays lost.
     lock_lost: bool,
 }
 
 impl<'a, 'b> Committer<'a, 'b> {
-    fn new(exec: &'a Execution<'b>, counts: &'a mut RunCounts) -> Self {
+    pub(crate) fn new(exec: &'a Execution<'b>, counts: &'a mut RunCounts) -> Self {
         Committer {
             exec,
             counts,
             batch: CommitBatch::default(),
             last_commit: Instant::now(),
+            written: Vec::new(),
+            gone: Vec::new(),
             lock_lost: false,
         }
     }
 
+    pub(crate) fn counts(&self) -> &RunCounts {
+        self.counts
+    }
+
     /// Whether the sync's lock is gone (checked now, remembered once true).
-    fn lock_lost(&mut self) -> bool {
+    pub(crate) fn lock_lost(&mut self) -> bool {
         if !self.lock_lost && !(self.exec.lock_held)() {
             self.lock_lost = true;
         }
         self.lock_lost
     }
 
-    async fn push(&mut self, done: Settled) -> Result<(), EngineError> {
-        self.counts.add(done.row.outcome);
+    pub(crate) fn not_attempted(&mut self, rows: usize) {
+        self.counts.not_attempted += rows as u64;
+    }
+
+    pub(crate) async fn push(&mut self, done: Settled) -> Result<(), EngineError> {
+        self.counts.add(done.outcome);
         if let Some(progress) = &self.exec.progress {
-            progress(done.row.outcome);
+            progress(done.outcome);
         }
-        self.batch.records.push(done.row);
+        let has_state = done.row.is_some()
+            || done.remember.is_some()
+            || done.forget.is_some()
+            || done.pending_resolved.is_some();
+        self.batch.records.extend(done.row);
         self.batch.snapshot_upserts.extend(done.remember);
         self.batch.snapshot_deletes.extend(done.forget);
         self.batch.pending_deletes.extend(done.pending_resolved);
-        if self.batch.records.len() >= COMMIT_BATCH_SIZE {
+        self.written.extend(done.written);
+        self.gone.extend(done.gone);
+        let waiting = self.batch.records.len() + self.batch.snapshot_upserts.len();
+        if has_state && waiting >= COMMIT_BATCH_SIZE {
             self.flush().await?;
         }
         Ok(())
     }
 
-    async fn flush_if_due(&mut self) -> Result<(), EngineError> {
+    pub(crate) async fn flush_if_due(&mut self) -> Result<(), EngineError> {
         if self.last_commit.elapsed() >= COMMIT_EVERY {
             self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Tells the key index what was written and what is gone since it last heard.
+    pub(crate) async fn remember_in_index(&mut self, index: &KeyIndex<'_>) -> Result<(), EngineError> {
+        let written = std::mem::take(&mut self.written);
+        let refs: Vec<&serde_json::Value> = written.iter().collect();
+        index.remember(&refs).await?;
+        for id in std::mem::take(&mut self.gone) {
+            index.forget(&id).await?;
         }
         Ok(())
     }
@@ -672,18 +752,29 @@ impl<'a, 'b> Committer<'a, 'b> {
     /// sending once it is lost, but the batch is committed either way: it only holds what
     /// Stripe already acknowledged (or rows that got no write), and forgetting it would make
     /// the next run repeat those writes.
-    async fn flush(&mut self) -> Result<(), EngineError> {
+    pub(crate) async fn flush(&mut self) -> Result<(), EngineError> {
         self.last_commit = Instant::now();
-        if self.batch.records.is_empty() {
-            return Ok(());
-        }
+        let empty = self.batch.records.is_empty()
+            && self.batch.snapshot_upserts.is_empty()
+            && self.batch.snapshot_deletes.is_empty()
+            && self.batch.pending_deletes.is_empty();
         self.lock_lost();
         self.counts.requests = self.exec.stripe.http().requests_sent();
         self.batch.counts = *self.counts;
-        let batch = std::mem::take(&mut self.batch);
         let exec = self.exec;
+        if empty {
+            // Only counts moved (unchanged rows): keep the run's counts and heartbeat current.
+            let counts = *self.counts;
+            retry_state_write("saving the run's progress", || {
+                exec.store.update_run_counts(exec.run_id, &counts)
+            })
+            .await?;
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
         retry_state_write("committing outcomes", || {
-            exec.store.commit_batch(exec.sync_name, exec.run_id, &batch)
+            exec.store
+                .commit_batch(exec.sync_name, exec.schema().object, exec.run_id, &batch)
         })
         .await?;
         self.last_commit = Instant::now();

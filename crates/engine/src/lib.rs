@@ -1,27 +1,35 @@
-//! The sync engine: model rows → validation → plan → Stripe → acknowledged state.
+//! The sync engine: model rows → validation → staging → diff → plan → Stripe → acknowledged
+//! state, chunk by chunk in bounded memory (see `run.rs` for the pipeline).
 //!
 //! The only crate that joins a source, the workspace store and a destination. A preview runs the
-//! same steps up to the plan and sends no write; a run executes the plan.
+//! same steps up to the plan and sends no write; a run executes the plan. Stripe objects are
+//! reached only through `ferry_destinations::stripe::StripeObject`, so the engine is the same
+//! for every object.
 
 mod connections;
 pub mod declare;
 mod execute;
-mod matching;
-mod plan;
+mod index;
+pub mod plan;
 pub mod prepare;
+mod run;
+mod stage;
 
 pub use connections::{source_config, stripe_config};
 pub use execute::{create_idempotency_key, ProgressFn};
 pub use plan::Action;
 
+use execute::{Committer, Ending, Execution, Planned};
 use ferry_core::{Outcome, RunCounts, RunStatus};
 use ferry_destinations::stripe::{StripeConfig, StripeService};
 use ferry_source::{QueryOptions, SourceConfig};
 use ferry_state::{ModelRecord, StateError, StateStore, SyncRecord};
-use plan::{plan_records, PlanInputs, PlannedRecord};
-use prepare::{prepare_row, reject_duplicate_keys, validate_sync, RejectedRow, ValidatedSync};
+use index::KeyIndex;
+use plan::Rules;
+use prepare::RejectedRow;
+use run::{Pipeline, Sink};
 use serde::Serialize;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -147,134 +155,130 @@ pub struct PreviewExample {
 const EXAMPLES_PER_KIND: usize = 5;
 const REJECTED_EXAMPLES: usize = 20;
 
-pub async fn preview_sync(store: &StateStore, setup: &SyncSetup) -> Result<Preview, EngineError> {
-    let stripe =
-        StripeService::new(setup.stripe.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
-    let ReadAndPlanned {
-        rows,
-        invalid,
-        planned,
-        ..
-    } = read_and_plan(store, setup, &stripe, false).await?;
-    let mut preview = Preview {
-        rows,
-        invalid: invalid.len() as u64,
-        rejected: invalid.len() as u64,
-        ..Preview::default()
-    };
-    let mut per_kind = std::collections::HashMap::<&str, usize>::new();
-    let mut example = |preview: &mut Preview,
-                       kind: &'static str,
-                       limit: usize,
-                       planned: &PlannedRecord,
-                       stripe_id: Option<&String>,
-                       changes: Option<&serde_json::Value>,
-                       reason: Option<&String>| {
-        let seen = per_kind.entry(kind).or_default();
-        if *seen < limit {
-            *seen += 1;
-            preview.examples.push(PreviewExample {
-                row: planned.record.row_number,
-                key: planned.record.key.clone(),
-                action: kind,
-                stripe_id: stripe_id.cloned(),
-                changes: changes.cloned(),
-                reason: reason.cloned(),
-            });
-        }
-    };
-    for planned in &planned {
-        match &planned.action {
-            Action::Unchanged { .. } => preview.unchanged += 1,
-            Action::Update {
-                stripe_id, changes, ..
-            } => {
-                preview.update += 1;
-                example(
-                    &mut preview,
-                    "update",
-                    EXAMPLES_PER_KIND,
-                    planned,
-                    Some(stripe_id),
-                    Some(changes),
-                    None,
-                );
-            }
-            Action::Create { changes } => {
-                preview.create += 1;
-                example(
-                    &mut preview,
-                    "create",
-                    EXAMPLES_PER_KIND,
-                    planned,
-                    None,
-                    Some(changes),
-                    None,
-                );
-            }
-            Action::ReplayCreate { .. } => {
-                preview.create += 1;
-                let reason =
-                    "finishes a create that an interrupted run started (same idempotency key)"
-                        .to_string();
-                example(
-                    &mut preview,
-                    "create",
-                    EXAMPLES_PER_KIND,
-                    planned,
-                    None,
-                    None,
-                    Some(&reason),
-                );
-            }
-            Action::NotFound => {
-                preview.not_found += 1;
-                example(
-                    &mut preview,
-                    "not_found",
-                    EXAMPLES_PER_KIND,
-                    planned,
-                    None,
-                    None,
-                    None,
-                );
-            }
-            Action::Reject { reason } => {
-                preview.rejected += 1;
-                example(
-                    &mut preview,
-                    "reject",
-                    REJECTED_EXAMPLES,
-                    planned,
-                    None,
-                    None,
-                    Some(reason),
-                );
-            }
-            Action::Fail { reason } => {
-                preview.failed += 1;
-                example(
-                    &mut preview,
-                    "fail",
-                    REJECTED_EXAMPLES,
-                    planned,
-                    None,
-                    None,
-                    Some(reason),
-                );
+/// Counts what a run would do, keeping a few examples of each kind.
+#[derive(Default)]
+struct PreviewSink {
+    preview: Preview,
+    shown: std::collections::HashMap<&'static str, usize>,
+    rejected_examples: Vec<PreviewExample>,
+}
+
+impl PreviewSink {
+    fn example(&mut self, example: PreviewExample) {
+        let limit = match example.action {
+            "reject" | "fail" => REJECTED_EXAMPLES,
+            _ => EXAMPLES_PER_KIND,
+        };
+        let shown = self.shown.entry(example.action).or_default();
+        if *shown < limit {
+            *shown += 1;
+            if example.action == "reject" {
+                self.rejected_examples.push(example);
+            } else {
+                self.preview.examples.push(example);
             }
         }
     }
-    for rejected in invalid.iter().take(REJECTED_EXAMPLES) {
-        preview.examples.push(PreviewExample {
-            row: rejected.row_number,
-            key: rejected.key.clone(),
+}
+
+impl Sink for PreviewSink {
+    async fn rejected(&mut self, row: RejectedRow) -> Result<(), EngineError> {
+        self.preview.invalid += 1;
+        self.preview.rejected += 1;
+        self.example(PreviewExample {
+            row: row.row_number,
+            key: row.key,
             action: "reject",
             stripe_id: None,
             changes: None,
-            reason: Some(rejected.reason.clone()),
+            reason: Some(row.reason),
         });
+        Ok(())
     }
+
+    async fn unchanged(&mut self) -> Result<(), EngineError> {
+        self.preview.unchanged += 1;
+        Ok(())
+    }
+
+    fn staged(&mut self, rows: u64) {
+        self.preview.rows = rows;
+    }
+
+    async fn chunk(
+        &mut self,
+        planned: Vec<Planned>,
+        _index: Option<&KeyIndex<'_>>,
+        _sync: &prepare::ValidatedSync,
+        _rules: &Rules<'_>,
+    ) -> Result<Ending, EngineError> {
+        for Planned { record, action, .. } in planned {
+            let mut example = PreviewExample {
+                row: record.row_number,
+                key: record.key,
+                action: action.kind(),
+                stripe_id: None,
+                changes: None,
+                reason: None,
+            };
+            match action {
+                Action::Unchanged { .. } => self.preview.unchanged += 1,
+                Action::Update {
+                    destination_id,
+                    changes,
+                    ..
+                } => {
+                    self.preview.update += 1;
+                    example.stripe_id = Some(destination_id);
+                    example.changes = Some(changes);
+                }
+                Action::Create { changes } => {
+                    self.preview.create += 1;
+                    example.changes = Some(changes);
+                }
+                Action::ReplayCreate { .. } => {
+                    self.preview.create += 1;
+                    example.reason = Some(
+                        "finishes a create that an interrupted run started (same idempotency key)"
+                            .to_string(),
+                    );
+                }
+                Action::NotFound => self.preview.not_found += 1,
+                Action::Reject { reason } => {
+                    self.preview.rejected += 1;
+                    example.reason = Some(reason);
+                }
+                Action::Fail { reason } => {
+                    self.preview.failed += 1;
+                    example.reason = Some(reason);
+                }
+            }
+            if example.action != "unchanged" {
+                self.example(example);
+            }
+        }
+        Ok(Ending::Completed)
+    }
+}
+
+/// What a run would create, update, leave alone and reject, found with reads only.
+pub async fn preview_sync(store: &StateStore, setup: &SyncSetup) -> Result<Preview, EngineError> {
+    let stripe =
+        StripeService::new(setup.stripe.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
+    let never = AtomicBool::new(false);
+    let pipeline = Pipeline {
+        store,
+        setup,
+        stripe: &stripe,
+        full_resync: false,
+        cancel: &never,
+    };
+    let mut sink = PreviewSink::default();
+    pipeline.drive(&mut sink).await?;
+    let mut preview = sink.preview;
+    preview.examples.sort_by_key(|e| e.row);
+    sink.rejected_examples.sort_by_key(|e| e.row);
+    preview.examples.extend(sink.rejected_examples);
     preview.requests_estimate = stripe.http().requests_sent() + preview.create + preview.update;
     Ok(preview)
 }
@@ -283,7 +287,7 @@ pub async fn preview_sync(store: &StateStore, setup: &SyncSetup) -> Result<Previ
 pub struct RunOptions {
     pub full_resync: bool,
     pub progress: Option<ProgressFn>,
-    /// Called once the plan is known, with the number of rows.
+    /// Called once the model is read, with the number of rows.
     pub on_plan: Option<Arc<dyn Fn(u64) + Send + Sync>>,
     /// Set to request a clean stop (SIGINT/SIGTERM).
     pub cancel: Arc<AtomicBool>,
@@ -300,6 +304,51 @@ pub struct RunReport {
     pub error: Option<String>,
 }
 
+/// A run's records and their outcomes, committed as they settle.
+struct RunSink<'a, 'b, 'c> {
+    exec: &'a Execution<'b>,
+    committer: Committer<'a, 'b>,
+    on_plan: Option<&'c Arc<dyn Fn(u64) + Send + Sync>>,
+}
+
+impl Sink for RunSink<'_, '_, '_> {
+    async fn rejected(&mut self, row: RejectedRow) -> Result<(), EngineError> {
+        self.committer
+            .push(execute::settled(
+                row.row_number,
+                &row.key,
+                Outcome::Rejected,
+                None,
+                Some(row.reason),
+                None,
+                None,
+            ))
+            .await?;
+        self.committer.flush_if_due().await
+    }
+
+    async fn unchanged(&mut self) -> Result<(), EngineError> {
+        self.committer.push(execute::unchanged()).await?;
+        self.committer.flush_if_due().await
+    }
+
+    fn staged(&mut self, rows: u64) {
+        if let Some(on_plan) = self.on_plan {
+            on_plan(rows);
+        }
+    }
+
+    async fn chunk(
+        &mut self,
+        planned: Vec<Planned>,
+        index: Option<&KeyIndex<'_>>,
+        sync: &prepare::ValidatedSync,
+        rules: &Rules<'_>,
+    ) -> Result<Ending, EngineError> {
+        run::execute_chunk(self.exec, &mut self.committer, planned, index, sync, rules).await
+    }
+}
+
 /// Runs a sync once. Holds the sync's lock for the whole run; a run that stops early is still
 /// recorded, with what it did until then.
 pub async fn run_sync(
@@ -312,6 +361,9 @@ pub async fn run_sync(
     if interrupted > 0 {
         tracing::info!(sync = %setup.sync.name, interrupted, "Earlier runs were interrupted; their unfinished rows are picked up now.");
     }
+    let _ = store.prune_runs(chrono::Utc::now() - RUN_RETENTION).await.map_err(|error| {
+        tracing::warn!(%error, "Could not remove old runs; trying again at the next run.");
+    });
     let run = store
         .create_run(&setup.sync.name, options.full_resync)
         .await?;
@@ -322,61 +374,63 @@ pub async fn run_sync(
         StripeService::new(setup.stripe.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
     let mut counts = RunCounts::default();
     let lock_held = || lock.is_still_held();
-    let result = async {
-        let read = read_and_plan(store, setup, &stripe, options.full_resync).await?;
-        counts.rows = read.rows;
-        if let Some(on_plan) = &options.on_plan {
-            on_plan(read.rows);
-        }
-        let mut planned = read.planned;
-        // Another sync into the same Stripe account may create the same customers: runs that
-        // create take turns under the account's create lock, and look their creates up again
-        // once they hold it.
-        let mut _create_lock = None;
-        if planned.iter().any(|p| {
-            matches!(
-                p.action,
-                Action::Create { .. } | Action::ReplayCreate { .. }
-            )
-        }) {
-            let scope = stripe.create_scope("customer").await.map_err(|e| match e {
-                ferry_destinations::stripe::StripeCallError::Unauthorized { message, .. } => {
-                    EngineError::StripeKey(message)
-                }
-                other => EngineError::StripeLookup(other.to_string()),
-            })?;
-            let give_up = || options.cancel.load(Ordering::Relaxed) || !lock.is_still_held();
-            let held = match store.lock_create_scope(&scope, &give_up).await? {
-                Some(held) => held,
-                None if !lock.is_still_held() => return Err(EngineError::LockLost),
-                None => return Ok(execute::Ending::Cancelled),
-            };
-            _create_lock = Some(held);
-            planned =
-                plan::recheck_creates(&stripe, &read.context.inputs(options.full_resync), planned)
-                    .await?;
-        }
-        let execution = execute::Execution {
+    let object = ferry_destinations::stripe::stripe_object(setup.sync.spec.object);
+    let execution = Execution {
+        store,
+        stripe: &stripe,
+        object,
+        sync_name: &setup.sync.name,
+        sync_uid: &setup.sync.uid,
+        run_id: &run.id,
+        progress: options.progress.clone(),
+        cancel: options.cancel.clone(),
+        lock_held: &lock_held,
+    };
+    let heartbeat = heartbeat(store, &run.id);
+    let result = {
+        let pipeline = Pipeline {
             store,
+            setup,
             stripe: &stripe,
-            sync_name: &setup.sync.name,
-            sync_uid: &setup.sync.uid,
-            run_id: &run.id,
-            progress: options.progress.clone(),
-            cancel: options.cancel.clone(),
-            lock_held: &lock_held,
+            full_resync: options.full_resync,
+            cancel: &options.cancel,
         };
-        execute::execute_plan(&execution, read.invalid, planned, &mut counts).await
-    }
-    .await;
-    counts.requests = stripe.http().requests_sent();
+        let mut sink = RunSink {
+            exec: &execution,
+            committer: Committer::new(&execution, &mut counts),
+            on_plan: options.on_plan.as_ref(),
+        };
+        let driven = pipeline.drive(&mut sink);
+        let outcome = tokio::select! {
+            outcome = driven => outcome,
+            never = heartbeat => match never {},
+        };
+        // Rows the run never reached (stopped, lock lost, failed) are counted as such.
+        match outcome {
+            Ok((ending, rows)) => {
+                let flushed = sink.committer.flush().await;
+                let counts = *sink.committer.counts();
+                drop(sink);
+                flushed.map(|()| (ending, rows, counts))
+            }
+            Err(error) => {
+                let _ = sink.committer.flush().await;
+                Err(error)
+            }
+        }
+    };
     let (status, error) = match &result {
-        Ok(execute::Ending::Completed) => (RunStatus::Completed, None),
-        Ok(execute::Ending::Cancelled) => {
+        Ok((Ending::Completed, _, _)) => (RunStatus::Completed, None),
+        Ok((Ending::Cancelled, _, _)) => {
             (RunStatus::Cancelled, Some("stopped by request".to_string()))
         }
         Err(e) => (RunStatus::Failed, Some(e.to_string())),
     };
+    if let Ok((_, rows, _)) = &result {
+        counts.rows = *rows;
+    }
+    counts.not_attempted += counts.rows.saturating_sub(counts.outcomes_total());
+    counts.requests = stripe.http().requests_sent();
     // After a restart of a PostgreSQL workspace the store reconnects; while the server is still
     // starting up, recording the end is retried for a while (once only if the run already gave
     // up waiting for the database).
@@ -392,8 +446,8 @@ pub async fn run_sync(
             error = %e,
             run_error = error.as_deref().unwrap_or("none"),
             "Could not record the end of the run. The next run marks it interrupted and picks \
-             up its unfinished rows; creates replay their saved idempotency keys, so nothing is \
-             created twice."
+             up its unfinished rows; creates look their key up, then replay their saved \
+             idempotency keys, so nothing is created twice."
         );
         return Err(e.into());
     }
@@ -407,6 +461,7 @@ pub async fn run_sync(
         unchanged = counts.unchanged,
         rejected = counts.rejected,
         failed = counts.failed,
+        not_attempted = counts.not_attempted,
         "Sync run finished."
     );
     Ok(RunReport {
@@ -417,87 +472,20 @@ pub async fn run_sync(
     })
 }
 
-/// What a run knows once the model is read and planned.
-struct ReadAndPlanned {
-    rows: u64,
-    invalid: Vec<RejectedRow>,
-    planned: Vec<PlannedRecord>,
-    context: PlanContext,
-}
+/// How long finished runs and their records are kept; each sync keeps its newest run always.
+pub const RUN_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(30);
+/// How often a running run says it is alive.
+const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// What planning reads from the workspace, kept to plan creates again under the create lock.
-struct PlanContext {
-    sync: ValidatedSync,
-    behavior: ferry_core::Behavior,
-    snapshot: std::collections::HashMap<String, ferry_state::SnapshotEntry>,
-    pending: std::collections::HashMap<String, ferry_state::PendingCreate>,
-}
-
-impl PlanContext {
-    fn inputs(&self, full_resync: bool) -> PlanInputs<'_> {
-        PlanInputs {
-            sync: &self.sync,
-            behavior: self.behavior,
-            snapshot: &self.snapshot,
-            pending: &self.pending,
-            full_resync,
+/// Records every [`HEARTBEAT_EVERY`] that the run is alive, so that a run whose process died
+/// is recorded as interrupted at the time it was last seen. Never returns.
+async fn heartbeat(store: &StateStore, run_id: &str) -> std::convert::Infallible {
+    loop {
+        tokio::time::sleep(HEARTBEAT_EVERY).await;
+        if let Err(error) = store.touch_run(run_id).await {
+            tracing::debug!(%error, "Could not record the run's heartbeat.");
         }
     }
-}
-
-/// Streams the model, prepares every row, and plans the records.
-async fn read_and_plan(
-    store: &StateStore,
-    setup: &SyncSetup,
-    stripe: &StripeService,
-    full_resync: bool,
-) -> Result<ReadAndPlanned, EngineError> {
-    let source_error = |error: ferry_source::SourceError| {
-        let mut problem = error.to_string();
-        if matches!(error, ferry_source::SourceError::ConnectionLost { .. }) {
-            // Say what that means for Stripe: no write goes out before the whole model is read.
-            problem.push_str(
-                "; nothing was sent to Stripe (a run reads the whole model before its first \
-                 write), so run the sync again once the warehouse answers",
-            );
-        }
-        EngineError::Source {
-            model: setup.model.name.clone(),
-            problem,
-        }
-    };
-    let mut stream = ferry_source::query(&setup.source, &setup.model.sql, &setup.query)
-        .await
-        .map_err(source_error)?;
-    let columns: Vec<String> = stream.columns().iter().map(|c| c.name.clone()).collect();
-    let validated = validate_sync(&setup.sync.spec, &columns).map_err(EngineError::InvalidSync)?;
-    let mut rows = 0u64;
-    let mut ready = Vec::new();
-    let mut invalid = Vec::new();
-    while let Some(row) = stream.next_row().await {
-        let row = row.map_err(source_error)?;
-        rows += 1;
-        match prepare_row(&validated, rows, &row) {
-            Ok(record) => ready.push(record),
-            Err(rejected) => invalid.push(rejected),
-        }
-    }
-    let (ready, duplicates) = reject_duplicate_keys(ready);
-    invalid.extend(duplicates);
-    invalid.sort_by_key(|r| r.row_number);
-    let context = PlanContext {
-        sync: validated,
-        behavior: setup.sync.spec.behavior,
-        snapshot: store.load_snapshot(&setup.sync.name).await?,
-        pending: store.load_pending_creates(&setup.sync.name).await?,
-    };
-    let planned = plan_records(stripe, &context.inputs(full_resync), ready).await?;
-    Ok(ReadAndPlanned {
-        rows,
-        invalid,
-        planned,
-        context,
-    })
 }
 
 /// Counts of a finished run by outcome, for reports.

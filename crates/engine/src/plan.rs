@@ -1,29 +1,29 @@
 //! Deciding what each record needs: nothing, an update of some fields, a create, or a report.
-//! The preview stops here; a run goes on to execute the plan.
+//! A pure function of the record, what is known of it (ferry's last confirmed write, or the
+//! records Stripe holds under its key), a create saved by an interrupted run, and the sync's
+//! behaviour. The preview stops here; a run goes on to execute the plan.
 
-use crate::matching::{find_existing_customers, Matches};
-use crate::prepare::{PreparedRecord, ValidatedSync};
-use crate::EngineError;
+use crate::prepare::PreparedRecord;
 use ferry_core::{changed_fields, Baseline, Behavior, FieldValue, Payload};
-use ferry_destinations::stripe::{customer_to_fields, StripeService};
-use ferry_state::{PendingCreate, SnapshotEntry};
+use ferry_destinations::stripe::{record_to_fields, StripeRecord};
+use ferry_state::PendingCreate;
+use ferry_stripe_wire::ObjectSchema;
 use serde_json::{json, Map, Value as Json};
-use std::collections::HashMap;
 
 /// Stripe keeps an idempotency key for at least 24 hours; past this age a saved create is not
-/// replayed blindly but looked up first.
+/// replayed (its key may be forgotten) but made anew under a new key.
 pub(crate) const PENDING_CREATE_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(23);
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// The payload equals what Stripe holds. `remember` when the id was found by lookup and
-    /// should be saved so that the next run skips the lookup.
+    /// The payload equals what Stripe holds. `remember` when the snapshot should be written
+    /// (the record was found by key, or its payload changed form but not value).
     Unchanged {
-        stripe_id: String,
+        destination_id: String,
         remember: bool,
     },
     Update {
-        stripe_id: String,
+        destination_id: String,
         changed: Vec<String>,
         changes: Json,
     },
@@ -31,8 +31,8 @@ pub enum Action {
         changes: Json,
     },
     /// A create whose idempotency key and body are saved: sent with them, so that Stripe
-    /// returns the customer it made if an earlier attempt made one. `from_earlier_run`: an
-    /// interrupted run saved it, and a lookup just now found no customer with the key.
+    /// returns the record it made if an earlier attempt made one. `from_earlier_run`: an
+    /// interrupted run saved it, and the lookup just now found no record with the key.
     ReplayCreate {
         pending: PendingCreate,
         from_earlier_run: bool,
@@ -41,169 +41,81 @@ pub enum Action {
     Reject {
         reason: String,
     },
-    /// The lookup failed for good; retried next run.
+    /// Stripe could not be asked (a lookup failed for good); retried next run.
     Fail {
         reason: String,
     },
 }
 
-#[derive(Debug, Clone)]
-pub struct PlannedRecord {
-    pub record: PreparedRecord,
-    pub action: Action,
-    /// An interrupted run saved a create for this key, and the lookup found the customer it
-    /// (or someone) made: the saved create is dropped once this record settles.
-    pub drops_pending: bool,
+impl Action {
+    pub fn is_create(&self) -> bool {
+        matches!(self, Action::Create { .. } | Action::ReplayCreate { .. })
+    }
+
+    /// The name previews and run logs use for it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Unchanged { .. } => "unchanged",
+            Action::Update { .. } => "update",
+            Action::Create { .. } | Action::ReplayCreate { .. } => "create",
+            Action::NotFound => "not_found",
+            Action::Reject { .. } => "reject",
+            Action::Fail { .. } => "fail",
+        }
+    }
 }
 
-pub struct PlanInputs<'a> {
-    pub sync: &'a ValidatedSync,
+/// What is known of a record before deciding.
+#[derive(Debug, Clone, Copy)]
+pub enum Known<'a> {
+    /// ferry's last confirmed write to this key, and the record's id.
+    Remembered {
+        destination_id: &'a str,
+        last_write: &'a Payload,
+    },
+    /// The records Stripe holds under the key (none, one, or several), as Stripe returned them.
+    Found(&'a [StripeRecord]),
+    /// Stripe could not be asked.
+    LookupFailed(&'a str),
+}
+
+/// The sync's settings that planning reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules<'a> {
+    pub schema: &'static ObjectSchema,
     pub behavior: Behavior,
-    pub snapshot: &'a HashMap<String, SnapshotEntry>,
-    pub pending: &'a HashMap<String, PendingCreate>,
-    pub full_resync: bool,
+    /// The key's path, and whether it compares ignoring case (an email).
+    pub key_path: &'a str,
+    pub key_ignores_case: bool,
 }
 
-pub async fn plan_records(
-    stripe: &StripeService,
-    inputs: &PlanInputs<'_>,
-    records: Vec<PreparedRecord>,
-) -> Result<Vec<PlannedRecord>, EngineError> {
-    let mut planned = Vec::with_capacity(records.len());
-    let mut unknown = Vec::new();
-    for record in records {
-        let remembered = inputs
-            .snapshot
-            .get(&record.match_key)
-            .filter(|_| !inputs.full_resync);
-        match remembered {
-            Some(entry) => planned.push(PlannedRecord {
-                action: action_from_snapshot(&record, entry),
-                record,
-                drops_pending: false,
-            }),
-            // A create saved by an interrupted run is looked up like any new row: the run may
-            // have died before sending it, and someone may have created the customer since.
-            None => unknown.push(record),
-        }
-    }
-    planned.extend(plan_from_lookups(stripe, inputs, unknown).await?);
-    planned.sort_by_key(|p| p.record.row_number);
-    Ok(planned)
-}
-
-/// Looks the creates of a plan up again and plans them anew; the other records keep their
-/// action. Called once the run holds the create lock of the Stripe account: another sync may
-/// have created some of these customers since they were planned.
-pub async fn recheck_creates(
-    stripe: &StripeService,
-    inputs: &PlanInputs<'_>,
-    planned: Vec<PlannedRecord>,
-) -> Result<Vec<PlannedRecord>, EngineError> {
-    let (creates, mut kept): (Vec<_>, Vec<_>) = planned.into_iter().partition(|p| {
-        matches!(
-            p.action,
-            Action::Create { .. } | Action::ReplayCreate { .. }
-        )
-    });
-    if creates.is_empty() {
-        return Ok(kept);
-    }
-    tracing::debug!(
-        creates = creates.len(),
-        "Checking again, under the account's create lock, that the customers to create do not exist."
-    );
-    let records = creates.into_iter().map(|p| p.record).collect();
-    kept.extend(plan_from_lookups(stripe, inputs, records).await?);
-    kept.sort_by_key(|p| p.record.row_number);
-    Ok(kept)
-}
-
-async fn plan_from_lookups(
-    stripe: &StripeService,
-    inputs: &PlanInputs<'_>,
-    records: Vec<PreparedRecord>,
-) -> Result<Vec<PlannedRecord>, EngineError> {
-    let lookup_refs: Vec<&PreparedRecord> = records.iter().collect();
-    let matches =
-        find_existing_customers(stripe, inputs.sync, &lookup_refs, inputs.snapshot.len()).await?;
-    let now = chrono::Utc::now();
-    Ok(records
-        .into_iter()
-        .map(|record| {
-            let pending = inputs.pending.get(&record.match_key);
-            // Stripe keeps an idempotency key for at least 24 hours; an older saved create is
-            // not replayed (its key may be forgotten) but made anew with a new key.
-            let replayable = pending.filter(|p| now - p.created_at < PENDING_CREATE_MAX_AGE);
-            let action = action_from_lookup(inputs, &record, &matches, replayable);
-            let drops_pending = pending.is_some()
-                && matches!(action, Action::Update { .. } | Action::Unchanged { .. });
-            PlannedRecord {
-                record,
-                action,
-                drops_pending,
-            }
-        })
-        .collect())
-}
-
-fn action_from_snapshot(record: &PreparedRecord, entry: &SnapshotEntry) -> Action {
-    if entry.payload_hash == record.payload.hash() {
-        return Action::Unchanged {
-            stripe_id: entry.stripe_id.clone(),
-            remember: false,
-        };
-    }
-    let last_write = Payload::from_json(&entry.payload).unwrap_or_default();
-    let changed = changed_fields(&record.payload, &Baseline::LastWrite(&last_write), &[]);
-    if changed.is_empty() {
-        // Same values, other hash (a field left the mapping): nothing to send, but remember
-        // the new payload so the next run compares against it.
-        return Action::Unchanged {
-            stripe_id: entry.stripe_id.clone(),
-            remember: true,
-        };
-    }
-    let before = |path: &str| {
-        last_write
-            .get(path)
-            .map(FieldValue::to_json)
-            .unwrap_or(Json::Null)
-    };
-    Action::Update {
-        stripe_id: entry.stripe_id.clone(),
-        changes: describe_changes(&record.payload, &changed, before),
-        changed,
-    }
-}
-
-fn action_from_lookup(
-    inputs: &PlanInputs<'_>,
+/// Plans one record. `pending`: a create an interrupted run saved for this key (consulted only
+/// when no record was found).
+pub fn plan(
     record: &PreparedRecord,
-    matches: &Matches,
+    known: Known<'_>,
     pending: Option<&PendingCreate>,
+    rules: &Rules<'_>,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Action {
-    let found = match matches.get(&record.match_key) {
-        Some(Ok(found)) => found,
-        Some(Err(reason)) => {
-            return Action::Fail {
-                reason: reason.clone(),
-            }
-        }
-        None => {
-            return Action::Fail {
-                reason: "the key was not looked up".into(),
-            }
-        }
-    };
-    match found.as_slice() {
-        [] => match inputs.behavior {
+    match known {
+        Known::Remembered {
+            destination_id,
+            last_write,
+        } => against_last_write(record, destination_id, last_write),
+        Known::LookupFailed(reason) => Action::Fail {
+            reason: format!("could not look the key up in Stripe: {reason}"),
+        },
+        Known::Found([]) => match rules.behavior {
+            Behavior::UpdateOnly => Action::NotFound,
             Behavior::UpdateOrCreate => match pending {
-                Some(pending) => Action::ReplayCreate {
-                    pending: pending.clone(),
-                    from_earlier_run: true,
-                },
-                None => {
+                Some(pending) if now - pending.created_at < PENDING_CREATE_MAX_AGE => {
+                    Action::ReplayCreate {
+                        pending: pending.clone(),
+                        from_earlier_run: true,
+                    }
+                }
+                _ => {
                     let all: Vec<String> = record
                         .payload
                         .fields
@@ -216,44 +128,15 @@ fn action_from_lookup(
                     }
                 }
             },
-            Behavior::UpdateOnly => Action::NotFound,
         },
-        [customer] => {
-            let live = customer_to_fields(&customer.object);
-            let key_path = inputs.sync.key_field.path.as_str();
-            let case_insensitive: &[&str] = if inputs.sync.key_is_email() {
-                &["email"]
-            } else {
-                &[]
-            };
-            let mut changed =
-                changed_fields(&record.payload, &Baseline::Live(&live), case_insensitive);
-            // The key itself matched already (trimmed, and ignoring case for emails).
-            changed.retain(|path| path != key_path || !inputs.sync.key_is_email());
-            if changed.is_empty() {
-                Action::Unchanged {
-                    stripe_id: customer.id.clone(),
-                    remember: true,
-                }
-            } else {
-                let before = |path: &str| {
-                    live.get(path)
-                        .map(FieldValue::to_json)
-                        .unwrap_or(Json::Null)
-                };
-                Action::Update {
-                    stripe_id: customer.id.clone(),
-                    changes: describe_changes(&record.payload, &changed, before),
-                    changed,
-                }
-            }
-        }
-        several => {
+        Known::Found([live]) => against_live(record, live, rules),
+        Known::Found(several) => {
             let ids: Vec<&str> = several.iter().map(|c| c.id.as_str()).collect();
             Action::Reject {
                 reason: format!(
-                    "ambiguous: {} Stripe customers match `{}` ({}); merge or delete the extra ones in Stripe, then run again",
+                    "ambiguous: {} Stripe {} match `{}` ({}); merge or delete the extra ones in Stripe, then run again",
                     several.len(),
+                    rules.schema.plural,
                     record.key,
                     ids.join(", ")
                 ),
@@ -262,8 +145,66 @@ fn action_from_lookup(
     }
 }
 
+fn against_last_write(record: &PreparedRecord, destination_id: &str, last_write: &Payload) -> Action {
+    let changed = changed_fields(&record.payload, &Baseline::LastWrite(last_write), &[]);
+    if changed.is_empty() {
+        // Same values, other hash (a field left the mapping): nothing to send, but remember
+        // the new payload so the next run compares against it.
+        return Action::Unchanged {
+            destination_id: destination_id.to_string(),
+            remember: true,
+        };
+    }
+    let before = |path: &str| {
+        last_write
+            .get(path)
+            .map(FieldValue::to_json)
+            .unwrap_or(Json::Null)
+    };
+    Action::Update {
+        destination_id: destination_id.to_string(),
+        changes: describe_changes(&record.payload, &changed, before),
+        changed,
+    }
+}
+
+fn against_live(record: &PreparedRecord, live: &StripeRecord, rules: &Rules<'_>) -> Action {
+    let fields = record_to_fields(rules.schema, &live.object);
+    let ignoring_case: &[&str] = if rules.key_ignores_case {
+        &[rules.key_path]
+    } else {
+        &[]
+    };
+    let mut changed = changed_fields(&record.payload, &Baseline::Live(&fields), ignoring_case);
+    // The key itself matched already (trimmed, and ignoring case for emails).
+    if rules.key_ignores_case {
+        changed.retain(|path| path != rules.key_path);
+    }
+    if changed.is_empty() {
+        return Action::Unchanged {
+            destination_id: live.id.clone(),
+            remember: true,
+        };
+    }
+    let before = |path: &str| {
+        fields
+            .get(path)
+            .map(FieldValue::to_json)
+            .unwrap_or(Json::Null)
+    };
+    Action::Update {
+        destination_id: live.id.clone(),
+        changes: describe_changes(&record.payload, &changed, before),
+        changed,
+    }
+}
+
 /// `{"name": {"before": "Ada", "after": "Ada L."}}`, for previews and run logs.
-fn describe_changes(payload: &Payload, changed: &[String], before: impl Fn(&str) -> Json) -> Json {
+pub(crate) fn describe_changes(
+    payload: &Payload,
+    changed: &[String],
+    before: impl Fn(&str) -> Json,
+) -> Json {
     let mut changes = Map::new();
     for path in changed {
         let after = payload
@@ -276,4 +217,201 @@ fn describe_changes(payload: &Payload, changed: &[String], before: impl Fn(&str)
         );
     }
     Json::Object(changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use expect_test::{expect, Expect};
+    use ferry_stripe_wire::customer::CUSTOMER;
+
+    /// `email=a@b.co name=Ada` → a payload; `-` as a value means "clear".
+    fn payload(text: &str) -> Payload {
+        Payload {
+            fields: text
+                .split_whitespace()
+                .map(|pair| {
+                    let (path, value) = pair.split_once('=').unwrap();
+                    let value = match value {
+                        "-" => FieldValue::Clear,
+                        v => FieldValue::Text(v.replace('_', " ")),
+                    };
+                    (path.to_string(), value)
+                })
+                .collect(),
+        }
+    }
+
+    fn record(text: &str) -> PreparedRecord {
+        let payload = payload(text);
+        let key = match payload.get("email") {
+            Some(FieldValue::Text(email)) => email.clone(),
+            _ => String::new(),
+        };
+        PreparedRecord {
+            row_number: 1,
+            match_key: key.trim().to_lowercase(),
+            key,
+            payload,
+        }
+    }
+
+    fn live(id: &str, object: Json) -> StripeRecord {
+        StripeRecord {
+            id: id.to_string(),
+            object,
+        }
+    }
+
+    fn pending(hours_old: i64) -> PendingCreate {
+        PendingCreate {
+            key: "a@b.co".into(),
+            idempotency_key: "ferry-1-c-abc".into(),
+            request_body: "email=a%40b.co".into(),
+            created_at: now() - chrono::TimeDelta::hours(hours_old),
+        }
+    }
+
+    fn now() -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    fn check(
+        row: &str,
+        known: Known<'_>,
+        pending: Option<&PendingCreate>,
+        behavior: Behavior,
+        expected: Expect,
+    ) {
+        let rules = Rules {
+            schema: &CUSTOMER,
+            behavior,
+            key_path: "email",
+            key_ignores_case: true,
+        };
+        let action = plan(&record(row), known, pending, &rules, now());
+        let text = match action {
+            Action::Unchanged {
+                destination_id,
+                remember,
+            } => format!("unchanged {destination_id}{}", if remember { " (remember)" } else { "" }),
+            Action::Update {
+                destination_id,
+                changes,
+                ..
+            } => format!("update {destination_id} {changes}"),
+            Action::Create { changes } => format!("create {changes}"),
+            Action::ReplayCreate {
+                pending,
+                from_earlier_run,
+            } => format!("replay {} (earlier run: {from_earlier_run})", pending.idempotency_key),
+            Action::NotFound => "not found".into(),
+            Action::Reject { reason } => format!("reject: {reason}"),
+            Action::Fail { reason } => format!("fail: {reason}"),
+        };
+        expected.assert_eq(&text);
+    }
+
+    const CREATE: Behavior = Behavior::UpdateOrCreate;
+
+    #[test]
+    fn against_the_last_write() {
+        let last = payload("email=a@b.co name=Ada");
+        let remembered = Known::Remembered {
+            destination_id: "cus_1",
+            last_write: &last,
+        };
+        check("email=a@b.co name=Ada", remembered, None, CREATE, expect![["unchanged cus_1 (remember)"]]);
+        check(
+            "email=a@b.co name=Ada_L.",
+            remembered,
+            None,
+            CREATE,
+            expect![[r#"update cus_1 {"name":{"after":"Ada L.","before":"Ada"}}"#]],
+        );
+        // A field the last write did not hold is sent, a clear included.
+        check(
+            "email=a@b.co name=Ada phone=-",
+            remembered,
+            None,
+            CREATE,
+            expect![[r#"update cus_1 {"phone":{"after":null,"before":null}}"#]],
+        );
+    }
+
+    #[test]
+    fn against_what_stripe_holds() {
+        let one = [live(
+            "cus_9",
+            serde_json::json!({"id": "cus_9", "email": "A@B.co", "name": "Ada", "metadata": {}}),
+        )];
+        check("email=a@b.co name=Ada", Known::Found(&one), None, CREATE, expect![["unchanged cus_9 (remember)"]]);
+        check(
+            "email=a@b.co name=Ada metadata.plan=pro phone=-",
+            Known::Found(&one),
+            None,
+            CREATE,
+            expect![[r#"update cus_9 {"metadata.plan":{"after":"pro","before":null}}"#]],
+        );
+        let two = [live("cus_1", Json::Null), live("cus_2", Json::Null)];
+        check(
+            "email=a@b.co",
+            Known::Found(&two),
+            None,
+            CREATE,
+            expect![["reject: ambiguous: 2 Stripe customers match `a@b.co` (cus_1, cus_2); merge or delete the extra ones in Stripe, then run again"]],
+        );
+    }
+
+    #[test]
+    fn nothing_found() {
+        check(
+            "email=a@b.co name=Ada phone=-",
+            Known::Found(&[]),
+            None,
+            CREATE,
+            expect![[r#"create {"email":{"after":"a@b.co","before":null},"name":{"after":"Ada","before":null}}"#]],
+        );
+        check("email=a@b.co", Known::Found(&[]), None, Behavior::UpdateOnly, expect![["not found"]]);
+        // A create an interrupted run saved is replayed with its key while Stripe remembers it…
+        check(
+            "email=a@b.co",
+            Known::Found(&[]),
+            Some(&pending(2)),
+            CREATE,
+            expect![["replay ferry-1-c-abc (earlier run: true)"]],
+        );
+        // …and made anew once the key may be forgotten.
+        check(
+            "email=a@b.co",
+            Known::Found(&[]),
+            Some(&pending(30)),
+            CREATE,
+            expect![[r#"create {"email":{"after":"a@b.co","before":null}}"#]],
+        );
+        check(
+            "email=a@b.co",
+            Known::LookupFailed("Stripe did not answer"),
+            None,
+            CREATE,
+            expect![["fail: could not look the key up in Stripe: Stripe did not answer"]],
+        );
+    }
+
+    /// A saved create is never replayed blindly: when the lookup finds the record (made by the
+    /// interrupted run, or by someone since), it is updated like any other.
+    #[test]
+    fn a_saved_create_loses_to_a_record_found() {
+        let found = [live(
+            "cus_hand",
+            serde_json::json!({"id": "cus_hand", "email": "a@b.co", "name": "By hand"}),
+        )];
+        check(
+            "email=a@b.co name=Ada",
+            Known::Found(&found),
+            Some(&pending(1)),
+            CREATE,
+            expect![[r#"update cus_hand {"name":{"after":"Ada","before":"By hand"}}"#]],
+        );
+    }
 }

@@ -1,20 +1,22 @@
 //! From model rows to records ready to sync: the sync spec checked against the model's
-//! columns, each row mapped and checked against Stripe's rules, duplicate keys found.
-//! Pure: a row that cannot be synced becomes a rejection with a reason, never an error.
+//! columns and the Stripe object's fields, and each row mapped and checked against Stripe's
+//! rules. Pure: a row that cannot be synced becomes a rejection with a reason, never an error.
+//! (Duplicate keys are found later, once the records are sorted by key: see `stage.rs`.)
 
 use ferry_core::{FieldValue, NullPolicy, Payload, SyncSpec, Value};
 use ferry_destinations::stripe::encoder::{create_params, param_path};
-use ferry_destinations::stripe::fields::{parse_field, parse_key_field, CustomerField, FieldKind};
-use ferry_stripe_wire::customer::{is_valid_email, validate_customer_params, METADATA_MAX_KEYS};
-use ferry_stripe_wire::form;
+use ferry_destinations::stripe::fields::{parse_field, MappedField, MappedKey};
+use ferry_destinations::stripe::{stripe_object, FieldKind, StripeObject};
+use ferry_stripe_wire::params::{is_valid_email, validate_params, METADATA_MAX_KEYS};
 use std::collections::HashMap;
 
 /// A sync spec whose columns exist in the model and whose fields exist in Stripe.
 #[derive(Debug, Clone)]
 pub struct ValidatedSync {
+    pub object: &'static dyn StripeObject,
     pub key_column: String,
     pub key_column_index: usize,
-    pub key_field: CustomerField,
+    pub key: MappedKey,
     pub mappings: Vec<ValidatedMapping>,
     pub nulls: NullPolicy,
 }
@@ -23,32 +25,24 @@ pub struct ValidatedSync {
 pub struct ValidatedMapping {
     pub column: String,
     pub column_index: usize,
-    pub field: CustomerField,
+    pub field: MappedField,
 }
 
 impl ValidatedSync {
-    pub fn key_is_email(&self) -> bool {
-        self.key_field.kind == FieldKind::Email
-    }
-
-    /// The metadata key holding the external id, for a `metadata.KEY` mapping key.
-    pub fn key_metadata_name(&self) -> Option<&str> {
-        self.key_field.path.strip_prefix("metadata.")
+    /// The key's field path (`email`, `metadata.user_id`): also its name in the key index.
+    pub fn key_path(&self) -> &str {
+        &self.key.field.path
     }
 
     /// The key as used for matching: emails compare trimmed and case-insensitively, external
     /// ids trimmed.
     pub fn match_key(&self, key: &str) -> String {
-        if self.key_is_email() {
-            key.trim().to_lowercase()
-        } else {
-            key.trim().to_string()
-        }
+        self.key.normalize(key)
     }
 
     /// The column that feeds a field path, for error messages.
     pub fn column_for_field(&self, path: &str) -> Option<&str> {
-        if self.key_field.path == path {
+        if self.key.field.path == path {
             return Some(&self.key_column);
         }
         self.mappings
@@ -56,11 +50,22 @@ impl ValidatedSync {
             .find(|m| m.field.path == path)
             .map(|m| m.column.as_str())
     }
+
+    /// Paths compared ignoring case when diffing against Stripe (the email used as the key).
+    pub fn case_insensitive_paths(&self) -> Vec<&str> {
+        if self.key.ignore_case {
+            vec![self.key.field.path.as_str()]
+        } else {
+            Vec::new()
+        }
+    }
 }
 
 /// Checks a spec against the model's column names. Every problem is listed, each saying
 /// what is valid, so a user fixes them all at once.
 pub fn validate_sync(spec: &SyncSpec, columns: &[String]) -> Result<ValidatedSync, Vec<String>> {
+    let object = stripe_object(spec.object);
+    let schema = object.schema();
     let mut problems = Vec::new();
     let column_index = |name: &str, problems: &mut Vec<String>, role: &str| -> Option<usize> {
         let index = columns.iter().position(|c| c == name);
@@ -73,17 +78,17 @@ pub fn validate_sync(spec: &SyncSpec, columns: &[String]) -> Result<ValidatedSyn
         index
     };
     let key_column_index = column_index(&spec.key.column, &mut problems, "key");
-    let key_field = parse_key_field(&spec.key.field)
+    let key = MappedKey::new(schema, &spec.key.field)
         .map_err(|e| problems.push(e.to_string()))
         .ok();
     let mut mappings = Vec::new();
     let mut seen_fields: HashMap<String, String> = HashMap::new();
-    if let Some(key_field) = &key_field {
-        seen_fields.insert(key_field.path.clone(), spec.key.column.clone());
+    if let Some(key) = &key {
+        seen_fields.insert(key.field.path.clone(), spec.key.column.clone());
     }
     for mapping in &spec.mappings {
         let index = column_index(&mapping.column, &mut problems, "mapped");
-        let field = match parse_field(&mapping.field) {
+        let field = match parse_field(schema, &mapping.field) {
             Ok(field) => field,
             Err(e) => {
                 problems.push(e.to_string());
@@ -115,28 +120,34 @@ pub fn validate_sync(spec: &SyncSpec, columns: &[String]) -> Result<ValidatedSyn
         .count();
     if metadata_fields > METADATA_MAX_KEYS {
         problems.push(format!(
-            "{metadata_fields} metadata fields are mapped; Stripe allows at most {METADATA_MAX_KEYS} keys per customer"
+            "{metadata_fields} metadata fields are mapped; Stripe allows at most {METADATA_MAX_KEYS} keys per {}",
+            schema.object
         ));
     }
-    let has_shipping = seen_fields.keys().any(|p| p.starts_with("shipping."));
-    if has_shipping
-        && !(seen_fields.contains_key("shipping.name")
-            && seen_fields
-                .keys()
-                .any(|p| p.starts_with("shipping.address.")))
-    {
-        problems.push("Stripe needs shipping.name and at least one shipping.address.* field whenever shipping is set; map them too".to_string());
-    }
-    match (key_column_index, key_field) {
-        (Some(key_column_index), Some(key_field)) if problems.is_empty() => Ok(ValidatedSync {
+    problems.extend(required_companions(&seen_fields));
+    match (key_column_index, key) {
+        (Some(key_column_index), Some(key)) if problems.is_empty() => Ok(ValidatedSync {
+            object,
             key_column: spec.key.column.clone(),
             key_column_index,
-            key_field,
+            key,
             mappings,
             nulls: spec.nulls,
         }),
         _ => Err(problems),
     }
+}
+
+/// Fields Stripe needs together: whenever a group with required parts is sent at all, the
+/// required parts must be mapped too (`shipping` needs `shipping.name` and an address).
+fn required_companions(seen_fields: &HashMap<String, String>) -> Option<String> {
+    let has_shipping = seen_fields.keys().any(|p| p.starts_with("shipping."));
+    (has_shipping
+        && !(seen_fields.contains_key("shipping.name")
+            && seen_fields
+                .keys()
+                .any(|p| p.starts_with("shipping.address."))))
+    .then(|| "Stripe needs shipping.name and at least one shipping.address.* field whenever shipping is set; map them too".to_string())
 }
 
 /// A row mapped to the record ferry wants in Stripe.
@@ -183,7 +194,7 @@ pub fn prepare_row(
     if let Some(problem) = key_text_problem(sync, &key) {
         return Err(reject(&key, problem));
     }
-    if sync.key_is_email() && !is_valid_email(&key) {
+    if matches!(sync.key.field.kind, FieldKind::Email { .. }) && !is_valid_email(&key) {
         return Err(reject(
             &key,
             format!(
@@ -195,7 +206,7 @@ pub fn prepare_row(
     let mut payload = Payload::default();
     payload
         .fields
-        .insert(sync.key_field.path.clone(), FieldValue::Text(key.clone()));
+        .insert(sync.key.field.path.clone(), FieldValue::Text(key.clone()));
     for mapping in &sync.mappings {
         match mapping.field.convert(&row[mapping.column_index]) {
             Ok(Some(value)) => {
@@ -203,7 +214,7 @@ pub fn prepare_row(
             }
             Ok(None) => {
                 if sync.nulls == NullPolicy::Clear {
-                    if let Some(cleared) = cleared_value(&mapping.field.path) {
+                    if let Some(cleared) = mapping.field.cleared_value() {
                         payload.fields.insert(mapping.field.path.clone(), cleared);
                     }
                 }
@@ -219,11 +230,10 @@ pub fn prepare_row(
             }
         }
     }
-    // Stripe's own rules, checked on the very body a create would send.
-    let encoded = form::encode(&create_params(&payload));
-    let decoded = form::decode(&encoded)
-        .map_err(|e| reject(&key, format!("cannot encode this row for Stripe: {e}")))?;
-    if let Err(error) = validate_customer_params(&decoded, false) {
+    // Stripe's own rules, checked on the params a create would send (structure, required
+    // parts, metadata limits).
+    let params = create_params(&payload);
+    if let Err(error) = validate_params(sync.object.schema().params, &params, false) {
         let path = param_path(&error.param);
         let column = sync
             .column_for_field(&path)
@@ -239,25 +249,31 @@ pub fn prepare_row(
     })
 }
 
-/// What "clear" means for a field. Stripe cannot unset an integer or the invoice prefix it
-/// assigns, so a NULL leaves those alone; an unset `tax_exempt` reads back as `none`.
-fn cleared_value(path: &str) -> Option<FieldValue> {
-    match path {
-        "balance" | "next_invoice_sequence" | "invoice_prefix" => None,
-        "tax_exempt" => Some(FieldValue::Text("none".to_string())),
-        _ => Some(FieldValue::Clear),
-    }
-}
-
 fn key_text_problem(sync: &ValidatedSync, key: &str) -> Option<String> {
-    sync.key_field
+    sync.key
+        .field
         .convert(&Value::Text(key.to_string()))
         .err()
         .map(|problem| format!("key column `{}` {problem}", sync.key_column))
 }
 
-/// Rejects every copy of a key that appears more than once: ferry cannot know which copy is
-/// right, and syncing one of them at random would flap between runs.
+/// The reason every copy of a duplicated key is rejected: ferry cannot know which copy is
+/// right, and syncing one of them at random would flap between runs. `others` are the row
+/// numbers of the other copies (the first few, when there are many).
+pub fn duplicate_reason(key: &str, others: &[u64], more: u64) -> String {
+    let mut rows: Vec<String> = others.iter().map(u64::to_string).collect();
+    if more > 0 {
+        rows.push(format!("and {more} more"));
+    }
+    let plural = if others.len() as u64 + more == 1 { "" } else { "s" };
+    format!(
+        "duplicate key: `{key}` also appears in row{plural} {} of the model (keys compare trimmed and, for emails, ignoring case); keep one row per key",
+        rows.join(", ")
+    )
+}
+
+/// Rejects every copy of a key that appears more than once, for records already in memory
+/// (tests and small callers; a run finds duplicates in its sorted stream instead).
 pub fn reject_duplicate_keys(
     records: Vec<PreparedRecord>,
 ) -> (Vec<PreparedRecord>, Vec<RejectedRow>) {
@@ -281,20 +297,14 @@ pub fn reject_duplicate_keys(
     for record in records {
         match duplicated.get(&record.match_key) {
             Some(rows) => {
-                let others: Vec<String> = rows
+                let others: Vec<u64> = rows
                     .iter()
-                    .filter(|r| **r != record.row_number)
-                    .map(u64::to_string)
+                    .copied()
+                    .filter(|r| *r != record.row_number)
                     .collect();
                 rejected.push(RejectedRow {
                     row_number: record.row_number,
-                    reason: format!(
-                        "duplicate key: `{}` also appears in row{} {} of the model (keys compare {}); keep one row per key",
-                        record.key,
-                        if others.len() == 1 { "" } else { "s" },
-                        others.join(", "),
-                        "trimmed and, for emails, ignoring case"
-                    ),
+                    reason: duplicate_reason(&record.key, &others, 0),
                     key: record.key,
                 });
             }

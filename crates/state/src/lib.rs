@@ -23,9 +23,9 @@ pub use error::{ObjectType, StateError};
 pub use master_key::MasterKey;
 pub use names::{validate_name, MAX_NAME_LENGTH};
 pub use records::{
-    ApiTokenRecord, CommitBatch, ConnectionKind, ConnectionRecord, EncryptedSecret, ModelRecord,
-    NewConnection, PendingCreate, RunRecord, RunRecordRow, SecretInput, SecretRef, SnapshotEntry,
-    SyncRecord,
+    ApiTokenRecord, CommitBatch, ConnectionKind, ConnectionRecord, EncryptedSecret, IndexState,
+    IndexedRecord, ModelRecord, NewConnection, PendingCreate, RunRecord, RunRecordRow,
+    SecretInput, SecretRef, SnapshotEntry, SnapshotKey, SyncRecord,
 };
 pub use sync_lock::SyncLock;
 pub use workspace::{WorkspaceOptions, DATABASE_FILE_NAME, KEY_FILE_NAME, LOCKS_DIR_NAME};
@@ -278,6 +278,7 @@ impl StateStore {
             finished_at: None,
             counts: RunCounts::default(),
             error: None,
+            last_seen_at: Some(started_at),
         };
         on_backend!(self, backend => backend.insert_run(&run).await)?;
         Ok(run)
@@ -331,22 +332,37 @@ impl StateStore {
     }
 
     /// Turns the sync's runs still marked `running` into `interrupted`: their process died.
-    /// Call it while holding the sync's lock, so a live run is never marked.
+    /// Each is finished when it was last seen alive. Call it while holding the sync's lock, so
+    /// a live run is never marked.
     pub async fn mark_interrupted_runs(&self, sync: &str) -> Result<u64, StateError> {
         validate_name(ObjectType::Sync, sync)?;
-        let finished_at = ids::now();
-        on_backend!(self, backend => backend.mark_interrupted_runs(sync, finished_at).await)
+        on_backend!(self, backend => backend.mark_interrupted_runs(sync).await)
     }
 
-    /// A page of a run's records, by row number, optionally only those with one outcome.
+    /// Records that a run is alive now (its heartbeat).
+    pub async fn touch_run(&self, run_id: &str) -> Result<(), StateError> {
+        let now = ids::now();
+        let updated = on_backend!(self, backend => backend.touch_run(run_id, now).await)?;
+        require_run(updated, run_id)
+    }
+
+    /// A page of a run's records: those after row `after_row` (0 for the first page), by row
+    /// number, optionally only those with one outcome. Pages by key, so the thousandth page
+    /// costs what the first does.
     pub async fn list_run_records(
         &self,
         run_id: &str,
         filter: Option<Outcome>,
-        offset: usize,
+        after_row: u64,
         limit: usize,
     ) -> Result<Vec<RunRecordRow>, StateError> {
-        on_backend!(self, backend => backend.list_run_records(run_id, filter, offset, limit).await)
+        on_backend!(self, backend => backend.list_run_records(run_id, filter, after_row, limit).await)
+    }
+
+    /// Deletes the runs that finished before `before`, with their records; each sync keeps its
+    /// newest run whatever its age. Returns how many runs were removed.
+    pub async fn prune_runs(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64, StateError> {
+        on_backend!(self, backend => backend.prune_runs(before).await)
     }
 
     pub async fn count_run_records(
@@ -359,22 +375,51 @@ impl StateStore {
 
     // ----- snapshot and pending creates -----
 
-    /// What was last confirmed written for each record key of the sync.
-    pub async fn load_snapshot(
+    /// Up to `limit` snapshot entries of the sync's `object` records after key `after` (from
+    /// the first when `None`), in byte order of the keys, without their payloads: the engine
+    /// streams them alongside the model's records sorted the same way.
+    pub async fn snapshot_keys(
         &self,
         sync: &str,
-    ) -> Result<HashMap<String, SnapshotEntry>, StateError> {
+        object: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SnapshotKey>, StateError> {
         validate_name(ObjectType::Sync, sync)?;
-        on_backend!(self, backend => backend.load_snapshot(sync).await)
+        on_backend!(self, backend => backend.snapshot_keys(sync, object, after, limit).await)
     }
 
-    /// The creates saved before their first attempt and not settled yet, by record key.
-    pub async fn load_pending_creates(
+    /// What was last confirmed written for these keys (those that have an entry).
+    pub async fn snapshot_entries(
         &self,
         sync: &str,
+        object: &str,
+        keys: &[String],
+    ) -> Result<HashMap<String, SnapshotEntry>, StateError> {
+        validate_name(ObjectType::Sync, sync)?;
+        let found = on_backend!(self, backend => backend.snapshot_entries(sync, object, keys).await)?;
+        Ok(found.into_iter().collect())
+    }
+
+    /// How many records of `object` the sync has confirmed.
+    pub async fn count_snapshot(&self, sync: &str, object: &str) -> Result<u64, StateError> {
+        validate_name(ObjectType::Sync, sync)?;
+        on_backend!(self, backend => backend.count_snapshot(sync, object).await)
+    }
+
+    /// The creates of these keys saved before their first attempt and not settled yet.
+    pub async fn pending_creates(
+        &self,
+        sync: &str,
+        object: &str,
+        keys: &[String],
     ) -> Result<HashMap<String, PendingCreate>, StateError> {
         validate_name(ObjectType::Sync, sync)?;
-        on_backend!(self, backend => backend.load_pending_creates(sync).await)
+        let found = on_backend!(self, backend => backend.pending_creates(sync, object, keys).await)?;
+        Ok(found
+            .into_iter()
+            .map(|create| (create.key.clone(), create))
+            .collect())
     }
 
     /// Saves creates (replacing any saved for the same key) durably, in one transaction. Call
@@ -383,11 +428,12 @@ impl StateStore {
     pub async fn save_pending_creates(
         &self,
         sync: &str,
+        object: &str,
         items: &[PendingCreate],
     ) -> Result<(), StateError> {
         validate_name(ObjectType::Sync, sync)?;
         let items = last_per_key(items.iter().map(|item| (item.key.as_str(), item)));
-        on_backend!(self, backend => backend.save_pending_creates(sync, &items).await)
+        on_backend!(self, backend => backend.save_pending_creates(sync, object, &items).await)
     }
 
     /// In ONE transaction: inserts the run records; for each confirmed write upserts its
@@ -397,6 +443,7 @@ impl StateStore {
     pub async fn commit_batch(
         &self,
         sync: &str,
+        object: &str,
         run_id: &str,
         batch: &CommitBatch,
     ) -> Result<(), StateError> {
@@ -416,7 +463,54 @@ impl StateStore {
             pending_deletes: &batch.pending_deletes,
             counts: &batch.counts,
         };
-        on_backend!(self, backend => backend.commit_batch(sync, run_id, &committed).await)
+        on_backend!(self, backend => backend.commit_batch(sync, object, run_id, &committed).await)
+    }
+
+    // ----- the key index -----
+
+    /// How far the key index of `scope` (one destination account and object) is complete;
+    /// `None` when it was never built.
+    pub async fn index_state(&self, scope: &str) -> Result<Option<IndexState>, StateError> {
+        on_backend!(self, backend => backend.index_state(scope).await)
+    }
+
+    /// Forgets the index of `scope` and its state, before it is built anew.
+    pub async fn index_clear(&self, scope: &str) -> Result<(), StateError> {
+        on_backend!(self, backend => backend.index_clear(scope).await)
+    }
+
+    /// In one transaction: replaces the keys of each record in `records` (a record with no key
+    /// left is removed) and removes the records whose ids are in `removed`.
+    pub async fn index_update(
+        &self,
+        scope: &str,
+        records: &[IndexedRecord],
+        removed: &[String],
+    ) -> Result<(), StateError> {
+        if records.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        on_backend!(self, backend => backend.index_update(scope, records, removed).await)
+    }
+
+    /// The ids of the records whose key `key_name` has one of `values`: value → ids.
+    pub async fn index_lookup(
+        &self,
+        scope: &str,
+        key_name: &str,
+        values: &[String],
+    ) -> Result<HashMap<String, Vec<String>>, StateError> {
+        let pairs = on_backend!(self, backend => backend.index_lookup(scope, key_name, values).await)?;
+        let mut found: HashMap<String, Vec<String>> = HashMap::new();
+        for (value, id) in pairs {
+            found.entry(value).or_default().push(id);
+        }
+        Ok(found)
+    }
+
+    /// Saves how far the index of `scope` is complete.
+    pub async fn index_save_state(&self, scope: &str, state: &IndexState) -> Result<(), StateError> {
+        on_backend!(self, backend => backend.index_save_state(scope, state).await)
     }
 
     // ----- API tokens -----
@@ -590,9 +684,13 @@ mod tests {
         assert_send(&store.finish_run("", RunStatus::Completed, &RunCounts::default(), None));
         assert_send(&store.list_runs(None, 1));
         assert_send(&store.list_run_records("", None, 0, 1));
-        assert_send(&store.load_snapshot(""));
-        assert_send(&store.save_pending_creates("", &[]));
-        assert_send(&store.commit_batch("", "", batch));
+        assert_send(&store.snapshot_keys("", "", None, 1));
+        assert_send(&store.snapshot_entries("", "", &[]));
+        assert_send(&store.pending_creates("", "", &[]));
+        assert_send(&store.save_pending_creates("", "", &[]));
+        assert_send(&store.commit_batch("", "", "", batch));
+        assert_send(&store.index_update("", &[], &[]));
+        assert_send(&store.index_lookup("", "", &[]));
         assert_send(&store.lock_sync(sync));
         assert_send(&store.create_api_token(""));
         assert_send(&store.list_api_tokens());

@@ -12,17 +12,16 @@ use crate::ids;
 use crate::master_key::MasterKey;
 use crate::records::{
     counts_from_columns, counts_to_columns, parse_connection_kind, parse_outcome, parse_run_status,
-    parse_sync_spec, secret_from_columns, sorted_json, to_sql_integer, StoredSecret,
+    parse_sync_spec, secret_from_columns, sync_spec_json, sorted_json, to_sql_integer, StoredSecret,
 };
 use crate::sync_lock::{advisory_lock_key, HeldLock, SyncLock};
 use crate::workspace::{OpenMode, PostgresUrl};
 use crate::{
-    ApiTokenRecord, CommitBatchRef, ConnectionKind, ConnectionRecord, ModelRecord, PendingCreate,
-    RunRecord, RunRecordRow, SnapshotEntry, SyncRecord,
+    ApiTokenRecord, CommitBatchRef, ConnectionKind, ConnectionRecord, IndexState, IndexedRecord,
+    ModelRecord, PendingCreate, RunRecord, RunRecordRow, SnapshotEntry, SnapshotKey, SyncRecord,
 };
 use chrono::{DateTime, Utc};
 use ferry_core::{Outcome, RunCounts, RunStatus, SyncSpec};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::types::{FromSql, ToSql};
@@ -40,6 +39,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "api tokens",
         include_str!("../migrations/postgres/0002_api_tokens.sql"),
+    ),
+    (
+        3,
+        "generic engine",
+        include_str!("../migrations/postgres/0003_generic_engine.sql"),
     ),
 ];
 
@@ -103,8 +107,9 @@ const MODEL_COLUMNS: &str = "name, connection, sql, created_at, updated_at";
 const SYNC_COLUMNS: &str = "name, uid, spec, created_at, updated_at";
 const RUN_COLUMNS: &str = "id, sync, status, full_resync, started_at, finished_at, rows_total, \
      created_count, updated_count, unchanged_count, not_found_count, rejected_count, \
-     failed_count, requests_count, error";
-const RUN_RECORD_COLUMNS: &str = "row_number, key, outcome, stripe_id, reason, request_id, changes";
+     failed_count, requests_count, error, not_attempted_count, last_seen_at";
+const RUN_RECORD_COLUMNS: &str =
+    "row_number, key, outcome, destination_id, reason, request_id, changes";
 const API_TOKEN_COLUMNS: &str = "name, prefix, created_at, last_used_at";
 
 impl PostgresStore {
@@ -348,8 +353,7 @@ impl PostgresStore {
         name: &str,
         spec: &SyncSpec,
     ) -> Result<SyncRecord, StateError> {
-        let spec_json = serde_json::to_value(spec)
-            .map_err(|error| StateError::Internal(format!("cannot encode a sync spec: {error}")))?;
+        let spec_json = sync_spec_json(spec);
         with_session!(self, |session| {
             let row = session
                 .client
@@ -433,7 +437,7 @@ impl PostgresStore {
                 .execute(
                     &format!(
                         "INSERT INTO runs ({RUN_COLUMNS}) VALUES \
-                         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+                         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
                     ),
                     &[
                         &run.id,
@@ -451,6 +455,8 @@ impl PostgresStore {
                         &counts[6],
                         &counts[7],
                         &run.error,
+                        &counts[8],
+                        &run.last_seen_at,
                     ],
                 )
                 .await
@@ -522,20 +528,16 @@ impl PostgresStore {
         })
     }
 
-    pub(crate) async fn mark_interrupted_runs(
-        &self,
-        sync: &str,
-        finished_at: DateTime<Utc>,
-    ) -> Result<u64, StateError> {
+    pub(crate) async fn mark_interrupted_runs(&self, sync: &str) -> Result<u64, StateError> {
         with_session!(self, |session| {
             session
                 .client
                 .execute(
-                    "UPDATE runs SET status = $2, finished_at = $3 WHERE sync = $1 AND status = $4",
+                    "UPDATE runs SET status = $2, finished_at = COALESCE(last_seen_at, started_at) \
+                     WHERE sync = $1 AND status = $3",
                     &[
                         &sync,
                         &RunStatus::Interrupted.as_str(),
-                        &finished_at,
                         &RunStatus::Running.as_str(),
                     ],
                 )
@@ -544,28 +546,71 @@ impl PostgresStore {
         })
     }
 
+    pub(crate) async fn touch_run(&self, run_id: &str, now: DateTime<Utc>) -> Result<bool, StateError> {
+        with_session!(self, |session| {
+            let changed = session
+                .client
+                .execute(
+                    "UPDATE runs SET last_seen_at = $2 WHERE id = $1",
+                    &[&run_id, &now],
+                )
+                .await
+                .map_err(StateError::postgres("recording that a run is alive"))?;
+            Ok(changed > 0)
+        })
+    }
+
     pub(crate) async fn list_run_records(
         &self,
         run_id: &str,
         filter: Option<Outcome>,
-        offset: usize,
+        after_row: u64,
         limit: usize,
     ) -> Result<Vec<RunRecordRow>, StateError> {
-        let (offset, limit) = (to_sql_integer(offset as u64), to_sql_integer(limit as u64));
+        let (after_row, limit) = (to_sql_integer(after_row), to_sql_integer(limit as u64));
         let outcome = filter.map(Outcome::as_str);
         with_session!(self, |session| {
             let sql = format!(
                 "SELECT {RUN_RECORD_COLUMNS} FROM run_records \
-                 WHERE run_id = $1 AND ($2::text IS NULL OR outcome = $2) \
-                 ORDER BY row_number LIMIT $3 OFFSET $4"
+                 WHERE run_id = $1 AND ($2::text IS NULL OR outcome = $2) AND row_number > $3 \
+                 ORDER BY row_number LIMIT $4"
             );
             query_all(
                 &session.client,
                 &sql,
-                &[&run_id, &outcome, &limit, &offset],
+                &[&run_id, &outcome, &after_row, &limit],
                 read_run_record,
             )
             .await
+        })
+    }
+
+    pub(crate) async fn prune_runs(&self, before: DateTime<Utc>) -> Result<u64, StateError> {
+        let doing = "removing old runs";
+        with_session!(self, |session| {
+            let transaction = session
+                .client
+                .transaction()
+                .await
+                .map_err(StateError::postgres(doing))?;
+            let old = "SELECT id FROM runs r WHERE finished_at IS NOT NULL AND finished_at < $1 \
+                       AND id <> (SELECT MAX(id COLLATE \"C\") FROM runs n WHERE n.sync = r.sync)";
+            transaction
+                .execute(
+                    &format!("DELETE FROM run_records WHERE run_id IN ({old})"),
+                    &[&before],
+                )
+                .await
+                .map_err(StateError::postgres(doing))?;
+            let removed = transaction
+                .execute(&format!("DELETE FROM runs WHERE id IN ({old})"), &[&before])
+                .await
+                .map_err(StateError::postgres(doing))?;
+            transaction
+                .commit()
+                .await
+                .map_err(StateError::postgres(doing))?;
+            Ok(removed)
         })
     }
 
@@ -588,18 +633,49 @@ impl PostgresStore {
         })
     }
 
-    pub(crate) async fn load_snapshot(
+    pub(crate) async fn snapshot_keys(
         &self,
         sync: &str,
-    ) -> Result<HashMap<String, SnapshotEntry>, StateError> {
+        object: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SnapshotKey>, StateError> {
+        let limit = to_sql_integer(limit as u64);
         with_session!(self, |session| {
-            let entries = query_all(
+            // `key` is COLLATE "C": byte order, served by the primary key index.
+            query_all(
                 &session.client,
-                "SELECT key, stripe_id, payload_hash, payload, updated_at FROM snapshot WHERE sync = $1",
-                &[&sync],
+                "SELECT key, destination_id, payload_hash FROM snapshot \
+                 WHERE sync = $1 AND object = $2 AND ($3::text IS NULL OR key > $3) \
+                 ORDER BY key LIMIT $4",
+                &[&sync, &object, &after, &limit],
+                |row| {
+                    Ok(SnapshotKey {
+                        key: column(row, 0)?,
+                        destination_id: column(row, 1)?,
+                        payload_hash: column(row, 2)?,
+                    })
+                },
+            )
+            .await
+        })
+    }
+
+    pub(crate) async fn snapshot_entries(
+        &self,
+        sync: &str,
+        object: &str,
+        keys: &[String],
+    ) -> Result<Vec<(String, SnapshotEntry)>, StateError> {
+        with_session!(self, |session| {
+            query_all(
+                &session.client,
+                "SELECT key, destination_id, payload_hash, payload, updated_at FROM snapshot \
+                 WHERE sync = $1 AND object = $2 AND key = ANY($3)",
+                &[&sync, &object, &keys],
                 |row| {
                     let entry = SnapshotEntry {
-                        stripe_id: column(row, 1)?,
+                        destination_id: column(row, 1)?,
                         payload_hash: column(row, 2)?,
                         payload: sorted_json(column(row, 3)?),
                         updated_at: column(row, 4)?,
@@ -607,21 +683,36 @@ impl PostgresStore {
                     Ok((column::<String>(row, 0)?, entry))
                 },
             )
-            .await?;
-            Ok(entries.into_iter().collect())
+            .await
         })
     }
 
-    pub(crate) async fn load_pending_creates(
+    pub(crate) async fn count_snapshot(&self, sync: &str, object: &str) -> Result<u64, StateError> {
+        with_session!(self, |session| {
+            let row = session
+                .client
+                .query_one(
+                    "SELECT COUNT(*) FROM snapshot WHERE sync = $1 AND object = $2",
+                    &[&sync, &object],
+                )
+                .await
+                .map_err(StateError::postgres("counting the snapshot"))?;
+            Ok(u64::try_from(column::<i64>(&row, 0)?).unwrap_or(0))
+        })
+    }
+
+    pub(crate) async fn pending_creates(
         &self,
         sync: &str,
-    ) -> Result<HashMap<String, PendingCreate>, StateError> {
+        object: &str,
+        keys: &[String],
+    ) -> Result<Vec<PendingCreate>, StateError> {
         with_session!(self, |session| {
-            let pending = query_all(
+            query_all(
                 &session.client,
                 "SELECT key, idempotency_key, request_body, created_at FROM pending_creates \
-                 WHERE sync = $1",
-                &[&sync],
+                 WHERE sync = $1 AND object = $2 AND key = ANY($3)",
+                &[&sync, &object, &keys],
                 |row| {
                     Ok(PendingCreate {
                         key: column(row, 0)?,
@@ -631,11 +722,7 @@ impl PostgresStore {
                     })
                 },
             )
-            .await?;
-            Ok(pending
-                .into_iter()
-                .map(|create| (create.key.clone(), create))
-                .collect())
+            .await
         })
     }
 
@@ -644,6 +731,7 @@ impl PostgresStore {
     pub(crate) async fn save_pending_creates(
         &self,
         sync: &str,
+        object: &str,
         items: &[&PendingCreate],
     ) -> Result<(), StateError> {
         let keys: Vec<&str> = items.iter().map(|item| item.key.as_str()).collect();
@@ -660,11 +748,12 @@ impl PostgresStore {
             session
                 .client
                 .execute(
-                    "INSERT INTO pending_creates (sync, key, idempotency_key, request_body, created_at) \
-                     SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::timestamptz[]) \
-                     ON CONFLICT (sync, key) DO UPDATE SET idempotency_key = excluded.idempotency_key, \
+                    "INSERT INTO pending_creates (sync, object, key, idempotency_key, request_body, \
+                     created_at) SELECT $1, $6, * FROM UNNEST($2::text[], $3::text[], $4::text[], \
+                     $5::timestamptz[]) ON CONFLICT (sync, object, key) DO UPDATE SET \
+                     idempotency_key = excluded.idempotency_key, \
                      request_body = excluded.request_body, created_at = excluded.created_at",
-                    &[&sync, &keys, &idempotency_keys, &bodies, &created_at],
+                    &[&sync, &keys, &idempotency_keys, &bodies, &created_at, &object],
                 )
                 .await
                 .map_err(StateError::postgres("saving pending creates"))?;
@@ -675,6 +764,7 @@ impl PostgresStore {
     pub(crate) async fn commit_batch(
         &self,
         sync: &str,
+        object: &str,
         run_id: &str,
         batch: &CommitBatchRef<'_>,
     ) -> Result<(), StateError> {
@@ -699,8 +789,8 @@ impl PostgresStore {
                 .collect();
             let keys: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
             let outcomes: Vec<&str> = records.iter().map(|r| r.outcome.as_str()).collect();
-            let stripe_ids: Vec<Option<&str>> =
-                records.iter().map(|r| r.stripe_id.as_deref()).collect();
+            let destination_ids: Vec<Option<&str>> =
+                records.iter().map(|r| r.destination_id.as_deref()).collect();
             let reasons: Vec<Option<&str>> = records.iter().map(|r| r.reason.as_deref()).collect();
             let request_ids: Vec<Option<&str>> =
                 records.iter().map(|r| r.request_id.as_deref()).collect();
@@ -718,7 +808,7 @@ impl PostgresStore {
                         &row_numbers,
                         &keys,
                         &outcomes,
-                        &stripe_ids,
+                        &destination_ids,
                         &reasons,
                         &request_ids,
                         &changes,
@@ -729,7 +819,10 @@ impl PostgresStore {
 
             let upserts = &batch.snapshot_upserts;
             let snapshot_keys: Vec<&str> = upserts.iter().map(|(key, _)| key.as_str()).collect();
-            let stripe_ids: Vec<&str> = upserts.iter().map(|(_, e)| e.stripe_id.as_str()).collect();
+            let destination_ids: Vec<&str> = upserts
+                .iter()
+                .map(|(_, e)| e.destination_id.as_str())
+                .collect();
             let hashes: Vec<&str> = upserts
                 .iter()
                 .map(|(_, e)| e.payload_hash.as_str())
@@ -740,12 +833,20 @@ impl PostgresStore {
                 upserts.iter().map(|(_, e)| e.updated_at).collect();
             transaction
                 .execute(
-                    "INSERT INTO snapshot (sync, key, stripe_id, payload_hash, payload, updated_at) \
-                     SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::jsonb[], \
-                     $6::timestamptz[]) ON CONFLICT (sync, key) DO UPDATE SET \
-                     stripe_id = excluded.stripe_id, payload_hash = excluded.payload_hash, \
+                    "INSERT INTO snapshot (sync, object, key, destination_id, payload_hash, payload, \
+                     updated_at) SELECT $1, $7, * FROM UNNEST($2::text[], $3::text[], $4::text[], \
+                     $5::jsonb[], $6::timestamptz[]) ON CONFLICT (sync, object, key) DO UPDATE SET \
+                     destination_id = excluded.destination_id, payload_hash = excluded.payload_hash, \
                      payload = excluded.payload, updated_at = excluded.updated_at",
-                    &[&sync, &snapshot_keys, &stripe_ids, &hashes, &payloads, &updated_at],
+                    &[
+                        &sync,
+                        &snapshot_keys,
+                        &destination_ids,
+                        &hashes,
+                        &payloads,
+                        &updated_at,
+                        &object,
+                    ],
                 )
                 .await
                 .map_err(StateError::postgres(doing))?;
@@ -757,15 +858,15 @@ impl PostgresStore {
                 .collect();
             transaction
                 .execute(
-                    "DELETE FROM pending_creates WHERE sync = $1 AND key = ANY($2)",
-                    &[&sync, &settled_keys],
+                    "DELETE FROM pending_creates WHERE sync = $1 AND object = $3 AND key = ANY($2)",
+                    &[&sync, &settled_keys, &object],
                 )
                 .await
                 .map_err(StateError::postgres(doing))?;
             transaction
                 .execute(
-                    "DELETE FROM snapshot WHERE sync = $1 AND key = ANY($2)",
-                    &[&sync, &batch.snapshot_deletes],
+                    "DELETE FROM snapshot WHERE sync = $1 AND object = $3 AND key = ANY($2)",
+                    &[&sync, &batch.snapshot_deletes, &object],
                 )
                 .await
                 .map_err(StateError::postgres(doing))?;
@@ -773,6 +874,153 @@ impl PostgresStore {
                 .commit()
                 .await
                 .map_err(StateError::postgres(doing))?;
+            Ok(())
+        })
+    }
+
+    pub(crate) async fn index_state(&self, scope: &str) -> Result<Option<IndexState>, StateError> {
+        with_session!(self, |session| {
+            query_optional(
+                &session.client,
+                "SELECT key_names, built_at, created_through, events_through, refreshed_at \
+                 FROM key_index_state WHERE scope = $1",
+                &[&scope],
+                |row| {
+                    Ok(IndexState {
+                        key_names: serde_json::from_value(column(row, 0)?).map_err(|e| {
+                            StateError::Corrupt(format!("unreadable index key names ({e})"))
+                        })?,
+                        built_at: column(row, 1)?,
+                        created_through: column(row, 2)?,
+                        events_through: column(row, 3)?,
+                        refreshed_at: column(row, 4)?,
+                    })
+                },
+            )
+            .await
+        })
+    }
+
+    pub(crate) async fn index_clear(&self, scope: &str) -> Result<(), StateError> {
+        let doing = "clearing the key index";
+        with_session!(self, |session| {
+            let transaction = session
+                .client
+                .transaction()
+                .await
+                .map_err(StateError::postgres(doing))?;
+            for sql in [
+                "DELETE FROM key_index WHERE scope = $1",
+                "DELETE FROM key_index_state WHERE scope = $1",
+            ] {
+                transaction
+                    .execute(sql, &[&scope])
+                    .await
+                    .map_err(StateError::postgres(doing))?;
+            }
+            transaction
+                .commit()
+                .await
+                .map_err(StateError::postgres(doing))
+        })
+    }
+
+    pub(crate) async fn index_update(
+        &self,
+        scope: &str,
+        records: &[IndexedRecord],
+        removed: &[String],
+    ) -> Result<(), StateError> {
+        let doing = "updating the key index";
+        let forgotten: Vec<&str> = records
+            .iter()
+            .map(|r| r.destination_id.as_str())
+            .chain(removed.iter().map(String::as_str))
+            .collect();
+        let mut names = Vec::new();
+        let mut values = Vec::new();
+        let mut ids = Vec::new();
+        for record in records {
+            for (name, value) in &record.keys {
+                names.push(name.as_str());
+                values.push(value.as_str());
+                ids.push(record.destination_id.as_str());
+            }
+        }
+        with_session!(self, |session| {
+            let transaction = session
+                .client
+                .transaction()
+                .await
+                .map_err(StateError::postgres(doing))?;
+            transaction
+                .execute(
+                    "DELETE FROM key_index WHERE scope = $1 AND destination_id = ANY($2)",
+                    &[&scope, &forgotten],
+                )
+                .await
+                .map_err(StateError::postgres(doing))?;
+            transaction
+                .execute(
+                    "INSERT INTO key_index (scope, key_name, key_value, destination_id) \
+                     SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[]) \
+                     ON CONFLICT DO NOTHING",
+                    &[&scope, &names, &values, &ids],
+                )
+                .await
+                .map_err(StateError::postgres(doing))?;
+            transaction
+                .commit()
+                .await
+                .map_err(StateError::postgres(doing))
+        })
+    }
+
+    pub(crate) async fn index_lookup(
+        &self,
+        scope: &str,
+        key_name: &str,
+        values: &[String],
+    ) -> Result<Vec<(String, String)>, StateError> {
+        with_session!(self, |session| {
+            query_all(
+                &session.client,
+                "SELECT key_value, destination_id FROM key_index \
+                 WHERE scope = $1 AND key_name = $2 AND key_value = ANY($3) \
+                 ORDER BY destination_id",
+                &[&scope, &key_name, &values],
+                |row| Ok((column(row, 0)?, column(row, 1)?)),
+            )
+            .await
+        })
+    }
+
+    pub(crate) async fn index_save_state(
+        &self,
+        scope: &str,
+        state: &IndexState,
+    ) -> Result<(), StateError> {
+        let key_names = serde_json::Value::from(state.key_names.clone());
+        with_session!(self, |session| {
+            session
+                .client
+                .execute(
+                    "INSERT INTO key_index_state (scope, key_names, built_at, created_through, \
+                     events_through, refreshed_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (scope) DO UPDATE SET key_names = excluded.key_names, \
+                     built_at = excluded.built_at, created_through = excluded.created_through, \
+                     events_through = excluded.events_through, refreshed_at = excluded.refreshed_at",
+                    &[
+                        &scope,
+                        &key_names,
+                        &state.built_at,
+                        &state.created_through,
+                        &state.events_through,
+                        &state.refreshed_at,
+                    ],
+                )
+                .await
+                .map_err(StateError::postgres("saving the key index state"))?;
             Ok(())
         })
     }
@@ -1045,9 +1293,10 @@ async fn set_run_counts(
         .execute(
             "UPDATE runs SET rows_total = $3, created_count = $4, updated_count = $5, \
              unchanged_count = $6, not_found_count = $7, rejected_count = $8, failed_count = $9, \
-             requests_count = $10 WHERE id = $1 AND ($2::text IS NULL OR sync = $2)",
+             requests_count = $10, not_attempted_count = $11, last_seen_at = now() \
+             WHERE id = $1 AND ($2::text IS NULL OR sync = $2)",
             &[
-                &run_id, &sync, &c[0], &c[1], &c[2], &c[3], &c[4], &c[5], &c[6], &c[7],
+                &run_id, &sync, &c[0], &c[1], &c[2], &c[3], &c[4], &c[5], &c[6], &c[7], &c[8],
             ],
         )
         .await
@@ -1103,10 +1352,11 @@ fn read_sync(row: &Row) -> Result<SyncRecord, StateError> {
 }
 
 fn read_run(row: &Row) -> Result<RunRecord, StateError> {
-    let mut counts = [0i64; 8];
-    for (index, count) in counts.iter_mut().enumerate() {
+    let mut counts = [0i64; 9];
+    for (index, count) in counts.iter_mut().take(8).enumerate() {
         *count = column(row, 6 + index)?;
     }
+    counts[8] = column(row, 15)?;
     Ok(RunRecord {
         id: column(row, 0)?,
         sync: column(row, 1)?,
@@ -1116,6 +1366,7 @@ fn read_run(row: &Row) -> Result<RunRecord, StateError> {
         finished_at: column(row, 5)?,
         counts: counts_from_columns(counts),
         error: column(row, 14)?,
+        last_seen_at: column(row, 16)?,
     })
 }
 
@@ -1124,7 +1375,7 @@ fn read_run_record(row: &Row) -> Result<RunRecordRow, StateError> {
         row_number: u64::try_from(column::<i64>(row, 0)?).unwrap_or(0),
         key: column(row, 1)?,
         outcome: parse_outcome(&column::<String>(row, 2)?)?,
-        stripe_id: column(row, 3)?,
+        destination_id: column(row, 3)?,
         reason: column(row, 4)?,
         request_id: column(row, 5)?,
         changes: column::<Option<serde_json::Value>>(row, 6)?.map(sorted_json),

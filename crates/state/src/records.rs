@@ -2,7 +2,10 @@
 
 use crate::error::StateError;
 use chrono::{DateTime, Utc};
-use ferry_core::{Outcome, RunCounts, RunStatus, Secret, SyncSpec};
+use ferry_core::{
+    Behavior, FieldMapping, KeyMapping, NullPolicy, ObjectKind, Outcome, RunCounts, RunStatus,
+    Schedule, Secret, SyncSpec,
+};
 use std::fmt;
 
 /// What a connection talks to.
@@ -153,6 +156,8 @@ pub struct RunRecord {
     pub finished_at: Option<DateTime<Utc>>,
     pub counts: RunCounts,
     pub error: Option<String>,
+    /// When the run last said it was alive (each commit, and a heartbeat while it works).
+    pub last_seen_at: Option<DateTime<Utc>>,
 }
 
 /// The outcome of one model row in one run.
@@ -162,7 +167,8 @@ pub struct RunRecordRow {
     pub row_number: u64,
     pub key: String,
     pub outcome: Outcome,
-    pub stripe_id: Option<String>,
+    /// The id the destination gave the record (`cus_…`).
+    pub destination_id: Option<String>,
     pub reason: Option<String>,
     /// Stripe's `Request-Id` of the request that settled the row.
     pub request_id: Option<String>,
@@ -173,10 +179,38 @@ pub struct RunRecordRow {
 /// What was last confirmed written for one record key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotEntry {
-    pub stripe_id: String,
+    pub destination_id: String,
     pub payload_hash: String,
     pub payload: serde_json::Value,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A snapshot entry without its payload, as the engine streams them in key order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotKey {
+    pub key: String,
+    pub destination_id: String,
+    pub payload_hash: String,
+}
+
+/// How far the key index of one destination account and object is known to be complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexState {
+    /// The key names indexed (`email`, `metadata.user_id`), sorted.
+    pub key_names: Vec<String>,
+    pub built_at: DateTime<Utc>,
+    /// Unix seconds: every record created before this is in the index.
+    pub created_through: i64,
+    /// Unix seconds: every change event before this has been applied.
+    pub events_through: i64,
+    pub refreshed_at: DateTime<Utc>,
+}
+
+/// One record's keys in the index: (key name, normalized value) pairs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedRecord {
+    pub destination_id: String,
+    pub keys: Vec<(String, String)>,
 }
 
 /// A create whose idempotency key was saved before its first attempt.
@@ -204,6 +238,7 @@ pub struct ApiTokenRecord {
 /// Everything one acknowledged batch changes, committed in one transaction.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommitBatch {
+    /// The records of rows that were not unchanged (unchanged rows are only counted).
     pub records: Vec<RunRecordRow>,
     /// Confirmed writes: the snapshot entry of each key, and its pending create is settled.
     pub snapshot_upserts: Vec<(String, SnapshotEntry)>,
@@ -279,9 +314,100 @@ pub(crate) fn parse_run_status(text: &str) -> Result<RunStatus, StateError> {
 }
 
 pub(crate) fn parse_sync_spec(sync: &str, json: serde_json::Value) -> Result<SyncSpec, StateError> {
-    serde_json::from_value(json).map_err(|error| {
-        StateError::Corrupt(format!("an unreadable spec for sync '{sync}' ({error})"))
-    })
+    let corrupt =
+        |error: String| StateError::Corrupt(format!("an unreadable spec for sync '{sync}' ({error})"));
+    let stored: StoredSyncSpec =
+        serde_json::from_value(json).map_err(|error| corrupt(error.to_string()))?;
+    SyncSpec::try_from(stored).map_err(corrupt)
+}
+
+/// The JSON a sync's spec is stored as.
+pub(crate) fn sync_spec_json(spec: &SyncSpec) -> serde_json::Value {
+    serde_json::to_value(StoredSyncSpec::from(spec)).expect("a stored spec serializes")
+}
+
+/// A sync's spec as the workspace stores it: its own type, converted by hand, so that the
+/// domain's `SyncSpec` can grow (per-object settings, constants, templates) while every stored
+/// workspace stays readable. Fields added later must have defaults.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredSyncSpec {
+    model: String,
+    destination: String,
+    object: String,
+    behavior: String,
+    key: StoredMapping,
+    #[serde(default)]
+    mappings: Vec<StoredMapping>,
+    #[serde(default = "default_nulls")]
+    nulls: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schedule: Option<String>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredMapping {
+    column: String,
+    field: String,
+}
+
+fn default_nulls() -> String {
+    "skip".to_string()
+}
+
+impl From<&SyncSpec> for StoredSyncSpec {
+    fn from(spec: &SyncSpec) -> StoredSyncSpec {
+        let mapping = |column: &str, field: &str| StoredMapping {
+            column: column.to_string(),
+            field: field.to_string(),
+        };
+        StoredSyncSpec {
+            model: spec.model.clone(),
+            destination: spec.destination.clone(),
+            object: spec.object.as_str().to_string(),
+            behavior: spec.behavior.as_str().to_string(),
+            key: mapping(&spec.key.column, &spec.key.field),
+            mappings: spec
+                .mappings
+                .iter()
+                .map(|m| mapping(&m.column, &m.field))
+                .collect(),
+            nulls: spec.nulls.as_str().to_string(),
+            schedule: spec.schedule.as_ref().map(ToString::to_string),
+        }
+    }
+}
+
+impl TryFrom<StoredSyncSpec> for SyncSpec {
+    type Error = String;
+
+    fn try_from(stored: StoredSyncSpec) -> Result<SyncSpec, String> {
+        Ok(SyncSpec {
+            model: stored.model,
+            destination: stored.destination,
+            object: ObjectKind::parse(&stored.object)
+                .ok_or_else(|| format!("unknown object `{}`", stored.object))?,
+            behavior: Behavior::parse(&stored.behavior)
+                .ok_or_else(|| format!("unknown behavior `{}`", stored.behavior))?,
+            key: KeyMapping {
+                column: stored.key.column,
+                field: stored.key.field,
+            },
+            mappings: stored
+                .mappings
+                .into_iter()
+                .map(|m| FieldMapping {
+                    column: m.column,
+                    field: m.field,
+                })
+                .collect(),
+            nulls: NullPolicy::parse(&stored.nulls)
+                .ok_or_else(|| format!("unknown null policy `{}`", stored.nulls))?,
+            schedule: stored
+                .schedule
+                .map(|text| Schedule::parse(&text))
+                .transpose()?,
+        })
+    }
 }
 
 /// Sorts the keys of every JSON object, recursively. PostgreSQL's JSONB does not keep key
@@ -306,7 +432,7 @@ pub(crate) fn sorted_json(value: serde_json::Value) -> serde_json::Value {
 }
 
 /// The counts columns shared by both backends' `runs` table, in this order.
-pub(crate) fn counts_to_columns(counts: &RunCounts) -> [i64; 8] {
+pub(crate) fn counts_to_columns(counts: &RunCounts) -> [i64; 9] {
     [
         counts.rows,
         counts.created,
@@ -316,12 +442,13 @@ pub(crate) fn counts_to_columns(counts: &RunCounts) -> [i64; 8] {
         counts.rejected,
         counts.failed,
         counts.requests,
+        counts.not_attempted,
     ]
     .map(to_sql_integer)
 }
 
-pub(crate) fn counts_from_columns(columns: [i64; 8]) -> RunCounts {
-    let [rows, created, updated, unchanged, not_found, rejected, failed, requests] =
+pub(crate) fn counts_from_columns(columns: [i64; 9]) -> RunCounts {
+    let [rows, created, updated, unchanged, not_found, rejected, failed, requests, not_attempted] =
         columns.map(|value| u64::try_from(value).unwrap_or(0));
     RunCounts {
         rows,
@@ -331,6 +458,7 @@ pub(crate) fn counts_from_columns(columns: [i64; 8]) -> RunCounts {
         not_found,
         rejected,
         failed,
+        not_attempted,
         requests,
     }
 }

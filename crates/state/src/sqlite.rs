@@ -10,19 +10,18 @@ use crate::ids;
 use crate::master_key::MasterKey;
 use crate::records::{
     counts_from_columns, counts_to_columns, parse_connection_kind, parse_outcome, parse_run_status,
-    parse_sync_spec, secret_from_columns, sorted_json, to_sql_integer, StoredSecret,
+    parse_sync_spec, secret_from_columns, sync_spec_json, sorted_json, to_sql_integer, StoredSecret,
 };
 use crate::sync_lock::{HeldLock, SyncLock};
 use crate::workspace::{set_mode, DATABASE_FILE_NAME, LOCKS_DIR_NAME};
 use crate::{
-    ApiTokenRecord, CommitBatchRef, ConnectionKind, ConnectionRecord, ModelRecord, PendingCreate,
-    RunRecord, RunRecordRow, SnapshotEntry, SyncRecord,
+    ApiTokenRecord, CommitBatchRef, ConnectionKind, ConnectionRecord, IndexState, IndexedRecord,
+    ModelRecord, PendingCreate, RunRecord, RunRecordRow, SnapshotEntry, SnapshotKey, SyncRecord,
 };
 use chrono::{DateTime, Utc};
 use ferry_core::{Outcome, RunCounts, RunStatus, SyncSpec};
 use rusqlite::types::FromSql;
 use rusqlite::{params, Connection, Row, TransactionBehavior};
-use std::collections::HashMap;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -39,6 +38,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "api tokens",
         include_str!("../migrations/sqlite/0002_api_tokens.sql"),
+    ),
+    (
+        3,
+        "generic engine",
+        include_str!("../migrations/sqlite/0003_generic_engine.sql"),
     ),
 ];
 
@@ -63,8 +67,9 @@ const MODEL_COLUMNS: &str = "name, connection, sql, created_at, updated_at";
 const SYNC_COLUMNS: &str = "name, uid, spec, created_at, updated_at";
 const RUN_COLUMNS: &str = "id, sync, status, full_resync, started_at, finished_at, rows_total, \
      created_count, updated_count, unchanged_count, not_found_count, rejected_count, \
-     failed_count, requests_count, error";
-const RUN_RECORD_COLUMNS: &str = "row_number, key, outcome, stripe_id, reason, request_id, changes";
+     failed_count, requests_count, error, not_attempted_count, last_seen_at";
+const RUN_RECORD_COLUMNS: &str =
+    "row_number, key, outcome, destination_id, reason, request_id, changes";
 const API_TOKEN_COLUMNS: &str = "name, prefix, created_at, last_used_at";
 
 impl SqliteStore {
@@ -310,8 +315,7 @@ impl SqliteStore {
         let name = name.to_string();
         let spec = spec.clone();
         self.call(move |connection| {
-            let spec_json = serde_json::to_string(&spec)
-                .map_err(|error| StateError::Internal(format!("cannot encode a sync spec: {error}")))?;
+            let spec_json = sync_spec_json(&spec).to_string();
             let (uid, created_at, updated_at): (String, String, String) = connection
                 .query_row(
                     "INSERT INTO syncs (name, uid, model, destination, spec, created_at, updated_at) \
@@ -391,7 +395,7 @@ impl SqliteStore {
                 .execute(
                     &format!(
                         "INSERT INTO runs ({RUN_COLUMNS}) VALUES \
-                         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+                         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
                     ),
                     params![
                         run.id,
@@ -409,6 +413,8 @@ impl SqliteStore {
                         counts[6],
                         counts[7],
                         run.error,
+                        counts[8],
+                        run.last_seen_at.map(timestamp_text),
                     ],
                 )
                 .doing("starting a run")?;
@@ -482,20 +488,18 @@ impl SqliteStore {
         .await
     }
 
-    pub(crate) async fn mark_interrupted_runs(
-        &self,
-        sync: &str,
-        finished_at: DateTime<Utc>,
-    ) -> Result<u64, StateError> {
+    /// Ends the sync's runs still marked `running` as `interrupted`, finished when they were
+    /// last seen alive (their start, if never).
+    pub(crate) async fn mark_interrupted_runs(&self, sync: &str) -> Result<u64, StateError> {
         let sync = sync.to_string();
         self.call(move |connection| {
             let changed = connection
                 .execute(
-                    "UPDATE runs SET status = ?2, finished_at = ?3 WHERE sync = ?1 AND status = ?4",
+                    "UPDATE runs SET status = ?2, finished_at = COALESCE(last_seen_at, started_at) \
+                     WHERE sync = ?1 AND status = ?3",
                     params![
                         sync,
                         RunStatus::Interrupted.as_str(),
-                        timestamp_text(finished_at),
                         RunStatus::Running.as_str()
                     ],
                 )
@@ -505,28 +509,72 @@ impl SqliteStore {
         .await
     }
 
+    /// Records that a run is alive.
+    pub(crate) async fn touch_run(&self, run_id: &str, now: DateTime<Utc>) -> Result<bool, StateError> {
+        let run_id = run_id.to_string();
+        self.call(move |connection| {
+            let changed = connection
+                .execute(
+                    "UPDATE runs SET last_seen_at = ?2 WHERE id = ?1",
+                    params![run_id, timestamp_text(now)],
+                )
+                .doing("recording that a run is alive")?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    /// The records after row `after_row`, by row number, optionally of one outcome.
     pub(crate) async fn list_run_records(
         &self,
         run_id: &str,
         filter: Option<Outcome>,
-        offset: usize,
+        after_row: u64,
         limit: usize,
     ) -> Result<Vec<RunRecordRow>, StateError> {
         let run_id = run_id.to_string();
-        let (offset, limit) = (to_sql_integer(offset as u64), to_sql_integer(limit as u64));
+        let (after_row, limit) = (to_sql_integer(after_row), to_sql_integer(limit as u64));
         self.call(move |connection| {
             let sql = format!(
                 "SELECT {RUN_RECORD_COLUMNS} FROM run_records \
-                 WHERE run_id = ?1 AND (?2 IS NULL OR outcome = ?2) \
-                 ORDER BY row_number LIMIT ?3 OFFSET ?4"
+                 WHERE run_id = ?1 AND (?2 IS NULL OR outcome = ?2) AND row_number > ?3 \
+                 ORDER BY row_number LIMIT ?4"
             );
             let outcome = filter.map(Outcome::as_str);
             query_all(
                 connection,
                 &sql,
-                params![run_id, outcome, limit, offset],
+                params![run_id, outcome, after_row, limit],
                 read_run_record,
             )
+        })
+        .await
+    }
+
+    /// Deletes the runs (and their records) that finished before `before`, keeping each sync's
+    /// newest run. Returns how many runs went.
+    pub(crate) async fn prune_runs(&self, before: DateTime<Utc>) -> Result<u64, StateError> {
+        self.call(move |connection| {
+            let doing = "removing old runs";
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .doing(doing)?;
+            let old = "SELECT id FROM runs r WHERE finished_at IS NOT NULL AND finished_at < ?1 \
+                       AND id <> (SELECT MAX(id) FROM runs n WHERE n.sync = r.sync)";
+            transaction
+                .execute(
+                    &format!("DELETE FROM run_records WHERE run_id IN ({old})"),
+                    params![timestamp_text(before)],
+                )
+                .doing(doing)?;
+            let removed = transaction
+                .execute(
+                    &format!("DELETE FROM runs WHERE id IN ({old})"),
+                    params![timestamp_text(before)],
+                )
+                .doing(doing)?;
+            transaction.commit().doing(doing)?;
+            Ok(removed as u64)
         })
         .await
     }
@@ -550,55 +598,114 @@ impl SqliteStore {
         .await
     }
 
-    pub(crate) async fn load_snapshot(
+    /// Up to `limit` snapshot entries after key `after`, in key (byte) order, without payloads.
+    pub(crate) async fn snapshot_keys(
         &self,
         sync: &str,
-    ) -> Result<HashMap<String, SnapshotEntry>, StateError> {
-        let sync = sync.to_string();
+        object: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SnapshotKey>, StateError> {
+        let (sync, object, after) = (sync.to_string(), object.to_string(), after.map(str::to_string));
+        let limit = to_sql_integer(limit as u64);
         self.call(move |connection| {
-            let entries = query_all(
+            query_all(
                 connection,
-                "SELECT key, stripe_id, payload_hash, payload, updated_at FROM snapshot WHERE sync = ?1",
-                params![sync],
+                "SELECT key, destination_id, payload_hash FROM snapshot \
+                 WHERE sync = ?1 AND object = ?2 AND (?3 IS NULL OR key > ?3) ORDER BY key LIMIT ?4",
+                params![sync, object, after, limit],
                 |row| {
-                    let entry = SnapshotEntry {
-                        stripe_id: column(row, 1)?,
+                    Ok(SnapshotKey {
+                        key: column(row, 0)?,
+                        destination_id: column(row, 1)?,
                         payload_hash: column(row, 2)?,
-                        payload: parse_json(&column::<String>(row, 3)?, "snapshot payload")?,
-                        updated_at: parse_timestamp(&column::<String>(row, 4)?)?,
-                    };
-                    Ok((column::<String>(row, 0)?, entry))
+                    })
                 },
-            )?;
-            Ok(entries.into_iter().collect())
+            )
         })
         .await
     }
 
-    pub(crate) async fn load_pending_creates(
+    /// The snapshot entries of these keys (those that have one).
+    pub(crate) async fn snapshot_entries(
         &self,
         sync: &str,
-    ) -> Result<HashMap<String, PendingCreate>, StateError> {
-        let sync = sync.to_string();
+        object: &str,
+        keys: &[String],
+    ) -> Result<Vec<(String, SnapshotEntry)>, StateError> {
+        let (sync, object, keys) = (sync.to_string(), object.to_string(), keys.to_vec());
         self.call(move |connection| {
-            let pending = query_all(
-                connection,
-                "SELECT key, idempotency_key, request_body, created_at FROM pending_creates \
-                 WHERE sync = ?1",
-                params![sync],
-                |row| {
-                    Ok(PendingCreate {
+            let mut select = connection
+                .prepare_cached(
+                    "SELECT key, destination_id, payload_hash, payload, updated_at FROM snapshot \
+                     WHERE sync = ?1 AND object = ?2 AND key = ?3",
+                )
+                .doing("reading the snapshot")?;
+            let mut found = Vec::new();
+            for key in &keys {
+                let mut rows = select
+                    .query(params![sync, object, key])
+                    .doing("reading the snapshot")?;
+                if let Some(row) = rows.next().doing("reading the snapshot")? {
+                    let entry = SnapshotEntry {
+                        destination_id: column(row, 1)?,
+                        payload_hash: column(row, 2)?,
+                        payload: parse_json(&column::<String>(row, 3)?, "snapshot payload")?,
+                        updated_at: parse_timestamp(&column::<String>(row, 4)?)?,
+                    };
+                    found.push((column::<String>(row, 0)?, entry));
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    pub(crate) async fn count_snapshot(&self, sync: &str, object: &str) -> Result<u64, StateError> {
+        let (sync, object) = (sync.to_string(), object.to_string());
+        self.call(move |connection| {
+            let count: i64 = connection
+                .query_row(
+                    "SELECT COUNT(*) FROM snapshot WHERE sync = ?1 AND object = ?2",
+                    params![sync, object],
+                    |row| row.get(0),
+                )
+                .doing("counting the snapshot")?;
+            Ok(u64::try_from(count).unwrap_or(0))
+        })
+        .await
+    }
+
+    /// The saved creates of these keys (those that have one).
+    pub(crate) async fn pending_creates(
+        &self,
+        sync: &str,
+        object: &str,
+        keys: &[String],
+    ) -> Result<Vec<PendingCreate>, StateError> {
+        let (sync, object, keys) = (sync.to_string(), object.to_string(), keys.to_vec());
+        self.call(move |connection| {
+            let mut select = connection
+                .prepare_cached(
+                    "SELECT key, idempotency_key, request_body, created_at FROM pending_creates \
+                     WHERE sync = ?1 AND object = ?2 AND key = ?3",
+                )
+                .doing("reading pending creates")?;
+            let mut found = Vec::new();
+            for key in &keys {
+                let mut rows = select
+                    .query(params![sync, object, key])
+                    .doing("reading pending creates")?;
+                if let Some(row) = rows.next().doing("reading pending creates")? {
+                    found.push(PendingCreate {
                         key: column(row, 0)?,
                         idempotency_key: column(row, 1)?,
                         request_body: column(row, 2)?,
                         created_at: parse_timestamp(&column::<String>(row, 3)?)?,
-                    })
-                },
-            )?;
-            Ok(pending
-                .into_iter()
-                .map(|create| (create.key.clone(), create))
-                .collect())
+                    });
+                }
+            }
+            Ok(found)
         })
         .await
     }
@@ -606,9 +713,10 @@ impl SqliteStore {
     pub(crate) async fn save_pending_creates(
         &self,
         sync: &str,
+        object: &str,
         items: &[&PendingCreate],
     ) -> Result<(), StateError> {
-        let sync = sync.to_string();
+        let (sync, object) = (sync.to_string(), object.to_string());
         let items: Vec<PendingCreate> = items.iter().map(|item| (*item).clone()).collect();
         self.call(move |connection| {
             let transaction = connection
@@ -617,8 +725,9 @@ impl SqliteStore {
             {
                 let mut insert = transaction
                     .prepare_cached(
-                        "INSERT INTO pending_creates (sync, key, idempotency_key, request_body, \
-                         created_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (sync, key) DO UPDATE \
+                        "INSERT INTO pending_creates (sync, object, key, idempotency_key, \
+                         request_body, created_at) VALUES (?1, ?6, ?2, ?3, ?4, ?5) \
+                         ON CONFLICT (sync, object, key) DO UPDATE \
                          SET idempotency_key = excluded.idempotency_key, \
                          request_body = excluded.request_body, created_at = excluded.created_at",
                     )
@@ -630,7 +739,8 @@ impl SqliteStore {
                             item.key,
                             item.idempotency_key,
                             item.request_body,
-                            timestamp_text(item.created_at)
+                            timestamp_text(item.created_at),
+                            object
                         ])
                         .doing("saving pending creates")?;
                 }
@@ -644,11 +754,12 @@ impl SqliteStore {
     pub(crate) async fn commit_batch(
         &self,
         sync: &str,
+        object: &str,
         run_id: &str,
         batch: &CommitBatchRef<'_>,
     ) -> Result<(), StateError> {
         let owned = OwnedBatch::from_ref(batch);
-        let (sync, run_id) = (sync.to_string(), run_id.to_string());
+        let (sync, object, run_id) = (sync.to_string(), object.to_string(), run_id.to_string());
         self.call(move |connection| {
             let doing = "committing a batch";
             let transaction = connection
@@ -674,7 +785,7 @@ impl SqliteStore {
                             to_sql_integer(record.row_number),
                             record.key,
                             record.outcome.as_str(),
-                            record.stripe_id,
+                            record.destination_id,
                             record.reason,
                             record.request_id,
                             record.changes.as_ref().map(serde_json::Value::to_string),
@@ -683,40 +794,197 @@ impl SqliteStore {
                 }
                 let mut upsert_snapshot = transaction
                     .prepare_cached(
-                        "INSERT INTO snapshot (sync, key, stripe_id, payload_hash, payload, \
-                         updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (sync, key) DO \
-                         UPDATE SET stripe_id = excluded.stripe_id, \
+                        "INSERT INTO snapshot (sync, object, key, destination_id, payload_hash, \
+                         payload, updated_at) VALUES (?1, ?7, ?2, ?3, ?4, ?5, ?6) \
+                         ON CONFLICT (sync, object, key) DO \
+                         UPDATE SET destination_id = excluded.destination_id, \
                          payload_hash = excluded.payload_hash, payload = excluded.payload, \
                          updated_at = excluded.updated_at",
                     )
                     .doing(doing)?;
                 let mut delete_pending = transaction
-                    .prepare_cached("DELETE FROM pending_creates WHERE sync = ?1 AND key = ?2")
+                    .prepare_cached(
+                        "DELETE FROM pending_creates WHERE sync = ?1 AND object = ?3 AND key = ?2",
+                    )
                     .doing(doing)?;
                 for (key, entry) in &owned.snapshot_upserts {
                     upsert_snapshot
                         .execute(params![
                             sync,
                             key,
-                            entry.stripe_id,
+                            entry.destination_id,
                             entry.payload_hash,
                             entry.payload.to_string(),
-                            timestamp_text(entry.updated_at)
+                            timestamp_text(entry.updated_at),
+                            object
                         ])
                         .doing(doing)?;
-                    delete_pending.execute(params![sync, key]).doing(doing)?;
+                    delete_pending
+                        .execute(params![sync, key, object])
+                        .doing(doing)?;
                 }
                 for key in &owned.pending_deletes {
-                    delete_pending.execute(params![sync, key]).doing(doing)?;
+                    delete_pending
+                        .execute(params![sync, key, object])
+                        .doing(doing)?;
                 }
                 let mut delete_snapshot = transaction
-                    .prepare_cached("DELETE FROM snapshot WHERE sync = ?1 AND key = ?2")
+                    .prepare_cached(
+                        "DELETE FROM snapshot WHERE sync = ?1 AND object = ?3 AND key = ?2",
+                    )
                     .doing(doing)?;
                 for key in &owned.snapshot_deletes {
-                    delete_snapshot.execute(params![sync, key]).doing(doing)?;
+                    delete_snapshot
+                        .execute(params![sync, key, object])
+                        .doing(doing)?;
                 }
             }
             transaction.commit().doing(doing)?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn index_state(&self, scope: &str) -> Result<Option<IndexState>, StateError> {
+        let scope = scope.to_string();
+        self.call(move |connection| {
+            query_optional(
+                connection,
+                "SELECT key_names, built_at, created_through, events_through, refreshed_at \
+                 FROM key_index_state WHERE scope = ?1",
+                params![scope],
+                |row| {
+                    let key_names = parse_json(&column::<String>(row, 0)?, "index key names")?;
+                    Ok(IndexState {
+                        key_names: serde_json::from_value(key_names).map_err(|e| {
+                            StateError::Corrupt(format!("unreadable index key names ({e})"))
+                        })?,
+                        built_at: parse_timestamp(&column::<String>(row, 1)?)?,
+                        created_through: column(row, 2)?,
+                        events_through: column(row, 3)?,
+                        refreshed_at: parse_timestamp(&column::<String>(row, 4)?)?,
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    /// Forgets every entry and the state of the index, before it is built anew.
+    pub(crate) async fn index_clear(&self, scope: &str) -> Result<(), StateError> {
+        let scope = scope.to_string();
+        self.call(move |connection| {
+            let doing = "clearing the key index";
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .doing(doing)?;
+            transaction
+                .execute("DELETE FROM key_index WHERE scope = ?1", params![scope])
+                .doing(doing)?;
+            transaction
+                .execute("DELETE FROM key_index_state WHERE scope = ?1", params![scope])
+                .doing(doing)?;
+            transaction.commit().doing(doing)
+        })
+        .await
+    }
+
+    /// Replaces the keys of each record (a record with no keys is removed), and removes the
+    /// records `removed`, in one transaction.
+    pub(crate) async fn index_update(
+        &self,
+        scope: &str,
+        records: &[IndexedRecord],
+        removed: &[String],
+    ) -> Result<(), StateError> {
+        let (scope, records, removed) = (scope.to_string(), records.to_vec(), removed.to_vec());
+        self.call(move |connection| {
+            let doing = "updating the key index";
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .doing(doing)?;
+            {
+                let mut forget = transaction
+                    .prepare_cached("DELETE FROM key_index WHERE scope = ?1 AND destination_id = ?2")
+                    .doing(doing)?;
+                let mut insert = transaction
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO key_index (scope, key_name, key_value, destination_id) \
+                         VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .doing(doing)?;
+                for id in &removed {
+                    forget.execute(params![scope, id]).doing(doing)?;
+                }
+                for record in &records {
+                    forget
+                        .execute(params![scope, record.destination_id])
+                        .doing(doing)?;
+                    for (name, value) in &record.keys {
+                        insert
+                            .execute(params![scope, name, value, record.destination_id])
+                            .doing(doing)?;
+                    }
+                }
+            }
+            transaction.commit().doing(doing)
+        })
+        .await
+    }
+
+    /// The ids indexed under these values of one key: (value, id) pairs.
+    pub(crate) async fn index_lookup(
+        &self,
+        scope: &str,
+        key_name: &str,
+        values: &[String],
+    ) -> Result<Vec<(String, String)>, StateError> {
+        let (scope, key_name, values) = (scope.to_string(), key_name.to_string(), values.to_vec());
+        self.call(move |connection| {
+            let mut select = connection
+                .prepare_cached(
+                    "SELECT destination_id FROM key_index \
+                     WHERE scope = ?1 AND key_name = ?2 AND key_value = ?3 ORDER BY destination_id",
+                )
+                .doing("reading the key index")?;
+            let mut found = Vec::new();
+            for value in &values {
+                let ids = select
+                    .query_map(params![scope, key_name, value], |row| row.get::<_, String>(0))
+                    .doing("reading the key index")?;
+                for id in ids {
+                    found.push((value.clone(), id.doing("reading the key index")?));
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    pub(crate) async fn index_save_state(
+        &self,
+        scope: &str,
+        state: &IndexState,
+    ) -> Result<(), StateError> {
+        let (scope, state) = (scope.to_string(), state.clone());
+        self.call(move |connection| {
+            connection
+                .execute(
+                    "INSERT INTO key_index_state (scope, key_names, built_at, created_through, \
+                     events_through, refreshed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                     ON CONFLICT (scope) DO UPDATE SET key_names = excluded.key_names, \
+                     built_at = excluded.built_at, created_through = excluded.created_through, \
+                     events_through = excluded.events_through, refreshed_at = excluded.refreshed_at",
+                    params![
+                        scope,
+                        serde_json::Value::from(state.key_names.clone()).to_string(),
+                        timestamp_text(state.built_at),
+                        state.created_through,
+                        state.events_through,
+                        timestamp_text(state.refreshed_at)
+                    ],
+                )
+                .doing("saving the key index state")?;
             Ok(())
         })
         .await
@@ -1052,12 +1320,23 @@ fn set_run_counts(
         .prepare_cached(
             "UPDATE runs SET rows_total = ?3, created_count = ?4, updated_count = ?5, \
              unchanged_count = ?6, not_found_count = ?7, rejected_count = ?8, failed_count = ?9, \
-             requests_count = ?10 WHERE id = ?1 AND (?2 IS NULL OR sync = ?2)",
+             requests_count = ?10, not_attempted_count = ?11, last_seen_at = ?12 \
+             WHERE id = ?1 AND (?2 IS NULL OR sync = ?2)",
         )
         .and_then(|mut statement| {
             statement.execute(params![
-                run_id, sync, columns[0], columns[1], columns[2], columns[3], columns[4],
-                columns[5], columns[6], columns[7]
+                run_id,
+                sync,
+                columns[0],
+                columns[1],
+                columns[2],
+                columns[3],
+                columns[4],
+                columns[5],
+                columns[6],
+                columns[7],
+                columns[8],
+                timestamp_text(ids::now())
             ])
         })
         .doing("saving run counts")
@@ -1115,10 +1394,11 @@ fn read_sync(row: &Row<'_>) -> Result<SyncRecord, StateError> {
 }
 
 fn read_run(row: &Row<'_>) -> Result<RunRecord, StateError> {
-    let mut counts = [0i64; 8];
-    for (index, count) in counts.iter_mut().enumerate() {
+    let mut counts = [0i64; 9];
+    for (index, count) in counts.iter_mut().take(8).enumerate() {
         *count = column(row, 6 + index)?;
     }
+    counts[8] = column(row, 15)?;
     Ok(RunRecord {
         id: column(row, 0)?,
         sync: column(row, 1)?,
@@ -1130,6 +1410,9 @@ fn read_run(row: &Row<'_>) -> Result<RunRecord, StateError> {
             .transpose()?,
         counts: counts_from_columns(counts),
         error: column(row, 14)?,
+        last_seen_at: column::<Option<String>>(row, 16)?
+            .map(|text| parse_timestamp(&text))
+            .transpose()?,
     })
 }
 
@@ -1138,7 +1421,7 @@ fn read_run_record(row: &Row<'_>) -> Result<RunRecordRow, StateError> {
         row_number: u64::try_from(column::<i64>(row, 0)?).unwrap_or(0),
         key: column(row, 1)?,
         outcome: parse_outcome(&column::<String>(row, 2)?)?,
-        stripe_id: column(row, 3)?,
+        destination_id: column(row, 3)?,
         reason: column(row, 4)?,
         request_id: column(row, 5)?,
         changes: column::<Option<String>>(row, 6)?

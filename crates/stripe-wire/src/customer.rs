@@ -1,5 +1,5 @@
-//! The writable parameters of Stripe's customer create and update endpoints, as data, and the one
-//! validator that checks a request against them (used by the emulator and by ferry's destination).
+//! The Customer object: its create and update parameters as data ([`CUSTOMER`]), the one table
+//! that ferry's validation, field lists, encoding and the emulator's parameter checks all read.
 //!
 //! The list covers what a reverse-ETL sync writes; payment-related parameters (`source`,
 //! `payment_method`, `coupon`, `tax_id_data`, …) are deliberately absent and therefore rejected as
@@ -7,103 +7,20 @@
 
 use serde_json::{Map, Value};
 
-use crate::form::leaf_text;
-use crate::param_error::{ParamError, Problem};
+use crate::param_error::ParamError;
+pub use crate::params::{
+    create_only, is_valid_email, is_valid_invoice_prefix, metadata_as_object, not_mapped,
+    replaced_whole, required, string, unsettable, unset_reads_as, validate_params, with_kind,
+    Param, ParamKind, EXPAND_PARAM, METADATA_KEY_MAX_CHARS, METADATA_MAX_KEYS,
+    METADATA_VALUE_MAX_CHARS,
+};
+use crate::schema::{KeyField, ObjectSchema};
 
-pub const METADATA_MAX_KEYS: usize = 50;
-pub const METADATA_KEY_MAX_CHARS: usize = 40;
-pub const METADATA_VALUE_MAX_CHARS: usize = 500;
 /// `tax_exempt` values; the empty string is also accepted and resets it to `none`.
 pub const TAX_EXEMPT_VALUES: &[&str] = &["none", "exempt", "reverse"];
 /// Stripe allows at most four invoice custom fields.
 pub const INVOICE_CUSTOM_FIELDS_MAX_ITEMS: usize = 4;
 
-/// One request parameter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Param {
-    pub name: &'static str,
-    pub kind: ParamKind,
-    /// Whether the empty string is accepted for an object, array, enum or integer parameter and
-    /// clears it (`address=`, `metadata=`, `tax_exempt=`). String parameters always accept "";
-    /// for them this flag says the field becomes `null` rather than `""`.
-    pub empty_unsets: bool,
-    /// Whether the parent object must contain this parameter (`shipping[name]`).
-    pub required: bool,
-    /// Accepted on create only; on update it is an unknown parameter (`test_clock`).
-    pub create_only: bool,
-}
-
-/// The type of a parameter, with its limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ParamKind {
-    String {
-        max_chars: usize,
-    },
-    /// A string of at most `max_chars` that, when not empty, must look like an email address.
-    Email {
-        max_chars: usize,
-    },
-    /// Decimal text of a signed 64-bit integer.
-    Integer,
-    Enum {
-        allowed: &'static [&'static str],
-    },
-    /// 3–12 upper-case ASCII letters or digits.
-    InvoicePrefix,
-    Object {
-        children: &'static [Param],
-    },
-    /// String keys to string values; limits in the `METADATA_*` constants.
-    Metadata,
-    StringArray {
-        item_max_chars: usize,
-    },
-    ObjectArray {
-        children: &'static [Param],
-        max_items: usize,
-    },
-}
-
-const fn string(name: &'static str, max_chars: usize) -> Param {
-    Param {
-        name,
-        kind: ParamKind::String { max_chars },
-        empty_unsets: false,
-        required: false,
-        create_only: false,
-    }
-}
-
-const fn with_kind(name: &'static str, kind: ParamKind) -> Param {
-    Param {
-        name,
-        kind,
-        empty_unsets: false,
-        required: false,
-        create_only: false,
-    }
-}
-
-const fn unsettable(param: Param) -> Param {
-    Param {
-        empty_unsets: true,
-        ..param
-    }
-}
-
-const fn required(param: Param) -> Param {
-    Param {
-        required: true,
-        ..param
-    }
-}
-
-const fn create_only(param: Param) -> Param {
-    Param {
-        create_only: true,
-        ..param
-    }
-}
 
 pub static ADDRESS_PARAMS: &[Param] = &[
     string("city", 5000),
@@ -136,7 +53,7 @@ pub static INVOICE_SETTINGS_PARAMS: &[Param] = &[
             max_items: INVOICE_CUSTOM_FIELDS_MAX_ITEMS,
         },
     )),
-    string("default_payment_method", 5000),
+    not_mapped(string("default_payment_method", 5000)),
     string("footer", 5000),
 ];
 
@@ -152,12 +69,12 @@ pub static TAX_PARAMS: &[Param] = &[
 
 /// The writable customer params of create and update, in Stripe's (alphabetical) order.
 pub static CUSTOMER_PARAMS: &[Param] = &[
-    unsettable(with_kind(
+    replaced_whole(unsettable(with_kind(
         "address",
         ParamKind::Object {
             children: ADDRESS_PARAMS,
         },
-    )),
+    ))),
     with_kind("balance", ParamKind::Integer),
     unsettable(string("business_name", 150)),
     string("description", 5000),
@@ -180,327 +97,60 @@ pub static CUSTOMER_PARAMS: &[Param] = &[
             item_max_chars: 5000,
         },
     )),
-    unsettable(with_kind(
+    replaced_whole(unsettable(with_kind(
         "shipping",
         ParamKind::Object {
             children: SHIPPING_PARAMS,
         },
-    )),
-    with_kind(
+    ))),
+    not_mapped(with_kind(
         "tax",
         ParamKind::Object {
             children: TAX_PARAMS,
         },
-    ),
-    unsettable(with_kind(
-        "tax_exempt",
-        ParamKind::Enum {
-            allowed: TAX_EXEMPT_VALUES,
-        },
     )),
-    create_only(string("test_clock", 5000)),
+    unset_reads_as(
+        unsettable(with_kind(
+            "tax_exempt",
+            ParamKind::Enum {
+                allowed: TAX_EXEMPT_VALUES,
+            },
+        )),
+        "none",
+    ),
+    not_mapped(create_only(string("test_clock", 5000))),
 ];
 
-/// `expand[]`, accepted by every Stripe endpoint; it changes only the response shape.
-pub static EXPAND_PARAM: Param = with_kind(
-    "expand",
-    ParamKind::StringArray {
-        item_max_chars: 5000,
-    },
-);
 
-/// Checks customer create (`for_update = false`) or update params against [`CUSTOMER_PARAMS`].
-///
-/// `params` is what [`crate::form::decode`] produces (string leaves); numbers, booleans and
-/// `null` leaves are also accepted so that a row can be checked before it is encoded. Parameters
-/// are checked in the order given and the first problem is returned, as Stripe does. The metadata
-/// key count is checked for the keys sent; on update the emulator checks it again after merging.
+/// The Customer object as ferry syncs it.
+pub static CUSTOMER: ObjectSchema = ObjectSchema {
+    object: "customer",
+    label: "Customer",
+    plural: "customers",
+    collection_path: "/v1/customers",
+    params: CUSTOMER_PARAMS,
+    key_fields: &[KeyField {
+        path: "email",
+        ignore_case: true,
+    }],
+    featured_fields: &["email", "name", "phone", "description"],
+    dashboard_path: "customers",
+};
+
+/// Checks customer create (`for_update = false`) or update params against [`CUSTOMER_PARAMS`]
+/// (see [`validate_params`]).
 pub fn validate_customer_params(
     params: &Map<String, Value>,
     for_update: bool,
 ) -> Result<(), ParamError> {
-    for (key, value) in params {
-        if key == EXPAND_PARAM.name {
-            validate_value(&EXPAND_PARAM, value, key, for_update)?;
-            continue;
-        }
-        let spec = find_param(CUSTOMER_PARAMS, key, for_update)
-            .ok_or_else(|| ParamError::new(key.clone(), Problem::Unknown))?;
-        validate_value(spec, value, key, for_update)?;
-    }
-    Ok(())
-}
-
-/// Whether `text` looks like an email address Stripe accepts: one `@`, a local part without
-/// spaces or quotes, and a domain of at least two dot-separated labels of letters, digits and
-/// hyphens whose last label is not all digits. Deliberately simple; Stripe's own check is not
-/// published.
-pub fn is_valid_email(text: &str) -> bool {
-    let Some((local, domain)) = text.split_once('@') else {
-        return false;
-    };
-    if local.is_empty() || local.chars().count() > 64 || domain.contains('@') {
-        return false;
-    }
-    let local_ok = local.chars().all(|character| {
-        !character.is_whitespace()
-            && !character.is_control()
-            && !matches!(
-                character,
-                '"' | '(' | ')' | ',' | ':' | ';' | '<' | '>' | '[' | ']' | '\\'
-            )
-    });
-    if !local_ok || local.starts_with('.') || local.ends_with('.') || local.contains("..") {
-        return false;
-    }
-    let labels: Vec<&str> = domain.split('.').collect();
-    if labels.len() < 2 {
-        return false;
-    }
-    let labels_ok = labels.iter().all(|label| {
-        !label.is_empty()
-            && label.chars().count() <= 63
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-            && label
-                .chars()
-                .all(|character| character.is_alphanumeric() || character == '-')
-    });
-    let top_level = labels.last().expect("split gives at least one label");
-    labels_ok
-        && !top_level
-            .chars()
-            .all(|character| character.is_ascii_digit())
-}
-
-/// Whether `text` is 3–12 upper-case ASCII letters or digits.
-pub fn is_valid_invoice_prefix(text: &str) -> bool {
-    (3..=12).contains(&text.len())
-        && text
-            .bytes()
-            .all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit())
-}
-
-/// Metadata as an object. `form::decode` turns `metadata[0]=a&metadata[1]=b` into an array
-/// (keys `0..n` look like indexes); this turns such an array back into keys `"0"`, `"1"`, ….
-/// `None` when the value is neither an object nor an array.
-pub fn metadata_as_object(value: &Value) -> Option<Map<String, Value>> {
-    match value {
-        Value::Object(entries) => Some(entries.clone()),
-        Value::Array(items) => Some(
-            items
-                .iter()
-                .enumerate()
-                .map(|(index, item)| (index.to_string(), item.clone()))
-                .collect(),
-        ),
-        _ => None,
-    }
-}
-
-fn find_param<'a>(specs: &'a [Param], name: &str, for_update: bool) -> Option<&'a Param> {
-    specs
-        .iter()
-        .find(|spec| spec.name == name && !(for_update && spec.create_only))
-}
-
-fn child_name(parent: &str, child: &str) -> String {
-    format!("{parent}[{child}]")
-}
-
-fn validate_children(
-    object: &Map<String, Value>,
-    specs: &'static [Param],
-    parent: &str,
-    for_update: bool,
-) -> Result<(), ParamError> {
-    for (key, value) in object {
-        let name = child_name(parent, key);
-        let spec = find_param(specs, key, for_update)
-            .ok_or_else(|| ParamError::new(name.clone(), Problem::Unknown))?;
-        validate_value(spec, value, &name, for_update)?;
-    }
-    if let Some(missing) = specs
-        .iter()
-        .find(|spec| spec.required && !object.contains_key(spec.name))
-    {
-        return Err(ParamError::new(
-            child_name(parent, missing.name),
-            Problem::Missing,
-        ));
-    }
-    Ok(())
-}
-
-fn validate_value(
-    spec: &Param,
-    value: &Value,
-    name: &str,
-    for_update: bool,
-) -> Result<(), ParamError> {
-    let error = |problem| Err(ParamError::new(name, problem));
-    let text = leaf_text(value);
-    if spec.empty_unsets && text.as_deref() == Some("") {
-        return Ok(());
-    }
-    match spec.kind {
-        ParamKind::String { max_chars } => {
-            let Some(text) = text else {
-                return error(Problem::WrongShape { expected: "string" });
-            };
-            check_length(&text, max_chars, name)
-        }
-        ParamKind::Email { max_chars } => {
-            let Some(text) = text else {
-                return error(Problem::WrongShape { expected: "string" });
-            };
-            check_length(&text, max_chars, name)?;
-            if !text.is_empty() && !is_valid_email(&text) {
-                return error(Problem::InvalidEmail);
-            }
-            Ok(())
-        }
-        ParamKind::Integer => {
-            let is_integer = match value {
-                Value::Number(number) => number.is_i64(),
-                Value::String(text) => text.parse::<i64>().is_ok(),
-                _ => false,
-            };
-            if is_integer {
-                Ok(())
-            } else {
-                error(Problem::NotInteger)
-            }
-        }
-        ParamKind::Enum { allowed } => match text {
-            Some(text) if allowed.contains(&text.as_ref()) => Ok(()),
-            _ => error(Problem::NotInEnum {
-                allowed: allowed.to_vec(),
-            }),
-        },
-        ParamKind::InvoicePrefix => match text {
-            Some(text) if is_valid_invoice_prefix(&text) => Ok(()),
-            Some(_) => error(Problem::InvalidInvoicePrefix),
-            None => error(Problem::WrongShape { expected: "string" }),
-        },
-        ParamKind::Object { children } => match value {
-            Value::Object(object) => validate_children(object, children, name, for_update),
-            _ => error(Problem::WrongShape { expected: "object" }),
-        },
-        ParamKind::Metadata => {
-            let Some(entries) = metadata_as_object(value) else {
-                return error(Problem::WrongShape { expected: "object" });
-            };
-            validate_metadata(&entries, name)
-        }
-        ParamKind::StringArray { item_max_chars } => {
-            let Value::Array(items) = value else {
-                return error(Problem::WrongShape { expected: "array" });
-            };
-            for (index, item) in items.iter().enumerate() {
-                let item_name = child_name(name, &index.to_string());
-                let Some(text) = leaf_text(item) else {
-                    return Err(ParamError::new(
-                        item_name,
-                        Problem::WrongShape { expected: "string" },
-                    ));
-                };
-                check_length(&text, item_max_chars, &item_name)?;
-            }
-            Ok(())
-        }
-        ParamKind::ObjectArray {
-            children,
-            max_items,
-        } => {
-            let Value::Array(items) = value else {
-                return error(Problem::WrongShape { expected: "array" });
-            };
-            if items.len() > max_items {
-                return error(Problem::TooManyItems {
-                    max: max_items,
-                    actual: items.len(),
-                });
-            }
-            for (index, item) in items.iter().enumerate() {
-                let item_name = child_name(name, &index.to_string());
-                let Value::Object(object) = item else {
-                    return Err(ParamError::new(
-                        item_name,
-                        Problem::WrongShape { expected: "object" },
-                    ));
-                };
-                validate_children(object, children, &item_name, for_update)?;
-            }
-            Ok(())
-        }
-    }
-}
-
-fn check_length(text: &str, max_chars: usize, name: &str) -> Result<(), ParamError> {
-    let actual = text.chars().count();
-    if actual > max_chars {
-        return Err(ParamError::new(
-            name,
-            Problem::TooLong {
-                max: max_chars,
-                actual,
-            },
-        ));
-    }
-    Ok(())
-}
-
-/// Keys and values of one metadata object; `""` values (deletions) do not count toward the limit.
-fn validate_metadata(entries: &Map<String, Value>, name: &str) -> Result<(), ParamError> {
-    for (key, value) in entries {
-        let entry_name = child_name(name, key);
-        let key_chars = key.chars().count();
-        if key.is_empty() {
-            return Err(ParamError::new(entry_name, Problem::MetadataKeyEmpty));
-        }
-        if key.contains(['[', ']']) {
-            return Err(ParamError::new(entry_name, Problem::MetadataKeyHasBrackets));
-        }
-        if key_chars > METADATA_KEY_MAX_CHARS {
-            return Err(ParamError::new(
-                entry_name,
-                Problem::MetadataKeyTooLong { actual: key_chars },
-            ));
-        }
-        let Some(text) = leaf_text(value) else {
-            return Err(ParamError::new(
-                entry_name,
-                Problem::WrongShape { expected: "string" },
-            ));
-        };
-        let value_chars = text.chars().count();
-        if value_chars > METADATA_VALUE_MAX_CHARS {
-            return Err(ParamError::new(
-                entry_name,
-                Problem::MetadataValueTooLong {
-                    actual: value_chars,
-                },
-            ));
-        }
-    }
-    let count = entries
-        .values()
-        .filter(|value| leaf_text(value).as_deref() != Some(""))
-        .count();
-    if count > METADATA_MAX_KEYS {
-        return Err(ParamError::new(
-            name,
-            Problem::TooManyMetadataKeys { count },
-        ));
-    }
-    Ok(())
+    validate_params(CUSTOMER_PARAMS, params, for_update)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::form::decode;
+    use crate::Problem;
     use expect_test::{expect, Expect};
 
     /// Decodes a form body, validates it, and renders the outcome: `ok`, or the person-facing

@@ -34,6 +34,14 @@ pub fn encode(params: &Map<String, Value>) -> String {
     body
 }
 
+/// One percent-encoded URL component (a path segment such as a record id): every byte but
+/// ASCII letters, digits and `*-._` is escaped, a space as `%20`.
+pub fn encode_component(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
 /// Decode a form body or query string into a JSON object whose leaves are all strings.
 ///
 /// `a[b]=` nests, `a[0]=`/`a[]=` build arrays. A container whose keys are exactly the indexes

@@ -1,11 +1,14 @@
-//! Stripe's wire format for the objects ferry syncs: form encoding, customer parameter specs and
-//! validation, and error bodies. No IO: the emulator uses it to judge requests and ferry's Stripe
+//! Stripe's wire format for the objects ferry syncs: form encoding, each object's parameter
+//! table and its validation ([`schema::ObjectSchema`], one per object), and error bodies. No IO: the emulator uses it to judge requests and ferry's Stripe
 //! destination uses it to reject a row before sending it.
 
 pub mod customer;
 pub mod error;
 pub mod form;
 mod param_error;
+pub mod params;
+pub mod schema;
 
 pub use error::{ErrorBody, StripeError};
 pub use param_error::{ParamError, Problem};
+pub use schema::{KeyField, ObjectSchema};

@@ -95,4 +95,6 @@ pub enum StripeConnectionError {
     Unreachable { api_base: String, problem: String },
     #[error("Stripe answered the connection test with HTTP {status}: {message}")]
     Unexpected { status: u16, message: String },
+    #[error("the server at {api_base} answered GET /v1/balance, but not with Stripe's balance object; check --api-base")]
+    NotStripe { api_base: String },
 }

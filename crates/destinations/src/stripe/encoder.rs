@@ -1,15 +1,15 @@
-//! Pure translation between ferry payloads (dotted field paths) and Stripe's nested customer
-//! params and objects. No IO: the service sends what these functions build.
+//! Pure translation between ferry payloads (dotted field paths) and Stripe's nested params and
+//! objects, for any object: what is sent whole, what cannot be unset and which top-level fields
+//! exist all come from the object's parameter table. No IO: the service sends what these
+//! functions build.
 
 use ferry_core::{FieldValue, Payload};
+use ferry_stripe_wire::params::ParamKind;
+use ferry_stripe_wire::ObjectSchema;
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 
-/// Groups that Stripe replaces as a whole: a partial `address` would blank the parts not sent,
-/// so when any part changes, every mapped part is sent.
-const WHOLE_GROUPS: &[&str] = &["address.", "shipping."];
-
-/// The params that create a customer: every mapped field with a value (nothing to clear yet).
+/// The params that create a record: every mapped field with a value (nothing to clear yet).
 pub fn create_params(payload: &Payload) -> Map<String, Json> {
     let mut params = Map::new();
     for (path, value) in &payload.fields {
@@ -20,24 +20,31 @@ pub fn create_params(payload: &Payload) -> Map<String, Json> {
     params
 }
 
-/// The params that bring an existing customer from its baseline to `payload`: the `changed`
-/// fields, widened to whole groups; metadata keys one by one, so keys ferry does not map stay.
-pub fn update_params(payload: &Payload, changed: &[String]) -> Map<String, Json> {
+/// The params that bring an existing record from its baseline to `payload`: the `changed`
+/// fields, widened to the groups Stripe replaces whole (a partial `address` would blank the
+/// parts not sent); metadata keys one by one, so keys ferry does not map stay.
+pub fn update_params(
+    schema: &'static ObjectSchema,
+    payload: &Payload,
+    changed: &[String],
+) -> Map<String, Json> {
+    let group_of = |path: &str| {
+        if path.starts_with("metadata.") {
+            return None;
+        }
+        schema.field(path).and_then(|field| field.whole_group)
+    };
     let mut params = Map::new();
-    let changed_groups: Vec<&str> = WHOLE_GROUPS
-        .iter()
-        .copied()
-        .filter(|group| changed.iter().any(|path| path.starts_with(group)))
-        .collect();
+    let mut changed_groups: Vec<&str> = changed.iter().filter_map(|p| group_of(p)).collect();
+    changed_groups.dedup();
     for group in &changed_groups {
         let parts: Vec<(&String, &FieldValue)> = payload
             .fields
             .iter()
-            .filter(|(path, _)| path.starts_with(group))
+            .filter(|(path, _)| group_of(path) == Some(group))
             .collect();
-        let group_name = group.trim_end_matches('.');
         if parts.iter().all(|(_, value)| **value == FieldValue::Clear) {
-            params.insert(group_name.to_string(), Json::String(String::new()));
+            params.insert((*group).to_string(), Json::String(String::new()));
         } else {
             for (path, value) in parts {
                 insert_path(&mut params, path, field_json(value));
@@ -45,16 +52,17 @@ pub fn update_params(payload: &Payload, changed: &[String]) -> Map<String, Json>
         }
     }
     for path in changed {
-        if changed_groups.iter().any(|group| path.starts_with(group)) {
+        if group_of(path).is_some() {
             continue;
         }
         let value = payload
             .get(path)
             .expect("changed fields come from the payload");
         // Stripe cannot unset an integer; a NULL there is left alone.
-        if *value == FieldValue::Clear
-            && matches!(path.as_str(), "balance" | "next_invoice_sequence")
-        {
+        let is_integer = schema
+            .field(path)
+            .is_some_and(|field| field.param.kind == ParamKind::Integer);
+        if *value == FieldValue::Clear && is_integer {
             continue;
         }
         insert_path(&mut params, path, field_json(value));
@@ -62,10 +70,18 @@ pub fn update_params(payload: &Payload, changed: &[String]) -> Map<String, Json>
     params
 }
 
-/// A customer object as Stripe returns it, flattened to the paths ferry maps, for diffing.
-pub fn customer_to_fields(customer: &Json) -> BTreeMap<String, FieldValue> {
+/// A record as Stripe returns it, flattened to the paths ferry maps, for diffing: the object's
+/// top-level parameters only (no `id`, `created`, …).
+pub fn record_to_fields(schema: &'static ObjectSchema, record: &Json) -> BTreeMap<String, FieldValue> {
     let mut fields = BTreeMap::new();
-    flatten(customer, "", &mut fields);
+    let Some(object) = record.as_object() else {
+        return fields;
+    };
+    for (name, value) in object {
+        if schema.params.iter().any(|param| param.name == name) {
+            flatten(value, name, &mut fields);
+        }
+    }
     fields
 }
 
@@ -113,37 +129,17 @@ fn insert_path(params: &mut Map<String, Json>, path: &str, value: Json) {
     object.insert(parts[parts.len() - 1].to_string(), value);
 }
 
-fn flatten(json: &Json, prefix: &str, fields: &mut BTreeMap<String, FieldValue>) {
-    const TOP_LEVEL: &[&str] = &[
-        "email",
-        "name",
-        "phone",
-        "description",
-        "address",
-        "shipping",
-        "preferred_locales",
-        "tax_exempt",
-        "balance",
-        "next_invoice_sequence",
-        "invoice_prefix",
-        "invoice_settings",
-        "metadata",
-    ];
-    let Some(object) = json.as_object() else {
-        return;
-    };
-    for (name, value) in object {
-        if prefix.is_empty() && !TOP_LEVEL.contains(&name.as_str()) {
-            continue;
+fn flatten(json: &Json, path: &str, fields: &mut BTreeMap<String, FieldValue>) {
+    match json {
+        Json::Object(object) => {
+            for (name, value) in object {
+                flatten(value, &format!("{path}.{name}"), fields);
+            }
         }
-        let path = format!("{prefix}{name}");
-        match value {
-            Json::Object(_) => flatten(value, &format!("{path}."), fields),
-            Json::Null => {}
-            other => {
-                if let Some(field) = FieldValue::from_json(other) {
-                    fields.insert(path, field);
-                }
+        Json::Null => {}
+        other => {
+            if let Some(field) = FieldValue::from_json(other) {
+                fields.insert(path.to_string(), field);
             }
         }
     }
@@ -153,6 +149,7 @@ fn flatten(json: &Json, prefix: &str, fields: &mut BTreeMap<String, FieldValue>)
 mod tests {
     use super::*;
     use expect_test::expect;
+    use ferry_stripe_wire::customer::CUSTOMER;
     use ferry_stripe_wire::form;
 
     fn payload(fields: &[(&str, FieldValue)]) -> Payload {
@@ -204,7 +201,7 @@ mod tests {
             "balance".to_string(),
         ];
         expect![[r#"address[city]=Paris&address[line1]=1+Main+St&metadata[plan]="#]].assert_eq(
-            &form::encode(&update_params(&p, &changed))
+            &form::encode(&update_params(&CUSTOMER, &p, &changed))
                 .replace("%5B", "[")
                 .replace("%5D", "]"),
         );
@@ -214,6 +211,7 @@ mod tests {
             ("address.city", FieldValue::Clear),
         ]);
         expect![[r#"address="#]].assert_eq(&form::encode(&update_params(
+            &CUSTOMER,
             &cleared,
             &["address.city".into()],
         )));
@@ -227,7 +225,7 @@ mod tests {
             "metadata": {"plan": "pro"}, "preferred_locales": ["fr"], "balance": 0,
             "invoice_settings": {"footer": null}, "created": 1700000000
         });
-        let fields = customer_to_fields(&customer);
+        let fields = record_to_fields(&CUSTOMER, &customer);
         let listed: Vec<String> = fields
             .iter()
             .map(|(k, v)| format!("{k}={}", v.to_json()))

@@ -1,92 +1,80 @@
-//! The Customer fields a model column can be mapped to, and how a column's value becomes one.
+//! The fields of a Stripe object that a model column can be mapped to, derived from the
+//! object's parameter table (`ferry_stripe_wire`), and how a column's value becomes one.
 
 use ferry_core::{FieldValue, Value};
-use ferry_stripe_wire::customer::{METADATA_KEY_MAX_CHARS, METADATA_VALUE_MAX_CHARS};
+use ferry_stripe_wire::params::{
+    FieldSpec, Param, ParamKind, METADATA_KEY_MAX_CHARS, METADATA_VALUE_MAX_CHARS,
+};
+use ferry_stripe_wire::ObjectSchema;
+use serde_json::Value as Json;
 
-/// How a field's value is typed and checked.
+/// How a field's value is typed and checked, read off its parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldKind {
     Text { max_chars: usize },
-    Email,
+    Email { max_chars: usize },
     Integer,
-    Locales,
+    /// A list of strings (`preferred_locales`): a warehouse array, JSON array or `a, b` text.
+    List,
     Enum(&'static [&'static str]),
     InvoicePrefix,
     MetadataValue,
 }
 
-/// A mappable Customer field, parsed from its dotted path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CustomerField {
-    pub path: String,
-    pub kind: FieldKind,
+impl FieldKind {
+    fn of(param: &Param) -> FieldKind {
+        match param.kind {
+            ParamKind::String { max_chars } => FieldKind::Text { max_chars },
+            ParamKind::Email { max_chars } => FieldKind::Email { max_chars },
+            ParamKind::Integer => FieldKind::Integer,
+            ParamKind::Enum { allowed } => FieldKind::Enum(allowed),
+            ParamKind::InvoicePrefix => FieldKind::InvoicePrefix,
+            ParamKind::Metadata => FieldKind::MetadataValue,
+            ParamKind::StringArray { .. } => FieldKind::List,
+            // Never mappable (see `mappable_fields`).
+            ParamKind::Object { .. } | ParamKind::ObjectArray { .. } => FieldKind::List,
+        }
+    }
 }
 
-/// The standard fields, in the order the UI and error messages list them.
-pub const STANDARD_FIELDS: &[(&str, FieldKind)] = &[
-    ("email", FieldKind::Email),
-    ("name", FieldKind::Text { max_chars: 256 }),
-    ("phone", FieldKind::Text { max_chars: 20 }),
-    ("description", FieldKind::Text { max_chars: 5000 }),
-    ("address.line1", FieldKind::Text { max_chars: 5000 }),
-    ("address.line2", FieldKind::Text { max_chars: 5000 }),
-    ("address.city", FieldKind::Text { max_chars: 5000 }),
-    ("address.state", FieldKind::Text { max_chars: 5000 }),
-    ("address.postal_code", FieldKind::Text { max_chars: 5000 }),
-    ("address.country", FieldKind::Text { max_chars: 5000 }),
-    ("shipping.name", FieldKind::Text { max_chars: 5000 }),
-    ("shipping.phone", FieldKind::Text { max_chars: 5000 }),
-    (
-        "shipping.address.line1",
-        FieldKind::Text { max_chars: 5000 },
-    ),
-    (
-        "shipping.address.line2",
-        FieldKind::Text { max_chars: 5000 },
-    ),
-    ("shipping.address.city", FieldKind::Text { max_chars: 5000 }),
-    (
-        "shipping.address.state",
-        FieldKind::Text { max_chars: 5000 },
-    ),
-    (
-        "shipping.address.postal_code",
-        FieldKind::Text { max_chars: 5000 },
-    ),
-    (
-        "shipping.address.country",
-        FieldKind::Text { max_chars: 5000 },
-    ),
-    ("preferred_locales", FieldKind::Locales),
-    (
-        "tax_exempt",
-        FieldKind::Enum(&["none", "exempt", "reverse"]),
-    ),
-    ("balance", FieldKind::Integer),
-    ("next_invoice_sequence", FieldKind::Integer),
-    ("invoice_prefix", FieldKind::InvoicePrefix),
-    (
-        "invoice_settings.footer",
-        FieldKind::Text { max_chars: 5000 },
-    ),
-];
+/// A mappable field of one object, parsed from its dotted path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappedField {
+    pub path: String,
+    pub kind: FieldKind,
+    /// The object Stripe replaces as a whole when this field is part of one (`address`).
+    pub whole_group: Option<&'static str>,
+    /// What a NULL means under the `clear` policy (see [`MappedField::cleared_value`]).
+    clear: Clear,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Clear {
+    /// Sent as `""`, which unsets it.
+    Unset,
+    /// Unset with `""`, after which Stripe reads back this value (`tax_exempt` → `none`).
+    ReadsAs(&'static str),
+    /// Stripe cannot unset it (integers, an assigned invoice prefix): a NULL leaves it alone.
+    Never,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MappingError {
-    #[error("`{field}` is not a Stripe Customer field{suggestion}. Valid fields: {valid}, or metadata.KEY for a custom field")]
+    #[error("`{field}` is not a Stripe {object} field{suggestion}. Valid fields: {valid}, or metadata.KEY for a custom field")]
     UnknownField {
+        object: &'static str,
         field: String,
         suggestion: String,
         valid: String,
     },
     #[error("`{field}`: a metadata key must be 1 to {METADATA_KEY_MAX_CHARS} characters without `[` or `]` (got {chars} characters)")]
     BadMetadataKey { field: String, chars: usize },
-    #[error("the mapping key must be `email` or an external id kept in metadata (`metadata.KEY`), not `{field}`")]
-    BadKeyField { field: String },
+    #[error("the mapping key must be {allowed} or an external id kept in metadata (`metadata.KEY`), not `{field}`")]
+    BadKeyField { field: String, allowed: String },
 }
 
-/// Parses a dotted field path (`address.city`, `metadata.plan`).
-pub fn parse_field(path: &str) -> Result<CustomerField, MappingError> {
+/// Parses a dotted field path (`address.city`, `metadata.plan`) of `schema`'s object.
+pub fn parse_field(schema: &'static ObjectSchema, path: &str) -> Result<MappedField, MappingError> {
     let path = path.trim();
     if let Some(key) = path.strip_prefix("metadata.") {
         let chars = key.chars().count();
@@ -96,41 +84,96 @@ pub fn parse_field(path: &str) -> Result<CustomerField, MappingError> {
                 chars,
             });
         }
-        return Ok(CustomerField {
+        return Ok(MappedField {
             path: path.to_string(),
             kind: FieldKind::MetadataValue,
+            whole_group: None,
+            clear: Clear::Unset,
         });
     }
-    if let Some((_, kind)) = STANDARD_FIELDS.iter().find(|(name, _)| *name == path) {
-        return Ok(CustomerField {
-            path: path.to_string(),
-            kind: *kind,
-        });
+    if let Some(spec) = schema.field(path) {
+        return Ok(MappedField::from_spec(&spec));
     }
-    let suggestion = closest_field(path)
+    let fields = standard_paths(schema);
+    let suggestion = closest_field(&fields, path)
         .map(|s| format!(" (did you mean `{s}`?)"))
         .unwrap_or_default();
     Err(MappingError::UnknownField {
+        object: schema.label,
         field: path.to_string(),
         suggestion,
-        valid: STANDARD_FIELDS
-            .iter()
-            .map(|(name, _)| *name)
-            .collect::<Vec<_>>()
-            .join(", "),
+        valid: fields.join(", "),
     })
 }
 
-/// The field a mapping key may use: `email` or `metadata.KEY`.
-pub fn parse_key_field(path: &str) -> Result<CustomerField, MappingError> {
-    let field = parse_field(path)?;
-    match field.kind {
-        FieldKind::Email | FieldKind::MetadataValue => Ok(field),
-        _ => Err(MappingError::BadKeyField { field: field.path }),
+/// The field a mapping key may use: one of the object's key fields (a customer's `email`) or
+/// `metadata.KEY`.
+pub fn parse_key_field(
+    schema: &'static ObjectSchema,
+    path: &str,
+) -> Result<MappedField, MappingError> {
+    let field = parse_field(schema, path)?;
+    if field.kind == FieldKind::MetadataValue || schema.key_field(&field.path).is_some() {
+        return Ok(field);
     }
+    let allowed = schema
+        .key_fields
+        .iter()
+        .map(|key| format!("`{}`", key.path))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    Err(MappingError::BadKeyField {
+        field: field.path,
+        allowed,
+    })
 }
 
-impl CustomerField {
+/// The standard (non-metadata) field paths, in the order people see them.
+pub fn standard_paths(schema: &'static ObjectSchema) -> Vec<&'static str> {
+    schema
+        .fields()
+        .into_iter()
+        .map(|f| f.path)
+        .filter(|p| *p != "metadata")
+        .collect()
+}
+
+impl MappedField {
+    fn from_spec(spec: &FieldSpec) -> MappedField {
+        let kind = FieldKind::of(spec.param);
+        let clear = match (spec.param.unset_reads_as, kind) {
+            (Some(value), _) => Clear::ReadsAs(value),
+            (None, FieldKind::Integer | FieldKind::InvoicePrefix) => Clear::Never,
+            _ => Clear::Unset,
+        };
+        MappedField {
+            path: spec.path.to_string(),
+            kind,
+            whole_group: spec.whole_group,
+            clear,
+        }
+    }
+
+    /// The metadata key of a `metadata.KEY` field.
+    pub fn metadata_key(&self) -> Option<&str> {
+        self.path.strip_prefix("metadata.")
+    }
+
+    /// What to send for a NULL under the `clear` policy: unset the field, or (for what Stripe
+    /// cannot unset) nothing at all.
+    pub fn cleared_value(&self) -> Option<FieldValue> {
+        match self.clear {
+            Clear::Unset => Some(FieldValue::Clear),
+            Clear::ReadsAs(value) => Some(FieldValue::Text(value.to_string())),
+            Clear::Never => None,
+        }
+    }
+
+    /// Whether an update may unset the field with `""` (integers cannot be unset).
+    pub fn can_be_unset(&self) -> bool {
+        self.clear != Clear::Never
+    }
+
     /// Converts a column value to this field's value, or says why it cannot be one. `None` for
     /// NULL: the null policy decides what that means.
     pub fn convert(&self, value: &Value) -> Result<Option<FieldValue>, String> {
@@ -143,13 +186,15 @@ impl CustomerField {
                 .to_integer()
                 .map_err(|e| e.to_string())?
                 .map(FieldValue::Integer),
-            FieldKind::Locales => Some(FieldValue::List(locales(value)?)),
+            FieldKind::List => Some(FieldValue::List(list_items(value)?)),
             FieldKind::MetadataValue => {
                 // Metadata values are strings; structured values travel as compact JSON.
                 let text = value.to_text().map_err(|e| e.to_string())?;
                 text.map(FieldValue::Text)
             }
-            FieldKind::Email => text(value)?.map(|s| FieldValue::Text(s.trim().to_string())),
+            FieldKind::Email { .. } => {
+                text(value)?.map(|s| FieldValue::Text(s.trim().to_string()))
+            }
             FieldKind::Enum(allowed) => match text(value)? {
                 Some(s) if allowed.contains(&s.as_str()) => Some(FieldValue::Text(s)),
                 Some(s) => {
@@ -169,13 +214,54 @@ impl CustomerField {
     }
 }
 
+/// A mapping key: the field, and how its values compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappedKey {
+    pub field: MappedField,
+    /// Emails compare ignoring case; ids and external ids exactly (both trimmed).
+    pub ignore_case: bool,
+}
+
+impl MappedKey {
+    pub fn new(schema: &'static ObjectSchema, path: &str) -> Result<MappedKey, MappingError> {
+        let field = parse_key_field(schema, path)?;
+        let ignore_case = schema
+            .key_field(&field.path)
+            .is_some_and(|key| key.ignore_case);
+        Ok(MappedKey { field, ignore_case })
+    }
+
+    /// The key as matched: trimmed, and lower-cased where case does not count.
+    pub fn normalize(&self, key: &str) -> String {
+        if self.ignore_case {
+            key.trim().to_lowercase()
+        } else {
+            key.trim().to_string()
+        }
+    }
+
+    /// The normalized key a record as Stripe returned it carries, if any.
+    pub fn of_record(&self, record: &Json) -> Option<String> {
+        let value = match self.field.metadata_key() {
+            Some(name) => record.get("metadata")?.get(name)?.as_str()?,
+            None => self
+                .field
+                .path
+                .split('.')
+                .try_fold(record, |json, part| json.get(part))?
+                .as_str()?,
+        };
+        let key = self.normalize(value);
+        (!key.is_empty()).then_some(key)
+    }
+}
+
 /// Local checks with messages in ferry's words; Stripe's own rules are checked again on the
-/// whole request body by `ferry_stripe_wire` before anything is sent.
+/// whole request by `ferry_stripe_wire` before anything is sent.
 fn check_text(kind: FieldKind, text: &str) -> Result<(), String> {
     let chars = text.chars().count();
     let max = match kind {
-        FieldKind::Text { max_chars } => max_chars,
-        FieldKind::Email => 512,
+        FieldKind::Text { max_chars } | FieldKind::Email { max_chars } => max_chars,
         FieldKind::MetadataValue => METADATA_VALUE_MAX_CHARS,
         _ => usize::MAX,
     };
@@ -190,7 +276,7 @@ fn check_text(kind: FieldKind, text: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn locales(value: &Value) -> Result<Vec<String>, String> {
+fn list_items(value: &Value) -> Result<Vec<String>, String> {
     let items: Vec<String> = match value {
         Value::Array(items) => items
             .iter()
@@ -206,7 +292,7 @@ fn locales(value: &Value) -> Result<Vec<String>, String> {
             .map(|v| {
                 v.as_str()
                     .map(str::to_string)
-                    .ok_or_else(|| format!("has a non-text locale {v}"))
+                    .ok_or_else(|| format!("has a non-text item {v}"))
             })
             .collect::<Result<_, _>>()?,
         other => {
@@ -223,18 +309,18 @@ fn locales(value: &Value) -> Result<Vec<String>, String> {
     Ok(items)
 }
 
-fn closest_field(path: &str) -> Option<&'static str> {
-    STANDARD_FIELDS
+fn closest_field(fields: &[&'static str], path: &str) -> Option<&'static str> {
+    fields
         .iter()
-        .map(|(name, _)| (*name, edit_distance(path, name)))
+        .map(|name| (*name, edit_distance(path, name)))
         .filter(|(name, distance)| *distance <= 2.max(name.len() / 4))
         .min_by_key(|(_, distance)| *distance)
         .map(|(name, _)| name)
         .or_else(|| {
             // `city` → `address.city`: a bare sub-field name.
-            STANDARD_FIELDS
+            fields
                 .iter()
-                .map(|(name, _)| *name)
+                .copied()
                 .find(|name| name.ends_with(&format!(".{path}")))
         })
 }
@@ -256,61 +342,95 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_stripe_wire::customer::CUSTOMER;
+
+    fn field(path: &str) -> Result<MappedField, MappingError> {
+        parse_field(&CUSTOMER, path)
+    }
 
     #[test]
     fn unknown_fields_get_a_suggestion_and_the_list() {
-        let error = parse_field("emial").unwrap_err().to_string();
+        let error = field("emial").unwrap_err().to_string();
         assert!(error.starts_with("`emial` is not a Stripe Customer field (did you mean `email`?). Valid fields: email, name, phone"), "{error}");
-        let error = parse_field("city").unwrap_err().to_string();
+        let error = field("city").unwrap_err().to_string();
         assert!(error.contains("did you mean `address.city`?"), "{error}");
-        assert!(parse_field("metadata.plan").is_ok());
-        let error = parse_field("metadata.a[b]").unwrap_err().to_string();
+        assert!(field("metadata.plan").is_ok());
+        let error = field("metadata.a[b]").unwrap_err().to_string();
         assert!(error.contains("without `[` or `]`"), "{error}");
         let long = format!("metadata.{}", "k".repeat(41));
-        assert!(parse_field(&long).is_err());
-        assert!(parse_key_field("name").is_err());
-        assert!(parse_key_field("metadata.user_id").is_ok());
+        assert!(field(&long).is_err());
+        assert_eq!(
+            parse_key_field(&CUSTOMER, "name").unwrap_err().to_string(),
+            "the mapping key must be `email` or an external id kept in metadata (`metadata.KEY`), not `name`"
+        );
+        assert!(parse_key_field(&CUSTOMER, "metadata.user_id").is_ok());
+        assert!(field("test_clock").is_err(), "not offered for mapping");
+        assert!(field("metadata").is_err(), "metadata needs a key");
+    }
+
+    #[test]
+    fn clear_rules_come_from_the_table() {
+        let cleared = |path: &str| field(path).unwrap().cleared_value();
+        assert_eq!(cleared("name"), Some(FieldValue::Clear));
+        assert_eq!(cleared("metadata.plan"), Some(FieldValue::Clear));
+        assert_eq!(cleared("balance"), None);
+        assert_eq!(cleared("invoice_prefix"), None);
+        assert_eq!(cleared("tax_exempt"), Some(FieldValue::Text("none".into())));
+        assert_eq!(field("address.city").unwrap().whole_group, Some("address"));
     }
 
     #[test]
     fn values_convert_or_explain_why_not() {
-        let phone = parse_field("phone").unwrap();
+        let phone = field("phone").unwrap();
         assert_eq!(
             phone.convert(&Value::Text("+33 1 23 45 67 89 00 11 22".into())),
             Err("is 26 characters long; Stripe allows at most 20".into())
         );
-        let balance = parse_field("balance").unwrap();
+        let balance = field("balance").unwrap();
         assert_eq!(
             balance.convert(&Value::Decimal("150.00".into())),
             Ok(Some(FieldValue::Integer(150)))
         );
         assert!(balance.convert(&Value::Float(f64::NAN)).is_err());
-        let locales = parse_field("preferred_locales").unwrap();
+        let locales = field("preferred_locales").unwrap();
         assert_eq!(
             locales.convert(&Value::Text("fr, en".into())),
             Ok(Some(FieldValue::List(vec!["fr".into(), "en".into()])))
         );
-        let tax = parse_field("tax_exempt").unwrap();
+        let tax = field("tax_exempt").unwrap();
         assert_eq!(
             tax.convert(&Value::Text("maybe".into())),
             Err("is `maybe`, which is not one of none, exempt, reverse".into())
         );
-        let plan = parse_field("metadata.plan").unwrap();
+        let plan = field("metadata.plan").unwrap();
         assert_eq!(
             plan.convert(&Value::Json(serde_json::json!({"tier": 2}))),
             Ok(Some(FieldValue::Text(r#"{"tier":2}"#.into())))
         );
-        let name = parse_field("name").unwrap();
+        let name = field("name").unwrap();
         assert!(name
             .convert(&Value::Json(serde_json::json!([1, 2])))
             .is_err());
         assert_eq!(name.convert(&Value::Null), Ok(None));
+    }
+
+    #[test]
+    fn keys_normalize_and_are_read_off_records() {
+        let email = MappedKey::new(&CUSTOMER, "email").unwrap();
+        assert_eq!(email.normalize(" Ada@X.com "), "ada@x.com");
+        let record = serde_json::json!({"email": "ADA@x.com", "metadata": {"user_id": " 42 "}});
+        assert_eq!(email.of_record(&record).as_deref(), Some("ada@x.com"));
+        let external = MappedKey::new(&CUSTOMER, "metadata.user_id").unwrap();
+        assert_eq!(external.of_record(&record).as_deref(), Some("42"));
+        assert_eq!(external.normalize("Ab"), "Ab");
+        assert_eq!(external.of_record(&serde_json::json!({"metadata": {}})), None);
     }
 }
 
 #[cfg(test)]
 mod properties {
     use super::*;
+    use ferry_stripe_wire::customer::CUSTOMER;
     use proptest::prelude::*;
 
     proptest! {
@@ -318,7 +438,7 @@ mod properties {
         /// input, never panics.
         #[test]
         fn any_field_text_parses_or_explains(path in any::<String>()) {
-            match parse_field(&path) {
+            match parse_field(&CUSTOMER, &path) {
                 Ok(field) => prop_assert_eq!(field.path, path.trim()),
                 Err(error) => prop_assert!(error.to_string().contains(path.trim())),
             }
@@ -327,7 +447,7 @@ mod properties {
         /// Metadata keys are accepted exactly when Stripe would accept them.
         #[test]
         fn metadata_keys_follow_stripes_rules(key in any::<String>()) {
-            let accepted = parse_field(&format!("metadata.{key}")).is_ok();
+            let accepted = parse_field(&CUSTOMER, &format!("metadata.{key}")).is_ok();
             let trimmed = format!("metadata.{key}");
             let key = trimmed.trim().strip_prefix("metadata.").unwrap_or("").to_string();
             let valid = !key.is_empty() && key.chars().count() <= 40 && !key.contains(['[', ']']);

@@ -1,20 +1,39 @@
-//! Stripe Customers over the shared HTTP stack: create, update, find by email or by listing.
+//! Stripe's records over the shared HTTP stack: create, update, retrieve and list any object
+//! ferry syncs (the object's schema gives the endpoint), and the account's events.
 
 use super::config::{StripeConfig, StripeConnectionError, STRIPE_VERSION};
 use ferry_http::{HttpClient, HttpError, InboundResponse, OutboundRequest};
 use ferry_stripe_wire::error::ErrorBody;
-use ferry_stripe_wire::form;
+use ferry_stripe_wire::{form, ObjectSchema};
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use reqwest::Method;
 use serde_json::{Map, Value as Json};
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
-/// A customer as Stripe returned it: its id and the whole object, for diffing and matching.
+/// A record as Stripe returned it: its id and the whole object, for diffing and matching.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Customer {
+pub struct StripeRecord {
     pub id: String,
     pub object: Json,
+}
+
+/// A write Stripe confirmed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    pub record: StripeRecord,
+    /// Stripe's `Request-Id` of the answer.
+    pub request_id: Option<String>,
+    /// The answer replays an earlier request with the same idempotency key
+    /// (`Idempotent-Replayed: true`).
+    pub replayed: bool,
+}
+
+/// One page of a list, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub records: Vec<StripeRecord>,
+    pub has_more: bool,
 }
 
 /// Why a call did not succeed, sorted by what the caller must do about it.
@@ -103,50 +122,92 @@ impl StripeService {
                 })?;
         let message = error_message(&response);
         match response.status {
-            200 => Ok(()),
+            200 if is_balance(&response.body) => Ok(()),
+            200 => Err(StripeConnectionError::NotStripe {
+                api_base: super::config::display_api_base(&self.config.api_base),
+            }),
             401 => Err(StripeConnectionError::InvalidKey { hint, message }),
             403 => Err(StripeConnectionError::MissingPermission { hint, message }),
             status => Err(StripeConnectionError::Unexpected { status, message }),
         }
     }
 
-    /// Creates a customer. The idempotency key makes a retry, or a rerun after a crash,
-    /// return the customer the first attempt created instead of creating another; the flag
-    /// says whether Stripe answered with such a replay (`Idempotent-Replayed: true`).
-    pub async fn create_customer(
+    /// Creates a record. The idempotency key makes a retry, or a rerun after a crash, return
+    /// the record the first attempt created instead of creating another.
+    pub async fn create(
         &self,
+        schema: &ObjectSchema,
         body: &str,
         idempotency_key: &str,
-    ) -> Result<(Customer, bool), StripeCallError> {
+    ) -> Result<Written, StripeCallError> {
         let request = self.request(
             Method::POST,
-            "/v1/customers",
-            "POST /v1/customers",
+            schema.collection_path,
+            &format!("POST {}", schema.collection_path),
             Some(body.to_string()),
             Some(idempotency_key),
         );
-        let sent = self.http.send(&request).await;
-        let replayed = sent
-            .as_ref()
-            .is_ok_and(|r| r.header("idempotent-replayed") == Some("true"));
-        Ok((self.customer_from(sent)?, replayed))
+        self.written(self.http.send(&request).await)
     }
 
-    /// The customer with this id, or `None` when it was deleted or never existed.
-    pub async fn retrieve_customer(&self, id: &str) -> Result<Option<Customer>, StripeCallError> {
+    pub async fn update(
+        &self,
+        schema: &ObjectSchema,
+        id: &str,
+        body: &str,
+        idempotency_key: &str,
+    ) -> Result<Written, StripeCallError> {
+        let request = self.request(
+            Method::POST,
+            &format!("{}/{}", schema.collection_path, path_segment(id)),
+            &format!("POST {}/{{id}}", schema.collection_path),
+            Some(body.to_string()),
+            Some(idempotency_key),
+        );
+        self.written(self.http.send(&request).await)
+    }
+
+    /// The record with this id, or `None` when it was deleted or never existed.
+    pub async fn retrieve(
+        &self,
+        schema: &ObjectSchema,
+        id: &str,
+    ) -> Result<Option<StripeRecord>, StripeCallError> {
         let request = self.request(
             Method::GET,
-            &format!("/v1/customers/{id}"),
-            "GET /v1/customers/{id}",
+            &format!("{}/{}", schema.collection_path, path_segment(id)),
+            &format!("GET {}/{{id}}", schema.collection_path),
             None,
             None,
         );
-        match self.customer_from(self.http.send(&request).await) {
-            Ok(customer) if customer.object.get("deleted") == Some(&Json::Bool(true)) => Ok(None),
-            Ok(customer) => Ok(Some(customer)),
+        match self.json_from(self.http.send(&request).await) {
+            Ok(body) if body.get("deleted") == Some(&Json::Bool(true)) => Ok(None),
+            Ok(body) => record_of(body).map(Some),
             Err(StripeCallError::Refused { status: 404, .. }) => Ok(None),
             Err(other) => Err(other),
         }
+    }
+
+    /// One page of the object's list, newest first, with `params` as query (`limit`,
+    /// `starting_after`, `created[gte]`, …).
+    pub async fn list_page(
+        &self,
+        schema: &ObjectSchema,
+        params: &Map<String, Json>,
+    ) -> Result<Page, StripeCallError> {
+        let body = self
+            .list(schema.collection_path, &form::encode(params))
+            .await?;
+        Ok(Page {
+            has_more: body.get("has_more").and_then(Json::as_bool).unwrap_or(false),
+            records: records_in(&body),
+        })
+    }
+
+    /// One page of the account's events (`GET /v1/events`), newest first, with `params` as
+    /// query (`types[]`, `created[gte]`, `starting_after`, `limit`).
+    pub async fn events_page(&self, params: &Map<String, Json>) -> Result<Page, StripeCallError> {
+        self.list_page(&EVENTS, params).await
     }
 
     /// A name for "the records of this object in this Stripe account", the same for every
@@ -176,98 +237,26 @@ impl StripeService {
         }
     }
 
-    pub async fn update_customer(
-        &self,
-        id: &str,
-        body: &str,
-        idempotency_key: &str,
-    ) -> Result<Customer, StripeCallError> {
-        let request = self.request(
-            Method::POST,
-            &format!("/v1/customers/{id}"),
-            "POST /v1/customers/{id}",
-            Some(body.to_string()),
-            Some(idempotency_key),
-        );
-        self.customer_from(self.http.send(&request).await)
-    }
-
-    /// Customers whose email is exactly `email` (Stripe's filter is case-sensitive and
-    /// immediately consistent), newest first.
-    pub async fn customers_with_email(
-        &self,
-        email: &str,
-    ) -> Result<Vec<Customer>, StripeCallError> {
-        let query = form::encode(&Map::from_iter([
-            ("email".to_string(), Json::String(email.to_string())),
-            ("limit".to_string(), Json::from(100)),
-        ]));
-        let page = self.list_page(&query).await?;
-        Ok(page.0)
-    }
-
-    /// Customers whose email matches `email` ignoring case, found through search. Search lags
-    /// behind writes: use it only to find more matches, never to conclude there is none.
-    pub async fn search_customers_by_email(
-        &self,
-        email: &str,
-    ) -> Result<Vec<Customer>, StripeCallError> {
-        let escaped = email.replace('\\', "\\\\").replace('\'', "\\'");
-        let query = form::encode(&Map::from_iter([
-            (
-                "query".to_string(),
-                Json::String(format!("email:'{escaped}'")),
-            ),
-            ("limit".to_string(), Json::from(100)),
-        ]));
+    async fn list(&self, collection_path: &str, query: &str) -> Result<Json, StripeCallError> {
         let request = self.request(
             Method::GET,
-            &format!("/v1/customers/search?{query}"),
-            "GET /v1/customers/search",
+            &format!("{collection_path}?{query}"),
+            &format!("GET {collection_path}"),
             None,
             None,
         );
         let body = self.json_from(self.http.send(&request).await)?;
-        Ok(customers_in(&body))
-    }
-
-    /// One page of all customers, newest first. Returns the page and whether more follow.
-    pub async fn list_customers_page(
-        &self,
-        starting_after: Option<&str>,
-    ) -> Result<(Vec<Customer>, bool), StripeCallError> {
-        let mut params = Map::from_iter([("limit".to_string(), Json::from(100))]);
-        if let Some(after) = starting_after {
-            params.insert(
-                "starting_after".to_string(),
-                Json::String(after.to_string()),
-            );
-        }
-        self.list_page(&form::encode(&params)).await
-    }
-
-    async fn list_page(&self, query: &str) -> Result<(Vec<Customer>, bool), StripeCallError> {
-        let request = self.request(
-            Method::GET,
-            &format!("/v1/customers?{query}"),
-            "GET /v1/customers",
-            None,
-            None,
-        );
-        let body = self.json_from(self.http.send(&request).await)?;
-        // An answer that is not a list must not read as "no customers": ferry would create them all.
+        // An answer that is not a list must not read as "no records": ferry would create them all.
         let is_list = body.get("object").and_then(Json::as_str) == Some("list")
             && body.get("data").is_some_and(Json::is_array);
         if !is_list {
             return Err(StripeCallError::Unavailable {
-                problem: "Stripe answered a customer listing with something that is not a list; check --api-base".to_string(),
+                problem: format!(
+                    "Stripe answered GET {collection_path} with something that is not a list; check --api-base"
+                ),
             });
         }
-        let has_more = body
-            .get("has_more")
-            .and_then(Json::as_bool)
-            .unwrap_or(false);
-        Ok((customers_in(&body), has_more))
+        Ok(body)
     }
 
     fn request(
@@ -297,20 +286,20 @@ impl StripeService {
         }
     }
 
-    fn customer_from(
-        &self,
-        sent: Result<InboundResponse, HttpError>,
-    ) -> Result<Customer, StripeCallError> {
-        let body = self.json_from(sent)?;
-        match body.get("id").and_then(Json::as_str) {
-            Some(id) => Ok(Customer {
-                id: id.to_string(),
-                object: body.clone(),
-            }),
-            None => Err(StripeCallError::Unavailable {
-                problem: "Stripe answered without a customer id".to_string(),
-            }),
-        }
+    fn written(&self, sent: Result<InboundResponse, HttpError>) -> Result<Written, StripeCallError> {
+        let (request_id, replayed) = match &sent {
+            Ok(response) => (
+                response.header("request-id").map(str::to_string),
+                response.header("idempotent-replayed") == Some("true"),
+            ),
+            Err(_) => (None, false),
+        };
+        let record = record_of(self.json_from(sent)?)?;
+        Ok(Written {
+            record,
+            request_id,
+            replayed,
+        })
     }
 
     fn json_from(&self, sent: Result<InboundResponse, HttpError>) -> Result<Json, StripeCallError> {
@@ -344,21 +333,59 @@ impl StripeService {
     }
 }
 
-fn customers_in(list: &Json) -> Vec<Customer> {
+/// The events list, read like an object's list.
+static EVENTS: ObjectSchema = ObjectSchema {
+    object: "event",
+    label: "Event",
+    plural: "events",
+    collection_path: "/v1/events",
+    params: &[],
+    key_fields: &[],
+    featured_fields: &[],
+    dashboard_path: "events",
+};
+
+fn record_of(body: Json) -> Result<StripeRecord, StripeCallError> {
+    match body.get("id").and_then(Json::as_str) {
+        Some(id) => Ok(StripeRecord {
+            id: id.to_string(),
+            object: body,
+        }),
+        None => Err(StripeCallError::Unavailable {
+            problem: "Stripe answered without a record id".to_string(),
+        }),
+    }
+}
+
+fn records_in(list: &Json) -> Vec<StripeRecord> {
     list.get("data")
         .and_then(Json::as_array)
         .map(|items| {
             items
                 .iter()
-                .filter_map(|c| {
-                    Some(Customer {
-                        id: c.get("id")?.as_str()?.to_string(),
-                        object: c.clone(),
+                .filter_map(|record| {
+                    Some(StripeRecord {
+                        id: record.get("id")?.as_str()?.to_string(),
+                        object: record.clone(),
                     })
                 })
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// An id as one URL path segment: ids ferry did not make (a product's own id) may hold any
+/// character.
+fn path_segment(id: &str) -> String {
+    form::encode_component(id)
+}
+
+/// Whether a 200 answer to `GET /v1/balance` is Stripe's balance object, so that a server that
+/// is not Stripe (a proxy's login page, say) does not pass the connection test.
+fn is_balance(body: &str) -> bool {
+    serde_json::from_str::<Json>(body)
+        .ok()
+        .is_some_and(|b| b.get("object").and_then(Json::as_str) == Some("balance"))
 }
 
 fn error_message(response: &InboundResponse) -> String {

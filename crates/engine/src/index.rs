@@ -1,0 +1,300 @@
+//! The key index: per destination account and object, the match keys of every record there
+//! (a lower-cased email, an external id in metadata) and the ids that carry them, kept in the
+//! workspace so that "does a customer with this key exist?" costs no request.
+//!
+//! It is built once by listing every record, then kept fresh by listing only the records
+//! created since the last refresh (`created[gte]`, consistent) and by reading the account's
+//! change events since then (`GET /v1/events`: updates that change a key, deletions). Stripe
+//! keeps events for 30 days, so an index not refreshed for longer is built again. "No record has
+//! this key" is concluded from a fresh index, never from search.
+
+use crate::EngineError;
+use ferry_destinations::stripe::{MappedKey, StripeCallError, StripeObject, StripeService};
+use ferry_state::{IndexState, IndexedRecord, StateStore};
+use serde_json::{Map, Value as Json};
+use std::collections::HashMap;
+
+/// Events older than this are not trusted to still be listed (Stripe keeps 30 days).
+const EVENTS_TRUSTED_FOR: chrono::TimeDelta = chrono::TimeDelta::days(29);
+/// Overlap when listing "created since": Stripe's `created` has one-second resolution and
+/// clocks differ a little, so the listing starts a minute before the last one ended.
+const OVERLAP_SECONDS: i64 = 60;
+/// Records per page, Stripe's maximum.
+const PAGE_SIZE: u64 = 100;
+/// Index writes are batched by this many records.
+const WRITE_BATCH: usize = 1_000;
+
+/// The index of one account and object, as one run uses it.
+pub(crate) struct KeyIndex<'a> {
+    pub(crate) store: &'a StateStore,
+    pub(crate) stripe: &'a StripeService,
+    pub(crate) object: &'static dyn StripeObject,
+    /// The account and object (`stripe https://api.stripe.com acct_1… customer`).
+    pub(crate) scope: String,
+    /// The keys every record is indexed under: this sync's, plus those already indexed.
+    pub(crate) keys: Vec<MappedKey>,
+}
+
+/// What keeping the index fresh cost, for logs and the run's request count.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Refresh {
+    pub(crate) rebuilt: bool,
+    pub(crate) records_listed: u64,
+    pub(crate) events_applied: u64,
+}
+
+impl<'a> KeyIndex<'a> {
+    pub(crate) async fn open(
+        store: &'a StateStore,
+        stripe: &'a StripeService,
+        object: &'static dyn StripeObject,
+        key: &MappedKey,
+    ) -> Result<KeyIndex<'a>, EngineError> {
+        let scope = stripe
+            .create_scope(object.schema().object)
+            .await
+            .map_err(lookup_error)?;
+        let mut keys = vec![key.clone()];
+        if let Some(state) = store.index_state(&scope).await? {
+            for name in state.key_names {
+                if keys.iter().all(|k| k.field.path != name) {
+                    if let Ok(other) = MappedKey::new(object.schema(), &name) {
+                        keys.push(other);
+                    }
+                }
+            }
+        }
+        keys.sort_by(|a, b| a.field.path.cmp(&b.field.path));
+        Ok(KeyIndex {
+            store,
+            stripe,
+            object,
+            scope,
+            keys,
+        })
+    }
+
+    fn key_names(&self) -> Vec<String> {
+        self.keys.iter().map(|k| k.field.path.clone()).collect()
+    }
+
+    /// Brings the index up to date: built from a full listing when it never was, when it
+    /// lacks one of the keys, when its events are too old to read (or `rebuild`); else the
+    /// records created and the changes made since the last refresh.
+    pub(crate) async fn refresh(&self, rebuild: bool) -> Result<Refresh, EngineError> {
+        let now = chrono::Utc::now();
+        let state = self.store.index_state(&self.scope).await?;
+        let usable = state.filter(|state| {
+            !rebuild
+                && self.key_names().iter().all(|k| state.key_names.contains(k))
+                && now.timestamp() - state.events_through < EVENTS_TRUSTED_FOR.num_seconds()
+        });
+        match usable {
+            None => self.build(now).await,
+            Some(state) => self.catch_up(state, now).await,
+        }
+    }
+
+    /// The ids of the records whose key `key` has one of `values` (normalized).
+    pub(crate) async fn lookup(
+        &self,
+        key: &MappedKey,
+        values: &[String],
+    ) -> Result<HashMap<String, Vec<String>>, EngineError> {
+        Ok(self
+            .store
+            .index_lookup(&self.scope, &key.field.path, values)
+            .await?)
+    }
+
+    /// Records what ferry itself just created or changed, so that later lookups (this run's
+    /// next chunk, another sync) see it before the next refresh.
+    pub(crate) async fn remember(&self, records: &[&Json]) -> Result<(), EngineError> {
+        let indexed: Vec<IndexedRecord> = records.iter().filter_map(|r| self.entry(r)).collect();
+        self.store.index_update(&self.scope, &indexed, &[]).await?;
+        Ok(())
+    }
+
+    /// Forgets a record that Stripe says no longer exists.
+    pub(crate) async fn forget(&self, id: &str) -> Result<(), EngineError> {
+        self.store
+            .index_update(&self.scope, &[], &[id.to_string()])
+            .await?;
+        Ok(())
+    }
+
+    fn entry(&self, record: &Json) -> Option<IndexedRecord> {
+        let id = record.get("id")?.as_str()?.to_string();
+        let keys = self
+            .keys
+            .iter()
+            .filter_map(|key| Some((key.field.path.clone(), key.of_record(record)?)))
+            .collect();
+        Some(IndexedRecord {
+            destination_id: id,
+            keys,
+        })
+    }
+
+    async fn build(&self, now: chrono::DateTime<chrono::Utc>) -> Result<Refresh, EngineError> {
+        tracing::info!(object = self.object.schema().object, "Building the index of the account's records (one full listing).");
+        self.store.index_clear(&self.scope).await?;
+        // Events from now on are read at the next refresh; the listing covers what came before.
+        let started = now.timestamp();
+        let listed = self.list(None).await?;
+        self.store
+            .index_save_state(
+                &self.scope,
+                &IndexState {
+                    key_names: self.key_names(),
+                    built_at: now,
+                    created_through: started,
+                    events_through: started,
+                    refreshed_at: now,
+                },
+            )
+            .await?;
+        Ok(Refresh {
+            rebuilt: true,
+            records_listed: listed,
+            events_applied: 0,
+        })
+    }
+
+    async fn catch_up(
+        &self,
+        state: IndexState,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Refresh, EngineError> {
+        let started = now.timestamp();
+        let listed = self
+            .list(Some(state.created_through - OVERLAP_SECONDS))
+            .await?;
+        let events = match self.apply_events(state.events_through - OVERLAP_SECONDS).await {
+            Ok(applied) => applied,
+            // A restricted key may not read events: without them a key changed in Stripe would
+            // go unseen, so the index is built again instead.
+            Err(EngineError::StripeKey(reason)) => {
+                tracing::info!(%reason, "Cannot read the account's events; rebuilding the index from a full listing.");
+                return self.build(now).await;
+            }
+            Err(other) => return Err(other),
+        };
+        self.store
+            .index_save_state(
+                &self.scope,
+                &IndexState {
+                    created_through: started,
+                    events_through: started,
+                    refreshed_at: now,
+                    ..state
+                },
+            )
+            .await?;
+        Ok(Refresh {
+            rebuilt: false,
+            records_listed: listed,
+            events_applied: events,
+        })
+    }
+
+    /// Lists every record (or those created since `created_since`) into the index.
+    async fn list(&self, created_since: Option<i64>) -> Result<u64, EngineError> {
+        let schema = self.object.schema();
+        let mut starting_after: Option<String> = None;
+        let mut listed = 0u64;
+        let mut batch = Vec::new();
+        loop {
+            let mut params = Map::from_iter([("limit".to_string(), Json::from(PAGE_SIZE))]);
+            if let Some(since) = created_since {
+                params.insert(
+                    "created".to_string(),
+                    Json::Object(Map::from_iter([("gte".to_string(), Json::from(since))])),
+                );
+            }
+            if let Some(after) = &starting_after {
+                params.insert("starting_after".to_string(), Json::String(after.clone()));
+            }
+            let page = self
+                .stripe
+                .list_page(schema, &params)
+                .await
+                .map_err(lookup_error)?;
+            starting_after = page.records.last().map(|r| r.id.clone());
+            listed += page.records.len() as u64;
+            batch.extend(page.records.iter().filter_map(|r| self.entry(&r.object)));
+            if batch.len() >= WRITE_BATCH {
+                self.store.index_update(&self.scope, &batch, &[]).await?;
+                batch.clear();
+            }
+            if !page.has_more || starting_after.is_none() {
+                break;
+            }
+        }
+        self.store.index_update(&self.scope, &batch, &[]).await?;
+        Ok(listed)
+    }
+
+    /// Applies the change events since `since`: for each record, its newest state (newest
+    /// first, so a record's first event seen is its latest).
+    async fn apply_events(&self, since: i64) -> Result<u64, EngineError> {
+        let [updated, deleted] = self.object.change_events();
+        let mut seen = std::collections::HashSet::new();
+        let mut starting_after: Option<String> = None;
+        let mut applied = 0u64;
+        loop {
+            let mut params = Map::from_iter([
+                ("limit".to_string(), Json::from(PAGE_SIZE)),
+                (
+                    "types".to_string(),
+                    Json::Array(vec![Json::from(updated.clone()), Json::from(deleted.clone())]),
+                ),
+                (
+                    "created".to_string(),
+                    Json::Object(Map::from_iter([("gte".to_string(), Json::from(since))])),
+                ),
+            ]);
+            if let Some(after) = &starting_after {
+                params.insert("starting_after".to_string(), Json::String(after.clone()));
+            }
+            let page = self
+                .stripe
+                .events_page(&params)
+                .await
+                .map_err(lookup_error)?;
+            starting_after = page.records.last().map(|r| r.id.clone());
+            let mut changed = Vec::new();
+            let mut removed = Vec::new();
+            for event in &page.records {
+                let Some(record) = event.object.get("data").and_then(|d| d.get("object")) else {
+                    continue;
+                };
+                let Some(id) = record.get("id").and_then(Json::as_str) else {
+                    continue;
+                };
+                if !seen.insert(id.to_string()) {
+                    continue;
+                }
+                applied += 1;
+                if event.object.get("type").and_then(Json::as_str) == Some(deleted.as_str()) {
+                    removed.push(id.to_string());
+                } else if let Some(entry) = self.entry(record) {
+                    changed.push(entry);
+                }
+            }
+            self.store
+                .index_update(&self.scope, &changed, &removed)
+                .await?;
+            if !page.has_more || starting_after.is_none() {
+                return Ok(applied);
+            }
+        }
+    }
+}
+
+pub(crate) fn lookup_error(error: StripeCallError) -> EngineError {
+    match error {
+        StripeCallError::Unauthorized { message, .. } => EngineError::StripeKey(message),
+        other => EngineError::StripeLookup(other.to_string()),
+    }
+}

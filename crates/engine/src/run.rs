@@ -1,0 +1,534 @@
+//! One run or one preview, end to end, in bounded memory:
+//!
+//! 1. **Stage.** The model streams from the warehouse; each row is prepared (mapped, checked)
+//!    and staged on disk sorted by match key (`stage.rs`). Bad rows are rejected as they come.
+//! 2. **Merge.** The staged records are walked in key order alongside the sync's snapshot (also
+//!    read in key order, a page at a time). Copies of one key are all rejected; a record whose
+//!    payload hash equals the snapshot's is unchanged (counted, nothing stored, no request);
+//!    the others are gathered into chunks.
+//! 3. **Chunks.** For each chunk: payloads remembered for changed records are fetched; new keys
+//!    are looked up in the account's key index (`index.rs`) and the records found are read; every
+//!    record is planned (`plan.rs`); a run then executes the chunk (`execute.rs`) and commits
+//!    its outcomes before the next chunk is planned. A preview only counts.
+//!
+//! Memory is bounded by the chunk size, the snapshot page and the sorter's segment, whatever
+//! the model's size.
+
+use crate::execute::{
+    dispatch, new_pending_create, retry_state_write, Committer, Ending, Execution, Planned,
+};
+use crate::index::KeyIndex;
+use crate::plan::{plan, Action, Known, Rules};
+use crate::prepare::{duplicate_reason, prepare_row, PreparedRecord, RejectedRow, ValidatedSync};
+use crate::stage::{KeyGroup, Sorted, Stage, StagedRecord};
+use crate::{EngineError, SyncSetup};
+use ferry_core::Payload;
+use ferry_destinations::stripe::{StripeCallError, StripeRecord, StripeService};
+use ferry_state::{SnapshotKey, StateStore};
+use futures::stream::{FuturesUnordered, StreamExt};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Records planned and executed together.
+pub(crate) const CHUNK_RECORDS: usize = 2_000;
+/// Snapshot entries read per page while merging.
+const SNAPSHOT_PAGE: usize = 5_000;
+/// Records found by key read at once while planning.
+const READS_IN_FLIGHT: usize = 16;
+
+/// What a pipeline reports to whoever drives it: a run commits and executes, a preview counts.
+pub(crate) trait Sink {
+    async fn rejected(&mut self, row: RejectedRow) -> Result<(), EngineError>;
+    async fn unchanged(&mut self) -> Result<(), EngineError>;
+    /// Every row is read and staged: `rows` in all.
+    fn staged(&mut self, rows: u64);
+    /// A chunk's plan; `Ending::Cancelled` stops the pipeline.
+    async fn chunk(
+        &mut self,
+        planned: Vec<Planned>,
+        index: Option<&KeyIndex<'_>>,
+        sync: &ValidatedSync,
+        rules: &Rules<'_>,
+    ) -> Result<Ending, EngineError>;
+}
+
+/// A sync's pipeline: its setup, its validated spec, and the run's settings.
+pub(crate) struct Pipeline<'a> {
+    pub(crate) store: &'a StateStore,
+    pub(crate) setup: &'a SyncSetup,
+    pub(crate) stripe: &'a StripeService,
+    pub(crate) full_resync: bool,
+    pub(crate) cancel: &'a AtomicBool,
+}
+
+impl<'a> Pipeline<'a> {
+    /// Reads, stages, merges and plans the model chunk by chunk into `sink`. Returns how it
+    /// ended and the number of rows read.
+    pub(crate) async fn drive(&self, sink: &mut impl Sink) -> Result<(Ending, u64), EngineError> {
+        let (sync, mut stream) = self.open_model().await?;
+        let scratch = scratch_dir(self.store)?;
+        let mut stage = Stage::start(scratch.path()).map_err(EngineError::Config)?;
+        let mut rows = 0u64;
+        while let Some(row) = stream.next_row().await {
+            let row = row.map_err(|e| self.source_error(e))?;
+            rows += 1;
+            if rows % 1024 == 0 && self.cancel.load(Ordering::Relaxed) {
+                return Ok((Ending::Cancelled, rows));
+            }
+            match prepare_row(&sync, rows, &row) {
+                Ok(record) => stage
+                    .push(StagedRecord::from_prepared(&record))
+                    .await
+                    .map_err(EngineError::Config)?,
+                Err(rejected) => sink.rejected(rejected).await?,
+            }
+        }
+        drop(stream);
+        sink.staged(rows);
+        let mut sorted = stage.finish();
+        let ending = self.merge(&sync, &mut sorted, sink).await?;
+        Ok((ending, rows))
+    }
+
+    async fn open_model(&self) -> Result<(ValidatedSync, ferry_source::RowStream), EngineError> {
+        let setup = self.setup;
+        let stream = ferry_source::query(&setup.source, &setup.model.sql, &setup.query)
+            .await
+            .map_err(|e| self.source_error(e))?;
+        let columns: Vec<String> = stream.columns().iter().map(|c| c.name.clone()).collect();
+        let sync = crate::prepare::validate_sync(&setup.sync.spec, &columns)
+            .map_err(EngineError::InvalidSync)?;
+        Ok((sync, stream))
+    }
+
+    fn source_error(&self, error: ferry_source::SourceError) -> EngineError {
+        let mut problem = error.to_string();
+        if matches!(error, ferry_source::SourceError::ConnectionLost { .. }) {
+            // Say what that means for Stripe: no write goes out before the whole model is read.
+            problem.push_str(
+                "; nothing was sent to Stripe (a run reads the whole model before its first \
+                 write), so run the sync again once the warehouse answers",
+            );
+        }
+        EngineError::Source {
+            model: self.setup.model.name.clone(),
+            problem,
+        }
+    }
+
+    async fn merge(
+        &self,
+        sync: &ValidatedSync,
+        sorted: &mut Sorted,
+        sink: &mut impl Sink,
+    ) -> Result<Ending, EngineError> {
+        let object = sync.object.schema().object;
+        let rules = Rules {
+            schema: sync.object.schema(),
+            behavior: self.setup.sync.spec.behavior,
+            key_path: sync.key_path(),
+            key_ignores_case: sync.key.ignore_case,
+        };
+        let mut snapshot = SnapshotCursor::new(self.store, &self.setup.sync.name, object);
+        let mut index: Option<KeyIndex<'_>> = None;
+        let mut changed: Vec<(StagedRecord, String)> = Vec::new();
+        let mut new: Vec<StagedRecord> = Vec::new();
+        loop {
+            let group = sorted.next_group().await.map_err(EngineError::Config)?;
+            let done = group.is_none();
+            match group {
+                None => {}
+                Some(KeyGroup::Duplicates { copies, more }) => {
+                    for (row_number, key) in &copies {
+                        let others: Vec<u64> = copies
+                            .iter()
+                            .map(|(row, _)| *row)
+                            .filter(|row| row != row_number)
+                            .take(10)
+                            .collect();
+                        let hidden = (copies.len() as u64 - 1 - others.len() as u64) + more;
+                        sink.rejected(RejectedRow {
+                            row_number: *row_number,
+                            key: key.clone(),
+                            reason: duplicate_reason(key, &others, hidden),
+                        })
+                        .await?;
+                    }
+                }
+                Some(KeyGroup::One(record)) => {
+                    let remembered = if self.full_resync {
+                        None
+                    } else {
+                        snapshot.find(&record.match_key).await?
+                    };
+                    match remembered {
+                        Some(entry) if entry.payload_hash == record.payload_hash => {
+                            sink.unchanged().await?;
+                        }
+                        Some(entry) => changed.push((record, entry.destination_id.clone())),
+                        None => new.push(record),
+                    }
+                }
+            }
+            if done || changed.len() + new.len() >= CHUNK_RECORDS {
+                if changed.is_empty() && new.is_empty() {
+                    if done {
+                        return Ok(Ending::Completed);
+                    }
+                    continue;
+                }
+                if !new.is_empty() && index.is_none() {
+                    let opened =
+                        KeyIndex::open(self.store, self.stripe, sync.object, &sync.key).await?;
+                    let refresh = opened.refresh(self.full_resync).await?;
+                    tracing::debug!(?refresh, "The key index is up to date.");
+                    index = Some(opened);
+                }
+                if self.cancel.load(Ordering::Relaxed) {
+                    return Ok(Ending::Cancelled);
+                }
+                let planned = self
+                    .plan_chunk(
+                        sync,
+                        &rules,
+                        std::mem::take(&mut changed),
+                        std::mem::take(&mut new),
+                        index.as_ref(),
+                    )
+                    .await?;
+                if sink.chunk(planned, index.as_ref(), sync, &rules).await? == Ending::Cancelled {
+                    return Ok(Ending::Cancelled);
+                }
+                if done {
+                    return Ok(Ending::Completed);
+                }
+            }
+        }
+    }
+
+    /// Plans a chunk: changed records against ferry's last write, new ones against what Stripe
+    /// holds under their key.
+    async fn plan_chunk(
+        &self,
+        sync: &ValidatedSync,
+        rules: &Rules<'_>,
+        changed: Vec<(StagedRecord, String)>,
+        new: Vec<StagedRecord>,
+        index: Option<&KeyIndex<'_>>,
+    ) -> Result<Vec<Planned>, EngineError> {
+        let object = sync.object.schema().object;
+        let sync_name = &self.setup.sync.name;
+        let now = chrono::Utc::now();
+        let mut planned = Vec::with_capacity(changed.len() + new.len());
+        if !changed.is_empty() {
+            let keys: Vec<String> = changed.iter().map(|(r, _)| r.match_key.clone()).collect();
+            let entries = self.store.snapshot_entries(sync_name, object, &keys).await?;
+            for (staged, destination_id) in changed {
+                let record = staged.into_prepared();
+                let last_write = entries
+                    .get(&record.match_key)
+                    .and_then(|entry| Payload::from_json(&entry.payload))
+                    .unwrap_or_default();
+                let action = plan(
+                    &record,
+                    Known::Remembered {
+                        destination_id: &destination_id,
+                        last_write: &last_write,
+                    },
+                    None,
+                    rules,
+                    now,
+                );
+                planned.push(Planned {
+                    record,
+                    action,
+                    drops_pending: false,
+                });
+            }
+        }
+        if !new.is_empty() {
+            let index = index.expect("the index is opened before new records are planned");
+            let records: Vec<PreparedRecord> =
+                new.into_iter().map(StagedRecord::into_prepared).collect();
+            planned.extend(plan_new(self.store, self.stripe, sync, index, rules, sync_name, records, now).await?);
+        }
+        Ok(planned)
+    }
+}
+
+/// Plans records with no snapshot entry: looked up in the key index, the records found read
+/// from Stripe, a create saved by an interrupted run considered.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn plan_new(
+    store: &StateStore,
+    stripe: &StripeService,
+    sync: &ValidatedSync,
+    index: &KeyIndex<'_>,
+    rules: &Rules<'_>,
+    sync_name: &str,
+    records: Vec<PreparedRecord>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<Planned>, EngineError> {
+    let object = sync.object.schema().object;
+    let keys: Vec<String> = records.iter().map(|r| r.match_key.clone()).collect();
+    let pending = store.pending_creates(sync_name, object, &keys).await?;
+    let found = find_records(stripe, sync, index, &keys).await?;
+    Ok(records
+        .into_iter()
+        .map(|record| {
+            let known = match found.get(&record.match_key) {
+                Some(Ok(records)) => Known::Found(records),
+                Some(Err(reason)) => Known::LookupFailed(reason),
+                None => Known::Found(&[]),
+            };
+            let saved = pending.get(&record.match_key);
+            let action = plan(&record, known, saved, rules, now);
+            let drops_pending = saved.is_some()
+                && matches!(action, Action::Update { .. } | Action::Unchanged { .. });
+            Planned {
+                record,
+                action,
+                drops_pending,
+            }
+        })
+        .collect())
+}
+
+/// For each key, the records Stripe holds under it: ids from the index, each read from Stripe
+/// (its current state, and proof it still exists and still carries the key).
+async fn find_records(
+    stripe: &StripeService,
+    sync: &ValidatedSync,
+    index: &KeyIndex<'_>,
+    keys: &[String],
+) -> Result<HashMap<String, Result<Vec<StripeRecord>, String>>, EngineError> {
+    let ids = index.lookup(&sync.key, keys).await?;
+    let schema = sync.object.schema();
+    let mut reads = Vec::new();
+    for (key, ids) in &ids {
+        for id in ids {
+            reads.push((key.clone(), id.clone()));
+        }
+    }
+    let mut found: HashMap<String, Result<Vec<StripeRecord>, String>> = HashMap::new();
+    let mut waiting = reads.into_iter();
+    let mut in_flight = FuturesUnordered::new();
+    let mut stale = Vec::new();
+    loop {
+        while in_flight.len() < READS_IN_FLIGHT {
+            let Some((key, id)) = waiting.next() else {
+                break;
+            };
+            in_flight.push(async move {
+                let read = stripe.retrieve(schema, &id).await;
+                (key, id, read)
+            });
+        }
+        let Some((key, id, read)) = in_flight.next().await else {
+            break;
+        };
+        match read {
+            Err(StripeCallError::Unauthorized { message, .. }) => {
+                return Err(EngineError::StripeKey(message))
+            }
+            Err(other) => {
+                found.insert(key, Err(other.to_string()));
+            }
+            Ok(None) => stale.push(id),
+            Ok(Some(record)) => {
+                // The index may lag behind a key changed in Stripe: only a record that still
+                // carries the key matches it.
+                if sync.key.of_record(&record.object).as_deref() == Some(key.as_str()) {
+                    if let Ok(records) = found.entry(key).or_insert_with(|| Ok(Vec::new())) {
+                        records.push(record);
+                    }
+                } else {
+                    index.remember(&[&record.object]).await?;
+                }
+            }
+        }
+    }
+    for id in stale {
+        index.forget(&id).await?;
+    }
+    for records in found.values_mut().flatten() {
+        records.sort_by(|a, b| a.id.cmp(&b.id));
+    }
+    Ok(found)
+}
+
+/// Executes a chunk's plan: records that need no request settle at once and updates go out
+/// concurrently; then the creates, under the account's create lock, after the index was
+/// brought up to date and each create was looked up once more — another sync into the same
+/// account may have created the same records since they were planned.
+pub(crate) async fn execute_chunk(
+    exec: &Execution<'_>,
+    committer: &mut Committer<'_, '_>,
+    planned: Vec<Planned>,
+    index: Option<&KeyIndex<'_>>,
+    sync: &ValidatedSync,
+    rules: &Rules<'_>,
+) -> Result<Ending, EngineError> {
+    let (creates, others): (Vec<Planned>, Vec<Planned>) =
+        planned.into_iter().partition(|p| p.action.is_create());
+    let ending = dispatch(exec, committer, others).await?;
+    if ending == Ending::Cancelled || creates.is_empty() {
+        committer.not_attempted(creates.len());
+        return Ok(ending);
+    }
+    let index = index.expect("creates come from records looked up in the index");
+    let give_up = || exec.cancelled() || !(exec.lock_held)();
+    let Some(lock) = exec.store.lock_create_scope(&index.scope, &give_up).await? else {
+        committer.not_attempted(creates.len());
+        if !(exec.lock_held)() {
+            return Err(EngineError::LockLost);
+        }
+        return Ok(Ending::Cancelled);
+    };
+    let result = async {
+        index.refresh(false).await?;
+        let creates = recheck_creates(exec, index, sync, rules, creates).await?;
+        // Each create's idempotency key and body are durable before its first attempt, so
+        // that a crash at any later point replays the same request instead of creating a
+        // second record. (A key saved but never sent is harmless: the next run looks the
+        // record up before replaying it.)
+        let now = chrono::Utc::now();
+        let mut new_pending = Vec::new();
+        let creates: Vec<Planned> = creates
+            .into_iter()
+            .map(|mut planned| {
+                if let Action::Create { .. } = planned.action {
+                    let pending = new_pending_create(exec, &planned.record, now);
+                    new_pending.push(pending.clone());
+                    planned.action = Action::ReplayCreate {
+                        pending,
+                        from_earlier_run: false,
+                    };
+                }
+                planned
+            })
+            .collect();
+        if !new_pending.is_empty() {
+            retry_state_write("saving pending creates", || {
+                exec.store.save_pending_creates(
+                    exec.sync_name,
+                    exec.object.schema().object,
+                    &new_pending,
+                )
+            })
+            .await?;
+        }
+        dispatch(exec, committer, creates).await
+    }
+    .await;
+    // What was created is in the index before the lock goes, so the next holder sees it.
+    let remembered = committer.remember_in_index(index).await;
+    lock.release().await;
+    remembered?;
+    result
+}
+
+/// Looks the creates up again in the freshly refreshed index; a record someone created since
+/// the chunk was planned turns its create into an update (or nothing).
+async fn recheck_creates(
+    exec: &Execution<'_>,
+    index: &KeyIndex<'_>,
+    sync: &ValidatedSync,
+    rules: &Rules<'_>,
+    creates: Vec<Planned>,
+) -> Result<Vec<Planned>, EngineError> {
+    let keys: Vec<String> = creates.iter().map(|p| p.record.match_key.clone()).collect();
+    let known = index.lookup(&sync.key, &keys).await?;
+    if known.is_empty() {
+        return Ok(creates);
+    }
+    let (taken, still_new): (Vec<Planned>, Vec<Planned>) = creates
+        .into_iter()
+        .partition(|p| known.contains_key(&p.record.match_key));
+    tracing::info!(
+        records = taken.len(),
+        "Records to create were created meanwhile (another sync into this account?); updating them instead."
+    );
+    let records = taken.into_iter().map(|p| p.record).collect();
+    let mut replanned = plan_new(
+        exec.store,
+        exec.stripe,
+        sync,
+        index,
+        rules,
+        exec.sync_name,
+        records,
+        chrono::Utc::now(),
+    )
+    .await?;
+    replanned.extend(still_new);
+    Ok(replanned)
+}
+
+/// The snapshot of one sync and object, read a page at a time in key order; `find` must be
+/// called with keys in ascending byte order.
+struct SnapshotCursor<'a> {
+    store: &'a StateStore,
+    sync: &'a str,
+    object: &'a str,
+    page: Vec<SnapshotKey>,
+    position: usize,
+    exhausted: bool,
+}
+
+impl<'a> SnapshotCursor<'a> {
+    fn new(store: &'a StateStore, sync: &'a str, object: &'a str) -> SnapshotCursor<'a> {
+        SnapshotCursor {
+            store,
+            sync,
+            object,
+            page: Vec::new(),
+            position: 0,
+            exhausted: false,
+        }
+    }
+
+    async fn find(&mut self, key: &str) -> Result<Option<&SnapshotKey>, EngineError> {
+        loop {
+            while self.position < self.page.len() && self.page[self.position].key.as_str() < key {
+                self.position += 1;
+            }
+            if self.position < self.page.len() {
+                let entry = &self.page[self.position];
+                return Ok((entry.key == key).then_some(entry));
+            }
+            if self.exhausted {
+                return Ok(None);
+            }
+            let after = self.page.last().map(|entry| entry.key.clone());
+            self.page = self
+                .store
+                .snapshot_keys(self.sync, self.object, after.as_deref(), SNAPSHOT_PAGE)
+                .await?;
+            self.position = 0;
+            self.exhausted = self.page.len() < SNAPSHOT_PAGE;
+        }
+    }
+}
+
+/// A directory for the run's spilled records, removed when dropped: inside the workspace
+/// directory (the same disk as the state, and private to the user).
+fn scratch_dir(store: &StateStore) -> Result<tempfile::TempDir, EngineError> {
+    let parent = store.workspace_dir().join("scratch");
+    std::fs::create_dir_all(&parent).map_err(|e| {
+        EngineError::Config(format!(
+            "cannot create the scratch directory {}: {e}",
+            parent.display()
+        ))
+    })?;
+    tempfile::Builder::new()
+        .prefix("run-")
+        .tempdir_in(&parent)
+        .map_err(|e| {
+            EngineError::Config(format!(
+                "cannot create a scratch directory in {}: {e}",
+                parent.display()
+            ))
+        })
+}
+

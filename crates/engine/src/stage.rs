@@ -1,0 +1,306 @@
+//! Staging: a model's records sorted by match key on disk, whatever the model's size.
+//!
+//! Rows stream in from the warehouse in the model's order; the engine needs them by key, to
+//! walk them alongside the snapshot (also in key order) and to see every copy of a duplicated
+//! key together. An external sort (`extsort`) keeps a bounded number of records in memory and
+//! spills sorted segments to the run's scratch directory; a thread of its own does the sorting
+//! and the file work, so the async side only sends and receives records.
+
+use crate::prepare::PreparedRecord;
+use extsort::{ExternalSorter, Sortable};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use tokio::sync::mpsc;
+
+/// Records held in memory before a sorted segment is written to disk (about 30 MB of records).
+const SEGMENT_RECORDS: usize = 50_000;
+/// Records waiting between the async side and the sorting thread, each way.
+const CHANNEL_RECORDS: usize = 2_048;
+
+/// One prepared record as it is staged: its payload as canonical JSON and its hash.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct StagedRecord {
+    // Field order is sort order: by match key, then by position in the model.
+    pub(crate) match_key: String,
+    pub(crate) row_number: u64,
+    pub(crate) key: String,
+    pub(crate) payload_json: String,
+    pub(crate) payload_hash: String,
+}
+
+impl StagedRecord {
+    pub(crate) fn from_prepared(record: &PreparedRecord) -> StagedRecord {
+        let json = record.payload.to_json().to_string();
+        StagedRecord {
+            payload_hash: ferry_core::payload::hash_canonical_json(&json),
+            payload_json: json,
+            match_key: record.match_key.clone(),
+            row_number: record.row_number,
+            key: record.key.clone(),
+        }
+    }
+
+    pub(crate) fn into_prepared(self) -> PreparedRecord {
+        let payload = serde_json::from_str(&self.payload_json)
+            .ok()
+            .and_then(|json| ferry_core::Payload::from_json(&json))
+            .unwrap_or_default();
+        PreparedRecord {
+            row_number: self.row_number,
+            key: self.key,
+            match_key: self.match_key,
+            payload,
+        }
+    }
+}
+
+impl Sortable for StagedRecord {
+    fn encode<W: Write>(&self, writer: &mut W) -> std::io::Result<()> {
+        write_text(writer, &self.match_key)?;
+        writer.write_all(&self.row_number.to_le_bytes())?;
+        write_text(writer, &self.key)?;
+        write_text(writer, &self.payload_json)?;
+        write_text(writer, &self.payload_hash)
+    }
+
+    fn decode<R: Read>(reader: &mut R) -> std::io::Result<StagedRecord> {
+        let match_key = read_text(reader)?;
+        let mut row_number = [0u8; 8];
+        reader.read_exact(&mut row_number)?;
+        Ok(StagedRecord {
+            match_key,
+            row_number: u64::from_le_bytes(row_number),
+            key: read_text(reader)?,
+            payload_json: read_text(reader)?,
+            payload_hash: read_text(reader)?,
+        })
+    }
+}
+
+fn write_text<W: Write>(writer: &mut W, text: &str) -> std::io::Result<()> {
+    let length = u32::try_from(text.len()).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "a staged text over 4 GiB")
+    })?;
+    writer.write_all(&length.to_le_bytes())?;
+    writer.write_all(text.as_bytes())
+}
+
+fn read_text<R: Read>(reader: &mut R) -> std::io::Result<String> {
+    let mut length = [0u8; 4];
+    reader.read_exact(&mut length)?;
+    let mut bytes = vec![0u8; u32::from_le_bytes(length) as usize];
+    reader.read_exact(&mut bytes)?;
+    String::from_utf8(bytes)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// The sorter, fed from async code.
+pub(crate) struct Stage {
+    input: mpsc::Sender<StagedRecord>,
+    output: mpsc::Receiver<Result<StagedRecord, String>>,
+    records: u64,
+}
+
+impl Stage {
+    /// Starts the sorting thread; segments go under `scratch` (removed when the sort ends).
+    pub(crate) fn start(scratch: &Path) -> Result<Stage, String> {
+        let (input, mut to_sort) = mpsc::channel::<StagedRecord>(CHANNEL_RECORDS);
+        let (sorted, output) = mpsc::channel(CHANNEL_RECORDS);
+        let scratch: PathBuf = scratch.to_path_buf();
+        std::thread::Builder::new()
+            .name("ferry-stage".into())
+            .spawn(move || {
+                let failed = |error: std::io::Error| {
+                    format!("staging the model's records on disk failed: {error}")
+                };
+                let mut sorter = ExternalSorter::new()
+                    .with_segment_size(SEGMENT_RECORDS)
+                    .with_sort_dir(scratch)
+                    .pushed();
+                while let Some(record) = to_sort.blocking_recv() {
+                    if let Err(error) = sorter.push(record) {
+                        let _ = sorted.blocking_send(Err(failed(error)));
+                        return;
+                    }
+                }
+                match sorter.done() {
+                    Ok(iterator) => {
+                        for record in iterator {
+                            let message = record.map_err(failed);
+                            let stop = message.is_err();
+                            // The receiver went away: the run stopped; the sort files go with us.
+                            if sorted.blocking_send(message).is_err() || stop {
+                                return;
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        let _ = sorted.blocking_send(Err(failed(error)));
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the staging thread: {e}"))?;
+        Ok(Stage {
+            input,
+            output,
+            records: 0,
+        })
+    }
+
+    pub(crate) async fn push(&mut self, record: StagedRecord) -> Result<(), String> {
+        self.records += 1;
+        self.input
+            .send(record)
+            .await
+            .map_err(|_| "the staging thread stopped unexpectedly".to_string())
+    }
+
+    /// Ends the input; the records then come back sorted.
+    pub(crate) fn finish(self) -> Sorted {
+        drop(self.input);
+        Sorted {
+            output: self.output,
+            expected: self.records,
+            received: 0,
+            peeked: None,
+        }
+    }
+}
+
+/// The staged records in key order.
+pub(crate) struct Sorted {
+    output: mpsc::Receiver<Result<StagedRecord, String>>,
+    expected: u64,
+    received: u64,
+    peeked: Option<StagedRecord>,
+}
+
+/// The copies of one match key: one record, or several (a duplicated key).
+pub(crate) enum KeyGroup {
+    One(StagedRecord),
+    /// Every copy's row number and key as written, in model order; `more` copies beyond
+    /// those listed (a pathological model repeating one key a million times stays bounded).
+    Duplicates {
+        copies: Vec<(u64, String)>,
+        more: u64,
+    },
+}
+
+/// Copies of one key kept for the rejection messages; more are counted, not kept.
+const DUPLICATES_KEPT: usize = 10_000;
+
+impl Sorted {
+    async fn next_record(&mut self) -> Result<Option<StagedRecord>, String> {
+        if let Some(record) = self.peeked.take() {
+            return Ok(Some(record));
+        }
+        match self.output.recv().await {
+            Some(Ok(record)) => {
+                self.received += 1;
+                Ok(Some(record))
+            }
+            Some(Err(error)) => Err(error),
+            None if self.received == self.expected => Ok(None),
+            None => Err(format!(
+                "the staging thread stopped after {} of {} records",
+                self.received, self.expected
+            )),
+        }
+    }
+
+    /// The next key's records.
+    pub(crate) async fn next_group(&mut self) -> Result<Option<KeyGroup>, String> {
+        let Some(first) = self.next_record().await? else {
+            return Ok(None);
+        };
+        let mut copies: Vec<(u64, String)> = Vec::new();
+        let mut more = 0u64;
+        while let Some(next) = self.next_record().await? {
+            if next.match_key != first.match_key {
+                self.peeked = Some(next);
+                break;
+            }
+            if copies.is_empty() {
+                copies.push((first.row_number, first.key.clone()));
+            }
+            if copies.len() < DUPLICATES_KEPT {
+                copies.push((next.row_number, next.key));
+            } else {
+                more += 1;
+            }
+        }
+        Ok(Some(if copies.is_empty() {
+            KeyGroup::One(first)
+        } else {
+            KeyGroup::Duplicates { copies, more }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn staged(key: &str, row: u64) -> StagedRecord {
+        StagedRecord {
+            match_key: key.to_lowercase(),
+            row_number: row,
+            key: key.to_string(),
+            payload_json: format!(r#"{{"email":"{key}"}}"#),
+            payload_hash: "h".into(),
+        }
+    }
+
+    /// Records come back by key then row, across several spilled segments, and repeated keys
+    /// come back as one group.
+    #[tokio::test]
+    async fn records_come_back_sorted_and_duplicates_grouped() {
+        let scratch = tempfile::tempdir().unwrap();
+        let mut stage = Stage::start(scratch.path()).unwrap();
+        let total = SEGMENT_RECORDS as u64 * 2 + 17;
+        for row in 1..=total {
+            // Every key once, in reverse, and `k00000005` three more times.
+            let key = format!("k{:08}", total - row);
+            stage.push(staged(&key, row)).await.unwrap();
+        }
+        for row in [total + 1, total + 2, total + 3] {
+            stage.push(staged("K00000005", row)).await.unwrap();
+        }
+        let mut sorted = stage.finish();
+        let mut previous = String::new();
+        let mut singles = 0u64;
+        let mut duplicated = Vec::new();
+        while let Some(group) = sorted.next_group().await.unwrap() {
+            match group {
+                KeyGroup::One(record) => {
+                    assert!(record.match_key > previous, "{} after {previous}", record.match_key);
+                    previous = record.match_key;
+                    singles += 1;
+                }
+                KeyGroup::Duplicates { copies, more } => {
+                    duplicated.push((copies, more));
+                }
+            }
+        }
+        assert_eq!(singles, total - 1);
+        assert_eq!(duplicated.len(), 1);
+        let (copies, more) = &duplicated[0];
+        assert_eq!(more, &0);
+        let rows: Vec<u64> = copies.iter().map(|(row, _)| *row).collect();
+        assert_eq!(rows, [total - 5, total + 1, total + 2, total + 3]);
+    }
+
+    #[test]
+    fn a_record_survives_its_disk_form() {
+        let record = StagedRecord {
+            match_key: "ada@x.com".into(),
+            row_number: 7,
+            key: "Ada@X.com".into(),
+            payload_json: r#"{"name":"Ada é"}"#.into(),
+            payload_hash: "abc".into(),
+        };
+        let mut bytes = Vec::new();
+        record.encode(&mut bytes).unwrap();
+        assert_eq!(StagedRecord::decode(&mut bytes.as_slice()).unwrap(), record);
+    }
+}

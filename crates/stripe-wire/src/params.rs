@@ -1,0 +1,502 @@
+//! Stripe's request parameters as data, and the one validator that checks a request against
+//! them. Each object ferry syncs describes its create and update parameters with these types
+//! (`customer.rs`, …); the emulator judges requests with [`validate_params`] and ferry's Stripe
+//! destination checks a row with it before sending anything. The mappable fields of an object
+//! are derived from the same table ([`mappable_fields`]), so a field exists in one place.
+
+use serde_json::{Map, Value};
+
+use crate::form::leaf_text;
+use crate::param_error::{ParamError, Problem};
+
+pub const METADATA_MAX_KEYS: usize = 50;
+pub const METADATA_KEY_MAX_CHARS: usize = 40;
+pub const METADATA_VALUE_MAX_CHARS: usize = 500;
+
+/// One request parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Param {
+    pub name: &'static str,
+    pub kind: ParamKind,
+    /// Whether the empty string is accepted for an object, array, enum or integer parameter and
+    /// clears it (`address=`, `metadata=`, `tax_exempt=`). String parameters always accept "";
+    /// for them this flag says the field becomes `null` rather than `""`.
+    pub empty_unsets: bool,
+    /// Whether the parent object must contain this parameter (`shipping[name]`).
+    pub required: bool,
+    /// Accepted on create only; on update it is an unknown parameter (`test_clock`).
+    pub create_only: bool,
+    /// Offered as a mapping target (leaves only; see [`not_mapped`]).
+    pub mapped: bool,
+    /// An object that Stripe replaces as a whole on update (see [`replaced_whole`]).
+    pub replaced_whole: bool,
+    /// What Stripe reads back once the field is unset (see [`unset_reads_as`]).
+    pub unset_reads_as: Option<&'static str>,
+}
+
+/// The type of a parameter, with its limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamKind {
+    String {
+        max_chars: usize,
+    },
+    /// A string of at most `max_chars` that, when not empty, must look like an email address.
+    Email {
+        max_chars: usize,
+    },
+    /// Decimal text of a signed 64-bit integer.
+    Integer,
+    Enum {
+        allowed: &'static [&'static str],
+    },
+    /// 3–12 upper-case ASCII letters or digits.
+    InvoicePrefix,
+    Object {
+        children: &'static [Param],
+    },
+    /// String keys to string values; limits in the `METADATA_*` constants.
+    Metadata,
+    StringArray {
+        item_max_chars: usize,
+    },
+    ObjectArray {
+        children: &'static [Param],
+        max_items: usize,
+    },
+}
+
+pub const fn string(name: &'static str, max_chars: usize) -> Param {
+    Param {
+        name,
+        kind: ParamKind::String { max_chars },
+        empty_unsets: false,
+        required: false,
+        create_only: false,
+        mapped: true,
+        replaced_whole: false,
+        unset_reads_as: None,
+    }
+}
+
+pub const fn with_kind(name: &'static str, kind: ParamKind) -> Param {
+    Param {
+        name,
+        kind,
+        empty_unsets: false,
+        required: false,
+        create_only: false,
+        mapped: true,
+        replaced_whole: false,
+        unset_reads_as: None,
+    }
+}
+
+pub const fn unsettable(param: Param) -> Param {
+    Param {
+        empty_unsets: true,
+        ..param
+    }
+}
+
+pub const fn required(param: Param) -> Param {
+    Param {
+        required: true,
+        ..param
+    }
+}
+
+pub const fn create_only(param: Param) -> Param {
+    Param {
+        create_only: true,
+        ..param
+    }
+}
+
+/// Not offered as a mapping target (payment settings, tax automation, test clocks…): still a
+/// valid parameter for the emulator to accept.
+pub const fn not_mapped(param: Param) -> Param {
+    Param {
+        mapped: false,
+        ..param
+    }
+}
+
+/// An object Stripe replaces as a whole on update (`address`): sending one part blanks the
+/// others, so ferry sends every mapped part whenever any part changes.
+pub const fn replaced_whole(param: Param) -> Param {
+    Param {
+        replaced_whole: true,
+        ..param
+    }
+}
+
+/// What Stripe reads back after the field is unset with `""` (`tax_exempt` reads `none`).
+pub const fn unset_reads_as(param: Param, value: &'static str) -> Param {
+    Param {
+        unset_reads_as: Some(value),
+        ..param
+    }
+}
+
+/// `expand[]`, accepted by every Stripe endpoint; it changes only the response shape.
+pub static EXPAND_PARAM: Param = with_kind(
+    "expand",
+    ParamKind::StringArray {
+        item_max_chars: 5000,
+    },
+);
+
+/// Checks create (`for_update = false`) or update params against an object's parameter table.
+///
+/// `params` is what [`crate::form::decode`] produces (string leaves); numbers, booleans and
+/// `null` leaves are also accepted so that a row can be checked before it is encoded. Parameters
+/// are checked in the order given and the first problem is returned, as Stripe does. The metadata
+/// key count is checked for the keys sent; on update the emulator checks it again after merging.
+pub fn validate_params(
+    table: &'static [Param],
+    params: &Map<String, Value>,
+    for_update: bool,
+) -> Result<(), ParamError> {
+    for (key, value) in params {
+        if key == EXPAND_PARAM.name {
+            validate_value(&EXPAND_PARAM, value, key, for_update)?;
+            continue;
+        }
+        let spec = find_param(table, key, for_update)
+            .ok_or_else(|| ParamError::new(key.clone(), Problem::Unknown))?;
+        validate_value(spec, value, key, for_update)?;
+    }
+    Ok(())
+}
+
+/// A parameter a model column can be mapped to, by its dotted path (`address.city`), with
+/// what the table says about it. `metadata` appears once, as the path `metadata`: every
+/// `metadata.KEY` is a field of that kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldSpec {
+    pub path: &'static str,
+    pub param: &'static Param,
+    /// The top-level object Stripe replaces as a whole, when the field is part of one.
+    pub whole_group: Option<&'static str>,
+}
+
+/// The mappable fields of a parameter table, depth first in table order: every leaf parameter
+/// (strings, emails, integers, enums, string arrays, metadata) that is neither marked
+/// [`not_mapped`] nor inside an object array.
+pub fn mappable_fields(table: &'static [Param]) -> Vec<FieldSpec> {
+    let mut fields = Vec::new();
+    collect_fields(table, "", None, &mut fields);
+    fields
+}
+
+fn collect_fields(
+    table: &'static [Param],
+    prefix: &str,
+    whole_group: Option<&'static str>,
+    fields: &mut Vec<FieldSpec>,
+) {
+    for param in table {
+        if !param.mapped {
+            continue;
+        }
+        match param.kind {
+            ParamKind::Object { children } => {
+                let group = whole_group.or(param.replaced_whole.then_some(param.name));
+                let prefix = format!("{prefix}{}.", param.name);
+                collect_fields(children, &prefix, group, fields);
+            }
+            ParamKind::ObjectArray { .. } => {}
+            _ => fields.push(FieldSpec {
+                // Paths live as long as the tables (statics); leaking the few dozen joined
+                // names once per process is what makes `FieldSpec` `Copy`.
+                path: if prefix.is_empty() {
+                    param.name
+                } else {
+                    intern(format!("{prefix}{}", param.name))
+                },
+                param,
+                whole_group,
+            }),
+        }
+    }
+}
+
+fn intern(path: String) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static PATHS: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut paths = PATHS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(known) = paths.get(path.as_str()) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(path.into_boxed_str());
+    paths.insert(leaked);
+    leaked
+}
+
+/// published.
+pub fn is_valid_email(text: &str) -> bool {
+    let Some((local, domain)) = text.split_once('@') else {
+        return false;
+    };
+    if local.is_empty() || local.chars().count() > 64 || domain.contains('@') {
+        return false;
+    }
+    let local_ok = local.chars().all(|character| {
+        !character.is_whitespace()
+            && !character.is_control()
+            && !matches!(
+                character,
+                '"' | '(' | ')' | ',' | ':' | ';' | '<' | '>' | '[' | ']' | '\\'
+            )
+    });
+    if !local_ok || local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+        return false;
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    if labels.len() < 2 {
+        return false;
+    }
+    let labels_ok = labels.iter().all(|label| {
+        !label.is_empty()
+            && label.chars().count() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .chars()
+                .all(|character| character.is_alphanumeric() || character == '-')
+    });
+    let top_level = labels.last().expect("split gives at least one label");
+    labels_ok
+        && !top_level
+            .chars()
+            .all(|character| character.is_ascii_digit())
+}
+
+/// Whether `text` is 3–12 upper-case ASCII letters or digits.
+pub fn is_valid_invoice_prefix(text: &str) -> bool {
+    (3..=12).contains(&text.len())
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit())
+}
+
+/// Metadata as an object. `form::decode` turns `metadata[0]=a&metadata[1]=b` into an array
+/// (keys `0..n` look like indexes); this turns such an array back into keys `"0"`, `"1"`, ….
+/// `None` when the value is neither an object nor an array.
+pub fn metadata_as_object(value: &Value) -> Option<Map<String, Value>> {
+    match value {
+        Value::Object(entries) => Some(entries.clone()),
+        Value::Array(items) => Some(
+            items
+                .iter()
+                .enumerate()
+                .map(|(index, item)| (index.to_string(), item.clone()))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+pub(crate) fn find_param<'a>(specs: &'a [Param], name: &str, for_update: bool) -> Option<&'a Param> {
+    specs
+        .iter()
+        .find(|spec| spec.name == name && !(for_update && spec.create_only))
+}
+
+fn child_name(parent: &str, child: &str) -> String {
+    format!("{parent}[{child}]")
+}
+
+fn validate_children(
+    object: &Map<String, Value>,
+    specs: &'static [Param],
+    parent: &str,
+    for_update: bool,
+) -> Result<(), ParamError> {
+    for (key, value) in object {
+        let name = child_name(parent, key);
+        let spec = find_param(specs, key, for_update)
+            .ok_or_else(|| ParamError::new(name.clone(), Problem::Unknown))?;
+        validate_value(spec, value, &name, for_update)?;
+    }
+    if let Some(missing) = specs
+        .iter()
+        .find(|spec| spec.required && !object.contains_key(spec.name))
+    {
+        return Err(ParamError::new(
+            child_name(parent, missing.name),
+            Problem::Missing,
+        ));
+    }
+    Ok(())
+}
+
+fn validate_value(
+    spec: &Param,
+    value: &Value,
+    name: &str,
+    for_update: bool,
+) -> Result<(), ParamError> {
+    let error = |problem| Err(ParamError::new(name, problem));
+    let text = leaf_text(value);
+    if spec.empty_unsets && text.as_deref() == Some("") {
+        return Ok(());
+    }
+    match spec.kind {
+        ParamKind::String { max_chars } => {
+            let Some(text) = text else {
+                return error(Problem::WrongShape { expected: "string" });
+            };
+            check_length(&text, max_chars, name)
+        }
+        ParamKind::Email { max_chars } => {
+            let Some(text) = text else {
+                return error(Problem::WrongShape { expected: "string" });
+            };
+            check_length(&text, max_chars, name)?;
+            if !text.is_empty() && !is_valid_email(&text) {
+                return error(Problem::InvalidEmail);
+            }
+            Ok(())
+        }
+        ParamKind::Integer => {
+            let is_integer = match value {
+                Value::Number(number) => number.is_i64(),
+                Value::String(text) => text.parse::<i64>().is_ok(),
+                _ => false,
+            };
+            if is_integer {
+                Ok(())
+            } else {
+                error(Problem::NotInteger)
+            }
+        }
+        ParamKind::Enum { allowed } => match text {
+            Some(text) if allowed.contains(&text.as_ref()) => Ok(()),
+            _ => error(Problem::NotInEnum {
+                allowed: allowed.to_vec(),
+            }),
+        },
+        ParamKind::InvoicePrefix => match text {
+            Some(text) if is_valid_invoice_prefix(&text) => Ok(()),
+            Some(_) => error(Problem::InvalidInvoicePrefix),
+            None => error(Problem::WrongShape { expected: "string" }),
+        },
+        ParamKind::Object { children } => match value {
+            Value::Object(object) => validate_children(object, children, name, for_update),
+            _ => error(Problem::WrongShape { expected: "object" }),
+        },
+        ParamKind::Metadata => {
+            let Some(entries) = metadata_as_object(value) else {
+                return error(Problem::WrongShape { expected: "object" });
+            };
+            validate_metadata(&entries, name)
+        }
+        ParamKind::StringArray { item_max_chars } => {
+            let Value::Array(items) = value else {
+                return error(Problem::WrongShape { expected: "array" });
+            };
+            for (index, item) in items.iter().enumerate() {
+                let item_name = child_name(name, &index.to_string());
+                let Some(text) = leaf_text(item) else {
+                    return Err(ParamError::new(
+                        item_name,
+                        Problem::WrongShape { expected: "string" },
+                    ));
+                };
+                check_length(&text, item_max_chars, &item_name)?;
+            }
+            Ok(())
+        }
+        ParamKind::ObjectArray {
+            children,
+            max_items,
+        } => {
+            let Value::Array(items) = value else {
+                return error(Problem::WrongShape { expected: "array" });
+            };
+            if items.len() > max_items {
+                return error(Problem::TooManyItems {
+                    max: max_items,
+                    actual: items.len(),
+                });
+            }
+            for (index, item) in items.iter().enumerate() {
+                let item_name = child_name(name, &index.to_string());
+                let Value::Object(object) = item else {
+                    return Err(ParamError::new(
+                        item_name,
+                        Problem::WrongShape { expected: "object" },
+                    ));
+                };
+                validate_children(object, children, &item_name, for_update)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn check_length(text: &str, max_chars: usize, name: &str) -> Result<(), ParamError> {
+    let actual = text.chars().count();
+    if actual > max_chars {
+        return Err(ParamError::new(
+            name,
+            Problem::TooLong {
+                max: max_chars,
+                actual,
+            },
+        ));
+    }
+    Ok(())
+}
+
+/// Keys and values of one metadata object; `""` values (deletions) do not count toward the limit.
+fn validate_metadata(entries: &Map<String, Value>, name: &str) -> Result<(), ParamError> {
+    for (key, value) in entries {
+        let entry_name = child_name(name, key);
+        let key_chars = key.chars().count();
+        if key.is_empty() {
+            return Err(ParamError::new(entry_name, Problem::MetadataKeyEmpty));
+        }
+        if key.contains(['[', ']']) {
+            return Err(ParamError::new(entry_name, Problem::MetadataKeyHasBrackets));
+        }
+        if key_chars > METADATA_KEY_MAX_CHARS {
+            return Err(ParamError::new(
+                entry_name,
+                Problem::MetadataKeyTooLong { actual: key_chars },
+            ));
+        }
+        let Some(text) = leaf_text(value) else {
+            return Err(ParamError::new(
+                entry_name,
+                Problem::WrongShape { expected: "string" },
+            ));
+        };
+        let value_chars = text.chars().count();
+        if value_chars > METADATA_VALUE_MAX_CHARS {
+            return Err(ParamError::new(
+                entry_name,
+                Problem::MetadataValueTooLong {
+                    actual: value_chars,
+                },
+            ));
+        }
+    }
+    let count = entries
+        .values()
+        .filter(|value| leaf_text(value).as_deref() != Some(""))
+        .count();
+    if count > METADATA_MAX_KEYS {
+        return Err(ParamError::new(
+            name,
+            Problem::TooManyMetadataKeys { count },
+        ));
+    }
+    Ok(())
+}
+

@@ -1,0 +1,82 @@
+//! What ferry knows about one kind of Stripe object, as data: its endpoints, its parameter
+//! table, and the fields a mapping key may use. One static [`ObjectSchema`] per object
+//! (`customer::CUSTOMER`, …) drives validation, encoding, the CLI's and the UI's field lists and
+//! the emulator's parameter checks.
+
+use crate::params::{mappable_fields, FieldSpec, Param};
+
+#[derive(Debug)]
+pub struct ObjectSchema {
+    /// Stripe's `object` value: `customer`.
+    pub object: &'static str,
+    /// For people: `Customer`.
+    pub label: &'static str,
+    /// For people, and in Stripe's dashboard URLs: `customers`.
+    pub plural: &'static str,
+    /// `/v1/customers`: create with POST, list with GET, one record under `/{id}`.
+    pub collection_path: &'static str,
+    /// The writable parameters of create and update.
+    pub params: &'static [Param],
+    /// The fields besides `metadata.KEY` that can identify a record (a customer's `email`).
+    pub key_fields: &'static [KeyField],
+    /// Listed first wherever fields are listed, in this order; the rest follow in table order.
+    pub featured_fields: &'static [&'static str],
+    /// The path of these records in Stripe's dashboard: `dashboard.stripe.com/{path}/{id}`.
+    pub dashboard_path: &'static str,
+}
+
+/// A standard field that may serve as a mapping key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyField {
+    pub path: &'static str,
+    /// Keys compare trimmed and ignoring case (emails), else trimmed and exact.
+    pub ignore_case: bool,
+}
+
+impl ObjectSchema {
+    /// Every mappable field, featured ones first. `metadata` stands for `metadata.KEY`.
+    pub fn fields(&self) -> Vec<FieldSpec> {
+        let mut fields = mappable_fields(self.params);
+        fields.sort_by_key(|field| {
+            self.featured_fields
+                .iter()
+                .position(|featured| *featured == field.path)
+                .unwrap_or(usize::MAX)
+        });
+        fields
+    }
+
+    /// The mappable field at `path` (`address.city`); `None` for metadata keys and unknowns.
+    pub fn field(&self, path: &str) -> Option<FieldSpec> {
+        self.fields()
+            .into_iter()
+            .find(|field| field.path == path && field.path != "metadata")
+    }
+
+    pub fn key_field(&self, path: &str) -> Option<&KeyField> {
+        self.key_fields.iter().find(|key| key.path == path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::customer::CUSTOMER;
+
+    #[test]
+    fn customer_fields_come_from_the_parameter_table() {
+        let paths: Vec<&str> = CUSTOMER.fields().iter().map(|f| f.path).collect();
+        expect_test::expect![[r#"
+            email name phone description address.city address.country address.line1 address.line2 address.postal_code address.state balance business_name individual_name invoice_prefix invoice_settings.footer metadata next_invoice_sequence preferred_locales shipping.address.city shipping.address.country shipping.address.line1 shipping.address.line2 shipping.address.postal_code shipping.address.state shipping.name shipping.phone tax_exempt"#]]
+        .assert_eq(&paths.join(" "));
+        let city = CUSTOMER.field("shipping.address.city").unwrap();
+        assert_eq!(city.whole_group, Some("shipping"));
+        assert_eq!(CUSTOMER.field("address.city").unwrap().whole_group, Some("address"));
+        assert_eq!(CUSTOMER.field("name").unwrap().whole_group, None);
+        assert_eq!(
+            CUSTOMER.field("tax_exempt").unwrap().param.unset_reads_as,
+            Some("none")
+        );
+        assert!(CUSTOMER.field("test_clock").is_none());
+        assert!(CUSTOMER.field("tax.ip_address").is_none());
+    }
+}
