@@ -92,6 +92,8 @@ impl SqliteStore {
                     .find(|(id, _)| *id == identity)
                     .and_then(|(_, store)| store.upgrade());
                 if let Some(inner) = open {
+                    // Opening again still brings the schema up to date, as a first open does.
+                    migrate(&mut inner.connection.lock().unwrap_or_else(|e| e.into_inner()))?;
                     return Ok(SqliteStore { inner });
                 }
             }
