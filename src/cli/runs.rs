@@ -123,20 +123,20 @@ pub async fn run(store: &StateStore, command: RunCommand) -> CliResult {
         args.limit
     };
     let records = store.list_run_records(&run.id, filter, 0, limit).await?;
-    let test_mode = dashboard_is_test_mode(store, &run.sync).await;
-    let link = |id: &Option<String>| {
-        id.as_ref()
-            .map(|id| dashboard_link(id, test_mode))
-            .unwrap_or_default()
+    let dashboard = dashboard_base(store, &run.sync).await;
+    let dashboard_url = |id: &str| dashboard.as_ref().map(|base| format!("{base}/{id}"));
+    let link = |id: &Option<String>| match id {
+        Some(id) => dashboard_url(id).unwrap_or_else(|| id.clone()),
+        None => String::new(),
     };
     match args.format {
         RecordFormat::Json => {
             let json = serde_json::json!({
                 "run": {"id": run.id, "sync": run.sync, "status": run.status.as_str(), "started_at": run.started_at.to_rfc3339(), "finished_at": run.finished_at.map(|f| f.to_rfc3339()), "counts": run.counts, "error": run.error},
                 "records": records.iter().map(|r| serde_json::json!({
-                    "row": r.row_number, "key": r.key, "outcome": r.outcome.as_str(), "stripe_id": r.stripe_id,
+                    "row": r.row_number, "key": r.key, "outcome": r.outcome.as_str(), "stripe_id": r.destination_id,
                     "reason": r.reason, "request_id": r.request_id, "changes": r.changes,
-                    "dashboard_url": r.stripe_id.as_ref().map(|id| dashboard_link(id, test_mode)),
+                    "dashboard_url": r.destination_id.as_deref().and_then(dashboard_url),
                 })).collect::<Vec<_>>(),
             });
             println!(
@@ -151,7 +151,7 @@ pub async fn run(store: &StateStore, command: RunCommand) -> CliResult {
                     r.row_number.to_string(),
                     r.key.clone(),
                     r.outcome.as_str().to_string(),
-                    r.stripe_id.clone().unwrap_or_default(),
+                    r.destination_id.clone().unwrap_or_default(),
                     r.reason.clone().unwrap_or_default(),
                     r.request_id.clone().unwrap_or_default(),
                 ];
@@ -173,7 +173,7 @@ pub async fn run(store: &StateStore, command: RunCommand) -> CliResult {
             }
             println!();
             if records.is_empty() {
-                println!("No records match.");
+                println!("No records match. (Unchanged rows are counted, not listed.)");
             } else {
                 let rows: Vec<Vec<String>> = records
                     .iter()
@@ -182,7 +182,7 @@ pub async fn run(store: &StateStore, command: RunCommand) -> CliResult {
                             r.row_number.to_string(),
                             clip(&r.key, 40),
                             r.outcome.as_str().to_string(),
-                            link(&r.stripe_id),
+                            link(&r.destination_id),
                             r.reason.clone().unwrap_or_default(),
                         ]
                     })
@@ -202,22 +202,11 @@ fn csv_field(text: &str) -> String {
     }
 }
 
-/// `https://dashboard.stripe.com/test/customers/cus_…` for test keys.
-pub fn dashboard_link(stripe_id: &str, test_mode: bool) -> String {
-    format!(
-        "https://dashboard.stripe.com/{}customers/{stripe_id}",
-        if test_mode { "test/" } else { "" }
-    )
-}
-
-async fn dashboard_is_test_mode(store: &StateStore, sync: &str) -> bool {
-    let Ok(Some(sync)) = store.get_sync(sync).await else {
-        return true;
-    };
-    let Ok(Some(connection)) = store.get_connection(&sync.spec.destination).await else {
-        return true;
-    };
-    ferry_engine::stripe_config(store, &connection)
-        .map(|c| !c.is_live_mode())
-        .unwrap_or(true)
+/// Where the sync's records are in Stripe's dashboard (`https://dashboard.stripe.com/test/customers`),
+/// or `None` for a sync into another server than Stripe (the emulator).
+async fn dashboard_base(store: &StateStore, sync: &str) -> Option<String> {
+    let sync = store.get_sync(sync).await.ok()??;
+    let connection = store.get_connection(&sync.spec.destination).await.ok()??;
+    let config = ferry_engine::stripe_config(store, &connection).ok()?;
+    config.dashboard_url(ferry_destinations::stripe::stripe_object(sync.spec.object).schema())
 }

@@ -348,6 +348,7 @@ pub async fn run(
                 "run_id": report.run_id, "status": report.status.as_str(),
                 "created": c.created, "updated": c.updated, "unchanged": c.unchanged,
                 "not_found": c.not_found, "rejected": c.rejected, "failed": c.failed,
+                "not_attempted": c.not_attempted,
                 "requests": c.requests, "rows": c.rows, "error": report.error,
             });
             println!(
@@ -373,8 +374,13 @@ pub fn print_report(name: &str, report: &RunReport) {
         report.run_id,
         plural(c.rows, "row", "rows")
     );
+    let not_attempted = if c.not_attempted > 0 {
+        format!(", {} not attempted", c.not_attempted)
+    } else {
+        String::new()
+    };
     println!(
-        "  {} created, {} updated, {} unchanged, {} not found, {} rejected, {} failed; {} sent to Stripe.",
+        "  {} created, {} updated, {} unchanged, {} not found, {} rejected, {} failed{not_attempted}; {} sent to Stripe.",
         c.created,
         c.updated,
         c.unchanged,
@@ -386,8 +392,25 @@ pub fn print_report(name: &str, report: &RunReport) {
     if let Some(error) = &report.error {
         println!("  Reason: {error}");
     }
-    if c.rejected + c.failed > 0 {
-        println!("  See why with `ferry run show {} --records rejected` (failed rows: --records failed); they are retried on the next run.", report.run_id);
+    let show = |outcome: &str| format!("`ferry run show {} --records {outcome}`", report.run_id);
+    match (c.rejected > 0, c.failed > 0) {
+        (true, true) => println!(
+            "  See why with {} and {}; they are retried on the next run.",
+            show("rejected"),
+            show("failed")
+        ),
+        (true, false) => println!(
+            "  See why with {}; they are retried on the next run.",
+            show("rejected")
+        ),
+        (false, true) => println!(
+            "  See why with {}; they are retried on the next run.",
+            show("failed")
+        ),
+        (false, false) => {}
+    }
+    if c.not_attempted > 0 {
+        println!("  The rows not attempted are taken up by the next run.");
     }
 }
 

@@ -34,6 +34,20 @@ impl StripeConfig {
             || self.api_key.expose().starts_with("rk_live_")
     }
 
+    /// Where records of `schema`'s object are in Stripe's dashboard (test-mode dashboard unless
+    /// the key is live); `None` for another server than Stripe (the emulator), whose records
+    /// Stripe's dashboard does not have.
+    pub fn dashboard_url(&self, schema: &ferry_stripe_wire::ObjectSchema) -> Option<String> {
+        if self.api_base.trim_end_matches('/') != STRIPE_API_BASE {
+            return None;
+        }
+        let mode = if self.is_live_mode() { "" } else { "/test" };
+        Some(format!(
+            "https://dashboard.stripe.com{mode}/{}",
+            schema.dashboard_path
+        ))
+    }
+
     /// Stripe's documented limits, lowered or raised by the user's settings. A value of 0 turns
     /// a limit off (for benchmarks against the emulator).
     pub fn http_policy(&self) -> HttpPolicy {

@@ -10,6 +10,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use ferry_core::{Outcome, RunCounts, RunStatus};
 use ferry_state::{RunRecord, RunRecordRow};
+use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -54,8 +55,9 @@ pub struct RecordView {
     pub row: u64,
     pub key: String,
     pub outcome: Outcome,
+    /// The record's id in Stripe (`cus_…`).
     pub stripe_id: Option<String>,
-    /// The customer in Stripe's dashboard.
+    /// The record in Stripe's dashboard; none for records in another server (the emulator).
     pub stripe_url: Option<String>,
     /// Why the row was rejected or failed, for a person.
     pub reason: Option<String>,
@@ -67,16 +69,18 @@ pub struct RecordView {
 }
 
 impl RecordView {
-    pub fn new(row: RunRecordRow, dashboard: &str) -> RecordView {
+    /// `dashboard`: where the sync's records are in Stripe's dashboard (see [`dashboard_base`]).
+    pub fn new(row: RunRecordRow, dashboard: Option<&str>) -> RecordView {
         RecordView {
             row: row.row_number,
-            stripe_url: row
-                .stripe_id
-                .as_ref()
-                .map(|id| format!("{dashboard}/customers/{id}")),
+            stripe_url: dashboard.and_then(|base| {
+                row.destination_id
+                    .as_ref()
+                    .map(|id| format!("{base}/{id}"))
+            }),
             key: row.key,
             outcome: row.outcome,
-            stripe_id: row.stripe_id,
+            stripe_id: row.destination_id,
             reason: row.reason,
             request_id: row.request_id,
             changes: row.changes,
@@ -102,16 +106,19 @@ pub struct RecordPage {
     pub records: Vec<RecordView>,
     /// Records matching the filter, over all pages.
     pub total: u64,
-    pub offset: usize,
     pub limit: usize,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next_after: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct RecordParams {
-    /// Only records with this outcome: created, updated, unchanged, not_found, rejected, failed.
+    /// Only records with this outcome: created, updated, not_found, rejected, failed. (Unchanged
+    /// rows are counted, not kept as records.)
     pub outcome: Option<Outcome>,
-    /// Skip this many records (default 0).
-    pub offset: Option<usize>,
+    /// Records after this row number (the previous page's `next_after`); from the first when
+    /// absent. Pages by key, so any page costs the same.
+    pub after: Option<u64>,
     /// Page size (default 100, at most 1000).
     pub limit: Option<usize>,
 }
@@ -130,25 +137,18 @@ pub async fn require_run(state: &AppState, id: &str) -> Result<RunRecord, ApiErr
     })
 }
 
-/// Stripe's dashboard for the sync's account: the test-mode dashboard unless the key is live.
-pub async fn dashboard_base(state: &AppState, sync: &str) -> String {
-    let live = async {
-        let sync = state.store().get_sync(sync).await.ok()??;
-        let connection = state
-            .store()
-            .get_connection(&sync.spec.destination)
-            .await
-            .ok()??;
-        let config = ferry_engine::stripe_config(state.store(), &connection).ok()?;
-        Some(config.is_live_mode())
-    }
-    .await
-    .unwrap_or(false);
-    if live {
-        "https://dashboard.stripe.com".to_string()
-    } else {
-        "https://dashboard.stripe.com/test".to_string()
-    }
+/// Where the sync's records are in Stripe's dashboard (`https://dashboard.stripe.com/test/customers`),
+/// or `None` when the sync writes to another server than Stripe (the emulator), whose records
+/// Stripe's dashboard does not have.
+pub async fn dashboard_base(state: &AppState, sync: &str) -> Option<String> {
+    let sync = state.store().get_sync(sync).await.ok()??;
+    let connection = state
+        .store()
+        .get_connection(&sync.spec.destination)
+        .await
+        .ok()??;
+    let config = ferry_engine::stripe_config(state.store(), &connection).ok()?;
+    config.dashboard_url(ferry_destinations::stripe::stripe_object(sync.spec.object).schema())
 }
 
 #[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(RunListParams),
@@ -216,22 +216,24 @@ pub async fn records(
     ApiQuery(params): ApiQuery<RecordParams>,
 ) -> Result<Json<RecordPage>, ApiError> {
     let run = require_run(&state, &id).await?;
-    let offset = params.offset.unwrap_or(0);
     let limit = params.limit.unwrap_or(100).clamp(1, 1000);
     let store = state.store();
     let total = store.count_run_records(&id, params.outcome).await?;
     let rows = store
-        .list_run_records(&id, params.outcome, offset, limit)
+        .list_run_records(&id, params.outcome, params.after.unwrap_or(0), limit)
         .await?;
+    let next_after = (rows.len() == limit)
+        .then(|| rows.last().map(|r| r.row_number))
+        .flatten();
     let dashboard = dashboard_base(&state, &run.sync).await;
     Ok(Json(RecordPage {
         records: rows
             .into_iter()
-            .map(|r| RecordView::new(r, &dashboard))
+            .map(|r| RecordView::new(r, dashboard.as_deref()))
             .collect(),
         total,
-        offset,
         limit,
+        next_after,
     }))
 }
 
@@ -247,51 +249,54 @@ pub async fn records_csv(
 ) -> Result<Response, ApiError> {
     let run = require_run(&state, &id).await?;
     let dashboard = dashboard_base(&state, &run.sync).await;
-    let mut writer = csv::Writer::from_writer(Vec::new());
-    let csv_error = |e: csv::Error| ApiError::invalid(format!("cannot write CSV: {e}"));
-    writer
-        .write_record([
-            "row",
-            "key",
-            "outcome",
-            "stripe_id",
-            "stripe_url",
-            "reason",
-            "request_id",
-            "changes",
-        ])
-        .map_err(csv_error)?;
-    const PAGE: usize = 5000;
-    let mut offset = 0;
-    loop {
-        let rows = state
-            .store()
-            .list_run_records(&id, params.outcome, offset, PAGE)
-            .await?;
-        let count = rows.len();
-        for row in rows {
-            let record = RecordView::new(row, &dashboard);
-            writer
-                .write_record([
-                    record.row.to_string(),
-                    spreadsheet_safe(record.key),
-                    record.outcome.as_str().to_string(),
-                    record.stripe_id.unwrap_or_default(),
-                    record.stripe_url.unwrap_or_default(),
-                    spreadsheet_safe(record.reason.unwrap_or_default()),
-                    record.request_id.unwrap_or_default(),
-                    record.changes.map(|c| c.to_string()).unwrap_or_default(),
-                ])
-                .map_err(csv_error)?;
+    let header_line = csv_line([
+        "row",
+        "key",
+        "outcome",
+        "stripe_id",
+        "stripe_url",
+        "reason",
+        "request_id",
+        "changes",
+    ]);
+    // Streamed a page at a time: a run of millions of records never sits in memory whole.
+    const PAGE: usize = 2_000;
+    let store = state.store().clone();
+    let outcome = params.outcome;
+    let run_id = id.clone();
+    let pages = futures::stream::unfold(Some(0u64), move |after| {
+        let (store, id, dashboard) = (store.clone(), run_id.clone(), dashboard.clone());
+        async move {
+            let after = after?;
+            let rows = match store.list_run_records(&id, outcome, after, PAGE).await {
+                Ok(rows) => rows,
+                Err(error) => {
+                    tracing::warn!(%error, run = %id, "Could not read run records for a CSV export.");
+                    return Some((Err(std::io::Error::other(error.to_string())), None));
+                }
+            };
+            let next = (rows.len() == PAGE)
+                .then(|| rows.last().map(|r| r.row_number))
+                .flatten();
+            let mut text = String::new();
+            for row in rows {
+                let record = RecordView::new(row, dashboard.as_deref());
+                text.push_str(&csv_line([
+                    record.row.to_string().as_str(),
+                    &spreadsheet_safe(record.key),
+                    record.outcome.as_str(),
+                    &record.stripe_id.unwrap_or_default(),
+                    &record.stripe_url.unwrap_or_default(),
+                    &spreadsheet_safe(record.reason.unwrap_or_default()),
+                    &record.request_id.unwrap_or_default(),
+                    &record.changes.map(|c| c.to_string()).unwrap_or_default(),
+                ]));
+            }
+            Some((Ok::<_, std::io::Error>(text), next))
         }
-        if count < PAGE {
-            break;
-        }
-        offset += PAGE;
-    }
-    let bytes = writer
-        .into_inner()
-        .map_err(|e| ApiError::invalid(format!("cannot write CSV: {e}")))?;
+    });
+    let body =
+        futures::stream::once(async move { Ok::<_, std::io::Error>(header_line) }).chain(pages);
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
@@ -300,9 +305,16 @@ pub async fn records_csv(
                 format!("attachment; filename=\"{id}.csv\""),
             ),
         ],
-        bytes,
+        axum::body::Body::from_stream(body),
     )
         .into_response())
+}
+
+/// One CSV line, quoted as the `csv` crate quotes.
+fn csv_line<'a>(cells: impl IntoIterator<Item = &'a str>) -> String {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let _ = writer.write_record(cells);
+    String::from_utf8(writer.into_inner().unwrap_or_default()).unwrap_or_default()
 }
 
 /// The route for [`records_csv`] (which the UI calls too): a bad path answers in the API's shape.

@@ -22,7 +22,7 @@ pub fn runs_table(runs: &[RunRecord], with_sync: bool) -> Markup {
         table.table.runs {
             thead { tr {
                 th { "Run" } @if with_sync { th { "Sync" } } th { "Status" } th { "Started" }
-                th.num { "Rows" } th.num { "Created" } th.num { "Updated" } th.num { "Unchanged" } th.num { "Rejected" } th.num { "Failed" }
+                th.num { "Rows" } th.num { "Created" } th.num { "Updated" } th.num { "Unchanged" } th.num { "Rejected" } th.num { "Failed" } th.num { "Not attempted" }
             } }
             tbody {
                 @for run in runs {
@@ -37,6 +37,7 @@ pub fn runs_table(runs: &[RunRecord], with_sync: bool) -> Markup {
                         td.num { (run.counts.unchanged) }
                         td.num { (run.counts.rejected) }
                         td.num { (run.counts.failed) }
+                        td.num { (run.counts.not_attempted) }
                     }
                 }
             }
@@ -82,7 +83,8 @@ pub async fn history(
 #[derive(Deserialize)]
 pub struct RunPageParams {
     outcome: Option<String>,
-    page: Option<usize>,
+    /// Records after this row number (keyset paging).
+    after: Option<u64>,
 }
 
 fn counts_block(c: &RunCounts) -> Markup {
@@ -93,6 +95,7 @@ fn counts_block(c: &RunCounts) -> Markup {
         ("not_found", "Not found", c.not_found),
         ("rejected", "Rejected", c.rejected),
         ("failed", "Failed", c.failed),
+        ("not_attempted", "Not attempted", c.not_attempted),
     ];
     html! {
         div.counts {
@@ -186,25 +189,27 @@ pub async fn show(
 ) -> Result<Markup, Page> {
     let run = require_run(&state, &id).await?;
     let outcome = parse_outcome(params.outcome.as_deref());
-    let page = params.page.unwrap_or(1).max(1);
+    let after = params.after.unwrap_or(0);
     let store = state.store();
     let total = store.count_run_records(&id, outcome).await?;
     let rows = store
-        .list_run_records(&id, outcome, (page - 1) * PAGE_SIZE, PAGE_SIZE)
+        .list_run_records(&id, outcome, after, PAGE_SIZE)
         .await?;
+    let next_after = (rows.len() == PAGE_SIZE)
+        .then(|| rows.last().map(|r| r.row_number))
+        .flatten();
     let dashboard = dashboard_base(&state, &run.sync).await;
     let records: Vec<RecordView> = rows
         .into_iter()
-        .map(|r| RecordView::new(r, &dashboard))
+        .map(|r| RecordView::new(r, dashboard.as_deref()))
         .collect();
-    let pages = (total as usize).div_ceil(PAGE_SIZE).max(1);
     let filter_link = |o: Option<Outcome>| match o {
         Some(o) => format!("/runs/{id}?outcome={}", o.as_str()),
         None => format!("/runs/{id}"),
     };
-    let page_link = |p: usize| match outcome {
-        Some(o) => format!("/runs/{id}?outcome={}&page={p}", o.as_str()),
-        None => format!("/runs/{id}?page={p}"),
+    let page_link = |after: u64| match outcome {
+        Some(o) => format!("/runs/{id}?outcome={}&after={after}", o.as_str()),
+        None => format!("/runs/{id}?after={after}"),
     };
     let csv_link = match outcome {
         Some(o) => format!("/runs/{id}/records.csv?outcome={}", o.as_str()),
@@ -223,15 +228,15 @@ pub async fn show(
             h2 { "Records" }
             nav.tabs {
                 a href=(filter_link(None)) class=[outcome.is_none().then_some("active")] { "All" }
-                @for o in Outcome::ALL {
+                @for o in Outcome::ALL.into_iter().filter(|o| *o != Outcome::Unchanged) {
                     a href=(filter_link(Some(o))) class=[(outcome == Some(o)).then_some("active")] { (o.as_str().replace('_', " ")) }
                 }
             }
             @if records.is_empty() {
-                p.muted { @if run.status == RunStatus::Running { "Records appear as Stripe confirms them." } @else { "No records with this outcome." } }
+                p.muted { @if run.status == RunStatus::Running { "Records appear as Stripe confirms them." } @else { "No records with this outcome. Unchanged rows are counted above, not listed." } }
             } @else {
                 table.table.records {
-                    thead { tr { th.num { "Row" } th { "Key" } th { "Outcome" } th { "Customer" } th { "Details" } } }
+                    thead { tr { th.num { "Row" } th { "Key" } th { "Outcome" } th { "In Stripe" } th { "Details" } } }
                     tbody {
                         @for record in &records {
                             tr {
@@ -241,6 +246,8 @@ pub async fn show(
                                 td {
                                     @if let (Some(id), Some(url)) = (&record.stripe_id, &record.stripe_url) {
                                         a.mono href=(url) target="_blank" rel="noopener" title="Open in Stripe" { (id) " ↗" }
+                                    } @else if let Some(id) = &record.stripe_id {
+                                        span.mono { (id) }
                                     }
                                 }
                                 td.reason {
@@ -254,9 +261,9 @@ pub async fn show(
                     }
                 }
                 div.pager {
-                    @if page > 1 { a.button.small href=(page_link(page - 1)) { "← Previous" } }
-                    span.muted { "Page " (page) " of " (pages) " · " (total) " records" }
-                    @if page < pages { a.button.small href=(page_link(page + 1)) { "Next →" } }
+                    @if after > 0 { a.button.small href=(filter_link(outcome)) { "← First" } }
+                    span.muted { (total) " records" @if after > 0 { " · from row " (after + 1) } }
+                    @if let Some(next) = next_after { a.button.small href=(page_link(next)) { "Next →" } }
                 }
             }
         },

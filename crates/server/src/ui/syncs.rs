@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Extension;
 use ferry_core::{Behavior, FieldMapping, KeyMapping, NullPolicy, ObjectKind, SyncSpec};
-use ferry_destinations::stripe::fields::STANDARD_FIELDS;
+use ferry_destinations::stripe::fields::standard_paths;
 use ferry_engine::{declare, Preview};
 use ferry_state::{ConnectionKind, SyncRecord};
 use maud::{html, Markup};
@@ -302,7 +302,7 @@ fn field_select(row: &MapperRow) -> Markup {
         select name="map_field" aria-label="Stripe field" {
             option value="" selected[row.field.is_empty()] { "Choose a Stripe field" }
             optgroup label="Customer fields" {
-                @for (path, _) in STANDARD_FIELDS {
+                @for path in standard_paths(ferry_destinations::stripe::stripe_object(ferry_core::ObjectKind::Customer).schema()) {
                     option value=(path) selected[row.field == *path] { (path) }
                 }
             }
@@ -746,7 +746,7 @@ fn json_text(value: &serde_json::Value) -> String {
     }
 }
 
-fn preview_body(preview: &Preview, dashboard: &str) -> Markup {
+fn preview_body(preview: &Preview, dashboard: Option<&str>) -> Markup {
     let counts = [
         ("create", "To create", preview.create),
         ("update", "To update", preview.update),
@@ -779,7 +779,10 @@ fn preview_body(preview: &Preview, dashboard: &str) -> Markup {
                 thead { tr { th { "Row" } th { "Key" } th { "Customer" } th { "Before → after" } } }
                 tbody { @for e in examples("update") { tr {
                     td { (e.row) } td.mono { (e.key) }
-                    td { @if let Some(id) = &e.stripe_id { a.mono href={(dashboard) "/customers/" (id)} target="_blank" rel="noopener" { (id) } } }
+                    td { @if let Some(id) = &e.stripe_id {
+                        @if let Some(dashboard) = dashboard { a.mono href={(dashboard) "/" (id)} target="_blank" rel="noopener" { (id) } }
+                        @else { span.mono { (id) } }
+                    } }
                     td { @if let Some(c) = &e.changes { (change_list(c)) } }
                 } } }
             }
@@ -806,7 +809,7 @@ pub async fn preview_result(State(state): State<AppState>, Path(name): Path<Stri
     match result {
         Ok(preview) => {
             let dashboard = crate::api::runs::dashboard_base(&state, &name).await;
-            preview_body(&preview, &dashboard)
+            preview_body(&preview, dashboard.as_deref())
         }
         Err(error) => error_box(&crate::ApiError::from(error).message),
     }
