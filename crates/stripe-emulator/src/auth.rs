@@ -26,6 +26,8 @@ pub(crate) enum Permission {
     CustomersRead,
     CustomersWrite,
     BalanceRead,
+    /// `GET /v1/account`: secret keys only (restricted keys are configured without it).
+    AccountRead,
 }
 
 /// Reads the key from `Authorization` and checks it is one the emulator accepts. The error is the
@@ -69,6 +71,14 @@ pub(crate) fn authorize(caller: &Caller, needed: Permission) -> Result<(), Strip
         Permission::CustomersRead => (caller.customers, Access::Read, "rak_customer_read"),
         Permission::CustomersWrite => (caller.customers, Access::Write, "rak_customer_write"),
         Permission::BalanceRead => (caller.balance, Access::Read, "rak_balance_read"),
+        Permission::AccountRead => {
+            let granted = if caller.key.starts_with("rk_") {
+                Access::None
+            } else {
+                Access::Read
+            };
+            (granted, Access::Read, "rak_account_read")
+        }
     };
     if granted >= required {
         return Ok(());

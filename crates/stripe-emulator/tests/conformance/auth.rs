@@ -178,3 +178,33 @@ async fn unconfigured_restricted_key_is_401() {
     .await;
     assert_eq!(reply.status, 401);
 }
+
+#[tokio::test]
+async fn the_account_is_read_with_a_secret_key_and_refused_to_a_restricted_one() {
+    let server = start_with(EmulatorConfig {
+        restricted_keys: vec!["rk_test_writer:customers=write,balance=read"
+            .parse()
+            .unwrap()],
+        ..test_config()
+    })
+    .await;
+    let account = send(
+        server
+            .client
+            .get(format!("{}/v1/account", server.url))
+            .bearer_auth(TEST_API_KEY),
+    )
+    .await;
+    assert_eq!(account.status, 200);
+    assert_eq!(account.body["object"], "account");
+    assert!(account.body["id"].as_str().unwrap().starts_with("acct_"));
+    let restricted = send(
+        server
+            .client
+            .get(format!("{}/v1/account", server.url))
+            .bearer_auth("rk_test_writer"),
+    )
+    .await;
+    assert_eq!(restricted.status, 403);
+    assert!(restricted.error_message().contains("rak_account_read"));
+}
