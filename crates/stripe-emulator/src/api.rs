@@ -27,15 +27,19 @@ use ferry_stripe_wire::{ParamError, Problem, StripeError};
 use crate::auth::{authenticate, authorize, Caller, Permission};
 use crate::connection::ConnectionCutter;
 use crate::customer_object::{apply_params, new_customer};
+use crate::events::{EventQuery, EventSource, TypeFilter};
 use crate::faults::{decide, FaultKind};
 use crate::idempotency::{Claim, Fingerprint, StoredResponse};
 use crate::search::SearchQuery;
 use crate::state::{new_invoice_prefix, new_object_id, unix_now, RecordedRequest, SharedState};
 use crate::store::{CreatedRange, ListQuery, Lookup, UnknownCursor};
+use crate::writes::{self, DuplicateId, WriteError};
 
 /// The version echoed in `Stripe-Version` when the client sends none.
 pub(crate) const DEFAULT_STRIPE_VERSION: &str = "2020-08-27";
 const IDEMPOTENCY_KEY_MAX_CHARS: usize = 255;
+/// `types[]` of `GET /v1/events` takes at most this many names.
+const EVENT_TYPES_MAX: usize = 20;
 
 /// The Stripe endpoints the emulator implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +52,11 @@ enum Endpoint {
     DeleteCustomer,
     RetrieveBalance,
     RetrieveAccount,
+<<<<<<< HEAD
+=======
+    ListEvents,
+    RetrieveEvent,
+>>>>>>> emulator-events
 }
 
 impl Endpoint {
@@ -61,6 +70,11 @@ impl Endpoint {
             ("DELETE", "/v1/customers/{id}") => Endpoint::DeleteCustomer,
             ("GET", "/v1/balance") => Endpoint::RetrieveBalance,
             ("GET", "/v1/account") => Endpoint::RetrieveAccount,
+<<<<<<< HEAD
+=======
+            ("GET", "/v1/events") => Endpoint::ListEvents,
+            ("GET", "/v1/events/{id}") => Endpoint::RetrieveEvent,
+>>>>>>> emulator-events
             _ => return None,
         };
         Some(endpoint)
@@ -77,6 +91,11 @@ impl Endpoint {
             Endpoint::DeleteCustomer => "DELETE /v1/customers/{id}",
             Endpoint::RetrieveBalance => "GET /v1/balance",
             Endpoint::RetrieveAccount => "GET /v1/account",
+<<<<<<< HEAD
+=======
+            Endpoint::ListEvents => "GET /v1/events",
+            Endpoint::RetrieveEvent => "GET /v1/events/{id}",
+>>>>>>> emulator-events
         }
     }
 
@@ -85,9 +104,13 @@ impl Endpoint {
             Endpoint::CreateCustomer | Endpoint::UpdateCustomer | Endpoint::DeleteCustomer => {
                 Permission::CustomersWrite
             }
-            Endpoint::ListCustomers | Endpoint::SearchCustomers | Endpoint::RetrieveCustomer => {
-                Permission::CustomersRead
-            }
+            // Events show customers, so reading them needs what reading customers needs (Stripe
+            // has a separate Events permission on restricted keys; the emulator does not).
+            Endpoint::ListCustomers
+            | Endpoint::SearchCustomers
+            | Endpoint::RetrieveCustomer
+            | Endpoint::ListEvents
+            | Endpoint::RetrieveEvent => Permission::CustomersRead,
             Endpoint::RetrieveBalance => Permission::BalanceRead,
             Endpoint::RetrieveAccount => Permission::AccountRead,
         }
@@ -210,7 +233,8 @@ enum Staged {
         endpoint: Endpoint,
         caller: Caller,
         params: Map<String, Value>,
-        customer_id: Option<String>,
+        /// The `{id}` of the path (a customer or an event).
+        path_id: Option<String>,
         idempotency_key: Option<String>,
     },
 }
@@ -231,6 +255,8 @@ async fn run_pipeline(
     let request_id = new_object_id("req");
     let endpoint = template.and_then(|template| Endpoint::from_route(&request.method, template));
     let idempotency_key = header_text(&request.headers, "idempotency-key");
+    let version = header_text(&request.headers, "stripe-version")
+        .unwrap_or_else(|| DEFAULT_STRIPE_VERSION.to_owned());
     let mut record = RecordedRequest {
         sequence,
         request_id: request_id.clone(),
@@ -275,10 +301,23 @@ async fn run_pipeline(
             endpoint,
             caller,
             params,
-            customer_id,
-            ..
+            path_id,
+            idempotency_key: executed_key,
         } => {
-            let reply = execute(state, endpoint, &caller, &params, customer_id.as_deref());
+            let source = EventSource {
+                request_id: Some(request_id.clone()),
+                idempotency_key: executed_key,
+                api_version: version.clone(),
+                livemode: Some(caller.livemode),
+            };
+            let reply = execute(
+                state,
+                endpoint,
+                &caller,
+                &params,
+                path_id.as_deref(),
+                &source,
+            );
             record.executed = true;
             if let Some(held_key) = held_key {
                 held_key.complete(StoredResponse {
@@ -297,8 +336,6 @@ async fn run_pipeline(
     };
 
     reply = reply.with_header("request-id", &request_id);
-    let version = header_text(&request.headers, "stripe-version")
-        .unwrap_or_else(|| DEFAULT_STRIPE_VERSION.to_owned());
     reply = reply.with_header("stripe-version", &version);
     if let Some(key) = &idempotency_key {
         if request.method == Method::POST {
@@ -436,10 +473,11 @@ fn stage(
         Some(FaultKind::LostResponse) | None => {}
     }
 
-    let customer_id = match endpoint {
-        Endpoint::RetrieveCustomer | Endpoint::UpdateCustomer | Endpoint::DeleteCustomer => {
-            request.uri.path().rsplit('/').next().map(str::to_owned)
-        }
+    let path_id = match endpoint {
+        Endpoint::RetrieveCustomer
+        | Endpoint::UpdateCustomer
+        | Endpoint::DeleteCustomer
+        | Endpoint::RetrieveEvent => request.uri.path().rsplit('/').next().map(str::to_owned),
         _ => None,
     };
     if let Some(key) = &idempotency_key {
@@ -495,7 +533,7 @@ fn stage(
         endpoint,
         caller,
         params,
-        customer_id,
+        path_id,
         idempotency_key,
     }
 }
@@ -530,8 +568,14 @@ fn validate_for(endpoint: Endpoint, params: &Map<String, Value>) -> Result<(), S
         Endpoint::RetrieveCustomer
         | Endpoint::DeleteCustomer
         | Endpoint::RetrieveBalance
+<<<<<<< HEAD
         | Endpoint::RetrieveAccount => only_expand(params),
+=======
+        | Endpoint::RetrieveAccount
+        | Endpoint::RetrieveEvent => only_expand(params),
+>>>>>>> emulator-events
         Endpoint::ListCustomers => return parse_list_query(params).map(|_| ()),
+        Endpoint::ListEvents => return parse_event_query(params).map(|_| ()),
         Endpoint::SearchCustomers => return parse_search_params(params).map(|_| ()),
     };
     checked.map_err(|error| error.to_stripe_error())
@@ -561,13 +605,93 @@ fn parse_list_query(params: &Map<String, Value>) -> Result<ListQuery, StripeErro
         }
     }
     if query.starting_after.is_some() && query.ending_before.is_some() {
-        return Err(StripeError::invalid_request(
-            "You may only specify one of these parameters: ending_before, starting_after.",
-        )
-        .with_code("parameters_exclusive")
-        .with_param("ending_before"));
+        return Err(both_cursors());
     }
     Ok(query)
+}
+
+fn both_cursors() -> StripeError {
+    StripeError::invalid_request(
+        "You may only specify one of these parameters: ending_before, starting_after.",
+    )
+    .with_code("parameters_exclusive")
+    .with_param("ending_before")
+}
+
+/// `GET /v1/events`: `created`, `type` (with `*` wildcards) or `types[]` (up to 20 exact names,
+/// not both), cursors, `limit`; `delivery_success` must be a boolean and is otherwise ignored
+/// (the emulator delivers no webhooks, so every event counts as delivered).
+fn parse_event_query(params: &Map<String, Value>) -> Result<EventQuery, StripeError> {
+    let mut query = EventQuery {
+        limit: 10,
+        ..EventQuery::default()
+    };
+    let mut pattern = None;
+    let mut types = None;
+    for (name, value) in params {
+        match name.as_str() {
+            "created" => query.created = parse_created(value)?,
+            "limit" => query.limit = parse_limit(value)?,
+            "starting_after" => query.starting_after = Some(required_text(value, name, 5000)?),
+            "ending_before" => query.ending_before = Some(required_text(value, name, 5000)?),
+            "type" => pattern = Some(required_text(value, name, 5000)?),
+            "types" => types = Some(parse_event_types(value)?),
+            "delivery_success" => {
+                let text = leaf_text(value).unwrap_or_default();
+                if text != "true" && text != "false" {
+                    return Err(ParamError::new(
+                        name.clone(),
+                        Problem::WrongShape {
+                            expected: "boolean",
+                        },
+                    )
+                    .to_stripe_error());
+                }
+            }
+            "expand" => {}
+            _ => return Err(ParamError::new(name.clone(), Problem::Unknown).to_stripe_error()),
+        }
+    }
+    query.types = match (pattern, types) {
+        (Some(_), Some(_)) => {
+            return Err(StripeError::invalid_request(
+                "You may only specify one of these parameters: type, types.",
+            )
+            .with_code("parameters_exclusive")
+            .with_param("types"))
+        }
+        (Some(pattern), None) => TypeFilter::Pattern(pattern),
+        (None, Some(types)) => TypeFilter::OneOf(types),
+        (None, None) => TypeFilter::Any,
+    };
+    if query.starting_after.is_some() && query.ending_before.is_some() {
+        return Err(both_cursors());
+    }
+    Ok(query)
+}
+
+/// `types[]=a&types[]=b` or `types[0]=a&types[1]=b`: an array of names.
+fn parse_event_types(value: &Value) -> Result<Vec<String>, StripeError> {
+    let Value::Array(items) = value else {
+        return Err(
+            ParamError::new("types", Problem::WrongShape { expected: "array" }).to_stripe_error(),
+        );
+    };
+    if items.len() > EVENT_TYPES_MAX {
+        return Err(ParamError::new(
+            "types",
+            Problem::TooManyItems {
+                max: EVENT_TYPES_MAX,
+                actual: items.len(),
+            },
+        )
+        .to_stripe_error());
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(index, item)| required_text(item, &format!("types[{index}]"), 5000))
+        .collect()
 }
 
 struct SearchParams {
@@ -684,9 +808,10 @@ fn execute(
     endpoint: Endpoint,
     caller: &Caller,
     params: &Map<String, Value>,
-    customer_id: Option<&str>,
+    path_id: Option<&str>,
+    source: &EventSource,
 ) -> Reply {
-    let customer_id = customer_id.unwrap_or_default();
+    let customer_id = path_id.unwrap_or_default();
     match endpoint {
         Endpoint::CreateCustomer => {
             let mut customer = new_customer(
@@ -698,9 +823,15 @@ fn execute(
             if let Err(error) = apply_params(&mut customer, params) {
                 return Reply::error(StatusCode::BAD_REQUEST, error.to_stripe_error());
             }
-            let reply = Reply::json(StatusCode::OK, &customer);
-            state.store().insert(customer, Some(Instant::now()));
-            reply
+            match writes::create_customer(state, customer, false, source) {
+                Ok(stored) => Reply::json(StatusCode::OK, &*stored),
+                // 14 random letters and digits do not collide in practice; should they, this is
+                // the honest answer.
+                Err(DuplicateId) => Reply::error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    StripeError::of_kind(API_ERROR, "The emulator drew a customer id in use."),
+                ),
+            }
         }
         Endpoint::RetrieveCustomer => match state.store().get(customer_id) {
             Lookup::Live(customer) => Reply::json(StatusCode::OK, &*customer),
@@ -708,25 +839,18 @@ fn execute(
             Lookup::Missing => no_such_customer(customer_id),
         },
         Endpoint::UpdateCustomer => {
-            let mut store = state.store();
-            let Lookup::Live(current) = store.get(customer_id) else {
-                return no_such_customer(customer_id);
-            };
-            let mut updated = (*current).clone();
-            if let Err(error) = apply_params(&mut updated, params) {
-                return Reply::error(StatusCode::BAD_REQUEST, error.to_stripe_error());
-            }
-            let reply = Reply::json(StatusCode::OK, &updated);
-            store.replace(updated, Instant::now());
-            reply
-        }
-        Endpoint::DeleteCustomer => {
-            if state.store().delete(customer_id, Instant::now()) {
-                Reply::json(StatusCode::OK, &deleted_customer(customer_id))
-            } else {
-                no_such_customer(customer_id)
+            match writes::update_customer(state, customer_id, params, source) {
+                Ok(updated) => Reply::json(StatusCode::OK, &*updated),
+                Err(WriteError::NoSuchCustomer) => no_such_customer(customer_id),
+                Err(WriteError::Rejected(error)) => {
+                    Reply::error(StatusCode::BAD_REQUEST, error.to_stripe_error())
+                }
             }
         }
+        Endpoint::DeleteCustomer => match writes::delete_customer(state, customer_id, source) {
+            Ok(_) => Reply::json(StatusCode::OK, &deleted_customer(customer_id)),
+            Err(_) => no_such_customer(customer_id),
+        },
         Endpoint::ListCustomers => {
             let query = match parse_list_query(params) {
                 Ok(query) => query,
@@ -743,18 +867,42 @@ fn execute(
                     },
                 ),
                 Err(UnknownCursor) => {
-                    let (param, id) = match (&query.starting_after, &query.ending_before) {
-                        (Some(id), _) => ("starting_after", id),
-                        (None, Some(id)) => ("ending_before", id),
-                        (None, None) => ("starting_after", &String::new()),
-                    };
-                    Reply::error(
-                        StatusCode::NOT_FOUND,
-                        StripeError::invalid_request(format!("No such customer: '{id}'"))
-                            .with_code("resource_missing")
-                            .with_param(param),
-                    )
+                    unknown_cursor("customer", &query.starting_after, &query.ending_before)
                 }
+            }
+        }
+        Endpoint::ListEvents => {
+            let query = match parse_event_query(params) {
+                Ok(query) => query,
+                Err(error) => return Reply::error(StatusCode::BAD_REQUEST, error),
+            };
+            let listed = state.events().list(&query, Instant::now());
+            match listed {
+                Ok((page, has_more)) => Reply::json(
+                    StatusCode::OK,
+                    &ListBody {
+                        object: "list",
+                        data: page.iter().map(|event| &**event).collect(),
+                        has_more,
+                        url: "/v1/events",
+                    },
+                ),
+                Err(UnknownCursor) => {
+                    unknown_cursor("event", &query.starting_after, &query.ending_before)
+                }
+            }
+        }
+        Endpoint::RetrieveEvent => {
+            let event_id = path_id.unwrap_or_default();
+            let found = state.events().get(event_id, Instant::now());
+            match found {
+                Some(event) => Reply::json(StatusCode::OK, &*event),
+                None => Reply::error(
+                    StatusCode::NOT_FOUND,
+                    StripeError::invalid_request(format!("No such event: '{event_id}'"))
+                        .with_code("resource_missing")
+                        .with_param("id"),
+                ),
             }
         }
         Endpoint::SearchCustomers => {
@@ -811,11 +959,11 @@ fn execute(
     }
 }
 
-/// `GET /v1/customers`.
+/// `GET /v1/customers` and `GET /v1/events`.
 #[derive(Serialize)]
-struct ListBody<'a> {
+struct ListBody<'a, T: Serialize> {
     object: &'static str,
-    data: Vec<&'a Map<String, Value>>,
+    data: Vec<&'a T>,
     has_more: bool,
     url: &'static str,
 }
@@ -832,6 +980,25 @@ struct SearchBody<'a> {
 
 fn deleted_customer(id: &str) -> Value {
     json!({"id": id, "object": "customer", "deleted": true})
+}
+
+/// A list cursor that names nothing listable (for events: unknown or past retention).
+fn unknown_cursor(
+    object: &str,
+    starting_after: &Option<String>,
+    ending_before: &Option<String>,
+) -> Reply {
+    let (param, id) = match (starting_after, ending_before) {
+        (Some(id), _) => ("starting_after", id.as_str()),
+        (None, Some(id)) => ("ending_before", id.as_str()),
+        (None, None) => ("starting_after", ""),
+    };
+    Reply::error(
+        StatusCode::NOT_FOUND,
+        StripeError::invalid_request(format!("No such {object}: '{id}'"))
+            .with_code("resource_missing")
+            .with_param(param),
+    )
 }
 
 fn no_such_customer(id: &str) -> Reply {

@@ -1,5 +1,5 @@
 //! What an emulator is told at start (and partly at run time): bind address, rate limits, search
-//! delay, injected faults, accepted and restricted API keys.
+//! delay, injected faults, accepted and restricted API keys, event retention.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::str::FromStr;
@@ -27,6 +27,9 @@ pub struct EmulatorConfig {
     pub accepted_keys: Vec<String>,
     /// How many requests `/_emulator/requests` remembers; older ones are forgotten first.
     pub request_log_capacity: usize,
+    /// How long events stay readable through `GET /v1/events` (Stripe: 30 days); older ones are
+    /// forgotten.
+    pub event_retention: Duration,
 }
 
 impl Default for EmulatorConfig {
@@ -40,6 +43,7 @@ impl Default for EmulatorConfig {
             fault_seed: None,
             accepted_keys: Vec::new(),
             request_log_capacity: 100_000,
+            event_retention: crate::events::STRIPE_EVENT_RETENTION,
         }
     }
 }

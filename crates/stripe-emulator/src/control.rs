@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::config::{FaultConfig, RateLimits};
-use crate::state::{EmulatorHandle, SharedState};
+use crate::state::{CustomerWriteError, EmulatorHandle, SharedState};
 
 pub(crate) fn routes() -> Router<Arc<SharedState>> {
     Router::new()
@@ -22,6 +22,11 @@ pub(crate) fn routes() -> Router<Arc<SharedState>> {
             "/_emulator/customers",
             get(list_customers).post(seed_customers),
         )
+        .route(
+            "/_emulator/customers/{id}",
+            post(update_customer).delete(delete_customer),
+        )
+        .route("/_emulator/events", get(list_events))
         .route("/_emulator/requests", get(list_requests))
         .route("/_emulator/counters", get(counters))
         .route("/_emulator/config", get(read_config).post(change_config))
@@ -35,6 +40,7 @@ struct ConfigChange {
     faults: Option<FaultConfig>,
     search_delay_ms: Option<u64>,
     fault_seed: Option<u64>,
+    event_retention_seconds: Option<u64>,
 }
 
 fn handle(state: Arc<SharedState>) -> EmulatorHandle {
@@ -76,6 +82,46 @@ async fn seed_customers(State(state): State<Arc<SharedState>>, body: String) -> 
     Json(json!({"ids": ids})).into_response()
 }
 
+/// Body: customer params as JSON (see `EmulatorHandle::update_customer`).
+async fn update_customer(
+    State(state): State<Arc<SharedState>>,
+    Path(id): Path<String>,
+    body: String,
+) -> Response {
+    let params = match serde_json::from_str::<Value>(&body) {
+        Ok(params) => params,
+        Err(error) => return bad_request(format!("the body must be JSON: {error}")),
+    };
+    match handle(state).update_customer(&id, params) {
+        Ok(customer) => Json(customer).into_response(),
+        Err(error) => write_error(error),
+    }
+}
+
+async fn delete_customer(
+    State(state): State<Arc<SharedState>>,
+    Path(id): Path<String>,
+) -> Response {
+    match handle(state).delete_customer(&id) {
+        Ok(()) => Json(json!({"id": id, "deleted": true})).into_response(),
+        Err(error) => write_error(error),
+    }
+}
+
+fn write_error(error: CustomerWriteError) -> Response {
+    let status = match error {
+        CustomerWriteError::NoSuchCustomer(_) => StatusCode::NOT_FOUND,
+        CustomerWriteError::NotAnObject | CustomerWriteError::InvalidParams(_) => {
+            StatusCode::BAD_REQUEST
+        }
+    };
+    (status, Json(json!({"error": error.to_string()}))).into_response()
+}
+
+async fn list_events(State(state): State<Arc<SharedState>>) -> Json<Value> {
+    Json(json!({"data": handle(state).events()}))
+}
+
 async fn list_requests(State(state): State<Arc<SharedState>>) -> Json<Value> {
     Json(json!({"data": handle(state).requests()}))
 }
@@ -110,6 +156,9 @@ async fn change_config(State(state): State<Arc<SharedState>>, body: String) -> R
     }
     if let Some(seed) = change.fault_seed {
         handle.set_fault_seed(seed);
+    }
+    if let Some(seconds) = change.event_retention_seconds {
+        handle.set_event_retention(Duration::from_secs(seconds));
     }
     Json(json!(handle.settings())).into_response()
 }

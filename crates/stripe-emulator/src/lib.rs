@@ -1,7 +1,8 @@
 //! A Stripe-compatible API server for ferry's tests, demos and benchmarks: customers (create,
-//! retrieve, update, delete, list, search) and balance, with Stripe's auth, form bodies,
-//! validation, idempotency, rate limits and eventually consistent search, plus injectable faults
-//! and a `/_emulator` control API. In memory only. See README.md for what differs from Stripe.
+//! retrieve, update, delete, list, search), the events their writes record, balance and account,
+//! with Stripe's auth, form bodies, validation, idempotency, rate limits and eventually consistent
+//! search, plus injectable faults and a `/_emulator` control API. In memory only. See README.md
+//! for what differs from Stripe.
 
 mod api;
 mod auth;
@@ -10,6 +11,7 @@ mod config;
 mod connection;
 mod control;
 mod customer_object;
+mod events;
 mod faults;
 mod idempotency;
 mod rate_limit;
@@ -17,12 +19,15 @@ mod search;
 mod server;
 mod state;
 mod store;
+mod writes;
 
 pub use cli::{run_from_cli, EmulateStripeArgs};
 pub use config::{Access, ConfigError, EmulatorConfig, FaultConfig, RateLimits, RestrictedKey};
 pub use faults::FaultKind;
 pub use server::Emulator;
-pub use state::{Counters, EmulatorHandle, RecordedRequest, RuntimeSettings, SeedError};
+pub use state::{
+    Counters, CustomerWriteError, EmulatorHandle, RecordedRequest, RuntimeSettings, SeedError,
+};
 
 /// A test key the emulator accepts, printed on start. Any `sk_test_`/`sk_live_` key with at
 /// least 16 letters or digits after the prefix is accepted too, unless

@@ -100,6 +100,8 @@ fn router(shared: Arc<SharedState>) -> Router {
         .route("/v1/customers/{id}", any(handle_v1))
         .route("/v1/balance", any(handle_v1))
         .route("/v1/account", any(handle_v1))
+        .route("/v1/events", any(handle_v1))
+        .route("/v1/events/{id}", any(handle_v1))
         .route("/v1/{*rest}", any(handle_unrecognized_v1))
         .merge(control::routes())
         .with_state(shared)

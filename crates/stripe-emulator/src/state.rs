@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::distr::{Alphanumeric, SampleString};
 use serde::{Deserialize, Serialize};
@@ -13,12 +13,15 @@ use serde_json::Value;
 use ferry_stripe_wire::customer::validate_customer_params;
 use ferry_stripe_wire::ParamError;
 
+use crate::api::DEFAULT_STRIPE_VERSION;
 use crate::config::{EmulatorConfig, FaultConfig, RateLimits, RestrictedKey};
 use crate::customer_object::{apply_params, new_customer};
+use crate::events::{EventLog, EventSource};
 use crate::faults::FaultKind;
 use crate::idempotency::IdempotencyStore;
 use crate::rate_limit::RateLimiter;
 use crate::store::CustomerStore;
+use crate::writes::{self, DuplicateId, WriteError};
 
 /// Cheap to clone; every clone steers the same running emulator.
 #[derive(Clone)]
@@ -77,6 +80,8 @@ pub struct RuntimeSettings {
     pub faults: FaultConfig,
     pub search_delay_ms: u64,
     pub fault_seed: u64,
+    /// How long events stay readable (Stripe: 30 days = 2,592,000 s).
+    pub event_retention_seconds: u64,
 }
 
 /// A seed customer that cannot be stored.
@@ -90,6 +95,30 @@ pub enum SeedError {
     DuplicateId(String),
     #[error("invalid seed customer: {0}")]
     InvalidParams(#[from] ParamError),
+}
+
+/// A customer update or delete through the handle that Stripe would refuse.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CustomerWriteError {
+    #[error("customer params must be a JSON object")]
+    NotAnObject,
+    /// Unknown or already deleted (Stripe's 404 `resource_missing`).
+    #[error("no such customer: '{0}'")]
+    NoSuchCustomer(String),
+    /// What `/v1` answers with a 400.
+    #[error("invalid customer params: {0}")]
+    InvalidParams(#[from] ParamError),
+}
+
+/// Writes through the handle are made "by someone else" (the Dashboard, another integration):
+/// Stripe's API never saw them, so their events carry `request.id: null`.
+fn handle_source() -> EventSource {
+    EventSource {
+        request_id: None,
+        idempotency_key: None,
+        api_version: DEFAULT_STRIPE_VERSION.to_owned(),
+        livemode: None,
+    }
 }
 
 impl EmulatorHandle {
@@ -109,6 +138,38 @@ impl EmulatorHandle {
             crate::store::Lookup::Live(customer) => Some(Value::Object((*customer).clone())),
             _ => None,
         }
+    }
+
+    /// Every event still within retention, newest first, as `GET /v1/events` shows them.
+    pub fn events(&self) -> Vec<Value> {
+        self.shared
+            .events()
+            .all(Instant::now())
+            .iter()
+            .map(|event| serde_json::to_value(&**event).expect("events serialize"))
+            .collect()
+    }
+
+    /// Updates a customer as `POST /v1/customers/{id}` does, with the same validation (params as
+    /// JSON, like [`EmulatorHandle::seed_customer`]: `{"email": "new@b.co", "metadata":
+    /// {"plan": ""}}`) and the same `customer.updated` event, as if someone edited the customer
+    /// in Stripe's Dashboard. Returns the customer as stored.
+    pub fn update_customer(&self, id: &str, params: Value) -> Result<Value, CustomerWriteError> {
+        let Value::Object(params) = params else {
+            return Err(CustomerWriteError::NotAnObject);
+        };
+        validate_customer_params(&params, true)?;
+        match writes::update_customer(&self.shared, id, &params, &handle_source()) {
+            Ok(customer) => Ok(Value::Object((*customer).clone())),
+            Err(error) => Err(handle_write_error(error, id)),
+        }
+    }
+
+    /// Deletes a customer as `DELETE /v1/customers/{id}` does, recording `customer.deleted`.
+    pub fn delete_customer(&self, id: &str) -> Result<(), CustomerWriteError> {
+        writes::delete_customer(&self.shared, id, &handle_source())
+            .map(|_| ())
+            .map_err(|error| handle_write_error(error, id))
     }
 
     /// Every `/v1` request received, oldest first (bounded by `request_log_capacity`).
@@ -141,6 +202,15 @@ impl EmulatorHandle {
         self.shared.settings_mut().fault_seed = seed;
     }
 
+    /// Changes how long events stay readable. Events already older are forgotten at once (and
+    /// stay gone if retention grows again): `Duration::ZERO` makes every existing event "too
+    /// old", as a client that has not looked for over 30 days would find.
+    pub fn set_event_retention(&self, retention: Duration) {
+        self.shared
+            .events()
+            .set_retention(retention, Instant::now());
+    }
+
     pub fn settings(&self) -> RuntimeSettings {
         let settings = self.shared.settings();
         RuntimeSettings {
@@ -152,14 +222,27 @@ impl EmulatorHandle {
                 .try_into()
                 .unwrap_or(u64::MAX),
             fault_seed: settings.fault_seed,
+            // Rounded up, so that a short retention set through the handle never reads as 0
+            // ("every event is gone").
+            event_retention_seconds: u64::try_from(
+                self.shared.events().retention().as_millis().div_ceil(1000),
+            )
+            .unwrap_or(u64::MAX),
         }
     }
 
-    /// Forgets customers, idempotency keys, the request log and counters, and restarts the
-    /// request sequence (so a seeded fault run replays). Settings stay as they are.
+    /// Forgets customers, events, idempotency keys, the request log and counters, and restarts
+    /// the request sequence (so a seeded fault run replays). Settings stay as they are.
     pub fn reset(&self) {
         let delay = self.shared.settings().search_delay;
-        *self.shared.store() = CustomerStore::new(delay);
+        // Both locks at once, so that no write in flight leaves an event about a customer that
+        // no longer exists.
+        let mut store = self.shared.store();
+        *store = CustomerStore::new(delay);
+        let mut events = self.shared.events();
+        *events = EventLog::new(events.retention());
+        drop(events);
+        drop(store);
         *self.shared.idempotency() = IdempotencyStore::default();
         let limits = self.shared.limiter().limits().clone();
         self.shared.limiter().set_limits(limits);
@@ -169,10 +252,12 @@ impl EmulatorHandle {
         self.shared.request_sequence.store(0, Ordering::SeqCst);
     }
 
-    /// Stores a customer directly, visible to search at once. The object takes customer params
-    /// as JSON (`{"email": "a@b.co", "metadata": {"k": "v"}, "balance": 5}`) plus optional `id`,
-    /// `created` (unix seconds) and `livemode`. Returns the id. Panics on an invalid seed: it is
-    /// meant for test fixtures; see [`EmulatorHandle::try_seed_customer`].
+    /// Stores a customer directly, visible to search at once, and records its `customer.created`
+    /// event (with `request.id: null`: a customer made by someone else). The object takes
+    /// customer params as JSON (`{"email": "a@b.co", "metadata": {"k": "v"}, "balance": 5}`)
+    /// plus optional `id`, `created` (unix seconds) and `livemode`; the event's own `created` is
+    /// the time of seeding. Returns the id. Panics on an invalid seed: it is meant for test
+    /// fixtures; see [`EmulatorHandle::try_seed_customer`].
     pub fn seed_customer(&self, customer: Value) -> String {
         self.try_seed_customer(customer)
             .unwrap_or_else(|error| panic!("cannot seed customer: {error}"))
@@ -210,12 +295,17 @@ impl EmulatorHandle {
         validate_customer_params(&fields, false)?;
         let mut stored = new_customer(&id, created, livemode, &new_invoice_prefix());
         apply_params(&mut stored, &fields)?;
-        let mut store = self.shared.store();
-        if !matches!(store.get(&id), crate::store::Lookup::Missing) {
-            return Err(SeedError::DuplicateId(id));
+        match writes::create_customer(&self.shared, stored, true, &handle_source()) {
+            Ok(_) => Ok(id),
+            Err(DuplicateId) => Err(SeedError::DuplicateId(id)),
         }
-        store.insert(stored, None);
-        Ok(id)
+    }
+}
+
+fn handle_write_error(error: WriteError, id: &str) -> CustomerWriteError {
+    match error {
+        WriteError::NoSuchCustomer => CustomerWriteError::NoSuchCustomer(id.to_owned()),
+        WriteError::Rejected(error) => CustomerWriteError::InvalidParams(error),
     }
 }
 
@@ -256,8 +346,10 @@ impl RequestLog {
     }
 }
 
+/// Lock order: `store` before `events` (a write records its event while holding the store).
 pub(crate) struct SharedState {
     store: Mutex<CustomerStore>,
+    events: Mutex<EventLog>,
     idempotency: Mutex<IdempotencyStore>,
     limiter: Mutex<RateLimiter>,
     settings: RwLock<Settings>,
@@ -271,6 +363,7 @@ impl SharedState {
     pub(crate) fn new(config: &EmulatorConfig) -> SharedState {
         SharedState {
             store: Mutex::new(CustomerStore::new(config.search_delay)),
+            events: Mutex::new(EventLog::new(config.event_retention)),
             idempotency: Mutex::new(IdempotencyStore::default()),
             limiter: Mutex::new(RateLimiter::new(config.rate_limits.clone())),
             settings: RwLock::new(Settings {
@@ -293,6 +386,12 @@ impl SharedState {
     // matters for a test server, so poisoning is ignored rather than propagated.
     pub(crate) fn store(&self) -> MutexGuard<'_, CustomerStore> {
         self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn events(&self) -> MutexGuard<'_, EventLog> {
+        self.events
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }

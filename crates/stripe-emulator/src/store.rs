@@ -85,8 +85,13 @@ impl CustomerStore {
         }
     }
 
-    /// Stores a new customer. `visible_to_search_since` is `None` for seeded customers.
-    pub(crate) fn insert(&mut self, customer: Map<String, Value>, written_at: Option<Instant>) {
+    /// Stores a new customer and returns it as stored. `written_at` is `None` for seeded
+    /// customers (visible to search at once).
+    pub(crate) fn insert(
+        &mut self,
+        customer: Map<String, Value>,
+        written_at: Option<Instant>,
+    ) -> Customer {
         let id = customer["id"].as_str().unwrap_or_default().to_owned();
         let created = customer["created"].as_i64().unwrap_or_default();
         self.next_sequence += 1;
@@ -100,9 +105,10 @@ impl CustomerStore {
         let record = CustomerRecord {
             order_key,
             current: Some(customer.clone()),
-            history: VecDeque::from([(written_at, Some(customer))]),
+            history: VecDeque::from([(written_at, Some(customer.clone()))]),
         };
         self.records.insert(id, record);
+        customer
     }
 
     pub(crate) fn get(&self, id: &str) -> Lookup {
@@ -116,18 +122,18 @@ impl CustomerStore {
         }
     }
 
-    /// Replaces a live customer with its updated version.
-    pub(crate) fn replace(&mut self, updated: Map<String, Value>, written_at: Instant) {
+    /// Replaces a live customer with its updated version; returns it as stored.
+    pub(crate) fn replace(&mut self, updated: Map<String, Value>, written_at: Instant) -> Customer {
+        let updated = Arc::new(updated);
         let id = updated["id"].as_str().unwrap_or_default();
         let Some(record) = self.records.get_mut(id) else {
-            return;
+            return updated;
         };
         let order_key = record.order_key;
         let old_email = record
             .current
             .as_ref()
             .and_then(|customer| customer["email"].as_str().map(str::to_owned));
-        let updated = Arc::new(updated);
         record.current = Some(updated.clone());
         record
             .history
@@ -142,16 +148,13 @@ impl CustomerStore {
                 self.index_email(new_email, order_key);
             }
         }
+        updated
     }
 
-    /// Marks a live customer deleted; returns whether it was live.
-    pub(crate) fn delete(&mut self, id: &str, written_at: Instant) -> bool {
-        let Some(record) = self.records.get_mut(id) else {
-            return false;
-        };
-        let Some(customer) = record.current.take() else {
-            return false;
-        };
+    /// Marks a live customer deleted; returns it as it was, or `None` if it was not live.
+    pub(crate) fn delete(&mut self, id: &str, written_at: Instant) -> Option<Customer> {
+        let record = self.records.get_mut(id)?;
+        let customer = record.current.take()?;
         record.history.push_back((Some(written_at), None));
         forget_unseeable_history(record, written_at.checked_sub(self.search_delay));
         let order_key = record.order_key;
@@ -159,7 +162,7 @@ impl CustomerStore {
         if let Some(email) = customer["email"].as_str() {
             self.unindex_email(email, order_key);
         }
-        true
+        Some(customer)
     }
 
     /// Live customers, newest first.
@@ -295,7 +298,10 @@ fn forget_unseeable_history(record: &mut CustomerRecord, cutoff: Option<Instant>
     }
 }
 
-fn tighter_upper(current: Bound<OrderKey>, candidate: Bound<OrderKey>) -> Bound<OrderKey> {
+pub(crate) fn tighter_upper(
+    current: Bound<OrderKey>,
+    candidate: Bound<OrderKey>,
+) -> Bound<OrderKey> {
     match (&current, &candidate) {
         (Bound::Included(a), Bound::Excluded(b)) if b <= a => candidate,
         (Bound::Included(_), Bound::Excluded(_)) => current,
@@ -303,7 +309,10 @@ fn tighter_upper(current: Bound<OrderKey>, candidate: Bound<OrderKey>) -> Bound<
     }
 }
 
-fn tighter_lower(current: Bound<OrderKey>, candidate: Bound<OrderKey>) -> Bound<OrderKey> {
+pub(crate) fn tighter_lower(
+    current: Bound<OrderKey>,
+    candidate: Bound<OrderKey>,
+) -> Bound<OrderKey> {
     match (&current, &candidate) {
         (Bound::Included(a), Bound::Excluded(b)) if b >= a => candidate,
         (Bound::Included(_), Bound::Excluded(_)) => current,
@@ -312,7 +321,7 @@ fn tighter_lower(current: Bound<OrderKey>, candidate: Bound<OrderKey>) -> Bound<
 }
 
 /// `BTreeMap::range` panics on an inverted range; such a range is simply empty.
-fn range_is_valid(lower: &Bound<OrderKey>, upper: &Bound<OrderKey>) -> bool {
+pub(crate) fn range_is_valid(lower: &Bound<OrderKey>, upper: &Bound<OrderKey>) -> bool {
     match (lower, upper) {
         (Bound::Included(low), Bound::Included(high)) => low <= high,
         (Bound::Included(low), Bound::Excluded(high))

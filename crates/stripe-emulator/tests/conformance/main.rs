@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod control;
 mod customers;
+mod events;
 mod faults;
 mod idempotency;
 mod list;
