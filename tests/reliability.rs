@@ -422,3 +422,92 @@ async fn two_syncs_with_overlapping_keys_run_at_once_create_each_customer_once()
         );
     }
 }
+
+/// A run whose process died is recorded `interrupted` as soon as someone lists the runs, finished
+/// when it was last seen alive, not left `running` until the sync's next run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_run_is_recorded_interrupted_as_soon_as_runs_are_listed() {
+    let mut config = fast_emulator_config();
+    config.faults.latency = Duration::from_millis(40);
+    let scene = Scene::with_emulator(config).await;
+    scene.warehouse_sql(&people_sql(300));
+    scene.connect().await;
+    scene.email_sync(&[]).await;
+    let mut child = scene
+        .command(&["sync", "run", "people-to-stripe"])
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while scene.stripe().customers().len() < 20 && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed_at = chrono::Utc::now();
+    let runs = scene.ferry(&["runs", "people-to-stripe"]).await.ok();
+    assert!(runs.stdout.contains("interrupted"), "{}", runs.stdout);
+    assert!(!runs.stdout.contains("running"), "{}", runs.stdout);
+    let run_id = runs
+        .stdout
+        .split_whitespace()
+        .find(|word| word.starts_with("run_"))
+        .unwrap()
+        .to_string();
+    let shown = scene
+        .ferry(&["run", "show", &run_id, "--format", "json"])
+        .await
+        .ok()
+        .json();
+    let finished: chrono::DateTime<chrono::Utc> =
+        shown["run"]["finished_at"].as_str().unwrap().parse().unwrap();
+    let begun: chrono::DateTime<chrono::Utc> =
+        shown["run"]["started_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        finished >= begun && finished <= killed_at,
+        "finished when last seen alive, before the kill: {shown}"
+    );
+}
+
+/// Stopping a run whose requests go to a server that never answers ends it within seconds as
+/// `cancelled`, not minutes later as `failed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_ends_a_run_stuck_on_a_silent_server_within_seconds() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    // Accepts connections and never answers.
+    let held = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            kept.push(socket);
+        }
+    });
+    let scene = Scene::new().await;
+    scene.warehouse_sql(&people_sql(10));
+    scene.connect().await;
+    scene.email_sync(&[]).await;
+    // Point the destination at the silent server (no test: it would never answer either).
+    scene
+        .ferry(&["connect", "stripe", "stripe", "--api-key", common::KEY, "--api-base", &silent_url, "--skip-test"])
+        .await
+        .ok();
+    let child = scene
+        .command(&["sync", "run", "people-to-stripe", "--format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stopped_at = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let took = stopped_at.elapsed();
+    held.abort();
+    assert!(took < Duration::from_secs(15), "stopped after {took:?}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["status"], "cancelled", "{report}");
+    assert_eq!(report["not_attempted"], 10, "{report}");
+}

@@ -1643,3 +1643,41 @@ async fn a_duckdb_connection_to_the_workspace_is_refused_and_the_workspace_stays
         .unwrap();
     assert_eq!(connections, 1, "the server's last write is in the database");
 }
+
+/// A preview of huge values stays small: each cell is cut with a visible marker, and rows stop
+/// once the answer reaches its cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn previews_of_huge_values_are_capped_with_a_visible_marker() {
+    let scene = Scene::new().await;
+    scene.warehouse_sql(&people_sql(1));
+    let served = scene.serve(&[]).await;
+    let api = Probe::new(&served);
+    api.post("/api/v1/connections", duckdb_connection(&scene, "warehouse"))
+        .await
+        .expect(201);
+    let reply = api
+        .post(
+            "/api/v1/queries/preview",
+            json!({ "connection": "warehouse", "sql": "select repeat('a', 10000000) as big from range(20)", "limit": 20 }),
+        )
+        .await
+        .expect(200);
+    assert!(reply.text.len() < 200_000, "{} bytes", reply.text.len());
+    let body = reply.json();
+    let cell = body["rows"][0][0].as_str().unwrap();
+    assert!(cell.ends_with("…[truncated: 10000000 characters]"), "{}", &cell[cell.len() - 60..]);
+    assert_eq!(body["rows"].as_array().unwrap().len(), 20);
+    assert_eq!(body["rows_left_out"], false);
+    // Many rows of capped cells still stop at the preview's cap.
+    let reply = api
+        .post(
+            "/api/v1/queries/preview",
+            json!({ "connection": "warehouse", "sql": "select repeat('b', 5000) as a, repeat('c', 5000) as b from range(500)", "limit": 500 }),
+        )
+        .await
+        .expect(200);
+    let body = reply.json();
+    assert!(reply.text.len() < 1_300_000, "{} bytes", reply.text.len());
+    assert_eq!(body["rows_left_out"], true);
+    assert!(body["rows"].as_array().unwrap().len() < 500);
+}

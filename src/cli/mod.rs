@@ -141,8 +141,13 @@ impl fmt::Display for CliError {
 }
 
 impl From<ferry_state::StateError> for CliError {
+    /// An unreachable workspace database is an outage (1), not a usage error (2).
     fn from(error: ferry_state::StateError) -> Self {
-        CliError::config(error)
+        if error.is_unreachable() {
+            CliError::failed(error)
+        } else {
+            CliError::config(error)
+        }
     }
 }
 
@@ -158,7 +163,9 @@ impl From<ferry_engine::EngineError> for CliError {
             | E::WrongConnectionKind { .. }
             | E::InvalidSync(_)
             | E::Config(_) => 2,
+            E::State(state) if !state.is_unreachable() => 2,
             E::State(_)
+            | E::WarehouseUnreachable(_)
             | E::ConnectionTest(_)
             | E::LockLost
             | E::Source { .. }

@@ -59,18 +59,24 @@ pub async fn model(store: &StateStore, command: ModelCommand) -> CliResult {
         }
         ModelCommand::Show { name, limit } => {
             let model = ferry_engine::declare::require_model(store, &name).await?;
-            let (columns, rows) =
+            let preview =
                 ferry_engine::declare::preview_query(store, &model.connection, &model.sql, limit)
                     .await?;
-            let header: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-            let cells: Vec<Vec<String>> = rows
+            let header: Vec<&str> = preview.columns.iter().map(|c| c.name.as_str()).collect();
+            let cells: Vec<Vec<String>> = preview
+                .rows
                 .iter()
                 .map(|r| r.iter().map(|v| clip(&v.to_string(), 40)).collect())
                 .collect();
             print_table(&header, &cells);
             println!(
-                "({} shown)",
-                super::output::plural(rows.len() as u64, "row", "rows")
+                "({} shown{})",
+                super::output::plural(preview.rows.len() as u64, "row", "rows"),
+                if preview.rows_left_out {
+                    "; more left out: the preview is limited to 1 MiB"
+                } else {
+                    ""
+                }
             );
         }
         ModelCommand::List => {

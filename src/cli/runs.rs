@@ -51,6 +51,7 @@ pub enum RecordFormat {
 }
 
 pub async fn runs(store: &StateStore, args: RunsArgs) -> CliResult {
+    ferry_engine::reap_dead_runs(store, args.sync.as_deref()).await?;
     let runs = store.list_runs(args.sync.as_deref(), args.limit).await?;
     if runs.is_empty() {
         println!("No runs yet. Start one with `ferry sync run NAME`.");
@@ -102,6 +103,7 @@ pub fn print_runs(runs: &[RunRecord]) {
 
 pub async fn run(store: &StateStore, command: RunCommand) -> CliResult {
     let RunCommand::Show(args) = command;
+    ferry_engine::reap_dead_runs(store, None).await?;
     let run = store.get_run(&args.run_id).await?.ok_or_else(|| {
         CliError::config(anyhow::anyhow!(
             "no run '{}'; `ferry runs` lists them",

@@ -21,12 +21,20 @@ pub fn stripe_config(
         ))
     })?;
     let mut config = StripeConfig::new(store.resolve_secret(secret)?);
-    config.api_base = connection
+    let api_base = connection
         .config
         .get("api_base")
         .and_then(|v| v.as_str())
-        .unwrap_or(STRIPE_API_BASE)
-        .to_string();
+        .unwrap_or(STRIPE_API_BASE);
+    // Checked again here: a workspace saved by an older ferry may hold an unsafe one.
+    config.api_base = ferry_destinations::stripe::config::validate_api_base(api_base).map_err(
+        |problem| {
+            EngineError::Config(format!(
+                "Stripe connection '{}': {problem}; reconnect it with a valid --api-base",
+                connection.name
+            ))
+        },
+    )?;
     let number = |name: &str| {
         connection
             .config

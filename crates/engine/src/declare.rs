@@ -89,12 +89,7 @@ pub async fn test_new_connection(
                 EngineError::Config("a Stripe connection needs an API key".to_string())
             })?;
             let mut stripe = StripeConfig::new(key);
-            stripe.api_base = connection
-                .config
-                .get("api_base")
-                .and_then(|v| v.as_str())
-                .unwrap_or(STRIPE_API_BASE)
-                .to_string();
+            stripe.api_base = checked_api_base(connection)?;
             stripe
                 .test_connection()
                 .await
@@ -127,11 +122,24 @@ pub async fn save_connection(
     if connection.kind == ConnectionKind::Duckdb {
         duckdb_source(store, &new_duckdb_path(connection))?;
     }
+    if connection.kind == ConnectionKind::Stripe {
+        checked_api_base(connection)?;
+    }
     if test {
         test_new_connection(store, connection).await?;
     }
     store.put_connection(connection).await?;
     require_connection(store, &connection.name).await
+}
+
+/// The connection's API base, checked before any key is sent to it.
+fn checked_api_base(connection: &NewConnection) -> Result<String, EngineError> {
+    let api_base = connection
+        .config
+        .get("api_base")
+        .and_then(|v| v.as_str())
+        .unwrap_or(STRIPE_API_BASE);
+    ferry_destinations::stripe::config::validate_api_base(api_base).map_err(EngineError::Config)
 }
 
 fn new_duckdb_path(connection: &NewConnection) -> PathBuf {
@@ -183,18 +191,92 @@ pub async fn test_saved_connection(store: &StateStore, name: &str) -> Result<(),
     }
 }
 
-/// The first rows of a query on a warehouse connection, for the model editor.
+/// The first rows of a query, for people to look at: cells and the whole answer capped.
+#[derive(Debug, Clone)]
+pub struct QueryPreview {
+    pub columns: Vec<Column>,
+    pub rows: Vec<Vec<Value>>,
+    /// Rows left out because the preview reached [`PREVIEW_MAX_BYTES`].
+    pub rows_left_out: bool,
+}
+
+/// Characters a preview shows of one cell; a longer one ends with a visible marker.
+pub const PREVIEW_CELL_MAX_CHARS: usize = 1_000;
+/// The most text a preview holds in all; the rows after are left out (and said to be).
+pub const PREVIEW_MAX_BYTES: usize = 1024 * 1024;
+
+/// The first rows of a query on a warehouse connection, for the model editor. A cell over
+/// [`PREVIEW_CELL_MAX_CHARS`] is cut with a marker saying how long it was, and rows stop once
+/// the preview holds [`PREVIEW_MAX_BYTES`], so a model of huge values cannot produce a huge
+/// answer.
 pub async fn preview_query(
     store: &StateStore,
     connection: &str,
     sql: &str,
     limit: usize,
-) -> Result<(Vec<Column>, Vec<Vec<Value>>), EngineError> {
+) -> Result<QueryPreview, EngineError> {
+    query_first_rows(store, connection, sql, limit, ferry_source::PREVIEW_STATEMENT_TIMEOUT).await
+}
+
+/// The model's columns, found by running it as a sync would (with a run's statement timeout,
+/// since a heavy model may take a while to produce its first row).
+async fn query_columns(
+    store: &StateStore,
+    connection: &str,
+    sql: &str,
+) -> Result<Vec<Column>, EngineError> {
+    let timeout = ferry_source::QueryOptions::default().statement_timeout;
+    Ok(query_first_rows(store, connection, sql, 0, timeout).await?.columns)
+}
+
+async fn query_first_rows(
+    store: &StateStore,
+    connection: &str,
+    sql: &str,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<QueryPreview, EngineError> {
     let connection = require_connection(store, connection).await?;
     let source = source_config(store, &connection)?;
-    ferry_source::preview(&source, sql, limit)
+    let (columns, rows) = ferry_source::preview(&source, sql, limit, timeout)
         .await
-        .map_err(|e| EngineError::Query(e.to_string()))
+        .map_err(|e| {
+            if e.is_unreachable() {
+                EngineError::WarehouseUnreachable(e.to_string())
+            } else {
+                EngineError::Query(e.to_string())
+            }
+        })?;
+    let mut preview = QueryPreview {
+        columns,
+        rows: Vec::with_capacity(rows.len()),
+        rows_left_out: false,
+    };
+    let mut bytes = 0usize;
+    for row in rows {
+        let row: Vec<Value> = row.into_iter().map(cap_cell).collect();
+        bytes += row.iter().map(|v| v.to_string().len()).sum::<usize>();
+        if bytes > PREVIEW_MAX_BYTES {
+            preview.rows_left_out = true;
+            break;
+        }
+        preview.rows.push(row);
+    }
+    Ok(preview)
+}
+
+fn cap_cell(value: Value) -> Value {
+    let text = match &value {
+        Value::Text(text) => text.clone(),
+        Value::Json(_) | Value::Array(_) => value.to_string(),
+        _ => return value,
+    };
+    let chars = text.chars().count();
+    if chars <= PREVIEW_CELL_MAX_CHARS {
+        return value;
+    }
+    let kept: String = text.chars().take(PREVIEW_CELL_MAX_CHARS).collect();
+    Value::Text(format!("{kept}…[truncated: {chars} characters]"))
 }
 
 /// Runs the query once (so a typo shows now, not at the first sync), checks that the syncs
@@ -217,7 +299,7 @@ pub async fn save_model_before_syncs(
     sql: &str,
     syncs_saved_next: &[&str],
 ) -> Result<Vec<Column>, EngineError> {
-    let (columns, _) = preview_query(store, connection, sql, 1).await?;
+    let columns = query_columns(store, connection, sql).await?;
     let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
     for sync in store.list_syncs().await? {
         if sync.spec.model != name || syncs_saved_next.contains(&sync.name.as_str()) {
@@ -241,7 +323,7 @@ pub async fn save_model_before_syncs(
 /// The columns a saved model returns, for the Mapper's column pickers.
 pub async fn model_columns(store: &StateStore, model: &str) -> Result<Vec<Column>, EngineError> {
     let model = require_model(store, model).await?;
-    let (columns, _) = preview_query(store, &model.connection, &model.sql, 0).await?;
+    let columns = query_columns(store, &model.connection, &model.sql).await?;
     Ok(columns)
 }
 

@@ -817,21 +817,7 @@ where
     }
 }
 
-/// Whether a state store error means "the database is not reachable right now" rather than
-/// "this write is wrong": a failed connect, a closed session, a dropped socket, or PostgreSQL's
-/// classes 08 (connection exception) and 57P (shutting down, starting up, terminated).
+/// Whether a state store error means "the database is not reachable right now".
 pub(crate) fn is_unreachable(error: &StateError) -> bool {
-    match error {
-        StateError::PostgresConnect { .. } => true,
-        StateError::Postgres { source, .. } => {
-            source.is_closed()
-                || source.code().is_some_and(|state| {
-                    let code = state.code();
-                    code.starts_with("08") || code.starts_with("57P")
-                })
-                || std::error::Error::source(source)
-                    .is_some_and(|cause| cause.downcast_ref::<std::io::Error>().is_some())
-        }
-        _ => false,
-    }
+    error.is_unreachable()
 }

@@ -49,6 +49,9 @@ pub enum EngineError {
     /// A model's SQL failed or is not a read-only query.
     #[error("{0}")]
     Query(String),
+    /// The warehouse could not be reached or stopped answering while running a query.
+    #[error("{0}")]
+    WarehouseUnreachable(String),
     #[error("{what} '{name}' used by sync '{sync}' does not exist any more; recreate it or update the sync")]
     MissingDependency {
         what: &'static str,
@@ -266,12 +269,14 @@ pub async fn preview_sync(store: &StateStore, setup: &SyncSetup) -> Result<Previ
     let stripe =
         StripeService::new(setup.stripe.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
     let never = AtomicBool::new(false);
+    let rows_read = std::sync::atomic::AtomicU64::new(0);
     let pipeline = Pipeline {
         store,
         setup,
         stripe: &stripe,
         full_resync: false,
         cancel: &never,
+        rows_read: &rows_read,
     };
     let mut sink = PreviewSink::default();
     pipeline.drive(&mut sink).await?;
@@ -387,6 +392,7 @@ pub async fn run_sync(
         lock_held: &lock_held,
     };
     let heartbeat = heartbeat(store, &run.id);
+    let rows_read = std::sync::atomic::AtomicU64::new(0);
     let result = {
         let pipeline = Pipeline {
             store,
@@ -394,6 +400,7 @@ pub async fn run_sync(
             stripe: &stripe,
             full_resync: options.full_resync,
             cancel: &options.cancel,
+            rows_read: &rows_read,
         };
         let mut sink = RunSink {
             exec: &execution,
@@ -404,6 +411,11 @@ pub async fn run_sync(
         let outcome = tokio::select! {
             outcome = driven => outcome,
             never = heartbeat => match never {},
+            // A stop request normally ends the pipeline within its grace; whatever still waits
+            // then (a silent server, a slow lookup) is abandoned here.
+            () = stopped_after_grace(&options.cancel) => {
+                Ok((Ending::Cancelled, rows_read.load(std::sync::atomic::Ordering::Relaxed)))
+            }
         };
         // Rows the run never reached (stopped, lock lost, failed) are counted as such.
         match outcome {
@@ -426,9 +438,10 @@ pub async fn run_sync(
         }
         Err(e) => (RunStatus::Failed, Some(e.to_string())),
     };
-    if let Ok((_, rows, _)) = &result {
-        counts.rows = *rows;
-    }
+    counts.rows = match &result {
+        Ok((_, rows, _)) => *rows,
+        Err(_) => rows_read.load(std::sync::atomic::Ordering::Relaxed),
+    };
     counts.not_attempted += counts.rows.saturating_sub(counts.outcomes_total());
     counts.requests = stripe.http().requests_sent();
     // After a restart of a PostgreSQL workspace the store reconnects; while the server is still
@@ -472,10 +485,57 @@ pub async fn run_sync(
     })
 }
 
+/// Ends as `interrupted` the runs recorded `running` whose process is gone (their sync's lock
+/// is free): they are finished when last seen alive. Called by whatever shows runs, so a dead
+/// run does not stay `running` until its sync runs again. Returns how many were ended.
+pub async fn reap_dead_runs(store: &StateStore, sync: Option<&str>) -> Result<u64, EngineError> {
+    let running: Vec<String> = store
+        .list_runs(sync, 200)
+        .await?
+        .into_iter()
+        .filter(|run| run.status == RunStatus::Running)
+        .map(|run| run.sync)
+        .collect();
+    let mut ended = 0;
+    let mut checked = std::collections::HashSet::new();
+    for name in running {
+        if !checked.insert(name.clone()) {
+            continue;
+        }
+        let Some(record) = store.get_sync(&name).await? else {
+            continue;
+        };
+        if store.sync_is_running(&record).await? {
+            continue;
+        }
+        // The lock was free a moment ago; take it to mark the runs, so that a run starting
+        // right now is not marked (it would find the lock held and wait its short turn).
+        let Ok(lock) = store.lock_sync(&record).await else {
+            continue;
+        };
+        let marked = store.mark_interrupted_runs(&name).await;
+        lock.release().await;
+        ended += marked?;
+    }
+    Ok(ended)
+}
+
 /// How long finished runs and their records are kept; each sync keeps its newest run always.
 pub const RUN_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(30);
 /// How often a running run says it is alive.
 const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long after a stop request a run still running is abandoned: the executor's own grace
+/// for requests in flight, and a little more.
+const HARD_STOP_AFTER: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// Resolves [`HARD_STOP_AFTER`] after `cancel` is set.
+async fn stopped_after_grace(cancel: &AtomicBool) {
+    while !cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(HARD_STOP_AFTER).await;
+}
 
 /// Records every [`HEARTBEAT_EVERY`] that the run is alive, so that a run whose process died
 /// is recorded as interrupted at the time it was last seen. Never returns.

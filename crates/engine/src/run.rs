@@ -59,6 +59,8 @@ pub(crate) struct Pipeline<'a> {
     pub(crate) stripe: &'a StripeService,
     pub(crate) full_resync: bool,
     pub(crate) cancel: &'a AtomicBool,
+    /// Rows read from the model so far, for a run that fails or stops while reading.
+    pub(crate) rows_read: &'a std::sync::atomic::AtomicU64,
 }
 
 impl<'a> Pipeline<'a> {
@@ -72,6 +74,7 @@ impl<'a> Pipeline<'a> {
         while let Some(row) = stream.next_row().await {
             let row = row.map_err(|e| self.source_error(e))?;
             rows += 1;
+            self.rows_read.store(rows, Ordering::Relaxed);
             if rows % 1024 == 0 && self.cancel.load(Ordering::Relaxed) {
                 return Ok((Ending::Cancelled, rows));
             }
@@ -101,13 +104,18 @@ impl<'a> Pipeline<'a> {
         Ok((sync, stream))
     }
 
+
     fn source_error(&self, error: ferry_source::SourceError) -> EngineError {
+        // Say what that means for Stripe: no write goes out before the whole model is read.
         let mut problem = error.to_string();
         if matches!(error, ferry_source::SourceError::ConnectionLost { .. }) {
-            // Say what that means for Stripe: no write goes out before the whole model is read.
             problem.push_str(
                 "; nothing was sent to Stripe (a run reads the whole model before its first \
                  write), so run the sync again once the warehouse answers",
+            );
+        } else {
+            problem.push_str(
+                "; nothing was sent to Stripe (a run reads the whole model before its first write)",
             );
         }
         EngineError::Source {

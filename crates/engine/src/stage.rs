@@ -94,11 +94,32 @@ fn read_text<R: Read>(reader: &mut R) -> std::io::Result<String> {
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
-/// The sorter, fed from async code.
+/// The sorter, fed from async code. Dropping it (or the [`Sorted`] it becomes) before the end
+/// stops the thread without sorting what it holds.
 pub(crate) struct Stage {
     input: mpsc::Sender<StagedRecord>,
     output: mpsc::Receiver<Result<StagedRecord, String>>,
     records: u64,
+    abandon_on_drop: AbandonOnDrop,
+}
+
+/// Set when the staged records are no longer wanted (a stopped or failed run).
+#[derive(Clone, Default)]
+struct Abandoned(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Abandoned {
+    fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Marks the stage abandoned when dropped.
+struct AbandonOnDrop(Abandoned);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        (self.0).0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Stage {
@@ -107,6 +128,8 @@ impl Stage {
         let (input, mut to_sort) = mpsc::channel::<StagedRecord>(CHANNEL_RECORDS);
         let (sorted, output) = mpsc::channel(CHANNEL_RECORDS);
         let scratch: PathBuf = scratch.to_path_buf();
+        let abandoned = Abandoned::default();
+        let seen_by_thread = abandoned.clone();
         std::thread::Builder::new()
             .name("ferry-stage".into())
             .spawn(move || {
@@ -122,6 +145,9 @@ impl Stage {
                         let _ = sorted.blocking_send(Err(failed(error)));
                         return;
                     }
+                }
+                if seen_by_thread.is_set() {
+                    return;
                 }
                 match sorter.done() {
                     Ok(iterator) => {
@@ -144,6 +170,7 @@ impl Stage {
             input,
             output,
             records: 0,
+            abandon_on_drop: AbandonOnDrop(abandoned),
         })
     }
 
@@ -157,12 +184,19 @@ impl Stage {
 
     /// Ends the input; the records then come back sorted.
     pub(crate) fn finish(self) -> Sorted {
-        drop(self.input);
+        let Stage {
+            input,
+            output,
+            records,
+            abandon_on_drop,
+        } = self;
+        drop(input);
         Sorted {
-            output: self.output,
-            expected: self.records,
+            output,
+            expected: records,
             received: 0,
             peeked: None,
+            _abandon_on_drop: abandon_on_drop,
         }
     }
 }
@@ -173,6 +207,7 @@ pub(crate) struct Sorted {
     expected: u64,
     received: u64,
     peeked: Option<StagedRecord>,
+    _abandon_on_drop: AbandonOnDrop,
 }
 
 /// The copies of one match key: one record, or several (a duplicated key).

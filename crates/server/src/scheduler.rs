@@ -16,6 +16,10 @@ pub async fn run_scheduler(state: AppState, tick: Duration) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
+        // A run whose process died is recorded interrupted within a tick, not at its next run.
+        if let Err(problem) = ferry_engine::reap_dead_runs(state.store(), None).await {
+            tracing::debug!(%problem, "Looking for dead runs failed; trying again at the next tick.");
+        }
         if let Err(problem) = start_due_runs(&state, Utc::now()).await {
             tracing::warn!(%problem, "Looking for scheduled syncs failed; trying again at the next tick.");
         }

@@ -85,6 +85,20 @@ pub enum SourceError {
     Warehouse { reason: String },
 }
 
+impl SourceError {
+    /// Whether the warehouse could not be reached or stopped answering (an outage to wait out),
+    /// rather than refusing the model or its settings (something for the user to fix).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            SourceError::ConnectionFailed { .. }
+                | SourceError::ConnectionLost { .. }
+                | SourceError::StatementTimeout { .. }
+                | SourceError::Warehouse { .. }
+        )
+    }
+}
+
 /// Where in the model's SQL an error is, counted from 1 like editors do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SqlPosition {

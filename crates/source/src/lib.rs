@@ -104,16 +104,21 @@ pub async fn query(
     }
 }
 
+/// How long a preview's query may run: a person is waiting for it.
+pub const PREVIEW_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The first `limit` rows, for `ferry model show` and the UI. Only about `limit` rows are
-/// fetched; the rest of the query is cancelled.
+/// fetched; the rest of the query is cancelled, and so is a query that runs longer than
+/// `statement_timeout` ([`PREVIEW_STATEMENT_TIMEOUT`] when a person waits for it).
 pub async fn preview(
     config: &SourceConfig,
     sql: &str,
     limit: usize,
+    statement_timeout: Duration,
 ) -> Result<(Vec<Column>, Vec<Vec<Value>>), SourceError> {
     let options = QueryOptions {
         batch_size: limit.clamp(1, QueryOptions::default().batch_size),
-        ..QueryOptions::default()
+        statement_timeout,
     };
     let mut stream = query(config, sql, &options).await?;
     let mut rows = Vec::with_capacity(limit.min(options.batch_size));

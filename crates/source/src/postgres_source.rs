@@ -20,6 +20,8 @@ use tracing::debug;
 
 /// How long to wait for a server that does not answer, unless the connection string says.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the PostgreSQL handshake (TLS, authentication, startup) may take once connected.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connects and runs `SELECT 1`.
 pub(crate) async fn test_postgres_connection(url: &Secret) -> Result<(), SourceError> {
@@ -90,9 +92,22 @@ impl PostgresConnection {
         let password = config
             .get_password()
             .map(|password| String::from_utf8_lossy(password).into_owned());
-        let (client, connection) = config
-            .connect(NoTls)
+        // `connect_timeout` covers reaching the server; a server that accepts the connection
+        // and then never answers (a wrong port, a proxy) is cut off by the handshake limit.
+        let handshake_limit = config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT)
+            + HANDSHAKE_TIMEOUT;
+        let (client, connection) = tokio::time::timeout(handshake_limit, config.connect(NoTls))
             .await
+            .map_err(|_| SourceError::ConnectionFailed {
+                target: target.clone(),
+                reason: format!(
+                    "the server accepted the connection but did not answer within {}",
+                    crate::human_duration(handshake_limit)
+                ),
+            })?
             .map_err(|error| connect_error(&error, &target, password.as_deref()))?;
         let connection_failure = Arc::new(Mutex::new(None));
         let failure_slot = Arc::clone(&connection_failure);

@@ -683,6 +683,7 @@ async fn preview_returns_the_first_rows(warehouse: TestWarehouse) {
         &warehouse.config,
         "SELECT g AS n FROM generate_series(1, 100000) AS numbers(g) ORDER BY g",
         3,
+        ferry_source::PREVIEW_STATEMENT_TIMEOUT,
     )
     .await
     .expect("preview");

@@ -165,6 +165,27 @@ pub enum StateError {
 }
 
 impl StateError {
+    /// Whether this means "the database is not reachable right now" rather than "this is
+    /// wrong": a failed connect, a closed session, a dropped socket, or PostgreSQL's classes 08
+    /// (connection exception) and 57P (shutting down, starting up, terminated).
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            StateError::PostgresConnect { .. } => true,
+            StateError::Postgres { source, .. } => {
+                source.is_closed()
+                    || source.code().is_some_and(|state| {
+                        let code = state.code();
+                        code.starts_with("08") || code.starts_with("57P")
+                    })
+                    || std::error::Error::source(source)
+                        .is_some_and(|cause| cause.downcast_ref::<std::io::Error>().is_some())
+            }
+            _ => false,
+        }
+    }
+}
+
+impl StateError {
     pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,

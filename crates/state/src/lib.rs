@@ -32,6 +32,9 @@ pub use workspace::{WorkspaceOptions, DATABASE_FILE_NAME, KEY_FILE_NAME, LOCKS_D
 
 use ferry_core::{Outcome, RunCounts, RunStatus, Secret, SyncSpec};
 
+/// How many times taking a sync's lock is tried (a reader may hold it for a moment).
+pub(crate) const SYNC_LOCK_ATTEMPTS: u32 = 5;
+
 /// How often a run waiting for a create scope's lock tries again.
 pub(crate) const CREATE_LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -576,6 +579,18 @@ impl StateStore {
     }
 
     // ----- locking -----
+
+    /// Whether a run of the sync holds its lock now: tried without waiting (a lock taken is
+    /// released at once).
+    pub async fn sync_is_running(&self, sync: &SyncRecord) -> Result<bool, StateError> {
+        match on_backend!(self, backend => backend.try_lock_sync_once(sync).await)? {
+            Some(lock) => {
+                lock.release().await;
+                Ok(false)
+            }
+            None => Ok(true),
+        }
+    }
 
     /// Takes the sync's run lock, or fails at once with [`StateError::SyncLocked`]. Hold the
     /// returned guard for the whole run; the lock is released when it is dropped, and by the

@@ -1157,6 +1157,36 @@ impl PostgresStore {
         })
     }
 
+    /// The sync's lock if it is free now, without waiting.
+    pub(crate) async fn try_lock_sync_once(
+        &self,
+        sync: &SyncRecord,
+    ) -> Result<Option<SyncLock>, StateError> {
+        let key = advisory_lock_key(&sync.uid);
+        let session = open_session(&self.inner.url).await?;
+        let acquired: bool = session
+            .client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .await
+            .map_err(StateError::postgres("checking a sync's lock"))?
+            .get(0);
+        if !acquired {
+            return Ok(None);
+        }
+        let Session {
+            client,
+            connection_task,
+        } = session;
+        Ok(Some(SyncLock::new(
+            &sync.name,
+            HeldLock::Postgres {
+                client,
+                connection_task,
+                key,
+            },
+        )))
+    }
+
     /// The lock of a create scope: a session-level advisory lock on a session of its own,
     /// tried every [`crate::CREATE_LOCK_POLL`] until it is free or `give_up` says to stop.
     pub(crate) async fn lock_create_scope(
@@ -1205,13 +1235,33 @@ impl PostgresStore {
     }
 }
 
+/// How long reaching the state database, then its handshake, may take (unless the connection
+/// string sets `connect_timeout`): a server that accepts and never answers must not hang ferry.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn open_session(url: &PostgresUrl) -> Result<Session, StateError> {
-    let (client, connection) = tokio_postgres::connect(&url.connection_string, NoTls)
+    let failed = |message: String| StateError::PostgresConnect {
+        location: url.redacted.clone(),
+        message,
+    };
+    let mut config: tokio_postgres::Config = url
+        .connection_string
+        .parse()
+        .map_err(|error| failed(postgres_error_text(&error)))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    let limit = config.get_connect_timeout().copied().unwrap_or(CONNECT_TIMEOUT) + HANDSHAKE_TIMEOUT;
+    let (client, connection) = tokio::time::timeout(limit, config.connect(NoTls))
         .await
-        .map_err(|error| StateError::PostgresConnect {
-            location: url.redacted.clone(),
-            message: postgres_error_text(&error),
-        })?;
+        .map_err(|_| {
+            failed(format!(
+                "the server accepted the connection but did not answer within {}s",
+                limit.as_secs()
+            ))
+        })?
+        .map_err(|error| failed(postgres_error_text(&error)))?;
     let location = url.redacted.clone();
     let connection_task = tokio::spawn(async move {
         if let Err(error) = connection.await {

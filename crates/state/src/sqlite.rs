@@ -1085,12 +1085,29 @@ impl SqliteStore {
             )));
         }
         let file = self.lock_file(&format!("{}.lock", sync.uid))?;
-        match file.try_lock_now()? {
-            Some(held) => Ok(SyncLock::new(&sync.name, held)),
-            None => Err(StateError::SyncLocked {
-                sync: sync.name.clone(),
-            }),
+        // A few tries: a reader checking whether a run is alive holds the lock for a moment.
+        for attempt in 1..=crate::SYNC_LOCK_ATTEMPTS {
+            if let Some(held) = file.try_lock_now()? {
+                return Ok(SyncLock::new(&sync.name, held));
+            }
+            if attempt < crate::SYNC_LOCK_ATTEMPTS {
+                tokio::time::sleep(crate::CREATE_LOCK_POLL).await;
+            }
         }
+        Err(StateError::SyncLocked {
+            sync: sync.name.clone(),
+        })
+    }
+
+    /// The sync's lock if it is free now, without waiting.
+    pub(crate) async fn try_lock_sync_once(
+        &self,
+        sync: &SyncRecord,
+    ) -> Result<Option<SyncLock>, StateError> {
+        let file = self.lock_file(&format!("{}.lock", sync.uid))?;
+        Ok(file
+            .try_lock_now()?
+            .map(|held| SyncLock::new(&sync.name, held)))
     }
 
     /// The lock of a create scope (`locks/creates-<hash>.lock`), waited for: tried every

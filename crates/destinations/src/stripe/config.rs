@@ -85,6 +85,61 @@ impl StripeConfig {
     }
 }
 
+/// Checks an API base before any key is sent to it, and returns it without a trailing `/`:
+/// `https://…` (Stripe itself, or a proxy), or `http://` only to this machine (the emulator),
+/// since a key sent over plain HTTP travels in clear text. No user name or password (they would
+/// replace the key with Basic authentication and show in listings), no path, query or fragment.
+pub fn validate_api_base(api_base: &str) -> Result<String, String> {
+    let trimmed = api_base.trim().trim_end_matches('/');
+    let url = reqwest::Url::parse(trimmed).map_err(|_| {
+        "api_base is not a URL; give one such as https://api.stripe.com (or leave it out)"
+            .to_string()
+    })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(
+            "api_base must not hold a user name or password; the API key is the only credential \
+             ferry sends"
+                .to_string(),
+        );
+    }
+    let host = url.host_str().unwrap_or_default().to_string();
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(&url) => {}
+        "http" => {
+            return Err(format!(
+                "api_base http://{host} would send the API key in clear text; use https (plain \
+                 http only for a server on this machine, such as `ferry emulate stripe`)"
+            ))
+        }
+        scheme => {
+            return Err(format!(
+                "api_base must be an https URL, not {scheme}:; for example https://api.stripe.com"
+            ))
+        }
+    }
+    if host.is_empty() {
+        return Err("api_base has no host; for example https://api.stripe.com".to_string());
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "api_base must be a server's address without a path, query or fragment, such as {}://{}",
+            url.scheme(),
+            display_api_base(trimmed).trim_start_matches(&format!("{}://", url.scheme()))
+        ));
+    }
+    Ok(trimmed.to_string())
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 /// `api_base` for messages: scheme, host and port only, so that credentials or tokens in a
 /// proxy URL never reach an error.
 pub fn display_api_base(api_base: &str) -> String {
@@ -96,6 +151,31 @@ pub fn display_api_base(api_base: &str) -> String {
             url.port().map(|p| format!(":{p}")).unwrap_or_default()
         ),
         Err(_) => "the configured API base".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_bases_are_https_or_loopback_http_without_credentials() {
+        assert_eq!(
+            validate_api_base("https://api.stripe.com/").unwrap(),
+            "https://api.stripe.com"
+        );
+        assert!(validate_api_base("http://127.0.0.1:12111").is_ok());
+        assert!(validate_api_base("http://localhost:8080").is_ok());
+        assert!(validate_api_base("http://[::1]:8080").is_ok());
+        let refused = |base: &str| validate_api_base(base).unwrap_err();
+        assert!(refused("not a url").contains("not a URL"));
+        assert!(refused("ftp://files.example.com").contains("not ftp:"));
+        assert!(refused("file:///etc/passwd").contains("not file:"));
+        assert!(refused("http://stripe.example.com").contains("clear text"));
+        let with_password = refused("https://user:hunter2@proxy.example.com");
+        assert!(with_password.contains("user name or password"));
+        assert!(!with_password.contains("hunter2"));
+        assert!(refused("https://proxy.example.com/v1?x=1").contains("without a path"));
     }
 }
 

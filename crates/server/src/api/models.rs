@@ -60,8 +60,12 @@ pub struct ColumnView {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RowsPreview {
     pub columns: Vec<ColumnView>,
-    #[schema(value_type = Vec<Vec<Object>>)]
+    /// Each row's cells in column order: text, numbers, booleans, null, or JSON for structured
+    /// values. A cell over 1,000 characters ends with `…[truncated: N characters]`.
+    #[schema(value_type = Vec<Vec<serde_json::Value>>)]
     pub rows: Vec<Vec<serde_json::Value>>,
+    /// Rows were left out because the preview reached 1 MiB.
+    pub rows_left_out: bool,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -89,8 +93,10 @@ pub async fn rows_preview(
     limit: Option<usize>,
 ) -> Result<RowsPreview, ApiError> {
     let limit = limit.unwrap_or(DEFAULT_PREVIEW_ROWS).min(MAX_PREVIEW_ROWS);
-    let (columns, rows) = declare::preview_query(state.store(), connection, sql, limit).await?;
+    let preview = declare::preview_query(state.store(), connection, sql, limit).await?;
+    let (columns, rows) = (preview.columns, preview.rows);
     Ok(RowsPreview {
+        rows_left_out: preview.rows_left_out,
         columns: columns
             .into_iter()
             .map(|c| ColumnView {

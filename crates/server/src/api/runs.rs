@@ -158,6 +158,7 @@ pub async fn list(
     ApiQuery(params): ApiQuery<RunListParams>,
 ) -> Result<Json<RunList>, ApiError> {
     let limit = params.limit.unwrap_or(50).min(500);
+    ferry_engine::reap_dead_runs(state.store(), params.sync.as_deref()).await?;
     let runs = state
         .store()
         .list_runs(params.sync.as_deref(), limit)

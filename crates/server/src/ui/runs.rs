@@ -56,6 +56,7 @@ pub async fn history(
     Query(params): Query<HistoryParams>,
 ) -> Result<Markup, Page> {
     let sync = params.sync.filter(|s| !s.is_empty());
+    ferry_engine::reap_dead_runs(state.store(), sync.as_deref()).await?;
     let runs = state.store().list_runs(sync.as_deref(), 100).await?;
     let syncs = state.store().list_syncs().await?;
     Ok(shell(
