@@ -24,8 +24,8 @@ pub use master_key::MasterKey;
 pub use names::{validate_name, MAX_NAME_LENGTH};
 pub use records::{
     ApiTokenRecord, CommitBatch, ConnectionKind, ConnectionRecord, EncryptedSecret, IndexState,
-    IndexedRecord, ModelRecord, NewConnection, PendingCreate, RunRecord, RunRecordRow,
-    SecretInput, SecretRef, SnapshotEntry, SnapshotKey, SyncRecord,
+    IndexedRecord, ModelRecord, NewConnection, PendingCreate, RunRecord, RunRecordRow, SecretInput,
+    SecretRef, SnapshotEntry, SnapshotKey, SyncRecord,
 };
 pub use sync_lock::SyncLock;
 pub use workspace::{WorkspaceOptions, DATABASE_FILE_NAME, KEY_FILE_NAME, LOCKS_DIR_NAME};
@@ -364,7 +364,10 @@ impl StateStore {
 
     /// Deletes the runs that finished before `before`, with their records; each sync keeps its
     /// newest run whatever its age. Returns how many runs were removed.
-    pub async fn prune_runs(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64, StateError> {
+    pub async fn prune_runs(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, StateError> {
         on_backend!(self, backend => backend.prune_runs(before).await)
     }
 
@@ -400,7 +403,8 @@ impl StateStore {
         keys: &[String],
     ) -> Result<HashMap<String, SnapshotEntry>, StateError> {
         validate_name(ObjectType::Sync, sync)?;
-        let found = on_backend!(self, backend => backend.snapshot_entries(sync, object, keys).await)?;
+        let found =
+            on_backend!(self, backend => backend.snapshot_entries(sync, object, keys).await)?;
         Ok(found.into_iter().collect())
     }
 
@@ -418,7 +422,8 @@ impl StateStore {
         keys: &[String],
     ) -> Result<HashMap<String, PendingCreate>, StateError> {
         validate_name(ObjectType::Sync, sync)?;
-        let found = on_backend!(self, backend => backend.pending_creates(sync, object, keys).await)?;
+        let found =
+            on_backend!(self, backend => backend.pending_creates(sync, object, keys).await)?;
         Ok(found
             .into_iter()
             .map(|create| (create.key.clone(), create))
@@ -483,7 +488,8 @@ impl StateStore {
     }
 
     /// In one transaction: replaces the keys of each record in `records` (a record with no key
-    /// left is removed) and removes the records whose ids are in `removed`.
+    /// left is removed; a record given twice keeps its later keys) and removes the records whose
+    /// ids are in `removed`.
     pub async fn index_update(
         &self,
         scope: &str,
@@ -493,17 +499,33 @@ impl StateStore {
         if records.is_empty() && removed.is_empty() {
             return Ok(());
         }
-        on_backend!(self, backend => backend.index_update(scope, records, removed).await)
+        // A record given twice keeps its later keys on both backends (SQLite would replace the
+        // first with the second; PostgreSQL, inserting all at once, would keep both).
+        let records: Vec<IndexedRecord> = last_per_key(
+            records
+                .iter()
+                .map(|record| (record.destination_id.as_str(), record)),
+        )
+        .into_iter()
+        .cloned()
+        .collect();
+        on_backend!(self, backend => backend.index_update(scope, &records, removed).await)
     }
 
-    /// The ids of the records whose key `key_name` has one of `values`: value → ids.
+    /// The ids of the records whose key `key_name` has one of `values`: value → ids, in byte
+    /// order. Values with no record are absent; a value several records share lists them all.
     pub async fn index_lookup(
         &self,
         scope: &str,
         key_name: &str,
         values: &[String],
     ) -> Result<HashMap<String, Vec<String>>, StateError> {
-        let pairs = on_backend!(self, backend => backend.index_lookup(scope, key_name, values).await)?;
+        // Each value once: SQLite looks values up one by one and would list an id twice.
+        let mut values = values.to_vec();
+        values.sort_unstable();
+        values.dedup();
+        let pairs =
+            on_backend!(self, backend => backend.index_lookup(scope, key_name, &values).await)?;
         let mut found: HashMap<String, Vec<String>> = HashMap::new();
         for (value, id) in pairs {
             found.entry(value).or_default().push(id);
@@ -512,7 +534,11 @@ impl StateStore {
     }
 
     /// Saves how far the index of `scope` is complete.
-    pub async fn index_save_state(&self, scope: &str, state: &IndexState) -> Result<(), StateError> {
+    pub async fn index_save_state(
+        &self,
+        scope: &str,
+        state: &IndexState,
+    ) -> Result<(), StateError> {
         on_backend!(self, backend => backend.index_save_state(scope, state).await)
     }
 

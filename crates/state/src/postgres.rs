@@ -12,7 +12,8 @@ use crate::ids;
 use crate::master_key::MasterKey;
 use crate::records::{
     counts_from_columns, counts_to_columns, parse_connection_kind, parse_outcome, parse_run_status,
-    parse_sync_spec, secret_from_columns, sync_spec_json, sorted_json, to_sql_integer, StoredSecret,
+    parse_sync_spec, secret_from_columns, sorted_json, sync_spec_json, to_sql_integer,
+    StoredSecret,
 };
 use crate::sync_lock::{advisory_lock_key, HeldLock, SyncLock};
 use crate::workspace::{OpenMode, PostgresUrl};
@@ -546,7 +547,11 @@ impl PostgresStore {
         })
     }
 
-    pub(crate) async fn touch_run(&self, run_id: &str, now: DateTime<Utc>) -> Result<bool, StateError> {
+    pub(crate) async fn touch_run(
+        &self,
+        run_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StateError> {
         with_session!(self, |session| {
             let changed = session
                 .client
@@ -789,8 +794,10 @@ impl PostgresStore {
                 .collect();
             let keys: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
             let outcomes: Vec<&str> = records.iter().map(|r| r.outcome.as_str()).collect();
-            let destination_ids: Vec<Option<&str>> =
-                records.iter().map(|r| r.destination_id.as_deref()).collect();
+            let destination_ids: Vec<Option<&str>> = records
+                .iter()
+                .map(|r| r.destination_id.as_deref())
+                .collect();
             let reasons: Vec<Option<&str>> = records.iter().map(|r| r.reason.as_deref()).collect();
             let request_ids: Vec<Option<&str>> =
                 records.iter().map(|r| r.request_id.as_deref()).collect();
@@ -987,7 +994,7 @@ impl PostgresStore {
                 &session.client,
                 "SELECT key_value, destination_id FROM key_index \
                  WHERE scope = $1 AND key_name = $2 AND key_value = ANY($3) \
-                 ORDER BY destination_id",
+                 ORDER BY destination_id COLLATE \"C\"",
                 &[&scope, &key_name, &values],
                 |row| Ok((column(row, 0)?, column(row, 1)?)),
             )
@@ -1343,10 +1350,23 @@ async fn set_run_counts(
         .execute(
             "UPDATE runs SET rows_total = $3, created_count = $4, updated_count = $5, \
              unchanged_count = $6, not_found_count = $7, rejected_count = $8, failed_count = $9, \
-             requests_count = $10, not_attempted_count = $11, last_seen_at = now() \
+             requests_count = $10, not_attempted_count = $11, last_seen_at = $12 \
              WHERE id = $1 AND ($2::text IS NULL OR sync = $2)",
             &[
-                &run_id, &sync, &c[0], &c[1], &c[2], &c[3], &c[4], &c[5], &c[6], &c[7], &c[8],
+                &run_id,
+                &sync,
+                &c[0],
+                &c[1],
+                &c[2],
+                &c[3],
+                &c[4],
+                &c[5],
+                &c[6],
+                &c[7],
+                &c[8],
+                // ferry's clock, as for every other run timestamp (not the server's `now()`,
+                // which is also frozen at the start of the transaction).
+                &ids::now(),
             ],
         )
         .await

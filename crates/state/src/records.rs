@@ -314,8 +314,9 @@ pub(crate) fn parse_run_status(text: &str) -> Result<RunStatus, StateError> {
 }
 
 pub(crate) fn parse_sync_spec(sync: &str, json: serde_json::Value) -> Result<SyncSpec, StateError> {
-    let corrupt =
-        |error: String| StateError::Corrupt(format!("an unreadable spec for sync '{sync}' ({error})"));
+    let corrupt = |error: String| {
+        StateError::Corrupt(format!("an unreadable spec for sync '{sync}' ({error})"))
+    };
     let stored: StoredSyncSpec =
         serde_json::from_value(json).map_err(|error| corrupt(error.to_string()))?;
     SyncSpec::try_from(stored).map_err(corrupt)

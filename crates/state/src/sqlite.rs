@@ -10,7 +10,8 @@ use crate::ids;
 use crate::master_key::MasterKey;
 use crate::records::{
     counts_from_columns, counts_to_columns, parse_connection_kind, parse_outcome, parse_run_status,
-    parse_sync_spec, secret_from_columns, sync_spec_json, sorted_json, to_sql_integer, StoredSecret,
+    parse_sync_spec, secret_from_columns, sorted_json, sync_spec_json, to_sql_integer,
+    StoredSecret,
 };
 use crate::sync_lock::{HeldLock, SyncLock};
 use crate::workspace::{set_mode, DATABASE_FILE_NAME, LOCKS_DIR_NAME};
@@ -52,13 +53,15 @@ const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<SqliteInner>,
+    /// The key this open was given. Not shared with other opens of the same database: each
+    /// open decrypts with the key it was given, as it would in a process of its own.
+    master_key: MasterKey,
 }
 
 struct SqliteInner {
     connection: Mutex<Connection>,
     dir: PathBuf,
     database_file: PathBuf,
-    master_key: MasterKey,
 }
 
 const CONNECTION_COLUMNS: &str =
@@ -76,7 +79,8 @@ impl SqliteStore {
     /// Opens (creating if needed) `DIR/ferry.db` with mode 0600 and applies missing migrations.
     ///
     /// A process opens each workspace database once: a second open of the same file (by device
-    /// and inode) returns the store already open. Two handles would be harmless to SQLite itself,
+    /// and inode) shares the connection of the store already open, with the master key it was
+    /// given itself. Two handles would be harmless to SQLite itself,
     /// but each open used to create-or-open the file, and closing any descriptor of the file
     /// drops every POSIX lock this process holds on it; another ferry process would then
     /// believe itself alone and delete the WAL under this one.
@@ -94,7 +98,7 @@ impl SqliteStore {
                 if let Some(inner) = open {
                     // Opening again still brings the schema up to date, as a first open does.
                     migrate(&mut inner.connection.lock().unwrap_or_else(|e| e.into_inner()))?;
-                    return Ok(SqliteStore { inner });
+                    return Ok(SqliteStore { inner, master_key });
                 }
             }
             let connection = open_database(&database_file)?;
@@ -109,10 +113,9 @@ impl SqliteStore {
                 connection: Mutex::new(connection),
                 dir,
                 database_file,
-                master_key,
             });
             open_stores.push((identity, Arc::downgrade(&inner)));
-            Ok(SqliteStore { inner })
+            Ok(SqliteStore { inner, master_key })
         })
         .await
     }
@@ -122,7 +125,7 @@ impl SqliteStore {
     }
 
     pub(crate) fn master_key(&self) -> &MasterKey {
-        &self.inner.master_key
+        &self.master_key
     }
 
     pub(crate) fn location(&self) -> String {
@@ -512,7 +515,11 @@ impl SqliteStore {
     }
 
     /// Records that a run is alive.
-    pub(crate) async fn touch_run(&self, run_id: &str, now: DateTime<Utc>) -> Result<bool, StateError> {
+    pub(crate) async fn touch_run(
+        &self,
+        run_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StateError> {
         let run_id = run_id.to_string();
         self.call(move |connection| {
             let changed = connection
@@ -537,9 +544,15 @@ impl SqliteStore {
         let run_id = run_id.to_string();
         let (after_row, limit) = (to_sql_integer(after_row), to_sql_integer(limit as u64));
         self.call(move |connection| {
+            // With a filter, `outcome = ?2` without an OR, so that SQLite seeks in
+            // (run_id, outcome, row_number) instead of reading every record to find a rare one.
+            let outcome_condition = match filter {
+                Some(_) => "outcome = ?2",
+                None => "?2 IS NULL",
+            };
             let sql = format!(
                 "SELECT {RUN_RECORD_COLUMNS} FROM run_records \
-                 WHERE run_id = ?1 AND (?2 IS NULL OR outcome = ?2) AND row_number > ?3 \
+                 WHERE run_id = ?1 AND {outcome_condition} AND row_number > ?3 \
                  ORDER BY row_number LIMIT ?4"
             );
             let outcome = filter.map(Outcome::as_str);
@@ -608,13 +621,29 @@ impl SqliteStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<SnapshotKey>, StateError> {
-        let (sync, object, after) = (sync.to_string(), object.to_string(), after.map(str::to_string));
+        let (sync, object, after) = (
+            sync.to_string(),
+            object.to_string(),
+            after.map(str::to_string),
+        );
         let limit = to_sql_integer(limit as u64);
         self.call(move |connection| {
+            // Two statements rather than `(?3 IS NULL OR key > ?3)`: SQLite plans a statement
+            // before it sees its parameters, and with the OR it would scan every page from the
+            // object's first key instead of seeking to `after` in the primary key.
+            let sql = match after {
+                Some(_) => {
+                    "SELECT key, destination_id, payload_hash FROM snapshot \
+                     WHERE sync = ?1 AND object = ?2 AND key > ?3 ORDER BY key LIMIT ?4"
+                }
+                None => {
+                    "SELECT key, destination_id, payload_hash FROM snapshot \
+                     WHERE sync = ?1 AND object = ?2 AND ?3 IS NULL ORDER BY key LIMIT ?4"
+                }
+            };
             query_all(
                 connection,
-                "SELECT key, destination_id, payload_hash FROM snapshot \
-                 WHERE sync = ?1 AND object = ?2 AND (?3 IS NULL OR key > ?3) ORDER BY key LIMIT ?4",
+                sql,
                 params![sync, object, after, limit],
                 |row| {
                     Ok(SnapshotKey {
@@ -884,7 +913,10 @@ impl SqliteStore {
                 .execute("DELETE FROM key_index WHERE scope = ?1", params![scope])
                 .doing(doing)?;
             transaction
-                .execute("DELETE FROM key_index_state WHERE scope = ?1", params![scope])
+                .execute(
+                    "DELETE FROM key_index_state WHERE scope = ?1",
+                    params![scope],
+                )
                 .doing(doing)?;
             transaction.commit().doing(doing)
         })
@@ -952,7 +984,9 @@ impl SqliteStore {
             let mut found = Vec::new();
             for value in &values {
                 let ids = select
-                    .query_map(params![scope, key_name, value], |row| row.get::<_, String>(0))
+                    .query_map(params![scope, key_name, value], |row| {
+                        row.get::<_, String>(0)
+                    })
                     .doing("reading the key index")?;
                 for id in ids {
                     found.push((value.clone(), id.doing("reading the key index")?));
@@ -1223,11 +1257,15 @@ impl LockFile {
     }
 }
 
+/// A database file's (device, inode).
+type FileIdentity = (u64, u64);
+
 /// The workspace databases open in this process, by the (device, inode) of their file.
-static OPEN_STORES: Mutex<Vec<((u64, u64), std::sync::Weak<SqliteInner>)>> = Mutex::new(Vec::new());
+static OPEN_STORES: Mutex<Vec<(FileIdentity, std::sync::Weak<SqliteInner>)>> =
+    Mutex::new(Vec::new());
 
 /// The (device, inode) of a file, read without opening it.
-fn file_identity(path: &Path) -> Option<(u64, u64)> {
+fn file_identity(path: &Path) -> Option<FileIdentity> {
     use std::os::unix::fs::MetadataExt as _;
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }

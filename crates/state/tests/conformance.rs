@@ -7,10 +7,12 @@ use base64::Engine as _;
 use common::{customer_spec, stripe_connection, Backend, TestWorkspace};
 use ferry_core::{Outcome, RunCounts, RunStatus, Secret};
 use ferry_state::{
-    ApiTokenRecord, CommitBatch, ConnectionKind, NewConnection, PendingCreate, RunRecordRow,
-    SecretInput, SecretRef, SnapshotEntry, StateError, StateStore, WorkspaceOptions,
+    ApiTokenRecord, CommitBatch, ConnectionKind, IndexState, IndexedRecord, NewConnection,
+    PendingCreate, RunRecordRow, SecretInput, SecretRef, SnapshotEntry, SnapshotKey, StateError,
+    StateStore, WorkspaceOptions,
 };
 use serde_json::json;
+use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::time::Duration;
@@ -62,6 +64,18 @@ conformance_tests!(
     api_token_names_are_validated_and_unique,
     api_tokens_are_listed_by_name_and_counted,
     a_version_1_workspace_gains_api_tokens,
+    a_version_2_workspace_is_upgraded_with_its_data,
+    snapshot_keys_come_in_byte_order_and_page_after_a_key,
+    the_snapshot_is_kept_per_sync_and_object,
+    pending_creates_are_kept_per_object_and_settled_per_object,
+    an_interrupted_run_ends_when_it_was_last_seen_alive,
+    progress_refreshes_last_seen_at_and_keeps_not_attempted,
+    run_records_page_by_row_number_through_every_page,
+    pruning_keeps_running_runs_and_each_syncs_newest,
+    the_key_index_replaces_a_records_keys_and_removes_records,
+    a_key_value_shared_by_several_records_finds_them_all,
+    key_index_scopes_are_kept_apart,
+    key_index_state_is_saved_replaced_and_cleared,
 );
 
 async fn connections_are_created_replaced_listed_and_removed(workspace: TestWorkspace) {
@@ -477,6 +491,16 @@ async fn a_different_master_key_cannot_decrypt(workspace: TestWorkspace) {
             workspace.options.key_file().display()
         )
     );
+    // The reopen (on SQLite the same database, which a process opens once) did not change the
+    // key of the store already open: each open decrypts with the key it was given.
+    assert_eq!(
+        workspace
+            .store
+            .resolve_secret(record.secret.as_ref().unwrap())
+            .unwrap()
+            .expose(),
+        clear
+    );
 
     // The key file's key, given through FERRY_MASTER_KEY instead, works.
     let key_file_text = std::fs::read_to_string(workspace.options.key_file()).unwrap();
@@ -544,10 +568,14 @@ async fn commit_batch_updates_snapshot_pending_creates_and_counts(workspace: Tes
         pending_create("cy@example.com", 3),
     ];
     store
-        .save_pending_creates("customers", &pending)
+        .save_pending_creates("customers", CUSTOMER, &pending)
         .await
         .unwrap();
-    let loaded = store.load_pending_creates("customers").await.unwrap();
+    let all_keys = keys(&["ada@example.com", "bob@example.com", "cy@example.com"]);
+    let loaded = store
+        .pending_creates("customers", CUSTOMER, &all_keys)
+        .await
+        .unwrap();
     assert_eq!(loaded.len(), 3);
     assert_eq!(loaded["bob@example.com"], pending[1]);
 
@@ -557,11 +585,14 @@ async fn commit_batch_updates_snapshot_pending_creates_and_counts(workspace: Tes
         ..pending_create("cy@example.com", 33)
     };
     store
-        .save_pending_creates("customers", std::slice::from_ref(&replacement))
+        .save_pending_creates("customers", CUSTOMER, std::slice::from_ref(&replacement))
         .await
         .unwrap();
     assert_eq!(
-        store.load_pending_creates("customers").await.unwrap()["cy@example.com"],
+        store
+            .pending_creates("customers", CUSTOMER, &all_keys)
+            .await
+            .unwrap()["cy@example.com"],
         replacement
     );
 
@@ -593,16 +624,19 @@ async fn commit_batch_updates_snapshot_pending_creates_and_counts(workspace: Tes
         counts,
     };
     store
-        .commit_batch("customers", &run.id, &batch)
+        .commit_batch("customers", CUSTOMER, &run.id, &batch)
         .await
         .unwrap();
 
     assert!(store
-        .load_pending_creates("customers")
+        .pending_creates("customers", CUSTOMER, &all_keys)
         .await
         .unwrap()
         .is_empty());
-    let snapshot = store.load_snapshot("customers").await.unwrap();
+    let snapshot = store
+        .snapshot_entries("customers", CUSTOMER, &all_keys)
+        .await
+        .unwrap();
     assert_eq!(snapshot.len(), 2);
     assert_eq!(
         snapshot["ada@example.com"],
@@ -637,11 +671,18 @@ async fn commit_batch_updates_snapshot_pending_creates_and_counts(workspace: Tes
         },
     };
     store
-        .commit_batch("customers", &run.id, &later)
+        .commit_batch("customers", CUSTOMER, &run.id, &later)
         .await
         .unwrap();
-    let snapshot = store.load_snapshot("customers").await.unwrap();
+    let snapshot = store
+        .snapshot_entries("customers", CUSTOMER, &all_keys)
+        .await
+        .unwrap();
     assert_eq!(snapshot.keys().collect::<Vec<_>>(), ["ada@example.com"]);
+    assert_eq!(
+        store.count_snapshot("customers", CUSTOMER).await.unwrap(),
+        1
+    );
     assert_eq!(
         snapshot["ada@example.com"].payload["name"],
         json!("Ada Lovelace")
@@ -654,7 +695,11 @@ async fn a_failing_commit_batch_leaves_nothing_behind(workspace: TestWorkspace) 
     workspace.seed_customers_sync().await;
     let run = store.create_run("customers", false).await.unwrap();
     store
-        .save_pending_creates("customers", &[pending_create("ada@example.com", 1)])
+        .save_pending_creates(
+            "customers",
+            CUSTOMER,
+            &[pending_create("ada@example.com", 1)],
+        )
         .await
         .unwrap();
 
@@ -677,7 +722,7 @@ async fn a_failing_commit_batch_leaves_nothing_behind(workspace: TestWorkspace) 
         },
     };
     let error = store
-        .commit_batch("customers", &run.id, &batch)
+        .commit_batch("customers", CUSTOMER, &run.id, &batch)
         .await
         .unwrap_err();
     assert!(
@@ -693,9 +738,20 @@ async fn a_failing_commit_batch_leaves_nothing_behind(workspace: TestWorkspace) 
             .await,
         0
     );
-    assert!(store.load_snapshot("customers").await.unwrap().is_empty());
     assert_eq!(
-        store.load_pending_creates("customers").await.unwrap().len(),
+        store.count_snapshot("customers", CUSTOMER).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        workspace.raw_count("SELECT COUNT(*) FROM snapshot").await,
+        0
+    );
+    assert_eq!(
+        store
+            .pending_creates("customers", CUSTOMER, &keys(&["ada@example.com"]))
+            .await
+            .unwrap()
+            .len(),
         1
     );
     assert_eq!(
@@ -709,7 +765,11 @@ async fn a_failing_commit_batch_leaves_nothing_behind(workspace: TestWorkspace) 
         ..batch
     };
     assert_eq!(
-        error_text(store.commit_batch("customers", "run_unknown", &good).await),
+        error_text(
+            store
+                .commit_batch("customers", CUSTOMER, "run_unknown", &good)
+                .await
+        ),
         "run 'run_unknown' does not exist; see `ferry runs list`"
     );
     assert_eq!(
@@ -719,7 +779,7 @@ async fn a_failing_commit_batch_leaves_nothing_behind(workspace: TestWorkspace) 
         0
     );
     store
-        .commit_batch("customers", &run.id, &good)
+        .commit_batch("customers", CUSTOMER, &run.id, &good)
         .await
         .unwrap();
     assert_eq!(
@@ -846,7 +906,7 @@ async fn run_records_page_and_filter_by_outcome(workspace: TestWorkspace) {
             );
             if record.outcome == Outcome::Rejected {
                 record.reason = Some("email is not a valid address".to_string());
-                record.stripe_id = None;
+                record.destination_id = None;
             }
             record
         })
@@ -859,7 +919,7 @@ async fn run_records_page_and_filter_by_outcome(workspace: TestWorkspace) {
             ..CommitBatch::default()
         };
         store
-            .commit_batch("customers", &run.id, &batch)
+            .commit_batch("customers", CUSTOMER, &run.id, &batch)
             .await
             .unwrap();
     }
@@ -882,8 +942,9 @@ async fn run_records_page_and_filter_by_outcome(workspace: TestWorkspace) {
         .map(|r| r.row_number)
         .collect();
     assert_eq!(rejected, [2, 5, 8, 11, 14, 17, 20, 23]);
+    // The page after the rejected row 8 (keyset: rows after it, not an offset).
     let second_page: Vec<u64> = store
-        .list_run_records(&run.id, Some(Outcome::Rejected), 3, 3)
+        .list_run_records(&run.id, Some(Outcome::Rejected), 8, 3)
         .await
         .unwrap()
         .iter()
@@ -917,7 +978,9 @@ async fn sync_lock_is_exclusive_until_released(workspace: TestWorkspace) {
 
     let guard = store.lock_sync(&customers).await.unwrap();
     assert_eq!(guard.sync(), "customers");
-    // Another store (another `ferry` process would open its own) cannot take it either.
+    // A second open cannot take it either. (On SQLite it shares this process's database
+    // connection, but each lock is a file opened on its own; other processes are the subject of
+    // sync_lock_process.rs.)
     let second_store = StateStore::open_existing(&workspace.options).await.unwrap();
     for contender in [store, &second_store] {
         assert_eq!(
@@ -947,7 +1010,7 @@ async fn removing_a_sync_removes_its_state(workspace: TestWorkspace) {
     for sync in ["customers", "kept"] {
         let run = store.create_run(sync, false).await.unwrap();
         store
-            .save_pending_creates(sync, &[pending_create("cy@example.com", 3)])
+            .save_pending_creates(sync, CUSTOMER, &[pending_create("cy@example.com", 3)])
             .await
             .unwrap();
         let batch = CommitBatch {
@@ -958,7 +1021,10 @@ async fn removing_a_sync_removes_its_state(workspace: TestWorkspace) {
             )],
             ..CommitBatch::default()
         };
-        store.commit_batch(sync, &run.id, &batch).await.unwrap();
+        store
+            .commit_batch(sync, CUSTOMER, &run.id, &batch)
+            .await
+            .unwrap();
     }
 
     assert!(store.remove_sync("customers").await.unwrap());
@@ -990,7 +1056,7 @@ async fn removing_a_sync_removes_its_state(workspace: TestWorkspace) {
 }
 
 async fn open_existing_needs_an_initialized_workspace(workspace: TestWorkspace) {
-    let (options, _dir) = workspace.fresh_options();
+    let (options, _dir) = workspace.fresh_options().await;
     let location = match workspace.backend {
         Backend::Sqlite => options.dir.display().to_string(),
         Backend::Postgres => options.state_url.clone().unwrap(),
@@ -1021,7 +1087,7 @@ async fn open_existing_needs_an_initialized_workspace(workspace: TestWorkspace) 
         workspace
             .raw_count("SELECT COUNT(*) FROM schema_migrations")
             .await,
-        2
+        3
     );
 
     // Without its key file, a workspace cannot be opened (its secrets would be unreadable).
@@ -1074,7 +1140,7 @@ async fn workspace_files_are_private(workspace: TestWorkspace) {
     }
 
     // With FERRY_MASTER_KEY, no key file is written.
-    let (mut options, _dir) = workspace.fresh_options();
+    let (mut options, _dir) = workspace.fresh_options().await;
     options.master_key = Some(Secret::new(
         base64::engine::general_purpose::STANDARD.encode([3u8; 32]),
     ));
@@ -1305,21 +1371,24 @@ async fn api_tokens_are_listed_by_name_and_counted(workspace: TestWorkspace) {
 }
 
 async fn a_version_1_workspace_gains_api_tokens(workspace: TestWorkspace) {
+    // Take the workspace back to schema version 1, as an older ferry left it. The store stays
+    // open meanwhile: on SQLite, initialising again then returns that store (a process opens a
+    // workspace once), and must still bring its schema up to date.
+    build_release_schema(&workspace.options, 1).await;
     workspace
-        .store
-        .put_connection(&stripe_connection("stripe"))
-        .await
-        .unwrap();
-    // Take the workspace back to schema version 1, as an older ferry left it.
-    workspace
-        .raw_execute("DROP TABLE api_tokens; DELETE FROM schema_migrations WHERE version = 2;")
+        .raw_execute(
+            "INSERT INTO connections (name, kind, config, secret_kind, secret_value, \
+             secret_hint, created_at, updated_at) VALUES ('stripe', 'stripe', '{}', 'env_var', \
+             'STRIPE_API_KEY', NULL, '2025-01-01T00:00:00.000000Z', \
+             '2025-01-01T00:00:00.000000Z')",
+        )
         .await;
     let store = StateStore::initialize(&workspace.options).await.unwrap();
     assert_eq!(
         workspace
             .raw_count("SELECT MAX(version) FROM schema_migrations")
             .await,
-        2
+        3
     );
     assert_eq!(store.list_connections().await.unwrap().len(), 1);
     assert_eq!(store.count_api_tokens().await.unwrap(), 0);
@@ -1329,6 +1398,1198 @@ async fn a_version_1_workspace_gains_api_tokens(workspace: TestWorkspace) {
         .await
         .unwrap()
         .is_some());
+}
+
+async fn a_version_2_workspace_is_upgraded_with_its_data(workspace: TestWorkspace) {
+    // A workspace the previous release left, in a place this ferry never opened: schema
+    // version 2, a sync whose spec is in that release's JSON, a snapshot entry, a pending create
+    // and runs with their records, all in the old columns (`stripe_id`, no object).
+    let (options, _dir) = workspace.fresh_options().await;
+    build_release_schema(&options, 2).await;
+    let old_spec = json!({
+        "model": "signups",
+        "destination": "stripe",
+        "object": "customer",
+        "behavior": "update-only",
+        "key": {"column": "user_id", "field": "metadata.user_id"},
+        "mappings": [
+            {"column": "email", "field": "email"},
+            {"column": "name", "field": "name"}
+        ],
+        "nulls": "clear",
+        "schedule": "daily at 06:30"
+    });
+    let finished_run = run_id_at("2025-05-02T10:00:00Z");
+    let crashed_run = run_id_at("2025-05-03T10:00:00Z");
+    common::raw_execute(
+        &options,
+        &format!(
+            "INSERT INTO connections (name, kind, config, secret_kind, secret_value, secret_hint, \
+             created_at, updated_at) VALUES \
+             ('stripe', 'stripe', '{{\"api_base\": \"http://127.0.0.1:12111\"}}', \
+              'env_var', 'STRIPE_API_KEY', NULL, '2025-05-01T09:00:00.000000Z', \
+              '2025-05-01T09:00:00.000000Z'), \
+             ('warehouse', 'duckdb', '{{\"path\": \"warehouse.duckdb\"}}', NULL, NULL, NULL, \
+              '2025-05-01T09:00:00.000000Z', '2025-05-01T09:00:00.000000Z');
+             INSERT INTO models (name, connection, sql, created_at, updated_at) VALUES \
+             ('signups', 'warehouse', 'SELECT user_id, email, name FROM signups', \
+              '2025-05-01T09:00:00.000000Z', '2025-05-01T09:00:00.000000Z');
+             INSERT INTO syncs (name, uid, model, destination, spec, created_at, updated_at) \
+             VALUES \
+             ('customers', '0123456789abcdef', 'signups', 'stripe', '{old_spec}', \
+              '2025-05-01T09:00:00.000000Z', '2025-05-01T09:00:00.000000Z');
+             INSERT INTO runs (id, sync, status, full_resync, started_at, finished_at, \
+             rows_total, created_count, updated_count, unchanged_count, not_found_count, \
+             rejected_count, failed_count, requests_count, error) VALUES \
+             ('{finished_run}', 'customers', 'completed', FALSE, '2025-05-02T10:00:00.000000Z', \
+              '2025-05-02T10:00:05.000000Z', 3, 1, 0, 2, 0, 0, 0, 1, NULL), \
+             ('{crashed_run}', 'customers', 'running', TRUE, '2025-05-03T10:00:00.000000Z', NULL, \
+              1, 0, 0, 1, 0, 0, 0, 0, NULL);
+             INSERT INTO run_records (run_id, row_number, key, outcome, stripe_id, reason, \
+             request_id, changes) VALUES ('{finished_run}', 1, '7', 'created', 'cus_ada', NULL, \
+             'req_1', '{{\"name\": {{\"before\": null, \"after\": \"Ada\"}}}}');
+             INSERT INTO snapshot (sync, key, stripe_id, payload_hash, payload, updated_at) VALUES \
+             ('customers', '7', 'cus_ada', 'sha256:ada', \
+              '{{\"name\": \"Ada\", \"email\": \"ada@example.com\"}}', \
+              '2025-05-02T10:00:04.000000Z');
+             INSERT INTO pending_creates (sync, key, idempotency_key, request_body, created_at) \
+             VALUES ('customers', '8', 'ferry-0123456789abcdef-8', 'email=bob%40example.com', \
+             '2025-05-03T10:00:01.000000Z');"
+        ),
+    )
+    .await;
+
+    let store = StateStore::initialize(&options).await.unwrap();
+    assert_eq!(
+        common::raw_count(&options, "SELECT MAX(version) FROM schema_migrations").await,
+        3
+    );
+
+    // The sync reads back as it was declared.
+    let sync = store.get_sync("customers").await.unwrap().unwrap();
+    let expected_spec = ferry_core::SyncSpec {
+        model: "signups".to_string(),
+        destination: "stripe".to_string(),
+        object: ferry_core::ObjectKind::Customer,
+        behavior: ferry_core::Behavior::UpdateOnly,
+        key: ferry_core::KeyMapping {
+            column: "user_id".to_string(),
+            field: "metadata.user_id".to_string(),
+        },
+        mappings: vec![
+            ferry_core::FieldMapping {
+                column: "email".to_string(),
+                field: "email".to_string(),
+            },
+            ferry_core::FieldMapping {
+                column: "name".to_string(),
+                field: "name".to_string(),
+            },
+        ],
+        nulls: ferry_core::NullPolicy::Clear,
+        schedule: Some(ferry_core::Schedule::DailyAt {
+            hour: 6,
+            minute: 30,
+        }),
+    };
+    assert_eq!(sync.spec, expected_spec);
+    assert_eq!(sync.uid, "0123456789abcdef");
+    // Saved again, it is stored in the same shape as before.
+    store.put_sync("customers", &sync.spec).await.unwrap();
+    let stored: serde_json::Value = serde_json::from_str(
+        &common::raw_text(&options, "SELECT CAST(spec AS TEXT) FROM syncs")
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stored, old_spec);
+    assert_eq!(
+        store.get_sync("customers").await.unwrap().unwrap().spec,
+        expected_spec
+    );
+
+    // The snapshot entry and the pending create are the sync's Customers now.
+    assert_eq!(
+        store
+            .snapshot_keys("customers", CUSTOMER, None, 10)
+            .await
+            .unwrap(),
+        [SnapshotKey {
+            key: "7".to_string(),
+            destination_id: "cus_ada".to_string(),
+            payload_hash: "sha256:ada".to_string(),
+        }]
+    );
+    assert_eq!(
+        store
+            .snapshot_entries("customers", CUSTOMER, &keys(&["7"]))
+            .await
+            .unwrap()["7"],
+        SnapshotEntry {
+            destination_id: "cus_ada".to_string(),
+            payload_hash: "sha256:ada".to_string(),
+            payload: json!({"email": "ada@example.com", "name": "Ada"}),
+            updated_at: at("2025-05-02T10:00:04Z"),
+        }
+    );
+    assert_eq!(
+        store
+            .pending_creates("customers", CUSTOMER, &keys(&["8"]))
+            .await
+            .unwrap()["8"],
+        PendingCreate {
+            key: "8".to_string(),
+            idempotency_key: "ferry-0123456789abcdef-8".to_string(),
+            request_body: "email=bob%40example.com".to_string(),
+            created_at: at("2025-05-03T10:00:01Z"),
+        }
+    );
+    for table in ["snapshot", "pending_creates"] {
+        assert_eq!(
+            common::raw_texts(&options, &format!("SELECT object FROM {table}")).await,
+            [Some("customer".to_string())],
+            "{table}"
+        );
+    }
+    if workspace.backend == Backend::Postgres {
+        assert_eq!(
+            common::raw_text(&options, SNAPSHOT_KEY_COLLATION)
+                .await
+                .as_deref(),
+            Some("C")
+        );
+    }
+
+    // The runs and their records.
+    assert_eq!(
+        store
+            .list_run_records(&finished_run, None, 0, 10)
+            .await
+            .unwrap(),
+        [RunRecordRow {
+            row_number: 1,
+            key: "7".to_string(),
+            outcome: Outcome::Created,
+            destination_id: Some("cus_ada".to_string()),
+            reason: None,
+            request_id: Some("req_1".to_string()),
+            changes: Some(json!({"name": {"after": "Ada", "before": null}})),
+        }]
+    );
+    let finished = store.get_run(&finished_run).await.unwrap().unwrap();
+    assert_eq!(
+        finished.counts,
+        RunCounts {
+            rows: 3,
+            created: 1,
+            unchanged: 2,
+            requests: 1,
+            not_attempted: 0,
+            ..RunCounts::default()
+        }
+    );
+    assert_eq!(finished.status, RunStatus::Completed);
+    assert_eq!(finished.finished_at, Some(at("2025-05-02T10:00:05Z")));
+    assert_eq!(finished.last_seen_at, None);
+    assert_eq!(
+        common::raw_count(
+            &options,
+            "SELECT COUNT(*) FROM runs WHERE not_attempted_count = 0"
+        )
+        .await,
+        2
+    );
+    // The run the old process left running was never seen alive: it ends when it started.
+    assert_eq!(store.mark_interrupted_runs("customers").await.unwrap(), 1);
+    let crashed = store.get_run(&crashed_run).await.unwrap().unwrap();
+    assert_eq!(crashed.status, RunStatus::Interrupted);
+    assert_eq!(crashed.finished_at, Some(at("2025-05-03T10:00:00Z")));
+
+    // And the upgraded workspace takes the new engine's writes.
+    let run = store.create_run("customers", false).await.unwrap();
+    let batch = CommitBatch {
+        records: vec![record_row(1, "8", Outcome::Created)],
+        snapshot_upserts: vec![("8".to_string(), snapshot_entry("cus_bob", "Bob"))],
+        ..CommitBatch::default()
+    };
+    store
+        .commit_batch("customers", CUSTOMER, &run.id, &batch)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.count_snapshot("customers", CUSTOMER).await.unwrap(),
+        2
+    );
+    assert!(store
+        .pending_creates("customers", CUSTOMER, &keys(&["8"]))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn snapshot_keys_come_in_byte_order_and_page_after_a_key(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    workspace.seed_customers_sync().await;
+    let run = store.create_run("customers", false).await.unwrap();
+    // Keys that a language's collation orders otherwise: case, accents, digits, '_' and '-'.
+    let byte_order = [
+        "-dash", "9lives", "Bob", "Zoe", "_hidden", "ada-2", "ada10", "ada2", "ada_2", "bob",
+        "emile", "zoe", "Émile", "émile",
+    ];
+    let mut sorted = byte_order.map(String::from).to_vec();
+    sorted.sort(); // Rust orders strings by their bytes.
+    assert_eq!(sorted, byte_order);
+    // Committed in another order, in two batches.
+    let scrambled = [
+        "émile", "ada2", "Zoe", "_hidden", "bob", "-dash", "ada_2", "Émile", "9lives", "zoe",
+        "ada-2", "Bob", "emile", "ada10",
+    ];
+    for part in scrambled.chunks(7) {
+        let batch = CommitBatch {
+            snapshot_upserts: part
+                .iter()
+                .map(|key| (key.to_string(), snapshot_entry(&format!("cus_{key}"), key)))
+                .collect(),
+            ..CommitBatch::default()
+        };
+        store
+            .commit_batch("customers", CUSTOMER, &run.id, &batch)
+            .await
+            .unwrap();
+    }
+
+    let everything = store
+        .snapshot_keys("customers", CUSTOMER, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(key_names(&everything), byte_order);
+    assert_eq!(
+        everything[2],
+        SnapshotKey {
+            key: "Bob".to_string(),
+            destination_id: "cus_Bob".to_string(),
+            payload_hash: "sha256:cus_Bob:Bob".to_string(),
+        }
+    );
+
+    // Page by page, each after the last key of the page before.
+    let mut pages: Vec<Vec<String>> = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .snapshot_keys("customers", CUSTOMER, after.as_deref(), 5)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.key.clone());
+        pages.push(key_names(&page));
+    }
+    assert_eq!(
+        pages,
+        [&byte_order[..5], &byte_order[5..10], &byte_order[10..]]
+    );
+    // `after` need not be a key of the snapshot.
+    for (after, expected) in [
+        ("ada", &["ada-2", "ada10", "ada2"][..]),
+        ("Z", &["Zoe", "_hidden", "ada-2"][..]),
+        ("zz", &["Émile", "émile"][..]),
+        ("émile", &[][..]),
+    ] {
+        let page = store
+            .snapshot_keys("customers", CUSTOMER, Some(after), 3)
+            .await
+            .unwrap();
+        assert_eq!(key_names(&page), expected, "after {after:?}");
+    }
+    assert_eq!(
+        store.count_snapshot("customers", CUSTOMER).await.unwrap(),
+        14
+    );
+
+    if workspace.backend == Backend::Postgres {
+        // The key column compares bytes, whatever the database's own collation is ...
+        assert_eq!(
+            workspace.raw_text(SNAPSHOT_KEY_COLLATION).await.as_deref(),
+            Some("C")
+        );
+        // ... and this database's collation (a language's, as in production) would order these
+        // keys otherwise.
+        let by_language: Vec<String> = workspace
+            .raw_texts("SELECT key FROM snapshot ORDER BY key COLLATE \"default\"")
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(by_language.len(), byte_order.len());
+        assert_ne!(by_language, byte_order);
+    }
+}
+
+async fn the_snapshot_is_kept_per_sync_and_object(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    workspace.seed_customers_sync().await;
+    store
+        .put_sync("other", &customer_spec("signups", "stripe"))
+        .await
+        .unwrap();
+    let run = store.create_run("customers", false).await.unwrap();
+    let other_run = store.create_run("other", false).await.unwrap();
+    let upserts = |entries: &[(&str, &str, &str)]| CommitBatch {
+        snapshot_upserts: entries
+            .iter()
+            .map(|(key, id, name)| (key.to_string(), snapshot_entry(id, name)))
+            .collect(),
+        ..CommitBatch::default()
+    };
+    let (ada, bob) = ("ada@example.com", "bob@example.com");
+    store
+        .commit_batch(
+            "customers",
+            CUSTOMER,
+            &run.id,
+            &upserts(&[(ada, "cus_ada", "Ada"), (bob, "cus_bob", "Bob")]),
+        )
+        .await
+        .unwrap();
+    store
+        .commit_batch(
+            "customers",
+            "invoice",
+            &run.id,
+            &upserts(&[(ada, "in_ada", "Ada")]),
+        )
+        .await
+        .unwrap();
+    store
+        .commit_batch(
+            "other",
+            CUSTOMER,
+            &other_run.id,
+            &upserts(&[(ada, "cus_other_ada", "Ada")]),
+        )
+        .await
+        .unwrap();
+
+    for (sync, object, count) in [
+        ("customers", CUSTOMER, 2),
+        ("customers", "invoice", 1),
+        ("other", CUSTOMER, 1),
+        ("other", "invoice", 0),
+    ] {
+        assert_eq!(
+            store.count_snapshot(sync, object).await.unwrap(),
+            count,
+            "{sync} {object}"
+        );
+    }
+    assert_eq!(
+        workspace.raw_count("SELECT COUNT(*) FROM snapshot").await,
+        4
+    );
+    let ids = |entries: Vec<SnapshotKey>| {
+        entries
+            .into_iter()
+            .map(|e| e.destination_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(store
+            .snapshot_keys("customers", CUSTOMER, None, 10)
+            .await
+            .unwrap()),
+        ["cus_ada", "cus_bob"]
+    );
+    assert_eq!(
+        ids(store
+            .snapshot_keys("customers", "invoice", None, 10)
+            .await
+            .unwrap()),
+        ["in_ada"]
+    );
+    assert_eq!(
+        ids(store
+            .snapshot_keys("other", CUSTOMER, None, 10)
+            .await
+            .unwrap()),
+        ["cus_other_ada"]
+    );
+
+    // Entries come only for the keys that have one, with their payloads.
+    let entries = store
+        .snapshot_entries(
+            "customers",
+            CUSTOMER,
+            &keys(&[ada, "missing@example.com", bob, ada]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[ada], snapshot_entry("cus_ada", "Ada"));
+    assert_eq!(
+        entries[bob].payload.to_string(),
+        r#"{"email":"bob@example.com","metadata":{"a":"1","z":"2"},"name":"Bob"}"#
+    );
+    let invoices = store
+        .snapshot_entries("customers", "invoice", &keys(&[ada, bob]))
+        .await
+        .unwrap();
+    assert_eq!(invoices.len(), 1);
+    assert_eq!(invoices[ada].destination_id, "in_ada");
+    assert!(store
+        .snapshot_entries("customers", CUSTOMER, &[])
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Deleting a key in one object leaves the same key in the others.
+    let delete_ada = CommitBatch {
+        snapshot_deletes: keys(&[ada]),
+        ..CommitBatch::default()
+    };
+    store
+        .commit_batch("customers", "invoice", &run.id, &delete_ada)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.count_snapshot("customers", "invoice").await.unwrap(),
+        0
+    );
+    assert_eq!(
+        store.count_snapshot("customers", CUSTOMER).await.unwrap(),
+        2
+    );
+    assert_eq!(store.count_snapshot("other", CUSTOMER).await.unwrap(), 1);
+    assert_eq!(
+        workspace
+            .raw_texts(
+                "SELECT destination_id FROM snapshot WHERE key = 'ada@example.com' \
+                 ORDER BY destination_id"
+            )
+            .await,
+        [
+            Some("cus_ada".to_string()),
+            Some("cus_other_ada".to_string())
+        ]
+    );
+}
+
+async fn pending_creates_are_kept_per_object_and_settled_per_object(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    workspace.seed_customers_sync().await;
+    store
+        .put_sync("other", &customer_spec("signups", "stripe"))
+        .await
+        .unwrap();
+    let (ada, bob) = ("ada@example.com", "bob@example.com");
+    store
+        .save_pending_creates(
+            "customers",
+            CUSTOMER,
+            &[pending_create(ada, 1), pending_create(bob, 2)],
+        )
+        .await
+        .unwrap();
+    store
+        .save_pending_creates("customers", "invoice", &[pending_create(ada, 11)])
+        .await
+        .unwrap();
+    store
+        .save_pending_creates("other", CUSTOMER, &[pending_create(ada, 21)])
+        .await
+        .unwrap();
+    assert_eq!(
+        workspace
+            .raw_count("SELECT COUNT(*) FROM pending_creates")
+            .await,
+        4
+    );
+
+    let customers = store
+        .pending_creates("customers", CUSTOMER, &keys(&[ada, bob, "cy@example.com"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        customers,
+        HashMap::from([
+            (ada.to_string(), pending_create(ada, 1)),
+            (bob.to_string(), pending_create(bob, 2)),
+        ])
+    );
+    assert_eq!(
+        store
+            .pending_creates("customers", "invoice", &keys(&[ada, bob]))
+            .await
+            .unwrap(),
+        HashMap::from([(ada.to_string(), pending_create(ada, 11))])
+    );
+    assert_eq!(
+        store
+            .pending_creates("other", CUSTOMER, &keys(&[ada, bob]))
+            .await
+            .unwrap(),
+        HashMap::from([(ada.to_string(), pending_create(ada, 21))])
+    );
+    assert!(store
+        .pending_creates("customers", CUSTOMER, &[])
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Saving a key again replaces it in its object only; a list naming a key twice keeps the
+    // later one.
+    store
+        .save_pending_creates(
+            "customers",
+            CUSTOMER,
+            &[pending_create(bob, 3), pending_create(bob, 4)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .pending_creates("customers", CUSTOMER, &keys(&[bob]))
+            .await
+            .unwrap()[bob],
+        pending_create(bob, 4)
+    );
+    assert_eq!(
+        workspace
+            .raw_count("SELECT COUNT(*) FROM pending_creates")
+            .await,
+        4
+    );
+
+    // A batch settles the creates of its own object: a confirmed write and a rejected create.
+    let run = store.create_run("customers", false).await.unwrap();
+    let batch = CommitBatch {
+        snapshot_upserts: vec![(ada.to_string(), snapshot_entry("cus_ada", "Ada"))],
+        pending_deletes: keys(&[bob]),
+        ..CommitBatch::default()
+    };
+    store
+        .commit_batch("customers", CUSTOMER, &run.id, &batch)
+        .await
+        .unwrap();
+    assert!(store
+        .pending_creates("customers", CUSTOMER, &keys(&[ada, bob]))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        workspace
+            .raw_texts(
+                "SELECT sync || ' ' || object || ' ' || key || ' ' || idempotency_key \
+                 FROM pending_creates ORDER BY sync, object"
+            )
+            .await,
+        [
+            Some("customers invoice ada@example.com ferry-0123456789abcdef-11".to_string()),
+            Some("other customer ada@example.com ferry-0123456789abcdef-21".to_string()),
+        ]
+    );
+    let settle_invoice = CommitBatch {
+        pending_deletes: keys(&[ada]),
+        ..CommitBatch::default()
+    };
+    store
+        .commit_batch("customers", "invoice", &run.id, &settle_invoice)
+        .await
+        .unwrap();
+    assert_eq!(
+        workspace
+            .raw_texts("SELECT sync || ' ' || object FROM pending_creates")
+            .await,
+        [Some("other customer".to_string())]
+    );
+}
+
+async fn an_interrupted_run_ends_when_it_was_last_seen_alive(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    workspace.seed_customers_sync().await;
+    let run = store.create_run("customers", false).await.unwrap();
+    assert_eq!(run.last_seen_at, Some(run.started_at));
+    assert_eq!(store.get_run(&run.id).await.unwrap(), Some(run.clone()));
+
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    store.touch_run(&run.id).await.unwrap();
+    let seen = store
+        .get_run(&run.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .last_seen_at
+        .unwrap();
+    assert!(seen > run.started_at);
+    assert!(seen <= chrono::Utc::now());
+
+    // A run of the previous release, which never said it was alive.
+    let never_seen = store.create_run("customers", false).await.unwrap();
+    workspace
+        .raw_execute(&format!(
+            "UPDATE runs SET last_seen_at = NULL WHERE id = '{}'",
+            never_seen.id
+        ))
+        .await;
+
+    // The process dies; some time later the next run finds them.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let marking_at = chrono::Utc::now();
+    assert_eq!(store.mark_interrupted_runs("customers").await.unwrap(), 2);
+    let interrupted = store.get_run(&run.id).await.unwrap().unwrap();
+    assert_eq!(interrupted.status, RunStatus::Interrupted);
+    assert_eq!(interrupted.finished_at, Some(seen));
+    assert!(seen < marking_at);
+    assert_eq!(interrupted.last_seen_at, Some(seen));
+    let never_seen = store.get_run(&never_seen.id).await.unwrap().unwrap();
+    assert_eq!(never_seen.status, RunStatus::Interrupted);
+    assert_eq!(never_seen.finished_at, Some(never_seen.started_at));
+
+    assert_eq!(
+        error_text(store.touch_run("run_missing").await),
+        "run 'run_missing' does not exist; see `ferry runs list`"
+    );
+}
+
+async fn progress_refreshes_last_seen_at_and_keeps_not_attempted(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    workspace.seed_customers_sync().await;
+    let run = store.create_run("customers", false).await.unwrap();
+    let last_seen = |run: &ferry_state::RunRecord| run.last_seen_at.unwrap();
+
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let progress = RunCounts {
+        rows: 10,
+        created: 3,
+        not_attempted: 7,
+        requests: 3,
+        ..RunCounts::default()
+    };
+    store.update_run_counts(&run.id, &progress).await.unwrap();
+    let after_progress = store.get_run(&run.id).await.unwrap().unwrap();
+    assert_eq!(after_progress.counts, progress);
+    assert!(last_seen(&after_progress) > last_seen(&run));
+    assert_eq!(
+        workspace
+            .raw_count("SELECT not_attempted_count FROM runs")
+            .await,
+        7
+    );
+
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let committed = RunCounts {
+        created: 5,
+        not_attempted: 5,
+        requests: 5,
+        ..progress
+    };
+    let batch = CommitBatch {
+        records: vec![record_row(1, "ada@example.com", Outcome::Created)],
+        counts: committed,
+        ..CommitBatch::default()
+    };
+    store
+        .commit_batch("customers", CUSTOMER, &run.id, &batch)
+        .await
+        .unwrap();
+    let after_commit = store.get_run(&run.id).await.unwrap().unwrap();
+    assert_eq!(after_commit.counts, committed);
+    assert!(last_seen(&after_commit) > last_seen(&after_progress));
+
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let stopped = RunCounts {
+        not_attempted: 4,
+        created: 6,
+        ..committed
+    };
+    store
+        .finish_run(&run.id, RunStatus::Cancelled, &stopped, None)
+        .await
+        .unwrap();
+    let finished = store.get_run(&run.id).await.unwrap().unwrap();
+    assert_eq!(finished.counts, stopped);
+    assert_eq!(finished.counts.outcomes_total(), 10);
+    assert!(last_seen(&finished) > last_seen(&after_commit));
+    assert!(last_seen(&finished) >= finished.finished_at.unwrap());
+    assert_eq!(
+        store.list_runs(Some("customers"), 1).await.unwrap(),
+        [finished]
+    );
+    assert_eq!(
+        workspace
+            .raw_count("SELECT not_attempted_count FROM runs")
+            .await,
+        4
+    );
+}
+
+async fn run_records_page_by_row_number_through_every_page(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    workspace.seed_customers_sync().await;
+    let run = store.create_run("customers", false).await.unwrap();
+    let outcomes = [
+        Outcome::Created,
+        Outcome::Updated,
+        Outcome::Rejected,
+        Outcome::Failed,
+        Outcome::NotFound,
+    ];
+    // Even row numbers only: the unchanged rows between them have no record.
+    let records: Vec<RunRecordRow> = (1..=250u64)
+        .map(|i| {
+            record_row(
+                2 * i,
+                &format!("user{i}@example.com"),
+                outcomes[(i % 5) as usize],
+            )
+        })
+        .collect();
+    for part in records.chunks(90).rev() {
+        let batch = CommitBatch {
+            records: part.to_vec(),
+            ..CommitBatch::default()
+        };
+        store
+            .commit_batch("customers", CUSTOMER, &run.id, &batch)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        workspace
+            .raw_count("SELECT COUNT(*) FROM run_records")
+            .await,
+        250
+    );
+
+    let pages = walk_run_records(store, &run.id, None, 100).await;
+    assert_eq!(
+        pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        [100, 100, 50]
+    );
+    assert_eq!(pages.concat(), records);
+    assert_eq!(pages[1][0].row_number, 202, "the page after row 200");
+
+    let failed_pages = walk_run_records(store, &run.id, Some(Outcome::Failed), 20).await;
+    assert_eq!(
+        failed_pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        [20, 20, 10]
+    );
+    let failed: Vec<RunRecordRow> = records
+        .iter()
+        .filter(|r| r.outcome == Outcome::Failed)
+        .cloned()
+        .collect();
+    assert_eq!(failed_pages.concat(), failed);
+    assert_eq!(failed[0].row_number, 6);
+    // After a row that is not of the outcome: the next ones that are.
+    let page: Vec<u64> = store
+        .list_run_records(&run.id, Some(Outcome::Failed), 7, 2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.row_number)
+        .collect();
+    assert_eq!(page, [16, 26]);
+    assert_eq!(
+        store
+            .count_run_records(&run.id, Some(Outcome::Failed))
+            .await
+            .unwrap(),
+        50
+    );
+    assert!(store
+        .list_run_records(&run.id, None, 500, 100)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn pruning_keeps_running_runs_and_each_syncs_newest(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    workspace.seed_customers_sync().await;
+    for sync in ["other", "lonely"] {
+        store
+            .put_sync(sync, &customer_spec("signups", "stripe"))
+            .await
+            .unwrap();
+    }
+    let mut runs = HashMap::new();
+    for (name, sync, finished) in [
+        ("old", "customers", true),
+        ("running", "customers", false),
+        ("recent", "customers", true),
+        ("other_old", "other", true),
+        ("other_newest", "other", true),
+        ("lonely", "lonely", true),
+    ] {
+        let run = store.create_run(sync, false).await.unwrap();
+        let batch = CommitBatch {
+            records: vec![record_row(1, "ada@example.com", Outcome::Created)],
+            ..CommitBatch::default()
+        };
+        store
+            .commit_batch(sync, CUSTOMER, &run.id, &batch)
+            .await
+            .unwrap();
+        if finished {
+            store
+                .finish_run(&run.id, RunStatus::Completed, &RunCounts::default(), None)
+                .await
+                .unwrap();
+        }
+        runs.insert(name, run.id);
+    }
+    // All but "recent" (and "running") finished long ago.
+    workspace
+        .raw_execute(&format!(
+            "UPDATE runs SET finished_at = '2020-01-01T00:00:00.000000Z' \
+             WHERE id IN ('{}', '{}', '{}', '{}')",
+            runs["old"], runs["other_old"], runs["other_newest"], runs["lonely"]
+        ))
+        .await;
+
+    let a_day_ago = chrono::Utc::now() - chrono::TimeDelta::days(1);
+    assert_eq!(store.prune_runs(a_day_ago).await.unwrap(), 2);
+    let mut kept: Vec<String> = store
+        .list_runs(None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    kept.sort();
+    let mut expected: Vec<String> = ["running", "recent", "other_newest", "lonely"]
+        .iter()
+        .map(|name| runs[name].clone())
+        .collect();
+    expected.sort();
+    assert_eq!(kept, expected);
+    // Their records went with them; the others' stay.
+    for (name, count) in [
+        ("old", 0),
+        ("other_old", 0),
+        ("running", 1),
+        ("recent", 1),
+        ("other_newest", 1),
+        ("lonely", 1),
+    ] {
+        assert_eq!(
+            workspace
+                .raw_count(&format!(
+                    "SELECT COUNT(*) FROM run_records WHERE run_id = '{}'",
+                    runs[name]
+                ))
+                .await,
+            count,
+            "{name}"
+        );
+    }
+    assert_eq!(workspace.raw_count("SELECT COUNT(*) FROM runs").await, 4);
+    assert_eq!(store.prune_runs(a_day_ago).await.unwrap(), 0);
+
+    // "Before" is strict: a run finished at the cutoff stays.
+    let newer = store.create_run("customers", false).await.unwrap();
+    store
+        .finish_run(&newer.id, RunStatus::Completed, &RunCounts::default(), None)
+        .await
+        .unwrap();
+    workspace
+        .raw_execute(&format!(
+            "UPDATE runs SET finished_at = '2024-01-01T00:00:00.000000Z' WHERE id = '{}'",
+            runs["recent"]
+        ))
+        .await;
+    assert_eq!(
+        store.prune_runs(at("2024-01-01T00:00:00Z")).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .prune_runs(at("2024-01-01T00:00:00.000001Z"))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.get_run(&runs["recent"]).await.unwrap(), None);
+    assert!(store.get_run(&newer.id).await.unwrap().is_some());
+}
+
+async fn the_key_index_replaces_a_records_keys_and_removes_records(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    let scope = "stripe https://api.stripe.com acct_1 customer";
+    let (ada, bob) = ("ada@example.com", "bob@example.com");
+    assert_eq!(store.index_state(scope).await.unwrap(), None);
+    assert!(lookup(store, scope, "email", &[ada]).await.is_empty());
+
+    store
+        .index_update(
+            scope,
+            &[
+                indexed("cus_A", &[("email", ada), ("metadata.user_id", "1")]),
+                indexed("cus_B", &[("email", bob)]),
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        lookup(store, scope, "email", &[ada, bob]).await,
+        ids_by_value(&[(ada, &["cus_A"]), (bob, &["cus_B"])])
+    );
+    assert_eq!(
+        lookup(store, scope, "metadata.user_id", &["1"]).await,
+        ids_by_value(&[("1", &["cus_A"])])
+    );
+    // Values are looked up under their key name only.
+    assert!(lookup(store, scope, "email", &["1"]).await.is_empty());
+
+    // A changed email moves: an update replaces all of a record's keys.
+    let moved = "ada.lovelace@example.com";
+    store
+        .index_update(scope, &[indexed("cus_A", &[("email", moved)])], &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        lookup(store, scope, "email", &[ada, moved]).await,
+        ids_by_value(&[(moved, &["cus_A"])])
+    );
+    assert!(lookup(store, scope, "metadata.user_id", &["1"])
+        .await
+        .is_empty());
+    assert_eq!(
+        workspace
+            .raw_texts(
+                "SELECT key_name || '=' || key_value FROM key_index \
+                 WHERE destination_id = 'cus_A'"
+            )
+            .await,
+        [Some(format!("email={moved}"))]
+    );
+
+    // A record left with no key goes; so do the records removed.
+    store
+        .index_update(scope, &[indexed("cus_B", &[])], &[])
+        .await
+        .unwrap();
+    assert!(lookup(store, scope, "email", &[bob]).await.is_empty());
+    store
+        .index_update(
+            scope,
+            &[indexed("cus_C", &[("email", "cy@example.com")])],
+            &keys(&["cus_A", "cus_unknown"]),
+        )
+        .await
+        .unwrap();
+    assert!(lookup(store, scope, "email", &[moved]).await.is_empty());
+    assert_eq!(
+        workspace
+            .raw_texts("SELECT destination_id FROM key_index")
+            .await,
+        [Some("cus_C".to_string())]
+    );
+
+    // A record given twice in one update keeps its later keys.
+    store
+        .index_update(
+            scope,
+            &[
+                indexed("cus_D", &[("email", "d1@example.com")]),
+                indexed("cus_D", &[("email", "d2@example.com")]),
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        lookup(store, scope, "email", &["d1@example.com", "d2@example.com"]).await,
+        ids_by_value(&[("d2@example.com", &["cus_D"])])
+    );
+    // An empty update changes nothing.
+    store.index_update(scope, &[], &[]).await.unwrap();
+    assert_eq!(
+        workspace.raw_count("SELECT COUNT(*) FROM key_index").await,
+        2
+    );
+}
+
+async fn a_key_value_shared_by_several_records_finds_them_all(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    let scope = "stripe https://api.stripe.com acct_1 customer";
+    let shared = "shared@example.com";
+    store
+        .index_update(
+            scope,
+            &[
+                indexed("cus_abc", &[("email", shared)]),
+                indexed("cus_Zed", &[("email", shared)]),
+                indexed("cus_123", &[("email", shared)]),
+                indexed("cus_solo", &[("email", "solo@example.com")]),
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    // The ids of one value come in byte order, as everywhere else.
+    assert_eq!(
+        lookup(
+            store,
+            scope,
+            "email",
+            &[shared, "solo@example.com", "nobody@example.com", shared]
+        )
+        .await,
+        ids_by_value(&[
+            (shared, &["cus_123", "cus_Zed", "cus_abc"]),
+            ("solo@example.com", &["cus_solo"]),
+        ])
+    );
+
+    // Many values at once.
+    let many: Vec<IndexedRecord> = (0..300)
+        .map(|i| {
+            indexed(
+                &format!("cus_{i:04}"),
+                &[("email", format!("user{i}@example.com").as_str())],
+            )
+        })
+        .collect();
+    store.index_update(scope, &many, &[]).await.unwrap();
+    let values: Vec<String> = (0..300).map(|i| format!("user{i}@example.com")).collect();
+    let found = store.index_lookup(scope, "email", &values).await.unwrap();
+    assert_eq!(found.len(), 300);
+    assert_eq!(found["user42@example.com"], ["cus_0042"]);
+}
+
+async fn key_index_scopes_are_kept_apart(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    let one = "stripe https://api.stripe.com acct_1 customer";
+    let two = "stripe https://api.stripe.com acct_2 customer";
+    let ada = "ada@example.com";
+    store
+        .index_update(one, &[indexed("cus_A", &[("email", ada)])], &[])
+        .await
+        .unwrap();
+    store
+        .index_update(
+            two,
+            &[
+                indexed("cus_A", &[("email", "other@example.com")]),
+                indexed("cus_B", &[("email", ada)]),
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        lookup(store, one, "email", &[ada]).await,
+        ids_by_value(&[(ada, &["cus_A"])])
+    );
+    assert_eq!(
+        lookup(store, two, "email", &[ada]).await,
+        ids_by_value(&[(ada, &["cus_B"])])
+    );
+    // Changing or removing a record in one scope leaves the same id in the other alone.
+    store
+        .index_update(one, &[], &keys(&["cus_A"]))
+        .await
+        .unwrap();
+    assert!(lookup(store, one, "email", &[ada]).await.is_empty());
+    assert_eq!(
+        lookup(store, two, "email", &["other@example.com"]).await,
+        ids_by_value(&[("other@example.com", &["cus_A"])])
+    );
+    assert_eq!(
+        workspace.raw_count("SELECT COUNT(*) FROM key_index").await,
+        2
+    );
+
+    // Clearing one scope leaves the other's index and state.
+    store
+        .index_update(one, &[indexed("cus_C", &[("email", ada)])], &[])
+        .await
+        .unwrap();
+    store
+        .index_save_state(one, &index_state(100, 200))
+        .await
+        .unwrap();
+    store
+        .index_save_state(two, &index_state(300, 400))
+        .await
+        .unwrap();
+    store.index_clear(one).await.unwrap();
+    assert!(lookup(store, one, "email", &[ada]).await.is_empty());
+    assert_eq!(store.index_state(one).await.unwrap(), None);
+    assert_eq!(
+        lookup(store, two, "email", &[ada]).await,
+        ids_by_value(&[(ada, &["cus_B"])])
+    );
+    assert_eq!(
+        store.index_state(two).await.unwrap(),
+        Some(index_state(300, 400))
+    );
+    assert_eq!(
+        workspace
+            .raw_texts("SELECT DISTINCT scope FROM key_index")
+            .await,
+        [Some(two.to_string())]
+    );
+}
+
+async fn key_index_state_is_saved_replaced_and_cleared(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    let scope = "stripe https://api.stripe.com acct_1 customer";
+    assert_eq!(store.index_state(scope).await.unwrap(), None);
+    let built = index_state(1_700_000_000, 1_700_000_100);
+    store.index_save_state(scope, &built).await.unwrap();
+    assert_eq!(store.index_state(scope).await.unwrap(), Some(built.clone()));
+
+    // Saving again replaces it: a refresh moves the event mark on.
+    let refreshed = IndexState {
+        events_through: 1_700_000_900,
+        refreshed_at: at("2025-06-01T12:15:00.000001Z"),
+        ..built.clone()
+    };
+    store.index_save_state(scope, &refreshed).await.unwrap();
+    assert_eq!(store.index_state(scope).await.unwrap(), Some(refreshed));
+    assert_eq!(
+        workspace
+            .raw_count("SELECT COUNT(*) FROM key_index_state")
+            .await,
+        1
+    );
+    assert_eq!(
+        workspace
+            .raw_count("SELECT events_through FROM key_index_state")
+            .await,
+        1_700_000_900
+    );
+    assert_eq!(
+        store
+            .index_state("stripe https://api.stripe.com acct_2 customer")
+            .await
+            .unwrap(),
+        None
+    );
+
+    store
+        .index_update(
+            scope,
+            &[indexed("cus_A", &[("email", "ada@example.com")])],
+            &[],
+        )
+        .await
+        .unwrap();
+    store.index_clear(scope).await.unwrap();
+    assert_eq!(store.index_state(scope).await.unwrap(), None);
+    assert_eq!(
+        workspace.raw_count("SELECT COUNT(*) FROM key_index").await,
+        0
+    );
+    assert_eq!(
+        workspace
+            .raw_count("SELECT COUNT(*) FROM key_index_state")
+            .await,
+        0
+    );
 }
 
 fn error_text<T: std::fmt::Debug>(result: Result<T, StateError>) -> String {
@@ -1355,21 +2616,21 @@ fn record_row(row_number: u64, key: &str, outcome: Outcome) -> RunRecordRow {
         row_number,
         key: key.to_string(),
         outcome,
-        stripe_id: Some(format!("cus_{row_number}")),
+        destination_id: Some(format!("cus_{row_number}")),
         reason: None,
         request_id: Some(format!("req_{row_number}")),
         changes: Some(json!({"name": {"before": null, "after": format!("Name {row_number}")}})),
     }
 }
 
-fn snapshot_entry(stripe_id: &str, name: &str) -> SnapshotEntry {
+fn snapshot_entry(destination_id: &str, name: &str) -> SnapshotEntry {
     let email = format!(
         "{}@example.com",
         name.split(' ').next().unwrap().to_lowercase()
     );
     SnapshotEntry {
-        stripe_id: stripe_id.to_string(),
-        payload_hash: format!("sha256:{stripe_id}:{name}"),
+        destination_id: destination_id.to_string(),
+        payload_hash: format!("sha256:{destination_id}:{name}"),
         // Deliberately unsorted: it comes back sorted.
         payload: json!({"name": name, "metadata": {"z": "2", "a": "1"}, "email": email}),
         updated_at: chrono::DateTime::from_timestamp_micros(1_700_000_100_000_001).unwrap(),
@@ -1397,4 +2658,144 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack
         .windows(needle.len())
         .any(|window| window == needle)
+}
+
+/// The object every test sync writes, unless a test says otherwise.
+const CUSTOMER: &str = "customer";
+
+/// The collation of the snapshot's key column (PostgreSQL).
+const SNAPSHOT_KEY_COLLATION: &str = "SELECT CAST(collation_name AS TEXT) FROM \
+     information_schema.columns WHERE table_name = 'snapshot' AND column_name = 'key'";
+
+fn keys(keys: &[&str]) -> Vec<String> {
+    keys.iter().map(ToString::to_string).collect()
+}
+
+fn key_names(entries: &[SnapshotKey]) -> Vec<String> {
+    entries.iter().map(|entry| entry.key.clone()).collect()
+}
+
+fn at(text: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+}
+
+/// A run id as ferry makes them, for a run started at `started_at`.
+fn run_id_at(started_at: &str) -> String {
+    format!("run_{:014x}abcdef", at(started_at).timestamp_micros())
+}
+
+/// Every page of a run's records, `limit` at a time, each after the last row of the one before.
+async fn walk_run_records(
+    store: &StateStore,
+    run_id: &str,
+    filter: Option<Outcome>,
+    limit: usize,
+) -> Vec<Vec<RunRecordRow>> {
+    let mut pages = Vec::new();
+    let mut after_row = 0;
+    loop {
+        let page = store
+            .list_run_records(run_id, filter, after_row, limit)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else {
+            return pages;
+        };
+        after_row = last.row_number;
+        pages.push(page);
+    }
+}
+
+fn indexed(id: &str, keys: &[(&str, &str)]) -> IndexedRecord {
+    IndexedRecord {
+        destination_id: id.to_string(),
+        keys: keys
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect(),
+    }
+}
+
+async fn lookup(
+    store: &StateStore,
+    scope: &str,
+    key_name: &str,
+    values: &[&str],
+) -> HashMap<String, Vec<String>> {
+    store
+        .index_lookup(scope, key_name, &keys(values))
+        .await
+        .unwrap()
+}
+
+fn ids_by_value(entries: &[(&str, &[&str])]) -> HashMap<String, Vec<String>> {
+    entries
+        .iter()
+        .map(|(value, ids)| (value.to_string(), keys(ids)))
+        .collect()
+}
+
+fn index_state(created_through: i64, events_through: i64) -> IndexState {
+    IndexState {
+        key_names: keys(&["email", "metadata.user_id"]),
+        built_at: at("2025-06-01T12:00:00.123456Z"),
+        created_through,
+        events_through,
+        refreshed_at: at("2025-06-01T12:05:00.654321Z"),
+    }
+}
+
+/// Makes the workspace's database what the release that stopped at schema `version` created:
+/// every table dropped, then that release's migrations applied by hand and recorded.
+async fn build_release_schema(options: &WorkspaceOptions, version: usize) {
+    let (migrations, migrations_table) = match options.state_url {
+        None => (
+            [
+                include_str!("../migrations/sqlite/0001_initial_schema.sql"),
+                include_str!("../migrations/sqlite/0002_api_tokens.sql"),
+            ],
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, \
+             applied_at TEXT NOT NULL);",
+        ),
+        Some(_) => (
+            [
+                include_str!("../migrations/postgres/0001_initial_schema.sql"),
+                include_str!("../migrations/postgres/0002_api_tokens.sql"),
+            ],
+            "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, \
+             applied_at TIMESTAMPTZ NOT NULL);",
+        ),
+    };
+    let mut sql = String::new();
+    for table in [
+        "key_index",
+        "key_index_state",
+        "api_tokens",
+        "run_records",
+        "runs",
+        "pending_creates",
+        "snapshot",
+        "syncs",
+        "models",
+        "connections",
+        "schema_migrations",
+    ] {
+        sql.push_str(&format!("DROP TABLE IF EXISTS {table};\n"));
+    }
+    sql.push_str(migrations_table);
+    for (number, (script, name)) in migrations
+        .iter()
+        .zip(["initial schema", "api tokens"])
+        .take(version)
+        .enumerate()
+    {
+        sql.push_str(&format!(
+            "\n{script}\nINSERT INTO schema_migrations (version, name, applied_at) VALUES \
+             ({}, '{name}', '2025-01-01T00:00:00.000000Z');\n",
+            number + 1
+        ));
+    }
+    common::raw_execute(options, &sql).await;
 }
