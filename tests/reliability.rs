@@ -458,10 +458,16 @@ async fn a_killed_run_is_recorded_interrupted_as_soon_as_runs_are_listed() {
         .await
         .ok()
         .json();
-    let finished: chrono::DateTime<chrono::Utc> =
-        shown["run"]["finished_at"].as_str().unwrap().parse().unwrap();
-    let begun: chrono::DateTime<chrono::Utc> =
-        shown["run"]["started_at"].as_str().unwrap().parse().unwrap();
+    let finished: chrono::DateTime<chrono::Utc> = shown["run"]["finished_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let begun: chrono::DateTime<chrono::Utc> = shown["run"]["started_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(
         finished >= begun && finished <= killed_at,
         "finished when last seen alive, before the kill: {shown}"
@@ -487,7 +493,16 @@ async fn a_stop_ends_a_run_stuck_on_a_silent_server_within_seconds() {
     scene.email_sync(&[]).await;
     // Point the destination at the silent server (no test: it would never answer either).
     scene
-        .ferry(&["connect", "stripe", "stripe", "--api-key", common::KEY, "--api-base", &silent_url, "--skip-test"])
+        .ferry(&[
+            "connect",
+            "stripe",
+            "stripe",
+            "--api-key",
+            common::KEY,
+            "--api-base",
+            &silent_url,
+            "--skip-test",
+        ])
         .await
         .ok();
     let child = scene

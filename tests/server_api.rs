@@ -1135,16 +1135,25 @@ async fn connections_models_syncs_and_runs_through_the_api() {
         );
     }
 
+    // Pages by row number: the first page's `next_after` starts the second.
+    let first = api
+        .get(&format!(
+            "/api/v1/runs/{run_id}/records?outcome=created&limit=1"
+        ))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(first["next_after"], 1, "{first}");
     let page = api
         .get(&format!(
-            "/api/v1/runs/{run_id}/records?outcome=created&limit=2&offset=1"
+            "/api/v1/runs/{run_id}/records?outcome=created&limit=2&after=1"
         ))
         .await
         .expect(200)
         .json();
     assert_eq!(page["total"], N);
-    assert_eq!(page["offset"], 1);
     assert_eq!(page["limit"], 2);
+    assert_eq!(page["next_after"], 3, "{page}");
     let records = page["records"].as_array().unwrap();
     assert_eq!(records.len(), 2, "{page}");
     assert_eq!(
@@ -1159,12 +1168,9 @@ async fn connections_models_syncs_and_runs_through_the_api() {
         let id = record["stripe_id"].as_str().unwrap();
         let customer = scene.stripe().customer(id).expect("the customer exists");
         assert_eq!(customer["email"], record["key"]);
-        let url = record["stripe_url"].as_str().unwrap();
-        assert!(
-            url.starts_with("https://dashboard.stripe.com/test/customers/cus_"),
-            "{url}"
-        );
-        assert!(url.ends_with(id));
+        // The emulator's customers are not in Stripe's dashboard: no link points there.
+        assert!(record["stripe_url"].is_null(), "{record}");
+        assert!(record["request_id"].as_str().unwrap().starts_with("req_"));
     }
     let none = api
         .get(&format!("/api/v1/runs/{run_id}/records?outcome=rejected"))
@@ -1652,9 +1658,12 @@ async fn previews_of_huge_values_are_capped_with_a_visible_marker() {
     scene.warehouse_sql(&people_sql(1));
     let served = scene.serve(&[]).await;
     let api = Probe::new(&served);
-    api.post("/api/v1/connections", duckdb_connection(&scene, "warehouse"))
-        .await
-        .expect(201);
+    api.post(
+        "/api/v1/connections",
+        duckdb_connection(&scene, "warehouse"),
+    )
+    .await
+    .expect(201);
     let reply = api
         .post(
             "/api/v1/queries/preview",
@@ -1665,19 +1674,23 @@ async fn previews_of_huge_values_are_capped_with_a_visible_marker() {
     assert!(reply.text.len() < 200_000, "{} bytes", reply.text.len());
     let body = reply.json();
     let cell = body["rows"][0][0].as_str().unwrap();
-    assert!(cell.ends_with("…[truncated: 10000000 characters]"), "{}", &cell[cell.len() - 60..]);
+    assert!(
+        cell.ends_with("…[truncated: 10000000 characters]"),
+        "{}",
+        &cell[cell.len() - 60..]
+    );
     assert_eq!(body["rows"].as_array().unwrap().len(), 20);
     assert_eq!(body["rows_left_out"], false);
     // Many rows of capped cells still stop at the preview's cap.
     let reply = api
         .post(
             "/api/v1/queries/preview",
-            json!({ "connection": "warehouse", "sql": "select repeat('b', 5000) as a, repeat('c', 5000) as b from range(500)", "limit": 500 }),
+            json!({ "connection": "warehouse", "sql": "select repeat('b', 5000) as a, repeat('c', 5000) as b, repeat('d', 5000) as c from range(500)", "limit": 500 }),
         )
         .await
         .expect(200);
     let body = reply.json();
-    assert!(reply.text.len() < 1_300_000, "{} bytes", reply.text.len());
+    assert!(reply.text.len() < 1_200_000, "{} bytes", reply.text.len());
     assert_eq!(body["rows_left_out"], true);
     assert!(body["rows"].as_array().unwrap().len() < 500);
 }

@@ -129,25 +129,35 @@ async fn first_run_creates_second_run_sends_nothing_third_sends_only_changes() {
     );
     // Stripe's request id is kept for every write; the emulator's records are not in Stripe's
     // dashboard, so no link points there.
-    assert!(records[0]["request_id"].as_str().unwrap().starts_with("req_"));
+    assert!(records[0]["request_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("req_"));
     assert!(records[0]["dashboard_url"].is_null(), "{}", records[0]);
     let first_run = runs
         .stdout
         .split_whitespace()
-        .filter(|word| word.starts_with("run_"))
-        .last()
+        .rfind(|word| word.starts_with("run_"))
         .unwrap()
         .to_string();
     let created = scene
-        .ferry(&["run", "show", &first_run, "--records", "created", "--format", "json"])
+        .ferry(&[
+            "run",
+            "show",
+            &first_run,
+            "--records",
+            "created",
+            "--format",
+            "json",
+        ])
         .await
         .ok()
         .json();
     let created = created["records"].as_array().unwrap();
     assert_eq!(created.len(), 40);
-    assert!(created
-        .iter()
-        .all(|r| r["request_id"].as_str().is_some_and(|id| id.starts_with("req_"))));
+    assert!(created.iter().all(|r| r["request_id"]
+        .as_str()
+        .is_some_and(|id| id.starts_with("req_"))));
 }
 
 /// An API base that would send the key in clear text, to another protocol, or with its own
@@ -159,17 +169,44 @@ async fn unsafe_api_bases_are_refused_before_the_key_is_sent() {
         ("not a url", "api_base is not a URL"),
         ("ftp://files.example.com", "must be an https URL, not ftp:"),
         ("file:///etc/passwd", "must be an https URL, not file:"),
-        ("http://stripe.example.com", "would send the API key in clear text"),
-        ("https://user:hunter2@proxy.example.com", "must not hold a user name or password"),
+        (
+            "http://stripe.example.com",
+            "would send the API key in clear text",
+        ),
+        (
+            "https://user:hunter2@proxy.example.com",
+            "must not hold a user name or password",
+        ),
     ] {
         let refused = scene
-            .ferry(&["connect", "stripe", "s", "--api-key", KEY, "--api-base", base])
+            .ferry(&[
+                "connect",
+                "stripe",
+                "s",
+                "--api-key",
+                KEY,
+                "--api-base",
+                base,
+            ])
             .await;
         assert_eq!(refused.code, 2, "{base}: {}", refused.stderr);
-        assert!(refused.stderr.contains(expected), "{base}: {}", refused.stderr);
+        assert!(
+            refused.stderr.contains(expected),
+            "{base}: {}",
+            refused.stderr
+        );
         assert!(!refused.stderr.contains("hunter2"));
         let skipped = scene
-            .ferry(&["connect", "stripe", "s", "--api-key", KEY, "--api-base", base, "--skip-test"])
+            .ferry(&[
+                "connect",
+                "stripe",
+                "s",
+                "--api-key",
+                KEY,
+                "--api-base",
+                base,
+                "--skip-test",
+            ])
             .await;
         assert_eq!(skipped.code, 2, "saved without a test all the same: {base}");
     }

@@ -27,14 +27,13 @@ pub fn stripe_config(
         .and_then(|v| v.as_str())
         .unwrap_or(STRIPE_API_BASE);
     // Checked again here: a workspace saved by an older ferry may hold an unsafe one.
-    config.api_base = ferry_destinations::stripe::config::validate_api_base(api_base).map_err(
-        |problem| {
+    config.api_base =
+        ferry_destinations::stripe::config::validate_api_base(api_base).map_err(|problem| {
             EngineError::Config(format!(
                 "Stripe connection '{}': {problem}; reconnect it with a valid --api-base",
                 connection.name
             ))
-        },
-    )?;
+        })?;
     let number = |name: &str| {
         connection
             .config

@@ -215,7 +215,14 @@ pub async fn preview_query(
     sql: &str,
     limit: usize,
 ) -> Result<QueryPreview, EngineError> {
-    query_first_rows(store, connection, sql, limit, ferry_source::PREVIEW_STATEMENT_TIMEOUT).await
+    query_first_rows(
+        store,
+        connection,
+        sql,
+        limit,
+        ferry_source::PREVIEW_STATEMENT_TIMEOUT,
+    )
+    .await
 }
 
 /// The model's columns, found by running it as a sync would (with a run's statement timeout,
@@ -226,7 +233,11 @@ async fn query_columns(
     sql: &str,
 ) -> Result<Vec<Column>, EngineError> {
     let timeout = ferry_source::QueryOptions::default().statement_timeout;
-    Ok(query_first_rows(store, connection, sql, 0, timeout).await?.columns)
+    // One row, not none: a query only fails (a write refused by the read-only transaction,
+    // an error in its data) once it really runs.
+    Ok(query_first_rows(store, connection, sql, 1, timeout)
+        .await?
+        .columns)
 }
 
 async fn query_first_rows(

@@ -373,7 +373,11 @@ async fn execute_one(exec: &Execution<'_>, planned: Planned) -> Result<Settled, 
             }
             let result = exec
                 .stripe
-                .create(exec.schema(), &pending.request_body, &pending.idempotency_key)
+                .create(
+                    exec.schema(),
+                    &pending.request_body,
+                    &pending.idempotency_key,
+                )
                 .await;
             match result {
                 // The lookup before this replay found no record with the key, yet Stripe
@@ -738,7 +742,10 @@ impl<'a, 'b> Committer<'a, 'b> {
     }
 
     /// Tells the key index what was written and what is gone since it last heard.
-    pub(crate) async fn remember_in_index(&mut self, index: &KeyIndex<'_>) -> Result<(), EngineError> {
+    pub(crate) async fn remember_in_index(
+        &mut self,
+        index: &KeyIndex<'_>,
+    ) -> Result<(), EngineError> {
         let written = std::mem::take(&mut self.written);
         let refs: Vec<&serde_json::Value> = written.iter().collect();
         index.remember(&refs).await?;

@@ -137,7 +137,10 @@ impl<'a> KeyIndex<'a> {
     }
 
     async fn build(&self, now: chrono::DateTime<chrono::Utc>) -> Result<Refresh, EngineError> {
-        tracing::info!(object = self.object.schema().object, "Building the index of the account's records (one full listing).");
+        tracing::info!(
+            object = self.object.schema().object,
+            "Building the index of the account's records (one full listing)."
+        );
         self.store.index_clear(&self.scope).await?;
         // Events from now on are read at the next refresh; the listing covers what came before.
         let started = now.timestamp();
@@ -170,7 +173,10 @@ impl<'a> KeyIndex<'a> {
         let listed = self
             .list(Some(state.created_through - OVERLAP_SECONDS))
             .await?;
-        let events = match self.apply_events(state.events_through - OVERLAP_SECONDS).await {
+        let events = match self
+            .apply_events(state.events_through - OVERLAP_SECONDS)
+            .await
+        {
             Ok(applied) => applied,
             // A restricted key may not read events: without them a key changed in Stripe would
             // go unseen, so the index is built again instead.
@@ -247,7 +253,10 @@ impl<'a> KeyIndex<'a> {
                 ("limit".to_string(), Json::from(PAGE_SIZE)),
                 (
                     "types".to_string(),
-                    Json::Array(vec![Json::from(updated.clone()), Json::from(deleted.clone())]),
+                    Json::Array(vec![
+                        Json::from(updated.clone()),
+                        Json::from(deleted.clone()),
+                    ]),
                 ),
                 (
                     "created".to_string(),

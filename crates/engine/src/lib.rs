@@ -366,9 +366,12 @@ pub async fn run_sync(
     if interrupted > 0 {
         tracing::info!(sync = %setup.sync.name, interrupted, "Earlier runs were interrupted; their unfinished rows are picked up now.");
     }
-    let _ = store.prune_runs(chrono::Utc::now() - RUN_RETENTION).await.map_err(|error| {
-        tracing::warn!(%error, "Could not remove old runs; trying again at the next run.");
-    });
+    let _ = store
+        .prune_runs(chrono::Utc::now() - RUN_RETENTION)
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, "Could not remove old runs; trying again at the next run.");
+        });
     let run = store
         .create_run(&setup.sync.name, options.full_resync)
         .await?;

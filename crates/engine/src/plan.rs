@@ -145,7 +145,11 @@ pub fn plan(
     }
 }
 
-fn against_last_write(record: &PreparedRecord, destination_id: &str, last_write: &Payload) -> Action {
+fn against_last_write(
+    record: &PreparedRecord,
+    destination_id: &str,
+    last_write: &Payload,
+) -> Action {
     let changed = changed_fields(&record.payload, &Baseline::LastWrite(last_write), &[]);
     if changed.is_empty() {
         // Same values, other hash (a field left the mapping): nothing to send, but remember
@@ -294,7 +298,10 @@ mod tests {
             Action::Unchanged {
                 destination_id,
                 remember,
-            } => format!("unchanged {destination_id}{}", if remember { " (remember)" } else { "" }),
+            } => format!(
+                "unchanged {destination_id}{}",
+                if remember { " (remember)" } else { "" }
+            ),
             Action::Update {
                 destination_id,
                 changes,
@@ -304,7 +311,10 @@ mod tests {
             Action::ReplayCreate {
                 pending,
                 from_earlier_run,
-            } => format!("replay {} (earlier run: {from_earlier_run})", pending.idempotency_key),
+            } => format!(
+                "replay {} (earlier run: {from_earlier_run})",
+                pending.idempotency_key
+            ),
             Action::NotFound => "not found".into(),
             Action::Reject { reason } => format!("reject: {reason}"),
             Action::Fail { reason } => format!("fail: {reason}"),
@@ -321,13 +331,19 @@ mod tests {
             destination_id: "cus_1",
             last_write: &last,
         };
-        check("email=a@b.co name=Ada", remembered, None, CREATE, expect![["unchanged cus_1 (remember)"]]);
+        check(
+            "email=a@b.co name=Ada",
+            remembered,
+            None,
+            CREATE,
+            expect![["unchanged cus_1 (remember)"]],
+        );
         check(
             "email=a@b.co name=Ada_L.",
             remembered,
             None,
             CREATE,
-            expect![[r#"update cus_1 {"name":{"after":"Ada L.","before":"Ada"}}"#]],
+            expect![[r#"update cus_1 {"name":{"before":"Ada","after":"Ada L."}}"#]],
         );
         // A field the last write did not hold is sent, a clear included.
         check(
@@ -335,7 +351,7 @@ mod tests {
             remembered,
             None,
             CREATE,
-            expect![[r#"update cus_1 {"phone":{"after":null,"before":null}}"#]],
+            expect![[r#"update cus_1 {"phone":{"before":null,"after":null}}"#]],
         );
     }
 
@@ -345,13 +361,19 @@ mod tests {
             "cus_9",
             serde_json::json!({"id": "cus_9", "email": "A@B.co", "name": "Ada", "metadata": {}}),
         )];
-        check("email=a@b.co name=Ada", Known::Found(&one), None, CREATE, expect![["unchanged cus_9 (remember)"]]);
+        check(
+            "email=a@b.co name=Ada",
+            Known::Found(&one),
+            None,
+            CREATE,
+            expect![["unchanged cus_9 (remember)"]],
+        );
         check(
             "email=a@b.co name=Ada metadata.plan=pro phone=-",
             Known::Found(&one),
             None,
             CREATE,
-            expect![[r#"update cus_9 {"metadata.plan":{"after":"pro","before":null}}"#]],
+            expect![[r#"update cus_9 {"metadata.plan":{"before":null,"after":"pro"}}"#]],
         );
         let two = [live("cus_1", Json::Null), live("cus_2", Json::Null)];
         check(
@@ -370,9 +392,17 @@ mod tests {
             Known::Found(&[]),
             None,
             CREATE,
-            expect![[r#"create {"email":{"after":"a@b.co","before":null},"name":{"after":"Ada","before":null}}"#]],
+            expect![[
+                r#"create {"email":{"before":null,"after":"a@b.co"},"name":{"before":null,"after":"Ada"}}"#
+            ]],
         );
-        check("email=a@b.co", Known::Found(&[]), None, Behavior::UpdateOnly, expect![["not found"]]);
+        check(
+            "email=a@b.co",
+            Known::Found(&[]),
+            None,
+            Behavior::UpdateOnly,
+            expect![["not found"]],
+        );
         // A create an interrupted run saved is replayed with its key while Stripe remembers it…
         check(
             "email=a@b.co",
@@ -387,7 +417,7 @@ mod tests {
             Known::Found(&[]),
             Some(&pending(30)),
             CREATE,
-            expect![[r#"create {"email":{"after":"a@b.co","before":null}}"#]],
+            expect![[r#"create {"email":{"before":null,"after":"a@b.co"}}"#]],
         );
         check(
             "email=a@b.co",
@@ -411,7 +441,7 @@ mod tests {
             Known::Found(&found),
             Some(&pending(1)),
             CREATE,
-            expect![[r#"update cus_hand {"name":{"after":"Ada","before":"By hand"}}"#]],
+            expect![[r#"update cus_hand {"name":{"before":"By hand","after":"Ada"}}"#]],
         );
     }
 }

@@ -265,7 +265,11 @@ pub fn duplicate_reason(key: &str, others: &[u64], more: u64) -> String {
     if more > 0 {
         rows.push(format!("and {more} more"));
     }
-    let plural = if others.len() as u64 + more == 1 { "" } else { "s" };
+    let plural = if others.len() as u64 + more == 1 {
+        ""
+    } else {
+        "s"
+    };
     format!(
         "duplicate key: `{key}` also appears in row{plural} {} of the model (keys compare trimmed and, for emails, ignoring case); keep one row per key",
         rows.join(", ")

@@ -75,7 +75,7 @@ impl<'a> Pipeline<'a> {
             let row = row.map_err(|e| self.source_error(e))?;
             rows += 1;
             self.rows_read.store(rows, Ordering::Relaxed);
-            if rows % 1024 == 0 && self.cancel.load(Ordering::Relaxed) {
+            if rows.is_multiple_of(1024) && self.cancel.load(Ordering::Relaxed) {
                 return Ok((Ending::Cancelled, rows));
             }
             match prepare_row(&sync, rows, &row) {
@@ -103,7 +103,6 @@ impl<'a> Pipeline<'a> {
             .map_err(EngineError::InvalidSync)?;
         Ok((sync, stream))
     }
-
 
     fn source_error(&self, error: ferry_source::SourceError) -> EngineError {
         // Say what that means for Stripe: no write goes out before the whole model is read.
@@ -230,7 +229,10 @@ impl<'a> Pipeline<'a> {
         let mut planned = Vec::with_capacity(changed.len() + new.len());
         if !changed.is_empty() {
             let keys: Vec<String> = changed.iter().map(|(r, _)| r.match_key.clone()).collect();
-            let entries = self.store.snapshot_entries(sync_name, object, &keys).await?;
+            let entries = self
+                .store
+                .snapshot_entries(sync_name, object, &keys)
+                .await?;
             for (staged, destination_id) in changed {
                 let record = staged.into_prepared();
                 let last_write = entries
@@ -258,7 +260,19 @@ impl<'a> Pipeline<'a> {
             let index = index.expect("the index is opened before new records are planned");
             let records: Vec<PreparedRecord> =
                 new.into_iter().map(StagedRecord::into_prepared).collect();
-            planned.extend(plan_new(self.store, self.stripe, sync, index, rules, sync_name, records, now).await?);
+            planned.extend(
+                plan_new(
+                    self.store,
+                    self.stripe,
+                    sync,
+                    index,
+                    rules,
+                    sync_name,
+                    records,
+                    now,
+                )
+                .await?,
+            );
         }
         Ok(planned)
     }
@@ -539,4 +553,3 @@ fn scratch_dir(store: &StateStore) -> Result<tempfile::TempDir, EngineError> {
             ))
         })
 }
-

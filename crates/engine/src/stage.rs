@@ -2,18 +2,22 @@
 //!
 //! Rows stream in from the warehouse in the model's order; the engine needs them by key, to
 //! walk them alongside the snapshot (also in key order) and to see every copy of a duplicated
-//! key together. An external sort (`extsort`) keeps a bounded number of records in memory and
-//! spills sorted segments to the run's scratch directory; a thread of its own does the sorting
-//! and the file work, so the async side only sends and receives records.
+//! key together. An external merge sort keeps a bounded number of records in memory, spills
+//! sorted segments to the run's scratch directory, and merges the segments back with a heap;
+//! a thread of its own does the sorting and the file work, so the async side only sends and
+//! receives records. (Written here rather than taken from a crate: the external-sort crates
+//! bring a thread pool and documentation tooling as build dependencies, for sixty lines.)
 
 use crate::prepare::PreparedRecord;
-use extsort::{ExternalSorter, Sortable};
-use std::io::{Read, Write};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 
-/// Records held in memory before a sorted segment is written to disk (about 30 MB of records).
-const SEGMENT_RECORDS: usize = 50_000;
+/// Records held in memory before a sorted segment is written to disk, at most.
+const SEGMENT_RECORDS: usize = 100_000;
 /// Records waiting between the async side and the sorting thread, each way.
 const CHANNEL_RECORDS: usize = 2_048;
 
@@ -54,7 +58,7 @@ impl StagedRecord {
     }
 }
 
-impl Sortable for StagedRecord {
+impl StagedRecord {
     fn encode<W: Write>(&self, writer: &mut W) -> std::io::Result<()> {
         write_text(writer, &self.match_key)?;
         writer.write_all(&self.row_number.to_le_bytes())?;
@@ -63,17 +67,123 @@ impl Sortable for StagedRecord {
         write_text(writer, &self.payload_hash)
     }
 
-    fn decode<R: Read>(reader: &mut R) -> std::io::Result<StagedRecord> {
-        let match_key = read_text(reader)?;
+    /// The next record of a segment; `None` at its end.
+    fn decode<R: Read>(reader: &mut R) -> std::io::Result<Option<StagedRecord>> {
+        let match_key = match read_text(reader) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(error) => return Err(error),
+        };
         let mut row_number = [0u8; 8];
         reader.read_exact(&mut row_number)?;
-        Ok(StagedRecord {
+        Ok(Some(StagedRecord {
             match_key,
             row_number: u64::from_le_bytes(row_number),
             key: read_text(reader)?,
             payload_json: read_text(reader)?,
             payload_hash: read_text(reader)?,
-        })
+        }))
+    }
+
+    fn size(&self) -> usize {
+        self.match_key.len()
+            + self.key.len()
+            + self.payload_json.len()
+            + self.payload_hash.len()
+            + 96
+    }
+}
+
+/// Bytes of records held in memory before a sorted segment is written to disk.
+const SEGMENT_BYTES: usize = 32 * 1024 * 1024;
+
+/// An external merge sort of staged records.
+struct Sorter {
+    dir: PathBuf,
+    buffer: Vec<StagedRecord>,
+    buffered_bytes: usize,
+    segments: Vec<PathBuf>,
+}
+
+impl Sorter {
+    fn new(dir: PathBuf) -> Sorter {
+        Sorter {
+            dir,
+            buffer: Vec::new(),
+            buffered_bytes: 0,
+            segments: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, record: StagedRecord) -> std::io::Result<()> {
+        self.buffered_bytes += record.size();
+        self.buffer.push(record);
+        if self.buffered_bytes >= SEGMENT_BYTES || self.buffer.len() >= SEGMENT_RECORDS {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    fn spill(&mut self) -> std::io::Result<()> {
+        self.buffer.sort_unstable();
+        let path = self.dir.join(format!("segment-{}", self.segments.len()));
+        let mut writer = BufWriter::with_capacity(1 << 20, File::create(&path)?);
+        for record in self.buffer.drain(..) {
+            record.encode(&mut writer)?;
+        }
+        writer.flush()?;
+        self.segments.push(path);
+        self.buffered_bytes = 0;
+        Ok(())
+    }
+
+    /// Every record pushed, in order.
+    fn finish(mut self) -> std::io::Result<Merged> {
+        if self.segments.is_empty() {
+            self.buffer.sort_unstable();
+            return Ok(Merged::Memory(std::mem::take(&mut self.buffer).into_iter()));
+        }
+        if !self.buffer.is_empty() {
+            self.spill()?;
+        }
+        let mut readers = Vec::with_capacity(self.segments.len());
+        let mut heap = BinaryHeap::new();
+        for (index, path) in self.segments.iter().enumerate() {
+            let mut reader = BufReader::with_capacity(64 * 1024, File::open(path)?);
+            if let Some(record) = StagedRecord::decode(&mut reader)? {
+                heap.push(Reverse((record, index)));
+            }
+            readers.push(reader);
+        }
+        Ok(Merged::Segments { readers, heap })
+    }
+}
+
+/// The sorted records: from memory, or merged from the spilled segments.
+enum Merged {
+    Memory(std::vec::IntoIter<StagedRecord>),
+    Segments {
+        readers: Vec<BufReader<File>>,
+        heap: BinaryHeap<Reverse<(StagedRecord, usize)>>,
+    },
+}
+
+impl Iterator for Merged {
+    type Item = std::io::Result<StagedRecord>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Merged::Memory(records) => records.next().map(Ok),
+            Merged::Segments { readers, heap } => {
+                let Reverse((record, index)) = heap.pop()?;
+                match StagedRecord::decode(&mut readers[index]) {
+                    Ok(Some(next)) => heap.push(Reverse((next, index))),
+                    Ok(None) => {}
+                    Err(error) => return Some(Err(error)),
+                }
+                Some(Ok(record))
+            }
+        }
     }
 }
 
@@ -90,8 +200,7 @@ fn read_text<R: Read>(reader: &mut R) -> std::io::Result<String> {
     reader.read_exact(&mut length)?;
     let mut bytes = vec![0u8; u32::from_le_bytes(length) as usize];
     reader.read_exact(&mut bytes)?;
-    String::from_utf8(bytes)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 /// The sorter, fed from async code. Dropping it (or the [`Sorted`] it becomes) before the end
@@ -136,10 +245,7 @@ impl Stage {
                 let failed = |error: std::io::Error| {
                     format!("staging the model's records on disk failed: {error}")
                 };
-                let mut sorter = ExternalSorter::new()
-                    .with_segment_size(SEGMENT_RECORDS)
-                    .with_sort_dir(scratch)
-                    .pushed();
+                let mut sorter = Sorter::new(scratch);
                 while let Some(record) = to_sort.blocking_recv() {
                     if let Err(error) = sorter.push(record) {
                         let _ = sorted.blocking_send(Err(failed(error)));
@@ -149,7 +255,7 @@ impl Stage {
                 if seen_by_thread.is_set() {
                     return;
                 }
-                match sorter.done() {
+                match sorter.finish() {
                     Ok(iterator) => {
                         for record in iterator {
                             let message = record.map_err(failed);
@@ -293,8 +399,8 @@ mod tests {
         let scratch = tempfile::tempdir().unwrap();
         let mut stage = Stage::start(scratch.path()).unwrap();
         let total = SEGMENT_RECORDS as u64 * 2 + 17;
+        // Every key once, in reverse, and `k00000005` three more times: three segments.
         for row in 1..=total {
-            // Every key once, in reverse, and `k00000005` three more times.
             let key = format!("k{:08}", total - row);
             stage.push(staged(&key, row)).await.unwrap();
         }
@@ -308,7 +414,11 @@ mod tests {
         while let Some(group) = sorted.next_group().await.unwrap() {
             match group {
                 KeyGroup::One(record) => {
-                    assert!(record.match_key > previous, "{} after {previous}", record.match_key);
+                    assert!(
+                        record.match_key > previous,
+                        "{} after {previous}",
+                        record.match_key
+                    );
                     previous = record.match_key;
                     singles += 1;
                 }
@@ -336,6 +446,8 @@ mod tests {
         };
         let mut bytes = Vec::new();
         record.encode(&mut bytes).unwrap();
-        assert_eq!(StagedRecord::decode(&mut bytes.as_slice()).unwrap(), record);
+        let mut reader = bytes.as_slice();
+        assert_eq!(StagedRecord::decode(&mut reader).unwrap(), Some(record));
+        assert_eq!(StagedRecord::decode(&mut reader).unwrap(), None);
     }
 }

@@ -1259,7 +1259,11 @@ async fn open_session(url: &PostgresUrl) -> Result<Session, StateError> {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
-    let limit = config.get_connect_timeout().copied().unwrap_or(CONNECT_TIMEOUT) + HANDSHAKE_TIMEOUT;
+    let limit = config
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(CONNECT_TIMEOUT)
+        + HANDSHAKE_TIMEOUT;
     let (client, connection) = tokio::time::timeout(limit, config.connect(NoTls))
         .await
         .map_err(|_| {

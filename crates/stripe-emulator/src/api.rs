@@ -52,11 +52,8 @@ enum Endpoint {
     DeleteCustomer,
     RetrieveBalance,
     RetrieveAccount,
-<<<<<<< HEAD
-=======
     ListEvents,
     RetrieveEvent,
->>>>>>> emulator-events
 }
 
 impl Endpoint {
@@ -70,11 +67,8 @@ impl Endpoint {
             ("DELETE", "/v1/customers/{id}") => Endpoint::DeleteCustomer,
             ("GET", "/v1/balance") => Endpoint::RetrieveBalance,
             ("GET", "/v1/account") => Endpoint::RetrieveAccount,
-<<<<<<< HEAD
-=======
             ("GET", "/v1/events") => Endpoint::ListEvents,
             ("GET", "/v1/events/{id}") => Endpoint::RetrieveEvent,
->>>>>>> emulator-events
             _ => return None,
         };
         Some(endpoint)
@@ -91,11 +85,8 @@ impl Endpoint {
             Endpoint::DeleteCustomer => "DELETE /v1/customers/{id}",
             Endpoint::RetrieveBalance => "GET /v1/balance",
             Endpoint::RetrieveAccount => "GET /v1/account",
-<<<<<<< HEAD
-=======
             Endpoint::ListEvents => "GET /v1/events",
             Endpoint::RetrieveEvent => "GET /v1/events/{id}",
->>>>>>> emulator-events
         }
     }
 
@@ -568,12 +559,8 @@ fn validate_for(endpoint: Endpoint, params: &Map<String, Value>) -> Result<(), S
         Endpoint::RetrieveCustomer
         | Endpoint::DeleteCustomer
         | Endpoint::RetrieveBalance
-<<<<<<< HEAD
-        | Endpoint::RetrieveAccount => only_expand(params),
-=======
         | Endpoint::RetrieveAccount
         | Endpoint::RetrieveEvent => only_expand(params),
->>>>>>> emulator-events
         Endpoint::ListCustomers => return parse_list_query(params).map(|_| ()),
         Endpoint::ListEvents => return parse_event_query(params).map(|_| ()),
         Endpoint::SearchCustomers => return parse_search_params(params).map(|_| ()),

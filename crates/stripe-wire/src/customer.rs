@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use crate::param_error::ParamError;
 pub use crate::params::{
     create_only, is_valid_email, is_valid_invoice_prefix, metadata_as_object, not_mapped,
-    replaced_whole, required, string, unsettable, unset_reads_as, validate_params, with_kind,
+    replaced_whole, required, string, unset_reads_as, unsettable, validate_params, with_kind,
     Param, ParamKind, EXPAND_PARAM, METADATA_KEY_MAX_CHARS, METADATA_MAX_KEYS,
     METADATA_VALUE_MAX_CHARS,
 };
@@ -20,7 +20,6 @@ use crate::schema::{KeyField, ObjectSchema};
 pub const TAX_EXEMPT_VALUES: &[&str] = &["none", "exempt", "reverse"];
 /// Stripe allows at most four invoice custom fields.
 pub const INVOICE_CUSTOM_FIELDS_MAX_ITEMS: usize = 4;
-
 
 pub static ADDRESS_PARAMS: &[Param] = &[
     string("city", 5000),
@@ -120,7 +119,6 @@ pub static CUSTOMER_PARAMS: &[Param] = &[
     ),
     not_mapped(create_only(string("test_clock", 5000))),
 ];
-
 
 /// The Customer object as ferry syncs it.
 pub static CUSTOMER: ObjectSchema = ObjectSchema {

@@ -301,7 +301,11 @@ pub fn metadata_as_object(value: &Value) -> Option<Map<String, Value>> {
     }
 }
 
-pub(crate) fn find_param<'a>(specs: &'a [Param], name: &str, for_update: bool) -> Option<&'a Param> {
+pub(crate) fn find_param<'a>(
+    specs: &'a [Param],
+    name: &str,
+    for_update: bool,
+) -> Option<&'a Param> {
     specs
         .iter()
         .find(|spec| spec.name == name && !(for_update && spec.create_only))
@@ -499,4 +503,3 @@ fn validate_metadata(entries: &Map<String, Value>, name: &str) -> Result<(), Par
     }
     Ok(())
 }
-

@@ -70,7 +70,10 @@ mod tests {
         .assert_eq(&paths.join(" "));
         let city = CUSTOMER.field("shipping.address.city").unwrap();
         assert_eq!(city.whole_group, Some("shipping"));
-        assert_eq!(CUSTOMER.field("address.city").unwrap().whole_group, Some("address"));
+        assert_eq!(
+            CUSTOMER.field("address.city").unwrap().whole_group,
+            Some("address")
+        );
         assert_eq!(CUSTOMER.field("name").unwrap().whole_group, None);
         assert_eq!(
             CUSTOMER.field("tax_exempt").unwrap().param.unset_reads_as,

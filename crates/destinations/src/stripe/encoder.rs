@@ -72,7 +72,10 @@ pub fn update_params(
 
 /// A record as Stripe returns it, flattened to the paths ferry maps, for diffing: the object's
 /// top-level parameters only (no `id`, `created`, …).
-pub fn record_to_fields(schema: &'static ObjectSchema, record: &Json) -> BTreeMap<String, FieldValue> {
+pub fn record_to_fields(
+    schema: &'static ObjectSchema,
+    record: &Json,
+) -> BTreeMap<String, FieldValue> {
     let mut fields = BTreeMap::new();
     let Some(object) = record.as_object() else {
         return fields;

@@ -11,8 +11,12 @@ use serde_json::Value as Json;
 /// How a field's value is typed and checked, read off its parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldKind {
-    Text { max_chars: usize },
-    Email { max_chars: usize },
+    Text {
+        max_chars: usize,
+    },
+    Email {
+        max_chars: usize,
+    },
     Integer,
     /// A list of strings (`preferred_locales`): a warehouse array, JSON array or `a, b` text.
     List,
@@ -192,9 +196,7 @@ impl MappedField {
                 let text = value.to_text().map_err(|e| e.to_string())?;
                 text.map(FieldValue::Text)
             }
-            FieldKind::Email { .. } => {
-                text(value)?.map(|s| FieldValue::Text(s.trim().to_string()))
-            }
+            FieldKind::Email { .. } => text(value)?.map(|s| FieldValue::Text(s.trim().to_string())),
             FieldKind::Enum(allowed) => match text(value)? {
                 Some(s) if allowed.contains(&s.as_str()) => Some(FieldValue::Text(s)),
                 Some(s) => {
@@ -423,7 +425,10 @@ mod tests {
         let external = MappedKey::new(&CUSTOMER, "metadata.user_id").unwrap();
         assert_eq!(external.of_record(&record).as_deref(), Some("42"));
         assert_eq!(external.normalize("Ab"), "Ab");
-        assert_eq!(external.of_record(&serde_json::json!({"metadata": {}})), None);
+        assert_eq!(
+            external.of_record(&serde_json::json!({"metadata": {}})),
+            None
+        );
     }
 }
 

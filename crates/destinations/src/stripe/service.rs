@@ -199,7 +199,10 @@ impl StripeService {
             .list(schema.collection_path, &form::encode(params))
             .await?;
         Ok(Page {
-            has_more: body.get("has_more").and_then(Json::as_bool).unwrap_or(false),
+            has_more: body
+                .get("has_more")
+                .and_then(Json::as_bool)
+                .unwrap_or(false),
             records: records_in(&body),
         })
     }
@@ -286,7 +289,10 @@ impl StripeService {
         }
     }
 
-    fn written(&self, sent: Result<InboundResponse, HttpError>) -> Result<Written, StripeCallError> {
+    fn written(
+        &self,
+        sent: Result<InboundResponse, HttpError>,
+    ) -> Result<Written, StripeCallError> {
         let (request_id, replayed) = match &sent {
             Ok(response) => (
                 response.header("request-id").map(str::to_string),

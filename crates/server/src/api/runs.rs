@@ -73,11 +73,8 @@ impl RecordView {
     pub fn new(row: RunRecordRow, dashboard: Option<&str>) -> RecordView {
         RecordView {
             row: row.row_number,
-            stripe_url: dashboard.and_then(|base| {
-                row.destination_id
-                    .as_ref()
-                    .map(|id| format!("{base}/{id}"))
-            }),
+            stripe_url: dashboard
+                .and_then(|base| row.destination_id.as_ref().map(|id| format!("{base}/{id}"))),
             key: row.key,
             outcome: row.outcome,
             stripe_id: row.destination_id,
