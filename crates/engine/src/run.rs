@@ -393,15 +393,13 @@ pub(crate) async fn execute_chunk(
 ) -> Result<Ending, EngineError> {
     let (creates, others): (Vec<Planned>, Vec<Planned>) =
         planned.into_iter().partition(|p| p.action.is_create());
-    let ending = dispatch(exec, committer, others).await?;
-    if ending == Ending::Cancelled || creates.is_empty() {
-        committer.not_attempted(creates.len());
-        return Ok(ending);
+    if creates.is_empty() {
+        return dispatch(exec, committer, others).await;
     }
     let index = index.expect("creates come from records looked up in the index");
     let give_up = || exec.cancelled() || !(exec.lock_held)();
     let Some(lock) = exec.store.lock_create_scope(&index.scope, &give_up).await? else {
-        committer.not_attempted(creates.len());
+        committer.not_attempted(creates.len() + others.len());
         if !(exec.lock_held)() {
             return Err(EngineError::LockLost);
         }
@@ -440,7 +438,9 @@ pub(crate) async fn execute_chunk(
             })
             .await?;
         }
-        dispatch(exec, committer, creates).await
+        // Creates and updates are separate endpoints with a rate limit each: interleaved, both
+        // limits are used at once instead of one after the other.
+        dispatch(exec, committer, interleave(others, creates)).await
     }
     .await;
     // What was created is in the index before the lock goes, so the next holder sees it.
@@ -448,6 +448,18 @@ pub(crate) async fn execute_chunk(
     lock.release().await;
     remembered?;
     result
+}
+
+/// `a` and `b` taken in turns (the rest of the longer at the end).
+fn interleave(a: Vec<Planned>, b: Vec<Planned>) -> Vec<Planned> {
+    let mut merged = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter(), b.into_iter());
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return merged,
+            (x, y) => merged.extend(x.into_iter().chain(y)),
+        }
+    }
 }
 
 /// Looks the creates up again in the freshly refreshed index; a record someone created since
