@@ -1,129 +1,232 @@
-//! Benchmark: how fast the real `ferry` binary syncs into the Stripe emulator.
+//! Benchmark: the real `ferry` binary against the Stripe emulator, at scale. Prints one table:
+//! wall time, ferry's peak memory (RSS) and CPU time, and the requests sent, for each scenario
+//! of the engine's goals (see the README's "Benchmarks"): 1M- and 10M-row models in bounded
+//! memory, a 1%-changed rerun, one new row against an account of 1M customers, 20,000 creates
+//! with limits off, and a live-mode run under Stripe's limits.
 //!
-//! Prints a table: a 20,000-row first sync with rate limits off (records/s, requests per record),
-//! the unchanged re-run, and a sync under Stripe's test-mode limits with the fraction of the
-//! limit it achieved. Run with `cargo bench --bench sync_throughput` (FERRY_BENCH_ROWS and
-//! FERRY_BENCH_LIMITED_ROWS change the sizes).
+//! `cargo bench --bench sync_throughput`. `FERRY_BENCH_SCALE=0.1` runs every scenario at a tenth
+//! of its size (a quick check); `FERRY_BENCH_ONLY=name,name` runs some scenarios only
+//! (`duckdb`, `ten_million`, `postgres`, `creates`, `live`). Peak RSS and CPU come from GNU time
+//! (`/usr/bin/time`, Debian package `time`) wrapped around each ferry command.
 
 use ferry_stripe_emulator::{Emulator, EmulatorConfig, RateLimits, TEST_API_KEY};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+const LIVE_KEY: &str = "sk_live_ferrybenchmark0000000000000000";
+
 fn main() {
-    let rows: u32 = env_number("FERRY_BENCH_ROWS", 20_000);
-    let limited_rows: u32 = env_number("FERRY_BENCH_LIMITED_ROWS", 500);
-    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
-    let mut table = Vec::new();
-
-    let unlimited = EmulatorConfig {
-        rate_limits: RateLimits::disabled(),
-        ..EmulatorConfig::default()
-    };
-    let (first, second) = runtime.block_on(bench_sync(
-        unlimited,
-        rows,
-        &["--max-rps", "0", "--max-rps-per-endpoint", "0"],
-    ));
-    table.push(("first sync, limits off", rows, first));
-    table.push(("unchanged re-run, limits off", rows, second));
-
-    let limited = EmulatorConfig::default();
-    let (first_limited, _) = runtime.block_on(bench_sync(limited, limited_rows, &[]));
-    table.push((
-        "first sync, Stripe test-mode limits",
-        limited_rows,
-        first_limited.clone(),
-    ));
-
-    println!();
-    println!(
-        "{:<38} {:>8} {:>9} {:>10} {:>10} {:>13}",
-        "scenario", "rows", "seconds", "records/s", "requests", "requests/rec"
+    assert!(
+        Path::new(TIME).exists(),
+        "the benchmark measures memory and CPU with GNU time: apt-get install time"
     );
-    for (name, rows, m) in &table {
-        println!(
-            "{:<38} {:>8} {:>9.2} {:>10.0} {:>10} {:>13.3}",
-            name,
-            rows,
-            m.elapsed.as_secs_f64(),
-            *rows as f64 / m.elapsed.as_secs_f64(),
-            m.requests,
-            m.requests as f64 / *rows as f64
-        );
+    let scale: f64 = std::env::var("FERRY_BENCH_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    let only: Option<Vec<String>> = std::env::var("FERRY_BENCH_ONLY")
+        .ok()
+        .map(|v| v.split(',').map(str::to_string).collect());
+    let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|n| n == name));
+    let scaled = |n: u64| ((n as f64 * scale) as u64).max(10);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let mut table = Table::default();
+    if wanted("duckdb") {
+        runtime.block_on(duckdb_million(&mut table, scaled(1_000_000)));
     }
-    // Creates are bounded by POST /v1/customers' own 25/s bucket, below the 25/s global one.
-    let achieved = first_limited.requests as f64 / first_limited.elapsed.as_secs_f64();
-    println!("\nUnder limits: {achieved:.1} requests/s against a 25/s limit = {:.0}% of the limit; 429s received: {}.", 100.0 * achieved / 25.0, first_limited.rate_limited);
+    if wanted("ten_million") {
+        runtime.block_on(ten_million_preview(&mut table, scaled(10_000_000)));
+    }
+    if wanted("postgres") {
+        runtime.block_on(postgres_million(&mut table, scaled(1_000_000)));
+    }
+    if wanted("creates") {
+        runtime.block_on(twenty_thousand_creates(&mut table, scaled(20_000)));
+    }
+    if wanted("live") {
+        runtime.block_on(live_mode(&mut table, scaled(1_000)));
+    }
+    table.print();
 }
 
-#[derive(Clone)]
+const TIME: &str = "/usr/bin/time";
+
+/// One measured ferry command.
+#[derive(Debug, Clone, Default)]
 struct Measured {
-    elapsed: Duration,
-    requests: u64,
-    rate_limited: usize,
+    wall: Duration,
+    /// Peak resident memory of the ferry process.
+    rss_mb: f64,
+    /// User + system CPU time of the ferry process.
+    cpu: Duration,
+    /// Requests the emulator received during the command.
+    requests: usize,
+    report: serde_json::Value,
 }
 
-async fn bench_sync(
-    config: EmulatorConfig,
-    rows: u32,
-    stripe_flags: &[&str],
-) -> (Measured, Measured) {
-    let emulator = Emulator::start(config).await.expect("emulator starts");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let warehouse = dir.path().join("bench.duckdb");
-    ferry_source::duckdb_execute(
-        &warehouse,
-        &format!(
-            "create table people as select i as id, 'bench' || i || '@example.com' as email, 'Bench ' || i as name,
-                    '+1 555 ' || lpad(cast(i % 10000 as varchar), 4, '0') as phone, ['free', 'pro'][1 + i % 2] as plan,
-                    'Paris' as city, 'FR' as country
-             from range(1, {rows} + 1) t(i)"
-        ),
-    )
-    .expect("warehouse");
-    let ferry = |args: &[&str]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
+#[derive(Default)]
+struct Table {
+    rows: Vec<(String, u64, Measured, String)>,
+}
+
+impl Table {
+    fn add(&mut self, scenario: &str, rows: u64, measured: &Measured, goal: String) {
+        println!(
+            "measured: {scenario}: {:.2}s, {:.0} MB, {} requests; {goal}",
+            measured.wall.as_secs_f64(),
+            measured.rss_mb,
+            measured.requests
+        );
+        self.rows
+            .push((scenario.to_string(), rows, measured.clone(), goal));
+    }
+
+    fn print(&self) {
+        println!();
+        println!(
+            "{:<58} {:>9} {:>8} {:>9} {:>9} {:>9}  goal",
+            "scenario", "rows", "seconds", "peak MB", "cpu µs/r", "requests"
+        );
+        for (scenario, rows, m, goal) in &self.rows {
+            println!(
+                "{:<58} {:>9} {:>8.2} {:>9.0} {:>9.1} {:>9}  {goal}",
+                scenario,
+                rows,
+                m.wall.as_secs_f64(),
+                m.rss_mb,
+                m.cpu.as_secs_f64() * 1e6 / (*rows).max(1) as f64,
+                m.requests,
+            );
+        }
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "NOT MET"
+    }
+}
+
+/// A workspace, a warehouse and an emulator for one scenario set.
+struct Bench {
+    emulator: Emulator,
+    dir: tempfile::TempDir,
+}
+
+impl Bench {
+    async fn start(config: EmulatorConfig) -> Bench {
+        Bench {
+            emulator: Emulator::start(config).await.expect("the emulator starts"),
+            dir: tempfile::tempdir().expect("a temp dir"),
+        }
+    }
+
+    fn workspace(&self) -> PathBuf {
+        self.dir.path().join("ws")
+    }
+
+    fn warehouse(&self) -> PathBuf {
+        self.dir.path().join("bench.duckdb")
+    }
+
+    /// Runs `ferry ARGS` under GNU time; it must succeed.
+    fn measure(&self, args: &[&str]) -> Measured {
+        let stats = self.dir.path().join("time.txt");
+        let before = self.emulator.handle().counters().total as usize;
+        let started = Instant::now();
+        // FERRY_BENCH_PERF=DIR records a CPU profile of each command there (perf record).
+        let mut command = Command::new(TIME);
+        command.args(["-f", "%M %U %S", "-o"]).arg(&stats);
+        if let Ok(dir) = std::env::var("FERRY_BENCH_PERF") {
+            let name = format!("{dir}/{}.data", args.join("-").replace('/', "_"));
+            command.args([
+                "perf",
+                "record",
+                "-F",
+                "299",
+                "--call-graph",
+                "dwarf,16384",
+                "-o",
+                &name,
+            ]);
+        }
+        let output = command
+            .arg(env!("CARGO_BIN_EXE_ferry"))
             .args(args)
-            .env("FERRY_HOME", dir.path().join("ws"))
+            .env("FERRY_HOME", self.workspace())
             .output()
             .expect("ferry runs");
+        let wall = started.elapsed();
         assert!(
             output.status.success(),
-            "{}",
+            "ferry {args:?} failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap_or_default()
-    };
-    let url = emulator.url();
-    let mut connect = vec![
-        "connect",
-        "stripe",
-        "stripe",
-        "--api-key",
-        TEST_API_KEY,
-        "--api-base",
-        &url,
-    ];
-    connect.extend_from_slice(stripe_flags);
-    let warehouse_path = warehouse.display().to_string();
-    tokio::task::block_in_place(|| {
-        ferry(&connect);
-        ferry(&["connect", "duckdb", "warehouse", "--path", &warehouse_path]);
-        ferry(&[
+        let text = std::fs::read_to_string(&stats).unwrap_or_default();
+        let numbers: Vec<f64> = text
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        let [rss_kb, user, system] = numbers[..] else {
+            panic!("cannot read GNU time's output: {text}");
+        };
+        Measured {
+            wall,
+            rss_mb: rss_kb / 1024.0,
+            cpu: Duration::from_secs_f64(user + system),
+            requests: self.emulator.handle().counters().total as usize - before,
+            report: serde_json::from_slice(&output.stdout).unwrap_or_default(),
+        }
+    }
+
+    fn ferry(&self, args: &[&str]) {
+        self.measure(args);
+    }
+
+    fn connect(&self, key: &str, limits_off: bool, warehouse: &[&str]) {
+        let url = self.emulator.url();
+        let mut stripe = vec![
+            "connect",
+            "stripe",
+            "stripe",
+            "--api-key",
+            key,
+            "--api-base",
+            &url,
+        ];
+        if limits_off {
+            stripe.extend(["--max-rps", "0", "--max-rps-per-endpoint", "0"]);
+        }
+        self.ferry(&stripe);
+        self.ferry(warehouse);
+    }
+
+    fn sync(&self, name: &str, model: &str, sql: &str) {
+        self.ferry(&[
             "model",
             "create",
-            "people",
+            model,
             "--connection",
             "warehouse",
             "--sql",
-            "select * from people",
+            sql,
         ]);
-        ferry(&[
+        self.ferry(&[
             "sync",
             "create",
-            "bench",
+            name,
             "--model",
-            "people",
+            model,
             "--destination",
             "stripe",
             "--key",
@@ -139,31 +242,277 @@ async fn bench_sync(
             "--map",
             "country=address.country",
         ]);
-    });
-    let mut measured = Vec::new();
-    for _ in 0..2 {
-        let started = Instant::now();
-        let report =
-            tokio::task::block_in_place(|| ferry(&["sync", "run", "bench", "--format", "json"]));
-        measured.push(Measured {
-            elapsed: started.elapsed(),
-            requests: report["requests"].as_u64().unwrap_or(0),
-            rate_limited: emulator
-                .handle()
-                .requests()
-                .iter()
-                .filter(|r| r.status == Some(429))
-                .count(),
-        });
-        assert_eq!(report["status"], "completed", "{report}");
     }
-    assert_eq!(emulator.handle().customers().len(), rows as usize);
-    (measured[0].clone(), measured[1].clone())
+
+    /// The workspace directory's size on disk, after SQLite's WAL is folded back.
+    fn workspace_bytes(&self) -> u64 {
+        let db = rusqlite::Connection::open(self.workspace().join("ferry.db")).unwrap();
+        db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        drop(db);
+        std::fs::read_dir(self.workspace())
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum()
+    }
 }
 
-fn env_number(name: &str, default: u32) -> u32 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+fn people_sql(rows: u64) -> String {
+    format!(
+        "create or replace table people as select i as id, 'bench' || i || '@example.com' as email, 'Bench ' || i as name,
+                '+1 555 ' || lpad(cast(i % 10000 as varchar), 4, '0') as phone, ['free', 'pro'][1 + i % 2] as plan,
+                'Paris' as city, 'FR' as country
+         from range(1, {rows} + 1) t(i)"
+    )
+}
+
+fn unlimited() -> EmulatorConfig {
+    EmulatorConfig {
+        rate_limits: RateLimits::disabled(),
+        ..EmulatorConfig::default()
+    }
+}
+
+const PEOPLE: &str = "select * from people";
+
+/// 1M rows from DuckDB: first preview and run, a 1%-changed preview and run (plan time and
+/// workspace growth), then one new row synced into the account of 1M customers.
+async fn duckdb_million(table: &mut Table, rows: u64) {
+    let bench = Bench::start(unlimited()).await;
+    ferry_source::duckdb_execute(&bench.warehouse(), &people_sql(rows)).unwrap();
+    let warehouse = bench.warehouse().display().to_string();
+    tokio::task::block_in_place(|| {
+        bench.connect(
+            TEST_API_KEY,
+            true,
+            &["connect", "duckdb", "warehouse", "--path", &warehouse],
+        );
+        bench.sync("bench", "people", PEOPLE);
+        let preview = bench.measure(&["sync", "preview", "bench", "--format", "json"]);
+        table.add(
+            "DuckDB model, first preview",
+            rows,
+            &preview,
+            format!("peak ≤ 250 MB: {}", verdict(preview.rss_mb <= 250.0)),
+        );
+        let run = bench.measure(&["sync", "run", "bench", "--format", "json"]);
+        assert_eq!(run.report["created"], rows, "{}", run.report);
+        table.add(
+            "DuckDB model, first run (all creates), limits off",
+            rows,
+            &run,
+            format!(
+                "peak ≤ 250 MB: {}; {:.0} records/s",
+                verdict(run.rss_mb <= 250.0),
+                rows as f64 / run.wall.as_secs_f64()
+            ),
+        );
+        let changed = rows / 100;
+        ferry_source::duckdb_execute(
+            &bench.warehouse(),
+            &format!("update people set plan = 'enterprise' where id % 100 = 0 and id <= {rows}"),
+        )
+        .unwrap();
+        let preview = bench.measure(&["sync", "preview", "bench", "--format", "json"]);
+        assert_eq!(preview.report["update"], changed, "{}", preview.report);
+        table.add(
+            "DuckDB model, 1% changed: preview (the plan)",
+            rows,
+            &preview,
+            format!(
+                "plan ≤ 5 s: {}; peak ≤ 250 MB: {}",
+                verdict(preview.wall.as_secs_f64() <= 5.0),
+                verdict(preview.rss_mb <= 250.0)
+            ),
+        );
+        let before = bench.workspace_bytes();
+        let run = bench.measure(&["sync", "run", "bench", "--format", "json"]);
+        assert_eq!(run.report["updated"], changed, "{}", run.report);
+        let growth = bench.workspace_bytes().saturating_sub(before) as f64 / 1e6;
+        let per_million = growth * 1_000_000.0 / rows as f64;
+        table.add(
+            "DuckDB model, 1% changed: run",
+            rows,
+            &run,
+            format!(
+                "workspace grew {growth:.1} MB ({per_million:.1} MB per 1M rows; goal ≤ 50): {}",
+                verdict(per_million <= 50.0)
+            ),
+        );
+        // One new row against the account of 1M customers, the index fresh from the runs.
+        ferry_source::duckdb_execute(
+            &bench.warehouse(),
+            "create or replace table newcomer as select 0 as id, 'newcomer@example.com' as email, 'New' as name, '+1 555 0000' as phone, 'pro' as plan, 'Paris' as city, 'FR' as country",
+        )
+        .unwrap();
+        bench.sync("newcomer", "newcomer", "select * from newcomer");
+        let preview = bench.measure(&["sync", "preview", "newcomer", "--format", "json"]);
+        assert_eq!(preview.report["create"], 1, "{}", preview.report);
+        table.add(
+            &format!("1 new row, account of {rows} customers, index fresh: preview"),
+            1,
+            &preview,
+            format!(
+                "≤ 3 lookup requests: {}; ≤ 3 s: {}",
+                verdict(preview.requests <= 3),
+                verdict(preview.wall.as_secs_f64() <= 3.0)
+            ),
+        );
+    });
+}
+
+/// 10M rows from DuckDB: the first preview stays in bounded memory.
+async fn ten_million_preview(table: &mut Table, rows: u64) {
+    let bench = Bench::start(unlimited()).await;
+    ferry_source::duckdb_execute(&bench.warehouse(), &people_sql(rows)).unwrap();
+    let warehouse = bench.warehouse().display().to_string();
+    tokio::task::block_in_place(|| {
+        bench.connect(
+            TEST_API_KEY,
+            true,
+            &["connect", "duckdb", "warehouse", "--path", &warehouse],
+        );
+        bench.sync("bench", "people", PEOPLE);
+        let preview = bench.measure(&["sync", "preview", "bench", "--format", "json"]);
+        assert_eq!(preview.report["create"], rows, "{}", preview.report);
+        table.add(
+            "DuckDB model, first preview",
+            rows,
+            &preview,
+            format!("peak ≤ 250 MB: {}", verdict(preview.rss_mb <= 250.0)),
+        );
+    });
+}
+
+/// 1M rows from PostgreSQL: first preview and first run.
+async fn postgres_million(table: &mut Table, rows: u64) {
+    let server = ferry_testkit::PgServer::start().expect("PostgreSQL starts");
+    let url = server.create_database("bench").expect("a database");
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connects");
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "create table people as select i as id, 'bench' || i || '@example.com' as email, 'Bench ' || i as name,
+                    '+1 555 ' || lpad((i % 10000)::text, 4, '0') as phone, (array['free', 'pro'])[1 + i % 2] as plan,
+                    'Paris' as city, 'FR' as country
+             from generate_series(1, {rows}) i"
+        ))
+        .await
+        .expect("the table is made");
+    let bench = Bench::start(unlimited()).await;
+    tokio::task::block_in_place(|| {
+        bench.connect(
+            TEST_API_KEY,
+            true,
+            &["connect", "postgres", "warehouse", "--url", &url],
+        );
+        bench.sync("bench", "people", PEOPLE);
+        let preview = bench.measure(&["sync", "preview", "bench", "--format", "json"]);
+        table.add(
+            "PostgreSQL model, first preview",
+            rows,
+            &preview,
+            format!("peak ≤ 250 MB: {}", verdict(preview.rss_mb <= 250.0)),
+        );
+        let run = bench.measure(&["sync", "run", "bench", "--format", "json"]);
+        assert_eq!(run.report["created"], rows, "{}", run.report);
+        table.add(
+            "PostgreSQL model, first run, limits off",
+            rows,
+            &run,
+            format!("peak ≤ 250 MB: {}", verdict(run.rss_mb <= 250.0)),
+        );
+    });
+    drop(client);
+    server.stop().ok();
+}
+
+/// 20,000 creates with every limit off: ferry's CPU per record, and records per second with the
+/// emulator on the same two cores.
+async fn twenty_thousand_creates(table: &mut Table, rows: u64) {
+    let bench = Bench::start(unlimited()).await;
+    ferry_source::duckdb_execute(&bench.warehouse(), &people_sql(rows)).unwrap();
+    let warehouse = bench.warehouse().display().to_string();
+    tokio::task::block_in_place(|| {
+        bench.connect(
+            TEST_API_KEY,
+            true,
+            &["connect", "duckdb", "warehouse", "--path", &warehouse],
+        );
+        bench.sync("bench", "people", PEOPLE);
+        let run = bench.measure(&["sync", "run", "bench", "--format", "json"]);
+        assert_eq!(run.report["created"], rows, "{}", run.report);
+        let per_record = run.cpu.as_secs_f64() * 1e6 / rows as f64;
+        let rate = rows as f64 / run.wall.as_secs_f64();
+        table.add(
+            "creates, limits off",
+            rows,
+            &run,
+            format!(
+                "cpu ≤ 60 µs/record: {} ({per_record:.0}); ≥ 10,000 records/s: {} ({rate:.0}); {:.3} requests/record",
+                verdict(per_record <= 60.0),
+                verdict(rate >= 10_000.0),
+                run.requests as f64 / rows as f64
+            ),
+        );
+        let again = bench.measure(&["sync", "run", "bench", "--format", "json"]);
+        table.add(
+            "unchanged rerun",
+            rows,
+            &again,
+            format!("0 requests: {}", verdict(again.requests == 0)),
+        );
+    });
+}
+
+/// A live-mode key under Stripe's limits (100/s overall, 25/s per endpoint): one run of `n`
+/// creates and `n` updates, which Stripe's endpoint limits bound at 2n/50 seconds.
+async fn live_mode(table: &mut Table, n: u64) {
+    let bench = Bench::start(EmulatorConfig::default()).await;
+    ferry_source::duckdb_execute(&bench.warehouse(), &people_sql(n)).unwrap();
+    let warehouse = bench.warehouse().display().to_string();
+    tokio::task::block_in_place(|| {
+        bench.connect(
+            LIVE_KEY,
+            false,
+            &["connect", "duckdb", "warehouse", "--path", &warehouse],
+        );
+        bench.sync("bench", "people", PEOPLE);
+        bench.ferry(&["sync", "run", "bench"]);
+        ferry_source::duckdb_execute(
+            &bench.warehouse(),
+            &format!(
+                "update people set plan = 'enterprise';
+                 insert into people select i, 'bench' || i || '@example.com', 'Bench ' || i, '+1 555 0000', 'pro', 'Paris', 'FR'
+                 from range({n} + 1, 2 * {n} + 1) t(i)"
+            ),
+        )
+        .unwrap();
+        let run = bench.measure(&["sync", "run", "bench", "--format", "json"]);
+        assert_eq!(
+            (
+                run.report["created"].as_u64(),
+                run.report["updated"].as_u64()
+            ),
+            (Some(n), Some(n)),
+            "{}",
+            run.report
+        );
+        let floor = 2.0 * n as f64 / 50.0;
+        table.add(
+            "live-mode key, limits on: creates + updates in one run",
+            2 * n,
+            &run,
+            format!(
+                "≤ {:.0} s (floor {floor:.0} s): {}",
+                floor * 1.1,
+                verdict(run.wall.as_secs_f64() <= floor * 1.1)
+            ),
+        );
+    });
 }

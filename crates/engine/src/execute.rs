@@ -380,11 +380,11 @@ async fn execute_one(exec: &Execution<'_>, planned: Planned) -> Result<Settled, 
                 )
                 .await;
             match result {
-                // The lookup before this replay found no record with the key, yet Stripe
-                // answers with the one an interrupted run made: either that record was deleted
-                // since, or its create was still finishing during the lookup. Stripe's own
-                // answer says which.
-                Ok(written) if written.replayed && from_earlier_run => {
+                // A create an interrupted run saved: its body may be older than the row, and
+                // when Stripe replays it, the lookup before found no record with the key, so
+                // the record was either deleted since or still being created during the lookup.
+                // The record as Stripe holds it now says which, and what to bring up to date.
+                Ok(written) if from_earlier_run => {
                     match exec
                         .stripe
                         .retrieve(exec.schema(), &written.record.id)
@@ -395,13 +395,14 @@ async fn execute_one(exec: &Execution<'_>, planned: Planned) -> Result<Settled, 
                                 record: live,
                                 ..written
                             };
-                            finish_create(exec, &record, &pending, written).await
+                            finish_create(exec, &record, &pending, written, true).await
                         }
                         Ok(None) => create_anew(exec, &record).await,
                         Err(error) => settle_error(&record.key, record.row_number, error, None),
                     }
                 }
-                Ok(written) => finish_create(exec, &record, &pending, written).await,
+                // The body was made from this very row in this run: nothing to compare.
+                Ok(written) => finish_create(exec, &record, &pending, written, false).await,
                 Err(error) => {
                     settle_error(&record.key, record.row_number, error, Some(&pending.key))
                 }
@@ -456,23 +457,28 @@ async fn create_anew(
         .create(exec.schema(), &fresh.request_body, &fresh.idempotency_key)
         .await
     {
-        Ok(written) => finish_create(exec, record, &fresh, written).await,
+        Ok(written) => finish_create(exec, record, &fresh, written, false).await,
         Err(error) => settle_error(&record.key, record.row_number, error, Some(&fresh.key)),
     }
 }
 
-/// After a create (or its replay) returned a record: if the row changed since the body was
-/// saved, bring the record up to date; then remember it.
+/// After a create (or its replay) returned a record: with `compare` (the body came from an
+/// earlier run, and `written.record` is the whole record), bring it up to date if the row
+/// changed since; then remember it.
 async fn finish_create(
     exec: &Execution<'_>,
     record: &PreparedRecord,
     pending: &PendingCreate,
     written: Written,
+    compare: bool,
 ) -> Result<Settled, EngineError> {
     let created = written.record;
-    let live = record_to_fields(exec.schema(), &created.object);
-    let changed =
-        ferry_core::changed_fields(&record.payload, &ferry_core::Baseline::Live(&live), &[]);
+    let changed = if compare {
+        let live = record_to_fields(exec.schema(), &created.object);
+        ferry_core::changed_fields(&record.payload, &ferry_core::Baseline::Live(&live), &[])
+    } else {
+        Vec::new()
+    };
     let changes = serde_json::Value::Object(
         record
             .payload
@@ -676,7 +682,8 @@ pub(crate) struct Committer<'a, 'b> {
     counts: &'a mut RunCounts,
     batch: CommitBatch,
     last_commit: Instant,
-    /// Records written since the key index last heard of them.
+    /// Records created, and updated, since the key index last heard of them.
+    created: Vec<serde_json::Value>,
     written: Vec<serde_json::Value>,
     gone: Vec<String>,
     /// Latched: once the lock is found lost it stays lost.
@@ -690,6 +697,7 @@ impl<'a, 'b> Committer<'a, 'b> {
             counts,
             batch: CommitBatch::default(),
             last_commit: Instant::now(),
+            created: Vec::new(),
             written: Vec::new(),
             gone: Vec::new(),
             lock_lost: false,
@@ -725,7 +733,11 @@ impl<'a, 'b> Committer<'a, 'b> {
         self.batch.snapshot_upserts.extend(done.remember);
         self.batch.snapshot_deletes.extend(done.forget);
         self.batch.pending_deletes.extend(done.pending_resolved);
-        self.written.extend(done.written);
+        if done.outcome == Outcome::Created {
+            self.created.extend(done.written);
+        } else {
+            self.written.extend(done.written);
+        }
         self.gone.extend(done.gone);
         let waiting = self.batch.records.len() + self.batch.snapshot_upserts.len();
         if has_state && waiting >= COMMIT_BATCH_SIZE {
@@ -741,14 +753,26 @@ impl<'a, 'b> Committer<'a, 'b> {
         Ok(())
     }
 
+    /// Drops the records written without telling the index (it was never opened this run).
+    pub(crate) fn forget_written(&mut self) {
+        self.created.clear();
+        self.written.clear();
+        self.gone.clear();
+    }
+
     /// Tells the key index what was written and what is gone since it last heard.
     pub(crate) async fn remember_in_index(
         &mut self,
         index: &KeyIndex<'_>,
     ) -> Result<(), EngineError> {
+        let created = std::mem::take(&mut self.created);
+        index
+            .remember(&created.iter().collect::<Vec<_>>(), true)
+            .await?;
         let written = std::mem::take(&mut self.written);
-        let refs: Vec<&serde_json::Value> = written.iter().collect();
-        index.remember(&refs).await?;
+        index
+            .remember(&written.iter().collect::<Vec<_>>(), false)
+            .await?;
         for id in std::mem::take(&mut self.gone) {
             index.forget(&id).await?;
         }

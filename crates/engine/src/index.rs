@@ -16,9 +16,14 @@ use std::collections::HashMap;
 
 /// Events older than this are not trusted to still be listed (Stripe keeps 30 days).
 const EVENTS_TRUSTED_FOR: chrono::TimeDelta = chrono::TimeDelta::days(29);
-/// Overlap when listing "created since": Stripe's `created` has one-second resolution and
-/// clocks differ a little, so the listing starts a minute before the last one ended.
-const OVERLAP_SECONDS: i64 = 60;
+/// Overlap when listing "created since": watermarks are Stripe's own `created` times, which have
+/// one-second resolution, and a record whose create was still committing when the last listing
+/// ran may carry a slightly earlier time than the newest one seen.
+const OVERLAP_SECONDS: i64 = 5;
+/// Under the create lock, the index is refreshed again only if its last refresh is older than
+/// this: between refreshes, ferry's own writes (this run's and other syncs') go straight into
+/// the index, so only records made outside ferry can be missing.
+pub(crate) const REFRESH_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 /// Records per page, Stripe's maximum.
 const PAGE_SIZE: u64 = 100;
 /// Index writes are batched by this many records.
@@ -78,6 +83,19 @@ impl<'a> KeyIndex<'a> {
         self.keys.iter().map(|k| k.field.path.clone()).collect()
     }
 
+    /// Refreshes the index unless that was done less than [`REFRESH_EVERY`] ago.
+    pub(crate) async fn refresh_if_stale(&self) -> Result<Refresh, EngineError> {
+        let fresh = self
+            .store
+            .index_state(&self.scope)
+            .await?
+            .is_some_and(|state| chrono::Utc::now() - state.refreshed_at < REFRESH_EVERY);
+        if fresh {
+            return Ok(Refresh::default());
+        }
+        self.refresh(false).await
+    }
+
     /// Brings the index up to date: built from a full listing when it never was, when it
     /// lacks one of the keys, when its events are too old to read (or `rebuild`); else the
     /// records created and the changes made since the last refresh.
@@ -87,7 +105,8 @@ impl<'a> KeyIndex<'a> {
         let usable = state.filter(|state| {
             !rebuild
                 && self.key_names().iter().all(|k| state.key_names.contains(k))
-                && now.timestamp() - state.events_through < EVENTS_TRUSTED_FOR.num_seconds()
+                // Events read at the last refresh must still be kept by Stripe.
+                && now - state.refreshed_at < EVENTS_TRUSTED_FOR
         });
         match usable {
             None => self.build(now).await,
@@ -107,10 +126,11 @@ impl<'a> KeyIndex<'a> {
             .await?)
     }
 
-    /// Records what ferry itself just created or changed, so that later lookups (this run's
-    /// next chunk, another sync) see it before the next refresh.
-    pub(crate) async fn remember(&self, records: &[&Json]) -> Result<(), EngineError> {
-        let indexed: Vec<IndexedRecord> = records.iter().filter_map(|r| self.entry(r)).collect();
+    /// Records what ferry itself just created (`new`) or changed, so that later lookups (this
+    /// run's next chunk, another sync) see it before the next refresh.
+    pub(crate) async fn remember(&self, records: &[&Json], new: bool) -> Result<(), EngineError> {
+        let indexed: Vec<IndexedRecord> =
+            records.iter().filter_map(|r| self.entry(r, new)).collect();
         self.store.index_update(&self.scope, &indexed, &[]).await?;
         Ok(())
     }
@@ -123,7 +143,7 @@ impl<'a> KeyIndex<'a> {
         Ok(())
     }
 
-    fn entry(&self, record: &Json) -> Option<IndexedRecord> {
+    fn entry(&self, record: &Json, new: bool) -> Option<IndexedRecord> {
         let id = record.get("id")?.as_str()?.to_string();
         let keys = self
             .keys
@@ -133,6 +153,7 @@ impl<'a> KeyIndex<'a> {
         Some(IndexedRecord {
             destination_id: id,
             keys,
+            new,
         })
     }
 
@@ -144,15 +165,17 @@ impl<'a> KeyIndex<'a> {
         self.store.index_clear(&self.scope).await?;
         // Events from now on are read at the next refresh; the listing covers what came before.
         let started = now.timestamp();
-        let listed = self.list(None).await?;
+        let (listed, newest) = self.list(None).await?;
         self.store
             .index_save_state(
                 &self.scope,
                 &IndexState {
                     key_names: self.key_names(),
                     built_at: now,
-                    created_through: started,
-                    events_through: started,
+                    // With no record seen, and for events, ferry's clock stands in for
+                    // Stripe's, a minute back against a difference between the two.
+                    created_through: newest.unwrap_or(started - 60),
+                    events_through: started - 60,
                     refreshed_at: now,
                 },
             )
@@ -169,11 +192,10 @@ impl<'a> KeyIndex<'a> {
         state: IndexState,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Refresh, EngineError> {
-        let started = now.timestamp();
-        let listed = self
+        let (listed, newest_created) = self
             .list(Some(state.created_through - OVERLAP_SECONDS))
             .await?;
-        let events = match self
+        let (events, newest_event) = match self
             .apply_events(state.events_through - OVERLAP_SECONDS)
             .await
         {
@@ -186,12 +208,18 @@ impl<'a> KeyIndex<'a> {
             }
             Err(other) => return Err(other),
         };
+        // Watermarks move to the newest record and event seen, on Stripe's clock; when none was
+        // seen they stay, and the next listing covers the same (empty) stretch again.
         self.store
             .index_save_state(
                 &self.scope,
                 &IndexState {
-                    created_through: started,
-                    events_through: started,
+                    created_through: newest_created
+                        .unwrap_or(state.created_through)
+                        .max(state.created_through),
+                    events_through: newest_event
+                        .unwrap_or(state.events_through)
+                        .max(state.events_through),
                     refreshed_at: now,
                     ..state
                 },
@@ -204,11 +232,13 @@ impl<'a> KeyIndex<'a> {
         })
     }
 
-    /// Lists every record (or those created since `created_since`) into the index.
-    async fn list(&self, created_since: Option<i64>) -> Result<u64, EngineError> {
+    /// Lists every record (or those created since `created_since`) into the index. Returns how
+    /// many were listed and the newest `created` among them.
+    async fn list(&self, created_since: Option<i64>) -> Result<(u64, Option<i64>), EngineError> {
         let schema = self.object.schema();
         let mut starting_after: Option<String> = None;
         let mut listed = 0u64;
+        let mut newest: Option<i64> = None;
         let mut batch = Vec::new();
         loop {
             let mut params = Map::from_iter([("limit".to_string(), Json::from(PAGE_SIZE))]);
@@ -223,12 +253,17 @@ impl<'a> KeyIndex<'a> {
             }
             let page = self
                 .stripe
-                .list_page(schema, &params)
+                .list_keys_page(schema, &params)
                 .await
                 .map_err(lookup_error)?;
             starting_after = page.records.last().map(|r| r.id.clone());
             listed += page.records.len() as u64;
-            batch.extend(page.records.iter().filter_map(|r| self.entry(&r.object)));
+            newest = newest.max(page.records.iter().filter_map(created_of).max());
+            batch.extend(
+                page.records
+                    .iter()
+                    .filter_map(|r| self.entry(&r.object, false)),
+            );
             if batch.len() >= WRITE_BATCH {
                 self.store.index_update(&self.scope, &batch, &[]).await?;
                 batch.clear();
@@ -238,12 +273,14 @@ impl<'a> KeyIndex<'a> {
             }
         }
         self.store.index_update(&self.scope, &batch, &[]).await?;
-        Ok(listed)
+        Ok((listed, newest))
     }
 
     /// Applies the change events since `since`: for each record, its newest state (newest
-    /// first, so a record's first event seen is its latest).
-    async fn apply_events(&self, since: i64) -> Result<u64, EngineError> {
+    /// first, so a record's first event seen is its latest). Returns how many were applied and
+    /// the newest event's `created`.
+    async fn apply_events(&self, since: i64) -> Result<(u64, Option<i64>), EngineError> {
+        let mut newest: Option<i64> = None;
         let [updated, deleted] = self.object.change_events();
         let mut seen = std::collections::HashSet::new();
         let mut starting_after: Option<String> = None;
@@ -272,6 +309,7 @@ impl<'a> KeyIndex<'a> {
                 .await
                 .map_err(lookup_error)?;
             starting_after = page.records.last().map(|r| r.id.clone());
+            newest = newest.max(page.records.iter().filter_map(created_of).max());
             let mut changed = Vec::new();
             let mut removed = Vec::new();
             for event in &page.records {
@@ -287,7 +325,7 @@ impl<'a> KeyIndex<'a> {
                 applied += 1;
                 if event.object.get("type").and_then(Json::as_str) == Some(deleted.as_str()) {
                     removed.push(id.to_string());
-                } else if let Some(entry) = self.entry(record) {
+                } else if let Some(entry) = self.entry(record, false) {
                     changed.push(entry);
                 }
             }
@@ -295,10 +333,14 @@ impl<'a> KeyIndex<'a> {
                 .index_update(&self.scope, &changed, &removed)
                 .await?;
             if !page.has_more || starting_after.is_none() {
-                return Ok(applied);
+                return Ok((applied, newest));
             }
         }
     }
+}
+
+fn created_of(record: &ferry_destinations::stripe::StripeRecord) -> Option<i64> {
+    record.object.get("created").and_then(Json::as_i64)
 }
 
 pub(crate) fn lookup_error(error: StripeCallError) -> EngineError {

@@ -343,6 +343,10 @@ impl Sink for RunSink<'_, '_, '_> {
         }
     }
 
+    fn created_records(&self) -> bool {
+        self.committer.counts().created > 0
+    }
+
     async fn chunk(
         &mut self,
         planned: Vec<Planned>,

@@ -42,6 +42,10 @@ pub(crate) trait Sink {
     async fn unchanged(&mut self) -> Result<(), EngineError>;
     /// Every row is read and staged: `rows` in all.
     fn staged(&mut self, rows: u64);
+    /// Whether records were created (a run's, not a preview's).
+    fn created_records(&self) -> bool {
+        false
+    }
     /// A chunk's plan; `Ending::Cancelled` stops the pipeline.
     async fn chunk(
         &mut self,
@@ -180,6 +184,7 @@ impl<'a> Pipeline<'a> {
             if done || changed.len() + new.len() >= CHUNK_RECORDS {
                 if changed.is_empty() && new.is_empty() {
                     if done {
+                        self.refresh_after_creates(index.as_ref(), sink).await;
                         return Ok(Ending::Completed);
                     }
                     continue;
@@ -207,8 +212,20 @@ impl<'a> Pipeline<'a> {
                     return Ok(Ending::Cancelled);
                 }
                 if done {
+                    self.refresh_after_creates(index.as_ref(), sink).await;
                     return Ok(Ending::Completed);
                 }
+            }
+        }
+    }
+
+    /// A run that created records lists them once more at its end, while they are the newest:
+    /// the next run's refresh then starts after them instead of listing them again (and sees
+    /// what someone else created meanwhile).
+    async fn refresh_after_creates(&self, index: Option<&KeyIndex<'_>>, sink: &impl Sink) {
+        if let Some(index) = index.filter(|_| sink.created_records()) {
+            if let Err(error) = index.refresh(false).await {
+                tracing::info!(%error, "Could not refresh the key index after the run; the next run does.");
             }
         }
     }
@@ -365,7 +382,7 @@ async fn find_records(
                         records.push(record);
                     }
                 } else {
-                    index.remember(&[&record.object]).await?;
+                    index.remember(&[&record.object], false).await?;
                 }
             }
         }
@@ -394,7 +411,14 @@ pub(crate) async fn execute_chunk(
     let (creates, others): (Vec<Planned>, Vec<Planned>) =
         planned.into_iter().partition(|p| p.action.is_create());
     if creates.is_empty() {
-        return dispatch(exec, committer, others).await;
+        let ending = dispatch(exec, committer, others).await?;
+        // Updates may change a record's keys: the index hears of them now (or, when this run
+        // never opened it, at its next refresh, from Stripe's events).
+        match index {
+            Some(index) => committer.remember_in_index(index).await?,
+            None => committer.forget_written(),
+        }
+        return Ok(ending);
     }
     let index = index.expect("creates come from records looked up in the index");
     let give_up = || exec.cancelled() || !(exec.lock_held)();
@@ -406,7 +430,7 @@ pub(crate) async fn execute_chunk(
         return Ok(Ending::Cancelled);
     };
     let result = async {
-        index.refresh(false).await?;
+        index.refresh_if_stale().await?;
         let creates = recheck_creates(exec, index, sync, rules, creates).await?;
         // Each create's idempotency key and body are durable before its first attempt, so
         // that a crash at any later point replays the same request instead of creating a

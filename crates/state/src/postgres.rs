@@ -941,6 +941,7 @@ impl PostgresStore {
         let doing = "updating the key index";
         let forgotten: Vec<&str> = records
             .iter()
+            .filter(|r| !r.new)
             .map(|r| r.destination_id.as_str())
             .chain(removed.iter().map(String::as_str))
             .collect();

@@ -211,6 +211,8 @@ pub struct IndexState {
 pub struct IndexedRecord {
     pub destination_id: String,
     pub keys: Vec<(String, String)>,
+    /// Just created, so it has no keys in the index yet: they are only added.
+    pub new: bool,
 }
 
 /// A create whose idempotency key was saved before its first attempt.

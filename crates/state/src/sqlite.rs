@@ -951,9 +951,11 @@ impl SqliteStore {
                     forget.execute(params![scope, id]).doing(doing)?;
                 }
                 for record in &records {
-                    forget
-                        .execute(params![scope, record.destination_id])
-                        .doing(doing)?;
+                    if !record.new {
+                        forget
+                            .execute(params![scope, record.destination_id])
+                            .doing(doing)?;
+                    }
                     for (name, value) in &record.keys {
                         insert
                             .execute(params![scope, name, value, record.destination_id])

@@ -2715,6 +2715,7 @@ fn indexed(id: &str, keys: &[(&str, &str)]) -> IndexedRecord {
             .iter()
             .map(|(name, value)| (name.to_string(), value.to_string()))
             .collect(),
+        new: false,
     }
 }
 

@@ -21,6 +21,9 @@ pub struct StripeRecord {
 /// A write Stripe confirmed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Written {
+    /// The record's id and the fields that can be keys (`created`, `email`, `lookup_key`,
+    /// `metadata`): a write's answer is read only for these, which is much cheaper than the
+    /// whole object. `StripeService::retrieve` reads a record whole.
     pub record: StripeRecord,
     /// Stripe's `Request-Id` of the answer.
     pub request_id: Option<String>,
@@ -188,6 +191,42 @@ impl StripeService {
         }
     }
 
+    /// One page of the object's list, newest first, each record read only for its id, its
+    /// `created` and the fields that can be keys (see [`Written::record`]).
+    pub async fn list_keys_page(
+        &self,
+        schema: &ObjectSchema,
+        params: &Map<String, Json>,
+    ) -> Result<Page, StripeCallError> {
+        let request = self.request(
+            Method::GET,
+            &format!("{}?{}", schema.collection_path, form::encode(params)),
+            &format!("GET {}", schema.collection_path),
+            None,
+            None,
+        );
+        let response = self.success(self.http.send(&request).await)?;
+        let list: KeysList =
+            serde_json::from_str(&response.body).map_err(|_| StripeCallError::Unavailable {
+                problem: format!(
+                    "Stripe answered GET {} with something that is not a list; check --api-base",
+                    schema.collection_path
+                ),
+            })?;
+        if list.object != "list" {
+            return Err(StripeCallError::Unavailable {
+                problem: format!(
+                    "Stripe answered GET {} with something that is not a list; check --api-base",
+                    schema.collection_path
+                ),
+            });
+        }
+        Ok(Page {
+            has_more: list.has_more,
+            records: list.data.into_iter().map(KeyFields::into_record).collect(),
+        })
+    }
+
     /// One page of the object's list, newest first, with `params` as query (`limit`,
     /// `starting_after`, `created[gte]`, …).
     pub async fn list_page(
@@ -300,43 +339,104 @@ impl StripeService {
             ),
             Err(_) => (None, false),
         };
-        let record = record_of(self.json_from(sent)?)?;
+        let response = self.success(sent)?;
+        let fields: KeyFields =
+            serde_json::from_str(&response.body).map_err(|e| StripeCallError::Unavailable {
+                problem: format!("Stripe answered with a record ferry cannot read ({e})"),
+            })?;
         Ok(Written {
-            record,
+            record: fields.into_record(),
             request_id,
             replayed,
         })
     }
 
-    fn json_from(&self, sent: Result<InboundResponse, HttpError>) -> Result<Json, StripeCallError> {
+    /// The response of a request that succeeded, or the error it is.
+    fn success(
+        &self,
+        sent: Result<InboundResponse, HttpError>,
+    ) -> Result<InboundResponse, StripeCallError> {
         let response = sent.map_err(|e| StripeCallError::Unavailable {
             problem: e.to_string(),
         })?;
-        let request_id = response.header("request-id").map(str::to_string);
         if response.is_success() {
-            return serde_json::from_str(&response.body).map_err(|e| {
-                StripeCallError::Unavailable {
-                    problem: format!("Stripe answered with JSON ferry cannot read ({e})"),
-                }
-            });
+            return Ok(response);
         }
+        Err(self.error_of(&response))
+    }
+
+    fn json_from(&self, sent: Result<InboundResponse, HttpError>) -> Result<Json, StripeCallError> {
+        let response = self.success(sent)?;
+        serde_json::from_str(&response.body).map_err(|e| StripeCallError::Unavailable {
+            problem: format!("Stripe answered with JSON ferry cannot read ({e})"),
+        })
+    }
+
+    fn error_of(&self, response: &InboundResponse) -> StripeCallError {
+        let request_id = response.header("request-id").map(str::to_string);
         let parsed: Option<ErrorBody> = serde_json::from_str(&response.body).ok();
-        let message = error_message(&response);
+        let message = error_message(response);
         match response.status {
-            401 | 403 => Err(StripeCallError::Unauthorized {
+            401 | 403 => StripeCallError::Unauthorized {
                 status: response.status,
                 message,
                 request_id,
-            }),
-            status => Err(StripeCallError::Refused {
+            },
+            status => StripeCallError::Refused {
                 status,
                 code: parsed.as_ref().and_then(|b| b.error.code.clone()),
                 message,
                 param: parsed.and_then(|b| b.error.param),
                 request_id,
-            }),
+            },
         }
     }
+}
+
+/// What ferry reads of a record in a write's answer or a listing: its id, its `created`, and
+/// the fields that can be keys. Everything else is skipped without being built.
+#[derive(serde::Deserialize)]
+struct KeyFields {
+    id: String,
+    #[serde(default)]
+    created: Option<i64>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    lookup_key: Option<String>,
+    #[serde(default)]
+    metadata: Option<Map<String, Json>>,
+}
+
+impl KeyFields {
+    fn into_record(self) -> StripeRecord {
+        let mut object = Map::new();
+        object.insert("id".to_string(), Json::String(self.id.clone()));
+        if let Some(created) = self.created {
+            object.insert("created".to_string(), Json::from(created));
+        }
+        if let Some(email) = self.email {
+            object.insert("email".to_string(), Json::String(email));
+        }
+        if let Some(lookup_key) = self.lookup_key {
+            object.insert("lookup_key".to_string(), Json::String(lookup_key));
+        }
+        if let Some(metadata) = self.metadata {
+            object.insert("metadata".to_string(), Json::Object(metadata));
+        }
+        StripeRecord {
+            id: self.id,
+            object: Json::Object(object),
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct KeysList {
+    object: String,
+    data: Vec<KeyFields>,
+    #[serde(default)]
+    has_more: bool,
 }
 
 /// The events list, read like an object's list.
