@@ -354,6 +354,11 @@ async fn every_route_needs_a_token_or_a_session_and_sign_in_is_guarded() {
             anonymous.text
         );
         assert_eq!(anonymous.error_code(), "unauthorized", "{method} {path}");
+        assert_eq!(
+            anonymous.header("www-authenticate"),
+            "Bearer realm=\"ferry\"",
+            "{method} {path}: a 401 says which scheme to use"
+        );
 
         let wrong = probe
             .send(
@@ -369,6 +374,11 @@ async fn every_route_needs_a_token_or_a_session_and_sign_in_is_guarded() {
             wrong.text
         );
         assert_eq!(wrong.error_code(), "unauthorized", "{method} {path}");
+        assert_eq!(
+            wrong.header("www-authenticate"),
+            "Bearer realm=\"ferry\", error=\"invalid_token\"",
+            "{method} {path}"
+        );
 
         let not_bearer = probe
             .send(
@@ -587,8 +597,9 @@ async fn every_route_needs_a_token_or_a_session_and_sign_in_is_guarded() {
     );
 
     // A wrong token is refused with a page that says so; after 10 failures from one address
-    // the 11th attempt is refused without being checked, even with the right token. Another
-    // loopback address keeps its own budget.
+    // the next wrong one is refused with 429 and how long to wait, but the right token still
+    // signs in from there: failing on purpose cannot lock the owner out. Another loopback
+    // address keeps its own budget.
     let guesser = no_redirects(Some([127, 0, 0, 2].into()));
     for attempt in 1..=10 {
         let reply = probe
@@ -610,7 +621,7 @@ async fn every_route_needs_a_token_or_a_session_and_sign_in_is_guarded() {
         .send(
             guesser
                 .post(probe.url("/login"))
-                .form(&[("token", served.token.as_str())]),
+                .form(&[("token", "ferry_guess")]),
         )
         .await;
     assert_eq!(
@@ -620,6 +631,42 @@ async fn every_route_needs_a_token_or_a_session_and_sign_in_is_guarded() {
         limited.text
     );
     assert!(limited.header(SET_COOKIE.as_str()).is_empty());
+    let retry_after: u64 = limited
+        .header("retry-after")
+        .parse()
+        .unwrap_or_else(|_| panic!("Retry-After in seconds: {:?}", limited.headers));
+    assert!((1..=6).contains(&retry_after), "Retry-After: {retry_after}");
+    assert!(
+        limited
+            .text
+            .contains(&format!("Wait {retry_after} seconds")),
+        "{}",
+        limited.text
+    );
+    let owner = probe
+        .send(
+            guesser
+                .post(probe.url("/login"))
+                .form(&[("token", served.token.as_str())]),
+        )
+        .await;
+    assert!(
+        owner.status.is_redirection(),
+        "the right token signs in from a limited address: {} {}",
+        owner.status,
+        owner.text
+    );
+    assert!(owner
+        .header(SET_COOKIE.as_str())
+        .starts_with("ferry_session="));
+    let still_limited = probe
+        .send(
+            guesser
+                .post(probe.url("/login"))
+                .form(&[("token", "ferry_guess")]),
+        )
+        .await;
+    assert_eq!(still_limited.status, StatusCode::TOO_MANY_REQUESTS);
     let elsewhere = probe
         .send(
             bare.post(probe.url("/login"))
@@ -630,6 +677,24 @@ async fn every_route_needs_a_token_or_a_session_and_sign_in_is_guarded() {
         elsewhere.status.is_redirection(),
         "another address may still sign in: {}",
         elsewhere.status
+    );
+    let wrong_elsewhere = probe
+        .send(
+            no_redirects(Some([127, 0, 0, 3].into()))
+                .post(probe.url("/login"))
+                .form(&[("token", "ferry_guess")]),
+        )
+        .await;
+    assert_eq!(
+        wrong_elsewhere.status,
+        StatusCode::UNAUTHORIZED,
+        "another address has its own budget"
+    );
+    let output = served.output();
+    assert_eq!(
+        output.matches("Too many failed sign-ins").count(),
+        1,
+        "a limited address is logged once, not at every attempt:\n{output}"
     );
     let session = elsewhere
         .header(SET_COOKIE.as_str())
@@ -1369,6 +1434,26 @@ async fn a_running_sync_refuses_a_second_run_and_can_be_cancelled() {
 
     let second = api.post_empty("/api/v1/syncs/slow/runs").await.expect(409);
     assert_eq!(second.error_code(), "conflict");
+    // A storm of refused starts (a script retrying, a double click, scheduler ticks) is routine:
+    // each is answered 409, and none is a warning in the server's log.
+    let warnings_before = served.output().matches(" WARN ").count();
+    // All at once, so the storm is over long before the run.
+    let storm: Vec<_> = (0..40)
+        .map(|_| {
+            let start = api.api(Method::POST, "/api/v1/syncs/slow/runs");
+            tokio::spawn(async move { start.send().await.expect("an answer").status() })
+        })
+        .collect();
+    for refused in storm {
+        assert_eq!(refused.await.unwrap(), StatusCode::CONFLICT);
+    }
+    let output = served.output();
+    assert_eq!(
+        output.matches(" WARN ").count(),
+        warnings_before,
+        "refused starts were logged as warnings:\n{output}"
+    );
+    assert!(!output.contains("could not start"), "{output}");
     // Nor can the sync be removed from under its run.
     let removed = api.delete("/api/v1/syncs/slow").await.expect(409);
     assert_eq!(removed.error_code(), "conflict");
@@ -1693,4 +1778,480 @@ async fn previews_of_huge_values_are_capped_with_a_visible_marker() {
     assert!(reply.text.len() < 1_200_000, "{} bytes", reply.text.len());
     assert_eq!(body["rows_left_out"], true);
     assert!(body["rows"].as_array().unwrap().len() < 500);
+}
+
+/// Signs in over the UI with the served token: the session cookie, and the CSRF token its
+/// pages carry.
+async fn sign_in(probe: &Probe) -> (String, String) {
+    let bare = no_redirects(None);
+    let reply = probe
+        .send(
+            bare.post(probe.url("/login"))
+                .form(&[("token", probe.token.as_str())]),
+        )
+        .await;
+    assert!(
+        reply.status.is_redirection(),
+        "{} {}",
+        reply.status,
+        reply.text
+    );
+    let cookie = reply
+        .header(SET_COOKIE.as_str())
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = probe
+        .send(bare.get(probe.url("/runs")).header(COOKIE, &cookie))
+        .await
+        .expect(200);
+    let csrf = csrf_in_page(&page.text).expect("the page carries the CSRF token");
+    (cookie, csrf)
+}
+
+/// Connections `stripe` and `warehouse` and the model `people`, over the API.
+async fn people_model(scene: &Scene, api: &Probe) {
+    api.post(
+        "/api/v1/connections",
+        stripe_connection(scene, "stripe", KEY),
+    )
+    .await
+    .expect(201);
+    api.post("/api/v1/connections", duckdb_connection(scene, "warehouse"))
+        .await
+        .expect(201);
+    api.post(
+        "/api/v1/models",
+        json!({ "name": "people", "connection": "warehouse", "sql": "select * from people order by id" }),
+    )
+    .await
+    .expect(201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sync_form_refuses_choices_off_its_lists_and_forms_that_are_not_utf8() {
+    let scene = Scene::new().await;
+    scene.warehouse_sql(&people_sql(3));
+    let served = scene.serve(&[]).await;
+    let api = Probe::new(&served);
+    people_model(&scene, &api).await;
+    let (cookie, csrf) = sign_in(&api).await;
+    let bare = no_redirects(None);
+    let form = |field: &str, value: &str| -> Vec<(String, String)> {
+        let mut fields: Vec<(String, String)> = [
+            ("_csrf", csrf.as_str()),
+            ("existing", ""),
+            ("model", "people"),
+            ("destination", "stripe"),
+            ("behavior", "update-only"),
+            ("key_column", "email"),
+            ("key_field", "email"),
+            ("map_column", "name"),
+            ("map_field", "name"),
+            ("map_metadata", ""),
+            ("nulls", "clear"),
+            ("schedule", ""),
+            ("name", "s"),
+        ]
+        .iter()
+        .filter(|(name, _)| *name != field)
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+        fields.push((field.to_string(), value.to_string()));
+        fields
+    };
+    let syncs = || async { api.get("/api/v1/syncs").await.expect(200).json()["syncs"].clone() };
+
+    for (field, valid) in [
+        ("behavior", "update-or-create, update-only"),
+        ("nulls", "skip, clear"),
+        ("object", "customer"),
+        ("key_field", "email, metadata"),
+    ] {
+        let refused = api
+            .send(
+                bare.post(api.url("/syncs"))
+                    .header(COOKIE, &cookie)
+                    .form(&form(field, "bogus")),
+            )
+            .await
+            .expect(422);
+        assert!(
+            refused.text.contains(&format!(
+                "{field}: &quot;bogus&quot; is not a valid value; use one of {valid}"
+            )),
+            "the page names the field and its valid values: {}",
+            refused.text
+        );
+        assert_eq!(syncs().await, json!([]), "{field}=bogus saved nothing");
+    }
+
+    // Bytes that are not UTF-8, percent-encoded or raw, are refused, not stored as U+FFFD.
+    let encoded = format!(
+        "_csrf={csrf}&existing=&model=people&destination=stripe&behavior=update-only\
+         &key_column=email&key_field=email&map_column=name&map_field=name&map_metadata=&nulls=skip&name=s%FF"
+    );
+    let mut raw = format!(
+        "_csrf={csrf}&existing=&model=people&destination=stripe&behavior=update-only\
+         &key_column=email&key_field=email&nulls=skip&name=s"
+    )
+    .into_bytes();
+    raw.push(0xff);
+    for body in [encoded.into_bytes(), raw] {
+        let refused = api
+            .send(
+                bare.post(api.url("/syncs"))
+                    .header(COOKIE, &cookie)
+                    .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(body),
+            )
+            .await
+            .expect(400);
+        assert!(
+            refused.text.contains("is not valid UTF-8"),
+            "{}",
+            refused.text
+        );
+        assert_eq!(syncs().await, json!([]));
+    }
+    // The other forms too: a model whose SQL is not UTF-8 is not saved with U+FFFD in it.
+    let refused = api
+        .send(
+            bare.post(api.url("/models"))
+                .header(COOKIE, &cookie)
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(format!(
+                    "_csrf={csrf}&name=other&connection=warehouse&sql=select+%27%E9%27+as+x"
+                )),
+        )
+        .await
+        .expect(400);
+    assert!(refused.text.contains("&quot;sql&quot;"), "{}", refused.text);
+    api.get("/api/v1/models/other").await.expect(404);
+
+    // The same form with valid choices saves exactly what was chosen.
+    let saved = api
+        .send(
+            bare.post(api.url("/syncs"))
+                .header(COOKIE, &cookie)
+                .form(&form("name", "s")),
+        )
+        .await;
+    assert!(
+        saved.status.is_redirection(),
+        "{} {}",
+        saved.status,
+        saved.text
+    );
+    let sync = api.get("/api/v1/syncs/s").await.expect(200).json();
+    assert_eq!(sync["spec"]["behavior"], "update-only", "{sync}");
+    assert_eq!(sync["spec"]["nulls"], "clear", "{sync}");
+    api.assert_nothing_leaked(&scene, &served);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_another_host_is_refused_and_named_hosts_are_served() {
+    let scene = Scene::new().await;
+    let served = scene.serve(&["--public-host", "ferry.example.test"]).await;
+    let probe = Probe::new(&served);
+    let port = served.base.rsplit(':').next().unwrap().to_string();
+    let bare = no_redirects(None);
+    // DNS rebinding: the browser believes it talks to evil.example, and says so in Host.
+    for host in [
+        "evil.example",
+        &format!("evil.example:{port}"),
+        "localhost.evil.example",
+    ] {
+        let api = probe
+            .send(
+                probe
+                    .api(Method::GET, "/api/v1/connections")
+                    .header("host", host),
+            )
+            .await
+            .expect(421);
+        assert_eq!(api.error_code(), "unknown_host", "{host}");
+        assert!(api.message().contains("--public-host"), "{}", api.text);
+        let page = probe
+            .send(bare.get(probe.url("/login")).header("host", host))
+            .await
+            .expect(421);
+        assert!(page.text.contains("DNS rebinding"), "{}", page.text);
+        assert_eq!(
+            page.header("x-frame-options"),
+            "DENY",
+            "refusals carry the headers too"
+        );
+        let signed_in = probe
+            .send(
+                bare.post(probe.url("/login"))
+                    .header("host", host)
+                    .form(&[("token", served.token.as_str())]),
+            )
+            .await
+            .expect(421);
+        assert!(signed_in.header(SET_COOKIE.as_str()).is_empty());
+    }
+    // The names and addresses the server is reached by are served.
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        format!("ferry.example.test:{port}"),
+        "FERRY.example.test".to_string(),
+    ] {
+        probe
+            .send(
+                probe
+                    .api(Method::GET, "/api/v1/connections")
+                    .header("host", &host),
+            )
+            .await
+            .expect(200);
+        probe
+            .send(bare.get(probe.url("/login")).header("host", &host))
+            .await
+            .expect(200);
+    }
+    // A public host must be a host name, said before anything is served.
+    let refused = scene
+        .ferry(&[
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--public-host",
+            "https://ferry.example.test/",
+        ])
+        .await;
+    assert_eq!(refused.code, 2, "{}{}", refused.stdout, refused.stderr);
+    assert!(
+        refused.stderr.contains("is not a host name"),
+        "{}",
+        refused.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_carries_the_security_headers() {
+    let scene = Scene::new().await;
+    scene.warehouse_sql(&people_sql(2));
+    let served = scene.serve(&[]).await;
+    let probe = Probe::new(&served);
+    people_model(&scene, &probe).await;
+    let (cookie, _) = sign_in(&probe).await;
+    let bare = no_redirects(None);
+    let page = |path: &str| bare.get(probe.url(path)).header(COOKIE, &cookie);
+    let mut answers = vec![
+        ("page", probe.send(page("/")).await),
+        ("page", probe.send(page("/syncs/new")).await),
+        ("page", probe.send(page("/models/people")).await),
+        ("page", probe.send(page("/runs/nothing")).await),
+        ("page", probe.send(bare.get(probe.url("/login"))).await),
+        ("page", probe.send(bare.get(probe.url("/runs"))).await),
+        ("api", probe.get("/api/v1/models").await),
+        ("api", probe.get("/api/openapi.json").await),
+        ("api", probe.get("/api/v1/models/nothing").await),
+        (
+            "api",
+            probe.send(bare.get(probe.url("/api/v1/models"))).await,
+        ),
+        ("api", probe.get("/api/v1/nothing-here").await),
+    ];
+    answers.push((
+        "page",
+        probe
+            .send(
+                bare.post(probe.url("/login"))
+                    .form(&[("token", "ferry_wrong")]),
+            )
+            .await,
+    ));
+    for (kind, answer) in &answers {
+        let what = format!("{kind} answering {}", answer.status);
+        assert_eq!(answer.header("x-content-type-options"), "nosniff", "{what}");
+        assert_eq!(answer.header("cache-control"), "no-store", "{what}");
+        assert_eq!(answer.header("x-frame-options"), "DENY", "{what}");
+        assert!(
+            answer
+                .header("content-security-policy")
+                .contains("frame-ancestors 'none'"),
+            "{what}"
+        );
+        if *kind == "page" {
+            assert_eq!(answer.header("referrer-policy"), "same-origin", "{what}");
+        }
+        if answer.status == StatusCode::UNAUTHORIZED {
+            assert!(
+                answer.header("www-authenticate").starts_with("Bearer"),
+                "{what}"
+            );
+        }
+    }
+    // Assets may be cached; they are still not sniffed.
+    let style = probe
+        .send(bare.get(probe.url("/assets/style.css")))
+        .await
+        .expect(200);
+    assert!(style.header("cache-control").starts_with("public"));
+    assert_eq!(style.header("x-content-type-options"), "nosniff");
+}
+
+/// The pinned checker that `scripts/test` installs (see there); a missing one fails the test with
+/// the way to install it, never skips it.
+fn openapi_spec_validator() -> std::path::PathBuf {
+    const HOW: &str = "the OpenAPI document is checked with openapi-spec-validator, pinned in \
+        scripts/openapi-spec-validator.txt; run the tests with scripts/test, which installs it, \
+        or install it yourself with `python3 -m pip install -r scripts/openapi-spec-validator.txt` \
+        and put it on PATH or set FERRY_OPENAPI_SPEC_VALIDATOR to its path";
+    if let Some(path) = std::env::var_os("FERRY_OPENAPI_SPEC_VALIDATOR") {
+        let path = std::path::PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "FERRY_OPENAPI_SPEC_VALIDATOR={} does not exist: {HOW}",
+            path.display()
+        );
+        return path;
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("openapi-spec-validator"))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| panic!("openapi-spec-validator is not installed: {HOW}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_openapi_document_is_valid_openapi() {
+    let validator = openapi_spec_validator();
+    let scene = Scene::new().await;
+    let served = scene.serve(&[]).await;
+    let probe = Probe::new(&served);
+    let reply = probe.get("/api/openapi.json").await.expect(200);
+    let document = reply.json();
+    assert!(
+        document["openapi"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("3."),
+        "{}",
+        document["openapi"]
+    );
+    let file = scene.dir.path().join("openapi.json");
+    std::fs::write(&file, &reply.text).unwrap();
+    let checked = std::process::Command::new(&validator)
+        .arg(&file)
+        .output()
+        .expect("openapi-spec-validator runs");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(
+        checked.status.success(),
+        "the served document is not valid OpenAPI: {said}"
+    );
+    assert!(said.contains("OK"), "{said}");
+    // What the document says holds for the live server: a query parameter is read from the query.
+    let runs = &document["paths"]["/api/v1/runs"]["get"]["parameters"];
+    assert!(
+        runs.as_array().unwrap().iter().all(|p| p["in"] == "query"),
+        "{runs}"
+    );
+    probe.get("/api/v1/runs?limit=1").await.expect(200);
+    let malformed = probe.get("/api/v1/runs?limit=ten").await.expect(400);
+    assert_eq!(malformed.error_code(), "invalid_query");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_are_unique_ignoring_case_and_never_start_with_a_dash() {
+    let scene = Scene::new().await;
+    scene.warehouse_sql(&people_sql(2));
+    let served = scene.serve(&[]).await;
+    let api = Probe::new(&served);
+    people_model(&scene, &api).await;
+    let taken = api
+        .post(
+            "/api/v1/models",
+            json!({ "name": "PEOPLE", "connection": "warehouse", "sql": "select 1 as x" }),
+        )
+        .await
+        .expect(409);
+    assert_eq!(taken.error_code(), "conflict");
+    assert!(
+        taken.message().contains("model 'people' already exists"),
+        "the refusal names the existing model: {}",
+        taken.text
+    );
+    // PUT creates too, with the same rule.
+    api.put(
+        "/api/v1/models/People",
+        json!({ "connection": "warehouse", "sql": "select 1 as x" }),
+    )
+    .await
+    .expect(409);
+    let dashed = api
+        .post(
+            "/api/v1/models",
+            json!({ "name": "-rf", "connection": "warehouse", "sql": "select 1 as x" }),
+        )
+        .await
+        .expect(422);
+    assert!(
+        dashed.message().contains("does not start with '-'"),
+        "{}",
+        dashed.text
+    );
+    let connection = api
+        .post(
+            "/api/v1/connections",
+            duckdb_connection(&scene, "Warehouse"),
+        )
+        .await
+        .expect(409);
+    assert!(
+        connection.message().contains("'warehouse'"),
+        "{}",
+        connection.text
+    );
+    // Refused before the key is tested: Stripe hears nothing of it.
+    let requests_before = scene.stripe().requests().len();
+    api.post(
+        "/api/v1/connections",
+        stripe_connection(&scene, "Stripe", KEY),
+    )
+    .await
+    .expect(409);
+    api.post(
+        "/api/v1/connections",
+        stripe_connection(&scene, "-stripe", KEY),
+    )
+    .await
+    .expect(422);
+    assert_eq!(scene.stripe().requests().len(), requests_before);
+    api.post("/api/v1/syncs", people_sync("s1", "people"))
+        .await
+        .expect(201);
+    let sync = api
+        .post("/api/v1/syncs", people_sync("S1", "people"))
+        .await
+        .expect(409);
+    assert!(
+        sync.message().contains("sync 's1' already exists"),
+        "{}",
+        sync.text
+    );
+    // The CLI refuses the same way, for API tokens too.
+    let token = scene.ferry(&["token", "create", "FIRST-SIGN-IN"]).await;
+    assert_eq!(token.code, 2, "{}", token.stderr);
+    assert!(
+        token
+            .stderr
+            .contains("API token 'first-sign-in' already exists"),
+        "{}",
+        token.stderr
+    );
+    let models = api.get("/api/v1/models").await.expect(200).json();
+    assert_eq!(models["models"].as_array().unwrap().len(), 1, "{models}");
 }

@@ -935,3 +935,108 @@ async fn server_session_outputs(scene: &Scene, run_id: &str) -> Vec<String> {
     outputs.push(served.output());
     outputs
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_names_differing_only_in_case_or_starting_with_a_dash_are_refused_and_old_ones_stay_usable(
+) {
+    let scene = Scene::new().await;
+    scene.warehouse_sql(&people_sql(3));
+    scene.connect().await;
+    let create_model = |name: &'static str| {
+        [
+            "model",
+            "create",
+            "--connection",
+            "warehouse",
+            "--sql",
+            "select * from people order by id",
+            "--",
+            name,
+        ]
+    };
+    scene.ferry(&create_model("people")).await.ok();
+    let taken = scene.ferry(&create_model("People")).await;
+    assert_eq!(taken.code, 2, "{}", taken.stderr);
+    assert!(
+        taken.stderr.contains(
+            "model 'People' cannot be created: model 'people' already exists, and names must \
+             differ by more than case"
+        ),
+        "{}",
+        taken.stderr
+    );
+    let dashed = scene.ferry(&create_model("-rf")).await;
+    assert_eq!(dashed.code, 2, "{}", dashed.stderr);
+    assert!(
+        dashed
+            .stderr
+            .contains("invalid model name \"-rf\": a name is 1 to 64 characters of letters, digits, '_' and '-', and does not start with '-'"),
+        "{}",
+        dashed.stderr
+    );
+    let connection = scene
+        .ferry(&[
+            "connect",
+            "duckdb",
+            "WAREHOUSE",
+            "--path",
+            "warehouse.duckdb",
+        ])
+        .await;
+    assert_eq!(connection.code, 2, "{}", connection.stderr);
+    assert!(connection
+        .stderr
+        .contains("connection 'warehouse' already exists"));
+
+    // A workspace written before the rule may hold such names, as an older ferry saved them:
+    // it still opens, and each of them can be read, run, replaced and removed.
+    let database = rusqlite::Connection::open(scene.workspace().join("ferry.db")).unwrap();
+    for old in ["-rf", "PEOPLE"] {
+        database
+            .execute(
+                "INSERT INTO models (name, connection, sql, created_at, updated_at) \
+                 SELECT ?1, connection, sql, created_at, updated_at FROM models WHERE name = 'people'",
+                [old],
+            )
+            .unwrap();
+    }
+    drop(database);
+    let listed = scene.ferry(&["model", "list"]).await.ok().stdout;
+    for name in ["-rf", "PEOPLE", "people"] {
+        assert!(listed.contains(name), "{name} is listed:\n{listed}");
+    }
+    let shown = scene
+        .ferry(&["model", "show", "--", "-rf"])
+        .await
+        .ok()
+        .stdout;
+    assert!(shown.contains("@example.com"), "{shown}");
+    scene.ferry(&create_model("PEOPLE")).await.ok();
+    scene.ferry(&create_model("-rf")).await.ok();
+    let sync = scene
+        .ferry(&[
+            "sync",
+            "create",
+            "--model",
+            "PEOPLE",
+            "--destination",
+            "stripe",
+            "--key",
+            "email=email",
+            "--map",
+            "name=name",
+            "--",
+            "from-old-name",
+        ])
+        .await;
+    assert_eq!(
+        sync.code, 0,
+        "a sync may read a model with an old name: {}",
+        sync.stderr
+    );
+    scene.ferry(&["model", "remove", "--", "-rf"]).await.ok();
+    let listed = scene.ferry(&["model", "list"]).await.ok().stdout;
+    assert!(!listed.contains("-rf"), "{listed}");
+    // Once gone, the old name cannot come back.
+    assert_eq!(scene.ferry(&create_model("-rf")).await.code, 2);
+}

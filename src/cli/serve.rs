@@ -19,6 +19,11 @@ pub struct ServeArgs {
     /// the server (repeatable). Without it, API callers must send secrets themselves.
     #[arg(long = "allow-secret-env", value_name = "NAME")]
     pub allow_secret_env: Vec<String>,
+    /// A host name people reach the server by (repeatable), such as the DNS name of this machine
+    /// or of a proxy in front of it. Requests whose Host header names anything else than
+    /// loopback, the bind address or these names are refused, which defeats DNS rebinding.
+    #[arg(long = "public-host", value_name = "NAME")]
+    pub public_host: Vec<String>,
     /// Seconds between looks for scheduled syncs that are due (tests shorten it).
     #[arg(long, hide = true)]
     pub scheduler_tick_seconds: Option<f64>,
@@ -37,6 +42,8 @@ pub enum TokenCommand {
 pub async fn serve(store: StateStore, args: ServeArgs) -> CliResult {
     ferry_server::check_bind(&store, &args.bind)
         .await
+        .map_err(|message| CliError::config(anyhow::anyhow!(message)))?;
+    ferry_server::AllowedHosts::new(args.bind.ip(), &args.public_host)
         .map_err(|message| CliError::config(anyhow::anyhow!(message)))?;
     // A first start on this machine: make the token to sign in with, as Jupyter does, so the
     // UI is usable at once without leaving it open.
@@ -64,6 +71,7 @@ pub async fn serve(store: StateStore, args: ServeArgs) -> CliResult {
         bind: address,
         secure_cookies: args.secure_cookies,
         allowed_secret_env: args.allow_secret_env,
+        public_hosts: args.public_host,
         scheduler_tick: args
             .scheduler_tick_seconds
             .map(|s| std::time::Duration::from_secs_f64(s.max(0.05))),

@@ -8,8 +8,8 @@ use ferry_core::{Secret, SyncSpec, Value};
 use ferry_destinations::stripe::{StripeConfig, STRIPE_API_BASE};
 use ferry_source::{Column, SourceConfig};
 use ferry_state::{
-    ConnectionKind, ConnectionRecord, ModelRecord, NewConnection, SecretInput, SecretRef,
-    StateStore, SyncRecord,
+    ConnectionKind, ConnectionRecord, ModelRecord, NewConnection, ObjectType, SecretInput,
+    SecretRef, StateStore, SyncRecord,
 };
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -115,6 +115,10 @@ pub async fn save_connection(
     connection: &NewConnection,
     test: bool,
 ) -> Result<ConnectionRecord, EngineError> {
+    // A name that cannot be saved is refused before the connection is tested with its secret.
+    store
+        .check_name_to_save(ObjectType::Connection, &connection.name)
+        .await?;
     if matches!(connection.secret, Some(SecretInput::Keep)) {
         let saved = require_connection(store, &connection.name).await?;
         check_kept_secret(&saved, connection)?;
@@ -310,6 +314,7 @@ pub async fn save_model_before_syncs(
     sql: &str,
     syncs_saved_next: &[&str],
 ) -> Result<Vec<Column>, EngineError> {
+    store.check_name_to_save(ObjectType::Model, name).await?;
     let columns = query_columns(store, connection, sql).await?;
     let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
     for sync in store.list_syncs().await? {
@@ -344,6 +349,7 @@ pub async fn save_sync(
     name: &str,
     spec: &SyncSpec,
 ) -> Result<SyncRecord, EngineError> {
+    store.check_name_to_save(ObjectType::Sync, name).await?;
     let destination = require_connection(store, &spec.destination).await?;
     stripe_config(store, &destination)?;
     let columns = model_columns(store, &spec.model).await?;

@@ -12,6 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
+use governor::clock::Clock as _;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -104,11 +105,21 @@ impl Sessions {
     }
 }
 
-/// Sign-in attempts per client address: a burst of 10, then one every 6 seconds, so guessing a
-/// token by trying is hopeless even before its 256 bits.
+/// Failed sign-ins per client: a burst of 10, then one every 6 seconds. A token is 256 random
+/// bits, so this is not what keeps it from being guessed; it keeps a guesser from making the
+/// server hash, query and log without end. Only failures count, and a valid token signs in even
+/// while its address is limited, so nobody can lock the owner out by failing on purpose.
+///
+/// Clients are told apart by their address as the TCP connection shows it (IPv6 by /64, the
+/// block one machine usually gets). Behind a reverse proxy every request comes from the proxy's
+/// address, so all clients share one budget there; the valid-token pass keeps that from locking
+/// anyone out. `X-Forwarded-For` is not trusted: anyone can send it.
 pub struct LoginLimiter {
     limiter: DefaultKeyedRateLimiter<IpAddr>,
 }
+
+/// Clients remembered at most before the ones with a full budget again are forgotten.
+const LIMITER_KEYS: usize = 10_000;
 
 impl LoginLimiter {
     pub fn new() -> LoginLimiter {
@@ -119,8 +130,32 @@ impl LoginLimiter {
         }
     }
 
-    pub fn allow(&self, client: IpAddr) -> bool {
-        self.limiter.check_key(&client).is_ok()
+    /// Counts a failed sign-in from `client`: `Err(wait)` when the client is over its budget
+    /// and should wait that long before failing again.
+    pub fn record_failure(&self, client: IpAddr) -> Result<(), Duration> {
+        if self.limiter.len() >= LIMITER_KEYS {
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
+        }
+        self.limiter
+            .check_key(&client_key(client))
+            .map_err(|not_until| not_until.wait_time_from(self.limiter.clock().now()))
+    }
+}
+
+/// The budget a client address draws on: an IPv4 address (also when written as IPv6), or the
+/// /64 block of an IPv6 address.
+fn client_key(client: IpAddr) -> IpAddr {
+    match client {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut segments = v6.segments();
+                segments[4..].fill(0);
+                IpAddr::V6(segments.into())
+            }
+        },
     }
 }
 
@@ -158,12 +193,19 @@ pub async fn require_api_token(
             });
             next.run(request).await
         }
-        Ok(None) => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "this API token is not valid (revoked, or never created in this workspace)",
-        )
-        .into_response(),
+        Ok(None) => {
+            let mut response = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this API token is not valid (revoked, or never created in this workspace)",
+            )
+            .into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static(crate::guard::INVALID_TOKEN_CHALLENGE),
+            );
+            response
+        }
         Err(error) => ApiError::from(error).into_response(),
     }
 }
@@ -309,12 +351,38 @@ mod tests {
     }
 
     #[test]
-    fn the_login_limiter_refuses_after_a_burst() {
+    fn the_login_limiter_refuses_after_a_burst_and_says_how_long_to_wait() {
         let limiter = LoginLimiter::new();
         let client = IpAddr::from([10, 0, 0, 1]);
-        let allowed = (0..30).filter(|_| limiter.allow(client)).count();
+        let allowed = (0..30)
+            .filter(|_| limiter.record_failure(client).is_ok())
+            .count();
         assert_eq!(allowed, 10);
-        assert!(limiter.allow(IpAddr::from([10, 0, 0, 2])), "per client");
+        let wait = limiter.record_failure(client).unwrap_err();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(6),
+            "{wait:?}"
+        );
+        assert!(
+            limiter.record_failure(IpAddr::from([10, 0, 0, 2])).is_ok(),
+            "per client"
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_share_a_budget_per_64_block() {
+        let limiter = LoginLimiter::new();
+        let host = |last: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]);
+        for i in 0..10 {
+            assert!(limiter.record_failure(host(i)).is_ok());
+        }
+        assert!(limiter.record_failure(host(99)).is_err(), "same /64");
+        let elsewhere = IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1]);
+        assert!(limiter.record_failure(elsewhere).is_ok(), "another /64");
+        assert_eq!(
+            client_key("::ffff:10.0.0.1".parse().unwrap()),
+            IpAddr::from([10, 0, 0, 1])
+        );
     }
 
     #[test]

@@ -82,7 +82,10 @@ impl From<StateError> for ApiError {
                 ApiError::invalid(error.to_string())
             }
             S::NotFound { .. } => ApiError::not_found(error.to_string()),
-            S::AlreadyExists { .. } | S::InUse { .. } | S::SyncLocked { .. } => {
+            S::AlreadyExists { .. }
+            | S::NameTakenIgnoringCase { .. }
+            | S::InUse { .. }
+            | S::SyncLocked { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", error.to_string())
             }
             S::WrongMasterKey { .. } | S::DamagedSecret { .. } | S::MissingMasterKey { .. } => {

@@ -8,6 +8,9 @@
 mod api;
 mod auth;
 mod error;
+mod form;
+mod guard;
+mod log_throttle;
 mod openapi;
 mod run_registry;
 mod scheduler;
@@ -21,6 +24,7 @@ use std::sync::Arc;
 
 pub use auth::SESSION_COOKIE;
 pub use error::ApiError;
+pub use guard::AllowedHosts;
 pub use openapi::openapi_document;
 pub use ui::UI_ROUTES;
 
@@ -41,6 +45,9 @@ pub struct ServerOptions {
     /// (`api_key_env`, `url_env`). Empty: none, so an API token cannot make the server send one
     /// of its variables to a host of the caller's choosing.
     pub allowed_secret_env: Vec<String>,
+    /// Host names (besides loopback and the bind address) that requests may name in their
+    /// `Host` header: the names people reach the server by (`ferry serve --public-host`).
+    pub public_hosts: Vec<String>,
 }
 
 /// Everything a handler needs; cheap to clone.
@@ -56,6 +63,11 @@ struct Inner {
     runs: run_registry::RunRegistry,
     secure_cookies: bool,
     allowed_secret_env: Vec<String>,
+    allowed_hosts: AllowedHosts,
+    /// Scheduled runs that cannot start, warned about once per sync and interval.
+    scheduler_warnings: log_throttle::LogThrottle<String>,
+    /// Addresses refused sign-in, warned about once a minute each.
+    login_warnings: log_throttle::LogThrottle<std::net::IpAddr>,
 }
 
 impl AppState {
@@ -68,8 +80,37 @@ impl AppState {
                 runs: run_registry::RunRegistry::default(),
                 secure_cookies,
                 allowed_secret_env: Vec::new(),
+                allowed_hosts: AllowedHosts::loopback(),
+                scheduler_warnings: log_throttle::LogThrottle::new(
+                    scheduler::REPEATED_WARNING_INTERVAL,
+                ),
+                login_warnings: log_throttle::LogThrottle::new(std::time::Duration::from_secs(60)),
             }),
         }
+    }
+
+    /// The same state, answering to these hosts (see [`AllowedHosts`]) instead of loopback only.
+    pub fn with_allowed_hosts(self, hosts: AllowedHosts) -> AppState {
+        let inner = Arc::try_unwrap(self.inner)
+            .unwrap_or_else(|_| panic!("with_allowed_hosts is called before the state is shared"));
+        AppState {
+            inner: Arc::new(Inner {
+                allowed_hosts: hosts,
+                ..inner
+            }),
+        }
+    }
+
+    pub(crate) fn allowed_hosts(&self) -> &AllowedHosts {
+        &self.inner.allowed_hosts
+    }
+
+    pub(crate) fn login_warnings(&self) -> &log_throttle::LogThrottle<std::net::IpAddr> {
+        &self.inner.login_warnings
+    }
+
+    pub(crate) fn scheduler_warnings(&self) -> &log_throttle::LogThrottle<String> {
+        &self.inner.scheduler_warnings
     }
 
     /// The same state, allowing these environment variables as connection secrets over the API.
@@ -105,17 +146,29 @@ pub fn router(state: AppState) -> Router {
         state.clone(),
         auth::require_api_token,
     ));
-    let ui = ui::routes().route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        auth::require_session,
-    ));
+    // Forms are checked once the session is (layers added later run first).
+    let ui = ui::routes()
+        .route_layer(axum::middleware::from_fn(form::reject_malformed_forms))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_session,
+        ));
+    let public =
+        ui::public_routes().route_layer(axum::middleware::from_fn(form::reject_malformed_forms));
     Router::new()
         .merge(api)
         .merge(ui)
-        .merge(ui::public_routes())
+        .merge(public)
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Outermost: a request for another host is refused before anything reads it, and every
+        // answer, refusals included, carries the security headers.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::check_host,
+        ))
+        .layer(axum::middleware::from_fn(guard::security_headers))
         .with_state(state)
 }
 
@@ -142,8 +195,11 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let hosts = AllowedHosts::new(options.bind.ip(), &options.public_hosts)
+        .map_err(|message| std::io::Error::new(std::io::ErrorKind::InvalidInput, message))?;
     let state = AppState::new(store, options.secure_cookies)
-        .with_allowed_secret_env(options.allowed_secret_env);
+        .with_allowed_secret_env(options.allowed_secret_env)
+        .with_allowed_hosts(hosts);
     let app = router(state.clone());
     let scheduler = tokio::spawn(scheduler::run_scheduler(
         state.clone(),

@@ -88,13 +88,21 @@ impl RunRegistry {
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<ApiError>();
         let task = tokio::spawn(async move {
             let result = ferry_engine::run_sync(&store, &setup, &options).await;
-            if let Some(run_id) = started_id.lock().expect("run id lock").take() {
-                registry.lock().expect("run registry lock").remove(&run_id);
+            let started = started_id.lock().expect("run id lock").take();
+            if let Some(run_id) = &started {
+                registry.lock().expect("run registry lock").remove(run_id);
             }
-            match result {
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(sync = %sync_name, problem = %error, "A run started from the server could not start.");
+            match (result, started) {
+                (Ok(_), _) => {}
+                (Err(error), Some(run_id)) => {
+                    tracing::warn!(sync = %sync_name, run = %run_id, problem = %error, "A run started from the server stopped with an error.");
+                }
+                // Refused before it began: the caller (a request, the scheduler) gets the error
+                // and says so. A refusal is routine (a sync already running refuses every other
+                // start), so it is no warning: a burst of "Run" requests or scheduler ticks
+                // would otherwise fill the log.
+                (Err(error), None) => {
+                    tracing::debug!(sync = %sync_name, problem = %error, "A run was not started.");
                     let _ = failed_tx.send(ApiError::from(error));
                 }
             }

@@ -11,6 +11,13 @@ use std::time::Duration;
 /// How often due schedules are looked for, unless `ServerOptions` says otherwise.
 pub const DEFAULT_TICK: Duration = Duration::from_secs(20);
 
+/// A scheduled run that keeps failing to start is tried at every tick; its warning is repeated
+/// at most this often (and when the problem changes), the rest go to the debug level.
+pub const REPEATED_WARNING_INTERVAL: Duration = Duration::from_secs(10 * 60);
+
+/// The throttle's key for problems that are not one sync's.
+const ALL_SYNCS: &str = "";
+
 pub async fn run_scheduler(state: AppState, tick: Duration) {
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -20,8 +27,18 @@ pub async fn run_scheduler(state: AppState, tick: Duration) {
         if let Err(problem) = ferry_engine::reap_dead_runs(state.store(), None).await {
             tracing::debug!(%problem, "Looking for dead runs failed; trying again at the next tick.");
         }
-        if let Err(problem) = start_due_runs(&state, Utc::now()).await {
-            tracing::warn!(%problem, "Looking for scheduled syncs failed; trying again at the next tick.");
+        match start_due_runs(&state, Utc::now()).await {
+            Ok(_) => state.scheduler_warnings().clear(&ALL_SYNCS.to_string()),
+            Err(problem) => {
+                if state
+                    .scheduler_warnings()
+                    .should_warn(&ALL_SYNCS.to_string(), &problem.to_string())
+                {
+                    tracing::warn!(%problem, "Looking for scheduled syncs failed; trying again at every tick (repeats are logged at debug level).");
+                } else {
+                    tracing::debug!(%problem, "Looking for scheduled syncs failed again.");
+                }
+            }
         }
     }
 }
@@ -56,13 +73,21 @@ pub(crate) async fn start_due_runs(
         {
             Ok(run_id) => {
                 tracing::info!(sync = %sync.name, run = %run_id, %schedule, "Started a scheduled run.");
+                state.scheduler_warnings().clear(&sync.name);
                 started.push(run_id);
             }
             Err(error) if error.status == axum::http::StatusCode::CONFLICT => {
                 tracing::debug!(sync = %sync.name, "A scheduled run is due, but the sync is running.");
             }
             Err(error) => {
-                tracing::warn!(sync = %sync.name, problem = %error.message, "A scheduled run could not start; trying again at the next tick.");
+                if state
+                    .scheduler_warnings()
+                    .should_warn(&sync.name, &error.message)
+                {
+                    tracing::warn!(sync = %sync.name, problem = %error.message, "A scheduled run could not start; trying again at every tick (repeats are logged at debug level).");
+                } else {
+                    tracing::debug!(sync = %sync.name, problem = %error.message, "A scheduled run still cannot start.");
+                }
             }
         }
     }

@@ -59,9 +59,7 @@ pub enum StateError {
     #[error("no ferry workspace at {location}; run `ferry init` first")]
     NoWorkspace { location: String },
 
-    #[error(
-        "invalid {what} name {name:?}: a name is 1 to 64 characters of letters, digits, '_' and '-'"
-    )]
+    #[error("invalid {what} name {name:?}: {}", crate::names::NAME_RULE)]
     InvalidName { what: ObjectType, name: String },
 
     #[error("{0}")]
@@ -72,6 +70,17 @@ pub enum StateError {
 
     #[error("{what} '{name}' already exists; {}", what.taken_name_hint(name))]
     AlreadyExists { what: ObjectType, name: String },
+
+    /// A new name that differs only in case from an existing one of the same kind.
+    #[error(
+        "{what} '{name}' cannot be created: {what} '{existing}' already exists, and names must \
+         differ by more than case; use '{existing}' or choose another name"
+    )]
+    NameTakenIgnoringCase {
+        what: ObjectType,
+        name: String,
+        existing: String,
+    },
 
     #[error("{what} '{name}' is used by {}; remove or change those first", used_by.join(", "))]
     InUse {

@@ -21,7 +21,10 @@ mod workspace;
 
 pub use error::{ObjectType, StateError};
 pub use master_key::MasterKey;
-pub use names::{validate_name, MAX_NAME_LENGTH};
+pub use names::{
+    is_valid_new_name, same_name_ignoring_case, validate_name, validate_new_name, MAX_NAME_LENGTH,
+    NAME_PATTERN, NAME_RULE,
+};
 pub use records::{
     ApiTokenRecord, CommitBatch, ConnectionKind, ConnectionRecord, EncryptedSecret, IndexState,
     IndexedRecord, ModelRecord, NewConnection, PendingCreate, RunRecord, RunRecordRow, SecretInput,
@@ -109,11 +112,59 @@ impl StateStore {
         workspace::is_inside(self.workspace_dir(), path)
     }
 
+    /// Whether `name` may be saved for an object of kind `what`: an existing name always may
+    /// (its object is replaced); a new one must follow [`NAME_PATTERN`] and differ by more than
+    /// case from the names of its kind. Saves nothing. Callers ask before costly checks (testing
+    /// a connection, running a query), so a refused name costs nothing; saving checks again,
+    /// inside its transaction.
+    pub async fn check_name_to_save(&self, what: ObjectType, name: &str) -> Result<(), StateError> {
+        validate_name(what, name)?;
+        let existing: Vec<String> = match what {
+            ObjectType::Connection => self
+                .list_connections()
+                .await?
+                .into_iter()
+                .map(|c| c.name)
+                .collect(),
+            ObjectType::Model => self
+                .list_models()
+                .await?
+                .into_iter()
+                .map(|m| m.name)
+                .collect(),
+            ObjectType::Sync => self
+                .list_syncs()
+                .await?
+                .into_iter()
+                .map(|s| s.name)
+                .collect(),
+            ObjectType::ApiToken => self
+                .list_api_tokens()
+                .await?
+                .into_iter()
+                .map(|t| t.name)
+                .collect(),
+            ObjectType::Run => return Ok(()),
+        };
+        if existing.iter().any(|n| n == name) {
+            return Ok(());
+        }
+        validate_new_name(what, name)?;
+        names::check_case_conflict(what, name, existing.iter().map(String::as_str))
+    }
+
     // ----- connections -----
 
     /// Creates the connection, or replaces the one with the same name (its `created_at` stays).
+    /// A new name must follow [`NAME_PATTERN`] and differ by more than case from the other
+    /// connections' names.
     pub async fn put_connection(&self, connection: &NewConnection) -> Result<(), StateError> {
         validate_name(ObjectType::Connection, &connection.name)?;
+        if !is_valid_new_name(&connection.name)
+            && self.get_connection(&connection.name).await?.is_none()
+        {
+            validate_new_name(ObjectType::Connection, &connection.name)?;
+        }
         if !connection.config.is_object() {
             return Err(StateError::InvalidInput(format!(
                 "the config of connection '{}' must be a JSON object, not {}",
@@ -179,7 +230,8 @@ impl StateStore {
 
     // ----- models -----
 
-    /// Creates or replaces a model. Its connection must exist and be a warehouse.
+    /// Creates or replaces a model. Its connection must exist and be a warehouse. A new name
+    /// must follow [`NAME_PATTERN`] and differ by more than case from the other models' names.
     pub async fn put_model(
         &self,
         name: &str,
@@ -187,6 +239,9 @@ impl StateStore {
         sql: &str,
     ) -> Result<(), StateError> {
         validate_name(ObjectType::Model, name)?;
+        if !is_valid_new_name(name) && self.get_model(name).await?.is_none() {
+            validate_new_name(ObjectType::Model, name)?;
+        }
         let source = self.require_connection(connection).await?;
         if !source.kind.is_source() {
             return Err(StateError::InvalidInput(format!(
@@ -223,9 +278,13 @@ impl StateStore {
 
     /// Creates or replaces a sync. A new sync gets a random `uid`; a replaced one keeps its
     /// uid, runs, snapshot and pending creates. Its model must exist and its destination must
-    /// be a Stripe connection.
+    /// be a Stripe connection. A new name must follow [`NAME_PATTERN`] and differ by more than
+    /// case from the other syncs' names.
     pub async fn put_sync(&self, name: &str, spec: &SyncSpec) -> Result<SyncRecord, StateError> {
         validate_name(ObjectType::Sync, name)?;
+        if !is_valid_new_name(name) && self.get_sync(name).await?.is_none() {
+            validate_new_name(ObjectType::Sync, name)?;
+        }
         if self.get_model(&spec.model).await?.is_none() {
             return Err(StateError::NotFound {
                 what: ObjectType::Model,
@@ -547,12 +606,13 @@ impl StateStore {
     /// Creates an API token for `ferry server` and returns its record with the clear token,
     /// which exists only in this return value: the store keeps just its SHA-256, so show it to
     /// the user now. The token is `ferry_` + 43 base64url characters (32 random bytes). Fails
-    /// with [`StateError::AlreadyExists`] when a token with this name exists.
+    /// with [`StateError::AlreadyExists`] when a token with this name exists, and with
+    /// [`StateError::NameTakenIgnoringCase`] when one differs from it only in case.
     pub async fn create_api_token(
         &self,
         name: &str,
     ) -> Result<(ApiTokenRecord, Secret), StateError> {
-        validate_name(ObjectType::ApiToken, name)?;
+        validate_new_name(ObjectType::ApiToken, name)?;
         let token = Secret::new(api_tokens::new_token());
         let record = ApiTokenRecord {
             name: name.to_string(),

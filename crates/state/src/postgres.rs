@@ -10,6 +10,7 @@ use crate::api_tokens;
 use crate::error::{postgres_error_text, ObjectType, StateError};
 use crate::ids;
 use crate::master_key::MasterKey;
+use crate::names;
 use crate::records::{
     counts_from_columns, counts_to_columns, parse_connection_kind, parse_outcome, parse_run_status,
     parse_sync_spec, secret_from_columns, sorted_json, sync_spec_json, to_sql_integer,
@@ -51,6 +52,10 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 /// The transaction-level advisory lock that makes concurrent `initialize` calls take turns
 /// (an arbitrary constant: "ferry" in ASCII).
 const MIGRATION_LOCK_KEY: i64 = 0x0066_6572_7279;
+
+/// The transaction-level advisory lock under which new names are checked and saved ("ferry"
+/// and "names" in ASCII, like the migration lock's constant).
+const NAMES_LOCK_KEY: i64 = 0x6665_7272_796e_616d;
 
 /// A lock whose holder just dropped its session is free a moment later, once the server has
 /// noticed; a failing `pg_try_advisory_lock` is retried this often, this far apart.
@@ -174,9 +179,11 @@ impl PostgresStore {
             Some(secret) => (Some(secret.kind), Some(secret.value), secret.hint),
             None => (None, None, None),
         };
+        let doing = "saving a connection";
         with_session!(self, |session| {
-            session
-                .client
+            let transaction =
+                names_transaction(session, ObjectType::Connection, name, doing).await?;
+            transaction
                 .execute(
                     "INSERT INTO connections (name, kind, config, secret_kind, secret_value, \
                      secret_hint, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
@@ -194,7 +201,11 @@ impl PostgresStore {
                     ],
                 )
                 .await
-                .map_err(StateError::postgres("saving a connection"))?;
+                .map_err(StateError::postgres(doing))?;
+            transaction
+                .commit()
+                .await
+                .map_err(StateError::postgres(doing))?;
             Ok(())
         })
     }
@@ -285,9 +296,10 @@ impl PostgresStore {
         source: &str,
         sql: &str,
     ) -> Result<(), StateError> {
+        let doing = "saving a model";
         with_session!(self, |session| {
-            session
-                .client
+            let transaction = names_transaction(session, ObjectType::Model, name, doing).await?;
+            transaction
                 .execute(
                     "INSERT INTO models (name, connection, sql, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $4) ON CONFLICT (name) DO UPDATE SET \
@@ -296,7 +308,11 @@ impl PostgresStore {
                     &[&name, &source, &sql, &ids::now()],
                 )
                 .await
-                .map_err(StateError::postgres("saving a model"))?;
+                .map_err(StateError::postgres(doing))?;
+            transaction
+                .commit()
+                .await
+                .map_err(StateError::postgres(doing))?;
             Ok(())
         })
     }
@@ -355,9 +371,10 @@ impl PostgresStore {
         spec: &SyncSpec,
     ) -> Result<SyncRecord, StateError> {
         let spec_json = sync_spec_json(spec);
+        let doing = "saving a sync";
         with_session!(self, |session| {
-            let row = session
-                .client
+            let transaction = names_transaction(session, ObjectType::Sync, name, doing).await?;
+            let row = transaction
                 .query_one(
                     "INSERT INTO syncs (name, uid, model, destination, spec, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (name) DO UPDATE SET \
@@ -374,7 +391,11 @@ impl PostgresStore {
                     ],
                 )
                 .await
-                .map_err(StateError::postgres("saving a sync"))?;
+                .map_err(StateError::postgres(doing))?;
+            transaction
+                .commit()
+                .await
+                .map_err(StateError::postgres(doing))?;
             Ok(SyncRecord {
                 name: name.to_string(),
                 uid: column(&row, 0)?,
@@ -1041,8 +1062,21 @@ impl PostgresStore {
     ) -> Result<bool, StateError> {
         let doing = "creating an API token";
         with_session!(self, |session| {
-            let inserted = session
+            // A repeat after a lost connection finds the row its first attempt inserted.
+            let ours = session
                 .client
+                .query_opt(
+                    "SELECT 1 FROM api_tokens WHERE name = $1 AND token_hash = $2",
+                    &[&record.name, &token_hash],
+                )
+                .await
+                .map_err(StateError::postgres(doing))?;
+            if ours.is_some() {
+                return Ok(true);
+            }
+            let transaction =
+                names_transaction(session, ObjectType::ApiToken, &record.name, doing).await?;
+            let inserted = transaction
                 .execute(
                     "INSERT INTO api_tokens (name, token_hash, prefix, created_at, last_used_at) \
                      VALUES ($1, $2, $3, $4, NULL) ON CONFLICT (name) DO NOTHING",
@@ -1055,19 +1089,11 @@ impl PostgresStore {
                 )
                 .await
                 .map_err(StateError::postgres(doing))?;
-            if inserted > 0 {
-                return Ok(true);
-            }
-            // A repeat after a lost connection finds the row its first attempt inserted.
-            let ours = session
-                .client
-                .query_opt(
-                    "SELECT 1 FROM api_tokens WHERE name = $1 AND token_hash = $2",
-                    &[&record.name, &token_hash],
-                )
+            transaction
+                .commit()
                 .await
                 .map_err(StateError::postgres(doing))?;
-            Ok(ours.is_some())
+            Ok(inserted > 0)
         })
     }
 
@@ -1376,6 +1402,34 @@ async fn set_run_counts(
         )
         .await
         .map_err(StateError::postgres("saving run counts"))
+}
+
+/// Begins the transaction that saves an object named `name`: takes the names lock for the rest
+/// of it, then refuses the name when it is new and another object of its kind has it in another
+/// case. The lock makes two sessions that save `m1` and `M1` at once take turns, so the second
+/// sees the first's row.
+async fn names_transaction<'a>(
+    session: &'a mut Session,
+    what: ObjectType,
+    name: &str,
+    doing: &'static str,
+) -> Result<tokio_postgres::Transaction<'a>, StateError> {
+    let transaction = session
+        .client
+        .transaction()
+        .await
+        .map_err(StateError::postgres(doing))?;
+    transaction
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&NAMES_LOCK_KEY])
+        .await
+        .map_err(StateError::postgres(doing))?;
+    let sql = format!(
+        "SELECT name FROM {} WHERE lower(name) = lower($1) ORDER BY name COLLATE \"C\"",
+        names::name_table(what)
+    );
+    let found = query_all(&transaction, &sql, &[&name], |row| column::<String>(row, 0)).await?;
+    names::check_case_conflict(what, name, found.iter().map(String::as_str))?;
+    Ok(transaction)
 }
 
 /// "model 'a'", "model 'b'" for each name the query returns.

@@ -8,6 +8,7 @@ use crate::api_tokens;
 use crate::error::{ObjectType, StateError};
 use crate::ids;
 use crate::master_key::MasterKey;
+use crate::names;
 use crate::records::{
     counts_from_columns, counts_to_columns, parse_connection_kind, parse_outcome, parse_run_status,
     parse_sync_spec, secret_from_columns, sorted_json, sync_spec_json, to_sql_integer,
@@ -146,7 +147,11 @@ impl SqliteStore {
                 Some(secret) => (Some(secret.kind), Some(secret.value), secret.hint),
                 None => (None, None, None),
             };
-            connection
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .doing("saving a connection")?;
+            refuse_case_variant(&transaction, ObjectType::Connection, &name)?;
+            transaction
                 .prepare_cached(
                     "INSERT INTO connections (name, kind, config, secret_kind, secret_value, \
                      secret_hint, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) \
@@ -167,6 +172,7 @@ impl SqliteStore {
                     ])
                 })
                 .doing("saving a connection")?;
+            transaction.commit().doing("saving a connection")?;
             Ok(())
         })
         .await
@@ -253,7 +259,11 @@ impl SqliteStore {
     ) -> Result<(), StateError> {
         let (name, source, sql) = (name.to_string(), source.to_string(), sql.to_string());
         self.call(move |connection| {
-            connection
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .doing("saving a model")?;
+            refuse_case_variant(&transaction, ObjectType::Model, &name)?;
+            transaction
                 .execute(
                     "INSERT INTO models (name, connection, sql, created_at, updated_at) \
                      VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (name) DO UPDATE SET \
@@ -262,6 +272,7 @@ impl SqliteStore {
                     params![name, source, sql, timestamp_text(ids::now())],
                 )
                 .doing("saving a model")?;
+            transaction.commit().doing("saving a model")?;
             Ok(())
         })
         .await
@@ -321,7 +332,11 @@ impl SqliteStore {
         let spec = spec.clone();
         self.call(move |connection| {
             let spec_json = sync_spec_json(&spec).to_string();
-            let (uid, created_at, updated_at): (String, String, String) = connection
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .doing("saving a sync")?;
+            refuse_case_variant(&transaction, ObjectType::Sync, &name)?;
+            let (uid, created_at, updated_at): (String, String, String) = transaction
                 .query_row(
                     "INSERT INTO syncs (name, uid, model, destination, spec, created_at, updated_at) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT (name) DO UPDATE SET \
@@ -339,6 +354,7 @@ impl SqliteStore {
                     |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
                 )
                 .doing("saving a sync")?;
+            transaction.commit().doing("saving a sync")?;
             Ok(SyncRecord {
                 name,
                 uid,
@@ -1036,7 +1052,11 @@ impl SqliteStore {
     ) -> Result<bool, StateError> {
         let (record, token_hash) = (record.clone(), token_hash.to_string());
         self.call(move |connection| {
-            let inserted = connection
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .doing("creating an API token")?;
+            refuse_case_variant(&transaction, ObjectType::ApiToken, &record.name)?;
+            let inserted = transaction
                 .execute(
                     "INSERT INTO api_tokens (name, token_hash, prefix, created_at, last_used_at) \
                      VALUES (?1, ?2, ?3, ?4, NULL) ON CONFLICT (name) DO NOTHING",
@@ -1048,6 +1068,7 @@ impl SqliteStore {
                     ],
                 )
                 .doing("creating an API token")?;
+            transaction.commit().doing("creating an API token")?;
             Ok(inserted > 0)
         })
         .await
@@ -1402,6 +1423,24 @@ fn set_run_counts(
 }
 
 /// "model 'a'", "model 'b'" for each name the query returns.
+/// Inside the write transaction that saves `name`: refuses it when it is new and another object
+/// of its kind has the same name in another case. Holding the write lock, no other process can
+/// add that other name between this check and the insert.
+fn refuse_case_variant(
+    connection: &Connection,
+    what: ObjectType,
+    name: &str,
+) -> Result<(), StateError> {
+    let sql = format!(
+        "SELECT name FROM {} WHERE lower(name) = lower(?1) ORDER BY name",
+        names::name_table(what)
+    );
+    let found = query_all(connection, &sql, params![name], |row| {
+        column::<String>(row, 0)
+    })?;
+    names::check_case_conflict(what, name, found.iter().map(String::as_str))
+}
+
 fn names_of(
     connection: &Connection,
     what: &str,

@@ -45,6 +45,8 @@ macro_rules! conformance_tests {
 conformance_tests!(
     connections_are_created_replaced_listed_and_removed,
     names_and_references_are_validated,
+    new_names_are_unique_ignoring_case_and_do_not_start_with_a_dash,
+    names_saved_before_the_rule_stay_usable,
     models_are_created_replaced_and_removed,
     syncs_keep_their_uid_when_replaced,
     objects_in_use_cannot_be_removed,
@@ -137,7 +139,7 @@ async fn connections_are_created_replaced_listed_and_removed(workspace: TestWork
 
 async fn names_and_references_are_validated(workspace: TestWorkspace) {
     let store = &workspace.store;
-    let rule = "a name is 1 to 64 characters of letters, digits, '_' and '-'";
+    let rule = ferry_state::NAME_RULE;
     let bad_name = stripe_connection("has space");
     assert_eq!(
         error_text(store.put_connection(&bad_name).await),
@@ -208,6 +210,193 @@ async fn names_and_references_are_validated(workspace: TestWorkspace) {
     // Nothing invalid was stored.
     assert_eq!(workspace.raw_count("SELECT COUNT(*) FROM syncs").await, 1);
     assert_eq!(workspace.raw_count("SELECT COUNT(*) FROM models").await, 1);
+}
+
+async fn new_names_are_unique_ignoring_case_and_do_not_start_with_a_dash(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    workspace.seed_customers_sync().await;
+    let taken = |what: &str, name: &str, existing: &str| {
+        format!(
+            "{what} '{name}' cannot be created: {what} '{existing}' already exists, and names \
+             must differ by more than case; use '{existing}' or choose another name"
+        )
+    };
+    assert_eq!(
+        error_text(store.put_connection(&stripe_connection("STRIPE")).await),
+        taken("connection", "STRIPE", "stripe")
+    );
+    assert_eq!(
+        error_text(store.put_model("SignUps", "warehouse", "SELECT 1").await),
+        taken("model", "SignUps", "signups")
+    );
+    assert_eq!(
+        error_text(
+            store
+                .put_sync("Customers", &customer_spec("signups", "stripe"))
+                .await
+        ),
+        taken("sync", "Customers", "customers")
+    );
+    store.create_api_token("ops").await.unwrap();
+    assert_eq!(
+        error_text(store.create_api_token("OPS").await),
+        taken("API token", "OPS", "ops")
+    );
+    let rule = ferry_state::NAME_RULE;
+    for dashed in ["-rf", "--force", "-"] {
+        assert_eq!(
+            error_text(store.put_model(dashed, "warehouse", "SELECT 1").await),
+            format!("invalid model name {dashed:?}: {rule}")
+        );
+        assert_eq!(
+            error_text(store.put_connection(&stripe_connection(dashed)).await),
+            format!("invalid connection name {dashed:?}: {rule}")
+        );
+        assert_eq!(
+            error_text(
+                store
+                    .put_sync(dashed, &customer_spec("signups", "stripe"))
+                    .await
+            ),
+            format!("invalid sync name {dashed:?}: {rule}")
+        );
+        assert_eq!(
+            error_text(store.create_api_token(dashed).await),
+            format!("invalid API token name {dashed:?}: {rule}")
+        );
+    }
+    // The same answers before anything is saved, for callers that check first.
+    use ferry_state::ObjectType;
+    assert_eq!(
+        error_text(store.check_name_to_save(ObjectType::Model, "SignUps").await),
+        taken("model", "SignUps", "signups")
+    );
+    assert_eq!(
+        error_text(store.check_name_to_save(ObjectType::ApiToken, "-rf").await),
+        format!("invalid API token name \"-rf\": {rule}")
+    );
+    store
+        .check_name_to_save(ObjectType::Model, "signups")
+        .await
+        .unwrap();
+    store
+        .check_name_to_save(ObjectType::Sync, "orders")
+        .await
+        .unwrap();
+    // Replacing an object under its own name is no conflict, and '_' or a digit may lead.
+    store
+        .put_model("signups", "warehouse", "SELECT email FROM signups")
+        .await
+        .unwrap();
+    store
+        .put_model("_staging", "warehouse", "SELECT 1")
+        .await
+        .unwrap();
+    store
+        .put_model("2024-q1", "warehouse", "SELECT 1")
+        .await
+        .unwrap();
+    // Nothing refused was stored.
+    assert_eq!(
+        workspace
+            .raw_count("SELECT COUNT(*) FROM connections")
+            .await,
+        2
+    );
+    assert_eq!(workspace.raw_count("SELECT COUNT(*) FROM models").await, 3);
+    assert_eq!(workspace.raw_count("SELECT COUNT(*) FROM syncs").await, 1);
+    assert_eq!(
+        workspace.raw_count("SELECT COUNT(*) FROM api_tokens").await,
+        1
+    );
+}
+
+/// A workspace written by an earlier ferry may hold names the rule now refuses (`-rf`, or both
+/// `m1` and `M1`): it opens, and those objects are read, replaced, used and removed as before.
+async fn names_saved_before_the_rule_stay_usable(workspace: TestWorkspace) {
+    workspace.seed_customers_sync().await;
+    workspace
+        .raw_execute(
+            "INSERT INTO models (name, connection, sql, created_at, updated_at) \
+             SELECT '-rf', connection, sql, created_at, updated_at FROM models WHERE name = 'signups'; \
+             INSERT INTO models (name, connection, sql, created_at, updated_at) \
+             SELECT 'SIGNUPS', connection, sql, created_at, updated_at FROM models WHERE name = 'signups'; \
+             INSERT INTO connections (name, kind, config, secret_kind, secret_value, secret_hint, created_at, updated_at) \
+             SELECT '-old', kind, config, secret_kind, secret_value, secret_hint, created_at, updated_at FROM connections WHERE name = 'stripe'; \
+             INSERT INTO syncs (name, uid, model, destination, spec, created_at, updated_at) \
+             SELECT 'CUSTOMERS', 'fedcba9876543210', model, destination, spec, created_at, updated_at FROM syncs WHERE name = 'customers'; \
+             INSERT INTO api_tokens (name, token_hash, prefix, created_at, last_used_at) VALUES \
+             ('-bot', 'not-a-real-hash', 'ferry_ab', (SELECT created_at FROM models WHERE name = 'signups'), NULL)",
+        )
+        .await;
+    // It opens again, as every command opens it.
+    let store = StateStore::open_existing(&workspace.options).await.unwrap();
+
+    let models: Vec<String> = store
+        .list_models()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    assert_eq!(models, ["-rf", "SIGNUPS", "signups"]);
+    assert!(store.get_model("-rf").await.unwrap().is_some());
+    assert!(store.get_connection("-old").await.unwrap().is_some());
+    // Each may be replaced under its own name, even while another differs only in case.
+    store
+        .put_model("-rf", "warehouse", "SELECT 2 AS x")
+        .await
+        .unwrap();
+    store
+        .put_model("SIGNUPS", "warehouse", "SELECT email FROM signups")
+        .await
+        .unwrap();
+    store
+        .put_model("signups", "warehouse", "SELECT email, name FROM signups")
+        .await
+        .unwrap();
+    store
+        .put_connection(&stripe_connection("-old"))
+        .await
+        .unwrap();
+    let old_sync = store
+        .put_sync("CUSTOMERS", &customer_spec("-rf", "-old"))
+        .await
+        .unwrap();
+    assert_eq!(old_sync.uid, "fedcba9876543210", "replaced, not created");
+    store
+        .put_sync("customers", &customer_spec("SIGNUPS", "stripe"))
+        .await
+        .unwrap();
+    // Runs of an old-named sync are recorded as any other's.
+    let run = store.create_run("CUSTOMERS", false).await.unwrap();
+    assert_eq!(
+        store.list_runs(Some("CUSTOMERS"), 5).await.unwrap()[0].id,
+        run.id
+    );
+    assert_eq!(
+        store.list_runs(Some("customers"), 5).await.unwrap().len(),
+        0
+    );
+    use ferry_state::ObjectType;
+    store
+        .check_name_to_save(ObjectType::Model, "-rf")
+        .await
+        .unwrap();
+    store
+        .check_name_to_save(ObjectType::Model, "SIGNUPS")
+        .await
+        .unwrap();
+    // A third spelling is new, so it is refused.
+    assert!(matches!(
+        store.put_model("SignUps", "warehouse", "SELECT 1").await,
+        Err(StateError::NameTakenIgnoringCase { .. })
+    ));
+    // And each can be removed.
+    assert!(store.revoke_api_token("-bot").await.unwrap());
+    assert!(store.remove_sync("CUSTOMERS").await.unwrap());
+    assert!(store.remove_model("-rf").await.unwrap());
+    assert!(store.remove_connection("-old").await.unwrap());
 }
 
 async fn models_are_created_replaced_and_removed(workspace: TestWorkspace) {
@@ -1296,7 +1485,7 @@ async fn api_tokens_are_stored_only_as_hashes(workspace: TestWorkspace) {
 
 async fn api_token_names_are_validated_and_unique(workspace: TestWorkspace) {
     let store = &workspace.store;
-    let rule = "a name is 1 to 64 characters of letters, digits, '_' and '-'";
+    let rule = ferry_state::NAME_RULE;
     for bad in ["", "has space", "../etc"] {
         assert_eq!(
             error_text(store.create_api_token(bad).await),
@@ -1322,9 +1511,13 @@ async fn api_token_names_are_validated_and_unique(workspace: TestWorkspace) {
         .unwrap()
         .is_some());
     assert_eq!(store.count_api_tokens().await.unwrap(), 1);
-    // Names are case-sensitive, like every other name.
-    store.create_api_token("Deploy-bot").await.unwrap();
-    assert_eq!(store.count_api_tokens().await.unwrap(), 2);
+    // A name differing only in case is the same name to a person: refused, naming the first.
+    assert_eq!(
+        error_text(store.create_api_token("Deploy-bot").await),
+        "API token 'Deploy-bot' cannot be created: API token 'deploy-bot' already exists, and \
+         names must differ by more than case; use 'deploy-bot' or choose another name"
+    );
+    assert_eq!(store.count_api_tokens().await.unwrap(), 1);
 }
 
 async fn api_tokens_are_listed_by_name_and_counted(workspace: TestWorkspace) {

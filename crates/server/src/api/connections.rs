@@ -181,7 +181,7 @@ pub struct ConnectionList {
 }
 
 #[utoipa::path(get, path = "/api/v1/connections", tag = "connections",
-    responses((status = 200, body = ConnectionList), (status = 401, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = ConnectionList)))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<ConnectionList>, ApiError> {
     let connections = state.store().list_connections().await?;
     Ok(Json(ConnectionList {
@@ -204,7 +204,7 @@ pub async fn show(
 #[utoipa::path(post, path = "/api/v1/connections", tag = "connections",
     request_body = ConnectionInput,
     responses((status = 201, body = ConnectionView),
-        (status = 409, description = "the name is taken", body = crate::error::ErrorBody),
+        (status = 409, description = "the name is taken (names are unique ignoring case)", body = crate::error::ErrorBody),
         (status = 422, description = "invalid input or the connection test failed", body = crate::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -233,7 +233,10 @@ pub async fn create(
 /// Replaces a connection's settings (tested first). Omit the secret to keep the stored one.
 #[utoipa::path(put, path = "/api/v1/connections/{name}", tag = "connections",
     params(("name" = String, Path)), request_body = ConnectionInput,
-    responses((status = 200, body = ConnectionView), (status = 422, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = ConnectionView),
+        (status = 404, description = "no secret was given to keep, and the connection does not exist", body = crate::error::ErrorBody),
+        (status = 409, description = "a new name differs only in case from an existing connection's", body = crate::error::ErrorBody),
+        (status = 422, description = "invalid input or the connection test failed", body = crate::error::ErrorBody)))]
 pub async fn replace(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,

@@ -55,20 +55,22 @@ pub struct ColumnView {
     pub type_name: String,
 }
 
-/// The first rows of a query; cells are JSON values (text, numbers, booleans, null; dates and
-/// large numbers as text).
+/// The first rows of a query; each cell is a scalar: a string, a number, a boolean or null.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RowsPreview {
     pub columns: Vec<ColumnView>,
-    /// Each row's cells in column order: text, numbers, booleans, null, or JSON for structured
-    /// values. A cell over 1,000 characters ends with `…[truncated: N characters]`.
-    #[schema(value_type = Vec<Vec<serde_json::Value>>)]
+    /// Each row's cells in column order. Numbers and booleans as themselves; text, dates,
+    /// timestamps and exact decimals as strings; JSON and list values as their JSON text (a
+    /// string); NULL as null. A cell over 1,000 characters ends with
+    /// `…[truncated: N characters]`.
+    #[schema(schema_with = preview_rows_schema)]
     pub rows: Vec<Vec<serde_json::Value>>,
     /// Rows were left out because the preview reached 1 MiB.
     pub rows_left_out: bool,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PreviewParams {
     /// How many rows (default 20, at most 500).
     pub limit: Option<usize>,
@@ -106,16 +108,38 @@ pub async fn rows_preview(
             .collect(),
         rows: rows
             .iter()
-            .map(|row| {
-                row.iter()
-                    .map(|v| {
-                        v.to_json()
-                            .unwrap_or_else(|_| serde_json::Value::String(v.to_string()))
-                    })
-                    .collect()
-            })
+            .map(|row| row.iter().map(preview_cell).collect())
             .collect(),
     })
+}
+
+/// A warehouse value as a preview cell: always a scalar, so a cell is the same kind of thing
+/// whatever its size (a long list is cut as text anyway) and the document can say what it is.
+fn preview_cell(value: &ferry_core::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match value.to_json() {
+        Ok(structured @ (J::Array(_) | J::Object(_))) => J::String(structured.to_string()),
+        Ok(scalar) => scalar,
+        Err(_) => J::String(value.to_string()),
+    }
+}
+
+/// `rows`: an array of rows, each an array of cells that are strings, numbers, booleans or null.
+fn preview_rows_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+    let cell = ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([
+            Type::String,
+            Type::Number,
+            Type::Boolean,
+            Type::Null,
+        ]))
+        .description(Some(
+            "A cell: a string, a number, a boolean or null (JSON and list values as their JSON text)",
+        ));
+    ArrayBuilder::new()
+        .items(ArrayBuilder::new().items(cell))
+        .build()
 }
 
 #[utoipa::path(get, path = "/api/v1/models", tag = "models",
@@ -140,8 +164,11 @@ pub async fn show(
 
 /// Creates a model after running its query once, so a typo shows now.
 #[utoipa::path(post, path = "/api/v1/models", tag = "models", request_body = ModelInput,
-    responses((status = 201, body = ModelView), (status = 409, body = crate::error::ErrorBody),
-        (status = 422, description = "the query failed or is not read-only", body = crate::error::ErrorBody)))]
+    responses((status = 201, body = ModelView),
+        (status = 404, description = "the connection does not exist", body = crate::error::ErrorBody),
+        (status = 409, description = "the name is taken (names are unique ignoring case)", body = crate::error::ErrorBody),
+        (status = 422, description = "the query failed or is not read-only", body = crate::error::ErrorBody),
+        (status = 502, description = "the warehouse failed", body = crate::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(input): ApiJson<ModelInput>,
@@ -164,7 +191,11 @@ pub async fn create(
 
 #[utoipa::path(put, path = "/api/v1/models/{name}", tag = "models",
     params(("name" = String, Path)), request_body = ModelInput,
-    responses((status = 200, body = ModelView), (status = 422, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = ModelView),
+        (status = 404, description = "the connection does not exist", body = crate::error::ErrorBody),
+        (status = 409, description = "a new name differs only in case from an existing model's", body = crate::error::ErrorBody),
+        (status = 422, description = "the query failed, is not read-only, or no longer fits a sync that reads the model", body = crate::error::ErrorBody),
+        (status = 502, description = "the warehouse failed", body = crate::error::ErrorBody)))]
 pub async fn replace(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
@@ -194,7 +225,10 @@ pub async fn remove(
 /// Runs a saved model and returns its first rows.
 #[utoipa::path(post, path = "/api/v1/models/{name}/preview", tag = "models",
     params(("name" = String, Path), PreviewParams),
-    responses((status = 200, body = RowsPreview), (status = 422, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = RowsPreview),
+        (status = 404, description = "the model or its connection does not exist", body = crate::error::ErrorBody),
+        (status = 422, description = "the query failed", body = crate::error::ErrorBody),
+        (status = 502, description = "the warehouse failed", body = crate::error::ErrorBody)))]
 pub async fn preview(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
@@ -208,7 +242,10 @@ pub async fn preview(
 
 /// Runs a query that is not saved yet (the model editor's "Run") and returns its first rows.
 #[utoipa::path(post, path = "/api/v1/queries/preview", tag = "models", request_body = QueryInput,
-    responses((status = 200, body = RowsPreview), (status = 422, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = RowsPreview),
+        (status = 404, description = "the connection does not exist", body = crate::error::ErrorBody),
+        (status = 422, description = "the query failed or is not read-only", body = crate::error::ErrorBody),
+        (status = 502, description = "the warehouse failed", body = crate::error::ErrorBody)))]
 pub async fn preview_query(
     State(state): State<AppState>,
     ApiJson(input): ApiJson<QueryInput>,

@@ -91,6 +91,7 @@ pub struct RunList {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RunListParams {
     /// Only this sync's runs.
     pub sync: Option<String>,
@@ -109,6 +110,7 @@ pub struct RecordPage {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RecordParams {
     /// Only records with this outcome: created, updated, not_found, rejected, failed. (Unchanged
     /// rows are counted, not kept as records.)
@@ -121,6 +123,7 @@ pub struct RecordParams {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CsvParams {
     /// Only records with this outcome.
     pub outcome: Option<Outcome>,
@@ -149,7 +152,8 @@ pub async fn dashboard_base(state: &AppState, sync: &str) -> Option<String> {
 }
 
 #[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(RunListParams),
-    responses((status = 200, body = RunList)))]
+    responses((status = 200, body = RunList),
+        (status = 422, description = "`sync` is not a valid name", body = crate::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<RunListParams>,
@@ -178,7 +182,7 @@ pub async fn show(
 /// Asks a running run to stop cleanly: in-flight requests finish, the rest is recorded as not
 /// attempted, and the run ends `cancelled`.
 #[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path)),
-    responses((status = 202, body = RunView),
+    responses((status = 202, body = RunView), (status = 404, body = crate::error::ErrorBody),
         (status = 409, description = "the run is not running in this server", body = crate::error::ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,

@@ -117,8 +117,11 @@ pub async fn show(
 
 /// Creates a sync after checking it against its model's columns and Stripe's fields.
 #[utoipa::path(post, path = "/api/v1/syncs", tag = "syncs", request_body = SyncInput,
-    responses((status = 201, body = SyncView), (status = 409, body = crate::error::ErrorBody),
-        (status = 422, description = "the sync does not fit its model or Stripe", body = crate::error::ErrorBody)))]
+    responses((status = 201, body = SyncView),
+        (status = 404, description = "the model or the destination does not exist", body = crate::error::ErrorBody),
+        (status = 409, description = "the name is taken (names are unique ignoring case)", body = crate::error::ErrorBody),
+        (status = 422, description = "the sync does not fit its model or Stripe", body = crate::error::ErrorBody),
+        (status = 502, description = "the warehouse failed", body = crate::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(input): ApiJson<SyncInput>,
@@ -144,7 +147,11 @@ pub async fn create(
 /// Replaces a sync's settings; its uid, runs and snapshot are kept.
 #[utoipa::path(put, path = "/api/v1/syncs/{name}", tag = "syncs", params(("name" = String, Path)),
     request_body = SyncInput,
-    responses((status = 200, body = SyncView), (status = 422, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = SyncView),
+        (status = 404, description = "the model or the destination does not exist", body = crate::error::ErrorBody),
+        (status = 409, description = "a new name differs only in case from an existing sync's", body = crate::error::ErrorBody),
+        (status = 422, description = "the sync does not fit its model or Stripe", body = crate::error::ErrorBody),
+        (status = 502, description = "the warehouse failed", body = crate::error::ErrorBody)))]
 pub async fn replace(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
@@ -183,6 +190,7 @@ pub async fn remove(
 #[utoipa::path(post, path = "/api/v1/syncs/{name}/preview", tag = "syncs",
     params(("name" = String, Path)),
     responses((status = 200, body = Preview), (status = 404, body = crate::error::ErrorBody),
+        (status = 422, description = "the sync no longer fits its model, or its connections cannot be used", body = crate::error::ErrorBody),
         (status = 502, description = "the warehouse or Stripe failed", body = crate::error::ErrorBody)))]
 pub async fn preview(
     State(state): State<AppState>,
@@ -207,7 +215,8 @@ pub struct RunInput {
 #[utoipa::path(post, path = "/api/v1/syncs/{name}/runs", tag = "syncs",
     params(("name" = String, Path)), request_body(content = Option<RunInput>),
     responses((status = 202, body = RunView), (status = 404, body = crate::error::ErrorBody),
-        (status = 409, description = "the sync is already running", body = crate::error::ErrorBody)))]
+        (status = 409, description = "the sync is already running", body = crate::error::ErrorBody),
+        (status = 422, description = "the sync no longer fits its model, or its connections cannot be used", body = crate::error::ErrorBody)))]
 pub async fn start_run(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,

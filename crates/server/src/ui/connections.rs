@@ -128,7 +128,7 @@ fn destination_form(caller: &Caller, form: &DestinationForm, problem: Option<&st
                     @if editing {
                         input #name name="name" value=(form.existing) readonly;
                     } @else {
-                        input #name name="name" value=(form.name) required placeholder="stripe" pattern="[A-Za-z0-9_-]{1,64}";
+                        input #name name="name" value=(form.name) required placeholder="stripe" pattern=(super::layout::NAME_INPUT_PATTERN) title=(super::layout::NAME_INPUT_TITLE);
                         p.help { "Letters, digits, _ and -. Syncs refer to the destination by this name." }
                     }
                 }
@@ -346,7 +346,7 @@ fn source_form(caller: &Caller, form: &SourceForm, problem: Option<&str>) -> Mar
                     @if editing {
                         input #name name="name" value=(form.existing) readonly;
                     } @else {
-                        input #name name="name" value=(form.name) required placeholder="warehouse" pattern="[A-Za-z0-9_-]{1,64}";
+                        input #name name="name" value=(form.name) required placeholder="warehouse" pattern=(super::layout::NAME_INPUT_PATTERN) title=(super::layout::NAME_INPUT_TITLE);
                     }
                 }
                 fieldset.field {

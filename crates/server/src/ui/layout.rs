@@ -67,6 +67,13 @@ pub fn head(title: &str, with_htmx: bool) -> Markup {
     }
 }
 
+/// `ferry_state::NAME_PATTERN` for an `<input pattern>`, which is anchored already and is
+/// compiled in the `v` mode of regular expressions, where a literal `-` in a class is escaped.
+pub const NAME_INPUT_PATTERN: &str = r"[A-Za-z0-9_][A-Za-z0-9_\-]{0,63}";
+
+/// What the browser says when a name does not fit the pattern.
+pub const NAME_INPUT_TITLE: &str = "1 to 64 letters, digits, '_' and '-', not starting with '-'";
+
 pub fn csrf_field(caller: &Caller) -> Markup {
     html! { input type="hidden" name=(CSRF_FIELD) value=(caller.csrf); }
 }
@@ -162,6 +169,16 @@ pub struct Page {
 }
 
 impl Page {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Page {
+        Page {
+            status,
+            message: message.into(),
+        }
+    }
+    /// A request no handler can make sense of (a form that is not UTF-8, …).
+    pub fn bad_request(message: impl Into<String>) -> Page {
+        Page::new(StatusCode::BAD_REQUEST, message)
+    }
     pub fn not_found(message: impl Into<String>) -> Page {
         Page {
             status: StatusCode::NOT_FOUND,
@@ -224,4 +241,13 @@ pub fn clip(text: &str, max: usize) -> String {
 
 pub fn time(at: chrono::DateTime<chrono::Utc>) -> Markup {
     html! { time datetime=(at.to_rfc3339()) { (at.format("%Y-%m-%d %H:%M:%S UTC")) } }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_name_input_pattern_is_the_stores_rule() {
+        let anchored = format!("^{}$", super::NAME_INPUT_PATTERN.replace(r"\-", "-"));
+        assert_eq!(anchored, ferry_state::NAME_PATTERN);
+    }
 }

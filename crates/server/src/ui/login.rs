@@ -62,17 +62,9 @@ pub async fn submit(
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let client = peer.ip();
-    if !state.login_limiter().allow(client) {
-        tracing::warn!(%client, "Too many sign-in attempts; refusing for now.");
-        return (
-            StatusCode::TOO_MANY_REQUESTS,
-            login_page(Some(
-                "Too many sign-in attempts from this address. Wait a minute and try again.",
-            )),
-        )
-            .into_response();
-    }
+    // The token is checked first: a valid one signs in even from an address that failed too
+    // often (perhaps someone else behind the same proxy or NAT), so failing on purpose cannot
+    // lock the owner out. Only failures draw on the address's budget.
     match state.store().verify_api_token(form.token.trim()).await {
         Ok(Some(record)) => {
             let session = state.sessions().create(&record.name);
@@ -85,11 +77,33 @@ pub async fn submit(
             )
                 .into_response()
         }
-        Ok(None) => (
-            StatusCode::UNAUTHORIZED,
-            login_page(Some("That token is not valid for this workspace.")),
-        )
-            .into_response(),
+        Ok(None) => {
+            let client = peer.ip();
+            match state.login_limiter().record_failure(client) {
+                Ok(()) => (
+                    StatusCode::UNAUTHORIZED,
+                    login_page(Some("That token is not valid for this workspace.")),
+                )
+                    .into_response(),
+                Err(wait) => {
+                    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                    if state.login_warnings().should_warn(&client, "limited") {
+                        tracing::warn!(%client, "Too many failed sign-ins from this address; refusing its wrong tokens for now.");
+                    } else {
+                        tracing::debug!(%client, "Another failed sign-in from a limited address.");
+                    }
+                    (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        [(header::RETRY_AFTER, seconds.max(1).to_string())],
+                        login_page(Some(&format!(
+                            "Too many failed sign-ins from this address. Wait {} seconds and try again.",
+                            seconds.max(1)
+                        ))),
+                    )
+                        .into_response()
+                }
+            }
+        }
         Err(error) => {
             tracing::error!(problem = %error, "Checking a sign-in token failed.");
             (

@@ -102,7 +102,7 @@ fn editor(
                             @if editing {
                                 input #name name="name" value=(form.existing) readonly;
                             } @else {
-                                input #name name="name" value=(form.name) required placeholder="customers" pattern="[A-Za-z0-9_-]{1,64}";
+                                input #name name="name" value=(form.name) required placeholder="customers" pattern=(super::layout::NAME_INPUT_PATTERN) title=(super::layout::NAME_INPUT_TITLE);
                             }
                         }
                         div.field {

@@ -26,6 +26,8 @@ pub struct SyncForm {
     existing: String,
     model: String,
     destination: String,
+    /// Empty: the only object there is (the form's select is disabled, so it is not sent).
+    object: String,
     behavior: String,
     key_column: String,
     /// `email` or `metadata`.
@@ -47,19 +49,49 @@ struct MapperRow {
 
 const METADATA: &str = "metadata";
 
+/// A choice field checked against its valid values; `None` (with a problem noted) when the
+/// value is not one of them. An absent or empty field is `default`, or a problem without one.
+fn choice<T: Copy>(
+    field: &str,
+    value: &str,
+    valid: &[(&str, T)],
+    default: Option<T>,
+    problems: &mut Vec<String>,
+) -> Option<T> {
+    if let Some((_, chosen)) = valid.iter().find(|(text, _)| *text == value) {
+        return Some(*chosen);
+    }
+    if value.is_empty() && default.is_some() {
+        return default;
+    }
+    let names: Vec<&str> = valid.iter().map(|(text, _)| *text).collect();
+    problems.push(if value.is_empty() {
+        format!("{field}: choose one of {}", names.join(", "))
+    } else {
+        format!(
+            "{field}: {value:?} is not a valid value; use one of {}",
+            names.join(", ")
+        )
+    });
+    None
+}
+
 impl SyncForm {
-    fn parse(body: &[u8]) -> SyncForm {
+    /// The form from a request body; a body that is not a UTF-8 form is refused (400).
+    fn parse(body: &[u8]) -> Result<SyncForm, Page> {
+        let fields =
+            crate::form::parse_form(body).map_err(|problem| Page::bad_request(problem.0))?;
         let mut form = SyncForm::default();
-        let (mut columns, mut fields, mut metadata) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut columns, mut fields_of_rows, mut metadata) = (Vec::new(), Vec::new(), Vec::new());
         let mut add_row = false;
         let mut remove_row = None;
-        for (name, value) in form_urlencoded::parse(body) {
-            let value = value.into_owned();
-            match name.as_ref() {
+        for (name, value) in fields {
+            match name.as_str() {
                 "name" => form.name = value.trim().to_string(),
                 "existing" => form.existing = value,
                 "model" => form.model = value,
                 "destination" => form.destination = value,
+                "object" => form.object = value,
                 "behavior" => form.behavior = value,
                 "key_column" => form.key_column = value,
                 "key_field" => form.key_field = value,
@@ -67,7 +99,7 @@ impl SyncForm {
                 "nulls" => form.nulls = value,
                 "schedule" => form.schedule = value.trim().to_string(),
                 "map_column" => columns.push(value),
-                "map_field" => fields.push(value),
+                "map_field" => fields_of_rows.push(value),
                 "map_metadata" => metadata.push(value.trim().to_string()),
                 "add_row" => add_row = true,
                 "remove_row" => remove_row = value.parse::<usize>().ok(),
@@ -79,7 +111,7 @@ impl SyncForm {
             .enumerate()
             .map(|(i, column)| MapperRow {
                 column,
-                field: fields.get(i).cloned().unwrap_or_default(),
+                field: fields_of_rows.get(i).cloned().unwrap_or_default(),
                 metadata: metadata.get(i).cloned().unwrap_or_default(),
             })
             .collect();
@@ -91,7 +123,7 @@ impl SyncForm {
         if add_row {
             form.rows.push(MapperRow::default());
         }
-        form
+        Ok(form)
     }
 
     fn from_record(record: &SyncRecord) -> SyncForm {
@@ -105,6 +137,7 @@ impl SyncForm {
             existing: record.name.clone(),
             model: spec.model.clone(),
             destination: spec.destination.clone(),
+            object: spec.object.as_str().to_string(),
             behavior: spec.behavior.as_str().to_string(),
             key_column: spec.key.column.clone(),
             key_field,
@@ -145,7 +178,37 @@ impl SyncForm {
             problems
                 .push("choose the column that identifies a record (the mapping key)".to_string());
         }
-        let key_field = if self.key_field == METADATA {
+        // Choices a person makes from fixed lists: a value not on the list is refused, as the
+        // API refuses it, never replaced by a default.
+        let object = choice(
+            "object",
+            &self.object,
+            &ObjectKind::ALL.map(|kind| (kind.as_str(), kind)),
+            Some(ObjectKind::Customer),
+            &mut problems,
+        );
+        let behavior = choice(
+            "behavior",
+            &self.behavior,
+            &Behavior::ALL.map(|behavior| (behavior.as_str(), behavior)),
+            None,
+            &mut problems,
+        );
+        let nulls = choice(
+            "nulls",
+            &self.nulls,
+            &[NullPolicy::Skip, NullPolicy::Clear].map(|nulls| (nulls.as_str(), nulls)),
+            Some(NullPolicy::Skip),
+            &mut problems,
+        );
+        let key_is_metadata = choice(
+            "key_field",
+            &self.key_field,
+            &[("email", false), (METADATA, true)],
+            Some(false),
+            &mut problems,
+        );
+        let key_field = if key_is_metadata == Some(true) {
             if self.key_metadata.is_empty() {
                 problems.push("name the metadata key that holds the external id".to_string());
             }
@@ -190,28 +253,22 @@ impl SyncForm {
                 }
             },
         };
-        if !problems.is_empty() {
+        let (Some(object), Some(behavior), Some(nulls), true) =
+            (object, behavior, nulls, problems.is_empty())
+        else {
             return Err(problems.join("; "));
-        }
+        };
         Ok(SyncSpec {
             model: self.model.clone(),
             destination: self.destination.clone(),
-            object: ObjectKind::Customer,
-            behavior: if self.behavior == "update-only" {
-                Behavior::UpdateOnly
-            } else {
-                Behavior::UpdateOrCreate
-            },
+            object,
+            behavior,
             key: KeyMapping {
                 column: self.key_column.clone(),
                 field: key_field,
             },
             mappings,
-            nulls: if self.nulls == "clear" {
-                NullPolicy::Clear
-            } else {
-                NullPolicy::Skip
-            },
+            nulls,
             schedule,
         })
     }
@@ -432,7 +489,7 @@ fn sync_form(
                     @if editing {
                         input #name name="name" value=(form.existing) readonly;
                     } @else {
-                        input #name name="name" value=(form.name) required placeholder="customers-to-stripe" pattern="[A-Za-z0-9_-]{1,64}";
+                        input #name name="name" value=(form.name) required placeholder="customers-to-stripe" pattern=(super::layout::NAME_INPUT_PATTERN) title=(super::layout::NAME_INPUT_TITLE);
                     }
                 }
                 div.form-actions {
@@ -505,8 +562,8 @@ pub async fn edit(
 
 /// htmx: the sync checked as it is being built (mapping key, each Mapper row, the schedule)
 /// against the model's columns and Stripe's fields, without saving it.
-pub async fn check_form(State(state): State<AppState>, body: Bytes) -> Markup {
-    let form = SyncForm::parse(&body);
+pub async fn check_form(State(state): State<AppState>, body: Bytes) -> Result<Markup, Page> {
+    let form = SyncForm::parse(&body)?;
     let problems = match form.to_spec() {
         Err(problem) => vec![problem],
         Ok(spec) => match declare::model_columns(state.store(), &spec.model).await {
@@ -519,7 +576,7 @@ pub async fn check_form(State(state): State<AppState>, body: Bytes) -> Markup {
             }
         },
     };
-    html! {
+    Ok(html! {
         @if problems.is_empty() {
             div.alert.ok-box { "✓ The sync fits its model and Stripe's fields." }
         } @else {
@@ -528,7 +585,7 @@ pub async fn check_form(State(state): State<AppState>, body: Bytes) -> Markup {
                 ul { @for problem in &problems { li { (problem) } } }
             }
         }
-    }
+    })
 }
 
 /// htmx: the form re-rendered after a change of model or key field, or a Mapper row added or
@@ -538,7 +595,7 @@ pub async fn refresh_form(
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Result<Markup, Page> {
-    let mut form = SyncForm::parse(&body);
+    let mut form = SyncForm::parse(&body)?;
     let choices = choices(&state, &mut form).await?;
     Ok(sync_form(&caller, &form, &choices, None))
 }
@@ -548,7 +605,7 @@ pub async fn save(
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Result<Response, Page> {
-    let form = SyncForm::parse(&body);
+    let form = SyncForm::parse(&body)?;
     let name = if form.existing.is_empty() {
         form.name.clone()
     } else {
@@ -821,7 +878,10 @@ pub async fn run(
     body: Bytes,
 ) -> Result<Redirect, Page> {
     // "Full resync" looks every record up again instead of trusting what earlier runs confirmed.
-    let full_resync = form_urlencoded::parse(&body).any(|(k, v)| k == "full_resync" && v == "1");
+    let full_resync = crate::form::parse_form(&body)
+        .map_err(|problem| Page::bad_request(problem.0))?
+        .iter()
+        .any(|(k, v)| k == "full_resync" && v == "1");
     let run_id = state
         .runs()
         .start(state.store().clone(), &name, full_resync)
@@ -846,7 +906,11 @@ mod tests {
         let body = b"name=s&model=m&destination=stripe&behavior=update-only&key_column=uid&key_field=metadata&key_metadata=user_id\
 &map_column=full_name&map_field=name&map_metadata=&map_column=plan&map_field=metadata&map_metadata=\
 &map_column=&map_field=&map_metadata=&nulls=clear";
-        let spec = SyncForm::parse(body).to_spec().expect("a valid form");
+        let spec = SyncForm::parse(body)
+            .ok()
+            .unwrap()
+            .to_spec()
+            .expect("a valid form");
         assert_eq!(spec.behavior, Behavior::UpdateOnly);
         assert_eq!(spec.key.field, "metadata.user_id");
         assert_eq!(spec.nulls, NullPolicy::Clear);
@@ -861,16 +925,47 @@ mod tests {
     #[test]
     fn rows_are_added_and_removed_in_place() {
         let body = b"map_column=a&map_field=name&map_metadata=&map_column=b&map_field=phone&map_metadata=&remove_row=0";
-        let form = SyncForm::parse(body);
+        let form = SyncForm::parse(body).ok().unwrap();
         assert_eq!(form.rows.len(), 1);
         assert_eq!(form.rows[0].column, "b");
-        assert_eq!(SyncForm::parse(b"add_row=1").rows.len(), 1);
+        assert_eq!(SyncForm::parse(b"add_row=1").ok().unwrap().rows.len(), 1);
     }
 
     #[test]
     fn a_half_filled_row_is_named() {
         let body = b"model=m&destination=d&key_column=email&key_field=email&map_column=a&map_field=&map_metadata=";
-        let problem = SyncForm::parse(body).to_spec().unwrap_err();
+        let problem = SyncForm::parse(body).ok().unwrap().to_spec().unwrap_err();
         assert!(problem.contains("field row 1"), "{problem}");
+    }
+
+    #[test]
+    fn a_choice_outside_its_list_is_refused_naming_the_field_and_the_valid_values() {
+        let valid = "model=m&destination=d&key_column=email&key_field=email&behavior=update-only";
+        let spec = SyncForm::parse(valid.as_bytes()).ok().unwrap().to_spec();
+        assert_eq!(
+            spec.unwrap().nulls,
+            NullPolicy::Skip,
+            "nulls default to skip"
+        );
+        for (field, value, expected) in [
+            ("behavior", "bogus", "behavior: \"bogus\" is not a valid value; use one of update-or-create, update-only"),
+            ("behavior", "", "behavior: choose one of update-or-create, update-only"),
+            ("nulls", "delete", "nulls: \"delete\" is not a valid value; use one of skip, clear"),
+            ("object", "invoice", "object: \"invoice\" is not a valid value; use one of customer"),
+            ("key_field", "phone", "key_field: \"phone\" is not a valid value; use one of email, metadata"),
+        ] {
+            let body = format!("{valid}&{field}={value}").replace("behavior=update-only&behavior=", "behavior=");
+            let problem = SyncForm::parse(body.as_bytes())
+                .ok()
+                .unwrap()
+                .to_spec()
+                .unwrap_err();
+            assert!(problem.contains(expected), "{field}={value}: {problem}");
+        }
+    }
+
+    #[test]
+    fn a_form_that_is_not_utf8_is_refused() {
+        assert!(SyncForm::parse(b"name=s&behavior=%FF").is_err());
     }
 }
