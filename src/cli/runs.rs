@@ -137,7 +137,8 @@ pub async fn run(store: &StateStore, command: RunCommand) -> CliResult {
                 "run": {"id": run.id, "sync": run.sync, "status": run.status.as_str(), "started_at": run.started_at.to_rfc3339(), "finished_at": run.finished_at.map(|f| f.to_rfc3339()), "counts": run.counts, "error": run.error},
                 "records": records.iter().map(|r| serde_json::json!({
                     "row": r.row_number, "key": r.key, "outcome": r.outcome.as_str(), "stripe_id": r.destination_id,
-                    "reason": r.reason, "request_id": r.request_id, "changes": r.changes,
+                    "reason": r.reason, "request_id": r.request_id,
+                    "changes": r.changes.as_deref().and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok()),
                     "dashboard_url": r.destination_id.as_deref().and_then(dashboard_url),
                 })).collect::<Vec<_>>(),
             });

@@ -253,11 +253,7 @@ fn immediate_outcome(exec: &Execution<'_>, planned: &Planned) -> Option<Settled>
         } => {
             let mut done = unchanged();
             if *remember {
-                done.remember = Some(snapshot_entry(
-                    &record.match_key,
-                    destination_id,
-                    &record.payload,
-                ));
+                done.remember = Some(snapshot_entry(record, destination_id));
             }
             done
         }
@@ -319,13 +315,9 @@ async fn execute_one(exec: &Execution<'_>, planned: Planned) -> Result<Settled, 
                         Some(written.record.id.clone()),
                         None,
                         written.request_id.clone(),
-                        Some(changes),
+                        Some(changes.to_string()),
                     );
-                    done.remember = Some(snapshot_entry(
-                        &record.match_key,
-                        &written.record.id,
-                        &record.payload,
-                    ));
+                    done.remember = Some(snapshot_entry(&record, &written.record.id));
                     done.pending_resolved = drops_pending;
                     done.written = Some(written.record.object);
                     Ok(done)
@@ -479,20 +471,7 @@ async fn finish_create(
     } else {
         Vec::new()
     };
-    let changes = serde_json::Value::Object(
-        record
-            .payload
-            .fields
-            .iter()
-            .filter(|(_, v)| **v != ferry_core::FieldValue::Clear)
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    serde_json::json!({"before": null, "after": v.to_json()}),
-                )
-            })
-            .collect(),
-    );
+    let changes = created_changes(&record.payload);
     if !changed.is_empty() && !(exec.lock_held)() {
         // The follow-up update is a new write, and the lock is gone: remember the record with
         // an empty payload, so the next run sends every field to it (see below).
@@ -508,11 +487,7 @@ async fn finish_create(
             written.request_id,
             None,
         );
-        done.remember = Some(snapshot_entry(
-            &record.match_key,
-            &created.id,
-            &Payload::default(),
-        ));
+        done.remember = Some(id_only_snapshot_entry(&record.match_key, &created.id));
         done.pending_resolved = Some(pending.key.clone());
         done.written = Some(created.object);
         return Ok(done);
@@ -539,11 +514,7 @@ async fn finish_create(
                 if let Some(row) = &mut done.row {
                     row.destination_id = Some(created.id.clone());
                 }
-                done.remember = Some(snapshot_entry(
-                    &record.match_key,
-                    &created.id,
-                    &Payload::default(),
-                ));
+                done.remember = Some(id_only_snapshot_entry(&record.match_key, &created.id));
                 done.written = Some(created.object);
                 return Ok(done);
             }
@@ -558,11 +529,7 @@ async fn finish_create(
         request_id,
         Some(changes),
     );
-    done.remember = Some(snapshot_entry(
-        &record.match_key,
-        &created.id,
-        &record.payload,
-    ));
+    done.remember = Some(snapshot_entry(record, &created.id));
     done.pending_resolved = Some(pending.key.clone());
     done.written = Some(latest);
     Ok(done)
@@ -603,6 +570,26 @@ fn settle_error(
     }
 }
 
+/// A created record's changes, `{"name": {"before": null, "after": "Ada"}, …}`, written as
+/// text directly: one string per record instead of a JSON tree built, copied and printed.
+fn created_changes(payload: &Payload) -> String {
+    let mut text = String::from("{");
+    for (path, value) in &payload.fields {
+        if *value == ferry_core::FieldValue::Clear {
+            continue;
+        }
+        if text.len() > 1 {
+            text.push(',');
+        }
+        text.push_str(&serde_json::Value::String(path.clone()).to_string());
+        text.push_str(r#":{"before":null,"after":"#);
+        text.push_str(&value.to_json().to_string());
+        text.push('}');
+    }
+    text.push('}');
+    text
+}
+
 pub(crate) fn settled(
     row_number: u64,
     key: &str,
@@ -610,7 +597,7 @@ pub(crate) fn settled(
     destination_id: Option<String>,
     reason: Option<String>,
     request_id: Option<String>,
-    changes: Option<serde_json::Value>,
+    changes: Option<String>,
 ) -> Settled {
     Settled {
         outcome,
@@ -631,17 +618,30 @@ pub(crate) fn settled(
     }
 }
 
-fn snapshot_entry(
-    match_key: &str,
-    destination_id: &str,
-    payload: &Payload,
-) -> (String, SnapshotEntry) {
+/// The snapshot entry of a record Stripe confirmed: what was written, to compare the next
+/// run's row with.
+fn snapshot_entry(record: &PreparedRecord, destination_id: &str) -> (String, SnapshotEntry) {
+    (
+        record.match_key.clone(),
+        SnapshotEntry {
+            destination_id: destination_id.to_string(),
+            payload_hash: record.payload_hash.clone(),
+            payload: record.payload_json.clone(),
+            updated_at: chrono::Utc::now(),
+        },
+    )
+}
+
+/// A snapshot entry that remembers the record's id with an empty payload: the next run sends
+/// every field to it instead of looking it up or creating another.
+fn id_only_snapshot_entry(match_key: &str, destination_id: &str) -> (String, SnapshotEntry) {
+    let empty = Payload::default();
     (
         match_key.to_string(),
         SnapshotEntry {
             destination_id: destination_id.to_string(),
-            payload_hash: payload.hash(),
-            payload: payload.to_json(),
+            payload_hash: empty.hash(),
+            payload: empty.to_json().to_string(),
             updated_at: chrono::Utc::now(),
         },
     )

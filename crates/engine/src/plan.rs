@@ -252,12 +252,7 @@ mod tests {
             Some(FieldValue::Text(email)) => email.clone(),
             _ => String::new(),
         };
-        PreparedRecord {
-            row_number: 1,
-            match_key: key.trim().to_lowercase(),
-            key,
-            payload,
-        }
+        PreparedRecord::new(1, key.clone(), key.trim().to_lowercase(), payload)
     }
 
     fn live(id: &str, object: Json) -> StripeRecord {

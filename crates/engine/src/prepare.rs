@@ -160,6 +160,28 @@ pub struct PreparedRecord {
     /// The key as matched (lower-cased for emails).
     pub match_key: String,
     pub payload: Payload,
+    /// The payload as canonical JSON text, and its hash (written once, used by the snapshot).
+    pub payload_json: String,
+    pub payload_hash: String,
+}
+
+impl PreparedRecord {
+    pub fn new(
+        row_number: u64,
+        key: String,
+        match_key: String,
+        payload: Payload,
+    ) -> PreparedRecord {
+        let payload_json = payload.to_json().to_string();
+        PreparedRecord {
+            payload_hash: ferry_core::payload::hash_canonical_json(&payload_json),
+            payload_json,
+            row_number,
+            key,
+            match_key,
+            payload,
+        }
+    }
 }
 
 /// A row that cannot be synced, with the reason in words.
@@ -241,12 +263,12 @@ pub fn prepare_row(
             .unwrap_or_default();
         return Err(reject(&key, format!("{column}{error}")));
     }
-    Ok(PreparedRecord {
+    Ok(PreparedRecord::new(
         row_number,
-        match_key: sync.match_key(&key),
-        key,
+        key.clone(),
+        sync.match_key(&key),
         payload,
-    })
+    ))
 }
 
 fn key_text_problem(sync: &ValidatedSync, key: &str) -> Option<String> {

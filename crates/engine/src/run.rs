@@ -84,7 +84,7 @@ impl<'a> Pipeline<'a> {
             }
             match prepare_row(&sync, rows, &row) {
                 Ok(record) => stage
-                    .push(StagedRecord::from_prepared(&record))
+                    .push(StagedRecord::from_prepared(record))
                     .await
                     .map_err(EngineError::Config)?,
                 Err(rejected) => sink.rejected(rejected).await?,
@@ -254,7 +254,8 @@ impl<'a> Pipeline<'a> {
                 let record = staged.into_prepared();
                 let last_write = entries
                     .get(&record.match_key)
-                    .and_then(|entry| Payload::from_json(&entry.payload))
+                    .and_then(|entry| serde_json::from_str(&entry.payload).ok())
+                    .and_then(|json| Payload::from_json(&json))
                     .unwrap_or_default();
                 let action = plan(
                     &record,

@@ -33,14 +33,13 @@ pub(crate) struct StagedRecord {
 }
 
 impl StagedRecord {
-    pub(crate) fn from_prepared(record: &PreparedRecord) -> StagedRecord {
-        let json = record.payload.to_json().to_string();
+    pub(crate) fn from_prepared(record: PreparedRecord) -> StagedRecord {
         StagedRecord {
-            payload_hash: ferry_core::payload::hash_canonical_json(&json),
-            payload_json: json,
-            match_key: record.match_key.clone(),
+            payload_hash: record.payload_hash,
+            payload_json: record.payload_json,
+            match_key: record.match_key,
             row_number: record.row_number,
-            key: record.key.clone(),
+            key: record.key,
         }
     }
 
@@ -54,6 +53,8 @@ impl StagedRecord {
             key: self.key,
             match_key: self.match_key,
             payload,
+            payload_json: self.payload_json,
+            payload_hash: self.payload_hash,
         }
     }
 }

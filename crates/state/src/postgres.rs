@@ -703,7 +703,7 @@ impl PostgresStore {
                     let entry = SnapshotEntry {
                         destination_id: column(row, 1)?,
                         payload_hash: column(row, 2)?,
-                        payload: sorted_json(column(row, 3)?),
+                        payload: column(row, 3)?,
                         updated_at: column(row, 4)?,
                     };
                     Ok((column::<String>(row, 0)?, entry))
@@ -822,14 +822,14 @@ impl PostgresStore {
             let reasons: Vec<Option<&str>> = records.iter().map(|r| r.reason.as_deref()).collect();
             let request_ids: Vec<Option<&str>> =
                 records.iter().map(|r| r.request_id.as_deref()).collect();
-            let changes: Vec<Option<&serde_json::Value>> =
-                records.iter().map(|r| r.changes.as_ref()).collect();
+            let changes: Vec<Option<&str>> = records.iter().map(|r| r.changes.as_deref()).collect();
             transaction
                 .execute(
                     &format!(
-                        "INSERT INTO run_records (run_id, {RUN_RECORD_COLUMNS}) SELECT $1, * FROM \
+                        "INSERT INTO run_records (run_id, {RUN_RECORD_COLUMNS}) \
+                         SELECT $1, r, k, o, d, re, rq, c FROM \
                          UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                         $7::text[], $8::jsonb[])"
+                         $7::text[], $8::text[]) AS t(r, k, o, d, re, rq, c)"
                     ),
                     &[
                         &run_id,
@@ -855,15 +855,15 @@ impl PostgresStore {
                 .iter()
                 .map(|(_, e)| e.payload_hash.as_str())
                 .collect();
-            let payloads: Vec<&serde_json::Value> =
-                upserts.iter().map(|(_, e)| &e.payload).collect();
+            let payloads: Vec<&str> = upserts.iter().map(|(_, e)| e.payload.as_str()).collect();
             let updated_at: Vec<DateTime<Utc>> =
                 upserts.iter().map(|(_, e)| e.updated_at).collect();
             transaction
                 .execute(
                     "INSERT INTO snapshot (sync, object, key, destination_id, payload_hash, payload, \
-                     updated_at) SELECT $1, $7, * FROM UNNEST($2::text[], $3::text[], $4::text[], \
-                     $5::jsonb[], $6::timestamptz[]) ON CONFLICT (sync, object, key) DO UPDATE SET \
+                     updated_at) SELECT $1, $7, k, d, h, p, u FROM UNNEST($2::text[], \
+                     $3::text[], $4::text[], $5::text[], $6::timestamptz[]) AS t(k, d, h, p, u) \
+                     ON CONFLICT (sync, object, key) DO UPDATE SET \
                      destination_id = excluded.destination_id, payload_hash = excluded.payload_hash, \
                      payload = excluded.payload, updated_at = excluded.updated_at",
                     &[
@@ -1507,7 +1507,7 @@ fn read_run_record(row: &Row) -> Result<RunRecordRow, StateError> {
         destination_id: column(row, 3)?,
         reason: column(row, 4)?,
         request_id: column(row, 5)?,
-        changes: column::<Option<serde_json::Value>>(row, 6)?.map(sorted_json),
+        changes: column(row, 6)?,
     })
 }
 

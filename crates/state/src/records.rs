@@ -172,8 +172,9 @@ pub struct RunRecordRow {
     pub reason: Option<String>,
     /// Stripe's `Request-Id` of the request that settled the row.
     pub request_id: Option<String>,
-    /// Field → `{"before": …, "after": …}`.
-    pub changes: Option<serde_json::Value>,
+    /// Field → `{"before": …, "after": …}`, as JSON text (stored and shown as it is, so a run
+    /// of a million records does not build and rebuild a million JSON trees).
+    pub changes: Option<String>,
 }
 
 /// What was last confirmed written for one record key.
@@ -181,7 +182,8 @@ pub struct RunRecordRow {
 pub struct SnapshotEntry {
     pub destination_id: String,
     pub payload_hash: String,
-    pub payload: serde_json::Value,
+    /// The payload as JSON text (`Payload::to_json`, written as text).
+    pub payload: String,
     pub updated_at: DateTime<Utc>,
 }
 

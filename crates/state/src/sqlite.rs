@@ -682,28 +682,23 @@ impl SqliteStore {
     ) -> Result<Vec<(String, SnapshotEntry)>, StateError> {
         let (sync, object, keys) = (sync.to_string(), object.to_string(), keys.to_vec());
         self.call(move |connection| {
-            let mut select = connection
-                .prepare_cached(
-                    "SELECT key, destination_id, payload_hash, payload, updated_at FROM snapshot \
-                     WHERE sync = ?1 AND object = ?2 AND key = ?3",
-                )
-                .doing("reading the snapshot")?;
-            let mut found = Vec::new();
-            for key in &keys {
-                let mut rows = select
-                    .query(params![sync, object, key])
-                    .doing("reading the snapshot")?;
-                if let Some(row) = rows.next().doing("reading the snapshot")? {
+            query_in_chunks(
+                connection,
+                "SELECT key, destination_id, payload_hash, payload, updated_at FROM snapshot \
+                 WHERE sync = ?1 AND object = ?2 AND key IN ({keys})",
+                &[&sync, &object],
+                &keys,
+                "reading the snapshot",
+                |row| {
                     let entry = SnapshotEntry {
                         destination_id: column(row, 1)?,
                         payload_hash: column(row, 2)?,
-                        payload: parse_json(&column::<String>(row, 3)?, "snapshot payload")?,
+                        payload: column(row, 3)?,
                         updated_at: parse_timestamp(&column::<String>(row, 4)?)?,
                     };
-                    found.push((column::<String>(row, 0)?, entry));
-                }
-            }
-            Ok(found)
+                    Ok((column::<String>(row, 0)?, entry))
+                },
+            )
         })
         .await
     }
@@ -732,27 +727,22 @@ impl SqliteStore {
     ) -> Result<Vec<PendingCreate>, StateError> {
         let (sync, object, keys) = (sync.to_string(), object.to_string(), keys.to_vec());
         self.call(move |connection| {
-            let mut select = connection
-                .prepare_cached(
-                    "SELECT key, idempotency_key, request_body, created_at FROM pending_creates \
-                     WHERE sync = ?1 AND object = ?2 AND key = ?3",
-                )
-                .doing("reading pending creates")?;
-            let mut found = Vec::new();
-            for key in &keys {
-                let mut rows = select
-                    .query(params![sync, object, key])
-                    .doing("reading pending creates")?;
-                if let Some(row) = rows.next().doing("reading pending creates")? {
-                    found.push(PendingCreate {
+            query_in_chunks(
+                connection,
+                "SELECT key, idempotency_key, request_body, created_at FROM pending_creates \
+                 WHERE sync = ?1 AND object = ?2 AND key IN ({keys})",
+                &[&sync, &object],
+                &keys,
+                "reading pending creates",
+                |row| {
+                    Ok(PendingCreate {
                         key: column(row, 0)?,
                         idempotency_key: column(row, 1)?,
                         request_body: column(row, 2)?,
                         created_at: parse_timestamp(&column::<String>(row, 3)?)?,
-                    });
-                }
-            }
-            Ok(found)
+                    })
+                },
+            )
         })
         .await
     }
@@ -835,7 +825,7 @@ impl SqliteStore {
                             record.destination_id,
                             record.reason,
                             record.request_id,
-                            record.changes.as_ref().map(serde_json::Value::to_string),
+                            record.changes,
                         ])
                         .doing(doing)?;
                 }
@@ -861,7 +851,7 @@ impl SqliteStore {
                             key,
                             entry.destination_id,
                             entry.payload_hash,
-                            entry.payload.to_string(),
+                            entry.payload,
                             timestamp_text(entry.updated_at),
                             object
                         ])
@@ -993,23 +983,16 @@ impl SqliteStore {
     ) -> Result<Vec<(String, String)>, StateError> {
         let (scope, key_name, values) = (scope.to_string(), key_name.to_string(), values.to_vec());
         self.call(move |connection| {
-            let mut select = connection
-                .prepare_cached(
-                    "SELECT destination_id FROM key_index \
-                     WHERE scope = ?1 AND key_name = ?2 AND key_value = ?3 ORDER BY destination_id",
-                )
-                .doing("reading the key index")?;
-            let mut found = Vec::new();
-            for value in &values {
-                let ids = select
-                    .query_map(params![scope, key_name, value], |row| {
-                        row.get::<_, String>(0)
-                    })
-                    .doing("reading the key index")?;
-                for id in ids {
-                    found.push((value.clone(), id.doing("reading the key index")?));
-                }
-            }
+            let mut found = query_in_chunks(
+                connection,
+                "SELECT key_value, destination_id FROM key_index \
+                 WHERE scope = ?1 AND key_name = ?2 AND key_value IN ({keys})",
+                &[&scope, &key_name],
+                &values,
+                "reading the key index",
+                |row| Ok((column::<String>(row, 0)?, column::<String>(row, 1)?)),
+            )?;
+            found.sort_by(|a, b| a.1.cmp(&b.1));
             Ok(found)
         })
         .await
@@ -1283,6 +1266,40 @@ impl LockFile {
 /// A database file's (device, inode).
 type FileIdentity = (u64, u64);
 
+/// Keys read per statement by [`query_in_chunks`].
+const KEYS_PER_STATEMENT: usize = 250;
+
+/// Runs `sql` for a long list of keys, a few hundred per statement: `{keys}` in `sql` becomes
+/// their placeholders, after the `fixed` parameters (`?1`, `?2`, …). One statement per key
+/// costs far more in SQLite's per-statement work than the lookups themselves.
+fn query_in_chunks<T>(
+    connection: &Connection,
+    sql: &str,
+    fixed: &[&dyn rusqlite::ToSql],
+    keys: &[String],
+    doing: &'static str,
+    read: impl Fn(&Row<'_>) -> Result<T, StateError>,
+) -> Result<Vec<T>, StateError> {
+    let mut found = Vec::new();
+    for chunk in keys.chunks(KEYS_PER_STATEMENT) {
+        let placeholders: Vec<String> = (0..chunk.len())
+            .map(|i| format!("?{}", fixed.len() + i + 1))
+            .collect();
+        let sql = sql.replace("{keys}", &placeholders.join(", "));
+        let mut statement = connection.prepare_cached(&sql).doing(doing)?;
+        let parameters: Vec<&dyn rusqlite::ToSql> = fixed
+            .iter()
+            .copied()
+            .chain(chunk.iter().map(|key| key as &dyn rusqlite::ToSql))
+            .collect();
+        let mut rows = statement.query(parameters.as_slice()).doing(doing)?;
+        while let Some(row) = rows.next().doing(doing)? {
+            found.push(read(row)?);
+        }
+    }
+    Ok(found)
+}
+
 /// The workspace databases open in this process, by the (device, inode) of their file.
 static OPEN_STORES: Mutex<Vec<(FileIdentity, std::sync::Weak<SqliteInner>)>> =
     Mutex::new(Vec::new());
@@ -1522,9 +1539,7 @@ fn read_run_record(row: &Row<'_>) -> Result<RunRecordRow, StateError> {
         destination_id: column(row, 3)?,
         reason: column(row, 4)?,
         request_id: column(row, 5)?,
-        changes: column::<Option<String>>(row, 6)?
-            .map(|text| parse_json(&text, "run record changes"))
-            .transpose()?,
+        changes: column(row, 6)?,
     })
 }
 

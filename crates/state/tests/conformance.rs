@@ -832,8 +832,8 @@ async fn commit_batch_updates_snapshot_pending_creates_and_counts(workspace: Tes
         snapshot_entry("cus_ada", "Ada")
     );
     assert_eq!(
-        snapshot["bob@example.com"].payload.to_string(),
-        r#"{"email":"bob@example.com","metadata":{"a":"1","z":"2"},"name":"Bob"}"#
+        serde_json::from_str::<serde_json::Value>(&snapshot["bob@example.com"].payload).unwrap(),
+        json!({"email":"bob@example.com","metadata":{"a":"1","z":"2"},"name":"Bob"})
     );
     assert_eq!(
         store.get_run(&run.id).await.unwrap().unwrap().counts,
@@ -873,7 +873,8 @@ async fn commit_batch_updates_snapshot_pending_creates_and_counts(workspace: Tes
         1
     );
     assert_eq!(
-        snapshot["ada@example.com"].payload["name"],
+        serde_json::from_str::<serde_json::Value>(&snapshot["ada@example.com"].payload).unwrap()
+            ["name"],
         json!("Ada Lovelace")
     );
     assert_eq!(store.count_run_records(&run.id, None).await.unwrap(), 4);
@@ -1713,15 +1714,26 @@ async fn a_version_2_workspace_is_upgraded_with_its_data(workspace: TestWorkspac
             payload_hash: "sha256:ada".to_string(),
         }]
     );
+    let upgraded = store
+        .snapshot_entries("customers", CUSTOMER, &keys(&["7"]))
+        .await
+        .unwrap()
+        .remove("7")
+        .unwrap();
+    // The payload is kept as JSON text from now on (PostgreSQL wrote its JSONB as text).
     assert_eq!(
-        store
-            .snapshot_entries("customers", CUSTOMER, &keys(&["7"]))
-            .await
-            .unwrap()["7"],
+        serde_json::from_str::<serde_json::Value>(&upgraded.payload).unwrap(),
+        json!({"email": "ada@example.com", "name": "Ada"})
+    );
+    assert_eq!(
+        SnapshotEntry {
+            payload: String::new(),
+            ..upgraded
+        },
         SnapshotEntry {
             destination_id: "cus_ada".to_string(),
             payload_hash: "sha256:ada".to_string(),
-            payload: json!({"email": "ada@example.com", "name": "Ada"}),
+            payload: String::new(),
             updated_at: at("2025-05-02T10:00:04Z"),
         }
     );
@@ -1753,12 +1765,18 @@ async fn a_version_2_workspace_is_upgraded_with_its_data(workspace: TestWorkspac
         );
     }
 
-    // The runs and their records.
+    // The runs and their records (changes kept as JSON text from now on).
+    let mut records = store
+        .list_run_records(&finished_run, None, 0, 10)
+        .await
+        .unwrap();
+    let changes = records[0].changes.take().unwrap();
     assert_eq!(
-        store
-            .list_run_records(&finished_run, None, 0, 10)
-            .await
-            .unwrap(),
+        serde_json::from_str::<serde_json::Value>(&changes).unwrap(),
+        json!({"name": {"after": "Ada", "before": null}})
+    );
+    assert_eq!(
+        records,
         [RunRecordRow {
             row_number: 1,
             key: "7".to_string(),
@@ -1766,7 +1784,7 @@ async fn a_version_2_workspace_is_upgraded_with_its_data(workspace: TestWorkspac
             destination_id: Some("cus_ada".to_string()),
             reason: None,
             request_id: Some("req_1".to_string()),
-            changes: Some(json!({"name": {"after": "Ada", "before": null}})),
+            changes: None,
         }]
     );
     let finished = store.get_run(&finished_run).await.unwrap().unwrap();
@@ -2019,8 +2037,8 @@ async fn the_snapshot_is_kept_per_sync_and_object(workspace: TestWorkspace) {
     assert_eq!(entries.len(), 2);
     assert_eq!(entries[ada], snapshot_entry("cus_ada", "Ada"));
     assert_eq!(
-        entries[bob].payload.to_string(),
-        r#"{"email":"bob@example.com","metadata":{"a":"1","z":"2"},"name":"Bob"}"#
+        serde_json::from_str::<serde_json::Value>(&entries[bob].payload).unwrap(),
+        json!({"email":"bob@example.com","metadata":{"a":"1","z":"2"},"name":"Bob"})
     );
     let invoices = store
         .snapshot_entries("customers", "invoice", &keys(&[ada, bob]))
@@ -2812,7 +2830,9 @@ fn record_row(row_number: u64, key: &str, outcome: Outcome) -> RunRecordRow {
         destination_id: Some(format!("cus_{row_number}")),
         reason: None,
         request_id: Some(format!("req_{row_number}")),
-        changes: Some(json!({"name": {"before": null, "after": format!("Name {row_number}")}})),
+        changes: Some(
+            json!({"name": {"before": null, "after": format!("Name {row_number}")}}).to_string(),
+        ),
     }
 }
 
@@ -2825,7 +2845,8 @@ fn snapshot_entry(destination_id: &str, name: &str) -> SnapshotEntry {
         destination_id: destination_id.to_string(),
         payload_hash: format!("sha256:{destination_id}:{name}"),
         // Deliberately unsorted: it comes back sorted.
-        payload: json!({"name": name, "metadata": {"z": "2", "a": "1"}, "email": email}),
+        payload: json!({"name": name, "metadata": {"z": "2", "a": "1"}, "email": email})
+            .to_string(),
         updated_at: chrono::DateTime::from_timestamp_micros(1_700_000_100_000_001).unwrap(),
     }
 }

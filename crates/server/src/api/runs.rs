@@ -80,7 +80,10 @@ impl RecordView {
             stripe_id: row.destination_id,
             reason: row.reason,
             request_id: row.request_id,
-            changes: row.changes,
+            changes: row
+                .changes
+                .as_deref()
+                .and_then(|text| serde_json::from_str(text).ok()),
         }
     }
 }

@@ -15,6 +15,9 @@ ALTER TABLE pending_creates DROP CONSTRAINT pending_creates_pkey;
 ALTER TABLE pending_creates ADD PRIMARY KEY (sync, object, key);
 
 ALTER TABLE run_records RENAME COLUMN stripe_id TO destination_id;
+-- JSON kept as the engine wrote it (canonical text), as SQLite keeps it: nothing queries inside.
+ALTER TABLE run_records ALTER COLUMN changes TYPE TEXT USING changes::text;
+ALTER TABLE snapshot ALTER COLUMN payload TYPE TEXT USING payload::text;
 ALTER TABLE runs ADD COLUMN not_attempted_count BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN last_seen_at TIMESTAMPTZ;
 CREATE INDEX runs_by_finish ON runs (finished_at);
