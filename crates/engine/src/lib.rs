@@ -7,6 +7,7 @@
 //! for every object.
 
 mod connections;
+mod crash_point;
 pub mod declare;
 mod execute;
 mod index;
@@ -314,6 +315,8 @@ struct RunSink<'a, 'b, 'c> {
     exec: &'a Execution<'b>,
     committer: Committer<'a, 'b>,
     on_plan: Option<&'c Arc<dyn Fn(u64) + Send + Sync>>,
+    /// Chunks executed so far (for the crash tests' `chunk:N` point).
+    chunks_sent: u64,
 }
 
 impl Sink for RunSink<'_, '_, '_> {
@@ -338,6 +341,7 @@ impl Sink for RunSink<'_, '_, '_> {
     }
 
     fn staged(&mut self, rows: u64) {
+        crash_point::reached("staged");
         if let Some(on_plan) = self.on_plan {
             on_plan(rows);
         }
@@ -354,7 +358,11 @@ impl Sink for RunSink<'_, '_, '_> {
         sync: &prepare::ValidatedSync,
         rules: &Rules<'_>,
     ) -> Result<Ending, EngineError> {
-        run::execute_chunk(self.exec, &mut self.committer, planned, index, sync, rules).await
+        let ending =
+            run::execute_chunk(self.exec, &mut self.committer, planned, index, sync, rules).await?;
+        self.chunks_sent += 1;
+        crash_point::reached(&format!("chunk:{}", self.chunks_sent));
+        Ok(ending)
     }
 }
 
@@ -413,6 +421,7 @@ pub async fn run_sync(
             exec: &execution,
             committer: Committer::new(&execution, &mut counts),
             on_plan: options.on_plan.as_ref(),
+            chunks_sent: 0,
         };
         let driven = pipeline.drive(&mut sink);
         let outcome = tokio::select! {
