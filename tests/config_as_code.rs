@@ -730,3 +730,94 @@ async fn apply_stops_at_the_first_object_the_engine_refuses() {
         .unwrap();
     assert_eq!(sync.spec.mappings[1].field, "metadata.plan", "not saved");
 }
+
+/// `statement_timeout_seconds` and `preview_timeout_seconds` on a warehouse connection: saved,
+/// exported, planned as changes, and refused with the field and its range when they are not
+/// whole seconds from 0 to 86400 or sit on a Stripe connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warehouse_timeouts_apply_export_and_bad_ones_are_refused() {
+    let scene = scene().await;
+    let with_timeouts = |statement: &str, preview: &str| {
+        ferry_yaml(&scene, SQL, "metadata.plan").replace(
+            "    path: warehouse.duckdb\n",
+            &format!(
+                "    path: warehouse.duckdb\n    statement_timeout_seconds: {statement}\n    \
+                 preview_timeout_seconds: {preview}\n"
+            ),
+        )
+    };
+    write(&scene, "ferry.yaml", &with_timeouts("600", "0"));
+    scene
+        .ferry(&["apply", "-f", "ferry.yaml", "--yes"])
+        .await
+        .ok();
+    let store = store(&scene).await;
+    let config = || async {
+        store
+            .get_connection("warehouse")
+            .await
+            .unwrap()
+            .unwrap()
+            .config
+    };
+    let saved = config().await;
+    assert_eq!(saved["statement_timeout_seconds"], 600, "{saved}");
+    assert_eq!(saved["preview_timeout_seconds"], 0, "{saved}");
+
+    let exported = scene.ferry(&["export"]).await.ok().stdout;
+    assert!(
+        exported.contains("    statement_timeout_seconds: 600\n")
+            && exported.contains("    preview_timeout_seconds: 0\n"),
+        "{exported}"
+    );
+    write(&scene, "exported.yaml", &exported);
+    let again = scene.ferry(&["apply", "-f", "exported.yaml"]).await.ok();
+    assert!(
+        again
+            .stdout
+            .contains("Plan: 0 to create, 0 to change, 4 unchanged."),
+        "{}",
+        again.stdout
+    );
+
+    write(&scene, "ferry.yaml", &with_timeouts("900", "0"));
+    let plan = scene.ferry(&["apply", "-f", "ferry.yaml"]).await.ok();
+    assert_eq!(
+        lines_starting(&plan, "~ "),
+        ["~ change connection warehouse: statement_timeout_seconds"],
+        "{}",
+        plan.stdout
+    );
+
+    for (statement, preview, field) in [
+        ("-5", "0", "statement_timeout_seconds"),
+        ("1.5", "0", "statement_timeout_seconds"),
+        ("\"30\"", "0", "statement_timeout_seconds"),
+        ("600", "86401", "preview_timeout_seconds"),
+    ] {
+        write(&scene, "bad.yaml", &with_timeouts(statement, preview));
+        let ran = scene.ferry(&["apply", "-f", "bad.yaml", "--yes"]).await;
+        let message = refused(&ran);
+        assert!(
+            message.contains(&format!(
+                "connection 'warehouse': {field} must be a whole number of seconds between 0 \
+                 (no limit) and 86400"
+            )),
+            "{statement}/{preview}: {message}"
+        );
+    }
+    let on_stripe = ferry_yaml(&scene, SQL, "metadata.plan").replace(
+        "    max_rps: 25\n",
+        "    max_rps: 25\n    statement_timeout_seconds: 60\n",
+    );
+    write(&scene, "on-stripe.yaml", &on_stripe);
+    let ran = scene
+        .ferry(&["apply", "-f", "on-stripe.yaml", "--yes"])
+        .await;
+    let message = refused(&ran);
+    assert!(
+        message.contains("`statement_timeout_seconds` is not a setting of a stripe connection"),
+        "{message}"
+    );
+    assert_eq!(config().await, saved, "nothing refused was saved");
+}

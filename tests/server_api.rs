@@ -2255,3 +2255,175 @@ async fn names_are_unique_ignoring_case_and_never_start_with_a_dash() {
     let models = api.get("/api/v1/models").await.expect(200).json();
     assert_eq!(models["models"].as_array().unwrap().len(), 1, "{models}");
 }
+
+/// Warehouse timeouts over the API and the source form: saved when whole seconds from 0 to
+/// 86400, refused with 422 naming the field otherwise (nothing saved); a preview stops at the
+/// connection's `preview_timeout_seconds` and says which setting to raise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warehouse_timeouts_are_checked_by_the_api_and_the_source_form() {
+    let scene = Scene::new().await;
+    scene.warehouse_sql(&people_sql(3));
+    let served = scene.serve(&[]).await;
+    let api = Probe::new(&served);
+    let path = scene.warehouse().display().to_string();
+    let with = |extra: Json| {
+        let mut body = duckdb_connection(&scene, "warehouse");
+        for (key, value) in extra.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        body
+    };
+    for (field, value) in [
+        ("statement_timeout_seconds", json!(-1)),
+        ("statement_timeout_seconds", json!(86401)),
+        ("preview_timeout_seconds", json!(2.5)),
+        ("preview_timeout_seconds", json!("30")),
+    ] {
+        let refused = api
+            .post("/api/v1/connections", with(json!({ field: value })))
+            .await
+            .expect(422);
+        assert_eq!(refused.error_code(), "invalid");
+        assert_eq!(
+            refused.message(),
+            format!("{field} must be a whole number of seconds between 0 (no limit) and 86400")
+        );
+    }
+    api.get("/api/v1/connections/warehouse").await.expect(404);
+    let on_stripe = api
+        .post(
+            "/api/v1/connections",
+            json!({ "name": "stripe", "kind": "stripe", "api_key": KEY,
+                    "api_base": scene.emulator.url(), "preview_timeout_seconds": 5 }),
+        )
+        .await
+        .expect(422);
+    assert!(
+        on_stripe.message().contains("`preview_timeout_seconds`"),
+        "{}",
+        on_stripe.text
+    );
+    api.get("/api/v1/connections/stripe").await.expect(404);
+
+    let created = api
+        .post(
+            "/api/v1/connections",
+            with(json!({ "statement_timeout_seconds": 120, "preview_timeout_seconds": 1 })),
+        )
+        .await
+        .expect(201)
+        .json();
+    assert_eq!(created["config"]["statement_timeout_seconds"], 120);
+    assert_eq!(created["config"]["preview_timeout_seconds"], 1);
+
+    // About 10^10 row pairs, minutes of work: stopped after the connection's 1 s.
+    let started = Instant::now();
+    let slow = api
+        .post(
+            "/api/v1/queries/preview",
+            json!({ "connection": "warehouse",
+                    "sql": "select sum(a.range * b.range) as n from range(100000) a, range(100000) b" }),
+        )
+        .await
+        .expect(502);
+    assert_eq!(slow.error_code(), "upstream");
+    assert!(
+        slow.message()
+            .contains("the model ran longer than 1s and was cancelled")
+            && slow
+                .message()
+                .contains("raise the connection's `preview_timeout_seconds`"),
+        "{}",
+        slow.text
+    );
+    assert!(started.elapsed() < Duration::from_secs(20), "stopped early");
+
+    // The source form: a bad value shows the form again with the problem, and saves nothing.
+    let (cookie, csrf) = sign_in(&api).await;
+    let bare = no_redirects(None);
+    let form = |statement: &str, preview: &str| -> Vec<(&str, String)> {
+        vec![
+            ("_csrf", csrf.clone()),
+            ("existing", "warehouse".to_string()),
+            ("name", "warehouse".to_string()),
+            ("kind", "duckdb".to_string()),
+            ("path", path.clone()),
+            ("url", String::new()),
+            ("statement_timeout", statement.to_string()),
+            ("preview_timeout", preview.to_string()),
+        ]
+    };
+    let config = || async {
+        api.get("/api/v1/connections/warehouse")
+            .await
+            .expect(200)
+            .json()["config"]
+            .clone()
+    };
+    for (statement, preview, field) in [
+        ("soon", "", "statement_timeout_seconds"),
+        ("", "-3", "preview_timeout_seconds"),
+        ("100000", "", "statement_timeout_seconds"),
+    ] {
+        let refused = api
+            .send(
+                bare.post(api.url("/sources"))
+                    .header(COOKIE, &cookie)
+                    .form(&form(statement, preview)),
+            )
+            .await
+            .expect(422);
+        assert!(
+            refused.text.contains(&format!(
+                "{field} must be a whole number of seconds between 0 (no limit) and 86400"
+            )),
+            "{}",
+            refused.text
+        );
+        assert!(
+            refused.text.contains(&format!("value=\"{statement}\""))
+                && refused.text.contains(&format!("value=\"{preview}\"")),
+            "the form keeps what was typed: {}",
+            refused.text
+        );
+        assert_eq!(config().await["statement_timeout_seconds"], 120);
+    }
+    // Valid: 0 is no limit, and an empty field goes back to the default.
+    let saved = api
+        .send(
+            bare.post(api.url("/sources"))
+                .header(COOKIE, &cookie)
+                .form(&form(" 0 ", "")),
+        )
+        .await;
+    assert!(
+        saved.status.is_redirection(),
+        "{} {}",
+        saved.status,
+        saved.text
+    );
+    let saved = config().await;
+    assert_eq!(saved["statement_timeout_seconds"], 0, "{saved}");
+    assert!(saved.get("preview_timeout_seconds").is_none(), "{saved}");
+    let listed = api
+        .send(bare.get(api.url("/sources")).header(COOKIE, &cookie))
+        .await
+        .expect(200);
+    assert!(
+        listed.text.contains("statement timeout none"),
+        "{}",
+        listed.text
+    );
+    let edit = api
+        .send(
+            bare.get(api.url("/connections/warehouse/edit"))
+                .header(COOKIE, &cookie),
+        )
+        .await
+        .expect(200);
+    assert!(
+        edit.text.contains("name=\"statement_timeout\" value=\"0\""),
+        "{}",
+        edit.text
+    );
+}

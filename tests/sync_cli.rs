@@ -1040,3 +1040,210 @@ async fn new_names_differing_only_in_case_or_starting_with_a_dash_are_refused_an
     // Once gone, the old name cannot come back.
     assert_eq!(scene.ferry(&create_model("-rf")).await.code, 2);
 }
+
+/// A model that turns slow (here its view cross-joins 10^10 row pairs, minutes of work) is
+/// cancelled at the warehouse connection's own timeouts: a model preview at
+/// `--preview-timeout`, a sync preview and a run at `--statement-timeout`. Each error names
+/// the timeout and the setting to raise, and the run sends nothing to Stripe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_model_is_cancelled_at_the_connections_timeouts_and_nothing_reaches_stripe() {
+    let scene = Scene::new().await;
+    scene.warehouse_sql(&people_sql(5));
+    scene.warehouse_sql("create view people_now as select * from people");
+    scene.connect_stripe(&[]).await;
+    let warehouse = scene.warehouse().display().to_string();
+    scene
+        .ferry(&[
+            "connect",
+            "duckdb",
+            "warehouse",
+            "--path",
+            &warehouse,
+            "--statement-timeout",
+            "1",
+            "--preview-timeout",
+            "1",
+        ])
+        .await
+        .ok();
+    let listed = scene.ferry(&["connections"]).await.ok();
+    assert!(
+        listed
+            .stdout
+            .contains("statement timeout 1s  preview timeout 1s"),
+        "{}",
+        listed.stdout
+    );
+    scene
+        .ferry(&[
+            "model",
+            "create",
+            "people",
+            "--connection",
+            "warehouse",
+            "--sql",
+            "select * from people_now order by id",
+        ])
+        .await
+        .ok();
+    scene
+        .ferry(&[
+            "sync",
+            "create",
+            "people-to-stripe",
+            "--model",
+            "people",
+            "--destination",
+            "stripe",
+            "--key",
+            "email=email",
+            "--map",
+            "name=name",
+        ])
+        .await
+        .ok();
+    scene.ferry(&["model", "show", "people"]).await.ok();
+
+    // The warehouse turns slow.
+    scene.warehouse_sql(
+        "create or replace view people_now as select p.* from people p, \
+         (select sum(a.range * b.range) as n from range(100000) a, range(100000) b) slow \
+         where slow.n >= 0",
+    );
+    let requests_before = scene.stripe().requests().len();
+
+    let started = std::time::Instant::now();
+    let shown = scene.ferry(&["model", "show", "people"]).await;
+    let elapsed = started.elapsed();
+    assert_ne!(shown.code, 0, "{}", shown.stdout);
+    assert!(
+        shown
+            .stderr
+            .contains("the model ran longer than 1s and was cancelled")
+            && shown.stderr.contains(
+                "raise the connection's `preview_timeout_seconds` (`--preview-timeout SECONDS`"
+            ),
+        "{}",
+        shown.stderr
+    );
+    assert!(
+        elapsed < std::time::Duration::from_secs(20),
+        "stopped early, not at the 30 s default: {elapsed:?}"
+    );
+
+    let preview = scene
+        .ferry(&["sync", "preview", "people-to-stripe", "--format", "json"])
+        .await;
+    assert_ne!(preview.code, 0, "{}", preview.stdout);
+    assert!(
+        preview
+            .stderr
+            .contains("the model ran longer than 1s and was cancelled")
+            && preview.stderr.contains(
+                "raise the connection's `statement_timeout_seconds` (`--statement-timeout SECONDS`"
+            ),
+        "{}",
+        preview.stderr
+    );
+
+    let started = std::time::Instant::now();
+    let run = scene
+        .ferry(&["sync", "run", "people-to-stripe", "--format", "json"])
+        .await;
+    let elapsed = started.elapsed();
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let report = run.json();
+    assert_eq!(report["status"], "failed", "{report}");
+    let error = report["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("the model ran longer than 1s and was cancelled")
+            && error.contains(
+                "raise the connection's `statement_timeout_seconds` (`--statement-timeout SECONDS`"
+            )
+            && error.contains("nothing was sent to Stripe"),
+        "{error}"
+    );
+    assert!(
+        elapsed < std::time::Duration::from_secs(60),
+        "stopped early, not at the 5 min default: {elapsed:?}"
+    );
+    assert_eq!(report["requests"], 0, "{report}");
+    assert_eq!(
+        scene.stripe().requests().len(),
+        requests_before,
+        "no request reached Stripe"
+    );
+    assert!(scene.stripe().customers().is_empty());
+
+    // Fast again, the same sync runs: it was the timeout, nothing else.
+    scene.warehouse_sql("create or replace view people_now as select * from people");
+    let run = scene.run_sync_json("people-to-stripe", &[]).await;
+    assert_eq!(run["created"], 5, "{run}");
+}
+
+/// A timeout that is not a whole number of seconds from 0 to 86400 is refused, naming the
+/// option and what it takes; nothing is saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_warehouse_timeouts_are_refused_naming_the_option() {
+    let scene = Scene::new().await;
+    scene.warehouse_sql(&people_sql(1));
+    let warehouse = scene.warehouse().display().to_string();
+    for (option, value) in [
+        ("--statement-timeout", "86401"),
+        ("--statement-timeout", "-1"),
+        ("--preview-timeout", "1.5"),
+        ("--preview-timeout", "soon"),
+    ] {
+        let ran = scene
+            .ferry(&[
+                "connect",
+                "duckdb",
+                "warehouse",
+                "--path",
+                &warehouse,
+                option,
+                value,
+            ])
+            .await;
+        assert_eq!(ran.code, 2, "{option} {value}: {}", ran.stderr);
+        assert!(
+            ran.stderr
+                .contains(&format!("'{value}' for '{option} <SECONDS>'"))
+                && ran
+                    .stderr
+                    .contains("give a whole number of seconds between 0 (no limit) and 86400"),
+            "{}",
+            ran.stderr
+        );
+    }
+    let listed = scene.ferry(&["connections"]).await.ok();
+    assert!(
+        listed.stdout.contains("No connections yet"),
+        "{}",
+        listed.stdout
+    );
+
+    // The bounds themselves are fine; 0 shows as no limit.
+    scene
+        .ferry(&[
+            "connect",
+            "duckdb",
+            "warehouse",
+            "--path",
+            &warehouse,
+            "--statement-timeout",
+            "86400",
+            "--preview-timeout",
+            "0",
+        ])
+        .await
+        .ok();
+    let listed = scene.ferry(&["connections"]).await.ok();
+    assert!(
+        listed
+            .stdout
+            .contains("statement timeout 86400s  preview timeout none"),
+        "{}",
+        listed.stdout
+    );
+}

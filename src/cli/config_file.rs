@@ -15,7 +15,7 @@ use super::{CliError, CliResult, Format};
 use anyhow::anyhow;
 use clap::Args;
 use ferry_core::{Behavior, FieldMapping, KeyMapping, NullPolicy, ObjectKind, Schedule, SyncSpec};
-use ferry_engine::declare::{self, StripeSettings};
+use ferry_engine::declare::{self, StripeSettings, TimeoutSetting, WarehouseSettings};
 use ferry_state::{
     ConnectionKind, ConnectionRecord, ModelRecord, NewConnection, SecretInput, SecretRef,
     StateStore, SyncRecord,
@@ -92,6 +92,9 @@ struct ConnectionDecl {
     max_rps_per_endpoint: Option<u32>,
     path: Option<PathBuf>,
     url_env: Option<String>,
+    /// Whole seconds; read as any YAML value, so that a bad one is refused in ferry's words.
+    statement_timeout_seconds: Option<serde_json::Value>,
+    preview_timeout_seconds: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -295,20 +298,36 @@ fn resolve(doc: FileDoc, base: &Path, shown: &str) -> CliResult<Desired> {
     for (name, decl) in Named::entries(&doc.connections) {
         ferry_state::validate_name(ferry_state::ObjectType::Connection, name)?;
         let kind = decl.kind.kind();
-        let given: [(&str, bool); 6] = [
+        let given: [(&str, bool); 8] = [
             ("api_key_env", decl.api_key_env.is_some()),
             ("api_base", decl.api_base.is_some()),
             ("max_rps", decl.max_rps.is_some()),
             ("max_rps_per_endpoint", decl.max_rps_per_endpoint.is_some()),
             ("path", decl.path.is_some()),
             ("url_env", decl.url_env.is_some()),
+            (
+                "statement_timeout_seconds",
+                decl.statement_timeout_seconds.is_some(),
+            ),
+            (
+                "preview_timeout_seconds",
+                decl.preview_timeout_seconds.is_some(),
+            ),
         ];
         let accepted: &[&str] = match kind {
             ConnectionKind::Stripe => {
                 &["api_key_env", "api_base", "max_rps", "max_rps_per_endpoint"]
             }
-            ConnectionKind::Duckdb => &["path"],
-            ConnectionKind::Postgres => &["url_env"],
+            ConnectionKind::Duckdb => &[
+                "path",
+                "statement_timeout_seconds",
+                "preview_timeout_seconds",
+            ],
+            ConnectionKind::Postgres => &[
+                "url_env",
+                "statement_timeout_seconds",
+                "preview_timeout_seconds",
+            ],
         };
         if let Some((field, _)) = given
             .iter()
@@ -333,6 +352,25 @@ fn resolve(doc: FileDoc, base: &Path, shown: &str) -> CliResult<Desired> {
                 // Decided against the workspace: keep the stored secret, or an error.
                 None => Ok(SecretInput::Keep),
             }
+        };
+        let timeout = |setting: TimeoutSetting, value: &Option<serde_json::Value>| {
+            value
+                .as_ref()
+                .map(|value| declare::timeout_seconds(setting, value))
+                .transpose()
+                .map_err(|problem| {
+                    config_error(format_args!("{shown}: connection '{name}': {problem}"))
+                })
+        };
+        let warehouse = WarehouseSettings {
+            statement_timeout_seconds: timeout(
+                TimeoutSetting::Statement,
+                &decl.statement_timeout_seconds,
+            )?,
+            preview_timeout_seconds: timeout(
+                TimeoutSetting::Preview,
+                &decl.preview_timeout_seconds,
+            )?,
         };
         let connection = match kind {
             ConnectionKind::Stripe => {
@@ -361,10 +399,10 @@ fn resolve(doc: FileDoc, base: &Path, shown: &str) -> CliResult<Desired> {
                          (relative to the folder of {shown}, or absolute)"
                     ))
                 })?;
-                declare::duckdb_connection(name, &join_clean(base, path))
+                declare::duckdb_connection(name, &join_clean(base, path), &warehouse)
             }
             ConnectionKind::Postgres => {
-                declare::postgres_connection(name, secret("url_env", &decl.url_env)?)
+                declare::postgres_connection(name, secret("url_env", &decl.url_env)?, &warehouse)
             }
         };
         connections.push(connection);
@@ -505,13 +543,20 @@ fn connection_changes(desired: &NewConnection, stored: &ConnectionRecord) -> Vec
     if desired.kind != stored.kind {
         changes.push("kind");
     }
-    for key in ["api_base", "max_rps", "max_rps_per_endpoint", "path"] {
+    // Settings only another door knows about count as a change too (saving drops them).
+    let known = [
+        "api_base",
+        "max_rps",
+        "max_rps_per_endpoint",
+        "path",
+        "statement_timeout_seconds",
+        "preview_timeout_seconds",
+    ];
+    for key in known {
         if desired.config.get(key) != stored.config.get(key) {
             changes.push(key);
         }
     }
-    // Settings only another door knows about count as a change too (saving drops them).
-    let known = ["api_base", "max_rps", "max_rps_per_endpoint", "path"];
     let others = |config: &serde_json::Value| -> Vec<(String, serde_json::Value)> {
         config
             .as_object()
@@ -1048,7 +1093,12 @@ fn export_text(workspace: &Workspace) -> CliResult<String> {
                 let _ = writeln!(out, "    {key}: {}", scalar(value));
             }
         }
-        for key in ["max_rps", "max_rps_per_endpoint"] {
+        for key in [
+            "max_rps",
+            "max_rps_per_endpoint",
+            "statement_timeout_seconds",
+            "preview_timeout_seconds",
+        ] {
             if let Some(value) = config.get(key).and_then(|v| v.as_u64()) {
                 let _ = writeln!(out, "    {key}: {value}");
             }

@@ -47,6 +47,8 @@ pub struct ConnectDuckdbArgs {
     pub name: String,
     #[arg(long)]
     pub path: PathBuf,
+    #[command(flatten)]
+    pub timeouts: WarehouseTimeoutArgs,
 }
 
 #[derive(Args, Debug)]
@@ -58,6 +60,39 @@ pub struct ConnectPostgresArgs {
     /// Read the URL from this environment variable at every use.
     #[arg(long)]
     pub url_env: Option<String>,
+    #[command(flatten)]
+    pub timeouts: WarehouseTimeoutArgs,
+}
+
+/// How long a warehouse's queries may run (`statement_timeout_seconds`,
+/// `preview_timeout_seconds`).
+#[derive(Args, Debug, Default)]
+pub struct WarehouseTimeoutArgs {
+    /// The longest a run, a sync preview or a model's column check may keep the warehouse
+    /// working on the model, in seconds (default 300; 0 means no limit; at most 86400).
+    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true, value_parser = timeout_arg)]
+    pub statement_timeout: Option<u32>,
+    /// The longest a model preview (`ferry model show`, the web UI's preview) may run, in
+    /// seconds (default 30; 0 means no limit; at most 86400).
+    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true, value_parser = timeout_arg)]
+    pub preview_timeout: Option<u32>,
+}
+
+impl WarehouseTimeoutArgs {
+    fn settings(&self) -> ferry_engine::declare::WarehouseSettings {
+        ferry_engine::declare::WarehouseSettings {
+            statement_timeout_seconds: self.statement_timeout,
+            preview_timeout_seconds: self.preview_timeout,
+        }
+    }
+}
+
+fn timeout_arg(text: &str) -> Result<u32, String> {
+    let max = ferry_engine::declare::MAX_TIMEOUT_SECONDS;
+    text.parse::<u32>()
+        .ok()
+        .filter(|seconds| *seconds <= max)
+        .ok_or_else(|| format!("give a whole number of seconds between 0 (no limit) and {max}"))
 }
 
 #[derive(Args, Debug)]
@@ -105,7 +140,11 @@ pub async fn connect(store: &StateStore, command: ConnectCommand) -> CliResult {
             );
         }
         ConnectCommand::Duckdb(args) => {
-            let connection = ferry_engine::declare::duckdb_connection(&args.name, &args.path);
+            let connection = ferry_engine::declare::duckdb_connection(
+                &args.name,
+                &args.path,
+                &args.timeouts.settings(),
+            );
             let path = connection.config["path"]
                 .as_str()
                 .unwrap_or_default()
@@ -123,7 +162,11 @@ pub async fn connect(store: &StateStore, command: ConnectCommand) -> CliResult {
                     )))
                 }
             };
-            let connection = ferry_engine::declare::postgres_connection(&args.name, secret);
+            let connection = ferry_engine::declare::postgres_connection(
+                &args.name,
+                secret,
+                &args.timeouts.settings(),
+            );
             ferry_engine::declare::save_connection(store, &connection, true).await?;
             println!("Connected PostgreSQL as '{}'.", args.name);
         }
@@ -173,10 +216,28 @@ fn describe(connection: &ConnectionRecord) -> String {
             "{}  key {secret}",
             connection.config["api_base"].as_str().unwrap_or_default()
         ),
-        ConnectionKind::Duckdb => connection.config["path"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-        ConnectionKind::Postgres => format!("URL {secret}"),
+        ConnectionKind::Duckdb => format!(
+            "{}{}",
+            connection.config["path"].as_str().unwrap_or_default(),
+            timeouts_text(connection)
+        ),
+        ConnectionKind::Postgres => format!("URL {secret}{}", timeouts_text(connection)),
     }
+}
+
+/// `  statement timeout 60s  preview timeout none` for the timeouts a warehouse connection
+/// sets; nothing for those left to their defaults.
+fn timeouts_text(connection: &ConnectionRecord) -> String {
+    let mut text = String::new();
+    for (key, label) in [
+        ("statement_timeout_seconds", "statement timeout"),
+        ("preview_timeout_seconds", "preview timeout"),
+    ] {
+        match connection.config.get(key).and_then(|v| v.as_u64()) {
+            Some(0) => text.push_str(&format!("  {label} none")),
+            Some(seconds) => text.push_str(&format!("  {label} {seconds}s")),
+            None => {}
+        }
+    }
+    text
 }

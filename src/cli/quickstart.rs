@@ -109,6 +109,7 @@ pub async fn quickstart(args: QuickstartArgs) -> CliResult {
         connections::ConnectCommand::Duckdb(connections::ConnectDuckdbArgs {
             name: "demo-warehouse".into(),
             path: warehouse.clone(),
+            timeouts: Default::default(),
         }),
     )
     .await?;

@@ -6,6 +6,7 @@ use crate::connections::duckdb_source;
 use crate::{source_config, stripe_config, EngineError};
 use ferry_core::{Secret, SyncSpec, Value};
 use ferry_destinations::stripe::{StripeConfig, STRIPE_API_BASE};
+pub use ferry_source::TimeoutSetting;
 use ferry_source::{Column, SourceConfig};
 use ferry_state::{
     ConnectionKind, ConnectionRecord, ModelRecord, NewConnection, ObjectType, SecretInput,
@@ -41,24 +42,94 @@ pub fn stripe_connection(name: &str, key: SecretInput, settings: &StripeSettings
     }
 }
 
+/// A warehouse connection's settings besides where it is: how long its queries may run, in
+/// seconds (0: no limit, at most [`MAX_TIMEOUT_SECONDS`]). Absent ones take their defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WarehouseSettings {
+    /// Runs, sync previews and finding a model's columns; 300 (5 minutes) when absent.
+    pub statement_timeout_seconds: Option<u32>,
+    /// Model previews, which a person waits for; 30 when absent.
+    pub preview_timeout_seconds: Option<u32>,
+}
+
+impl WarehouseSettings {
+    fn store_in(&self, config: &mut serde_json::Value) {
+        for (setting, value) in [
+            (TimeoutSetting::Statement, self.statement_timeout_seconds),
+            (TimeoutSetting::Preview, self.preview_timeout_seconds),
+        ] {
+            if let Some(seconds) = value {
+                config[setting.key()] = json!(seconds);
+            }
+        }
+    }
+}
+
+/// The longest a warehouse timeout may be set to: 24 hours. (0 means no limit at all.)
+pub const MAX_TIMEOUT_SECONDS: u32 = 86_400;
+
+/// What a valid timeout setting is, in the words of every door's error.
+pub fn timeout_problem(setting: TimeoutSetting) -> String {
+    format!(
+        "{} must be a whole number of seconds between 0 (no limit) and {MAX_TIMEOUT_SECONDS}",
+        setting.key()
+    )
+}
+
+/// A timeout setting's value as given in JSON or YAML, checked.
+pub fn timeout_seconds(
+    setting: TimeoutSetting,
+    value: &serde_json::Value,
+) -> Result<u32, EngineError> {
+    value
+        .as_u64()
+        .filter(|seconds| *seconds <= u64::from(MAX_TIMEOUT_SECONDS))
+        .map(|seconds| seconds as u32)
+        .ok_or_else(|| EngineError::Config(timeout_problem(setting)))
+}
+
+/// A timeout setting's value as typed in a form (empty: not set), checked.
+pub fn parse_timeout_seconds(
+    setting: TimeoutSetting,
+    text: &str,
+) -> Result<Option<u32>, EngineError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse::<u32>()
+        .ok()
+        .filter(|seconds| *seconds <= MAX_TIMEOUT_SECONDS)
+        .map(Some)
+        .ok_or_else(|| EngineError::Config(timeout_problem(setting)))
+}
+
 /// The stored form of a DuckDB connection; the path is made absolute, so a sync finds the file
 /// from whatever directory it runs in.
-pub fn duckdb_connection(name: &str, path: &Path) -> NewConnection {
+pub fn duckdb_connection(name: &str, path: &Path, settings: &WarehouseSettings) -> NewConnection {
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut config = json!({"path": path.display().to_string()});
+    settings.store_in(&mut config);
     NewConnection {
         name: name.to_string(),
         kind: ConnectionKind::Duckdb,
-        config: json!({"path": path.display().to_string()}),
+        config,
         secret: None,
     }
 }
 
 /// The stored form of a PostgreSQL connection: the URL (which may hold a password) is the secret.
-pub fn postgres_connection(name: &str, url: SecretInput) -> NewConnection {
+pub fn postgres_connection(
+    name: &str,
+    url: SecretInput,
+    settings: &WarehouseSettings,
+) -> NewConnection {
+    let mut config = json!({});
+    settings.store_in(&mut config);
     NewConnection {
         name: name.to_string(),
         kind: ConnectionKind::Postgres,
-        config: json!({}),
+        config,
         secret: Some(url),
     }
 }
@@ -125,6 +196,13 @@ pub async fn save_connection(
     }
     if connection.kind == ConnectionKind::Duckdb {
         duckdb_source(store, &new_duckdb_path(connection))?;
+    }
+    if connection.kind.is_source() {
+        for setting in [TimeoutSetting::Statement, TimeoutSetting::Preview] {
+            if let Some(value) = connection.config.get(setting.key()) {
+                timeout_seconds(setting, value)?;
+            }
+        }
     }
     if connection.kind == ConnectionKind::Stripe {
         checked_api_base(connection)?;
@@ -209,7 +287,8 @@ pub const PREVIEW_CELL_MAX_CHARS: usize = 1_000;
 /// The most text a preview holds in all; the rows after are left out (and said to be).
 pub const PREVIEW_MAX_BYTES: usize = 1024 * 1024;
 
-/// The first rows of a query on a warehouse connection, for the model editor. A cell over
+/// The first rows of a query on a warehouse connection, for the model editor, within the
+/// connection's preview timeout (`preview_timeout_seconds`). A cell over
 /// [`PREVIEW_CELL_MAX_CHARS`] is cut with a marker saying how long it was, and rows stop once
 /// the preview holds [`PREVIEW_MAX_BYTES`], so a model of huge values cannot produce a huge
 /// answer.
@@ -219,29 +298,23 @@ pub async fn preview_query(
     sql: &str,
     limit: usize,
 ) -> Result<QueryPreview, EngineError> {
-    query_first_rows(
-        store,
-        connection,
-        sql,
-        limit,
-        ferry_source::PREVIEW_STATEMENT_TIMEOUT,
-    )
-    .await
+    query_first_rows(store, connection, sql, limit, TimeoutSetting::Preview).await
 }
 
-/// The model's columns, found by running it as a sync would (with a run's statement timeout,
-/// since a heavy model may take a while to produce its first row).
+/// The model's columns, found by running it as a sync would (with the connection's statement
+/// timeout, since a heavy model may take a while to produce its first row).
 async fn query_columns(
     store: &StateStore,
     connection: &str,
     sql: &str,
 ) -> Result<Vec<Column>, EngineError> {
-    let timeout = ferry_source::QueryOptions::default().statement_timeout;
     // One row, not none: a query only fails (a write refused by the read-only transaction,
     // an error in its data) once it really runs.
-    Ok(query_first_rows(store, connection, sql, 1, timeout)
-        .await?
-        .columns)
+    Ok(
+        query_first_rows(store, connection, sql, 1, TimeoutSetting::Statement)
+            .await?
+            .columns,
+    )
 }
 
 async fn query_first_rows(
@@ -249,11 +322,12 @@ async fn query_first_rows(
     connection: &str,
     sql: &str,
     limit: usize,
-    timeout: std::time::Duration,
+    timeout: TimeoutSetting,
 ) -> Result<QueryPreview, EngineError> {
     let connection = require_connection(store, connection).await?;
     let source = source_config(store, &connection)?;
-    let (columns, rows) = ferry_source::preview(&source, sql, limit, timeout)
+    let options = crate::connections::query_options(&connection, timeout)?;
+    let (columns, rows) = ferry_source::preview(&source, sql, limit, &options)
         .await
         .map_err(|e| {
             if e.is_unreachable() {

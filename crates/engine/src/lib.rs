@@ -16,14 +16,14 @@ pub mod prepare;
 mod run;
 mod stage;
 
-pub use connections::{source_config, stripe_config};
+pub use connections::{query_options, source_config, stripe_config};
 pub use execute::{create_idempotency_key, ProgressFn};
 pub use plan::Action;
 
 use execute::{Committer, Ending, Execution, Planned};
 use ferry_core::{Outcome, RunCounts, RunStatus};
 use ferry_destinations::stripe::{StripeConfig, StripeService};
-use ferry_source::{QueryOptions, SourceConfig};
+use ferry_source::{QueryOptions, SourceConfig, TimeoutSetting};
 use ferry_state::{ModelRecord, StateError, StateStore, SyncRecord};
 use index::KeyIndex;
 use plan::Rules;
@@ -118,7 +118,7 @@ pub async fn load_sync_setup(
     Ok(SyncSetup {
         source: source_config(store, &source_connection)?,
         stripe: stripe_config(store, &destination)?,
-        query: QueryOptions::default(),
+        query: query_options(&source_connection, TimeoutSetting::Statement)?,
         sync,
         model,
     })

@@ -136,7 +136,7 @@ mod tests {
         .unwrap();
         declare::save_connection(
             &store,
-            &declare::duckdb_connection("warehouse", &warehouse),
+            &declare::duckdb_connection("warehouse", &warehouse, &Default::default()),
             true,
         )
         .await

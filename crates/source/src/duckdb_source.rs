@@ -10,7 +10,9 @@ use crate::text_forms::{
     date_from_days, float_value_from_real, integer_value, interval_text, time_of_day_text,
     timestamp_from_ticks, unix_epoch, unsigned_integer_value,
 };
-use crate::{Column, QueryOptions, RowStream, SourceError, StreamMessage, ValidatedModelSql};
+use crate::{
+    Column, QueryOptions, RowStream, SourceError, StreamMessage, TimeoutSetting, ValidatedModelSql,
+};
 use duckdb::core::{LogicalTypeHandle, LogicalTypeId};
 use duckdb::types::{TimeUnit, Value as DuckDbValue};
 use duckdb::{AccessMode, Config, Connection, InterruptHandle};
@@ -52,6 +54,7 @@ pub(crate) async fn start_duckdb_query(
     let (messages_sender, messages_receiver) = mpsc::channel(options.batch_size.max(1));
     let path = path.to_path_buf();
     let statement_timeout = options.statement_timeout;
+    let timeout_setting = options.timeout_setting;
     std::thread::Builder::new()
         .name("ferry-duckdb-model".into())
         .spawn(move || {
@@ -59,6 +62,7 @@ pub(crate) async fn start_duckdb_query(
                 &path,
                 &model,
                 statement_timeout,
+                timeout_setting,
                 columns_sender,
                 &messages_sender,
             )
@@ -87,6 +91,7 @@ fn read_model(
     path: &Path,
     model: &ValidatedModelSql,
     statement_timeout: Duration,
+    timeout_setting: TimeoutSetting,
     columns_sender: oneshot::Sender<Result<ColumnsAndInterrupt, SourceError>>,
     messages_sender: &mpsc::Sender<StreamMessage>,
 ) {
@@ -99,8 +104,9 @@ fn read_model(
     };
     let interrupt_handle = connection.interrupt_handle();
     let timer = StatementTimer::start(statement_timeout, Arc::clone(&interrupt_handle));
-    let model_error =
-        |error: duckdb::Error| classify_model_error(&error, &timer, statement_timeout);
+    let model_error = |error: duckdb::Error| {
+        classify_model_error(&error, &timer, statement_timeout, timeout_setting)
+    };
 
     timer.database_working();
     let mut statement = match connection.prepare(model.statement()) {
@@ -220,10 +226,12 @@ fn classify_model_error(
     error: &duckdb::Error,
     timer: &StatementTimer,
     statement_timeout: Duration,
+    timeout_setting: TimeoutSetting,
 ) -> SourceError {
     if timer.interrupted_for_timeout() {
         return SourceError::StatementTimeout {
             timeout: statement_timeout,
+            setting: timeout_setting,
         };
     }
     let message = error.to_string();

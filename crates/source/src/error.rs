@@ -52,12 +52,17 @@ pub enum SourceError {
     #[error("the model tried to write ({message}); a model must be a read-only SELECT")]
     ReadOnlyViolation { message: String },
 
+    /// `setting` is the connection setting the timeout came from: the one to raise.
     #[error(
         "the model ran longer than {} and was cancelled; make the query faster (filter or \
-         aggregate earlier, add an index) or raise the statement timeout",
-        human_duration(*.timeout)
+         aggregate earlier, add an index) or raise {}",
+        human_duration(*.timeout),
+        .setting.hint()
     )]
-    StatementTimeout { timeout: Duration },
+    StatementTimeout {
+        timeout: Duration,
+        setting: TimeoutSetting,
+    },
 
     #[error("the warehouse connection was lost after {rows_read} rows: {reason}")]
     ConnectionLost { rows_read: u64, reason: String },
@@ -95,6 +100,43 @@ impl SourceError {
                 | SourceError::ConnectionLost { .. }
                 | SourceError::StatementTimeout { .. }
                 | SourceError::Warehouse { .. }
+        )
+    }
+}
+
+/// Which setting of a warehouse connection a query's timeout comes from, so that a timeout
+/// error names the one to raise.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TimeoutSetting {
+    /// `statement_timeout_seconds`: runs, sync previews and finding a model's columns.
+    #[default]
+    Statement,
+    /// `preview_timeout_seconds`: model previews, which a person waits for.
+    Preview,
+}
+
+impl TimeoutSetting {
+    /// The connection setting's name, as stored and as written in ferry.yaml and the API.
+    pub fn key(self) -> &'static str {
+        match self {
+            TimeoutSetting::Statement => "statement_timeout_seconds",
+            TimeoutSetting::Preview => "preview_timeout_seconds",
+        }
+    }
+
+    /// The `ferry connect duckdb|postgres` option that sets it.
+    pub fn flag(self) -> &'static str {
+        match self {
+            TimeoutSetting::Statement => "--statement-timeout",
+            TimeoutSetting::Preview => "--preview-timeout",
+        }
+    }
+
+    fn hint(self) -> String {
+        format!(
+            "the connection's `{}` (`{} SECONDS` on `ferry connect`; 0 means no limit)",
+            self.key(),
+            self.flag()
         )
     }
 }
@@ -165,6 +207,32 @@ mod tests {
         assert_eq!(text(250), "250ms");
         assert_eq!(text(3_600_000), "1h0m0s");
         assert_eq!(text(90_000), "1m30s");
+    }
+
+    #[test]
+    fn a_timeout_names_the_setting_to_raise() {
+        let error = |setting| {
+            SourceError::StatementTimeout {
+                timeout: Duration::from_secs(1),
+                setting,
+            }
+            .to_string()
+        };
+        assert_eq!(
+            error(TimeoutSetting::Statement),
+            "the model ran longer than 1s and was cancelled; make the query faster (filter or \
+             aggregate earlier, add an index) or raise the connection's \
+             `statement_timeout_seconds` (`--statement-timeout SECONDS` on `ferry connect`; 0 \
+             means no limit)"
+        );
+        assert!(
+            error(TimeoutSetting::Preview).ends_with(
+                "or raise the connection's `preview_timeout_seconds` (`--preview-timeout \
+                 SECONDS` on `ferry connect`; 0 means no limit)"
+            ),
+            "{}",
+            error(TimeoutSetting::Preview)
+        );
     }
 
     #[test]

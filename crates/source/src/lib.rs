@@ -17,7 +17,7 @@ mod postgres_source;
 mod text_forms;
 
 pub use duckdb_write::duckdb_execute;
-pub use error::{human_duration, SourceError, SqlPosition};
+pub use error::{human_duration, SourceError, SqlPosition, TimeoutSetting};
 pub use model_sql::{validate_model_sql, ValidatedModelSql};
 
 use duckdb::InterruptHandle;
@@ -48,6 +48,9 @@ impl SourceConfig {
     }
 }
 
+/// How long a run's query may run by default (`statement_timeout_seconds`).
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
 /// How a model runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryOptions {
@@ -55,6 +58,8 @@ pub struct QueryOptions {
     /// the next batch) before it is cancelled. Time spent waiting for a slow reader does not
     /// count. Zero means no limit.
     pub statement_timeout: Duration,
+    /// The connection setting `statement_timeout` comes from, named by a timeout error.
+    pub timeout_setting: TimeoutSetting,
     /// Rows fetched per round trip, and how many rows may wait in memory for the reader.
     pub batch_size: usize,
 }
@@ -62,7 +67,8 @@ pub struct QueryOptions {
 impl Default for QueryOptions {
     fn default() -> Self {
         QueryOptions {
-            statement_timeout: Duration::from_secs(5 * 60),
+            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+            timeout_setting: TimeoutSetting::Statement,
             batch_size: 1000,
         }
     }
@@ -104,21 +110,23 @@ pub async fn query(
     }
 }
 
-/// How long a preview's query may run: a person is waiting for it.
+/// How long a preview's query may run by default (`preview_timeout_seconds`): a person is
+/// waiting for it.
 pub const PREVIEW_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The first `limit` rows, for `ferry model show` and the UI. Only about `limit` rows are
 /// fetched; the rest of the query is cancelled, and so is a query that runs longer than
-/// `statement_timeout` ([`PREVIEW_STATEMENT_TIMEOUT`] when a person waits for it).
+/// `options.statement_timeout` (the connection's preview timeout when a person waits for it).
+/// `options.batch_size` is set from `limit`.
 pub async fn preview(
     config: &SourceConfig,
     sql: &str,
     limit: usize,
-    statement_timeout: Duration,
+    options: &QueryOptions,
 ) -> Result<(Vec<Column>, Vec<Vec<Value>>), SourceError> {
     let options = QueryOptions {
         batch_size: limit.clamp(1, QueryOptions::default().batch_size),
-        statement_timeout,
+        ..options.clone()
     };
     let mut stream = query(config, sql, &options).await?;
     let mut rows = Vec::with_capacity(limit.min(options.batch_size));

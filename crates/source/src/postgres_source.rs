@@ -7,7 +7,9 @@
 
 use crate::error::SqlPosition;
 use crate::postgres_decode::{decode_value, decoder_for_type, PostgresDecoder, RawPostgresValue};
-use crate::{Column, QueryOptions, RowStream, SourceError, StreamMessage, ValidatedModelSql};
+use crate::{
+    Column, QueryOptions, RowStream, SourceError, StreamMessage, TimeoutSetting, ValidatedModelSql,
+};
 use ferry_core::{Secret, Value};
 use std::error::Error as _;
 use std::sync::{Arc, Mutex};
@@ -30,7 +32,15 @@ pub(crate) async fn test_postgres_connection(url: &Secret) -> Result<(), SourceE
         .client
         .simple_query("SELECT 1")
         .await
-        .map_err(|error| connection.model_error(&error, "SELECT 1", Duration::ZERO, 0))?;
+        .map_err(|error| {
+            connection.model_error(
+                &error,
+                "SELECT 1",
+                Duration::ZERO,
+                TimeoutSetting::Statement,
+                0,
+            )
+        })?;
     Ok(())
 }
 
@@ -142,12 +152,13 @@ impl PostgresConnection {
         error: &tokio_postgres::Error,
         sql: &str,
         statement_timeout: Duration,
+        timeout_setting: TimeoutSetting,
         rows_read: u64,
     ) -> SourceError {
         let source_error = classify_model_error(
             error,
             sql,
-            statement_timeout,
+            (statement_timeout, timeout_setting),
             rows_read,
             self.connection_failure_reason(),
         );
@@ -193,13 +204,15 @@ async fn read_model(
 ) {
     let sql = model.statement();
     let timeout = options.statement_timeout;
+    let timeout_setting = options.timeout_setting;
     // Errors need `connection` while the transaction borrows its client, so classify them from
     // parts cloned up front.
     let password = connection.password.clone();
     let connection_failure = Arc::clone(&connection.connection_failure);
     let model_error = |error: &tokio_postgres::Error, rows_read: u64| {
         let failure = connection_failure.lock().ok().and_then(|slot| slot.clone());
-        let source_error = classify_model_error(error, sql, timeout, rows_read, failure);
+        let source_error =
+            classify_model_error(error, sql, (timeout, timeout_setting), rows_read, failure);
         redact_source_error(source_error, password.as_deref())
     };
 
@@ -326,7 +339,7 @@ fn decode_row(
 fn classify_model_error(
     error: &tokio_postgres::Error,
     sql: &str,
-    statement_timeout: Duration,
+    (statement_timeout, timeout_setting): (Duration, TimeoutSetting),
     rows_read: u64,
     connection_failure: Option<String>,
 ) -> SourceError {
@@ -339,6 +352,7 @@ fn classify_model_error(
         if *code == SqlState::QUERY_CANCELED && message.contains("statement timeout") {
             return SourceError::StatementTimeout {
                 timeout: statement_timeout,
+                setting: timeout_setting,
             };
         }
         // Class 57P (operator intervention: terminated, shutdown) and 08 (connection

@@ -184,6 +184,7 @@ fn quick_options() -> QueryOptions {
     QueryOptions {
         statement_timeout: Duration::from_secs(30),
         batch_size: 100,
+        ..QueryOptions::default()
     }
 }
 
@@ -641,6 +642,7 @@ async fn rows_stream_through_a_bounded_buffer(warehouse: TestWarehouse) {
     let options = QueryOptions {
         statement_timeout: Duration::from_secs(60),
         batch_size: 100,
+        ..QueryOptions::default()
     };
     let mut stream = query(
         &warehouse.config,
@@ -683,7 +685,11 @@ async fn preview_returns_the_first_rows(warehouse: TestWarehouse) {
         &warehouse.config,
         "SELECT g AS n FROM generate_series(1, 100000) AS numbers(g) ORDER BY g",
         3,
-        ferry_source::PREVIEW_STATEMENT_TIMEOUT,
+        &QueryOptions {
+            statement_timeout: ferry_source::PREVIEW_STATEMENT_TIMEOUT,
+            timeout_setting: ferry_source::TimeoutSetting::Preview,
+            ..QueryOptions::default()
+        },
     )
     .await
     .expect("preview");
@@ -810,6 +816,7 @@ async fn long_running_models_are_stopped_by_the_statement_timeout(warehouse: Tes
     let options = QueryOptions {
         statement_timeout: Duration::from_secs(1),
         batch_size: 100,
+        ..QueryOptions::default()
     };
     let sql = warehouse.sql(
         // About 10^10 row pairs: minutes of work for DuckDB.
@@ -822,7 +829,8 @@ async fn long_running_models_are_stopped_by_the_statement_timeout(warehouse: Tes
     assert_eq!(
         error.to_string(),
         "the model ran longer than 1s and was cancelled; make the query faster (filter or \
-         aggregate earlier, add an index) or raise the statement timeout"
+         aggregate earlier, add an index) or raise the connection's `statement_timeout_seconds` \
+         (`--statement-timeout SECONDS` on `ferry connect`; 0 means no limit)"
     );
     assert!(elapsed < Duration::from_secs(6), "took {elapsed:?}");
 }
@@ -955,6 +963,7 @@ async fn a_postgres_connection_lost_mid_stream_says_after_how_many_rows() {
     let options = QueryOptions {
         statement_timeout: Duration::from_secs(60),
         batch_size: 100,
+        ..QueryOptions::default()
     };
     let mut stream = query(
         &warehouse.config,

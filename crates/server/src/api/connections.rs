@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use ferry_core::Secret;
-use ferry_engine::declare::{self, StripeSettings};
+use ferry_engine::declare::{self, StripeSettings, TimeoutSetting, WarehouseSettings};
 use ferry_state::{ConnectionKind, ConnectionRecord, NewConnection, SecretInput, SecretRef};
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +18,9 @@ pub struct ConnectionView {
     pub name: String,
     /// `stripe`, `duckdb` or `postgres`.
     pub kind: String,
-    /// Non-secret settings: `api_base`, `max_rps`, `max_rps_per_endpoint` (Stripe), `path` (DuckDB).
+    /// Non-secret settings: `api_base`, `max_rps`, `max_rps_per_endpoint` (Stripe); `path`
+    /// (DuckDB); `statement_timeout_seconds`, `preview_timeout_seconds` (DuckDB and PostgreSQL,
+    /// when set).
     #[schema(value_type = Object)]
     pub config: serde_json::Value,
     pub secret: Option<SecretView>,
@@ -85,6 +87,15 @@ pub struct ConnectionInput {
     pub url: Option<String>,
     /// PostgreSQL: the environment variable that holds the URL.
     pub url_env: Option<String>,
+    /// DuckDB and PostgreSQL: the longest a run, a sync preview or a model's column check may
+    /// keep the warehouse working on the model, in whole seconds; 0 means no limit. Default
+    /// 300.
+    #[schema(value_type = Option<u32>, minimum = 0, maximum = 86400)]
+    pub statement_timeout_seconds: Option<serde_json::Value>,
+    /// DuckDB and PostgreSQL: the longest a model preview may run, in whole seconds; 0 means no
+    /// limit. Default 30.
+    #[schema(value_type = Option<u32>, minimum = 0, maximum = 86400)]
+    pub preview_timeout_seconds: Option<serde_json::Value>,
     /// Save without testing the connection.
     #[serde(default)]
     pub skip_test: bool,
@@ -141,6 +152,33 @@ impl ConnectionInput {
         let kind = self
             .kind
             .ok_or_else(|| ApiError::invalid("`kind` is required: stripe, duckdb or postgres"))?;
+        // Read as any JSON value, so that a bad one is refused in ferry's words.
+        let timeout = |setting: TimeoutSetting, value: Option<serde_json::Value>| {
+            value
+                .filter(|value| !value.is_null())
+                .map(|value| declare::timeout_seconds(setting, &value))
+                .transpose()
+                .map_err(ApiError::from)
+        };
+        let warehouse = WarehouseSettings {
+            statement_timeout_seconds: timeout(
+                TimeoutSetting::Statement,
+                self.statement_timeout_seconds,
+            )?,
+            preview_timeout_seconds: timeout(
+                TimeoutSetting::Preview,
+                self.preview_timeout_seconds,
+            )?,
+        };
+        if matches!(kind, KindInput::Stripe)
+            && (warehouse.statement_timeout_seconds.is_some()
+                || warehouse.preview_timeout_seconds.is_some())
+        {
+            return Err(ApiError::invalid(
+                "`statement_timeout_seconds` and `preview_timeout_seconds` are settings of a \
+                 warehouse (duckdb or postgres) connection, not of a Stripe one",
+            ));
+        }
         match kind {
             KindInput::Stripe => {
                 let key = secret_input(
@@ -165,11 +203,12 @@ impl ConnectionInput {
                 Ok(declare::duckdb_connection(
                     name,
                     std::path::Path::new(path.trim()),
+                    &warehouse,
                 ))
             }
             KindInput::Postgres => {
                 let url = secret_input(self.url, self.url_env, "url", "url_env", replacing)?;
-                Ok(declare::postgres_connection(name, url))
+                Ok(declare::postgres_connection(name, url, &warehouse))
             }
         }
     }

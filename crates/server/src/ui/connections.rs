@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
-use ferry_engine::declare;
+use ferry_engine::declare::{self, TimeoutSetting};
 use ferry_state::{ConnectionKind, ConnectionRecord, SecretRef};
 use maud::{html, Markup};
 use serde::Deserialize;
@@ -20,6 +20,23 @@ fn secret_text(record: &ConnectionRecord) -> String {
         Some(SecretRef::EnvVar(variable)) => format!("from ${variable}"),
         None => String::new(),
     }
+}
+
+/// ` · statement timeout 60s · preview timeout none` for the timeouts a warehouse connection
+/// sets; nothing for those left to their defaults.
+fn timeouts_text(record: &ConnectionRecord) -> String {
+    let mut text = String::new();
+    for (setting, label) in [
+        (TimeoutSetting::Statement, "statement timeout"),
+        (TimeoutSetting::Preview, "preview timeout"),
+    ] {
+        match record.config.get(setting.key()).and_then(|v| v.as_u64()) {
+            Some(0) => text.push_str(&format!(" · {label} none")),
+            Some(seconds) => text.push_str(&format!(" · {label} {seconds}s")),
+            None => {}
+        }
+    }
+    text
 }
 
 fn connection_rows(caller: &Caller, records: &[&ConnectionRecord]) -> Markup {
@@ -38,8 +55,8 @@ fn connection_rows(caller: &Caller, records: &[&ConnectionRecord]) -> Markup {
                                         record.config["api_base"].as_str().unwrap_or_default()))
                                     " · key " (secret_text(record))
                                 }
-                                ConnectionKind::Duckdb => { (record.config["path"].as_str().unwrap_or_default()) }
-                                ConnectionKind::Postgres => { "URL " (secret_text(record)) }
+                                ConnectionKind::Duckdb => { (record.config["path"].as_str().unwrap_or_default()) (timeouts_text(record)) }
+                                ConnectionKind::Postgres => { "URL " (secret_text(record)) (timeouts_text(record)) }
                             }
                         }
                         td { (time(record.created_at)) }
@@ -233,10 +250,16 @@ async fn save_changed(
     let saved = declare::require_connection(state.store(), name).await?;
     let mut connection = input.into_new_connection(name, true)?;
     // Settings the form does not show (set through the CLI, the API or a file) are kept.
+    // The forms show these: left empty, they go back to their defaults.
+    let shown = [
+        "max_rps",
+        TimeoutSetting::Statement.key(),
+        TimeoutSetting::Preview.key(),
+    ];
     if let (Some(saved), Some(new)) = (saved.config.as_object(), connection.config.as_object_mut())
     {
         for (key, value) in saved {
-            if key != "max_rps" && !new.contains_key(key) {
+            if !shown.contains(&key.as_str()) && !new.contains_key(key) {
                 new.insert(key.clone(), value.clone());
             }
         }
@@ -278,6 +301,8 @@ pub async fn edit(
                 kind: kind.as_str().to_string(),
                 path: text("path"),
                 url: String::new(),
+                statement_timeout: text(TimeoutSetting::Statement.key()),
+                preview_timeout: text(TimeoutSetting::Preview.key()),
             },
             None,
         ),
@@ -321,6 +346,12 @@ pub struct SourceForm {
     path: String,
     #[serde(default)]
     url: String,
+    /// `statement_timeout_seconds`; empty for the default.
+    #[serde(default)]
+    statement_timeout: String,
+    /// `preview_timeout_seconds`; empty for the default.
+    #[serde(default)]
+    preview_timeout: String,
 }
 
 fn source_form(caller: &Caller, form: &SourceForm, problem: Option<&str>) -> Markup {
@@ -365,6 +396,19 @@ fn source_form(caller: &Caller, form: &SourceForm, problem: Option<&str>) -> Mar
                         placeholder=(if editing { "leave empty to keep the stored URL" } else { "postgres://user:password@host:5432/db" });
                     p.help { "Stored encrypted. Models run in read-only transactions with a statement timeout." }
                 }
+                details open[!form.statement_timeout.is_empty() || !form.preview_timeout.is_empty()] {
+                    summary { "Timeouts" }
+                    div.field {
+                        label for="statement_timeout" { "Statement timeout (seconds)" }
+                        input #statement_timeout name="statement_timeout" value=(form.statement_timeout) inputmode="numeric" placeholder="300";
+                        p.help { "How long a run, a sync preview or a model's column check may keep the warehouse working on the model before it is cancelled. Empty for the default, 5 minutes; 0 for no limit; at most 86400 (24 hours)." }
+                    }
+                    div.field {
+                        label for="preview_timeout" { "Preview timeout (seconds)" }
+                        input #preview_timeout name="preview_timeout" value=(form.preview_timeout) inputmode="numeric" placeholder="30";
+                        p.help { "How long a model preview may run while you wait for it. Empty for the default, 30 seconds; 0 for no limit; at most 86400." }
+                    }
+                }
                 div.form-actions {
                     button.primary type="submit" { "Test and save" }
                     a.button href="/sources" { "Cancel" }
@@ -383,23 +427,36 @@ pub async fn create_source(
     Extension(caller): Extension<Caller>,
     Form(form): Form<SourceForm>,
 ) -> Response {
-    let input = match form.kind.as_str() {
-        "postgres" => ConnectionInput {
-            kind: Some(KindInput::Postgres),
-            url: Some(form.url.trim().to_string()),
+    let result = async {
+        let timeout = |setting, text: &str| {
+            declare::parse_timeout_seconds(setting, text)
+                .map(|seconds| seconds.map(serde_json::Value::from))
+                .map_err(ApiError::from)
+        };
+        let timeouts = ConnectionInput {
+            statement_timeout_seconds: timeout(TimeoutSetting::Statement, &form.statement_timeout)?,
+            preview_timeout_seconds: timeout(TimeoutSetting::Preview, &form.preview_timeout)?,
             ..ConnectionInput::default()
-        },
-        _ => ConnectionInput {
-            kind: Some(KindInput::Duckdb),
-            path: Some(form.path.trim().to_string()),
-            ..ConnectionInput::default()
-        },
-    };
-    let result = if form.existing.is_empty() {
-        save_new(&state, &form.name, input).await
-    } else {
-        save_changed(&state, &form.existing, input).await
-    };
+        };
+        let input = match form.kind.as_str() {
+            "postgres" => ConnectionInput {
+                kind: Some(KindInput::Postgres),
+                url: Some(form.url.trim().to_string()),
+                ..timeouts
+            },
+            _ => ConnectionInput {
+                kind: Some(KindInput::Duckdb),
+                path: Some(form.path.trim().to_string()),
+                ..timeouts
+            },
+        };
+        if form.existing.is_empty() {
+            save_new(&state, &form.name, input).await
+        } else {
+            save_changed(&state, &form.existing, input).await
+        }
+    }
+    .await;
     match result {
         Ok(()) => Redirect::to("/sources").into_response(),
         Err(error) => (
