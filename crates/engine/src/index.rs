@@ -163,19 +163,21 @@ impl<'a> KeyIndex<'a> {
             "Building the index of the account's records (one full listing)."
         );
         self.store.index_clear(&self.scope).await?;
-        // Events from now on are read at the next refresh; the listing covers what came before.
+        // Events from the listing's start on are read at the next refresh; the listing covers
+        // what came before.
         let started = now.timestamp();
-        let (listed, newest) = self.list(None).await?;
+        let (listed, newest, served_at) = self.list(None).await?;
         self.store
             .index_save_state(
                 &self.scope,
                 &IndexState {
                     key_names: self.key_names(),
                     built_at: now,
-                    // With no record seen, and for events, ferry's clock stands in for
-                    // Stripe's, a minute back against a difference between the two.
-                    created_through: newest.unwrap_or(started - 60),
-                    events_through: started - 60,
+                    // Stripe's clock when it served the listing's first page: whatever was
+                    // made or changed some seconds before was in the listing. Without a `Date`
+                    // header, ferry's clock stands in, a minute back against a difference.
+                    created_through: newest.max(served_at).unwrap_or(started - 60),
+                    events_through: served_at.unwrap_or(started - 60),
                     refreshed_at: now,
                 },
             )
@@ -192,10 +194,10 @@ impl<'a> KeyIndex<'a> {
         state: IndexState,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Refresh, EngineError> {
-        let (listed, newest_created) = self
+        let (listed, newest_created, listing_served_at) = self
             .list(Some(state.created_through - OVERLAP_SECONDS))
             .await?;
-        let (events, newest_event) = match self
+        let (events, newest_event, events_served_at) = match self
             .apply_events(state.events_through - OVERLAP_SECONDS)
             .await
         {
@@ -208,16 +210,20 @@ impl<'a> KeyIndex<'a> {
             }
             Err(other) => return Err(other),
         };
-        // Watermarks move to the newest record and event seen, on Stripe's clock; when none was
-        // seen they stay, and the next listing covers the same (empty) stretch again.
+        // Watermarks move, on Stripe's clock, to when it served the first page (what was made
+        // or changed some seconds before that was listed), or to the newest record and event
+        // seen. The next refresh starts `OVERLAP_SECONDS` before them, so a burst of creates
+        // just before a refresh is listed again once, not at every refresh until the next.
         self.store
             .index_save_state(
                 &self.scope,
                 &IndexState {
                     created_through: newest_created
+                        .max(listing_served_at)
                         .unwrap_or(state.created_through)
                         .max(state.created_through),
                     events_through: newest_event
+                        .max(events_served_at)
                         .unwrap_or(state.events_through)
                         .max(state.events_through),
                     refreshed_at: now,
@@ -233,12 +239,16 @@ impl<'a> KeyIndex<'a> {
     }
 
     /// Lists every record (or those created since `created_since`) into the index. Returns how
-    /// many were listed and the newest `created` among them.
-    async fn list(&self, created_since: Option<i64>) -> Result<(u64, Option<i64>), EngineError> {
+    /// many were listed, the newest `created` among them, and when the first page was served.
+    async fn list(
+        &self,
+        created_since: Option<i64>,
+    ) -> Result<(u64, Option<i64>, Option<i64>), EngineError> {
         let schema = self.object.schema();
         let mut starting_after: Option<String> = None;
         let mut listed = 0u64;
         let mut newest: Option<i64> = None;
+        let mut first_served: Option<Option<i64>> = None;
         let mut batch = Vec::new();
         loop {
             let mut params = Map::from_iter([("limit".to_string(), Json::from(PAGE_SIZE))]);
@@ -256,6 +266,7 @@ impl<'a> KeyIndex<'a> {
                 .list_keys_page(schema, &params)
                 .await
                 .map_err(lookup_error)?;
+            first_served.get_or_insert(page.served_at);
             starting_after = page.records.last().map(|r| r.id.clone());
             listed += page.records.len() as u64;
             newest = newest.max(page.records.iter().filter_map(created_of).max());
@@ -273,14 +284,18 @@ impl<'a> KeyIndex<'a> {
             }
         }
         self.store.index_update(&self.scope, &batch, &[]).await?;
-        Ok((listed, newest))
+        Ok((listed, newest, first_served.flatten()))
     }
 
     /// Applies the change events since `since`: for each record, its newest state (newest
-    /// first, so a record's first event seen is its latest). Returns how many were applied and
-    /// the newest event's `created`.
-    async fn apply_events(&self, since: i64) -> Result<(u64, Option<i64>), EngineError> {
+    /// first, so a record's first event seen is its latest). Returns how many were applied, the
+    /// newest event's `created`, and when the first page was served.
+    async fn apply_events(
+        &self,
+        since: i64,
+    ) -> Result<(u64, Option<i64>, Option<i64>), EngineError> {
         let mut newest: Option<i64> = None;
+        let mut first_served: Option<Option<i64>> = None;
         let [updated, deleted] = self.object.change_events();
         let mut seen = std::collections::HashSet::new();
         let mut starting_after: Option<String> = None;
@@ -308,6 +323,7 @@ impl<'a> KeyIndex<'a> {
                 .events_page(&params)
                 .await
                 .map_err(lookup_error)?;
+            first_served.get_or_insert(page.served_at);
             starting_after = page.records.last().map(|r| r.id.clone());
             newest = newest.max(page.records.iter().filter_map(created_of).max());
             let mut changed = Vec::new();
@@ -333,7 +349,7 @@ impl<'a> KeyIndex<'a> {
                 .index_update(&self.scope, &changed, &removed)
                 .await?;
             if !page.has_more || starting_after.is_none() {
-                return Ok((applied, newest));
+                return Ok((applied, newest, first_served.flatten()));
             }
         }
     }

@@ -37,6 +37,8 @@ pub struct Written {
 pub struct Page {
     pub records: Vec<StripeRecord>,
     pub has_more: bool,
+    /// When Stripe served the page, on Stripe's clock (its `Date` header, Unix seconds).
+    pub served_at: Option<i64>,
 }
 
 /// Why a call did not succeed, sorted by what the caller must do about it.
@@ -224,6 +226,7 @@ impl StripeService {
         Ok(Page {
             has_more: list.has_more,
             records: list.data.into_iter().map(KeyFields::into_record).collect(),
+            served_at: served_at(&response),
         })
     }
 
@@ -234,7 +237,7 @@ impl StripeService {
         schema: &ObjectSchema,
         params: &Map<String, Json>,
     ) -> Result<Page, StripeCallError> {
-        let body = self
+        let (body, served_at) = self
             .list(schema.collection_path, &form::encode(params))
             .await?;
         Ok(Page {
@@ -243,6 +246,7 @@ impl StripeService {
                 .and_then(Json::as_bool)
                 .unwrap_or(false),
             records: records_in(&body),
+            served_at,
         })
     }
 
@@ -279,7 +283,11 @@ impl StripeService {
         }
     }
 
-    async fn list(&self, collection_path: &str, query: &str) -> Result<Json, StripeCallError> {
+    async fn list(
+        &self,
+        collection_path: &str,
+        query: &str,
+    ) -> Result<(Json, Option<i64>), StripeCallError> {
         let request = self.request(
             Method::GET,
             &format!("{collection_path}?{query}"),
@@ -287,7 +295,12 @@ impl StripeService {
             None,
             None,
         );
-        let body = self.json_from(self.http.send(&request).await)?;
+        let response = self.success(self.http.send(&request).await)?;
+        let served_at = served_at(&response);
+        let body: Json =
+            serde_json::from_str(&response.body).map_err(|e| StripeCallError::Unavailable {
+                problem: format!("Stripe answered with JSON ferry cannot read ({e})"),
+            })?;
         // An answer that is not a list must not read as "no records": ferry would create them all.
         let is_list = body.get("object").and_then(Json::as_str) == Some("list")
             && body.get("data").is_some_and(Json::is_array);
@@ -298,7 +311,7 @@ impl StripeService {
                 ),
             });
         }
-        Ok(body)
+        Ok((body, served_at))
     }
 
     fn request(
@@ -498,4 +511,11 @@ fn error_message(response: &InboundResponse) -> String {
     serde_json::from_str::<ErrorBody>(&response.body)
         .map(|b| b.error.message)
         .unwrap_or_else(|_| format!("HTTP {}", response.status))
+}
+
+/// When the answer was served, on the server's clock: its `Date` header in Unix seconds.
+fn served_at(response: &InboundResponse) -> Option<i64> {
+    let date = httpdate::parse_http_date(response.header("date")?).ok()?;
+    let seconds = date.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    i64::try_from(seconds).ok()
 }
