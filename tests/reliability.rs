@@ -220,14 +220,7 @@ async fn fault_suite_every_fault_at_once_on_a_large_sync() {
     scene.warehouse_sql(&people_sql(rows));
     // ferry's own rate limiter off: the suite is about faults, and at Stripe's 25/s it would
     // take minutes. Concurrency (32 in flight against 300 ms latency) still bounds the pace.
-    scene
-        .connect_stripe(&["--max-rps", "0", "--max-rps-per-endpoint", "0"])
-        .await;
-    let warehouse = scene.warehouse().display().to_string();
-    scene
-        .ferry(&["connect", "duckdb", "warehouse", "--path", &warehouse])
-        .await
-        .ok();
+    scene.connect_unlimited().await;
     scene.email_sync(&[]).await;
     let run = scene.run_sync_json("people-to-stripe", &[]).await;
 
@@ -551,7 +544,7 @@ async fn crashed_between_staging_and_sending_then_between_two_chunks_the_rerun_i
     let scene = Scene::with_emulator(fast_emulator_config()).await;
     // Three chunks of 2,000 records: 2,000, 2,000 and 1,000.
     scene.warehouse_sql(&people_sql(5_000));
-    scene.connect().await;
+    scene.connect_unlimited().await;
     scene.email_sync(&[]).await;
     let requests_before = scene.stripe().requests().len();
 
@@ -594,7 +587,7 @@ async fn killed_at_random_moments_of_a_hundred_thousand_row_run_then_rerun_is_ex
     const ROWS: u32 = 100_000;
     let scene = Scene::with_emulator(fast_emulator_config()).await;
     scene.warehouse_sql(&people_sql(ROWS));
-    scene.connect().await;
+    scene.connect_unlimited().await;
     scene.email_sync(&[]).await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(20261201);
     let mut kills = Vec::new();

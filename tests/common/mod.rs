@@ -141,7 +141,18 @@ impl Scene {
 
     /// Connects the emulator as `stripe` and the warehouse as `warehouse`.
     pub async fn connect(&self) {
-        self.connect_stripe(&[]).await;
+        self.connect_with(&[]).await;
+    }
+
+    /// Like [`Scene::connect`], with ferry's own rate limiter off: a large run at Stripe's
+    /// test-mode 25/s would take minutes.
+    pub async fn connect_unlimited(&self) {
+        self.connect_with(&["--max-rps", "0", "--max-rps-per-endpoint", "0"])
+            .await;
+    }
+
+    async fn connect_with(&self, stripe_extra: &[&str]) {
+        self.connect_stripe(stripe_extra).await;
         let warehouse = self.warehouse().display().to_string();
         self.ferry(&["connect", "duckdb", "warehouse", "--path", &warehouse])
             .await
