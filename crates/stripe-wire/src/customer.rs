@@ -94,6 +94,7 @@ pub static CUSTOMER_PARAMS: &[Param] = &[
         "preferred_locales",
         ParamKind::StringArray {
             item_max_chars: 5000,
+            max_items: usize::MAX,
         },
     )),
     replaced_whole(unsettable(with_kind(
@@ -133,6 +134,7 @@ pub static CUSTOMER: ObjectSchema = ObjectSchema {
     }],
     featured_fields: &["email", "name", "phone", "description"],
     dashboard_path: "customers",
+    rules: None,
 };
 
 /// Checks customer create (`for_update = false`) or update params against [`CUSTOMER_PARAMS`]
