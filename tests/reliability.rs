@@ -561,7 +561,11 @@ async fn crashed_between_staging_and_sending_then_between_two_chunks_the_rerun_i
         .filter(|r| r.method == "POST")
         .map(|r| r.path.clone())
         .collect();
-    assert_eq!(writes, Vec::<String>::new(), "nothing written before the crash");
+    assert_eq!(
+        writes,
+        Vec::<String>::new(),
+        "nothing written before the crash"
+    );
     let runs = scene.ferry(&["runs", "people-to-stripe"]).await.ok();
     assert!(runs.stdout.contains("interrupted"), "{}", runs.stdout);
 
@@ -607,7 +611,9 @@ async fn killed_at_random_moments_of_a_hundred_thousand_row_run_then_rerun_is_ex
     }
     println!("killed at (ms after start, customers in Stripe): {kills:?}");
     assert!(
-        kills.iter().any(|(_, customers)| *customers < ROWS as usize),
+        kills
+            .iter()
+            .any(|(_, customers)| *customers < ROWS as usize),
         "a kill came before the end: {kills:?}"
     );
     let run = scene.run_sync_json("people-to-stripe", &[]).await;

@@ -1,7 +1,8 @@
 //! Stripe's request parameters as data, and the one validator that checks a request against
 //! them. Each object ferry syncs describes its create and update parameters with these types
-//! (`customer.rs`, …); the emulator judges requests with [`validate_params`] and ferry's Stripe
-//! destination checks a row with it before sending anything. The mappable fields of an object
+//! (`customer.rs`, …); the emulator judges requests with [`crate::ObjectSchema::validate`]
+//! (which runs [`validate_params`] and then the object's rules) and ferry's engine checks a row
+//! with it before sending anything. The mappable fields of an object
 //! are derived from the same table ([`mappable_fields`]), so a field exists in one place.
 
 use serde_json::{Map, Value};
@@ -227,8 +228,9 @@ pub const STATEMENT_DESCRIPTOR_FORBIDDEN: &[char] = &['<', '>', '\\', '\'', '"']
 /// are checked in the order given and the first problem is returned, as Stripe does; then, on
 /// create, the table's required parameters must all be present. The metadata key count is
 /// checked for the keys sent; on update the emulator checks it again after merging. Rules
-/// between parameters are the object's own ([`crate::ObjectSchema::validate`]).
-pub fn validate_params(
+/// between parameters are the object's own: callers use [`crate::ObjectSchema::validate`],
+/// which runs this and then those rules.
+pub(crate) fn validate_params(
     table: &'static [Param],
     params: &Map<String, Value>,
     for_update: bool,

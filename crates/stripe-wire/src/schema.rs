@@ -44,7 +44,7 @@ pub struct KeyField {
 
 impl ObjectSchema {
     /// Checks create (`for_update = false`) or update params as Stripe does before executing:
-    /// each parameter against the table ([`validate_params`]), then the object's rules between
+    /// each parameter against the table (`params::validate_params`), then the object's rules between
     /// parameters. What needs stored state (does the product exist, is the lookup key taken) is
     /// left to the caller.
     pub fn validate(

@@ -449,6 +449,7 @@ static EVENTS: ObjectSchema = ObjectSchema {
     key_fields: &[],
     featured_fields: &[],
     dashboard_path: "events",
+    rules: None,
 };
 
 fn record_of(body: Json) -> Result<StripeRecord, StripeCallError> {
