@@ -710,9 +710,9 @@ async fn a_restricted_key_without_balance_access_is_told_which_permission_is_mis
     let restricted = "rk_test_ferryrestricted00000000001234";
     let mut config = common::fast_emulator_config();
     config.restricted_keys = vec![ferry_stripe_emulator::RestrictedKey {
-        key: restricted.to_string(),
         customers: ferry_stripe_emulator::Access::Write,
         balance: ferry_stripe_emulator::Access::None,
+        ..ferry_stripe_emulator::RestrictedKey::new(restricted)
     }];
     let scene = Scene::with_emulator(config).await;
     let url = scene.emulator.url();

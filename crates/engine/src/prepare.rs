@@ -7,7 +7,7 @@ use ferry_core::{FieldValue, NullPolicy, Payload, SyncSpec, Value};
 use ferry_destinations::stripe::encoder::{create_params, param_path};
 use ferry_destinations::stripe::fields::{parse_field, MappedField, MappedKey};
 use ferry_destinations::stripe::{stripe_object, FieldKind, StripeObject};
-use ferry_stripe_wire::params::{is_valid_email, validate_params, METADATA_MAX_KEYS};
+use ferry_stripe_wire::params::{is_valid_email, METADATA_MAX_KEYS};
 use std::collections::HashMap;
 
 /// A sync spec whose columns exist in the model and whose fields exist in Stripe.
@@ -253,9 +253,9 @@ pub fn prepare_row(
         }
     }
     // Stripe's own rules, checked on the params a create would send (structure, required
-    // parts, metadata limits).
+    // parts, metadata limits, the object's rules between parameters).
     let params = create_params(&payload);
-    if let Err(error) = validate_params(sync.object.schema().params, &params, false) {
+    if let Err(error) = sync.object.schema().validate(&params, false) {
         let path = param_path(&error.param);
         let column = sync
             .column_for_field(&path)

@@ -22,9 +22,15 @@ use serde_json::{json, Map, Value};
 use ferry_stripe_wire::customer::validate_customer_params;
 use ferry_stripe_wire::error::{API_ERROR, IDEMPOTENCY_ERROR};
 use ferry_stripe_wire::form::{decode, leaf_text};
+use ferry_stripe_wire::params::{boolean_of, is_supported_currency};
+use ferry_stripe_wire::price::{PRICE, RECURRING_INTERVALS, USAGE_TYPES};
+use ferry_stripe_wire::product::PRODUCT;
 use ferry_stripe_wire::{ParamError, Problem, StripeError};
 
 use crate::auth::{authenticate, authorize, Caller, Permission};
+use crate::catalog::PageQuery;
+use crate::catalog_objects::{deleted_stub, price_for_response};
+use crate::catalog_writes::{self, no_such, Failure, Origin};
 use crate::connection::ConnectionCutter;
 use crate::customer_object::{apply_params, new_customer};
 use crate::events::{EventQuery, EventSource, TypeFilter};
@@ -40,6 +46,8 @@ pub(crate) const DEFAULT_STRIPE_VERSION: &str = "2020-08-27";
 const IDEMPOTENCY_KEY_MAX_CHARS: usize = 255;
 /// `types[]` of `GET /v1/events` takes at most this many names.
 const EVENT_TYPES_MAX: usize = 20;
+/// `lookup_keys[]` of `GET /v1/prices` takes at most this many keys.
+const LOOKUP_KEYS_MAX: usize = ferry_stripe_wire::price::LOOKUP_KEYS_FILTER_MAX;
 
 /// The Stripe endpoints the emulator implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +62,15 @@ enum Endpoint {
     RetrieveAccount,
     ListEvents,
     RetrieveEvent,
+    CreateProduct,
+    ListProducts,
+    RetrieveProduct,
+    UpdateProduct,
+    DeleteProduct,
+    CreatePrice,
+    ListPrices,
+    RetrievePrice,
+    UpdatePrice,
 }
 
 impl Endpoint {
@@ -69,6 +86,16 @@ impl Endpoint {
             ("GET", "/v1/account") => Endpoint::RetrieveAccount,
             ("GET", "/v1/events") => Endpoint::ListEvents,
             ("GET", "/v1/events/{id}") => Endpoint::RetrieveEvent,
+            ("POST", "/v1/products") => Endpoint::CreateProduct,
+            ("GET", "/v1/products") => Endpoint::ListProducts,
+            ("GET", "/v1/products/{id}") => Endpoint::RetrieveProduct,
+            ("POST", "/v1/products/{id}") => Endpoint::UpdateProduct,
+            ("DELETE", "/v1/products/{id}") => Endpoint::DeleteProduct,
+            ("POST", "/v1/prices") => Endpoint::CreatePrice,
+            ("GET", "/v1/prices") => Endpoint::ListPrices,
+            ("GET", "/v1/prices/{id}") => Endpoint::RetrievePrice,
+            ("POST", "/v1/prices/{id}") => Endpoint::UpdatePrice,
+            // Prices cannot be deleted: `DELETE /v1/prices/{id}` is an unknown URL, as on Stripe.
             _ => return None,
         };
         Some(endpoint)
@@ -87,6 +114,15 @@ impl Endpoint {
             Endpoint::RetrieveAccount => "GET /v1/account",
             Endpoint::ListEvents => "GET /v1/events",
             Endpoint::RetrieveEvent => "GET /v1/events/{id}",
+            Endpoint::CreateProduct => "POST /v1/products",
+            Endpoint::ListProducts => "GET /v1/products",
+            Endpoint::RetrieveProduct => "GET /v1/products/{id}",
+            Endpoint::UpdateProduct => "POST /v1/products/{id}",
+            Endpoint::DeleteProduct => "DELETE /v1/products/{id}",
+            Endpoint::CreatePrice => "POST /v1/prices",
+            Endpoint::ListPrices => "GET /v1/prices",
+            Endpoint::RetrievePrice => "GET /v1/prices/{id}",
+            Endpoint::UpdatePrice => "POST /v1/prices/{id}",
         }
     }
 
@@ -104,7 +140,29 @@ impl Endpoint {
             | Endpoint::RetrieveEvent => Permission::CustomersRead,
             Endpoint::RetrieveBalance => Permission::BalanceRead,
             Endpoint::RetrieveAccount => Permission::AccountRead,
+            Endpoint::CreateProduct | Endpoint::UpdateProduct | Endpoint::DeleteProduct => {
+                Permission::ProductsWrite
+            }
+            Endpoint::ListProducts | Endpoint::RetrieveProduct => Permission::ProductsRead,
+            Endpoint::CreatePrice | Endpoint::UpdatePrice => Permission::PricesWrite,
+            Endpoint::ListPrices | Endpoint::RetrievePrice => Permission::PricesRead,
         }
+    }
+
+    /// Whether the path ends with a record's id.
+    fn has_path_id(self) -> bool {
+        matches!(
+            self,
+            Endpoint::RetrieveCustomer
+                | Endpoint::UpdateCustomer
+                | Endpoint::DeleteCustomer
+                | Endpoint::RetrieveEvent
+                | Endpoint::RetrieveProduct
+                | Endpoint::UpdateProduct
+                | Endpoint::DeleteProduct
+                | Endpoint::RetrievePrice
+                | Endpoint::UpdatePrice
+        )
     }
 }
 
@@ -464,13 +522,11 @@ fn stage(
         Some(FaultKind::LostResponse) | None => {}
     }
 
-    let path_id = match endpoint {
-        Endpoint::RetrieveCustomer
-        | Endpoint::UpdateCustomer
-        | Endpoint::DeleteCustomer
-        | Endpoint::RetrieveEvent => request.uri.path().rsplit('/').next().map(str::to_owned),
-        _ => None,
-    };
+    // Ids chosen by callers (products) may need percent-encoding in the path.
+    let path_id = endpoint
+        .has_path_id()
+        .then(|| request.uri.path().rsplit('/').next().map(percent_decode))
+        .flatten();
     if let Some(key) = &idempotency_key {
         let fingerprint = Fingerprint::new(
             format!("{} {}", request.method, request.uri.path()),
@@ -556,14 +612,23 @@ fn validate_for(endpoint: Endpoint, params: &Map<String, Value>) -> Result<(), S
     let checked = match endpoint {
         Endpoint::CreateCustomer => validate_customer_params(params, false),
         Endpoint::UpdateCustomer => validate_customer_params(params, true),
+        Endpoint::CreateProduct => PRODUCT.validate(params, false),
+        Endpoint::UpdateProduct => PRODUCT.validate(params, true),
+        Endpoint::CreatePrice => PRICE.validate(params, false),
+        Endpoint::UpdatePrice => PRICE.validate(params, true),
         Endpoint::RetrieveCustomer
         | Endpoint::DeleteCustomer
         | Endpoint::RetrieveBalance
         | Endpoint::RetrieveAccount
-        | Endpoint::RetrieveEvent => only_expand(params),
+        | Endpoint::RetrieveEvent
+        | Endpoint::RetrieveProduct
+        | Endpoint::DeleteProduct
+        | Endpoint::RetrievePrice => only_expand(params),
         Endpoint::ListCustomers => return parse_list_query(params).map(|_| ()),
         Endpoint::ListEvents => return parse_event_query(params).map(|_| ()),
         Endpoint::SearchCustomers => return parse_search_params(params).map(|_| ()),
+        Endpoint::ListProducts => return parse_product_list(params).map(|_| ()),
+        Endpoint::ListPrices => return parse_price_list(params).map(|_| ()),
     };
     checked.map_err(|error| error.to_stripe_error())
 }
@@ -603,6 +668,245 @@ fn both_cursors() -> StripeError {
     )
     .with_code("parameters_exclusive")
     .with_param("ending_before")
+}
+
+/// The params every list takes: `created`, `limit`, `starting_after`, `ending_before`,
+/// `expand`. Returns whether `name` was one of them.
+fn page_param(page: &mut PageQuery, name: &str, value: &Value) -> Result<bool, StripeError> {
+    match name {
+        "created" => page.created = parse_created(value)?,
+        "limit" => page.limit = parse_limit(value)?,
+        "starting_after" => page.starting_after = Some(required_text(value, name, 5000)?),
+        "ending_before" => page.ending_before = Some(required_text(value, name, 5000)?),
+        "expand" => {}
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+fn parse_boolean(value: &Value, name: &str) -> Result<bool, StripeError> {
+    boolean_of(value).ok_or_else(|| ParamError::new(name, Problem::NotBoolean).to_stripe_error())
+}
+
+/// `name[]=a&name[]=b` or `name[0]=a&name[1]=b`: at most `max` strings.
+fn parse_strings(value: &Value, name: &str, max: usize) -> Result<Vec<String>, StripeError> {
+    let Value::Array(items) = value else {
+        return Err(
+            ParamError::new(name, Problem::WrongShape { expected: "array" }).to_stripe_error(),
+        );
+    };
+    if items.len() > max {
+        return Err(ParamError::new(
+            name,
+            Problem::TooManyItems {
+                max,
+                actual: items.len(),
+            },
+        )
+        .to_stripe_error());
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(index, item)| required_text(item, &format!("{name}[{index}]"), 5000))
+        .collect()
+}
+
+fn parse_enum(
+    value: &Value,
+    name: &str,
+    allowed: &'static [&'static str],
+) -> Result<String, StripeError> {
+    match leaf_text(value) {
+        Some(text) if allowed.contains(&text.as_ref()) => Ok(text.into_owned()),
+        _ => Err(ParamError::new(
+            name,
+            Problem::NotInEnum {
+                allowed: allowed.to_vec(),
+            },
+        )
+        .to_stripe_error()),
+    }
+}
+
+/// Whether `expand[]` asks for `path` (`tiers`, or `data.tiers` in a list).
+fn expands(params: &Map<String, Value>, path: &str) -> bool {
+    match params.get("expand") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .any(|item| leaf_text(item).as_deref() == Some(path)),
+        _ => false,
+    }
+}
+
+/// Filters and cursor of `GET /v1/products`, already validated.
+#[derive(Debug, Default)]
+struct ProductListQuery {
+    page: PageQuery,
+    active: Option<bool>,
+    ids: Option<Vec<String>>,
+    shippable: Option<bool>,
+    url: Option<String>,
+}
+
+impl ProductListQuery {
+    fn keeps(&self, product: &Map<String, Value>) -> bool {
+        self.active
+            .is_none_or(|active| product["active"].as_bool() == Some(active))
+            && self.ids.as_ref().is_none_or(|ids| {
+                ids.iter()
+                    .any(|id| product["id"].as_str() == Some(id.as_str()))
+            })
+            // A product whose `shippable` was never set counts as not shippable.
+            && self.shippable.is_none_or(|shippable| {
+                product["shippable"].as_bool().unwrap_or(false) == shippable
+            })
+            && self
+                .url
+                .as_ref()
+                .is_none_or(|url| product["url"].as_str() == Some(url.as_str()))
+    }
+}
+
+/// `GET /v1/products`: `active`, `ids[]` (not with cursors), `shippable`, `url`, `created`,
+/// `limit`, cursors.
+fn parse_product_list(params: &Map<String, Value>) -> Result<ProductListQuery, StripeError> {
+    let mut query = ProductListQuery {
+        page: PageQuery {
+            limit: 10,
+            ..PageQuery::default()
+        },
+        ..ProductListQuery::default()
+    };
+    for (name, value) in params {
+        if page_param(&mut query.page, name, value)? {
+            continue;
+        }
+        match name.as_str() {
+            "active" => query.active = Some(parse_boolean(value, name)?),
+            "shippable" => query.shippable = Some(parse_boolean(value, name)?),
+            "ids" => query.ids = Some(parse_strings(value, name, usize::MAX)?),
+            "url" => query.url = Some(required_text(value, name, 5000)?),
+            _ => return Err(ParamError::new(name.clone(), Problem::Unknown).to_stripe_error()),
+        }
+    }
+    if query.page.starting_after.is_some() && query.page.ending_before.is_some() {
+        return Err(both_cursors());
+    }
+    if query.ids.is_some()
+        && (query.page.starting_after.is_some() || query.page.ending_before.is_some())
+    {
+        return Err(StripeError::invalid_request(
+            "`ids` cannot be used with `starting_after` or `ending_before`.",
+        )
+        .with_param("ids"));
+    }
+    Ok(query)
+}
+
+/// Filters and cursor of `GET /v1/prices`, already validated.
+#[derive(Debug, Default)]
+struct PriceListQuery {
+    page: PageQuery,
+    /// Without `active`, Stripe lists active prices only.
+    active: bool,
+    currency: Option<String>,
+    product: Option<String>,
+    price_type: Option<String>,
+    lookup_keys: Option<Vec<String>>,
+    interval: Option<String>,
+    usage_type: Option<String>,
+}
+
+impl PriceListQuery {
+    fn keeps(&self, price: &Map<String, Value>) -> bool {
+        let text_is = |field: &str, wanted: &Option<String>| {
+            wanted
+                .as_ref()
+                .is_none_or(|wanted| price[field].as_str() == Some(wanted.as_str()))
+        };
+        let recurring_is = |field: &str, wanted: &Option<String>| {
+            wanted
+                .as_ref()
+                .is_none_or(|wanted| price["recurring"][field].as_str() == Some(wanted.as_str()))
+        };
+        price["active"].as_bool() == Some(self.active)
+            && text_is("currency", &self.currency)
+            && text_is("product", &self.product)
+            && text_is("type", &self.price_type)
+            && recurring_is("interval", &self.interval)
+            && recurring_is("usage_type", &self.usage_type)
+            && self.lookup_keys.as_ref().is_none_or(|keys| {
+                price["lookup_key"]
+                    .as_str()
+                    .is_some_and(|key| keys.iter().any(|wanted| wanted == key))
+            })
+    }
+}
+
+/// `GET /v1/prices`: `active` (default: active prices only), `currency`, `product`, `type`,
+/// `lookup_keys[]` (up to 10), `recurring[interval]`, `recurring[usage_type]`, `created`,
+/// `limit`, cursors.
+fn parse_price_list(params: &Map<String, Value>) -> Result<PriceListQuery, StripeError> {
+    let mut query = PriceListQuery {
+        page: PageQuery {
+            limit: 10,
+            ..PageQuery::default()
+        },
+        active: true,
+        ..PriceListQuery::default()
+    };
+    for (name, value) in params {
+        if page_param(&mut query.page, name, value)? {
+            continue;
+        }
+        match name.as_str() {
+            "active" => query.active = parse_boolean(value, name)?,
+            "currency" => {
+                let currency = required_text(value, name, 5000)?;
+                if !is_supported_currency(&currency) {
+                    return Err(
+                        ParamError::new(name.clone(), Problem::InvalidCurrency).to_stripe_error()
+                    );
+                }
+                query.currency = Some(currency.to_ascii_lowercase());
+            }
+            "product" => query.product = Some(required_text(value, name, 5000)?),
+            "type" => query.price_type = Some(parse_enum(value, name, &["one_time", "recurring"])?),
+            "lookup_keys" => query.lookup_keys = Some(parse_strings(value, name, LOOKUP_KEYS_MAX)?),
+            "recurring" => {
+                let Value::Object(recurring) = value else {
+                    return Err(ParamError::new(
+                        name.clone(),
+                        Problem::WrongShape { expected: "object" },
+                    )
+                    .to_stripe_error());
+                };
+                for (field, wanted) in recurring {
+                    let field_name = format!("recurring[{field}]");
+                    match field.as_str() {
+                        "interval" => {
+                            query.interval =
+                                Some(parse_enum(wanted, &field_name, RECURRING_INTERVALS)?)
+                        }
+                        "usage_type" => {
+                            query.usage_type = Some(parse_enum(wanted, &field_name, USAGE_TYPES)?)
+                        }
+                        _ => {
+                            return Err(
+                                ParamError::new(field_name, Problem::Unknown).to_stripe_error()
+                            )
+                        }
+                    }
+                }
+            }
+            _ => return Err(ParamError::new(name.clone(), Problem::Unknown).to_stripe_error()),
+        }
+    }
+    if query.page.starting_after.is_some() && query.page.ending_before.is_some() {
+        return Err(both_cursors());
+    }
+    Ok(query)
 }
 
 /// `GET /v1/events`: `created`, `type` (with `*` wildcards) or `types[]` (up to 20 exact names,
@@ -921,6 +1225,139 @@ fn execute(
                 },
             )
         }
+        Endpoint::CreateProduct => {
+            let origin = Origin {
+                id: params
+                    .get("id")
+                    .and_then(leaf_text)
+                    .map(|id| id.into_owned())
+                    .unwrap_or_else(|| new_object_id("prod")),
+                created: unix_now(),
+                livemode: caller.livemode,
+                seeded: false,
+            };
+            match catalog_writes::create_product(state, &origin, params, source) {
+                Ok(product) => Reply::json(StatusCode::OK, &*product),
+                Err(failure) => failure_reply(failure, || no_such_product(&origin.id)),
+            }
+        }
+        Endpoint::RetrieveProduct => {
+            let id = path_id.unwrap_or_default();
+            let found = state.catalog().products.get(id);
+            match found {
+                Some(product) => Reply::json(StatusCode::OK, &*product),
+                None => no_such_product(id),
+            }
+        }
+        Endpoint::UpdateProduct => {
+            let id = path_id.unwrap_or_default();
+            match catalog_writes::update_product(state, id, params, source) {
+                Ok(product) => Reply::json(StatusCode::OK, &*product),
+                Err(failure) => failure_reply(failure, || no_such_product(id)),
+            }
+        }
+        Endpoint::DeleteProduct => {
+            let id = path_id.unwrap_or_default();
+            match catalog_writes::delete_product(state, id, source) {
+                Ok(_) => Reply::json(StatusCode::OK, &deleted_stub("product", id)),
+                Err(failure) => failure_reply(failure, || no_such_product(id)),
+            }
+        }
+        Endpoint::ListProducts => {
+            let query = match parse_product_list(params) {
+                Ok(query) => query,
+                Err(error) => return Reply::error(StatusCode::BAD_REQUEST, error),
+            };
+            let listed = state
+                .catalog()
+                .products
+                .list(&query.page, |product| query.keeps(product));
+            match listed {
+                Ok((page, has_more)) => Reply::json(
+                    StatusCode::OK,
+                    &ListBody {
+                        object: "list",
+                        data: page.iter().map(|product| &**product).collect(),
+                        has_more,
+                        url: "/v1/products",
+                    },
+                ),
+                Err(UnknownCursor) => unknown_cursor(
+                    "product",
+                    &query.page.starting_after,
+                    &query.page.ending_before,
+                ),
+            }
+        }
+        Endpoint::CreatePrice => {
+            let origin = Origin {
+                id: new_object_id("price"),
+                created: unix_now(),
+                livemode: caller.livemode,
+                seeded: false,
+            };
+            match catalog_writes::create_price(state, &origin, params, source) {
+                Ok(price) => price_reply(&price, expands(params, "tiers")),
+                Err(failure) => failure_reply(failure, || no_such_price(&origin.id)),
+            }
+        }
+        Endpoint::RetrievePrice => {
+            let id = path_id.unwrap_or_default();
+            let found = state.catalog().prices().get(id);
+            match found {
+                Some(price) => price_reply(&price, expands(params, "tiers")),
+                None => no_such_price(id),
+            }
+        }
+        Endpoint::UpdatePrice => {
+            let id = path_id.unwrap_or_default();
+            match catalog_writes::update_price(state, id, params, source) {
+                Ok(price) => price_reply(&price, expands(params, "tiers")),
+                Err(failure) => failure_reply(failure, || no_such_price(id)),
+            }
+        }
+        Endpoint::ListPrices => {
+            let query = match parse_price_list(params) {
+                Ok(query) => query,
+                Err(error) => return Reply::error(StatusCode::BAD_REQUEST, error),
+            };
+            let catalog = state.catalog();
+            if let Some(product) = &query.product {
+                if !catalog.products.contains(product) {
+                    return Reply::error(
+                        StatusCode::BAD_REQUEST,
+                        no_such("product", product, "product"),
+                    );
+                }
+            }
+            let listed = catalog
+                .prices()
+                .list(&query.page, |price| query.keeps(price));
+            drop(catalog);
+            let with_tiers = expands(params, "data.tiers");
+            match listed {
+                Ok((page, has_more)) => {
+                    let data: Vec<Map<String, Value>> = page
+                        .iter()
+                        .map(|price| price_for_response(price, with_tiers))
+                        .collect();
+                    Reply::json(
+                        StatusCode::OK,
+                        &ListBody {
+                            object: "list",
+                            data: data.iter().collect(),
+                            has_more,
+                            url: "/v1/prices",
+                        },
+                    )
+                }
+                Err(UnknownCursor) => unknown_cursor(
+                    "price",
+                    &query.page.starting_after,
+                    &query.page.ending_before,
+                ),
+            }
+        }
         Endpoint::RetrieveBalance => {
             let funds = json!([{"amount": 0, "currency": "usd", "source_types": {"card": 0}}]);
             Reply::json(
@@ -946,7 +1383,7 @@ fn execute(
     }
 }
 
-/// `GET /v1/customers` and `GET /v1/events`.
+/// `GET /v1/customers`, `/v1/events`, `/v1/products`, `/v1/prices`.
 #[derive(Serialize)]
 struct ListBody<'a, T: Serialize> {
     object: &'static str,
@@ -986,6 +1423,55 @@ fn unknown_cursor(
             .with_code("resource_missing")
             .with_param(param),
     )
+}
+
+fn no_such_product(id: &str) -> Reply {
+    Reply::error(StatusCode::NOT_FOUND, no_such("product", id, "id"))
+}
+
+/// Stripe names the path placeholder of prices `price`.
+fn no_such_price(id: &str) -> Reply {
+    Reply::error(StatusCode::NOT_FOUND, no_such("price", id, "price"))
+}
+
+fn failure_reply(failure: Failure, missing: impl FnOnce() -> Reply) -> Reply {
+    match failure {
+        Failure::Missing => missing(),
+        Failure::Refused(error) => Reply::error(StatusCode::BAD_REQUEST, error),
+    }
+}
+
+fn price_reply(price: &Map<String, Value>, with_tiers: bool) -> Reply {
+    if with_tiers || !price.contains_key("tiers") {
+        Reply::json(StatusCode::OK, price)
+    } else {
+        Reply::json(StatusCode::OK, &price_for_response(price, false))
+    }
+}
+
+/// A path segment with its `%XX` escapes decoded (not `+`, which paths keep).
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = (bytes[index] == b'%')
+            .then(|| bytes.get(index + 1..index + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            None => {
+                decoded.push(bytes[index]);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 fn no_such_customer(id: &str) -> Reply {

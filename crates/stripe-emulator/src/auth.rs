@@ -17,6 +17,8 @@ pub(crate) struct Caller {
     pub key: String,
     pub livemode: bool,
     pub customers: Access,
+    pub products: Access,
+    pub prices: Access,
     pub balance: Access,
 }
 
@@ -25,6 +27,10 @@ pub(crate) struct Caller {
 pub(crate) enum Permission {
     CustomersRead,
     CustomersWrite,
+    ProductsRead,
+    ProductsWrite,
+    PricesRead,
+    PricesWrite,
     BalanceRead,
     /// `GET /v1/account`: secret keys only (restricted keys are configured without it).
     AccountRead,
@@ -47,6 +53,8 @@ pub(crate) fn authenticate(
             return Ok(Caller {
                 livemode: key.starts_with("rk_live_"),
                 customers: restricted.customers,
+                products: restricted.products,
+                prices: restricted.prices,
                 balance: restricted.balance,
                 key,
             });
@@ -55,6 +63,8 @@ pub(crate) fn authenticate(
         return Ok(Caller {
             livemode: key.starts_with("sk_live_"),
             customers: Access::Write,
+            products: Access::Write,
+            prices: Access::Write,
             balance: Access::Read,
             key,
         });
@@ -70,6 +80,10 @@ pub(crate) fn authorize(caller: &Caller, needed: Permission) -> Result<(), Strip
     let (granted, required, slug) = match needed {
         Permission::CustomersRead => (caller.customers, Access::Read, "rak_customer_read"),
         Permission::CustomersWrite => (caller.customers, Access::Write, "rak_customer_write"),
+        Permission::ProductsRead => (caller.products, Access::Read, "rak_product_read"),
+        Permission::ProductsWrite => (caller.products, Access::Write, "rak_product_write"),
+        Permission::PricesRead => (caller.prices, Access::Read, "rak_price_read"),
+        Permission::PricesWrite => (caller.prices, Access::Write, "rak_price_write"),
         Permission::BalanceRead => (caller.balance, Access::Read, "rak_balance_read"),
         Permission::AccountRead => {
             let granted = if caller.key.starts_with("rk_") {

@@ -9,8 +9,8 @@ use crate::config::{EmulatorConfig, FaultConfig, RateLimits, RestrictedKey};
 use crate::server::Emulator;
 use crate::TEST_API_KEY;
 
-/// Run a Stripe-compatible API server (customers, search, balance) in memory, for tests, demos
-/// and benchmarks.
+/// Run a Stripe-compatible API server (customers, search, products, prices, events, balance) in
+/// memory, for tests, demos and benchmarks.
 #[derive(clap::Args, Debug, Clone)]
 pub struct EmulateStripeArgs {
     /// Port to listen on.
@@ -58,7 +58,8 @@ pub struct EmulateStripeArgs {
     /// Seed for fault decisions, to make a run reproducible.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// A restricted key and its permissions, e.g. rk_test_abc:customers=read,balance=read (repeatable).
+    /// A restricted key and its permissions, e.g. rk_test_abc:customers=read,products=write,prices=write,balance=read
+    /// (repeatable).
     #[arg(long = "restricted-key", value_name = "KEY:PERMISSIONS")]
     pub restricted_keys: Vec<RestrictedKey>,
 }
@@ -106,7 +107,9 @@ pub async fn run_from_cli(args: EmulateStripeArgs) -> anyhow::Result<()> {
     println!(
         "Point ferry at it: ferry connect stripe NAME --api-key {TEST_API_KEY} --api-base {url}"
     );
-    println!("Control API: {url}/_emulator/ (reset, customers, requests, counters, config)");
+    println!(
+        "Control API: {url}/_emulator/ (reset, customers, products, prices, events, requests, counters, config)"
+    );
     tracing::info!(url = %url, "Stripe emulator started.");
     wait_for_shutdown_signal().await?;
     emulator.stop().await;

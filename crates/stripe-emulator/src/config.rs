@@ -138,19 +138,45 @@ pub enum Access {
     Write,
 }
 
-/// A restricted key (`rk_test_…`/`rk_live_…`) and its permissions.
+/// A restricted key (`rk_test_…`/`rk_live_…`) and its permissions. `Read` allows retrieve and
+/// list, `Write` also create, update and delete.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestrictedKey {
     pub key: String,
     pub customers: Access,
+    /// Products (`/v1/products`).
+    #[serde(default = "no_access")]
+    pub products: Access,
+    /// Prices (`/v1/prices`).
+    #[serde(default = "no_access")]
+    pub prices: Access,
     /// `Read` allows `GET /v1/balance`; `Write` is treated as `Read`.
     pub balance: Access,
+}
+
+fn no_access() -> Access {
+    Access::None
+}
+
+impl RestrictedKey {
+    /// A key without any permission, to grant some with struct update syntax:
+    /// `RestrictedKey { customers: Access::Write, ..RestrictedKey::new("rk_test_…") }`.
+    pub fn new(key: impl Into<String>) -> RestrictedKey {
+        RestrictedKey {
+            key: key.into(),
+            customers: Access::None,
+            products: Access::None,
+            prices: Access::None,
+            balance: Access::None,
+        }
+    }
 }
 
 impl FromStr for RestrictedKey {
     type Err = ConfigError;
 
-    /// `rk_test_…:customers=read,balance=read`; a resource left out gets no access.
+    /// `rk_test_…:customers=read,products=write,prices=write,balance=read`; a resource left out
+    /// gets no access.
     fn from_str(text: &str) -> Result<RestrictedKey, ConfigError> {
         let invalid = |reason: &str| ConfigError::InvalidRestrictedKey {
             text: text.to_owned(),
@@ -160,11 +186,7 @@ impl FromStr for RestrictedKey {
         if !(key.starts_with("rk_test_") || key.starts_with("rk_live_")) {
             return Err(invalid("the key must start with rk_test_ or rk_live_"));
         }
-        let mut restricted = RestrictedKey {
-            key: key.to_owned(),
-            customers: Access::None,
-            balance: Access::None,
-        };
+        let mut restricted = RestrictedKey::new(key);
         for permission in permissions.split(',').filter(|part| !part.is_empty()) {
             let (resource, level) = permission
                 .split_once('=')
@@ -177,8 +199,14 @@ impl FromStr for RestrictedKey {
             };
             match resource {
                 "customers" => restricted.customers = access,
+                "products" => restricted.products = access,
+                "prices" => restricted.prices = access,
                 "balance" => restricted.balance = access,
-                _ => return Err(invalid("the resources are customers and balance")),
+                _ => {
+                    return Err(invalid(
+                        "the resources are customers, products, prices and balance",
+                    ))
+                }
             }
         }
         Ok(restricted)
@@ -192,7 +220,7 @@ pub enum ConfigError {
     RateOutOfRange { name: &'static str, rate: f64 },
     #[error("the fault rates add up to {total}, more than 1; lower some of them")]
     RatesAddUpToMoreThanOne { total: f64 },
-    #[error("invalid restricted key `{text}`: {reason} (example: rk_test_abc123:customers=read,balance=read)")]
+    #[error("invalid restricted key `{text}`: {reason} (example: rk_test_abc123:customers=read,products=write,prices=write,balance=read)")]
     InvalidRestrictedKey { text: String, reason: String },
 }
 
@@ -221,11 +249,21 @@ mod tests {
         assert_eq!(
             key,
             RestrictedKey {
-                key: "rk_test_abc".into(),
                 customers: Access::Read,
-                balance: Access::Read
+                balance: Access::Read,
+                ..RestrictedKey::new("rk_test_abc")
             }
         );
+        let catalog: RestrictedKey = "rk_test_abc:products=write,prices=read".parse().unwrap();
+        assert_eq!(
+            (catalog.products, catalog.prices, catalog.customers),
+            (Access::Write, Access::Read, Access::None)
+        );
+        let from_json: RestrictedKey = serde_json::from_str(
+            r#"{"key": "rk_test_abc", "customers": "read", "balance": "none"}"#,
+        )
+        .unwrap();
+        assert_eq!(from_json.products, Access::None, "older configs still read");
         let bare: RestrictedKey = "rk_live_abc".parse().unwrap();
         assert_eq!(bare.customers, Access::None);
         assert!("sk_test_abc:customers=read"

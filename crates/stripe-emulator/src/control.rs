@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::config::{FaultConfig, RateLimits};
-use crate::state::{CustomerWriteError, EmulatorHandle, SharedState};
+use crate::state::{CatalogWriteError, CustomerWriteError, EmulatorHandle, SharedState};
 
 pub(crate) fn routes() -> Router<Arc<SharedState>> {
     Router::new()
@@ -26,6 +26,16 @@ pub(crate) fn routes() -> Router<Arc<SharedState>> {
             "/_emulator/customers/{id}",
             post(update_customer).delete(delete_customer),
         )
+        .route(
+            "/_emulator/products",
+            get(list_products).post(seed_products),
+        )
+        .route(
+            "/_emulator/products/{id}",
+            post(update_product).delete(delete_product),
+        )
+        .route("/_emulator/prices", get(list_prices).post(seed_prices))
+        .route("/_emulator/prices/{id}", post(update_price))
         .route("/_emulator/events", get(list_events))
         .route("/_emulator/requests", get(list_requests))
         .route("/_emulator/counters", get(counters))
@@ -116,6 +126,115 @@ fn write_error(error: CustomerWriteError) -> Response {
         }
     };
     (status, Json(json!({"error": error.to_string()}))).into_response()
+}
+
+/// A JSON body that is one object or an array of them; the error is the 400's message.
+fn seeds_of(body: &str) -> Result<Vec<Value>, String> {
+    match serde_json::from_str::<Value>(body) {
+        Ok(Value::Array(seeds)) => Ok(seeds),
+        Ok(seed) => Ok(vec![seed]),
+        Err(error) => Err(format!("the body must be JSON: {error}")),
+    }
+}
+
+fn json_params(body: &str) -> Result<Value, String> {
+    serde_json::from_str::<Value>(body).map_err(|error| format!("the body must be JSON: {error}"))
+}
+
+fn catalog_error(error: CatalogWriteError) -> Response {
+    let status = match error {
+        CatalogWriteError::NoSuch { .. } => StatusCode::NOT_FOUND,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    (status, Json(json!({"error": error.to_string()}))).into_response()
+}
+
+/// Seeds one object after another with `seed`; stops at the first that cannot be stored.
+fn seed_all(
+    body: &str,
+    kind: &str,
+    seed: impl Fn(Value) -> Result<String, CatalogWriteError>,
+) -> Response {
+    let seeds = match seeds_of(body) {
+        Ok(seeds) => seeds,
+        Err(message) => return bad_request(message),
+    };
+    let mut ids = Vec::new();
+    for (index, value) in seeds.into_iter().enumerate() {
+        match seed(value) {
+            Ok(id) => ids.push(id),
+            Err(error) => {
+                let status = match error {
+                    CatalogWriteError::NoSuch { .. } => StatusCode::NOT_FOUND,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                let message = format!(
+                    "seed {kind} #{index}: {error} (the ones before it were stored: {ids:?})"
+                );
+                return (status, Json(json!({"error": message}))).into_response();
+            }
+        }
+    }
+    Json(json!({"ids": ids})).into_response()
+}
+
+async fn list_products(State(state): State<Arc<SharedState>>) -> Json<Value> {
+    Json(json!({"data": handle(state).products()}))
+}
+
+/// Body: one product or an array of them (see `EmulatorHandle::seed_product`).
+async fn seed_products(State(state): State<Arc<SharedState>>, body: String) -> Response {
+    let handle = handle(state);
+    seed_all(&body, "product", |seed| handle.try_seed_product(seed))
+}
+
+/// Body: product params as JSON (see `EmulatorHandle::update_product`).
+async fn update_product(
+    State(state): State<Arc<SharedState>>,
+    Path(id): Path<String>,
+    body: String,
+) -> Response {
+    let params = match json_params(&body) {
+        Ok(params) => params,
+        Err(message) => return bad_request(message),
+    };
+    match handle(state).update_product(&id, params) {
+        Ok(product) => Json(product).into_response(),
+        Err(error) => catalog_error(error),
+    }
+}
+
+async fn delete_product(State(state): State<Arc<SharedState>>, Path(id): Path<String>) -> Response {
+    match handle(state).delete_product(&id) {
+        Ok(()) => Json(json!({"id": id, "deleted": true})).into_response(),
+        Err(error) => catalog_error(error),
+    }
+}
+
+async fn list_prices(State(state): State<Arc<SharedState>>) -> Json<Value> {
+    Json(json!({"data": handle(state).prices()}))
+}
+
+/// Body: one price or an array of them (see `EmulatorHandle::seed_price`).
+async fn seed_prices(State(state): State<Arc<SharedState>>, body: String) -> Response {
+    let handle = handle(state);
+    seed_all(&body, "price", |seed| handle.try_seed_price(seed))
+}
+
+/// Body: price params as JSON (see `EmulatorHandle::update_price`).
+async fn update_price(
+    State(state): State<Arc<SharedState>>,
+    Path(id): Path<String>,
+    body: String,
+) -> Response {
+    let params = match json_params(&body) {
+        Ok(params) => params,
+        Err(message) => return bad_request(message),
+    };
+    match handle(state).update_price(&id, params) {
+        Ok(price) => Json(price).into_response(),
+        Err(error) => catalog_error(error),
+    }
 }
 
 async fn list_events(State(state): State<Arc<SharedState>>) -> Json<Value> {

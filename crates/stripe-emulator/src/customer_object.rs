@@ -127,7 +127,7 @@ pub(crate) fn apply_params(
     Ok(())
 }
 
-fn text_of(value: &Value) -> String {
+pub(crate) fn text_of(value: &Value) -> String {
     leaf_text(value)
         .map(|text| text.into_owned())
         .unwrap_or_default()
@@ -152,7 +152,9 @@ fn address_object(value: &Value) -> Value {
     })
 }
 
-fn merge_metadata(
+/// Merges sent metadata into an object's (`metadata[k]=` deletes a key, `metadata=` all of
+/// them); fails when the merged metadata would exceed 50 keys.
+pub(crate) fn merge_metadata(
     customer: &mut Map<String, Value>,
     value: &Value,
     clear_all: bool,

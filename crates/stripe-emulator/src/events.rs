@@ -1,5 +1,5 @@
-//! Stripe's Events API for customers: the log every executed customer write appends to, and the
-//! queries `GET /v1/events` and `GET /v1/events/{id}` run over it (newest first, cursors,
+//! Stripe's Events API: the log every executed customer, product and price write appends to, and
+//! the queries `GET /v1/events` and `GET /v1/events/{id}` run over it (newest first, cursors,
 //! `created` and type filters), with Stripe's 30-day retention.
 
 use std::collections::{BTreeMap, HashMap};
@@ -12,12 +12,18 @@ use serde_json::{Map, Value};
 
 use crate::state::new_object_id;
 use crate::store::{
-    range_is_valid, tighter_lower, tighter_upper, CreatedRange, Customer, OrderKey, UnknownCursor,
+    range_is_valid, tighter_lower, tighter_upper, CreatedRange, OrderKey, SharedObject,
+    UnknownCursor,
 };
 
 pub(crate) const CUSTOMER_CREATED: &str = "customer.created";
 pub(crate) const CUSTOMER_UPDATED: &str = "customer.updated";
 pub(crate) const CUSTOMER_DELETED: &str = "customer.deleted";
+pub(crate) const PRODUCT_CREATED: &str = "product.created";
+pub(crate) const PRODUCT_UPDATED: &str = "product.updated";
+pub(crate) const PRODUCT_DELETED: &str = "product.deleted";
+pub(crate) const PRICE_CREATED: &str = "price.created";
+pub(crate) const PRICE_UPDATED: &str = "price.updated";
 
 /// How long Stripe keeps events: `GET /v1/events` goes back 30 days.
 pub(crate) const STRIPE_EVENT_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
@@ -56,10 +62,10 @@ pub(crate) struct Event {
 
 #[derive(Debug, Serialize)]
 struct EventData {
-    /// Shared with the store (the customer after the write, or as it was when deleted), so an
+    /// Shared with the store (the object after the write, or as it was when deleted), so an
     /// event costs little more than its `previous_attributes`.
     #[serde(serialize_with = "serialize_shared")]
-    object: Customer,
+    object: SharedObject,
     /// Only on `*.updated` events, as on Stripe.
     #[serde(skip_serializing_if = "Option::is_none")]
     previous_attributes: Option<Map<String, Value>>,
@@ -71,7 +77,10 @@ struct EventRequest {
     idempotency_key: Option<String>,
 }
 
-fn serialize_shared<S: Serializer>(object: &Customer, serializer: S) -> Result<S::Ok, S::Error> {
+fn serialize_shared<S: Serializer>(
+    object: &SharedObject,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     object.as_ref().serialize(serializer)
 }
 
@@ -144,7 +153,7 @@ impl EventLog {
     pub(crate) fn record(
         &mut self,
         event_type: &'static str,
-        object: Customer,
+        object: SharedObject,
         previous_attributes: Option<Map<String, Value>>,
         source: &EventSource,
         created: i64,
@@ -317,7 +326,7 @@ mod tests {
         }
     }
 
-    fn customer(id: &str) -> Customer {
+    fn customer(id: &str) -> SharedObject {
         match json!({"id": id, "object": "customer", "livemode": false}) {
             Value::Object(object) => Arc::new(object),
             _ => unreachable!(),

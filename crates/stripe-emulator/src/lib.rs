@@ -1,11 +1,15 @@
 //! A Stripe-compatible API server for ferry's tests, demos and benchmarks: customers (create,
-//! retrieve, update, delete, list, search), the events their writes record, balance and account,
+//! retrieve, update, delete, list, search), products and prices (create, retrieve, update, list;
+//! products also delete), the events their writes record, balance and account,
 //! with Stripe's auth, form bodies, validation, idempotency, rate limits and eventually consistent
 //! search, plus injectable faults and a `/_emulator` control API. In memory only. See README.md
 //! for what differs from Stripe.
 
 mod api;
 mod auth;
+mod catalog;
+mod catalog_objects;
+mod catalog_writes;
 mod cli;
 mod config;
 mod connection;
@@ -26,7 +30,8 @@ pub use config::{Access, ConfigError, EmulatorConfig, FaultConfig, RateLimits, R
 pub use faults::FaultKind;
 pub use server::Emulator;
 pub use state::{
-    Counters, CustomerWriteError, EmulatorHandle, RecordedRequest, RuntimeSettings, SeedError,
+    CatalogWriteError, Counters, CustomerWriteError, EmulatorHandle, RecordedRequest,
+    RuntimeSettings, SeedError,
 };
 
 /// A test key the emulator accepts, printed on start. Any `sk_test_`/`sk_live_` key with at

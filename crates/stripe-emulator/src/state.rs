@@ -11,9 +11,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use ferry_stripe_wire::customer::validate_customer_params;
-use ferry_stripe_wire::ParamError;
+use ferry_stripe_wire::price::PRICE;
+use ferry_stripe_wire::product::PRODUCT;
+use ferry_stripe_wire::{ParamError, StripeError};
 
 use crate::api::DEFAULT_STRIPE_VERSION;
+use crate::catalog::Catalog;
+use crate::catalog_writes::{self, Failure, Origin};
 use crate::config::{EmulatorConfig, FaultConfig, RateLimits, RestrictedKey};
 use crate::customer_object::{apply_params, new_customer};
 use crate::events::{EventLog, EventSource};
@@ -110,6 +114,84 @@ pub enum CustomerWriteError {
     InvalidParams(#[from] ParamError),
 }
 
+/// A product or price write through the handle or `/_emulator` that cannot happen.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CatalogWriteError {
+    #[error("a seed or params must be a JSON object")]
+    NotAnObject,
+    #[error("seed field `{field}` is invalid: {reason}")]
+    InvalidField { field: &'static str, reason: String },
+    /// What `/v1` answers with a 400 before executing.
+    #[error("invalid params: {0}")]
+    InvalidParams(#[from] ParamError),
+    /// Unknown (or deleted) id: Stripe's 404 `resource_missing`.
+    #[error("no such {object}: '{id}'")]
+    NoSuch { object: &'static str, id: String },
+    /// What `/v1` answers with a 400 while executing: a taken id or lookup key, a missing
+    /// product, a product that still has prices, ….
+    #[error("{}", .0.message)]
+    Refused(StripeError),
+}
+
+impl CatalogWriteError {
+    fn of(failure: Failure, object: &'static str, id: &str) -> CatalogWriteError {
+        match failure {
+            Failure::Missing => CatalogWriteError::NoSuch {
+                object,
+                id: id.to_owned(),
+            },
+            Failure::Refused(error) => CatalogWriteError::Refused(error),
+        }
+    }
+}
+
+/// The `id`, `created` and `livemode` a seed may choose; the rest are create params.
+fn seed_origin(
+    fields: &mut serde_json::Map<String, Value>,
+    prefix: &str,
+    keep_id_as_param: bool,
+) -> Result<Origin, CatalogWriteError> {
+    let id = match if keep_id_as_param {
+        fields.get("id").cloned()
+    } else {
+        fields.remove("id")
+    } {
+        None => new_object_id(prefix),
+        Some(Value::String(id)) if !id.is_empty() => id,
+        Some(_) => {
+            return Err(CatalogWriteError::InvalidField {
+                field: "id",
+                reason: "must be a non-empty string".into(),
+            })
+        }
+    };
+    let created = match fields.remove("created") {
+        None => unix_now(),
+        Some(value) => value
+            .as_i64()
+            .ok_or_else(|| CatalogWriteError::InvalidField {
+                field: "created",
+                reason: "must be an integer (unix seconds)".into(),
+            })?,
+    };
+    let livemode = match fields.remove("livemode") {
+        None => false,
+        Some(value) => value
+            .as_bool()
+            .ok_or_else(|| CatalogWriteError::InvalidField {
+                field: "livemode",
+                reason: "must be true or false".into(),
+            })?,
+    };
+    fields.remove("object");
+    Ok(Origin {
+        id,
+        created,
+        livemode,
+        seeded: true,
+    })
+}
+
 /// Writes through the handle are made "by someone else" (the Dashboard, another integration):
 /// Stripe's API never saw them, so their events carry `request.id: null`.
 fn handle_source() -> EventSource {
@@ -172,6 +254,115 @@ impl EmulatorHandle {
             .map_err(|error| handle_write_error(error, id))
     }
 
+    /// All products as stored, newest first.
+    pub fn products(&self) -> Vec<Value> {
+        let catalog = self.shared.catalog();
+        catalog
+            .products
+            .all()
+            .iter()
+            .map(|p| Value::Object((**p).clone()))
+            .collect()
+    }
+
+    /// One product as stored (`None` if unknown or deleted).
+    pub fn product(&self, id: &str) -> Option<Value> {
+        let product = self.shared.catalog().products.get(id)?;
+        Some(Value::Object((*product).clone()))
+    }
+
+    /// All prices as stored, newest first; tiered prices include their `tiers`, which `/v1` shows
+    /// only when expanded.
+    pub fn prices(&self) -> Vec<Value> {
+        let catalog = self.shared.catalog();
+        catalog
+            .prices()
+            .all()
+            .iter()
+            .map(|p| Value::Object((**p).clone()))
+            .collect()
+    }
+
+    /// One price as stored (`None` if unknown).
+    pub fn price(&self, id: &str) -> Option<Value> {
+        let price = self.shared.catalog().prices().get(id)?;
+        Some(Value::Object((*price).clone()))
+    }
+
+    /// Stores a product as `POST /v1/products` would, with the same validation, and records its
+    /// `product.created` (with `request.id: null`, its `created` the time of seeding). The object
+    /// takes product params as JSON (`{"id": "gold", "name": "Gold", "metadata": {"k": "v"}}`)
+    /// plus optional `created` (unix seconds) and `livemode`. Returns the id. Panics on an
+    /// invalid seed: see [`EmulatorHandle::try_seed_product`].
+    pub fn seed_product(&self, product: Value) -> String {
+        self.try_seed_product(product)
+            .unwrap_or_else(|error| panic!("cannot seed product: {error}"))
+    }
+
+    pub fn try_seed_product(&self, product: Value) -> Result<String, CatalogWriteError> {
+        let Value::Object(mut fields) = product else {
+            return Err(CatalogWriteError::NotAnObject);
+        };
+        let origin = seed_origin(&mut fields, "prod", true)?;
+        PRODUCT.validate(&fields, false)?;
+        catalog_writes::create_product(&self.shared, &origin, &fields, &handle_source())
+            .map(|_| origin.id.clone())
+            .map_err(|failure| CatalogWriteError::of(failure, "product", &origin.id))
+    }
+
+    /// Updates a product as `POST /v1/products/{id}` does (params as JSON), recording
+    /// `product.updated`: "someone edited it in the Dashboard". Returns it as stored.
+    pub fn update_product(&self, id: &str, params: Value) -> Result<Value, CatalogWriteError> {
+        let Value::Object(params) = params else {
+            return Err(CatalogWriteError::NotAnObject);
+        };
+        PRODUCT.validate(&params, true)?;
+        catalog_writes::update_product(&self.shared, id, &params, &handle_source())
+            .map(|product| Value::Object((*product).clone()))
+            .map_err(|failure| CatalogWriteError::of(failure, "product", id))
+    }
+
+    /// Deletes a product as `DELETE /v1/products/{id}` does, recording `product.deleted`.
+    pub fn delete_product(&self, id: &str) -> Result<(), CatalogWriteError> {
+        catalog_writes::delete_product(&self.shared, id, &handle_source())
+            .map(|_| ())
+            .map_err(|failure| CatalogWriteError::of(failure, "product", id))
+    }
+
+    /// Stores a price as `POST /v1/prices` would, with the same validation and rules (its product
+    /// must exist, its lookup key must be free or transferred), and records its events
+    /// (`request.id: null`). The object takes price params as JSON (`{"product": "gold",
+    /// "currency": "usd", "unit_amount": 1000, "lookup_key": "gold_monthly"}`) plus optional
+    /// `id`, `created` and `livemode`. Returns the id. Panics on an invalid seed: see
+    /// [`EmulatorHandle::try_seed_price`].
+    pub fn seed_price(&self, price: Value) -> String {
+        self.try_seed_price(price)
+            .unwrap_or_else(|error| panic!("cannot seed price: {error}"))
+    }
+
+    pub fn try_seed_price(&self, price: Value) -> Result<String, CatalogWriteError> {
+        let Value::Object(mut fields) = price else {
+            return Err(CatalogWriteError::NotAnObject);
+        };
+        let origin = seed_origin(&mut fields, "price", false)?;
+        PRICE.validate(&fields, false)?;
+        catalog_writes::create_price(&self.shared, &origin, &fields, &handle_source())
+            .map(|_| origin.id.clone())
+            .map_err(|failure| CatalogWriteError::of(failure, "price", &origin.id))
+    }
+
+    /// Updates a price as `POST /v1/prices/{id}` does (params as JSON), recording
+    /// `price.updated`. Returns it as stored.
+    pub fn update_price(&self, id: &str, params: Value) -> Result<Value, CatalogWriteError> {
+        let Value::Object(params) = params else {
+            return Err(CatalogWriteError::NotAnObject);
+        };
+        PRICE.validate(&params, true)?;
+        catalog_writes::update_price(&self.shared, id, &params, &handle_source())
+            .map(|price| Value::Object((*price).clone()))
+            .map_err(|failure| CatalogWriteError::of(failure, "price", id))
+    }
+
     /// Every `/v1` request received, oldest first (bounded by `request_log_capacity`).
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.log().requests.iter().cloned().collect()
@@ -231,17 +422,21 @@ impl EmulatorHandle {
         }
     }
 
-    /// Forgets customers, events, idempotency keys, the request log and counters, and restarts
-    /// the request sequence (so a seeded fault run replays). Settings stay as they are.
+    /// Forgets customers, products, prices, events, idempotency keys, the request log and
+    /// counters, and restarts the request sequence (so a seeded fault run replays). Settings stay
+    /// as they are.
     pub fn reset(&self) {
         let delay = self.shared.settings().search_delay;
-        // Both locks at once, so that no write in flight leaves an event about a customer that
-        // no longer exists.
+        // Every store lock at once, so that no write in flight leaves an event about an object
+        // that no longer exists.
         let mut store = self.shared.store();
         *store = CustomerStore::new(delay);
+        let mut catalog = self.shared.catalog();
+        *catalog = Catalog::default();
         let mut events = self.shared.events();
         *events = EventLog::new(events.retention());
         drop(events);
+        drop(catalog);
         drop(store);
         *self.shared.idempotency() = IdempotencyStore::default();
         let limits = self.shared.limiter().limits().clone();
@@ -346,9 +541,11 @@ impl RequestLog {
     }
 }
 
-/// Lock order: `store` before `events` (a write records its event while holding the store).
+/// Lock order: `store`, then `catalog`, then `events` (a write records its events while holding
+/// its store).
 pub(crate) struct SharedState {
     store: Mutex<CustomerStore>,
+    catalog: Mutex<Catalog>,
     events: Mutex<EventLog>,
     idempotency: Mutex<IdempotencyStore>,
     limiter: Mutex<RateLimiter>,
@@ -363,6 +560,7 @@ impl SharedState {
     pub(crate) fn new(config: &EmulatorConfig) -> SharedState {
         SharedState {
             store: Mutex::new(CustomerStore::new(config.search_delay)),
+            catalog: Mutex::new(Catalog::default()),
             events: Mutex::new(EventLog::new(config.event_retention)),
             idempotency: Mutex::new(IdempotencyStore::default()),
             limiter: Mutex::new(RateLimiter::new(config.rate_limits.clone())),
@@ -386,6 +584,12 @@ impl SharedState {
     // matters for a test server, so poisoning is ignored rather than propagated.
     pub(crate) fn store(&self) -> MutexGuard<'_, CustomerStore> {
         self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn catalog(&self) -> MutexGuard<'_, Catalog> {
+        self.catalog
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -427,7 +631,7 @@ impl SharedState {
     }
 }
 
-/// `cus_` + 14 letters and digits, like Stripe's ids.
+/// `cus_` (or another prefix) + 14 letters and digits, like Stripe's ids.
 pub(crate) fn new_object_id(prefix: &str) -> String {
     format!(
         "{prefix}_{}",

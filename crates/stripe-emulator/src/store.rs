@@ -8,8 +8,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-/// A customer object as stored; shared so that history entries and responses are cheap clones.
-pub(crate) type Customer = Arc<Map<String, Value>>;
+/// A Stripe object as stored; shared so that history entries, events and responses are cheap
+/// clones.
+pub(crate) type SharedObject = Arc<Map<String, Value>>;
+
+/// A customer object as stored.
+pub(crate) type Customer = SharedObject;
 
 /// Newest-first order: `created` second, then creation sequence within the second.
 pub(crate) type OrderKey = (i64, u64);

@@ -10,9 +10,8 @@ use serde_json::{Map, Value};
 use crate::param_error::ParamError;
 pub use crate::params::{
     create_only, is_valid_email, is_valid_invoice_prefix, metadata_as_object, not_mapped,
-    replaced_whole, required, string, unset_reads_as, unsettable, validate_params, with_kind,
-    Param, ParamKind, EXPAND_PARAM, METADATA_KEY_MAX_CHARS, METADATA_MAX_KEYS,
-    METADATA_VALUE_MAX_CHARS,
+    replaced_whole, required, string, unset_reads_as, unsettable, with_kind, Param, ParamKind,
+    EXPAND_PARAM, METADATA_KEY_MAX_CHARS, METADATA_MAX_KEYS, METADATA_VALUE_MAX_CHARS,
 };
 use crate::schema::{KeyField, ObjectSchema};
 
@@ -94,6 +93,7 @@ pub static CUSTOMER_PARAMS: &[Param] = &[
         "preferred_locales",
         ParamKind::StringArray {
             item_max_chars: 5000,
+            max_items: usize::MAX,
         },
     )),
     replaced_whole(unsettable(with_kind(
@@ -133,15 +133,16 @@ pub static CUSTOMER: ObjectSchema = ObjectSchema {
     }],
     featured_fields: &["email", "name", "phone", "description"],
     dashboard_path: "customers",
+    rules: None,
 };
 
 /// Checks customer create (`for_update = false`) or update params against [`CUSTOMER_PARAMS`]
-/// (see [`validate_params`]).
+/// (see [`ObjectSchema::validate`]).
 pub fn validate_customer_params(
     params: &Map<String, Value>,
     for_update: bool,
 ) -> Result<(), ParamError> {
-    validate_params(CUSTOMER_PARAMS, params, for_update)
+    CUSTOMER.validate(params, for_update)
 }
 
 #[cfg(test)]

@@ -7,8 +7,10 @@ pub mod error;
 pub mod form;
 mod param_error;
 pub mod params;
+pub mod price;
+pub mod product;
 pub mod schema;
 
 pub use error::{ErrorBody, StripeError};
 pub use param_error::{ParamError, Problem};
-pub use schema::{KeyField, ObjectSchema};
+pub use schema::{KeyField, ObjectSchema, ParamRules};

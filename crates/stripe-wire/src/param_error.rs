@@ -52,6 +52,38 @@ pub enum Problem {
         max: usize,
         actual: usize,
     },
+    /// Not `true` or `false`.
+    NotBoolean,
+    /// Not a decimal number such as `12.5`.
+    NotNumber,
+    /// Not a non-negative decimal with at most this many digits after the point.
+    NotDecimal {
+        max_fraction_digits: usize,
+    },
+    /// Not a currency Stripe supports.
+    InvalidCurrency,
+    /// An integer below the minimum.
+    TooSmall {
+        min: i64,
+    },
+    /// An integer above the maximum.
+    TooLarge {
+        max: i64,
+    },
+    /// Neither an integer nor `inf`.
+    NotIntegerOrInf,
+    /// `""`, which asks to unset a parameter that cannot be unset.
+    EmptyNotAllowed,
+    /// A statement descriptor with `<`, `>`, `\`, `'` or `"`.
+    StatementDescriptorForbiddenCharacter,
+    /// A statement descriptor without any letter.
+    StatementDescriptorWithoutLetter,
+    /// A rule between parameters (`product` or `product_data`, tiers in order, …): what Stripe
+    /// answers and what a person reads after the parameter's name.
+    Rule {
+        stripe_message: &'static str,
+        sentence: &'static str,
+    },
 }
 
 impl ParamError {
@@ -116,6 +148,50 @@ impl ParamError {
                 format!("Invalid array: must have at most {max} items"),
                 None,
             ),
+            Problem::NotBoolean => ("Invalid boolean".to_owned(), None),
+            Problem::NotNumber => ("Invalid decimal number".to_owned(), None),
+            Problem::NotDecimal {
+                max_fraction_digits,
+            } => (
+                format!(
+                    "Invalid decimal: must be a non-negative number with at most {max_fraction_digits} decimal places"
+                ),
+                None,
+            ),
+            Problem::InvalidCurrency => (
+                format!(
+                    "Invalid currency. Stripe currently supports these currencies: {}",
+                    crate::params::SUPPORTED_CURRENCIES.join(", ")
+                ),
+                None,
+            ),
+            Problem::TooSmall { min } => (
+                format!("This value must be greater than or equal to {min}."),
+                None,
+            ),
+            Problem::TooLarge { max } => (
+                format!("This value must be less than or equal to {max}."),
+                None,
+            ),
+            Problem::NotIntegerOrInf => (
+                "Invalid value: must be an integer or `inf`".to_owned(),
+                None,
+            ),
+            Problem::EmptyNotAllowed => (
+                format!(
+                    "You passed an empty string for '{param}'. We assume empty values are an attempt to unset a parameter; however '{param}' cannot be unset. You should remove '{param}' from your request or supply a non-empty value."
+                ),
+                Some("parameter_invalid_empty"),
+            ),
+            Problem::StatementDescriptorForbiddenCharacter => (
+                "Invalid statement descriptor: it may not include any of <, >, \\, ', or \"".to_owned(),
+                None,
+            ),
+            Problem::StatementDescriptorWithoutLetter => (
+                "Invalid statement descriptor: it must contain at least one letter".to_owned(),
+                None,
+            ),
+            Problem::Rule { stripe_message, .. } => ((*stripe_message).to_owned(), None),
         };
         let error = StripeError::invalid_request(message).with_param(param.clone());
         match code {
@@ -171,6 +247,32 @@ impl fmt::Display for Problem {
             Problem::TooManyItems { max, actual } => {
                 write!(formatter, "can have at most {max} items (got {actual})")
             }
+            Problem::NotBoolean => write!(formatter, "must be true or false"),
+            Problem::NotNumber => write!(formatter, "must be a number such as 12.5"),
+            Problem::NotDecimal {
+                max_fraction_digits,
+            } => write!(
+                formatter,
+                "must be a non-negative decimal number such as 12.5, with at most {max_fraction_digits} decimal places"
+            ),
+            Problem::InvalidCurrency => write!(
+                formatter,
+                "must be a three-letter ISO currency code that Stripe supports, such as usd or eur"
+            ),
+            Problem::TooSmall { min } => write!(formatter, "must be at least {min}"),
+            Problem::TooLarge { max } => write!(formatter, "must be at most {max}"),
+            Problem::NotIntegerOrInf => {
+                write!(formatter, "must be a whole number such as 10, or inf")
+            }
+            Problem::EmptyNotAllowed => write!(formatter, "cannot be empty: Stripe cannot unset it"),
+            Problem::StatementDescriptorForbiddenCharacter => write!(
+                formatter,
+                "may not contain <, >, \\, ' or \""
+            ),
+            Problem::StatementDescriptorWithoutLetter => {
+                write!(formatter, "must contain at least one letter")
+            }
+            Problem::Rule { sentence, .. } => write!(formatter, "{sentence}"),
         }
     }
 }

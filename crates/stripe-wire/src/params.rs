@@ -1,7 +1,8 @@
 //! Stripe's request parameters as data, and the one validator that checks a request against
 //! them. Each object ferry syncs describes its create and update parameters with these types
-//! (`customer.rs`, …); the emulator judges requests with [`validate_params`] and ferry's Stripe
-//! destination checks a row with it before sending anything. The mappable fields of an object
+//! (`customer.rs`, …); the emulator judges requests with [`crate::ObjectSchema::validate`]
+//! (which runs [`validate_params`] and then the object's rules) and ferry's engine checks a row
+//! with it before sending anything. The mappable fields of an object
 //! are derived from the same table ([`mappable_fields`]), so a field exists in one place.
 
 use serde_json::{Map, Value};
@@ -26,6 +27,12 @@ pub struct Param {
     pub required: bool,
     /// Accepted on create only; on update it is an unknown parameter (`test_clock`).
     pub create_only: bool,
+    /// Accepted on update only; on create it is an unknown parameter (a product's
+    /// `default_price`).
+    pub update_only: bool,
+    /// The empty string is refused (`parameter_invalid_empty`): the parameter cannot be unset
+    /// (a product's `name`).
+    pub rejects_empty: bool,
     /// Offered as a mapping target (leaves only; see [`not_mapped`]).
     pub mapped: bool,
     /// An object that Stripe replaces as a whole on update (see [`replaced_whole`]).
@@ -58,10 +65,37 @@ pub enum ParamKind {
     Metadata,
     StringArray {
         item_max_chars: usize,
+        max_items: usize,
     },
     ObjectArray {
         children: &'static [Param],
         max_items: usize,
+    },
+    /// `true` or `false` (JSON booleans too).
+    Boolean,
+    /// A decimal number such as `12.5` or `-3` (package dimensions); no exponent, no `inf`.
+    Number,
+    /// A non-negative decimal amount as text, such as `1250` or `12.345`, with at most
+    /// `max_fraction_digits` digits after the point (`unit_amount_decimal`: 12).
+    Decimal {
+        max_fraction_digits: usize,
+    },
+    /// A three-letter ISO currency code that Stripe supports ([`SUPPORTED_CURRENCIES`]);
+    /// accepted in any case, stored and returned in lower case.
+    Currency,
+    /// Decimal text of a signed 64-bit integer between `min` and `max` inclusive.
+    IntegerRange {
+        min: i64,
+        max: i64,
+    },
+    /// An integer of at least `min`, or the text `inf` (a price tier's `up_to`).
+    IntegerOrInf {
+        min: i64,
+    },
+    /// At most `max_chars` characters, none of `<`, `>`, `\`, `'`, `"`, and at least one
+    /// letter (a product's `statement_descriptor`).
+    StatementDescriptor {
+        max_chars: usize,
     },
 }
 
@@ -72,6 +106,8 @@ pub const fn string(name: &'static str, max_chars: usize) -> Param {
         empty_unsets: false,
         required: false,
         create_only: false,
+        update_only: false,
+        rejects_empty: false,
         mapped: true,
         replaced_whole: false,
         unset_reads_as: None,
@@ -85,6 +121,8 @@ pub const fn with_kind(name: &'static str, kind: ParamKind) -> Param {
         empty_unsets: false,
         required: false,
         create_only: false,
+        update_only: false,
+        rejects_empty: false,
         mapped: true,
         replaced_whole: false,
         unset_reads_as: None,
@@ -108,6 +146,23 @@ pub const fn required(param: Param) -> Param {
 pub const fn create_only(param: Param) -> Param {
     Param {
         create_only: true,
+        ..param
+    }
+}
+
+/// Accepted on update only; on create it is an unknown parameter (`default_price`).
+pub const fn update_only(param: Param) -> Param {
+    Param {
+        update_only: true,
+        ..param
+    }
+}
+
+/// The empty string is refused with `parameter_invalid_empty`: Stripe reads `""` as "unset",
+/// and this parameter cannot be unset (a product's `name`).
+pub const fn non_empty(param: Param) -> Param {
+    Param {
+        rejects_empty: true,
         ..param
     }
 }
@@ -143,16 +198,39 @@ pub static EXPAND_PARAM: Param = with_kind(
     "expand",
     ParamKind::StringArray {
         item_max_chars: 5000,
+        max_items: usize::MAX,
     },
 );
+
+/// The currencies Stripe accepts, as its "Invalid currency" error lists them.
+pub const SUPPORTED_CURRENCIES: &[&str] = &[
+    "usd", "aed", "afn", "all", "amd", "ang", "aoa", "ars", "aud", "awg", "azn", "bam", "bbd",
+    "bdt", "bgn", "bhd", "bif", "bmd", "bnd", "bob", "brl", "bsd", "bwp", "byn", "bzd", "cad",
+    "cdf", "chf", "clp", "cny", "cop", "crc", "cve", "czk", "djf", "dkk", "dop", "dzd", "egp",
+    "etb", "eur", "fjd", "fkp", "gbp", "gel", "gip", "gmd", "gnf", "gtq", "gyd", "hkd", "hnl",
+    "hrk", "htg", "huf", "idr", "ils", "inr", "isk", "jmd", "jod", "jpy", "kes", "kgs", "khr",
+    "kmf", "krw", "kwd", "kyd", "kzt", "lak", "lbp", "lkr", "lrd", "lsl", "mad", "mdl", "mga",
+    "mkd", "mmk", "mnt", "mop", "mro", "mur", "mvr", "mwk", "mxn", "myr", "mzn", "nad", "ngn",
+    "nio", "nok", "npr", "nzd", "omr", "pab", "pen", "pgk", "php", "pkr", "pln", "pyg", "qar",
+    "ron", "rsd", "rub", "rwf", "sar", "sbd", "scr", "sek", "sgd", "shp", "sll", "sos", "srd",
+    "std", "szl", "thb", "tjs", "tnd", "top", "try", "ttd", "twd", "tzs", "uah", "ugx", "uyu",
+    "uzs", "vnd", "vuv", "wst", "xaf", "xcd", "xof", "xpf", "yer", "zar", "zmw", "usdc", "ghs",
+    "eek", "lvl", "svc", "vef", "ltl",
+];
+
+/// Characters Stripe refuses in a statement descriptor.
+pub const STATEMENT_DESCRIPTOR_FORBIDDEN: &[char] = &['<', '>', '\\', '\'', '"'];
 
 /// Checks create (`for_update = false`) or update params against an object's parameter table.
 ///
 /// `params` is what [`crate::form::decode`] produces (string leaves); numbers, booleans and
 /// `null` leaves are also accepted so that a row can be checked before it is encoded. Parameters
-/// are checked in the order given and the first problem is returned, as Stripe does. The metadata
-/// key count is checked for the keys sent; on update the emulator checks it again after merging.
-pub fn validate_params(
+/// are checked in the order given and the first problem is returned, as Stripe does; then, on
+/// create, the table's required parameters must all be present. The metadata key count is
+/// checked for the keys sent; on update the emulator checks it again after merging. Rules
+/// between parameters are the object's own: callers use [`crate::ObjectSchema::validate`],
+/// which runs this and then those rules.
+pub(crate) fn validate_params(
     table: &'static [Param],
     params: &Map<String, Value>,
     for_update: bool,
@@ -166,6 +244,14 @@ pub fn validate_params(
             .ok_or_else(|| ParamError::new(key.clone(), Problem::Unknown))?;
         validate_value(spec, value, key, for_update)?;
     }
+    if !for_update {
+        if let Some(missing) = table
+            .iter()
+            .find(|spec| spec.required && !spec.update_only && !params.contains_key(spec.name))
+        {
+            return Err(ParamError::new(missing.name, Problem::Missing));
+        }
+    }
     Ok(())
 }
 
@@ -178,14 +264,18 @@ pub struct FieldSpec {
     pub param: &'static Param,
     /// The top-level object Stripe replaces as a whole, when the field is part of one.
     pub whole_group: Option<&'static str>,
+    /// Settable on create only, because the field or an object it is part of is
+    /// [`create_only`] (a price's `unit_amount`, `recurring.interval`): Stripe cannot change it
+    /// afterwards.
+    pub create_only: bool,
 }
 
 /// The mappable fields of a parameter table, depth first in table order: every leaf parameter
-/// (strings, emails, integers, enums, string arrays, metadata) that is neither marked
+/// (strings, numbers, booleans, enums, string arrays, metadata, …) that is neither marked
 /// [`not_mapped`] nor inside an object array.
 pub fn mappable_fields(table: &'static [Param]) -> Vec<FieldSpec> {
     let mut fields = Vec::new();
-    collect_fields(table, "", None, &mut fields);
+    collect_fields(table, "", None, false, &mut fields);
     fields
 }
 
@@ -193,17 +283,19 @@ fn collect_fields(
     table: &'static [Param],
     prefix: &str,
     whole_group: Option<&'static str>,
+    inside_create_only: bool,
     fields: &mut Vec<FieldSpec>,
 ) {
     for param in table {
         if !param.mapped {
             continue;
         }
+        let create_only = inside_create_only || param.create_only;
         match param.kind {
             ParamKind::Object { children } => {
                 let group = whole_group.or(param.replaced_whole.then_some(param.name));
                 let prefix = format!("{prefix}{}.", param.name);
-                collect_fields(children, &prefix, group, fields);
+                collect_fields(children, &prefix, group, create_only, fields);
             }
             ParamKind::ObjectArray { .. } => {}
             _ => fields.push(FieldSpec {
@@ -216,6 +308,7 @@ fn collect_fields(
                 },
                 param,
                 whole_group,
+                create_only,
             }),
         }
     }
@@ -276,6 +369,51 @@ pub fn is_valid_email(text: &str) -> bool {
             .all(|character| character.is_ascii_digit())
 }
 
+/// Whether `text` is a currency Stripe supports, in any case (`usd`, `EUR`).
+pub fn is_supported_currency(text: &str) -> bool {
+    text.len() == 3 && SUPPORTED_CURRENCIES.contains(&text.to_ascii_lowercase().as_str())
+}
+
+/// Whether `text` is a non-negative decimal such as `12`, `12.5` or `0.000000000001`, with at
+/// most `max_fraction_digits` digits after the point (and at least one on each side of it).
+pub fn is_decimal_text(text: &str, max_fraction_digits: usize) -> bool {
+    let (whole, fraction) = match text.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (text, None),
+    };
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit());
+    digits(whole)
+        && fraction.is_none_or(|fraction| digits(fraction) && fraction.len() <= max_fraction_digits)
+}
+
+/// Whether `text` is a decimal number such as `-3`, `12` or `12.5` (no exponent, no `inf`).
+pub fn is_number_text(text: &str) -> bool {
+    let unsigned = text
+        .strip_prefix('-')
+        .or_else(|| text.strip_prefix('+'))
+        .unwrap_or(text);
+    is_decimal_text(unsigned, usize::MAX)
+}
+
+/// The boolean a wire value stands for: `true`/`false` as text or JSON.
+pub fn boolean_of(value: &Value) -> Option<bool> {
+    match value {
+        Value::Bool(flag) => Some(*flag),
+        Value::String(text) if text == "true" => Some(true),
+        Value::String(text) if text == "false" => Some(false),
+        _ => None,
+    }
+}
+
+/// The integer a wire value stands for: decimal text or a JSON integer.
+pub fn integer_of(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(number) => number.as_i64(),
+        Value::String(text) => text.parse().ok(),
+        _ => None,
+    }
+}
+
 /// Whether `text` is 3–12 upper-case ASCII letters or digits.
 pub fn is_valid_invoice_prefix(text: &str) -> bool {
     (3..=12).contains(&text.len())
@@ -306,9 +444,14 @@ pub(crate) fn find_param<'a>(
     name: &str,
     for_update: bool,
 ) -> Option<&'a Param> {
-    specs
-        .iter()
-        .find(|spec| spec.name == name && !(for_update && spec.create_only))
+    specs.iter().find(|spec| {
+        let accepted_now = if for_update {
+            !spec.create_only
+        } else {
+            !spec.update_only
+        };
+        spec.name == name && accepted_now
+    })
 }
 
 fn child_name(parent: &str, child: &str) -> String {
@@ -347,8 +490,12 @@ fn validate_value(
 ) -> Result<(), ParamError> {
     let error = |problem| Err(ParamError::new(name, problem));
     let text = leaf_text(value);
-    if spec.empty_unsets && text.as_deref() == Some("") {
+    let is_empty = text.as_deref() == Some("");
+    if spec.empty_unsets && is_empty {
         return Ok(());
+    }
+    if is_empty && (spec.rejects_empty || refuses_empty_text(&spec.kind)) {
+        return error(Problem::EmptyNotAllowed);
     }
     match spec.kind {
         ParamKind::String { max_chars } => {
@@ -400,10 +547,19 @@ fn validate_value(
             };
             validate_metadata(&entries, name)
         }
-        ParamKind::StringArray { item_max_chars } => {
+        ParamKind::StringArray {
+            item_max_chars,
+            max_items,
+        } => {
             let Value::Array(items) = value else {
                 return error(Problem::WrongShape { expected: "array" });
             };
+            if items.len() > max_items {
+                return error(Problem::TooManyItems {
+                    max: max_items,
+                    actual: items.len(),
+                });
+            }
             for (index, item) in items.iter().enumerate() {
                 let item_name = child_name(name, &index.to_string());
                 let Some(text) = leaf_text(item) else {
@@ -441,7 +597,97 @@ fn validate_value(
             }
             Ok(())
         }
+        ParamKind::Boolean => match boolean_of(value) {
+            Some(_) => Ok(()),
+            None => error(Problem::NotBoolean),
+        },
+        ParamKind::Number => {
+            let is_number = match value {
+                Value::Number(number) => number.as_f64().is_some_and(f64::is_finite),
+                Value::String(text) => is_number_text(text),
+                _ => false,
+            };
+            if is_number {
+                Ok(())
+            } else {
+                error(Problem::NotNumber)
+            }
+        }
+        ParamKind::Decimal {
+            max_fraction_digits,
+        } => {
+            let is_decimal = match value {
+                Value::Number(number) => is_decimal_text(&number.to_string(), max_fraction_digits),
+                Value::String(text) => is_decimal_text(text, max_fraction_digits),
+                _ => false,
+            };
+            if is_decimal {
+                Ok(())
+            } else {
+                error(Problem::NotDecimal {
+                    max_fraction_digits,
+                })
+            }
+        }
+        ParamKind::Currency => match text {
+            Some(text) if is_supported_currency(&text) => Ok(()),
+            Some(_) => error(Problem::InvalidCurrency),
+            None => error(Problem::WrongShape { expected: "string" }),
+        },
+        ParamKind::IntegerRange { min, max } => {
+            let Some(integer) = integer_of(value) else {
+                return error(Problem::NotInteger);
+            };
+            check_range(integer, min, max, name)
+        }
+        ParamKind::IntegerOrInf { min } => {
+            if text.as_deref() == Some("inf") {
+                return Ok(());
+            }
+            match integer_of(value) {
+                Some(integer) => check_range(integer, min, i64::MAX, name),
+                None => error(Problem::NotIntegerOrInf),
+            }
+        }
+        ParamKind::StatementDescriptor { max_chars } => {
+            let Some(text) = text else {
+                return error(Problem::WrongShape { expected: "string" });
+            };
+            check_length(&text, max_chars, name)?;
+            if text.contains(STATEMENT_DESCRIPTOR_FORBIDDEN) {
+                return error(Problem::StatementDescriptorForbiddenCharacter);
+            }
+            if !text.chars().any(char::is_alphabetic) {
+                return error(Problem::StatementDescriptorWithoutLetter);
+            }
+            Ok(())
+        }
     }
+}
+
+/// Kinds whose values are never text a person could leave blank: for them `""` can only mean
+/// "unset", which Stripe refuses unless the parameter is [`unsettable`]. (`Integer` keeps its
+/// older "Invalid integer" answer for customers.)
+fn refuses_empty_text(kind: &ParamKind) -> bool {
+    matches!(
+        kind,
+        ParamKind::Boolean
+            | ParamKind::Number
+            | ParamKind::Decimal { .. }
+            | ParamKind::Currency
+            | ParamKind::IntegerRange { .. }
+            | ParamKind::IntegerOrInf { .. }
+    )
+}
+
+fn check_range(integer: i64, min: i64, max: i64, name: &str) -> Result<(), ParamError> {
+    if integer < min {
+        return Err(ParamError::new(name, Problem::TooSmall { min }));
+    }
+    if integer > max {
+        return Err(ParamError::new(name, Problem::TooLarge { max }));
+    }
+    Ok(())
 }
 
 fn check_length(text: &str, max_chars: usize, name: &str) -> Result<(), ParamError> {

@@ -3,7 +3,14 @@
 //! (`customer::CUSTOMER`, …) drives validation, encoding, the CLI's and the UI's field lists and
 //! the emulator's parameter checks.
 
-use crate::params::{mappable_fields, FieldSpec, Param};
+use serde_json::{Map, Value};
+
+use crate::param_error::ParamError;
+use crate::params::{mappable_fields, validate_params, FieldSpec, Param};
+
+/// Rules between parameters that a table cannot say (a price needs `product` or `product_data`,
+/// not both), checked after every parameter passed on its own: `(params, for_update)`.
+pub type ParamRules = fn(&Map<String, Value>, bool) -> Result<(), ParamError>;
 
 #[derive(Debug)]
 pub struct ObjectSchema {
@@ -23,6 +30,8 @@ pub struct ObjectSchema {
     pub featured_fields: &'static [&'static str],
     /// The path of these records in Stripe's dashboard: `dashboard.stripe.com/{path}/{id}`.
     pub dashboard_path: &'static str,
+    /// Rules between parameters, if the object has any (see [`ObjectSchema::validate`]).
+    pub rules: Option<ParamRules>,
 }
 
 /// A standard field that may serve as a mapping key.
@@ -34,6 +43,22 @@ pub struct KeyField {
 }
 
 impl ObjectSchema {
+    /// Checks create (`for_update = false`) or update params as Stripe does before executing:
+    /// each parameter against the table (`params::validate_params`), then the object's rules between
+    /// parameters. What needs stored state (does the product exist, is the lookup key taken) is
+    /// left to the caller.
+    pub fn validate(
+        &self,
+        params: &Map<String, Value>,
+        for_update: bool,
+    ) -> Result<(), ParamError> {
+        validate_params(self.params, params, for_update)?;
+        match self.rules {
+            Some(rules) => rules(params, for_update),
+            None => Ok(()),
+        }
+    }
+
     /// Every mappable field, featured ones first. `metadata` stands for `metadata.KEY`.
     pub fn fields(&self) -> Vec<FieldSpec> {
         let mut fields = mappable_fields(self.params);

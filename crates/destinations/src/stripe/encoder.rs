@@ -59,9 +59,12 @@ pub fn update_params(
             .get(path)
             .expect("changed fields come from the payload");
         // Stripe cannot unset an integer; a NULL there is left alone.
-        let is_integer = schema
-            .field(path)
-            .is_some_and(|field| field.param.kind == ParamKind::Integer);
+        let is_integer = schema.field(path).is_some_and(|field| {
+            matches!(
+                field.param.kind,
+                ParamKind::Integer | ParamKind::IntegerRange { .. }
+            )
+        });
         if *value == FieldValue::Clear && is_integer {
             continue;
         }

@@ -3,7 +3,8 @@
 
 use ferry_core::{FieldValue, Value};
 use ferry_stripe_wire::params::{
-    FieldSpec, Param, ParamKind, METADATA_KEY_MAX_CHARS, METADATA_VALUE_MAX_CHARS,
+    is_decimal_text, is_number_text, is_supported_currency, FieldSpec, Param, ParamKind,
+    METADATA_KEY_MAX_CHARS, METADATA_VALUE_MAX_CHARS,
 };
 use ferry_stripe_wire::ObjectSchema;
 use serde_json::Value as Json;
@@ -18,6 +19,18 @@ pub enum FieldKind {
         max_chars: usize,
     },
     Integer,
+    /// `true` or `false` (a product's `active`): a warehouse boolean, `1`/`0`, or text such as
+    /// `true`, `f`, `yes`; sent as `true`/`false`.
+    Boolean,
+    /// A decimal number (`package_dimensions.height`): sent as its exact text, such as `12.5`.
+    Number,
+    /// A non-negative decimal amount (`unit_amount_decimal`) with at most `max_fraction_digits`
+    /// digits after the point; sent as Stripe writes it back (`12.50` → `12.5`).
+    Decimal {
+        max_fraction_digits: usize,
+    },
+    /// A three-letter currency code Stripe supports; sent in lower case, as Stripe returns it.
+    Currency,
     /// A list of strings (`preferred_locales`): a warehouse array, JSON array or `a, b` text.
     List,
     Enum(&'static [&'static str]),
@@ -30,11 +43,24 @@ impl FieldKind {
         match param.kind {
             ParamKind::String { max_chars } => FieldKind::Text { max_chars },
             ParamKind::Email { max_chars } => FieldKind::Email { max_chars },
-            ParamKind::Integer => FieldKind::Integer,
+            // The range (`unit_amount` ≥ 0) is Stripe's rule, checked on the whole request.
+            ParamKind::Integer | ParamKind::IntegerRange { .. } => FieldKind::Integer,
+            ParamKind::Boolean => FieldKind::Boolean,
+            ParamKind::Number => FieldKind::Number,
+            ParamKind::Decimal {
+                max_fraction_digits,
+            } => FieldKind::Decimal {
+                max_fraction_digits,
+            },
+            ParamKind::Currency => FieldKind::Currency,
+            // The forbidden characters are Stripe's rule, checked on the whole request.
+            ParamKind::StatementDescriptor { max_chars } => FieldKind::Text { max_chars },
             ParamKind::Enum { allowed } => FieldKind::Enum(allowed),
             ParamKind::InvoicePrefix => FieldKind::InvoicePrefix,
             ParamKind::Metadata => FieldKind::MetadataValue,
             ParamKind::StringArray { .. } => FieldKind::List,
+            // Only inside object arrays (a price tier's `up_to`), which are never mappable.
+            ParamKind::IntegerOrInf { .. } => FieldKind::Text { max_chars: 20 },
             // Never mappable (see `mappable_fields`).
             ParamKind::Object { .. } | ParamKind::ObjectArray { .. } => FieldKind::List,
         }
@@ -58,7 +84,8 @@ enum Clear {
     Unset,
     /// Unset with `""`, after which Stripe reads back this value (`tax_exempt` → `none`).
     ReadsAs(&'static str),
-    /// Stripe cannot unset it (integers, an assigned invoice prefix): a NULL leaves it alone.
+    /// Stripe cannot unset it (integers, booleans, amounts, an assigned invoice prefix): a NULL
+    /// leaves it alone.
     Never,
 }
 
@@ -148,6 +175,15 @@ impl MappedField {
         let clear = match (spec.param.unset_reads_as, kind) {
             (Some(value), _) => Clear::ReadsAs(value),
             (None, FieldKind::Integer | FieldKind::InvoicePrefix) => Clear::Never,
+            // Stripe refuses `""` for these unless the parameter, or the group it is part of
+            // (`package_dimensions`, unset as a whole), can be unset.
+            (
+                None,
+                FieldKind::Boolean
+                | FieldKind::Number
+                | FieldKind::Decimal { .. }
+                | FieldKind::Currency,
+            ) if !spec.param.empty_unsets && spec.whole_group.is_none() => Clear::Never,
             _ => Clear::Unset,
         };
         MappedField {
@@ -203,6 +239,36 @@ impl MappedField {
                     return Err(format!(
                         "is `{s}`, which is not one of {}",
                         allowed.join(", ")
+                    ))
+                }
+                None => None,
+            },
+            FieldKind::Boolean => boolean_text(value)?.map(FieldValue::Text),
+            FieldKind::Number => match trimmed(text(value)?) {
+                Some(s) if is_number_text(&s) => Some(FieldValue::Text(s)),
+                Some(s) => return Err(format!("is `{s}`, which is not a number")),
+                None => None,
+            },
+            FieldKind::Decimal {
+                max_fraction_digits,
+            } => match trimmed(text(value)?) {
+                Some(s) if is_decimal_text(&s, max_fraction_digits) => {
+                    Some(FieldValue::Text(normalize_decimal(&s)))
+                }
+                Some(s) => {
+                    return Err(format!(
+                        "is `{s}`, which is not a non-negative decimal with at most {max_fraction_digits} digits after the point"
+                    ))
+                }
+                None => None,
+            },
+            FieldKind::Currency => match trimmed(text(value)?) {
+                Some(s) if is_supported_currency(&s) => {
+                    Some(FieldValue::Text(s.to_ascii_lowercase()))
+                }
+                Some(s) => {
+                    return Err(format!(
+                        "is `{s}`, which is not a currency Stripe supports (a three-letter ISO code such as `usd`)"
                     ))
                 }
                 None => None,
@@ -278,6 +344,44 @@ fn check_text(kind: FieldKind, text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Text with surrounding spaces removed; blank text is a value that is not a number, not NULL.
+fn trimmed(text: Option<String>) -> Option<String> {
+    text.map(|s| s.trim().to_string())
+}
+
+/// `true`/`false` from a warehouse boolean, the integers 1 and 0, or the usual spellings of
+/// either in text (`t`/`f` is how PostgreSQL writes booleans as text), in any case.
+fn boolean_text(value: &Value) -> Result<Option<String>, String> {
+    let flag = match value {
+        Value::Bool(flag) | Value::Json(serde_json::Value::Bool(flag)) => Some(*flag),
+        other => {
+            let Some(text) = other.to_scalar_text().map_err(|e| e.to_string())? else {
+                return Ok(None);
+            };
+            match text.trim().to_ascii_lowercase().as_str() {
+                "true" | "t" | "yes" | "y" | "1" => Some(true),
+                "false" | "f" | "no" | "n" | "0" => Some(false),
+                _ => return Err(format!("is `{text}`, which is not true or false")),
+            }
+        }
+    };
+    Ok(flag.map(|flag| flag.to_string()))
+}
+
+/// A decimal as Stripe writes it back: no leading zeros before the point, no trailing zeros
+/// after it, and no point when the fraction is zero (`0012.50` → `12.5`, `12.000` → `12`).
+fn normalize_decimal(text: &str) -> String {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let whole = whole.trim_start_matches('0');
+    let whole = if whole.is_empty() { "0" } else { whole };
+    let fraction = fraction.trim_end_matches('0');
+    if fraction.is_empty() {
+        whole.to_string()
+    } else {
+        format!("{whole}.{fraction}")
+    }
+}
+
 fn list_items(value: &Value) -> Result<Vec<String>, String> {
     let items: Vec<String> = match value {
         Value::Array(items) => items
@@ -345,6 +449,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
 mod tests {
     use super::*;
     use ferry_stripe_wire::customer::CUSTOMER;
+    use ferry_stripe_wire::price::PRICE;
+    use ferry_stripe_wire::product::PRODUCT;
 
     fn field(path: &str) -> Result<MappedField, MappingError> {
         parse_field(&CUSTOMER, path)
@@ -414,6 +520,133 @@ mod tests {
             .convert(&Value::Json(serde_json::json!([1, 2])))
             .is_err());
         assert_eq!(name.convert(&Value::Null), Ok(None));
+    }
+
+    fn product_field(path: &str) -> MappedField {
+        parse_field(&PRODUCT, path).unwrap()
+    }
+
+    fn price_field(path: &str) -> MappedField {
+        parse_field(&PRICE, path).unwrap()
+    }
+
+    #[test]
+    fn catalog_kinds_come_from_the_tables() {
+        assert_eq!(product_field("active").kind, FieldKind::Boolean);
+        assert_eq!(
+            product_field("package_dimensions.height").kind,
+            FieldKind::Number
+        );
+        assert_eq!(
+            product_field("statement_descriptor").kind,
+            FieldKind::Text { max_chars: 22 }
+        );
+        assert_eq!(price_field("currency").kind, FieldKind::Currency);
+        assert_eq!(price_field("unit_amount").kind, FieldKind::Integer);
+        assert_eq!(
+            price_field("unit_amount_decimal").kind,
+            FieldKind::Decimal {
+                max_fraction_digits: 12
+            }
+        );
+        assert_eq!(
+            price_field("recurring.interval_count").kind,
+            FieldKind::Integer
+        );
+        // What Stripe cannot unset is left alone on NULL; a group unset whole can be.
+        assert_eq!(product_field("active").cleared_value(), None);
+        assert_eq!(price_field("currency").cleared_value(), None);
+        assert_eq!(price_field("unit_amount").cleared_value(), None);
+        assert_eq!(
+            product_field("package_dimensions.height").cleared_value(),
+            Some(FieldValue::Clear)
+        );
+    }
+
+    #[test]
+    fn booleans_convert_from_warehouse_spellings() {
+        let active = product_field("active");
+        let converted = |value: Value| active.convert(&value);
+        let yes = Ok(Some(FieldValue::Text("true".into())));
+        let no = Ok(Some(FieldValue::Text("false".into())));
+        assert_eq!(converted(Value::Bool(true)), yes);
+        assert_eq!(converted(Value::Bool(false)), no);
+        assert_eq!(converted(Value::Int(1)), yes);
+        assert_eq!(converted(Value::Int(0)), no);
+        assert_eq!(converted(Value::Text(" T ".into())), yes);
+        assert_eq!(converted(Value::Text("no".into())), no);
+        assert_eq!(converted(Value::Json(serde_json::json!(true))), yes);
+        assert_eq!(converted(Value::Null), Ok(None));
+        assert_eq!(
+            converted(Value::Text("maybe".into())),
+            Err("is `maybe`, which is not true or false".into())
+        );
+        assert!(converted(Value::Int(2)).is_err());
+    }
+
+    #[test]
+    fn numbers_and_decimals_convert_to_exact_text() {
+        let height = product_field("package_dimensions.height");
+        assert_eq!(
+            height.convert(&Value::Float(12.5)),
+            Ok(Some(FieldValue::Text("12.5".into())))
+        );
+        assert_eq!(
+            height.convert(&Value::Int(-3)),
+            Ok(Some(FieldValue::Text("-3".into())))
+        );
+        assert_eq!(
+            height.convert(&Value::Decimal("4.250".into())),
+            Ok(Some(FieldValue::Text("4.250".into())))
+        );
+        assert_eq!(
+            height.convert(&Value::Text("tall".into())),
+            Err("is `tall`, which is not a number".into())
+        );
+        assert!(height.convert(&Value::Float(f64::INFINITY)).is_err());
+
+        let amount = price_field("unit_amount_decimal");
+        assert_eq!(
+            amount.convert(&Value::Decimal("0012.50".into())),
+            Ok(Some(FieldValue::Text("12.5".into())))
+        );
+        assert_eq!(
+            amount.convert(&Value::Decimal("1250.00".into())),
+            Ok(Some(FieldValue::Text("1250".into())))
+        );
+        assert_eq!(
+            amount.convert(&Value::Float(0.125)),
+            Ok(Some(FieldValue::Text("0.125".into())))
+        );
+        assert_eq!(
+            amount.convert(&Value::Int(1250)),
+            Ok(Some(FieldValue::Text("1250".into())))
+        );
+        assert_eq!(
+            amount.convert(&Value::Int(-5)),
+            Err("is `-5`, which is not a non-negative decimal with at most 12 digits after the point".into())
+        );
+        assert!(amount
+            .convert(&Value::Text("0.0000000000001".into()))
+            .is_err());
+    }
+
+    #[test]
+    fn currencies_convert_to_lower_case() {
+        let currency = price_field("currency");
+        assert_eq!(
+            currency.convert(&Value::Text(" EUR ".into())),
+            Ok(Some(FieldValue::Text("eur".into())))
+        );
+        assert_eq!(
+            currency.convert(&Value::Text("usd".into())),
+            Ok(Some(FieldValue::Text("usd".into())))
+        );
+        assert_eq!(
+            currency.convert(&Value::Text("XYZ".into())),
+            Err("is `XYZ`, which is not a currency Stripe supports (a three-letter ISO code such as `usd`)".into())
+        );
+        assert!(currency.convert(&Value::Int(840)).is_err());
     }
 
     #[test]

@@ -462,6 +462,7 @@ static EVENTS: ObjectSchema = ObjectSchema {
     key_fields: &[],
     featured_fields: &[],
     dashboard_path: "events",
+    rules: None,
 };
 
 fn record_of(body: Json) -> Result<StripeRecord, StripeCallError> {

@@ -96,9 +96,8 @@ async fn accepted_keys_replace_the_default_key_rule() {
 async fn restricted_key_without_customer_write_gets_403_on_writes_only() {
     let server = start_with(EmulatorConfig {
         restricted_keys: vec![RestrictedKey {
-            key: "rk_test_readonly".to_owned(),
             customers: Access::Read,
-            balance: Access::None,
+            ..RestrictedKey::new("rk_test_readonly")
         }],
         ..test_config()
     })

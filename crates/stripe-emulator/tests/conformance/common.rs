@@ -121,6 +121,39 @@ impl TestServer {
         reply.id()
     }
 
+    /// Creates a product and returns its id.
+    pub async fn create_product(&self, body: &str) -> String {
+        let reply = self.post("/v1/products", body).await;
+        assert_eq!(reply.status, 200, "product create failed: {:?}", reply.body);
+        reply.id()
+    }
+
+    /// Creates a price and returns its id.
+    pub async fn create_price(&self, body: &str) -> String {
+        let reply = self.post("/v1/prices", body).await;
+        assert_eq!(reply.status, 200, "price create failed: {:?}", reply.body);
+        reply.id()
+    }
+
+    /// The newest event, as `GET /v1/events` lists it.
+    pub async fn newest_event(&self) -> Value {
+        let reply = self.get("/v1/events?limit=1").await;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        reply.body["data"][0].clone()
+    }
+
+    /// A DELETE on the control API: status and body.
+    pub async fn control_delete(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .delete(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("control request");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("control JSON"))
+    }
+
     /// A GET on the control API.
     pub async fn control_get(&self, path: &str) -> Value {
         let response = self

@@ -11,5 +11,7 @@ mod events;
 mod faults;
 mod idempotency;
 mod list;
+mod prices;
+mod products;
 mod rate_limits;
 mod search;
