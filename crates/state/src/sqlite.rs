@@ -48,13 +48,15 @@ const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<SqliteInner>,
+    /// The key this open was given. Not shared with other opens of the same database: each
+    /// open decrypts with the key it was given, as it would in a process of its own.
+    master_key: MasterKey,
 }
 
 struct SqliteInner {
     connection: Mutex<Connection>,
     dir: PathBuf,
     database_file: PathBuf,
-    master_key: MasterKey,
 }
 
 const CONNECTION_COLUMNS: &str =
@@ -87,7 +89,9 @@ impl SqliteStore {
                     .find(|(id, _)| *id == identity)
                     .and_then(|(_, store)| store.upgrade());
                 if let Some(inner) = open {
-                    return Ok(SqliteStore { inner });
+                    // Opening again still brings the schema up to date, as a first open does.
+                    migrate(&mut inner.connection.lock().unwrap_or_else(|e| e.into_inner()))?;
+                    return Ok(SqliteStore { inner, master_key });
                 }
             }
             let connection = open_database(&database_file)?;
@@ -102,10 +106,9 @@ impl SqliteStore {
                 connection: Mutex::new(connection),
                 dir,
                 database_file,
-                master_key,
             });
             open_stores.push((identity, Arc::downgrade(&inner)));
-            Ok(SqliteStore { inner })
+            Ok(SqliteStore { inner, master_key })
         })
         .await
     }
@@ -115,7 +118,7 @@ impl SqliteStore {
     }
 
     pub(crate) fn master_key(&self) -> &MasterKey {
-        &self.inner.master_key
+        &self.master_key
     }
 
     pub(crate) fn location(&self) -> String {
