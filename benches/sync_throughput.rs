@@ -278,6 +278,29 @@ fn unlimited() -> EmulatorConfig {
 
 const PEOPLE: &str = "select * from people";
 
+/// The first preview and the first run (all creates, limits off) of sync `bench`: peak memory.
+fn first_preview_and_run(bench: &Bench, table: &mut Table, model: &str, rows: u64) {
+    let preview = bench.measure(&["sync", "preview", "bench", "--format", "json"]);
+    table.add(
+        &format!("{model}, first preview"),
+        rows,
+        &preview,
+        format!("peak ≤ 250 MB: {}", verdict(preview.rss_mb <= 250.0)),
+    );
+    let run = bench.measure(&["sync", "run", "bench", "--format", "json"]);
+    assert_eq!(run.report["created"], rows, "{}", run.report);
+    table.add(
+        &format!("{model}, first run (all creates), limits off"),
+        rows,
+        &run,
+        format!(
+            "peak ≤ 250 MB: {}; {:.0} records/s",
+            verdict(run.rss_mb <= 250.0),
+            rows as f64 / run.wall.as_secs_f64()
+        ),
+    );
+}
+
 /// 1M rows from DuckDB: first preview and run, a 1%-changed preview and run (plan time and
 /// workspace growth), then one new row synced into the account of 1M customers.
 async fn duckdb_million(table: &mut Table, rows: u64) {
@@ -291,25 +314,7 @@ async fn duckdb_million(table: &mut Table, rows: u64) {
             &["connect", "duckdb", "warehouse", "--path", &warehouse],
         );
         bench.sync("bench", "people", PEOPLE);
-        let preview = bench.measure(&["sync", "preview", "bench", "--format", "json"]);
-        table.add(
-            "DuckDB model, first preview",
-            rows,
-            &preview,
-            format!("peak ≤ 250 MB: {}", verdict(preview.rss_mb <= 250.0)),
-        );
-        let run = bench.measure(&["sync", "run", "bench", "--format", "json"]);
-        assert_eq!(run.report["created"], rows, "{}", run.report);
-        table.add(
-            "DuckDB model, first run (all creates), limits off",
-            rows,
-            &run,
-            format!(
-                "peak ≤ 250 MB: {}; {:.0} records/s",
-                verdict(run.rss_mb <= 250.0),
-                rows as f64 / run.wall.as_secs_f64()
-            ),
-        );
+        first_preview_and_run(&bench, table, "DuckDB model", rows);
         let changed = rows / 100;
         ferry_source::duckdb_execute(
             &bench.warehouse(),
@@ -424,21 +429,7 @@ async fn postgres_million(table: &mut Table, rows: u64) {
             &["connect", "postgres", "warehouse", "--url", &url],
         );
         bench.sync("bench", "people", PEOPLE);
-        let preview = bench.measure(&["sync", "preview", "bench", "--format", "json"]);
-        table.add(
-            "PostgreSQL model, first preview",
-            rows,
-            &preview,
-            format!("peak ≤ 250 MB: {}", verdict(preview.rss_mb <= 250.0)),
-        );
-        let run = bench.measure(&["sync", "run", "bench", "--format", "json"]);
-        assert_eq!(run.report["created"], rows, "{}", run.report);
-        table.add(
-            "PostgreSQL model, first run, limits off",
-            rows,
-            &run,
-            format!("peak ≤ 250 MB: {}", verdict(run.rss_mb <= 250.0)),
-        );
+        first_preview_and_run(&bench, table, "PostgreSQL model", rows);
     });
     drop(client);
     server.stop().ok();

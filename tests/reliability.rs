@@ -41,6 +41,28 @@ async fn assert_snapshot_agrees_with_stripe(scene: &Scene, rows: u32) {
     );
 }
 
+/// A 300-row sync whose run (against 40 ms of latency) is killed once 20 customers are in
+/// Stripe: its creates saved, some sent, some answered, most not sent.
+async fn killed_after_twenty_of_three_hundred_creates() -> Scene {
+    let mut config = fast_emulator_config();
+    config.faults.latency = Duration::from_millis(40);
+    let scene = Scene::with_emulator(config).await;
+    scene.warehouse_sql(&people_sql(300));
+    scene.connect().await;
+    scene.email_sync(&[]).await;
+    let mut child = scene
+        .command(&["sync", "run", "people-to-stripe"])
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while scene.stripe().customers().len() < 20 && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    scene
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_responses_and_server_errors_create_no_duplicate() {
     let mut config = fast_emulator_config();
@@ -310,22 +332,7 @@ async fn killed_at_twenty_seeded_random_moments_then_rerun_is_exact() {
 /// saved create and make a second one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_then_someone_creates_the_customer_then_the_rerun_updates_it_not_duplicates() {
-    let mut config = fast_emulator_config();
-    config.faults.latency = Duration::from_millis(40);
-    let scene = Scene::with_emulator(config).await;
-    scene.warehouse_sql(&people_sql(300));
-    scene.connect().await;
-    scene.email_sync(&[]).await;
-    let mut child = scene
-        .command(&["sync", "run", "people-to-stripe"])
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while scene.stripe().customers().len() < 20 && started.elapsed() < Duration::from_secs(60) {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let scene = killed_after_twenty_of_three_hundred_creates().await;
     let in_stripe = scene.stripe().customers().len();
     assert!(
         (20..300).contains(&in_stripe),
@@ -420,22 +427,7 @@ async fn two_syncs_with_overlapping_keys_run_at_once_create_each_customer_once()
 /// when it was last seen alive, not left `running` until the sync's next run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_run_is_recorded_interrupted_as_soon_as_runs_are_listed() {
-    let mut config = fast_emulator_config();
-    config.faults.latency = Duration::from_millis(40);
-    let scene = Scene::with_emulator(config).await;
-    scene.warehouse_sql(&people_sql(300));
-    scene.connect().await;
-    scene.email_sync(&[]).await;
-    let mut child = scene
-        .command(&["sync", "run", "people-to-stripe"])
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while scene.stripe().customers().len() < 20 && started.elapsed() < Duration::from_secs(60) {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let scene = killed_after_twenty_of_three_hundred_creates().await;
     let killed_at = chrono::Utc::now();
     let runs = scene.ferry(&["runs", "people-to-stripe"]).await.ok();
     assert!(runs.stdout.contains("interrupted"), "{}", runs.stdout);
