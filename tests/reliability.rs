@@ -63,6 +63,32 @@ async fn killed_after_twenty_of_three_hundred_creates() -> Scene {
     scene
 }
 
+/// Starts `runs` runs one after another and SIGKILLs each at a seeded random moment (`millis`
+/// after its start). Returns each moment with the customers Stripe held after that kill.
+async fn kill_runs_at_random_moments(
+    scene: &Scene,
+    seed: u64,
+    runs: usize,
+    millis: std::ops::Range<u64>,
+) -> Vec<(u64, usize)> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut kills = Vec::new();
+    for _ in 0..runs {
+        let after = rng.random_range(millis.clone());
+        let mut child = scene
+            .command(&["sync", "run", "people-to-stripe"])
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(after)).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills.push((after, scene.stripe().customers().len()));
+    }
+    println!("killed at (ms after start, customers in Stripe): {kills:?}");
+    kills
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_responses_and_server_errors_create_no_duplicate() {
     let mut config = fast_emulator_config();
@@ -294,7 +320,6 @@ async fn fault_suite_every_fault_at_once_on_a_large_sync() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_twenty_seeded_random_moments_then_rerun_is_exact() {
-    use rand::{Rng, SeedableRng};
     let mut config = fast_emulator_config();
     config.faults.latency = Duration::from_millis(10);
     let scene = Scene::with_emulator(config).await;
@@ -303,20 +328,7 @@ async fn killed_at_twenty_seeded_random_moments_then_rerun_is_exact() {
     scene.email_sync(&[]).await;
     // Moments from 0 to 600 ms after start: while the model is read, while lookups and creates
     // are in flight, between Stripe's answers and the commit of their batch.
-    let mut rng = rand::rngs::StdRng::seed_from_u64(20261125);
-    let mut kills = Vec::new();
-    for _ in 0..20 {
-        let after = Duration::from_millis(rng.random_range(0..600));
-        let mut child = scene
-            .command(&["sync", "run", "people-to-stripe"])
-            .spawn()
-            .unwrap();
-        tokio::time::sleep(after).await;
-        child.kill().unwrap();
-        child.wait().unwrap();
-        kills.push((after.as_millis(), scene.stripe().customers().len()));
-    }
-    println!("killed at (ms after start, customers in Stripe): {kills:?}");
+    kill_runs_at_random_moments(&scene, 20261125, 20, 0..600).await;
     let run = scene.run_sync_json("people-to-stripe", &[]).await;
     assert_eq!(
         (run["status"].as_str(), run["failed"].as_u64()),
@@ -575,26 +587,12 @@ async fn crashed_between_staging_and_sending_then_between_two_chunks_the_rerun_i
 /// land while the model is staged, between chunks, and while a chunk's creates are in flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_random_moments_of_a_hundred_thousand_row_run_then_rerun_is_exact() {
-    use rand::{Rng, SeedableRng};
     const ROWS: u32 = 100_000;
     let scene = Scene::with_emulator(fast_emulator_config()).await;
     scene.warehouse_sql(&people_sql(ROWS));
     scene.connect_unlimited().await;
     scene.email_sync(&[]).await;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(20261201);
-    let mut kills = Vec::new();
-    for _ in 0..6 {
-        let after = Duration::from_millis(rng.random_range(200..5_000));
-        let mut child = scene
-            .command(&["sync", "run", "people-to-stripe"])
-            .spawn()
-            .unwrap();
-        tokio::time::sleep(after).await;
-        child.kill().unwrap();
-        child.wait().unwrap();
-        kills.push((after.as_millis(), scene.stripe().customers().len()));
-    }
-    println!("killed at (ms after start, customers in Stripe): {kills:?}");
+    let kills = kill_runs_at_random_moments(&scene, 20261201, 6, 200..5_000).await;
     assert!(
         kills
             .iter()
