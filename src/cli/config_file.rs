@@ -371,6 +371,7 @@ fn resolve(doc: FileDoc, base: &Path, shown: &str) -> CliResult<Desired> {
                 TimeoutSetting::Preview,
                 &decl.preview_timeout_seconds,
             )?,
+            change_detection_schema: None,
         };
         let connection = match kind {
             ConnectionKind::Stripe => {

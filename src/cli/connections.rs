@@ -83,6 +83,7 @@ impl WarehouseTimeoutArgs {
         ferry_engine::declare::WarehouseSettings {
             statement_timeout_seconds: self.statement_timeout,
             preview_timeout_seconds: self.preview_timeout,
+            change_detection_schema: None,
         }
     }
 }

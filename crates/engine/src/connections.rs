@@ -4,7 +4,8 @@
 //! with the API key as the secret; duckdb `{"path", "statement_timeout_seconds",
 //! "preview_timeout_seconds"}`; postgres `{"statement_timeout_seconds",
 //! "preview_timeout_seconds"}` with the URL as the secret. The timeouts are optional whole
-//! seconds (0: no limit; see `declare::WarehouseSettings`).
+//! seconds (0: no limit; see `declare::WarehouseSettings`). Both warehouse kinds may also hold
+//! `"change_detection_schema"`, which turns on change detection inside the warehouse.
 
 use crate::EngineError;
 use ferry_destinations::stripe::{StripeConfig, STRIPE_API_BASE};
@@ -118,6 +119,30 @@ pub fn query_options(
     })
 }
 
+/// The connection's `change_detection_schema`: where, in the warehouse, ferry keeps what change
+/// detection needs; `None` when ferry only reads (the default).
+pub fn change_detection_schema(
+    connection_name: &str,
+    config: &serde_json::Value,
+) -> Result<Option<String>, EngineError> {
+    let reconnect = |problem: String| {
+        EngineError::Config(format!(
+            "connection '{connection_name}': {}: {problem}",
+            crate::declare::CHANGE_DETECTION_SCHEMA
+        ))
+    };
+    match config.get(crate::declare::CHANGE_DETECTION_SCHEMA) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(schema)) => {
+            ferry_source::warehouse_diff::check_schema_name(schema).map_err(reconnect)?;
+            Ok(Some(schema.clone()))
+        }
+        Some(other) => Err(reconnect(format!(
+            "{other} is not a schema name; give a name such as `ferry`"
+        ))),
+    }
+}
+
 /// A DuckDB warehouse at `path`, refused when the path is ferry's own workspace (its database,
 /// key or lock files, through any link): DuckDB opening and closing the workspace database in
 /// this process would drop SQLite's locks on it and let another ferry process corrupt it.
@@ -203,11 +228,13 @@ mod tests {
             &WarehouseSettings {
                 statement_timeout_seconds: Some(0),
                 preview_timeout_seconds: Some(86_400),
+                change_detection_schema: Some("ferry".into()),
             },
         ));
         assert_eq!(
             set.config,
-            serde_json::json!({"statement_timeout_seconds": 0, "preview_timeout_seconds": 86400})
+            serde_json::json!({"statement_timeout_seconds": 0, "preview_timeout_seconds": 86400,
+                "change_detection_schema": "ferry"})
         );
         assert_eq!(timeout(&set, TimeoutSetting::Statement), Duration::ZERO);
         assert_eq!(

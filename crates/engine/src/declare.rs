@@ -43,13 +43,19 @@ pub fn stripe_connection(name: &str, key: SecretInput, settings: &StripeSettings
 }
 
 /// A warehouse connection's settings besides where it is: how long its queries may run, in
-/// seconds (0: no limit, at most [`MAX_TIMEOUT_SECONDS`]). Absent ones take their defaults.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// seconds (0: no limit, at most [`MAX_TIMEOUT_SECONDS`]), and where ferry may keep what it
+/// needs for change detection inside the warehouse. Absent ones take their defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WarehouseSettings {
     /// Runs, sync previews and finding a model's columns; 300 (5 minutes) when absent.
     pub statement_timeout_seconds: Option<u32>,
     /// Model previews, which a person waits for; 30 when absent.
     pub preview_timeout_seconds: Option<u32>,
+    /// The schema of the warehouse where ferry keeps, per sync, the key and row hash of every
+    /// row Stripe acknowledged, so that the warehouse itself finds the new and changed rows and
+    /// only those travel to ferry. Absent (the default): ferry only reads, and compares every
+    /// row with its workspace.
+    pub change_detection_schema: Option<String>,
 }
 
 impl WarehouseSettings {
@@ -62,7 +68,27 @@ impl WarehouseSettings {
                 config[setting.key()] = json!(seconds);
             }
         }
+        if let Some(schema) = &self.change_detection_schema {
+            config[CHANGE_DETECTION_SCHEMA] = json!(schema);
+        }
     }
+}
+
+/// The stored setting (and `ferry.yaml` key, and API field) that turns on change detection
+/// inside the warehouse; the CLI's flag is `--change-detection-schema`.
+pub const CHANGE_DETECTION_SCHEMA: &str = "change_detection_schema";
+
+/// A change detection schema as given by any door (empty: not set), checked: a plain SQL name
+/// that every warehouse accepts quoted or not (lower-case letters, digits and `_`, at most 63
+/// characters, not starting with a digit).
+pub fn parse_change_detection_schema(text: &str) -> Result<Option<String>, EngineError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    ferry_source::warehouse_diff::check_schema_name(text)
+        .map(|()| Some(text.to_string()))
+        .map_err(|problem| EngineError::Config(format!("{CHANGE_DETECTION_SCHEMA}: {problem}")))
 }
 
 /// The longest a warehouse timeout may be set to: 24 hours. (0 means no limit at all.)
@@ -175,7 +201,17 @@ pub async fn test_new_connection(
             };
             ferry_source::test_connection(&source)
                 .await
-                .map_err(|e| EngineError::ConnectionTest(e.to_string()))
+                .map_err(|e| EngineError::ConnectionTest(e.to_string()))?;
+            // Change detection in the warehouse writes to one schema: set it up now, so that a
+            // missing right is said when the connection is saved, not at its first run.
+            if let Some(schema) =
+                crate::connections::change_detection_schema(&connection.name, &connection.config)?
+            {
+                ferry_source::warehouse_diff::prepare_schema(&source, &schema)
+                    .await
+                    .map_err(|e| EngineError::ConnectionTest(e.to_string()))?;
+            }
+            Ok(())
         }
     }
 }
@@ -203,6 +239,7 @@ pub async fn save_connection(
                 timeout_seconds(setting, value)?;
             }
         }
+        crate::connections::change_detection_schema(&connection.name, &connection.config)?;
     }
     if connection.kind == ConnectionKind::Stripe {
         checked_api_base(connection)?;

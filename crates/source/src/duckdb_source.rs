@@ -180,7 +180,7 @@ fn read_model(
 /// Opens the warehouse read-only, so no model can change it. DuckDB would refuse to open a
 /// missing file read-only anyway, but checking first gives a clearer message and guarantees
 /// ferry never creates an empty warehouse by mistake.
-fn open_read_only(path: &Path) -> Result<Connection, SourceError> {
+pub(crate) fn open_read_only(path: &Path) -> Result<Connection, SourceError> {
     if !is_duckdb_file(path) {
         return Err(SourceError::DuckDbNotUsable {
             path: path.to_path_buf(),
@@ -206,7 +206,7 @@ fn open_read_only(path: &Path) -> Result<Connection, SourceError> {
 /// then the magic bytes `DUCK`. Checked before DuckDB opens anything, so that DuckDB never
 /// touches a file of another kind (a SQLite database whose locks its close would drop, a
 /// device, a secret it would then quote in an error).
-fn is_duckdb_file(path: &Path) -> bool {
+pub(crate) fn is_duckdb_file(path: &Path) -> bool {
     use std::io::Read as _;
     const MAGIC: &[u8; 4] = b"DUCK";
     let Ok(metadata) = std::fs::metadata(path) else {

@@ -85,6 +85,11 @@ pub enum SourceError {
         reason: String,
     },
 
+    /// Change detection inside the warehouse cannot work as set up; `problem` says what to
+    /// grant, create or turn off.
+    #[error("change detection in the warehouse: {problem}")]
+    ChangeDetection { problem: String },
+
     /// Anything else the warehouse or driver reported.
     #[error("the warehouse failed: {reason}")]
     Warehouse { reason: String },

@@ -15,6 +15,7 @@ pub mod model_sql;
 mod postgres_decode;
 mod postgres_source;
 mod text_forms;
+pub mod warehouse_diff;
 
 pub use duckdb_write::duckdb_execute;
 pub use error::{human_duration, SourceError, SqlPosition, TimeoutSetting};
@@ -100,6 +101,14 @@ pub async fn query(
     options: &QueryOptions,
 ) -> Result<RowStream, SourceError> {
     let model = validate_model_sql(sql)?;
+    start_query(config, model, options).await
+}
+
+pub(crate) async fn start_query(
+    config: &SourceConfig,
+    model: ValidatedModelSql,
+    options: &QueryOptions,
+) -> Result<RowStream, SourceError> {
     match config {
         SourceConfig::DuckDb { path } => {
             duckdb_source::start_duckdb_query(path, model, options).await

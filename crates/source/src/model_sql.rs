@@ -25,6 +25,11 @@ impl ValidatedModelSql {
     pub fn statement(&self) -> &str {
         &self.statement
     }
+
+    /// SQL ferry wrote itself around a validated model (change detection's query).
+    pub(crate) fn trusted(statement: String) -> ValidatedModelSql {
+        ValidatedModelSql { statement }
+    }
 }
 
 /// Refuses anything that is not a single SELECT / WITH / VALUES / TABLE / FROM query, with a

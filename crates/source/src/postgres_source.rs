@@ -78,8 +78,8 @@ pub(crate) fn describe_postgres_target(url: &Secret) -> String {
 }
 
 /// A client plus what error messages need to know about it.
-struct PostgresConnection {
-    client: Client,
+pub(crate) struct PostgresConnection {
+    pub(crate) client: Client,
     password: Option<String>,
     /// The reason the connection task ended with an error, if it did: it says more than the
     /// client's own "connection closed" (e.g. "terminating connection due to administrator
@@ -88,7 +88,7 @@ struct PostgresConnection {
 }
 
 impl PostgresConnection {
-    async fn open(url: &Secret) -> Result<PostgresConnection, SourceError> {
+    pub(crate) async fn open(url: &Secret) -> Result<PostgresConnection, SourceError> {
         let mut config: tokio_postgres::Config =
             url.expose()
                 .parse()
@@ -147,7 +147,7 @@ impl PostgresConnection {
     }
 
     /// Turns a driver error during the model into the `SourceError` a person should read.
-    fn model_error(
+    pub(crate) fn model_error(
         &self,
         error: &tokio_postgres::Error,
         sql: &str,

@@ -169,6 +169,7 @@ impl ConnectionInput {
                 TimeoutSetting::Preview,
                 self.preview_timeout_seconds,
             )?,
+            change_detection_schema: None,
         };
         if matches!(kind, KindInput::Stripe)
             && (warehouse.statement_timeout_seconds.is_some()
