@@ -170,7 +170,8 @@ impl From<ferry_engine::EngineError> for CliError {
             | E::LockLost
             | E::Source { .. }
             | E::StripeKey(_)
-            | E::StripeLookup(_) => 1,
+            | E::StripeLookup(_)
+            | E::ChangeDetection(_) => 1,
         };
         CliError {
             code,
@@ -192,6 +193,8 @@ pub fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, not in files, pipes or a service's journal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }

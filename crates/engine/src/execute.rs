@@ -8,7 +8,7 @@
 
 use crate::index::KeyIndex;
 use crate::plan::{Action, PENDING_CREATE_MAX_AGE};
-use crate::prepare::PreparedRecord;
+use crate::prepare::{PreparedRecord, WarehouseAck};
 use crate::EngineError;
 use ferry_core::{Outcome, Payload, RunCounts};
 use ferry_destinations::stripe::encoder::{create_params, update_params};
@@ -97,6 +97,9 @@ pub(crate) struct Settled {
     pub(crate) written: Option<serde_json::Value>,
     /// A record Stripe says no longer exists, to drop from the key index.
     pub(crate) gone: Option<String>,
+    /// The row's warehouse key and hash (change detection in the warehouse), acknowledged
+    /// there once the outcome is committed, if the record is in step with Stripe.
+    pub(crate) warehouse_ack: Option<WarehouseAck>,
 }
 
 /// How a chunk's execution ended when it did not fail.
@@ -153,11 +156,21 @@ pub(crate) async fn dispatch(
                 }
                 let Some(next) = queue.next() else { break };
                 match immediate_outcome(exec, &next) {
-                    Some(done) => committer.push(done).await?,
+                    Some(mut done) => {
+                        done.warehouse_ack = next.record.warehouse_ack;
+                        committer.push(done).await?
+                    }
                     None => {
                         let row_number = next.record.row_number;
+                        let ack = next.record.warehouse_ack.clone();
                         in_flight_rows.insert(row_number, next.record.key.clone());
-                        in_flight.push(async move { (row_number, execute_one(exec, next).await) });
+                        in_flight.push(async move {
+                            let done = execute_one(exec, next).await.map(|mut done| {
+                                done.warehouse_ack = ack;
+                                done
+                            });
+                            (row_number, done)
+                        });
                     }
                 }
             }
@@ -285,6 +298,7 @@ pub(crate) fn unchanged() -> Settled {
         pending_resolved: None,
         written: None,
         gone: None,
+        warehouse_ack: None,
     }
 }
 
@@ -615,6 +629,7 @@ pub(crate) fn settled(
         pending_resolved: None,
         written: None,
         gone: None,
+        warehouse_ack: None,
     }
 }
 
@@ -688,6 +703,10 @@ pub(crate) struct Committer<'a, 'b> {
     gone: Vec<String>,
     /// Latched: once the lock is found lost it stays lost.
     lock_lost: bool,
+    /// Change detection in the warehouse: where acknowledged rows are written, and those
+    /// waiting for the next commit.
+    acknowledger: Option<ferry_source::warehouse_diff::Acknowledger>,
+    acks: Vec<(String, String)>,
 }
 
 impl<'a, 'b> Committer<'a, 'b> {
@@ -701,7 +720,22 @@ impl<'a, 'b> Committer<'a, 'b> {
             written: Vec::new(),
             gone: Vec::new(),
             lock_lost: false,
+            acknowledger: None,
+            acks: Vec::new(),
         }
+    }
+
+    /// Acknowledges rows in the warehouse after each commit (change detection there).
+    pub(crate) fn acknowledge_in(
+        &mut self,
+        acknowledger: ferry_source::warehouse_diff::Acknowledger,
+    ) {
+        self.acknowledger = Some(acknowledger);
+    }
+
+    /// Rows the warehouse found unchanged: counted only.
+    pub(crate) fn unchanged_in_warehouse(&mut self, rows: u64) {
+        self.counts.unchanged += rows;
     }
 
     pub(crate) fn counts(&self) -> &RunCounts {
@@ -722,6 +756,16 @@ impl<'a, 'b> Committer<'a, 'b> {
 
     pub(crate) async fn push(&mut self, done: Settled) -> Result<(), EngineError> {
         self.counts.add(done.outcome);
+        // Only a record in step with Stripe is acknowledged; the others travel again.
+        if let Some(ack) = done.warehouse_ack {
+            if matches!(
+                done.outcome,
+                Outcome::Created | Outcome::Updated | Outcome::Unchanged
+            ) && self.acknowledger.is_some()
+            {
+                self.acks.push((ack.key, ack.hash));
+            }
+        }
         if let Some(progress) = &self.exec.progress {
             progress(done.outcome);
         }
@@ -739,7 +783,8 @@ impl<'a, 'b> Committer<'a, 'b> {
             self.written.extend(done.written);
         }
         self.gone.extend(done.gone);
-        let waiting = self.batch.records.len() + self.batch.snapshot_upserts.len();
+        let waiting =
+            self.batch.records.len() + self.batch.snapshot_upserts.len() + self.acks.len();
         if has_state && waiting >= COMMIT_BATCH_SIZE {
             self.flush().await?;
         }
@@ -800,16 +845,36 @@ impl<'a, 'b> Committer<'a, 'b> {
                 exec.store.update_run_counts(exec.run_id, &counts)
             })
             .await?;
-            return Ok(());
+        } else {
+            let batch = std::mem::take(&mut self.batch);
+            retry_state_write("committing outcomes", || {
+                exec.store
+                    .commit_batch(exec.sync_name, exec.schema().object, exec.run_id, &batch)
+            })
+            .await?;
         }
-        let batch = std::mem::take(&mut self.batch);
-        retry_state_write("committing outcomes", || {
-            exec.store
-                .commit_batch(exec.sync_name, exec.schema().object, exec.run_id, &batch)
-        })
-        .await?;
+        self.acknowledge_in_warehouse().await?;
         self.last_commit = Instant::now();
         Ok(())
+    }
+
+    /// Writes the acknowledgements of what was just committed to the warehouse. Only after the
+    /// workspace commit: a crash in between loses acknowledgements (those rows travel again
+    /// and are found unchanged), never claims one for a write ferry did not record.
+    async fn acknowledge_in_warehouse(&mut self) -> Result<(), EngineError> {
+        let Some(acknowledger) = self.acknowledger.as_mut() else {
+            return Ok(());
+        };
+        if self.acks.is_empty() {
+            return Ok(());
+        }
+        let acks = std::mem::take(&mut self.acks);
+        acknowledger.acknowledge(&acks).await.map_err(|error| {
+            EngineError::ChangeDetection(format!(
+                "{error}. What Stripe answered is saved in ferry's workspace; the rows not \
+                 acknowledged in the warehouse travel again next run and are found unchanged"
+            ))
+        })
     }
 }
 

@@ -75,6 +75,10 @@ pub enum EngineError {
     StripeLookup(String),
     #[error("{0}")]
     Config(String),
+    /// Change detection in the warehouse failed after the model was read (writing back the
+    /// rows Stripe acknowledged).
+    #[error("{0}")]
+    ChangeDetection(String),
     /// The sync's lock (a PostgreSQL session-level advisory lock) died with its session, so the
     /// run stopped sending: another run could have taken the lock.
     #[error("{}", execute::LOCK_LOST)]
@@ -88,6 +92,9 @@ pub struct SyncSetup {
     pub source: SourceConfig,
     pub stripe: StripeConfig,
     pub query: QueryOptions,
+    /// The model's connection's `change_detection_schema`: change detection runs in the
+    /// warehouse, in that schema.
+    pub change_detection_schema: Option<String>,
 }
 
 pub async fn load_sync_setup(
@@ -119,6 +126,10 @@ pub async fn load_sync_setup(
         source: source_config(store, &source_connection)?,
         stripe: stripe_config(store, &destination)?,
         query: query_options(&source_connection, TimeoutSetting::Statement)?,
+        change_detection_schema: connections::change_detection_schema(
+            &source_connection.name,
+            &source_connection.config,
+        )?,
         sync,
         model,
     })
@@ -200,9 +211,13 @@ impl Sink for PreviewSink {
         Ok(())
     }
 
-    async fn unchanged(&mut self) -> Result<(), EngineError> {
+    async fn unchanged(&mut self, _ack: Option<prepare::WarehouseAck>) -> Result<(), EngineError> {
         self.preview.unchanged += 1;
         Ok(())
+    }
+
+    fn unchanged_in_warehouse(&mut self, rows: u64) {
+        self.preview.unchanged += rows;
     }
 
     fn staged(&mut self, rows: u64) {
@@ -271,6 +286,7 @@ pub async fn preview_sync(store: &StateStore, setup: &SyncSetup) -> Result<Previ
         StripeService::new(setup.stripe.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
     let never = AtomicBool::new(false);
     let rows_read = std::sync::atomic::AtomicU64::new(0);
+    let warehouse_diff = run::warehouse_diff_spec(setup)?;
     let pipeline = Pipeline {
         store,
         setup,
@@ -278,6 +294,8 @@ pub async fn preview_sync(store: &StateStore, setup: &SyncSetup) -> Result<Previ
         full_resync: false,
         cancel: &never,
         rows_read: &rows_read,
+        warehouse_diff: warehouse_diff.as_ref(),
+        creates_tables: false,
     };
     let mut sink = PreviewSink::default();
     pipeline.drive(&mut sink).await?;
@@ -335,9 +353,15 @@ impl Sink for RunSink<'_, '_, '_> {
         self.committer.flush_if_due().await
     }
 
-    async fn unchanged(&mut self) -> Result<(), EngineError> {
-        self.committer.push(execute::unchanged()).await?;
+    async fn unchanged(&mut self, ack: Option<prepare::WarehouseAck>) -> Result<(), EngineError> {
+        let mut done = execute::unchanged();
+        done.warehouse_ack = ack;
+        self.committer.push(done).await?;
         self.committer.flush_if_due().await
+    }
+
+    fn unchanged_in_warehouse(&mut self, rows: u64) {
+        self.committer.unchanged_in_warehouse(rows);
     }
 
     fn staged(&mut self, rows: u64) {
@@ -408,7 +432,12 @@ pub async fn run_sync(
     };
     let heartbeat = heartbeat(store, &run.id);
     let rows_read = std::sync::atomic::AtomicU64::new(0);
+    let (warehouse_diff, mut spec_error) = match run::warehouse_diff_spec(setup) {
+        Ok(spec) => (spec, None),
+        Err(error) => (None, Some(error)),
+    };
     let result = {
+        let warehouse_diff = warehouse_diff.as_ref();
         let pipeline = Pipeline {
             store,
             setup,
@@ -416,14 +445,29 @@ pub async fn run_sync(
             full_resync: options.full_resync,
             cancel: &options.cancel,
             rows_read: &rows_read,
+            warehouse_diff,
+            creates_tables: true,
         };
+        let mut committer = Committer::new(&execution, &mut counts);
+        if let Some(spec) = warehouse_diff {
+            committer.acknowledge_in(ferry_source::warehouse_diff::Acknowledger::new(
+                &setup.source,
+                spec,
+            ));
+        }
         let mut sink = RunSink {
             exec: &execution,
-            committer: Committer::new(&execution, &mut counts),
+            committer,
             on_plan: options.on_plan.as_ref(),
             chunks_sent: 0,
         };
-        let driven = pipeline.drive(&mut sink);
+        let driven = async {
+            // A sync that no longer fits its model fails like any other problem of the run.
+            if let Some(error) = spec_error.take() {
+                return Err(error);
+            }
+            pipeline.drive(&mut sink).await
+        };
         let outcome = tokio::select! {
             outcome = driven => outcome,
             never = heartbeat => match never {},

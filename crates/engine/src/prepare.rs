@@ -163,6 +163,16 @@ pub struct PreparedRecord {
     /// The payload as canonical JSON text, and its hash (written once, used by the snapshot).
     pub payload_json: String,
     pub payload_hash: String,
+    /// With change detection in the warehouse: the row's key and hash as the warehouse computed
+    /// them, written back once Stripe's answer for the record is committed.
+    pub warehouse_ack: Option<WarehouseAck>,
+}
+
+/// A row's key and hash as the warehouse computed them (`ferry_source::warehouse_diff`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WarehouseAck {
+    pub key: String,
+    pub hash: String,
 }
 
 impl PreparedRecord {
@@ -180,6 +190,7 @@ impl PreparedRecord {
             key,
             match_key,
             payload,
+            warehouse_ack: None,
         }
     }
 }

@@ -19,11 +19,14 @@ use crate::execute::{
 };
 use crate::index::KeyIndex;
 use crate::plan::{plan, Action, Known, Rules};
-use crate::prepare::{duplicate_reason, prepare_row, PreparedRecord, RejectedRow, ValidatedSync};
+use crate::prepare::{
+    duplicate_reason, prepare_row, PreparedRecord, RejectedRow, ValidatedSync, WarehouseAck,
+};
 use crate::stage::{KeyGroup, Sorted, Stage, StagedRecord};
 use crate::{EngineError, SyncSetup};
-use ferry_core::Payload;
+use ferry_core::{Payload, Value};
 use ferry_destinations::stripe::{StripeCallError, StripeRecord, StripeService};
+use ferry_source::warehouse_diff::{self, DiffSpec, DiffTable, ADDED_COLUMNS};
 use ferry_state::{SnapshotKey, StateStore};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::HashMap;
@@ -39,7 +42,11 @@ const READS_IN_FLIGHT: usize = 16;
 /// What a pipeline reports to whoever drives it: a run commits and executes, a preview counts.
 pub(crate) trait Sink {
     async fn rejected(&mut self, row: RejectedRow) -> Result<(), EngineError>;
-    async fn unchanged(&mut self) -> Result<(), EngineError>;
+    /// A record whose payload equals ferry's last write; `ack` is its warehouse key and hash
+    /// when change detection runs in the warehouse.
+    async fn unchanged(&mut self, ack: Option<WarehouseAck>) -> Result<(), EngineError>;
+    /// Rows the warehouse found unchanged: they never left it.
+    fn unchanged_in_warehouse(&mut self, rows: u64);
     /// Every row is read and staged: `rows` in all.
     fn staged(&mut self, rows: u64);
     /// Whether records were created (a run's, not a preview's).
@@ -65,44 +72,152 @@ pub(crate) struct Pipeline<'a> {
     pub(crate) cancel: &'a AtomicBool,
     /// Rows read from the model so far, for a run that fails or stops while reading.
     pub(crate) rows_read: &'a std::sync::atomic::AtomicU64,
+    /// Change detection in the warehouse, when the connection turns it on.
+    pub(crate) warehouse_diff: Option<&'a DiffSpec>,
+    /// Whether this pipeline may create the sync's change detection table (a run may; a
+    /// preview writes nothing).
+    pub(crate) creates_tables: bool,
+}
+
+/// The change detection columns of one row, split off the model's own.
+struct ChangeColumns {
+    /// `None` on the one row that only carries the count (no row needs ferry).
+    row_number: Option<u64>,
+    ack: Option<WarehouseAck>,
+    total: u64,
+}
+
+impl ChangeColumns {
+    fn split_off(row: &mut Vec<Value>) -> Result<ChangeColumns, String> {
+        if row.len() < ADDED_COLUMNS.len() {
+            return Err("the change query returned too few columns".to_string());
+        }
+        let added = row.split_off(row.len() - ADDED_COLUMNS.len());
+        let number = |value: &Value| match value {
+            Value::Int(n) => u64::try_from(*n).ok(),
+            Value::Decimal(text) => text.parse().ok(),
+            _ => None,
+        };
+        let text = |value: &Value| match value {
+            Value::Text(text) => Some(text.clone()),
+            _ => None,
+        };
+        let total = number(&added[4])
+            .ok_or_else(|| format!("the change query's row count is {:?}", added[4]))?;
+        let row_number = number(&added[0]);
+        let ack = match (text(&added[1]), text(&added[2])) {
+            (Some(key), Some(hash)) => Some(WarehouseAck { key, hash }),
+            _ => None,
+        };
+        Ok(ChangeColumns {
+            row_number,
+            ack,
+            total,
+        })
+    }
 }
 
 impl<'a> Pipeline<'a> {
     /// Reads, stages, merges and plans the model chunk by chunk into `sink`. Returns how it
     /// ended and the number of rows read.
     pub(crate) async fn drive(&self, sink: &mut impl Sink) -> Result<(Ending, u64), EngineError> {
-        let (sync, mut stream) = self.open_model().await?;
+        let in_warehouse = self.open_warehouse_diff().await?;
+        let (sync, mut stream) = self.open_model(in_warehouse).await?;
         let scratch = scratch_dir(self.store)?;
         let mut stage = Stage::start(scratch.path()).map_err(EngineError::Config)?;
         let mut rows = 0u64;
+        // With change detection in the warehouse: the model's row count, and the rows that
+        // travelled (the others are unchanged).
+        let mut model_rows: Option<u64> = None;
+        let mut travelled = 0u64;
         while let Some(row) = stream.next_row().await {
-            let row = row.map_err(|e| self.source_error(e))?;
+            let mut row = row.map_err(|e| self.source_error(e))?;
+            let mut row_number = rows + 1;
+            let mut ack = None;
+            if in_warehouse.is_some() {
+                let added = ChangeColumns::split_off(&mut row).map_err(|problem| {
+                    self.source_error(ferry_source::SourceError::ChangeDetection { problem })
+                })?;
+                model_rows = Some(added.total);
+                let Some(number) = added.row_number else {
+                    continue;
+                };
+                travelled += 1;
+                row_number = number;
+                ack = added.ack;
+            }
             rows += 1;
             self.rows_read.store(rows, Ordering::Relaxed);
             if rows.is_multiple_of(1024) && self.cancel.load(Ordering::Relaxed) {
                 return Ok((Ending::Cancelled, rows));
             }
-            match prepare_row(&sync, rows, &row) {
-                Ok(record) => stage
-                    .push(StagedRecord::from_prepared(record))
-                    .await
-                    .map_err(EngineError::Config)?,
+            match prepare_row(&sync, row_number, &row) {
+                Ok(mut record) => {
+                    record.warehouse_ack = ack;
+                    stage
+                        .push(StagedRecord::from_prepared(record))
+                        .await
+                        .map_err(EngineError::Config)?
+                }
                 Err(rejected) => sink.rejected(rejected).await?,
             }
         }
         drop(stream);
+        if let Some(total) = model_rows {
+            let unchanged = total.saturating_sub(travelled);
+            tracing::info!(
+                rows = total,
+                travelled,
+                unchanged,
+                "The warehouse compared the model with the rows Stripe acknowledged."
+            );
+            sink.unchanged_in_warehouse(unchanged);
+            rows = total;
+            self.rows_read.store(rows, Ordering::Relaxed);
+        }
         sink.staged(rows);
         let mut sorted = stage.finish();
         let ending = self.merge(&sync, &mut sorted, sink).await?;
         Ok((ending, rows))
     }
 
-    async fn open_model(&self) -> Result<(ValidatedSync, ferry_source::RowStream), EngineError> {
-        let setup = self.setup;
-        let stream = ferry_source::query(&setup.source, &setup.model.sql, &setup.query)
+    /// With change detection in the warehouse: checks (and for a run, creates) the sync's
+    /// table. `Some` when the warehouse can compare the model with it.
+    async fn open_warehouse_diff(&self) -> Result<Option<&'a DiffSpec>, EngineError> {
+        let Some(spec) = self.warehouse_diff else {
+            return Ok(None);
+        };
+        let table = warehouse_diff::open_table(&self.setup.source, spec, self.creates_tables)
             .await
             .map_err(|e| self.source_error(e))?;
-        let columns: Vec<String> = stream.columns().iter().map(|c| c.name.clone()).collect();
+        Ok((table == DiffTable::Ready).then_some(spec))
+    }
+
+    async fn open_model(
+        &self,
+        in_warehouse: Option<&DiffSpec>,
+    ) -> Result<(ValidatedSync, ferry_source::RowStream), EngineError> {
+        let setup = self.setup;
+        let stream = match in_warehouse {
+            Some(spec) => {
+                // A full resync reads every row, but through the same query, so that each one
+                // still gets its warehouse key and hash acknowledged.
+                warehouse_diff::query_changes(
+                    &setup.source,
+                    &setup.model.sql,
+                    spec,
+                    self.full_resync,
+                    &setup.query,
+                )
+                .await
+            }
+            None => ferry_source::query(&setup.source, &setup.model.sql, &setup.query).await,
+        }
+        .map_err(|e| self.source_error(e))?;
+        let mut columns: Vec<String> = stream.columns().iter().map(|c| c.name.clone()).collect();
+        if in_warehouse.is_some() {
+            columns.truncate(columns.len().saturating_sub(ADDED_COLUMNS.len()));
+        }
         let sync = crate::prepare::validate_sync(&setup.sync.spec, &columns)
             .map_err(EngineError::InvalidSync)?;
         Ok((sync, stream))
@@ -174,7 +289,7 @@ impl<'a> Pipeline<'a> {
                     };
                     match remembered {
                         Some(entry) if entry.payload_hash == record.payload_hash => {
-                            sink.unchanged().await?;
+                            sink.unchanged(record.into_prepared().warehouse_ack).await?;
                         }
                         Some(entry) => changed.push((record, entry.destination_id.clone())),
                         None => new.push(record),
@@ -568,6 +683,39 @@ impl<'a> SnapshotCursor<'a> {
             self.exhausted = self.page.len() < SNAPSHOT_PAGE;
         }
     }
+}
+
+/// What change detection in the warehouse needs to know of a sync, when its model's
+/// connection turns it on: the key column, the columns the sync reads, and a fingerprint of
+/// everything else that decides what a row becomes in Stripe (a change to any makes every row
+/// travel once).
+pub(crate) fn warehouse_diff_spec(setup: &SyncSetup) -> Result<Option<DiffSpec>, EngineError> {
+    let Some(schema) = &setup.change_detection_schema else {
+        return Ok(None);
+    };
+    let spec = &setup.sync.spec;
+    let mut columns = vec![spec.key.column.clone()];
+    for mapping in &spec.mappings {
+        if !columns.contains(&mapping.column) {
+            columns.push(mapping.column.clone());
+        }
+    }
+    let validated =
+        crate::prepare::validate_sync(spec, &columns).map_err(EngineError::InvalidSync)?;
+    let mut decisive = spec.clone();
+    decisive.schedule = None;
+    let described = serde_json::to_string(&decisive).unwrap_or_default();
+    let fingerprint =
+        ferry_core::payload::hash_canonical_json(&format!("ferry change detection 1\n{described}"));
+    Ok(Some(DiffSpec {
+        schema: schema.clone(),
+        sync_uid: setup.sync.uid.clone(),
+        sync_name: setup.sync.name.clone(),
+        key_column: spec.key.column.clone(),
+        key_ignores_case: validated.key.ignore_case,
+        columns,
+        fingerprint,
+    }))
 }
 
 /// A directory for the run's spilled records, removed when dropped: inside the workspace

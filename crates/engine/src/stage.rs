@@ -30,11 +30,20 @@ pub(crate) struct StagedRecord {
     pub(crate) key: String,
     pub(crate) payload_json: String,
     pub(crate) payload_hash: String,
+    /// `(key, hash)` from the warehouse with change detection there; both empty without.
+    pub(crate) warehouse_key: String,
+    pub(crate) warehouse_hash: String,
 }
 
 impl StagedRecord {
     pub(crate) fn from_prepared(record: PreparedRecord) -> StagedRecord {
+        let (warehouse_key, warehouse_hash) = match record.warehouse_ack {
+            Some(ack) => (ack.key, ack.hash),
+            None => (String::new(), String::new()),
+        };
         StagedRecord {
+            warehouse_key,
+            warehouse_hash,
             payload_hash: record.payload_hash,
             payload_json: record.payload_json,
             match_key: record.match_key,
@@ -55,6 +64,12 @@ impl StagedRecord {
             payload,
             payload_json: self.payload_json,
             payload_hash: self.payload_hash,
+            warehouse_ack: (!self.warehouse_hash.is_empty()).then_some(
+                crate::prepare::WarehouseAck {
+                    key: self.warehouse_key,
+                    hash: self.warehouse_hash,
+                },
+            ),
         }
     }
 }
@@ -65,7 +80,9 @@ impl StagedRecord {
         writer.write_all(&self.row_number.to_le_bytes())?;
         write_text(writer, &self.key)?;
         write_text(writer, &self.payload_json)?;
-        write_text(writer, &self.payload_hash)
+        write_text(writer, &self.payload_hash)?;
+        write_text(writer, &self.warehouse_key)?;
+        write_text(writer, &self.warehouse_hash)
     }
 
     /// The next record of a segment; `None` at its end.
@@ -83,6 +100,8 @@ impl StagedRecord {
             key: read_text(reader)?,
             payload_json: read_text(reader)?,
             payload_hash: read_text(reader)?,
+            warehouse_key: read_text(reader)?,
+            warehouse_hash: read_text(reader)?,
         }))
     }
 
@@ -91,7 +110,9 @@ impl StagedRecord {
             + self.key.len()
             + self.payload_json.len()
             + self.payload_hash.len()
-            + 96
+            + self.warehouse_key.len()
+            + self.warehouse_hash.len()
+            + 144
     }
 }
 
@@ -390,6 +411,8 @@ mod tests {
             key: key.to_string(),
             payload_json: format!(r#"{{"email":"{key}"}}"#),
             payload_hash: "h".into(),
+            warehouse_key: String::new(),
+            warehouse_hash: String::new(),
         }
     }
 
@@ -444,6 +467,8 @@ mod tests {
             key: "Ada@X.com".into(),
             payload_json: r#"{"name":"Ada é"}"#.into(),
             payload_hash: "abc".into(),
+            warehouse_key: "ada@x.com".into(),
+            warehouse_hash: "0cc175b9c0f1b6a831c399e269772661".into(),
         };
         let mut bytes = Vec::new();
         record.encode(&mut bytes).unwrap();

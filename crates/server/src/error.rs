@@ -122,7 +122,10 @@ impl From<EngineError> for ApiError {
             | E::Config(_)
             | E::StripeKey(_) => ApiError::invalid(error.to_string()),
             E::LockLost => ApiError::new(StatusCode::CONFLICT, "lock_lost", error.to_string()),
-            E::Source { .. } | E::StripeLookup(_) | E::WarehouseUnreachable(_) => {
+            E::Source { .. }
+            | E::StripeLookup(_)
+            | E::WarehouseUnreachable(_)
+            | E::ChangeDetection(_) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "upstream", error.to_string())
             }
         }

@@ -309,7 +309,10 @@ fn missing_schema(spec: &DiffSpec, only_registry: bool) -> SourceError {
             spec.schema
         )
     } else {
-        format!("the schema `{}` does not exist in the warehouse", spec.schema)
+        format!(
+            "the schema `{}` does not exist in the warehouse",
+            spec.schema
+        )
     };
     SourceError::ChangeDetection {
         problem: format!(
@@ -324,10 +327,14 @@ fn missing_schema(spec: &DiffSpec, only_registry: bool) -> SourceError {
 /// The model wrapped so that the warehouse returns only the rows that need ferry: rows whose
 /// key has no acknowledged hash or another one, and every copy of a key the model holds more
 /// than once (ferry rejects those). Each row carries [`ADDED_COLUMNS`]; when no row needs ferry,
-/// one row of NULLs still carries the model's row count.
-pub fn change_query(config: &SourceConfig, model: &str, spec: &DiffSpec) -> String {
+/// one row of NULLs still carries the model's row count. With `all_rows` (a full resync) every
+/// row comes back, keys and hashes computed alike.
+pub fn change_query(config: &SourceConfig, model: &str, spec: &DiffSpec, all_rows: bool) -> String {
     let dialect = Dialect::of(config);
-    let key = dialect.key_text(&format!("q.{}", quote(&spec.key_column)), spec.key_ignores_case);
+    let key = dialect.key_text(
+        &format!("q.{}", quote(&spec.key_column)),
+        spec.key_ignores_case,
+    );
     let fields: Vec<String> = spec
         .columns
         .iter()
@@ -335,13 +342,18 @@ pub fn change_query(config: &SourceConfig, model: &str, spec: &DiffSpec) -> Stri
         .collect();
     let hash = dialect.row_hash(&spec.fingerprint, &fields);
     let table = spec.table();
+    let condition = if all_rows {
+        "TRUE"
+    } else {
+        "w.__ferry_copies > 1 OR a.key IS NULL OR a.row_hash <> w.__ferry_hash"
+    };
     // The model ends on a line of its own: it may end with a `--` comment.
     format!(
         "SELECT d.*, t.__ferry_total FROM (SELECT count(*) AS __ferry_total FROM (\n{model}\n) AS c) AS t \
          LEFT JOIN (SELECT w.* FROM (SELECT m.*, count(*) OVER (PARTITION BY m.__ferry_key) AS __ferry_copies \
          FROM (SELECT q.*, row_number() OVER () AS __ferry_row, {key} AS __ferry_key, {hash} AS __ferry_hash \
          FROM (\n{model}\n) AS q) AS m) AS w LEFT JOIN {table} AS a ON a.key = w.__ferry_key \
-         WHERE w.__ferry_copies > 1 OR a.key IS NULL OR a.row_hash <> w.__ferry_hash) AS d ON TRUE"
+         WHERE {condition}) AS d ON TRUE"
     )
 }
 
@@ -350,10 +362,12 @@ pub async fn query_changes(
     config: &SourceConfig,
     model_sql: &str,
     spec: &DiffSpec,
+    all_rows: bool,
     options: &QueryOptions,
 ) -> Result<RowStream, SourceError> {
     let model = crate::validate_model_sql(model_sql)?;
-    let wrapped = ValidatedModelSql::trusted(change_query(config, model.statement(), spec));
+    let wrapped =
+        ValidatedModelSql::trusted(change_query(config, model.statement(), spec, all_rows));
     crate::start_query(config, wrapped, options).await
 }
 
@@ -511,27 +525,26 @@ impl Dialect {
         }
     }
 
-    /// A hash of the fingerprint and the row's values as JSON, which tells NULL from the text
-    /// `NULL` and keeps each value's type.
+    /// A hash of the fingerprint and the row's values, each written as `n` (NULL) or `v`, its
+    /// text's length, `:` and the text: unambiguous (NULL is not the text `NULL`, and no value
+    /// can pass for two), in SQL every warehouse has (no JSON extension needed).
     fn row_hash(&self, fingerprint: &str, fields: &[String]) -> String {
         let fingerprint = fingerprint.replace('\'', "''");
-        match self {
-            Dialect::Postgres => format!(
-                "md5('{fingerprint}' || CAST(row_to_json(ROW({})) AS text))",
-                fields.join(", ")
-            ),
-            Dialect::DuckDb => {
-                let packed: Vec<String> = fields
-                    .iter()
-                    .enumerate()
-                    .map(|(n, field)| format!("c{n} := {field}"))
-                    .collect();
+        let text_type = match self {
+            Dialect::Postgres => "text",
+            Dialect::DuckDb => "VARCHAR",
+        };
+        let parts: Vec<String> = fields
+            .iter()
+            .map(|field| {
+                let text = format!("CAST({field} AS {text_type})");
                 format!(
-                    "md5('{fingerprint}' || CAST(to_json(struct_pack({})) AS VARCHAR))",
-                    packed.join(", ")
+                    "(CASE WHEN {field} IS NULL THEN 'n' ELSE 'v' || CAST(length({text}) AS \
+                     {text_type}) || ':' || {text} END)"
                 )
-            }
-        }
+            })
+            .collect();
+        format!("md5('{fingerprint}' || {})", parts.join(" || "))
     }
 }
 
@@ -664,16 +677,32 @@ mod tests {
         let postgres = SourceConfig::Postgres {
             url: ferry_core::Secret::new("postgres://x@h/db"),
         };
-        let sql = change_query(&postgres, "SELECT * FROM people -- all", &spec());
-        assert!(sql.contains("FROM (\nSELECT * FROM people -- all\n) AS q"), "{sql}");
+        let sql = change_query(&postgres, "SELECT * FROM people -- all", &spec(), false);
+        assert!(
+            sql.contains("FROM (\nSELECT * FROM people -- all\n) AS q"),
+            "{sql}"
+        );
         assert!(sql.contains("lower(btrim(CAST(q.\"email\" AS text))) AS __ferry_key"));
-        assert!(sql.contains("md5('f1' || CAST(row_to_json(ROW(q.\"email\", q.\"full name\")) AS text))"));
+        assert!(
+            sql.contains(
+                "md5('f1' || (CASE WHEN q.\"email\" IS NULL THEN 'n' ELSE 'v' || \
+             CAST(length(CAST(q.\"email\" AS text)) AS text) || ':' || CAST(q.\"email\" AS text) \
+             END) || (CASE WHEN q.\"full name\" IS NULL"
+            ),
+            "{sql}"
+        );
         assert!(sql.contains("LEFT JOIN \"ferry\".\"sync_00ab\" AS a ON a.key = w.__ferry_key"));
-        assert!(sql.contains("w.__ferry_copies > 1 OR a.key IS NULL OR a.row_hash <> w.__ferry_hash"));
+        assert!(
+            sql.contains("w.__ferry_copies > 1 OR a.key IS NULL OR a.row_hash <> w.__ferry_hash")
+        );
         let duckdb = SourceConfig::DuckDb {
             path: "/w.duckdb".into(),
         };
-        let sql = change_query(&duckdb, "SELECT 1", &spec());
-        assert!(sql.contains("md5('f1' || CAST(to_json(struct_pack(c0 := q.\"email\", c1 := q.\"full name\")) AS VARCHAR))"), "{sql}");
+        let sql = change_query(&duckdb, "SELECT 1", &spec(), true);
+        assert!(
+            sql.contains("CAST(q.\"full name\" AS VARCHAR) END))"),
+            "{sql}"
+        );
+        assert!(sql.contains("WHERE TRUE) AS d ON TRUE"), "{sql}");
     }
 }
