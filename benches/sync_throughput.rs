@@ -1,12 +1,13 @@
 //! Benchmark: the real `ferry` binary against the Stripe emulator, at scale. Prints one table:
 //! wall time, ferry's peak memory (RSS) and CPU time, and the requests sent, for each scenario
 //! of the engine's goals (see the README's "Benchmarks"): 1M- and 10M-row models in bounded
-//! memory, a 1%-changed rerun, one new row against an account of 1M customers, 20,000 creates
+//! memory, a 1%-changed rerun, one new row against an account of 1M customers, a 10M-row
+//! PostgreSQL model with 0.1% changed found by change detection in the warehouse, 20,000 creates
 //! with limits off, and a live-mode run under Stripe's limits.
 //!
 //! `cargo bench --bench sync_throughput`. `FERRY_BENCH_SCALE=0.1` runs every scenario at a tenth
 //! of its size (a quick check); `FERRY_BENCH_ONLY=name,name` runs some scenarios only
-//! (`duckdb`, `ten_million`, `postgres`, `creates`, `live`). Peak RSS and CPU come from GNU time
+//! (`duckdb`, `ten_million`, `postgres`, `warehouse_diff`, `creates`, `live`). Peak RSS and CPU come from GNU time
 //! (`/usr/bin/time`, Debian package `time`) wrapped around each ferry command.
 
 use ferry_stripe_emulator::{Emulator, EmulatorConfig, RateLimits, TEST_API_KEY};
@@ -45,6 +46,9 @@ fn main() {
     }
     if wanted("postgres") {
         runtime.block_on(postgres_million(&mut table, scaled(1_000_000)));
+    }
+    if wanted("warehouse_diff") {
+        runtime.block_on(warehouse_diff(&mut table, scaled(10_000_000)));
     }
     if wanted("creates") {
         runtime.block_on(twenty_thousand_creates(&mut table, scaled(20_000)));
@@ -435,6 +439,104 @@ async fn postgres_million(table: &mut Table, rows: u64) {
         );
         bench.sync("bench", "people", PEOPLE);
         first_preview_and_run(&bench, table, "PostgreSQL model", rows);
+    });
+    drop(client);
+    server.stop().ok();
+}
+
+/// A PostgreSQL model of `rows` rows whose every row Stripe acknowledged (seeded in the
+/// warehouse as a run would have left it), then 0.1% changed: the preview (the plan) with change
+/// detection in the warehouse, ferry's memory and time.
+async fn warehouse_diff(table: &mut Table, rows: u64) {
+    let server = ferry_testkit::PgServer::start().expect("PostgreSQL starts");
+    let url = server.create_database("bench").expect("a database");
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connects");
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "create table people as select i as id, 'bench' || i || '@example.com' as email, 'Bench ' || i as name,
+                    '+1 555 ' || lpad((i % 10000)::text, 4, '0') as phone, (array['free', 'pro'])[1 + i % 2] as plan,
+                    'Paris' as city, 'FR' as country
+             from generate_series(1, {rows}) i"
+        ))
+        .await
+        .expect("the table is made");
+    let bench = Bench::start(unlimited()).await;
+    tokio::task::block_in_place(|| {
+        bench.connect(
+            TEST_API_KEY,
+            true,
+            &[
+                "connect",
+                "postgres",
+                "warehouse",
+                "--url",
+                &url,
+                "--change-detection-schema",
+                "ferry",
+            ],
+        );
+        bench.sync("bench", "people", PEOPLE);
+    });
+    // Every row acknowledged, as after a run that synced them all.
+    let store = ferry_state::StateStore::open_existing(&ferry_state::WorkspaceOptions {
+        dir: bench.workspace(),
+        state_url: None,
+        master_key: None,
+    })
+    .await
+    .expect("the workspace opens");
+    let spec = ferry_engine::change_detection_spec(&store, "bench")
+        .await
+        .expect("the sync loads")
+        .expect("change detection is on");
+    drop(store);
+    let source = ferry_source::SourceConfig::Postgres {
+        url: ferry_core::Secret::new(url.clone()),
+    };
+    let every_row = ferry_source::warehouse_diff::change_query(&source, PEOPLE, &spec, true);
+    let seeded = Instant::now();
+    client
+        .batch_execute(&format!(
+            "create table ferry.sync_{uid} (key varchar primary key, row_hash varchar not null);
+             insert into ferry.ferry_syncs (sync_uid, sync_name) values ('{uid}', 'bench');
+             insert into ferry.sync_{uid} select __ferry_key, __ferry_hash from ({every_row}) z
+               where __ferry_row is not null;
+             update people set plan = 'enterprise' where id % 1000 = 0;
+             vacuum analyze people; vacuum analyze ferry.sync_{uid};",
+            uid = spec.sync_uid
+        ))
+        .await
+        .expect("the acknowledgements are seeded");
+    println!(
+        "seeded {rows} acknowledgements in {:.1}s",
+        seeded.elapsed().as_secs_f64()
+    );
+    let changed = rows / 1000;
+    tokio::task::block_in_place(|| {
+        let preview = bench.measure(&["sync", "preview", "bench", "--format", "json"]);
+        assert_eq!(
+            (
+                preview.report["rows"].as_u64(),
+                preview.report["create"].as_u64(),
+                preview.report["unchanged"].as_u64()
+            ),
+            (Some(rows), Some(changed), Some(rows - changed)),
+            "{}",
+            preview.report
+        );
+        table.add(
+            "PostgreSQL 0.1% changed, in-warehouse diff: plan",
+            rows,
+            &preview,
+            format!(
+                "plan ≤ 20 s: {}, peak ≤ 250 MB: {}",
+                verdict(preview.wall.as_secs_f64() <= 20.0),
+                verdict(preview.rss_mb <= 250.0)
+            ),
+        );
     });
     drop(client);
     server.stop().ok();

@@ -135,6 +135,16 @@ pub async fn load_sync_setup(
     })
 }
 
+/// What change detection in the warehouse uses for a sync (its table, key, columns and
+/// fingerprint), when its model's connection turns it on: for tools that prepare a warehouse,
+/// such as the benchmark.
+pub async fn change_detection_spec(
+    store: &StateStore,
+    sync_name: &str,
+) -> Result<Option<ferry_source::warehouse_diff::DiffSpec>, EngineError> {
+    run::warehouse_diff_spec(&load_sync_setup(store, sync_name).await?)
+}
+
 /// What a run would do, found with reads only.
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct Preview {
