@@ -821,3 +821,100 @@ async fn warehouse_timeouts_apply_export_and_bad_ones_are_refused() {
     );
     assert_eq!(config().await, saved, "nothing refused was saved");
 }
+
+/// `change_detection_schema` on a warehouse connection: applied through the same save as the
+/// CLI (which creates the schema and its `ferry_syncs` table in the DuckDB file), exported,
+/// planned as a change, and refused naming the field when it is not a plain lower-case name or
+/// sits on a Stripe connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_detection_schema_applies_exports_and_a_bad_one_is_refused() {
+    let scene = scene().await;
+    let registry = "select sync_uid, sync_name, created_at from ferry.ferry_syncs";
+    assert!(
+        ferry_source::duckdb_execute(&scene.warehouse(), registry).is_err(),
+        "no bookkeeping table before the setting is applied"
+    );
+    let with_schema = |schema: &str| {
+        ferry_yaml(&scene, SQL, "metadata.plan").replace(
+            "    path: warehouse.duckdb\n",
+            &format!("    path: warehouse.duckdb\n    change_detection_schema: {schema}\n"),
+        )
+    };
+    write(&scene, "ferry.yaml", &with_schema("ferry"));
+    scene
+        .ferry(&["apply", "-f", "ferry.yaml", "--yes"])
+        .await
+        .ok();
+    let store = store(&scene).await;
+    let config = || async {
+        store
+            .get_connection("warehouse")
+            .await
+            .unwrap()
+            .unwrap()
+            .config
+    };
+    let saved = config().await;
+    assert_eq!(saved["change_detection_schema"], "ferry", "{saved}");
+    ferry_source::duckdb_execute(&scene.warehouse(), registry)
+        .expect("saving the connection created ferry.ferry_syncs in the warehouse");
+
+    let listed = scene.ferry(&["connections"]).await.ok().stdout;
+    assert!(
+        listed.contains("change detection in schema ferry"),
+        "{listed}"
+    );
+    let exported = scene.ferry(&["export"]).await.ok().stdout;
+    assert!(
+        exported.contains("    path: ")
+            && exported.contains("    change_detection_schema: ferry\n"),
+        "{exported}"
+    );
+    write(&scene, "exported.yaml", &exported);
+    let again = scene.ferry(&["apply", "-f", "exported.yaml"]).await.ok();
+    assert!(
+        again
+            .stdout
+            .contains("Plan: 0 to create, 0 to change, 4 unchanged."),
+        "{}",
+        again.stdout
+    );
+    write(&scene, "other.yaml", &with_schema("ferry_cd"));
+    let plan = scene.ferry(&["apply", "-f", "other.yaml"]).await.ok();
+    assert_eq!(
+        lines_starting(&plan, "~ "),
+        ["~ change connection warehouse: change_detection_schema"],
+        "{}",
+        plan.stdout
+    );
+
+    for (value, problem) in [
+        ("Bad-Name", "`Bad-Name` is not a schema name ferry accepts"),
+        ("1x", "`1x` is not a schema name ferry accepts"),
+        ("5", "5 is not a schema name; give a name such as `ferry`"),
+    ] {
+        write(&scene, "bad.yaml", &with_schema(value));
+        let ran = scene.ferry(&["apply", "-f", "bad.yaml", "--yes"]).await;
+        let message = refused(&ran);
+        assert!(
+            message.contains(&format!(
+                "connection 'warehouse': change_detection_schema: {problem}"
+            )),
+            "{value}: {message}"
+        );
+    }
+    let on_stripe = ferry_yaml(&scene, SQL, "metadata.plan").replace(
+        "    max_rps: 25\n",
+        "    max_rps: 25\n    change_detection_schema: ferry\n",
+    );
+    write(&scene, "on-stripe.yaml", &on_stripe);
+    let ran = scene
+        .ferry(&["apply", "-f", "on-stripe.yaml", "--yes"])
+        .await;
+    let message = refused(&ran);
+    assert!(
+        message.contains("`change_detection_schema` is not a setting of a stripe connection"),
+        "{message}"
+    );
+    assert_eq!(config().await, saved, "nothing refused was saved");
+}

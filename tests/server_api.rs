@@ -2427,3 +2427,191 @@ async fn warehouse_timeouts_are_checked_by_the_api_and_the_source_form() {
         edit.text
     );
 }
+
+/// `change_detection_schema` over the API and the source form: saved (which creates the schema
+/// and its `ferry_syncs` table in the DuckDB file) and shown back, refused with 422 naming the
+/// field when it is not a plain lower-case name or sits on a Stripe connection (nothing saved);
+/// the form keeps what was typed, and an empty field turns the setting off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_detection_schema_is_checked_by_the_api_and_the_source_form() {
+    let scene = Scene::new().await;
+    scene.warehouse_sql(&people_sql(3));
+    let registry = |schema: &str| {
+        ferry_source::duckdb_execute(
+            &scene.warehouse(),
+            &format!("select sync_uid, sync_name, created_at from {schema}.ferry_syncs"),
+        )
+    };
+    assert!(registry("ferry").is_err());
+    let served = scene.serve(&[]).await;
+    let api = Probe::new(&served);
+    let path = scene.warehouse().display().to_string();
+    let with = |schema: Json| {
+        let mut body = duckdb_connection(&scene, "warehouse");
+        body["change_detection_schema"] = schema;
+        body
+    };
+    for bad in ["Bad-Name", "1x", "ferry;drop"] {
+        let refused = api
+            .post("/api/v1/connections", with(json!(bad)))
+            .await
+            .expect(422);
+        assert_eq!(refused.error_code(), "invalid");
+        assert!(
+            refused.message().starts_with(&format!(
+                "change_detection_schema: `{bad}` is not a schema name ferry accepts"
+            )),
+            "{}",
+            refused.text
+        );
+    }
+    let not_text = api
+        .post("/api/v1/connections", with(json!(5)))
+        .await
+        .expect(422);
+    assert!(
+        not_text.message().contains("change_detection_schema"),
+        "{}",
+        not_text.text
+    );
+    let on_stripe = api
+        .post(
+            "/api/v1/connections",
+            json!({ "name": "stripe", "kind": "stripe", "api_key": KEY,
+                    "api_base": scene.emulator.url(), "change_detection_schema": "ferry" }),
+        )
+        .await
+        .expect(422);
+    assert!(
+        on_stripe.message().contains("`change_detection_schema`"),
+        "{}",
+        on_stripe.text
+    );
+    api.get("/api/v1/connections/warehouse").await.expect(404);
+    api.get("/api/v1/connections/stripe").await.expect(404);
+    assert!(
+        registry("ferry").is_err(),
+        "nothing refused touched the file"
+    );
+
+    let created = api
+        .post("/api/v1/connections", with(json!("ferry")))
+        .await
+        .expect(201)
+        .json();
+    assert_eq!(created["config"]["change_detection_schema"], "ferry");
+    let shown = api
+        .get("/api/v1/connections/warehouse")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(shown["config"]["change_detection_schema"], "ferry");
+    registry("ferry").expect("saving created ferry.ferry_syncs in the warehouse");
+
+    // The source form shows the field, refuses a bad value keeping it, and saves a good one.
+    let (cookie, csrf) = sign_in(&api).await;
+    let bare = no_redirects(None);
+    let new_form = api
+        .send(bare.get(api.url("/sources/new")).header(COOKIE, &cookie))
+        .await
+        .expect(200);
+    assert!(
+        new_form.text.contains("Change detection schema")
+            && new_form.text.contains("name=\"change_detection_schema\""),
+        "{}",
+        new_form.text
+    );
+    let form = |schema: &str| -> Vec<(&str, String)> {
+        vec![
+            ("_csrf", csrf.clone()),
+            ("existing", "warehouse".to_string()),
+            ("name", "warehouse".to_string()),
+            ("kind", "duckdb".to_string()),
+            ("path", path.clone()),
+            ("url", String::new()),
+            ("statement_timeout", String::new()),
+            ("preview_timeout", String::new()),
+            ("change_detection_schema", schema.to_string()),
+        ]
+    };
+    let config = || async {
+        api.get("/api/v1/connections/warehouse")
+            .await
+            .expect(200)
+            .json()["config"]
+            .clone()
+    };
+    let refused = api
+        .send(
+            bare.post(api.url("/sources"))
+                .header(COOKIE, &cookie)
+                .form(&form("Bad-Name")),
+        )
+        .await
+        .expect(422);
+    assert!(
+        refused
+            .text
+            .contains("change_detection_schema: `Bad-Name` is not a schema name ferry accepts"),
+        "{}",
+        refused.text
+    );
+    assert!(
+        refused
+            .text
+            .contains("name=\"change_detection_schema\" value=\"Bad-Name\""),
+        "the form keeps what was typed: {}",
+        refused.text
+    );
+    assert_eq!(config().await["change_detection_schema"], "ferry");
+
+    let saved = api
+        .send(
+            bare.post(api.url("/sources"))
+                .header(COOKIE, &cookie)
+                .form(&form(" ferry_ui ")),
+        )
+        .await;
+    assert!(
+        saved.status.is_redirection(),
+        "{} {}",
+        saved.status,
+        saved.text
+    );
+    assert_eq!(config().await["change_detection_schema"], "ferry_ui");
+    registry("ferry_ui").expect("saving created ferry_ui.ferry_syncs in the warehouse");
+    let listed = api
+        .send(bare.get(api.url("/sources")).header(COOKIE, &cookie))
+        .await
+        .expect(200);
+    assert!(
+        listed.text.contains("change detection in schema ferry_ui"),
+        "{}",
+        listed.text
+    );
+    let edit = api
+        .send(
+            bare.get(api.url("/connections/warehouse/edit"))
+                .header(COOKIE, &cookie),
+        )
+        .await
+        .expect(200);
+    assert!(
+        edit.text
+            .contains("name=\"change_detection_schema\" value=\"ferry_ui\""),
+        "{}",
+        edit.text
+    );
+
+    // Empty: back to the default, ferry only reads.
+    let saved = api
+        .send(
+            bare.post(api.url("/sources"))
+                .header(COOKIE, &cookie)
+                .form(&form("")),
+        )
+        .await;
+    assert!(saved.status.is_redirection(), "{}", saved.text);
+    let saved = config().await;
+    assert!(saved.get("change_detection_schema").is_none(), "{saved}");
+}

@@ -95,6 +95,8 @@ struct ConnectionDecl {
     /// Whole seconds; read as any YAML value, so that a bad one is refused in ferry's words.
     statement_timeout_seconds: Option<serde_json::Value>,
     preview_timeout_seconds: Option<serde_json::Value>,
+    /// Read as any YAML value too, for the same reason.
+    change_detection_schema: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -293,12 +295,26 @@ fn check_env_name(connection: &str, field: &str, variable: &str) -> CliResult<()
     )))
 }
 
+/// `change_detection_schema:` as written, checked: a schema name, or nothing (empty or `null`).
+fn change_detection_schema(
+    value: &Option<serde_json::Value>,
+) -> Result<Option<String>, ferry_engine::EngineError> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(text)) => declare::parse_change_detection_schema(text),
+        Some(other) => Err(ferry_engine::EngineError::Config(format!(
+            "{}: {other} is not a schema name; give a name such as `ferry`",
+            declare::CHANGE_DETECTION_SCHEMA
+        ))),
+    }
+}
+
 fn resolve(doc: FileDoc, base: &Path, shown: &str) -> CliResult<Desired> {
     let mut connections = Vec::new();
     for (name, decl) in Named::entries(&doc.connections) {
         ferry_state::validate_name(ferry_state::ObjectType::Connection, name)?;
         let kind = decl.kind.kind();
-        let given: [(&str, bool); 8] = [
+        let given: [(&str, bool); 9] = [
             ("api_key_env", decl.api_key_env.is_some()),
             ("api_base", decl.api_base.is_some()),
             ("max_rps", decl.max_rps.is_some()),
@@ -313,6 +329,10 @@ fn resolve(doc: FileDoc, base: &Path, shown: &str) -> CliResult<Desired> {
                 "preview_timeout_seconds",
                 decl.preview_timeout_seconds.is_some(),
             ),
+            (
+                declare::CHANGE_DETECTION_SCHEMA,
+                decl.change_detection_schema.is_some(),
+            ),
         ];
         let accepted: &[&str] = match kind {
             ConnectionKind::Stripe => {
@@ -322,11 +342,13 @@ fn resolve(doc: FileDoc, base: &Path, shown: &str) -> CliResult<Desired> {
                 "path",
                 "statement_timeout_seconds",
                 "preview_timeout_seconds",
+                declare::CHANGE_DETECTION_SCHEMA,
             ],
             ConnectionKind::Postgres => &[
                 "url_env",
                 "statement_timeout_seconds",
                 "preview_timeout_seconds",
+                declare::CHANGE_DETECTION_SCHEMA,
             ],
         };
         if let Some((field, _)) = given
@@ -371,7 +393,10 @@ fn resolve(doc: FileDoc, base: &Path, shown: &str) -> CliResult<Desired> {
                 TimeoutSetting::Preview,
                 &decl.preview_timeout_seconds,
             )?,
-            change_detection_schema: None,
+            change_detection_schema: change_detection_schema(&decl.change_detection_schema)
+                .map_err(|problem| {
+                    config_error(format_args!("{shown}: connection '{name}': {problem}"))
+                })?,
         };
         let connection = match kind {
             ConnectionKind::Stripe => {
@@ -552,6 +577,7 @@ fn connection_changes(desired: &NewConnection, stored: &ConnectionRecord) -> Vec
         "path",
         "statement_timeout_seconds",
         "preview_timeout_seconds",
+        declare::CHANGE_DETECTION_SCHEMA,
     ];
     for key in known {
         if desired.config.get(key) != stored.config.get(key) {
@@ -1103,6 +1129,10 @@ fn export_text(workspace: &Workspace) -> CliResult<String> {
             if let Some(value) = config.get(key).and_then(|v| v.as_u64()) {
                 let _ = writeln!(out, "    {key}: {value}");
             }
+        }
+        let key = declare::CHANGE_DETECTION_SCHEMA;
+        if let Some(schema) = config.get(key).and_then(|v| v.as_str()) {
+            let _ = writeln!(out, "    {key}: {}", scalar(schema));
         }
     }
 

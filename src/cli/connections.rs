@@ -11,7 +11,8 @@ use std::path::PathBuf;
 pub enum ConnectCommand {
     /// Connect a Stripe account. The key is tested at once with a read of /v1/balance.
     Stripe(ConnectStripeArgs),
-    /// Connect a DuckDB database file (opened read-only by syncs).
+    /// Connect a DuckDB database file (opened read-only by syncs, unless
+    /// --change-detection-schema lets ferry keep tables in it).
     Duckdb(ConnectDuckdbArgs),
     /// Connect a PostgreSQL warehouse (models run in read-only transactions).
     Postgres(ConnectPostgresArgs),
@@ -65,7 +66,8 @@ pub struct ConnectPostgresArgs {
 }
 
 /// How long a warehouse's queries may run (`statement_timeout_seconds`,
-/// `preview_timeout_seconds`).
+/// `preview_timeout_seconds`), and where change detection keeps its tables
+/// (`change_detection_schema`).
 #[derive(Args, Debug, Default)]
 pub struct WarehouseTimeoutArgs {
     /// The longest a run, a sync preview or a model's column check may keep the warehouse
@@ -76,6 +78,10 @@ pub struct WarehouseTimeoutArgs {
     /// seconds (default 30; 0 means no limit; at most 86400).
     #[arg(long, value_name = "SECONDS", allow_hyphen_values = true, value_parser = timeout_arg)]
     pub preview_timeout: Option<u32>,
+    /// Keep change detection's tables in this schema of the warehouse, so only new and changed
+    /// rows travel (needs rights to create tables there). Off by default: ferry only reads.
+    #[arg(long, value_name = "SCHEMA", value_parser = schema_arg)]
+    pub change_detection_schema: Option<String>,
 }
 
 impl WarehouseTimeoutArgs {
@@ -83,7 +89,7 @@ impl WarehouseTimeoutArgs {
         ferry_engine::declare::WarehouseSettings {
             statement_timeout_seconds: self.statement_timeout,
             preview_timeout_seconds: self.preview_timeout,
-            change_detection_schema: None,
+            change_detection_schema: self.change_detection_schema.clone(),
         }
     }
 }
@@ -94,6 +100,10 @@ fn timeout_arg(text: &str) -> Result<u32, String> {
         .ok()
         .filter(|seconds| *seconds <= max)
         .ok_or_else(|| format!("give a whole number of seconds between 0 (no limit) and {max}"))
+}
+
+fn schema_arg(text: &str) -> Result<String, String> {
+    ferry_source::warehouse_diff::check_schema_name(text).map(|()| text.to_string())
 }
 
 #[derive(Args, Debug)]
@@ -220,15 +230,15 @@ fn describe(connection: &ConnectionRecord) -> String {
         ConnectionKind::Duckdb => format!(
             "{}{}",
             connection.config["path"].as_str().unwrap_or_default(),
-            timeouts_text(connection)
+            settings_text(connection)
         ),
-        ConnectionKind::Postgres => format!("URL {secret}{}", timeouts_text(connection)),
+        ConnectionKind::Postgres => format!("URL {secret}{}", settings_text(connection)),
     }
 }
 
-/// `  statement timeout 60s  preview timeout none` for the timeouts a warehouse connection
-/// sets; nothing for those left to their defaults.
-fn timeouts_text(connection: &ConnectionRecord) -> String {
+/// `  statement timeout 60s  preview timeout none  change detection in schema ferry` for the
+/// settings a warehouse connection sets; nothing for those left to their defaults.
+fn settings_text(connection: &ConnectionRecord) -> String {
     let mut text = String::new();
     for (key, label) in [
         ("statement_timeout_seconds", "statement timeout"),
@@ -239,6 +249,13 @@ fn timeouts_text(connection: &ConnectionRecord) -> String {
             Some(seconds) => text.push_str(&format!("  {label} {seconds}s")),
             None => {}
         }
+    }
+    if let Some(schema) = connection
+        .config
+        .get(ferry_engine::declare::CHANGE_DETECTION_SCHEMA)
+        .and_then(|v| v.as_str())
+    {
+        text.push_str(&format!("  change detection in schema {schema}"));
     }
     text
 }

@@ -19,8 +19,8 @@ pub struct ConnectionView {
     /// `stripe`, `duckdb` or `postgres`.
     pub kind: String,
     /// Non-secret settings: `api_base`, `max_rps`, `max_rps_per_endpoint` (Stripe); `path`
-    /// (DuckDB); `statement_timeout_seconds`, `preview_timeout_seconds` (DuckDB and PostgreSQL,
-    /// when set).
+    /// (DuckDB); `statement_timeout_seconds`, `preview_timeout_seconds`,
+    /// `change_detection_schema` (DuckDB and PostgreSQL, when set).
     #[schema(value_type = Object)]
     pub config: serde_json::Value,
     pub secret: Option<SecretView>,
@@ -96,6 +96,12 @@ pub struct ConnectionInput {
     /// limit. Default 30.
     #[schema(value_type = Option<u32>, minimum = 0, maximum = 86400)]
     pub preview_timeout_seconds: Option<serde_json::Value>,
+    /// DuckDB and PostgreSQL: keep change detection's tables in this schema of the warehouse,
+    /// so only new and changed rows travel (needs rights to create tables there; saving with a
+    /// test creates the schema). Lower-case letters, digits and `_`, such as `ferry`. Absent
+    /// or empty (the default): ferry only reads the warehouse.
+    #[schema(pattern = "^([a-z_][a-z0-9_]{0,62})?$", example = "ferry")]
+    pub change_detection_schema: Option<String>,
     /// Save without testing the connection.
     #[serde(default)]
     pub skip_test: bool,
@@ -169,15 +175,22 @@ impl ConnectionInput {
                 TimeoutSetting::Preview,
                 self.preview_timeout_seconds,
             )?,
-            change_detection_schema: None,
+            change_detection_schema: self
+                .change_detection_schema
+                .as_deref()
+                .map(declare::parse_change_detection_schema)
+                .transpose()?
+                .flatten(),
         };
         if matches!(kind, KindInput::Stripe)
             && (warehouse.statement_timeout_seconds.is_some()
-                || warehouse.preview_timeout_seconds.is_some())
+                || warehouse.preview_timeout_seconds.is_some()
+                || warehouse.change_detection_schema.is_some())
         {
             return Err(ApiError::invalid(
-                "`statement_timeout_seconds` and `preview_timeout_seconds` are settings of a \
-                 warehouse (duckdb or postgres) connection, not of a Stripe one",
+                "`statement_timeout_seconds`, `preview_timeout_seconds` and \
+                 `change_detection_schema` are settings of a warehouse (duckdb or postgres) \
+                 connection, not of a Stripe one",
             ));
         }
         match kind {

@@ -22,9 +22,9 @@ fn secret_text(record: &ConnectionRecord) -> String {
     }
 }
 
-/// ` · statement timeout 60s · preview timeout none` for the timeouts a warehouse connection
-/// sets; nothing for those left to their defaults.
-fn timeouts_text(record: &ConnectionRecord) -> String {
+/// ` · statement timeout 60s · preview timeout none · change detection in schema ferry` for the
+/// settings a warehouse connection sets; nothing for those left to their defaults.
+fn settings_text(record: &ConnectionRecord) -> String {
     let mut text = String::new();
     for (setting, label) in [
         (TimeoutSetting::Statement, "statement timeout"),
@@ -35,6 +35,13 @@ fn timeouts_text(record: &ConnectionRecord) -> String {
             Some(seconds) => text.push_str(&format!(" · {label} {seconds}s")),
             None => {}
         }
+    }
+    if let Some(schema) = record
+        .config
+        .get(declare::CHANGE_DETECTION_SCHEMA)
+        .and_then(|v| v.as_str())
+    {
+        text.push_str(&format!(" · change detection in schema {schema}"));
     }
     text
 }
@@ -55,8 +62,8 @@ fn connection_rows(caller: &Caller, records: &[&ConnectionRecord]) -> Markup {
                                         record.config["api_base"].as_str().unwrap_or_default()))
                                     " · key " (secret_text(record))
                                 }
-                                ConnectionKind::Duckdb => { (record.config["path"].as_str().unwrap_or_default()) (timeouts_text(record)) }
-                                ConnectionKind::Postgres => { "URL " (secret_text(record)) (timeouts_text(record)) }
+                                ConnectionKind::Duckdb => { (record.config["path"].as_str().unwrap_or_default()) (settings_text(record)) }
+                                ConnectionKind::Postgres => { "URL " (secret_text(record)) (settings_text(record)) }
                             }
                         }
                         td { (time(record.created_at)) }
@@ -255,6 +262,7 @@ async fn save_changed(
         "max_rps",
         TimeoutSetting::Statement.key(),
         TimeoutSetting::Preview.key(),
+        declare::CHANGE_DETECTION_SCHEMA,
     ];
     if let (Some(saved), Some(new)) = (saved.config.as_object(), connection.config.as_object_mut())
     {
@@ -303,6 +311,7 @@ pub async fn edit(
                 url: String::new(),
                 statement_timeout: text(TimeoutSetting::Statement.key()),
                 preview_timeout: text(TimeoutSetting::Preview.key()),
+                change_detection_schema: text(declare::CHANGE_DETECTION_SCHEMA),
             },
             None,
         ),
@@ -352,6 +361,9 @@ pub struct SourceForm {
     /// `preview_timeout_seconds`; empty for the default.
     #[serde(default)]
     preview_timeout: String,
+    /// `change_detection_schema`; empty for the default (ferry only reads).
+    #[serde(default)]
+    change_detection_schema: String,
 }
 
 fn source_form(caller: &Caller, form: &SourceForm, problem: Option<&str>) -> Markup {
@@ -409,6 +421,14 @@ fn source_form(caller: &Caller, form: &SourceForm, problem: Option<&str>) -> Mar
                         p.help { "How long a model preview may run while you wait for it. Empty for the default, 30 seconds; 0 for no limit; at most 86400." }
                     }
                 }
+                details open[!form.change_detection_schema.is_empty()] {
+                    summary { "Change detection" }
+                    div.field {
+                        label for="change_detection_schema" { "Change detection schema" }
+                        input #change_detection_schema name="change_detection_schema" value=(form.change_detection_schema) placeholder="ferry" autocomplete="off";
+                        p.help { "Optional. ferry keeps its change detection tables in this schema of the warehouse, so only new and changed rows travel. Needs the right to create tables there (PostgreSQL: " code { "GRANT USAGE, CREATE ON SCHEMA ferry TO your_user" } "). Empty: ferry only reads." }
+                    }
+                }
                 div.form-actions {
                     button.primary type="submit" { "Test and save" }
                     a.button href="/sources" { "Cancel" }
@@ -436,6 +456,9 @@ pub async fn create_source(
         let timeouts = ConnectionInput {
             statement_timeout_seconds: timeout(TimeoutSetting::Statement, &form.statement_timeout)?,
             preview_timeout_seconds: timeout(TimeoutSetting::Preview, &form.preview_timeout)?,
+            change_detection_schema: declare::parse_change_detection_schema(
+                &form.change_detection_schema,
+            )?,
             ..ConnectionInput::default()
         };
         let input = match form.kind.as_str() {
