@@ -505,7 +505,7 @@ async fn warehouse_diff(table: &mut Table, rows: u64) {
              insert into ferry.sync_{uid} select __ferry_key, __ferry_hash from ({every_row}) z
                where __ferry_row is not null;
              update people set plan = 'enterprise' where id % 1000 = 0;
-             vacuum analyze people; vacuum analyze ferry.sync_{uid};",
+             analyze people; analyze ferry.sync_{uid};",
             uid = spec.sync_uid
         ))
         .await

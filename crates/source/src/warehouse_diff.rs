@@ -103,7 +103,7 @@ pub enum DiffTable {
 /// exists and the registry of syncs in it. Errors say what to grant.
 pub async fn prepare_schema(config: &SourceConfig, schema: &str) -> Result<(), SourceError> {
     check_schema_name(schema).map_err(|problem| SourceError::ChangeDetection { problem })?;
-    let statements = vec![
+    let statements = [
         format!("CREATE SCHEMA IF NOT EXISTS {}", quote(schema)),
         format!(
             "CREATE TABLE IF NOT EXISTS {} (sync_uid VARCHAR(64) PRIMARY KEY, sync_name \
@@ -189,7 +189,7 @@ pub async fn open_table(
                 .map_err(failed)?
                 .is_some();
             let table_exists = exists(table.clone()).await.map_err(failed)?;
-            decide(spec, registered, table_exists, create)?;
+            decide(spec, registered, table_exists)?;
             if create && !(registered && table_exists) {
                 let mut statements = vec![create_table];
                 if !registered {
@@ -250,7 +250,7 @@ pub async fn open_table(
                     &[&spec.sync_uid],
                 )?;
                 let exists = table_exists(&spec.table_name())?;
-                decide(&spec, registered, exists, create)?;
+                decide(&spec, registered, exists)?;
                 if create && !(registered && exists) {
                     let mut statements = vec![create_table];
                     if !registered {
@@ -275,12 +275,7 @@ pub async fn open_table(
 
 /// A registered sync whose table is gone: its acknowledgements are lost, and ferry does not
 /// read the whole model again unless asked to.
-fn decide(
-    spec: &DiffSpec,
-    registered: bool,
-    table_exists: bool,
-    _create: bool,
-) -> Result<(), SourceError> {
+fn decide(spec: &DiffSpec, registered: bool, table_exists: bool) -> Result<(), SourceError> {
     if registered && !table_exists {
         return Err(SourceError::ChangeDetection {
             problem: format!(
