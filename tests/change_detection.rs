@@ -352,3 +352,54 @@ async fn postgres_says_what_to_grant_then_only_changed_rows_travel() {
     assert!(!said.contains("reader-secret"));
     pg.stop().unwrap();
 }
+
+/// A run that crashes between two chunks (an abort as sudden as SIGKILL): the rerun sends only
+/// what the crash left undone, creates nothing twice, and leaves every row acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_chunks_leaves_only_the_unsent_rows_to_travel() {
+    let scene = Scene::new().await;
+    // Three chunks of 2,000 records.
+    scene.warehouse_sql(&people_sql(5_000));
+    scene
+        .connect_stripe(&["--max-rps", "0", "--max-rps-per-endpoint", "0"])
+        .await;
+    let warehouse = scene.warehouse().display().to_string();
+    scene
+        .ferry(&[
+            "connect",
+            "duckdb",
+            "warehouse",
+            "--path",
+            &warehouse,
+            "--change-detection-schema",
+            "ferry",
+        ])
+        .await
+        .ok();
+    scene.email_sync(&[]).await;
+
+    let mut command = scene.command(&["sync", "run", "people-to-stripe"]);
+    command.env("FERRY_TEST_CRASH_AT", "chunk:1");
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        !output.status.success()
+            && String::from_utf8_lossy(&output.stderr).contains("crashing on purpose"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let created_before_crash = scene.stripe().customers().len();
+    assert_eq!(created_before_crash, 2_000, "the first chunk went out");
+
+    let (rerun, travelled) = run(&scene, "people-to-stripe").await;
+    assert_eq!(
+        travelled, 3_000,
+        "the first chunk's rows were acknowledged before the crash"
+    );
+    assert_eq!(counts(&rerun), [5_000, 3_000, 0, 2_000, 0]);
+    assert_eq!(scene.stripe().customers().len(), 5_000, "no duplicate");
+    let (after, travelled_none) = run(&scene, "people-to-stripe").await;
+    assert_eq!(counts(&after), [5_000, 0, 0, 5_000, 0]);
+    assert_eq!(travelled_none, 0);
+}

@@ -81,7 +81,9 @@ pub(crate) struct Pipeline<'a> {
 
 /// The change detection columns of one row, split off the model's own.
 struct ChangeColumns {
-    /// `None` on the one row that only carries the count (no row needs ferry).
+    /// The one row that only carries the count, when no row needs ferry.
+    only_the_count: bool,
+    /// The row's position in the model, where the warehouse numbers rows cheaply.
     row_number: Option<u64>,
     ack: Option<WarehouseAck>,
     total: u64,
@@ -104,14 +106,20 @@ impl ChangeColumns {
         };
         let total = number(&added[4])
             .ok_or_else(|| format!("the change query's row count is {:?}", added[4]))?;
-        let row_number = number(&added[0]);
-        let ack = match (text(&added[1]), text(&added[2])) {
-            (Some(key), Some(hash)) => Some(WarehouseAck { key, hash }),
-            _ => None,
+        // Every row of the model has a hash; only the row that carries nothing but the count
+        // has none.
+        let Some(hash) = text(&added[2]) else {
+            return Ok(ChangeColumns {
+                only_the_count: true,
+                row_number: None,
+                ack: None,
+                total,
+            });
         };
         Ok(ChangeColumns {
-            row_number,
-            ack,
+            only_the_count: false,
+            row_number: number(&added[0]),
+            ack: text(&added[1]).map(|key| WarehouseAck { key, hash }),
             total,
         })
     }
@@ -139,11 +147,11 @@ impl<'a> Pipeline<'a> {
                     self.source_error(ferry_source::SourceError::ChangeDetection { problem })
                 })?;
                 model_rows = Some(added.total);
-                let Some(number) = added.row_number else {
+                if added.only_the_count {
                     continue;
-                };
+                }
                 travelled += 1;
-                row_number = number;
+                row_number = added.row_number.unwrap_or(travelled);
                 ack = added.ack;
             }
             rows += 1;

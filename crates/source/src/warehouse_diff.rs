@@ -336,6 +336,7 @@ pub fn change_query(config: &SourceConfig, model: &str, spec: &DiffSpec, all_row
         .map(|column| format!("q.{}", quote(column)))
         .collect();
     let hash = dialect.row_hash(&spec.fingerprint, &fields);
+    let row_number = dialect.row_number();
     let table = spec.table();
     let condition = if all_rows {
         "TRUE"
@@ -345,8 +346,9 @@ pub fn change_query(config: &SourceConfig, model: &str, spec: &DiffSpec, all_row
     // The model ends on a line of its own: it may end with a `--` comment.
     format!(
         "SELECT d.*, t.__ferry_total FROM (SELECT count(*) AS __ferry_total FROM (\n{model}\n) AS c) AS t \
-         LEFT JOIN (SELECT w.* FROM (SELECT m.*, count(*) OVER (PARTITION BY m.__ferry_key) AS __ferry_copies \
-         FROM (SELECT q.*, row_number() OVER () AS __ferry_row, {key} AS __ferry_key, {hash} AS __ferry_hash \
+         LEFT JOIN (SELECT w.* FROM (SELECT m.*, count(*) OVER (PARTITION BY m.__ferry_key ORDER BY m.__ferry_hash \
+         ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS __ferry_copies \
+         FROM (SELECT q.*, {row_number} AS __ferry_row, {key} AS __ferry_key, {hash} AS __ferry_hash \
          FROM (\n{model}\n) AS q) AS m) AS w LEFT JOIN {table} AS a ON a.key = w.__ferry_key \
          WHERE {condition}) AS d ON TRUE"
     )
@@ -520,26 +522,45 @@ impl Dialect {
         }
     }
 
-    /// A hash of the fingerprint and the row's values, each written as `n` (NULL) or `v`, its
-    /// text's length, `:` and the text: unambiguous (NULL is not the text `NULL`, and no value
-    /// can pass for two), in SQL every warehouse has (no JSON extension needed).
+    /// The row's position in the model, where it costs nothing. PostgreSQL computes a window
+    /// function in one process, which would keep the hashing below it from running in parallel
+    /// workers: there ferry numbers the rows that travel itself.
+    fn row_number(&self) -> &'static str {
+        match self {
+            Dialect::Postgres => "CAST(NULL AS bigint)",
+            Dialect::DuckDb => "row_number() OVER ()",
+        }
+    }
+
+    /// A hash of the fingerprint and of the row's values, unambiguous (NULL is not the text
+    /// `NULL`, and no two rows of values hash the same text).
+    ///
+    /// PostgreSQL: the row's own text form (`ROW(…)::text` quotes what needs quoting and writes
+    /// NULL as nothing), hashed by `hashtextextended` to 64 bits: twice as fast as `md5` there,
+    /// and stable across versions (hash partitioning relies on it). DuckDB: each value as `n`
+    /// (NULL) or `v`, its length, `:` and its text, hashed by `md5` (in SQL every build has; no
+    /// JSON extension needed).
     fn row_hash(&self, fingerprint: &str, fields: &[String]) -> String {
         let fingerprint = fingerprint.replace('\'', "''");
-        let text_type = match self {
-            Dialect::Postgres => "text",
-            Dialect::DuckDb => "VARCHAR",
-        };
-        let parts: Vec<String> = fields
-            .iter()
-            .map(|field| {
-                let text = format!("CAST({field} AS {text_type})");
-                format!(
-                    "(CASE WHEN {field} IS NULL THEN 'n' ELSE 'v' || CAST(length({text}) AS \
-                     {text_type}) || ':' || {text} END)"
-                )
-            })
-            .collect();
-        format!("md5('{fingerprint}' || {})", parts.join(" || "))
+        match self {
+            Dialect::Postgres => format!(
+                "CAST(hashtextextended('{fingerprint}' || CAST(ROW({}) AS text), 0) AS text)",
+                fields.join(", ")
+            ),
+            Dialect::DuckDb => {
+                let parts: Vec<String> = fields
+                    .iter()
+                    .map(|field| {
+                        let text = format!("CAST({field} AS VARCHAR)");
+                        format!(
+                            "(CASE WHEN {field} IS NULL THEN 'n' ELSE 'v' || CAST(length({text}) \
+                             AS VARCHAR) || ':' || {text} END)"
+                        )
+                    })
+                    .collect();
+                format!("md5('{fingerprint}' || {})", parts.join(" || "))
+            }
+        }
     }
 }
 
@@ -680,12 +701,12 @@ mod tests {
         assert!(sql.contains("lower(btrim(CAST(q.\"email\" AS text))) AS __ferry_key"));
         assert!(
             sql.contains(
-                "md5('f1' || (CASE WHEN q.\"email\" IS NULL THEN 'n' ELSE 'v' || \
-             CAST(length(CAST(q.\"email\" AS text)) AS text) || ':' || CAST(q.\"email\" AS text) \
-             END) || (CASE WHEN q.\"full name\" IS NULL"
+                "CAST(hashtextextended('f1' || CAST(ROW(q.\"email\", q.\"full name\") AS text), \
+                 0) AS text) AS __ferry_hash"
             ),
             "{sql}"
         );
+        assert!(sql.contains("CAST(NULL AS bigint) AS __ferry_row"), "{sql}");
         assert!(sql.contains("LEFT JOIN \"ferry\".\"sync_00ab\" AS a ON a.key = w.__ferry_key"));
         assert!(
             sql.contains("w.__ferry_copies > 1 OR a.key IS NULL OR a.row_hash <> w.__ferry_hash")
@@ -699,5 +720,10 @@ mod tests {
             "{sql}"
         );
         assert!(sql.contains("WHERE TRUE) AS d ON TRUE"), "{sql}");
+        assert!(sql.contains("row_number() OVER () AS __ferry_row"), "{sql}");
+        assert!(
+            sql.contains("md5('f1' || (CASE WHEN q.\"email\" IS NULL THEN 'n' ELSE 'v' ||"),
+            "{sql}"
+        );
     }
 }
