@@ -503,7 +503,7 @@ async fn warehouse_diff(table: &mut Table, rows: u64) {
             "create table ferry.sync_{uid} (key varchar primary key, row_hash varchar not null);
              insert into ferry.ferry_syncs (sync_uid, sync_name) values ('{uid}', 'bench');
              insert into ferry.sync_{uid} select __ferry_key, __ferry_hash from ({every_row}) z
-               where __ferry_row is not null;
+               where __ferry_hash is not null;
              update people set plan = 'enterprise' where id % 1000 = 0;
              analyze people; analyze ferry.sync_{uid};",
             uid = spec.sync_uid
