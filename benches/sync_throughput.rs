@@ -413,8 +413,8 @@ async fn ten_million_preview(table: &mut Table, rows: u64) {
     });
 }
 
-/// 1M rows from PostgreSQL: first preview and first run.
-async fn postgres_million(table: &mut Table, rows: u64) {
+/// A throwaway PostgreSQL server with a `people` table of `rows` rows; its URL and a client.
+async fn postgres_people(rows: u64) -> (ferry_testkit::PgServer, String, tokio_postgres::Client) {
     let server = ferry_testkit::PgServer::start().expect("PostgreSQL starts");
     let url = server.create_database("bench").expect("a database");
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
@@ -430,6 +430,12 @@ async fn postgres_million(table: &mut Table, rows: u64) {
         ))
         .await
         .expect("the table is made");
+    (server, url, client)
+}
+
+/// 1M rows from PostgreSQL: first preview and first run.
+async fn postgres_million(table: &mut Table, rows: u64) {
+    let (server, url, client) = postgres_people(rows).await;
     let bench = Bench::start(unlimited()).await;
     tokio::task::block_in_place(|| {
         bench.connect(
@@ -448,21 +454,7 @@ async fn postgres_million(table: &mut Table, rows: u64) {
 /// warehouse as a run would have left it), then 0.1% changed: the preview (the plan) with change
 /// detection in the warehouse, ferry's memory and time.
 async fn warehouse_diff(table: &mut Table, rows: u64) {
-    let server = ferry_testkit::PgServer::start().expect("PostgreSQL starts");
-    let url = server.create_database("bench").expect("a database");
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .expect("connects");
-    tokio::spawn(connection);
-    client
-        .batch_execute(&format!(
-            "create table people as select i as id, 'bench' || i || '@example.com' as email, 'Bench ' || i as name,
-                    '+1 555 ' || lpad((i % 10000)::text, 4, '0') as phone, (array['free', 'pro'])[1 + i % 2] as plan,
-                    'Paris' as city, 'FR' as country
-             from generate_series(1, {rows}) i"
-        ))
-        .await
-        .expect("the table is made");
+    let (server, url, client) = postgres_people(rows).await;
     let bench = Bench::start(unlimited()).await;
     tokio::task::block_in_place(|| {
         bench.connect(

@@ -58,6 +58,25 @@ async fn warehouse_row(scene: &Scene, name: &str, sql: &str) -> String {
     shown.lines().nth(1).unwrap_or_default().trim().to_string()
 }
 
+/// The scene's DuckDB warehouse connected with change detection in schema `ferry`, and sync
+/// `people-to-stripe` over it.
+async fn connect_duckdb_with_change_detection(scene: &Scene) {
+    let warehouse = scene.warehouse().display().to_string();
+    scene
+        .ferry(&[
+            "connect",
+            "duckdb",
+            "warehouse",
+            "--path",
+            &warehouse,
+            "--change-detection-schema",
+            "ferry",
+        ])
+        .await
+        .ok();
+    scene.email_sync(&[]).await;
+}
+
 async fn sync_uid(scene: &Scene) -> String {
     let row = warehouse_row(
         scene,
@@ -74,20 +93,7 @@ async fn duckdb_only_new_changed_and_duplicated_rows_travel_and_each_is_acknowle
     let scene = Scene::new().await;
     scene.warehouse_sql(&people_sql(50));
     scene.connect_stripe(&[]).await;
-    let warehouse = scene.warehouse().display().to_string();
-    scene
-        .ferry(&[
-            "connect",
-            "duckdb",
-            "warehouse",
-            "--path",
-            &warehouse,
-            "--change-detection-schema",
-            "ferry",
-        ])
-        .await
-        .ok();
-    scene.email_sync(&[]).await;
+    connect_duckdb_with_change_detection(&scene).await;
 
     // A preview before the first run writes nothing to the warehouse and reads every row.
     let preview = scene
@@ -153,20 +159,7 @@ async fn duckdb_a_dropped_table_stops_the_run_with_the_fix_and_the_fix_rebuilds_
     let scene = Scene::new().await;
     scene.warehouse_sql(&people_sql(20));
     scene.connect_stripe(&[]).await;
-    let warehouse = scene.warehouse().display().to_string();
-    scene
-        .ferry(&[
-            "connect",
-            "duckdb",
-            "warehouse",
-            "--path",
-            &warehouse,
-            "--change-detection-schema",
-            "ferry",
-        ])
-        .await
-        .ok();
-    scene.email_sync(&[]).await;
+    connect_duckdb_with_change_detection(&scene).await;
     let (first, _) = run(&scene, "people-to-stripe").await;
     assert_eq!(counts(&first), [20, 20, 0, 0, 0]);
     let uid = sync_uid(&scene).await;
@@ -363,20 +356,7 @@ async fn a_crash_between_chunks_leaves_only_the_unsent_rows_to_travel() {
     scene
         .connect_stripe(&["--max-rps", "0", "--max-rps-per-endpoint", "0"])
         .await;
-    let warehouse = scene.warehouse().display().to_string();
-    scene
-        .ferry(&[
-            "connect",
-            "duckdb",
-            "warehouse",
-            "--path",
-            &warehouse,
-            "--change-detection-schema",
-            "ferry",
-        ])
-        .await
-        .ok();
-    scene.email_sync(&[]).await;
+    connect_duckdb_with_change_detection(&scene).await;
 
     let mut command = scene.command(&["sync", "run", "people-to-stripe"]);
     command.env("FERRY_TEST_CRASH_AT", "chunk:1");

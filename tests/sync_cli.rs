@@ -1247,3 +1247,44 @@ async fn bad_warehouse_timeouts_are_refused_naming_the_option() {
         listed.stdout
     );
 }
+
+/// `FERRY_RUN_RETENTION_DAYS` sets how long runs are kept (each sync keeps its newest run);
+/// a value that is not a number of days refuses the run, naming the variable, and sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_retention_is_set_by_its_variable_and_a_bad_value_is_refused() {
+    let mut scene = Scene::new().await;
+    scene.warehouse_sql(&people_sql(3));
+    scene.connect().await;
+    scene.email_sync(&[]).await;
+    let run_ids = |stdout: &str| stdout.matches("run_").count();
+    for _ in 0..3 {
+        scene.run_sync_json("people-to-stripe", &[]).await;
+    }
+    let runs = scene.ferry(&["runs", "people-to-stripe"]).await.ok();
+    assert_eq!(run_ids(&runs.stdout), 3, "kept 30 days: {}", runs.stdout);
+
+    scene
+        .env
+        .push(("FERRY_RUN_RETENTION_DAYS".into(), "thirty".into()));
+    let before = scene.stripe().requests().len();
+    let refused = scene.ferry(&["sync", "run", "people-to-stripe"]).await;
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains(
+            "FERRY_RUN_RETENTION_DAYS is `thirty`: give a whole number of days between 0"
+        ),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(scene.stripe().requests().len(), before, "nothing sent");
+
+    // 0 days: the next run removes every older run but the newest before it.
+    scene.env.pop();
+    scene
+        .env
+        .push(("FERRY_RUN_RETENTION_DAYS".into(), "0".into()));
+    let latest = scene.run_sync_json("people-to-stripe", &[]).await;
+    let runs = scene.ferry(&["runs", "people-to-stripe"]).await.ok();
+    assert_eq!(run_ids(&runs.stdout), 2, "{}", runs.stdout);
+    assert!(runs.stdout.contains(latest["run_id"].as_str().unwrap()));
+}

@@ -407,13 +407,14 @@ pub async fn run_sync(
     setup: &SyncSetup,
     options: &RunOptions,
 ) -> Result<RunReport, EngineError> {
+    let retention = run_retention()?;
     let lock = store.lock_sync(&setup.sync).await?;
     let interrupted = store.mark_interrupted_runs(&setup.sync.name).await?;
     if interrupted > 0 {
         tracing::info!(sync = %setup.sync.name, interrupted, "Earlier runs were interrupted; their unfinished rows are picked up now.");
     }
     let _ = store
-        .prune_runs(chrono::Utc::now() - RUN_RETENTION)
+        .prune_runs(chrono::Utc::now() - retention)
         .await
         .map_err(|error| {
             tracing::warn!(%error, "Could not remove old runs; trying again at the next run.");
@@ -590,8 +591,38 @@ pub async fn reap_dead_runs(store: &StateStore, sync: Option<&str>) -> Result<u6
     Ok(ended)
 }
 
-/// How long finished runs and their records are kept; each sync keeps its newest run always.
+/// How long finished runs and their records are kept by default; each sync keeps its newest run
+/// always.
 pub const RUN_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(30);
+/// The environment variable that sets how many days runs are kept, for every door (`ferry sync
+/// run`, `ferry serve`'s runs and schedules): 0 keeps only each sync's newest run.
+pub const RUN_RETENTION_VARIABLE: &str = "FERRY_RUN_RETENTION_DAYS";
+/// The most days runs may be kept: ten years.
+const MAX_RUN_RETENTION_DAYS: u32 = 3_650;
+
+/// How long runs are kept: [`RUN_RETENTION_VARIABLE`] when set, else [`RUN_RETENTION`]. A
+/// value that is not a number of days refuses the run, naming the variable and the fix.
+pub fn run_retention() -> Result<chrono::TimeDelta, EngineError> {
+    let Ok(text) = std::env::var(RUN_RETENTION_VARIABLE) else {
+        return Ok(RUN_RETENTION);
+    };
+    if text.trim().is_empty() {
+        return Ok(RUN_RETENTION);
+    }
+    text.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|days| *days <= MAX_RUN_RETENTION_DAYS)
+        .map(|days| chrono::TimeDelta::days(i64::from(days)))
+        .ok_or_else(|| {
+            EngineError::Config(format!(
+                "{RUN_RETENTION_VARIABLE} is `{text}`: give a whole number of days between 0 \
+                 (keep only each sync's newest run) and {MAX_RUN_RETENTION_DAYS}, or unset it to \
+                 keep runs {} days",
+                RUN_RETENTION.num_days()
+            ))
+        })
+}
 /// How often a running run says it is alive.
 const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
