@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{people_sql, Scene};
+use common::{people_sql, postgres_execute, Scene};
 use ferry_testkit::PgServer;
 
 /// Rows the warehouse sent to ferry in the run whose `-v` log is `stderr`.
@@ -199,21 +199,13 @@ async fn duckdb_a_dropped_table_stops_the_run_with_the_fix_and_the_fix_rebuilds_
     );
 }
 
-async fn execute(url: &str, sql: &str) -> Result<(), tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connects");
-    tokio::spawn(connection);
-    client.batch_execute(sql).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_says_what_to_grant_then_only_changed_rows_travel() {
     let pg = tokio::task::spawn_blocking(|| PgServer::start().expect("PostgreSQL starts"))
         .await
         .unwrap();
     let admin_url = pg.create_database("warehouse").unwrap();
-    execute(
+    postgres_execute(
         &admin_url,
         "create table people (id int primary key, email text, name text, plan text);
          insert into people select i, 'pg' || i || '@example.com', 'PG ' || i, 'free'
@@ -222,8 +214,7 @@ async fn postgres_says_what_to_grant_then_only_changed_rows_travel() {
          grant select on people to reader;
          revoke create on schema public from public;",
     )
-    .await
-    .unwrap();
+    .await;
     // `host=… port=… user=… dbname=…`: the same server and database as the reader.
     let reader_url = admin_url
         .split(' ')
@@ -263,12 +254,11 @@ async fn postgres_says_what_to_grant_then_only_changed_rows_travel() {
     let listed = scene.ferry(&["connections"]).await.ok().stdout;
     assert!(!listed.contains("warehouse"), "{listed}");
 
-    execute(
+    postgres_execute(
         &admin_url,
         "create schema ferry; grant usage, create on schema ferry to reader;",
     )
-    .await
-    .unwrap();
+    .await;
     scene
         .ferry(&[
             "connect",
@@ -315,12 +305,11 @@ async fn postgres_says_what_to_grant_then_only_changed_rows_travel() {
     assert_eq!(counts(&first), [30, 30, 0, 0, 0]);
     assert_eq!(travelled_first, 30);
 
-    execute(
+    postgres_execute(
         &admin_url,
         "update people set plan = 'pro' where id in (4, 5); update people set plan = plan where id = 6;",
     )
-    .await
-    .unwrap();
+    .await;
     let before = scene.posts();
     let (second, travelled_second) = run(&scene, "people-to-stripe").await;
     assert_eq!(counts(&second), [30, 0, 2, 28, 0]);
@@ -332,9 +321,7 @@ async fn postgres_says_what_to_grant_then_only_changed_rows_travel() {
     );
 
     // A right taken away mid-life: the run stops with what to grant, nothing is lost.
-    execute(&admin_url, "revoke usage on schema ferry from reader;")
-        .await
-        .unwrap();
+    postgres_execute(&admin_url, "revoke usage on schema ferry from reader;").await;
     let failed = scene.ferry(&["sync", "run", "people-to-stripe"]).await;
     assert_eq!(failed.code, 1);
     let said = format!("{}{}", failed.stdout, failed.stderr);

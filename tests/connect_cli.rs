@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{people_sql, Scene};
+use common::{people_sql, postgres_execute, Scene};
 use ferry_state::{StateStore, WorkspaceOptions};
 use ferry_testkit::PgServer;
 
@@ -94,14 +94,6 @@ async fn connect_duckdb_with_a_change_detection_schema_creates_it_and_a_bad_name
     assert!(!listed.contains("change detection"), "{listed}");
 }
 
-async fn execute(url: &str, sql: &str) {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connects");
-    tokio::spawn(connection);
-    client.batch_execute(sql).await.expect("SQL runs");
-}
-
 async fn registry_exists(url: &str) -> bool {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
@@ -122,7 +114,7 @@ async fn connect_postgres_with_a_change_detection_schema_needs_the_rights_it_nam
         .await
         .unwrap();
     let admin_url = pg.create_database("warehouse").unwrap();
-    execute(
+    postgres_execute(
         &admin_url,
         "create role reader login; grant select on all tables in schema public to reader;",
     )
@@ -152,7 +144,7 @@ async fn connect_postgres_with_a_change_detection_schema_needs_the_rights_it_nam
     assert!(saved_config(&scene, "pgw").await.is_none(), "nothing saved");
     assert!(!registry_exists(&admin_url).await);
 
-    execute(
+    postgres_execute(
         &admin_url,
         "create schema ferry; grant usage, create on schema ferry to reader;",
     )

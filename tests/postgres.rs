@@ -3,21 +3,13 @@
 
 mod common;
 
-use common::{fast_emulator_config, people_sql, Scene};
+use common::{fast_emulator_config, people_sql, postgres_execute, Scene};
 use ferry_testkit::PgServer;
 use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-async fn execute(url: &str, sql: &str) {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connects");
-    tokio::spawn(connection);
-    client.batch_execute(sql).await.expect("SQL runs");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_model_syncs_with_state_in_postgres() {
@@ -26,7 +18,7 @@ async fn a_postgres_model_syncs_with_state_in_postgres() {
         .unwrap();
     let warehouse_url = pg.create_database("warehouse").unwrap();
     let state_url = pg.create_database("ferry_state").unwrap();
-    execute(
+    postgres_execute(
         &warehouse_url,
         "create table people (id int primary key, email text, name text, ltv numeric(30, 2), tags text[], signed_up date);
          insert into people select i, 'pg' || i || '@example.com', 'PG ' || i, 123456789012345678901234567.89 + i, array['a', 'b'], date '1969-07-20' + i
@@ -105,7 +97,7 @@ async fn a_postgres_model_syncs_with_state_in_postgres() {
         .get(0);
     assert_eq!(snapshot_rows, 25);
 
-    execute(
+    postgres_execute(
         &warehouse_url,
         "update people set name = 'Changed' where id = 4",
     )
@@ -414,7 +406,7 @@ async fn a_warehouse_connection_lost_mid_stream_fails_the_run_and_writes_nothing
         .unwrap();
     let warehouse_url = pg.create_database("warehouse").unwrap();
     let state_url = pg.create_database("ferry_state").unwrap();
-    execute(
+    postgres_execute(
         &warehouse_url,
         &format!(
             "create table people (id int primary key, email text, name text, phone text, plan text);

@@ -221,6 +221,15 @@ pub fn people_sql(count: u32) -> String {
     )
 }
 
+/// Runs SQL (one or more statements) on a PostgreSQL database, which must succeed.
+pub async fn postgres_execute(url: &str, sql: &str) {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connects");
+    tokio::spawn(connection);
+    client.batch_execute(sql).await.expect("SQL runs");
+}
+
 pub fn path_str(path: &Path) -> String {
     path.display().to_string()
 }

@@ -297,7 +297,7 @@ impl<'a> Pipeline<'a> {
                     };
                     match remembered {
                         Some(entry) if entry.payload_hash == record.payload_hash => {
-                            sink.unchanged(record.into_prepared().warehouse_ack).await?;
+                            sink.unchanged(record.into_warehouse_ack()).await?;
                         }
                         Some(entry) => changed.push((record, entry.destination_id.clone())),
                         None => new.push(record),

@@ -52,6 +52,12 @@ impl StagedRecord {
         }
     }
 
+    /// The warehouse's key and hash (change detection in the warehouse), without reading the
+    /// payload back.
+    pub(crate) fn into_warehouse_ack(self) -> Option<crate::prepare::WarehouseAck> {
+        warehouse_ack(self.warehouse_key, self.warehouse_hash)
+    }
+
     pub(crate) fn into_prepared(self) -> PreparedRecord {
         let payload = serde_json::from_str(&self.payload_json)
             .ok()
@@ -64,14 +70,14 @@ impl StagedRecord {
             payload,
             payload_json: self.payload_json,
             payload_hash: self.payload_hash,
-            warehouse_ack: (!self.warehouse_hash.is_empty()).then_some(
-                crate::prepare::WarehouseAck {
-                    key: self.warehouse_key,
-                    hash: self.warehouse_hash,
-                },
-            ),
+            warehouse_ack: warehouse_ack(self.warehouse_key, self.warehouse_hash),
         }
     }
+}
+
+/// A staged record's warehouse key and hash; both empty without change detection there.
+fn warehouse_ack(key: String, hash: String) -> Option<crate::prepare::WarehouseAck> {
+    (!hash.is_empty()).then_some(crate::prepare::WarehouseAck { key, hash })
 }
 
 impl StagedRecord {
