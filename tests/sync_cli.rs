@@ -1288,3 +1288,83 @@ async fn run_retention_is_set_by_its_variable_and_a_bad_value_is_refused() {
     assert_eq!(run_ids(&runs.stdout), 2, "{}", runs.stdout);
     assert!(runs.stdout.contains(latest["run_id"].as_str().unwrap()));
 }
+
+/// DuckDB may use 128 MB for a model unless `FERRY_DUCKDB_MEMORY_LIMIT` says otherwise (it
+/// would otherwise keep every scanned block cached, up to 80% of the machine). A model that
+/// needs more than the limit fails naming the variable and sends nothing; a value DuckDB
+/// cannot read is refused naming it; the same model runs under the default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duckdb_memory_is_set_by_its_variable_and_a_model_over_it_says_so() {
+    let mut scene = Scene::new().await;
+    scene.warehouse_sql(&people_sql(3));
+    scene.connect().await;
+    // A distinct count over a million hashes needs tens of megabytes of hash table.
+    scene
+        .ferry(&[
+            "model",
+            "create",
+            "heavy",
+            "--connection",
+            "warehouse",
+            "--sql",
+            "select p.email, p.name, d.hashes from people p, \
+             (select count(distinct md5(cast(x as varchar))) as hashes from range(1000000) t(x)) d",
+        ])
+        .await
+        .ok();
+    scene
+        .ferry(&[
+            "sync",
+            "create",
+            "heavy-to-stripe",
+            "--model",
+            "heavy",
+            "--destination",
+            "stripe",
+            "--key",
+            "email=email",
+            "--map",
+            "name=name",
+            "--map",
+            "hashes=metadata.hashes",
+        ])
+        .await
+        .ok();
+
+    let before = scene.stripe().requests().len();
+    scene
+        .env
+        .push(("FERRY_DUCKDB_MEMORY_LIMIT".into(), "8MB".into()));
+    let over = scene.ferry(&["sync", "run", "heavy-to-stripe"]).await;
+    assert_eq!(over.code, 1, "{}", over.stderr);
+    // The failed run's report says why.
+    assert!(
+        over.stdout.contains("Out of Memory Error")
+            && over.stdout.contains(
+                "ferry lets DuckDB use 8MB for a model; set FERRY_DUCKDB_MEMORY_LIMIT higher"
+            ),
+        "{}",
+        over.stdout
+    );
+    scene.env.pop();
+    scene
+        .env
+        .push(("FERRY_DUCKDB_MEMORY_LIMIT".into(), "lots".into()));
+    let unreadable = scene.ferry(&["sync", "run", "heavy-to-stripe"]).await;
+    assert_ne!(unreadable.code, 0, "{}", unreadable.stderr);
+    assert!(
+        format!("{}{}", unreadable.stdout, unreadable.stderr).contains(
+            "FERRY_DUCKDB_MEMORY_LIMIT is `lots`, which is not a memory size DuckDB understands"
+        ),
+        "{}\n{}",
+        unreadable.stdout,
+        unreadable.stderr
+    );
+    assert_eq!(scene.stripe().requests().len(), before, "nothing sent");
+
+    scene.env.pop();
+    let run = scene.run_sync_json("heavy-to-stripe", &[]).await;
+    assert_eq!(run["created"], 3, "{run}");
+    let customer = &scene.customers_with_email("person1@example.com")[0];
+    assert_eq!(customer["metadata"]["hashes"], "1000000");
+}

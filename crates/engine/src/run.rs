@@ -20,7 +20,8 @@ use crate::execute::{
 use crate::index::KeyIndex;
 use crate::plan::{plan, Action, Known, Rules};
 use crate::prepare::{
-    duplicate_reason, prepare_row, PreparedRecord, RejectedRow, ValidatedSync, WarehouseAck,
+    check_stripe_rules, duplicate_reason, map_row, PreparedRecord, RejectedRow, ValidatedSync,
+    WarehouseAck,
 };
 use crate::stage::{KeyGroup, Sorted, Stage, StagedRecord};
 use crate::{EngineError, SyncSetup};
@@ -159,7 +160,7 @@ impl<'a> Pipeline<'a> {
             if rows.is_multiple_of(1024) && self.cancel.load(Ordering::Relaxed) {
                 return Ok((Ending::Cancelled, rows));
             }
-            match prepare_row(&sync, row_number, &row) {
+            match map_row(&sync, row_number, &row) {
                 Ok(mut record) => {
                     record.warehouse_ack = ack;
                     stage
@@ -184,7 +185,7 @@ impl<'a> Pipeline<'a> {
             self.rows_read.store(rows, Ordering::Relaxed);
         }
         sink.staged(rows);
-        let mut sorted = stage.finish();
+        let mut sorted = stage.finish().await.map_err(EngineError::Config)?;
         let ending = self.merge(&sync, &mut sorted, sink).await?;
         Ok((ending, rows))
     }
@@ -265,8 +266,8 @@ impl<'a> Pipeline<'a> {
         };
         let mut snapshot = SnapshotCursor::new(self.store, &self.setup.sync.name, object);
         let mut index: Option<KeyIndex<'_>> = None;
-        let mut changed: Vec<(StagedRecord, String)> = Vec::new();
-        let mut new: Vec<StagedRecord> = Vec::new();
+        let mut changed: Vec<(PreparedRecord, String)> = Vec::new();
+        let mut new: Vec<PreparedRecord> = Vec::new();
         loop {
             let group = sorted.next_group().await.map_err(EngineError::Config)?;
             let done = group.is_none();
@@ -299,8 +300,18 @@ impl<'a> Pipeline<'a> {
                         Some(entry) if entry.payload_hash == record.payload_hash => {
                             sink.unchanged(record.into_warehouse_ack()).await?;
                         }
-                        Some(entry) => changed.push((record, entry.destination_id.clone())),
-                        None => new.push(record),
+                        remembered => {
+                            // Only a record that will be sent is checked against Stripe's rules
+                            // (see `map_row`).
+                            let record = record.into_prepared();
+                            match (check_stripe_rules(sync, &record), remembered) {
+                                (Err(rejected), _) => sink.rejected(rejected).await?,
+                                (Ok(()), Some(entry)) => {
+                                    changed.push((record, entry.destination_id.clone()))
+                                }
+                                (Ok(()), None) => new.push(record),
+                            }
+                        }
                     }
                 }
             }
@@ -359,8 +370,8 @@ impl<'a> Pipeline<'a> {
         &self,
         sync: &ValidatedSync,
         rules: &Rules<'_>,
-        changed: Vec<(StagedRecord, String)>,
-        new: Vec<StagedRecord>,
+        changed: Vec<(PreparedRecord, String)>,
+        new: Vec<PreparedRecord>,
         index: Option<&KeyIndex<'_>>,
     ) -> Result<Vec<Planned>, EngineError> {
         let object = sync.object.schema().object;
@@ -373,8 +384,7 @@ impl<'a> Pipeline<'a> {
                 .store
                 .snapshot_entries(sync_name, object, &keys)
                 .await?;
-            for (staged, destination_id) in changed {
-                let record = staged.into_prepared();
+            for (record, destination_id) in changed {
                 let last_write = entries
                     .get(&record.match_key)
                     .and_then(|entry| serde_json::from_str(&entry.payload).ok())
@@ -399,8 +409,6 @@ impl<'a> Pipeline<'a> {
         }
         if !new.is_empty() {
             let index = index.expect("the index is opened before new records are planned");
-            let records: Vec<PreparedRecord> =
-                new.into_iter().map(StagedRecord::into_prepared).collect();
             planned.extend(
                 plan_new(
                     self.store,
@@ -409,7 +417,7 @@ impl<'a> Pipeline<'a> {
                     index,
                     rules,
                     sync_name,
-                    records,
+                    new,
                     now,
                 )
                 .await?,
@@ -656,6 +664,9 @@ struct SnapshotCursor<'a> {
     page: Vec<SnapshotKey>,
     position: usize,
     exhausted: bool,
+    /// The page after `page`, already being read: the workspace reads it while the engine
+    /// walks this one (on two cores, the difference between waiting and not).
+    next_page: Option<tokio::task::JoinHandle<Result<Vec<SnapshotKey>, ferry_state::StateError>>>,
 }
 
 impl<'a> SnapshotCursor<'a> {
@@ -667,6 +678,7 @@ impl<'a> SnapshotCursor<'a> {
             page: Vec::new(),
             position: 0,
             exhausted: false,
+            next_page: None,
         }
     }
 
@@ -682,14 +694,40 @@ impl<'a> SnapshotCursor<'a> {
             if self.exhausted {
                 return Ok(None);
             }
-            let after = self.page.last().map(|entry| entry.key.clone());
-            self.page = self
-                .store
-                .snapshot_keys(self.sync, self.object, after.as_deref(), SNAPSHOT_PAGE)
-                .await?;
+            let page = match self.next_page.take() {
+                Some(reading) => reading.await.map_err(|error| {
+                    EngineError::State(ferry_state::StateError::Internal(format!(
+                        "reading the snapshot stopped unexpectedly: {error}"
+                    )))
+                })??,
+                None => self.read_page(None).await?,
+            };
+            self.page = page;
             self.position = 0;
             self.exhausted = self.page.len() < SNAPSHOT_PAGE;
+            if let (false, Some(last)) = (self.exhausted, self.page.last()) {
+                // This run writes snapshot entries only for keys it has walked past, so the
+                // page read ahead cannot go stale.
+                let (store, sync, object) = (
+                    self.store.clone(),
+                    self.sync.to_string(),
+                    self.object.to_string(),
+                );
+                let after = last.key.clone();
+                self.next_page = Some(tokio::spawn(async move {
+                    store
+                        .snapshot_keys(&sync, &object, Some(&after), SNAPSHOT_PAGE)
+                        .await
+                }));
+            }
         }
+    }
+
+    async fn read_page(&self, after: Option<&str>) -> Result<Vec<SnapshotKey>, EngineError> {
+        Ok(self
+            .store
+            .snapshot_keys(self.sync, self.object, after, SNAPSHOT_PAGE)
+            .await?)
     }
 }
 

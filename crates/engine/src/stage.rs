@@ -18,8 +18,11 @@ use tokio::sync::mpsc;
 
 /// Records held in memory before a sorted segment is written to disk, at most.
 const SEGMENT_RECORDS: usize = 100_000;
-/// Records waiting between the async side and the sorting thread, each way.
-const CHANNEL_RECORDS: usize = 2_048;
+/// Records handed between the async side and the sorting thread in one message: one by one,
+/// the hand-over woke a thread for every record.
+const BATCH_RECORDS: usize = 256;
+/// Messages waiting between the async side and the sorting thread, each way.
+const CHANNEL_BATCHES: usize = 8;
 
 /// One prepared record as it is staged: its payload as canonical JSON and its hash.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -234,8 +237,10 @@ fn read_text<R: Read>(reader: &mut R) -> std::io::Result<String> {
 /// The sorter, fed from async code. Dropping it (or the [`Sorted`] it becomes) before the end
 /// stops the thread without sorting what it holds.
 pub(crate) struct Stage {
-    input: mpsc::Sender<StagedRecord>,
-    output: mpsc::Receiver<Result<StagedRecord, String>>,
+    input: mpsc::Sender<Vec<StagedRecord>>,
+    /// Records not handed to the thread yet (less than a batch).
+    batch: Vec<StagedRecord>,
+    output: mpsc::Receiver<Result<Vec<StagedRecord>, String>>,
     records: u64,
     abandon_on_drop: AbandonOnDrop,
 }
@@ -262,8 +267,8 @@ impl Drop for AbandonOnDrop {
 impl Stage {
     /// Starts the sorting thread; segments go under `scratch` (removed when the sort ends).
     pub(crate) fn start(scratch: &Path) -> Result<Stage, String> {
-        let (input, mut to_sort) = mpsc::channel::<StagedRecord>(CHANNEL_RECORDS);
-        let (sorted, output) = mpsc::channel(CHANNEL_RECORDS);
+        let (input, mut to_sort) = mpsc::channel::<Vec<StagedRecord>>(CHANNEL_BATCHES);
+        let (sorted, output) = mpsc::channel(CHANNEL_BATCHES);
         let scratch: PathBuf = scratch.to_path_buf();
         let abandoned = Abandoned::default();
         let seen_by_thread = abandoned.clone();
@@ -274,10 +279,12 @@ impl Stage {
                     format!("staging the model's records on disk failed: {error}")
                 };
                 let mut sorter = Sorter::new(scratch);
-                while let Some(record) = to_sort.blocking_recv() {
-                    if let Err(error) = sorter.push(record) {
-                        let _ = sorted.blocking_send(Err(failed(error)));
-                        return;
+                while let Some(records) = to_sort.blocking_recv() {
+                    for record in records {
+                        if let Err(error) = sorter.push(record) {
+                            let _ = sorted.blocking_send(Err(failed(error)));
+                            return;
+                        }
                     }
                 }
                 if seen_by_thread.is_set() {
@@ -285,13 +292,29 @@ impl Stage {
                 }
                 match sorter.finish() {
                     Ok(iterator) => {
+                        let mut batch = Vec::with_capacity(BATCH_RECORDS);
                         for record in iterator {
-                            let message = record.map_err(failed);
-                            let stop = message.is_err();
-                            // The receiver went away: the run stopped; the sort files go with us.
-                            if sorted.blocking_send(message).is_err() || stop {
-                                return;
+                            match record {
+                                Ok(record) => batch.push(record),
+                                Err(error) => {
+                                    let _ = sorted.blocking_send(Err(failed(error)));
+                                    return;
+                                }
                             }
+                            if batch.len() == BATCH_RECORDS {
+                                let full = std::mem::replace(
+                                    &mut batch,
+                                    Vec::with_capacity(BATCH_RECORDS),
+                                );
+                                // The receiver went away: the run stopped; the sort files go
+                                // with us.
+                                if sorted.blocking_send(Ok(full)).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        if !batch.is_empty() {
+                            let _ = sorted.blocking_send(Ok(batch));
                         }
                     }
                     Err(error) => {
@@ -302,6 +325,7 @@ impl Stage {
             .map_err(|e| format!("cannot start the staging thread: {e}"))?;
         Ok(Stage {
             input,
+            batch: Vec::with_capacity(BATCH_RECORDS),
             output,
             records: 0,
             abandon_on_drop: AbandonOnDrop(abandoned),
@@ -310,36 +334,52 @@ impl Stage {
 
     pub(crate) async fn push(&mut self, record: StagedRecord) -> Result<(), String> {
         self.records += 1;
+        self.batch.push(record);
+        if self.batch.len() >= BATCH_RECORDS {
+            self.send_batch().await?;
+        }
+        Ok(())
+    }
+
+    async fn send_batch(&mut self) -> Result<(), String> {
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_RECORDS));
         self.input
-            .send(record)
+            .send(batch)
             .await
             .map_err(|_| "the staging thread stopped unexpectedly".to_string())
     }
 
     /// Ends the input; the records then come back sorted.
-    pub(crate) fn finish(self) -> Sorted {
+    pub(crate) async fn finish(mut self) -> Result<Sorted, String> {
+        if !self.batch.is_empty() {
+            self.send_batch().await?;
+        }
         let Stage {
             input,
             output,
             records,
             abandon_on_drop,
+            ..
         } = self;
         drop(input);
-        Sorted {
+        Ok(Sorted {
             output,
             expected: records,
             received: 0,
+            batch: Vec::new().into_iter(),
             peeked: None,
             _abandon_on_drop: abandon_on_drop,
-        }
+        })
     }
 }
 
 /// The staged records in key order.
 pub(crate) struct Sorted {
-    output: mpsc::Receiver<Result<StagedRecord, String>>,
+    output: mpsc::Receiver<Result<Vec<StagedRecord>, String>>,
     expected: u64,
     received: u64,
+    /// The rest of the last batch received.
+    batch: std::vec::IntoIter<StagedRecord>,
     peeked: Option<StagedRecord>,
     _abandon_on_drop: AbandonOnDrop,
 }
@@ -363,18 +403,24 @@ impl Sorted {
         if let Some(record) = self.peeked.take() {
             return Ok(Some(record));
         }
-        match self.output.recv().await {
-            Some(Ok(record)) => {
+        loop {
+            if let Some(record) = self.batch.next() {
                 self.received += 1;
-                Ok(Some(record))
+                return Ok(Some(record));
             }
-            Some(Err(error)) => Err(error),
-            None if self.received == self.expected => Ok(None),
-            None => Err(format!(
-                "the staging thread stopped after {} of {} records",
-                self.received, self.expected
-            )),
+            match self.output.recv().await {
+                Some(Ok(batch)) => self.batch = batch.into_iter(),
+                Some(Err(error)) => return Err(error),
+                None => break,
+            }
         }
+        if self.received == self.expected {
+            return Ok(None);
+        }
+        Err(format!(
+            "the staging thread stopped after {} of {} records",
+            self.received, self.expected
+        ))
     }
 
     /// The next key's records.
@@ -437,7 +483,7 @@ mod tests {
         for row in [total + 1, total + 2, total + 3] {
             stage.push(staged("K00000005", row)).await.unwrap();
         }
-        let mut sorted = stage.finish();
+        let mut sorted = stage.finish().await.unwrap();
         let mut previous = String::new();
         let mut singles = 0u64;
         let mut duplicated = Vec::new();

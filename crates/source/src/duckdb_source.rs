@@ -11,7 +11,8 @@ use crate::text_forms::{
     timestamp_from_ticks, unix_epoch, unsigned_integer_value,
 };
 use crate::{
-    Column, QueryOptions, RowStream, SourceError, StreamMessage, TimeoutSetting, ValidatedModelSql,
+    row_channel, Column, QueryOptions, RowBatcher, RowStream, SourceError, StreamMessage,
+    TimeoutSetting, ValidatedModelSql,
 };
 use duckdb::core::{LogicalTypeHandle, LogicalTypeId};
 use duckdb::types::{TimeUnit, Value as DuckDbValue};
@@ -22,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::debug;
 
 /// Opens the file read-only and runs `SELECT 1`.
@@ -51,7 +52,7 @@ pub(crate) async fn start_duckdb_query(
     options: &QueryOptions,
 ) -> Result<RowStream, SourceError> {
     let (columns_sender, columns_receiver) = oneshot::channel();
-    let (messages_sender, messages_receiver) = mpsc::channel(options.batch_size.max(1));
+    let (rows_sender, messages_receiver, rows_per_message) = row_channel(options);
     let path = path.to_path_buf();
     let statement_timeout = options.statement_timeout;
     let timeout_setting = options.timeout_setting;
@@ -64,7 +65,7 @@ pub(crate) async fn start_duckdb_query(
                 statement_timeout,
                 timeout_setting,
                 columns_sender,
-                &messages_sender,
+                rows_sender,
             )
         })
         .map_err(|error| SourceError::Warehouse {
@@ -79,6 +80,7 @@ pub(crate) async fn start_duckdb_query(
     Ok(RowStream::new(
         columns,
         messages_receiver,
+        rows_per_message,
         Some(interrupt_handle),
     ))
 }
@@ -86,14 +88,14 @@ pub(crate) async fn start_duckdb_query(
 type ColumnsAndInterrupt = (Vec<Column>, Arc<InterruptHandle>);
 
 /// The body of the model thread: columns (or the setup error) through `columns_sender`, then
-/// every row, then `Finished` or `Failed` through `messages_sender`.
+/// every row, then `Finished` or `Failed` through `rows_sender`.
 fn read_model(
     path: &Path,
     model: &ValidatedModelSql,
     statement_timeout: Duration,
     timeout_setting: TimeoutSetting,
     columns_sender: oneshot::Sender<Result<ColumnsAndInterrupt, SourceError>>,
-    messages_sender: &mpsc::Sender<StreamMessage>,
+    mut rows_sender: RowBatcher,
 ) {
     let connection = match open_read_only(path) {
         Ok(connection) => connection,
@@ -165,21 +167,37 @@ fn read_model(
             Err(error) => break StreamMessage::Failed(error),
         };
         timer.waiting_for_reader();
-        if messages_sender
-            .blocking_send(StreamMessage::Row(values))
-            .is_err()
-        {
+        if rows_sender.blocking_push(values).is_err() {
             debug!("Model stream dropped; stopping the DuckDB query.");
             return;
         }
     };
     timer.waiting_for_reader();
-    let _ = messages_sender.blocking_send(final_message);
+    rows_sender.blocking_finish(final_message);
 }
 
 /// Opens the warehouse read-only, so no model can change it. DuckDB would refuse to open a
 /// missing file read-only anyway, but checking first gives a clearer message and guarantees
 /// ferry never creates an empty warehouse by mistake.
+/// The environment variable that sets how much memory DuckDB may use while it runs a model.
+pub const DUCKDB_MEMORY_LIMIT_VARIABLE: &str = "FERRY_DUCKDB_MEMORY_LIMIT";
+
+/// DuckDB's memory for a model by default. DuckDB keeps every block of a table it has scanned
+/// cached until it reaches its limit, 80% of the machine's memory unless told otherwise: a
+/// 10M-row table made ferry's preview grow by 150 MB of cache it never reads again. 128 MB
+/// keeps ferry's memory flat and still sorts and joins millions of rows; a heavier model says
+/// which variable to raise when DuckDB runs out.
+const DEFAULT_DUCKDB_MEMORY_LIMIT: &str = "128MB";
+
+/// The memory DuckDB may use for a model: [`DUCKDB_MEMORY_LIMIT_VARIABLE`] or the default.
+fn duckdb_memory_limit() -> String {
+    std::env::var(DUCKDB_MEMORY_LIMIT_VARIABLE)
+        .ok()
+        .map(|value| value.trim().to_string())
+        .filter(|value| !value.is_empty())
+        .unwrap_or_else(|| DEFAULT_DUCKDB_MEMORY_LIMIT.to_string())
+}
+
 pub(crate) fn open_read_only(path: &Path) -> Result<Connection, SourceError> {
     if !is_duckdb_file(path) {
         return Err(SourceError::DuckDbNotUsable {
@@ -194,11 +212,20 @@ pub(crate) fn open_read_only(path: &Path) -> Result<Connection, SourceError> {
     // such as `read_text('/etc/passwd')`, `read_csv(…)` or `ATTACH` cannot reach the files of the
     // machine ferry runs on (through the server, a model comes from anyone with an API token),
     // and no extension is loaded from the network.
+    let memory_limit = duckdb_memory_limit();
     let config = Config::default()
         .access_mode(AccessMode::ReadOnly)
         .and_then(|c| c.enable_external_access(false))
         .and_then(|c| c.enable_autoload_extension(false))
-        .map_err(open_failed)?;
+        .map_err(open_failed)?
+        .max_memory(&memory_limit)
+        .map_err(|_| SourceError::DuckDbOpenFailed {
+            path: path.to_path_buf(),
+            reason: format!(
+                "{DUCKDB_MEMORY_LIMIT_VARIABLE} is `{memory_limit}`, which is not a memory size \
+                 DuckDB understands; give one such as 512MB or 2GB"
+            ),
+        })?;
     Connection::open_with_flags(path, config).map_err(open_failed)
 }
 
@@ -234,9 +261,19 @@ fn classify_model_error(
             setting: timeout_setting,
         };
     }
-    let message = error.to_string();
+    let mut message = error.to_string();
     if message.contains("read-only mode") {
         return SourceError::ReadOnlyViolation { message };
+    }
+    if message.starts_with("Out of Memory Error") {
+        // DuckDB suggests `SET memory_limit`, which a model cannot run: say what ferry reads.
+        let first_line = message.lines().next().unwrap_or_default().to_string();
+        message = format!(
+            "{first_line}. ferry lets DuckDB use {} for a model; set \
+             {DUCKDB_MEMORY_LIMIT_VARIABLE} higher (for example {DUCKDB_MEMORY_LIMIT_VARIABLE}=2GB) \
+             in the environment of ferry to give it more",
+            duckdb_memory_limit()
+        );
     }
     // DuckDB's messages already carry the position as a `LINE n:` excerpt.
     SourceError::Sql {

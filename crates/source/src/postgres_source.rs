@@ -8,13 +8,14 @@
 use crate::error::SqlPosition;
 use crate::postgres_decode::{decode_value, decoder_for_type, PostgresDecoder, RawPostgresValue};
 use crate::{
-    Column, QueryOptions, RowStream, SourceError, StreamMessage, TimeoutSetting, ValidatedModelSql,
+    row_channel, Column, QueryOptions, RowBatcher, RowStream, SourceError, StreamMessage,
+    TimeoutSetting, ValidatedModelSql,
 };
 use ferry_core::{Secret, Value};
 use std::error::Error as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Row};
@@ -53,20 +54,25 @@ pub(crate) async fn start_postgres_query(
 ) -> Result<RowStream, SourceError> {
     let connection = PostgresConnection::open(url).await?;
     let (columns_sender, columns_receiver) = oneshot::channel();
-    let (messages_sender, messages_receiver) = mpsc::channel(options.batch_size.max(1));
+    let (rows_sender, messages_receiver, rows_per_message) = row_channel(options);
     tokio::spawn(run_model_until_done_or_dropped(
         connection,
         model,
         options.clone(),
         columns_sender,
-        messages_sender,
+        rows_sender,
     ));
     let columns = columns_receiver
         .await
         .map_err(|_| SourceError::Warehouse {
             reason: "the PostgreSQL reader stopped before the model's columns were known".into(),
         })??;
-    Ok(RowStream::new(columns, messages_receiver, None))
+    Ok(RowStream::new(
+        columns,
+        messages_receiver,
+        rows_per_message,
+        None,
+    ))
 }
 
 /// Describes a connection string for messages and logs, without its password.
@@ -179,12 +185,13 @@ async fn run_model_until_done_or_dropped(
     model: ValidatedModelSql,
     options: QueryOptions,
     columns_sender: oneshot::Sender<Result<Vec<Column>, SourceError>>,
-    messages_sender: mpsc::Sender<StreamMessage>,
+    rows_sender: RowBatcher,
 ) {
     let cancel_token = connection.client.cancel_token();
+    let reader_watch = rows_sender.watch();
     tokio::select! {
-        () = read_model(&mut connection, &model, &options, columns_sender, &messages_sender) => {}
-        () = messages_sender.closed() => {
+        () = read_model(&mut connection, &model, &options, columns_sender, rows_sender) => {}
+        () = reader_watch.closed() => {
             debug!("Model stream dropped; cancelling the PostgreSQL statement.");
             if let Err(error) = cancel_token.cancel_query(NoTls).await {
                 debug!(error = %describe_driver_error(&error), "Could not cancel the PostgreSQL statement.");
@@ -194,13 +201,13 @@ async fn run_model_until_done_or_dropped(
 }
 
 /// Sends the columns (or the setup error) through `columns_sender`, then every row, then
-/// `Finished` or `Failed` through `messages_sender`.
+/// `Finished` or `Failed` through `rows_sender`.
 async fn read_model(
     connection: &mut PostgresConnection,
     model: &ValidatedModelSql,
     options: &QueryOptions,
     columns_sender: oneshot::Sender<Result<Vec<Column>, SourceError>>,
-    messages_sender: &mpsc::Sender<StreamMessage>,
+    mut rows_sender: RowBatcher,
 ) {
     let sql = model.statement();
     let timeout = options.statement_timeout;
@@ -282,11 +289,7 @@ async fn read_model(
             let portal_exhausted = batch.len() < batch_size as usize;
             for row in batch {
                 let values = decode_row(&row, &columns, &decoders)?;
-                if messages_sender
-                    .send(StreamMessage::Row(values))
-                    .await
-                    .is_err()
-                {
+                if rows_sender.push(values).await.is_err() {
                     return Ok(RowLoopEnd::ReaderGone);
                 }
                 rows_read += 1;
@@ -302,7 +305,7 @@ async fn read_model(
         Ok(RowLoopEnd::ReaderGone) => return,
         Err(error) => StreamMessage::Failed(error),
     };
-    let _ = messages_sender.send(final_message).await;
+    rows_sender.finish(final_message).await;
     // The transaction only read, so ending it by rollback (on drop) loses nothing.
     drop(transaction);
 }

@@ -47,6 +47,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "generic engine",
         include_str!("../migrations/postgres/0003_generic_engine.sql"),
     ),
+    (
+        4,
+        "snapshot in key order",
+        include_str!("../migrations/postgres/0004_snapshot_in_key_order.sql"),
+    ),
 ];
 
 /// The transaction-level advisory lock that makes concurrent `initialize` calls take turns

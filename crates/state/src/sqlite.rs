@@ -46,6 +46,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "generic engine",
         include_str!("../migrations/sqlite/0003_generic_engine.sql"),
     ),
+    (
+        4,
+        "snapshot in key order",
+        include_str!("../migrations/sqlite/0004_snapshot_in_key_order.sql"),
+    ),
 ];
 
 /// How long a writer waits for another process's transaction before giving up.
