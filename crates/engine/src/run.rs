@@ -700,7 +700,12 @@ impl<'a> SnapshotCursor<'a> {
                         "reading the snapshot stopped unexpectedly: {error}"
                     )))
                 })??,
-                None => self.read_page(None).await?,
+                // The first page.
+                None => {
+                    self.store
+                        .snapshot_keys(self.sync, self.object, None, SNAPSHOT_PAGE)
+                        .await?
+                }
             };
             self.page = page;
             self.position = 0;
@@ -721,13 +726,6 @@ impl<'a> SnapshotCursor<'a> {
                 }));
             }
         }
-    }
-
-    async fn read_page(&self, after: Option<&str>) -> Result<Vec<SnapshotKey>, EngineError> {
-        Ok(self
-            .store
-            .snapshot_keys(self.sync, self.object, after, SNAPSHOT_PAGE)
-            .await?)
     }
 }
 
