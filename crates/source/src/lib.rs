@@ -282,43 +282,35 @@ impl RowStream {
 
     /// The next row, `None` after the last one. After an error the stream is over.
     pub async fn next_row(&mut self) -> Option<Result<Vec<Value>, SourceError>> {
-        if let Some(values) = self.pending.next() {
-            self.rows_received += 1;
-            return Some(Ok(values));
-        }
-        if self.ended {
-            return None;
-        }
-        match self.messages.recv().await {
-            Some(StreamMessage::Rows(rows)) => {
-                self.pending = rows.into_iter();
-                match self.pending.next() {
-                    Some(values) => {
-                        self.rows_received += 1;
-                        Some(Ok(values))
-                    }
-                    // Producers never send an empty message; read on if one did.
-                    None => Box::pin(self.next_row()).await,
+        loop {
+            if let Some(values) = self.pending.next() {
+                self.rows_received += 1;
+                return Some(Ok(values));
+            }
+            if self.ended {
+                return None;
+            }
+            match self.messages.recv().await {
+                Some(StreamMessage::Rows(rows)) => self.pending = rows.into_iter(),
+                Some(StreamMessage::Finished) => {
+                    self.ended = true;
+                    return None;
                 }
-            }
-            Some(StreamMessage::Finished) => {
-                self.ended = true;
-                None
-            }
-            Some(StreamMessage::Failed(error)) => {
-                self.ended = true;
-                Some(Err(error))
-            }
-            // The producer always ends with `Finished` or `Failed`; a channel that closes
-            // without either means it died, and the rows so far may not be all of them.
-            None => {
-                self.ended = true;
-                Some(Err(SourceError::Warehouse {
-                    reason: format!(
-                        "the warehouse reader stopped unexpectedly after {} rows",
-                        self.rows_received
-                    ),
-                }))
+                Some(StreamMessage::Failed(error)) => {
+                    self.ended = true;
+                    return Some(Err(error));
+                }
+                // The producer always ends with `Finished` or `Failed`; a channel that closes
+                // without either means it died, and the rows so far may not be all of them.
+                None => {
+                    self.ended = true;
+                    return Some(Err(SourceError::Warehouse {
+                        reason: format!(
+                            "the warehouse reader stopped unexpectedly after {} rows",
+                            self.rows_received
+                        ),
+                    }));
+                }
             }
         }
     }
