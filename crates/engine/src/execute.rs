@@ -124,6 +124,9 @@ pub(crate) async fn dispatch(
     let mut cancelled_at: Option<Instant> = None;
     let mut lock_lost = false;
     let mut fatal: Option<EngineError> = None;
+    // One timer for the whole dispatch, not one per answer.
+    let lock_check = tokio::time::sleep(LOCK_CHECK_EVERY);
+    tokio::pin!(lock_check);
     loop {
         // Without its lock the run stops at once, even while stopping for a cancellation: a
         // second run may hold the lock by now. The futures in `in_flight` are dropped unpolled:
@@ -187,7 +190,10 @@ pub(crate) async fn dispatch(
         // Woken at least every LOCK_CHECK_EVERY, so a lost lock stops the writes within that.
         let next = tokio::select! {
             next = in_flight.next() => next,
-            _ = tokio::time::sleep(LOCK_CHECK_EVERY) => continue,
+            _ = &mut lock_check => {
+                lock_check.as_mut().reset(tokio::time::Instant::now() + LOCK_CHECK_EVERY);
+                continue;
+            }
         };
         match next {
             Some((row_number, Ok(done))) => {
@@ -280,7 +286,7 @@ fn immediate_outcome(exec: &Execution<'_>, planned: &Planned) -> Option<Settled>
         ),
         Action::Reject { reason } => settle(Outcome::Rejected, None, Some(reason.clone())),
         Action::Fail { reason } => settle(Outcome::Failed, None, Some(reason.clone())),
-        Action::Update { .. } | Action::Create { .. } | Action::ReplayCreate { .. } => return None,
+        Action::Update { .. } | Action::Create | Action::ReplayCreate { .. } => return None,
     };
     if planned.drops_pending && done.outcome == Outcome::Unchanged {
         done.pending_resolved = Some(record.match_key.clone());
@@ -414,7 +420,7 @@ async fn execute_one(exec: &Execution<'_>, planned: Planned) -> Result<Settled, 
                 }
             }
         }
-        Action::Create { .. } => {
+        Action::Create => {
             unreachable!("creates become ReplayCreate once their pending entry is saved")
         }
         other => Ok(immediate_outcome(
@@ -587,21 +593,23 @@ fn settle_error(
 /// A created record's changes, `{"name": {"before": null, "after": "Ada"}, …}`, written as
 /// text directly: one string per record instead of a JSON tree built, copied and printed.
 fn created_changes(payload: &Payload) -> String {
-    let mut text = String::from("{");
+    // Written straight into one buffer: this runs once per created record.
+    let mut text = Vec::with_capacity(64 * payload.fields.len());
+    text.push(b'{');
     for (path, value) in &payload.fields {
         if *value == ferry_core::FieldValue::Clear {
             continue;
         }
         if text.len() > 1 {
-            text.push(',');
+            text.push(b',');
         }
-        text.push_str(&serde_json::Value::String(path.clone()).to_string());
-        text.push_str(r#":{"before":null,"after":"#);
-        text.push_str(&value.to_json().to_string());
-        text.push('}');
+        serde_json::to_writer(&mut text, path).expect("a field path serializes");
+        text.extend_from_slice(br#":{"before":null,"after":"#);
+        serde_json::to_writer(&mut text, value).expect("a field value serializes");
+        text.push(b'}');
     }
-    text.push('}');
-    text
+    text.push(b'}');
+    String::from_utf8(text).expect("JSON is UTF-8")
 }
 
 pub(crate) fn settled(
@@ -916,4 +924,32 @@ where
 /// Whether a state store error means "the database is not reachable right now".
 pub(crate) fn is_unreachable(error: &StateError) -> bool {
     error.is_unreachable()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_core::FieldValue;
+
+    /// A created record's changes read as the plan describes a create: every field set, from
+    /// nothing (the run log and the preview must agree).
+    #[test]
+    fn created_changes_match_the_plans_description_of_a_create() {
+        let payload = Payload {
+            fields: [
+                ("email", FieldValue::Text("ada@example.com".into())),
+                (
+                    "name",
+                    FieldValue::Text("Ada \"Countess\" Lovelace\n\u{1F600}".into()),
+                ),
+                ("phone", FieldValue::Clear),
+                ("metadata.plan", FieldValue::Text("pro".into())),
+            ]
+            .into_iter()
+            .map(|(path, value)| (path.to_string(), value))
+            .collect(),
+        };
+        let described = crate::plan::describe_create(&payload);
+        assert_eq!(created_changes(&payload), described.to_string());
+    }
 }

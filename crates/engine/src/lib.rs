@@ -261,9 +261,9 @@ impl Sink for PreviewSink {
                     example.stripe_id = Some(destination_id);
                     example.changes = Some(changes);
                 }
-                Action::Create { changes } => {
+                Action::Create => {
                     self.preview.create += 1;
-                    example.changes = Some(changes);
+                    example.changes = Some(plan::describe_create(&record.payload));
                 }
                 Action::ReplayCreate { .. } => {
                     self.preview.create += 1;

@@ -27,9 +27,8 @@ pub enum Action {
         changed: Vec<String>,
         changes: Json,
     },
-    Create {
-        changes: Json,
-    },
+    /// Every field set is sent (its description for previews: [`describe_create`]).
+    Create,
     /// A create whose idempotency key and body are saved: sent with them, so that Stripe
     /// returns the record it made if an earlier attempt made one. `from_earlier_run`: an
     /// interrupted run saved it, and the lookup just now found no record with the key.
@@ -115,18 +114,9 @@ pub fn plan(
                         from_earlier_run: true,
                     }
                 }
-                _ => {
-                    let all: Vec<String> = record
-                        .payload
-                        .fields
-                        .iter()
-                        .filter(|(_, v)| **v != FieldValue::Clear)
-                        .map(|(k, _)| k.clone())
-                        .collect();
-                    Action::Create {
-                        changes: describe_changes(&record.payload, &all, |_| Json::Null),
-                    }
-                }
+                // Described only when a preview shows it: a run describes what it created
+                // once Stripe answered.
+                _ => Action::Create,
             },
         },
         Known::Found([live]) => against_live(record, live, rules),
@@ -201,6 +191,17 @@ fn against_live(record: &PreparedRecord, live: &StripeRecord, rules: &Rules<'_>)
         changes: describe_changes(&record.payload, &changed, before),
         changed,
     }
+}
+
+/// A create's changes: every field set, from nothing.
+pub(crate) fn describe_create(payload: &Payload) -> Json {
+    let set: Vec<String> = payload
+        .fields
+        .iter()
+        .filter(|(_, v)| **v != FieldValue::Clear)
+        .map(|(k, _)| k.clone())
+        .collect();
+    describe_changes(payload, &set, |_| Json::Null)
 }
 
 /// `{"name": {"before": "Ada", "after": "Ada L."}}`, for previews and run logs.
@@ -288,7 +289,8 @@ mod tests {
             key_path: "email",
             key_ignores_case: true,
         };
-        let action = plan(&record(row), known, pending, &rules, now());
+        let record = record(row);
+        let action = plan(&record, known, pending, &rules, now());
         let text = match action {
             Action::Unchanged {
                 destination_id,
@@ -302,7 +304,7 @@ mod tests {
                 changes,
                 ..
             } => format!("update {destination_id} {changes}"),
-            Action::Create { changes } => format!("create {changes}"),
+            Action::Create => format!("create {}", describe_create(&record.payload)),
             Action::ReplayCreate {
                 pending,
                 from_earlier_run,

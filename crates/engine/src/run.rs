@@ -573,7 +573,7 @@ pub(crate) async fn execute_chunk(
         let creates: Vec<Planned> = creates
             .into_iter()
             .map(|mut planned| {
-                if let Action::Create { .. } = planned.action {
+                if let Action::Create = planned.action {
                     let pending = new_pending_create(exec, &planned.record, now);
                     new_pending.push(pending.clone());
                     planned.action = Action::ReplayCreate {

@@ -41,7 +41,7 @@ impl Default for HttpPolicy {
 #[derive(Debug, Clone)]
 pub struct OutboundRequest {
     pub method: reqwest::Method,
-    pub url: String,
+    pub url: reqwest::Url,
     /// The rate-limit bucket this request counts against, e.g. `POST /v1/customers/{id}`.
     pub endpoint: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
@@ -138,10 +138,9 @@ impl HttpClient {
             let (classification, problem, response) = match outcome {
                 Ok(response) => {
                     let classification = classify(response.status, &response.headers);
-                    let problem = describe_failed_response(&response);
-                    (classification, problem, Some(response))
+                    (classification, None, Some(response))
                 }
-                Err(transport) => (Classification::Retry, transport, None),
+                Err(transport) => (Classification::Retry, Some(transport), None),
             };
             match classification {
                 Classification::Final => {
@@ -150,6 +149,9 @@ impl HttpClient {
                     return Ok(response);
                 }
                 Classification::Retry => {
+                    let problem = problem.unwrap_or_else(|| {
+                        describe_failed_response(response.as_ref().expect("no transport error"))
+                    });
                     let delay = retry.delay_before_attempt(attempt + 1, &mut rand::rng());
                     let out_of_attempts = attempt >= retry.max_attempts;
                     let out_of_time = started.elapsed() + delay > retry.max_total;
@@ -188,7 +190,7 @@ impl HttpClient {
         let mut builder = self
             .inner
             .client
-            .request(request.method.clone(), &request.url);
+            .request(request.method.clone(), request.url.clone());
         for (name, value) in &request.headers {
             builder = builder.header(name, value);
         }
@@ -206,12 +208,17 @@ impl HttpClient {
             .map_err(|e| describe_transport_error(&e))?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response.text().await.map_err(|e| {
+        let body = response.bytes().await.map_err(|e| {
             format!(
                 "response lost while reading its body ({})",
                 describe_transport_error(&e)
             )
         })?;
+        // Stripe answers in UTF-8; `text()` would parse the content type for a charset first.
+        let body = match String::from_utf8(body.into()) {
+            Ok(text) => text,
+            Err(not_utf8) => String::from_utf8_lossy(not_utf8.as_bytes()).into_owned(),
+        };
         Ok(InboundResponse {
             status,
             headers,

@@ -865,7 +865,17 @@ impl SqliteStore {
                         .execute(params![sync, key, object])
                         .doing(doing)?;
                 }
+                // A create's outcome both remembers its record and resolves its pending
+                // entry: that entry is gone already.
+                let remembered: std::collections::HashSet<&str> = owned
+                    .snapshot_upserts
+                    .iter()
+                    .map(|(key, _)| key.as_str())
+                    .collect();
                 for key in &owned.pending_deletes {
+                    if remembered.contains(key.as_str()) {
+                        continue;
+                    }
                     delete_pending
                         .execute(params![sync, key, object])
                         .doing(doing)?;
@@ -961,8 +971,32 @@ impl SqliteStore {
                 for id in &removed {
                     forget.execute(params![scope, id]).doing(doing)?;
                 }
+                let mut indexed_keys = transaction
+                    .prepare_cached(
+                        // Without the hint SQLite prefers scanning the covering primary
+                        // key over the whole scope.
+                        "SELECT key_name, key_value FROM key_index INDEXED BY key_index_by_id \
+                         WHERE scope = ?1 AND destination_id = ?2",
+                    )
+                    .doing(doing)?;
                 for record in &records {
                     if !record.new {
+                        // Most records listed again (a refresh's overlap, a run's own creates
+                        // listed at its end) still carry the keys they are indexed under: a
+                        // read then saves rewriting their rows.
+                        let mut indexed: Vec<(String, String)> = indexed_keys
+                            .query_map(params![scope, record.destination_id], |row| {
+                                Ok((row.get(0)?, row.get(1)?))
+                            })
+                            .doing(doing)?
+                            .collect::<Result<_, _>>()
+                            .doing(doing)?;
+                        let mut listed = record.keys.clone();
+                        indexed.sort();
+                        listed.sort();
+                        if indexed == listed {
+                            continue;
+                        }
                         forget
                             .execute(params![scope, record.destination_id])
                             .doing(doing)?;
@@ -1592,8 +1626,10 @@ fn column<T: FromSql>(row: &Row<'_>, index: usize) -> Result<T, StateError> {
 }
 
 /// RFC 3339 in UTC with exactly six fractional digits: sorts as text, parses back exactly.
+/// `2026-12-01T23:45:11.123456Z`: fixed width, so that text order is time order.
 fn timestamp_text(timestamp: DateTime<Utc>) -> String {
-    timestamp.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    // The RFC 3339 writer, not a format string parsed anew for every row.
+    timestamp.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 fn parse_timestamp(text: &str) -> Result<DateTime<Utc>, StateError> {
@@ -1624,5 +1660,22 @@ trait SqliteResultExt<T> {
 impl<T> SqliteResultExt<T> for Result<T, rusqlite::Error> {
     fn doing(self, doing: &'static str) -> Result<T, StateError> {
         self.map_err(StateError::sqlite(doing))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stored timestamps keep the text they always had (workspaces compare them as text).
+    #[test]
+    fn timestamps_are_written_as_before() {
+        for (seconds, nanos) in [(0, 0), (1_796_170_730, 5_000), (1_796_170_730, 999_999_999)] {
+            let timestamp = DateTime::from_timestamp(seconds, nanos).unwrap();
+            assert_eq!(
+                timestamp_text(timestamp),
+                timestamp.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+            );
+        }
     }
 }

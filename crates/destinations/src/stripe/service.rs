@@ -81,6 +81,9 @@ pub struct StripeService {
     config: StripeConfig,
     http: HttpClient,
     authorization: HeaderValue,
+    /// `api_base` parsed once: each request's URL is this with its path and query set, so the
+    /// host is not parsed again per request.
+    base_url: reqwest::Url,
 }
 
 impl StripeService {
@@ -99,10 +102,17 @@ impl StripeService {
                 },
             )?;
         authorization.set_sensitive(true);
+        let base_url =
+            reqwest::Url::parse(config.api_base.trim_end_matches('/')).map_err(|_| {
+                HttpError::InvalidRequest(
+                    "api_base is not a URL; give one such as https://api.stripe.com".into(),
+                )
+            })?;
         Ok(StripeService {
             config,
             http,
             authorization,
+            base_url,
         })
     }
 
@@ -334,11 +344,26 @@ impl StripeService {
         }
         OutboundRequest {
             method,
-            url: format!("{}{path}", self.config.api_base.trim_end_matches('/')),
+            url: self.url(path),
             endpoint: endpoint.to_string(),
             headers,
             body: body.map(|b| (b, FORM)),
         }
+    }
+
+    /// `api_base` followed by `path` (which may carry a query).
+    fn url(&self, path: &str) -> reqwest::Url {
+        let (path, query) = match path.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (path, None),
+        };
+        let mut url = self.base_url.clone();
+        match self.base_url.path().trim_end_matches('/') {
+            "" => url.set_path(path),
+            prefix => url.set_path(&format!("{prefix}{path}")),
+        }
+        url.set_query(query);
+        url
     }
 
     fn written(
