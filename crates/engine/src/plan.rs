@@ -48,7 +48,7 @@ pub enum Action {
 
 impl Action {
     pub fn is_create(&self) -> bool {
-        matches!(self, Action::Create { .. } | Action::ReplayCreate { .. })
+        matches!(self, Action::Create | Action::ReplayCreate { .. })
     }
 
     /// The name previews and run logs use for it.
@@ -56,7 +56,7 @@ impl Action {
         match self {
             Action::Unchanged { .. } => "unchanged",
             Action::Update { .. } => "update",
-            Action::Create { .. } | Action::ReplayCreate { .. } => "create",
+            Action::Create | Action::ReplayCreate { .. } => "create",
             Action::NotFound => "not_found",
             Action::Reject { .. } => "reject",
             Action::Fail { .. } => "fail",
