@@ -349,21 +349,24 @@ pub fn is_valid_email(text: &str) -> bool {
     if !local_ok || local.starts_with('.') || local.ends_with('.') || local.contains("..") {
         return false;
     }
-    let labels: Vec<&str> = domain.split('.').collect();
-    if labels.len() < 2 {
-        return false;
-    }
-    let labels_ok = labels.iter().all(|label| {
-        !label.is_empty()
+    // Checked label by label as they come (this runs on every row's key).
+    let mut labels = 0;
+    let mut top_level = "";
+    for label in domain.split('.') {
+        let label_ok = !label.is_empty()
             && label.chars().count() <= 63
             && !label.starts_with('-')
             && !label.ends_with('-')
             && label
                 .chars()
-                .all(|character| character.is_alphanumeric() || character == '-')
-    });
-    let top_level = labels.last().expect("split gives at least one label");
-    labels_ok
+                .all(|character| character.is_alphanumeric() || character == '-');
+        if !label_ok {
+            return false;
+        }
+        labels += 1;
+        top_level = label;
+    }
+    labels >= 2
         && !top_level
             .chars()
             .all(|character| character.is_ascii_digit())
