@@ -38,6 +38,12 @@ fn main() {
         .build()
         .expect("a runtime");
     let mut table = Table::default();
+    // First: the emulator serves in this process, and after the million-customer scenarios it
+    // answers creates at less than half its pace (at a fifth of the scale: 2,400 instead of
+    // 5,600 records per second), which would be measured as ferry's.
+    if wanted("creates") {
+        runtime.block_on(twenty_thousand_creates(&mut table, scaled(20_000)));
+    }
     if wanted("duckdb") {
         runtime.block_on(duckdb_million(&mut table, scaled(1_000_000)));
     }
@@ -49,9 +55,6 @@ fn main() {
     }
     if wanted("warehouse_diff") {
         runtime.block_on(warehouse_diff(&mut table, scaled(10_000_000)));
-    }
-    if wanted("creates") {
-        runtime.block_on(twenty_thousand_creates(&mut table, scaled(20_000)));
     }
     if wanted("live") {
         runtime.block_on(live_mode(&mut table, scaled(1_000)));
