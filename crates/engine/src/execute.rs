@@ -593,7 +593,6 @@ fn settle_error(
 /// A created record's changes, `{"name": {"before": null, "after": "Ada"}, …}`, written as
 /// text directly: one string per record instead of a JSON tree built, copied and printed.
 fn created_changes(payload: &Payload) -> String {
-    // Written straight into one buffer: this runs once per created record.
     let mut text = Vec::with_capacity(64 * payload.fields.len());
     text.push(b'{');
     for (path, value) in &payload.fields {
