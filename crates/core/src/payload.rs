@@ -100,7 +100,15 @@ impl Payload {
 /// [`Payload::hash`] of a payload already written as its canonical JSON
 /// (`payload.to_json().to_string()`).
 pub fn hash_canonical_json(canonical: &str) -> String {
-    hex::encode(Sha256::digest(canonical.as_bytes()))
+    sha256_hex(canonical.as_bytes())
+}
+
+/// SHA-256 of `bytes` as 64 lower-case hex digits. Hashes run once per model row, and
+/// `hex::encode` builds its text char by char: a third of the hash's cost.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let mut digits = [0u8; 64];
+    hex::encode_to_slice(Sha256::digest(bytes), &mut digits).expect("32 bytes are 64 hex digits");
+    String::from_utf8(digits.to_vec()).expect("hex digits are ASCII")
 }
 
 /// What is known to be in the destination, per field path, to diff a payload against.
@@ -183,6 +191,15 @@ mod tests {
             payload.hash(),
             hash_canonical_json(&payload.to_json().to_string())
         );
+    }
+
+    #[test]
+    fn sha256_hex_is_the_hex_of_the_digest() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(sha256_hex(b"abc"), hex::encode(Sha256::digest(b"abc")));
     }
 
     fn payload(fields: &[(&str, FieldValue)]) -> Payload {

@@ -20,7 +20,6 @@ use ferry_state::{
 };
 use ferry_stripe_wire::form;
 use futures::stream::{FuturesUnordered, StreamExt};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -692,7 +691,7 @@ fn update_idempotency_key(sync_uid: &str, run_id: &str, match_key: &str) -> Stri
 }
 
 fn short_hash(text: &str, hex_chars: usize) -> String {
-    let mut digest = hex::encode(Sha256::digest(text.as_bytes()));
+    let mut digest = ferry_core::payload::sha256_hex(text.as_bytes());
     digest.truncate(hex_chars);
     digest
 }

@@ -281,6 +281,17 @@ mod tests {
         ] {
             assert!(is_valid_email(good), "{good} should be valid");
         }
+        // Lengths count characters, not bytes: 64 characters before the `@`, 63 in a label.
+        let long_local = format!("{}@example.com", "ö".repeat(64));
+        let long_label = format!("ann@{}.de", "ü".repeat(63));
+        assert!(is_valid_email(&long_local) && is_valid_email(&long_label));
+        for bad in [
+            format!("{}@example.com", "a".repeat(65)),
+            format!("{}@example.com", "ö".repeat(65)),
+            format!("ann@{}.de", "ü".repeat(64)),
+        ] {
+            assert!(!is_valid_email(&bad), "{bad} should be invalid");
+        }
         for bad in [
             "",
             "ann",
@@ -294,6 +305,15 @@ mod tests {
             "ann@example..com",
             ".ann@example.com",
             "ann@1.2.3.4",
+            "ann\t@example.com",
+            "ann\u{7f}@example.com",
+            "(ann)@example.com",
+            "ann@exa_mple.com",
+            "jörg lee@bücher.de",
+            "jörg\u{85}@bücher.de",
+            "jörg@bü cher.de",
+            "jörg@bücher.123",
+            "jörg@-bücher.de",
         ] {
             assert!(!is_valid_email(bad), "{bad} should be invalid");
         }

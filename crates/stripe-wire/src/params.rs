@@ -332,44 +332,64 @@ fn intern(path: String) -> &'static str {
 
 /// published.
 pub fn is_valid_email(text: &str) -> bool {
+    // This runs on every row's key: ASCII addresses, nearly all of them, are checked byte by
+    // byte; others char by char, with the same rules.
+    let ascii = text.is_ascii();
+    let length = |part: &str| {
+        if ascii {
+            part.len()
+        } else {
+            part.chars().count()
+        }
+    };
     let Some((local, domain)) = text.split_once('@') else {
         return false;
     };
-    if local.is_empty() || local.chars().count() > 64 || domain.contains('@') {
+    if local.is_empty() || length(local) > 64 || domain.contains('@') {
         return false;
     }
-    let local_ok = local.chars().all(|character| {
-        !character.is_whitespace()
-            && !character.is_control()
-            && !matches!(
-                character,
-                '"' | '(' | ')' | ',' | ':' | ';' | '<' | '>' | '[' | ']' | '\\'
-            )
-    });
+    let forbidden_in_local = |character: char| {
+        matches!(
+            character,
+            '"' | '(' | ')' | ',' | ':' | ';' | '<' | '>' | '[' | ']' | '\\'
+        )
+    };
+    let local_ok = if ascii {
+        local
+            .bytes()
+            .all(|byte| byte.is_ascii_graphic() && !forbidden_in_local(char::from(byte)))
+    } else {
+        local.chars().all(|character| {
+            !character.is_whitespace() && !character.is_control() && !forbidden_in_local(character)
+        })
+    };
     if !local_ok || local.starts_with('.') || local.ends_with('.') || local.contains("..") {
         return false;
     }
-    // Checked label by label as they come (this runs on every row's key).
+    let label_character_ok = |character: char| character.is_alphanumeric() || character == '-';
+    // Checked label by label as they come.
     let mut labels = 0;
     let mut top_level = "";
     for label in domain.split('.') {
+        let characters_ok = if ascii {
+            label
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+        } else {
+            label.chars().all(label_character_ok)
+        };
         let label_ok = !label.is_empty()
-            && label.chars().count() <= 63
+            && length(label) <= 63
             && !label.starts_with('-')
             && !label.ends_with('-')
-            && label
-                .chars()
-                .all(|character| character.is_alphanumeric() || character == '-');
+            && characters_ok;
         if !label_ok {
             return false;
         }
         labels += 1;
         top_level = label;
     }
-    labels >= 2
-        && !top_level
-            .chars()
-            .all(|character| character.is_ascii_digit())
+    labels >= 2 && !top_level.bytes().all(|byte| byte.is_ascii_digit())
 }
 
 /// Whether `text` is a currency Stripe supports, in any case (`usd`, `EUR`).
