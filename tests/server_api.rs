@@ -1864,7 +1864,7 @@ async fn the_sync_form_refuses_choices_off_its_lists_and_forms_that_are_not_utf8
     let syncs = || async { api.get("/api/v1/syncs").await.expect(200).json()["syncs"].clone() };
 
     for (field, valid) in [
-        ("behavior", "update-or-create, update-only"),
+        ("behavior", "update-or-create, update-only, create-only"),
         ("nulls", "skip, clear"),
         ("object", "customer"),
         ("key_field", "email, metadata"),

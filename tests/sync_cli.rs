@@ -413,6 +413,117 @@ async fn update_only_reports_rows_missing_in_stripe_and_creates_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_only_creates_the_missing_and_never_updates_a_matched_record() {
+    let scene = Scene::new().await;
+    scene
+        .stripe()
+        .seed_customer(json!({"email": "Person1@Example.com", "name": "Old"}));
+    scene.warehouse_sql(&people_sql(3));
+    scene.connect().await;
+    scene.email_sync(&["--behavior", "create-only"]).await;
+    let preview = scene
+        .ferry(&["sync", "preview", "people-to-stripe", "--format", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        (
+            preview["create"].as_u64(),
+            preview["update"].as_u64(),
+            preview["unchanged"].as_u64()
+        ),
+        (Some(2), Some(0), Some(1)),
+        "{preview}"
+    );
+    let run = scene.run_sync_json("people-to-stripe", &[]).await;
+    assert_eq!(
+        (
+            run["created"].as_u64(),
+            run["updated"].as_u64(),
+            run["unchanged"].as_u64()
+        ),
+        (Some(2), Some(0), Some(1)),
+        "{run}"
+    );
+    assert_eq!(scene.stripe().customers().len(), 3);
+    // The customer that was there keeps what it held.
+    assert_eq!(
+        scene.customers_with_email("Person1@Example.com")[0]["name"],
+        "Old"
+    );
+    assert_eq!(
+        scene.customers_with_email("person2@example.com")[0]["name"],
+        "Person 2"
+    );
+
+    // Rows of records ferry created change, and one new row arrives: only the create is sent.
+    scene.warehouse_sql(
+        "update people set name = 'Renamed' where id in (1, 2);
+         insert into people values (4, 'person4@example.com', 'Person 4', '+1 555 0004', 'free')",
+    );
+    let posts_before = scene.posts();
+    let run = scene.run_sync_json("people-to-stripe", &[]).await;
+    assert_eq!(
+        (
+            run["created"].as_u64(),
+            run["updated"].as_u64(),
+            run["unchanged"].as_u64()
+        ),
+        (Some(1), Some(0), Some(3)),
+        "{run}"
+    );
+    assert_eq!(scene.posts() - posts_before, 1, "one create, no update");
+    assert_eq!(
+        scene.customers_with_email("person2@example.com")[0]["name"],
+        "Person 2"
+    );
+    assert_eq!(
+        scene.customers_with_email("Person1@Example.com")[0]["name"],
+        "Old"
+    );
+
+    // Switched to Update or Create, the sync brings the matched records up to date: ferry did
+    // not remember values it never wrote.
+    scene
+        .ferry(&[
+            "sync",
+            "create",
+            "people-to-stripe",
+            "--model",
+            "people",
+            "--destination",
+            "stripe",
+            "--key",
+            "email=email",
+            "--map",
+            "name=name",
+            "--map",
+            "phone=phone",
+            "--map",
+            "plan=metadata.plan",
+        ])
+        .await
+        .ok();
+    let run = scene.run_sync_json("people-to-stripe", &[]).await;
+    assert_eq!(
+        (run["created"].as_u64(), run["updated"].as_u64()),
+        (Some(0), Some(2)),
+        "{run}"
+    );
+    let names = || {
+        let mut names: Vec<String> = scene
+            .stripe()
+            .customers()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap_or_default().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(), ["Person 3", "Person 4", "Renamed", "Renamed"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn external_id_in_metadata_is_the_key_and_nulls_clear_when_asked() {
     let scene = Scene::new().await;
     let existing = scene.stripe().seed_customer(json!({"email": "someone@example.com", "phone": "+1 555 0000", "metadata": {"user_id": "2", "source": "crm"}}));

@@ -69,8 +69,12 @@ pub enum ObjectArg {
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
 pub enum BehaviorArg {
+    /// Update the matched records, create the others.
     UpdateOrCreate,
+    /// Update the matched records; report the others as not found.
     UpdateOnly,
+    /// Create the records that have no match; leave the matched ones alone.
+    CreateOnly,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -213,6 +217,7 @@ async fn create(store: &StateStore, args: SyncCreateArgs) -> CliResult {
         behavior: match args.behavior {
             BehaviorArg::UpdateOrCreate => Behavior::UpdateOrCreate,
             BehaviorArg::UpdateOnly => Behavior::UpdateOnly,
+            BehaviorArg::CreateOnly => Behavior::CreateOnly,
         },
         key: KeyMapping {
             column: key_column,

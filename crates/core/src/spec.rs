@@ -17,6 +17,8 @@ pub enum Behavior {
     UpdateOrCreate,
     /// Update the matched records; report the others as "not found in Stripe".
     UpdateOnly,
+    /// Create the records that have no match; leave the matched ones as Stripe holds them.
+    CreateOnly,
 }
 
 /// What a NULL in a mapped column does.
@@ -78,12 +80,17 @@ impl ObjectKind {
 }
 
 impl Behavior {
-    pub const ALL: [Behavior; 2] = [Behavior::UpdateOrCreate, Behavior::UpdateOnly];
+    pub const ALL: [Behavior; 3] = [
+        Behavior::UpdateOrCreate,
+        Behavior::UpdateOnly,
+        Behavior::CreateOnly,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Behavior::UpdateOrCreate => "update-or-create",
             Behavior::UpdateOnly => "update-only",
+            Behavior::CreateOnly => "create-only",
         }
     }
 

@@ -101,13 +101,16 @@ pub fn plan(
         Known::Remembered {
             destination_id,
             last_write,
-        } => against_last_write(record, destination_id, last_write),
+        } => leave_alone_under_create_only(
+            rules,
+            against_last_write(record, destination_id, last_write),
+        ),
         Known::LookupFailed(reason) => Action::Fail {
             reason: format!("could not look the key up in Stripe: {reason}"),
         },
         Known::Found([]) => match rules.behavior {
             Behavior::UpdateOnly => Action::NotFound,
-            Behavior::UpdateOrCreate => match pending {
+            Behavior::UpdateOrCreate | Behavior::CreateOnly => match pending {
                 Some(pending) if now - pending.created_at < PENDING_CREATE_MAX_AGE => {
                     Action::ReplayCreate {
                         pending: pending.clone(),
@@ -119,7 +122,9 @@ pub fn plan(
                 _ => Action::Create,
             },
         },
-        Known::Found([live]) => against_live(record, live, rules),
+        Known::Found([live]) => {
+            leave_alone_under_create_only(rules, against_live(record, live, rules))
+        }
         Known::Found(several) => {
             let ids: Vec<&str> = several.iter().map(|c| c.id.as_str()).collect();
             Action::Reject {
@@ -132,6 +137,21 @@ pub fn plan(
                 ),
             }
         }
+    }
+}
+
+/// Create Only sends no update: a matched record whose fields differ is left as Stripe holds
+/// it. Its payload is not remembered as written (ferry did not write it), so that a later
+/// change of behaviour compares with what Stripe holds.
+fn leave_alone_under_create_only(rules: &Rules<'_>, action: Action) -> Action {
+    match action {
+        Action::Update { destination_id, .. } if rules.behavior == Behavior::CreateOnly => {
+            Action::Unchanged {
+                destination_id,
+                remember: false,
+            }
+        }
+        other => other,
     }
 }
 
@@ -439,6 +459,75 @@ mod tests {
             Some(&pending(1)),
             CREATE,
             expect![[r#"update cus_hand {"name":{"before":"By hand","after":"Ada"}}"#]],
+        );
+    }
+
+    /// Create Only creates what has no match, replays a saved create like Update or Create,
+    /// and sends nothing to a matched record: one whose values ferry wrote is remembered as
+    /// before, one whose fields differ is left alone and not remembered as written.
+    #[test]
+    fn create_only() {
+        const ONLY: Behavior = Behavior::CreateOnly;
+        check(
+            "email=a@b.co name=Ada",
+            Known::Found(&[]),
+            None,
+            ONLY,
+            expect![[
+                r#"create {"email":{"before":null,"after":"a@b.co"},"name":{"before":null,"after":"Ada"}}"#
+            ]],
+        );
+        check(
+            "email=a@b.co",
+            Known::Found(&[]),
+            Some(&pending(2)),
+            ONLY,
+            expect![["replay ferry-1-c-abc (earlier run: true)"]],
+        );
+        let last = payload("email=a@b.co name=Ada");
+        let remembered = Known::Remembered {
+            destination_id: "cus_1",
+            last_write: &last,
+        };
+        check(
+            "email=a@b.co name=Ada",
+            remembered,
+            None,
+            ONLY,
+            expect![["unchanged cus_1 (remember)"]],
+        );
+        check(
+            "email=a@b.co name=Ada_L.",
+            remembered,
+            None,
+            ONLY,
+            expect![["unchanged cus_1"]],
+        );
+        let found = [live(
+            "cus_hand",
+            serde_json::json!({"id": "cus_hand", "email": "A@B.co", "name": "By hand"}),
+        )];
+        check(
+            "email=a@b.co name=Ada",
+            Known::Found(&found),
+            None,
+            ONLY,
+            expect![["unchanged cus_hand"]],
+        );
+        check(
+            "email=a@b.co name=By_hand",
+            Known::Found(&found),
+            None,
+            ONLY,
+            expect![["unchanged cus_hand (remember)"]],
+        );
+        let two = [live("cus_1", Json::Null), live("cus_2", Json::Null)];
+        check(
+            "email=a@b.co",
+            Known::Found(&two),
+            None,
+            ONLY,
+            expect![["reject: ambiguous: 2 Stripe customers match `a@b.co` (cus_1, cus_2); merge or delete the extra ones in Stripe, then run again"]],
         );
     }
 }

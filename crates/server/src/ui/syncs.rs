@@ -418,14 +418,18 @@ fn sync_form(
             section.card {
                 h2 { span.step { "3" } "Select a sync behavior" }
                 fieldset.field {
-                    legend { "When a record is not in Stripe" }
+                    legend { "What happens to records found in Stripe, and to the others" }
                     label.choice {
-                        input type="radio" name="behavior" value="update-or-create" checked[form.behavior != "update-only"];
+                        input type="radio" name="behavior" value="update-or-create" checked[form.behavior != "update-only" && form.behavior != "create-only"];
                         " " strong { "Update or Create" } " — update matching customers, create the others"
                     }
                     label.choice {
                         input type="radio" name="behavior" value="update-only" checked[form.behavior == "update-only"];
                         " " strong { "Update Only" } " — update matching customers, report the others as not found"
+                    }
+                    label.choice {
+                        input type="radio" name="behavior" value="create-only" checked[form.behavior == "create-only"];
+                        " " strong { "Create Only" } " — create the customers that are not in Stripe, leave matching ones as they are"
                     }
                 }
                 div.field {
@@ -693,6 +697,7 @@ fn behavior_label(behavior: Behavior) -> &'static str {
     match behavior {
         Behavior::UpdateOrCreate => "Update or Create",
         Behavior::UpdateOnly => "Update Only",
+        Behavior::CreateOnly => "Create Only",
     }
 }
 
@@ -948,8 +953,8 @@ mod tests {
             "nulls default to skip"
         );
         for (field, value, expected) in [
-            ("behavior", "bogus", "behavior: \"bogus\" is not a valid value; use one of update-or-create, update-only"),
-            ("behavior", "", "behavior: choose one of update-or-create, update-only"),
+            ("behavior", "bogus", "behavior: \"bogus\" is not a valid value; use one of update-or-create, update-only, create-only"),
+            ("behavior", "", "behavior: choose one of update-or-create, update-only, create-only"),
             ("nulls", "delete", "nulls: \"delete\" is not a valid value; use one of skip, clear"),
             ("object", "invoice", "object: \"invoice\" is not a valid value; use one of customer"),
             ("key_field", "phone", "key_field: \"phone\" is not a valid value; use one of email, metadata"),
