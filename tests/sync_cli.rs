@@ -524,6 +524,72 @@ async fn create_only_creates_the_missing_and_never_updates_a_matched_record() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn constants_and_templates_are_mapped_like_columns() {
+    let scene = Scene::new().await;
+    scene.warehouse_sql(&people_sql(2));
+    scene.warehouse_sql("update people set plan = NULL where id = 2");
+    scene.connect().await;
+    scene
+        .email_sync(&[
+            "--map",
+            "'gold'=metadata.tier",
+            "--map",
+            "{{name}} ({{plan}})=description",
+        ])
+        .await;
+    let bad = scene
+        .ferry(&[
+            "sync",
+            "create",
+            "bad",
+            "--model",
+            "people",
+            "--destination",
+            "stripe",
+            "--key",
+            "email=email",
+            "--map",
+            "{{nmae}}=name",
+            "--map",
+            "'gold=metadata.tier",
+        ])
+        .await;
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("template column `nmae` is not in the model; its columns are: id, email, name, phone, plan"),
+        "{}",
+        bad.stderr
+    );
+    assert!(
+        bad.stderr
+            .contains("`'gold` opens a constant with `'` but does not close it"),
+        "{}",
+        bad.stderr
+    );
+
+    let run = scene.run_sync_json("people-to-stripe", &[]).await;
+    assert_eq!(run["created"].as_u64(), Some(2), "{run}");
+    let one = &scene.customers_with_email("person1@example.com")[0];
+    assert_eq!(one["metadata"]["tier"], "gold");
+    assert_eq!(one["description"], "Person 1 (pro)");
+    // A NULL fills its place in a template with nothing.
+    let two = &scene.customers_with_email("person2@example.com")[0];
+    assert_eq!(two["description"], "Person 2 ()");
+    assert_eq!(two["metadata"]["tier"], "gold");
+
+    // Unchanged rows send nothing; a column a template reads changes the field it fills.
+    let run = scene.run_sync_json("people-to-stripe", &[]).await;
+    assert_eq!(run["requests"].as_u64(), Some(0), "{run}");
+    scene.warehouse_sql("update people set plan = 'free' where id = 2");
+    let run = scene.run_sync_json("people-to-stripe", &[]).await;
+    assert_eq!(run["updated"].as_u64(), Some(1), "{run}");
+    assert_eq!(
+        scene.customers_with_email("person2@example.com")[0]["description"],
+        "Person 2 (free)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn external_id_in_metadata_is_the_key_and_nulls_clear_when_asked() {
     let scene = Scene::new().await;
     let existing = scene.stripe().seed_customer(json!({"email": "someone@example.com", "phone": "+1 555 0000", "metadata": {"user_id": "2", "source": "crm"}}));

@@ -1327,6 +1327,10 @@ mod tests {
             "/tmp/a b/warehouse.duckdb",
             "http://127.0.0.1:12111",
             "é",
+            "'gold'",
+            "'O''Brien'",
+            "{{first_name}} {{last_name}}",
+            "Dear {{ name }}",
         ] {
             let pair_yaml = format!("x: {}\ny: {}\n", scalar(text), pair(text, text, "  "));
             let tree: serde_yaml_ng::Value = serde_yaml_ng::from_str(&pair_yaml).expect(&pair_yaml);

@@ -51,7 +51,8 @@ pub struct SyncCreateArgs {
     #[arg(long)]
     pub key: String,
     /// COLUMN=FIELD, repeatable: a column written into a Stripe field (`name`, `phone`,
-    /// `address.city`, `metadata.plan`, …).
+    /// `address.city`, `metadata.plan`, …). Instead of a column: a constant in single quotes
+    /// (`'gold'=metadata.tier`) or a template (`{{first_name}} {{last_name}}=name`).
     #[arg(long = "map")]
     pub mappings: Vec<String>,
     /// What a NULL does: leave the Stripe field alone, or clear it.
@@ -191,7 +192,8 @@ pub async fn sync(store: &StateStore, command: SyncCommand) -> CliResult {
 }
 
 fn parse_pair(text: &str, flag: &str) -> CliResult<(String, String)> {
-    match text.split_once('=') {
+    // At the last `=`: field paths hold none, constants and templates may.
+    match text.rsplit_once('=') {
         Some((column, field)) if !column.trim().is_empty() && !field.trim().is_empty() => {
             Ok((column.trim().to_string(), field.trim().to_string()))
         }

@@ -12,5 +12,8 @@ pub use outcome::{Outcome, RunCounts, RunStatus};
 pub use payload::{changed_fields, Baseline, FieldValue, Payload};
 pub use schedule::Schedule;
 pub use secret::Secret;
-pub use spec::{Behavior, FieldMapping, KeyMapping, NullPolicy, ObjectKind, SyncSpec};
+pub use spec::{
+    Behavior, FieldMapping, KeyMapping, MappingSource, NullPolicy, ObjectKind, SyncSpec,
+    TemplatePart,
+};
 pub use value::{Value, ValueError};

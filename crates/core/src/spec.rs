@@ -40,11 +40,96 @@ pub struct KeyMapping {
     pub field: String,
 }
 
-/// One entry of the mapper: a model column written into a Stripe field.
+/// One entry of the mapper: a value written into a Stripe field. `column` is a model column
+/// (`plan`), a constant in single quotes (`'gold'`, a quote inside doubled: `'O''Brien'`), or a
+/// template of columns (`{{first_name}} {{last_name}}`); see [`FieldMapping::source`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FieldMapping {
     pub column: String,
     pub field: String,
+}
+
+/// Where a mapped field's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MappingSource {
+    Column(String),
+    Constant(String),
+    Template(Vec<TemplatePart>),
+}
+
+/// A piece of a template: text as written, or a column's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplatePart {
+    Text(String),
+    Column(String),
+}
+
+impl FieldMapping {
+    /// What `column` says: a constant when it is quoted, a template when it holds `{{`, else a
+    /// column name. Errors say what is wrong with the text and how to write it.
+    pub fn source(&self) -> Result<MappingSource, String> {
+        parse_source(&self.column)
+    }
+
+    /// The model columns the mapping reads (none for a constant).
+    pub fn columns_read(&self) -> Vec<String> {
+        match self.source() {
+            Ok(MappingSource::Column(column)) => vec![column],
+            Ok(MappingSource::Constant(_)) => Vec::new(),
+            Ok(MappingSource::Template(parts)) => parts
+                .into_iter()
+                .filter_map(|part| match part {
+                    TemplatePart::Column(column) => Some(column),
+                    TemplatePart::Text(_) => None,
+                })
+                .collect(),
+            Err(_) => vec![self.column.clone()],
+        }
+    }
+}
+
+fn parse_source(text: &str) -> Result<MappingSource, String> {
+    if let Some(quoted) = text.strip_prefix('\'') {
+        let Some(inner) = quoted.strip_suffix('\'') else {
+            return Err(format!(
+                "`{text}` opens a constant with `'` but does not close it; write it as `'value'`"
+            ));
+        };
+        if inner.replace("''", "").contains('\'') {
+            return Err(format!(
+                "the constant `{text}` holds a single quote; double it inside a constant (`'O''Brien'`)"
+            ));
+        }
+        return Ok(MappingSource::Constant(inner.replace("''", "'")));
+    }
+    if !text.contains("{{") {
+        return Ok(MappingSource::Column(text.to_string()));
+    }
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        if start > 0 {
+            parts.push(TemplatePart::Text(rest[..start].to_string()));
+        }
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            return Err(format!(
+                "the template `{text}` opens `{{{{` without closing `}}}}`; write columns as `{{{{column}}}}`"
+            ));
+        };
+        let column = after[..end].trim();
+        if column.is_empty() {
+            return Err(format!(
+                "the template `{text}` has an empty `{{{{}}}}`; name a column inside, as in `{{{{first_name}}}}`"
+            ));
+        }
+        parts.push(TemplatePart::Column(column.to_string()));
+        rest = &after[end + 2..];
+    }
+    if !rest.is_empty() {
+        parts.push(TemplatePart::Text(rest.to_string()));
+    }
+    Ok(MappingSource::Template(parts))
 }
 
 /// A sync as the user declared it; validated against the model and Stripe's fields elsewhere.
@@ -111,5 +196,70 @@ impl NullPolicy {
         [NullPolicy::Skip, NullPolicy::Clear]
             .into_iter()
             .find(|n| n.as_str() == text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(text: &str) -> Result<MappingSource, String> {
+        FieldMapping {
+            column: text.to_string(),
+            field: "name".to_string(),
+        }
+        .source()
+    }
+
+    #[test]
+    fn a_mapping_reads_a_column_a_constant_or_a_template() {
+        use MappingSource::*;
+        use TemplatePart as P;
+        assert_eq!(source("plan"), Ok(Column("plan".into())));
+        assert_eq!(source("'gold'"), Ok(Constant("gold".into())));
+        assert_eq!(source("''"), Ok(Constant(String::new())));
+        assert_eq!(source("'O''Brien'"), Ok(Constant("O'Brien".into())));
+        assert_eq!(
+            source("{{first_name}} {{ last_name }}!"),
+            Ok(Template(vec![
+                P::Column("first_name".into()),
+                P::Text(" ".into()),
+                P::Column("last_name".into()),
+                P::Text("!".into()),
+            ]))
+        );
+        assert_eq!(
+            source("'gold"),
+            Err(
+                "`'gold` opens a constant with `'` but does not close it; write it as `'value'`"
+                    .into()
+            )
+        );
+        assert_eq!(
+            source("'it's'"),
+            Err("the constant `'it's'` holds a single quote; double it inside a constant (`'O''Brien'`)".into())
+        );
+        assert_eq!(
+            source("Hi {{name"),
+            Err("the template `Hi {{name` opens `{{` without closing `}}`; write columns as `{{column}}`".into())
+        );
+        assert_eq!(
+            source("{{ }}"),
+            Err("the template `{{ }}` has an empty `{{}}`; name a column inside, as in `{{first_name}}`".into())
+        );
+    }
+
+    #[test]
+    fn columns_read_by_a_mapping() {
+        let read = |text: &str| {
+            FieldMapping {
+                column: text.to_string(),
+                field: "name".to_string(),
+            }
+            .columns_read()
+        };
+        assert_eq!(read("plan"), ["plan"]);
+        assert!(read("'gold'").is_empty());
+        assert_eq!(read("{{a}} and {{b}}"), ["a", "b"]);
     }
 }

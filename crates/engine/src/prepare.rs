@@ -3,7 +3,7 @@
 //! rules. Pure: a row that cannot be synced becomes a rejection with a reason, never an error.
 //! (Duplicate keys are found later, once the records are sorted by key: see `stage.rs`.)
 
-use ferry_core::{FieldValue, NullPolicy, Payload, SyncSpec, Value};
+use ferry_core::{FieldValue, MappingSource, NullPolicy, Payload, SyncSpec, TemplatePart, Value};
 use ferry_destinations::stripe::encoder::{create_params, param_path};
 use ferry_destinations::stripe::fields::{parse_field, MappedField, MappedKey};
 use ferry_destinations::stripe::{stripe_object, FieldKind, StripeObject};
@@ -23,9 +23,57 @@ pub struct ValidatedSync {
 
 #[derive(Debug, Clone)]
 pub struct ValidatedMapping {
+    /// As the user wrote it: a column, a `'constant'` or a `{{template}}` (for messages).
     pub column: String,
-    pub column_index: usize,
+    pub source: ValidatedSource,
     pub field: MappedField,
+}
+
+/// A mapping's source with its columns found in the model.
+#[derive(Debug, Clone)]
+pub enum ValidatedSource {
+    Column(usize),
+    Constant(Value),
+    Template(Vec<ValidatedPart>),
+}
+
+#[derive(Debug, Clone)]
+pub enum ValidatedPart {
+    Text(String),
+    Column(usize),
+}
+
+impl ValidatedMapping {
+    /// The mapping's value for a row: a column's value, the constant, or the template filled
+    /// in. A NULL fills a template's place with nothing; a template that gives no text at all
+    /// is NULL, so the sync's NULL policy applies to it as to a column.
+    fn value<'r>(&'r self, row: &'r [Value]) -> Result<std::borrow::Cow<'r, Value>, String> {
+        use std::borrow::Cow;
+        match &self.source {
+            ValidatedSource::Column(index) => Ok(Cow::Borrowed(&row[*index])),
+            ValidatedSource::Constant(value) => Ok(Cow::Borrowed(value)),
+            ValidatedSource::Template(parts) => {
+                let mut text = String::new();
+                for part in parts {
+                    match part {
+                        ValidatedPart::Text(piece) => text.push_str(piece),
+                        ValidatedPart::Column(index) => {
+                            if let Some(value) =
+                                row[*index].to_scalar_text().map_err(|e| e.to_string())?
+                            {
+                                text.push_str(&value);
+                            }
+                        }
+                    }
+                }
+                Ok(Cow::Owned(if text.trim().is_empty() {
+                    Value::Null
+                } else {
+                    Value::Text(text)
+                }))
+            }
+        }
+    }
 }
 
 impl ValidatedSync {
@@ -87,7 +135,32 @@ pub fn validate_sync(spec: &SyncSpec, columns: &[String]) -> Result<ValidatedSyn
         seen_fields.insert(key.field.path.clone(), spec.key.column.clone());
     }
     for mapping in &spec.mappings {
-        let index = column_index(&mapping.column, &mut problems, "mapped");
+        let source = match mapping.source() {
+            Ok(MappingSource::Column(column)) => {
+                column_index(&column, &mut problems, "mapped").map(ValidatedSource::Column)
+            }
+            Ok(MappingSource::Constant(text)) => Some(ValidatedSource::Constant(Value::Text(text))),
+            Ok(MappingSource::Template(parts)) => {
+                let mut validated = Vec::new();
+                for part in parts {
+                    validated.push(match part {
+                        TemplatePart::Text(text) => Some(ValidatedPart::Text(text)),
+                        TemplatePart::Column(column) => {
+                            column_index(&column, &mut problems, "template")
+                                .map(ValidatedPart::Column)
+                        }
+                    });
+                }
+                validated
+                    .into_iter()
+                    .collect::<Option<Vec<_>>>()
+                    .map(ValidatedSource::Template)
+            }
+            Err(problem) => {
+                problems.push(problem);
+                None
+            }
+        };
         let field = match parse_field(schema, &mapping.field) {
             Ok(field) => field,
             Err(e) => {
@@ -106,10 +179,10 @@ pub fn validate_sync(spec: &SyncSpec, columns: &[String]) -> Result<ValidatedSyn
             continue;
         }
         seen_fields.insert(field.path.clone(), mapping.column.clone());
-        if let Some(column_index) = index {
+        if let Some(source) = source {
             mappings.push(ValidatedMapping {
                 column: mapping.column.clone(),
-                column_index,
+                source,
                 field,
             });
         }
@@ -257,7 +330,10 @@ pub fn map_row(
         .fields
         .insert(sync.key.field.path.clone(), FieldValue::Text(key.clone()));
     for mapping in &sync.mappings {
-        match mapping.field.convert(&row[mapping.column_index]) {
+        let converted = mapping
+            .value(row)
+            .and_then(|value| mapping.field.convert(&value));
+        match converted {
             Ok(Some(value)) => {
                 payload.fields.insert(mapping.field.path.clone(), value);
             }

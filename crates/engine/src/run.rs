@@ -25,7 +25,7 @@ use crate::prepare::{
 };
 use crate::stage::{KeyGroup, Sorted, Stage, StagedRecord};
 use crate::{EngineError, SyncSetup};
-use ferry_core::{Payload, Value};
+use ferry_core::{FieldMapping, Payload, Value};
 use ferry_destinations::stripe::{StripeCallError, StripeRecord, StripeService};
 use ferry_source::warehouse_diff::{self, DiffSpec, DiffTable, ADDED_COLUMNS};
 use ferry_state::{SnapshotKey, StateStore};
@@ -739,9 +739,9 @@ pub(crate) fn warehouse_diff_spec(setup: &SyncSetup) -> Result<Option<DiffSpec>,
     };
     let spec = &setup.sync.spec;
     let mut columns = vec![spec.key.column.clone()];
-    for mapping in &spec.mappings {
-        if !columns.contains(&mapping.column) {
-            columns.push(mapping.column.clone());
+    for column in spec.mappings.iter().flat_map(FieldMapping::columns_read) {
+        if !columns.contains(&column) {
+            columns.push(column);
         }
     }
     let validated =

@@ -11,7 +11,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Extension;
-use ferry_core::{Behavior, FieldMapping, KeyMapping, NullPolicy, ObjectKind, SyncSpec};
+use ferry_core::{
+    Behavior, FieldMapping, KeyMapping, MappingSource, NullPolicy, ObjectKind, SyncSpec,
+};
 use ferry_destinations::stripe::fields::standard_paths;
 use ferry_engine::{declare, Preview};
 use ferry_state::{ConnectionKind, SyncRecord};
@@ -221,11 +223,25 @@ impl SyncForm {
             if row.column.is_empty() && row.field.is_empty() {
                 continue; // an empty row the user added and left
             }
+            let reads_one_column = matches!(
+                (FieldMapping {
+                    column: row.column.clone(),
+                    field: String::new()
+                })
+                .source(),
+                Ok(MappingSource::Column(_))
+            );
             let field = if row.field == METADATA {
-                let key = if row.metadata.is_empty() {
+                let key = if !row.metadata.is_empty() {
+                    row.metadata.clone()
+                } else if reads_one_column {
                     row.column.clone()
                 } else {
-                    row.metadata.clone()
+                    problems.push(format!(
+                        "field row {} sends a constant or a template to metadata: name its metadata key",
+                        i + 1
+                    ));
+                    continue;
                 };
                 format!("metadata.{key}")
             } else {
@@ -451,11 +467,15 @@ fn sync_form(
             }
             section.card {
                 h2 { span.step { "4" } "Map fields" }
-                p.help { "Each row sends a model column to a Stripe field. Choose “metadata (custom key)” to keep any column in the customer's metadata." }
+                p.help { "Each row sends a model column to a Stripe field, or a constant in single quotes ('gold'), or a template of columns ({{first_name}} {{last_name}}). Choose “metadata (custom key)” to keep any column in the customer's metadata." }
+                datalist #model-columns {
+                    @for column in &choices.columns { option value=(column) {} }
+                }
                 div #mapper {
                     @for (i, row) in form.rows.iter().enumerate() {
                         div.mapper-row {
-                            (column_select("map_column", None, &choices.columns, &row.column, "Choose a column"))
+                            input name="map_column" value=(row.column) list="model-columns" aria-label="Column, 'constant' or {{column}} template"
+                                placeholder="column, 'constant' or {{column}} template";
                             span.arrow { "→" }
                             (field_select(row))
                             input name="map_metadata" value=(row.metadata) placeholder="metadata key (default: the column name)"
@@ -925,6 +945,41 @@ mod tests {
             .map(|m| (m.column.as_str(), m.field.as_str()))
             .collect();
         assert_eq!(fields, [("full_name", "name"), ("plan", "metadata.plan")]);
+    }
+
+    /// Constants and templates go through the form as typed (URL-encoded); metadata needs a
+    /// key named for them, since they have no column name to lend it.
+    #[test]
+    fn constants_and_templates_in_the_mapper() {
+        let base = "name=s&model=m&destination=stripe&behavior=create-only&key_column=email&key_field=email\
+&map_column=%27gold%27&map_field=metadata&map_metadata=tier\
+&map_column=%7B%7Bfirst%7D%7D+%7B%7Blast%7D%7D&map_field=name&map_metadata=";
+        let spec = SyncForm::parse(base.as_bytes())
+            .ok()
+            .unwrap()
+            .to_spec()
+            .expect("a valid form");
+        let fields: Vec<_> = spec
+            .mappings
+            .iter()
+            .map(|m| (m.column.as_str(), m.field.as_str()))
+            .collect();
+        assert_eq!(
+            fields,
+            [("'gold'", "metadata.tier"), ("{{first}} {{last}}", "name")]
+        );
+        let unnamed = format!("{base}&map_column=%27x%27&map_field=metadata&map_metadata=");
+        let problem = SyncForm::parse(unnamed.as_bytes())
+            .ok()
+            .unwrap()
+            .to_spec()
+            .unwrap_err();
+        assert!(
+            problem.contains(
+                "field row 3 sends a constant or a template to metadata: name its metadata key"
+            ),
+            "{problem}"
+        );
     }
 
     #[test]
