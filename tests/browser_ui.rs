@@ -10,6 +10,7 @@ mod common;
 
 use common::{people_sql, Scene, KEY};
 use fantoccini::elements::Element;
+use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use ferry_stripe_emulator::FaultConfig;
 use std::path::{Path, PathBuf};
@@ -342,11 +343,16 @@ async fn a_person_builds_and_runs_a_sync_in_the_browser() {
         key_column.prop("value").await.unwrap().as_deref(),
         Some("email")
     );
+    // A Mapper row's source is typed (a column, offered from the model's, or a constant or a
+    // template); a Tab leaves the field, which is when the form checks it.
     let columns = browser
-        .find_all(Locator::Css("select[name=map_column]"))
+        .find_all(Locator::Css("input[name=map_column]"))
         .await
         .unwrap();
-    columns[0].select_by_value("name").await.unwrap();
+    columns[0]
+        .send_keys(&format!("name{}", Key::Tab))
+        .await
+        .unwrap();
     let fields = browser
         .find_all(Locator::Css("select[name=map_field]"))
         .await
@@ -356,7 +362,7 @@ async fn a_person_builds_and_runs_a_sync_in_the_browser() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let columns = loop {
         let columns = browser
-            .find_all(Locator::Css("select[name=map_column]"))
+            .find_all(Locator::Css("input[name=map_column]"))
             .await
             .unwrap();
         if columns.len() == 2 {
@@ -373,7 +379,10 @@ async fn a_person_builds_and_runs_a_sync_in_the_browser() {
         columns[0].prop("value").await.unwrap().as_deref(),
         Some("name")
     );
-    columns[1].select_by_value("plan").await.unwrap();
+    columns[1]
+        .send_keys(&format!("plan{}", Key::Tab))
+        .await
+        .unwrap();
     expect_text(
         &browser,
         "field row 2 needs both a column and a Stripe field",
