@@ -484,26 +484,7 @@ async fn create_only_creates_the_missing_and_never_updates_a_matched_record() {
 
     // Switched to Update or Create, the sync brings the matched records up to date: ferry did
     // not remember values it never wrote.
-    scene
-        .ferry(&[
-            "sync",
-            "create",
-            "people-to-stripe",
-            "--model",
-            "people",
-            "--destination",
-            "stripe",
-            "--key",
-            "email=email",
-            "--map",
-            "name=name",
-            "--map",
-            "phone=phone",
-            "--map",
-            "plan=metadata.plan",
-        ])
-        .await
-        .ok();
+    scene.save_email_sync(&[]).await;
     let run = scene.run_sync_json("people-to-stripe", &[]).await;
     assert_eq!(
         (run["created"].as_u64(), run["updated"].as_u64()),

@@ -172,6 +172,11 @@ impl Scene {
         ])
         .await
         .ok();
+        self.save_email_sync(extra).await;
+    }
+
+    /// Saves sync `people-to-stripe` over model `people`, keyed on email (again, to change it).
+    pub async fn save_email_sync(&self, extra: &[&str]) {
         let mut args = vec![
             "sync",
             "create",
