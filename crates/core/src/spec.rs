@@ -68,7 +68,7 @@ impl FieldMapping {
     /// What `column` says: a constant when it is quoted, a template when it holds `{{`, else a
     /// column name. Errors say what is wrong with the text and how to write it.
     pub fn source(&self) -> Result<MappingSource, String> {
-        parse_source(&self.column)
+        MappingSource::parse(&self.column)
     }
 
     /// The model columns the mapping reads (none for a constant).
@@ -88,48 +88,51 @@ impl FieldMapping {
     }
 }
 
-fn parse_source(text: &str) -> Result<MappingSource, String> {
-    if let Some(quoted) = text.strip_prefix('\'') {
-        let Some(inner) = quoted.strip_suffix('\'') else {
-            return Err(format!(
-                "`{text}` opens a constant with `'` but does not close it; write it as `'value'`"
-            ));
-        };
-        if inner.replace("''", "").contains('\'') {
-            return Err(format!(
-                "the constant `{text}` holds a single quote; double it inside a constant (`'O''Brien'`)"
-            ));
+impl MappingSource {
+    /// Reads a mapping's source as [`FieldMapping::source`] does.
+    pub fn parse(text: &str) -> Result<MappingSource, String> {
+        if let Some(quoted) = text.strip_prefix('\'') {
+            let Some(inner) = quoted.strip_suffix('\'') else {
+                return Err(format!(
+                    "`{text}` opens a constant with `'` but does not close it; write it as `'value'`"
+                ));
+            };
+            if inner.replace("''", "").contains('\'') {
+                return Err(format!(
+                    "the constant `{text}` holds a single quote; double it inside a constant (`'O''Brien'`)"
+                ));
+            }
+            return Ok(MappingSource::Constant(inner.replace("''", "'")));
         }
-        return Ok(MappingSource::Constant(inner.replace("''", "'")));
-    }
-    if !text.contains("{{") {
-        return Ok(MappingSource::Column(text.to_string()));
-    }
-    let mut parts = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("{{") {
-        if start > 0 {
-            parts.push(TemplatePart::Text(rest[..start].to_string()));
+        if !text.contains("{{") {
+            return Ok(MappingSource::Column(text.to_string()));
         }
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            return Err(format!(
-                "the template `{text}` opens `{{{{` without closing `}}}}`; write columns as `{{{{column}}}}`"
-            ));
-        };
-        let column = after[..end].trim();
-        if column.is_empty() {
-            return Err(format!(
-                "the template `{text}` has an empty `{{{{}}}}`; name a column inside, as in `{{{{first_name}}}}`"
-            ));
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("{{") {
+            if start > 0 {
+                parts.push(TemplatePart::Text(rest[..start].to_string()));
+            }
+            let after = &rest[start + 2..];
+            let Some(end) = after.find("}}") else {
+                return Err(format!(
+                    "the template `{text}` opens `{{{{` without closing `}}}}`; write columns as `{{{{column}}}}`"
+                ));
+            };
+            let column = after[..end].trim();
+            if column.is_empty() {
+                return Err(format!(
+                    "the template `{text}` has an empty `{{{{}}}}`; name a column inside, as in `{{{{first_name}}}}`"
+                ));
+            }
+            parts.push(TemplatePart::Column(column.to_string()));
+            rest = &after[end + 2..];
         }
-        parts.push(TemplatePart::Column(column.to_string()));
-        rest = &after[end + 2..];
+        if !rest.is_empty() {
+            parts.push(TemplatePart::Text(rest.to_string()));
+        }
+        Ok(MappingSource::Template(parts))
     }
-    if !rest.is_empty() {
-        parts.push(TemplatePart::Text(rest.to_string()));
-    }
-    Ok(MappingSource::Template(parts))
 }
 
 /// A sync as the user declared it; validated against the model and Stripe's fields elsewhere.

@@ -224,11 +224,7 @@ impl SyncForm {
                 continue; // an empty row the user added and left
             }
             let reads_one_column = matches!(
-                (FieldMapping {
-                    column: row.column.clone(),
-                    field: String::new()
-                })
-                .source(),
+                MappingSource::parse(&row.column),
                 Ok(MappingSource::Column(_))
             );
             let field = if row.field == METADATA {
