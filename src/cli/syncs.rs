@@ -42,12 +42,14 @@ pub struct SyncCreateArgs {
     /// The Stripe connection to write to.
     #[arg(long)]
     pub destination: String,
+    /// The Stripe object each row becomes.
     #[arg(long, value_enum, default_value_t = ObjectArg::Customer)]
     pub object: ObjectArg,
     #[arg(long, value_enum, default_value_t = BehaviorArg::UpdateOrCreate)]
     pub behavior: BehaviorArg,
-    /// COLUMN=FIELD: the column that identifies a record and the Stripe field it matches:
-    /// `email` or an external id in metadata (`user_id=metadata.user_id`).
+    /// COLUMN=FIELD: the column that identifies a record and the Stripe field it matches: a
+    /// customer's `email`, a product's own `id` (`sku=id`), or an external id in metadata
+    /// (`user_id=metadata.user_id`).
     #[arg(long)]
     pub key: String,
     /// COLUMN=FIELD, repeatable: a column written into a Stripe field (`name`, `phone`,
@@ -65,7 +67,10 @@ pub struct SyncCreateArgs {
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
 pub enum ObjectArg {
+    /// Customers, matched by email or an external id.
     Customer,
+    /// Products, matched by their own id (set on create) or an external id.
+    Product,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -215,6 +220,7 @@ async fn create(store: &StateStore, args: SyncCreateArgs) -> CliResult {
         destination: args.destination.clone(),
         object: match args.object {
             ObjectArg::Customer => ObjectKind::Customer,
+            ObjectArg::Product => ObjectKind::Product,
         },
         behavior: match args.behavior {
             BehaviorArg::UpdateOrCreate => Behavior::UpdateOrCreate,

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "kebab-case")]
 pub enum ObjectKind {
     Customer,
+    Product,
 }
 
 /// What happens to a model row that has no match in Stripe.
@@ -154,11 +155,12 @@ pub struct SyncSpec {
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 1] = [ObjectKind::Customer];
+    pub const ALL: [ObjectKind; 2] = [ObjectKind::Customer, ObjectKind::Product];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ObjectKind::Customer => "customer",
+            ObjectKind::Product => "product",
         }
     }
 

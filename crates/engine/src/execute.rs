@@ -562,6 +562,27 @@ fn settle_error(
 ) -> Result<Settled, EngineError> {
     match error {
         StripeCallError::Unauthorized { message, .. } => Err(EngineError::StripeKey(message)),
+        // A key that is Stripe's own id (a product's) was taken after the index was last
+        // refreshed: the record exists, so the next run's refresh finds it and updates it.
+        StripeCallError::Refused {
+            ref code,
+            ref request_id,
+            ..
+        } if code.as_deref() == Some("resource_already_exists") => {
+            let mut done = settled(
+                row_number,
+                key,
+                Outcome::Failed,
+                None,
+                Some(format!(
+                    "{error}; it was made in Stripe during this run, so the next run matches and updates it"
+                )),
+                request_id.clone(),
+                None,
+            );
+            done.pending_resolved = pending_key.map(str::to_string);
+            Ok(done)
+        }
         StripeCallError::Refused { ref request_id, .. } => {
             let mut done = settled(
                 row_number,
@@ -949,5 +970,27 @@ mod tests {
         };
         let described = crate::plan::describe_create(&payload);
         assert_eq!(created_changes(&payload), described.to_string());
+    }
+
+    /// Stripe refuses a create whose own id is taken: the row fails (the next run matches the
+    /// record), and the idempotency key that stored the refusal is dropped.
+    #[test]
+    fn a_taken_id_fails_the_row_for_the_next_run_to_match() {
+        let refused = |code: &str| StripeCallError::Refused {
+            status: 400,
+            code: Some(code.to_string()),
+            message: "Product already exists.".into(),
+            param: Some("id".into()),
+            request_id: Some("req_1".into()),
+        };
+        let taken =
+            settle_error("gold", 3, refused("resource_already_exists"), Some("pk")).unwrap();
+        assert_eq!(taken.outcome, Outcome::Failed);
+        assert_eq!(taken.pending_resolved.as_deref(), Some("pk"));
+        expect_test::expect![[r#"Stripe refused the request: Product already exists. (param id) [req_1]; it was made in Stripe during this run, so the next run matches and updates it"#]]
+            .assert_eq(taken.row.unwrap().reason.as_deref().unwrap());
+        let invalid =
+            settle_error("gold", 3, refused("parameter_invalid_empty"), Some("pk")).unwrap();
+        assert_eq!(invalid.outcome, Outcome::Rejected);
     }
 }

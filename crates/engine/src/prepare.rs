@@ -197,7 +197,8 @@ pub fn validate_sync(spec: &SyncSpec, columns: &[String]) -> Result<ValidatedSyn
             schema.object
         ));
     }
-    problems.extend(required_companions(&seen_fields));
+    let mapped: Vec<&str> = seen_fields.keys().map(String::as_str).collect();
+    problems.extend(schema.missing_companions(&mapped));
     match (key_column_index, key) {
         (Some(key_column_index), Some(key)) if problems.is_empty() => Ok(ValidatedSync {
             object,
@@ -209,18 +210,6 @@ pub fn validate_sync(spec: &SyncSpec, columns: &[String]) -> Result<ValidatedSyn
         }),
         _ => Err(problems),
     }
-}
-
-/// Fields Stripe needs together: whenever a group with required parts is sent at all, the
-/// required parts must be mapped too (`shipping` needs `shipping.name` and an address).
-fn required_companions(seen_fields: &HashMap<String, String>) -> Option<String> {
-    let has_shipping = seen_fields.keys().any(|p| p.starts_with("shipping."));
-    (has_shipping
-        && !(seen_fields.contains_key("shipping.name")
-            && seen_fields
-                .keys()
-                .any(|p| p.starts_with("shipping.address."))))
-    .then(|| "Stripe needs shipping.name and at least one shipping.address.* field whenever shipping is set; map them too".to_string())
 }
 
 /// A row mapped to the record ferry wants in Stripe.

@@ -6,7 +6,7 @@
 use serde_json::{Map, Value};
 
 use crate::param_error::ParamError;
-use crate::params::{mappable_fields, validate_params, FieldSpec, Param};
+use crate::params::{mappable_fields, validate_params, FieldSpec, Param, ParamKind};
 
 /// Rules between parameters that a table cannot say (a price needs `product` or `product_data`,
 /// not both), checked after every parameter passed on its own: `(params, for_update)`.
@@ -81,11 +81,82 @@ impl ObjectSchema {
     pub fn key_field(&self, path: &str) -> Option<&KeyField> {
         self.key_fields.iter().find(|key| key.path == path)
     }
+
+    /// What Stripe needs alongside the `mapped` field paths: for each object parameter that a
+    /// mapped field is part of, its required parts that are not mapped (`shipping` needs
+    /// `shipping.name` and an address), one problem per such object.
+    pub fn missing_companions(&self, mapped: &[&str]) -> Vec<String> {
+        let mut problems = Vec::new();
+        missing_companions(self.params, "", mapped, &mut problems);
+        problems
+    }
+}
+
+fn missing_companions(table: &[Param], prefix: &str, mapped: &[&str], problems: &mut Vec<String>) {
+    let has_part_under = |path: &str| {
+        mapped.iter().any(|m| {
+            m.strip_prefix(path)
+                .is_some_and(|rest| rest.starts_with('.'))
+        })
+    };
+    for param in table {
+        let ParamKind::Object { children } = param.kind else {
+            continue;
+        };
+        let path = format!("{prefix}{}", param.name);
+        if !param.mapped || !has_part_under(&path) {
+            continue;
+        }
+        let mut parts = Vec::new();
+        let mut missing = false;
+        for child in children.iter().filter(|child| child.required) {
+            let child_path = format!("{path}.{}", child.name);
+            if matches!(child.kind, ParamKind::Object { .. }) {
+                missing |= !has_part_under(&child_path);
+                parts.push(format!("at least one {child_path}.* field"));
+            } else {
+                missing |= !mapped.contains(&child_path.as_str());
+                parts.push(child_path);
+            }
+        }
+        if missing {
+            let listed = match parts.split_last() {
+                Some((last, [])) => last.clone(),
+                Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+                None => String::new(),
+            };
+            problems.push(format!(
+                "Stripe needs {listed} whenever {path} is set; map them too"
+            ));
+        }
+        missing_companions(children, &format!("{path}."), mapped, problems);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use crate::customer::CUSTOMER;
+    use crate::product::PRODUCT;
+
+    #[test]
+    fn groups_name_the_parts_stripe_needs_with_them() {
+        let check = |schema: &super::ObjectSchema, mapped: &[&str]| {
+            schema.missing_companions(mapped).join("\n")
+        };
+        assert_eq!(check(&CUSTOMER, &["email", "address.city"]), "");
+        assert_eq!(
+            check(&CUSTOMER, &["shipping.address.city"]),
+            "Stripe needs at least one shipping.address.* field and shipping.name whenever shipping is set; map them too"
+        );
+        assert_eq!(
+            check(&CUSTOMER, &["shipping.name", "shipping.address.line1"]),
+            ""
+        );
+        assert_eq!(
+            check(&PRODUCT, &["name", "package_dimensions.height"]),
+            "Stripe needs package_dimensions.height, package_dimensions.length, package_dimensions.weight and package_dimensions.width whenever package_dimensions is set; map them too"
+        );
+    }
 
     #[test]
     fn customer_fields_come_from_the_parameter_table() {

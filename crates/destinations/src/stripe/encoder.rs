@@ -85,10 +85,16 @@ pub fn record_to_fields(
     };
     for (name, value) in object {
         if schema.params.iter().any(|param| param.name == name) {
-            flatten(value, name, &mut fields);
+            flatten(schema, value, name, &mut fields);
         }
     }
     fields
+}
+
+/// A decimal number as ferry sends it and reads it back: the shortest text that parses to the
+/// same `f64` (`2.50` → `2.5`, `2.0` → `2`), which is also what Stripe's JSON holds.
+pub fn number_text(number: f64) -> String {
+    number.to_string()
 }
 
 /// `address.line1` → `address[line1]`, the name Stripe uses in `param` of its errors.
@@ -135,14 +141,34 @@ fn insert_path(params: &mut Map<String, Json>, path: &str, value: Json) {
     object.insert(parts[parts.len() - 1].to_string(), value);
 }
 
-fn flatten(json: &Json, path: &str, fields: &mut BTreeMap<String, FieldValue>) {
+/// Reads a record's values in the form ferry maps them to (see `fields::MappedField::convert`),
+/// so that an unchanged field compares equal: booleans and decimal numbers are text.
+fn flatten(
+    schema: &'static ObjectSchema,
+    json: &Json,
+    path: &str,
+    fields: &mut BTreeMap<String, FieldValue>,
+) {
     match json {
         Json::Object(object) => {
             for (name, value) in object {
-                flatten(value, &format!("{path}.{name}"), fields);
+                flatten(schema, value, &format!("{path}.{name}"), fields);
             }
         }
         Json::Null => {}
+        Json::Bool(flag) => {
+            fields.insert(path.to_string(), FieldValue::Text(flag.to_string()));
+        }
+        Json::Number(number)
+            if number.as_i64().is_none()
+                || schema
+                    .field(path)
+                    .is_some_and(|field| matches!(field.param.kind, ParamKind::Number)) =>
+        {
+            if let Some(number) = number.as_f64() {
+                fields.insert(path.to_string(), FieldValue::Text(number_text(number)));
+            }
+        }
         other => {
             if let Some(field) = FieldValue::from_json(other) {
                 fields.insert(path.to_string(), field);
@@ -157,6 +183,7 @@ mod tests {
     use expect_test::expect;
     use ferry_stripe_wire::customer::CUSTOMER;
     use ferry_stripe_wire::form;
+    use ferry_stripe_wire::product::PRODUCT;
 
     fn payload(fields: &[(&str, FieldValue)]) -> Payload {
         Payload {
@@ -224,7 +251,7 @@ mod tests {
     }
 
     #[test]
-    fn customers_flatten_to_field_paths() {
+    fn records_flatten_to_field_paths() {
         let customer = serde_json::json!({
             "id": "cus_1", "object": "customer", "email": "a@b.co", "name": null,
             "address": {"city": "Paris", "line1": null},
@@ -246,6 +273,18 @@ mod tests {
                 "preferred_locales=[\"fr\"]"
             ]
         );
+        // Booleans and decimal numbers read as the text ferry maps them to.
+        let product = serde_json::json!({
+            "id": "gold", "object": "product", "name": "Gold", "active": false,
+            "package_dimensions": {"height": 2.0, "length": 1.5, "weight": 3, "width": 0.25},
+            "created": 1700000000
+        });
+        let listed: Vec<String> = record_to_fields(&PRODUCT, &product)
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.to_json()))
+            .collect();
+        expect![[r#"active="false" id="gold" name="Gold" package_dimensions.height="2" package_dimensions.length="1.5" package_dimensions.weight="3" package_dimensions.width="0.25""#]]
+            .assert_eq(&listed.join(" "));
         assert_eq!(
             param_name("shipping.address.city"),
             "shipping[address][city]"

@@ -22,7 +22,8 @@ pub enum FieldKind {
     /// `true` or `false` (a product's `active`): a warehouse boolean, `1`/`0`, or text such as
     /// `true`, `f`, `yes`; sent as `true`/`false`.
     Boolean,
-    /// A decimal number (`package_dimensions.height`): sent as its exact text, such as `12.5`.
+    /// A decimal number (`package_dimensions.height`), which Stripe keeps as a float: sent as
+    /// the shortest text of that float (`12.50` → `12.5`), the form it comes back in.
     Number,
     /// A non-negative decimal amount (`unit_amount_decimal`) with at most `max_fraction_digits`
     /// digits after the point; sent as Stripe writes it back (`12.50` → `12.5`).
@@ -245,7 +246,13 @@ impl MappedField {
             },
             FieldKind::Boolean => boolean_text(value)?.map(FieldValue::Text),
             FieldKind::Number => match trimmed(text(value)?) {
-                Some(s) if is_number_text(&s) => Some(FieldValue::Text(s)),
+                // Stripe keeps a float: `2.50` comes back as `2.5`, so it is sent that way.
+                Some(s) if is_number_text(&s) => match s.parse::<f64>() {
+                    Ok(number) if number.is_finite() => {
+                        Some(FieldValue::Text(crate::stripe::encoder::number_text(number)))
+                    }
+                    _ => return Err(format!("is `{s}`, which is too large a number")),
+                },
                 Some(s) => return Err(format!("is `{s}`, which is not a number")),
                 None => None,
             },
@@ -585,7 +592,7 @@ mod tests {
     }
 
     #[test]
-    fn numbers_and_decimals_convert_to_exact_text() {
+    fn numbers_and_decimals_convert_to_the_text_stripe_returns() {
         let height = product_field("package_dimensions.height");
         assert_eq!(
             height.convert(&Value::Float(12.5)),
@@ -597,7 +604,11 @@ mod tests {
         );
         assert_eq!(
             height.convert(&Value::Decimal("4.250".into())),
-            Ok(Some(FieldValue::Text("4.250".into())))
+            Ok(Some(FieldValue::Text("4.25".into())))
+        );
+        assert_eq!(
+            height.convert(&Value::Text("2.0".into())),
+            Ok(Some(FieldValue::Text("2".into())))
         );
         assert_eq!(
             height.convert(&Value::Text("tall".into())),

@@ -5,11 +5,15 @@
 
 use ferry_core::ObjectKind;
 use ferry_stripe_wire::customer::CUSTOMER;
+use ferry_stripe_wire::product::PRODUCT;
 use ferry_stripe_wire::ObjectSchema;
 
 /// What the engine asks of a Stripe object.
 pub trait StripeObject: Sync + Send + std::fmt::Debug {
     fn schema(&self) -> &'static ObjectSchema;
+
+    /// How records of this object are matched, for the person choosing a mapping key.
+    fn matching_help(&self) -> &'static str;
 
     /// The event types that say a record changed or went away, newest state in
     /// `data.object`: read to keep the index of keys fresh.
@@ -31,11 +35,31 @@ impl StripeObject for Customer {
     fn schema(&self) -> &'static ObjectSchema {
         &CUSTOMER
     }
+
+    fn matching_help(&self) -> &'static str {
+        "Email matches existing customers by email address (trimmed, ignoring case); an external id is kept in the customer's metadata."
+    }
+}
+
+/// A product's key is usually its own id, chosen by the model on create (Stripe takes any
+/// unused string; ferry never assumes `prod_`): everything else is in the table.
+#[derive(Debug)]
+pub struct Product;
+
+impl StripeObject for Product {
+    fn schema(&self) -> &'static ObjectSchema {
+        &PRODUCT
+    }
+
+    fn matching_help(&self) -> &'static str {
+        "id makes the column the product's own id in Stripe (a SKU or plan code: any text no other product uses), set when ferry creates it; an external id is kept in the product's metadata instead, and Stripe chooses the id."
+    }
 }
 
 /// The registry: one line per object ferry syncs.
 pub fn stripe_object(kind: ObjectKind) -> &'static dyn StripeObject {
     match kind {
         ObjectKind::Customer => &Customer,
+        ObjectKind::Product => &Product,
     }
 }

@@ -15,6 +15,7 @@ use ferry_core::{
     Behavior, FieldMapping, KeyMapping, MappingSource, NullPolicy, ObjectKind, SyncSpec,
 };
 use ferry_destinations::stripe::fields::standard_paths;
+use ferry_destinations::stripe::{stripe_object, ObjectSchema, StripeObject};
 use ferry_engine::{declare, Preview};
 use ferry_state::{ConnectionKind, SyncRecord};
 use maud::{html, Markup};
@@ -28,11 +29,11 @@ pub struct SyncForm {
     existing: String,
     model: String,
     destination: String,
-    /// Empty: the only object there is (the form's select is disabled, so it is not sent).
+    /// `customer`, `product`; empty: `customer`.
     object: String,
     behavior: String,
     key_column: String,
-    /// `email` or `metadata`.
+    /// One of the object's key fields (`email`, a product's `id`) or `metadata`.
     key_field: String,
     key_metadata: String,
     nulls: String,
@@ -79,6 +80,21 @@ fn choice<T: Copy>(
 }
 
 impl SyncForm {
+    /// The chosen object; an unknown one reads as the default here and is refused by
+    /// [`SyncForm::to_spec`].
+    fn object(&self) -> &'static dyn StripeObject {
+        stripe_object(ObjectKind::parse(&self.object).unwrap_or(ObjectKind::Customer))
+    }
+
+    /// A key field of another object (the object was just changed), or none yet, becomes
+    /// this object's first key field.
+    fn settle_key_field(&mut self) {
+        let schema = self.object().schema();
+        if self.key_field != METADATA && schema.key_field(&self.key_field).is_none() {
+            self.key_field = schema.key_fields[0].path.into();
+        }
+    }
+
     /// The form from a request body; a body that is not a UTF-8 form is refused (400).
     fn parse(body: &[u8]) -> Result<SyncForm, Page> {
         let fields =
@@ -203,20 +219,27 @@ impl SyncForm {
             Some(NullPolicy::Skip),
             &mut problems,
         );
-        let key_is_metadata = choice(
+        let schema = self.object().schema();
+        let mut key_choices: Vec<(&str, Option<&str>)> = schema
+            .key_fields
+            .iter()
+            .map(|key| (key.path, Some(key.path)))
+            .collect();
+        key_choices.push((METADATA, None));
+        let key_field = match choice(
             "key_field",
             &self.key_field,
-            &[("email", false), (METADATA, true)],
-            Some(false),
+            &key_choices,
+            Some(Some(schema.key_fields[0].path)),
             &mut problems,
-        );
-        let key_field = if key_is_metadata == Some(true) {
-            if self.key_metadata.is_empty() {
-                problems.push("name the metadata key that holds the external id".to_string());
+        ) {
+            Some(Some(path)) => path.to_string(),
+            _ => {
+                if self.key_metadata.is_empty() {
+                    problems.push("name the metadata key that holds the external id".to_string());
+                }
+                format!("metadata.{}", self.key_metadata)
             }
-            format!("metadata.{}", self.key_metadata)
-        } else {
-            "email".to_string()
         };
         let mut mappings = Vec::new();
         for (i, row) in self.rows.iter().enumerate() {
@@ -332,9 +355,7 @@ async fn choices(state: &AppState, form: &mut SyncForm) -> Result<FormChoices, P
             .cloned()
             .unwrap_or_default();
     }
-    if form.key_field.is_empty() {
-        form.key_field = "email".into();
-    }
+    form.settle_key_field();
     if form.rows.is_empty() && form.existing.is_empty() {
         form.rows.push(MapperRow::default());
     }
@@ -366,12 +387,12 @@ fn column_select(
     }
 }
 
-fn field_select(row: &MapperRow) -> Markup {
+fn field_select(row: &MapperRow, schema: &'static ObjectSchema) -> Markup {
     html! {
         select name="map_field" aria-label="Stripe field" {
             option value="" selected[row.field.is_empty()] { "Choose a Stripe field" }
-            optgroup label="Customer fields" {
-                @for path in standard_paths(ferry_destinations::stripe::stripe_object(ferry_core::ObjectKind::Customer).schema()) {
+            optgroup label=(format!("{} fields", schema.label)) {
+                @for path in standard_paths(schema) {
                     option value=(path) selected[row.field == *path] { (path) }
                 }
             }
@@ -389,6 +410,10 @@ fn sync_form(
     problem: Option<&str>,
 ) -> Markup {
     let editing = !form.existing.is_empty();
+    let object = form.object();
+    let schema = object.schema();
+    let plural = schema.plural;
+    let singular = schema.object;
     html! {
         form.sync-form #sync-form method="post" action="/syncs" {
             (csrf_field(caller))
@@ -423,7 +448,11 @@ fn sync_form(
                     }
                     div.field {
                         label for="object" { "Object" }
-                        select #object name="object" disabled { option value="customer" selected { "Customer" } }
+                        select #object name="object" hx-post="/syncs/form" hx-target="#sync-form" hx-swap="outerHTML" hx-trigger="change" {
+                            @for kind in ObjectKind::ALL {
+                                option value=(kind.as_str()) selected[kind.as_str() == schema.object] { (stripe_object(kind).schema().label) }
+                            }
+                        }
                     }
                 }
             }
@@ -433,15 +462,15 @@ fn sync_form(
                     legend { "What happens to records found in Stripe, and to the others" }
                     label.choice {
                         input type="radio" name="behavior" value="update-or-create" checked[form.behavior != "update-only" && form.behavior != "create-only"];
-                        " " strong { "Update or Create" } " — update matching customers, create the others"
+                        " " strong { "Update or Create" } " — update matching " (plural) ", create the others"
                     }
                     label.choice {
                         input type="radio" name="behavior" value="update-only" checked[form.behavior == "update-only"];
-                        " " strong { "Update Only" } " — update matching customers, report the others as not found"
+                        " " strong { "Update Only" } " — update matching " (plural) ", report the others as not found"
                     }
                     label.choice {
                         input type="radio" name="behavior" value="create-only" checked[form.behavior == "create-only"];
-                        " " strong { "Create Only" } " — create the customers that are not in Stripe, leave matching ones as they are"
+                        " " strong { "Create Only" } " — create the " (plural) " that are not in Stripe, leave matching ones as they are"
                     }
                 }
                 div.field {
@@ -451,19 +480,21 @@ fn sync_form(
                         span.arrow { "→" }
                         select #key_field name="key_field" aria-label="Stripe key field"
                             hx-post="/syncs/form" hx-target="#sync-form" hx-swap="outerHTML" hx-trigger="change" {
-                            option value="email" selected[form.key_field != METADATA] { "email" }
+                            @for key in schema.key_fields {
+                                option value=(key.path) selected[form.key_field == key.path] { (key.path) }
+                            }
                             option value=(METADATA) selected[form.key_field == METADATA] { "metadata (external id)" }
                         }
                         @if form.key_field == METADATA {
                             input name="key_metadata" value=(form.key_metadata) placeholder="user_id" aria-label="Metadata key";
                         }
                     }
-                    p.help { "Email matches existing customers by email address; an external id is kept in the customer's metadata." }
+                    p.help { (object.matching_help()) }
                 }
             }
             section.card {
                 h2 { span.step { "4" } "Map fields" }
-                p.help { "Each row sends a model column to a Stripe field, or a constant in single quotes ('gold'), or a template of columns ({{first_name}} {{last_name}}). Choose “metadata (custom key)” to keep any column in the customer's metadata." }
+                p.help { "Each row sends a model column to a Stripe field, or a constant in single quotes ('gold'), or a template of columns ({{first_name}} {{last_name}}). Choose “metadata (custom key)” to keep any column in the " (singular) "'s metadata." }
                 datalist #model-columns {
                     @for column in &choices.columns { option value=(column) {} }
                 }
@@ -473,7 +504,7 @@ fn sync_form(
                             input name="map_column" value=(row.column) list="model-columns" aria-label="Column, 'constant' or {{column}} template"
                                 placeholder="column, 'constant' or {{column}} template";
                             span.arrow { "→" }
-                            (field_select(row))
+                            (field_select(row, schema))
                             input name="map_metadata" value=(row.metadata) placeholder="metadata key (default: the column name)"
                                 aria-label="Metadata key" class=[(row.field != METADATA).then_some("dim")];
                             button.small.link type="button" hx-post="/syncs/form" hx-target="#sync-form" hx-swap="outerHTML"
@@ -509,7 +540,7 @@ fn sync_form(
                     @if editing {
                         input #name name="name" value=(form.existing) readonly;
                     } @else {
-                        input #name name="name" value=(form.name) required placeholder="customers-to-stripe" pattern=(super::layout::NAME_INPUT_PATTERN) title=(super::layout::NAME_INPUT_TITLE);
+                        input #name name="name" value=(form.name) required placeholder=(format!("{plural}-to-stripe")) pattern=(super::layout::NAME_INPUT_PATTERN) title=(super::layout::NAME_INPUT_TITLE);
                     }
                 }
                 div.form-actions {
@@ -558,7 +589,7 @@ async fn form_page(
         Section::Syncs,
         &title,
         html! {
-            (page_header(&title, Some("Model → Stripe customers: what data, where, how, and which fields."), html! {}))
+            (page_header(&title, Some("Model → Stripe: what data, where, how, and which fields."), html! {}))
             (sync_form(caller, &form, &choices, problem))
         },
     ))
@@ -684,7 +715,7 @@ pub async fn list(
             (page_header("Syncs", Some("Each sync sends a model's rows to Stripe."),
                 html! { a.button.primary href="/syncs/new" { "Add sync" } }))
             @if rows.is_empty() {
-                (empty_state("No sync yet", "Create a sync to send a model's rows to Stripe customers. You will see a preview before anything is written.", "/syncs/new", "Add sync"))
+                (empty_state("No sync yet", "Create a sync to send a model's rows to Stripe customers or products. You will see a preview before anything is written.", "/syncs/new", "Add sync"))
             } @else {
                 table.table {
                     thead { tr { th { "Name" } th { "Model" } th { "Destination" } th { "Behavior" } th { "Last run" } } }
@@ -693,7 +724,7 @@ pub async fn list(
                             tr {
                                 td { a href={"/syncs/" (sync.name)} { strong { (sync.name) } } }
                                 td { (sync.spec.model) }
-                                td { (sync.spec.destination) " · Customer" }
+                                td { (sync.spec.destination) " · " (stripe_object(sync.spec.object).schema().label) }
                                 td { (behavior_label(sync.spec.behavior)) }
                                 td {
                                     @if let Some(run) = last {
@@ -730,7 +761,7 @@ pub async fn show(
         Section::Syncs,
         &name,
         html! {
-            (page_header(&format!("Sync {name}"), Some(&format!("{} → Stripe customers in {}", spec.model, spec.destination)), html! {
+            (page_header(&format!("Sync {name}"), Some(&format!("{} → Stripe {} in {}", spec.model, stripe_object(spec.object).schema().plural, spec.destination)), html! {
                 a.button href={"/syncs/" (name) "/edit"} { "Edit" }
                 a.button href={"/syncs/" (name) "/preview"} { "Preview" }
                 form.inline method="post" action={"/syncs/" (name) "/run"} {
@@ -854,7 +885,7 @@ fn preview_body(preview: &Preview, dashboard: Option<&str>) -> Markup {
         @if examples("update").next().is_some() {
             h2 { "Examples of updates" }
             table.table {
-                thead { tr { th { "Row" } th { "Key" } th { "Customer" } th { "Before → after" } } }
+                thead { tr { th { "Row" } th { "Key" } th { "In Stripe" } th { "Before → after" } } }
                 tbody { @for e in examples("update") { tr {
                     td { (e.row) } td.mono { (e.key) }
                     td { @if let Some(id) = &e.stripe_id {
@@ -978,6 +1009,67 @@ mod tests {
         );
     }
 
+    /// The object picker drives the key choices, the Mapper's field list and the wording; a key
+    /// field of the object chosen before becomes the new object's first key field.
+    #[test]
+    fn products_have_their_own_keys_fields_and_words() {
+        let body = "model=m&destination=stripe&object=product&behavior=create-only&key_column=sku&key_field=id\
+&map_column=title&map_field=name&map_metadata=&map_column=on&map_field=active&map_metadata=";
+        let spec = SyncForm::parse(body.as_bytes())
+            .ok()
+            .unwrap()
+            .to_spec()
+            .expect("a valid form");
+        assert_eq!(spec.object, ObjectKind::Product);
+        assert_eq!(
+            (spec.key.column.as_str(), spec.key.field.as_str()),
+            ("sku", "id")
+        );
+        let problem = SyncForm::parse(body.replace("key_field=id", "key_field=email").as_bytes())
+            .ok()
+            .unwrap()
+            .to_spec()
+            .unwrap_err();
+        assert!(
+            problem.contains("key_field: \"email\" is not a valid value; use one of id, metadata"),
+            "{problem}"
+        );
+
+        let form = SyncForm::parse(
+            b"model=m&destination=stripe&object=product&key_column=sku&key_field=email&map_column=title&map_field=name&map_metadata=",
+        )
+        .ok()
+        .unwrap();
+        let choices = FormChoices {
+            models: vec!["m".into()],
+            destinations: vec!["stripe".into()],
+            columns: vec!["sku".into(), "title".into()],
+            columns_problem: None,
+        };
+        let mut form = form;
+        form.settle_key_field();
+        let caller = Caller {
+            token_name: "t".into(),
+            csrf: "c".into(),
+        };
+        let html = sync_form(&caller, &form, &choices, None).into_string();
+        for expected in [
+            r#"<option value="product" selected>Product</option>"#,
+            r#"<option value="id" selected>id</option>"#,
+            r#"<optgroup label="Product fields">"#,
+            r#"<option value="unit_label">unit_label</option>"#,
+            "update matching products, create the others",
+            "kept in the product's metadata",
+            r#"placeholder="products-to-stripe""#,
+        ] {
+            assert!(
+                html.contains(expected),
+                "`{expected}` missing from:\n{html}"
+            );
+        }
+        assert!(!html.contains(r#"value="email""#), "{html}");
+    }
+
     #[test]
     fn rows_are_added_and_removed_in_place() {
         let body = b"map_column=a&map_field=name&map_metadata=&map_column=b&map_field=phone&map_metadata=&remove_row=0";
@@ -1007,7 +1099,7 @@ mod tests {
             ("behavior", "bogus", "behavior: \"bogus\" is not a valid value; use one of update-or-create, update-only, create-only"),
             ("behavior", "", "behavior: choose one of update-or-create, update-only, create-only"),
             ("nulls", "delete", "nulls: \"delete\" is not a valid value; use one of skip, clear"),
-            ("object", "invoice", "object: \"invoice\" is not a valid value; use one of customer"),
+            ("object", "invoice", "object: \"invoice\" is not a valid value; use one of customer, product"),
             ("key_field", "phone", "key_field: \"phone\" is not a valid value; use one of email, metadata"),
         ] {
             let body = format!("{valid}&{field}={value}").replace("behavior=update-only&behavior=", "behavior=");
