@@ -284,6 +284,10 @@ async fn a_person_builds_and_runs_a_sync_in_the_browser() {
     expect_heading(&browser, "Destinations").await;
     let shown = scene.ferry(&["connections"]).await.ok().stdout;
     assert!(shown.contains("sk_test_…"), "{shown}");
+    // The Stripe API version every request names, in the CLI and on the page.
+    let version = format!("API version {}", ferry_destinations::stripe::STRIPE_VERSION);
+    assert!(shown.contains(&version), "{shown}");
+    assert!(browser.source().await.unwrap().contains(&version));
     let config = served
         .api()
         .get(served.url("/api/v1/connections/stripe"))

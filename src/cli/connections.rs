@@ -224,8 +224,9 @@ fn describe(connection: &ConnectionRecord) -> String {
         .unwrap_or_default();
     match connection.kind {
         ConnectionKind::Stripe => format!(
-            "{}  key {secret}",
-            connection.config["api_base"].as_str().unwrap_or_default()
+            "{}  key {secret}  API version {}",
+            connection.config["api_base"].as_str().unwrap_or_default(),
+            ferry_destinations::stripe::STRIPE_VERSION
         ),
         ConnectionKind::Duckdb => format!(
             "{}{}",

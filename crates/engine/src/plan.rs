@@ -103,7 +103,7 @@ pub fn plan(
             last_write,
         } => leave_alone_under_create_only(
             rules,
-            against_last_write(record, destination_id, last_write),
+            against_last_write(record, destination_id, last_write, rules),
         ),
         Known::LookupFailed(reason) => Action::Fail {
             reason: format!("could not look the key up in Stripe: {reason}"),
@@ -159,6 +159,7 @@ fn against_last_write(
     record: &PreparedRecord,
     destination_id: &str,
     last_write: &Payload,
+    rules: &Rules<'_>,
 ) -> Action {
     let changed = changed_fields(&record.payload, &Baseline::LastWrite(last_write), &[]);
     if changed.is_empty() {
@@ -175,11 +176,7 @@ fn against_last_write(
             .map(FieldValue::to_json)
             .unwrap_or(Json::Null)
     };
-    Action::Update {
-        destination_id: destination_id.to_string(),
-        changes: describe_changes(&record.payload, &changed, before),
-        changed,
-    }
+    update(record, destination_id, changed, before, rules)
 }
 
 fn against_live(record: &PreparedRecord, live: &StripeRecord, rules: &Rules<'_>) -> Action {
@@ -206,8 +203,40 @@ fn against_live(record: &PreparedRecord, live: &StripeRecord, rules: &Rules<'_>)
             .map(FieldValue::to_json)
             .unwrap_or(Json::Null)
     };
+    update(record, &live.id, changed, before, rules)
+}
+
+/// An update of the `changed` fields, unless one of them is settable on create only (a
+/// product's own `id`): Stripe would refuse the update, so the row is rejected, saying why.
+fn update(
+    record: &PreparedRecord,
+    destination_id: &str,
+    changed: Vec<String>,
+    before: impl Fn(&str) -> Json,
+    rules: &Rules<'_>,
+) -> Action {
+    let fixed = changed.iter().find(|path| {
+        rules
+            .schema
+            .field(path)
+            .is_some_and(|field| field.create_only)
+    });
+    if let Some(path) = fixed {
+        let after = record
+            .payload
+            .get(path)
+            .map(FieldValue::to_json)
+            .unwrap_or(Json::Null);
+        return Action::Reject {
+            reason: format!(
+                "`{path}` cannot change once the {object} exists: Stripe's {object} `{destination_id}` has {}, the row has {after}; keep the value, or give the row a new key to make a new {object}",
+                before(path),
+                object = rules.schema.object,
+            ),
+        };
+    }
     Action::Update {
-        destination_id: live.id.clone(),
+        destination_id: destination_id.to_string(),
         changes: describe_changes(&record.payload, &changed, before),
         changed,
     }
@@ -249,6 +278,7 @@ mod tests {
     use super::*;
     use expect_test::{expect, Expect};
     use ferry_stripe_wire::customer::CUSTOMER;
+    use ferry_stripe_wire::product::PRODUCT;
 
     /// `email=a@b.co name=Ada` → a payload; `-` as a value means "clear".
     fn payload(text: &str) -> Payload {
@@ -529,5 +559,44 @@ mod tests {
             ONLY,
             expect![["reject: ambiguous: 2 Stripe customers match `a@b.co` (cus_1, cus_2); merge or delete the extra ones in Stripe, then run again"]],
         );
+    }
+
+    /// A product matched by an external id whose row maps a different `id`: Stripe cannot
+    /// change a product's id, so the row is rejected rather than sent a doomed update.
+    #[test]
+    fn a_create_only_field_that_differs_rejects_the_row() {
+        let rules = Rules {
+            schema: &PRODUCT,
+            behavior: Behavior::UpdateOrCreate,
+            key_path: "metadata.sku",
+            key_ignores_case: false,
+        };
+        let record = PreparedRecord::new(
+            1,
+            "gold".into(),
+            "gold".into(),
+            payload("id=gold-2 metadata.sku=gold name=Gold"),
+        );
+        let found = [live(
+            "gold-1",
+            serde_json::json!({"id": "gold-1", "name": "Gold", "metadata": {"sku": "gold"}}),
+        )];
+        let action = plan(&record, Known::Found(&found), None, &rules, now());
+        expect![[r#"
+            Reject {
+                reason: "`id` cannot change once the product exists: Stripe's product `gold-1` has \"gold-1\", the row has \"gold-2\"; keep the value, or give the row a new key to make a new product",
+            }
+        "#]]
+        .assert_debug_eq(&action);
+        let same = PreparedRecord::new(
+            1,
+            "gold".into(),
+            "gold".into(),
+            payload("id=gold-1 metadata.sku=gold name=Gold_2"),
+        );
+        assert!(matches!(
+            plan(&same, Known::Found(&found), None, &rules, now()),
+            Action::Update { ref changed, .. } if changed == &["name"]
+        ));
     }
 }

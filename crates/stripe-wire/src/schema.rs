@@ -107,18 +107,19 @@ fn missing_companions(table: &[Param], prefix: &str, mapped: &[&str], problems: 
         if !param.mapped || !has_part_under(&path) {
             continue;
         }
-        let mut parts = Vec::new();
+        let (mut parts, mut groups) = (Vec::new(), Vec::new());
         let mut missing = false;
         for child in children.iter().filter(|child| child.required) {
             let child_path = format!("{path}.{}", child.name);
             if matches!(child.kind, ParamKind::Object { .. }) {
                 missing |= !has_part_under(&child_path);
-                parts.push(format!("at least one {child_path}.* field"));
+                groups.push(format!("at least one {child_path}.* field"));
             } else {
                 missing |= !mapped.contains(&child_path.as_str());
                 parts.push(child_path);
             }
         }
+        parts.extend(groups);
         if missing {
             let listed = match parts.split_last() {
                 Some((last, [])) => last.clone(),
@@ -146,7 +147,7 @@ mod tests {
         assert_eq!(check(&CUSTOMER, &["email", "address.city"]), "");
         assert_eq!(
             check(&CUSTOMER, &["shipping.address.city"]),
-            "Stripe needs at least one shipping.address.* field and shipping.name whenever shipping is set; map them too"
+            "Stripe needs shipping.name and at least one shipping.address.* field whenever shipping is set; map them too"
         );
         assert_eq!(
             check(&CUSTOMER, &["shipping.name", "shipping.address.line1"]),

@@ -61,6 +61,7 @@ fn connection_rows(caller: &Caller, records: &[&ConnectionRecord]) -> Markup {
                                     (ferry_destinations::stripe::config::display_api_base(
                                         record.config["api_base"].as_str().unwrap_or_default()))
                                     " · key " (secret_text(record))
+                                    " · API version " (ferry_destinations::stripe::STRIPE_VERSION)
                                 }
                                 ConnectionKind::Duckdb => { (record.config["path"].as_str().unwrap_or_default()) (settings_text(record)) }
                                 ConnectionKind::Postgres => { "URL " (secret_text(record)) (settings_text(record)) }
