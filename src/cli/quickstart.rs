@@ -1,7 +1,8 @@
 //! `ferry quickstart`: the whole journey on made-up data, in one command. It builds a demo
 //! workspace with an embedded DuckDB warehouse, connects Stripe (your test account when
 //! STRIPE_API_KEY holds an `sk_test_` key, else the built-in emulator), creates a model and a
-//! sync, previews and runs it, changes a few rows, and runs again to show that only changes go out.
+//! sync, previews and runs it, changes a few rows, and runs again to show that only changes go out;
+//! then syncs the plans the customers pay for as Stripe Products, keyed by their own ids.
 
 use super::{connections, models, syncs, CliError, CliResult, Format, GlobalArgs};
 use clap::Args;
@@ -155,15 +156,16 @@ pub async fn quickstart(args: QuickstartArgs) -> CliResult {
     )
     .await?;
 
-    let first = preview_and_run(&store, &ws).await?;
+    let first = preview_and_run(&store, &ws, "customers-to-stripe").await?;
 
     step("Changing the warehouse: 5 customers upgrade their plan, 2 change their phone, 3 sign up");
     ferry_source::duckdb_execute(&warehouse, &demo_changes_sql(args.customers))
         .map_err(CliError::failed)?;
-    let second = preview_and_run(&store, &ws).await?;
+    let second = preview_and_run(&store, &ws, "customers-to-stripe").await?;
+    let products = sync_plans_as_products(&store, &ws, &warehouse).await?;
 
     println!();
-    println!("Done. The second run sent {} (lookups of the new rows included) for {} changed rows, and nothing for the {} rows that did not change.",
+    println!("Done. The customers' second run sent {} (lookups of the new rows included) for {} changed rows, and nothing for the {} rows that did not change.",
         super::output::plural(second.counts.requests, "request", "requests"),
         second.counts.created + second.counts.updated,
         second.counts.unchanged);
@@ -196,11 +198,17 @@ pub async fn quickstart(args: QuickstartArgs) -> CliResult {
                     serde_json::to_string_pretty(customer).unwrap_or_default()
                 );
             }
+            println!(
+                "It also holds {} products, made by {}: `free`, `starter`, `pro`, `enterprise` and `legacy-2019` (archived).",
+                emulator.handle().products().len(),
+                super::output::plural(products.counts.created, "create", "creates"),
+            );
             println!("The emulator stops with this command. To keep one running: `ferry emulate stripe`, then connect it with --api-base.");
             println!("To sync into your own Stripe test account instead: STRIPE_API_KEY=sk_test_… cargo run --release -- quickstart");
         }
         None => {
-            println!("Open your customers in Stripe: https://dashboard.stripe.com/test/customers")
+            println!("Open your customers in Stripe: https://dashboard.stripe.com/test/customers");
+            println!("and the products: https://dashboard.stripe.com/test/products");
         }
     }
     if let Some(emulator) = emulator {
@@ -209,13 +217,68 @@ pub async fn quickstart(args: QuickstartArgs) -> CliResult {
     Ok(0)
 }
 
-async fn preview_and_run(store: &StateStore, ws: &str) -> CliResult<ferry_engine::RunReport> {
-    command(ws, "sync preview customers-to-stripe");
-    let setup = ferry_engine::load_sync_setup(store, "customers-to-stripe").await?;
+/// The catalogue: the plans of the demo's customers become Stripe Products whose ids are the
+/// plans' codes, so that a product is found by the same code in the warehouse and in Stripe.
+async fn sync_plans_as_products(
+    store: &StateStore,
+    ws: &str,
+    warehouse: &Path,
+) -> CliResult<ferry_engine::RunReport> {
+    step(
+        "Syncing the catalogue: the plans become Stripe Products, with the plan codes as their ids",
+    );
+    ferry_source::duckdb_execute(warehouse, PLANS_SQL).map_err(CliError::failed)?;
+    command(
+        ws,
+        "model create plans --connection demo-warehouse --sql 'SELECT * FROM plans ORDER BY code'",
+    );
+    models::model(
+        store,
+        models::ModelCommand::Create(models::ModelCreateArgs {
+            name: "plans".into(),
+            connection: "demo-warehouse".into(),
+            sql: Some("SELECT * FROM plans ORDER BY code".into()),
+            file: None,
+        }),
+    )
+    .await?;
+    let mappings = [
+        "name=name",
+        "description=description",
+        "available=active",
+        "unit_label=unit_label",
+        "'quickstart'=metadata.source",
+    ];
+    command(ws, &format!("sync create plans-to-stripe --model plans --destination demo-stripe --object product --key code=id {}", mappings.iter().map(|m| format!("--map \"{m}\"")).collect::<Vec<_>>().join(" ")));
+    syncs::sync(
+        store,
+        syncs::SyncCommand::Create(syncs::SyncCreateArgs {
+            name: "plans-to-stripe".into(),
+            model: "plans".into(),
+            destination: "demo-stripe".into(),
+            object: syncs::ObjectArg::Product,
+            behavior: syncs::BehaviorArg::UpdateOrCreate,
+            key: "code=id".into(),
+            mappings: mappings.iter().map(|m| m.to_string()).collect(),
+            nulls: syncs::NullsArg::Skip,
+            schedule: None,
+        }),
+    )
+    .await?;
+    preview_and_run(store, ws, "plans-to-stripe").await
+}
+
+async fn preview_and_run(
+    store: &StateStore,
+    ws: &str,
+    sync: &str,
+) -> CliResult<ferry_engine::RunReport> {
+    command(ws, &format!("sync preview {sync}"));
+    let setup = ferry_engine::load_sync_setup(store, sync).await?;
     let preview = ferry_engine::preview_sync(store, &setup).await?;
-    syncs::print_preview("customers-to-stripe", &preview);
-    command(ws, "sync run customers-to-stripe");
-    let report = syncs::run(store, "customers-to-stripe", false, Format::Text).await?;
+    syncs::print_preview(sync, &preview);
+    command(ws, &format!("sync run {sync}"));
+    let report = syncs::run(store, sync, false, Format::Text).await?;
     if report.status != ferry_core::RunStatus::Completed {
         return Err(CliError::failed(anyhow::anyhow!(
             "the demo run did not complete: {}",
@@ -254,6 +317,15 @@ fn prepare_dir(dir: &Path) -> CliResult<()> {
     .map_err(|e| CliError::failed(anyhow::anyhow!("cannot write in {}: {e}", dir.display())))?;
     Ok(())
 }
+
+/// The plans the demo's customers are on (`churned` is no plan), and one retired plan.
+const PLANS_SQL: &str = "CREATE TABLE plans AS SELECT * FROM (VALUES
+  ('free', 'Free', 'For trying things out', true, NULL),
+  ('starter', 'Starter', 'For small teams', true, 'seat'),
+  ('pro', 'Pro', 'For growing teams, with priority support', true, 'seat'),
+  ('enterprise', 'Enterprise', 'For large organisations, with a dedicated manager', true, 'seat'),
+  ('legacy-2019', 'Legacy (2019)', 'No longer sold', false, 'seat')
+) AS t(code, name, description, available, unit_label)";
 
 const MODEL_SQL: &str = "SELECT email, full_name, phone, address_line1, city, postal_code, country,
        plan, lifetime_value, signup_date

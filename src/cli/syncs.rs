@@ -168,8 +168,13 @@ pub async fn sync(store: &StateStore, command: SyncCommand) -> CliResult {
             })?;
             let spec = &sync.spec;
             println!(
-                "Sync '{}': model '{}' → Stripe customers in '{}'",
-                sync.name, spec.model, spec.destination
+                "Sync '{}': model '{}' → Stripe {} in '{}'",
+                sync.name,
+                spec.model,
+                ferry_destinations::stripe::stripe_object(spec.object)
+                    .schema()
+                    .plural,
+                spec.destination
             );
             println!(
                 "  behavior: {}; nulls: {}",
@@ -240,10 +245,13 @@ async fn create(store: &StateStore, args: SyncCreateArgs) -> CliResult {
     };
     ferry_engine::declare::save_sync(store, &args.name, &spec).await?;
     println!(
-        "Saved sync '{}': {} rows of '{}' into Stripe customers, matched on {} = {}, {} mapped. Next: `ferry sync preview {}`.",
+        "Saved sync '{}': {} rows of '{}' into Stripe {}, matched on {} = {}, {} mapped. Next: `ferry sync preview {}`.",
         args.name,
         spec.behavior.as_str(),
         spec.model,
+        ferry_destinations::stripe::stripe_object(spec.object)
+            .schema()
+            .plural,
         spec.key.column,
         spec.key.field,
         plural(spec.mappings.len() as u64, "field", "fields"),

@@ -71,7 +71,7 @@ pub enum EngineError {
     Source { model: String, problem: String },
     #[error("Stripe refused the API key: {0}. Check the key with `ferry connections test NAME`")]
     StripeKey(String),
-    #[error("looking customers up in Stripe failed: {0}")]
+    #[error("looking records up in Stripe failed: {0}")]
     StripeLookup(String),
     #[error("{0}")]
     Config(String),

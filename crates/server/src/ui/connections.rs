@@ -166,7 +166,7 @@ fn destination_form(caller: &Caller, form: &DestinationForm, problem: Option<&st
                     } @else {
                         input #api_key name="api_key" type="password" required autocomplete="off" placeholder="sk_test_… or rk_test_…";
                     }
-                    p.help { "A secret key, or a restricted key with write access to Customers and read access to Balance. Stored encrypted." }
+                    p.help { "A secret key, or a restricted key with write access to Customers and Products and read access to Balance. Stored encrypted." }
                 }
                 details open[!form.api_base.is_empty() || !form.max_rps.is_empty()] {
                     summary { "Advanced" }

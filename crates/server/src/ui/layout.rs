@@ -132,7 +132,7 @@ pub fn home(
         (
             has_model,
             "Write a model",
-            "A SQL query that selects the customers to sync.",
+            "A SQL query that selects the rows to sync: customers, products…",
             "/models/new",
         ),
         (
