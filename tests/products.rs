@@ -349,3 +349,38 @@ async fn a_product_made_by_hand_with_a_rows_id_is_matched_not_created() {
     assert_eq!(bronze["name"], "Bronze", "{run}");
     assert_eq!(scene.stripe().products().len(), 4);
 }
+
+/// A product ferry made, deleted in Stripe since: a full resync makes it again under the same
+/// id (the emulator frees a deleted product's id; Stripe does not document whether it does),
+/// never replaying the old create.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_product_deleted_in_stripe_is_made_again_with_its_id() {
+    let scene = Scene::new().await;
+    scene.warehouse_sql(PLANS_SQL);
+    scene.connect().await;
+    scene.plans_sync("sku=id", &[]).await;
+    scene.run_sync_json("plans-to-stripe", &[]).await;
+    scene
+        .stripe()
+        .delete_product("silver-2026")
+        .expect("a product without prices can be deleted");
+    assert!(scene.stripe().product("silver-2026").is_none());
+
+    let run = scene
+        .run_sync_json("plans-to-stripe", &["--full-resync"])
+        .await;
+    assert_eq!(
+        counts(&run, ["created", "updated", "unchanged", "failed"]),
+        [Some(1), Some(0), Some(2), Some(0)],
+        "{run}"
+    );
+    let silver = scene.stripe().product("silver-2026").expect("made again");
+    assert_eq!(silver["name"], "Silver");
+    let creates: Vec<_> = scene
+        .stripe()
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == "/v1/products" && r.executed)
+        .collect();
+    assert_eq!(creates.len(), 4, "3 first, then silver again");
+}

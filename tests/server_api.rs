@@ -1111,6 +1111,32 @@ async fn connections_models_syncs_and_runs_through_the_api() {
     assert_eq!(sync["spec"]["key"]["column"], "email");
     assert!(sync["uid"].as_str().is_some_and(|u| !u.is_empty()));
     assert!(sync["last_run"].is_null());
+    // Another object: its own key fields, checked as the CLI checks them.
+    let mut products = people_sync("people-as-products", "people");
+    products["object"] = json!("product");
+    let refused = api
+        .post("/api/v1/syncs", products.clone())
+        .await
+        .expect(422);
+    assert!(
+        refused
+            .message()
+            .contains("`email` is not a Stripe Product field"),
+        "{}",
+        refused.text
+    );
+    products["key"]["field"] = json!("id");
+    let saved = api.post("/api/v1/syncs", products).await.expect(201).json();
+    assert_eq!(saved["spec"]["object"], "product");
+    let preview = api
+        .post_empty("/api/v1/syncs/people-as-products/preview")
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(preview["create"], N, "{preview}");
+    api.delete("/api/v1/syncs/people-as-products")
+        .await
+        .expect(204);
     let mut no_column = people_sync("broken", "people");
     no_column["mappings"][0]["column"] = json!("nickname");
     let refused = api.post("/api/v1/syncs", no_column).await.expect(422);
