@@ -384,3 +384,96 @@ async fn a_product_deleted_in_stripe_is_made_again_with_its_id() {
         .collect();
     assert_eq!(creates.len(), 4, "3 first, then silver again");
 }
+
+/// `marketing_features` maps from a list of names: a warehouse list or `a, b` text. Stripe's
+/// `[{"name": …}]` reads back as the same list, so an unchanged row sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marketing_features_map_from_a_list_of_names() {
+    let scene = Scene::new().await;
+    scene.warehouse_sql(
+        "create table tiers as select * from (values
+            ('basic', 'Basic', ['Email support'], null),
+            ('plus', 'Plus', null, 'Phone support, SSO'),
+            ('max', 'Max', range(16)::varchar[], null)
+         ) t(code, name, feature_list, feature_text)",
+    );
+    scene.connect().await;
+    scene
+        .ferry(&[
+            "model",
+            "create",
+            "tiers",
+            "--connection",
+            "warehouse",
+            "--sql",
+            "select code, name, coalesce(feature_list, string_split(feature_text, ', ')) as features from tiers",
+        ])
+        .await
+        .ok();
+    scene
+        .ferry(&[
+            "sync",
+            "create",
+            "tiers-to-stripe",
+            "--model",
+            "tiers",
+            "--destination",
+            "stripe",
+            "--object",
+            "product",
+            "--key",
+            "code=id",
+            "--map",
+            "name=name",
+            "--map",
+            "features=marketing_features",
+        ])
+        .await
+        .ok();
+    let run = scene.run_sync_json("tiers-to-stripe", &[]).await;
+    assert_eq!(
+        counts(&run, ["created", "updated", "unchanged", "rejected"]),
+        [Some(2), Some(0), Some(0), Some(1)],
+        "{run}"
+    );
+    assert_eq!(
+        scene.stripe().product("plus").unwrap()["marketing_features"],
+        json!([{"name": "Phone support"}, {"name": "SSO"}])
+    );
+    let records = scene
+        .ferry(&[
+            "run",
+            "show",
+            run["run_id"].as_str().unwrap(),
+            "--records",
+            "rejected",
+            "--format",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    let reason = records["records"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    insta_like(&reason, &["features", "marketing_features", "at most 15"]);
+
+    // Unchanged: nothing sent, even after a full resync compares with what Stripe holds.
+    let posts = scene.product_posts();
+    let run = scene
+        .run_sync_json("tiers-to-stripe", &["--full-resync"])
+        .await;
+    assert_eq!(run["unchanged"].as_u64(), Some(2), "{run}");
+    assert_eq!(scene.product_posts(), posts);
+
+    scene.warehouse_sql(
+        "update tiers set feature_list = ['Email support', 'Chat'] where code = 'basic'",
+    );
+    let run = scene.run_sync_json("tiers-to-stripe", &[]).await;
+    assert_eq!(run["updated"].as_u64(), Some(1), "{run}");
+    assert_eq!(
+        scene.stripe().product("basic").unwrap()["marketing_features"],
+        json!([{"name": "Email support"}, {"name": "Chat"}])
+    );
+}

@@ -439,7 +439,7 @@ pub(crate) fn new_pending_create(
     record: &PreparedRecord,
     now: chrono::DateTime<chrono::Utc>,
 ) -> PendingCreate {
-    let body = form::encode(&create_params(&record.payload));
+    let body = form::encode(&create_params(exec.schema(), &record.payload));
     PendingCreate {
         key: record.match_key.clone(),
         idempotency_key: create_idempotency_key(exec.sync_uid, &record.match_key, &body, now),

@@ -358,7 +358,7 @@ pub fn check_stripe_rules(
     sync: &ValidatedSync,
     record: &PreparedRecord,
 ) -> Result<(), RejectedRow> {
-    let params = create_params(&record.payload);
+    let params = create_params(sync.object.schema(), &record.payload);
     let Err(error) = sync.object.schema().validate(&params, false) else {
         return Ok(());
     };

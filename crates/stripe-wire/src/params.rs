@@ -272,7 +272,8 @@ pub struct FieldSpec {
 
 /// The mappable fields of a parameter table, depth first in table order: every leaf parameter
 /// (strings, numbers, booleans, enums, string arrays, metadata, …) that is neither marked
-/// [`not_mapped`] nor inside an object array.
+/// [`not_mapped`] nor inside an object array, and the object arrays that are lists of names
+/// ([`item_name`]).
 pub fn mappable_fields(table: &'static [Param]) -> Vec<FieldSpec> {
     let mut fields = Vec::new();
     collect_fields(table, "", None, false, &mut fields);
@@ -297,7 +298,9 @@ fn collect_fields(
                 let prefix = format!("{prefix}{}.", param.name);
                 collect_fields(children, &prefix, group, create_only, fields);
             }
-            ParamKind::ObjectArray { .. } => {}
+            // A list of named items (a product's `marketing_features`) maps from a list of
+            // names; other object arrays (a price's tiers) are not mappable.
+            ParamKind::ObjectArray { .. } if item_name(param).is_none() => {}
             _ => fields.push(FieldSpec {
                 // Paths live as long as the tables (statics); leaking the few dozen joined
                 // names once per process is what makes `FieldSpec` `Copy`.
@@ -311,6 +314,17 @@ fn collect_fields(
                 create_only,
             }),
         }
+    }
+}
+
+/// The one field of an object array whose items are nothing but a required string (`name` for
+/// `marketing_features[0][name]`): such an array maps from a list of those strings.
+pub fn item_name(param: &Param) -> Option<&'static str> {
+    match param.kind {
+        ParamKind::ObjectArray {
+            children: [only], ..
+        } if only.required && matches!(only.kind, ParamKind::String { .. }) => Some(only.name),
+        _ => None,
     }
 }
 

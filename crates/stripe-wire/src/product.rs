@@ -47,13 +47,14 @@ pub static PRODUCT_PARAMS: &[Param] = &[
             max_items: PRODUCT_IMAGES_MAX_ITEMS,
         },
     )),
-    not_mapped(unsettable(with_kind(
+    // Mapped from a list of feature names.
+    unsettable(with_kind(
         "marketing_features",
         ParamKind::ObjectArray {
             children: MARKETING_FEATURE_PARAMS,
             max_items: MARKETING_FEATURES_MAX_ITEMS,
         },
-    ))),
+    )),
     unsettable(with_kind("metadata", ParamKind::Metadata)),
     required(non_empty(string("name", 5000))),
     replaced_whole(unsettable(with_kind(
@@ -307,7 +308,7 @@ mod tests {
     fn product_fields_come_from_the_parameter_table() {
         let paths: Vec<&str> = PRODUCT.fields().iter().map(|f| f.path).collect();
         expect_test::expect![[r#"
-            id name description active images metadata package_dimensions.height package_dimensions.length package_dimensions.weight package_dimensions.width shippable statement_descriptor tax_code unit_label url"#]]
+            id name description active images marketing_features metadata package_dimensions.height package_dimensions.length package_dimensions.weight package_dimensions.width shippable statement_descriptor tax_code unit_label url"#]]
         .assert_eq(&paths.join(" "));
         assert_eq!(
             PRODUCT
@@ -319,7 +320,9 @@ mod tests {
         assert!(PRODUCT.field("id").unwrap().create_only);
         assert!(!PRODUCT.field("name").unwrap().create_only);
         assert!(PRODUCT.field("default_price").is_none());
-        assert!(PRODUCT.field("marketing_features").is_none());
+        // A list of feature names; a price's tiers, objects of several fields, are not mapped.
+        assert!(PRODUCT.field("marketing_features").is_some());
+        assert!(crate::price::PRICE.field("tiers").is_none());
         assert_eq!(
             PRODUCT.key_field("id").map(|key| key.ignore_case),
             Some(false)

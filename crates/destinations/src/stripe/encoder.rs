@@ -4,17 +4,17 @@
 //! functions build.
 
 use ferry_core::{FieldValue, Payload};
-use ferry_stripe_wire::params::ParamKind;
+use ferry_stripe_wire::params::{item_name, ParamKind};
 use ferry_stripe_wire::ObjectSchema;
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 
 /// The params that create a record: every mapped field with a value (nothing to clear yet).
-pub fn create_params(payload: &Payload) -> Map<String, Json> {
+pub fn create_params(schema: &'static ObjectSchema, payload: &Payload) -> Map<String, Json> {
     let mut params = Map::new();
     for (path, value) in &payload.fields {
         if *value != FieldValue::Clear {
-            insert_path(&mut params, path, field_json(value));
+            insert_path(&mut params, path, field_json(schema, path, value));
         }
     }
     params
@@ -47,7 +47,7 @@ pub fn update_params(
             params.insert((*group).to_string(), Json::String(String::new()));
         } else {
             for (path, value) in parts {
-                insert_path(&mut params, path, field_json(value));
+                insert_path(&mut params, path, field_json(schema, path, value));
             }
         }
     }
@@ -68,7 +68,7 @@ pub fn update_params(
         if *value == FieldValue::Clear && is_integer {
             continue;
         }
-        insert_path(&mut params, path, field_json(value));
+        insert_path(&mut params, path, field_json(schema, path, value));
     }
     params
 }
@@ -114,12 +114,32 @@ pub fn param_path(param: &str) -> String {
     param.replace("][", ".").replace('[', ".").replace(']', "")
 }
 
-fn field_json(value: &FieldValue) -> Json {
+fn field_json(schema: &'static ObjectSchema, path: &str, value: &FieldValue) -> Json {
     match value {
         // Stripe unsets a field sent as the empty string.
         FieldValue::Clear => Json::String(String::new()),
+        // A list of named items: `["Fast"]` is sent as `[{"name": "Fast"}]`.
+        FieldValue::List(items) => match list_item_name(schema, path) {
+            Some(name) => Json::Array(
+                items
+                    .iter()
+                    .map(|item| serde_json::json!({ name: item }))
+                    .collect(),
+            ),
+            None => value.to_json(),
+        },
         other => other.to_json(),
     }
+}
+
+/// The item field of a top-level parameter that is a list of named items (see
+/// `ferry_stripe_wire::params::item_name`).
+fn list_item_name(schema: &'static ObjectSchema, path: &str) -> Option<&'static str> {
+    schema
+        .params
+        .iter()
+        .find(|param| param.name == path)
+        .and_then(item_name)
 }
 
 fn insert_path(params: &mut Map<String, Json>, path: &str, value: Json) {
@@ -156,6 +176,14 @@ fn flatten(
             }
         }
         Json::Null => {}
+        Json::Array(items) if list_item_name(schema, path).is_some() => {
+            let name = list_item_name(schema, path).unwrap_or_default();
+            let names = items
+                .iter()
+                .filter_map(|item| item.get(name)?.as_str().map(str::to_string))
+                .collect();
+            fields.insert(path.to_string(), FieldValue::List(names));
+        }
         Json::Bool(flag) => {
             fields.insert(path.to_string(), FieldValue::Text(flag.to_string()));
         }
@@ -215,7 +243,7 @@ mod tests {
             ("balance", FieldValue::Integer(-500)),
         ]);
         expect![[r#"address[city]=London&balance=-500&email=ada%40example.com&metadata[ltv.usd]=12.5&metadata[plan]=pro+%26+co&name=Ada+Lovelace&preferred_locales[0]=en&preferred_locales[1]=fr&shipping[address][city]=Paris"#]]
-        .assert_eq(&form::encode(&create_params(&p)).replace("%5B", "[").replace("%5D", "]"));
+        .assert_eq(&form::encode(&create_params(&CUSTOMER, &p)).replace("%5B", "[").replace("%5D", "]"));
     }
 
     #[test]
@@ -285,6 +313,25 @@ mod tests {
             .collect();
         expect![[r#"active="false" id="gold" name="Gold" package_dimensions.height="2" package_dimensions.length="1.5" package_dimensions.weight="3" package_dimensions.width="0.25""#]]
             .assert_eq(&listed.join(" "));
+
+        // A list of named items goes out as objects and comes back as the list of names.
+        let features = payload(&[(
+            "marketing_features",
+            FieldValue::List(vec!["Fast".into(), "Safe & sound".into()]),
+        )]);
+        expect![[r#"marketing_features[0][name]=Fast&marketing_features[1][name]=Safe+%26+sound"#]]
+            .assert_eq(
+                &form::encode(&create_params(&PRODUCT, &features))
+                    .replace("%5B", "[")
+                    .replace("%5D", "]"),
+            );
+        let record = serde_json::json!({
+            "id": "gold", "marketing_features": [{"name": "Fast"}, {"name": "Safe & sound"}]
+        });
+        assert_eq!(
+            record_to_fields(&PRODUCT, &record).get("marketing_features"),
+            features.get("marketing_features")
+        );
         assert_eq!(
             param_name("shipping.address.city"),
             "shipping[address][city]"
