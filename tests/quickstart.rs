@@ -1,5 +1,5 @@
 //! End-to-end: `ferry quickstart`, the README's first command, runs the whole demo (customers
-//! twice, then the plans as products) into its own emulator; the workspace it leaves behind
+//! twice, then the plans as products and their prices) into its own emulator; the workspace it leaves behind
 //! holds the runs it printed.
 
 use ferry_core::RunStatus;
@@ -29,7 +29,8 @@ async fn the_quickstart_syncs_customers_then_products_and_leaves_a_workspace_to_
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(
-        stdout.contains("It also holds 5 products, made by 5 creates"),
+        stdout.contains("It also holds 5 products, made by 5 creates")
+            && stdout.contains("and 6 prices, made by 6 creates"),
         "{stdout}"
     );
 
@@ -55,6 +56,11 @@ async fn the_quickstart_syncs_customers_then_products_and_leaves_a_workspace_to_
     assert_eq!(
         (products[0].counts.created, products[0].counts.rejected),
         (5, 0)
+    );
+    let prices = store.list_runs(Some("prices-to-stripe"), 10).await.unwrap();
+    assert_eq!(
+        (prices[0].counts.created, prices[0].counts.rejected),
+        (6, 0)
     );
     drop(store);
 

@@ -2,7 +2,8 @@
 //! workspace with an embedded DuckDB warehouse, connects Stripe (your test account when
 //! STRIPE_API_KEY holds an `sk_test_` key, else the built-in emulator), creates a model and a
 //! sync, previews and runs it, changes a few rows, and runs again to show that only changes go out;
-//! then syncs the plans the customers pay for as Stripe Products, keyed by their own ids.
+//! then syncs the plans the customers pay for as Stripe Products, keyed by their own ids, and
+//! their prices, keyed by lookup key.
 
 use super::{connections, models, syncs, CliError, CliResult, Format, GlobalArgs};
 use clap::Args;
@@ -163,6 +164,7 @@ pub async fn quickstart(args: QuickstartArgs) -> CliResult {
         .map_err(CliError::failed)?;
     let second = preview_and_run(&store, &ws, "customers-to-stripe").await?;
     let products = sync_plans_as_products(&store, &ws, &warehouse).await?;
+    let prices = sync_prices(&store, &ws, &warehouse).await?;
 
     println!();
     println!("Done. The customers' second run sent {} (lookups of the new rows included) for {} changed rows, and nothing for the {} rows that did not change.",
@@ -199,16 +201,23 @@ pub async fn quickstart(args: QuickstartArgs) -> CliResult {
                 );
             }
             println!(
-                "It also holds {} products, made by {}: `free`, `starter`, `pro`, `enterprise` and `legacy-2019` (archived).",
+                "It also holds {} products, made by {}: `free`, `starter`, `pro`, `enterprise` and `legacy-2019` (archived),",
                 emulator.handle().products().len(),
                 super::output::plural(products.counts.created, "create", "creates"),
+            );
+            println!(
+                "and {} prices, made by {}: `starter_monthly`, `pro_yearly`, … (their lookup keys).",
+                emulator.handle().prices().len(),
+                super::output::plural(prices.counts.created, "create", "creates"),
             );
             println!("The emulator stops with this command. To keep one running: `ferry emulate stripe`, then connect it with --api-base.");
             println!("To sync into your own Stripe test account instead: STRIPE_API_KEY=sk_test_… cargo run --release -- quickstart");
         }
         None => {
             println!("Open your customers in Stripe: https://dashboard.stripe.com/test/customers");
-            println!("and the products: https://dashboard.stripe.com/test/products");
+            println!(
+                "and the products with their prices: https://dashboard.stripe.com/test/products"
+            );
         }
     }
     if let Some(emulator) = emulator {
@@ -266,6 +275,56 @@ async fn sync_plans_as_products(
     )
     .await?;
     preview_and_run(store, ws, "plans-to-stripe").await
+}
+
+/// The plans' prices, found again by their lookup keys; each names its product by the plan
+/// code, which is the product's id.
+async fn sync_prices(
+    store: &StateStore,
+    ws: &str,
+    warehouse: &Path,
+) -> CliResult<ferry_engine::RunReport> {
+    step("Syncing the price list: a monthly and a yearly price per paid plan, found by lookup key");
+    ferry_source::duckdb_execute(warehouse, PRICES_SQL).map_err(CliError::failed)?;
+    let sql = "SELECT * FROM price_list ORDER BY lookup_key";
+    command(
+        ws,
+        &format!("model create price-list --connection demo-warehouse --sql '{sql}'"),
+    );
+    models::model(
+        store,
+        models::ModelCommand::Create(models::ModelCreateArgs {
+            name: "price-list".into(),
+            connection: "demo-warehouse".into(),
+            sql: Some(sql.into()),
+            file: None,
+        }),
+    )
+    .await?;
+    let mappings = [
+        "plan_code=product",
+        "currency=currency",
+        "amount_cents=unit_amount",
+        "billing_period=recurring.interval",
+        "label=nickname",
+    ];
+    command(ws, &format!("sync create prices-to-stripe --model price-list --destination demo-stripe --object price --key lookup_key=lookup_key {}", mappings.iter().map(|m| format!("--map {m}")).collect::<Vec<_>>().join(" ")));
+    syncs::sync(
+        store,
+        syncs::SyncCommand::Create(syncs::SyncCreateArgs {
+            name: "prices-to-stripe".into(),
+            model: "price-list".into(),
+            destination: "demo-stripe".into(),
+            object: syncs::ObjectArg::Price,
+            behavior: syncs::BehaviorArg::UpdateOrCreate,
+            key: "lookup_key=lookup_key".into(),
+            mappings: mappings.iter().map(|m| m.to_string()).collect(),
+            nulls: syncs::NullsArg::Skip,
+            schedule: None,
+        }),
+    )
+    .await?;
+    preview_and_run(store, ws, "prices-to-stripe").await
 }
 
 async fn preview_and_run(
@@ -326,6 +385,14 @@ const PLANS_SQL: &str = "CREATE TABLE plans AS SELECT * FROM (VALUES
   ('enterprise', 'Enterprise', 'For large organisations, with a dedicated manager', true, 'seat'),
   ('legacy-2019', 'Legacy (2019)', 'No longer sold', false, 'seat')
 ) AS t(code, name, description, available, unit_label)";
+
+/// A monthly and a yearly price (two months free) for each paid plan, in US cents.
+const PRICES_SQL: &str = "CREATE TABLE price_list AS
+SELECT code || '_' || billing_period || 'ly' AS lookup_key, code AS plan_code, 'usd' AS currency,
+       CASE billing_period WHEN 'month' THEN monthly ELSE monthly * 10 END AS amount_cents,
+       billing_period, name || CASE billing_period WHEN 'month' THEN ', monthly' ELSE ', yearly' END AS label
+FROM (VALUES ('starter', 'Starter', 900), ('pro', 'Pro', 2900), ('enterprise', 'Enterprise', 9900)) AS plans(code, name, monthly),
+     (VALUES ('month'), ('year')) AS periods(billing_period)";
 
 const MODEL_SQL: &str = "SELECT email, full_name, phone, address_line1, city, postal_code, country,
        plan, lifetime_value, signup_date

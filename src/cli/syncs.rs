@@ -71,6 +71,8 @@ pub enum ObjectArg {
     Customer,
     /// Products, matched by their own id (set on create) or an external id.
     Product,
+    /// Prices, matched by lookup key or an external id.
+    Price,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -226,6 +228,7 @@ async fn create(store: &StateStore, args: SyncCreateArgs) -> CliResult {
         object: match args.object {
             ObjectArg::Customer => ObjectKind::Customer,
             ObjectArg::Product => ObjectKind::Product,
+            ObjectArg::Price => ObjectKind::Price,
         },
         behavior: match args.behavior {
             BehaviorArg::UpdateOrCreate => Behavior::UpdateOrCreate,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 pub enum ObjectKind {
     Customer,
     Product,
+    Price,
 }
 
 /// What happens to a model row that has no match in Stripe.
@@ -155,12 +156,13 @@ pub struct SyncSpec {
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 2] = [ObjectKind::Customer, ObjectKind::Product];
+    pub const ALL: [ObjectKind; 3] = [ObjectKind::Customer, ObjectKind::Product, ObjectKind::Price];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ObjectKind::Customer => "customer",
             ObjectKind::Product => "product",
+            ObjectKind::Price => "price",
         }
     }
 

@@ -238,49 +238,55 @@ impl<'a> KeyIndex<'a> {
         })
     }
 
-    /// Lists every record (or those created since `created_since`) into the index. Returns how
+    /// Lists every record (or those created since `created_since`) into the index, with each of
+    /// the object's listings (`StripeObject::listings`). Returns how
     /// many were listed, the newest `created` among them, and when the first page was served.
     async fn list(
         &self,
         created_since: Option<i64>,
     ) -> Result<(u64, Option<i64>, Option<i64>), EngineError> {
         let schema = self.object.schema();
-        let mut starting_after: Option<String> = None;
         let mut listed = 0u64;
         let mut newest: Option<i64> = None;
         let mut first_served: Option<Option<i64>> = None;
         let mut batch = Vec::new();
-        loop {
-            let mut params = Map::from_iter([("limit".to_string(), Json::from(PAGE_SIZE))]);
-            if let Some(since) = created_since {
-                params.insert(
-                    "created".to_string(),
-                    Json::Object(Map::from_iter([("gte".to_string(), Json::from(since))])),
+        for filters in self.object.listings() {
+            let mut starting_after: Option<String> = None;
+            loop {
+                let mut params = Map::from_iter([("limit".to_string(), Json::from(PAGE_SIZE))]);
+                for (name, value) in *filters {
+                    params.insert(name.to_string(), Json::String(value.to_string()));
+                }
+                if let Some(since) = created_since {
+                    params.insert(
+                        "created".to_string(),
+                        Json::Object(Map::from_iter([("gte".to_string(), Json::from(since))])),
+                    );
+                }
+                if let Some(after) = &starting_after {
+                    params.insert("starting_after".to_string(), Json::String(after.clone()));
+                }
+                let page = self
+                    .stripe
+                    .list_keys_page(schema, &params)
+                    .await
+                    .map_err(lookup_error)?;
+                first_served.get_or_insert(page.served_at);
+                starting_after = page.records.last().map(|r| r.id.clone());
+                listed += page.records.len() as u64;
+                newest = newest.max(page.records.iter().filter_map(created_of).max());
+                batch.extend(
+                    page.records
+                        .iter()
+                        .filter_map(|r| self.entry(&r.object, false)),
                 );
-            }
-            if let Some(after) = &starting_after {
-                params.insert("starting_after".to_string(), Json::String(after.clone()));
-            }
-            let page = self
-                .stripe
-                .list_keys_page(schema, &params)
-                .await
-                .map_err(lookup_error)?;
-            first_served.get_or_insert(page.served_at);
-            starting_after = page.records.last().map(|r| r.id.clone());
-            listed += page.records.len() as u64;
-            newest = newest.max(page.records.iter().filter_map(created_of).max());
-            batch.extend(
-                page.records
-                    .iter()
-                    .filter_map(|r| self.entry(&r.object, false)),
-            );
-            if batch.len() >= WRITE_BATCH {
-                self.store.index_update(&self.scope, &batch, &[]).await?;
-                batch.clear();
-            }
-            if !page.has_more || starting_after.is_none() {
-                break;
+                if batch.len() >= WRITE_BATCH {
+                    self.store.index_update(&self.scope, &batch, &[]).await?;
+                    batch.clear();
+                }
+                if !page.has_more || starting_after.is_none() {
+                    break;
+                }
             }
         }
         self.store.index_update(&self.scope, &batch, &[]).await?;

@@ -5,6 +5,7 @@
 
 use ferry_core::ObjectKind;
 use ferry_stripe_wire::customer::CUSTOMER;
+use ferry_stripe_wire::price::PRICE;
 use ferry_stripe_wire::product::PRODUCT;
 use ferry_stripe_wire::ObjectSchema;
 
@@ -20,6 +21,12 @@ pub trait StripeObject: Sync + Send + std::fmt::Debug {
     fn change_events(&self) -> [String; 2] {
         let object = self.schema().object;
         [format!("{object}.updated"), format!("{object}.deleted")]
+    }
+
+    /// The filters that together list every record: one listing with no filter, unless the
+    /// list endpoint hides some records by default (archived prices).
+    fn listings(&self) -> &'static [&'static [(&'static str, &'static str)]] {
+        &[&[]]
     }
 
     /// The event type that says a record went away.
@@ -56,10 +63,32 @@ impl StripeObject for Product {
     }
 }
 
+/// A price is matched by its `lookup_key` and names its product by id (`--map sku=product`:
+/// a product synced with its own id is named by the same column). Stripe never changes a
+/// price's amount, currency or recurrence: a row that changes one is rejected, saying so.
+#[derive(Debug)]
+pub struct Price;
+
+impl StripeObject for Price {
+    fn schema(&self) -> &'static ObjectSchema {
+        &PRICE
+    }
+
+    fn matching_help(&self) -> &'static str {
+        "lookup_key matches the price that carries this lookup key (a plan code such as pro_monthly, unique in the account); an external id is kept in the price's metadata instead."
+    }
+
+    /// `GET /v1/prices` lists active prices only; archived ones still hold their lookup keys.
+    fn listings(&self) -> &'static [&'static [(&'static str, &'static str)]] {
+        &[&[], &[("active", "false")]]
+    }
+}
+
 /// The registry: one line per object ferry syncs.
 pub fn stripe_object(kind: ObjectKind) -> &'static dyn StripeObject {
     match kind {
         ObjectKind::Customer => &Customer,
         ObjectKind::Product => &Product,
+        ObjectKind::Price => &Price,
     }
 }

@@ -1099,7 +1099,7 @@ mod tests {
             ("behavior", "bogus", "behavior: \"bogus\" is not a valid value; use one of update-or-create, update-only, create-only"),
             ("behavior", "", "behavior: choose one of update-or-create, update-only, create-only"),
             ("nulls", "delete", "nulls: \"delete\" is not a valid value; use one of skip, clear"),
-            ("object", "invoice", "object: \"invoice\" is not a valid value; use one of customer, product"),
+            ("object", "invoice", "object: \"invoice\" is not a valid value; use one of customer, product, price"),
             ("key_field", "phone", "key_field: \"phone\" is not a valid value; use one of email, metadata"),
         ] {
             let body = format!("{valid}&{field}={value}").replace("behavior=update-only&behavior=", "behavior=");
