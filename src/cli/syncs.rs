@@ -43,7 +43,7 @@ pub struct SyncCreateArgs {
     #[arg(long)]
     pub destination: String,
     /// The Stripe object each row becomes.
-    #[arg(long, value_enum, default_value_t = ObjectArg::Customer)]
+    #[arg(long, value_enum, default_value_t = ObjectArg(ObjectKind::Customer))]
     pub object: ObjectArg,
     #[arg(long, value_enum, default_value_t = BehaviorArg::UpdateOrCreate)]
     pub behavior: BehaviorArg,
@@ -65,14 +65,28 @@ pub struct SyncCreateArgs {
     pub schedule: Option<Schedule>,
 }
 
-#[derive(ValueEnum, Debug, Clone, Copy)]
-pub enum ObjectArg {
-    /// Customers, matched by email or an external id.
-    Customer,
-    /// Products, matched by their own id (set on create) or an external id.
-    Product,
-    /// Prices, matched by lookup key or an external id.
-    Price,
+/// `--object`: every object of the registry, by the name `ferry.yaml` and the API use.
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectArg(pub ObjectKind);
+
+impl ValueEnum for ObjectArg {
+    fn value_variants<'a>() -> &'a [Self] {
+        static ALL: std::sync::LazyLock<Vec<ObjectArg>> =
+            std::sync::LazyLock::new(|| ObjectKind::ALL.map(ObjectArg).to_vec());
+        &ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let schema = ferry_destinations::stripe::stripe_object(self.0).schema();
+        let keys: Vec<&str> = schema.key_fields.iter().map(|key| key.path).collect();
+        Some(
+            clap::builder::PossibleValue::new(self.0.as_str()).help(format!(
+                "{}, matched by {} or an external id in metadata",
+                schema.plural,
+                keys.join(" or ")
+            )),
+        )
+    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -225,11 +239,7 @@ async fn create(store: &StateStore, args: SyncCreateArgs) -> CliResult {
     let spec = SyncSpec {
         model: args.model.clone(),
         destination: args.destination.clone(),
-        object: match args.object {
-            ObjectArg::Customer => ObjectKind::Customer,
-            ObjectArg::Product => ObjectKind::Product,
-            ObjectArg::Price => ObjectKind::Price,
-        },
+        object: args.object.0,
         behavior: match args.behavior {
             BehaviorArg::UpdateOrCreate => Behavior::UpdateOrCreate,
             BehaviorArg::UpdateOnly => Behavior::UpdateOnly,
