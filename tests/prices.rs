@@ -140,19 +140,9 @@ async fn prices_are_created_by_lookup_key_updated_where_stripe_allows_and_never_
     );
     // The price whose product does not exist: Stripe's refusal, as the row's reason.
     let rejected = scene
-        .ferry(&[
-            "run",
-            "show",
-            run["run_id"].as_str().unwrap(),
-            "--records",
-            "rejected",
-            "--format",
-            "json",
-        ])
-        .await
-        .ok()
-        .json();
-    let reason = rejected["records"][0]["reason"].as_str().unwrap();
+        .run_records(run["run_id"].as_str().unwrap(), "rejected")
+        .await;
+    let reason = rejected[0]["reason"].as_str().unwrap();
     assert!(reason.contains("No such product: 'gone'"), "{reason}");
 
     // A nickname changes: one update. An amount changes: Stripe cannot change it, so the row
@@ -180,19 +170,9 @@ async fn prices_are_created_by_lookup_key_updated_where_stripe_allows_and_never_
     assert_eq!(posts.len(), 1, "{posts:?}");
     assert_eq!(posts[0].params, json!({"nickname": "Pro, monthly"}));
     let rejected = scene
-        .ferry(&[
-            "run",
-            "show",
-            run["run_id"].as_str().unwrap(),
-            "--records",
-            "rejected",
-            "--format",
-            "json",
-        ])
-        .await
-        .ok()
-        .json();
-    let reason = rejected["records"][0]["reason"].as_str().unwrap();
+        .run_records(run["run_id"].as_str().unwrap(), "rejected")
+        .await;
+    let reason = rejected[0]["reason"].as_str().unwrap();
     assert!(
         reason.starts_with("`unit_amount` cannot change once the price exists"),
         "{reason}"

@@ -194,21 +194,9 @@ async fn products_keyed_by_an_external_id_get_stripe_made_ids_and_bad_rows_are_r
         "{run}"
     );
     let records = scene
-        .ferry(&[
-            "run",
-            "show",
-            run["run_id"].as_str().unwrap(),
-            "--records",
-            "rejected",
-            "--format",
-            "json",
-        ])
-        .await
-        .ok()
-        .json();
-    let reasons: Vec<String> = records["records"]
-        .as_array()
-        .expect("a list of records")
+        .run_records(run["run_id"].as_str().unwrap(), "rejected")
+        .await;
+    let reasons: Vec<String> = records
         .iter()
         .map(|r| format!("{}: {}", r["key"], r["reason"].as_str().unwrap_or("")))
         .collect();
@@ -441,22 +429,9 @@ async fn marketing_features_map_from_a_list_of_names() {
         json!([{"name": "Phone support"}, {"name": "SSO"}])
     );
     let records = scene
-        .ferry(&[
-            "run",
-            "show",
-            run["run_id"].as_str().unwrap(),
-            "--records",
-            "rejected",
-            "--format",
-            "json",
-        ])
-        .await
-        .ok()
-        .json();
-    let reason = records["records"][0]["reason"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .run_records(run["run_id"].as_str().unwrap(), "rejected")
+        .await;
+    let reason = records[0]["reason"].as_str().unwrap().to_string();
     insta_like(&reason, &["features", "marketing_features", "at most 15"]);
 
     // Unchanged: nothing sent, even after a full resync compares with what Stripe holds.

@@ -198,6 +198,25 @@ impl Scene {
         self.ferry(&args).await.ok();
     }
 
+    /// The records of run `run_id` with this outcome (`rejected`, `updated`, …), as
+    /// `ferry run show RUN --records OUTCOME --format json` lists them.
+    pub async fn run_records(&self, run_id: &str, outcome: &str) -> Vec<Json> {
+        let shown = self
+            .ferry(&[
+                "run",
+                "show",
+                run_id,
+                "--records",
+                outcome,
+                "--format",
+                "json",
+            ])
+            .await
+            .ok()
+            .json();
+        shown["records"].as_array().cloned().unwrap_or_default()
+    }
+
     /// Live customers in the emulator with this email (exact).
     pub fn customers_with_email(&self, email: &str) -> Vec<Json> {
         self.stripe()

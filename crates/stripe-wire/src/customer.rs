@@ -134,6 +134,7 @@ pub static CUSTOMER: ObjectSchema = ObjectSchema {
     featured_fields: &["email", "name", "phone", "description"],
     dashboard_path: "customers",
     rules: None,
+    fields_once: std::sync::OnceLock::new(),
 };
 
 /// Checks customer create (`for_update = false`) or update params against [`CUSTOMER_PARAMS`]

@@ -189,6 +189,7 @@ pub static PRICE: ObjectSchema = ObjectSchema {
     ],
     dashboard_path: "prices",
     rules: Some(price_rules),
+    fields_once: std::sync::OnceLock::new(),
 };
 
 /// Checks price create (`for_update = false`) or update params (see [`ObjectSchema::validate`]).

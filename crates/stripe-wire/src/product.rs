@@ -89,6 +89,7 @@ pub static PRODUCT: ObjectSchema = ObjectSchema {
     featured_fields: &["id", "name", "description", "active"],
     dashboard_path: "products",
     rules: None,
+    fields_once: std::sync::OnceLock::new(),
 };
 
 /// Checks product create (`for_update = false`) or update params (see [`ObjectSchema::validate`]).

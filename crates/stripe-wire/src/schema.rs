@@ -4,6 +4,7 @@
 //! the emulator's parameter checks.
 
 use serde_json::{Map, Value};
+use std::sync::OnceLock;
 
 use crate::param_error::ParamError;
 use crate::params::{mappable_fields, validate_params, FieldSpec, Param, ParamKind};
@@ -32,6 +33,10 @@ pub struct ObjectSchema {
     pub dashboard_path: &'static str,
     /// Rules between parameters, if the object has any (see [`ObjectSchema::validate`]).
     pub rules: Option<ParamRules>,
+    /// [`ObjectSchema::fields`], worked out once: `field` is asked per changed field of every
+    /// record compared, and building the list each time cost more than the comparison.
+    /// Initialize with `OnceLock::new()`.
+    pub fields_once: OnceLock<Vec<FieldSpec>>,
 }
 
 /// A standard field that may serve as a mapping key.
@@ -61,21 +66,28 @@ impl ObjectSchema {
 
     /// Every mappable field, featured ones first. `metadata` stands for `metadata.KEY`.
     pub fn fields(&self) -> Vec<FieldSpec> {
-        let mut fields = mappable_fields(self.params);
-        fields.sort_by_key(|field| {
-            self.featured_fields
-                .iter()
-                .position(|featured| *featured == field.path)
-                .unwrap_or(usize::MAX)
-        });
-        fields
+        self.field_list().to_vec()
+    }
+
+    fn field_list(&self) -> &[FieldSpec] {
+        self.fields_once.get_or_init(|| {
+            let mut fields = mappable_fields(self.params);
+            fields.sort_by_key(|field| {
+                self.featured_fields
+                    .iter()
+                    .position(|featured| *featured == field.path)
+                    .unwrap_or(usize::MAX)
+            });
+            fields
+        })
     }
 
     /// The mappable field at `path` (`address.city`); `None` for metadata keys and unknowns.
     pub fn field(&self, path: &str) -> Option<FieldSpec> {
-        self.fields()
-            .into_iter()
+        self.field_list()
+            .iter()
             .find(|field| field.path == path && field.path != "metadata")
+            .copied()
     }
 
     pub fn key_field(&self, path: &str) -> Option<&KeyField> {

@@ -488,6 +488,7 @@ static EVENTS: ObjectSchema = ObjectSchema {
     featured_fields: &[],
     dashboard_path: "events",
     rules: None,
+    fields_once: std::sync::OnceLock::new(),
 };
 
 fn record_of(body: Json) -> Result<StripeRecord, StripeCallError> {
