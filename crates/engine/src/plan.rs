@@ -208,6 +208,7 @@ fn against_live(record: &PreparedRecord, live: &StripeRecord, rules: &Rules<'_>)
 
 /// An update of the `changed` fields, unless one of them is settable on create only (a
 /// product's own `id`): Stripe would refuse the update, so the row is rejected, saying why.
+/// (Create Only sends no update at all, so there it stays an update, which it leaves alone.)
 fn update(
     record: &PreparedRecord,
     destination_id: &str,
@@ -221,7 +222,7 @@ fn update(
             .field(path)
             .is_some_and(|field| field.create_only)
     });
-    if let Some(path) = fixed {
+    if let Some(path) = fixed.filter(|_| rules.behavior != Behavior::CreateOnly) {
         let after = record
             .payload
             .get(path)
@@ -598,5 +599,17 @@ mod tests {
             plan(&same, Known::Found(&found), None, &rules, now()),
             Action::Update { ref changed, .. } if changed == &["name"]
         ));
+        // Create Only leaves a matched product alone, whatever differs.
+        let create_only = Rules {
+            behavior: Behavior::CreateOnly,
+            ..rules
+        };
+        assert_eq!(
+            plan(&record, Known::Found(&found), None, &create_only, now()),
+            Action::Unchanged {
+                destination_id: "gold-1".into(),
+                remember: false
+            }
+        );
     }
 }

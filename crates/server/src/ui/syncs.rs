@@ -29,7 +29,7 @@ pub struct SyncForm {
     existing: String,
     model: String,
     destination: String,
-    /// `customer`, `product`; empty: `customer`.
+    /// An object of the registry (`customer`, `product`, `price`); empty: `customer`.
     object: String,
     behavior: String,
     key_column: String,
