@@ -177,7 +177,7 @@ fn flatten(
         }
         Json::Null => {}
         Json::Array(items) if list_item_name(schema, path).is_some() => {
-            let name = list_item_name(schema, path).unwrap_or_default();
+            let name = list_item_name(schema, path).expect("checked by the guard");
             let names = items
                 .iter()
                 .filter_map(|item| item.get(name)?.as_str().map(str::to_string))
