@@ -3,11 +3,12 @@
 //! of the engine's goals (see the README's "Benchmarks"): 1M- and 10M-row models in bounded
 //! memory, a 1%-changed rerun, one new row against an account of 1M customers, a 10M-row
 //! PostgreSQL model with 0.1% changed found by change detection in the warehouse, 20,000 creates
-//! with limits off, and a live-mode run under Stripe's limits.
+//! with limits off, a live-mode run under Stripe's limits, and the requests per changed record
+//! of each object (a customer's update, a product's, a price's replacement).
 //!
 //! `cargo bench --bench sync_throughput`. `FERRY_BENCH_SCALE=0.1` runs every scenario at a tenth
 //! of its size (a quick check); `FERRY_BENCH_ONLY=name,name` runs some scenarios only
-//! (`duckdb`, `ten_million`, `postgres`, `warehouse_diff`, `creates`, `live`). Peak RSS and CPU come from GNU time
+//! (`duckdb`, `ten_million`, `postgres`, `warehouse_diff`, `creates`, `live`, `catalogue`). Peak RSS and CPU come from GNU time
 //! (`/usr/bin/time`, Debian package `time`) wrapped around each ferry command.
 
 use ferry_stripe_emulator::{Emulator, EmulatorConfig, RateLimits, TEST_API_KEY};
@@ -58,6 +59,9 @@ fn main() {
     }
     if wanted("live") {
         runtime.block_on(live_mode(&mut table, scaled(1_000)));
+    }
+    if wanted("catalogue") {
+        runtime.block_on(catalogue(&mut table, scaled(5_000)));
     }
     table.print();
 }
@@ -563,6 +567,133 @@ async fn twenty_thousand_creates(table: &mut Table, rows: u64) {
             rows,
             &again,
             format!("0 requests: {}", verdict(again.requests == 0)),
+        );
+    });
+}
+
+/// Products and prices, `n` of each (limits off): created, then a tenth of the products renamed
+/// (an update each) and a tenth of the prices given a new amount (a replacement each: the new
+/// price, a read of its product, the product's default repointed, the old price archived).
+async fn catalogue(table: &mut Table, n: u64) {
+    let bench = Bench::start(unlimited()).await;
+    ferry_source::duckdb_execute(
+        &bench.warehouse(),
+        &format!(
+            "create table plans as select 'plan-' || i as sku, 'Plan ' || i as name from range(1, {n} + 1) t(i);
+             create table price_list as select 'plan-' || i || '-monthly' as lookup, 'plan-' || i as sku,
+                    'usd' as currency, 1000 + i as amount from range(1, {n} + 1) t(i)"
+        ),
+    )
+    .unwrap();
+    let warehouse = bench.warehouse().display().to_string();
+    tokio::task::block_in_place(|| {
+        bench.connect(
+            TEST_API_KEY,
+            true,
+            &["connect", "duckdb", "warehouse", "--path", &warehouse],
+        );
+        for (model, sql) in [
+            ("plans", "select * from plans"),
+            ("price-list", "select * from price_list"),
+        ] {
+            bench.ferry(&[
+                "model",
+                "create",
+                model,
+                "--connection",
+                "warehouse",
+                "--sql",
+                sql,
+            ]);
+        }
+        bench.ferry(&[
+            "sync",
+            "create",
+            "products",
+            "--model",
+            "plans",
+            "--destination",
+            "stripe",
+            "--object",
+            "product",
+            "--key",
+            "sku=id",
+            "--map",
+            "name=name",
+        ]);
+        bench.ferry(&[
+            "sync",
+            "create",
+            "prices",
+            "--model",
+            "price-list",
+            "--destination",
+            "stripe",
+            "--object",
+            "price",
+            "--key",
+            "lookup=lookup_key",
+            "--map",
+            "sku=product",
+            "--map",
+            "currency=currency",
+            "--map",
+            "amount=unit_amount",
+        ]);
+        let products = bench.measure(&["sync", "run", "products", "--format", "json"]);
+        table.add(
+            "products: creates",
+            n,
+            &products,
+            format!("{:.3} requests/record", products.requests as f64 / n as f64),
+        );
+        let prices = bench.measure(&["sync", "run", "prices", "--format", "json"]);
+        table.add(
+            "prices: creates",
+            n,
+            &prices,
+            format!("{:.3} requests/record", prices.requests as f64 / n as f64),
+        );
+        ferry_source::duckdb_execute(
+            &bench.warehouse(),
+            "update plans set name = name || ' (new)' where cast(substr(sku, 6) as integer) % 10 = 0;
+             update price_list set amount = amount + 100 where cast(substr(sku, 6) as integer) % 10 = 0",
+        )
+        .unwrap();
+        let changed = n / 10;
+        let renamed = bench.measure(&["sync", "run", "products", "--format", "json"]);
+        assert_eq!(renamed.report["updated"], changed, "{}", renamed.report);
+        let per_update = renamed.requests as f64 / changed as f64;
+        table.add(
+            "products: a tenth renamed",
+            n,
+            &renamed,
+            format!(
+                "1.0 request per update: {} ({per_update:.2})",
+                verdict(per_update <= 1.0)
+            ),
+        );
+        // Half the replaced prices are their product's default (set in the Dashboard, say):
+        // those cost the repoint too.
+        let stripe = bench.emulator.handle();
+        for price in stripe.prices() {
+            let product = price["product"].as_str().unwrap_or_default();
+            if product[5..].parse::<u64>().is_ok_and(|i| i % 20 == 0) {
+                stripe
+                    .update_product(product, serde_json::json!({"default_price": price["id"]}))
+                    .unwrap();
+            }
+        }
+        let replaced = bench.measure(&["sync", "run", "prices", "--format", "json"]);
+        assert_eq!(replaced.report["updated"], changed, "{}", replaced.report);
+        table.add(
+            "prices: a tenth with a new amount (replaced)",
+            n,
+            &replaced,
+            format!(
+                "{:.2} requests per replacement (3, 4 when it is the product's default; half are)",
+                replaced.requests as f64 / changed as f64
+            ),
         );
     });
 }

@@ -5,6 +5,7 @@
 mod common;
 
 use common::Scene;
+use ferry_stripe_emulator::{FaultConfig, FaultKind};
 use serde_json::{json, Value as Json};
 
 const CATALOGUE_SQL: &str = "
@@ -145,40 +146,250 @@ async fn prices_are_created_by_lookup_key_updated_where_stripe_allows_and_never_
     let reason = rejected[0]["reason"].as_str().unwrap();
     assert!(reason.contains("No such product: 'gone'"), "{reason}");
 
-    // A nickname changes: one update. An amount changes: Stripe cannot change it, so the row
-    // is rejected, saying why, and nothing is sent for it.
+    // A nickname changes: one update. An amount changes: Stripe cannot change it, so the price
+    // is replaced: a new price takes over the lookup key, becomes the product's default (the
+    // old one was), and the old one is archived. The preview says so first.
+    let pro_yearly = scene.price_with_lookup_key("pro_yearly")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    scene
+        .stripe()
+        .update_product("pro", json!({"default_price": pro_yearly}))
+        .unwrap();
     scene.warehouse_sql(
         "update price_list set nickname = 'Pro, monthly' where lookup = 'pro_monthly';
          update price_list set amount = 2500 where lookup = 'pro_yearly';
          delete from price_list where lookup = 'no_product'",
     );
-    let posts_before = scene
-        .stripe()
-        .requests()
+    let preview = scene
+        .ferry(&["sync", "preview", "prices-to-stripe", "--format", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        (preview["update"].as_u64(), preview["replace"].as_u64()),
+        (Some(1), Some(1)),
+        "{preview}"
+    );
+    let example = preview["examples"]
+        .as_array()
+        .unwrap()
         .iter()
-        .filter(|r| r.method == "POST")
-        .count();
-    let run = scene.run_sync_json("prices-to-stripe", &[]).await;
-    assert_eq!(counts(&run), [Some(0), Some(1), Some(2), Some(1)], "{run}");
-    let posts: Vec<_> = scene
-        .stripe()
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "POST")
-        .skip(posts_before)
-        .collect();
-    assert_eq!(posts.len(), 1, "{posts:?}");
-    assert_eq!(posts[0].params, json!({"nickname": "Pro, monthly"}));
-    let rejected = scene
-        .run_records(run["run_id"].as_str().unwrap(), "rejected")
-        .await;
-    let reason = rejected[0]["reason"].as_str().unwrap();
+        .find(|e| e["action"] == "replace")
+        .unwrap();
+    assert_eq!(example["stripe_id"], json!(pro_yearly), "{example}");
+    assert_eq!(
+        example["changes"]["unit_amount"],
+        json!({"before": 20000, "after": 2500}),
+        "{example}"
+    );
+    let reason = example["reason"].as_str().unwrap();
     assert!(
-        reason.starts_with("`unit_amount` cannot change once the price exists"),
+        reason.starts_with("Stripe cannot change unit_amount once a price exists")
+            && reason.contains("keep it"),
         "{reason}"
     );
+
+    let posts_before = scene.stripe().requests().len();
+    let run = scene.run_sync_json("prices-to-stripe", &[]).await;
+    assert_eq!(counts(&run), [Some(0), Some(2), Some(2), Some(0)], "{run}");
+    let mut posts: Vec<(String, Json)> = scene.stripe().requests()[posts_before..]
+        .iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| (r.path.clone(), r.params.clone()))
+        .collect();
+    posts.sort_by(|a, b| a.0.cmp(&b.0));
+    let replacement = scene.price_with_lookup_key("pro_yearly");
+    assert_eq!(replacement.len(), 1);
+    let new_id = replacement[0]["id"].as_str().unwrap();
+    let monthly_id = scene.price_with_lookup_key("pro_monthly")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut expected = vec![
+        (
+            "/v1/prices".to_string(),
+            json!({"currency": "usd", "lookup_key": "pro_yearly", "metadata": {"ferry_replaces": pro_yearly},
+                   "nickname": "Pro yearly", "product": "pro", "recurring": {"interval": "year"},
+                   "transfer_lookup_key": "true", "unit_amount": "2500"}),
+        ),
+        (
+            format!("/v1/prices/{monthly_id}"),
+            json!({"nickname": "Pro, monthly"}),
+        ),
+        (
+            format!("/v1/prices/{pro_yearly}"),
+            json!({"active": "false"}),
+        ),
+        (
+            "/v1/products/pro".to_string(),
+            json!({"default_price": new_id}),
+        ),
+    ];
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(posts, expected);
     assert_eq!(
-        scene.price_with_lookup_key("pro_yearly")[0]["unit_amount"],
-        20000
+        (
+            &replacement[0]["unit_amount"],
+            &replacement[0]["active"],
+            &replacement[0]["nickname"]
+        ),
+        (&json!(2500), &json!(true), &json!("Pro yearly"))
+    );
+    let old = scene.stripe().price(&pro_yearly).unwrap();
+    assert_eq!(
+        (&old["active"], &old["lookup_key"]),
+        (&json!(false), &Json::Null)
+    );
+    assert_eq!(
+        scene.stripe().product("pro").unwrap()["default_price"],
+        new_id
+    );
+    let updated = scene
+        .run_records(run["run_id"].as_str().unwrap(), "updated")
+        .await;
+    let record = updated.iter().find(|r| r["key"] == "pro_yearly").unwrap();
+    assert_eq!(record["stripe_id"], new_id, "{record}");
+    let reason = record["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(&format!(
+            "replaced `{pro_yearly}`: Stripe cannot change unit_amount"
+        )),
+        "{reason}"
+    );
+
+    // Nothing changed since: nothing is sent, and the replacement is not replaced again.
+    let run = scene.run_sync_json("prices-to-stripe", &[]).await;
+    assert_eq!(counts(&run), [Some(0), Some(0), Some(4), Some(0)], "{run}");
+}
+
+/// A replacement killed after each of its steps (the new price made; the product's default
+/// pointed at it; the old price archived), each before its outcome was committed: every rerun
+/// finds the new price by its lookup key and finishes, and Stripe ends with one price per
+/// lookup key, the old one archived and the product's default the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_price_replacement_killed_at_any_step_is_finished_by_the_rerun_without_a_duplicate() {
+    let scene = Scene::new().await;
+    scene.warehouse_sql(CATALOGUE_SQL);
+    scene.warehouse_sql("delete from price_list where lookup = 'no_product'");
+    scene.connect().await;
+    scene.catalogue_syncs().await;
+    scene.run_sync_json("plans-to-stripe", &[]).await;
+    scene.run_sync_json("prices-to-stripe", &[]).await;
+    for (round, point) in ["replace:created", "replace:repointed", "replace:retired"]
+        .into_iter()
+        .enumerate()
+    {
+        let old = scene.price_with_lookup_key("team_monthly")[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        scene
+            .stripe()
+            .update_product("team", json!({"default_price": old}))
+            .unwrap();
+        let amount = 6000 + 100 * round;
+        scene.warehouse_sql(&format!(
+            "update price_list set amount = {amount} where lookup = 'team_monthly'"
+        ));
+        let mut command = scene.command(&["sync", "run", "prices-to-stripe"]);
+        command.env("FERRY_TEST_CRASH_AT", point);
+        let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("crashing on purpose at '{point}'")),
+            "{stderr}"
+        );
+
+        let run = scene.run_sync_json("prices-to-stripe", &[]).await;
+        assert_eq!(
+            (
+                run["status"].as_str(),
+                run["updated"].as_u64(),
+                run["failed"].as_u64()
+            ),
+            (Some("completed"), Some(1), Some(0)),
+            "after a crash at {point}: {run}"
+        );
+        let holders = scene.price_with_lookup_key("team_monthly");
+        assert_eq!(holders.len(), 1, "after a crash at {point}");
+        let new_id = holders[0]["id"].as_str().unwrap();
+        assert_ne!(new_id, old);
+        assert_eq!(
+            holders[0]["unit_amount"], amount,
+            "after a crash at {point}"
+        );
+        assert_eq!(holders[0]["metadata"]["ferry_replaces"], old);
+        let team_prices: Vec<Json> = scene
+            .stripe()
+            .prices()
+            .into_iter()
+            .filter(|p| p["product"] == "team")
+            .collect();
+        assert_eq!(
+            team_prices.len(),
+            round + 2,
+            "one new price per replacement, after a crash at {point}: {team_prices:?}"
+        );
+        assert_eq!(
+            team_prices.iter().filter(|p| p["active"] == true).count(),
+            1,
+            "only the newest is active, after a crash at {point}"
+        );
+        assert_eq!(
+            scene.stripe().product("team").unwrap()["default_price"],
+            new_id
+        );
+        let again = scene.run_sync_json("prices-to-stripe", &[]).await;
+        assert_eq!(again["updated"].as_u64(), Some(0), "{again}");
+    }
+
+    // Half of Stripe's answers lost (each write executed, its answer never seen): retries
+    // replay each step under its idempotency key, and what still failed the next run finishes.
+    let old = scene.price_with_lookup_key("team_monthly")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    scene.warehouse_sql("update price_list set amount = 7000 where lookup = 'team_monthly'");
+    scene.stripe().set_fault_seed(7);
+    scene.stripe().set_faults(FaultConfig {
+        lose_response_rate: 0.5,
+        ..FaultConfig::default()
+    });
+    let requests_before = scene.stripe().requests().len();
+    scene.ferry(&["sync", "run", "prices-to-stripe"]).await;
+    let lost = scene.stripe().requests()[requests_before..]
+        .iter()
+        .filter(|r| r.fault == Some(FaultKind::LostResponse))
+        .count();
+    assert!(lost > 0, "the test must really lose answers");
+    scene.stripe().set_faults(FaultConfig::default());
+    scene.run_sync_json("prices-to-stripe", &[]).await;
+    let holders = scene.price_with_lookup_key("team_monthly");
+    assert_eq!(holders.len(), 1);
+    assert_eq!(
+        (
+            &holders[0]["unit_amount"],
+            &holders[0]["metadata"]["ferry_replaces"]
+        ),
+        (&json!(7000), &json!(old))
+    );
+    let team_prices: Vec<Json> = scene
+        .stripe()
+        .prices()
+        .into_iter()
+        .filter(|p| p["product"] == "team")
+        .collect();
+    assert_eq!(team_prices.len(), 5, "{team_prices:?}");
+    assert_eq!(
+        team_prices.iter().filter(|p| p["active"] == true).count(),
+        1
+    );
+    assert_eq!(
+        scene.stripe().product("team").unwrap()["default_price"],
+        holders[0]["id"]
     );
 }

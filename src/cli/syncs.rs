@@ -281,6 +281,7 @@ pub fn print_preview(name: &str, preview: &Preview) {
     let lines = [
         ("to create", preview.create),
         ("to update", preview.update),
+        ("to replace", preview.replace),
         ("unchanged", preview.unchanged),
         ("not found", preview.not_found),
         ("rejected", preview.rejected),
@@ -298,6 +299,7 @@ pub fn print_preview(name: &str, preview: &Preview) {
     for (action, title) in [
         ("create", "Examples of creates"),
         ("update", "Examples of updates"),
+        ("replace", "Examples of replacements"),
         ("reject", "Rejected rows"),
         ("fail", "Failed lookups"),
         ("not_found", "Not found in Stripe"),

@@ -5,7 +5,9 @@
 //!
 //! Points: `staged` (the model is read and staged on disk, no request sent) and `chunk:N` (the
 //! run's Nth chunk was sent, before its outcomes are surely committed and before the next chunk
-//! is planned).
+//! is planned); `replace:created`, `replace:repointed` and `replace:retired` (a replacement's
+//! new record was made; the parent's default points at it; the old record is retired — each
+//! before the outcome is committed).
 
 use std::sync::OnceLock;
 

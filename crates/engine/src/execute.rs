@@ -75,7 +75,7 @@ pub(crate) struct Execution<'a> {
 }
 
 impl Execution<'_> {
-    fn schema(&self) -> &'static ferry_stripe_wire::ObjectSchema {
+    pub(crate) fn schema(&self) -> &'static ferry_stripe_wire::ObjectSchema {
         self.object.schema()
     }
 
@@ -92,8 +92,8 @@ pub(crate) struct Settled {
     pub(crate) remember: Option<(String, SnapshotEntry)>,
     pub(crate) forget: Option<String>,
     pub(crate) pending_resolved: Option<String>,
-    /// The record as Stripe returned it after a write, for the key index.
-    pub(crate) written: Option<serde_json::Value>,
+    /// The records as Stripe returned them after a write, for the key index.
+    pub(crate) written: Vec<serde_json::Value>,
     /// A record Stripe says no longer exists, to drop from the key index.
     pub(crate) gone: Option<String>,
     /// The row's warehouse key and hash (change detection in the warehouse), acknowledged
@@ -285,7 +285,10 @@ fn immediate_outcome(exec: &Execution<'_>, planned: &Planned) -> Option<Settled>
         ),
         Action::Reject { reason } => settle(Outcome::Rejected, None, Some(reason.clone())),
         Action::Fail { reason } => settle(Outcome::Failed, None, Some(reason.clone())),
-        Action::Update { .. } | Action::Create | Action::ReplayCreate { .. } => return None,
+        Action::Update { .. }
+        | Action::Create
+        | Action::ReplayCreate { .. }
+        | Action::Replace { .. } => return None,
     };
     if planned.drops_pending && done.outcome == Outcome::Unchanged {
         done.pending_resolved = Some(record.match_key.clone());
@@ -301,7 +304,7 @@ pub(crate) fn unchanged() -> Settled {
         remember: None,
         forget: None,
         pending_resolved: None,
-        written: None,
+        written: Vec::new(),
         gone: None,
         warehouse_ack: None,
     }
@@ -338,7 +341,7 @@ async fn execute_one(exec: &Execution<'_>, planned: Planned) -> Result<Settled, 
                     );
                     done.remember = Some(snapshot_entry(&record, &written.record.id));
                     done.pending_resolved = drops_pending;
-                    done.written = Some(written.record.object);
+                    done.written = vec![written.record.object];
                     Ok(done)
                 }
                 Err(StripeCallError::Refused {
@@ -418,6 +421,20 @@ async fn execute_one(exec: &Execution<'_>, planned: Planned) -> Result<Settled, 
                     settle_error(&record.key, record.row_number, error, Some(&pending.key))
                 }
             }
+        }
+        Action::Replace {
+            old_id,
+            changes,
+            reason,
+            pending,
+        } => {
+            let job = crate::replace::Replacing {
+                old_id,
+                changes,
+                reason,
+                earlier: pending,
+            };
+            crate::replace::replace(exec, &record, job).await
         }
         Action::Create => {
             unreachable!("creates become ReplayCreate once their pending entry is saved")
@@ -508,7 +525,7 @@ async fn finish_create(
         );
         done.remember = Some(id_only_snapshot_entry(&record.match_key, &created.id));
         done.pending_resolved = Some(pending.key.clone());
-        done.written = Some(created.object);
+        done.written = vec![created.object];
         return Ok(done);
     }
     let mut request_id = written.request_id;
@@ -534,7 +551,7 @@ async fn finish_create(
                     row.destination_id = Some(created.id.clone());
                 }
                 done.remember = Some(id_only_snapshot_entry(&record.match_key, &created.id));
-                done.written = Some(created.object);
+                done.written = vec![created.object];
                 return Ok(done);
             }
         }
@@ -550,11 +567,11 @@ async fn finish_create(
     );
     done.remember = Some(snapshot_entry(record, &created.id));
     done.pending_resolved = Some(pending.key.clone());
-    done.written = Some(latest);
+    done.written = vec![latest];
     Ok(done)
 }
 
-fn settle_error(
+pub(crate) fn settle_error(
     key: &str,
     row_number: u64,
     error: StripeCallError,
@@ -654,7 +671,7 @@ pub(crate) fn settled(
         remember: None,
         forget: None,
         pending_resolved: None,
-        written: None,
+        written: Vec::new(),
         gone: None,
         warehouse_ack: None,
     }
@@ -662,7 +679,10 @@ pub(crate) fn settled(
 
 /// The snapshot entry of a record Stripe confirmed: what was written, to compare the next
 /// run's row with.
-fn snapshot_entry(record: &PreparedRecord, destination_id: &str) -> (String, SnapshotEntry) {
+pub(crate) fn snapshot_entry(
+    record: &PreparedRecord,
+    destination_id: &str,
+) -> (String, SnapshotEntry) {
     (
         record.match_key.clone(),
         SnapshotEntry {
@@ -676,7 +696,10 @@ fn snapshot_entry(record: &PreparedRecord, destination_id: &str) -> (String, Sna
 
 /// A snapshot entry that remembers the record's id with an empty payload: the next run sends
 /// every field to it instead of looking it up or creating another.
-fn id_only_snapshot_entry(match_key: &str, destination_id: &str) -> (String, SnapshotEntry) {
+pub(crate) fn id_only_snapshot_entry(
+    match_key: &str,
+    destination_id: &str,
+) -> (String, SnapshotEntry) {
     let empty = Payload::default();
     (
         match_key.to_string(),
@@ -711,7 +734,7 @@ fn update_idempotency_key(sync_uid: &str, run_id: &str, match_key: &str) -> Stri
     format!("ferry-{sync_uid}-u-{run_id}-{}", short_hash(match_key, 20))
 }
 
-fn short_hash(text: &str, hex_chars: usize) -> String {
+pub(crate) fn short_hash(text: &str, hex_chars: usize) -> String {
     let mut digest = ferry_core::payload::sha256_hex(text.as_bytes());
     digest.truncate(hex_chars);
     digest

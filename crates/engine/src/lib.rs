@@ -13,6 +13,7 @@ mod execute;
 mod index;
 pub mod plan;
 pub mod prepare;
+mod replace;
 mod run;
 mod stage;
 
@@ -153,6 +154,8 @@ pub struct Preview {
     pub invalid: u64,
     pub create: u64,
     pub update: u64,
+    /// Records Stripe cannot change in place (a price's amount), replaced by new ones.
+    pub replace: u64,
     pub unchanged: u64,
     pub not_found: u64,
     /// Every row a run would reject, `invalid` included.
@@ -178,6 +181,9 @@ pub struct PreviewExample {
 }
 
 const EXAMPLES_PER_KIND: usize = 5;
+/// A replacement creates the new record, reads the parent, repoints its default when it named
+/// the old record (counted: usually it does) and retires the old one.
+const REPLACE_REQUESTS: u64 = 4;
 const REJECTED_EXAMPLES: usize = 20;
 
 /// Counts what a run would do, keeping a few examples of each kind.
@@ -272,6 +278,17 @@ impl Sink for PreviewSink {
                             .to_string(),
                     );
                 }
+                Action::Replace {
+                    old_id,
+                    changes,
+                    reason,
+                    ..
+                } => {
+                    self.preview.replace += 1;
+                    example.stripe_id = Some(old_id);
+                    example.changes = Some(changes);
+                    example.reason = Some(reason);
+                }
                 Action::NotFound => self.preview.not_found += 1,
                 Action::Reject { reason } => {
                     self.preview.rejected += 1;
@@ -313,7 +330,10 @@ pub async fn preview_sync(store: &StateStore, setup: &SyncSetup) -> Result<Previ
     preview.examples.sort_by_key(|e| e.row);
     sink.rejected_examples.sort_by_key(|e| e.row);
     preview.examples.extend(sink.rejected_examples);
-    preview.requests_estimate = stripe.http().requests_sent() + preview.create + preview.update;
+    preview.requests_estimate = stripe.http().requests_sent()
+        + preview.create
+        + preview.update
+        + REPLACE_REQUESTS * preview.replace;
     Ok(preview)
 }
 

@@ -5,9 +5,9 @@
 
 use crate::prepare::PreparedRecord;
 use ferry_core::{changed_fields, Baseline, Behavior, FieldValue, Payload};
-use ferry_destinations::stripe::{record_to_fields, StripeRecord};
+use ferry_destinations::stripe::{record_to_fields, Replacement, StripeRecord};
 use ferry_state::PendingCreate;
-use ferry_stripe_wire::ObjectSchema;
+use ferry_stripe_wire::{form, ObjectSchema};
 use serde_json::{json, Map, Value as Json};
 
 /// Stripe keeps an idempotency key for at least 24 hours; past this age a saved create is not
@@ -36,6 +36,15 @@ pub enum Action {
         pending: PendingCreate,
         from_earlier_run: bool,
     },
+    /// The record cannot change in place (a price's amount changed): a new one takes over its
+    /// key, becomes its parent's default if the old one was, and the old one is retired.
+    /// `pending`: the create an interrupted replacement saved (the new record may exist).
+    Replace {
+        old_id: String,
+        changes: Json,
+        reason: String,
+        pending: Option<PendingCreate>,
+    },
     NotFound,
     Reject {
         reason: String,
@@ -57,6 +66,7 @@ impl Action {
             Action::Unchanged { .. } => "unchanged",
             Action::Update { .. } => "update",
             Action::Create | Action::ReplayCreate { .. } => "create",
+            Action::Replace { .. } => "replace",
             Action::NotFound => "not_found",
             Action::Reject { .. } => "reject",
             Action::Fail { .. } => "fail",
@@ -86,11 +96,92 @@ pub struct Rules<'a> {
     /// The key's path, and whether it compares ignoring case (an email).
     pub key_path: &'a str,
     pub key_ignores_case: bool,
+    /// How the object's records are replaced when a create-only field changes (prices);
+    /// used only when the sync's key is the one a replacement takes over.
+    pub replacement: Option<&'static Replacement>,
+}
+
+impl Rules<'_> {
+    fn replacement(&self) -> Option<&'static Replacement> {
+        self.replacement
+            .filter(|replacement| replacement.key_field == self.key_path)
+    }
 }
 
 /// Plans one record. `pending`: a create an interrupted run saved for this key (consulted only
 /// when no record was found).
 pub fn plan(
+    record: &PreparedRecord,
+    known: Known<'_>,
+    pending: Option<&PendingCreate>,
+    rules: &Rules<'_>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Action {
+    let action = plan_known(record, known, pending, rules, now);
+    match (rules.replacement(), pending) {
+        (Some(replacement), Some(pending)) => resume_replacement(action, pending, replacement),
+        _ => action,
+    }
+}
+
+/// A replacement an interrupted run started (its create is saved) is finished, whatever the
+/// row needs now: the new record may exist while the old one is still active.
+fn resume_replacement(
+    action: Action,
+    pending: &PendingCreate,
+    replacement: &Replacement,
+) -> Action {
+    let Some(replaced) = replaced_by(pending, replacement) else {
+        return action;
+    };
+    match action {
+        Action::Replace {
+            old_id,
+            changes,
+            reason,
+            pending: None,
+        } => Action::Replace {
+            old_id,
+            changes,
+            reason,
+            pending: Some(pending.clone()),
+        },
+        // The new record holds the key already: it is brought up to date, and the old one
+        // retired if it was not yet.
+        Action::Unchanged { destination_id, .. } if destination_id != replaced => Action::Replace {
+            old_id: replaced,
+            changes: json!({}),
+            reason: RESUMED.into(),
+            pending: Some(pending.clone()),
+        },
+        Action::Update {
+            destination_id,
+            changes,
+            ..
+        } if destination_id != replaced => Action::Replace {
+            old_id: replaced,
+            changes,
+            reason: RESUMED.into(),
+            pending: Some(pending.clone()),
+        },
+        other => other,
+    }
+}
+
+const RESUMED: &str = "finishes a replacement that an interrupted run started";
+
+/// The record a saved create replaces, when it is a replacement's create (its body carries
+/// the replacement's marker).
+pub(crate) fn replaced_by(pending: &PendingCreate, replacement: &Replacement) -> Option<String> {
+    let params = form::decode(&pending.request_body).ok()?;
+    params
+        .get("metadata")?
+        .get(replacement.marker)?
+        .as_str()
+        .map(str::to_string)
+}
+
+fn plan_known(
     record: &PreparedRecord,
     known: Known<'_>,
     pending: Option<&PendingCreate>,
@@ -207,8 +298,10 @@ fn against_live(record: &PreparedRecord, live: &StripeRecord, rules: &Rules<'_>)
 }
 
 /// An update of the `changed` fields, unless one of them is settable on create only (a
-/// product's own `id`): Stripe would refuse the update, so the row is rejected, saying why.
-/// (Create Only sends no update at all, so there it stays an update, which it leaves alone.)
+/// product's own `id`, a price's amount): Stripe would refuse the update, so the record is
+/// replaced where the object allows it (a price keyed by its lookup key), and the row rejected,
+/// saying why, where it does not. (Create Only sends no update at all, so there it stays an
+/// update, which it leaves alone.)
 fn update(
     record: &PreparedRecord,
     destination_id: &str,
@@ -216,30 +309,70 @@ fn update(
     before: impl Fn(&str) -> Json,
     rules: &Rules<'_>,
 ) -> Action {
-    let fixed = changed.iter().find(|path| {
-        rules
-            .schema
-            .field(path)
-            .is_some_and(|field| field.create_only)
-    });
-    if let Some(path) = fixed.filter(|_| rules.behavior != Behavior::CreateOnly) {
-        let after = record
-            .payload
-            .get(path)
-            .map(FieldValue::to_json)
-            .unwrap_or(Json::Null);
-        return Action::Reject {
-            reason: format!(
-                "`{path}` cannot change once the {object} exists: Stripe's {object} `{destination_id}` has {}, the row has {after}; keep the value, or give the row a new key to make a new {object}",
-                before(path),
-                object = rules.schema.object,
-            ),
+    let fixed: Vec<&String> = changed
+        .iter()
+        .filter(|path| {
+            rules
+                .schema
+                .field(path)
+                .is_some_and(|field| field.create_only)
+        })
+        .collect();
+    if fixed.is_empty() || rules.behavior == Behavior::CreateOnly {
+        return Action::Update {
+            destination_id: destination_id.to_string(),
+            changes: describe_changes(&record.payload, &changed, before),
+            changed,
         };
     }
-    Action::Update {
-        destination_id: destination_id.to_string(),
-        changes: describe_changes(&record.payload, &changed, before),
-        changed,
+    let object = rules.schema.object;
+    let moves_parent = rules
+        .replacement
+        .is_some_and(|replacement| fixed.iter().any(|path| **path == replacement.parent_field));
+    match rules.replacement() {
+        Some(replacement) if !moves_parent => {
+            let fixed: Vec<&str> = fixed.iter().map(|path| path.as_str()).collect();
+            Action::Replace {
+                old_id: destination_id.to_string(),
+                reason: format!(
+                    "Stripe cannot change {} once a {object} exists: a new {object} takes over {} `{}`, becomes the {}'s {} if `{destination_id}` was, and `{destination_id}` is {}; {}",
+                    fixed.join(", "),
+                    replacement.key_field,
+                    record.key,
+                    replacement.parent.object,
+                    replacement.parent_default,
+                    replacement.retired,
+                    replacement.consequence,
+                ),
+                changes: describe_changes(&record.payload, &changed, before),
+                pending: None,
+            }
+        }
+        _ => {
+            let path = fixed[0];
+            let after = record
+                .payload
+                .get(path)
+                .map(FieldValue::to_json)
+                .unwrap_or(Json::Null);
+            let fix = match rules.replacement {
+                Some(replacement) if moves_parent => format!(
+                    "a {object} cannot move to another {}: give the row a new {} to make a new {object}",
+                    replacement.parent.object, replacement.key_field
+                ),
+                Some(replacement) => format!(
+                    "keep the value, give the row a new key to make a new {object}, or key the sync by `{}` to let ferry replace the {object}",
+                    replacement.key_field
+                ),
+                None => format!("keep the value, or give the row a new key to make a new {object}"),
+            };
+            Action::Reject {
+                reason: format!(
+                    "`{path}` cannot change once the {object} exists: Stripe's {object} `{destination_id}` has {}, the row has {after}; {fix}",
+                    before(path),
+                ),
+            }
+        }
     }
 }
 
@@ -281,7 +414,7 @@ mod tests {
     use ferry_stripe_wire::customer::CUSTOMER;
     use ferry_stripe_wire::product::PRODUCT;
 
-    /// `email=a@b.co name=Ada` → a payload; `-` as a value means "clear".
+    /// `email=a@b.co name=Ada` → a payload; `-` as a value means "clear", digits an integer.
     fn payload(text: &str) -> Payload {
         Payload {
             fields: text
@@ -290,6 +423,9 @@ mod tests {
                     let (path, value) = pair.split_once('=').unwrap();
                     let value = match value {
                         "-" => FieldValue::Clear,
+                        v if v.bytes().all(|b| b.is_ascii_digit()) => {
+                            FieldValue::Integer(v.parse().unwrap())
+                        }
                         v => FieldValue::Text(v.replace('_', " ")),
                     };
                     (path.to_string(), value)
@@ -339,6 +475,7 @@ mod tests {
             behavior,
             key_path: "email",
             key_ignores_case: true,
+            replacement: None,
         };
         let record = record(row);
         let action = plan(&record, known, pending, &rules, now());
@@ -363,6 +500,7 @@ mod tests {
                 "replay {} (earlier run: {from_earlier_run})",
                 pending.idempotency_key
             ),
+            Action::Replace { old_id, .. } => format!("replace {old_id}"),
             Action::NotFound => "not found".into(),
             Action::Reject { reason } => format!("reject: {reason}"),
             Action::Fail { reason } => format!("fail: {reason}"),
@@ -571,6 +709,7 @@ mod tests {
             behavior: Behavior::UpdateOrCreate,
             key_path: "metadata.sku",
             key_ignores_case: false,
+            replacement: None,
         };
         let record = PreparedRecord::new(
             1,
@@ -611,5 +750,119 @@ mod tests {
                 remember: false
             }
         );
+    }
+
+    /// A price keyed by its lookup key whose amount changed is replaced; one keyed otherwise,
+    /// or moved to another product, is rejected, saying what to do; Create Only leaves it.
+    #[test]
+    fn a_price_whose_amount_changed_is_replaced() {
+        use ferry_stripe_wire::price::PRICE;
+        let replacement =
+            ferry_destinations::stripe::stripe_object(ferry_core::ObjectKind::Price).replacement();
+        let rules = |key_path, behavior| Rules {
+            schema: &PRICE,
+            behavior,
+            key_path,
+            key_ignores_case: false,
+            replacement,
+        };
+        let last = payload("lookup_key=pro product=pro currency=usd unit_amount=1000");
+        let remembered = Known::Remembered {
+            destination_id: "price_1",
+            last_write: &last,
+        };
+        let row = |text: &str| PreparedRecord::new(1, "pro".into(), "pro".into(), payload(text));
+        let describe = |action: Action| match action {
+            Action::Replace {
+                old_id,
+                changes,
+                reason,
+                pending,
+            } => format!(
+                "replace {old_id} {changes} (saved create: {})\n{reason}",
+                pending.is_some()
+            ),
+            Action::Reject { reason } => format!("reject: {reason}"),
+            other => format!("{other:?}"),
+        };
+        let by_lookup_key = rules("lookup_key", CREATE);
+        let cheaper = row("lookup_key=pro product=pro currency=usd unit_amount=1200");
+        expect![[r#"
+            replace price_1 {"unit_amount":{"before":1000,"after":1200}} (saved create: false)
+            Stripe cannot change unit_amount once a price exists: a new price takes over lookup_key `pro`, becomes the product's default_price if `price_1` was, and `price_1` is archived; subscriptions and invoices already on the old price keep it"#]]
+        .assert_eq(&describe(plan(&cheaper, remembered, None, &by_lookup_key, now())));
+        // Update Only replaces too: the price exists.
+        assert!(matches!(
+            plan(
+                &cheaper,
+                remembered,
+                None,
+                &rules("lookup_key", Behavior::UpdateOnly),
+                now()
+            ),
+            Action::Replace { .. }
+        ));
+        expect![[r#"reject: `unit_amount` cannot change once the price exists: Stripe's price `price_1` has 1000, the row has 1200; keep the value, give the row a new key to make a new price, or key the sync by `lookup_key` to let ferry replace the price"#]]
+        .assert_eq(&describe(plan(&cheaper, remembered, None, &rules("metadata.code", CREATE), now())));
+        let moved = row("lookup_key=pro product=team currency=usd unit_amount=1200");
+        expect![[r#"reject: `product` cannot change once the price exists: Stripe's price `price_1` has "pro", the row has "team"; a price cannot move to another product: give the row a new lookup_key to make a new price"#]]
+        .assert_eq(&describe(plan(&moved, remembered, None, &by_lookup_key, now())));
+        assert_eq!(
+            plan(
+                &cheaper,
+                remembered,
+                None,
+                &rules("lookup_key", Behavior::CreateOnly),
+                now()
+            ),
+            Action::Unchanged {
+                destination_id: "price_1".into(),
+                remember: false
+            }
+        );
+
+        // An interrupted replacement saved its create: the replacement takes it along, and
+        // once the new price holds the key (found by it), the replacement is finished with it.
+        let saved = PendingCreate {
+            key: "pro".into(),
+            idempotency_key: "ferry-1-c-abc".into(),
+            request_body:
+                "lookup_key=pro&metadata[ferry_replaces]=price_1&transfer_lookup_key=true".into(),
+            created_at: now(),
+        };
+        assert!(matches!(
+            plan(&cheaper, remembered, Some(&saved), &by_lookup_key, now()),
+            Action::Replace { ref old_id, pending: Some(_), .. } if old_id == "price_1"
+        ));
+        let new = [live(
+            "price_2",
+            json!({"id": "price_2", "lookup_key": "pro", "product": "pro", "currency": "usd",
+                   "unit_amount": 1200, "metadata": {"ferry_replaces": "price_1"}}),
+        )];
+        expect![[r#"
+            replace price_1 {} (saved create: true)
+            finishes a replacement that an interrupted run started"#]]
+        .assert_eq(&describe(plan(
+            &cheaper,
+            Known::Found(&new),
+            Some(&saved),
+            &by_lookup_key,
+            now(),
+        )));
+        // A saved create that is no replacement changes nothing.
+        let plain = PendingCreate {
+            request_body: "lookup_key=pro".into(),
+            ..saved
+        };
+        assert!(matches!(
+            plan(
+                &cheaper,
+                Known::Found(&new),
+                Some(&plain),
+                &by_lookup_key,
+                now()
+            ),
+            Action::Unchanged { .. }
+        ));
     }
 }

@@ -263,6 +263,7 @@ impl<'a> Pipeline<'a> {
             behavior: self.setup.sync.spec.behavior,
             key_path: sync.key_path(),
             key_ignores_case: sync.key.ignore_case,
+            replacement: sync.object.replacement(),
         };
         let mut snapshot = SnapshotCursor::new(self.store, &self.setup.sync.name, object);
         let mut index: Option<KeyIndex<'_>> = None;
@@ -406,6 +407,7 @@ impl<'a> Pipeline<'a> {
                     drops_pending: false,
                 });
             }
+            self.resume_replacements(rules, &mut planned).await?;
         }
         if !new.is_empty() {
             let index = index.expect("the index is opened before new records are planned");
@@ -424,6 +426,36 @@ impl<'a> Pipeline<'a> {
             );
         }
         Ok(planned)
+    }
+}
+
+impl Pipeline<'_> {
+    /// A replacement planned for a remembered record may have been started by an interrupted
+    /// run: its saved create (read for these rows only, which are rare) makes the replacement
+    /// find the new record instead of making another.
+    async fn resume_replacements(
+        &self,
+        rules: &Rules<'_>,
+        planned: &mut [Planned],
+    ) -> Result<(), EngineError> {
+        let keys: Vec<String> = planned
+            .iter()
+            .filter(|p| matches!(p.action, Action::Replace { .. }))
+            .map(|p| p.record.match_key.clone())
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let pending = self
+            .store
+            .pending_creates(&self.setup.sync.name, rules.schema.object, &keys)
+            .await?;
+        for planned in planned.iter_mut() {
+            if let Action::Replace { pending: slot, .. } = &mut planned.action {
+                *slot = pending.get(&planned.record.match_key).cloned();
+            }
+        }
+        Ok(())
     }
 }
 

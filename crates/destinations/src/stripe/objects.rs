@@ -33,6 +33,39 @@ pub trait StripeObject: Sync + Send + std::fmt::Debug {
     fn deleted_event(&self) -> String {
         format!("{}.deleted", self.schema().object)
     }
+
+    /// How a record whose create-only fields changed is replaced by a new one, when Stripe
+    /// lets a new record take over the old one's key (a price's lookup key); `None` when such
+    /// a row can only be rejected.
+    fn replacement(&self) -> Option<&'static Replacement> {
+        None
+    }
+}
+
+/// Replacing a record that Stripe cannot change in place: create a new one that takes over
+/// the key, make it its parent's default if the old one was, then retire the old one. The new
+/// record carries the old one's id in its metadata (`marker`), so that a run interrupted
+/// between these steps finds the new record and finishes them instead of making another.
+#[derive(Debug)]
+pub struct Replacement {
+    /// The key field the new record takes over (`lookup_key`); a sync keyed otherwise rejects
+    /// such rows, since two records would then answer to its key.
+    pub key_field: &'static str,
+    /// The create parameter that moves the key from the record holding it.
+    pub transfer_param: &'static str,
+    /// The metadata key on the new record naming the record it replaces.
+    pub marker: &'static str,
+    /// The field naming the parent (`product`); a row that changes it is rejected, not
+    /// replaced (the old parent's default could not point at another parent's record).
+    pub parent_field: &'static str,
+    pub parent: &'static ObjectSchema,
+    /// The parent's field that may name the old record (`default_price`).
+    pub parent_default: &'static str,
+    /// The update that retires the old record, and what the old record then is.
+    pub retire: &'static [(&'static str, &'static str)],
+    pub retired: &'static str,
+    /// Said to the user of each replacement (who keeps using the old record).
+    pub consequence: &'static str,
 }
 
 #[derive(Debug)]
@@ -65,7 +98,7 @@ impl StripeObject for Product {
 
 /// A price is matched by its `lookup_key` and names its product by id (`--map sku=product`:
 /// a product synced with its own id is named by the same column). Stripe never changes a
-/// price's amount, currency or recurrence: a row that changes one is rejected, saying so.
+/// price's amount, currency or recurrence: a row that changes one replaces the price.
 #[derive(Debug)]
 pub struct Price;
 
@@ -82,7 +115,23 @@ impl StripeObject for Price {
     fn listings(&self) -> &'static [&'static [(&'static str, &'static str)]] {
         &[&[], &[("active", "false")]]
     }
+
+    fn replacement(&self) -> Option<&'static Replacement> {
+        Some(&PRICE_REPLACEMENT)
+    }
 }
+
+static PRICE_REPLACEMENT: Replacement = Replacement {
+    key_field: "lookup_key",
+    transfer_param: "transfer_lookup_key",
+    marker: "ferry_replaces",
+    parent_field: "product",
+    parent: &PRODUCT,
+    parent_default: "default_price",
+    retire: &[("active", "false")],
+    retired: "archived",
+    consequence: "subscriptions and invoices already on the old price keep it",
+};
 
 /// The registry: one line per object ferry syncs.
 pub fn stripe_object(kind: ObjectKind) -> &'static dyn StripeObject {

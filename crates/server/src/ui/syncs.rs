@@ -859,6 +859,7 @@ fn preview_body(preview: &Preview, dashboard: Option<&str>) -> Markup {
     let counts = [
         ("create", "To create", preview.create),
         ("update", "To update", preview.update),
+        ("replace", "To replace", preview.replace),
         ("unchanged", "Unchanged", preview.unchanged),
         ("rejected", "Rejected", preview.rejected),
         ("not_found", "Not found", preview.not_found),
@@ -882,18 +883,23 @@ fn preview_body(preview: &Preview, dashboard: Option<&str>) -> Markup {
                 tbody { @for e in examples("create") { tr { td { (e.row) } td.mono { (e.key) } td { @if let Some(c) = &e.changes { (change_list(c)) } } } } }
             }
         }
-        @if examples("update").next().is_some() {
-            h2 { "Examples of updates" }
-            table.table {
-                thead { tr { th { "Row" } th { "Key" } th { "In Stripe" } th { "Before → after" } } }
-                tbody { @for e in examples("update") { tr {
-                    td { (e.row) } td.mono { (e.key) }
-                    td { @if let Some(id) = &e.stripe_id {
-                        @if let Some(dashboard) = dashboard { a.mono href={(dashboard) "/" (id)} target="_blank" rel="noopener" { (id) } }
-                        @else { span.mono { (id) } }
-                    } }
-                    td { @if let Some(c) = &e.changes { (change_list(c)) } }
-                } } }
+        @for (action, title) in [("update", "Examples of updates"), ("replace", "Examples of replacements")] {
+            @if examples(action).next().is_some() {
+                h2 { (title) }
+                table.table {
+                    thead { tr { th { "Row" } th { "Key" } th { "In Stripe" } th { "Before → after" } } }
+                    tbody { @for e in examples(action) { tr {
+                        td { (e.row) } td.mono { (e.key) }
+                        td { @if let Some(id) = &e.stripe_id {
+                            @if let Some(dashboard) = dashboard { a.mono href={(dashboard) "/" (id)} target="_blank" rel="noopener" { (id) } }
+                            @else { span.mono { (id) } }
+                        } }
+                        td {
+                            @if let Some(c) = &e.changes { (change_list(c)) }
+                            @if let Some(reason) = &e.reason { p.reason.muted { (reason) } }
+                        }
+                    } } }
+                }
             }
         }
         @for (action, title) in [("reject", "Rejected rows"), ("fail", "Failed lookups"), ("not_found", "Not found in Stripe")] {
