@@ -14,7 +14,9 @@ use super::output::plural;
 use super::{CliError, CliResult, Format};
 use anyhow::anyhow;
 use clap::Args;
-use ferry_core::{Behavior, FieldMapping, KeyMapping, NullPolicy, ObjectKind, Schedule, SyncSpec};
+use ferry_core::{
+    Behavior, FieldMapping, KeyMapping, MirrorSettings, NullPolicy, ObjectKind, Schedule, SyncSpec,
+};
 use ferry_engine::declare::{self, StripeSettings, TimeoutSetting, WarehouseSettings};
 use ferry_state::{
     ConnectionKind, ConnectionRecord, ModelRecord, NewConnection, SecretInput, SecretRef,
@@ -120,6 +122,9 @@ struct SyncDecl {
     nulls: Option<NullPolicy>,
     /// `every 15m`, `hourly`, `daily at 06:30`: when `ferry serve` runs the sync by itself.
     schedule: Option<Schedule>,
+    /// With `behavior: mirror`: `max_retire_percent` (default 10) and `delete_customers`.
+    #[serde(default)]
+    mirror: MirrorSettings,
 }
 
 #[derive(Deserialize, Debug)]
@@ -494,7 +499,14 @@ fn resolve(doc: FileDoc, base: &Path, shown: &str) -> CliResult<Desired> {
                 .collect(),
             nulls: decl.nulls.unwrap_or_default(),
             schedule: decl.schedule,
+            mirror: decl.mirror,
         };
+        if spec.mirror.max_retire_percent > 100 {
+            return Err(config_error(format_args!(
+                "{shown}: sync '{name}': mirror.max_retire_percent is {}; give a percentage from 0 to 100",
+                spec.mirror.max_retire_percent
+            )));
+        }
         syncs.push((name.clone(), spec));
     }
     Ok(Desired {
@@ -636,6 +648,9 @@ fn sync_changes(desired: &SyncSpec, stored: &SyncSpec) -> Vec<&'static str> {
     }
     if desired.nulls != stored.nulls {
         changes.push("nulls");
+    }
+    if desired.mirror != stored.mirror {
+        changes.push("mirror");
     }
     changes
 }
@@ -1175,6 +1190,13 @@ fn export_text(workspace: &Workspace) -> CliResult<String> {
         let _ = writeln!(out, "    nulls: {}", enum_text(&spec.nulls));
         if let Some(schedule) = &spec.schedule {
             let _ = writeln!(out, "    schedule: {schedule}");
+        }
+        if !spec.mirror.is_default() {
+            let _ = writeln!(
+                out,
+                "    mirror:\n      max_retire_percent: {}\n      delete_customers: {}",
+                spec.mirror.max_retire_percent, spec.mirror.delete_customers
+            );
         }
     }
     Ok(out)

@@ -171,7 +171,8 @@ impl From<ferry_engine::EngineError> for CliError {
             | E::Source { .. }
             | E::StripeKey(_)
             | E::StripeLookup(_)
-            | E::ChangeDetection(_) => 1,
+            | E::ChangeDetection(_)
+            | E::RetirementRefused(_) => 1,
         };
         CliError {
             code,

@@ -153,6 +153,8 @@ pub async fn quickstart(args: QuickstartArgs) -> CliResult {
             mappings: mappings.iter().map(|m| m.to_string()).collect(),
             nulls: syncs::NullsArg::Skip,
             schedule: None,
+            max_retire_percent: 10,
+            delete_customers: false,
         }),
     )
     .await?;
@@ -271,6 +273,8 @@ async fn sync_plans_as_products(
             mappings: mappings.iter().map(|m| m.to_string()).collect(),
             nulls: syncs::NullsArg::Skip,
             schedule: None,
+            max_retire_percent: 10,
+            delete_customers: false,
         }),
     )
     .await?;
@@ -321,6 +325,8 @@ async fn sync_prices(
             mappings: mappings.iter().map(|m| m.to_string()).collect(),
             nulls: syncs::NullsArg::Skip,
             schedule: None,
+            max_retire_percent: 10,
+            delete_customers: false,
         }),
     )
     .await?;
@@ -337,7 +343,7 @@ async fn preview_and_run(
     let preview = ferry_engine::preview_sync(store, &setup).await?;
     syncs::print_preview(sync, &preview);
     command(ws, &format!("sync run {sync}"));
-    let report = syncs::run(store, sync, false, Format::Text).await?;
+    let report = syncs::run(store, sync, syncs::RunFlags::default(), Format::Text).await?;
     if report.status != ferry_core::RunStatus::Completed {
         return Err(CliError::failed(anyhow::anyhow!(
             "the demo run did not complete: {}",

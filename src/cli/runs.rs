@@ -41,6 +41,8 @@ pub enum RecordFilter {
     NotFound,
     Rejected,
     Failed,
+    /// Mirror: records retired because their rows left the model.
+    Retired,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -118,6 +120,7 @@ pub async fn run(store: &StateStore, command: RunCommand) -> CliResult {
         RecordFilter::NotFound => Some(Outcome::NotFound),
         RecordFilter::Rejected => Some(Outcome::Rejected),
         RecordFilter::Failed => Some(Outcome::Failed),
+        RecordFilter::Retired => Some(Outcome::Retired),
     };
     let limit = if args.limit == 0 {
         usize::MAX

@@ -4,8 +4,8 @@ use super::output::{plural, print_table};
 use super::{CliError, CliResult, Format};
 use clap::{Args, Subcommand, ValueEnum};
 use ferry_core::{
-    Behavior, FieldMapping, KeyMapping, NullPolicy, ObjectKind, Outcome, RunStatus, Schedule,
-    SyncSpec,
+    Behavior, FieldMapping, KeyMapping, MirrorSettings, NullPolicy, ObjectKind, Outcome, RunStatus,
+    Schedule, SyncSpec,
 };
 use ferry_engine::{Preview, RunOptions, RunReport};
 use ferry_state::StateStore;
@@ -63,6 +63,14 @@ pub struct SyncCreateArgs {
     /// Run by itself while `ferry serve` runs: `every 15m`, `hourly`, `daily at 06:30` (UTC).
     #[arg(long, value_parser = Schedule::parse)]
     pub schedule: Option<Schedule>,
+    /// Mirror: a run retires at most this share (percent) of the sync's records, unless run
+    /// with --allow-mass-retire.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub max_retire_percent: u32,
+    /// Mirror on customers: delete the customers whose rows left the model (Stripe cannot undo
+    /// a deletion; without this flag a customer sync cannot mirror).
+    #[arg(long)]
+    pub delete_customers: bool,
 }
 
 /// `--object`: every object of the registry, by the name `ferry.yaml` and the API use.
@@ -97,6 +105,9 @@ pub enum BehaviorArg {
     UpdateOnly,
     /// Create the records that have no match; leave the matched ones alone.
     CreateOnly,
+    /// Update or create, and retire the records whose rows left the model (customers deleted
+    /// with --delete-customers, products deleted or archived, prices archived).
+    Mirror,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -111,6 +122,10 @@ pub struct SyncRunArgs {
     /// Ignore what earlier runs confirmed: look every record up again and send what differs.
     #[arg(long)]
     pub full_resync: bool,
+    /// Mirror: retire what left the model even beyond the sync's max retire percent (after
+    /// checking the model: an empty table looks the same).
+    #[arg(long)]
+    pub allow_mass_retire: bool,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
     /// Exit with code 3 when any row was rejected.
@@ -134,7 +149,11 @@ pub async fn sync(store: &StateStore, command: SyncCommand) -> CliResult {
             Ok(0)
         }
         SyncCommand::Run(args) => {
-            let report = run(store, &args.name, args.full_resync, args.format).await?;
+            let options = RunFlags {
+                full_resync: args.full_resync,
+                allow_mass_retire: args.allow_mass_retire,
+            };
+            let report = run(store, &args.name, options, args.format).await?;
             Ok(run_exit_code(&report, args.fail_on_rejected))
         }
         SyncCommand::List => {
@@ -244,6 +263,7 @@ async fn create(store: &StateStore, args: SyncCreateArgs) -> CliResult {
             BehaviorArg::UpdateOrCreate => Behavior::UpdateOrCreate,
             BehaviorArg::UpdateOnly => Behavior::UpdateOnly,
             BehaviorArg::CreateOnly => Behavior::CreateOnly,
+            BehaviorArg::Mirror => Behavior::Mirror,
         },
         key: KeyMapping {
             column: key_column,
@@ -255,6 +275,10 @@ async fn create(store: &StateStore, args: SyncCreateArgs) -> CliResult {
             NullsArg::Clear => NullPolicy::Clear,
         },
         schedule: args.schedule,
+        mirror: MirrorSettings {
+            max_retire_percent: args.max_retire_percent,
+            delete_customers: args.delete_customers,
+        },
     };
     ferry_engine::declare::save_sync(store, &args.name, &spec).await?;
     println!(
@@ -282,6 +306,7 @@ pub fn print_preview(name: &str, preview: &Preview) {
         ("to create", preview.create),
         ("to update", preview.update),
         ("to replace", preview.replace),
+        ("to retire", preview.retire),
         ("unchanged", preview.unchanged),
         ("not found", preview.not_found),
         ("rejected", preview.rejected),
@@ -296,10 +321,14 @@ pub fn print_preview(name: &str, preview: &Preview) {
         "  The run will send about {}.",
         plural(preview.requests_estimate, "request", "requests")
     );
+    if let Some(refused) = &preview.retire_refused {
+        println!("  Mirror, as a run would say: {refused}.");
+    }
     for (action, title) in [
         ("create", "Examples of creates"),
         ("update", "Examples of updates"),
         ("replace", "Examples of replacements"),
+        ("retire", "Examples of records to retire"),
         ("reject", "Rejected rows"),
         ("fail", "Failed lookups"),
         ("not_found", "Not found in Stripe"),
@@ -338,11 +367,18 @@ pub fn print_preview(name: &str, preview: &Preview) {
     }
 }
 
+/// How a run was asked for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunFlags {
+    pub full_resync: bool,
+    pub allow_mass_retire: bool,
+}
+
 /// Runs a sync with a progress bar on a terminal and a clean stop on Ctrl-C / SIGTERM.
 pub async fn run(
     store: &StateStore,
     name: &str,
-    full_resync: bool,
+    flags: RunFlags,
     format: Format,
 ) -> CliResult<RunReport> {
     let setup = ferry_engine::load_sync_setup(store, name).await?;
@@ -360,7 +396,8 @@ pub async fn run(
         None
     };
     let options = RunOptions {
-        full_resync,
+        full_resync: flags.full_resync,
+        allow_mass_retire: flags.allow_mass_retire,
         progress: bar
             .clone()
             .map(|bar| Arc::new(move |_: Outcome| bar.inc(1)) as ferry_engine::ProgressFn),
@@ -384,7 +421,7 @@ pub async fn run(
                 "run_id": report.run_id, "status": report.status.as_str(),
                 "created": c.created, "updated": c.updated, "unchanged": c.unchanged,
                 "not_found": c.not_found, "rejected": c.rejected, "failed": c.failed,
-                "not_attempted": c.not_attempted,
+                "not_attempted": c.not_attempted, "retired": c.retired,
                 "requests": c.requests, "rows": c.rows, "error": report.error,
             });
             println!(
@@ -410,11 +447,17 @@ pub fn print_report(name: &str, report: &RunReport) {
         report.run_id,
         plural(c.rows, "row", "rows")
     );
-    let not_attempted = if c.not_attempted > 0 {
+    let mut not_attempted = if c.not_attempted > 0 {
         format!(", {} not attempted", c.not_attempted)
     } else {
         String::new()
     };
+    if c.retired > 0 {
+        not_attempted.push_str(&format!(
+            "; {} retired (their rows left the model)",
+            c.retired
+        ));
+    }
     println!(
         "  {} created, {} updated, {} unchanged, {} not found, {} rejected, {} failed{not_attempted}; {} sent to Stripe.",
         c.created,

@@ -20,16 +20,21 @@ pub enum Outcome {
     Rejected,
     /// A transient failure that outlasted every retry. Retried on the next run.
     Failed,
+    /// Mirror: a record ferry synced whose row left the model was deleted or archived in
+    /// Stripe. Not a model row: its run record is numbered after the model's rows, and it is
+    /// not counted in `rows`.
+    Retired,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Created,
         Outcome::Updated,
         Outcome::Unchanged,
         Outcome::NotFound,
         Outcome::Rejected,
         Outcome::Failed,
+        Outcome::Retired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +45,7 @@ impl Outcome {
             Outcome::NotFound => "not_found",
             Outcome::Rejected => "rejected",
             Outcome::Failed => "failed",
+            Outcome::Retired => "retired",
         }
     }
 
@@ -101,6 +107,10 @@ pub struct RunCounts {
     /// have no record; the next run takes them up.
     #[serde(default)]
     pub not_attempted: u64,
+    /// Mirror: records retired because their rows left the model (not model rows, so not
+    /// part of `rows`).
+    #[serde(default)]
+    pub retired: u64,
     /// HTTP requests sent to the destination, retries included.
     pub requests: u64,
 }
@@ -114,10 +124,12 @@ impl RunCounts {
             Outcome::NotFound => self.not_found += 1,
             Outcome::Rejected => self.rejected += 1,
             Outcome::Failed => self.failed += 1,
+            Outcome::Retired => self.retired += 1,
         }
     }
 
-    /// Every row accounted for: the outcomes plus the rows not attempted.
+    /// Every row accounted for: the outcomes plus the rows not attempted (retired records are
+    /// not rows).
     pub fn outcomes_total(&self) -> u64 {
         self.created
             + self.updated

@@ -21,6 +21,37 @@ pub enum Behavior {
     UpdateOnly,
     /// Create the records that have no match; leave the matched ones as Stripe holds them.
     CreateOnly,
+    /// Update or Create, and retire the records ferry synced whose rows left the model (see
+    /// [`MirrorSettings`]).
+    Mirror,
+}
+
+/// How Mirror retires what left the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct MirrorSettings {
+    /// A run that would retire more than this share of the sync's records (in percent)
+    /// retires none of them unless told `--allow-mass-retire`: an empty or truncated model
+    /// (an upstream job that failed) must not wipe Stripe.
+    pub max_retire_percent: u32,
+    /// Customers are retired by deleting them, which Stripe cannot undo (their payment
+    /// methods and subscriptions go too): a customer sync mirrors only with this set.
+    pub delete_customers: bool,
+}
+
+impl Default for MirrorSettings {
+    fn default() -> Self {
+        MirrorSettings {
+            max_retire_percent: 10,
+            delete_customers: false,
+        }
+    }
+}
+
+impl MirrorSettings {
+    pub fn is_default(&self) -> bool {
+        *self == MirrorSettings::default()
+    }
 }
 
 /// What a NULL in a mapped column does.
@@ -149,6 +180,9 @@ pub struct SyncSpec {
     pub mappings: Vec<FieldMapping>,
     #[serde(default)]
     pub nulls: NullPolicy,
+    /// Mirror's settings; read only with [`Behavior::Mirror`].
+    #[serde(default, skip_serializing_if = "MirrorSettings::is_default")]
+    pub mirror: MirrorSettings,
     /// When `ferry serve` runs the sync by itself; `None`: only when asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, example = "every 1h")]
@@ -172,10 +206,11 @@ impl ObjectKind {
 }
 
 impl Behavior {
-    pub const ALL: [Behavior; 3] = [
+    pub const ALL: [Behavior; 4] = [
         Behavior::UpdateOrCreate,
         Behavior::UpdateOnly,
         Behavior::CreateOnly,
+        Behavior::Mirror,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -183,6 +218,7 @@ impl Behavior {
             Behavior::UpdateOrCreate => "update-or-create",
             Behavior::UpdateOnly => "update-only",
             Behavior::CreateOnly => "create-only",
+            Behavior::Mirror => "mirror",
         }
     }
 

@@ -288,7 +288,8 @@ fn immediate_outcome(exec: &Execution<'_>, planned: &Planned) -> Option<Settled>
         Action::Update { .. }
         | Action::Create
         | Action::ReplayCreate { .. }
-        | Action::Replace { .. } => return None,
+        | Action::Replace { .. }
+        | Action::Retire { .. } => return None,
     };
     if planned.drops_pending && done.outcome == Outcome::Unchanged {
         done.pending_resolved = Some(record.match_key.clone());
@@ -435,6 +436,9 @@ async fn execute_one(exec: &Execution<'_>, planned: Planned) -> Result<Settled, 
                 earlier: pending,
             };
             crate::replace::replace(exec, &record, job).await
+        }
+        Action::Retire { destination_id, .. } => {
+            crate::mirror::retire(exec, &record, &destination_id).await
         }
         Action::Create => {
             unreachable!("creates become ReplayCreate once their pending entry is saved")

@@ -11,6 +11,7 @@ mod crash_point;
 pub mod declare;
 mod execute;
 mod index;
+mod mirror;
 pub mod plan;
 pub mod prepare;
 mod replace;
@@ -84,6 +85,10 @@ pub enum EngineError {
     /// run stopped sending: another run could have taken the lock.
     #[error("{}", execute::LOCK_LOST)]
     LockLost,
+    /// Mirror would retire records but may not (too many, or the model's keys are uncertain);
+    /// what the run created and updated stands.
+    #[error("{0}")]
+    RetirementRefused(String),
 }
 
 /// Everything a sync needs, loaded and resolved from the workspace.
@@ -156,6 +161,11 @@ pub struct Preview {
     pub update: u64,
     /// Records Stripe cannot change in place (a price's amount), replaced by new ones.
     pub replace: u64,
+    /// Mirror: records whose rows left the model, to delete or archive.
+    pub retire: u64,
+    /// Mirror: why the run would retire nothing (too many would go), when it would not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retire_refused: Option<String>,
     pub unchanged: u64,
     pub not_found: u64,
     /// Every row a run would reject, `invalid` included.
@@ -240,6 +250,11 @@ impl Sink for PreviewSink {
         self.preview.rows = rows;
     }
 
+    fn retirement_refused(&mut self, reason: String) -> Result<(), EngineError> {
+        self.preview.retire_refused = Some(reason);
+        Ok(())
+    }
+
     async fn chunk(
         &mut self,
         planned: Vec<Planned>,
@@ -289,6 +304,14 @@ impl Sink for PreviewSink {
                     example.changes = Some(changes);
                     example.reason = Some(reason);
                 }
+                Action::Retire {
+                    destination_id,
+                    how,
+                } => {
+                    self.preview.retire += 1;
+                    example.stripe_id = Some(destination_id);
+                    example.reason = Some(format!("its row left the model: {how}"));
+                }
                 Action::NotFound => self.preview.not_found += 1,
                 Action::Reject { reason } => {
                     self.preview.rejected += 1;
@@ -323,6 +346,7 @@ pub async fn preview_sync(store: &StateStore, setup: &SyncSetup) -> Result<Previ
         rows_read: &rows_read,
         warehouse_diff: warehouse_diff.as_ref(),
         creates_tables: false,
+        allow_mass_retire: false,
     };
     let mut sink = PreviewSink::default();
     pipeline.drive(&mut sink).await?;
@@ -333,13 +357,16 @@ pub async fn preview_sync(store: &StateStore, setup: &SyncSetup) -> Result<Previ
     preview.requests_estimate = stripe.http().requests_sent()
         + preview.create
         + preview.update
-        + REPLACE_REQUESTS * preview.replace;
+        + REPLACE_REQUESTS * preview.replace
+        + preview.retire * u64::from(preview.retire_refused.is_none());
     Ok(preview)
 }
 
 #[derive(Clone, Default)]
 pub struct RunOptions {
     pub full_resync: bool,
+    /// Mirror: retire what left the model even beyond the sync's limit.
+    pub allow_mass_retire: bool,
     pub progress: Option<ProgressFn>,
     /// Called once the model is read, with the number of rows.
     pub on_plan: Option<Arc<dyn Fn(u64) + Send + Sync>>,
@@ -403,6 +430,10 @@ impl Sink for RunSink<'_, '_, '_> {
 
     fn created_records(&self) -> bool {
         self.committer.counts().created > 0
+    }
+
+    fn retirement_refused(&mut self, reason: String) -> Result<(), EngineError> {
+        Err(EngineError::RetirementRefused(reason))
     }
 
     async fn chunk(
@@ -478,6 +509,7 @@ pub async fn run_sync(
             rows_read: &rows_read,
             warehouse_diff,
             creates_tables: true,
+            allow_mass_retire: options.allow_mass_retire,
         };
         let mut committer = Committer::new(&execution, &mut counts);
         if let Some(spec) = warehouse_diff {
@@ -678,5 +710,6 @@ pub fn outcome_count(counts: &RunCounts, outcome: Outcome) -> u64 {
         Outcome::NotFound => counts.not_found,
         Outcome::Rejected => counts.rejected,
         Outcome::Failed => counts.failed,
+        Outcome::Retired => counts.retired,
     }
 }

@@ -45,6 +45,11 @@ pub enum Action {
         reason: String,
         pending: Option<PendingCreate>,
     },
+    /// Mirror: the record's row left the model; it is deleted or archived (`how`).
+    Retire {
+        destination_id: String,
+        how: &'static str,
+    },
     NotFound,
     Reject {
         reason: String,
@@ -67,6 +72,7 @@ impl Action {
             Action::Update { .. } => "update",
             Action::Create | Action::ReplayCreate { .. } => "create",
             Action::Replace { .. } => "replace",
+            Action::Retire { .. } => "retire",
             Action::NotFound => "not_found",
             Action::Reject { .. } => "reject",
             Action::Fail { .. } => "fail",
@@ -201,7 +207,7 @@ fn plan_known(
         },
         Known::Found([]) => match rules.behavior {
             Behavior::UpdateOnly => Action::NotFound,
-            Behavior::UpdateOrCreate | Behavior::CreateOnly => match pending {
+            Behavior::UpdateOrCreate | Behavior::CreateOnly | Behavior::Mirror => match pending {
                 Some(pending) if now - pending.created_at < PENDING_CREATE_MAX_AGE => {
                     Action::ReplayCreate {
                         pending: pending.clone(),
@@ -501,6 +507,7 @@ mod tests {
                 pending.idempotency_key
             ),
             Action::Replace { old_id, .. } => format!("replace {old_id}"),
+            Action::Retire { destination_id, .. } => format!("retire {destination_id}"),
             Action::NotFound => "not found".into(),
             Action::Reject { reason } => format!("reject: {reason}"),
             Action::Fail { reason } => format!("fail: {reason}"),

@@ -3,10 +3,12 @@
 //! rules. Pure: a row that cannot be synced becomes a rejection with a reason, never an error.
 //! (Duplicate keys are found later, once the records are sorted by key: see `stage.rs`.)
 
-use ferry_core::{FieldValue, MappingSource, NullPolicy, Payload, SyncSpec, TemplatePart, Value};
+use ferry_core::{
+    Behavior, FieldValue, MappingSource, NullPolicy, Payload, SyncSpec, TemplatePart, Value,
+};
 use ferry_destinations::stripe::encoder::{create_params, param_path};
 use ferry_destinations::stripe::fields::{parse_field, MappedField, MappedKey};
-use ferry_destinations::stripe::{stripe_object, FieldKind, StripeObject};
+use ferry_destinations::stripe::{stripe_object, FieldKind, Retirement, StripeObject};
 use ferry_stripe_wire::params::{is_valid_email, METADATA_MAX_KEYS};
 use std::collections::HashMap;
 
@@ -125,6 +127,22 @@ pub fn validate_sync(spec: &SyncSpec, columns: &[String]) -> Result<ValidatedSyn
         }
         index
     };
+    if spec.behavior == Behavior::Mirror {
+        if let Retirement::Delete = object.retirement() {
+            if !spec.mirror.delete_customers {
+                problems.push(format!(
+                    "Mirror retires {} whose rows left the model by deleting them, which Stripe cannot undo (payment methods and subscriptions go too): opt in with `--delete-customers` (`mirror: {{delete_customers: true}}` in ferry.yaml), or choose update-or-create",
+                    schema.plural
+                ));
+            }
+        }
+        if spec.mirror.max_retire_percent > 100 {
+            problems.push(format!(
+                "max_retire_percent is {}; give a percentage from 0 to 100",
+                spec.mirror.max_retire_percent
+            ));
+        }
+    }
     let key_column_index = column_index(&spec.key.column, &mut problems, "key");
     let key = MappedKey::new(schema, &spec.key.field)
         .map_err(|e| problems.push(e.to_string()))
@@ -467,6 +485,7 @@ mod tests {
                 .collect(),
             nulls,
             schedule: None,
+            mirror: Default::default(),
         }
     }
 

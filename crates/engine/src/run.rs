@@ -18,6 +18,7 @@ use crate::execute::{
     dispatch, new_pending_create, retry_state_write, Committer, Ending, Execution, Planned,
 };
 use crate::index::KeyIndex;
+use crate::mirror::{mass_retire_refusal, AbsentLog};
 use crate::plan::{plan, Action, Known, Rules};
 use crate::prepare::{
     check_stripe_rules, duplicate_reason, map_row, PreparedRecord, RejectedRow, ValidatedSync,
@@ -25,7 +26,7 @@ use crate::prepare::{
 };
 use crate::stage::{KeyGroup, Sorted, Stage, StagedRecord};
 use crate::{EngineError, SyncSetup};
-use ferry_core::{FieldMapping, Payload, Value};
+use ferry_core::{Behavior, FieldMapping, Payload, Value};
 use ferry_destinations::stripe::{StripeCallError, StripeRecord, StripeService};
 use ferry_source::warehouse_diff::{self, DiffSpec, DiffTable, ADDED_COLUMNS};
 use ferry_state::{SnapshotKey, StateStore};
@@ -54,6 +55,9 @@ pub(crate) trait Sink {
     fn created_records(&self) -> bool {
         false
     }
+    /// Mirror would retire records, but may not (`reason`): a run stops with it as its error;
+    /// a preview says it and goes on to list what would be retired.
+    fn retirement_refused(&mut self, reason: String) -> Result<(), EngineError>;
     /// A chunk's plan; `Ending::Cancelled` stops the pipeline.
     async fn chunk(
         &mut self,
@@ -78,6 +82,8 @@ pub(crate) struct Pipeline<'a> {
     /// Whether this pipeline may create the sync's change detection table (a run may; a
     /// preview writes nothing).
     pub(crate) creates_tables: bool,
+    /// Mirror: retire even more than the sync's limit (`--allow-mass-retire`).
+    pub(crate) allow_mass_retire: bool,
 }
 
 /// The change detection columns of one row, split off the model's own.
@@ -134,6 +140,10 @@ impl<'a> Pipeline<'a> {
         let (sync, mut stream) = self.open_model(in_warehouse).await?;
         let scratch = scratch_dir(self.store)?;
         let mut stage = Stage::start(scratch.path()).map_err(EngineError::Config)?;
+        let mut absent = match self.setup.sync.spec.behavior {
+            Behavior::Mirror => Some(AbsentLog::create(scratch.path())?),
+            _ => None,
+        };
         let mut rows = 0u64;
         // With change detection in the warehouse: the model's row count, and the rows that
         // travelled (the others are unchanged).
@@ -168,7 +178,13 @@ impl<'a> Pipeline<'a> {
                         .await
                         .map_err(EngineError::Config)?
                 }
-                Err(rejected) => sink.rejected(rejected).await?,
+                Err(rejected) => {
+                    // In the model, so never retired, even though it cannot be synced.
+                    if let (Some(log), false) = (absent.as_mut(), rejected.key.is_empty()) {
+                        log.protect(sync.match_key(&rejected.key));
+                    }
+                    sink.rejected(rejected).await?
+                }
             }
         }
         drop(stream);
@@ -186,7 +202,12 @@ impl<'a> Pipeline<'a> {
         }
         sink.staged(rows);
         let mut sorted = stage.finish().await.map_err(EngineError::Config)?;
-        let ending = self.merge(&sync, &mut sorted, sink).await?;
+        let mut ending = self
+            .merge(&sync, &mut sorted, sink, absent.as_mut())
+            .await?;
+        if let (Ending::Completed, Some(log)) = (ending, absent) {
+            ending = self.retire_absent(&sync, log, rows, sink).await?;
+        }
         Ok((ending, rows))
     }
 
@@ -256,6 +277,7 @@ impl<'a> Pipeline<'a> {
         sync: &ValidatedSync,
         sorted: &mut Sorted,
         sink: &mut impl Sink,
+        mut absent: Option<&mut AbsentLog>,
     ) -> Result<Ending, EngineError> {
         let object = sync.object.schema().object;
         let rules = Rules {
@@ -274,7 +296,14 @@ impl<'a> Pipeline<'a> {
             let done = group.is_none();
             match group {
                 None => {}
-                Some(KeyGroup::Duplicates { copies, more }) => {
+                Some(KeyGroup::Duplicates {
+                    match_key,
+                    copies,
+                    more,
+                }) => {
+                    if let Some(log) = absent.as_deref_mut() {
+                        snapshot.find(Some(&match_key), Some(log)).await?;
+                    }
                     for (row_number, key) in &copies {
                         let others: Vec<u64> = copies
                             .iter()
@@ -292,11 +321,16 @@ impl<'a> Pipeline<'a> {
                     }
                 }
                 Some(KeyGroup::One(record)) => {
-                    let remembered = if self.full_resync {
+                    // Mirror walks the snapshot even on a full resync: what it passes without a
+                    // row left the model.
+                    let remembered = if self.full_resync && absent.is_none() {
                         None
                     } else {
-                        snapshot.find(&record.match_key).await?
-                    };
+                        snapshot
+                            .find(Some(&record.match_key), absent.as_deref_mut())
+                            .await?
+                    }
+                    .filter(|_| !self.full_resync);
                     match remembered {
                         Some(entry) if entry.payload_hash == record.payload_hash => {
                             sink.unchanged(record.into_warehouse_ack()).await?;
@@ -317,6 +351,11 @@ impl<'a> Pipeline<'a> {
                 }
             }
             if done || changed.len() + new.len() >= CHUNK_RECORDS {
+                if done {
+                    if let Some(log) = absent.as_deref_mut() {
+                        snapshot.find(None, Some(log)).await?;
+                    }
+                }
                 if changed.is_empty() && new.is_empty() {
                     if done {
                         self.refresh_after_creates(index.as_ref(), sink).await;
@@ -430,6 +469,75 @@ impl<'a> Pipeline<'a> {
 }
 
 impl Pipeline<'_> {
+    /// Mirror, once the whole model was merged: retires the records whose rows left it, a
+    /// chunk at a time, unless the run may not (see `mirror.rs`). Their run records are
+    /// numbered after the model's `rows`.
+    async fn retire_absent(
+        &self,
+        sync: &ValidatedSync,
+        log: AbsentLog,
+        rows: u64,
+        sink: &mut impl Sink,
+    ) -> Result<Ending, EngineError> {
+        let schema = sync.object.schema();
+        let refusal = log.blocked.clone().or_else(|| {
+            mass_retire_refusal(
+                log.absent,
+                log.walked,
+                &self.setup.sync.spec.mirror,
+                self.allow_mass_retire,
+                schema.plural,
+            )
+        });
+        if let Some(reason) = refusal {
+            sink.retirement_refused(reason)?;
+        }
+        if log.absent == 0 {
+            return Ok(Ending::Completed);
+        }
+        tracing::info!(
+            records = log.absent,
+            "Retiring the records whose rows left the model."
+        );
+        let rules = Rules {
+            schema,
+            behavior: self.setup.sync.spec.behavior,
+            key_path: sync.key_path(),
+            key_ignores_case: sync.key.ignore_case,
+            replacement: sync.object.replacement(),
+        };
+        let how = sync.object.retirement().describe();
+        let mut row_number = rows;
+        for chunk in log.into_chunks(CHUNK_RECORDS)? {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Ok(Ending::Cancelled);
+            }
+            let planned = chunk?
+                .into_iter()
+                .map(|(key, destination_id)| {
+                    row_number += 1;
+                    Planned {
+                        record: PreparedRecord::new(
+                            row_number,
+                            key.clone(),
+                            key,
+                            Payload::default(),
+                        ),
+                        action: Action::Retire {
+                            destination_id,
+                            how,
+                        },
+                        drops_pending: false,
+                    }
+                })
+                .collect();
+            if sink.chunk(planned, None, sync, &rules).await? == Ending::Cancelled {
+                return Ok(Ending::Cancelled);
+            }
+        }
+        Ok(Ending::Completed)
+    }
+
     /// A replacement planned for a remembered record may have been started by an interrupted
     /// run: its saved create (read for these rows only, which are rare) makes the replacement
     /// find the new record instead of making another.
@@ -714,14 +822,34 @@ impl<'a> SnapshotCursor<'a> {
         }
     }
 
-    async fn find(&mut self, key: &str) -> Result<Option<&SnapshotKey>, EngineError> {
+    /// The entry of `key`, passing the smaller ones; `None` walks to the end. With `log`
+    /// (Mirror), every entry passed is logged, as absent from the model or (the one found)
+    /// present; a found entry is consumed.
+    async fn find(
+        &mut self,
+        key: Option<&str>,
+        mut log: Option<&mut AbsentLog>,
+    ) -> Result<Option<&SnapshotKey>, EngineError> {
         loop {
-            while self.position < self.page.len() && self.page[self.position].key.as_str() < key {
+            while self.position < self.page.len()
+                && key.is_none_or(|key| self.page[self.position].key.as_str() < key)
+            {
+                if let Some(log) = log.as_deref_mut() {
+                    let entry = &self.page[self.position];
+                    log.walked(&entry.key, &entry.destination_id, false)?;
+                }
                 self.position += 1;
             }
-            if self.position < self.page.len() {
-                let entry = &self.page[self.position];
-                return Ok((entry.key == key).then_some(entry));
+            if let (Some(key), true) = (key, self.position < self.page.len()) {
+                if self.page[self.position].key != key {
+                    return Ok(None);
+                }
+                self.position += 1;
+                let entry = &self.page[self.position - 1];
+                if let Some(log) = log {
+                    log.walked(&entry.key, &entry.destination_id, true)?;
+                }
+                return Ok(Some(entry));
             }
             if self.exhausted {
                 return Ok(None);
@@ -769,6 +897,11 @@ pub(crate) fn warehouse_diff_spec(setup: &SyncSetup) -> Result<Option<DiffSpec>,
     let Some(schema) = &setup.change_detection_schema else {
         return Ok(None);
     };
+    // Mirror must see every row to tell what left the model; the warehouse would send only
+    // the changed ones.
+    if setup.sync.spec.behavior == Behavior::Mirror {
+        return Ok(None);
+    }
     let spec = &setup.sync.spec;
     let mut columns = vec![spec.key.column.clone()];
     for column in spec.mappings.iter().flat_map(FieldMapping::columns_read) {

@@ -390,6 +390,7 @@ pub(crate) enum KeyGroup {
     /// Every copy's row number and key as written, in model order; `more` copies beyond
     /// those listed (a pathological model repeating one key a million times stays bounded).
     Duplicates {
+        match_key: String,
         copies: Vec<(u64, String)>,
         more: u64,
     },
@@ -447,7 +448,11 @@ impl Sorted {
         Ok(Some(if copies.is_empty() {
             KeyGroup::One(first)
         } else {
-            KeyGroup::Duplicates { copies, more }
+            KeyGroup::Duplicates {
+                match_key: first.match_key,
+                copies,
+                more,
+            }
         }))
     }
 }
@@ -498,7 +503,7 @@ mod tests {
                     previous = record.match_key;
                     singles += 1;
                 }
-                KeyGroup::Duplicates { copies, more } => {
+                KeyGroup::Duplicates { copies, more, .. } => {
                     duplicated.push((copies, more));
                 }
             }

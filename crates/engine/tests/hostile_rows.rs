@@ -34,6 +34,7 @@ fn sync(key_field: &str) -> ValidatedSync {
             .collect(),
         nulls: NullPolicy::Skip,
         schedule: None,
+        mirror: Default::default(),
     };
     let mut columns = vec!["key".to_string()];
     columns.extend(COLUMNS.iter().map(|(c, _)| c.to_string()));
@@ -163,6 +164,7 @@ fn hostile_mappings_are_refused_with_what_is_valid() {
             .collect(),
         nulls: NullPolicy::Skip,
         schedule: None,
+        mirror: Default::default(),
     };
     let columns: Vec<String> = (0..60)
         .map(|i| format!("c{i}"))

@@ -122,6 +122,11 @@ impl From<EngineError> for ApiError {
             | E::Config(_)
             | E::StripeKey(_) => ApiError::invalid(error.to_string()),
             E::LockLost => ApiError::new(StatusCode::CONFLICT, "lock_lost", error.to_string()),
+            E::RetirementRefused(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                "mass_retire_refused",
+                error.to_string(),
+            ),
             E::Source { .. }
             | E::StripeLookup(_)
             | E::WarehouseUnreachable(_)

@@ -45,6 +45,7 @@ impl RunRegistry {
         store: StateStore,
         sync: &str,
         full_resync: bool,
+        allow_mass_retire: bool,
     ) -> Result<String, ApiError> {
         let setup = ferry_engine::load_sync_setup(&store, sync).await?;
         let live = LiveRun {
@@ -74,6 +75,7 @@ impl RunRegistry {
         let planned = live.planned.clone();
         let options = RunOptions {
             full_resync,
+            allow_mass_retire,
             progress: Some(Arc::new(move |outcome: Outcome| {
                 progress_counts.lock().expect("progress lock").add(outcome);
             })),

@@ -68,7 +68,7 @@ pub(crate) async fn start_due_runs(
         }
         match state
             .runs()
-            .start(state.store().clone(), &sync.name, false)
+            .start(state.store().clone(), &sync.name, false, false)
             .await
         {
             Ok(run_id) => {
@@ -156,6 +156,7 @@ mod tests {
             mappings: Vec::<FieldMapping>::new(),
             nulls: NullPolicy::Skip,
             schedule: Some(Schedule::parse("every 10m").unwrap()),
+            mirror: Default::default(),
         };
         let saved = declare::save_sync(&store, "people", &spec).await.unwrap();
         let state = AppState::new(store.clone(), false);

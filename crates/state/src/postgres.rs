@@ -52,6 +52,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "snapshot in key order",
         include_str!("../migrations/postgres/0004_snapshot_in_key_order.sql"),
     ),
+    (
+        5,
+        "mirror",
+        include_str!("../migrations/postgres/0005_mirror.sql"),
+    ),
 ];
 
 /// The transaction-level advisory lock that makes concurrent `initialize` calls take turns
@@ -118,7 +123,7 @@ const MODEL_COLUMNS: &str = "name, connection, sql, created_at, updated_at";
 const SYNC_COLUMNS: &str = "name, uid, spec, created_at, updated_at";
 const RUN_COLUMNS: &str = "id, sync, status, full_resync, started_at, finished_at, rows_total, \
      created_count, updated_count, unchanged_count, not_found_count, rejected_count, \
-     failed_count, requests_count, error, not_attempted_count, last_seen_at";
+     failed_count, requests_count, error, not_attempted_count, last_seen_at, retired_count";
 const RUN_RECORD_COLUMNS: &str =
     "row_number, key, outcome, destination_id, reason, request_id, changes";
 const API_TOKEN_COLUMNS: &str = "name, prefix, created_at, last_used_at";
@@ -464,7 +469,7 @@ impl PostgresStore {
                 .execute(
                     &format!(
                         "INSERT INTO runs ({RUN_COLUMNS}) VALUES \
-                         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+                         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
                     ),
                     &[
                         &run.id,
@@ -484,6 +489,7 @@ impl PostgresStore {
                         &run.error,
                         &counts[8],
                         &run.last_seen_at,
+                        &counts[9],
                     ],
                 )
                 .await
@@ -1386,7 +1392,7 @@ async fn set_run_counts(
         .execute(
             "UPDATE runs SET rows_total = $3, created_count = $4, updated_count = $5, \
              unchanged_count = $6, not_found_count = $7, rejected_count = $8, failed_count = $9, \
-             requests_count = $10, not_attempted_count = $11, last_seen_at = $12 \
+             requests_count = $10, not_attempted_count = $11, last_seen_at = $12, retired_count = $13 \
              WHERE id = $1 AND ($2::text IS NULL OR sync = $2)",
             &[
                 &run_id,
@@ -1403,6 +1409,7 @@ async fn set_run_counts(
                 // ferry's clock, as for every other run timestamp (not the server's `now()`,
                 // which is also frozen at the start of the transaction).
                 &ids::now(),
+                &c[9],
             ],
         )
         .await
@@ -1486,11 +1493,12 @@ fn read_sync(row: &Row) -> Result<SyncRecord, StateError> {
 }
 
 fn read_run(row: &Row) -> Result<RunRecord, StateError> {
-    let mut counts = [0i64; 9];
+    let mut counts = [0i64; 10];
     for (index, count) in counts.iter_mut().take(8).enumerate() {
         *count = column(row, 6 + index)?;
     }
     counts[8] = column(row, 15)?;
+    counts[9] = column(row, 17)?;
     Ok(RunRecord {
         id: column(row, 0)?,
         sync: column(row, 1)?,

@@ -3,8 +3,8 @@
 use crate::error::StateError;
 use chrono::{DateTime, Utc};
 use ferry_core::{
-    Behavior, FieldMapping, KeyMapping, NullPolicy, ObjectKind, Outcome, RunCounts, RunStatus,
-    Schedule, Secret, SyncSpec,
+    Behavior, FieldMapping, KeyMapping, MirrorSettings, NullPolicy, ObjectKind, Outcome, RunCounts,
+    RunStatus, Schedule, Secret, SyncSpec,
 };
 use std::fmt;
 
@@ -347,6 +347,14 @@ struct StoredSyncSpec {
     nulls: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     schedule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mirror: Option<StoredMirror>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredMirror {
+    max_retire_percent: u32,
+    delete_customers: bool,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -378,6 +386,10 @@ impl From<&SyncSpec> for StoredSyncSpec {
                 .collect(),
             nulls: spec.nulls.as_str().to_string(),
             schedule: spec.schedule.as_ref().map(ToString::to_string),
+            mirror: (!spec.mirror.is_default()).then_some(StoredMirror {
+                max_retire_percent: spec.mirror.max_retire_percent,
+                delete_customers: spec.mirror.delete_customers,
+            }),
         }
     }
 }
@@ -411,6 +423,13 @@ impl TryFrom<StoredSyncSpec> for SyncSpec {
                 .schedule
                 .map(|text| Schedule::parse(&text))
                 .transpose()?,
+            mirror: stored
+                .mirror
+                .map(|mirror| MirrorSettings {
+                    max_retire_percent: mirror.max_retire_percent,
+                    delete_customers: mirror.delete_customers,
+                })
+                .unwrap_or_default(),
         })
     }
 }
@@ -437,7 +456,7 @@ pub(crate) fn sorted_json(value: serde_json::Value) -> serde_json::Value {
 }
 
 /// The counts columns shared by both backends' `runs` table, in this order.
-pub(crate) fn counts_to_columns(counts: &RunCounts) -> [i64; 9] {
+pub(crate) fn counts_to_columns(counts: &RunCounts) -> [i64; 10] {
     [
         counts.rows,
         counts.created,
@@ -448,12 +467,13 @@ pub(crate) fn counts_to_columns(counts: &RunCounts) -> [i64; 9] {
         counts.failed,
         counts.requests,
         counts.not_attempted,
+        counts.retired,
     ]
     .map(to_sql_integer)
 }
 
-pub(crate) fn counts_from_columns(columns: [i64; 9]) -> RunCounts {
-    let [rows, created, updated, unchanged, not_found, rejected, failed, requests, not_attempted] =
+pub(crate) fn counts_from_columns(columns: [i64; 10]) -> RunCounts {
+    let [rows, created, updated, unchanged, not_found, rejected, failed, requests, not_attempted, retired] =
         columns.map(|value| u64::try_from(value).unwrap_or(0));
     RunCounts {
         rows,
@@ -464,6 +484,7 @@ pub(crate) fn counts_from_columns(columns: [i64; 9]) -> RunCounts {
         rejected,
         failed,
         not_attempted,
+        retired,
         requests,
     }
 }

@@ -51,6 +51,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "snapshot in key order",
         include_str!("../migrations/sqlite/0004_snapshot_in_key_order.sql"),
     ),
+    (
+        5,
+        "mirror",
+        include_str!("../migrations/sqlite/0005_mirror.sql"),
+    ),
 ];
 
 /// How long a writer waits for another process's transaction before giving up.
@@ -76,7 +81,7 @@ const MODEL_COLUMNS: &str = "name, connection, sql, created_at, updated_at";
 const SYNC_COLUMNS: &str = "name, uid, spec, created_at, updated_at";
 const RUN_COLUMNS: &str = "id, sync, status, full_resync, started_at, finished_at, rows_total, \
      created_count, updated_count, unchanged_count, not_found_count, rejected_count, \
-     failed_count, requests_count, error, not_attempted_count, last_seen_at";
+     failed_count, requests_count, error, not_attempted_count, last_seen_at, retired_count";
 const RUN_RECORD_COLUMNS: &str =
     "row_number, key, outcome, destination_id, reason, request_id, changes";
 const API_TOKEN_COLUMNS: &str = "name, prefix, created_at, last_used_at";
@@ -421,7 +426,7 @@ impl SqliteStore {
                 .execute(
                     &format!(
                         "INSERT INTO runs ({RUN_COLUMNS}) VALUES \
-                         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+                         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
                     ),
                     params![
                         run.id,
@@ -441,6 +446,7 @@ impl SqliteStore {
                         run.error,
                         counts[8],
                         run.last_seen_at.map(timestamp_text),
+                        counts[9],
                     ],
                 )
                 .doing("starting a run")?;
@@ -1456,7 +1462,7 @@ fn set_run_counts(
         .prepare_cached(
             "UPDATE runs SET rows_total = ?3, created_count = ?4, updated_count = ?5, \
              unchanged_count = ?6, not_found_count = ?7, rejected_count = ?8, failed_count = ?9, \
-             requests_count = ?10, not_attempted_count = ?11, last_seen_at = ?12 \
+             requests_count = ?10, not_attempted_count = ?11, last_seen_at = ?12, retired_count = ?13 \
              WHERE id = ?1 AND (?2 IS NULL OR sync = ?2)",
         )
         .and_then(|mut statement| {
@@ -1472,7 +1478,8 @@ fn set_run_counts(
                 columns[6],
                 columns[7],
                 columns[8],
-                timestamp_text(ids::now())
+                timestamp_text(ids::now()),
+                columns[9],
             ])
         })
         .doing("saving run counts")
@@ -1548,11 +1555,12 @@ fn read_sync(row: &Row<'_>) -> Result<SyncRecord, StateError> {
 }
 
 fn read_run(row: &Row<'_>) -> Result<RunRecord, StateError> {
-    let mut counts = [0i64; 9];
+    let mut counts = [0i64; 10];
     for (index, count) in counts.iter_mut().take(8).enumerate() {
         *count = column(row, 6 + index)?;
     }
     counts[8] = column(row, 15)?;
+    counts[9] = column(row, 17)?;
     Ok(RunRecord {
         id: column(row, 0)?,
         sync: column(row, 1)?,

@@ -1685,6 +1685,7 @@ async fn a_version_2_workspace_is_upgraded_with_its_data(workspace: TestWorkspac
             hour: 6,
             minute: 30,
         }),
+        mirror: Default::default(),
     };
     assert_eq!(sync.spec, expected_spec);
     assert_eq!(sync.uid, "0123456789abcdef");
@@ -2307,9 +2308,11 @@ async fn progress_refreshes_last_seen_at_and_keeps_not_attempted(workspace: Test
     assert!(last_seen(&after_commit) > last_seen(&after_progress));
 
     tokio::time::sleep(Duration::from_millis(5)).await;
+    // Mirror's retired records are kept apart from the rows.
     let stopped = RunCounts {
         not_attempted: 4,
         created: 6,
+        retired: 2,
         ..committed
     };
     store

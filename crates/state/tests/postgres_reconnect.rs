@@ -99,6 +99,7 @@ async fn seed_sync(store: &StateStore) -> ferry_state::SyncRecord {
         mappings: vec![],
         nulls: ferry_core::NullPolicy::Skip,
         schedule: None,
+        mirror: Default::default(),
     };
     store.put_sync("customers", &spec).await.unwrap()
 }

@@ -45,6 +45,7 @@ pub(crate) fn apply_product_params(
         let is_empty = leaf_text(value).as_deref() == Some("");
         let stored = match name.as_str() {
             "active" | "shippable" => Value::Bool(boolean_of(value).unwrap_or_default()),
+            "default_price" if is_empty => Value::Null,
             "default_price" | "name" => Value::String(text_of(value)),
             "description" | "statement_descriptor" | "tax_code" | "unit_label" | "url" => {
                 nullable_text(value)

@@ -110,7 +110,11 @@ pub(crate) fn update_product(
 ) -> Result<SharedObject, Failure> {
     let mut catalog = state.catalog();
     let current = catalog.products.get(id).ok_or(Failure::Missing)?;
-    if let Some(price_id) = params.get("default_price").map(text_of) {
+    if let Some(price_id) = params
+        .get("default_price")
+        .map(text_of)
+        .filter(|id| !id.is_empty())
+    {
         let price = catalog
             .prices()
             .get(&price_id)

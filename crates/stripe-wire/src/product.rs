@@ -36,8 +36,9 @@ pub static MARKETING_FEATURE_PARAMS: &[Param] = &[required(string("name", 80))];
 /// The writable product params of create and update, in Stripe's (alphabetical) order.
 pub static PRODUCT_PARAMS: &[Param] = &[
     with_kind("active", ParamKind::Boolean),
-    // Set by ferry's engine from the prices it syncs, not from a column.
-    not_mapped(update_only(non_empty(string("default_price", 5000)))),
+    // Set by ferry's engine when it replaces or retires a price, not from a column; `""`
+    // unsets it (before its price is archived: Stripe keeps a default price active).
+    not_mapped(update_only(unsettable(string("default_price", 5000)))),
     unsettable(string("description", 40000)),
     non_empty(create_only(string("id", 5000))),
     unsettable(with_kind(

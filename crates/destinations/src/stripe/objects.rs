@@ -40,6 +40,37 @@ pub trait StripeObject: Sync + Send + std::fmt::Debug {
     fn replacement(&self) -> Option<&'static Replacement> {
         None
     }
+
+    /// How Mirror retires a record whose row left the model.
+    fn retirement(&self) -> Retirement;
+}
+
+/// What retiring a record means for an object.
+#[derive(Debug, Clone, Copy)]
+pub enum Retirement {
+    /// Deleted, which Stripe cannot undo (customers: only when the sync opts in).
+    Delete,
+    /// Deleted when Stripe allows it (a product without prices), archived (`active=false`)
+    /// when it does not.
+    DeleteElseArchive,
+    /// Archived (`active=false`), after its parent stops naming it as its default (Stripe
+    /// keeps a product's default price active): a price.
+    Archive {
+        parent_field: &'static str,
+        parent: &'static ObjectSchema,
+        parent_default: &'static str,
+    },
+}
+
+impl Retirement {
+    /// What a preview says will happen.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Retirement::Delete => "deleted",
+            Retirement::DeleteElseArchive => "deleted (archived if it has prices)",
+            Retirement::Archive { .. } => "archived",
+        }
+    }
 }
 
 /// Replacing a record that Stripe cannot change in place: create a new one that takes over
@@ -76,6 +107,10 @@ impl StripeObject for Customer {
         &CUSTOMER
     }
 
+    fn retirement(&self) -> Retirement {
+        Retirement::Delete
+    }
+
     fn matching_help(&self) -> &'static str {
         "Email matches existing customers by email address (trimmed, ignoring case); an external id is kept in the customer's metadata."
     }
@@ -89,6 +124,10 @@ pub struct Product;
 impl StripeObject for Product {
     fn schema(&self) -> &'static ObjectSchema {
         &PRODUCT
+    }
+
+    fn retirement(&self) -> Retirement {
+        Retirement::DeleteElseArchive
     }
 
     fn matching_help(&self) -> &'static str {
@@ -118,6 +157,14 @@ impl StripeObject for Price {
 
     fn replacement(&self) -> Option<&'static Replacement> {
         Some(&PRICE_REPLACEMENT)
+    }
+
+    fn retirement(&self) -> Retirement {
+        Retirement::Archive {
+            parent_field: "product",
+            parent: &PRODUCT,
+            parent_default: "default_price",
+        }
     }
 }
 

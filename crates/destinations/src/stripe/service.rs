@@ -182,6 +182,23 @@ impl StripeService {
         self.written(self.http.send(&request).await)
     }
 
+    /// Deletes a record (`DELETE`, idempotent by nature: Stripe ignores idempotency keys
+    /// there, and a repeat answers 404).
+    pub async fn delete(
+        &self,
+        schema: &ObjectSchema,
+        id: &str,
+    ) -> Result<Written, StripeCallError> {
+        let request = self.request(
+            Method::DELETE,
+            &format!("{}/{}", schema.collection_path, path_segment(id)),
+            &format!("DELETE {}/{{id}}", schema.collection_path),
+            None,
+            None,
+        );
+        self.written(self.http.send(&request).await)
+    }
+
     /// The record with this id, or `None` when it was deleted or never existed.
     pub async fn retrieve(
         &self,

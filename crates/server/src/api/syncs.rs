@@ -66,6 +66,10 @@ pub struct SyncInput {
     /// (UTC). Absent: only when asked.
     #[schema(value_type = Option<String>, example = "every 1h")]
     pub schedule: Option<ferry_core::Schedule>,
+    /// With the `mirror` behavior: the share of records a run may retire, and whether
+    /// customers may be deleted.
+    #[serde(default)]
+    pub mirror: ferry_core::MirrorSettings,
 }
 
 impl SyncInput {
@@ -79,6 +83,7 @@ impl SyncInput {
             mappings: self.mappings,
             nulls: self.nulls,
             schedule: self.schedule,
+            mirror: self.mirror,
         }
     }
 }
@@ -208,6 +213,10 @@ pub struct RunInput {
     /// Ignore what earlier runs confirmed: look every record up again and send what differs.
     #[serde(default)]
     pub full_resync: bool,
+    /// Mirror: retire what left the model even when it is more than the sync's
+    /// `max_retire_percent` of its records.
+    #[serde(default)]
+    pub allow_mass_retire: bool,
 }
 
 /// Starts a run in the background and answers at once with the run; poll
@@ -232,7 +241,12 @@ pub async fn start_run(
     };
     let run_id = state
         .runs()
-        .start(state.store().clone(), &name, input.full_resync)
+        .start(
+            state.store().clone(),
+            &name,
+            input.full_resync,
+            input.allow_mass_retire,
+        )
         .await?;
     let run = super::runs::require_run(&state, &run_id).await?;
     Ok((StatusCode::ACCEPTED, Json(RunView::new(&state, run))))

@@ -97,10 +97,11 @@ fn counts_block(c: &RunCounts) -> Markup {
         ("rejected", "Rejected", c.rejected),
         ("failed", "Failed", c.failed),
         ("not_attempted", "Not attempted", c.not_attempted),
+        ("retired", "Retired", c.retired),
     ];
     html! {
         div.counts {
-            @for (class, label, count) in items {
+            @for (class, label, count) in items.into_iter().filter(|(class, _, count)| *class != "retired" || *count > 0) {
                 div class={"count " (class)} { div.number { (count) } div.label { (label) } }
             }
         }

@@ -39,6 +39,9 @@ pub struct SyncForm {
     nulls: String,
     /// Empty: manual runs only.
     schedule: String,
+    /// Mirror's limit, in percent; empty: the default.
+    max_retire_percent: String,
+    delete_customers: bool,
     rows: Vec<MapperRow>,
 }
 
@@ -116,6 +119,8 @@ impl SyncForm {
                 "key_metadata" => form.key_metadata = value.trim().to_string(),
                 "nulls" => form.nulls = value,
                 "schedule" => form.schedule = value.trim().to_string(),
+                "max_retire_percent" => form.max_retire_percent = value.trim().to_string(),
+                "delete_customers" => form.delete_customers = value == "1",
                 "map_column" => columns.push(value),
                 "map_field" => fields_of_rows.push(value),
                 "map_metadata" => metadata.push(value.trim().to_string()),
@@ -165,6 +170,8 @@ impl SyncForm {
                 NullPolicy::Clear => "clear".into(),
             },
             schedule: spec.schedule.map(|s| s.to_string()).unwrap_or_default(),
+            max_retire_percent: spec.mirror.max_retire_percent.to_string(),
+            delete_customers: spec.mirror.delete_customers,
             rows: spec
                 .mappings
                 .iter()
@@ -288,6 +295,19 @@ impl SyncForm {
                 }
             },
         };
+        let mut mirror = ferry_core::MirrorSettings {
+            delete_customers: self.delete_customers,
+            ..Default::default()
+        };
+        if !self.max_retire_percent.is_empty() {
+            match self.max_retire_percent.parse::<u32>() {
+                Ok(percent) if percent <= 100 => mirror.max_retire_percent = percent,
+                _ => problems.push(format!(
+                    "max_retire_percent: {:?} is not a whole number from 0 to 100",
+                    self.max_retire_percent
+                )),
+            }
+        }
         let (Some(object), Some(behavior), Some(nulls), true) =
             (object, behavior, nulls, problems.is_empty())
         else {
@@ -305,6 +325,7 @@ impl SyncForm {
             mappings,
             nulls,
             schedule,
+            mirror,
         })
     }
 }
@@ -461,16 +482,37 @@ fn sync_form(
                 fieldset.field {
                     legend { "What happens to records found in Stripe, and to the others" }
                     label.choice {
-                        input type="radio" name="behavior" value="update-or-create" checked[form.behavior != "update-only" && form.behavior != "create-only"];
+                        input type="radio" name="behavior" value="update-or-create" checked[!matches!(form.behavior.as_str(), "update-only" | "create-only" | "mirror")]
+                            hx-post="/syncs/form" hx-target="#sync-form" hx-swap="outerHTML" hx-trigger="change";
                         " " strong { "Update or Create" } " — update matching " (plural) ", create the others"
                     }
                     label.choice {
-                        input type="radio" name="behavior" value="update-only" checked[form.behavior == "update-only"];
+                        input type="radio" name="behavior" value="update-only" checked[form.behavior == "update-only"]
+                            hx-post="/syncs/form" hx-target="#sync-form" hx-swap="outerHTML" hx-trigger="change";
                         " " strong { "Update Only" } " — update matching " (plural) ", report the others as not found"
                     }
                     label.choice {
-                        input type="radio" name="behavior" value="create-only" checked[form.behavior == "create-only"];
+                        input type="radio" name="behavior" value="create-only" checked[form.behavior == "create-only"]
+                            hx-post="/syncs/form" hx-target="#sync-form" hx-swap="outerHTML" hx-trigger="change";
                         " " strong { "Create Only" } " — create the " (plural) " that are not in Stripe, leave matching ones as they are"
+                    }
+                    label.choice {
+                        input type="radio" name="behavior" value="mirror" checked[form.behavior == "mirror"]
+                            hx-post="/syncs/form" hx-target="#sync-form" hx-swap="outerHTML" hx-trigger="change";
+                        " " strong { "Mirror" } " — update or create, and retire the " (plural) " whose rows left the model (" (object.retirement().describe()) ")"
+                    }
+                }
+                @if form.behavior == "mirror" {
+                    div.field {
+                        label for="max_retire_percent" { "A run retires at most this share of the sync's " (plural) " (%), unless told to go beyond" }
+                        input #max_retire_percent name="max_retire_percent" type="number" min="0" max="100"
+                            value=(if form.max_retire_percent.is_empty() { "10" } else { &form.max_retire_percent });
+                    }
+                    @if schema.object == "customer" {
+                        label.choice {
+                            input type="checkbox" name="delete_customers" value="1" checked[form.delete_customers];
+                            " Delete customers whose rows left the model. Stripe cannot undo this: their payment methods and subscriptions go with them."
+                        }
                     }
                 }
                 div.field {
@@ -745,6 +787,7 @@ fn behavior_label(behavior: Behavior) -> &'static str {
         Behavior::UpdateOrCreate => "Update or Create",
         Behavior::UpdateOnly => "Update Only",
         Behavior::CreateOnly => "Create Only",
+        Behavior::Mirror => "Mirror",
     }
 }
 
@@ -769,6 +812,13 @@ pub async fn show(
                     input type="hidden" name="full_resync" value="1";
                     button type="submit" title="Look every record up in Stripe again and repair what drifted" { "Full resync" }
                 }
+                @if spec.behavior == Behavior::Mirror {
+                    form.inline method="post" action={"/syncs/" (name) "/run"} {
+                        (csrf_field(&caller))
+                        input type="hidden" name="allow_mass_retire" value="1";
+                        button type="submit" title={"Retire what left the model even beyond " (spec.mirror.max_retire_percent) "% of the sync's records (preview first)"} { "Run, allowing mass retire" }
+                    }
+                }
                 form.inline method="post" action={"/syncs/" (name) "/run"} {
                     (csrf_field(&caller))
                     button.primary type="submit" { "Run now" }
@@ -776,7 +826,14 @@ pub async fn show(
             }))
             section.card {
                 dl.settings {
-                    dt { "Behavior" } dd { (behavior_label(spec.behavior)) }
+                    dt { "Behavior" } dd {
+                        (behavior_label(spec.behavior))
+                        @if spec.behavior == Behavior::Mirror {
+                            " (retires at most " (spec.mirror.max_retire_percent) "% per run"
+                            @if spec.object == ObjectKind::Customer && spec.mirror.delete_customers { "; deletes customers" }
+                            ")"
+                        }
+                    }
                     dt { "Mapping key" } dd.mono { (spec.key.column) " → " (spec.key.field) }
                     dt { "Schedule" } dd { @if let Some(schedule) = &spec.schedule { (schedule.to_string()) " (UTC, while ferry serve runs)" } @else { "manual" } }
                 dt { "Empty values" } dd { @if spec.nulls == NullPolicy::Clear { "clear the Stripe field" } @else { "leave the Stripe field" } }
@@ -860,6 +917,7 @@ fn preview_body(preview: &Preview, dashboard: Option<&str>) -> Markup {
         ("create", "To create", preview.create),
         ("update", "To update", preview.update),
         ("replace", "To replace", preview.replace),
+        ("retire", "To retire", preview.retire),
         ("unchanged", "Unchanged", preview.unchanged),
         ("rejected", "Rejected", preview.rejected),
         ("not_found", "Not found", preview.not_found),
@@ -876,6 +934,9 @@ fn preview_body(preview: &Preview, dashboard: Option<&str>) -> Markup {
             }
         }
         p.muted { (preview.rows) " rows read from the model. The run will send about " (preview.requests_estimate) " requests to Stripe." }
+        @if let Some(refused) = &preview.retire_refused {
+            div.alert.warn role="alert" { strong { "Mirror: " } "a run would stop before retiring: it " (refused) "." }
+        }
         @if examples("create").next().is_some() {
             h2 { "Examples of creates" }
             table.table {
@@ -902,7 +963,7 @@ fn preview_body(preview: &Preview, dashboard: Option<&str>) -> Markup {
                 }
             }
         }
-        @for (action, title) in [("reject", "Rejected rows"), ("fail", "Failed lookups"), ("not_found", "Not found in Stripe")] {
+        @for (action, title) in [("retire", "To retire (their rows left the model)"), ("reject", "Rejected rows"), ("fail", "Failed lookups"), ("not_found", "Not found in Stripe")] {
             @if examples(action).next().is_some() {
                 h2 { (title) }
                 table.table {
@@ -936,13 +997,16 @@ pub async fn run(
     body: Bytes,
 ) -> Result<Redirect, Page> {
     // "Full resync" looks every record up again instead of trusting what earlier runs confirmed.
-    let full_resync = crate::form::parse_form(&body)
-        .map_err(|problem| Page::bad_request(problem.0))?
-        .iter()
-        .any(|(k, v)| k == "full_resync" && v == "1");
+    let fields = crate::form::parse_form(&body).map_err(|problem| Page::bad_request(problem.0))?;
+    let set = |name: &str| fields.iter().any(|(k, v)| k == name && v == "1");
     let run_id = state
         .runs()
-        .start(state.store().clone(), &name, full_resync)
+        .start(
+            state.store().clone(),
+            &name,
+            set("full_resync"),
+            set("allow_mass_retire"),
+        )
         .await?;
     Ok(Redirect::to(&format!("/runs/{run_id}")))
 }

@@ -278,7 +278,7 @@ async fn update_keeps_unsent_fields_merges_metadata_unsets_and_bumps_updated() {
 }
 
 #[tokio::test]
-async fn default_price_must_name_an_active_price_of_this_product() {
+async fn default_price_must_name_an_active_price_of_this_product_and_can_be_unset() {
     let server = start().await;
     let product = server.create_product("name=A").await;
     let other_product = server.create_product("name=B").await;
@@ -329,6 +329,10 @@ async fn default_price_must_name_an_active_price_of_this_product() {
     let set = server.post(&path, &format!("default_price={own}")).await;
     assert_eq!(set.status, 200, "{:?}", set.body);
     assert_eq!(set.body["default_price"], own.as_str());
+    // An empty value unsets it (before that price is archived, say).
+    let unset = server.post(&path, "default_price=").await;
+    assert_eq!(unset.status, 200, "{:?}", unset.body);
+    assert_eq!(unset.body["default_price"], Value::Null);
 }
 
 #[tokio::test]
