@@ -918,3 +918,74 @@ async fn change_detection_schema_applies_exports_and_a_bad_one_is_refused() {
     );
     assert_eq!(config().await, saved, "nothing refused was saved");
 }
+
+/// Mirror in `ferry.yaml`: its settings are saved, exported and planned as changes; a customer
+/// sync that mirrors without `delete_customers` is refused, naming the setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_settings_apply_export_and_a_customer_sync_needs_the_opt_in() {
+    let scene = scene().await;
+    let mirrored = |settings: &str| {
+        ferry_yaml(&scene, SQL, "metadata.plan").replace(
+            "    behavior: update-or-create\n",
+            &format!("    behavior: mirror\n{settings}"),
+        )
+    };
+    write(&scene, "refused.yaml", &mirrored(""));
+    let ran = scene.ferry(&["apply", "-f", "refused.yaml", "--yes"]).await;
+    let message = refused(&ran);
+    assert!(
+        message.contains("mirror: {delete_customers: true}"),
+        "{message}"
+    );
+
+    let settings = "    mirror: {max_retire_percent: 25, delete_customers: true}\n";
+    write(&scene, "ferry.yaml", &mirrored(settings));
+    scene
+        .ferry(&["apply", "-f", "ferry.yaml", "--yes"])
+        .await
+        .ok();
+    let store = store(&scene).await;
+    let spec = store
+        .get_sync("customers_to_stripe")
+        .await
+        .unwrap()
+        .unwrap()
+        .spec;
+    assert_eq!(
+        (
+            spec.behavior,
+            spec.mirror.max_retire_percent,
+            spec.mirror.delete_customers
+        ),
+        (ferry_core::Behavior::Mirror, 25, true)
+    );
+    let exported = scene.ferry(&["export"]).await.ok().stdout;
+    assert!(
+        exported.contains("    behavior: mirror\n    key: {column: email, field: email}\n")
+            && exported.contains(
+                "    mirror:\n      max_retire_percent: 25\n      delete_customers: true\n"
+            ),
+        "{exported}"
+    );
+    write(&scene, "exported.yaml", &exported);
+    let again = scene.ferry(&["apply", "-f", "exported.yaml"]).await.ok();
+    assert!(
+        again
+            .stdout
+            .contains("Plan: 0 to create, 0 to change, 4 unchanged."),
+        "{}",
+        again.stdout
+    );
+    write(
+        &scene,
+        "ferry.yaml",
+        &mirrored("    mirror: {max_retire_percent: 5, delete_customers: true}\n"),
+    );
+    let plan = scene.ferry(&["apply", "-f", "ferry.yaml"]).await.ok();
+    assert_eq!(
+        lines_starting(&plan, "~ "),
+        ["~ change sync customers_to_stripe: mirror"],
+        "{}",
+        plan.stdout
+    );
+}

@@ -219,17 +219,26 @@ async fn mirror_deletes_or_archives_the_products_and_prices_that_left_the_model(
         "{run}"
     );
     assert_eq!(scene.stripe().requests().len(), requests_before);
-    scene.warehouse_sql("insert into plans values ('starter', 'Starter')");
+    // The archived one comes back to life: under Mirror, a row in the model means an active
+    // record.
+    scene.warehouse_sql("insert into plans values ('starter', 'Starter'), ('legacy', 'Legacy')");
     let run = scene.run_sync_json("plans-to-stripe", &[]).await;
     assert_eq!(
-        (run["created"].as_u64(), run["retired"].as_u64()),
-        (Some(1), Some(0)),
+        (
+            run["created"].as_u64(),
+            run["updated"].as_u64(),
+            run["retired"].as_u64()
+        ),
+        (Some(1), Some(1), Some(0)),
         "{run}"
     );
     assert_eq!(
         scene.stripe().product("starter").unwrap()["name"],
         "Starter"
     );
+    assert_eq!(scene.stripe().product("legacy").unwrap()["active"], true);
+    let run = scene.run_sync_json("plans-to-stripe", &[]).await;
+    assert_eq!(run["unchanged"], 4, "{run}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

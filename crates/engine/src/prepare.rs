@@ -205,6 +205,20 @@ pub fn validate_sync(spec: &SyncSpec, columns: &[String]) -> Result<ValidatedSyn
             });
         }
     }
+    // Mirror makes the model the truth: a record whose row is in the model is active, so a
+    // product or price archived because its row left comes back to life when the row returns.
+    if spec.behavior == Behavior::Mirror
+        && !matches!(object.retirement(), Retirement::Delete)
+        && !seen_fields.contains_key("active")
+    {
+        if let Ok(field) = parse_field(schema, "active") {
+            mappings.push(ValidatedMapping {
+                column: "'true'".to_string(),
+                source: ValidatedSource::Constant(Value::Text("true".into())),
+                field,
+            });
+        }
+    }
     let metadata_fields = seen_fields
         .keys()
         .filter(|p| p.starts_with("metadata."))

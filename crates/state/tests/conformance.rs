@@ -1277,7 +1277,7 @@ async fn open_existing_needs_an_initialized_workspace(workspace: TestWorkspace) 
         workspace
             .raw_count("SELECT COUNT(*) FROM schema_migrations")
             .await,
-        4
+        5
     );
 
     // Without its key file, a workspace cannot be opened (its secrets would be unreadable).
@@ -1582,7 +1582,7 @@ async fn a_version_1_workspace_gains_api_tokens(workspace: TestWorkspace) {
         workspace
             .raw_count("SELECT MAX(version) FROM schema_migrations")
             .await,
-        4
+        5
     );
     assert_eq!(store.list_connections().await.unwrap().len(), 1);
     assert_eq!(store.count_api_tokens().await.unwrap(), 0);
@@ -1656,7 +1656,7 @@ async fn a_version_2_workspace_is_upgraded_with_its_data(workspace: TestWorkspac
     let store = StateStore::initialize(&options).await.unwrap();
     assert_eq!(
         common::raw_count(&options, "SELECT MAX(version) FROM schema_migrations").await,
-        4
+        5
     );
 
     // The sync reads back as it was declared.
