@@ -1137,6 +1137,33 @@ async fn connections_models_syncs_and_runs_through_the_api() {
     api.delete("/api/v1/syncs/people-as-products")
         .await
         .expect(204);
+    // Mirror: a customer sync needs the opt-in; the settings are saved and shown.
+    let mut mirrored = people_sync("people-mirror", "people");
+    mirrored["behavior"] = json!("mirror");
+    let refused = api
+        .post("/api/v1/syncs", mirrored.clone())
+        .await
+        .expect(422);
+    assert!(
+        refused.message().contains("--delete-customers"),
+        "{}",
+        refused.text
+    );
+    mirrored["mirror"] = json!({"max_retire_percent": 20, "delete_customers": true});
+    let saved = api.post("/api/v1/syncs", mirrored).await.expect(201).json();
+    assert_eq!(
+        saved["spec"]["mirror"],
+        json!({"max_retire_percent": 20, "delete_customers": true}),
+        "{saved}"
+    );
+    // The run input takes `allow_mass_retire` (an unknown field would be a 400).
+    api.post(
+        "/api/v1/syncs/nope/runs",
+        json!({"allow_mass_retire": true}),
+    )
+    .await
+    .expect(404);
+    api.delete("/api/v1/syncs/people-mirror").await.expect(204);
     let mut no_column = people_sync("broken", "people");
     no_column["mappings"][0]["column"] = json!("nickname");
     let refused = api.post("/api/v1/syncs", no_column).await.expect(422);

@@ -1044,6 +1044,39 @@ mod tests {
         assert_eq!(fields, [("full_name", "name"), ("plan", "metadata.plan")]);
     }
 
+    /// Mirror's settings come from the form: the limit as a whole percentage, the customers'
+    /// opt-in as a checkbox; a limit that is no percentage is refused, naming the field.
+    #[test]
+    fn mirror_settings_in_the_form() {
+        let base =
+            "name=s&model=m&destination=stripe&behavior=mirror&key_column=email&key_field=email\
+&map_column=name&map_field=name&map_metadata=";
+        let spec = |extra: &str| {
+            SyncForm::parse(format!("{base}{extra}").as_bytes())
+                .ok()
+                .unwrap()
+                .to_spec()
+        };
+        let mirrored = spec("&max_retire_percent=25&delete_customers=1").unwrap();
+        assert_eq!(mirrored.behavior, Behavior::Mirror);
+        assert_eq!(
+            (
+                mirrored.mirror.max_retire_percent,
+                mirrored.mirror.delete_customers
+            ),
+            (25, true)
+        );
+        let defaults = spec("").unwrap();
+        assert!(defaults.mirror.is_default(), "{:?}", defaults.mirror);
+        for bad in ["101", "-1", "ten"] {
+            let problem = spec(&format!("&max_retire_percent={bad}")).unwrap_err();
+            assert!(
+                problem.contains("max_retire_percent") && problem.contains("from 0 to 100"),
+                "{bad}: {problem}"
+            );
+        }
+    }
+
     /// Constants and templates go through the form as typed (URL-encoded); metadata needs a
     /// key named for them, since they have no column name to lend it.
     #[test]
@@ -1166,8 +1199,8 @@ mod tests {
             "nulls default to skip"
         );
         for (field, value, expected) in [
-            ("behavior", "bogus", "behavior: \"bogus\" is not a valid value; use one of update-or-create, update-only, create-only"),
-            ("behavior", "", "behavior: choose one of update-or-create, update-only, create-only"),
+            ("behavior", "bogus", "behavior: \"bogus\" is not a valid value; use one of update-or-create, update-only, create-only, mirror"),
+            ("behavior", "", "behavior: choose one of update-or-create, update-only, create-only, mirror"),
             ("nulls", "delete", "nulls: \"delete\" is not a valid value; use one of skip, clear"),
             ("object", "invoice", "object: \"invoice\" is not a valid value; use one of customer, product, price"),
             ("key_field", "phone", "key_field: \"phone\" is not a valid value; use one of email, metadata"),
