@@ -274,6 +274,17 @@ async fn mirror_deletes_customers_only_when_opted_in_and_never_more_than_the_lim
     scene
         .save_email_sync(&["--behavior", "mirror", "--delete-customers"])
         .await;
+    let shown = scene
+        .ferry(&["sync", "show", "people-to-stripe"])
+        .await
+        .ok();
+    assert!(
+        shown
+            .stdout
+            .contains("  mirror:   retires at most 10% of the records per run; deletes customers"),
+        "{}",
+        shown.stdout
+    );
     let run = scene.run_sync_json("people-to-stripe", &[]).await;
     assert_eq!(run["created"], 10, "{run}");
 

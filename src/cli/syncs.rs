@@ -220,6 +220,17 @@ pub async fn sync(store: &StateStore, command: SyncCommand) -> CliResult {
                 }
             );
             println!("  key:      {} = {}", spec.key.column, spec.key.field);
+            if spec.behavior == Behavior::Mirror {
+                println!(
+                    "  mirror:   retires at most {}% of the records per run{}",
+                    spec.mirror.max_retire_percent,
+                    if spec.mirror.delete_customers {
+                        "; deletes customers"
+                    } else {
+                        ""
+                    }
+                );
+            }
             if let Some(schedule) = &spec.schedule {
                 println!("  schedule: {schedule} (while `ferry serve` runs)");
             }

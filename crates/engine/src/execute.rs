@@ -461,12 +461,38 @@ pub(crate) fn new_pending_create(
     now: chrono::DateTime<chrono::Utc>,
 ) -> PendingCreate {
     let body = form::encode(&create_params(exec.schema(), &record.payload));
+    pending_create_of(exec, record, body, now)
+}
+
+/// The create of `record` with this body, under its idempotency key.
+pub(crate) fn pending_create_of(
+    exec: &Execution<'_>,
+    record: &PreparedRecord,
+    body: String,
+    now: chrono::DateTime<chrono::Utc>,
+) -> PendingCreate {
     PendingCreate {
         key: record.match_key.clone(),
         idempotency_key: create_idempotency_key(exec.sync_uid, &record.match_key, &body, now),
         request_body: body,
         created_at: now,
     }
+}
+
+/// Saves one create before it is first sent.
+pub(crate) async fn save_pending_create(
+    exec: &Execution<'_>,
+    pending: &PendingCreate,
+) -> Result<(), EngineError> {
+    retry_state_write("saving a pending create", || {
+        exec.store.save_pending_creates(
+            exec.sync_name,
+            exec.schema().object,
+            std::slice::from_ref(pending),
+        )
+    })
+    .await?;
+    Ok(())
 }
 
 /// The record an interrupted run created was deleted in Stripe since: create it again, under a
@@ -476,14 +502,7 @@ async fn create_anew(
     record: &PreparedRecord,
 ) -> Result<Settled, EngineError> {
     let fresh = new_pending_create(exec, record, chrono::Utc::now());
-    retry_state_write("saving a pending create", || {
-        exec.store.save_pending_creates(
-            exec.sync_name,
-            exec.schema().object,
-            std::slice::from_ref(&fresh),
-        )
-    })
-    .await?;
+    save_pending_create(exec, &fresh).await?;
     match exec
         .stripe
         .create(exec.schema(), &fresh.request_body, &fresh.idempotency_key)

@@ -13,8 +13,8 @@
 //! goes on from step 2, so no second record is made.
 
 use crate::execute::{
-    id_only_snapshot_entry, retry_state_write, settle_error, settled, short_hash, snapshot_entry,
-    Execution, Settled,
+    id_only_snapshot_entry, pending_create_of, save_pending_create, settle_error, settled,
+    short_hash, snapshot_entry, Execution, Settled,
 };
 use crate::plan::{replaced_by, PENDING_CREATE_MAX_AGE};
 use crate::prepare::PreparedRecord;
@@ -104,26 +104,8 @@ pub(crate) async fn replace(
                     earlier
                 }
                 _ => {
-                    let now = chrono::Utc::now();
-                    let fresh = PendingCreate {
-                        key: record.match_key.clone(),
-                        idempotency_key: crate::execute::create_idempotency_key(
-                            exec.sync_uid,
-                            &record.match_key,
-                            &body,
-                            now,
-                        ),
-                        request_body: body,
-                        created_at: now,
-                    };
-                    retry_state_write("saving a pending create", || {
-                        exec.store.save_pending_creates(
-                            exec.sync_name,
-                            exec.schema().object,
-                            std::slice::from_ref(&fresh),
-                        )
-                    })
-                    .await?;
+                    let fresh = pending_create_of(exec, record, body, chrono::Utc::now());
+                    save_pending_create(exec, &fresh).await?;
                     fresh
                 }
             };
