@@ -196,39 +196,36 @@ pub(crate) async fn retire(
         (body, step_key(exec, key, step))
     };
     match exec.object.retirement() {
-        Retirement::Delete => match exec.stripe.delete(schema, id).await {
-            Ok(deleted) => done("deleted", deleted.request_id, true),
-            Err(StripeCallError::Refused { status: 404, .. }) => {
-                done("deleted (already gone from Stripe)", None, true)
-            }
-            Err(error) => failed(&format!("delete {} `{id}`", schema.object), error),
-        },
-        Retirement::DeleteElseArchive => match exec.stripe.delete(schema, id).await {
-            Ok(deleted) => done("deleted", deleted.request_id, true),
-            Err(StripeCallError::Refused { status: 404, .. }) => {
-                done("deleted (already gone from Stripe)", None, true)
-            }
-            // Stripe keeps a product that has prices: it is archived instead.
-            Err(StripeCallError::Refused { status: 400, .. }) => {
-                let (body, idempotency_key) = archive("archive");
-                match exec
-                    .stripe
-                    .update(schema, id, &body, &idempotency_key)
-                    .await
-                {
-                    Ok(archived) => done(
-                        &format!(
-                            "archived (Stripe keeps a {} that has prices)",
-                            schema.object
-                        ),
-                        archived.request_id,
-                        false,
-                    ),
-                    Err(error) => failed(&format!("archive {} `{id}`", schema.object), error),
+        retirement @ (Retirement::Delete | Retirement::DeleteElseArchive) => {
+            match exec.stripe.delete(schema, id).await {
+                Ok(deleted) => done("deleted", deleted.request_id, true),
+                Err(StripeCallError::Refused { status: 404, .. }) => {
+                    done("deleted (already gone from Stripe)", None, true)
                 }
+                // Stripe keeps a product that has prices: it is archived instead.
+                Err(StripeCallError::Refused { status: 400, .. })
+                    if matches!(retirement, Retirement::DeleteElseArchive) =>
+                {
+                    let (body, idempotency_key) = archive("archive");
+                    match exec
+                        .stripe
+                        .update(schema, id, &body, &idempotency_key)
+                        .await
+                    {
+                        Ok(archived) => done(
+                            &format!(
+                                "archived (Stripe keeps a {} that has prices)",
+                                schema.object
+                            ),
+                            archived.request_id,
+                            false,
+                        ),
+                        Err(error) => failed(&format!("archive {} `{id}`", schema.object), error),
+                    }
+                }
+                Err(error) => failed(&format!("delete {} `{id}`", schema.object), error),
             }
-            Err(error) => failed(&format!("delete {} `{id}`", schema.object), error),
-        },
+        }
         Retirement::Archive {
             parent_field,
             parent,
