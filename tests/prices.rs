@@ -393,3 +393,156 @@ async fn a_price_replacement_killed_at_any_step_is_finished_by_the_rerun_without
         holders[0]["id"]
     );
 }
+
+/// A price names its product by the product's key (`--map sku=product(metadata.sku)`) when
+/// Stripe chose the product's id: the key resolves from what the product sync wrote, a key no
+/// product carries rejects the row with the fix, and a changed price sends only what changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_price_names_its_product_by_the_products_key() {
+    let scene = Scene::new().await;
+    scene.warehouse_sql(CATALOGUE_SQL);
+    scene.connect().await;
+    for (name, sql) in [
+        ("plans", "select * from plans order by sku"),
+        ("price-list", "select * from price_list order by lookup"),
+    ] {
+        scene
+            .ferry(&[
+                "model",
+                "create",
+                name,
+                "--connection",
+                "warehouse",
+                "--sql",
+                sql,
+            ])
+            .await
+            .ok();
+    }
+    scene
+        .ferry(&[
+            "sync",
+            "create",
+            "plans-to-stripe",
+            "--model",
+            "plans",
+            "--destination",
+            "stripe",
+            "--object",
+            "product",
+            "--key",
+            "sku=metadata.sku",
+            "--map",
+            "name=name",
+        ])
+        .await
+        .ok();
+    // A field that names no other record cannot be looked up; a key the product lacks is
+    // refused with the keys it has.
+    for (map, expected) in [
+        ("sku=nickname(id)", "nickname does not name another Stripe record"),
+        ("sku=product(email)", "a product is found by `id` or an external id kept in its metadata (`metadata.KEY`), not `email`"),
+    ] {
+        let refused = scene
+            .ferry(&[
+                "sync", "create", "refused", "--model", "price-list", "--destination", "stripe",
+                "--object", "price", "--key", "lookup=lookup_key", "--map", map,
+                "--map", "currency=currency", "--map", "amount=unit_amount",
+            ])
+            .await;
+        assert!(refused.stderr.contains(expected), "{}", refused.stderr);
+    }
+    scene
+        .ferry(&[
+            "sync",
+            "create",
+            "prices-to-stripe",
+            "--model",
+            "price-list",
+            "--destination",
+            "stripe",
+            "--object",
+            "price",
+            "--key",
+            "lookup=lookup_key",
+            "--map",
+            "sku=product(metadata.sku)",
+            "--map",
+            "currency=currency",
+            "--map",
+            "amount=unit_amount",
+            "--map",
+            "every=recurring.interval",
+            "--map",
+            "nickname=nickname",
+        ])
+        .await
+        .ok();
+
+    // Before the products exist, every row says what to do.
+    let run = scene.run_sync_json("prices-to-stripe", &[]).await;
+    assert_eq!(counts(&run), [Some(0), Some(0), Some(0), Some(5)], "{run}");
+    let rejected = scene
+        .run_records(run["run_id"].as_str().unwrap(), "rejected")
+        .await;
+    let reasons: Vec<&str> = rejected
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons.contains(&"product: no Stripe product has metadata.sku `pro` (from sku): sync products first, or correct the value"),
+        "{reasons:?}"
+    );
+    assert!(scene.stripe().prices().is_empty());
+
+    scene.run_sync_json("plans-to-stripe", &[]).await;
+    let product_id = |sku: &str| {
+        let products: Vec<Json> = scene
+            .stripe()
+            .products()
+            .into_iter()
+            .filter(|p| p["metadata"]["sku"] == sku)
+            .collect();
+        assert_eq!(products.len(), 1, "{products:?}");
+        products[0]["id"].as_str().unwrap().to_string()
+    };
+    let (pro, team) = (product_id("pro"), product_id("team"));
+    assert_ne!(pro, "pro", "Stripe chose the id");
+
+    let run = scene.run_sync_json("prices-to-stripe", &[]).await;
+    assert_eq!(counts(&run), [Some(4), Some(0), Some(0), Some(1)], "{run}");
+    assert_eq!(
+        scene.price_with_lookup_key("pro_monthly")[0]["product"],
+        json!(pro)
+    );
+    assert_eq!(
+        scene.price_with_lookup_key("team_monthly")[0]["product"],
+        json!(team)
+    );
+    let rejected = scene
+        .run_records(run["run_id"].as_str().unwrap(), "rejected")
+        .await;
+    assert_eq!(rejected[0]["key"], "no_product");
+    assert!(
+        rejected[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no Stripe product has metadata.sku `gone`"),
+        "{rejected:?}"
+    );
+
+    // A changed nickname sends the nickname alone: the snapshot remembers the product's id,
+    // not the key it was found by.
+    scene.warehouse_sql(
+        "update price_list set nickname = 'Pro, monthly' where lookup = 'pro_monthly'",
+    );
+    let posts_before = scene.stripe().requests().len();
+    let run = scene.run_sync_json("prices-to-stripe", &[]).await;
+    assert_eq!(counts(&run), [Some(0), Some(1), Some(3), Some(1)], "{run}");
+    let posts: Vec<Json> = scene.stripe().requests()[posts_before..]
+        .iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| r.params.clone())
+        .collect();
+    assert_eq!(posts, vec![json!({"nickname": "Pro, monthly"})]);
+}

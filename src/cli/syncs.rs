@@ -54,7 +54,9 @@ pub struct SyncCreateArgs {
     pub key: String,
     /// COLUMN=FIELD, repeatable: a column written into a Stripe field (`name`, `phone`,
     /// `address.city`, `metadata.plan`, …). Instead of a column: a constant in single quotes
-    /// (`'gold'=metadata.tier`) or a template (`{{first_name}} {{last_name}}=name`).
+    /// (`'gold'=metadata.tier`) or a template (`{{first_name}} {{last_name}}=name`). A field
+    /// holding another record's id can name that record by its key instead:
+    /// `sku=product(metadata.sku)` sends the id of the product whose `metadata.sku` is `sku`.
     #[arg(long = "map")]
     pub mappings: Vec<String>,
     /// What a NULL does: leave the Stripe field alone, or clear it.

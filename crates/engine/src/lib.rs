@@ -14,6 +14,7 @@ mod index;
 mod mirror;
 pub mod plan;
 pub mod prepare;
+mod reference;
 mod replace;
 mod run;
 mod stage;

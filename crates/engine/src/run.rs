@@ -24,6 +24,7 @@ use crate::prepare::{
     check_stripe_rules, duplicate_reason, map_row, PreparedRecord, RejectedRow, ValidatedSync,
     WarehouseAck,
 };
+use crate::reference::References;
 use crate::stage::{KeyGroup, Sorted, Stage, StagedRecord};
 use crate::{EngineError, SyncSetup};
 use ferry_core::{Behavior, FieldMapping, Payload, Value};
@@ -289,6 +290,7 @@ impl<'a> Pipeline<'a> {
         };
         let mut snapshot = SnapshotCursor::new(self.store, &self.setup.sync.name, object);
         let mut index: Option<KeyIndex<'_>> = None;
+        let mut references = References::new(self.store, self.stripe, sync);
         let mut changed: Vec<(PreparedRecord, String)> = Vec::new();
         let mut new: Vec<PreparedRecord> = Vec::new();
         loop {
@@ -354,6 +356,22 @@ impl<'a> Pipeline<'a> {
                 if done {
                     if let Some(log) = absent.as_deref_mut() {
                         snapshot.find(None, Some(log)).await?;
+                    }
+                }
+                if !references.is_empty() {
+                    let (resolved, rejected) = references
+                        .resolve(std::mem::take(&mut changed), |item| &mut item.0)
+                        .await?;
+                    changed = resolved;
+                    for row in rejected {
+                        sink.rejected(row).await?;
+                    }
+                    let (resolved, rejected) = references
+                        .resolve(std::mem::take(&mut new), |record| record)
+                        .await?;
+                    new = resolved;
+                    for row in rejected {
+                        sink.rejected(row).await?;
                     }
                 }
                 if changed.is_empty() && new.is_empty() {

@@ -39,6 +39,9 @@ pub struct Param {
     pub replaced_whole: bool,
     /// What Stripe reads back once the field is unset (see [`unset_reads_as`]).
     pub unset_reads_as: Option<&'static str>,
+    /// The id of another Stripe object that this parameter holds (`product` on a price): a
+    /// mapping may name that record by its key instead (see [`references`]).
+    pub refers_to: Option<&'static str>,
 }
 
 /// The type of a parameter, with its limits.
@@ -111,6 +114,7 @@ pub const fn string(name: &'static str, max_chars: usize) -> Param {
         mapped: true,
         replaced_whole: false,
         unset_reads_as: None,
+        refers_to: None,
     }
 }
 
@@ -126,6 +130,7 @@ pub const fn with_kind(name: &'static str, kind: ParamKind) -> Param {
         mapped: true,
         replaced_whole: false,
         unset_reads_as: None,
+        refers_to: None,
     }
 }
 
@@ -189,6 +194,16 @@ pub const fn replaced_whole(param: Param) -> Param {
 pub const fn unset_reads_as(param: Param, value: &'static str) -> Param {
     Param {
         unset_reads_as: Some(value),
+        ..param
+    }
+}
+
+/// Holds the id of a record of the `object` (Stripe's `object` value, `product`): a mapping
+/// may fill it with the id of the record whose key is the column's value
+/// (`product(metadata.sku)`).
+pub const fn references(param: Param, object: &'static str) -> Param {
+    Param {
+        refers_to: Some(object),
         ..param
     }
 }

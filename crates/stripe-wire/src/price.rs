@@ -13,8 +13,8 @@ use serde_json::{Map, Value};
 use crate::form::leaf_text;
 use crate::param_error::{ParamError, Problem};
 use crate::params::{
-    create_only, integer_of, non_empty, not_mapped, required, string, unsettable, with_kind, Param,
-    ParamKind,
+    create_only, integer_of, non_empty, not_mapped, references, required, string, unsettable,
+    with_kind, Param, ParamKind,
 };
 use crate::product::STATEMENT_DESCRIPTOR_MAX_CHARS;
 use crate::schema::{KeyField, ObjectSchema};
@@ -125,7 +125,7 @@ pub static PRICE_PARAMS: &[Param] = &[
     unsettable(with_kind("metadata", ParamKind::Metadata)),
     unsettable(string("nickname", 5000)),
     // Required unless `product_data` is sent: see `price_rules`.
-    non_empty(create_only(string("product", 5000))),
+    references(non_empty(create_only(string("product", 5000))), "product"),
     not_mapped(create_only(with_kind(
         "product_data",
         ParamKind::Object {

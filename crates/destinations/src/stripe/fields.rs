@@ -77,6 +77,25 @@ pub struct MappedField {
     pub whole_group: Option<&'static str>,
     /// What a NULL means under the `clear` policy (see [`MappedField::cleared_value`]).
     clear: Clear,
+    /// Set when the mapping names another record by its key (`product(metadata.sku)`): the
+    /// column holds that key, and the field gets the id of the record that carries it.
+    pub reference: Option<Box<Reference>>,
+}
+
+/// A field filled with the id of another Stripe record, found by its key: the product whose
+/// `metadata.sku` is the column's value. The engine resolves it from the account's key index
+/// of that object (ferry's own writes and consistent listings, never search).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub object: ferry_core::ObjectKind,
+    pub key: MappedKey,
+}
+
+impl Reference {
+    /// The schema of the referenced object.
+    pub fn schema(&self) -> &'static ObjectSchema {
+        crate::stripe::stripe_object(self.object).schema()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,11 +122,95 @@ pub enum MappingError {
     BadMetadataKey { field: String, chars: usize },
     #[error("the mapping key must be {allowed} or an external id kept in metadata (`metadata.KEY`), not `{field}`")]
     BadKeyField { field: String, allowed: String },
+    #[error("`{written}`: {field} does not name another Stripe record, so it cannot be looked up by key. {can}")]
+    NotAReference {
+        written: String,
+        field: String,
+        can: String,
+    },
+    #[error("`{written}`: a {object} is found by {allowed} or an external id kept in its metadata (`metadata.KEY`), not `{key}`")]
+    BadReferenceKey {
+        written: String,
+        object: &'static str,
+        key: String,
+        allowed: String,
+    },
+}
+
+/// `product(metadata.sku)` as the field `product` and the key `metadata.sku`.
+fn split_reference(path: &str) -> Option<(&str, &str)> {
+    let (field, rest) = path.split_once('(')?;
+    let key = rest.strip_suffix(')')?;
+    Some((field.trim(), key.trim()))
+}
+
+/// The fields of `schema` that hold another record's id, as people write them to look that
+/// record up (`product(id)`), for messages and the UI.
+pub fn reference_fields(schema: &'static ObjectSchema) -> Vec<(&'static str, &'static str)> {
+    schema
+        .fields()
+        .into_iter()
+        .filter_map(|field| Some((field.path, field.param.refers_to?)))
+        .collect()
+}
+
+fn parse_reference(
+    schema: &'static ObjectSchema,
+    written: &str,
+    field_path: &str,
+    key_path: &str,
+) -> Result<MappedField, MappingError> {
+    let mut field = parse_field(schema, field_path)?;
+    let target = schema
+        .field(&field.path)
+        .and_then(|spec| spec.param.refers_to)
+        .and_then(crate::stripe::objects::object_kind_named);
+    let Some(object) = target else {
+        let can = match reference_fields(schema).as_slice() {
+            [] => format!("No {} field does.", schema.label),
+            fields => format!(
+                "Fields that do: {}.",
+                fields
+                    .iter()
+                    .map(|(path, object)| format!("`{path}(KEY)` (a {object})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        return Err(MappingError::NotAReference {
+            written: written.to_string(),
+            field: field.path,
+            can,
+        });
+    };
+    let target_schema = crate::stripe::stripe_object(object).schema();
+    let key =
+        MappedKey::new(target_schema, key_path).map_err(|_| MappingError::BadReferenceKey {
+            written: written.to_string(),
+            object: target_schema.object,
+            key: key_path.to_string(),
+            allowed: target_schema
+                .key_fields
+                .iter()
+                .map(|key| format!("`{}`", key.path))
+                .collect::<Vec<_>>()
+                .join(" or "),
+        })?;
+    // The column holds a key: text, checked when the reference is resolved.
+    field.kind = FieldKind::Text { max_chars: 5000 };
+    field.reference = Some(Box::new(Reference { object, key }));
+    Ok(field)
 }
 
 /// Parses a dotted field path (`address.city`, `metadata.plan`) of `schema`'s object.
+///
+/// `FIELD(KEY)` maps a field that holds another record's id (`product` on a price) by that
+/// record's key instead (`product(metadata.sku)`, `product(id)`): see [`Reference`].
 pub fn parse_field(schema: &'static ObjectSchema, path: &str) -> Result<MappedField, MappingError> {
     let path = path.trim();
+    if let Some((field, key)) = split_reference(path) {
+        return parse_reference(schema, path, field, key);
+    }
     if let Some(key) = path.strip_prefix("metadata.") {
         let chars = key.chars().count();
         if chars == 0 || chars > METADATA_KEY_MAX_CHARS || key.contains(['[', ']']) {
@@ -121,6 +224,7 @@ pub fn parse_field(schema: &'static ObjectSchema, path: &str) -> Result<MappedFi
             kind: FieldKind::MetadataValue,
             whole_group: None,
             clear: Clear::Unset,
+            reference: None,
         });
     }
     if let Some(spec) = schema.field(path) {
@@ -145,7 +249,8 @@ pub fn parse_key_field(
     path: &str,
 ) -> Result<MappedField, MappingError> {
     let field = parse_field(schema, path)?;
-    if field.kind == FieldKind::MetadataValue || schema.key_field(&field.path).is_some() {
+    let standard_key = field.reference.is_none() && schema.key_field(&field.path).is_some();
+    if field.kind == FieldKind::MetadataValue || standard_key {
         return Ok(field);
     }
     let allowed = schema
@@ -192,6 +297,7 @@ impl MappedField {
             kind,
             whole_group: spec.whole_group,
             clear,
+            reference: None,
         }
     }
 

@@ -188,3 +188,10 @@ pub fn stripe_object(kind: ObjectKind) -> &'static dyn StripeObject {
         ObjectKind::Price => &Price,
     }
 }
+
+/// The object whose Stripe `object` value is `name` (`product`).
+pub fn object_kind_named(name: &str) -> Option<ObjectKind> {
+    ObjectKind::ALL
+        .into_iter()
+        .find(|kind| stripe_object(*kind).schema().object == name)
+}

@@ -14,7 +14,8 @@ use axum::Extension;
 use ferry_core::{
     Behavior, FieldMapping, KeyMapping, MappingSource, NullPolicy, ObjectKind, SyncSpec,
 };
-use ferry_destinations::stripe::fields::standard_paths;
+use ferry_destinations::stripe::fields::{reference_fields, standard_paths};
+use ferry_destinations::stripe::objects::object_kind_named;
 use ferry_destinations::stripe::{stripe_object, ObjectSchema, StripeObject};
 use ferry_engine::{declare, Preview};
 use ferry_state::{ConnectionKind, SyncRecord};
@@ -181,10 +182,21 @@ impl SyncForm {
                         field: METADATA.to_string(),
                         metadata: key.to_string(),
                     },
-                    None => MapperRow {
-                        column: m.column.clone(),
-                        field: m.field.clone(),
-                        metadata: String::new(),
+                    None => match m
+                        .field
+                        .strip_suffix(')')
+                        .and_then(|f| f.split_once("(metadata."))
+                    {
+                        Some((reference, key)) => MapperRow {
+                            column: m.column.clone(),
+                            field: format!("{reference}({METADATA})"),
+                            metadata: key.to_string(),
+                        },
+                        None => MapperRow {
+                            column: m.column.clone(),
+                            field: m.field.clone(),
+                            metadata: String::new(),
+                        },
                     },
                 })
                 .collect(),
@@ -257,7 +269,16 @@ impl SyncForm {
                 MappingSource::parse(&row.column),
                 Ok(MappingSource::Column(_))
             );
-            let field = if row.field == METADATA {
+            let field = if let Some(reference) = row.field.strip_suffix(&format!("({METADATA})")) {
+                if row.metadata.is_empty() {
+                    problems.push(format!(
+                        "field row {} finds {reference}'s record by a metadata key: name the key",
+                        i + 1
+                    ));
+                    continue;
+                }
+                format!("{reference}(metadata.{})", row.metadata)
+            } else if row.field == METADATA {
                 let key = if !row.metadata.is_empty() {
                     row.metadata.clone()
                 } else if reads_one_column {
@@ -420,8 +441,32 @@ fn field_select(row: &MapperRow, schema: &'static ObjectSchema) -> Markup {
             optgroup label="Custom" {
                 option value=(METADATA) selected[row.field == METADATA] { "metadata (custom key)" }
             }
+            @let references = reference_fields(schema);
+            @if !references.is_empty() {
+                optgroup label="Another record, found by its key" {
+                    @for (path, object) in references {
+                        @let target = object_kind_named(object).map(|kind| stripe_object(kind).schema());
+                        @for key in target.map(|schema| schema.key_fields).unwrap_or_default() {
+                            @let value = format!("{path}({})", key.path);
+                            option value=(value) selected[row.field == value] {
+                                (path) ": the " (object) " whose " (key.path) " is the value"
+                            }
+                        }
+                        @let value = format!("{path}({METADATA})");
+                        option value=(value) selected[row.field == value] {
+                            (path) ": the " (object) " whose metadata key (beside) is the value"
+                        }
+                    }
+                }
+            }
         }
     }
+}
+
+/// Whether the row's metadata key box is read: a custom metadata field, or a reference found
+/// by a metadata key (`product(metadata)`).
+fn reads_metadata_key(field: &str) -> bool {
+    field == METADATA || field.ends_with(&format!("({METADATA})"))
 }
 
 fn sync_form(
@@ -536,7 +581,12 @@ fn sync_form(
             }
             section.card {
                 h2 { span.step { "4" } "Map fields" }
-                p.help { "Each row sends a model column to a Stripe field, or a constant in single quotes ('gold'), or a template of columns ({{first_name}} {{last_name}}). Choose “metadata (custom key)” to keep any column in the " (singular) "'s metadata." }
+                p.help {
+                    "Each row sends a model column to a Stripe field, or a constant in single quotes ('gold'), or a template of columns ({{first_name}} {{last_name}}). Choose “metadata (custom key)” to keep any column in the " (singular) "'s metadata."
+                    @if !reference_fields(schema).is_empty() {
+                        " A field that names another record (a price's product) can find it by its key: the column holds the key, ferry sends that record's id (sync that object first)."
+                    }
+                }
                 datalist #model-columns {
                     @for column in &choices.columns { option value=(column) {} }
                 }
@@ -548,7 +598,7 @@ fn sync_form(
                             span.arrow { "→" }
                             (field_select(row, schema))
                             input name="map_metadata" value=(row.metadata) placeholder="metadata key (default: the column name)"
-                                aria-label="Metadata key" class=[(row.field != METADATA).then_some("dim")];
+                                aria-label="Metadata key" class=[(!reads_metadata_key(&row.field)).then_some("dim")];
                             button.small.link type="button" hx-post="/syncs/form" hx-target="#sync-form" hx-swap="outerHTML"
                                 hx-vals=(serde_json::json!({"remove_row": i.to_string()}).to_string()) title="Remove this row" { "✕" }
                         }
@@ -1171,6 +1221,63 @@ mod tests {
             );
         }
         assert!(!html.contains(r#"value="email""#), "{html}");
+    }
+
+    /// A price's product found by the product's id or by a metadata key: offered in the
+    /// field list, read from the form with the metadata box, and shown again when editing.
+    #[test]
+    fn a_reference_is_chosen_in_the_mapper() {
+        let body = "model=m&destination=stripe&object=price&behavior=update-or-create&key_column=plan&key_field=lookup_key\
+&map_column=sku&map_field=product%28metadata%29&map_metadata=sku&map_column=amount&map_field=unit_amount&map_metadata=";
+        let form = SyncForm::parse(body.as_bytes()).ok().unwrap();
+        let spec = form.to_spec().expect("a valid form");
+        assert_eq!(spec.mappings[0].field, "product(metadata.sku)");
+        let problem = SyncForm::parse(body.replace("map_metadata=sku", "map_metadata=").as_bytes())
+            .ok()
+            .unwrap()
+            .to_spec()
+            .unwrap_err();
+        assert!(
+            problem.contains("field row 1 finds product's record by a metadata key: name the key"),
+            "{problem}"
+        );
+
+        let record = SyncRecord {
+            name: "prices".into(),
+            uid: "0123456789abcdef".into(),
+            spec,
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        };
+        let edited = SyncForm::from_record(&record);
+        assert_eq!(
+            (
+                edited.rows[0].field.as_str(),
+                edited.rows[0].metadata.as_str()
+            ),
+            ("product(metadata)", "sku")
+        );
+        let choices = FormChoices {
+            models: vec!["m".into()],
+            destinations: vec!["stripe".into()],
+            columns: vec!["plan".into(), "sku".into(), "amount".into()],
+            columns_problem: None,
+        };
+        let caller = Caller {
+            token_name: "t".into(),
+            csrf: "c".into(),
+        };
+        let html = sync_form(&caller, &edited, &choices, None).into_string();
+        for expected in [
+            r#"<optgroup label="Another record, found by its key">"#,
+            r#"<option value="product(id)">product: the product whose id is the value</option>"#,
+            r#"<option value="product(metadata)" selected>product: the product whose metadata key (beside) is the value</option>"#,
+        ] {
+            assert!(
+                html.contains(expected),
+                "`{expected}` missing from:\n{html}"
+            );
+        }
     }
 
     #[test]

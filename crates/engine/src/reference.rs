@@ -1,0 +1,242 @@
+//! References: a field that holds another record's id (a price's `product`), mapped from that
+//! record's key (`--map sku=product(metadata.sku)`). Each chunk's keys are resolved before it
+//! is planned, from the account's key index of the referenced object: what ferry itself wrote
+//! and what consistent listings found, never search. A key no record carries, or more than one
+//! record carries, rejects the row with a reason that names the key and the fix.
+//!
+//! A record's hash stays the hash of its row (the key, not the id it resolved to), so an
+//! unchanged row costs no lookup; its payload, which the snapshot keeps to compare the next
+//! change with, holds the resolved id, as Stripe does.
+
+use crate::index::KeyIndex;
+use crate::prepare::{PreparedRecord, RejectedRow, ValidatedSync};
+use crate::EngineError;
+use ferry_core::FieldValue;
+use ferry_destinations::stripe::fields::Reference;
+use ferry_destinations::stripe::{stripe_object, StripeService};
+use ferry_state::StateStore;
+use std::collections::{BTreeSet, HashMap};
+
+/// The reference fields of one sync, with the key index of each referenced object once a
+/// chunk needed it.
+pub(crate) struct References<'a> {
+    store: &'a StateStore,
+    stripe: &'a StripeService,
+    targets: Vec<Target<'a>>,
+}
+
+struct Target<'a> {
+    /// The payload path the id goes to (`product`).
+    path: String,
+    /// The column, constant or template that gives the key, for messages.
+    column: String,
+    reference: Reference,
+    index: Option<KeyIndex<'a>>,
+}
+
+impl<'a> References<'a> {
+    pub(crate) fn new(
+        store: &'a StateStore,
+        stripe: &'a StripeService,
+        sync: &ValidatedSync,
+    ) -> References<'a> {
+        let targets = sync
+            .mappings
+            .iter()
+            .filter_map(|mapping| {
+                Some(Target {
+                    path: mapping.field.path.clone(),
+                    column: mapping.column.clone(),
+                    reference: (**mapping.field.reference.as_ref()?).clone(),
+                    index: None,
+                })
+            })
+            .collect();
+        References {
+            store,
+            stripe,
+            targets,
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// Puts the referenced ids into the records' payloads; the records whose reference does not
+    /// resolve come back as rejections instead.
+    pub(crate) async fn resolve<T>(
+        &mut self,
+        items: Vec<T>,
+        record_of: impl Fn(&mut T) -> &mut PreparedRecord,
+    ) -> Result<(Vec<T>, Vec<RejectedRow>), EngineError> {
+        let mut items: Vec<Option<T>> = items.into_iter().map(Some).collect();
+        let mut rejected = Vec::new();
+        for target in &mut self.targets {
+            let keys: BTreeSet<String> = items
+                .iter_mut()
+                .flatten()
+                .filter_map(|item| key_of(record_of(item), target))
+                .collect();
+            if keys.is_empty() {
+                continue;
+            }
+            let keys: Vec<String> = keys.into_iter().collect();
+            let found = target.lookup(self.store, self.stripe, &keys).await?;
+            for slot in &mut items {
+                let Some(item) = slot else { continue };
+                let record = record_of(item);
+                let Some(key) = key_of(record, target) else {
+                    continue;
+                };
+                match resolution(target, &key, found.get(&key)) {
+                    Ok(id) => {
+                        record
+                            .payload
+                            .fields
+                            .insert(target.path.clone(), FieldValue::Text(id));
+                    }
+                    Err(reason) => {
+                        rejected.push(RejectedRow {
+                            row_number: record.row_number,
+                            key: record.key.clone(),
+                            reason,
+                        });
+                        *slot = None;
+                    }
+                }
+            }
+        }
+        let resolved = items
+            .into_iter()
+            .flatten()
+            .map(|mut item| {
+                let record = record_of(&mut item);
+                // The hash stays the row's (see the module's comment).
+                record.payload_json = record.payload.canonical_json();
+                item
+            })
+            .collect();
+        Ok((resolved, rejected))
+    }
+}
+
+impl<'a> Target<'a> {
+    /// The ids of the records carrying each key, from the index, kept fresh once per run.
+    async fn lookup(
+        &mut self,
+        store: &'a StateStore,
+        stripe: &'a StripeService,
+        keys: &[String],
+    ) -> Result<HashMap<String, Vec<String>>, EngineError> {
+        if self.index.is_none() {
+            let object = stripe_object(self.reference.object);
+            let index = KeyIndex::open(store, stripe, object, &self.reference.key).await?;
+            let refresh = index.refresh_if_stale().await?;
+            tracing::debug!(
+                ?refresh,
+                object = object.schema().object,
+                "The index of referenced records is up to date."
+            );
+            self.index = Some(index);
+        }
+        let index = self.index.as_ref().expect("opened above");
+        index.lookup(&self.reference.key, keys).await
+    }
+}
+
+/// The key a record's reference field holds, as matched; `None` when the field is not set or
+/// is being unset.
+fn key_of(record: &PreparedRecord, target: &Target<'_>) -> Option<String> {
+    match record.payload.get(&target.path) {
+        Some(FieldValue::Text(key)) => {
+            let key = target.reference.key.normalize(key);
+            (!key.is_empty()).then_some(key)
+        }
+        _ => None,
+    }
+}
+
+/// The one id that carries `key`, or why the row cannot be synced.
+fn resolution(target: &Target<'_>, key: &str, ids: Option<&Vec<String>>) -> Result<String, String> {
+    let schema = target.reference.schema();
+    let key_path = &target.reference.key.field.path;
+    match ids.map(Vec::as_slice).unwrap_or_default() {
+        [id] => Ok(id.clone()),
+        [] => Err(format!(
+            "{path}: no Stripe {object} has {key_path} `{key}` (from {column}): sync {plural} first, or correct the value",
+            path = target.path,
+            object = schema.object,
+            column = target.column,
+            plural = schema.plural,
+        )),
+        several => Err(format!(
+            "{path}: {count} Stripe {plural} have {key_path} `{key}` ({ids}): a reference must name one; give each {object} its own key in Stripe",
+            path = target.path,
+            count = several.len(),
+            plural = schema.plural,
+            ids = several.join(", "),
+            object = schema.object,
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_destinations::stripe::fields::parse_field;
+    use ferry_stripe_wire::price::PRICE;
+
+    fn target(field: &str) -> Target<'static> {
+        let mapped = parse_field(&PRICE, field).unwrap();
+        Target {
+            path: mapped.path.clone(),
+            column: "sku".into(),
+            reference: *mapped.reference.unwrap(),
+            index: None,
+        }
+    }
+
+    #[test]
+    fn a_key_resolves_to_the_one_record_that_carries_it() {
+        let by_sku = target("product(metadata.sku)");
+        let one = vec!["prod_1".to_string()];
+        let two = vec!["prod_1".to_string(), "prod_2".to_string()];
+        assert_eq!(
+            resolution(&by_sku, "gold", Some(&one)),
+            Ok("prod_1".to_string())
+        );
+        assert_eq!(
+            resolution(&by_sku, "gold", None),
+            Err("product: no Stripe product has metadata.sku `gold` (from sku): sync products first, or correct the value".to_string())
+        );
+        assert_eq!(
+            resolution(&by_sku, "gold", Some(&two)),
+            Err("product: 2 Stripe products have metadata.sku `gold` (prod_1, prod_2): a reference must name one; give each product its own key in Stripe".to_string())
+        );
+    }
+
+    #[test]
+    fn keys_are_matched_as_the_referenced_object_matches_them() {
+        let by_id = target("product(id)");
+        let mut record = PreparedRecord::new(
+            1,
+            "k".into(),
+            "k".into(),
+            ferry_core::Payload {
+                fields: [(
+                    "product".to_string(),
+                    FieldValue::Text(" gold-plan ".into()),
+                )]
+                .into_iter()
+                .collect(),
+            },
+        );
+        assert_eq!(key_of(&record, &by_id).as_deref(), Some("gold-plan"));
+        record
+            .payload
+            .fields
+            .insert("product".into(), FieldValue::Clear);
+        assert_eq!(key_of(&record, &by_id), None);
+    }
+}
