@@ -546,3 +546,132 @@ async fn a_price_names_its_product_by_the_products_key() {
         .collect();
     assert_eq!(posts, vec![json!({"nickname": "Pro, monthly"})]);
 }
+
+/// A tiered price maps its tiers from a JSON column: created with them, compared with what
+/// Stripe returns (read with `expand[]=tiers`, every amount written twice there) so that an
+/// unchanged price sends nothing even when read back, and replaced when its tiers change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiered_price_maps_its_tiers_and_is_replaced_when_they_change() {
+    let scene = Scene::new().await;
+    scene.warehouse_sql(
+        r#"create table plans as select 'seats' as sku, 'Seats' as name;
+        create table tiered as select 'seats_monthly' as lookup, 'seats' as sku, 'usd' as currency,
+            'month' as every, 'graduated' as mode,
+            '[{"up_to": 10, "unit_amount": 500}, {"up_to": "inf", "unit_amount_decimal": "4.50", "flat_amount": 100}]' as tiers"#,
+    );
+    scene.connect().await;
+    for (name, sql) in [
+        ("plans", "select * from plans"),
+        ("tiered", "select * from tiered"),
+    ] {
+        scene
+            .ferry(&[
+                "model",
+                "create",
+                name,
+                "--connection",
+                "warehouse",
+                "--sql",
+                sql,
+            ])
+            .await
+            .ok();
+    }
+    scene
+        .ferry(&[
+            "sync",
+            "create",
+            "plans-to-stripe",
+            "--model",
+            "plans",
+            "--destination",
+            "stripe",
+            "--object",
+            "product",
+            "--key",
+            "sku=id",
+            "--map",
+            "name=name",
+        ])
+        .await
+        .ok();
+    scene
+        .ferry(&[
+            "sync",
+            "create",
+            "tiers-to-stripe",
+            "--model",
+            "tiered",
+            "--destination",
+            "stripe",
+            "--object",
+            "price",
+            "--key",
+            "lookup=lookup_key",
+            "--map",
+            "sku=product",
+            "--map",
+            "currency=currency",
+            "--map",
+            "every=recurring.interval",
+            "--map",
+            "'tiered'=billing_scheme",
+            "--map",
+            "mode=tiers_mode",
+            "--map",
+            "tiers=tiers",
+        ])
+        .await
+        .ok();
+    scene.run_sync_json("plans-to-stripe", &[]).await;
+    let run = scene.run_sync_json("tiers-to-stripe", &[]).await;
+    assert_eq!(counts(&run), [Some(1), Some(0), Some(0), Some(0)], "{run}");
+    let price = &scene.price_with_lookup_key("seats_monthly")[0];
+    assert_eq!(
+        (
+            &price["billing_scheme"],
+            &price["tiers_mode"],
+            &price["tiers"]
+        ),
+        (
+            &json!("tiered"),
+            &json!("graduated"),
+            &json!([
+                {"flat_amount": null, "flat_amount_decimal": null, "unit_amount": 500, "unit_amount_decimal": "500", "up_to": 10},
+                {"flat_amount": 100, "flat_amount_decimal": "100", "unit_amount": null, "unit_amount_decimal": "4.5", "up_to": null}
+            ])
+        )
+    );
+
+    // Read back from Stripe and compared field by field: nothing to send.
+    let posts_before = scene.posts();
+    let run = scene
+        .run_sync_json("tiers-to-stripe", &["--full-resync"])
+        .await;
+    assert_eq!(counts(&run), [Some(0), Some(0), Some(1), Some(0)], "{run}");
+    assert_eq!(scene.posts(), posts_before);
+
+    // Stripe never changes tiers: new tiers replace the price.
+    let old_id = price["id"].as_str().unwrap().to_string();
+    scene.warehouse_sql(
+        r#"update tiered set tiers = '[{"up_to": 10, "unit_amount": 450}, {"up_to": null, "unit_amount": 400}]'"#,
+    );
+    let run = scene.run_sync_json("tiers-to-stripe", &[]).await;
+    assert_eq!(counts(&run), [Some(0), Some(1), Some(0), Some(0)], "{run}");
+    let holders = scene.price_with_lookup_key("seats_monthly");
+    assert_eq!(holders.len(), 1);
+    assert_ne!(holders[0]["id"], json!(old_id));
+    assert_eq!(
+        holders[0]["tiers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["unit_amount"].clone())
+            .collect::<Vec<_>>(),
+        vec![json!(450), json!(400)]
+    );
+    assert_eq!(
+        scene.stripe().price(&old_id).unwrap()["active"],
+        json!(false)
+    );
+}

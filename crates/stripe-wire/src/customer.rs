@@ -44,13 +44,14 @@ pub static INVOICE_CUSTOM_FIELD_PARAMS: &[Param] =
     &[required(string("name", 40)), required(string("value", 140))];
 
 pub static INVOICE_SETTINGS_PARAMS: &[Param] = &[
-    unsettable(with_kind(
+    // Not mapped yet: a list of objects, which ferry maps for a price's tiers only.
+    not_mapped(unsettable(with_kind(
         "custom_fields",
         ParamKind::ObjectArray {
             children: INVOICE_CUSTOM_FIELD_PARAMS,
             max_items: INVOICE_CUSTOM_FIELDS_MAX_ITEMS,
         },
-    )),
+    ))),
     not_mapped(string("default_payment_method", 5000)),
     string("footer", 5000),
 ];
@@ -134,6 +135,7 @@ pub static CUSTOMER: ObjectSchema = ObjectSchema {
     featured_fields: &["email", "name", "phone", "description"],
     dashboard_path: "customers",
     rules: None,
+    expanded: &[],
     fields_once: std::sync::OnceLock::new(),
 };
 

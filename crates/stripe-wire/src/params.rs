@@ -314,8 +314,7 @@ fn collect_fields(
                 collect_fields(children, &prefix, group, create_only, fields);
             }
             // A list of named items (a product's `marketing_features`) maps from a list of
-            // names; other object arrays (a price's tiers) are not mappable.
-            ParamKind::ObjectArray { .. } if item_name(param).is_none() => {}
+            // names; other object arrays (a price's tiers) from a JSON array of objects.
             _ => fields.push(FieldSpec {
                 // Paths live as long as the tables (statics); leaking the few dozen joined
                 // names once per process is what makes `FieldSpec` `Copy`.

@@ -144,13 +144,13 @@ pub static PRICE_PARAMS: &[Param] = &[
             allowed: TAX_BEHAVIORS,
         },
     ),
-    not_mapped(create_only(with_kind(
+    create_only(with_kind(
         "tiers",
         ParamKind::ObjectArray {
             children: TIER_PARAMS,
             max_items: usize::MAX,
         },
-    ))),
+    )),
     create_only(with_kind(
         "tiers_mode",
         ParamKind::Enum {
@@ -189,6 +189,7 @@ pub static PRICE: ObjectSchema = ObjectSchema {
     ],
     dashboard_path: "prices",
     rules: Some(price_rules),
+    expanded: &["tiers"],
     fields_once: std::sync::OnceLock::new(),
 };
 
@@ -782,16 +783,14 @@ mod tests {
     fn price_fields_come_from_the_parameter_table() {
         let fields = PRICE.fields();
         let paths: Vec<&str> = fields.iter().map(|f| f.path).collect();
-        expect_test::expect![[r#"
-            lookup_key product currency unit_amount nickname active billing_scheme metadata recurring.aggregate_usage recurring.interval recurring.interval_count recurring.usage_type tax_behavior tiers_mode unit_amount_decimal"#]]
+        expect_test::expect!["lookup_key product currency unit_amount nickname active billing_scheme metadata recurring.aggregate_usage recurring.interval recurring.interval_count recurring.usage_type tax_behavior tiers tiers_mode unit_amount_decimal"]
         .assert_eq(&paths.join(" "));
         let create_only: Vec<&str> = fields
             .iter()
             .filter(|field| field.create_only)
             .map(|field| field.path)
             .collect();
-        expect_test::expect![[r#"
-            product currency unit_amount billing_scheme recurring.aggregate_usage recurring.interval recurring.interval_count recurring.usage_type tiers_mode unit_amount_decimal"#]]
+        expect_test::expect!["product currency unit_amount billing_scheme recurring.aggregate_usage recurring.interval recurring.interval_count recurring.usage_type tiers tiers_mode unit_amount_decimal"]
         .assert_eq(&create_only.join(" "));
         assert_eq!(
             PRICE.key_field("lookup_key").map(|key| key.ignore_case),

@@ -90,6 +90,7 @@ pub static PRODUCT: ObjectSchema = ObjectSchema {
     featured_fields: &["id", "name", "description", "active"],
     dashboard_path: "products",
     rules: None,
+    expanded: &[],
     fields_once: std::sync::OnceLock::new(),
 };
 
@@ -322,9 +323,12 @@ mod tests {
         assert!(PRODUCT.field("id").unwrap().create_only);
         assert!(!PRODUCT.field("name").unwrap().create_only);
         assert!(PRODUCT.field("default_price").is_none());
-        // A list of feature names; a price's tiers, objects of several fields, are not mapped.
+        // A list of feature names, and a price's tiers, objects of several fields: both mapped.
         assert!(PRODUCT.field("marketing_features").is_some());
-        assert!(crate::price::PRICE.field("tiers").is_none());
+        assert!(crate::price::PRICE.field("tiers").is_some());
+        assert!(crate::customer::CUSTOMER
+            .field("invoice_settings.custom_fields")
+            .is_none());
         assert_eq!(
             PRODUCT.key_field("id").map(|key| key.ignore_case),
             Some(false)

@@ -33,6 +33,9 @@ pub struct ObjectSchema {
     pub dashboard_path: &'static str,
     /// Rules between parameters, if the object has any (see [`ObjectSchema::validate`]).
     pub rules: Option<ParamRules>,
+    /// Fields Stripe returns only when asked with `expand[]` (a price's `tiers`): asked for
+    /// whenever a record is read to be compared with its row.
+    pub expanded: &'static [&'static str],
     /// [`ObjectSchema::fields`], worked out once: `field` is asked per changed field of every
     /// record compared, and building the list each time cost more than the comparison.
     /// Initialize with `OnceLock::new()`.

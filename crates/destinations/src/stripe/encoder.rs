@@ -3,8 +3,9 @@
 //! exist all come from the object's parameter table. No IO: the service sends what these
 //! functions build.
 
+use crate::stripe::fields::{canonical_object_list, FieldKind, ListSource};
 use ferry_core::{FieldValue, Payload};
-use ferry_stripe_wire::params::{item_name, ParamKind};
+use ferry_stripe_wire::params::{item_name, Param, ParamKind};
 use ferry_stripe_wire::ObjectSchema;
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
@@ -116,6 +117,10 @@ pub fn param_path(param: &str) -> String {
 
 fn field_json(schema: &'static ObjectSchema, path: &str, value: &FieldValue) -> Json {
     match value {
+        // A list of objects (`tiers`) is kept as its canonical JSON text.
+        FieldValue::Text(text) if object_list_children(schema, path).is_some() => {
+            serde_json::from_str(text).unwrap_or_else(|_| Json::String(text.clone()))
+        }
         // Stripe unsets a field sent as the empty string.
         FieldValue::Clear => Json::String(String::new()),
         // A list of named items: `["Fast"]` is sent as `[{"name": "Fast"}]`.
@@ -140,6 +145,14 @@ fn list_item_name(schema: &'static ObjectSchema, path: &str) -> Option<&'static 
         .iter()
         .find(|param| param.name == path)
         .and_then(item_name)
+}
+
+/// The item parameters of a field that is a list of objects (a price's `tiers`).
+fn object_list_children(schema: &'static ObjectSchema, path: &str) -> Option<&'static [Param]> {
+    match FieldKind::of(schema.field(path)?.param) {
+        FieldKind::ObjectList { children } => Some(children),
+        _ => None,
+    }
 }
 
 fn insert_path(params: &mut Map<String, Json>, path: &str, value: Json) {
@@ -176,6 +189,12 @@ fn flatten(
             }
         }
         Json::Null => {}
+        Json::Array(_) if object_list_children(schema, path).is_some() => {
+            let children = object_list_children(schema, path).expect("checked by the guard");
+            if let Ok(text) = canonical_object_list(children, json, ListSource::Stripe) {
+                fields.insert(path.to_string(), FieldValue::Text(text));
+            }
+        }
         Json::Array(items) if list_item_name(schema, path).is_some() => {
             let name = list_item_name(schema, path).expect("checked by the guard");
             let names = items
@@ -276,6 +295,53 @@ mod tests {
             &cleared,
             &["address.city".into()],
         )));
+    }
+
+    /// Tiers from a model column and tiers as Stripe returns them (every amount twice, the
+    /// last `up_to` null) read as the same text, so unchanged tiers send nothing; they are
+    /// sent as an array of objects.
+    #[test]
+    fn tiers_read_from_a_model_and_from_stripe_compare_equal() {
+        use crate::stripe::fields::parse_field;
+        use ferry_stripe_wire::price::PRICE;
+        let tiers = parse_field(&PRICE, "tiers").unwrap();
+        let from_model = tiers
+            .convert(&ferry_core::Value::Text(
+                r#"[{"up_to": 10, "unit_amount": 500}, {"up_to": null, "unit_amount_decimal": "4.50", "flat_amount": "100"}]"#.into(),
+            ))
+            .unwrap()
+            .unwrap();
+        let stripe_price = serde_json::json!({
+            "id": "price_1", "currency": "usd", "billing_scheme": "tiered", "tiers_mode": "graduated",
+            "tiers": [
+                {"flat_amount": null, "flat_amount_decimal": null, "unit_amount": 500, "unit_amount_decimal": "500", "up_to": 10},
+                {"flat_amount": 100, "flat_amount_decimal": "100", "unit_amount": null, "unit_amount_decimal": "4.5", "up_to": null}
+            ]
+        });
+        assert_eq!(
+            record_to_fields(&PRICE, &stripe_price).get("tiers"),
+            Some(&from_model)
+        );
+        let params = create_params(&PRICE, &payload(&[("tiers", from_model)]));
+        expect![["tiers[0][unit_amount_decimal]=500&tiers[0][up_to]=10&tiers[1][flat_amount_decimal]=100&tiers[1][unit_amount_decimal]=4.5&tiers[1][up_to]=inf"]]
+            .assert_eq(&form::encode(&params));
+
+        let refused = |text: &str| {
+            tiers
+                .convert(&ferry_core::Value::Text(text.into()))
+                .unwrap_err()
+        };
+        expect![["item 1 has `price`, which is not one of flat_amount, flat_amount_decimal, unit_amount, unit_amount_decimal, up_to"]]
+            .assert_eq(&refused(r#"[{"up_to": 1, "price": 5}]"#));
+        expect![["item 1 has both unit_amount and unit_amount_decimal; give one of them"]]
+            .assert_eq(&refused(
+                r#"[{"up_to": 1, "unit_amount": 5, "unit_amount_decimal": "5"}]"#,
+            ));
+        expect![["item 2: up_to is `\"ten\"`, which is not a whole number or inf"]].assert_eq(
+            &refused(r#"[{"up_to": 1, "unit_amount": 5}, {"up_to": "ten"}]"#),
+        );
+        expect![["is `5 per seat`, which is not a JSON array of objects"]]
+            .assert_eq(&refused("5 per seat"));
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 use ferry_core::{FieldValue, Value};
 use ferry_stripe_wire::params::{
-    is_decimal_text, is_number_text, is_supported_currency, FieldSpec, Param, ParamKind,
-    METADATA_KEY_MAX_CHARS, METADATA_VALUE_MAX_CHARS,
+    integer_of, is_decimal_text, is_number_text, is_supported_currency, item_name, FieldSpec,
+    Param, ParamKind, METADATA_KEY_MAX_CHARS, METADATA_VALUE_MAX_CHARS,
 };
 use ferry_stripe_wire::ObjectSchema;
 use serde_json::Value as Json;
@@ -37,10 +37,15 @@ pub enum FieldKind {
     Enum(&'static [&'static str]),
     InvoicePrefix,
     MetadataValue,
+    /// A list of objects (a price's `tiers`), from a JSON array of objects whose keys are the
+    /// `children` parameters; kept as canonical JSON text (see [`canonical_object_list`]).
+    ObjectList {
+        children: &'static [Param],
+    },
 }
 
 impl FieldKind {
-    fn of(param: &Param) -> FieldKind {
+    pub(crate) fn of(param: &Param) -> FieldKind {
         match param.kind {
             ParamKind::String { max_chars } => FieldKind::Text { max_chars },
             ParamKind::Email { max_chars } => FieldKind::Email { max_chars },
@@ -62,7 +67,11 @@ impl FieldKind {
             ParamKind::StringArray { .. } => FieldKind::List,
             // Only inside object arrays (a price tier's `up_to`), which are never mappable.
             ParamKind::IntegerOrInf { .. } => FieldKind::Text { max_chars: 20 },
-            // Never mappable (see `mappable_fields`).
+            ParamKind::ObjectArray { children, .. } if item_name(param).is_none() => {
+                FieldKind::ObjectList { children }
+            }
+            // A list of named items (`marketing_features`); objects are never mappable (see
+            // `mappable_fields`).
             ParamKind::Object { .. } | ParamKind::ObjectArray { .. } => FieldKind::List,
         }
     }
@@ -387,6 +396,19 @@ impl MappedField {
                 None => None,
             },
             FieldKind::Text { .. } | FieldKind::InvoicePrefix => text(value)?.map(FieldValue::Text),
+            FieldKind::ObjectList { children } => {
+                let Some(text) = value.to_text().map_err(|e| e.to_string())? else {
+                    return Ok(None);
+                };
+                let json: Json = serde_json::from_str(&text).map_err(|_| {
+                    format!("is `{text}`, which is not a JSON array of objects")
+                })?;
+                Some(FieldValue::Text(canonical_object_list(
+                    children,
+                    &json,
+                    ListSource::Model,
+                )?))
+            }
         };
         if let Some(FieldValue::Text(s)) = &converted {
             check_text(self.kind, s)?;
@@ -455,6 +477,138 @@ fn check_text(kind: FieldKind, text: &str) -> Result<(), String> {
         return Err("contains a NUL character, which Stripe does not accept".to_string());
     }
     Ok(())
+}
+
+/// Where a list of objects comes from: a model's column, or a record Stripe returned (which
+/// writes every amount twice, as `unit_amount` and `unit_amount_decimal`, and the last tier's
+/// `up_to=inf` as `null`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListSource {
+    Model,
+    Stripe,
+}
+
+/// A list of objects in one canonical form, so that what a model says and what Stripe holds
+/// compare equal as text: each object's keys in table order, NULLs left out, an amount given
+/// as an integer written as its `_decimal` twin (`unit_amount: 500` → `unit_amount_decimal:
+/// "500"`) with decimals normalized, and an unbounded `up_to` (`inf`, or NULL) as `"inf"`.
+/// From a model, an unknown key or a value of the wrong type is refused with its place.
+pub fn canonical_object_list(
+    children: &'static [Param],
+    json: &Json,
+    source: ListSource,
+) -> Result<String, String> {
+    let Json::Array(items) = json else {
+        return Err(format!("is `{json}`, which is not a JSON array of objects"));
+    };
+    let names = || {
+        children
+            .iter()
+            .map(|child| child.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut canonical = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let place = format!("item {}", index + 1);
+        let Json::Object(object) = item else {
+            return Err(format!(
+                "{place} is `{item}`, not an object with {}",
+                names()
+            ));
+        };
+        if let Some(unknown) = object
+            .keys()
+            .find(|key| children.iter().all(|child| child.name != key.as_str()))
+        {
+            return Err(format!(
+                "{place} has `{unknown}`, which is not one of {}",
+                names()
+            ));
+        }
+        let mut out = serde_json::Map::new();
+        for child in children {
+            let given = object.get(child.name).filter(|value| !value.is_null());
+            let twin = format!("{}_decimal", child.name);
+            let has_twin = children.iter().any(|other| other.name == twin);
+            match child.kind {
+                ParamKind::IntegerOrInf { .. } => {
+                    let unbounded = match given {
+                        None => true,
+                        Some(Json::String(text)) => text.trim().eq_ignore_ascii_case("inf"),
+                        Some(_) => false,
+                    };
+                    let value = if unbounded {
+                        Json::from("inf")
+                    } else {
+                        let number = given.and_then(integer_of).ok_or_else(|| {
+                            format!(
+                                "{place}: {} is `{}`, which is not a whole number or inf",
+                                child.name,
+                                given.unwrap_or(&Json::Null)
+                            )
+                        })?;
+                        Json::from(number)
+                    };
+                    out.insert(child.name.to_string(), value);
+                }
+                ParamKind::Integer | ParamKind::IntegerRange { .. } => {
+                    let Some(given) = given else { continue };
+                    let number = integer_of(given).ok_or_else(|| {
+                        format!(
+                            "{place}: {} is `{given}`, which is not a whole number",
+                            child.name
+                        )
+                    })?;
+                    if !has_twin {
+                        out.insert(child.name.to_string(), Json::from(number));
+                        continue;
+                    }
+                    let twin_given = object.get(&twin).is_some_and(|value| !value.is_null());
+                    match (twin_given, source) {
+                        // Stripe writes both; the decimal says the same, with more precision.
+                        (true, ListSource::Stripe) => {}
+                        (true, ListSource::Model) => {
+                            return Err(format!(
+                                "{place} has both {} and {twin}; give one of them",
+                                child.name
+                            ))
+                        }
+                        (false, _) => {
+                            out.insert(twin, Json::from(number.to_string()));
+                        }
+                    }
+                }
+                ParamKind::Decimal {
+                    max_fraction_digits,
+                } => {
+                    let Some(given) = given else { continue };
+                    let text = match given {
+                        Json::String(text) => text.trim().to_string(),
+                        Json::Number(number) => number.to_string(),
+                        other => other.to_string(),
+                    };
+                    if !is_decimal_text(&text, max_fraction_digits) {
+                        return Err(format!(
+                            "{place}: {} is `{text}`, which is not a non-negative decimal with at most {max_fraction_digits} digits after the point",
+                            child.name
+                        ));
+                    }
+                    out.insert(child.name.to_string(), Json::from(normalize_decimal(&text)));
+                }
+                _ => {
+                    let Some(given) = given else { continue };
+                    let text = match given {
+                        Json::String(text) => text.clone(),
+                        other => other.to_string(),
+                    };
+                    out.insert(child.name.to_string(), Json::from(text));
+                }
+            }
+        }
+        canonical.push(Json::Object(out));
+    }
+    Ok(Json::Array(canonical).to_string())
 }
 
 /// Text with surrounding spaces removed; blank text is a value that is not a number, not NULL.

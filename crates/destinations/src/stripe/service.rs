@@ -205,9 +205,16 @@ impl StripeService {
         schema: &ObjectSchema,
         id: &str,
     ) -> Result<Option<StripeRecord>, StripeCallError> {
+        let expand = if schema.expanded.is_empty() {
+            String::new()
+        } else {
+            let fields = schema.expanded.iter().map(|f| Json::from(*f)).collect();
+            let query = Map::from_iter([("expand".to_string(), Json::Array(fields))]);
+            format!("?{}", form::encode(&query))
+        };
         let request = self.request(
             Method::GET,
-            &format!("{}/{}", schema.collection_path, path_segment(id)),
+            &format!("{}/{}{expand}", schema.collection_path, path_segment(id)),
             &format!("GET {}/{{id}}", schema.collection_path),
             None,
             None,
@@ -264,8 +271,16 @@ impl StripeService {
         schema: &ObjectSchema,
         params: &Map<String, Json>,
     ) -> Result<Page, StripeCallError> {
+        let mut params = params.clone();
+        if !schema.expanded.is_empty() {
+            let fields = schema
+                .expanded
+                .iter()
+                .map(|f| Json::from(format!("data.{f}")));
+            params.insert("expand".into(), Json::Array(fields.collect()));
+        }
         let (body, served_at) = self
-            .list(schema.collection_path, &form::encode(params))
+            .list(schema.collection_path, &form::encode(&params))
             .await?;
         Ok(Page {
             has_more: body
@@ -505,6 +520,7 @@ static EVENTS: ObjectSchema = ObjectSchema {
     featured_fields: &[],
     dashboard_path: "events",
     rules: None,
+    expanded: &[],
     fields_once: std::sync::OnceLock::new(),
 };
 
