@@ -36,7 +36,7 @@ use crate::customer_object::{apply_params, new_customer};
 use crate::events::{EventQuery, EventSource, TypeFilter};
 use crate::faults::{decide, FaultKind};
 use crate::idempotency::{Claim, Fingerprint, StoredResponse};
-use crate::search::SearchQuery;
+use crate::search::{SearchQuery, Searchable, CUSTOMER_SEARCH, PRICE_SEARCH, PRODUCT_SEARCH};
 use crate::state::{new_invoice_prefix, new_object_id, unix_now, RecordedRequest, SharedState};
 use crate::store::{CreatedRange, ListQuery, Lookup, UnknownCursor};
 use crate::writes::{self, DuplicateId, WriteError};
@@ -55,6 +55,8 @@ enum Endpoint {
     CreateCustomer,
     ListCustomers,
     SearchCustomers,
+    SearchProducts,
+    SearchPrices,
     RetrieveCustomer,
     UpdateCustomer,
     DeleteCustomer,
@@ -79,6 +81,8 @@ impl Endpoint {
             ("POST", "/v1/customers") => Endpoint::CreateCustomer,
             ("GET", "/v1/customers") => Endpoint::ListCustomers,
             ("GET", "/v1/customers/search") => Endpoint::SearchCustomers,
+            ("GET", "/v1/products/search") => Endpoint::SearchProducts,
+            ("GET", "/v1/prices/search") => Endpoint::SearchPrices,
             ("GET", "/v1/customers/{id}") => Endpoint::RetrieveCustomer,
             ("POST", "/v1/customers/{id}") => Endpoint::UpdateCustomer,
             ("DELETE", "/v1/customers/{id}") => Endpoint::DeleteCustomer,
@@ -107,6 +111,8 @@ impl Endpoint {
             Endpoint::CreateCustomer => "POST /v1/customers",
             Endpoint::ListCustomers => "GET /v1/customers",
             Endpoint::SearchCustomers => "GET /v1/customers/search",
+            Endpoint::SearchProducts => "GET /v1/products/search",
+            Endpoint::SearchPrices => "GET /v1/prices/search",
             Endpoint::RetrieveCustomer => "GET /v1/customers/{id}",
             Endpoint::UpdateCustomer => "POST /v1/customers/{id}",
             Endpoint::DeleteCustomer => "DELETE /v1/customers/{id}",
@@ -143,9 +149,13 @@ impl Endpoint {
             Endpoint::CreateProduct | Endpoint::UpdateProduct | Endpoint::DeleteProduct => {
                 Permission::ProductsWrite
             }
-            Endpoint::ListProducts | Endpoint::RetrieveProduct => Permission::ProductsRead,
+            Endpoint::ListProducts | Endpoint::SearchProducts | Endpoint::RetrieveProduct => {
+                Permission::ProductsRead
+            }
             Endpoint::CreatePrice | Endpoint::UpdatePrice => Permission::PricesWrite,
-            Endpoint::ListPrices | Endpoint::RetrievePrice => Permission::PricesRead,
+            Endpoint::ListPrices | Endpoint::SearchPrices | Endpoint::RetrievePrice => {
+                Permission::PricesRead
+            }
         }
     }
 
@@ -457,7 +467,10 @@ fn stage(
     if let Err(error) = authorize(&caller, endpoint.permission()) {
         return Staged::Reply(Reply::error(StatusCode::FORBIDDEN, error));
     }
-    let is_search = endpoint == Endpoint::SearchCustomers;
+    let is_search = matches!(
+        endpoint,
+        Endpoint::SearchCustomers | Endpoint::SearchProducts | Endpoint::SearchPrices
+    );
     if let Err(reason) =
         state
             .limiter()
@@ -626,7 +639,13 @@ fn validate_for(endpoint: Endpoint, params: &Map<String, Value>) -> Result<(), S
         | Endpoint::RetrievePrice => only_expand(params),
         Endpoint::ListCustomers => return parse_list_query(params).map(|_| ()),
         Endpoint::ListEvents => return parse_event_query(params).map(|_| ()),
-        Endpoint::SearchCustomers => return parse_search_params(params).map(|_| ()),
+        Endpoint::SearchCustomers => {
+            return parse_search_params(params, &CUSTOMER_SEARCH).map(|_| ())
+        }
+        Endpoint::SearchProducts => {
+            return parse_search_params(params, &PRODUCT_SEARCH).map(|_| ())
+        }
+        Endpoint::SearchPrices => return parse_search_params(params, &PRICE_SEARCH).map(|_| ()),
         Endpoint::ListProducts => return parse_product_list(params).map(|_| ()),
         Endpoint::ListPrices => return parse_price_list(params).map(|_| ()),
     };
@@ -991,7 +1010,10 @@ struct SearchParams {
     page: Option<(i64, u64)>,
 }
 
-fn parse_search_params(params: &Map<String, Value>) -> Result<SearchParams, StripeError> {
+fn parse_search_params(
+    params: &Map<String, Value>,
+    searchable: &Searchable,
+) -> Result<SearchParams, StripeError> {
     let mut query = None;
     let mut limit = 10;
     let mut page = None;
@@ -999,7 +1021,7 @@ fn parse_search_params(params: &Map<String, Value>) -> Result<SearchParams, Stri
         match name.as_str() {
             "query" => {
                 let text = required_text(value, name, 10_000)?;
-                let parsed = SearchQuery::parse(&text).map_err(|error| {
+                let parsed = SearchQuery::parse(&text, searchable).map_err(|error| {
                     StripeError::invalid_request(format!("Invalid search query: {error}."))
                         .with_param("query")
                 })?;
@@ -1197,7 +1219,7 @@ fn execute(
             }
         }
         Endpoint::SearchCustomers => {
-            let search = match parse_search_params(params) {
+            let search = match parse_search_params(params, &CUSTOMER_SEARCH) {
                 Ok(search) => search,
                 Err(error) => return Reply::error(StatusCode::BAD_REQUEST, error),
             };
@@ -1222,6 +1244,58 @@ fn execute(
                     has_more,
                     next_page,
                     url: "/v1/customers/search",
+                },
+            )
+        }
+        Endpoint::SearchProducts | Endpoint::SearchPrices => {
+            let (searchable, url) = if endpoint == Endpoint::SearchProducts {
+                (&PRODUCT_SEARCH, "/v1/products/search")
+            } else {
+                (&PRICE_SEARCH, "/v1/prices/search")
+            };
+            let search = match parse_search_params(params, searchable) {
+                Ok(search) => search,
+                Err(error) => return Reply::error(StatusCode::BAD_REQUEST, error),
+            };
+            let delay = state.settings().search_delay;
+            let snapshot = {
+                let mut catalog = state.catalog();
+                if endpoint == Endpoint::SearchProducts {
+                    catalog
+                        .products
+                        .search_snapshot(Instant::now(), delay, search.page)
+                } else {
+                    catalog.search_prices(Instant::now(), delay, search.page)
+                }
+            };
+            let mut hits = snapshot
+                .into_iter()
+                .filter(|(_, record)| search.query.matches(record));
+            let page: Vec<_> = hits.by_ref().take(search.limit).collect();
+            let has_more = hits.next().is_some();
+            let next_page = match (has_more, page.last()) {
+                (true, Some((key, _))) => Some(encode_page_token(*key)),
+                _ => None,
+            };
+            let with_tiers = expands(params, "data.tiers");
+            let data: Vec<Map<String, Value>> = page
+                .iter()
+                .map(|(_, record)| {
+                    if endpoint == Endpoint::SearchPrices {
+                        price_for_response(record, with_tiers)
+                    } else {
+                        (**record).clone()
+                    }
+                })
+                .collect();
+            Reply::json(
+                StatusCode::OK,
+                &SearchBody {
+                    object: "search_result",
+                    data: data.iter().collect(),
+                    has_more,
+                    next_page,
+                    url,
                 },
             )
         }
@@ -1392,7 +1466,7 @@ struct ListBody<'a, T: Serialize> {
     url: &'static str,
 }
 
-/// `GET /v1/customers/search`.
+/// `GET /v1/customers/search`, `/v1/products/search`, `/v1/prices/search`.
 #[derive(Serialize)]
 struct SearchBody<'a> {
     object: &'static str,

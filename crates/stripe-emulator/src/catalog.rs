@@ -1,9 +1,11 @@
-//! The in-memory product catalog: products and prices, immediately consistent, listed newest
-//! first with Stripe's cursors, and the account-wide index of price lookup keys.
+//! The in-memory product catalog: products and prices, immediately consistent for retrieve and
+//! list, listed newest first with Stripe's cursors, and the account-wide index of price lookup
+//! keys. Search sees them late, as Stripe's does (see [`Collection::search_snapshot`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
@@ -27,6 +29,9 @@ pub(crate) struct Collection {
     records: HashMap<String, (OrderKey, SharedObject)>,
     order: BTreeMap<OrderKey, String>,
     next_sequence: u64,
+    /// For search: when each object was last written, and what it was before the first write
+    /// search may not see yet (`None`: it did not exist).
+    recent_writes: HashMap<String, (Instant, Option<SharedObject>)>,
 }
 
 impl Collection {
@@ -43,10 +48,17 @@ impl Collection {
     pub(crate) fn put(&mut self, object: Map<String, Value>) -> SharedObject {
         let id = object["id"].as_str().unwrap_or_default().to_owned();
         let object = Arc::new(object);
+        let now = Instant::now();
         if let Some((_, stored)) = self.records.get_mut(&id) {
+            let before = stored.clone();
+            self.recent_writes
+                .entry(id)
+                .and_modify(|(written_at, _)| *written_at = now)
+                .or_insert((now, Some(before)));
             *stored = object.clone();
             return object;
         }
+        self.recent_writes.insert(id.clone(), (now, None));
         let created = object["created"].as_i64().unwrap_or_default();
         self.next_sequence += 1;
         let key = (created, self.next_sequence);
@@ -59,7 +71,37 @@ impl Collection {
     pub(crate) fn remove(&mut self, id: &str) -> Option<SharedObject> {
         let (key, object) = self.records.remove(id)?;
         self.order.remove(&key);
+        self.recent_writes.remove(id);
         Some(object)
+    }
+
+    /// Every object as search sees it, newest first, starting after `after` (a search page
+    /// cursor): an object created less than `delay` ago is not found yet, and one changed less
+    /// than `delay` ago is found as it was before (one step back: several changes within the
+    /// delay show the state before the first). A deleted object leaves search at once.
+    pub(crate) fn search_snapshot(
+        &mut self,
+        now: Instant,
+        delay: Duration,
+        after: Option<OrderKey>,
+    ) -> Vec<(OrderKey, SharedObject)> {
+        self.recent_writes
+            .retain(|_, (written_at, _)| now.saturating_duration_since(*written_at) < delay);
+        let upper = match after {
+            Some(key) => Bound::Excluded(key),
+            None => Bound::Unbounded,
+        };
+        self.order
+            .range((Bound::Unbounded, upper))
+            .rev()
+            .filter_map(|(key, id)| {
+                let seen = match self.recent_writes.get(id) {
+                    Some((_, before)) => before.clone()?,
+                    None => self.records.get(id)?.1.clone(),
+                };
+                Some((*key, seen))
+            })
+            .collect()
     }
 
     /// Every object, newest first.
@@ -131,6 +173,16 @@ pub(crate) struct Catalog {
 impl Catalog {
     pub(crate) fn prices(&self) -> &Collection {
         &self.prices
+    }
+
+    /// Prices as search sees them (see [`Collection::search_snapshot`]).
+    pub(crate) fn search_prices(
+        &mut self,
+        now: Instant,
+        delay: Duration,
+        after: Option<OrderKey>,
+    ) -> Vec<(OrderKey, SharedObject)> {
+        self.prices.search_snapshot(now, delay, after)
     }
 
     /// The price that holds `key`, if any.

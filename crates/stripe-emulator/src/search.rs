@@ -1,11 +1,12 @@
-//! Stripe's search query language for customers: `email:"a@b.co" AND metadata['k']:'v'`.
+//! Stripe's search query language: `email:"a@b.co" AND metadata['k']:'v'`, for customers,
+//! products and prices, each with the fields Stripe lets it search ([`Searchable`]).
 //!
-//! Supported: fields `email`, `name`, `phone` (`:` exact, `~` substring of at least 3
-//! characters), `metadata['key']` (`:` exact), `created` (`:`, `>`, `<`, `>=`, `<=` with a unix
-//! timestamp); `-` before a clause negates it; clauses joined by `AND` or by `OR` (not both, as on
-//! Stripe). Values are quoted with `"` or `'`; unquoted words are accepted too. `:` on `email` is
-//! case-insensitive; on `name` it is case-insensitive and word-based (`name:"ann"` matches
-//! "Ann Lee"), which is why Stripe says to re-check hits.
+//! Supported: text fields (`:` exact, `~` substring of at least 3 characters), booleans
+//! (`active:'true'`), `metadata['key']` (`:` exact), `created` (`:`, `>`, `<`, `>=`, `<=` with
+//! a unix timestamp); `-` before a clause negates it; clauses joined by `AND` or by `OR` (not
+//! both, as on Stripe). Values are quoted with `"` or `'`; unquoted words are accepted too. `:`
+//! on `email` is case-insensitive; on `name` and `description` it is case-insensitive and
+//! word-based (`name:"ann"` matches "Ann Lee"), which is why Stripe says to re-check hits.
 
 use serde_json::{Map, Value};
 
@@ -26,12 +27,61 @@ struct Clause {
 
 #[derive(Debug, Clone, PartialEq)]
 enum Field {
-    Email,
-    Name,
-    Phone,
+    Text(&'static str, TextKind),
     Created,
     Metadata(String),
 }
+
+/// How a searchable field compares.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum TextKind {
+    /// Exact ignoring case (`email`).
+    Email,
+    /// Every word of the query is a word of the field, ignoring case (`name`).
+    Words,
+    /// Exact (`phone`, `lookup_key`).
+    Exact,
+    /// `true` or `false` (`active`).
+    Boolean,
+}
+
+/// The fields one object's search accepts besides `created` and `metadata['key']`.
+#[derive(Debug)]
+pub(crate) struct Searchable {
+    pub object: &'static str,
+    pub fields: &'static [(&'static str, TextKind)],
+}
+
+pub(crate) static CUSTOMER_SEARCH: Searchable = Searchable {
+    object: "customer",
+    fields: &[
+        ("email", TextKind::Email),
+        ("name", TextKind::Words),
+        ("phone", TextKind::Exact),
+    ],
+};
+
+pub(crate) static PRODUCT_SEARCH: Searchable = Searchable {
+    object: "product",
+    fields: &[
+        ("active", TextKind::Boolean),
+        ("description", TextKind::Words),
+        ("name", TextKind::Words),
+        ("shippable", TextKind::Boolean),
+        ("url", TextKind::Exact),
+    ],
+};
+
+pub(crate) static PRICE_SEARCH: Searchable = Searchable {
+    object: "price",
+    fields: &[
+        ("active", TextKind::Boolean),
+        ("currency", TextKind::Email),
+        ("lookup_key", TextKind::Exact),
+        ("product", TextKind::Exact),
+        ("type", TextKind::Exact),
+    ],
+};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Operator {
@@ -49,8 +99,11 @@ enum Operator {
 pub(crate) struct QueryError(String);
 
 impl SearchQuery {
-    pub(crate) fn parse(text: &str) -> Result<SearchQuery, QueryError> {
-        let mut parser = Parser { rest: text.trim() };
+    pub(crate) fn parse(text: &str, searchable: &Searchable) -> Result<SearchQuery, QueryError> {
+        let mut parser = Parser {
+            rest: text.trim(),
+            searchable,
+        };
         if parser.rest.is_empty() {
             return Err(QueryError("the query is empty".into()));
         }
@@ -85,8 +138,8 @@ impl SearchQuery {
         })
     }
 
-    pub(crate) fn matches(&self, customer: &Map<String, Value>) -> bool {
-        let mut results = self.clauses.iter().map(|clause| clause.matches(customer));
+    pub(crate) fn matches(&self, record: &Map<String, Value>) -> bool {
+        let mut results = self.clauses.iter().map(|clause| clause.matches(record));
         if self.any {
             results.any(|matched| matched)
         } else {
@@ -96,10 +149,10 @@ impl SearchQuery {
 }
 
 impl Clause {
-    fn matches(&self, customer: &Map<String, Value>) -> bool {
+    fn matches(&self, record: &Map<String, Value>) -> bool {
         let matched = match &self.field {
             Field::Created => {
-                let created = customer["created"].as_i64().unwrap_or_default();
+                let created = record["created"].as_i64().unwrap_or_default();
                 let wanted: i64 = self.value.parse().unwrap_or_default();
                 match self.operator {
                     Operator::Equals => created == wanted,
@@ -110,24 +163,20 @@ impl Clause {
                     Operator::Contains => false,
                 }
             }
-            Field::Metadata(key) => {
-                customer["metadata"][key.as_str()].as_str() == Some(&self.value)
+            Field::Metadata(key) => record["metadata"][key.as_str()].as_str() == Some(&self.value),
+            Field::Text(name, TextKind::Boolean) => {
+                record[*name].as_bool() == Some(self.value.eq_ignore_ascii_case("true"))
             }
-            Field::Email | Field::Name | Field::Phone => {
-                let name = match self.field {
-                    Field::Email => "email",
-                    Field::Name => "name",
-                    _ => "phone",
-                };
-                let Some(actual) = customer[name].as_str() else {
+            Field::Text(name, kind) => {
+                let Some(actual) = record[*name].as_str() else {
                     return self.negated;
                 };
-                match (self.operator, &self.field) {
+                match (self.operator, kind) {
                     (Operator::Contains, _) => {
                         actual.to_lowercase().contains(&self.value.to_lowercase())
                     }
-                    (_, Field::Email) => actual.to_lowercase() == self.value.to_lowercase(),
-                    (_, Field::Name) => name_matches(actual, &self.value),
+                    (_, TextKind::Email) => actual.to_lowercase() == self.value.to_lowercase(),
+                    (_, TextKind::Words) => name_matches(actual, &self.value),
                     _ => actual == self.value,
                 }
             }
@@ -150,6 +199,7 @@ fn name_matches(actual: &str, wanted: &str) -> bool {
 
 struct Parser<'a> {
     rest: &'a str,
+    searchable: &'a Searchable,
 }
 
 impl<'a> Parser<'a> {
@@ -195,10 +245,15 @@ impl<'a> Parser<'a> {
             .unwrap_or(self.rest.len());
         let name = &self.rest[..end];
         self.rest = &self.rest[end..];
+        if let Some((field, kind)) = self
+            .searchable
+            .fields
+            .iter()
+            .find(|(field, _)| *field == name)
+        {
+            return Ok(Field::Text(field, *kind));
+        }
         match name {
-            "email" => Ok(Field::Email),
-            "name" => Ok(Field::Name),
-            "phone" => Ok(Field::Phone),
             "created" => Ok(Field::Created),
             "metadata" => {
                 let inner = self.rest.strip_prefix('[').ok_or_else(|| {
@@ -206,15 +261,24 @@ impl<'a> Parser<'a> {
                 })?;
                 self.rest = inner;
                 let key = self.quoted()?;
-                self.rest = self.rest.strip_prefix(']').ok_or_else(|| {
-                    QueryError("expected `]` after the metadata key".into())
-                })?;
+                self.rest = self
+                    .rest
+                    .strip_prefix(']')
+                    .ok_or_else(|| QueryError("expected `]` after the metadata key".into()))?;
                 Ok(Field::Metadata(key))
             }
-            "" => Err(QueryError(format!("expected a field name at `{}`", self.rest))),
-            other => Err(QueryError(format!(
-                "`{other}` is not a searchable customer field (email, name, phone, created, metadata['key'])"
+            "" => Err(QueryError(format!(
+                "expected a field name at `{}`",
+                self.rest
             ))),
+            other => {
+                let fields: Vec<&str> = self.searchable.fields.iter().map(|(f, _)| *f).collect();
+                Err(QueryError(format!(
+                    "`{other}` is not a searchable {} field ({}, created, metadata['key'])",
+                    self.searchable.object,
+                    fields.join(", ")
+                )))
+            }
         }
     }
 
@@ -296,14 +360,24 @@ fn check_clause(field: &Field, operator: Operator, value: &str) -> Result<(), Qu
         ))),
         (Field::Metadata(_), Operator::Equals) | (Field::Created, _) => Ok(()),
         (Field::Metadata(_), _) => Err(QueryError("metadata supports only :".into())),
+        (Field::Text(name, TextKind::Boolean), Operator::Equals) => {
+            if value.eq_ignore_ascii_case("true") || value.eq_ignore_ascii_case("false") {
+                Ok(())
+            } else {
+                Err(QueryError(format!(
+                    "{name} is true or false (got `{value}`)"
+                )))
+            }
+        }
+        (Field::Text(name, TextKind::Boolean), _) => {
+            Err(QueryError(format!("{name} supports only :")))
+        }
         (_, Operator::Equals) => Ok(()),
         (_, Operator::Contains) if value.chars().count() < 3 => Err(QueryError(
             "a substring search (~) needs at least 3 characters".into(),
         )),
         (_, Operator::Contains) => Ok(()),
-        _ => Err(QueryError(
-            "email, name and phone support only : and ~".into(),
-        )),
+        (Field::Text(name, _), _) => Err(QueryError(format!("{name} supports only : and ~"))),
     }
 }
 
@@ -323,7 +397,8 @@ mod tests {
     }
 
     fn check(query: &str, expected: bool) {
-        let parsed = SearchQuery::parse(query).unwrap_or_else(|error| panic!("{query}: {error}"));
+        let parsed = SearchQuery::parse(query, &CUSTOMER_SEARCH)
+            .unwrap_or_else(|error| panic!("{query}: {error}"));
         assert_eq!(parsed.matches(&customer()), expected, "{query}");
     }
 
@@ -359,7 +434,58 @@ mod tests {
             "email:'unclosed",
             "email:'x' name:'y'",
         ] {
-            assert!(SearchQuery::parse(bad).is_err(), "{bad} should be rejected");
+            assert!(
+                SearchQuery::parse(bad, &CUSTOMER_SEARCH).is_err(),
+                "{bad} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn products_and_prices_search_their_own_fields() {
+        let product = match json!({"name": "Gold Plan", "active": true, "url": "https://x.co", "created": 5, "metadata": {"sku": "g1"}})
+        {
+            Value::Object(object) => object,
+            _ => unreachable!(),
+        };
+        let price = match json!({"lookup_key": "gold_monthly", "currency": "usd", "product": "prod_1", "active": false, "type": "recurring", "metadata": {}})
+        {
+            Value::Object(object) => object,
+            _ => unreachable!(),
+        };
+        let matches = |query: &str, searchable: &Searchable, record: &Map<String, Value>| {
+            SearchQuery::parse(query, searchable)
+                .unwrap_or_else(|error| panic!("{query}: {error}"))
+                .matches(record)
+        };
+        assert!(matches(
+            "name:'gold' AND active:'true'",
+            &PRODUCT_SEARCH,
+            &product
+        ));
+        assert!(matches("metadata['sku']:'g1'", &PRODUCT_SEARCH, &product));
+        assert!(!matches("active:'false'", &PRODUCT_SEARCH, &product));
+        assert!(matches(
+            "lookup_key:'gold_monthly' AND currency:'USD'",
+            &PRICE_SEARCH,
+            &price
+        ));
+        assert!(matches(
+            "product:'prod_1' AND active:'false' AND type:'recurring'",
+            &PRICE_SEARCH,
+            &price
+        ));
+        assert!(!matches("lookup_key:'gold'", &PRICE_SEARCH, &price));
+        for (bad, searchable, expected) in [
+            ("email:'a@b.co'", &PRODUCT_SEARCH, "`email` is not a searchable product field (active, description, name, shippable, url, created, metadata['key'])"),
+            ("active:'yes'", &PRICE_SEARCH, "active is true or false (got `yes`)"),
+            ("active~'true'", &PRICE_SEARCH, "active supports only :"),
+            ("lookup_key>'a'", &PRICE_SEARCH, "lookup_key supports only : and ~"),
+        ] {
+            assert_eq!(
+                SearchQuery::parse(bad, searchable).unwrap_err().to_string(),
+                expected
+            );
         }
     }
 }

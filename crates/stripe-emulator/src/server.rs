@@ -106,9 +106,8 @@ fn router(shared: Arc<SharedState>) -> Router {
         .route("/v1/products/{id}", any(handle_v1))
         .route("/v1/prices", any(handle_v1))
         .route("/v1/prices/{id}", any(handle_v1))
-        // Stripe's product and price search is not emulated; these paths are not ids.
-        .route("/v1/products/search", any(handle_unrecognized_v1))
-        .route("/v1/prices/search", any(handle_unrecognized_v1))
+        .route("/v1/products/search", any(handle_v1))
+        .route("/v1/prices/search", any(handle_v1))
         .route("/v1/{*rest}", any(handle_unrecognized_v1))
         .merge(control::routes())
         .with_state(shared)

@@ -195,3 +195,70 @@ async fn the_search_delay_changes_at_run_time() {
     let id = server.create_customer("name=Instant").await;
     assert_eq!(ids(&search(&server, "name:'instant'").await), vec![id]);
 }
+
+async fn search_at(server: &TestServer, path: &str, query: &str) -> Reply {
+    server
+        .get(&format!("{path}?query={}", form_urlencoded_query(query)))
+        .await
+}
+
+/// Products and prices are searched with the fields Stripe offers for each, and, like
+/// customers, seen as they were `search_delay` ago: a new one is not found yet, a changed one
+/// is found as it was.
+#[tokio::test]
+async fn products_and_prices_are_searched_by_their_own_fields_and_seen_late() {
+    let delay = Duration::from_millis(400);
+    let server = start_with(EmulatorConfig {
+        search_delay: delay,
+        ..test_config()
+    })
+    .await;
+    let gold = server
+        .create_product("name=Gold+Plan&metadata[sku]=g1")
+        .await;
+    let silver = server.create_product("name=Silver&active=false").await;
+    let price = server
+        .create_price(&format!(
+            "product={gold}&currency=usd&unit_amount=100&lookup_key=gold_monthly"
+        ))
+        .await;
+    let products = |query: &'static str| search_at(&server, "/v1/products/search", query);
+    assert!(
+        ids(&products("name:'gold'").await).is_empty(),
+        "a new product is not found yet"
+    );
+    tokio::time::sleep(delay + Duration::from_millis(50)).await;
+    assert_eq!(ids(&products("name:'gold'").await), vec![gold.clone()]);
+    assert_eq!(ids(&products("active:'false'").await), vec![silver.clone()]);
+    assert_eq!(
+        ids(&products("metadata['sku']:'g1' AND active:'true'").await),
+        vec![gold.clone()]
+    );
+    let prices = |query: String| {
+        let server = &server;
+        async move { ids(&search_at(server, "/v1/prices/search", &query).await) }
+    };
+    assert_eq!(
+        prices(format!("lookup_key:'gold_monthly' AND product:'{gold}'")).await,
+        vec![price.clone()]
+    );
+    assert!(prices("active:'false'".into()).await.is_empty());
+
+    let archived = server
+        .post(&format!("/v1/prices/{price}"), "active=false")
+        .await;
+    assert_eq!(archived.status, 200);
+    assert!(
+        prices("active:'false'".into()).await.is_empty(),
+        "search still sees the price as it was"
+    );
+    tokio::time::sleep(delay + Duration::from_millis(50)).await;
+    assert_eq!(prices("active:'false'".into()).await, vec![price.clone()]);
+
+    let refused = products("email:'a@b.co'").await;
+    assert_eq!(refused.status, 400);
+    assert_eq!(
+        refused.error_message(),
+        "Invalid search query: `email` is not a searchable product field (active, description, name, shippable, url, created, metadata['key'])."
+    );
+}
