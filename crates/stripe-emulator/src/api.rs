@@ -25,6 +25,7 @@ use ferry_stripe_wire::form::{decode, leaf_text};
 use ferry_stripe_wire::params::{boolean_of, is_supported_currency};
 use ferry_stripe_wire::price::{PRICE, RECURRING_INTERVALS, USAGE_TYPES};
 use ferry_stripe_wire::product::PRODUCT;
+use ferry_stripe_wire::subscription::{COLLECTION_METHODS, SUBSCRIPTION};
 use ferry_stripe_wire::{ParamError, Problem, StripeError};
 
 use crate::auth::{authenticate, authorize, Caller, Permission};
@@ -39,6 +40,7 @@ use crate::idempotency::{Claim, Fingerprint, StoredResponse};
 use crate::search::{SearchQuery, Searchable, CUSTOMER_SEARCH, PRICE_SEARCH, PRODUCT_SEARCH};
 use crate::state::{new_invoice_prefix, new_object_id, unix_now, RecordedRequest, SharedState};
 use crate::store::{CreatedRange, ListQuery, Lookup, UnknownCursor};
+use crate::subscriptions::{self, SubscriptionListQuery, LIST_STATUSES};
 use crate::writes::{self, DuplicateId, WriteError};
 
 /// The version echoed in `Stripe-Version` when the client sends none.
@@ -73,6 +75,11 @@ enum Endpoint {
     ListPrices,
     RetrievePrice,
     UpdatePrice,
+    CreateSubscription,
+    ListSubscriptions,
+    RetrieveSubscription,
+    UpdateSubscription,
+    CancelSubscription,
 }
 
 impl Endpoint {
@@ -99,6 +106,11 @@ impl Endpoint {
             ("GET", "/v1/prices") => Endpoint::ListPrices,
             ("GET", "/v1/prices/{id}") => Endpoint::RetrievePrice,
             ("POST", "/v1/prices/{id}") => Endpoint::UpdatePrice,
+            ("POST", "/v1/subscriptions") => Endpoint::CreateSubscription,
+            ("GET", "/v1/subscriptions") => Endpoint::ListSubscriptions,
+            ("GET", "/v1/subscriptions/{id}") => Endpoint::RetrieveSubscription,
+            ("POST", "/v1/subscriptions/{id}") => Endpoint::UpdateSubscription,
+            ("DELETE", "/v1/subscriptions/{id}") => Endpoint::CancelSubscription,
             // Prices cannot be deleted: `DELETE /v1/prices/{id}` is an unknown URL, as on Stripe.
             _ => return None,
         };
@@ -129,6 +141,11 @@ impl Endpoint {
             Endpoint::ListPrices => "GET /v1/prices",
             Endpoint::RetrievePrice => "GET /v1/prices/{id}",
             Endpoint::UpdatePrice => "POST /v1/prices/{id}",
+            Endpoint::CreateSubscription => "POST /v1/subscriptions",
+            Endpoint::ListSubscriptions => "GET /v1/subscriptions",
+            Endpoint::RetrieveSubscription => "GET /v1/subscriptions/{id}",
+            Endpoint::UpdateSubscription => "POST /v1/subscriptions/{id}",
+            Endpoint::CancelSubscription => "DELETE /v1/subscriptions/{id}",
         }
     }
 
@@ -156,6 +173,12 @@ impl Endpoint {
             Endpoint::ListPrices | Endpoint::SearchPrices | Endpoint::RetrievePrice => {
                 Permission::PricesRead
             }
+            Endpoint::CreateSubscription
+            | Endpoint::UpdateSubscription
+            | Endpoint::CancelSubscription => Permission::SubscriptionsWrite,
+            Endpoint::ListSubscriptions | Endpoint::RetrieveSubscription => {
+                Permission::SubscriptionsRead
+            }
         }
     }
 
@@ -172,6 +195,9 @@ impl Endpoint {
                 | Endpoint::DeleteProduct
                 | Endpoint::RetrievePrice
                 | Endpoint::UpdatePrice
+                | Endpoint::RetrieveSubscription
+                | Endpoint::UpdateSubscription
+                | Endpoint::CancelSubscription
         )
     }
 }
@@ -629,6 +655,9 @@ fn validate_for(endpoint: Endpoint, params: &Map<String, Value>) -> Result<(), S
         Endpoint::UpdateProduct => PRODUCT.validate(params, true),
         Endpoint::CreatePrice => PRICE.validate(params, false),
         Endpoint::UpdatePrice => PRICE.validate(params, true),
+        Endpoint::CreateSubscription => SUBSCRIPTION.validate(params, false),
+        Endpoint::UpdateSubscription => SUBSCRIPTION.validate(params, true),
+        Endpoint::CancelSubscription => check_cancel_params(params),
         Endpoint::RetrieveCustomer
         | Endpoint::DeleteCustomer
         | Endpoint::RetrieveBalance
@@ -636,7 +665,8 @@ fn validate_for(endpoint: Endpoint, params: &Map<String, Value>) -> Result<(), S
         | Endpoint::RetrieveEvent
         | Endpoint::RetrieveProduct
         | Endpoint::DeleteProduct
-        | Endpoint::RetrievePrice => only_expand(params),
+        | Endpoint::RetrievePrice
+        | Endpoint::RetrieveSubscription => only_expand(params),
         Endpoint::ListCustomers => return parse_list_query(params).map(|_| ()),
         Endpoint::ListEvents => return parse_event_query(params).map(|_| ()),
         Endpoint::SearchCustomers => {
@@ -648,6 +678,7 @@ fn validate_for(endpoint: Endpoint, params: &Map<String, Value>) -> Result<(), S
         Endpoint::SearchPrices => return parse_search_params(params, &PRICE_SEARCH).map(|_| ()),
         Endpoint::ListProducts => return parse_product_list(params).map(|_| ()),
         Endpoint::ListPrices => return parse_price_list(params).map(|_| ()),
+        Endpoint::ListSubscriptions => return parse_subscription_list(params).map(|_| ()),
     };
     checked.map_err(|error| error.to_stripe_error())
 }
@@ -657,6 +688,56 @@ fn only_expand(params: &Map<String, Value>) -> Result<(), ParamError> {
         Some(unknown) => Err(ParamError::new(unknown.clone(), Problem::Unknown)),
         None => Ok(()),
     }
+}
+
+/// `DELETE /v1/subscriptions/{id}`: `invoice_now` and `prorate` (booleans, accepted and
+/// ignored: the emulator makes no invoices) and `expand`.
+fn check_cancel_params(params: &Map<String, Value>) -> Result<(), ParamError> {
+    for (name, value) in params {
+        match name.as_str() {
+            "invoice_now" | "prorate" => {
+                if boolean_of(value).is_none() {
+                    return Err(ParamError::new(name.clone(), Problem::NotBoolean));
+                }
+            }
+            "expand" => {}
+            _ => return Err(ParamError::new(name.clone(), Problem::Unknown)),
+        }
+    }
+    Ok(())
+}
+
+/// `GET /v1/subscriptions`: `customer`, `price`, `status` (default: all but canceled and
+/// incomplete_expired; `all`, `ended`, or one status), `collection_method`, `created`, `limit`,
+/// cursors.
+fn parse_subscription_list(
+    params: &Map<String, Value>,
+) -> Result<SubscriptionListQuery, StripeError> {
+    let mut query = SubscriptionListQuery {
+        page: PageQuery {
+            limit: 10,
+            ..PageQuery::default()
+        },
+        ..SubscriptionListQuery::default()
+    };
+    for (name, value) in params {
+        if page_param(&mut query.page, name, value)? {
+            continue;
+        }
+        match name.as_str() {
+            "customer" => query.customer = Some(required_text(value, name, 5000)?),
+            "price" => query.price = Some(required_text(value, name, 5000)?),
+            "status" => query.status = Some(parse_enum(value, name, LIST_STATUSES)?),
+            "collection_method" => {
+                query.collection_method = Some(parse_enum(value, name, COLLECTION_METHODS)?)
+            }
+            _ => return Err(ParamError::new(name.clone(), Problem::Unknown).to_stripe_error()),
+        }
+    }
+    if query.page.starting_after.is_some() && query.page.ending_before.is_some() {
+        return Err(both_cursors());
+    }
+    Ok(query)
 }
 
 fn parse_list_query(params: &Map<String, Value>) -> Result<ListQuery, StripeError> {
@@ -1432,6 +1513,87 @@ fn execute(
                 ),
             }
         }
+        Endpoint::CreateSubscription => {
+            let origin = Origin {
+                id: new_object_id("sub"),
+                created: unix_now(),
+                livemode: caller.livemode,
+                seeded: false,
+            };
+            match subscriptions::create_subscription(state, &origin, params, source) {
+                Ok(subscription) => Reply::json(StatusCode::OK, &*subscription),
+                Err(failure) => failure_reply(failure, || no_such_subscription(&origin.id)),
+            }
+        }
+        Endpoint::RetrieveSubscription => {
+            let id = path_id.unwrap_or_default();
+            let catalog = state.catalog();
+            match catalog.subscriptions.get(id) {
+                Some(subscription) => Reply::json(
+                    StatusCode::OK,
+                    &subscriptions::for_response(&catalog, &subscription),
+                ),
+                None => no_such_subscription(id),
+            }
+        }
+        Endpoint::UpdateSubscription => {
+            let id = path_id.unwrap_or_default();
+            match subscriptions::update_subscription(state, id, params, source) {
+                Ok(subscription) => {
+                    let catalog = state.catalog();
+                    Reply::json(
+                        StatusCode::OK,
+                        &subscriptions::for_response(&catalog, &subscription),
+                    )
+                }
+                Err(failure) => failure_reply(failure, || no_such_subscription(id)),
+            }
+        }
+        Endpoint::CancelSubscription => {
+            let id = path_id.unwrap_or_default();
+            match subscriptions::cancel_subscription(state, id, source) {
+                Ok(subscription) => {
+                    let catalog = state.catalog();
+                    Reply::json(
+                        StatusCode::OK,
+                        &subscriptions::for_response(&catalog, &subscription),
+                    )
+                }
+                Err(failure) => failure_reply(failure, || no_such_subscription(id)),
+            }
+        }
+        Endpoint::ListSubscriptions => {
+            let query = match parse_subscription_list(params) {
+                Ok(query) => query,
+                Err(error) => return Reply::error(StatusCode::BAD_REQUEST, error),
+            };
+            let catalog = state.catalog();
+            let listed = catalog
+                .subscriptions
+                .list(&query.page, |subscription| query.keeps(subscription));
+            match listed {
+                Ok((page, has_more)) => {
+                    let data: Vec<Map<String, Value>> = page
+                        .iter()
+                        .map(|subscription| subscriptions::for_response(&catalog, subscription))
+                        .collect();
+                    Reply::json(
+                        StatusCode::OK,
+                        &ListBody {
+                            object: "list",
+                            data: data.iter().collect(),
+                            has_more,
+                            url: "/v1/subscriptions",
+                        },
+                    )
+                }
+                Err(UnknownCursor) => unknown_cursor(
+                    "subscription",
+                    &query.page.starting_after,
+                    &query.page.ending_before,
+                ),
+            }
+        }
         Endpoint::RetrieveBalance => {
             let funds = json!([{"amount": 0, "currency": "usd", "source_types": {"card": 0}}]);
             Reply::json(
@@ -1506,6 +1668,10 @@ fn no_such_product(id: &str) -> Reply {
 /// Stripe names the path placeholder of prices `price`.
 fn no_such_price(id: &str) -> Reply {
     Reply::error(StatusCode::NOT_FOUND, no_such("price", id, "price"))
+}
+
+fn no_such_subscription(id: &str) -> Reply {
+    Reply::error(StatusCode::NOT_FOUND, no_such("subscription", id, "id"))
 }
 
 fn failure_reply(failure: Failure, missing: impl FnOnce() -> Reply) -> Reply {

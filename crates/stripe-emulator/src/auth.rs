@@ -19,6 +19,7 @@ pub(crate) struct Caller {
     pub customers: Access,
     pub products: Access,
     pub prices: Access,
+    pub subscriptions: Access,
     pub balance: Access,
 }
 
@@ -31,6 +32,8 @@ pub(crate) enum Permission {
     ProductsWrite,
     PricesRead,
     PricesWrite,
+    SubscriptionsRead,
+    SubscriptionsWrite,
     BalanceRead,
     /// `GET /v1/account`: secret keys only (restricted keys are configured without it).
     AccountRead,
@@ -55,6 +58,7 @@ pub(crate) fn authenticate(
                 customers: restricted.customers,
                 products: restricted.products,
                 prices: restricted.prices,
+                subscriptions: restricted.subscriptions,
                 balance: restricted.balance,
                 key,
             });
@@ -65,6 +69,7 @@ pub(crate) fn authenticate(
             customers: Access::Write,
             products: Access::Write,
             prices: Access::Write,
+            subscriptions: Access::Write,
             balance: Access::Read,
             key,
         });
@@ -84,6 +89,14 @@ pub(crate) fn authorize(caller: &Caller, needed: Permission) -> Result<(), Strip
         Permission::ProductsWrite => (caller.products, Access::Write, "rak_product_write"),
         Permission::PricesRead => (caller.prices, Access::Read, "rak_price_read"),
         Permission::PricesWrite => (caller.prices, Access::Write, "rak_price_write"),
+        Permission::SubscriptionsRead => {
+            (caller.subscriptions, Access::Read, "rak_subscription_read")
+        }
+        Permission::SubscriptionsWrite => (
+            caller.subscriptions,
+            Access::Write,
+            "rak_subscription_write",
+        ),
         Permission::BalanceRead => (caller.balance, Access::Read, "rak_balance_read"),
         Permission::AccountRead => {
             let granted = if caller.key.starts_with("rk_") {

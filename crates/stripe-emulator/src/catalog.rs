@@ -160,12 +160,15 @@ impl Collection {
     }
 }
 
-/// Products and prices, behind one lock because their rules cross (a price needs its product, a
-/// product with prices cannot be deleted, a default price belongs to its product).
+/// Products, prices and subscriptions, behind one lock because their rules cross (a price needs
+/// its product, a product with prices cannot be deleted, a default price belongs to its product,
+/// a subscription's items name active recurring prices).
 #[derive(Default)]
 pub(crate) struct Catalog {
     pub products: Collection,
     prices: Collection,
+    /// Canceled ones included: they stay retrievable, as on Stripe.
+    pub subscriptions: Collection,
     /// Lookup key → the price holding it; unique per account, active or not.
     lookup_keys: HashMap<String, String>,
 }

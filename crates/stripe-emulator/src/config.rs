@@ -150,6 +150,9 @@ pub struct RestrictedKey {
     /// Prices (`/v1/prices`).
     #[serde(default = "no_access")]
     pub prices: Access,
+    /// Subscriptions (`/v1/subscriptions`).
+    #[serde(default = "no_access")]
+    pub subscriptions: Access,
     /// `Read` allows `GET /v1/balance`; `Write` is treated as `Read`.
     pub balance: Access,
 }
@@ -167,6 +170,7 @@ impl RestrictedKey {
             customers: Access::None,
             products: Access::None,
             prices: Access::None,
+            subscriptions: Access::None,
             balance: Access::None,
         }
     }
@@ -175,8 +179,8 @@ impl RestrictedKey {
 impl FromStr for RestrictedKey {
     type Err = ConfigError;
 
-    /// `rk_test_…:customers=read,products=write,prices=write,balance=read`; a resource left out
-    /// gets no access.
+    /// `rk_test_…:customers=read,products=write,prices=write,subscriptions=write,balance=read`; a
+    /// resource left out gets no access.
     fn from_str(text: &str) -> Result<RestrictedKey, ConfigError> {
         let invalid = |reason: &str| ConfigError::InvalidRestrictedKey {
             text: text.to_owned(),
@@ -201,10 +205,11 @@ impl FromStr for RestrictedKey {
                 "customers" => restricted.customers = access,
                 "products" => restricted.products = access,
                 "prices" => restricted.prices = access,
+                "subscriptions" => restricted.subscriptions = access,
                 "balance" => restricted.balance = access,
                 _ => {
                     return Err(invalid(
-                        "the resources are customers, products, prices and balance",
+                        "the resources are customers, products, prices, subscriptions and balance",
                     ))
                 }
             }

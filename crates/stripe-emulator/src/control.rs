@@ -36,6 +36,7 @@ pub(crate) fn routes() -> Router<Arc<SharedState>> {
         )
         .route("/_emulator/prices", get(list_prices).post(seed_prices))
         .route("/_emulator/prices/{id}", post(update_price))
+        .route("/_emulator/subscriptions", get(list_subscriptions))
         .route("/_emulator/events", get(list_events))
         .route("/_emulator/requests", get(list_requests))
         .route("/_emulator/counters", get(counters))
@@ -209,6 +210,10 @@ async fn delete_product(State(state): State<Arc<SharedState>>, Path(id): Path<St
         Ok(()) => Json(json!({"id": id, "deleted": true})).into_response(),
         Err(error) => catalog_error(error),
     }
+}
+
+async fn list_subscriptions(State(state): State<Arc<SharedState>>) -> Json<Value> {
+    Json(json!({"data": handle(state).subscriptions()}))
 }
 
 async fn list_prices(State(state): State<Arc<SharedState>>) -> Json<Value> {

@@ -1,4 +1,5 @@
-//! Stripe's Events API: the log every executed customer, product and price write appends to, and
+//! Stripe's Events API: the log every executed customer, product, price and subscription write
+//! appends to, and
 //! the queries `GET /v1/events` and `GET /v1/events/{id}` run over it (newest first, cursors,
 //! `created` and type filters), with Stripe's 30-day retention.
 
@@ -24,6 +25,9 @@ pub(crate) const PRODUCT_UPDATED: &str = "product.updated";
 pub(crate) const PRODUCT_DELETED: &str = "product.deleted";
 pub(crate) const PRICE_CREATED: &str = "price.created";
 pub(crate) const PRICE_UPDATED: &str = "price.updated";
+pub(crate) const SUBSCRIPTION_CREATED: &str = "customer.subscription.created";
+pub(crate) const SUBSCRIPTION_UPDATED: &str = "customer.subscription.updated";
+pub(crate) const SUBSCRIPTION_DELETED: &str = "customer.subscription.deleted";
 
 /// How long Stripe keeps events: `GET /v1/events` goes back 30 days.
 pub(crate) const STRIPE_EVENT_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);

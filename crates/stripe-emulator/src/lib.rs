@@ -1,6 +1,7 @@
 //! A Stripe-compatible API server for ferry's tests, demos and benchmarks: customers (create,
 //! retrieve, update, delete, list, search), products and prices (create, retrieve, update, list;
-//! products also delete), the events their writes record, balance and account,
+//! products also delete), subscriptions (create, retrieve, update, cancel, list), the events
+//! their writes record, balance and account,
 //! with Stripe's auth, form bodies, validation, idempotency, rate limits and eventually consistent
 //! search, plus injectable faults and a `/_emulator` control API. In memory only. See README.md
 //! for what differs from Stripe.
@@ -23,6 +24,7 @@ mod search;
 mod server;
 mod state;
 mod store;
+mod subscriptions;
 mod writes;
 
 pub use cli::{run_from_cli, EmulateStripeArgs};

@@ -106,6 +106,8 @@ fn router(shared: Arc<SharedState>) -> Router {
         .route("/v1/products/{id}", any(handle_v1))
         .route("/v1/prices", any(handle_v1))
         .route("/v1/prices/{id}", any(handle_v1))
+        .route("/v1/subscriptions", any(handle_v1))
+        .route("/v1/subscriptions/{id}", any(handle_v1))
         .route("/v1/products/search", any(handle_v1))
         .route("/v1/prices/search", any(handle_v1))
         .route("/v1/{*rest}", any(handle_unrecognized_v1))

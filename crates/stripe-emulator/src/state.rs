@@ -289,6 +289,29 @@ impl EmulatorHandle {
         Some(Value::Object((*price).clone()))
     }
 
+    /// All subscriptions, canceled ones included, newest first, as `GET /v1/subscriptions/{id}`
+    /// shows them (each item's price as the price is now).
+    pub fn subscriptions(&self) -> Vec<Value> {
+        let catalog = self.shared.catalog();
+        catalog
+            .subscriptions
+            .all()
+            .iter()
+            .map(|s| Value::Object(crate::subscriptions::for_response(&catalog, s)))
+            .collect()
+    }
+
+    /// One subscription as `GET /v1/subscriptions/{id}` shows it (`None` if unknown); canceled
+    /// ones included.
+    pub fn subscription(&self, id: &str) -> Option<Value> {
+        let catalog = self.shared.catalog();
+        let subscription = catalog.subscriptions.get(id)?;
+        Some(Value::Object(crate::subscriptions::for_response(
+            &catalog,
+            &subscription,
+        )))
+    }
+
     /// Stores a product as `POST /v1/products` would, with the same validation, and records its
     /// `product.created` (with `request.id: null`, its `created` the time of seeding). The object
     /// takes product params as JSON (`{"id": "gold", "name": "Gold", "metadata": {"k": "v"}}`)
@@ -422,7 +445,7 @@ impl EmulatorHandle {
         }
     }
 
-    /// Forgets customers, products, prices, events, idempotency keys, the request log and
+    /// Forgets customers, products, prices, subscriptions, events, idempotency keys, the request log and
     /// counters, and restarts the request sequence (so a seeded fault run replays). Settings stay
     /// as they are.
     pub fn reset(&self) {

@@ -87,7 +87,8 @@ pub(crate) fn update_customer(
     Ok(stored)
 }
 
-/// Deletes a live customer and records `customer.deleted` carrying the customer as it was.
+/// Deletes a live customer and records `customer.deleted` carrying the customer as it was, after
+/// cancelling its subscriptions (each with its `customer.subscription.deleted`), as Stripe does.
 pub(crate) fn delete_customer(
     state: &SharedState,
     id: &str,
@@ -96,6 +97,7 @@ pub(crate) fn delete_customer(
     let mut store = state.store();
     let now = Instant::now();
     let deleted = store.delete(id, now).ok_or(WriteError::NoSuchCustomer)?;
+    crate::subscriptions::cancel_customer_subscriptions(state, id, source);
     state.events().record(
         CUSTOMER_DELETED,
         deleted.clone(),

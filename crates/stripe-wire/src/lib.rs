@@ -10,6 +10,7 @@ pub mod params;
 pub mod price;
 pub mod product;
 pub mod schema;
+pub mod subscription;
 
 pub use error::{ErrorBody, StripeError};
 pub use param_error::{ParamError, Problem};

@@ -15,3 +15,4 @@ mod prices;
 mod products;
 mod rate_limits;
 mod search;
+mod subscriptions;
