@@ -19,11 +19,9 @@ create table price_list as select * from (values
 ) t(lookup, sku, currency, amount, every, nickname)";
 
 impl Scene {
-    async fn catalogue_syncs(&self) {
-        for (name, sql) in [
-            ("plans", "select * from plans order by sku"),
-            ("price-list", "select * from price_list order by lookup"),
-        ] {
+    /// Saves each `(name, sql)` as a model of the warehouse.
+    async fn models(&self, models: &[(&str, &str)]) {
+        for (name, sql) in models {
             self.ferry(&[
                 "model",
                 "create",
@@ -36,6 +34,18 @@ impl Scene {
             .await
             .ok();
         }
+    }
+
+    async fn catalogue_models(&self) {
+        self.models(&[
+            ("plans", "select * from plans order by sku"),
+            ("price-list", "select * from price_list order by lookup"),
+        ])
+        .await;
+    }
+
+    async fn catalogue_syncs(&self) {
+        self.catalogue_models().await;
         self.ferry(&[
             "sync",
             "create",
@@ -402,23 +412,7 @@ async fn a_price_names_its_product_by_the_products_key() {
     let scene = Scene::new().await;
     scene.warehouse_sql(CATALOGUE_SQL);
     scene.connect().await;
-    for (name, sql) in [
-        ("plans", "select * from plans order by sku"),
-        ("price-list", "select * from price_list order by lookup"),
-    ] {
-        scene
-            .ferry(&[
-                "model",
-                "create",
-                name,
-                "--connection",
-                "warehouse",
-                "--sql",
-                sql,
-            ])
-            .await
-            .ok();
-    }
+    scene.catalogue_models().await;
     scene
         .ferry(&[
             "sync",
@@ -560,23 +554,12 @@ async fn a_tiered_price_maps_its_tiers_and_is_replaced_when_they_change() {
             '[{"up_to": 10, "unit_amount": 500}, {"up_to": "inf", "unit_amount_decimal": "4.50", "flat_amount": 100}]' as tiers"#,
     );
     scene.connect().await;
-    for (name, sql) in [
-        ("plans", "select * from plans"),
-        ("tiered", "select * from tiered"),
-    ] {
-        scene
-            .ferry(&[
-                "model",
-                "create",
-                name,
-                "--connection",
-                "warehouse",
-                "--sql",
-                sql,
-            ])
-            .await
-            .ok();
-    }
+    scene
+        .models(&[
+            ("plans", "select * from plans"),
+            ("tiered", "select * from tiered"),
+        ])
+        .await;
     scene
         .ferry(&[
             "sync",
