@@ -117,8 +117,12 @@ pub fn param_path(param: &str) -> String {
 
 fn field_json(schema: &'static ObjectSchema, path: &str, value: &FieldValue) -> Json {
     match value {
-        // A list of objects (`tiers`) is kept as its canonical JSON text.
-        FieldValue::Text(text) if object_list_children(schema, path).is_some() => {
+        // A list of objects (`tiers`) is kept as its canonical JSON text, which opens with `[`:
+        // checked first, so that other text fields (every field of every record sent) skip
+        // the lookup in the table.
+        FieldValue::Text(text)
+            if text.starts_with('[') && object_list_children(schema, path).is_some() =>
+        {
             serde_json::from_str(text).unwrap_or_else(|_| Json::String(text.clone()))
         }
         // Stripe unsets a field sent as the empty string.
