@@ -146,11 +146,15 @@ pub enum MappingError {
     },
 }
 
-/// `product(metadata.sku)` as the field `product` and the key `metadata.sku`.
+/// `product(metadata.sku)` as the field `product` and the key `metadata.sku`. A metadata key
+/// may hold parentheses (`metadata.price(usd)`): it is never a reference.
 fn split_reference(path: &str) -> Option<(&str, &str)> {
+    if path.starts_with("metadata.") {
+        return None;
+    }
     let (field, rest) = path.split_once('(')?;
     let key = rest.strip_suffix(')')?;
-    Some((field.trim(), key.trim()))
+    (!field.trim().is_empty()).then(|| (field.trim(), key.trim()))
 }
 
 /// The fields of `schema` that hold another record's id, as people write them to look that
@@ -169,7 +173,21 @@ fn parse_reference(
     field_path: &str,
     key_path: &str,
 ) -> Result<MappedField, MappingError> {
-    let mut field = parse_field(schema, field_path)?;
+    // Errors name the text as written (`prodcut(id)`), not only the field part.
+    let mut field = parse_field(schema, field_path).map_err(|error| match error {
+        MappingError::UnknownField {
+            object,
+            suggestion,
+            valid,
+            ..
+        } => MappingError::UnknownField {
+            object,
+            field: written.to_string(),
+            suggestion,
+            valid,
+        },
+        other => other,
+    })?;
     let target = schema
         .field(&field.path)
         .and_then(|spec| spec.param.refers_to)
@@ -953,6 +971,16 @@ mod properties {
             }
         }
 
+        /// References parse or explain themselves naming the text as written.
+        #[test]
+        fn any_reference_text_parses_or_explains(field in "[a-z_]{0,8}", key in any::<String>()) {
+            let written = format!("{field}({key})");
+            match parse_field(&ferry_stripe_wire::price::PRICE, &written) {
+                Ok(parsed) => prop_assert!(parsed.reference.is_some()),
+                Err(error) => prop_assert!(error.to_string().contains(written.trim())),
+            }
+        }
+
         /// Metadata keys are accepted exactly when Stripe would accept them.
         #[test]
         fn metadata_keys_follow_stripes_rules(key in any::<String>()) {
@@ -962,5 +990,15 @@ mod properties {
             let valid = !key.is_empty() && key.chars().count() <= 40 && !key.contains(['[', ']']);
             prop_assert_eq!(accepted, valid);
         }
+    }
+
+    /// Parentheses in a metadata key are part of the key, not a reference.
+    #[test]
+    fn a_metadata_key_may_hold_parentheses() {
+        let field = parse_field(&CUSTOMER, "metadata.price(usd)").unwrap();
+        assert_eq!(
+            (field.path.as_str(), field.reference.is_none()),
+            ("metadata.price(usd)", true)
+        );
     }
 }
