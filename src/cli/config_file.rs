@@ -122,7 +122,8 @@ struct SyncDecl {
     nulls: Option<NullPolicy>,
     /// `every 15m`, `hourly`, `daily at 06:30`: when `ferry serve` runs the sync by itself.
     schedule: Option<Schedule>,
-    /// With `behavior: mirror`: `max_retire_percent` (default 10) and `delete_customers`.
+    /// With `behavior: mirror`: `max_retire_percent` (default 10), `delete_customers` and
+    /// `cancel_subscriptions_now`.
     #[serde(default)]
     mirror: MirrorSettings,
 }
@@ -1194,8 +1195,10 @@ fn export_text(workspace: &Workspace) -> CliResult<String> {
         if !spec.mirror.is_default() {
             let _ = writeln!(
                 out,
-                "    mirror:\n      max_retire_percent: {}\n      delete_customers: {}",
-                spec.mirror.max_retire_percent, spec.mirror.delete_customers
+                "    mirror:\n      max_retire_percent: {}\n      delete_customers: {}\n      cancel_subscriptions_now: {}",
+                spec.mirror.max_retire_percent,
+                spec.mirror.delete_customers,
+                spec.mirror.cancel_subscriptions_now
             );
         }
     }

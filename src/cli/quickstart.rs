@@ -155,6 +155,7 @@ pub async fn quickstart(args: QuickstartArgs) -> CliResult {
             schedule: None,
             max_retire_percent: 10,
             delete_customers: false,
+            cancel_now: false,
         }),
     )
     .await?;
@@ -275,6 +276,7 @@ async fn sync_plans_as_products(
             schedule: None,
             max_retire_percent: 10,
             delete_customers: false,
+            cancel_now: false,
         }),
     )
     .await?;
@@ -327,6 +329,7 @@ async fn sync_prices(
             schedule: None,
             max_retire_percent: 10,
             delete_customers: false,
+            cancel_now: false,
         }),
     )
     .await?;

@@ -73,6 +73,10 @@ pub struct SyncCreateArgs {
     /// a deletion; without this flag a customer sync cannot mirror).
     #[arg(long)]
     pub delete_customers: bool,
+    /// Mirror on subscriptions: cancel the subscriptions whose rows left the model at once,
+    /// not at the end of the period already paid for.
+    #[arg(long)]
+    pub cancel_now: bool,
 }
 
 /// `--object`: every object of the registry, by the name `ferry.yaml` and the API use.
@@ -89,12 +93,13 @@ impl ValueEnum for ObjectArg {
     fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
         let schema = ferry_destinations::stripe::stripe_object(self.0).schema();
         let keys: Vec<&str> = schema.key_fields.iter().map(|key| key.path).collect();
+        let matched = match keys.as_slice() {
+            [] => "an external id in metadata".to_string(),
+            keys => format!("{} or an external id in metadata", keys.join(" or ")),
+        };
         Some(
-            clap::builder::PossibleValue::new(self.0.as_str()).help(format!(
-                "{}, matched by {} or an external id in metadata",
-                schema.plural,
-                keys.join(" or ")
-            )),
+            clap::builder::PossibleValue::new(self.0.as_str())
+                .help(format!("{}, matched by {matched}", schema.plural)),
         )
     }
 }
@@ -228,6 +233,8 @@ pub async fn sync(store: &StateStore, command: SyncCommand) -> CliResult {
                     spec.mirror.max_retire_percent,
                     if spec.mirror.delete_customers {
                         "; deletes customers"
+                    } else if spec.mirror.cancel_subscriptions_now {
+                        "; cancels subscriptions at once"
                     } else {
                         ""
                     }
@@ -291,6 +298,7 @@ async fn create(store: &StateStore, args: SyncCreateArgs) -> CliResult {
         mirror: MirrorSettings {
             max_retire_percent: args.max_retire_percent,
             delete_customers: args.delete_customers,
+            cancel_subscriptions_now: args.cancel_now,
         },
     };
     ferry_engine::declare::save_sync(store, &args.name, &spec).await?;

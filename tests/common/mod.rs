@@ -89,6 +89,25 @@ impl Scene {
         self.emulator.handle()
     }
 
+    /// A write to the emulator's API as another Stripe client makes it (form params); the
+    /// object it returns, which must be a success.
+    #[allow(dead_code)]
+    pub async fn stripe_post(&self, path: &str, form: &[(&str, &str)]) -> Json {
+        let response = reqwest::Client::new()
+            .post(format!("{}{path}", self.emulator.url()))
+            .bearer_auth(KEY)
+            .form(form)
+            .send()
+            .await
+            .expect("the emulator answers");
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().await.expect("a JSON body")
+    }
+
     pub fn workspace(&self) -> PathBuf {
         self.dir.path().join("workspace")
     }

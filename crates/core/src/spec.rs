@@ -9,6 +9,7 @@ pub enum ObjectKind {
     Customer,
     Product,
     Price,
+    Subscription,
 }
 
 /// What happens to a model row that has no match in Stripe.
@@ -37,6 +38,9 @@ pub struct MirrorSettings {
     /// Customers are retired by deleting them, which Stripe cannot undo (their payment
     /// methods and subscriptions go too): a customer sync mirrors only with this set.
     pub delete_customers: bool,
+    /// Subscriptions are retired by cancelling them at the end of the period already paid for;
+    /// with this set, at once (Stripe cannot undo either once it happened).
+    pub cancel_subscriptions_now: bool,
 }
 
 impl Default for MirrorSettings {
@@ -44,6 +48,7 @@ impl Default for MirrorSettings {
         MirrorSettings {
             max_retire_percent: 10,
             delete_customers: false,
+            cancel_subscriptions_now: false,
         }
     }
 }
@@ -190,13 +195,19 @@ pub struct SyncSpec {
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 3] = [ObjectKind::Customer, ObjectKind::Product, ObjectKind::Price];
+    pub const ALL: [ObjectKind; 4] = [
+        ObjectKind::Customer,
+        ObjectKind::Product,
+        ObjectKind::Price,
+        ObjectKind::Subscription,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ObjectKind::Customer => "customer",
             ObjectKind::Product => "product",
             ObjectKind::Price => "price",
+            ObjectKind::Subscription => "subscription",
         }
     }
 

@@ -11,7 +11,9 @@ use crate::plan::{Action, PENDING_CREATE_MAX_AGE};
 use crate::prepare::{PreparedRecord, WarehouseAck};
 use crate::EngineError;
 use ferry_core::{Outcome, Payload, RunCounts};
-use ferry_destinations::stripe::encoder::{create_params, update_params};
+use ferry_destinations::stripe::encoder::{
+    create_params, is_request_option, needs_current_items, pair_lists, update_params,
+};
 use ferry_destinations::stripe::{
     record_to_fields, StripeCallError, StripeObject, StripeService, Written,
 };
@@ -72,6 +74,8 @@ pub(crate) struct Execution<'a> {
     /// session, so a server restart frees it). Checked before each new write and before each
     /// commit: without the lock a second run could start and interleave with this one.
     pub lock_held: &'a (dyn Fn() -> bool + Sync),
+    /// How Mirror retires (a subscription cancelled at once or at period end).
+    pub mirror: ferry_core::MirrorSettings,
 }
 
 impl Execution<'_> {
@@ -322,14 +326,25 @@ async fn execute_one(exec: &Execution<'_>, planned: Planned) -> Result<Settled, 
             changed,
             changes,
         } => {
-            let body = form::encode(&update_params(exec.schema(), &record.payload, &changed));
-            let idempotency_key =
-                update_idempotency_key(exec.sync_uid, exec.run_id, &record.match_key);
-            match exec
-                .stripe
-                .update(exec.schema(), &destination_id, &body, &idempotency_key)
-                .await
-            {
+            let sent =
+                match update_body(exec, &destination_id, &record.payload, &changed, None).await {
+                    Ok(Some(body)) => {
+                        let idempotency_key =
+                            update_idempotency_key(exec.sync_uid, exec.run_id, &record.match_key);
+                        exec.stripe
+                            .update(exec.schema(), &destination_id, &body, &idempotency_key)
+                            .await
+                    }
+                    Ok(None) => Err(StripeCallError::Refused {
+                        status: 404,
+                        code: Some("resource_missing".to_string()),
+                        message: format!("No such {}: '{destination_id}'", exec.schema().object),
+                        param: None,
+                        request_id: None,
+                    }),
+                    Err(error) => Err(error),
+                };
+            match sent {
                 Ok(written) => {
                     let mut done = settled(
                         record.row_number,
@@ -526,7 +541,10 @@ async fn finish_create(
     let created = written.record;
     let changed = if compare {
         let live = record_to_fields(exec.schema(), &created.object);
-        ferry_core::changed_fields(&record.payload, &ferry_core::Baseline::Live(&live), &[])
+        let mut changed =
+            ferry_core::changed_fields(&record.payload, &ferry_core::Baseline::Live(&live), &[]);
+        changed.retain(|path| !is_request_option(exec.schema(), path));
+        changed
     } else {
         Vec::new()
     };
@@ -554,13 +572,25 @@ async fn finish_create(
     let mut request_id = written.request_id;
     let mut latest = created.object.clone();
     if !changed.is_empty() {
-        let body = form::encode(&update_params(exec.schema(), &record.payload, &changed));
+        let body = update_body(
+            exec,
+            &created.id,
+            &record.payload,
+            &changed,
+            Some(&created.object),
+        )
+        .await
+        .map(|body| body.unwrap_or_default());
         let idempotency_key = update_idempotency_key(exec.sync_uid, exec.run_id, &record.match_key);
-        match exec
-            .stripe
-            .update(exec.schema(), &created.id, &body, &idempotency_key)
-            .await
-        {
+        let sent = match body {
+            Ok(body) => {
+                exec.stripe
+                    .update(exec.schema(), &created.id, &body, &idempotency_key)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        match sent {
             Ok(updated) => {
                 request_id = updated.request_id;
                 latest = updated.record.object;
@@ -592,6 +622,36 @@ async fn finish_create(
     done.pending_resolved = Some(pending.key.clone());
     done.written = vec![latest];
     Ok(done)
+}
+
+/// The body of an update of the `changed` fields. A list Stripe changes item by item (a
+/// subscription's `items`) is paired with the items the record holds: from `current` when the
+/// caller has the record, else read from Stripe first (one more request, only when such a list
+/// changed). `None` when the record no longer exists.
+async fn update_body(
+    exec: &Execution<'_>,
+    destination_id: &str,
+    payload: &Payload,
+    changed: &[String],
+    current: Option<&serde_json::Value>,
+) -> Result<Option<String>, StripeCallError> {
+    let schema = exec.schema();
+    let mut params = update_params(schema, payload, changed);
+    if needs_current_items(schema, &params) {
+        let read;
+        let record = match current {
+            Some(record) => record,
+            None => match exec.stripe.retrieve(schema, destination_id).await? {
+                Some(found) => {
+                    read = found.object;
+                    &read
+                }
+                None => return Ok(None),
+            },
+        };
+        pair_lists(schema, &mut params, record);
+    }
+    Ok(Some(form::encode(&params)))
 }
 
 pub(crate) fn settle_error(

@@ -303,6 +303,7 @@ impl<'a> KeyIndex<'a> {
         let mut newest: Option<i64> = None;
         let mut first_served: Option<Option<i64>> = None;
         let [updated, deleted] = self.object.change_events();
+        let removal = self.object.deleted_event();
         let mut seen = std::collections::HashSet::new();
         let mut starting_after: Option<String> = None;
         let mut applied = 0u64;
@@ -345,7 +346,8 @@ impl<'a> KeyIndex<'a> {
                     continue;
                 }
                 applied += 1;
-                if event.object.get("type").and_then(Json::as_str) == Some(deleted.as_str()) {
+                let kind = event.object.get("type").and_then(Json::as_str);
+                if kind.is_some() && kind == removal.as_deref() {
                     removed.push(id.to_string());
                 } else if let Some(entry) = self.entry(record, false) {
                     changed.push(entry);

@@ -492,6 +492,7 @@ pub async fn run_sync(
         progress: options.progress.clone(),
         cancel: options.cancel.clone(),
         lock_held: &lock_held,
+        mirror: setup.sync.spec.mirror,
     };
     let heartbeat = heartbeat(store, &run.id);
     let rows_read = std::sync::atomic::AtomicU64::new(0);

@@ -226,6 +226,35 @@ pub(crate) async fn retire(
                 Err(error) => failed(&format!("delete {} `{id}`", schema.object), error),
             }
         }
+        Retirement::Cancel if exec.mirror.cancel_subscriptions_now => {
+            match exec.stripe.delete(schema, id).await {
+                Ok(cancelled) => done("cancelled at once", cancelled.request_id, false),
+                // Stripe refuses to cancel a canceled subscription again (or it is gone).
+                Err(StripeCallError::Refused {
+                    status: 400 | 404, ..
+                }) => done("cancelled (it already was)", None, false),
+                Err(error) => failed(&format!("cancel {} `{id}`", schema.object), error),
+            }
+        }
+        Retirement::Cancel => {
+            let body = form::encode(&Map::from_iter([(
+                "cancel_at_period_end".to_string(),
+                Json::String("true".into()),
+            )]));
+            let idempotency_key = step_key(exec, key, "cancel");
+            match exec
+                .stripe
+                .update(schema, id, &body, &idempotency_key)
+                .await
+            {
+                Ok(cancelling) => done(
+                    "cancelled at the end of the period already paid for",
+                    cancelling.request_id,
+                    false,
+                ),
+                Err(error) => failed(&format!("cancel {} `{id}`", schema.object), error),
+            }
+        }
         Retirement::Archive {
             parent_field,
             parent,

@@ -5,6 +5,7 @@
 
 use crate::prepare::PreparedRecord;
 use ferry_core::{changed_fields, Baseline, Behavior, FieldValue, Payload};
+use ferry_destinations::stripe::encoder::is_request_option;
 use ferry_destinations::stripe::{record_to_fields, Replacement, StripeRecord};
 use ferry_state::PendingCreate;
 use ferry_stripe_wire::{form, ObjectSchema};
@@ -258,7 +259,8 @@ fn against_last_write(
     last_write: &Payload,
     rules: &Rules<'_>,
 ) -> Action {
-    let changed = changed_fields(&record.payload, &Baseline::LastWrite(last_write), &[]);
+    let mut changed = changed_fields(&record.payload, &Baseline::LastWrite(last_write), &[]);
+    changed.retain(|path| !is_request_option(rules.schema, path));
     if changed.is_empty() {
         // Same values, other hash (a field left the mapping): nothing to send, but remember
         // the new payload so the next run compares against it.
@@ -288,6 +290,8 @@ fn against_live(record: &PreparedRecord, live: &StripeRecord, rules: &Rules<'_>)
     if rules.key_ignores_case {
         changed.retain(|path| path != rules.key_path);
     }
+    // Stripe does not hold how a write was carried out (`proration_behavior`).
+    changed.retain(|path| !is_request_option(rules.schema, path));
     if changed.is_empty() {
         return Action::Unchanged {
             destination_id: live.id.clone(),

@@ -206,17 +206,22 @@ pub fn validate_sync(spec: &SyncSpec, columns: &[String]) -> Result<ValidatedSyn
         }
     }
     // Mirror makes the model the truth: a record whose row is in the model is active, so a
-    // product or price archived because its row left comes back to life when the row returns.
-    if spec.behavior == Behavior::Mirror
-        && !matches!(object.retirement(), Retirement::Delete)
-        && !seen_fields.contains_key("active")
-    {
-        if let Ok(field) = parse_field(schema, "active") {
-            mappings.push(ValidatedMapping {
-                column: "'true'".to_string(),
-                source: ValidatedSource::Constant(Value::Text("true".into())),
-                field,
-            });
+    // product or price archived because its row left comes back to life when the row returns,
+    // and a subscription set to cancel at period end goes on.
+    let revived = match object.retirement() {
+        Retirement::Delete => None,
+        Retirement::Cancel => Some(("cancel_at_period_end", "false")),
+        _ => Some(("active", "true")),
+    };
+    if let (Behavior::Mirror, Some((path, value))) = (spec.behavior, revived) {
+        if !seen_fields.contains_key(path) {
+            if let Ok(field) = parse_field(schema, path) {
+                mappings.push(ValidatedMapping {
+                    column: format!("'{value}'"),
+                    source: ValidatedSource::Constant(Value::Text(value.into())),
+                    field,
+                });
+            }
         }
     }
     let metadata_fields = seen_fields

@@ -76,7 +76,7 @@ impl<'a> References<'a> {
             let keys: BTreeSet<String> = items
                 .iter_mut()
                 .flatten()
-                .filter_map(|item| key_of(record_of(item), target))
+                .flat_map(|item| keys_of(record_of(item), target))
                 .collect();
             if keys.is_empty() {
                 continue;
@@ -86,15 +86,24 @@ impl<'a> References<'a> {
             for slot in &mut items {
                 let Some(item) = slot else { continue };
                 let record = record_of(item);
-                let Some(key) = key_of(record, target) else {
-                    continue;
+                let resolved = match target.reference.within {
+                    None => match key_of(record, target) {
+                        Some(key) => resolution(target, &key, found.get(&key)),
+                        None => continue,
+                    },
+                    Some(within) => match record.payload.get(&target.path) {
+                        Some(FieldValue::Text(list)) => {
+                            resolve_list(target, within, list, |key| found.get(key))
+                        }
+                        _ => continue,
+                    },
                 };
-                match resolution(target, &key, found.get(&key)) {
-                    Ok(id) => {
+                match resolved {
+                    Ok(value) => {
                         record
                             .payload
                             .fields
-                            .insert(target.path.clone(), FieldValue::Text(id));
+                            .insert(target.path.clone(), FieldValue::Text(value));
                     }
                     Err(reason) => {
                         rejected.push(RejectedRow {
@@ -155,6 +164,57 @@ fn key_of(record: &PreparedRecord, target: &Target<'_>) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// The keys a record's reference field holds: one, or one per item of a list.
+fn keys_of(record: &PreparedRecord, target: &Target<'_>) -> Vec<String> {
+    let Some(within) = target.reference.within else {
+        return key_of(record, target).into_iter().collect();
+    };
+    let Some(FieldValue::Text(list)) = record.payload.get(&target.path) else {
+        return Vec::new();
+    };
+    list_items(list)
+        .iter()
+        .filter_map(|item| item.get(within)?.as_str())
+        .map(|key| target.reference.key.normalize(key))
+        .filter(|key| !key.is_empty())
+        .collect()
+}
+
+/// The items of a list field's canonical JSON text.
+fn list_items(list: &str) -> Vec<serde_json::Value> {
+    match serde_json::from_str(list) {
+        Ok(serde_json::Value::Array(items)) => items,
+        _ => Vec::new(),
+    }
+}
+
+/// A list (a subscription's `items`) with each item's key in `within` (`price`) replaced by
+/// the id of the one record that carries it, or why the row cannot be synced (naming the item).
+fn resolve_list<'k>(
+    target: &Target<'_>,
+    within: &str,
+    list: &str,
+    found: impl Fn(&str) -> Option<&'k Vec<String>>,
+) -> Result<String, String> {
+    let mut items = list_items(list);
+    for (index, item) in items.iter_mut().enumerate() {
+        let Some(key) = item.get(within).and_then(|key| key.as_str()) else {
+            continue;
+        };
+        let key = target.reference.key.normalize(key);
+        let id = resolution(target, &key, found(&key)).map_err(|reason| {
+            let path = &target.path;
+            let reason = reason
+                .strip_prefix(&format!("{path}: "))
+                .unwrap_or(&reason)
+                .to_string();
+            format!("{path}, item {} ({within}): {reason}", index + 1)
+        })?;
+        item[within] = serde_json::Value::String(id);
+    }
+    Ok(serde_json::Value::Array(items).to_string())
 }
 
 /// The one id that carries `key`, or why the row cannot be synced.

@@ -28,7 +28,7 @@ use crate::reference::References;
 use crate::stage::{KeyGroup, Sorted, Stage, StagedRecord};
 use crate::{EngineError, SyncSetup};
 use ferry_core::{Behavior, FieldMapping, Payload, Value};
-use ferry_destinations::stripe::{StripeCallError, StripeRecord, StripeService};
+use ferry_destinations::stripe::{Retirement, StripeCallError, StripeRecord, StripeService};
 use ferry_source::warehouse_diff::{self, DiffSpec, DiffTable, ADDED_COLUMNS};
 use ferry_state::{SnapshotKey, StateStore};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -524,7 +524,13 @@ impl Pipeline<'_> {
             key_ignores_case: sync.key.ignore_case,
             replacement: sync.object.replacement(),
         };
-        let how = sync.object.retirement().describe();
+        let how = match sync.object.retirement() {
+            Retirement::Cancel if self.setup.sync.spec.mirror.cancel_subscriptions_now => {
+                "cancelled at once"
+            }
+            Retirement::Cancel => "cancelled at the end of the period already paid for",
+            other => other.describe(),
+        };
         let mut row_number = rows;
         for chunk in log.into_chunks(CHUNK_RECORDS)? {
             if self.cancel.load(Ordering::Relaxed) {

@@ -355,6 +355,8 @@ struct StoredSyncSpec {
 struct StoredMirror {
     max_retire_percent: u32,
     delete_customers: bool,
+    #[serde(default)]
+    cancel_subscriptions_now: bool,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -389,6 +391,7 @@ impl From<&SyncSpec> for StoredSyncSpec {
             mirror: (!spec.mirror.is_default()).then_some(StoredMirror {
                 max_retire_percent: spec.mirror.max_retire_percent,
                 delete_customers: spec.mirror.delete_customers,
+                cancel_subscriptions_now: spec.mirror.cancel_subscriptions_now,
             }),
         }
     }
@@ -428,6 +431,7 @@ impl TryFrom<StoredSyncSpec> for SyncSpec {
                 .map(|mirror| MirrorSettings {
                     max_retire_percent: mirror.max_retire_percent,
                     delete_customers: mirror.delete_customers,
+                    cancel_subscriptions_now: mirror.cancel_subscriptions_now,
                 })
                 .unwrap_or_default(),
         })

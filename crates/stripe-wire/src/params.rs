@@ -42,6 +42,9 @@ pub struct Param {
     /// The id of another Stripe object that this parameter holds (`product` on a price): a
     /// mapping may name that record by its key instead (see [`references`]).
     pub refers_to: Option<&'static str>,
+    /// Says how Stripe carries a write out (a subscription's `proration_behavior`), not a field
+    /// of the record: Stripe never returns it (see [`request_option`]).
+    pub request_option: bool,
 }
 
 /// The type of a parameter, with its limits.
@@ -115,6 +118,7 @@ pub const fn string(name: &'static str, max_chars: usize) -> Param {
         replaced_whole: false,
         unset_reads_as: None,
         refers_to: None,
+        request_option: false,
     }
 }
 
@@ -131,6 +135,7 @@ pub const fn with_kind(name: &'static str, kind: ParamKind) -> Param {
         replaced_whole: false,
         unset_reads_as: None,
         refers_to: None,
+        request_option: false,
     }
 }
 
@@ -204,6 +209,16 @@ pub const fn unset_reads_as(param: Param, value: &'static str) -> Param {
 pub const fn references(param: Param, object: &'static str) -> Param {
     Param {
         refers_to: Some(object),
+        ..param
+    }
+}
+
+/// A parameter that says how Stripe carries the write out (`proration_behavior`): mapped
+/// (usually from a constant), it goes with every create and with every update that changes
+/// something, and is never compared with the record, which does not hold it.
+pub const fn request_option(param: Param) -> Param {
+    Param {
+        request_option: true,
         ..param
     }
 }

@@ -15,8 +15,8 @@ use serde_json::{Map, Value};
 use crate::form::leaf_text;
 use crate::param_error::{ParamError, Problem};
 use crate::params::{
-    boolean_of, create_only, non_empty, not_mapped, references, required, string, unsettable,
-    update_only, with_kind, Param, ParamKind,
+    boolean_of, create_only, non_empty, not_mapped, references, request_option, required, string,
+    unsettable, update_only, with_kind, Param, ParamKind,
 };
 use crate::schema::ObjectSchema;
 
@@ -83,7 +83,8 @@ pub static SUBSCRIPTION_PARAMS: &[Param] = &[
             allowed: PAYMENT_BEHAVIORS,
         },
     )),
-    not_mapped(with_kind(
+    // How a change of items is prorated: mapped from a constant (`'none'=proration_behavior`).
+    request_option(with_kind(
         "proration_behavior",
         ParamKind::Enum {
             allowed: PRORATION_BEHAVIORS,
@@ -438,7 +439,7 @@ mod tests {
     fn subscription_fields_come_from_the_parameter_table() {
         let fields = SUBSCRIPTION.fields();
         let paths: Vec<&str> = fields.iter().map(|f| f.path).collect();
-        expect!["customer items collection_method days_until_due trial_end cancel_at_period_end description metadata"]
+        expect!["customer items collection_method days_until_due trial_end cancel_at_period_end description metadata proration_behavior"]
             .assert_eq(&paths.join(" "));
         let create_only: Vec<&str> = fields
             .iter()
@@ -453,7 +454,13 @@ mod tests {
         let price = ITEM_PARAMS.iter().find(|p| p.name == "price").unwrap();
         assert_eq!(price.refers_to, Some("price"));
         assert!(SUBSCRIPTION.key_fields.is_empty());
-        assert!(SUBSCRIPTION.field("proration_behavior").is_none());
+        assert!(
+            SUBSCRIPTION
+                .field("proration_behavior")
+                .unwrap()
+                .param
+                .request_option
+        );
         assert!(SUBSCRIPTION.field("payment_behavior").is_none());
         assert!(item_is_deleted(&decode("deleted=true").unwrap()));
         assert!(!item_is_deleted(&decode("deleted=false").unwrap()));

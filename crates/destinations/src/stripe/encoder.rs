@@ -71,7 +71,121 @@ pub fn update_params(
         }
         insert_path(&mut params, path, field_json(schema, path, value));
     }
+    // How Stripe should carry the update out (`proration_behavior`) goes with every update.
+    if !params.is_empty() {
+        for (path, value) in &payload.fields {
+            if is_request_option(schema, path) && *value != FieldValue::Clear {
+                insert_path(&mut params, path, field_json(schema, path, value));
+            }
+        }
+    }
     params
+}
+
+/// Whether `path` says how Stripe carries a write out rather than what the record holds
+/// (`proration_behavior`): never compared with a record.
+pub fn is_request_option(schema: &'static ObjectSchema, path: &str) -> bool {
+    !path.starts_with("metadata.")
+        && schema
+            .field(path)
+            .is_some_and(|field| field.param.request_option)
+}
+
+/// The lists of `schema` that Stripe changes item by item, each existing item named by its
+/// `id` (a subscription's `items`), with the item field that refers to another record
+/// (`price`): sent as they are, their items would be added to the list.
+fn lists_updated_by_id(
+    schema: &'static ObjectSchema,
+) -> impl Iterator<Item = (&'static str, &'static str)> {
+    schema.params.iter().filter_map(|param| match param.kind {
+        ParamKind::ObjectArray { children, .. }
+            if children
+                .iter()
+                .any(|child| child.name == "id" && child.update_only) =>
+        {
+            let refers = children.iter().find(|child| child.refers_to.is_some())?;
+            Some((param.name, refers.name))
+        }
+        _ => None,
+    })
+}
+
+/// Whether update `params` change a list item by item (see [`pair_lists`]): the record as
+/// Stripe holds it must be read first.
+pub fn needs_current_items(schema: &'static ObjectSchema, params: &Map<String, Json>) -> bool {
+    lists_updated_by_id(schema).any(|(name, _)| params.contains_key(name))
+}
+
+/// Rewrites each list of update `params` that Stripe changes item by item against `record`,
+/// the record as Stripe holds it (see [`pair_list_items`]).
+pub fn pair_lists(schema: &'static ObjectSchema, params: &mut Map<String, Json>, record: &Json) {
+    for (name, refers) in lists_updated_by_id(schema) {
+        let Some(Json::Array(wanted)) = params.get(name) else {
+            continue;
+        };
+        let current = record
+            .get(name)
+            .and_then(|list| list.get("data").or(Some(list)))
+            .and_then(Json::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let paired = pair_list_items(wanted, current, refers);
+        params.insert(name.to_string(), Json::Array(paired));
+    }
+}
+
+/// The update of a list Stripe changes item by item: `wanted` is the list the row asks for
+/// (ids in place of keys), `current` the list's items as Stripe holds them. An item whose
+/// `refers` field (`price`) one current item has keeps that item (its quantity and metadata
+/// updated); the other wanted items take over the remaining current items in order (Stripe
+/// moves such an item to the new price, prorating it as asked), then are added; current items
+/// left over are deleted.
+fn pair_list_items(wanted: &[Json], current: &[Json], refers: &str) -> Vec<Json> {
+    let id_of = |value: &Json| -> Option<String> {
+        match value {
+            Json::String(text) => Some(text.clone()),
+            Json::Object(record) => record.get("id")?.as_str().map(str::to_string),
+            _ => None,
+        }
+    };
+    let current_refers: Vec<Option<String>> = current
+        .iter()
+        .map(|item| item.get(refers).and_then(id_of))
+        .collect();
+    let mut taken = vec![false; current.len()];
+    let mut kept: Vec<Option<usize>> = wanted
+        .iter()
+        .map(|item| {
+            let target = item.get(refers).and_then(id_of)?;
+            let index = (0..current.len())
+                .find(|&index| !taken[index] && current_refers[index].as_ref() == Some(&target))?;
+            taken[index] = true;
+            Some(index)
+        })
+        .collect();
+    for slot in kept.iter_mut().filter(|slot| slot.is_none()) {
+        if let Some(index) = (0..current.len()).find(|&index| !taken[index]) {
+            taken[index] = true;
+            *slot = Some(index);
+        }
+    }
+    let mut items: Vec<Json> = wanted
+        .iter()
+        .zip(&kept)
+        .map(|(item, slot)| {
+            let mut item = item.as_object().cloned().unwrap_or_default();
+            if let Some(id) = slot.and_then(|index| current[index].get("id").cloned()) {
+                item.insert("id".to_string(), id);
+            }
+            Json::Object(item)
+        })
+        .collect();
+    for (index, item) in current.iter().enumerate() {
+        if let (false, Some(id)) = (taken[index], item.get("id")) {
+            items.push(serde_json::json!({ "id": id, "deleted": true }));
+        }
+    }
+    items
 }
 
 /// A record as Stripe returns it, flattened to the paths ferry maps, for diffing: the object's
@@ -187,6 +301,15 @@ fn flatten(
     fields: &mut BTreeMap<String, FieldValue>,
 ) {
     match json {
+        // A list Stripe returns as a list object (a subscription's `items`).
+        Json::Object(object)
+            if object.get("object").and_then(Json::as_str) == Some("list")
+                && object_list_children(schema, path).is_some() =>
+        {
+            if let Some(data) = object.get("data") {
+                flatten(schema, data, path, fields);
+            }
+        }
         Json::Object(object) => {
             for (name, value) in object {
                 flatten(schema, value, &format!("{path}.{name}"), fields);
@@ -235,6 +358,7 @@ mod tests {
     use ferry_stripe_wire::customer::CUSTOMER;
     use ferry_stripe_wire::form;
     use ferry_stripe_wire::product::PRODUCT;
+    use serde_json::json;
 
     fn payload(fields: &[(&str, FieldValue)]) -> Payload {
         Payload {
@@ -346,6 +470,66 @@ mod tests {
         );
         expect![["is `5 per seat`, which is not a JSON array of objects"]]
             .assert_eq(&refused("5 per seat"));
+    }
+
+    /// A subscription's items are changed in place: an item keeps its id when its price
+    /// stays, takes over a leftover item when its price is new, is added past those, and the
+    /// items left over are deleted.
+    #[test]
+    fn list_items_are_paired_with_the_items_stripe_holds() {
+        use ferry_stripe_wire::subscription::SUBSCRIPTION;
+        let current = json!({"items": {"object": "list", "data": [
+            {"id": "si_a", "price": {"id": "price_pro", "object": "price"}, "quantity": 1},
+            {"id": "si_b", "price": {"id": "price_seat", "object": "price"}, "quantity": 5},
+            {"id": "si_c", "price": {"id": "price_old", "object": "price"}, "quantity": 1},
+        ]}});
+        let paired = |wanted: Json| {
+            let mut params = Map::from_iter([("items".to_string(), wanted)]);
+            assert!(needs_current_items(&SUBSCRIPTION, &params));
+            pair_lists(&SUBSCRIPTION, &mut params, &current);
+            form::encode(&params)
+        };
+        // The seats change; the pro item stays; the old item moves to the new price.
+        expect![["items[0][price]=price_seat&items[0][quantity]=7&items[0][id]=si_b&items[1][price]=price_pro&items[1][quantity]=1&items[1][id]=si_a&items[2][price]=price_new&items[2][quantity]=1&items[2][id]=si_c"]]
+            .assert_eq(&paired(json!([
+                {"price": "price_seat", "quantity": 7},
+                {"price": "price_pro", "quantity": 1},
+                {"price": "price_new", "quantity": 1},
+            ])));
+        // Fewer items: the rest are deleted.
+        expect![["items[0][price]=price_pro&items[0][quantity]=2&items[0][id]=si_a&items[1][id]=si_b&items[1][deleted]=true&items[2][id]=si_c&items[2][deleted]=true"]]
+            .assert_eq(&paired(json!([{"price": "price_pro", "quantity": 2}])));
+        // More items: the extra one is added.
+        expect![["items[0][price]=price_x&items[0][id]=si_a&items[1][price]=price_y&items[1][id]=si_b&items[2][price]=price_z&items[2][id]=si_c&items[3][price]=price_w"]]
+            .assert_eq(&paired(json!([
+                {"price": "price_x"}, {"price": "price_y"}, {"price": "price_z"}, {"price": "price_w"}
+            ])));
+        // A list that did not change is not sent, and nothing needs reading.
+        assert!(!needs_current_items(&SUBSCRIPTION, &Map::new()));
+        // Items as Stripe returns them read as the model writes them.
+        let fields = record_to_fields(&SUBSCRIPTION, &current);
+        expect![[r#"Some(Text("[{\"price\":\"price_pro\",\"quantity\":1},{\"price\":\"price_seat\",\"quantity\":5},{\"price\":\"price_old\",\"quantity\":1}]"))"#]]
+            .assert_eq(&format!("{:?}", fields.get("items")));
+    }
+
+    /// How a write is carried out (`proration_behavior`) goes with every update that changes
+    /// something, and never alone.
+    #[test]
+    fn request_options_go_with_updates_that_change_something() {
+        use ferry_stripe_wire::subscription::SUBSCRIPTION;
+        let fields = payload(&[
+            ("description", text("Gold")),
+            ("proration_behavior", text("none")),
+        ]);
+        assert!(is_request_option(&SUBSCRIPTION, "proration_behavior"));
+        assert!(!is_request_option(
+            &SUBSCRIPTION,
+            "metadata.proration_behavior"
+        ));
+        expect!["description=Gold&proration_behavior=none"].assert_eq(&form::encode(
+            &update_params(&SUBSCRIPTION, &fields, &["description".to_string()]),
+        ));
+        assert!(update_params(&SUBSCRIPTION, &fields, &[]).is_empty());
     }
 
     #[test]

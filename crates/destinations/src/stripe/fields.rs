@@ -98,6 +98,9 @@ pub struct MappedField {
 pub struct Reference {
     pub object: ferry_core::ObjectKind,
     pub key: MappedKey,
+    /// For a list of objects (a subscription's `items`), the item field that holds the id
+    /// (`price`): the column holds the list with keys in that place.
+    pub within: Option<&'static str>,
 }
 
 impl Reference {
@@ -129,7 +132,7 @@ pub enum MappingError {
     },
     #[error("`{field}`: a metadata key must be 1 to {METADATA_KEY_MAX_CHARS} characters without `[` or `]` (got {chars} characters)")]
     BadMetadataKey { field: String, chars: usize },
-    #[error("the mapping key must be {allowed} or an external id kept in metadata (`metadata.KEY`), not `{field}`")]
+    #[error("the mapping key must be {allowed}an external id kept in metadata (`metadata.KEY`), not `{field}`")]
     BadKeyField { field: String, allowed: String },
     #[error("`{written}`: {field} does not name another Stripe record, so it cannot be looked up by key. {can}")]
     NotAReference {
@@ -163,8 +166,28 @@ pub fn reference_fields(schema: &'static ObjectSchema) -> Vec<(&'static str, &'s
     schema
         .fields()
         .into_iter()
-        .filter_map(|field| Some((field.path, field.param.refers_to?)))
+        .filter_map(|field| {
+            let object = match field.param.refers_to {
+                Some(object) => object,
+                None => list_reference(field.param)?.1,
+            };
+            Some((field.path, object))
+        })
         .collect()
+}
+
+/// The one item field of a list of objects that holds another record's id (a subscription
+/// item's `price`), and that record's object.
+fn list_reference(param: &Param) -> Option<(&'static str, &'static str)> {
+    let FieldKind::ObjectList { children } = FieldKind::of(param) else {
+        return None;
+    };
+    let mut referring = children
+        .iter()
+        .filter(|child| child.mapped)
+        .filter_map(|child| Some((child.name, child.refers_to?)));
+    let first = referring.next()?;
+    referring.next().is_none().then_some(first)
 }
 
 fn parse_reference(
@@ -188,9 +211,11 @@ fn parse_reference(
         },
         other => other,
     })?;
-    let target = schema
-        .field(&field.path)
-        .and_then(|spec| spec.param.refers_to)
+    let spec = schema.field(&field.path);
+    let within = spec.as_ref().and_then(|spec| list_reference(spec.param));
+    let target = spec
+        .as_ref()
+        .and_then(|spec| spec.param.refers_to.or(within.map(|(_, object)| object)))
         .and_then(crate::stripe::objects::object_kind_named);
     let Some(object) = target else {
         let can = match reference_fields(schema).as_slice() {
@@ -223,9 +248,16 @@ fn parse_reference(
                 .collect::<Vec<_>>()
                 .join(" or "),
         })?;
-    // The column holds a key: text, checked when the reference is resolved.
-    field.kind = FieldKind::Text { max_chars: 5000 };
-    field.reference = Some(Box::new(Reference { object, key }));
+    // The column holds a key: text, checked when the reference is resolved. A list keeps its
+    // kind: its items hold keys where ids go.
+    if within.is_none() {
+        field.kind = FieldKind::Text { max_chars: 5000 };
+    }
+    field.reference = Some(Box::new(Reference {
+        object,
+        key,
+        within: within.map(|(name, _)| name),
+    }));
     Ok(field)
 }
 
@@ -284,8 +316,8 @@ pub fn parse_key_field(
         .key_fields
         .iter()
         .map(|key| format!("`{}`", key.path))
-        .collect::<Vec<_>>()
-        .join(" or ");
+        .map(|key| format!("{key} or "))
+        .collect::<String>();
     Err(MappingError::BadKeyField {
         field: field.path,
         allowed,
@@ -519,6 +551,8 @@ pub fn canonical_object_list(
     let Json::Array(items) = json else {
         return Err(format!("is `{json}`, which is not a JSON array of objects"));
     };
+    // What ferry sets itself (an item's `id`) is never read from a model nor compared.
+    let children: Vec<&Param> = children.iter().filter(|child| child.mapped).collect();
     let names = || {
         children
             .iter()
@@ -535,17 +569,18 @@ pub fn canonical_object_list(
                 names()
             ));
         };
-        if let Some(unknown) = object
+        // Stripe returns more than it takes (an item's `created`, its whole `price`).
+        let unknown = object
             .keys()
-            .find(|key| children.iter().all(|child| child.name != key.as_str()))
-        {
+            .find(|key| children.iter().all(|child| child.name != key.as_str()));
+        if let (Some(unknown), ListSource::Model) = (unknown, source) {
             return Err(format!(
                 "{place} has `{unknown}`, which is not one of {}",
                 names()
             ));
         }
         let mut out = serde_json::Map::new();
-        for child in children {
+        for child in children.iter().copied() {
             let given = object.get(child.name).filter(|value| !value.is_null());
             let twin = format!("{}_decimal", child.name);
             let has_twin = children.iter().any(|other| other.name == twin);
@@ -614,10 +649,41 @@ pub fn canonical_object_list(
                     }
                     out.insert(child.name.to_string(), Json::from(normalize_decimal(&text)));
                 }
+                ParamKind::Metadata => {
+                    // Stripe returns `{}` for no metadata; values are text either way.
+                    let Some(given) = given else { continue };
+                    let Json::Object(entries) = given else {
+                        return Err(format!(
+                            "{place}: {} is `{given}`, which is not an object of keys and values",
+                            child.name
+                        ));
+                    };
+                    if entries.is_empty() {
+                        continue;
+                    }
+                    let entries: serde_json::Map<String, Json> = entries
+                        .iter()
+                        .map(|(key, value)| {
+                            let text = match value {
+                                Json::String(text) => text.clone(),
+                                other => other.to_string(),
+                            };
+                            (key.clone(), Json::from(text))
+                        })
+                        .collect();
+                    out.insert(child.name.to_string(), Json::Object(entries));
+                }
                 _ => {
                     let Some(given) = given else { continue };
                     let text = match given {
                         Json::String(text) => text.clone(),
+                        // Stripe expands what an item refers to (its `price`): its id is
+                        // what the item holds.
+                        Json::Object(record) if child.refers_to.is_some() => record
+                            .get("id")
+                            .and_then(Json::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
                         other => other.to_string(),
                     };
                     out.insert(child.name.to_string(), Json::from(text));
@@ -739,6 +805,49 @@ mod tests {
 
     fn field(path: &str) -> Result<MappedField, MappingError> {
         parse_field(&CUSTOMER, path)
+    }
+
+    /// A subscription names its customer and its items' prices by their keys; it has no key
+    /// of its own, and the items ferry pairs by id are not the model's to give.
+    #[test]
+    fn a_subscription_refers_to_its_customer_and_to_its_items_prices() {
+        use ferry_stripe_wire::subscription::SUBSCRIPTION;
+        let customer = parse_field(&SUBSCRIPTION, "customer(email)").unwrap();
+        let reference = customer.reference.unwrap();
+        assert_eq!(
+            (
+                reference.object,
+                reference.within,
+                reference.key.ignore_case
+            ),
+            (ferry_core::ObjectKind::Customer, None, true)
+        );
+        let items = parse_field(&SUBSCRIPTION, "items(lookup_key)").unwrap();
+        assert!(matches!(items.kind, FieldKind::ObjectList { .. }));
+        let reference = items.reference.clone().unwrap();
+        assert_eq!(
+            (reference.object, reference.within),
+            (ferry_core::ObjectKind::Price, Some("price"))
+        );
+        assert_eq!(
+            reference_fields(&SUBSCRIPTION),
+            vec![("customer", "customer"), ("items", "price")]
+        );
+        assert_eq!(
+            parse_key_field(&SUBSCRIPTION, "description").unwrap_err().to_string(),
+            "the mapping key must be an external id kept in metadata (`metadata.KEY`), not `description`"
+        );
+        let list = |text: &str| items.convert(&Value::Text(text.into()));
+        assert_eq!(
+            list(r#"[{"price": "pro_monthly", "quantity": "2", "metadata": {}}]"#),
+            Ok(Some(FieldValue::Text(
+                r#"[{"price":"pro_monthly","quantity":2}]"#.into()
+            )))
+        );
+        assert_eq!(
+            list(r#"[{"id": "si_1", "price": "pro_monthly"}]"#),
+            Err("item 1 has `id`, which is not one of metadata, price, quantity".into())
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use ferry_core::ObjectKind;
 use ferry_stripe_wire::customer::CUSTOMER;
 use ferry_stripe_wire::price::PRICE;
 use ferry_stripe_wire::product::PRODUCT;
+use ferry_stripe_wire::subscription::SUBSCRIPTION;
 use ferry_stripe_wire::ObjectSchema;
 
 /// What the engine asks of a Stripe object.
@@ -29,9 +30,10 @@ pub trait StripeObject: Sync + Send + std::fmt::Debug {
         &[&[]]
     }
 
-    /// The event type that says a record went away.
-    fn deleted_event(&self) -> String {
-        format!("{}.deleted", self.schema().object)
+    /// The event type that says a record went away, taking its key with it; `None` when
+    /// records never go (a canceled subscription stays, and keeps its key).
+    fn deleted_event(&self) -> Option<String> {
+        Some(format!("{}.deleted", self.schema().object))
     }
 
     /// How a record whose create-only fields changed is replaced by a new one, when Stripe
@@ -60,6 +62,9 @@ pub enum Retirement {
         parent: &'static ObjectSchema,
         parent_default: &'static str,
     },
+    /// Cancelled: at the end of the period already paid for (`cancel_at_period_end=true`), or
+    /// at once (`DELETE`) when the sync says so. A canceled subscription cannot come back.
+    Cancel,
 }
 
 impl Retirement {
@@ -69,6 +74,7 @@ impl Retirement {
             Retirement::Delete => "deleted",
             Retirement::DeleteElseArchive => "deleted (archived if it has prices)",
             Retirement::Archive { .. } => "archived",
+            Retirement::Cancel => "cancelled",
         }
     }
 }
@@ -180,12 +186,52 @@ static PRICE_REPLACEMENT: Replacement = Replacement {
     consequence: "subscriptions and invoices already on the old price keep it",
 };
 
+/// A subscription has no key of its own: it is matched by an external id in its metadata. It
+/// names its customer (`customer(email)`) and its items' prices (`items(lookup_key)`) by their
+/// keys. Its events are `customer.subscription.*`, and Stripe lists canceled subscriptions only
+/// when asked: they still hold their keys, so a row whose subscription was canceled is reported,
+/// never subscribed anew.
+#[derive(Debug)]
+pub struct Subscription;
+
+impl StripeObject for Subscription {
+    fn schema(&self) -> &'static ObjectSchema {
+        &SUBSCRIPTION
+    }
+
+    fn matching_help(&self) -> &'static str {
+        "A subscription is matched by an external id kept in its metadata (a contract or account id from the warehouse); Stripe chooses its id."
+    }
+
+    fn change_events(&self) -> [String; 2] {
+        [
+            "customer.subscription.updated".to_string(),
+            "customer.subscription.deleted".to_string(),
+        ]
+    }
+
+    /// `customer.subscription.deleted` says it was canceled: it stays, with its key.
+    fn deleted_event(&self) -> Option<String> {
+        None
+    }
+
+    /// `GET /v1/subscriptions` leaves canceled ones out unless `status=all`.
+    fn listings(&self) -> &'static [&'static [(&'static str, &'static str)]] {
+        &[&[("status", "all")]]
+    }
+
+    fn retirement(&self) -> Retirement {
+        Retirement::Cancel
+    }
+}
+
 /// The registry: one line per object ferry syncs.
 pub fn stripe_object(kind: ObjectKind) -> &'static dyn StripeObject {
     match kind {
         ObjectKind::Customer => &Customer,
         ObjectKind::Product => &Product,
         ObjectKind::Price => &Price,
+        ObjectKind::Subscription => &Subscription,
     }
 }
 

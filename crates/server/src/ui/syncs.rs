@@ -43,6 +43,7 @@ pub struct SyncForm {
     /// Mirror's limit, in percent; empty: the default.
     max_retire_percent: String,
     delete_customers: bool,
+    cancel_subscriptions_now: bool,
     rows: Vec<MapperRow>,
 }
 
@@ -95,7 +96,12 @@ impl SyncForm {
     fn settle_key_field(&mut self) {
         let schema = self.object().schema();
         if self.key_field != METADATA && schema.key_field(&self.key_field).is_none() {
-            self.key_field = schema.key_fields[0].path.into();
+            // An object without a key of its own (a subscription) is matched by metadata.
+            self.key_field = schema
+                .key_fields
+                .first()
+                .map_or(METADATA, |key| key.path)
+                .into();
         }
     }
 
@@ -122,6 +128,7 @@ impl SyncForm {
                 "schedule" => form.schedule = value.trim().to_string(),
                 "max_retire_percent" => form.max_retire_percent = value.trim().to_string(),
                 "delete_customers" => form.delete_customers = value == "1",
+                "cancel_subscriptions_now" => form.cancel_subscriptions_now = value == "1",
                 "map_column" => columns.push(value),
                 "map_field" => fields_of_rows.push(value),
                 "map_metadata" => metadata.push(value.trim().to_string()),
@@ -173,6 +180,7 @@ impl SyncForm {
             schedule: spec.schedule.map(|s| s.to_string()).unwrap_or_default(),
             max_retire_percent: spec.mirror.max_retire_percent.to_string(),
             delete_customers: spec.mirror.delete_customers,
+            cancel_subscriptions_now: spec.mirror.cancel_subscriptions_now,
             rows: spec
                 .mappings
                 .iter()
@@ -249,7 +257,7 @@ impl SyncForm {
             "key_field",
             &self.key_field,
             &key_choices,
-            Some(Some(schema.key_fields[0].path)),
+            Some(schema.key_fields.first().map(|key| key.path)),
             &mut problems,
         ) {
             Some(Some(path)) => path.to_string(),
@@ -318,6 +326,7 @@ impl SyncForm {
         };
         let mut mirror = ferry_core::MirrorSettings {
             delete_customers: self.delete_customers,
+            cancel_subscriptions_now: self.cancel_subscriptions_now,
             ..Default::default()
         };
         if !self.max_retire_percent.is_empty() {
@@ -446,15 +455,26 @@ fn field_select(row: &MapperRow, schema: &'static ObjectSchema) -> Markup {
                 optgroup label="Another record, found by its key" {
                     @for (path, object) in references {
                         @let target = object_kind_named(object).map(|kind| stripe_object(kind).schema());
+                        // A list of objects (`items`) holds its keys inside each item.
+                        @let list = ferry_destinations::stripe::parse_field(schema, path)
+                            .is_ok_and(|field| matches!(field.kind, ferry_destinations::stripe::FieldKind::ObjectList { .. }));
                         @for key in target.map(|schema| schema.key_fields).unwrap_or_default() {
                             @let value = format!("{path}({})", key.path);
                             option value=(value) selected[row.field == value] {
-                                (path) ": the " (object) " whose " (key.path) " is the value"
+                                @if list {
+                                    (path) ": a JSON list, each " (object) " named by its " (key.path)
+                                } @else {
+                                    (path) ": the " (object) " whose " (key.path) " is the value"
+                                }
                             }
                         }
                         @let value = format!("{path}({METADATA})");
                         option value=(value) selected[row.field == value] {
-                            (path) ": the " (object) " whose metadata key (beside) is the value"
+                            @if list {
+                                (path) ": a JSON list, each " (object) " named by the metadata key (beside)"
+                            } @else {
+                                (path) ": the " (object) " whose metadata key (beside) is the value"
+                            }
                         }
                     }
                 }
@@ -557,6 +577,12 @@ fn sync_form(
                         label.choice {
                             input type="checkbox" name="delete_customers" value="1" checked[form.delete_customers];
                             " Delete customers whose rows left the model. Stripe cannot undo this: their payment methods and subscriptions go with them."
+                        }
+                    }
+                    @if schema.object == "subscription" {
+                        label.choice {
+                            input type="checkbox" name="cancel_subscriptions_now" value="1" checked[form.cancel_subscriptions_now];
+                            " Cancel subscriptions whose rows left the model at once, not at the end of the period already paid for."
                         }
                     }
                 }
@@ -881,6 +907,9 @@ pub async fn show(
                         @if spec.behavior == Behavior::Mirror {
                             " (retires at most " (spec.mirror.max_retire_percent) "% per run"
                             @if spec.object == ObjectKind::Customer && spec.mirror.delete_customers { "; deletes customers" }
+                            @if spec.object == ObjectKind::Subscription {
+                                @if spec.mirror.cancel_subscriptions_now { "; cancels at once" } @else { "; cancels at period end" }
+                            }
                             ")"
                         }
                     }
@@ -1272,6 +1301,48 @@ mod tests {
             r#"<optgroup label="Another record, found by its key">"#,
             r#"<option value="product(id)">product: the product whose id is the value</option>"#,
             r#"<option value="product(metadata)" selected>product: the product whose metadata key (beside) is the value</option>"#,
+        ] {
+            assert!(
+                html.contains(expected),
+                "`{expected}` missing from:\n{html}"
+            );
+        }
+    }
+
+    /// A subscription has no key of its own: the form keys it by metadata, offers its items'
+    /// prices by key, and asks how Mirror cancels.
+    #[test]
+    fn a_subscription_is_keyed_by_metadata_and_names_its_items_prices_by_key() {
+        let mut form = SyncForm::parse(
+            b"model=m&destination=stripe&object=subscription&behavior=mirror&key_column=contract&key_field=email&key_metadata=contract_id\
+&map_column=items&map_field=items%28lookup_key%29&map_metadata=&cancel_subscriptions_now=1",
+        )
+        .ok()
+        .unwrap();
+        form.settle_key_field();
+        assert_eq!(
+            form.key_field, METADATA,
+            "email is not a subscription's key"
+        );
+        let spec = form.to_spec().expect("a valid form");
+        assert_eq!(spec.key.field, "metadata.contract_id");
+        assert_eq!(spec.mappings[0].field, "items(lookup_key)");
+        assert!(spec.mirror.cancel_subscriptions_now);
+        let choices = FormChoices {
+            models: vec!["m".into()],
+            destinations: vec!["stripe".into()],
+            columns: vec!["contract".into(), "items".into()],
+            columns_problem: None,
+        };
+        let caller = Caller {
+            token_name: "t".into(),
+            csrf: "c".into(),
+        };
+        let html = sync_form(&caller, &form, &choices, None).into_string();
+        for expected in [
+            r#"<option value="items(lookup_key)" selected>items: a JSON list, each price named by its lookup_key</option>"#,
+            r#"<option value="customer(email)">customer: the customer whose email is the value</option>"#,
+            r#"name="cancel_subscriptions_now" value="1" checked"#,
         ] {
             assert!(
                 html.contains(expected),
