@@ -22,6 +22,7 @@ use serde_json::{json, Map, Value};
 use ferry_stripe_wire::customer::validate_customer_params;
 use ferry_stripe_wire::error::{API_ERROR, IDEMPOTENCY_ERROR};
 use ferry_stripe_wire::form::{decode, leaf_text};
+use ferry_stripe_wire::invoice::{INVOICE, INVOICE_ITEM, INVOICE_STATUSES};
 use ferry_stripe_wire::params::{boolean_of, is_supported_currency};
 use ferry_stripe_wire::price::{PRICE, RECURRING_INTERVALS, USAGE_TYPES};
 use ferry_stripe_wire::product::PRODUCT;
@@ -37,7 +38,10 @@ use crate::customer_object::{apply_params, new_customer};
 use crate::events::{EventQuery, EventSource, TypeFilter};
 use crate::faults::{decide, FaultKind};
 use crate::idempotency::{Claim, Fingerprint, StoredResponse};
-use crate::search::{SearchQuery, Searchable, CUSTOMER_SEARCH, PRICE_SEARCH, PRODUCT_SEARCH};
+use crate::invoices::{self, InvoiceItemListQuery, InvoiceListQuery};
+use crate::search::{
+    SearchQuery, Searchable, CUSTOMER_SEARCH, INVOICE_SEARCH, PRICE_SEARCH, PRODUCT_SEARCH,
+};
 use crate::state::{new_invoice_prefix, new_object_id, unix_now, RecordedRequest, SharedState};
 use crate::store::{CreatedRange, ListQuery, Lookup, UnknownCursor};
 use crate::subscriptions::{self, SubscriptionListQuery, LIST_STATUSES};
@@ -80,6 +84,23 @@ enum Endpoint {
     RetrieveSubscription,
     UpdateSubscription,
     CancelSubscription,
+    CreateInvoice,
+    ListInvoices,
+    SearchInvoices,
+    RetrieveInvoice,
+    UpdateInvoice,
+    DeleteInvoice,
+    ListInvoiceLines,
+    FinalizeInvoice,
+    SendInvoice,
+    VoidInvoice,
+    MarkInvoiceUncollectible,
+    PayInvoice,
+    CreateInvoiceItem,
+    ListInvoiceItems,
+    RetrieveInvoiceItem,
+    UpdateInvoiceItem,
+    DeleteInvoiceItem,
 }
 
 impl Endpoint {
@@ -111,6 +132,23 @@ impl Endpoint {
             ("GET", "/v1/subscriptions/{id}") => Endpoint::RetrieveSubscription,
             ("POST", "/v1/subscriptions/{id}") => Endpoint::UpdateSubscription,
             ("DELETE", "/v1/subscriptions/{id}") => Endpoint::CancelSubscription,
+            ("POST", "/v1/invoices") => Endpoint::CreateInvoice,
+            ("GET", "/v1/invoices") => Endpoint::ListInvoices,
+            ("GET", "/v1/invoices/search") => Endpoint::SearchInvoices,
+            ("GET", "/v1/invoices/{id}") => Endpoint::RetrieveInvoice,
+            ("POST", "/v1/invoices/{id}") => Endpoint::UpdateInvoice,
+            ("DELETE", "/v1/invoices/{id}") => Endpoint::DeleteInvoice,
+            ("GET", "/v1/invoices/{id}/lines") => Endpoint::ListInvoiceLines,
+            ("POST", "/v1/invoices/{id}/finalize") => Endpoint::FinalizeInvoice,
+            ("POST", "/v1/invoices/{id}/send") => Endpoint::SendInvoice,
+            ("POST", "/v1/invoices/{id}/void") => Endpoint::VoidInvoice,
+            ("POST", "/v1/invoices/{id}/mark_uncollectible") => Endpoint::MarkInvoiceUncollectible,
+            ("POST", "/v1/invoices/{id}/pay") => Endpoint::PayInvoice,
+            ("POST", "/v1/invoiceitems") => Endpoint::CreateInvoiceItem,
+            ("GET", "/v1/invoiceitems") => Endpoint::ListInvoiceItems,
+            ("GET", "/v1/invoiceitems/{id}") => Endpoint::RetrieveInvoiceItem,
+            ("POST", "/v1/invoiceitems/{id}") => Endpoint::UpdateInvoiceItem,
+            ("DELETE", "/v1/invoiceitems/{id}") => Endpoint::DeleteInvoiceItem,
             // Prices cannot be deleted: `DELETE /v1/prices/{id}` is an unknown URL, as on Stripe.
             _ => return None,
         };
@@ -146,6 +184,23 @@ impl Endpoint {
             Endpoint::RetrieveSubscription => "GET /v1/subscriptions/{id}",
             Endpoint::UpdateSubscription => "POST /v1/subscriptions/{id}",
             Endpoint::CancelSubscription => "DELETE /v1/subscriptions/{id}",
+            Endpoint::CreateInvoice => "POST /v1/invoices",
+            Endpoint::ListInvoices => "GET /v1/invoices",
+            Endpoint::SearchInvoices => "GET /v1/invoices/search",
+            Endpoint::RetrieveInvoice => "GET /v1/invoices/{id}",
+            Endpoint::UpdateInvoice => "POST /v1/invoices/{id}",
+            Endpoint::DeleteInvoice => "DELETE /v1/invoices/{id}",
+            Endpoint::ListInvoiceLines => "GET /v1/invoices/{id}/lines",
+            Endpoint::FinalizeInvoice => "POST /v1/invoices/{id}/finalize",
+            Endpoint::SendInvoice => "POST /v1/invoices/{id}/send",
+            Endpoint::VoidInvoice => "POST /v1/invoices/{id}/void",
+            Endpoint::MarkInvoiceUncollectible => "POST /v1/invoices/{id}/mark_uncollectible",
+            Endpoint::PayInvoice => "POST /v1/invoices/{id}/pay",
+            Endpoint::CreateInvoiceItem => "POST /v1/invoiceitems",
+            Endpoint::ListInvoiceItems => "GET /v1/invoiceitems",
+            Endpoint::RetrieveInvoiceItem => "GET /v1/invoiceitems/{id}",
+            Endpoint::UpdateInvoiceItem => "POST /v1/invoiceitems/{id}",
+            Endpoint::DeleteInvoiceItem => "DELETE /v1/invoiceitems/{id}",
         }
     }
 
@@ -179,6 +234,25 @@ impl Endpoint {
             Endpoint::ListSubscriptions | Endpoint::RetrieveSubscription => {
                 Permission::SubscriptionsRead
             }
+            // One permission covers invoices and invoice items, as Stripe's Invoices
+            // permission does.
+            Endpoint::CreateInvoice
+            | Endpoint::UpdateInvoice
+            | Endpoint::DeleteInvoice
+            | Endpoint::FinalizeInvoice
+            | Endpoint::SendInvoice
+            | Endpoint::VoidInvoice
+            | Endpoint::MarkInvoiceUncollectible
+            | Endpoint::PayInvoice
+            | Endpoint::CreateInvoiceItem
+            | Endpoint::UpdateInvoiceItem
+            | Endpoint::DeleteInvoiceItem => Permission::InvoicesWrite,
+            Endpoint::ListInvoices
+            | Endpoint::SearchInvoices
+            | Endpoint::RetrieveInvoice
+            | Endpoint::ListInvoiceLines
+            | Endpoint::ListInvoiceItems
+            | Endpoint::RetrieveInvoiceItem => Permission::InvoicesRead,
         }
     }
 
@@ -198,6 +272,18 @@ impl Endpoint {
                 | Endpoint::RetrieveSubscription
                 | Endpoint::UpdateSubscription
                 | Endpoint::CancelSubscription
+                | Endpoint::RetrieveInvoice
+                | Endpoint::UpdateInvoice
+                | Endpoint::DeleteInvoice
+                | Endpoint::ListInvoiceLines
+                | Endpoint::FinalizeInvoice
+                | Endpoint::SendInvoice
+                | Endpoint::VoidInvoice
+                | Endpoint::MarkInvoiceUncollectible
+                | Endpoint::PayInvoice
+                | Endpoint::RetrieveInvoiceItem
+                | Endpoint::UpdateInvoiceItem
+                | Endpoint::DeleteInvoiceItem
         )
     }
 }
@@ -495,7 +581,10 @@ fn stage(
     }
     let is_search = matches!(
         endpoint,
-        Endpoint::SearchCustomers | Endpoint::SearchProducts | Endpoint::SearchPrices
+        Endpoint::SearchCustomers
+            | Endpoint::SearchProducts
+            | Endpoint::SearchPrices
+            | Endpoint::SearchInvoices
     );
     if let Err(reason) =
         state
@@ -561,10 +650,11 @@ fn stage(
         Some(FaultKind::LostResponse) | None => {}
     }
 
-    // Ids chosen by callers (products) may need percent-encoding in the path.
+    // Ids chosen by callers (products) may need percent-encoding in the path. The id is the
+    // third segment (`/v1/invoices/{id}/finalize`), whatever follows it.
     let path_id = endpoint
         .has_path_id()
-        .then(|| request.uri.path().rsplit('/').next().map(percent_decode))
+        .then(|| request.uri.path().split('/').nth(3).map(percent_decode))
         .flatten();
     if let Some(key) = &idempotency_key {
         let fingerprint = Fingerprint::new(
@@ -658,6 +748,12 @@ fn validate_for(endpoint: Endpoint, params: &Map<String, Value>) -> Result<(), S
         Endpoint::CreateSubscription => SUBSCRIPTION.validate(params, false),
         Endpoint::UpdateSubscription => SUBSCRIPTION.validate(params, true),
         Endpoint::CancelSubscription => check_cancel_params(params),
+        Endpoint::CreateInvoice => INVOICE.validate(params, false),
+        Endpoint::UpdateInvoice => INVOICE.validate(params, true),
+        Endpoint::CreateInvoiceItem => INVOICE_ITEM.validate(params, false),
+        Endpoint::UpdateInvoiceItem => INVOICE_ITEM.validate(params, true),
+        Endpoint::FinalizeInvoice => check_booleans(params, &["auto_advance"]),
+        Endpoint::PayInvoice => check_booleans(params, &["paid_out_of_band", "forgive"]),
         Endpoint::RetrieveCustomer
         | Endpoint::DeleteCustomer
         | Endpoint::RetrieveBalance
@@ -666,7 +762,14 @@ fn validate_for(endpoint: Endpoint, params: &Map<String, Value>) -> Result<(), S
         | Endpoint::RetrieveProduct
         | Endpoint::DeleteProduct
         | Endpoint::RetrievePrice
-        | Endpoint::RetrieveSubscription => only_expand(params),
+        | Endpoint::RetrieveSubscription
+        | Endpoint::RetrieveInvoice
+        | Endpoint::DeleteInvoice
+        | Endpoint::SendInvoice
+        | Endpoint::VoidInvoice
+        | Endpoint::MarkInvoiceUncollectible
+        | Endpoint::RetrieveInvoiceItem
+        | Endpoint::DeleteInvoiceItem => only_expand(params),
         Endpoint::ListCustomers => return parse_list_query(params).map(|_| ()),
         Endpoint::ListEvents => return parse_event_query(params).map(|_| ()),
         Endpoint::SearchCustomers => {
@@ -679,6 +782,12 @@ fn validate_for(endpoint: Endpoint, params: &Map<String, Value>) -> Result<(), S
         Endpoint::ListProducts => return parse_product_list(params).map(|_| ()),
         Endpoint::ListPrices => return parse_price_list(params).map(|_| ()),
         Endpoint::ListSubscriptions => return parse_subscription_list(params).map(|_| ()),
+        Endpoint::SearchInvoices => {
+            return parse_search_params(params, &INVOICE_SEARCH).map(|_| ())
+        }
+        Endpoint::ListInvoices => return parse_invoice_list(params).map(|_| ()),
+        Endpoint::ListInvoiceLines => return parse_lines_page(params).map(|_| ()),
+        Endpoint::ListInvoiceItems => return parse_invoice_item_list(params).map(|_| ()),
     };
     checked.map_err(|error| error.to_stripe_error())
 }
@@ -705,6 +814,94 @@ fn check_cancel_params(params: &Map<String, Value>) -> Result<(), ParamError> {
         }
     }
     Ok(())
+}
+
+/// Booleans among `names`, and `expand`: the params of an invoice action
+/// (`POST /v1/invoices/{id}/finalize`, `/pay`).
+fn check_booleans(params: &Map<String, Value>, names: &[&str]) -> Result<(), ParamError> {
+    for (name, value) in params {
+        if names.contains(&name.as_str()) {
+            if boolean_of(value).is_none() {
+                return Err(ParamError::new(name.clone(), Problem::NotBoolean));
+            }
+        } else if name != "expand" {
+            return Err(ParamError::new(name.clone(), Problem::Unknown));
+        }
+    }
+    Ok(())
+}
+
+/// `GET /v1/invoices`: `customer`, `status`, `collection_method`, `created`, `limit`, cursors.
+fn parse_invoice_list(params: &Map<String, Value>) -> Result<InvoiceListQuery, StripeError> {
+    let mut query = InvoiceListQuery {
+        page: PageQuery {
+            limit: 10,
+            ..PageQuery::default()
+        },
+        ..InvoiceListQuery::default()
+    };
+    for (name, value) in params {
+        if page_param(&mut query.page, name, value)? {
+            continue;
+        }
+        match name.as_str() {
+            "customer" => query.customer = Some(required_text(value, name, 5000)?),
+            "status" => query.status = Some(parse_enum(value, name, INVOICE_STATUSES)?),
+            "collection_method" => {
+                query.collection_method = Some(parse_enum(value, name, COLLECTION_METHODS)?)
+            }
+            _ => return Err(ParamError::new(name.clone(), Problem::Unknown).to_stripe_error()),
+        }
+    }
+    if query.page.starting_after.is_some() && query.page.ending_before.is_some() {
+        return Err(both_cursors());
+    }
+    Ok(query)
+}
+
+/// `GET /v1/invoiceitems`: `customer`, `invoice`, `pending`, `created`, `limit`, cursors.
+fn parse_invoice_item_list(
+    params: &Map<String, Value>,
+) -> Result<InvoiceItemListQuery, StripeError> {
+    let mut query = InvoiceItemListQuery {
+        page: PageQuery {
+            limit: 10,
+            ..PageQuery::default()
+        },
+        ..InvoiceItemListQuery::default()
+    };
+    for (name, value) in params {
+        if page_param(&mut query.page, name, value)? {
+            continue;
+        }
+        match name.as_str() {
+            "customer" => query.customer = Some(required_text(value, name, 5000)?),
+            "invoice" => query.invoice = Some(required_text(value, name, 5000)?),
+            "pending" => query.pending = Some(parse_boolean(value, name)?),
+            _ => return Err(ParamError::new(name.clone(), Problem::Unknown).to_stripe_error()),
+        }
+    }
+    if query.page.starting_after.is_some() && query.page.ending_before.is_some() {
+        return Err(both_cursors());
+    }
+    Ok(query)
+}
+
+/// `GET /v1/invoices/{id}/lines`: `limit` and cursors (no `created`: lines have none).
+fn parse_lines_page(params: &Map<String, Value>) -> Result<PageQuery, StripeError> {
+    let mut page = PageQuery {
+        limit: 10,
+        ..PageQuery::default()
+    };
+    for (name, value) in params {
+        if name == "created" || !page_param(&mut page, name, value)? {
+            return Err(ParamError::new(name.clone(), Problem::Unknown).to_stripe_error());
+        }
+    }
+    if page.starting_after.is_some() && page.ending_before.is_some() {
+        return Err(both_cursors());
+    }
+    Ok(page)
 }
 
 /// `GET /v1/subscriptions`: `customer`, `price`, `status` (default: all but canceled and
@@ -1594,6 +1791,189 @@ fn execute(
                 ),
             }
         }
+        Endpoint::CreateInvoice => {
+            let origin = new_origin("in", caller);
+            match invoices::create_invoice(state, &origin, params, source) {
+                Ok(invoice) => Reply::json(StatusCode::OK, &*invoice),
+                Err(failure) => failure_reply(failure, || no_such_invoice(&origin.id)),
+            }
+        }
+        Endpoint::RetrieveInvoice => {
+            let id = path_id.unwrap_or_default();
+            let found = state.catalog().invoices.get(id);
+            match found {
+                Some(invoice) => Reply::json(StatusCode::OK, &*invoice),
+                None => no_such_invoice(id),
+            }
+        }
+        Endpoint::UpdateInvoice
+        | Endpoint::DeleteInvoice
+        | Endpoint::FinalizeInvoice
+        | Endpoint::SendInvoice
+        | Endpoint::VoidInvoice
+        | Endpoint::MarkInvoiceUncollectible
+        | Endpoint::PayInvoice => {
+            let id = path_id.unwrap_or_default();
+            let written = match endpoint {
+                Endpoint::UpdateInvoice => invoices::update_invoice(state, id, params, source),
+                Endpoint::DeleteInvoice => invoices::delete_invoice(state, id, source),
+                Endpoint::FinalizeInvoice => invoices::finalize_invoice(state, id, params, source),
+                Endpoint::SendInvoice => invoices::send_invoice(state, id, source),
+                Endpoint::VoidInvoice => invoices::void_invoice(state, id, source),
+                Endpoint::MarkInvoiceUncollectible => {
+                    invoices::mark_uncollectible(state, id, source)
+                }
+                _ => invoices::pay_invoice(state, id, params, source),
+            };
+            match written {
+                Ok(_) if endpoint == Endpoint::DeleteInvoice => {
+                    Reply::json(StatusCode::OK, &deleted_stub("invoice", id))
+                }
+                Ok(invoice) => Reply::json(StatusCode::OK, &*invoice),
+                Err(failure) => failure_reply(failure, || no_such_invoice(id)),
+            }
+        }
+        Endpoint::ListInvoices => {
+            let query = match parse_invoice_list(params) {
+                Ok(query) => query,
+                Err(error) => return Reply::error(StatusCode::BAD_REQUEST, error),
+            };
+            let listed = state
+                .catalog()
+                .invoices
+                .list(&query.page, |invoice| query.keeps(invoice));
+            match listed {
+                Ok((page, has_more)) => Reply::json(
+                    StatusCode::OK,
+                    &ListBody {
+                        object: "list",
+                        data: page.iter().map(|invoice| &**invoice).collect(),
+                        has_more,
+                        url: "/v1/invoices",
+                    },
+                ),
+                Err(UnknownCursor) => unknown_cursor(
+                    "invoice",
+                    &query.page.starting_after,
+                    &query.page.ending_before,
+                ),
+            }
+        }
+        Endpoint::ListInvoiceLines => {
+            let id = path_id.unwrap_or_default();
+            let page = match parse_lines_page(params) {
+                Ok(page) => page,
+                Err(error) => return Reply::error(StatusCode::BAD_REQUEST, error),
+            };
+            let lines = {
+                let catalog = state.catalog();
+                if !catalog.invoices.contains(id) {
+                    return no_such_invoice(id);
+                }
+                invoices::lines_of(&catalog, id)
+            };
+            match invoices::page_of_lines(&lines, &page) {
+                Ok((data, has_more)) => Reply::json(
+                    StatusCode::OK,
+                    &json!({
+                        "object": "list",
+                        "data": data,
+                        "has_more": has_more,
+                        "total_count": lines.len(),
+                        "url": format!("/v1/invoices/{id}/lines"),
+                    }),
+                ),
+                Err(UnknownCursor) => {
+                    unknown_cursor("line item", &page.starting_after, &page.ending_before)
+                }
+            }
+        }
+        Endpoint::SearchInvoices => {
+            let search = match parse_search_params(params, &INVOICE_SEARCH) {
+                Ok(search) => search,
+                Err(error) => return Reply::error(StatusCode::BAD_REQUEST, error),
+            };
+            let delay = state.settings().search_delay;
+            let snapshot =
+                state
+                    .catalog()
+                    .invoices
+                    .search_snapshot(Instant::now(), delay, search.page);
+            let mut hits = snapshot
+                .into_iter()
+                .filter(|(_, record)| search.query.matches(record));
+            let page: Vec<_> = hits.by_ref().take(search.limit).collect();
+            let has_more = hits.next().is_some();
+            let next_page = match (has_more, page.last()) {
+                (true, Some((key, _))) => Some(encode_page_token(*key)),
+                _ => None,
+            };
+            Reply::json(
+                StatusCode::OK,
+                &SearchBody {
+                    object: "search_result",
+                    data: page.iter().map(|(_, invoice)| &**invoice).collect(),
+                    has_more,
+                    next_page,
+                    url: "/v1/invoices/search",
+                },
+            )
+        }
+        Endpoint::CreateInvoiceItem => {
+            let origin = new_origin("ii", caller);
+            match invoices::create_invoice_item(state, &origin, params, source) {
+                Ok(item) => Reply::json(StatusCode::OK, &*item),
+                Err(failure) => failure_reply(failure, || no_such_invoice_item(&origin.id)),
+            }
+        }
+        Endpoint::RetrieveInvoiceItem => {
+            let id = path_id.unwrap_or_default();
+            let found = state.catalog().invoice_items.get(id);
+            match found {
+                Some(item) => Reply::json(StatusCode::OK, &*item),
+                None => no_such_invoice_item(id),
+            }
+        }
+        Endpoint::UpdateInvoiceItem => {
+            let id = path_id.unwrap_or_default();
+            match invoices::update_invoice_item(state, id, params, source) {
+                Ok(item) => Reply::json(StatusCode::OK, &*item),
+                Err(failure) => failure_reply(failure, || no_such_invoice_item(id)),
+            }
+        }
+        Endpoint::DeleteInvoiceItem => {
+            let id = path_id.unwrap_or_default();
+            match invoices::delete_invoice_item(state, id, source) {
+                Ok(_) => Reply::json(StatusCode::OK, &deleted_stub("invoiceitem", id)),
+                Err(failure) => failure_reply(failure, || no_such_invoice_item(id)),
+            }
+        }
+        Endpoint::ListInvoiceItems => {
+            let query = match parse_invoice_item_list(params) {
+                Ok(query) => query,
+                Err(error) => return Reply::error(StatusCode::BAD_REQUEST, error),
+            };
+            let listed = state
+                .catalog()
+                .invoice_items
+                .list(&query.page, |item| query.keeps(item));
+            match listed {
+                Ok((page, has_more)) => Reply::json(
+                    StatusCode::OK,
+                    &ListBody {
+                        object: "list",
+                        data: page.iter().map(|item| &**item).collect(),
+                        has_more,
+                        url: "/v1/invoiceitems",
+                    },
+                ),
+                Err(UnknownCursor) => unknown_cursor(
+                    "invoiceitem",
+                    &query.page.starting_after,
+                    &query.page.ending_before,
+                ),
+            }
+        }
         Endpoint::RetrieveBalance => {
             let funds = json!([{"amount": 0, "currency": "usd", "source_types": {"card": 0}}]);
             Reply::json(
@@ -1672,6 +2052,24 @@ fn no_such_price(id: &str) -> Reply {
 
 fn no_such_subscription(id: &str) -> Reply {
     Reply::error(StatusCode::NOT_FOUND, no_such("subscription", id, "id"))
+}
+
+fn no_such_invoice(id: &str) -> Reply {
+    Reply::error(StatusCode::NOT_FOUND, no_such("invoice", id, "id"))
+}
+
+fn no_such_invoice_item(id: &str) -> Reply {
+    Reply::error(StatusCode::NOT_FOUND, no_such("invoiceitem", id, "id"))
+}
+
+/// A new object's id (`in_…`, `ii_…`), `created` now, and the caller's mode.
+fn new_origin(prefix: &str, caller: &Caller) -> Origin {
+    Origin {
+        id: new_object_id(prefix),
+        created: unix_now(),
+        livemode: caller.livemode,
+        seeded: false,
+    }
 }
 
 fn failure_reply(failure: Failure, missing: impl FnOnce() -> Reply) -> Reply {

@@ -20,6 +20,8 @@ pub(crate) struct Caller {
     pub products: Access,
     pub prices: Access,
     pub subscriptions: Access,
+    /// Invoices and invoice items.
+    pub invoices: Access,
     pub balance: Access,
 }
 
@@ -34,6 +36,9 @@ pub(crate) enum Permission {
     PricesWrite,
     SubscriptionsRead,
     SubscriptionsWrite,
+    /// Invoices and invoice items.
+    InvoicesRead,
+    InvoicesWrite,
     BalanceRead,
     /// `GET /v1/account`: secret keys only (restricted keys are configured without it).
     AccountRead,
@@ -59,6 +64,7 @@ pub(crate) fn authenticate(
                 products: restricted.products,
                 prices: restricted.prices,
                 subscriptions: restricted.subscriptions,
+                invoices: restricted.invoices,
                 balance: restricted.balance,
                 key,
             });
@@ -70,6 +76,7 @@ pub(crate) fn authenticate(
             products: Access::Write,
             prices: Access::Write,
             subscriptions: Access::Write,
+            invoices: Access::Write,
             balance: Access::Read,
             key,
         });
@@ -97,6 +104,8 @@ pub(crate) fn authorize(caller: &Caller, needed: Permission) -> Result<(), Strip
             Access::Write,
             "rak_subscription_write",
         ),
+        Permission::InvoicesRead => (caller.invoices, Access::Read, "rak_invoice_read"),
+        Permission::InvoicesWrite => (caller.invoices, Access::Write, "rak_invoice_write"),
         Permission::BalanceRead => (caller.balance, Access::Read, "rak_balance_read"),
         Permission::AccountRead => {
             let granted = if caller.key.starts_with("rk_") {

@@ -59,7 +59,12 @@ impl Collection {
             return object;
         }
         self.recent_writes.insert(id.clone(), (now, None));
-        let created = object["created"].as_i64().unwrap_or_default();
+        // Listed by `created`; an invoice item has none and is listed by its `date`.
+        let created = object
+            .get("created")
+            .or_else(|| object.get("date"))
+            .and_then(Value::as_i64)
+            .unwrap_or_default();
         self.next_sequence += 1;
         let key = (created, self.next_sequence);
         self.order.insert(key, id.clone());
@@ -160,15 +165,23 @@ impl Collection {
     }
 }
 
-/// Products, prices and subscriptions, behind one lock because their rules cross (a price needs
-/// its product, a product with prices cannot be deleted, a default price belongs to its product,
-/// a subscription's items name active recurring prices).
+/// Products, prices, subscriptions, invoices and invoice items, behind one lock because their
+/// rules cross (a price needs its product, a product with prices cannot be deleted, a default
+/// price belongs to its product, a subscription's items name active recurring prices, an invoice
+/// item names a one-time price and its invoice's lines and totals follow its items).
 #[derive(Default)]
 pub(crate) struct Catalog {
     pub products: Collection,
     prices: Collection,
     /// Canceled ones included: they stay retrievable, as on Stripe.
     pub subscriptions: Collection,
+    /// Drafts, open, paid, void and uncollectible ones; a deleted draft leaves.
+    pub invoices: Collection,
+    /// Pending ones (on no invoice yet) and those on an invoice.
+    pub invoice_items: Collection,
+    /// Customer → the sequence number its next finalized invoice takes (starting at the
+    /// customer's `next_invoice_sequence`).
+    pub invoice_sequences: HashMap<String, i64>,
     /// Lookup key → the price holding it; unique per account, active or not.
     lookup_keys: HashMap<String, String>,
 }

@@ -10,7 +10,7 @@ use crate::server::Emulator;
 use crate::TEST_API_KEY;
 
 /// Run a Stripe-compatible API server (customers, search, products, prices,
-/// subscriptions, events, balance) in
+/// subscriptions, invoices, events, balance) in
 /// memory, for tests, demos and benchmarks.
 #[derive(clap::Args, Debug, Clone)]
 pub struct EmulateStripeArgs {
@@ -59,7 +59,7 @@ pub struct EmulateStripeArgs {
     /// Seed for fault decisions, to make a run reproducible.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// A restricted key and its permissions, e.g. rk_test_abc:customers=read,products=write,prices=write,subscriptions=write,balance=read
+    /// A restricted key and its permissions, e.g. rk_test_abc:customers=read,products=write,prices=write,subscriptions=write,invoices=write,balance=read
     /// (repeatable).
     #[arg(long = "restricted-key", value_name = "KEY:PERMISSIONS")]
     pub restricted_keys: Vec<RestrictedKey>,

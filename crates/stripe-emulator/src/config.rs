@@ -153,6 +153,9 @@ pub struct RestrictedKey {
     /// Subscriptions (`/v1/subscriptions`).
     #[serde(default = "no_access")]
     pub subscriptions: Access,
+    /// Invoices and invoice items (`/v1/invoices`, `/v1/invoiceitems`).
+    #[serde(default = "no_access")]
+    pub invoices: Access,
     /// `Read` allows `GET /v1/balance`; `Write` is treated as `Read`.
     pub balance: Access,
 }
@@ -171,6 +174,7 @@ impl RestrictedKey {
             products: Access::None,
             prices: Access::None,
             subscriptions: Access::None,
+            invoices: Access::None,
             balance: Access::None,
         }
     }
@@ -179,8 +183,8 @@ impl RestrictedKey {
 impl FromStr for RestrictedKey {
     type Err = ConfigError;
 
-    /// `rk_test_…:customers=read,products=write,prices=write,subscriptions=write,balance=read`; a
-    /// resource left out gets no access.
+    /// `rk_test_…:customers=read,products=write,prices=write,subscriptions=write,invoices=write,`
+    /// `balance=read`; a resource left out gets no access.
     fn from_str(text: &str) -> Result<RestrictedKey, ConfigError> {
         let invalid = |reason: &str| ConfigError::InvalidRestrictedKey {
             text: text.to_owned(),
@@ -206,10 +210,11 @@ impl FromStr for RestrictedKey {
                 "products" => restricted.products = access,
                 "prices" => restricted.prices = access,
                 "subscriptions" => restricted.subscriptions = access,
+                "invoices" => restricted.invoices = access,
                 "balance" => restricted.balance = access,
                 _ => {
                     return Err(invalid(
-                        "the resources are customers, products, prices, subscriptions and balance",
+                        "the resources are customers, products, prices, subscriptions, invoices and balance",
                     ))
                 }
             }

@@ -37,6 +37,8 @@ pub(crate) fn routes() -> Router<Arc<SharedState>> {
         .route("/_emulator/prices", get(list_prices).post(seed_prices))
         .route("/_emulator/prices/{id}", post(update_price))
         .route("/_emulator/subscriptions", get(list_subscriptions))
+        .route("/_emulator/invoices", get(list_invoices))
+        .route("/_emulator/invoiceitems", get(list_invoice_items))
         .route("/_emulator/events", get(list_events))
         .route("/_emulator/requests", get(list_requests))
         .route("/_emulator/counters", get(counters))
@@ -214,6 +216,14 @@ async fn delete_product(State(state): State<Arc<SharedState>>, Path(id): Path<St
 
 async fn list_subscriptions(State(state): State<Arc<SharedState>>) -> Json<Value> {
     Json(json!({"data": handle(state).subscriptions()}))
+}
+
+async fn list_invoices(State(state): State<Arc<SharedState>>) -> Json<Value> {
+    Json(json!({"data": handle(state).invoices()}))
+}
+
+async fn list_invoice_items(State(state): State<Arc<SharedState>>) -> Json<Value> {
+    Json(json!({"data": handle(state).invoice_items()}))
 }
 
 async fn list_prices(State(state): State<Arc<SharedState>>) -> Json<Value> {

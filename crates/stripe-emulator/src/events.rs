@@ -1,5 +1,5 @@
-//! Stripe's Events API: the log every executed customer, product, price and subscription write
-//! appends to, and
+//! Stripe's Events API: the log every executed customer, product, price, subscription, invoice
+//! and invoice item write appends to, and
 //! the queries `GET /v1/events` and `GET /v1/events/{id}` run over it (newest first, cursors,
 //! `created` and type filters), with Stripe's 30-day retention.
 
@@ -28,6 +28,17 @@ pub(crate) const PRICE_UPDATED: &str = "price.updated";
 pub(crate) const SUBSCRIPTION_CREATED: &str = "customer.subscription.created";
 pub(crate) const SUBSCRIPTION_UPDATED: &str = "customer.subscription.updated";
 pub(crate) const SUBSCRIPTION_DELETED: &str = "customer.subscription.deleted";
+pub(crate) const INVOICE_CREATED: &str = "invoice.created";
+pub(crate) const INVOICE_UPDATED: &str = "invoice.updated";
+pub(crate) const INVOICE_DELETED: &str = "invoice.deleted";
+pub(crate) const INVOICE_FINALIZED: &str = "invoice.finalized";
+pub(crate) const INVOICE_SENT: &str = "invoice.sent";
+pub(crate) const INVOICE_VOIDED: &str = "invoice.voided";
+pub(crate) const INVOICE_PAID: &str = "invoice.paid";
+pub(crate) const INVOICE_MARKED_UNCOLLECTIBLE: &str = "invoice.marked_uncollectible";
+pub(crate) const INVOICEITEM_CREATED: &str = "invoiceitem.created";
+pub(crate) const INVOICEITEM_UPDATED: &str = "invoiceitem.updated";
+pub(crate) const INVOICEITEM_DELETED: &str = "invoiceitem.deleted";
 
 /// How long Stripe keeps events: `GET /v1/events` goes back 30 days.
 pub(crate) const STRIPE_EVENT_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);

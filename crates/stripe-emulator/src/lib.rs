@@ -1,7 +1,8 @@
 //! A Stripe-compatible API server for ferry's tests, demos and benchmarks: customers (create,
 //! retrieve, update, delete, list, search), products and prices (create, retrieve, update, list;
-//! products also delete), subscriptions (create, retrieve, update, cancel, list), the events
-//! their writes record, balance and account,
+//! products also delete), subscriptions (create, retrieve, update, cancel, list), invoices and
+//! invoice items (create, retrieve, update, delete, list; invoices also finalize, send, void,
+//! mark uncollectible, pay, search), the events their writes record, balance and account,
 //! with Stripe's auth, form bodies, validation, idempotency, rate limits and eventually consistent
 //! search, plus injectable faults and a `/_emulator` control API. In memory only. See README.md
 //! for what differs from Stripe.
@@ -19,6 +20,7 @@ mod customer_object;
 mod events;
 mod faults;
 mod idempotency;
+mod invoices;
 mod rate_limit;
 mod search;
 mod server;

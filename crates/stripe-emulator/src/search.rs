@@ -1,12 +1,13 @@
 //! Stripe's search query language: `email:"a@b.co" AND metadata['k']:'v'`, for customers,
-//! products and prices, each with the fields Stripe lets it search ([`Searchable`]).
+//! products, prices and invoices, each with the fields Stripe lets it search ([`Searchable`]).
 //!
 //! Supported: text fields (`:` exact, `~` substring of at least 3 characters), booleans
-//! (`active:'true'`), `metadata['key']` (`:` exact), `created` (`:`, `>`, `<`, `>=`, `<=` with
-//! a unix timestamp); `-` before a clause negates it; clauses joined by `AND` or by `OR` (not
-//! both, as on Stripe). Values are quoted with `"` or `'`; unquoted words are accepted too. `:`
-//! on `email` is case-insensitive; on `name` and `description` it is case-insensitive and
-//! word-based (`name:"ann"` matches "Ann Lee"), which is why Stripe says to re-check hits.
+//! (`active:'true'`), `metadata['key']` (`:` exact), `created` and numbers such as an invoice's
+//! `total` (`:`, `>`, `<`, `>=`, `<=` with an integer); `-` before a clause negates it; clauses
+//! joined by `AND` or by `OR` (not both, as on Stripe). Values are quoted with `"` or `'`;
+//! unquoted words are accepted too. `:` on `email` is case-insensitive; on `name` and
+//! `description` it is case-insensitive and word-based (`name:"ann"` matches "Ann Lee"), which is
+//! why Stripe says to re-check hits.
 
 use serde_json::{Map, Value};
 
@@ -28,7 +29,8 @@ struct Clause {
 #[derive(Debug, Clone, PartialEq)]
 enum Field {
     Text(&'static str, TextKind),
-    Created,
+    /// An integer compared with `:`, `>`, `<`, `>=`, `<=` (`created`, an invoice's `total`).
+    Number(&'static str),
     Metadata(String),
 }
 
@@ -43,6 +45,8 @@ pub(crate) enum TextKind {
     Exact,
     /// `true` or `false` (`active`).
     Boolean,
+    /// An integer, compared like `created` (an invoice's `total`).
+    Number,
 }
 
 /// The fields one object's search accepts besides `created` and `metadata['key']`.
@@ -80,6 +84,16 @@ pub(crate) static PRICE_SEARCH: Searchable = Searchable {
         ("lookup_key", TextKind::Exact),
         ("product", TextKind::Exact),
         ("type", TextKind::Exact),
+    ],
+};
+
+pub(crate) static INVOICE_SEARCH: Searchable = Searchable {
+    object: "invoice",
+    fields: &[
+        ("currency", TextKind::Email),
+        ("customer", TextKind::Exact),
+        ("status", TextKind::Exact),
+        ("total", TextKind::Number),
     ],
 };
 
@@ -151,15 +165,15 @@ impl SearchQuery {
 impl Clause {
     fn matches(&self, record: &Map<String, Value>) -> bool {
         let matched = match &self.field {
-            Field::Created => {
-                let created = record["created"].as_i64().unwrap_or_default();
+            Field::Number(name) => {
+                let actual = record[*name].as_i64().unwrap_or_default();
                 let wanted: i64 = self.value.parse().unwrap_or_default();
                 match self.operator {
-                    Operator::Equals => created == wanted,
-                    Operator::Greater => created > wanted,
-                    Operator::GreaterOrEqual => created >= wanted,
-                    Operator::Less => created < wanted,
-                    Operator::LessOrEqual => created <= wanted,
+                    Operator::Equals => actual == wanted,
+                    Operator::Greater => actual > wanted,
+                    Operator::GreaterOrEqual => actual >= wanted,
+                    Operator::Less => actual < wanted,
+                    Operator::LessOrEqual => actual <= wanted,
                     Operator::Contains => false,
                 }
             }
@@ -251,10 +265,13 @@ impl<'a> Parser<'a> {
             .iter()
             .find(|(field, _)| *field == name)
         {
+            if *kind == TextKind::Number {
+                return Ok(Field::Number(field));
+            }
             return Ok(Field::Text(field, *kind));
         }
         match name {
-            "created" => Ok(Field::Created),
+            "created" => Ok(Field::Number("created")),
             "metadata" => {
                 let inner = self.rest.strip_prefix('[').ok_or_else(|| {
                     QueryError("metadata is searched as metadata['key']:'value'".into())
@@ -352,13 +369,16 @@ impl<'a> Parser<'a> {
 
 fn check_clause(field: &Field, operator: Operator, value: &str) -> Result<(), QueryError> {
     match (field, operator) {
-        (Field::Created, Operator::Contains) => {
-            Err(QueryError("created supports :, >, <, >= and <=".into()))
+        (Field::Number(name), Operator::Contains) => {
+            Err(QueryError(format!("{name} supports :, >, <, >= and <=")))
         }
-        (Field::Created, _) if value.parse::<i64>().is_err() => Err(QueryError(format!(
+        (Field::Number("created"), _) if value.parse::<i64>().is_err() => Err(QueryError(format!(
             "created must be compared with a unix timestamp (got `{value}`)"
         ))),
-        (Field::Metadata(_), Operator::Equals) | (Field::Created, _) => Ok(()),
+        (Field::Number(name), _) if value.parse::<i64>().is_err() => Err(QueryError(format!(
+            "{name} must be compared with an integer (got `{value}`)"
+        ))),
+        (Field::Metadata(_), Operator::Equals) | (Field::Number(_), _) => Ok(()),
         (Field::Metadata(_), _) => Err(QueryError("metadata supports only :".into())),
         (Field::Text(name, TextKind::Boolean), Operator::Equals) => {
             if value.eq_ignore_ascii_case("true") || value.eq_ignore_ascii_case("false") {

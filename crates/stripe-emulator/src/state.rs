@@ -312,6 +312,35 @@ impl EmulatorHandle {
         )))
     }
 
+    /// All invoices (drafts, open, paid, void, uncollectible), newest first, as
+    /// `GET /v1/invoices/{id}` shows them.
+    pub fn invoices(&self) -> Vec<Value> {
+        let catalog = self.shared.catalog();
+        catalog
+            .invoices
+            .all()
+            .iter()
+            .map(|invoice| Value::Object((**invoice).clone()))
+            .collect()
+    }
+
+    /// One invoice as `GET /v1/invoices/{id}` shows it (`None` if unknown or deleted).
+    pub fn invoice(&self, id: &str) -> Option<Value> {
+        let invoice = self.shared.catalog().invoices.get(id)?;
+        Some(Value::Object((*invoice).clone()))
+    }
+
+    /// All invoice items, pending ones and those on an invoice, newest first.
+    pub fn invoice_items(&self) -> Vec<Value> {
+        let catalog = self.shared.catalog();
+        catalog
+            .invoice_items
+            .all()
+            .iter()
+            .map(|item| Value::Object((**item).clone()))
+            .collect()
+    }
+
     /// Stores a product as `POST /v1/products` would, with the same validation, and records its
     /// `product.created` (with `request.id: null`, its `created` the time of seeding). The object
     /// takes product params as JSON (`{"id": "gold", "name": "Gold", "metadata": {"k": "v"}}`)
@@ -445,8 +474,8 @@ impl EmulatorHandle {
         }
     }
 
-    /// Forgets customers, products, prices, subscriptions, events, idempotency keys, the request log and
-    /// counters, and restarts the request sequence (so a seeded fault run replays). Settings stay
+    /// Forgets customers, products, prices, subscriptions, invoices, invoice items, events,
+    /// idempotency keys, the request log and counters, and restarts the request sequence (so a seeded fault run replays). Settings stay
     /// as they are.
     pub fn reset(&self) {
         let delay = self.shared.settings().search_delay;

@@ -5,6 +5,7 @@
 pub mod customer;
 pub mod error;
 pub mod form;
+pub mod invoice;
 mod param_error;
 pub mod params;
 pub mod price;

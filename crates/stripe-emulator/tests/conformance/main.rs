@@ -10,6 +10,7 @@ mod customers;
 mod events;
 mod faults;
 mod idempotency;
+mod invoices;
 mod list;
 mod prices;
 mod products;
