@@ -448,9 +448,56 @@ async fn an_export_applies_as_a_no_op_and_holds_no_secret() {
         ])
         .await
         .ok();
+    // An invoice sync from order lines, mirrored: its line key, finalize and void settings.
+    scene
+        .ferry(&[
+            "model",
+            "create",
+            "orders",
+            "--connection",
+            "warehouse",
+            "--sql",
+            "select email as order_id, 'L1' as line_id, email, 100 as amount from people",
+        ])
+        .await
+        .ok();
+    scene
+        .ferry(&[
+            "sync",
+            "create",
+            "orders-to-stripe",
+            "--model",
+            "orders",
+            "--destination",
+            "stripe",
+            "--object",
+            "invoice",
+            "--key",
+            "order_id=metadata.order_id",
+            "--line-key",
+            "line_id",
+            "--finalize",
+            "when-created",
+            "--map",
+            "email=customer(email)",
+            "--map",
+            "amount=lines.amount",
+            "--map",
+            "'usd'=currency",
+            "--behavior",
+            "mirror",
+            "--void-open",
+        ])
+        .await
+        .ok();
 
     let exported = scene.ferry(&["export"]).await.ok();
     let text = exported.stdout;
+    assert!(
+        text.contains("    invoice:\n      line_key: line_id\n      finalize: when-created")
+            && text.contains("void_open_invoices: true"),
+        "{text}"
+    );
     assert!(!text.contains(KEY), "the key is not exported:\n{text}");
     let store = store(&scene).await;
     let stripe = store.get_connection("stripe").await.unwrap().unwrap();
@@ -492,7 +539,7 @@ async fn an_export_applies_as_a_no_op_and_holds_no_secret() {
     assert!(
         applied
             .stdout
-            .contains("Plan: 0 to create, 0 to change, 6 unchanged."),
+            .contains("Plan: 0 to create, 0 to change, 8 unchanged."),
         "{}",
         applied.stdout
     );

@@ -30,7 +30,8 @@ async fn the_quickstart_syncs_customers_then_products_and_leaves_a_workspace_to_
     );
     assert!(
         stdout.contains("It also holds 5 products, made by 5 creates")
-            && stdout.contains("and 6 prices, made by 6 creates"),
+            && stdout.contains("and 6 prices, made by 6 creates")
+            && stdout.contains("and 2 invoices from order lines"),
         "{stdout}"
     );
 
@@ -61,6 +62,22 @@ async fn the_quickstart_syncs_customers_then_products_and_leaves_a_workspace_to_
     assert_eq!(
         (prices[0].counts.created, prices[0].counts.rejected),
         (6, 0)
+    );
+    // Three order lines, two orders: two invoices, every row accounted for.
+    let invoices = store
+        .list_runs(Some("invoices-to-stripe"), 10)
+        .await
+        .unwrap();
+    let counts = &invoices[0].counts;
+    assert_eq!(
+        (
+            counts.rows,
+            counts.created,
+            counts.rejected,
+            counts.not_attempted
+        ),
+        (3, 2, 0, 0),
+        "{counts:?}"
     );
     drop(store);
 

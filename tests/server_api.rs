@@ -1153,7 +1153,7 @@ async fn connections_models_syncs_and_runs_through_the_api() {
     let saved = api.post("/api/v1/syncs", mirrored).await.expect(201).json();
     assert_eq!(
         saved["spec"]["mirror"],
-        json!({"max_retire_percent": 20, "delete_customers": true}),
+        json!({"max_retire_percent": 20, "delete_customers": true, "cancel_subscriptions_now": false, "void_open_invoices": false}),
         "{saved}"
     );
     // The run input takes `allow_mass_retire` (an unknown field would be a 400).

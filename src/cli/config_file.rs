@@ -126,6 +126,9 @@ struct SyncDecl {
     /// `cancel_subscriptions_now`.
     #[serde(default)]
     mirror: MirrorSettings,
+    /// With `object: invoice`: `line_key` (the column telling lines apart) and `finalize`
+    /// (`never`, the default, or `when-created`).
+    invoice: Option<ferry_core::InvoiceSettings>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -482,6 +485,7 @@ fn resolve(doc: FileDoc, base: &Path, shown: &str) -> CliResult<Desired> {
     for (name, decl) in Named::entries(&doc.syncs) {
         ferry_state::validate_name(ferry_state::ObjectType::Sync, name)?;
         let spec = SyncSpec {
+            invoice: decl.invoice.clone(),
             model: decl.model.clone(),
             destination: decl.destination.clone(),
             object: decl.object.unwrap_or(ObjectKind::Customer),
@@ -1195,10 +1199,19 @@ fn export_text(workspace: &Workspace) -> CliResult<String> {
         if !spec.mirror.is_default() {
             let _ = writeln!(
                 out,
-                "    mirror:\n      max_retire_percent: {}\n      delete_customers: {}\n      cancel_subscriptions_now: {}",
+                "    mirror:\n      max_retire_percent: {}\n      delete_customers: {}\n      cancel_subscriptions_now: {}\n      void_open_invoices: {}",
                 spec.mirror.max_retire_percent,
                 spec.mirror.delete_customers,
-                spec.mirror.cancel_subscriptions_now
+                spec.mirror.cancel_subscriptions_now,
+                spec.mirror.void_open_invoices
+            );
+        }
+        if let Some(invoice) = &spec.invoice {
+            let _ = writeln!(
+                out,
+                "    invoice:\n      line_key: {}\n      finalize: {}",
+                scalar(&invoice.line_key),
+                invoice.finalize.as_str()
             );
         }
     }

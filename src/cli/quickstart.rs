@@ -3,7 +3,7 @@
 //! STRIPE_API_KEY holds an `sk_test_` key, else the built-in emulator), creates a model and a
 //! sync, previews and runs it, changes a few rows, and runs again to show that only changes go out;
 //! then syncs the plans the customers pay for as Stripe Products, keyed by their own ids, and
-//! their prices, keyed by lookup key.
+//! their prices, keyed by lookup key; and last, order lines as invoices, finalized and sent.
 
 use super::{connections, models, syncs, CliError, CliResult, Format, GlobalArgs};
 use clap::Args;
@@ -156,6 +156,9 @@ pub async fn quickstart(args: QuickstartArgs) -> CliResult {
             max_retire_percent: 10,
             delete_customers: false,
             cancel_now: false,
+            void_open: false,
+            line_key: None,
+            finalize: None,
         }),
     )
     .await?;
@@ -168,6 +171,7 @@ pub async fn quickstart(args: QuickstartArgs) -> CliResult {
     let second = preview_and_run(&store, &ws, "customers-to-stripe").await?;
     let products = sync_plans_as_products(&store, &ws, &warehouse).await?;
     let prices = sync_prices(&store, &ws, &warehouse).await?;
+    let invoices = sync_invoices(&store, &ws, &warehouse).await?;
 
     println!();
     println!("Done. The customers' second run sent {} (lookups of the new rows included) for {} changed rows, and nothing for the {} rows that did not change.",
@@ -213,6 +217,11 @@ pub async fn quickstart(args: QuickstartArgs) -> CliResult {
                 emulator.handle().prices().len(),
                 super::output::plural(prices.counts.created, "create", "creates"),
             );
+            println!(
+                "and {} invoices from order lines, made by {}, finalized and sent: ORD-1001 (two lines) and ORD-1002.",
+                emulator.handle().invoices().len(),
+                super::output::plural(invoices.counts.requests, "request", "requests"),
+            );
             println!("The emulator stops with this command. To keep one running: `ferry emulate stripe`, then connect it with --api-base.");
             println!("To sync into your own Stripe test account instead: STRIPE_API_KEY=sk_test_… cargo run --release -- quickstart");
         }
@@ -221,6 +230,7 @@ pub async fn quickstart(args: QuickstartArgs) -> CliResult {
             println!(
                 "and the products with their prices: https://dashboard.stripe.com/test/products"
             );
+            println!("and the invoices: https://dashboard.stripe.com/test/invoices");
         }
     }
     if let Some(emulator) = emulator {
@@ -277,6 +287,9 @@ async fn sync_plans_as_products(
             max_retire_percent: 10,
             delete_customers: false,
             cancel_now: false,
+            void_open: false,
+            line_key: None,
+            finalize: None,
         }),
     )
     .await?;
@@ -330,10 +343,71 @@ async fn sync_prices(
             max_retire_percent: 10,
             delete_customers: false,
             cancel_now: false,
+            void_open: false,
+            line_key: None,
+            finalize: None,
         }),
     )
     .await?;
     preview_and_run(store, ws, "prices-to-stripe").await
+}
+
+/// Invoices from order lines: one model row per line, the rows of one order one invoice,
+/// finalized and sent once its lines are on it. Its customers are found by email among those
+/// the customer sync made.
+async fn sync_invoices(
+    store: &StateStore,
+    ws: &str,
+    warehouse: &Path,
+) -> CliResult<ferry_engine::RunReport> {
+    step("Syncing order lines as invoices: one invoice per order, one item per line, finalized and sent");
+    ferry_source::duckdb_execute(warehouse, ORDER_LINES_SQL).map_err(CliError::failed)?;
+    let sql = "SELECT * FROM order_lines ORDER BY order_id, line_id";
+    command(
+        ws,
+        &format!("model create order-lines --connection demo-warehouse --sql '{sql}'"),
+    );
+    models::model(
+        store,
+        models::ModelCommand::Create(models::ModelCreateArgs {
+            name: "order-lines".into(),
+            connection: "demo-warehouse".into(),
+            sql: Some(sql.into()),
+            file: None,
+        }),
+    )
+    .await?;
+    let mappings = [
+        "email=customer(email)",
+        "'send_invoice'=collection_method",
+        "'30'=days_until_due",
+        "'usd'=currency",
+        "item=lines.description",
+        "amount_cents=lines.amount",
+    ];
+    command(ws, &format!("sync create invoices-to-stripe --model order-lines --destination demo-stripe --object invoice --key order_id=metadata.order_id --line-key line_id --finalize when-created {}", mappings.iter().map(|m| format!("--map \"{m}\"")).collect::<Vec<_>>().join(" ")));
+    syncs::sync(
+        store,
+        syncs::SyncCommand::Create(syncs::SyncCreateArgs {
+            name: "invoices-to-stripe".into(),
+            model: "order-lines".into(),
+            destination: "demo-stripe".into(),
+            object: syncs::ObjectArg(ferry_core::ObjectKind::Invoice),
+            behavior: syncs::BehaviorArg::UpdateOrCreate,
+            key: "order_id=metadata.order_id".into(),
+            mappings: mappings.iter().map(|m| m.to_string()).collect(),
+            nulls: syncs::NullsArg::Skip,
+            schedule: None,
+            max_retire_percent: 10,
+            delete_customers: false,
+            cancel_now: false,
+            void_open: false,
+            line_key: Some("line_id".into()),
+            finalize: Some(ferry_core::Finalize::WhenCreated),
+        }),
+    )
+    .await?;
+    preview_and_run(store, ws, "invoices-to-stripe").await
 }
 
 async fn preview_and_run(
@@ -402,6 +476,13 @@ SELECT code || '_' || billing_period || 'ly' AS lookup_key, code AS plan_code, '
        billing_period, name || CASE billing_period WHEN 'month' THEN ', monthly' ELSE ', yearly' END AS label
 FROM (VALUES ('starter', 'Starter', 900), ('pro', 'Pro', 2900), ('enterprise', 'Enterprise', 9900)) AS plans(code, name, monthly),
      (VALUES ('month'), ('year')) AS periods(billing_period)";
+
+/// Two orders of customers who signed up in the demo's second round, one row per line.
+const ORDER_LINES_SQL: &str = "CREATE TABLE order_lines AS SELECT * FROM (VALUES
+  ('ORD-1001', 'L1', 'katherine.johnson@example.com', 'Onboarding workshop', 50000),
+  ('ORD-1001', 'L2', 'katherine.johnson@example.com', 'Data migration', 25000),
+  ('ORD-1002', 'L1', 'mary.jackson@example.com', 'Onboarding workshop', 50000)
+) AS t(order_id, line_id, email, item, amount_cents)";
 
 const MODEL_SQL: &str = "SELECT email, full_name, phone, address_line1, city, postal_code, country,
        plan, lifetime_value, signup_date

@@ -77,6 +77,24 @@ pub struct SyncCreateArgs {
     /// not at the end of the period already paid for.
     #[arg(long)]
     pub cancel_now: bool,
+    /// Mirror on invoices: void the finalized invoices whose rows left the model (drafts are
+    /// deleted either way; without this flag a finalized one is left and reported).
+    #[arg(long)]
+    pub void_open: bool,
+    /// Invoices from order lines (one model row per line): the column telling an invoice's
+    /// lines apart; required with `--object invoice`.
+    #[arg(long)]
+    pub line_key: Option<String>,
+    /// Invoices: `never` leaves them drafts; `when-created` finalizes each once its lines are
+    /// on it (and sends those collected by `send_invoice`).
+    #[arg(long, value_parser = parse_finalize)]
+    pub finalize: Option<ferry_core::Finalize>,
+}
+
+fn parse_finalize(text: &str) -> Result<ferry_core::Finalize, String> {
+    ferry_core::Finalize::parse(text).ok_or_else(|| {
+        format!("`{text}` is not a finalize setting: give `never` or `when-created`")
+    })
 }
 
 /// `--object`: every object of the registry, by the name `ferry.yaml` and the API use.
@@ -275,7 +293,20 @@ async fn create(store: &StateStore, args: SyncCreateArgs) -> CliResult {
         let (column, field) = parse_pair(text, "--map")?;
         mappings.push(FieldMapping { column, field });
     }
+    let invoice = match (&args.line_key, args.finalize) {
+        (Some(line_key), finalize) => Some(ferry_core::InvoiceSettings {
+            line_key: line_key.clone(),
+            finalize: finalize.unwrap_or_default(),
+        }),
+        (None, Some(_)) => {
+            return Err(CliError::config(anyhow::anyhow!(
+                "--finalize applies to invoices from order lines: give --line-key COLUMN too"
+            )))
+        }
+        (None, None) => None,
+    };
     let spec = SyncSpec {
+        invoice,
         model: args.model.clone(),
         destination: args.destination.clone(),
         object: args.object.0,
@@ -299,6 +330,7 @@ async fn create(store: &StateStore, args: SyncCreateArgs) -> CliResult {
             max_retire_percent: args.max_retire_percent,
             delete_customers: args.delete_customers,
             cancel_subscriptions_now: args.cancel_now,
+            void_open_invoices: args.void_open,
         },
     };
     ferry_engine::declare::save_sync(store, &args.name, &spec).await?;

@@ -13,7 +13,7 @@ pub use payload::{changed_fields, Baseline, FieldValue, Payload};
 pub use schedule::Schedule;
 pub use secret::Secret;
 pub use spec::{
-    Behavior, FieldMapping, KeyMapping, MappingSource, MirrorSettings, NullPolicy, ObjectKind,
-    SyncSpec, TemplatePart,
+    Behavior, FieldMapping, Finalize, InvoiceSettings, KeyMapping, MappingSource, MirrorSettings,
+    NullPolicy, ObjectKind, SyncSpec, TemplatePart,
 };
 pub use value::{Value, ValueError};

@@ -10,6 +10,7 @@ pub enum ObjectKind {
     Product,
     Price,
     Subscription,
+    Invoice,
 }
 
 /// What happens to a model row that has no match in Stripe.
@@ -41,6 +42,9 @@ pub struct MirrorSettings {
     /// Subscriptions are retired by cancelling them at the end of the period already paid for;
     /// with this set, at once (Stripe cannot undo either once it happened).
     pub cancel_subscriptions_now: bool,
+    /// Invoices are retired by deleting them while drafts; a finalized one is voided only with
+    /// this set (Stripe cannot undo a void), and left, reported, without.
+    pub void_open_invoices: bool,
 }
 
 impl Default for MirrorSettings {
@@ -49,6 +53,7 @@ impl Default for MirrorSettings {
             max_retire_percent: 10,
             delete_customers: false,
             cancel_subscriptions_now: false,
+            void_open_invoices: false,
         }
     }
 }
@@ -56,6 +61,46 @@ impl Default for MirrorSettings {
 impl MirrorSettings {
     pub fn is_default(&self) -> bool {
         *self == MirrorSettings::default()
+    }
+}
+
+/// How an invoice sync reads its lines and when its invoices are finalized.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InvoiceSettings {
+    /// The column that tells an invoice's lines apart (unique within an invoice): kept in
+    /// each invoice item's metadata, so that a line is found again, changed in place, never
+    /// added twice.
+    pub line_key: String,
+    #[serde(default)]
+    pub finalize: Finalize,
+}
+
+/// When ferry finalizes the invoices it makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Finalize {
+    /// They stay drafts: someone finalizes them in Stripe, and until then a changed row
+    /// changes them.
+    #[default]
+    Never,
+    /// Finalized once every line is on them (and sent, when they are collected by
+    /// `send_invoice`); a finalized invoice no longer changes.
+    WhenCreated,
+}
+
+impl Finalize {
+    pub const ALL: [Finalize; 2] = [Finalize::Never, Finalize::WhenCreated];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Finalize::Never => "never",
+            Finalize::WhenCreated => "when-created",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Finalize> {
+        Finalize::ALL.into_iter().find(|f| f.as_str() == text)
     }
 }
 
@@ -188,6 +233,10 @@ pub struct SyncSpec {
     /// Mirror's settings; read only with [`Behavior::Mirror`].
     #[serde(default, skip_serializing_if = "MirrorSettings::is_default")]
     pub mirror: MirrorSettings,
+    /// An invoice sync's lines (one model row per line): required with `object: invoice`,
+    /// refused with any other object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoice: Option<InvoiceSettings>,
     /// When `ferry serve` runs the sync by itself; `None`: only when asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, example = "every 1h")]
@@ -195,11 +244,12 @@ pub struct SyncSpec {
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 4] = [
+    pub const ALL: [ObjectKind; 5] = [
         ObjectKind::Customer,
         ObjectKind::Product,
         ObjectKind::Price,
         ObjectKind::Subscription,
+        ObjectKind::Invoice,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -208,6 +258,7 @@ impl ObjectKind {
             ObjectKind::Product => "product",
             ObjectKind::Price => "price",
             ObjectKind::Subscription => "subscription",
+            ObjectKind::Invoice => "invoice",
         }
     }
 

@@ -7,7 +7,9 @@
 //! run's Nth chunk was sent, before its outcomes are surely committed and before the next chunk
 //! is planned); `replace:created`, `replace:repointed` and `replace:retired` (a replacement's
 //! new record was made; the parent's default points at it; the old record is retired — each
-//! before the outcome is committed).
+//! before the outcome is committed); `lines:start`, `lines:added:N` and `lines:finalize` (an
+//! invoice exists, before its lines are read or added; its Nth line was added; every line is
+//! on it, before it is finalized).
 
 use std::sync::OnceLock;
 

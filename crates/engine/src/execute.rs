@@ -12,7 +12,7 @@ use crate::prepare::{PreparedRecord, WarehouseAck};
 use crate::EngineError;
 use ferry_core::{Outcome, Payload, RunCounts};
 use ferry_destinations::stripe::encoder::{
-    create_params, is_request_option, needs_current_items, pair_lists, update_params,
+    is_request_option, needs_current_items, pair_lists, update_params,
 };
 use ferry_destinations::stripe::{
     record_to_fields, StripeCallError, StripeObject, StripeService, Written,
@@ -76,6 +76,8 @@ pub(crate) struct Execution<'a> {
     pub lock_held: &'a (dyn Fn() -> bool + Sync),
     /// How Mirror retires (a subscription cancelled at once or at period end).
     pub mirror: ferry_core::MirrorSettings,
+    /// When ferry finalizes the invoices it makes.
+    pub finalize: ferry_core::Finalize,
 }
 
 impl Execution<'_> {
@@ -325,6 +327,21 @@ async fn execute_one(exec: &Execution<'_>, planned: Planned) -> Result<Settled, 
             destination_id,
             changed,
             changes,
+        } if exec.object.lines().is_some() => {
+            crate::lines::update(
+                exec,
+                &record,
+                destination_id,
+                &changed,
+                changes,
+                drops_pending,
+            )
+            .await
+        }
+        Action::Update {
+            destination_id,
+            changed,
+            changes,
         } => {
             let sent =
                 match update_body(exec, &destination_id, &record.payload, &changed, None).await {
@@ -475,7 +492,7 @@ pub(crate) fn new_pending_create(
     record: &PreparedRecord,
     now: chrono::DateTime<chrono::Utc>,
 ) -> PendingCreate {
-    let body = form::encode(&create_params(exec.schema(), &record.payload));
+    let body = form::encode(&exec.object.create_params(&record.payload));
     pending_create_of(exec, record, body, now)
 }
 
@@ -544,6 +561,10 @@ async fn finish_create(
         let mut changed =
             ferry_core::changed_fields(&record.payload, &ferry_core::Baseline::Live(&live), &[]);
         changed.retain(|path| !is_request_option(exec.schema(), path));
+        // Lines are compared and brought up to date by `lines::sync_lines`, below.
+        if let Some(lines) = exec.object.lines() {
+            changed.retain(|path| path != lines.field);
+        }
         changed
     } else {
         Vec::new()
@@ -609,6 +630,21 @@ async fn finish_create(
             }
         }
     }
+    if let Some(lines) = exec.object.lines() {
+        // A record replayed from an interrupted run may hold some of its lines already.
+        match crate::lines::sync_lines(exec, lines, record, latest, compare, exec.finalize).await {
+            Ok(parent) => latest = parent,
+            Err(problem) => {
+                // The record exists: remembered with an empty payload, the next run brings it
+                // and its lines up to date instead of creating another.
+                let mut done = crate::lines::settle_problem(exec, record, &created.id, problem)?;
+                done.pending_resolved = Some(pending.key.clone());
+                done.remember = Some(id_only_snapshot_entry(&record.match_key, &created.id));
+                done.written = vec![created.object];
+                return Ok(done);
+            }
+        }
+    }
     let mut done = settled(
         record.row_number,
         &record.key,
@@ -637,6 +673,10 @@ async fn update_body(
 ) -> Result<Option<String>, StripeCallError> {
     let schema = exec.schema();
     let mut params = update_params(schema, payload, changed);
+    // Lines (an invoice's items) are records of their own: see `lines::sync_lines`.
+    if let Some(lines) = exec.object.lines() {
+        params.remove(lines.field);
+    }
     if needs_current_items(schema, &params) {
         let read;
         let record = match current {

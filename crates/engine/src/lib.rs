@@ -11,6 +11,7 @@ mod crash_point;
 pub mod declare;
 mod execute;
 mod index;
+mod lines;
 mod mirror;
 pub mod plan;
 pub mod prepare;
@@ -337,6 +338,7 @@ pub async fn preview_sync(store: &StateStore, setup: &SyncSetup) -> Result<Previ
         StripeService::new(setup.stripe.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
     let never = AtomicBool::new(false);
     let rows_read = std::sync::atomic::AtomicU64::new(0);
+    let rows_folded = std::sync::atomic::AtomicU64::new(0);
     let warehouse_diff = run::warehouse_diff_spec(setup)?;
     let pipeline = Pipeline {
         store,
@@ -345,6 +347,7 @@ pub async fn preview_sync(store: &StateStore, setup: &SyncSetup) -> Result<Previ
         full_resync: false,
         cancel: &never,
         rows_read: &rows_read,
+        rows_folded: &rows_folded,
         warehouse_diff: warehouse_diff.as_ref(),
         creates_tables: false,
         allow_mass_retire: false,
@@ -493,9 +496,17 @@ pub async fn run_sync(
         cancel: options.cancel.clone(),
         lock_held: &lock_held,
         mirror: setup.sync.spec.mirror,
+        finalize: setup
+            .sync
+            .spec
+            .invoice
+            .as_ref()
+            .map(|invoice| invoice.finalize)
+            .unwrap_or_default(),
     };
     let heartbeat = heartbeat(store, &run.id);
     let rows_read = std::sync::atomic::AtomicU64::new(0);
+    let rows_folded = std::sync::atomic::AtomicU64::new(0);
     let (warehouse_diff, mut spec_error) = match run::warehouse_diff_spec(setup) {
         Ok(spec) => (spec, None),
         Err(error) => (None, Some(error)),
@@ -509,6 +520,7 @@ pub async fn run_sync(
             full_resync: options.full_resync,
             cancel: &options.cancel,
             rows_read: &rows_read,
+            rows_folded: &rows_folded,
             warehouse_diff,
             creates_tables: true,
             allow_mass_retire: options.allow_mass_retire,
@@ -567,7 +579,9 @@ pub async fn run_sync(
         Ok((_, rows, _)) => *rows,
         Err(_) => rows_read.load(std::sync::atomic::Ordering::Relaxed),
     };
-    counts.not_attempted += counts.rows.saturating_sub(counts.outcomes_total());
+    // The further lines of an invoice are one record with its first: counted in its outcome.
+    let folded = rows_folded.load(std::sync::atomic::Ordering::Relaxed);
+    counts.not_attempted += counts.rows.saturating_sub(counts.outcomes_total() + folded);
     counts.requests = stripe.http().requests_sent();
     // After a restart of a PostgreSQL workspace the store reconnects; while the server is still
     // starting up, recording the end is retried for a while (once only if the run already gave

@@ -226,6 +226,36 @@ pub(crate) async fn retire(
                 Err(error) => failed(&format!("delete {} `{id}`", schema.object), error),
             }
         }
+        Retirement::DeleteDraft => match exec.stripe.delete(schema, id).await {
+            Ok(deleted) => done("deleted (a draft)", deleted.request_id, true),
+            Err(StripeCallError::Refused { status: 404, .. }) => {
+                done("deleted (already gone from Stripe)", None, true)
+            }
+            // Stripe deletes drafts only: a finalized invoice is voided, when the sync says so.
+            Err(StripeCallError::Refused { status: 400, .. }) if exec.mirror.void_open_invoices => {
+                match exec
+                    .stripe
+                    .act(schema, id, "void", "", &step_key(exec, key, "void"))
+                    .await
+                {
+                    Ok(voided) => done("voided (it was finalized)", voided.request_id, false),
+                    Err(error) => failed(&format!("void {} `{id}`", schema.object), error),
+                }
+            }
+            Err(StripeCallError::Refused { status: 400, .. }) => Ok(settled(
+                row_number,
+                key,
+                Outcome::Failed,
+                Some(id.to_string()),
+                Some(format!(
+                    "its row left the model, but {} `{id}` is finalized, so Stripe does not delete it: void it in Stripe, or let the sync void finalized {} (`--void-open`, `mirror: {{void_open_invoices: true}}`)",
+                    schema.object, schema.plural
+                )),
+                None,
+                None,
+            )),
+            Err(error) => failed(&format!("delete {} `{id}`", schema.object), error),
+        },
         Retirement::Cancel if exec.mirror.cancel_subscriptions_now => {
             match exec.stripe.delete(schema, id).await {
                 Ok(cancelled) => done("cancelled at once", cancelled.request_id, false),

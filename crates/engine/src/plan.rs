@@ -411,10 +411,18 @@ pub(crate) fn describe_changes(
             .unwrap_or(Json::Null);
         changes.insert(
             path.clone(),
-            json!({"before": before(path), "after": after}),
+            json!({"before": shown(before(path)), "after": shown(after)}),
         );
     }
     Json::Object(changes)
+}
+
+/// A list of objects kept as JSON text (tiers, items, an invoice's lines) is shown as the list.
+fn shown(value: Json) -> Json {
+    match &value {
+        Json::String(text) if text.starts_with("[{") => serde_json::from_str(text).unwrap_or(value),
+        _ => value,
+    }
 }
 
 #[cfg(test)]

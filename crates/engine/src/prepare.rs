@@ -6,7 +6,7 @@
 use ferry_core::{
     Behavior, FieldValue, MappingSource, NullPolicy, Payload, SyncSpec, TemplatePart, Value,
 };
-use ferry_destinations::stripe::encoder::{create_params, param_path};
+use ferry_destinations::stripe::encoder::param_path;
 use ferry_destinations::stripe::fields::{parse_field, MappedField, MappedKey};
 use ferry_destinations::stripe::{stripe_object, FieldKind, Retirement, StripeObject};
 use ferry_stripe_wire::params::{is_valid_email, METADATA_MAX_KEYS};
@@ -143,6 +143,31 @@ pub fn validate_sync(spec: &SyncSpec, columns: &[String]) -> Result<ValidatedSyn
             ));
         }
     }
+    // An invoice from order lines needs the column telling its lines apart; it becomes the
+    // line key every invoice item carries in its metadata.
+    let mut line_key_mapping = None;
+    match (object.lines(), &spec.invoice) {
+        (Some(_), Some(invoice)) => {
+            if let Some(index) = column_index(&invoice.line_key, &mut problems, "line key") {
+                if let Ok(field) = parse_field(schema, crate::lines::LINE_KEY_PATH) {
+                    line_key_mapping = Some(ValidatedMapping {
+                        column: invoice.line_key.clone(),
+                        source: ValidatedSource::Column(index),
+                        field,
+                    });
+                }
+            }
+        }
+        (Some(_), None) => problems.push(format!(
+            "a {object} sync reads one model row per line: name the column that tells an {object}'s lines apart with `--line-key COLUMN` (`invoice: {{line_key: COLUMN}}` in ferry.yaml)",
+            object = schema.object
+        )),
+        (None, Some(_)) => problems.push(format!(
+            "`line_key` and `finalize` are settings of invoice syncs; a {} sync has no lines: leave them out",
+            schema.object
+        )),
+        (None, None) => {}
+    }
     let key_column_index = column_index(&spec.key.column, &mut problems, "key");
     let key = MappedKey::new(schema, &spec.key.field)
         .map_err(|e| problems.push(e.to_string()))
@@ -151,6 +176,10 @@ pub fn validate_sync(spec: &SyncSpec, columns: &[String]) -> Result<ValidatedSyn
     let mut seen_fields: HashMap<String, String> = HashMap::new();
     if let Some(key) = &key {
         seen_fields.insert(key.field.path.clone(), spec.key.column.clone());
+    }
+    if let Some(line_key) = line_key_mapping {
+        seen_fields.insert(line_key.field.path.clone(), line_key.column.clone());
+        mappings.push(line_key);
     }
     for mapping in &spec.mappings {
         let source = match mapping.source() {
@@ -395,11 +424,19 @@ pub fn check_stripe_rules(
     sync: &ValidatedSync,
     record: &PreparedRecord,
 ) -> Result<(), RejectedRow> {
-    let params = create_params(sync.object.schema(), &record.payload);
-    let Err(error) = sync.object.schema().validate(&params, false) else {
-        return Ok(());
+    let params = sync.object.create_params(&record.payload);
+    let (error, prefix) = match sync.object.schema().validate(&params, false) {
+        Err(error) => (error, ""),
+        Ok(()) => match sync
+            .object
+            .lines()
+            .and_then(|lines| crate::lines::check_lines(lines, &params, &record.payload).err())
+        {
+            Some(error) => (error, "lines."),
+            None => return Ok(()),
+        },
     };
-    let path = param_path(&error.param);
+    let path = format!("{prefix}{}", param_path(&error.param));
     let column = sync
         .column_for_field(&path)
         .map(|c| format!("column `{c}` (→ {path}): "))
@@ -487,6 +524,7 @@ mod tests {
 
     fn spec(key: (&str, &str), maps: &[(&str, &str)], nulls: NullPolicy) -> SyncSpec {
         SyncSpec {
+            invoice: None,
             model: "m".into(),
             destination: "d".into(),
             object: ObjectKind::Customer,

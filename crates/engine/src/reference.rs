@@ -31,6 +31,9 @@ struct Target<'a> {
     /// The column, constant or template that gives the key, for messages.
     column: String,
     reference: Reference,
+    /// For a list (a subscription's `items`, an invoice's `lines`), the item field holding
+    /// the key (`price`).
+    within: Option<String>,
     index: Option<KeyIndex<'a>>,
 }
 
@@ -44,10 +47,22 @@ impl<'a> References<'a> {
             .mappings
             .iter()
             .filter_map(|mapping| {
+                let reference = (**mapping.field.reference.as_ref()?).clone();
+                // A line's field (`lines.price`) is resolved in the record's folded lines.
+                let (path, within) = match mapping.field.path.split_once('.') {
+                    Some((list, field)) if list == crate::lines::LINES => {
+                        (list.to_string(), Some(field.to_string()))
+                    }
+                    _ => (
+                        mapping.field.path.clone(),
+                        reference.within.map(str::to_string),
+                    ),
+                };
                 Some(Target {
-                    path: mapping.field.path.clone(),
+                    path,
                     column: mapping.column.clone(),
-                    reference: (**mapping.field.reference.as_ref()?).clone(),
+                    reference,
+                    within,
                     index: None,
                 })
             })
@@ -86,7 +101,7 @@ impl<'a> References<'a> {
             for slot in &mut items {
                 let Some(item) = slot else { continue };
                 let record = record_of(item);
-                let resolved = match target.reference.within {
+                let resolved = match &target.within {
                     None => match key_of(record, target) {
                         Some(key) => resolution(target, &key, found.get(&key)),
                         None => continue,
@@ -168,7 +183,7 @@ fn key_of(record: &PreparedRecord, target: &Target<'_>) -> Option<String> {
 
 /// The keys a record's reference field holds: one, or one per item of a list.
 fn keys_of(record: &PreparedRecord, target: &Target<'_>) -> Vec<String> {
-    let Some(within) = target.reference.within else {
+    let Some(within) = &target.within else {
         return key_of(record, target).into_iter().collect();
     };
     let Some(FieldValue::Text(list)) = record.payload.get(&target.path) else {
@@ -176,7 +191,7 @@ fn keys_of(record: &PreparedRecord, target: &Target<'_>) -> Vec<String> {
     };
     list_items(list)
         .iter()
-        .filter_map(|item| item.get(within)?.as_str())
+        .filter_map(|item| item.get(within.as_str())?.as_str())
         .map(|key| target.reference.key.normalize(key))
         .filter(|key| !key.is_empty())
         .collect()
@@ -253,6 +268,7 @@ mod tests {
             path: mapped.path.clone(),
             column: "sku".into(),
             reference: *mapped.reference.unwrap(),
+            within: None,
             index: None,
         }
     }

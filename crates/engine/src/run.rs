@@ -78,6 +78,9 @@ pub(crate) struct Pipeline<'a> {
     pub(crate) cancel: &'a AtomicBool,
     /// Rows read from the model so far, for a run that fails or stops while reading.
     pub(crate) rows_read: &'a std::sync::atomic::AtomicU64,
+    /// Rows folded into another row's record (an invoice's further lines), which have no
+    /// outcome of their own.
+    pub(crate) rows_folded: &'a std::sync::atomic::AtomicU64,
     /// Change detection in the warehouse, when the connection turns it on.
     pub(crate) warehouse_diff: Option<&'a DiffSpec>,
     /// Whether this pipeline may create the sync's change detection table (a run may; a
@@ -183,6 +186,16 @@ impl<'a> Pipeline<'a> {
                     // In the model, so never retired, even though it cannot be synced.
                     if let (Some(log), false) = (absent.as_mut(), rejected.key.is_empty()) {
                         log.protect(sync.match_key(&rejected.key));
+                    }
+                    // A rejected line holds its whole record (invoice) back: it goes to the
+                    // stage as a stand-in that the fold sees.
+                    if sync.object.lines().is_some() && !rejected.key.is_empty() {
+                        let stand_in =
+                            crate::lines::rejected_line(&rejected, sync.match_key(&rejected.key));
+                        stage
+                            .push(StagedRecord::from_prepared(stand_in))
+                            .await
+                            .map_err(EngineError::Config)?
                     }
                     sink.rejected(rejected).await?
                 }
@@ -294,7 +307,39 @@ impl<'a> Pipeline<'a> {
         let mut changed: Vec<(PreparedRecord, String)> = Vec::new();
         let mut new: Vec<PreparedRecord> = Vec::new();
         loop {
-            let group = sorted.next_group().await.map_err(EngineError::Config)?;
+            let group = match sync.object.lines() {
+                None => sorted.next_group().await.map_err(EngineError::Config)?,
+                // The rows of one key are one record's lines: folded into it, or all rejected.
+                Some(lines) => match sorted
+                    .next_rows(lines.max + 1)
+                    .await
+                    .map_err(EngineError::Config)?
+                {
+                    None => None,
+                    Some(group) => {
+                        let match_key = group.rows[0].match_key.clone();
+                        let further = (group.rows.len() as u64 - 1) + group.more;
+                        let rows = group.rows.into_iter().map(StagedRecord::into_prepared);
+                        match crate::lines::fold(rows.collect(), object, lines.max) {
+                            Ok(folded) => {
+                                self.rows_folded.fetch_add(further, Ordering::Relaxed);
+                                Some(KeyGroup::One(StagedRecord::from_prepared(folded)))
+                            }
+                            Err(rejected) => {
+                                // In the model, so never retired, even though it cannot be
+                                // synced.
+                                if let Some(log) = absent.as_deref_mut() {
+                                    snapshot.find(Some(&match_key), Some(log)).await?;
+                                }
+                                for row in rejected {
+                                    sink.rejected(row).await?;
+                                }
+                                continue;
+                            }
+                        }
+                    }
+                },
+            };
             let done = group.is_none();
             match group {
                 None => {}
@@ -924,6 +969,14 @@ pub(crate) fn warehouse_diff_spec(setup: &SyncSetup) -> Result<Option<DiffSpec>,
     // Mirror must see every row to tell what left the model; the warehouse would send only
     // the changed ones.
     if setup.sync.spec.behavior == Behavior::Mirror {
+        return Ok(None);
+    }
+    // A record made of several rows (an invoice's lines) needs all of them to be folded, the
+    // unchanged ones too.
+    if ferry_destinations::stripe::stripe_object(setup.sync.spec.object)
+        .lines()
+        .is_some()
+    {
         return Ok(None);
     }
     let spec = &setup.sync.spec;

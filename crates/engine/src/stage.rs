@@ -396,6 +396,13 @@ pub(crate) enum KeyGroup {
     },
 }
 
+/// The rows of one key, for a record made of several rows (an invoice's lines): the first
+/// `keep` rows whole, in model order, and how many more there were.
+pub(crate) struct RowGroup {
+    pub(crate) rows: Vec<StagedRecord>,
+    pub(crate) more: u64,
+}
+
 /// Copies of one key kept for the rejection messages; more are counted, not kept.
 const DUPLICATES_KEPT: usize = 10_000;
 
@@ -422,6 +429,29 @@ impl Sorted {
             "the staging thread stopped after {} of {} records",
             self.received, self.expected
         ))
+    }
+
+    /// The next key's rows, each kept whole up to `keep` of them (a record made of rows).
+    pub(crate) async fn next_rows(&mut self, keep: usize) -> Result<Option<RowGroup>, String> {
+        let Some(first) = self.next_record().await? else {
+            return Ok(None);
+        };
+        let mut group = RowGroup {
+            rows: vec![first],
+            more: 0,
+        };
+        while let Some(next) = self.next_record().await? {
+            if next.match_key != group.rows[0].match_key {
+                self.peeked = Some(next);
+                break;
+            }
+            if group.rows.len() < keep {
+                group.rows.push(next);
+            } else {
+                group.more += 1;
+            }
+        }
+        Ok(Some(group))
     }
 
     /// The next key's records.

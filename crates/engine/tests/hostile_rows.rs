@@ -17,6 +17,7 @@ const COLUMNS: &[(&str, &str)] = &[
 
 fn sync(key_field: &str) -> ValidatedSync {
     let spec = SyncSpec {
+        invoice: None,
         model: "m".into(),
         destination: "d".into(),
         object: ObjectKind::Customer,
@@ -147,6 +148,7 @@ fn hostile_values_sync_or_are_rejected_with_a_reason() {
 #[test]
 fn hostile_mappings_are_refused_with_what_is_valid() {
     let spec = |mappings: Vec<(&str, &str)>| SyncSpec {
+        invoice: None,
         model: "m".into(),
         destination: "d".into(),
         object: ObjectKind::Customer,

@@ -145,6 +145,7 @@ mod tests {
             .await
             .unwrap();
         let spec = SyncSpec {
+            invoice: None,
             model: "people".into(),
             destination: "stripe".into(),
             object: ObjectKind::Customer,

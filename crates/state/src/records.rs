@@ -3,8 +3,8 @@
 use crate::error::StateError;
 use chrono::{DateTime, Utc};
 use ferry_core::{
-    Behavior, FieldMapping, KeyMapping, MirrorSettings, NullPolicy, ObjectKind, Outcome, RunCounts,
-    RunStatus, Schedule, Secret, SyncSpec,
+    Behavior, FieldMapping, Finalize, InvoiceSettings, KeyMapping, MirrorSettings, NullPolicy,
+    ObjectKind, Outcome, RunCounts, RunStatus, Schedule, Secret, SyncSpec,
 };
 use std::fmt;
 
@@ -349,6 +349,14 @@ struct StoredSyncSpec {
     schedule: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     mirror: Option<StoredMirror>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    invoice: Option<StoredInvoice>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredInvoice {
+    line_key: String,
+    finalize: String,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -357,6 +365,8 @@ struct StoredMirror {
     delete_customers: bool,
     #[serde(default)]
     cancel_subscriptions_now: bool,
+    #[serde(default)]
+    void_open_invoices: bool,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -392,6 +402,11 @@ impl From<&SyncSpec> for StoredSyncSpec {
                 max_retire_percent: spec.mirror.max_retire_percent,
                 delete_customers: spec.mirror.delete_customers,
                 cancel_subscriptions_now: spec.mirror.cancel_subscriptions_now,
+                void_open_invoices: spec.mirror.void_open_invoices,
+            }),
+            invoice: spec.invoice.as_ref().map(|invoice| StoredInvoice {
+                line_key: invoice.line_key.clone(),
+                finalize: invoice.finalize.as_str().to_string(),
             }),
         }
     }
@@ -432,8 +447,19 @@ impl TryFrom<StoredSyncSpec> for SyncSpec {
                     max_retire_percent: mirror.max_retire_percent,
                     delete_customers: mirror.delete_customers,
                     cancel_subscriptions_now: mirror.cancel_subscriptions_now,
+                    void_open_invoices: mirror.void_open_invoices,
                 })
                 .unwrap_or_default(),
+            invoice: stored
+                .invoice
+                .map(|invoice| {
+                    Ok::<_, String>(InvoiceSettings {
+                        line_key: invoice.line_key,
+                        finalize: Finalize::parse(&invoice.finalize)
+                            .ok_or_else(|| format!("unknown finalize `{}`", invoice.finalize))?,
+                    })
+                })
+                .transpose()?,
         })
     }
 }

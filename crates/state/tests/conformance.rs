@@ -1662,6 +1662,7 @@ async fn a_version_2_workspace_is_upgraded_with_its_data(workspace: TestWorkspac
     // The sync reads back as it was declared.
     let sync = store.get_sync("customers").await.unwrap().unwrap();
     let expected_spec = ferry_core::SyncSpec {
+        invoice: None,
         model: "signups".to_string(),
         destination: "stripe".to_string(),
         object: ferry_core::ObjectKind::Customer,

@@ -88,6 +88,7 @@ async fn seed_sync(store: &StateStore) -> ferry_state::SyncRecord {
         .await
         .unwrap();
     let spec = ferry_core::SyncSpec {
+        invoice: None,
         model: "signups".to_string(),
         destination: "stripe".to_string(),
         object: ferry_core::ObjectKind::Customer,

@@ -310,6 +310,17 @@ fn flatten(
                 flatten(schema, data, path, fields);
             }
         }
+        // Another record Stripe returns expanded (an invoice item's `price`): its id is
+        // what the field holds.
+        Json::Object(object)
+            if schema
+                .field(path)
+                .is_some_and(|field| field.param.refers_to.is_some()) =>
+        {
+            if let Some(id) = object.get("id").and_then(Json::as_str) {
+                fields.insert(path.to_string(), FieldValue::Text(id.to_string()));
+            }
+        }
         Json::Object(object) => {
             for (name, value) in object {
                 flatten(schema, value, &format!("{path}.{name}"), fields);

@@ -267,6 +267,9 @@ fn parse_reference(
 /// record's key instead (`product(metadata.sku)`, `product(id)`): see [`Reference`].
 pub fn parse_field(schema: &'static ObjectSchema, path: &str) -> Result<MappedField, MappingError> {
     let path = path.trim();
+    if let Some((lines, line_path)) = lines_of(schema).zip(path.strip_prefix("lines.")) {
+        return parse_line_field(lines, line_path);
+    }
     if let Some((field, key)) = split_reference(path) {
         return parse_reference(schema, path, field, key);
     }
@@ -299,6 +302,56 @@ pub fn parse_field(schema: &'static ObjectSchema, path: &str) -> Result<MappedFi
         suggestion,
         valid: fields.join(", "),
     })
+}
+
+/// How the records of `schema`'s object that are made of lines keep them (an invoice's items).
+fn lines_of(schema: &'static ObjectSchema) -> Option<&'static crate::stripe::Lines> {
+    crate::stripe::objects::object_kind_named(schema.object)
+        .and_then(|kind| crate::stripe::stripe_object(kind).lines())
+}
+
+/// `lines.FIELD`: a field of each line (`lines.amount`, `lines.price(lookup_key)`,
+/// `lines.metadata.sku`), parsed against the lines' own table. What a line takes from its
+/// parent (`customer`) or is given by ferry (`invoice`) is not the model's to give.
+fn parse_line_field(
+    lines: &'static crate::stripe::Lines,
+    line_path: &str,
+) -> Result<MappedField, MappingError> {
+    let written = format!("lines.{line_path}");
+    let base = split_reference(line_path).map_or(line_path, |(field, _)| field);
+    let inherited = |path: &str| lines.inherited.iter().any(|(name, _)| *name == path);
+    if inherited(base) || base == lines.parent_param {
+        let valid = standard_paths(lines.schema)
+            .into_iter()
+            .filter(|path| !inherited(path) && *path != lines.parent_param)
+            .map(|path| format!("lines.{path}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(MappingError::UnknownField {
+            object: lines.schema.label,
+            field: written,
+            suggestion: format!(" (a line takes `{base}` from its {})", lines.parent_param),
+            valid,
+        });
+    }
+    let mut field = parse_field(lines.schema, line_path).map_err(|error| match error {
+        MappingError::UnknownField {
+            object,
+            suggestion,
+            valid,
+            ..
+        } => MappingError::UnknownField {
+            object,
+            field: written.clone(),
+            suggestion,
+            valid,
+        },
+        other => other,
+    })?;
+    // The line's own group (`period`) stays named as the line's table names it: lines are
+    // encoded against that table.
+    field.path = format!("lines.{}", field.path);
+    Ok(field)
 }
 
 /// The field a mapping key may use: one of the object's key fields (a customer's `email`) or

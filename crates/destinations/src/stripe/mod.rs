@@ -11,5 +11,5 @@ pub use config::{StripeConfig, StripeConnectionError, STRIPE_API_BASE, STRIPE_VE
 pub use encoder::{create_params, record_to_fields, update_params};
 pub use ferry_stripe_wire::ObjectSchema;
 pub use fields::{parse_field, FieldKind, MappedField, MappedKey, MappingError};
-pub use objects::{stripe_object, Replacement, Retirement, StripeObject};
+pub use objects::{stripe_object, Lines, Replacement, Retirement, StripeObject};
 pub use service::{Page, StripeCallError, StripeRecord, StripeService, Written};

@@ -3,8 +3,9 @@
 //! beyond the table (a product's own id, a price replaced when its amount changes) says so here.
 //! The engine reaches objects only through [`stripe_object`].
 
-use ferry_core::ObjectKind;
+use ferry_core::{ObjectKind, Payload};
 use ferry_stripe_wire::customer::CUSTOMER;
+use ferry_stripe_wire::invoice::{INVOICE, INVOICE_ITEM, INVOICE_ITEMS_MAX};
 use ferry_stripe_wire::price::PRICE;
 use ferry_stripe_wire::product::PRODUCT;
 use ferry_stripe_wire::subscription::SUBSCRIPTION;
@@ -45,6 +46,36 @@ pub trait StripeObject: Sync + Send + std::fmt::Debug {
 
     /// How Mirror retires a record whose row left the model.
     fn retirement(&self) -> Retirement;
+
+    /// For a record made of several model rows, each a record of its own in Stripe (an
+    /// invoice's items): how those are kept.
+    fn lines(&self) -> Option<&'static Lines> {
+        None
+    }
+
+    /// The params that create a record from its payload.
+    fn create_params(&self, payload: &Payload) -> serde_json::Map<String, serde_json::Value> {
+        crate::stripe::encoder::create_params(self.schema(), payload)
+    }
+}
+
+/// The records a record is made of, one per model row (an invoice's items, one per order
+/// line): each carries its line key in its metadata (`marker`), so that a run finds it again
+/// before it adds any, changes it in place, and deletes what left the model.
+#[derive(Debug)]
+pub struct Lines {
+    pub schema: &'static ObjectSchema,
+    /// The payload field of the parent holding its lines (`lines`).
+    pub field: &'static str,
+    /// The param naming the parent on each line (`invoice`).
+    pub parent_param: &'static str,
+    /// The parent's fields a line takes unless it gives its own, or gives the field named
+    /// beside (a line with a `price` has its price's currency).
+    pub inherited: &'static [(&'static str, Option<&'static str>)],
+    /// The metadata key holding the line key.
+    pub marker: &'static str,
+    /// Stripe's limit of lines on one parent.
+    pub max: usize,
 }
 
 /// What retiring a record means for an object.
@@ -62,6 +93,8 @@ pub enum Retirement {
         parent: &'static ObjectSchema,
         parent_default: &'static str,
     },
+    /// Deleted while a draft; once finalized, voided only when the sync says so (an invoice).
+    DeleteDraft,
     /// Cancelled: at the end of the period already paid for (`cancel_at_period_end=true`), or
     /// at once (`DELETE`) when the sync says so. A canceled subscription cannot come back.
     Cancel,
@@ -75,6 +108,7 @@ impl Retirement {
             Retirement::DeleteElseArchive => "deleted (archived if it has prices)",
             Retirement::Archive { .. } => "archived",
             Retirement::Cancel => "cancelled",
+            Retirement::DeleteDraft => "deleted while a draft",
         }
     }
 }
@@ -225,6 +259,55 @@ impl StripeObject for Subscription {
     }
 }
 
+/// An invoice from order lines: the model's rows of one invoice key become one invoice, its
+/// lines the invoice's items. ferry makes each invoice a draft that holds only the items it
+/// adds (`pending_invoice_items_behavior=exclude`) and that Stripe does not finalize by itself
+/// (`auto_advance=false`); the sync's `finalize` setting says whether ferry finalizes it.
+#[derive(Debug)]
+pub struct Invoice;
+
+static INVOICE_LINES: Lines = Lines {
+    schema: &INVOICE_ITEM,
+    field: "lines",
+    parent_param: "invoice",
+    inherited: &[("customer", None), ("currency", Some("price"))],
+    marker: "ferry_line",
+    max: INVOICE_ITEMS_MAX,
+};
+
+impl StripeObject for Invoice {
+    fn schema(&self) -> &'static ObjectSchema {
+        &INVOICE
+    }
+
+    fn matching_help(&self) -> &'static str {
+        "An invoice is matched by an external id kept in its metadata (an order number); its lines are invoice items, each found again by the line key kept in its metadata."
+    }
+
+    fn retirement(&self) -> Retirement {
+        Retirement::DeleteDraft
+    }
+
+    fn lines(&self) -> Option<&'static Lines> {
+        Some(&INVOICE_LINES)
+    }
+
+    fn create_params(&self, payload: &Payload) -> serde_json::Map<String, serde_json::Value> {
+        let mut own = payload.clone();
+        own.fields.remove(INVOICE_LINES.field);
+        let mut params = crate::stripe::encoder::create_params(&INVOICE, &own);
+        for (name, value) in [
+            ("auto_advance", "false"),
+            ("pending_invoice_items_behavior", "exclude"),
+        ] {
+            params
+                .entry(name)
+                .or_insert_with(|| serde_json::Value::String(value.to_string()));
+        }
+        params
+    }
+}
+
 /// The registry: one line per object ferry syncs.
 pub fn stripe_object(kind: ObjectKind) -> &'static dyn StripeObject {
     match kind {
@@ -232,6 +315,7 @@ pub fn stripe_object(kind: ObjectKind) -> &'static dyn StripeObject {
         ObjectKind::Product => &Product,
         ObjectKind::Price => &Price,
         ObjectKind::Subscription => &Subscription,
+        ObjectKind::Invoice => &Invoice,
     }
 }
 

@@ -182,6 +182,26 @@ impl StripeService {
         self.written(self.http.send(&request).await)
     }
 
+    /// Asks a record to take a step of its life (`POST /v1/invoices/{id}/finalize`): `action`
+    /// is the last path segment. The idempotency key makes a repeat answer as the first did.
+    pub async fn act(
+        &self,
+        schema: &ObjectSchema,
+        id: &str,
+        action: &str,
+        body: &str,
+        idempotency_key: &str,
+    ) -> Result<Written, StripeCallError> {
+        let request = self.request(
+            Method::POST,
+            &format!("{}/{}/{action}", schema.collection_path, path_segment(id)),
+            &format!("POST {}/{{id}}/{action}", schema.collection_path),
+            Some(body.to_string()),
+            Some(idempotency_key),
+        );
+        self.written(self.http.send(&request).await)
+    }
+
     /// Deletes a record (`DELETE`, idempotent by nature: Stripe ignores idempotency keys
     /// there, and a repeat answers 404).
     pub async fn delete(
@@ -463,8 +483,10 @@ impl StripeService {
     }
 }
 
-/// What ferry reads of a record in a write's answer or a listing: its id, its `created`, and
-/// the fields that can be keys. Everything else is skipped without being built.
+/// What ferry reads of a record in a write's answer or a listing: its id, its `created`, the
+/// fields that can be keys, and the few that the next steps of a write read (an invoice's
+/// `customer`, `currency`, `status` and `collection_method`, which its lines and its
+/// finalizing need). Everything else is skipped without being built.
 #[derive(serde::Deserialize)]
 struct KeyFields {
     id: String,
@@ -476,6 +498,14 @@ struct KeyFields {
     lookup_key: Option<String>,
     #[serde(default)]
     metadata: Option<Map<String, Json>>,
+    #[serde(default)]
+    customer: Option<Json>,
+    #[serde(default)]
+    currency: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    collection_method: Option<String>,
 }
 
 impl KeyFields {
@@ -493,6 +523,19 @@ impl KeyFields {
         }
         if let Some(metadata) = self.metadata {
             object.insert("metadata".to_string(), Json::Object(metadata));
+        }
+        for (name, value) in [
+            ("customer", self.customer.filter(|value| !value.is_null())),
+            ("currency", self.currency.map(Json::String)),
+            ("status", self.status.map(Json::String)),
+            (
+                "collection_method",
+                self.collection_method.map(Json::String),
+            ),
+        ] {
+            if let Some(value) = value {
+                object.insert(name.to_string(), value);
+            }
         }
         StripeRecord {
             id: self.id,

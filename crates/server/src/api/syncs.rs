@@ -70,11 +70,15 @@ pub struct SyncInput {
     /// customers may be deleted.
     #[serde(default)]
     pub mirror: ferry_core::MirrorSettings,
+    /// With the `invoice` object: the line key column and when invoices are finalized.
+    #[serde(default)]
+    pub invoice: Option<ferry_core::InvoiceSettings>,
 }
 
 impl SyncInput {
     fn into_spec(self) -> SyncSpec {
         SyncSpec {
+            invoice: self.invoice,
             model: self.model,
             destination: self.destination,
             object: self.object.unwrap_or(ObjectKind::Customer),

@@ -44,6 +44,10 @@ pub struct SyncForm {
     max_retire_percent: String,
     delete_customers: bool,
     cancel_subscriptions_now: bool,
+    void_open_invoices: bool,
+    /// Invoices: the column telling an invoice's lines apart, and `never` or `when-created`.
+    line_key: String,
+    finalize: String,
     rows: Vec<MapperRow>,
 }
 
@@ -129,6 +133,9 @@ impl SyncForm {
                 "max_retire_percent" => form.max_retire_percent = value.trim().to_string(),
                 "delete_customers" => form.delete_customers = value == "1",
                 "cancel_subscriptions_now" => form.cancel_subscriptions_now = value == "1",
+                "void_open_invoices" => form.void_open_invoices = value == "1",
+                "line_key" => form.line_key = value,
+                "finalize" => form.finalize = value,
                 "map_column" => columns.push(value),
                 "map_field" => fields_of_rows.push(value),
                 "map_metadata" => metadata.push(value.trim().to_string()),
@@ -181,6 +188,17 @@ impl SyncForm {
             max_retire_percent: spec.mirror.max_retire_percent.to_string(),
             delete_customers: spec.mirror.delete_customers,
             cancel_subscriptions_now: spec.mirror.cancel_subscriptions_now,
+            void_open_invoices: spec.mirror.void_open_invoices,
+            line_key: spec
+                .invoice
+                .as_ref()
+                .map(|invoice| invoice.line_key.clone())
+                .unwrap_or_default(),
+            finalize: spec
+                .invoice
+                .as_ref()
+                .map(|invoice| invoice.finalize.as_str().to_string())
+                .unwrap_or_default(),
             rows: spec
                 .mappings
                 .iter()
@@ -327,7 +345,30 @@ impl SyncForm {
         let mut mirror = ferry_core::MirrorSettings {
             delete_customers: self.delete_customers,
             cancel_subscriptions_now: self.cancel_subscriptions_now,
+            void_open_invoices: self.void_open_invoices,
             ..Default::default()
+        };
+        let finalize = choice(
+            "finalize",
+            &self.finalize,
+            &ferry_core::Finalize::ALL.map(|finalize| (finalize.as_str(), finalize)),
+            Some(ferry_core::Finalize::Never),
+            &mut problems,
+        );
+        let invoice = match (object.map(stripe_object).and_then(|o| o.lines()), finalize) {
+            (Some(_), Some(finalize)) => {
+                if self.line_key.is_empty() {
+                    problems.push(
+                        "line_key: choose the column that tells an invoice's lines apart"
+                            .to_string(),
+                    );
+                }
+                Some(ferry_core::InvoiceSettings {
+                    line_key: self.line_key.clone(),
+                    finalize,
+                })
+            }
+            _ => None,
         };
         if !self.max_retire_percent.is_empty() {
             match self.max_retire_percent.parse::<u32>() {
@@ -344,6 +385,7 @@ impl SyncForm {
             return Err(problems.join("; "));
         };
         Ok(SyncSpec {
+            invoice,
             model: self.model.clone(),
             destination: self.destination.clone(),
             object,
@@ -438,6 +480,32 @@ fn column_select(
     }
 }
 
+fn stripe_object_of(schema: &'static ObjectSchema) -> Option<&'static dyn StripeObject> {
+    object_kind_named(schema.object).map(stripe_object)
+}
+
+/// What a mapping may set on each line of a record made of lines (`lines.amount`,
+/// `lines.price(lookup_key)`): the line's fields but those it takes from its parent.
+fn line_paths(lines: &'static ferry_destinations::stripe::Lines) -> Vec<String> {
+    let own = |path: &str| {
+        path != lines.parent_param && lines.inherited.iter().all(|(name, _)| *name != path)
+    };
+    let mut paths: Vec<String> = standard_paths(lines.schema)
+        .into_iter()
+        .filter(|path| own(path))
+        .map(|path| format!("lines.{path}"))
+        .collect();
+    for (path, object) in reference_fields(lines.schema) {
+        let target = object_kind_named(object).map(|kind| stripe_object(kind).schema());
+        for key in target.map(|schema| schema.key_fields).unwrap_or_default() {
+            if own(path) {
+                paths.push(format!("lines.{path}({})", key.path));
+            }
+        }
+    }
+    paths
+}
+
 fn field_select(row: &MapperRow, schema: &'static ObjectSchema) -> Markup {
     html! {
         select name="map_field" aria-label="Stripe field" {
@@ -449,6 +517,13 @@ fn field_select(row: &MapperRow, schema: &'static ObjectSchema) -> Markup {
             }
             optgroup label="Custom" {
                 option value=(METADATA) selected[row.field == METADATA] { "metadata (custom key)" }
+            }
+            @if let Some(lines) = stripe_object_of(schema).and_then(|object| object.lines()) {
+                optgroup label=(format!("Each line ({})", lines.schema.label)) {
+                    @for path in line_paths(lines) {
+                        option value=(path) selected[row.field == path] { (path) }
+                    }
+                }
             }
             @let references = reference_fields(schema);
             @if !references.is_empty() {
@@ -585,6 +660,12 @@ fn sync_form(
                             " Cancel subscriptions whose rows left the model at once, not at the end of the period already paid for."
                         }
                     }
+                    @if schema.object == "invoice" {
+                        label.choice {
+                            input type="checkbox" name="void_open_invoices" value="1" checked[form.void_open_invoices];
+                            " Void finalized invoices whose rows left the model (drafts are deleted either way). Stripe cannot undo a void."
+                        }
+                    }
                 }
                 div.field {
                     label { "Mapping key: records are matched on" }
@@ -603,6 +684,23 @@ fn sync_form(
                         }
                     }
                     p.help { (object.matching_help()) }
+                }
+                @if object.lines().is_some() {
+                    div.field {
+                        label for="line_key" { "Line key: the column that tells an invoice's lines apart (one model row per line)" }
+                        (column_select("line_key", Some("line_key"), &choices.columns, &form.line_key, "Choose a column"))
+                    }
+                    fieldset.field {
+                        legend { "Finalize" }
+                        label.choice {
+                            input type="radio" name="finalize" value="never" checked[form.finalize != "when-created"];
+                            " " strong { "Never" } " — invoices stay drafts, and a changed line changes them, until someone finalizes them in Stripe"
+                        }
+                        label.choice {
+                            input type="radio" name="finalize" value="when-created" checked[form.finalize == "when-created"];
+                            " " strong { "When created" } " — finalized once every line is on them, and sent when collected by send_invoice"
+                        }
+                    }
                 }
             }
             section.card {
@@ -1380,7 +1478,7 @@ mod tests {
             ("behavior", "bogus", "behavior: \"bogus\" is not a valid value; use one of update-or-create, update-only, create-only, mirror"),
             ("behavior", "", "behavior: choose one of update-or-create, update-only, create-only, mirror"),
             ("nulls", "delete", "nulls: \"delete\" is not a valid value; use one of skip, clear"),
-            ("object", "invoice", "object: \"invoice\" is not a valid value; use one of customer, product, price"),
+            ("object", "quote", "object: \"quote\" is not a valid value; use one of customer, product, price, subscription, invoice"),
             ("key_field", "phone", "key_field: \"phone\" is not a valid value; use one of email, metadata"),
         ] {
             let body = format!("{valid}&{field}={value}").replace("behavior=update-only&behavior=", "behavior=");

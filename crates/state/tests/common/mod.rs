@@ -111,6 +111,7 @@ pub fn stripe_connection(name: &str) -> NewConnection {
 
 pub fn customer_spec(model: &str, destination: &str) -> SyncSpec {
     SyncSpec {
+        invoice: None,
         model: model.to_string(),
         destination: destination.to_string(),
         object: ObjectKind::Customer,

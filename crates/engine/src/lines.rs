@@ -1,0 +1,627 @@
+//! Records made of several rows: an invoice from its order lines. The model has one row per
+//! line; the rows of one invoice key meet in the stage (sorted by key) and are folded here into
+//! one record: the invoice's own fields, which every line must give alike, and `lines`, the
+//! lines in one canonical JSON list (sorted by line key), so that the invoice's hash changes
+//! when any line does and a run sends nothing for an invoice none of whose lines changed.
+//!
+//! An invoice is synced whole or not at all: a line whose row was rejected (a bad value) holds
+//! its whole invoice back, since an invoice missing a line would bill the wrong amount.
+
+use crate::execute::{settle_error, settled, short_hash, snapshot_entry, Execution, Settled};
+use crate::prepare::{PreparedRecord, RejectedRow};
+use crate::EngineError;
+use ferry_core::Outcome;
+use ferry_core::{changed_fields, Baseline, FieldValue, Finalize, Payload};
+use ferry_destinations::stripe::encoder::{create_params, update_params};
+use ferry_destinations::stripe::{record_to_fields, Lines, StripeCallError};
+use ferry_stripe_wire::{form, ParamError};
+use serde_json::{Map, Value as Json};
+use std::collections::{BTreeMap, HashMap};
+
+/// The payload field holding the lines, and the prefix of the line fields of a row.
+pub(crate) const LINES: &str = "lines";
+/// The metadata key on every invoice item ferry makes, holding the line key.
+pub(crate) const LINE_MARKER: &str = "ferry_line";
+/// A row's path for its line key, mapped from the sync's line key column.
+pub(crate) const LINE_KEY_PATH: &str = "lines.metadata.ferry_line";
+/// Stands in the stage for a line whose row was rejected, with the row's reason.
+pub(crate) const REJECTED_LINE: &str = "__rejected_line";
+
+/// The stand-in for a rejected line of invoice `key`: folding it holds the invoice back.
+pub(crate) fn rejected_line(rejected: &RejectedRow, match_key: String) -> PreparedRecord {
+    PreparedRecord::new(
+        rejected.row_number,
+        rejected.key.clone(),
+        match_key,
+        Payload {
+            fields: BTreeMap::from([(
+                REJECTED_LINE.to_string(),
+                FieldValue::Text(rejected.reason.clone()),
+            )]),
+        },
+    )
+}
+
+/// Folds the rows of one invoice key into the invoice's record, or rejects every row with
+/// why the invoice cannot be synced. `max_lines` is Stripe's limit of items on an invoice.
+pub(crate) fn fold(
+    rows: Vec<PreparedRecord>,
+    object: &str,
+    max_lines: usize,
+) -> Result<PreparedRecord, Vec<RejectedRow>> {
+    let reject_all = |rows: &[PreparedRecord], reason: String| {
+        rows.iter()
+            .filter(|row| row.payload.get(REJECTED_LINE).is_none())
+            .map(|row| RejectedRow {
+                row_number: row.row_number,
+                key: row.key.clone(),
+                reason: reason.clone(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let first = &rows[0];
+    let key = first.key.clone();
+    if let Some(held) = rows
+        .iter()
+        .find(|row| row.payload.get(REJECTED_LINE).is_some())
+    {
+        return Err(reject_all(
+            &rows,
+            format!(
+                "{object} `{key}` is held back: its line at row {} was rejected; fix that row and the whole {object} is synced",
+                held.row_number
+            ),
+        ));
+    }
+    if rows.len() > max_lines {
+        return Err(reject_all(
+            &rows,
+            format!(
+                "{object} `{key}` has {} lines; Stripe allows at most {max_lines} on one {object}: split it (a second key) or group lines in the model",
+                rows.len()
+            ),
+        ));
+    }
+    let mut own: BTreeMap<String, (FieldValue, u64)> = BTreeMap::new();
+    let mut lines: BTreeMap<String, (Json, u64)> = BTreeMap::new();
+    for row in &rows {
+        let mut line: BTreeMap<String, Json> = BTreeMap::new();
+        for (path, value) in &row.payload.fields {
+            if let Some(field) = path.strip_prefix("lines.") {
+                line.insert(field.to_string(), value.to_json());
+                continue;
+            }
+            match own.get(path) {
+                Some((earlier, earlier_row)) if earlier != value => {
+                    return Err(reject_all(
+                        &rows,
+                        format!(
+                            "the lines of {object} `{key}` disagree on {path}: row {earlier_row} has {}, row {} has {}; every line of an {object} must give its {object} fields alike",
+                            earlier.to_json(),
+                            row.row_number,
+                            value.to_json()
+                        ),
+                    ))
+                }
+                Some(_) => {}
+                None => {
+                    own.insert(path.clone(), (value.clone(), row.row_number));
+                }
+            }
+        }
+        // Every path a line does not give is one it leaves unset: lines compare as given.
+        let line_key = match line.get(&format!("metadata.{LINE_MARKER}")) {
+            Some(Json::String(line_key)) if !line_key.trim().is_empty() => {
+                line_key.trim().to_string()
+            }
+            _ => {
+                return Err(reject_all(
+                    &rows,
+                    format!(
+                        "row {} of {object} `{key}` has no line key: every line needs one, unique within its {object}",
+                        row.row_number
+                    ),
+                ))
+            }
+        };
+        let line = Json::Object(line.into_iter().collect::<Map<String, Json>>());
+        if let Some((_, earlier_row)) = lines.insert(line_key.clone(), (line, row.row_number)) {
+            return Err(reject_all(
+                &rows,
+                format!(
+                    "rows {earlier_row} and {} of {object} `{key}` have the same line key `{line_key}`: each line of an {object} needs its own",
+                    row.row_number
+                ),
+            ));
+        }
+    }
+    let mut fields: BTreeMap<String, FieldValue> = own
+        .into_iter()
+        .map(|(path, (value, _))| (path, value))
+        .collect();
+    let list = Json::Array(lines.into_values().map(|(line, _)| line).collect());
+    fields.insert(LINES.to_string(), FieldValue::Text(list.to_string()));
+    let mut folded = PreparedRecord::new(
+        first.row_number,
+        key,
+        first.match_key.clone(),
+        Payload { fields },
+    );
+    folded.warehouse_ack = None;
+    Ok(folded)
+}
+
+/// The lines of an invoice's payload, each a payload of its own (`amount`, `metadata.ferry_line`,
+/// `period.start`), in line key order.
+pub(crate) fn lines_of(payload: &Payload) -> Vec<Payload> {
+    let Some(FieldValue::Text(list)) = payload.get(LINES) else {
+        return Vec::new();
+    };
+    match serde_json::from_str::<Json>(list) {
+        Ok(Json::Array(lines)) => lines.iter().filter_map(Payload::from_json).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The payload without its lines: the invoice's own fields.
+pub(crate) fn without_lines(payload: &Payload) -> Payload {
+    let mut own = payload.clone();
+    own.fields.remove(LINES);
+    own
+}
+
+/// The line key a line's payload carries.
+pub(crate) fn line_key(line: &Payload) -> Option<&str> {
+    match line.get(&format!("metadata.{LINE_MARKER}")) {
+        Some(FieldValue::Text(key)) => Some(key.as_str()),
+        _ => None,
+    }
+}
+
+/// The params that create one line (an invoice item) on `parent`, the parent as Stripe
+/// returned it: the line's own fields, what it takes from its parent, and the parent's id.
+fn line_create_params(
+    lines: &Lines,
+    line: &Payload,
+    parent: &Map<String, Json>,
+) -> Map<String, Json> {
+    let mut params = create_params(lines.schema, line);
+    for (name, unless) in lines.inherited {
+        let given_otherwise = unless.is_some_and(|other| params.contains_key(other));
+        if !params.contains_key(*name) && !given_otherwise {
+            if let Some(value) = parent.get(*name).filter(|value| value.is_string()) {
+                params.insert(name.to_string(), value.clone());
+            }
+        }
+    }
+    params
+}
+
+/// Checks each line of a record as Stripe will receive it, with what it takes from its
+/// parent's create `params`; the first line that breaks a rule says which rule.
+pub(crate) fn check_lines(
+    lines: &Lines,
+    parent_params: &Map<String, Json>,
+    payload: &Payload,
+) -> Result<(), ParamError> {
+    for line in lines_of(payload) {
+        let mut params = line_create_params(lines, &line, parent_params);
+        // The parent's id is known once it exists; any id stands in for it here.
+        params.insert(
+            lines.parent_param.to_string(),
+            Json::String("pending".to_string()),
+        );
+        lines.schema.validate(&params, false)?;
+    }
+    Ok(())
+}
+
+/// Why a record's lines could not be brought up to date.
+#[derive(Debug)]
+pub(crate) enum LinesError {
+    /// The parent is no longer a draft (an invoice finalized): its lines cannot change, and
+    /// they differ from the model's.
+    Finalized { status: String },
+    /// Stripe refused or did not answer, while `doing` this.
+    Stripe {
+        doing: String,
+        error: StripeCallError,
+    },
+}
+
+/// Brings `parent` (as Stripe returned it) to `record`: its lines to the record's lines, then
+/// finalizes it when the sync says so (and sends it, when it is collected by `send_invoice`).
+/// With `read_existing`, the lines the parent holds are read first, so that a line an
+/// interrupted run added is found and kept rather than added twice, and what left the model
+/// goes; a parent ferry has just created has none to read. Each line create carries an
+/// idempotency key made of the parent, the line key and the body, so that a lost response or
+/// a crash replays it instead of adding another. Returns the parent as Stripe last returned it.
+pub(crate) async fn sync_lines(
+    exec: &Execution<'_>,
+    lines: &Lines,
+    record: &PreparedRecord,
+    parent: Json,
+    read_existing: bool,
+    finalize: Finalize,
+) -> Result<Json, LinesError> {
+    let schema = exec.schema();
+    let Some(parent_fields) = parent.as_object().cloned() else {
+        return Ok(parent);
+    };
+    let id = parent_fields
+        .get("id")
+        .and_then(Json::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let status = parent_fields
+        .get("status")
+        .and_then(Json::as_str)
+        .unwrap_or("draft")
+        .to_string();
+    crate::crash_point::reached("lines:start");
+    let failed = |doing: String| move |error: StripeCallError| LinesError::Stripe { doing, error };
+    let mut existing: HashMap<String, Json> = HashMap::new();
+    if read_existing {
+        let mut starting_after: Option<String> = None;
+        loop {
+            let mut params = Map::from_iter([
+                ("limit".to_string(), Json::from(100)),
+                (lines.parent_param.to_string(), Json::String(id.clone())),
+            ]);
+            if let Some(after) = &starting_after {
+                params.insert("starting_after".to_string(), Json::String(after.clone()));
+            }
+            let page = exec
+                .stripe
+                .list_page(lines.schema, &params)
+                .await
+                .map_err(failed(format!(
+                    "list the {} of {} `{id}`",
+                    lines.schema.plural, schema.object
+                )))?;
+            starting_after = page.records.last().map(|item| item.id.clone());
+            for item in page.records {
+                // Lines someone else added carry no line key: ferry leaves them alone.
+                if let Some(line_key) = item.object["metadata"][lines.marker].as_str() {
+                    existing.insert(line_key.to_string(), item.object);
+                }
+            }
+            if !page.has_more || starting_after.is_none() {
+                break;
+            }
+        }
+    }
+    // What the lines need: creates, updates (with their changed fields) and deletes.
+    let wanted = lines_of(&record.payload);
+    let mut creates = Vec::new();
+    let mut updates = Vec::new();
+    for line in &wanted {
+        let Some(line_key) = line_key(line) else {
+            continue;
+        };
+        match existing.remove(line_key) {
+            Some(item) => {
+                let live = record_to_fields(lines.schema, &item);
+                let changed = changed_fields(line, &Baseline::Live(&live), &[]);
+                if !changed.is_empty() {
+                    let item_id = item["id"].as_str().unwrap_or_default().to_string();
+                    updates.push((line, line_key, item_id, changed));
+                }
+            }
+            None => creates.push((line, line_key)),
+        }
+    }
+    let deletes: Vec<String> = existing
+        .values()
+        .filter_map(|item| item["id"].as_str().map(str::to_string))
+        .collect();
+    if status != "draft" {
+        // A finalized invoice that already holds the model's lines is simply up to date.
+        if creates.is_empty() && updates.is_empty() && deletes.is_empty() {
+            return Ok(parent);
+        }
+        return Err(LinesError::Finalized { status });
+    }
+    let parent_hash = short_hash(&id, 16);
+    for (line, line_key, item_id, changed) in updates {
+        let body = form::encode(&update_params(lines.schema, line, &changed));
+        let idempotency_key = format!(
+            "ferry-{}-lu-{}-{parent_hash}-{}",
+            exec.sync_uid,
+            exec.run_id,
+            short_hash(line_key, 16)
+        );
+        exec.stripe
+            .update(lines.schema, &item_id, &body, &idempotency_key)
+            .await
+            .map_err(failed(format!("update line `{line_key}` ({item_id})")))?;
+    }
+    for (added, (line, line_key)) in creates.into_iter().enumerate() {
+        let mut params = line_create_params(lines, line, &parent_fields);
+        params.insert(lines.parent_param.to_string(), Json::String(id.clone()));
+        let body = form::encode(&params);
+        let idempotency_key = format!(
+            "ferry-{}-lc-{parent_hash}-{}-{}",
+            exec.sync_uid,
+            short_hash(line_key, 16),
+            short_hash(&body, 16)
+        );
+        exec.stripe
+            .create(lines.schema, &body, &idempotency_key)
+            .await
+            .map_err(failed(format!("add line `{line_key}`")))?;
+        crate::crash_point::reached(&format!("lines:added:{}", added + 1));
+    }
+    for item_id in deletes {
+        match exec.stripe.delete(lines.schema, &item_id).await {
+            Ok(_) | Err(StripeCallError::Refused { status: 404, .. }) => {}
+            Err(error) => return Err(failed(format!("delete line {item_id}"))(error)),
+        }
+    }
+    let mut latest = parent;
+    if finalize == Finalize::WhenCreated {
+        crate::crash_point::reached("lines:finalize");
+        let step = |name: &str| format!("ferry-{}-{name}-{parent_hash}", exec.sync_uid);
+        let finalized = exec
+            .stripe
+            .act(schema, &id, "finalize", "", &step("finalize"))
+            .await
+            .map_err(failed(format!("finalize {} `{id}`", schema.object)))?;
+        latest = finalized.record.object;
+        if latest["collection_method"] == "send_invoice" && latest["status"] == "open" {
+            let sent = exec
+                .stripe
+                .act(schema, &id, "send", "", &step("send"))
+                .await
+                .map_err(failed(format!("send {} `{id}`", schema.object)))?;
+            latest = sent.record.object;
+        }
+    }
+    Ok(latest)
+}
+
+/// What becomes of a record whose lines could not be brought up to date: a finalized parent
+/// is reported with what to do; Stripe's refusal or silence as for any write.
+pub(crate) fn settle_problem(
+    exec: &Execution<'_>,
+    record: &PreparedRecord,
+    id: &str,
+    problem: LinesError,
+) -> Result<Settled, EngineError> {
+    let object = exec.schema().object;
+    let mut done = match problem {
+        LinesError::Finalized { status } => settled(
+            record.row_number,
+            &record.key,
+            Outcome::Rejected,
+            Some(id.to_string()),
+            Some(format!(
+                "{object} `{}` is {status} in Stripe ({id}), and Stripe does not change the lines of a finalized {object}; its lines in the model differ. Void it in Stripe and give the order a new {object} key to issue a new one, or restore the lines in the model",
+                record.key
+            )),
+            None,
+            None,
+        ),
+        LinesError::Stripe { doing, error } => {
+            let request_id = error.request_id().map(str::to_string);
+            let outcome = match error {
+                StripeCallError::Unauthorized { message, .. } => {
+                    return Err(EngineError::StripeKey(message))
+                }
+                StripeCallError::Refused { .. } => Outcome::Rejected,
+                StripeCallError::Unavailable { .. } => Outcome::Failed,
+            };
+            settled(
+                record.row_number,
+                &record.key,
+                outcome,
+                Some(id.to_string()),
+                Some(format!("could not {doing}: {error}")),
+                request_id,
+                None,
+            )
+        }
+    };
+    done.row
+        .as_mut()
+        .expect("settled rows have a run record")
+        .destination_id = Some(id.to_string());
+    Ok(done)
+}
+
+/// Updates a record made of lines (an invoice): its own changed fields, then its lines, read
+/// from Stripe first. A finalized invoice whose lines already match is up to date; one whose
+/// lines differ is reported, since Stripe cannot change it.
+pub(crate) async fn update(
+    exec: &Execution<'_>,
+    record: &PreparedRecord,
+    destination_id: String,
+    changed: &[String],
+    changes: Json,
+    drops_pending: Option<String>,
+) -> Result<Settled, EngineError> {
+    let schema = exec.schema();
+    let lines = exec.object.lines().expect("called for objects with lines");
+    let current = match exec.stripe.retrieve(schema, &destination_id).await {
+        Ok(Some(found)) => found.object,
+        Ok(None) => {
+            let mut done = settled(
+                record.row_number,
+                &record.key,
+                Outcome::Failed,
+                Some(destination_id.clone()),
+                Some(format!(
+                    "Stripe {} {destination_id} no longer exists (deleted in Stripe?); the next run looks this key up again",
+                    schema.object
+                )),
+                None,
+                None,
+            );
+            done.forget = Some(record.match_key.clone());
+            done.gone = Some(destination_id);
+            return Ok(done);
+        }
+        Err(error) => return settle_error(&record.key, record.row_number, error, None),
+    };
+    let own_changed: Vec<String> = changed
+        .iter()
+        .filter(|path| *path != lines.field)
+        .cloned()
+        .collect();
+    let own = update_params(schema, &without_lines(&record.payload), &own_changed);
+    let mut latest = current;
+    let mut request_id = None;
+    if !own.is_empty() {
+        let idempotency_key = format!(
+            "ferry-{}-u-{}-{}",
+            exec.sync_uid,
+            exec.run_id,
+            short_hash(&record.match_key, 20)
+        );
+        match exec
+            .stripe
+            .update(
+                schema,
+                &destination_id,
+                &form::encode(&own),
+                &idempotency_key,
+            )
+            .await
+        {
+            Ok(written) => {
+                request_id = written.request_id;
+                latest = written.record.object;
+            }
+            Err(error) => return settle_error(&record.key, record.row_number, error, None),
+        }
+    }
+    let latest = match sync_lines(exec, lines, record, latest, true, exec.finalize).await {
+        Ok(latest) => latest,
+        Err(problem) => return settle_problem(exec, record, &destination_id, problem),
+    };
+    let mut done = settled(
+        record.row_number,
+        &record.key,
+        Outcome::Updated,
+        Some(destination_id.clone()),
+        None,
+        request_id,
+        Some(changes.to_string()),
+    );
+    done.remember = Some(snapshot_entry(record, &destination_id));
+    done.pending_resolved = drops_pending;
+    done.written = vec![latest];
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use expect_test::expect;
+
+    fn row(number: u64, fields: &[(&str, FieldValue)]) -> PreparedRecord {
+        PreparedRecord::new(
+            number,
+            "INV-1".into(),
+            "INV-1".into(),
+            Payload {
+                fields: fields
+                    .iter()
+                    .map(|(path, value)| (path.to_string(), value.clone()))
+                    .collect(),
+            },
+        )
+    }
+
+    fn text(s: &str) -> FieldValue {
+        FieldValue::Text(s.into())
+    }
+
+    fn line(number: u64, line_key: &str, amount: i64, description: &str) -> PreparedRecord {
+        row(
+            number,
+            &[
+                ("customer", text("cus_1")),
+                ("description", text(description)),
+                ("lines.amount", FieldValue::Integer(amount)),
+                (LINE_KEY_PATH, text(line_key)),
+            ],
+        )
+    }
+
+    fn reasons(result: Result<PreparedRecord, Vec<RejectedRow>>) -> String {
+        match result {
+            Ok(record) => format!("ok: {}", record.payload_json),
+            Err(rows) => rows
+                .iter()
+                .map(|row| format!("row {}: {}", row.row_number, row.reason))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+
+    #[test]
+    fn the_lines_of_an_invoice_fold_into_one_record_in_line_key_order() {
+        let folded = fold(
+            vec![line(1, "b", 200, "Order 1"), line(2, "a", 100, "Order 1")],
+            "invoice",
+            250,
+        )
+        .unwrap();
+        expect![[r#"{"customer":"cus_1","description":"Order 1","lines":"[{\"amount\":100,\"metadata.ferry_line\":\"a\"},{\"amount\":200,\"metadata.ferry_line\":\"b\"}]"}"#]]
+            .assert_eq(&folded.payload_json);
+        // The same lines in another model order are the same record.
+        let again = fold(
+            vec![line(7, "a", 100, "Order 1"), line(9, "b", 200, "Order 1")],
+            "invoice",
+            250,
+        )
+        .unwrap();
+        assert_eq!(again.payload_hash, folded.payload_hash);
+        assert_eq!(lines_of(&folded.payload).len(), 2);
+        assert_eq!(line_key(&lines_of(&folded.payload)[0]), Some("a"));
+        assert!(without_lines(&folded.payload).get(LINES).is_none());
+    }
+
+    #[test]
+    fn an_invoice_that_cannot_be_whole_rejects_every_line() {
+        expect![[r#"
+            row 1: the lines of invoice `INV-1` disagree on description: row 1 has "Order 1", row 2 has "Order one"; every line of an invoice must give its invoice fields alike
+            row 2: the lines of invoice `INV-1` disagree on description: row 1 has "Order 1", row 2 has "Order one"; every line of an invoice must give its invoice fields alike"#]]
+        .assert_eq(&reasons(fold(
+            vec![line(1, "a", 100, "Order 1"), line(2, "b", 100, "Order one")],
+            "invoice",
+            250,
+        )));
+        expect![[r#"
+            row 1: rows 1 and 2 of invoice `INV-1` have the same line key `a`: each line of an invoice needs its own
+            row 2: rows 1 and 2 of invoice `INV-1` have the same line key `a`: each line of an invoice needs its own"#]]
+        .assert_eq(&reasons(fold(
+            vec![line(1, "a", 100, "Order 1"), line(2, "a", 100, "Order 1")],
+            "invoice",
+            250,
+        )));
+        expect!["row 1: invoice `INV-1` has 2 lines; Stripe allows at most 1 on one invoice: split it (a second key) or group lines in the model\nrow 2: invoice `INV-1` has 2 lines; Stripe allows at most 1 on one invoice: split it (a second key) or group lines in the model"]
+        .assert_eq(&reasons(fold(
+            vec![line(1, "a", 100, "Order 1"), line(2, "b", 100, "Order 1")],
+            "invoice",
+            1,
+        )));
+        let held = rejected_line(
+            &RejectedRow {
+                row_number: 3,
+                key: "INV-1".into(),
+                reason: "amount: is `x`, which is not a whole number".into(),
+            },
+            "INV-1".into(),
+        );
+        expect!["row 1: invoice `INV-1` is held back: its line at row 3 was rejected; fix that row and the whole invoice is synced"]
+            .assert_eq(&reasons(fold(vec![line(1, "a", 100, "Order 1"), held], "invoice", 250)));
+        expect!["row 1: row 1 of invoice `INV-1` has no line key: every line needs one, unique within its invoice"]
+            .assert_eq(&reasons(fold(
+                vec![row(1, &[("lines.amount", FieldValue::Integer(5))])],
+                "invoice",
+                250,
+            )));
+    }
+}

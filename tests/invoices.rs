@@ -1,0 +1,443 @@
+//! End-to-end: the `ferry` binary turns a DuckDB model of order lines (one row per line) into
+//! the emulator's Invoices and Invoice Items: one invoice per order, keyed by the order id in
+//! its metadata, each line an invoice item carrying its line key. Assertions read what the
+//! emulator holds or received.
+
+mod common;
+
+use common::Scene;
+use ferry_stripe_emulator::{FaultConfig, FaultKind};
+use serde_json::{json, Value as Json};
+
+/// `(order, line, email, amount, price, quantity, description)`; `amount` is text so that a
+/// bad one can be written, NULL fields as `None`.
+type Line<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<u32>,
+    &'a str,
+);
+
+fn order_lines_sql(lines: &[Line<'_>]) -> String {
+    let text = |value: Option<&str>| value.map_or("NULL".to_string(), |v| format!("'{v}'"));
+    let values: Vec<String> = lines
+        .iter()
+        .map(|(order, line, email, amount, price, quantity, description)| {
+            format!(
+                "('{order}', '{line}', '{email}', {}::varchar, {}::varchar, {}::integer, '{description}')",
+                text(*amount),
+                text(*price),
+                quantity.map_or("NULL".to_string(), |q| q.to_string())
+            )
+        })
+        .collect();
+    format!(
+        "create or replace table order_lines as select * from (values {}) t(order_id, line_id, email, amount, price, quantity, description)",
+        values.join(", ")
+    )
+}
+
+const ORDER_LINES_MODEL: &str = "select * from order_lines order by order_id, line_id";
+
+impl Scene {
+    /// Two customers and a one-time setup fee price, made in Stripe before the sync.
+    fn seed_billing(&self) -> (String, String, String) {
+        let stripe = self.stripe();
+        let ada = stripe.seed_customer(json!({"email": "ada@example.com"}));
+        let bob = stripe.seed_customer(json!({"email": "bob@example.com"}));
+        stripe.seed_product(json!({"id": "setup", "name": "Setup"}));
+        let fee = stripe.seed_price(json!({
+            "product": "setup", "currency": "usd", "unit_amount": 5000, "lookup_key": "setup_fee"
+        }));
+        (ada, bob, fee)
+    }
+
+    async fn invoices_sync(&self, extra: &[&str]) {
+        self.ferry(&[
+            "model",
+            "create",
+            "order-lines",
+            "--connection",
+            "warehouse",
+            "--sql",
+            ORDER_LINES_MODEL,
+        ])
+        .await
+        .ok();
+        let mut args = vec![
+            "sync",
+            "create",
+            "orders-to-stripe",
+            "--model",
+            "order-lines",
+            "--destination",
+            "stripe",
+            "--object",
+            "invoice",
+            "--key",
+            "order_id=metadata.order_id",
+            "--line-key",
+            "line_id",
+            "--map",
+            "email=customer(email)",
+            "--map",
+            "'send_invoice'=collection_method",
+            "--map",
+            "'30'=days_until_due",
+            "--map",
+            "'usd'=currency",
+            "--map",
+            "amount=lines.amount",
+            "--map",
+            "price=lines.price(lookup_key)",
+            "--map",
+            "quantity=lines.quantity",
+            "--map",
+            "description=lines.description",
+        ];
+        args.extend_from_slice(extra);
+        self.ferry(&args).await.ok();
+    }
+
+    fn invoices_of(&self, order: &str) -> Vec<Json> {
+        self.stripe()
+            .invoices()
+            .into_iter()
+            .filter(|invoice| invoice["metadata"]["order_id"] == order)
+            .collect()
+    }
+
+    /// `(line key, amount, quantity)` of each item on the invoice, by line key, and their ids.
+    fn items_of(&self, invoice_id: &str) -> (Vec<(String, i64, u64)>, Vec<String>) {
+        let mut items: Vec<Json> = self
+            .stripe()
+            .invoice_items()
+            .into_iter()
+            .filter(|item| item["invoice"] == invoice_id)
+            .collect();
+        items.sort_by_key(|item| item["metadata"]["ferry_line"].as_str().unwrap().to_string());
+        (
+            items
+                .iter()
+                .map(|item| {
+                    (
+                        item["metadata"]["ferry_line"].as_str().unwrap().to_string(),
+                        item["amount"].as_i64().unwrap(),
+                        item["quantity"].as_u64().unwrap(),
+                    )
+                })
+                .collect(),
+            items
+                .iter()
+                .map(|item| item["id"].as_str().unwrap().to_string())
+                .collect(),
+        )
+    }
+
+    fn invoice_writes(&self) -> usize {
+        self.stripe()
+            .requests()
+            .iter()
+            .filter(|r| r.method != "GET" && r.path.starts_with("/v1/invoice"))
+            .count()
+    }
+}
+
+fn counts(report: &Json) -> [Option<u64>; 4] {
+    ["created", "updated", "unchanged", "rejected"].map(|k| report[k].as_u64())
+}
+
+fn line<'a>(
+    order: &'a str,
+    line: &'a str,
+    email: &'a str,
+    amount: Option<&'a str>,
+    price: Option<&'a str>,
+    quantity: Option<u32>,
+) -> Line<'a> {
+    (order, line, email, amount, price, quantity, "item")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_lines_become_whole_invoices_changed_in_place_while_drafts() {
+    let scene = Scene::new().await;
+    let (ada, bob, fee) = scene.seed_billing();
+    scene.warehouse_sql(&order_lines_sql(&[
+        line("O1", "L1", "ada@example.com", Some("1000"), None, None),
+        line(
+            "O1",
+            "L2",
+            "ada@example.com",
+            None,
+            Some("setup_fee"),
+            Some(2),
+        ),
+        line("O2", "L1", "bob@example.com", Some("500"), None, None),
+        // No such customer: the invoice is rejected, naming the key.
+        line("O3", "L1", "nobody@example.com", Some("100"), None, None),
+        // A bad amount on one line holds the whole order back.
+        line("O4", "L1", "ada@example.com", Some("700"), None, None),
+        line("O4", "L2", "ada@example.com", Some("seven"), None, None),
+    ]));
+    scene.connect().await;
+    scene.invoices_sync(&[]).await;
+
+    let run = scene.run_sync_json("orders-to-stripe", &[]).await;
+    assert_eq!(counts(&run), [Some(2), Some(0), Some(0), Some(3)], "{run}");
+    let o1 = scene.invoices_of("O1");
+    assert_eq!(o1.len(), 1);
+    assert_eq!(
+        (
+            &o1[0]["customer"],
+            &o1[0]["status"],
+            &o1[0]["collection_method"]
+        ),
+        (&json!(ada), &json!("draft"), &json!("send_invoice"))
+    );
+    let o1_id = o1[0]["id"].as_str().unwrap().to_string();
+    let (items, o1_item_ids) = scene.items_of(&o1_id);
+    assert_eq!(
+        items,
+        vec![("L1".into(), 1000, 1), ("L2".into(), 10000, 2)],
+        "the setup fee line is its price times two"
+    );
+    let fee_item = scene
+        .stripe()
+        .invoice_items()
+        .into_iter()
+        .find(|item| item["id"] == o1_item_ids[1].as_str())
+        .unwrap();
+    assert_eq!(fee_item["price"]["id"], json!(fee));
+    let o2 = scene.invoices_of("O2");
+    assert_eq!(o2[0]["customer"], json!(bob));
+    assert!(scene.invoices_of("O3").is_empty() && scene.invoices_of("O4").is_empty());
+    let mut reasons: Vec<String> = scene
+        .run_records(run["run_id"].as_str().unwrap(), "rejected")
+        .await
+        .iter()
+        .map(|record| record["reason"].as_str().unwrap_or_default().to_string())
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(
+        reasons[0].contains("(→ lines.amount) is not a whole number: seven"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].starts_with("customer: no Stripe customer has email `nobody@example.com`"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2].contains("invoice `O4` is held back: its line at row 6 was rejected"),
+        "{reasons:?}"
+    );
+
+    // Nothing changed: nothing is sent.
+    let writes = scene.invoice_writes();
+    let run = scene.run_sync_json("orders-to-stripe", &[]).await;
+    assert_eq!(counts(&run)[2], Some(2), "{run}");
+    assert_eq!(scene.invoice_writes(), writes);
+
+    // O1's first line changes, its second leaves, a third arrives: the draft's items follow,
+    // the changed one in place.
+    scene.warehouse_sql(&order_lines_sql(&[
+        line("O1", "L1", "ada@example.com", Some("1200"), None, None),
+        line("O1", "L3", "ada@example.com", Some("300"), None, None),
+        line("O2", "L1", "bob@example.com", Some("500"), None, None),
+    ]));
+    let run = scene.run_sync_json("orders-to-stripe", &[]).await;
+    assert_eq!(counts(&run), [Some(0), Some(1), Some(1), Some(0)], "{run}");
+    let (items, item_ids) = scene.items_of(&o1_id);
+    assert_eq!(items, vec![("L1".into(), 1200, 1), ("L3".into(), 300, 1)]);
+    assert_eq!(
+        item_ids[0], o1_item_ids[0],
+        "the changed line kept its item"
+    );
+    assert_eq!(scene.invoices_of("O1").len(), 1);
+
+    // Someone finalizes O2 in Stripe; its line then changes in the model: reported, since
+    // Stripe does not change a finalized invoice.
+    let o2_id = o2[0]["id"].as_str().unwrap().to_string();
+    scene
+        .stripe_post(&format!("/v1/invoices/{o2_id}/finalize"), &[])
+        .await;
+    scene.warehouse_sql(&order_lines_sql(&[
+        line("O1", "L1", "ada@example.com", Some("1200"), None, None),
+        line("O1", "L3", "ada@example.com", Some("300"), None, None),
+        line("O2", "L1", "bob@example.com", Some("550"), None, None),
+    ]));
+    let run = scene.run_sync_json("orders-to-stripe", &[]).await;
+    assert_eq!(counts(&run), [Some(0), Some(0), Some(1), Some(1)], "{run}");
+    let rejected = scene
+        .run_records(run["run_id"].as_str().unwrap(), "rejected")
+        .await;
+    let reason = rejected[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(&format!("invoice `O2` is open in Stripe ({o2_id})")),
+        "{reason}"
+    );
+    assert_eq!(scene.items_of(&o2_id).0, vec![("L1".into(), 500, 1)]);
+}
+
+/// With `--finalize when-created`, a run killed after an invoice's first line (and again just
+/// before finalizing) and a run whose answers are lost half the time leave each order one
+/// invoice holding each line once, finalized and sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_and_lost_answers_never_duplicate_an_invoice_or_a_line() {
+    let scene = Scene::new().await;
+    scene.seed_billing();
+    scene.warehouse_sql(&order_lines_sql(&[
+        line("O1", "L1", "ada@example.com", Some("1000"), None, None),
+        line("O1", "L2", "ada@example.com", Some("2000"), None, None),
+        line(
+            "O1",
+            "L3",
+            "ada@example.com",
+            None,
+            Some("setup_fee"),
+            Some(1),
+        ),
+        line("O2", "L1", "bob@example.com", Some("500"), None, None),
+        line("O2", "L2", "bob@example.com", Some("600"), None, None),
+    ]));
+    scene.connect().await;
+    scene.invoices_sync(&["--finalize", "when-created"]).await;
+
+    for point in ["lines:added:1", "lines:finalize"] {
+        let mut command = scene.command(&["sync", "run", "orders-to-stripe"]);
+        command.env("FERRY_TEST_CRASH_AT", point);
+        let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && stderr.contains("crashing on purpose"),
+            "{point}: {stderr}"
+        );
+    }
+    scene.stripe().set_faults(FaultConfig {
+        lose_response_rate: 0.5,
+        ..FaultConfig::default()
+    });
+    let requests_before = scene.stripe().requests().len();
+    scene.ferry(&["sync", "run", "orders-to-stripe"]).await;
+    let lost = scene.stripe().requests()[requests_before..]
+        .iter()
+        .filter(|r| r.fault == Some(FaultKind::LostResponse))
+        .count();
+    scene.stripe().set_faults(FaultConfig::default());
+    let run = scene.run_sync_json("orders-to-stripe", &[]).await;
+    assert_eq!(run["failed"], 0, "{run}");
+
+    for (order, lines) in [("O1", vec!["L1", "L2", "L3"]), ("O2", vec!["L1", "L2"])] {
+        let invoices = scene.invoices_of(order);
+        assert_eq!(
+            invoices.len(),
+            1,
+            "{order}: one invoice (lost answers: {lost})"
+        );
+        assert_eq!(invoices[0]["status"], "open", "{order}: finalized");
+        let id = invoices[0]["id"].as_str().unwrap();
+        let keys: Vec<String> = scene.items_of(id).0.into_iter().map(|l| l.0).collect();
+        assert_eq!(keys, lines, "{order}: each line once");
+        let sent = scene
+            .stripe()
+            .events()
+            .into_iter()
+            .filter(|e| e["type"] == "invoice.sent" && e["data"]["object"]["id"] == id)
+            .count();
+        assert_eq!(sent, 1, "{order}: sent once");
+    }
+    // No item was left pending on a customer, outside an invoice.
+    assert!(scene
+        .stripe()
+        .invoice_items()
+        .iter()
+        .all(|item| item["invoice"].is_string()));
+}
+
+/// Mirror deletes the draft invoice of an order that left the model; a finalized one is left
+/// and reported until the sync says to void it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_deletes_drafts_and_voids_finalized_invoices_only_when_told() {
+    let scene = Scene::new().await;
+    scene.seed_billing();
+    let all = [
+        line("O1", "L1", "ada@example.com", Some("1000"), None, None),
+        line("O2", "L1", "bob@example.com", Some("500"), None, None),
+        line("O3", "L1", "bob@example.com", Some("700"), None, None),
+        line("O4", "L1", "ada@example.com", Some("900"), None, None),
+        line("O5", "L1", "ada@example.com", Some("800"), None, None),
+    ];
+    scene.warehouse_sql(&order_lines_sql(&all));
+    scene.connect().await;
+    scene
+        .invoices_sync(&["--behavior", "mirror", "--max-retire-percent", "50"])
+        .await;
+    let run = scene.run_sync_json("orders-to-stripe", &[]).await;
+    assert_eq!(run["created"], 5, "{run}");
+    let o2_id = scene.invoices_of("O2")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    scene
+        .stripe_post(&format!("/v1/invoices/{o2_id}/finalize"), &[])
+        .await;
+
+    // O1 (a draft) and O2 (finalized in Stripe) leave the model.
+    scene.warehouse_sql(&order_lines_sql(&all[2..]));
+    let run = scene.run_sync_json("orders-to-stripe", &[]).await;
+    assert_eq!(
+        (&run["retired"], &run["failed"]),
+        (&json!(1), &json!(1)),
+        "{run}"
+    );
+    assert!(scene.invoices_of("O1").is_empty(), "the draft is deleted");
+    let failed = scene
+        .run_records(run["run_id"].as_str().unwrap(), "failed")
+        .await;
+    let reason = failed[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("--void-open"), "{reason}");
+    assert_eq!(scene.invoices_of("O2")[0]["status"], "open");
+
+    // Told to void finalized invoices, the next run does.
+    scene
+        .ferry(&[
+            "sync",
+            "create",
+            "orders-to-stripe",
+            "--model",
+            "order-lines",
+            "--destination",
+            "stripe",
+            "--object",
+            "invoice",
+            "--key",
+            "order_id=metadata.order_id",
+            "--line-key",
+            "line_id",
+            "--map",
+            "email=customer(email)",
+            "--map",
+            "'send_invoice'=collection_method",
+            "--map",
+            "'30'=days_until_due",
+            "--map",
+            "'usd'=currency",
+            "--map",
+            "amount=lines.amount",
+            "--behavior",
+            "mirror",
+            "--max-retire-percent",
+            "50",
+            "--void-open",
+        ])
+        .await
+        .ok();
+    let run = scene.run_sync_json("orders-to-stripe", &[]).await;
+    assert_eq!(run["retired"], 1, "{run}");
+    assert_eq!(scene.invoices_of("O2")[0]["status"], "void");
+}
