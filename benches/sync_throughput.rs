@@ -4,11 +4,13 @@
 //! memory, a 1%-changed rerun, one new row against an account of 1M customers, a 10M-row
 //! PostgreSQL model with 0.1% changed found by change detection in the warehouse, 20,000 creates
 //! with limits off, a live-mode run under Stripe's limits, and the requests per changed record
-//! of each object (a customer's update, a product's, a price's replacement).
+//! of each object (a customer's update, a product's, a price's replacement, a subscription's
+//! change of seats, an invoice's changed line).
 //!
 //! `cargo bench --bench sync_throughput`. `FERRY_BENCH_SCALE=0.1` runs every scenario at a tenth
 //! of its size (a quick check); `FERRY_BENCH_ONLY=name,name` runs some scenarios only
-//! (`duckdb`, `ten_million`, `postgres`, `warehouse_diff`, `creates`, `live`, `catalogue`). Peak RSS and CPU come from GNU time
+//! (`duckdb`, `ten_million`, `postgres`, `warehouse_diff`, `creates`, `live`, `catalogue`,
+//! `billing`). Peak RSS and CPU come from GNU time
 //! (`/usr/bin/time`, Debian package `time`) wrapped around each ferry command.
 
 use ferry_stripe_emulator::{Emulator, EmulatorConfig, RateLimits, TEST_API_KEY};
@@ -62,6 +64,9 @@ fn main() {
     }
     if wanted("catalogue") {
         runtime.block_on(catalogue(&mut table, scaled(5_000)));
+    }
+    if wanted("billing") {
+        runtime.block_on(billing(&mut table, scaled(2_000)));
     }
     table.print();
 }
@@ -693,6 +698,150 @@ async fn catalogue(table: &mut Table, n: u64) {
             format!(
                 "{:.2} requests per replacement (3, 4 when it is the product's default; half are)",
                 replaced.requests as f64 / changed as f64
+            ),
+        );
+    });
+}
+
+/// Subscriptions and invoices for `n` customers (limits off): a subscription each (its customer
+/// found by email, its price by lookup key), then a tenth change their seats (a read of the
+/// subscription for its item ids, and the update); an invoice of three lines each, then a
+/// tenth change one line's amount (a read of the invoice, one of its lines, the line's update).
+async fn billing(table: &mut Table, n: u64) {
+    let bench = Bench::start(unlimited()).await;
+    let stripe = bench.emulator.handle();
+    for i in 1..=n {
+        stripe.seed_customer(serde_json::json!({"email": format!("c{i}@example.com")}));
+    }
+    stripe.seed_product(serde_json::json!({"id": "pro", "name": "Pro"}));
+    stripe.seed_price(serde_json::json!({
+        "product": "pro", "currency": "usd", "unit_amount": 2000,
+        "recurring": {"interval": "month"}, "lookup_key": "pro_monthly"
+    }));
+    ferry_source::duckdb_execute(
+        &bench.warehouse(),
+        &format!(
+            "create table contracts as select 'k' || i as contract, 'c' || i || '@example.com' as email, 1 + i % 5 as seats from range(1, {n} + 1) t(i);
+             create table order_lines as select 'o' || i as order_id, 'l' || j as line_id, 'c' || i || '@example.com' as email,
+                    100 * j + i as amount from range(1, {n} + 1) t(i), range(1, 4) u(j)"
+        ),
+    )
+    .unwrap();
+    let warehouse = bench.warehouse().display().to_string();
+    tokio::task::block_in_place(|| {
+        bench.connect(
+            TEST_API_KEY,
+            true,
+            &["connect", "duckdb", "warehouse", "--path", &warehouse],
+        );
+        for (model, sql) in [
+            (
+                "contracts",
+                r#"select contract, email, '[{"price": "pro_monthly", "quantity": ' || seats || '}]' as items from contracts"#,
+            ),
+            ("order-lines", "select * from order_lines"),
+        ] {
+            bench.ferry(&[
+                "model",
+                "create",
+                model,
+                "--connection",
+                "warehouse",
+                "--sql",
+                sql,
+            ]);
+        }
+        bench.ferry(&[
+            "sync",
+            "create",
+            "subscriptions",
+            "--model",
+            "contracts",
+            "--destination",
+            "stripe",
+            "--object",
+            "subscription",
+            "--key",
+            "contract=metadata.contract",
+            "--map",
+            "email=customer(email)",
+            "--map",
+            "items=items(lookup_key)",
+            "--map",
+            "'send_invoice'=collection_method",
+            "--map",
+            "'30'=days_until_due",
+        ]);
+        bench.ferry(&[
+            "sync",
+            "create",
+            "invoices",
+            "--model",
+            "order-lines",
+            "--destination",
+            "stripe",
+            "--object",
+            "invoice",
+            "--key",
+            "order_id=metadata.order_id",
+            "--line-key",
+            "line_id",
+            "--map",
+            "email=customer(email)",
+            "--map",
+            "'send_invoice'=collection_method",
+            "--map",
+            "'30'=days_until_due",
+            "--map",
+            "'usd'=currency",
+            "--map",
+            "amount=lines.amount",
+        ]);
+        let created = bench.measure(&["sync", "run", "subscriptions", "--format", "json"]);
+        table.add(
+            "subscriptions: creates",
+            n,
+            &created,
+            format!("{:.3} requests/record", created.requests as f64 / n as f64),
+        );
+        let invoiced = bench.measure(&["sync", "run", "invoices", "--format", "json"]);
+        assert_eq!(invoiced.report["created"], n, "{}", invoiced.report);
+        table.add(
+            "invoices: creates, 3 lines each",
+            n,
+            &invoiced,
+            format!(
+                "{:.3} requests/invoice (1 + 3 lines)",
+                invoiced.requests as f64 / n as f64
+            ),
+        );
+        ferry_source::duckdb_execute(
+            &bench.warehouse(),
+            "update contracts set seats = seats + 10 where cast(substr(contract, 2) as integer) % 10 = 0;
+             update order_lines set amount = amount + 1 where line_id = 'l2' and cast(substr(order_id, 2) as integer) % 10 = 0",
+        )
+        .unwrap();
+        let changed = n / 10;
+        let reseated = bench.measure(&["sync", "run", "subscriptions", "--format", "json"]);
+        assert_eq!(reseated.report["updated"], changed, "{}", reseated.report);
+        table.add(
+            "subscriptions: a tenth change seats",
+            n,
+            &reseated,
+            format!(
+                "{:.2} requests per update (2: the read for item ids, the update)",
+                reseated.requests as f64 / changed as f64
+            ),
+        );
+        let relined = bench.measure(&["sync", "run", "invoices", "--format", "json"]);
+        assert_eq!(relined.report["updated"], changed, "{}", relined.report);
+        table.add(
+            "invoices: a tenth change one line",
+            n,
+            &relined,
+            format!(
+                "{:.2} requests per changed invoice (3: the invoice, its lines, the line)",
+                relined.requests as f64 / changed as f64
             ),
         );
     });

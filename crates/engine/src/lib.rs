@@ -204,6 +204,11 @@ struct PreviewSink {
     preview: Preview,
     shown: std::collections::HashMap<&'static str, usize>,
     rejected_examples: Vec<PreviewExample>,
+    /// Requests beyond one per write: a record made of lines (an invoice) adds one per line
+    /// on create and the finalizing steps; its update reads it and its lines first.
+    line_requests: u64,
+    /// The finalizing steps after an invoice's create (finalize, send).
+    finalize_requests: u64,
 }
 
 impl PreviewSink {
@@ -261,10 +266,21 @@ impl Sink for PreviewSink {
         &mut self,
         planned: Vec<Planned>,
         _index: Option<&KeyIndex<'_>>,
-        _sync: &prepare::ValidatedSync,
+        sync: &prepare::ValidatedSync,
         _rules: &Rules<'_>,
     ) -> Result<Ending, EngineError> {
+        let made_of_lines = sync.object.lines().is_some();
         for Planned { record, action, .. } in planned {
+            if made_of_lines {
+                self.line_requests += match &action {
+                    Action::Create | Action::ReplayCreate { .. } => {
+                        lines::lines_of(&record.payload).len() as u64 + self.finalize_requests
+                    }
+                    // The record, then its lines, are read first.
+                    Action::Update { .. } => 2,
+                    _ => 0,
+                };
+            }
             let mut example = PreviewExample {
                 row: record.row_number,
                 key: record.key,
@@ -352,13 +368,21 @@ pub async fn preview_sync(store: &StateStore, setup: &SyncSetup) -> Result<Previ
         creates_tables: false,
         allow_mass_retire: false,
     };
-    let mut sink = PreviewSink::default();
+    let mut sink = PreviewSink {
+        // Finalized, and sent when collected by `send_invoice` (counted: usually so).
+        finalize_requests: match setup.sync.spec.invoice.as_ref().map(|i| i.finalize) {
+            Some(ferry_core::Finalize::WhenCreated) => 2,
+            _ => 0,
+        },
+        ..PreviewSink::default()
+    };
     pipeline.drive(&mut sink).await?;
     let mut preview = sink.preview;
     preview.examples.sort_by_key(|e| e.row);
     sink.rejected_examples.sort_by_key(|e| e.row);
     preview.examples.extend(sink.rejected_examples);
     preview.requests_estimate = stripe.http().requests_sent()
+        + sink.line_requests
         + preview.create
         + preview.update
         + REPLACE_REQUESTS * preview.replace

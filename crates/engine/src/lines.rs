@@ -234,8 +234,9 @@ pub(crate) enum LinesError {
 /// With `read_existing`, the lines the parent holds are read first, so that a line an
 /// interrupted run added is found and kept rather than added twice, and what left the model
 /// goes; a parent ferry has just created has none to read. Each line create carries an
-/// idempotency key made of the parent, the line key and the body, so that a lost response or
-/// a crash replays it instead of adding another. Returns the parent as Stripe last returned it.
+/// idempotency key made of the run, the parent and the line key, so that a lost response is
+/// replayed instead of adding another line (and a later run reads what is there first).
+/// Returns the parent as Stripe last returned it.
 pub(crate) async fn sync_lines(
     exec: &Execution<'_>,
     lines: &Lines,
@@ -340,11 +341,14 @@ pub(crate) async fn sync_lines(
         let mut params = line_create_params(lines, line, &parent_fields);
         params.insert(lines.parent_param.to_string(), Json::String(id.clone()));
         let body = form::encode(&params);
+        // Of this run: a retry replays it, and an interrupted run's lines are found by the
+        // read above. A key shared across runs would replay a line deleted since (a line that
+        // left the model and came back) instead of adding it again.
         let idempotency_key = format!(
-            "ferry-{}-lc-{parent_hash}-{}-{}",
+            "ferry-{}-lc-{}-{parent_hash}-{}",
             exec.sync_uid,
-            short_hash(line_key, 16),
-            short_hash(&body, 16)
+            exec.run_id,
+            short_hash(line_key, 16)
         );
         exec.stripe
             .create(lines.schema, &body, &idempotency_key)
