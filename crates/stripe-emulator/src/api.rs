@@ -43,9 +43,10 @@ use crate::search::{
     SearchQuery, Searchable, CUSTOMER_SEARCH, INVOICE_SEARCH, PRICE_SEARCH, PRODUCT_SEARCH,
 };
 use crate::state::{new_invoice_prefix, new_object_id, unix_now, RecordedRequest, SharedState};
-use crate::store::{CreatedRange, ListQuery, Lookup, UnknownCursor};
+use crate::store::{CreatedRange, ListQuery, Lookup, SharedObject, UnknownCursor};
 use crate::subscriptions::{self, SubscriptionListQuery, LIST_STATUSES};
 use crate::writes::{self, DuplicateId, WriteError};
+use std::borrow::Cow;
 
 /// The version echoed in `Stripe-Version` when the client sends none.
 pub(crate) const DEFAULT_STRIPE_VERSION: &str = "2020-08-27";
@@ -1624,22 +1625,9 @@ fn execute(
                 .catalog()
                 .products
                 .list(&query.page, |product| query.keeps(product));
-            match listed {
-                Ok((page, has_more)) => Reply::json(
-                    StatusCode::OK,
-                    &ListBody {
-                        object: "list",
-                        data: page.iter().map(|product| &**product).collect(),
-                        has_more,
-                        url: "/v1/products",
-                    },
-                ),
-                Err(UnknownCursor) => unknown_cursor(
-                    "product",
-                    &query.page.starting_after,
-                    &query.page.ending_before,
-                ),
-            }
+            list_reply(listed, &query.page, "product", "/v1/products", |record| {
+                Cow::Borrowed(&**record)
+            })
         }
         Endpoint::CreatePrice => {
             let origin = Origin {
@@ -1687,28 +1675,9 @@ fn execute(
                 .list(&query.page, |price| query.keeps(price));
             drop(catalog);
             let with_tiers = expands(params, "data.tiers");
-            match listed {
-                Ok((page, has_more)) => {
-                    let data: Vec<Map<String, Value>> = page
-                        .iter()
-                        .map(|price| price_for_response(price, with_tiers))
-                        .collect();
-                    Reply::json(
-                        StatusCode::OK,
-                        &ListBody {
-                            object: "list",
-                            data: data.iter().collect(),
-                            has_more,
-                            url: "/v1/prices",
-                        },
-                    )
-                }
-                Err(UnknownCursor) => unknown_cursor(
-                    "price",
-                    &query.page.starting_after,
-                    &query.page.ending_before,
-                ),
-            }
+            list_reply(listed, &query.page, "price", "/v1/prices", |price| {
+                Cow::Owned(price_for_response(price, with_tiers))
+            })
         }
         Endpoint::CreateSubscription => {
             let origin = Origin {
@@ -1768,28 +1737,13 @@ fn execute(
             let listed = catalog
                 .subscriptions
                 .list(&query.page, |subscription| query.keeps(subscription));
-            match listed {
-                Ok((page, has_more)) => {
-                    let data: Vec<Map<String, Value>> = page
-                        .iter()
-                        .map(|subscription| subscriptions::for_response(&catalog, subscription))
-                        .collect();
-                    Reply::json(
-                        StatusCode::OK,
-                        &ListBody {
-                            object: "list",
-                            data: data.iter().collect(),
-                            has_more,
-                            url: "/v1/subscriptions",
-                        },
-                    )
-                }
-                Err(UnknownCursor) => unknown_cursor(
-                    "subscription",
-                    &query.page.starting_after,
-                    &query.page.ending_before,
-                ),
-            }
+            list_reply(
+                listed,
+                &query.page,
+                "subscription",
+                "/v1/subscriptions",
+                |subscription| Cow::Owned(subscriptions::for_response(&catalog, subscription)),
+            )
         }
         Endpoint::CreateInvoice => {
             let origin = new_origin("in", caller);
@@ -1842,22 +1796,9 @@ fn execute(
                 .catalog()
                 .invoices
                 .list(&query.page, |invoice| query.keeps(invoice));
-            match listed {
-                Ok((page, has_more)) => Reply::json(
-                    StatusCode::OK,
-                    &ListBody {
-                        object: "list",
-                        data: page.iter().map(|invoice| &**invoice).collect(),
-                        has_more,
-                        url: "/v1/invoices",
-                    },
-                ),
-                Err(UnknownCursor) => unknown_cursor(
-                    "invoice",
-                    &query.page.starting_after,
-                    &query.page.ending_before,
-                ),
-            }
+            list_reply(listed, &query.page, "invoice", "/v1/invoices", |record| {
+                Cow::Borrowed(&**record)
+            })
         }
         Endpoint::ListInvoiceLines => {
             let id = path_id.unwrap_or_default();
@@ -1957,22 +1898,13 @@ fn execute(
                 .catalog()
                 .invoice_items
                 .list(&query.page, |item| query.keeps(item));
-            match listed {
-                Ok((page, has_more)) => Reply::json(
-                    StatusCode::OK,
-                    &ListBody {
-                        object: "list",
-                        data: page.iter().map(|item| &**item).collect(),
-                        has_more,
-                        url: "/v1/invoiceitems",
-                    },
-                ),
-                Err(UnknownCursor) => unknown_cursor(
-                    "invoiceitem",
-                    &query.page.starting_after,
-                    &query.page.ending_before,
-                ),
-            }
+            list_reply(
+                listed,
+                &query.page,
+                "invoiceitem",
+                "/v1/invoiceitems",
+                |record| Cow::Borrowed(&**record),
+            )
         }
         Endpoint::RetrieveBalance => {
             let funds = json!([{"amount": 0, "currency": "usd", "source_types": {"card": 0}}]);
@@ -2023,6 +1955,32 @@ fn deleted_customer(id: &str) -> Value {
 }
 
 /// A list cursor that names nothing listable (for events: unknown or past retention).
+/// The answer to a list call: a page of records, each shaped for the response by `shape`
+/// (as stored, or with what the response adds), or the 404 of a cursor that names no record.
+fn list_reply(
+    listed: Result<(Vec<SharedObject>, bool), UnknownCursor>,
+    page: &PageQuery,
+    object: &str,
+    url: &'static str,
+    shape: impl for<'r> Fn(&'r SharedObject) -> Cow<'r, Map<String, Value>>,
+) -> Reply {
+    match listed {
+        Ok((records, has_more)) => {
+            let data: Vec<Cow<'_, Map<String, Value>>> = records.iter().map(shape).collect();
+            Reply::json(
+                StatusCode::OK,
+                &ListBody {
+                    object: "list",
+                    data: data.iter().collect(),
+                    has_more,
+                    url,
+                },
+            )
+        }
+        Err(UnknownCursor) => unknown_cursor(object, &page.starting_after, &page.ending_before),
+    }
+}
+
 fn unknown_cursor(
     object: &str,
     starting_after: &Option<String>,

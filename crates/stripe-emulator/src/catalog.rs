@@ -177,8 +177,13 @@ pub(crate) struct Catalog {
     pub subscriptions: Collection,
     /// Drafts, open, paid, void and uncollectible ones; a deleted draft leaves.
     pub invoices: Collection,
-    /// Pending ones (on no invoice yet) and those on an invoice.
+    /// Pending ones (on no invoice yet) and those on an invoice. Written through
+    /// [`Catalog::put_invoice_item`] and [`Catalog::remove_invoice_item`], which keep
+    /// `items_on_invoice`.
     pub invoice_items: Collection,
+    /// Invoice → its items' ids, oldest first: an invoice's items are found without reading
+    /// every item of the account (each item written refreshes its invoice's lines).
+    items_on_invoice: HashMap<String, Vec<String>>,
     /// Customer → the sequence number its next finalized invoice takes (starting at the
     /// customer's `next_invoice_sequence`).
     pub invoice_sequences: HashMap<String, i64>,
@@ -187,6 +192,49 @@ pub(crate) struct Catalog {
 }
 
 impl Catalog {
+    /// Stores an invoice item, keeping the list of its invoice's items.
+    pub(crate) fn put_invoice_item(&mut self, item: Map<String, Value>) -> SharedObject {
+        let id = item["id"].as_str().unwrap_or_default().to_owned();
+        let before = self
+            .invoice_items
+            .get(&id)
+            .and_then(|old| old["invoice"].as_str().map(str::to_owned));
+        let after = item["invoice"].as_str().map(str::to_owned);
+        if before != after {
+            if let Some(ids) = before.and_then(|old| self.items_on_invoice.get_mut(&old)) {
+                ids.retain(|other| *other != id);
+            }
+            if let Some(invoice) = after {
+                self.items_on_invoice.entry(invoice).or_default().push(id);
+            }
+        }
+        self.invoice_items.put(item)
+    }
+
+    /// Removes an invoice item, and it from its invoice's list.
+    pub(crate) fn remove_invoice_item(&mut self, id: &str) -> Option<SharedObject> {
+        let removed = self.invoice_items.remove(id)?;
+        if let Some(ids) = removed["invoice"]
+            .as_str()
+            .and_then(|invoice| self.items_on_invoice.get_mut(invoice))
+        {
+            ids.retain(|other| other != id);
+        }
+        Some(removed)
+    }
+
+    /// The items on an invoice, oldest first.
+    pub(crate) fn items_on_invoice(&self, invoice_id: &str) -> Vec<SharedObject> {
+        self.items_on_invoice
+            .get(invoice_id)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| self.invoice_items.get(id))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub(crate) fn prices(&self) -> &Collection {
         &self.prices
     }

@@ -135,7 +135,7 @@ pub(crate) fn create_invoice(
     for item in pending {
         let mut item = (*item).clone();
         item.insert("invoice".to_owned(), json!(origin.id));
-        catalog.invoice_items.put(item);
+        catalog.put_invoice_item(item);
     }
     set_lines(&catalog, &mut invoice);
     let stored = catalog.invoices.put(invoice);
@@ -248,7 +248,7 @@ pub(crate) fn delete_invoice(
     let mut events = state.events();
     for item in items_of_invoice(&catalog, id) {
         let item_id = item["id"].as_str().unwrap_or_default().to_owned();
-        if let Some(removed) = catalog.invoice_items.remove(&item_id) {
+        if let Some(removed) = catalog.remove_invoice_item(&item_id) {
             events.record(
                 INVOICEITEM_DELETED,
                 removed,
@@ -559,7 +559,7 @@ pub(crate) fn create_invoice_item(
     if let Some(metadata) = params.get("metadata") {
         merge_metadata(&mut item, metadata, false)?;
     }
-    let stored = catalog.invoice_items.put(item);
+    let stored = catalog.put_invoice_item(item);
     if let Some(invoice) = invoice {
         refresh_invoice(&mut catalog, &invoice);
     }
@@ -642,7 +642,7 @@ pub(crate) fn update_invoice_item(
         return Ok(current);
     }
     let previous = previous_attributes(&current, &updated);
-    let stored = catalog.invoice_items.put(updated);
+    let stored = catalog.put_invoice_item(updated);
     if let Some(invoice) = invoice {
         refresh_invoice(&mut catalog, &invoice);
     }
@@ -668,7 +668,7 @@ pub(crate) fn delete_invoice_item(
     let mut catalog = state.catalog();
     let current = catalog.invoice_items.get(id).ok_or(Failure::Missing)?;
     let invoice = editable_invoice_of(&catalog, &current, "deleted")?;
-    let removed = catalog.invoice_items.remove(id).ok_or(Failure::Missing)?;
+    let removed = catalog.remove_invoice_item(id).ok_or(Failure::Missing)?;
     if let Some(invoice) = invoice {
         refresh_invoice(&mut catalog, &invoice);
     }
@@ -935,14 +935,7 @@ fn pending_items(catalog: &Catalog, customer_id: &str, currency: &str) -> Vec<Sh
 
 /// The items on an invoice, oldest first.
 fn items_of_invoice(catalog: &Catalog, invoice_id: &str) -> Vec<SharedObject> {
-    let mut items: Vec<SharedObject> = catalog
-        .invoice_items
-        .all()
-        .into_iter()
-        .filter(|item| item["invoice"].as_str() == Some(invoice_id))
-        .collect();
-    items.reverse();
-    items
+    catalog.items_on_invoice(invoice_id)
 }
 
 /// Stores a draft again with its lines and totals worked out from its items as they are now.

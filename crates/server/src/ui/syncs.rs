@@ -1449,6 +1449,54 @@ mod tests {
         }
     }
 
+    /// An invoice sync names its line key column and when invoices are finalized; the Mapper
+    /// offers each line's fields, its price found by lookup key among them.
+    #[test]
+    fn an_invoice_form_names_its_line_key_and_finalizing() {
+        let body = "model=m&destination=stripe&object=invoice&behavior=update-or-create&key_column=order_id&key_field=metadata&key_metadata=order_id\
+&line_key=line_id&finalize=when-created&map_column=amount&map_field=lines.amount&map_metadata=";
+        let form = SyncForm::parse(body.as_bytes()).ok().unwrap();
+        let spec = form.to_spec().expect("a valid form");
+        assert_eq!(
+            spec.invoice,
+            Some(ferry_core::InvoiceSettings {
+                line_key: "line_id".into(),
+                finalize: ferry_core::Finalize::WhenCreated,
+            })
+        );
+        let problem = SyncForm::parse(body.replace("line_key=line_id", "line_key=").as_bytes())
+            .ok()
+            .unwrap()
+            .to_spec()
+            .unwrap_err();
+        assert!(problem.contains("line_key: choose the column"), "{problem}");
+        let choices = FormChoices {
+            models: vec!["m".into()],
+            destinations: vec!["stripe".into()],
+            columns: vec!["order_id".into(), "line_id".into(), "amount".into()],
+            columns_problem: None,
+        };
+        let caller = Caller {
+            token_name: "t".into(),
+            csrf: "c".into(),
+        };
+        let html = sync_form(&caller, &form, &choices, None).into_string();
+        for expected in [
+            r#"<option value="lines.amount" selected>lines.amount</option>"#,
+            r#"<option value="lines.price(lookup_key)">lines.price(lookup_key)</option>"#,
+            r#"name="finalize" value="when-created" checked"#,
+        ] {
+            assert!(
+                html.contains(expected),
+                "`{expected}` missing from:\n{html}"
+            );
+        }
+        assert!(
+            !html.contains(r#"value="lines.customer""#),
+            "a line takes its invoice's customer"
+        );
+    }
+
     #[test]
     fn rows_are_added_and_removed_in_place() {
         let body = b"map_column=a&map_field=name&map_metadata=&map_column=b&map_field=phone&map_metadata=&remove_row=0";
