@@ -31,7 +31,7 @@ use ferry_stripe_wire::{ParamError, Problem, StripeError};
 
 use crate::auth::{authenticate, authorize, Caller, Permission};
 use crate::catalog::PageQuery;
-use crate::catalog_objects::{deleted_stub, price_for_response};
+use crate::catalog_objects::{deleted_stub, price_for_response, text_is};
 use crate::catalog_writes::{self, no_such, Failure, Origin};
 use crate::connection::ConnectionCutter;
 use crate::customer_object::{apply_params, new_customer};
@@ -1118,20 +1118,15 @@ struct PriceListQuery {
 
 impl PriceListQuery {
     fn keeps(&self, price: &Map<String, Value>) -> bool {
-        let text_is = |field: &str, wanted: &Option<String>| {
-            wanted
-                .as_ref()
-                .is_none_or(|wanted| price[field].as_str() == Some(wanted.as_str()))
-        };
         let recurring_is = |field: &str, wanted: &Option<String>| {
             wanted
                 .as_ref()
                 .is_none_or(|wanted| price["recurring"][field].as_str() == Some(wanted.as_str()))
         };
         price["active"].as_bool() == Some(self.active)
-            && text_is("currency", &self.currency)
-            && text_is("product", &self.product)
-            && text_is("type", &self.price_type)
+            && text_is(price, "currency", &self.currency)
+            && text_is(price, "product", &self.product)
+            && text_is(price, "type", &self.price_type)
             && recurring_is("interval", &self.interval)
             && recurring_is("usage_type", &self.usage_type)
             && self.lookup_keys.as_ref().is_none_or(|keys| {

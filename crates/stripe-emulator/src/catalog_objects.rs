@@ -193,6 +193,13 @@ pub(crate) fn price_for_response(
 }
 
 /// `{"id", "object", "deleted": true}`, what a delete answers.
+/// A list filter on a text field: kept when no value is wanted, or the field holds it.
+pub(crate) fn text_is(record: &Map<String, Value>, field: &str, wanted: &Option<String>) -> bool {
+    wanted
+        .as_ref()
+        .is_none_or(|wanted| record[field].as_str() == Some(wanted.as_str()))
+}
+
 pub(crate) fn deleted_stub(object: &str, id: &str) -> Value {
     json!({"id": id, "object": object, "deleted": true})
 }
@@ -250,7 +257,8 @@ fn tier_object(tier: &Value) -> Value {
     })
 }
 
-fn nullable_text(value: &Value) -> Value {
+/// A text field's value as Stripe returns it: `null` for the empty string.
+pub(crate) fn nullable_text(value: &Value) -> Value {
     match text_of(value) {
         text if text.is_empty() => Value::Null,
         text => Value::String(text),
@@ -285,7 +293,8 @@ fn insert_after(
     result
 }
 
-fn object(value: Value) -> Map<String, Value> {
+/// The object a `json!` object literal makes.
+pub(crate) fn object(value: Value) -> Map<String, Value> {
     match value {
         Value::Object(object) => object,
         _ => unreachable!("json! of an object literal is an object"),

@@ -24,7 +24,9 @@ use ferry_stripe_wire::params::{boolean_of, integer_of};
 use ferry_stripe_wire::{ParamError, Problem, StripeError};
 
 use crate::catalog::{Catalog, PageQuery};
-use crate::catalog_objects::{normalize_decimal, price_for_response};
+use crate::catalog_objects::{
+    normalize_decimal, nullable_text, object, price_for_response, text_is,
+};
 use crate::catalog_writes::{no_such, Failure, Origin};
 use crate::customer_object::{merge_metadata, text_of};
 use crate::events::{
@@ -727,14 +729,9 @@ pub(crate) struct InvoiceListQuery {
 
 impl InvoiceListQuery {
     pub(crate) fn keeps(&self, invoice: &Map<String, Value>) -> bool {
-        let text_is = |field: &str, wanted: &Option<String>| {
-            wanted
-                .as_ref()
-                .is_none_or(|wanted| invoice[field].as_str() == Some(wanted.as_str()))
-        };
-        text_is("customer", &self.customer)
-            && text_is("status", &self.status)
-            && text_is("collection_method", &self.collection_method)
+        text_is(invoice, "customer", &self.customer)
+            && text_is(invoice, "status", &self.status)
+            && text_is(invoice, "collection_method", &self.collection_method)
     }
 }
 
@@ -750,13 +747,8 @@ pub(crate) struct InvoiceItemListQuery {
 
 impl InvoiceItemListQuery {
     pub(crate) fn keeps(&self, item: &Map<String, Value>) -> bool {
-        let text_is = |field: &str, wanted: &Option<String>| {
-            wanted
-                .as_ref()
-                .is_none_or(|wanted| item[field].as_str() == Some(wanted.as_str()))
-        };
-        text_is("customer", &self.customer)
-            && text_is("invoice", &self.invoice)
+        text_is(item, "customer", &self.customer)
+            && text_is(item, "invoice", &self.invoice)
             && self
                 .pending
                 .is_none_or(|pending| item["invoice"].is_null() == pending)
@@ -1001,20 +993,6 @@ fn line_of(item: &Map<String, Value>) -> Value {
         "quantity": item["quantity"],
         "type": "invoiceitem",
     })
-}
-
-fn nullable_text(value: &Value) -> Value {
-    match text_of(value) {
-        text if text.is_empty() => Value::Null,
-        text => Value::String(text),
-    }
-}
-
-fn object(value: Value) -> Map<String, Value> {
-    match value {
-        Value::Object(object) => object,
-        _ => unreachable!("json! of an object literal is an object"),
-    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use ferry_stripe_wire::subscription::{
 use ferry_stripe_wire::{ParamError, Problem, StripeError};
 
 use crate::catalog::{Catalog, PageQuery};
-use crate::catalog_objects::price_for_response;
+use crate::catalog_objects::{nullable_text, object, price_for_response, text_is};
 use crate::catalog_writes::{no_such, Failure, Origin};
 use crate::customer_object::{merge_metadata, text_of};
 use crate::events::{
@@ -645,33 +645,14 @@ impl SubscriptionListQuery {
             Some("ended") => status == "canceled" || status == "incomplete_expired",
             Some(wanted) => status == wanted,
         };
-        let text_is = |field: &str, wanted: &Option<String>| {
-            wanted
-                .as_ref()
-                .is_none_or(|wanted| subscription[field].as_str() == Some(wanted.as_str()))
-        };
         status_kept
-            && text_is("customer", &self.customer)
-            && text_is("collection_method", &self.collection_method)
+            && text_is(subscription, "customer", &self.customer)
+            && text_is(subscription, "collection_method", &self.collection_method)
             && self.price.as_ref().is_none_or(|price| {
                 items_of(subscription)
                     .iter()
                     .any(|item| item["price"]["id"].as_str() == Some(price.as_str()))
             })
-    }
-}
-
-fn nullable_text(value: &Value) -> Value {
-    match text_of(value) {
-        text if text.is_empty() => Value::Null,
-        text => Value::String(text),
-    }
-}
-
-fn object(value: Value) -> Map<String, Value> {
-    match value {
-        Value::Object(object) => object,
-        _ => unreachable!("json! of an object literal is an object"),
     }
 }
 
