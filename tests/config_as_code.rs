@@ -448,7 +448,7 @@ async fn an_export_applies_as_a_no_op_and_holds_no_secret() {
         ])
         .await
         .ok();
-    // An invoice sync from order lines, mirrored: its line key, finalize and void settings.
+    // An invoice sync from order lines, mirrored: its line key, finalize, reissue and void settings.
     scene
         .ferry(&[
             "model",
@@ -478,6 +478,7 @@ async fn an_export_applies_as_a_no_op_and_holds_no_secret() {
             "line_id",
             "--finalize",
             "when-created",
+            "--reissue-finalized",
             "--map",
             "email=customer(email)",
             "--map",
@@ -494,7 +495,7 @@ async fn an_export_applies_as_a_no_op_and_holds_no_secret() {
     let exported = scene.ferry(&["export"]).await.ok();
     let text = exported.stdout;
     assert!(
-        text.contains("    invoice:\n      line_key: line_id\n      finalize: when-created")
+        text.contains("    invoice:\n      line_key: line_id\n      finalize: when-created\n      reissue_finalized: true")
             && text.contains("void_open_invoices: true"),
         "{text}"
     );

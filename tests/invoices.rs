@@ -359,6 +359,153 @@ async fn crashes_and_lost_answers_never_duplicate_an_invoice_or_a_line() {
         .all(|item| item["invoice"].is_string()));
 }
 
+/// With `--reissue-finalized`, a finalized invoice whose lines change is voided and issued
+/// again: runs killed after the old one gave up its key and after the new one was made still
+/// leave one live invoice per order, holding the new lines once, sent once, with the voided one
+/// naming its key and the new one naming the voided one. A paid invoice is only reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_finalized_invoices_are_voided_and_reissued_when_told() {
+    let scene = Scene::new().await;
+    let (ada, bob, _) = scene.seed_billing();
+    scene.warehouse_sql(&order_lines_sql(&[
+        line("O1", "L1", "ada@example.com", Some("1000"), None, None),
+        line("O1", "L2", "ada@example.com", Some("2000"), None, None),
+        line("O2", "L1", "bob@example.com", Some("500"), None, None),
+    ]));
+    scene.connect().await;
+    scene
+        .invoices_sync(&["--finalize", "when-created", "--reissue-finalized"])
+        .await;
+    let run = scene.run_sync_json("orders-to-stripe", &[]).await;
+    assert_eq!(counts(&run), [Some(2), Some(0), Some(0), Some(0)], "{run}");
+    let old_id = scene.invoices_of("O1")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let o2_id = scene.invoices_of("O2")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    scene
+        .stripe_post(
+            &format!("/v1/invoices/{o2_id}/pay"),
+            &[("paid_out_of_band", "true")],
+        )
+        .await;
+
+    scene.warehouse_sql(&order_lines_sql(&[
+        line("O1", "L1", "ada@example.com", Some("1200"), None, None),
+        line("O1", "L2", "ada@example.com", Some("2000"), None, None),
+        line("O2", "L1", "bob@example.com", Some("550"), None, None),
+    ]));
+    // The preview reads both invoices: O1 would be reissued, O2 (paid) rejected.
+    let preview = scene
+        .ferry(&["sync", "preview", "orders-to-stripe", "--format", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        ["update", "replace", "rejected"].map(|k| preview[k].as_u64()),
+        [Some(0), Some(1), Some(1)],
+        "{preview}"
+    );
+    let example = |action: &str| {
+        preview["examples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["action"] == action)
+            .map(|e| e["reason"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    assert!(
+        example("replace").starts_with(&format!(
+            "voids `{old_id}` (it is open) and issues a new invoice"
+        )),
+        "{preview}"
+    );
+    assert!(example("reject").contains("is paid in Stripe"), "{preview}");
+    for point in ["reissue:unkeyed", "reissue:created"] {
+        let mut command = scene.command(&["sync", "run", "orders-to-stripe"]);
+        command.env("FERRY_TEST_CRASH_AT", point);
+        let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && stderr.contains("crashing on purpose"),
+            "{point}: {stderr}"
+        );
+    }
+    let run = scene.run_sync_json("orders-to-stripe", &[]).await;
+    assert_eq!(counts(&run), [Some(0), Some(1), Some(0), Some(1)], "{run}");
+
+    let live = scene.invoices_of("O1");
+    assert_eq!(live.len(), 1, "one invoice holds the key: {live:?}");
+    let new_id = live[0]["id"].as_str().unwrap();
+    assert_ne!(new_id, old_id);
+    assert_eq!(live[0]["status"], "open", "the reissue is finalized");
+    assert_eq!(live[0]["metadata"]["ferry_reissues"], json!(old_id));
+    assert_eq!(
+        scene.items_of(new_id).0,
+        vec![("L1".into(), 1200, 1), ("L2".into(), 2000, 1)]
+    );
+    let ada_invoices: Vec<Json> = scene
+        .stripe()
+        .invoices()
+        .into_iter()
+        .filter(|invoice| invoice["customer"] == json!(ada))
+        .collect();
+    assert_eq!(
+        ada_invoices.len(),
+        2,
+        "the old and one new: {ada_invoices:?}"
+    );
+    let old = ada_invoices
+        .iter()
+        .find(|invoice| invoice["id"] == json!(old_id))
+        .unwrap();
+    assert_eq!(old["status"], "void");
+    assert_eq!(old["metadata"]["ferry_reissued_key"], "O1");
+    assert!(old["metadata"].get("order_id").is_none(), "{old}");
+    let sent = |id: &str| {
+        scene
+            .stripe()
+            .events()
+            .into_iter()
+            .filter(|e| e["type"] == "invoice.sent" && e["data"]["object"]["id"] == id)
+            .count()
+    };
+    assert_eq!(sent(new_id), 1);
+    let run_id = run["run_id"].as_str().unwrap();
+    let updated = scene.run_records(run_id, "updated").await;
+    let reason = updated[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(new_id) && reason.contains(&old_id),
+        "{reason}"
+    );
+    let rejected = scene.run_records(run_id, "rejected").await;
+    let reason = rejected[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(&format!("invoice `O2` is paid in Stripe ({o2_id})"))
+            && reason.contains("credit note"),
+        "{reason}"
+    );
+    let o2 = scene.invoices_of("O2");
+    assert_eq!((o2.len(), &o2[0]["status"]), (1, &json!("paid")));
+    assert!(scene
+        .stripe()
+        .invoices()
+        .iter()
+        .all(|invoice| invoice["customer"] != json!(bob) || invoice["id"] == json!(o2_id)));
+
+    // In step now: nothing more is sent for O1.
+    let writes = scene.invoice_writes();
+    let run = scene.run_sync_json("orders-to-stripe", &[]).await;
+    assert_eq!(counts(&run), [Some(0), Some(0), Some(1), Some(1)], "{run}");
+    assert_eq!(scene.invoice_writes(), writes);
+}
+
 /// Mirror deletes the draft invoice of an order that left the model; a finalized one is left
 /// and reported until the sync says to void it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -126,8 +126,9 @@ struct SyncDecl {
     /// `cancel_subscriptions_now`.
     #[serde(default)]
     mirror: MirrorSettings,
-    /// With `object: invoice`: `line_key` (the column telling lines apart) and `finalize`
-    /// (`never`, the default, or `when-created`).
+    /// With `object: invoice`: `line_key` (the column telling lines apart), `finalize`
+    /// (`never`, the default, or `when-created`) and `reissue_finalized` (void and reissue a
+    /// finalized invoice whose lines changed; default false).
     invoice: Option<ferry_core::InvoiceSettings>,
 }
 
@@ -1209,9 +1210,10 @@ fn export_text(workspace: &Workspace) -> CliResult<String> {
         if let Some(invoice) = &spec.invoice {
             let _ = writeln!(
                 out,
-                "    invoice:\n      line_key: {}\n      finalize: {}",
+                "    invoice:\n      line_key: {}\n      finalize: {}\n      reissue_finalized: {}",
                 scalar(&invoice.line_key),
-                invoice.finalize.as_str()
+                invoice.finalize.as_str(),
+                invoice.reissue_finalized
             );
         }
     }

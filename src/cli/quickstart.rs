@@ -159,6 +159,7 @@ pub async fn quickstart(args: QuickstartArgs) -> CliResult {
             void_open: false,
             line_key: None,
             finalize: None,
+            reissue_finalized: false,
         }),
     )
     .await?;
@@ -290,6 +291,7 @@ async fn sync_plans_as_products(
             void_open: false,
             line_key: None,
             finalize: None,
+            reissue_finalized: false,
         }),
     )
     .await?;
@@ -346,6 +348,7 @@ async fn sync_prices(
             void_open: false,
             line_key: None,
             finalize: None,
+            reissue_finalized: false,
         }),
     )
     .await?;
@@ -404,6 +407,7 @@ async fn sync_invoices(
             void_open: false,
             line_key: Some("line_id".into()),
             finalize: Some(ferry_core::Finalize::WhenCreated),
+            reissue_finalized: false,
         }),
     )
     .await?;

@@ -89,6 +89,11 @@ pub struct SyncCreateArgs {
     /// on it (and sends those collected by `send_invoice`).
     #[arg(long, value_parser = parse_finalize)]
     pub finalize: Option<ferry_core::Finalize>,
+    /// Invoices: a finalized invoice whose lines changed in the model is voided and issued
+    /// again as a new invoice (without this flag it is reported and left as it is; a paid
+    /// one is always reported).
+    #[arg(long)]
+    pub reissue_finalized: bool,
 }
 
 fn parse_finalize(text: &str) -> Result<ferry_core::Finalize, String> {
@@ -297,11 +302,17 @@ async fn create(store: &StateStore, args: SyncCreateArgs) -> CliResult {
         (Some(line_key), finalize) => Some(ferry_core::InvoiceSettings {
             line_key: line_key.clone(),
             finalize: finalize.unwrap_or_default(),
+            reissue_finalized: args.reissue_finalized,
         }),
         (None, Some(_)) => {
             return Err(CliError::config(anyhow::anyhow!(
                 "--finalize applies to invoices from order lines: give --line-key COLUMN too"
             )))
+        }
+        (None, None) if args.reissue_finalized => {
+            return Err(CliError::config(anyhow::anyhow!(
+            "--reissue-finalized applies to invoices from order lines: give --line-key COLUMN too"
+        )))
         }
         (None, None) => None,
     };

@@ -74,6 +74,11 @@ pub struct InvoiceSettings {
     pub line_key: String,
     #[serde(default)]
     pub finalize: Finalize,
+    /// A finalized invoice whose lines changed in the model is voided and issued again as a
+    /// new invoice (Stripe never changes a finalized invoice's lines). Off: such a row is
+    /// reported, and the invoice left as it is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reissue_finalized: bool,
 }
 
 /// When ferry finalizes the invoices it makes.

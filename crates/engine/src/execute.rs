@@ -78,6 +78,10 @@ pub(crate) struct Execution<'a> {
     pub mirror: ferry_core::MirrorSettings,
     /// When ferry finalizes the invoices it makes.
     pub finalize: ferry_core::Finalize,
+    /// Whether a finalized invoice whose lines changed is voided and issued again.
+    pub reissue_finalized: bool,
+    /// The Stripe field holding the sync's key (`metadata.order_id`).
+    pub key_field: &'a str,
 }
 
 impl Execution<'_> {

@@ -200,7 +200,11 @@ const REJECTED_EXAMPLES: usize = 20;
 
 /// Counts what a run would do, keeping a few examples of each kind.
 #[derive(Default)]
-struct PreviewSink {
+struct PreviewSink<'s> {
+    /// Reads a finalized invoice a changed row would update (its status and lines), to tell
+    /// an update from a reissue or a rejection.
+    stripe: Option<&'s StripeService>,
+    reissue_finalized: bool,
     preview: Preview,
     shown: std::collections::HashMap<&'static str, usize>,
     rejected_examples: Vec<PreviewExample>,
@@ -211,7 +215,7 @@ struct PreviewSink {
     finalize_requests: u64,
 }
 
-impl PreviewSink {
+impl PreviewSink<'_> {
     fn example(&mut self, example: PreviewExample) {
         let limit = match example.action {
             "reject" | "fail" => REJECTED_EXAMPLES,
@@ -229,7 +233,7 @@ impl PreviewSink {
     }
 }
 
-impl Sink for PreviewSink {
+impl Sink for PreviewSink<'_> {
     async fn rejected(&mut self, row: RejectedRow) -> Result<(), EngineError> {
         self.preview.invalid += 1;
         self.preview.rejected += 1;
@@ -270,7 +274,15 @@ impl Sink for PreviewSink {
         _rules: &Rules<'_>,
     ) -> Result<Ending, EngineError> {
         let made_of_lines = sync.object.lines().is_some();
-        for Planned { record, action, .. } in planned {
+        for Planned {
+            record, mut action, ..
+        } in planned
+        {
+            if let (Some(stripe), Some(lines)) = (self.stripe, sync.object.lines()) {
+                action = self
+                    .finalized_action(stripe, sync.object, lines, &record, action)
+                    .await;
+            }
             if made_of_lines {
                 self.line_requests += match &action {
                     Action::Create | Action::ReplayCreate { .. } => {
@@ -348,6 +360,60 @@ impl Sink for PreviewSink {
     }
 }
 
+impl PreviewSink<'_> {
+    /// An update of a record made of lines (an invoice) whose parent Stripe finalized: what
+    /// the run will do instead when the model's lines no longer fit it, a reissue or a
+    /// rejection (two reads: the invoice and its lines).
+    async fn finalized_action(
+        &self,
+        stripe: &StripeService,
+        object: &'static dyn ferry_destinations::stripe::StripeObject,
+        lines: &'static ferry_destinations::stripe::Lines,
+        record: &prepare::PreparedRecord,
+        action: Action,
+    ) -> Action {
+        let Action::Update {
+            destination_id,
+            changed,
+            changes,
+        } = action
+        else {
+            return action;
+        };
+        let schema = object.schema();
+        let verdict = match stripe.retrieve(schema, &destination_id).await {
+            Ok(Some(current)) => {
+                lines::finalized_verdict(stripe, schema, lines, record, &current.object, &changed)
+                    .await
+                    .ok()
+            }
+            _ => None,
+        };
+        match verdict {
+            Some(lines::Finalized::Differs { status }) if self.reissue_finalized && status != "paid" => {
+                Action::Replace {
+                    reason: format!(
+                        "voids `{destination_id}` (it is {status}) and issues a new {} in its place: Stripe does not change a finalized {}'s lines or amounts",
+                        schema.object, schema.object
+                    ),
+                    old_id: destination_id,
+                    changes,
+                    pending: None,
+                }
+            }
+            Some(lines::Finalized::Differs { status }) => Action::Reject {
+                reason: lines::finalized_reason(schema.object, &record.key, &destination_id, &status),
+            },
+            // A draft, or a read that failed (the run finds out): an update.
+            _ => Action::Update {
+                destination_id,
+                changed,
+                changes,
+            },
+        }
+    }
+}
+
 /// What a run would create, update, leave alone and reject, found with reads only.
 pub async fn preview_sync(store: &StateStore, setup: &SyncSetup) -> Result<Preview, EngineError> {
     let stripe =
@@ -369,6 +435,13 @@ pub async fn preview_sync(store: &StateStore, setup: &SyncSetup) -> Result<Previ
         allow_mass_retire: false,
     };
     let mut sink = PreviewSink {
+        stripe: Some(&stripe),
+        reissue_finalized: setup
+            .sync
+            .spec
+            .invoice
+            .as_ref()
+            .is_some_and(|invoice| invoice.reissue_finalized),
         // Finalized, and sent when collected by `send_invoice` (counted: usually so).
         finalize_requests: match setup.sync.spec.invoice.as_ref().map(|i| i.finalize) {
             Some(ferry_core::Finalize::WhenCreated) => 2,
@@ -527,6 +600,13 @@ pub async fn run_sync(
             .as_ref()
             .map(|invoice| invoice.finalize)
             .unwrap_or_default(),
+        reissue_finalized: setup
+            .sync
+            .spec
+            .invoice
+            .as_ref()
+            .is_some_and(|invoice| invoice.reissue_finalized),
+        key_field: &setup.sync.spec.key.field,
     };
     let heartbeat = heartbeat(store, &run.id);
     let rows_read = std::sync::atomic::AtomicU64::new(0);

@@ -13,7 +13,8 @@ use crate::EngineError;
 use ferry_core::Outcome;
 use ferry_core::{changed_fields, Baseline, FieldValue, Finalize, Payload};
 use ferry_destinations::stripe::encoder::{create_params, update_params};
-use ferry_destinations::stripe::{record_to_fields, Lines, StripeCallError};
+use ferry_destinations::stripe::{record_to_fields, Lines, StripeCallError, StripeService};
+use ferry_stripe_wire::ObjectSchema;
 use ferry_stripe_wire::{form, ParamError};
 use serde_json::{Map, Value as Json};
 use std::collections::{BTreeMap, HashMap};
@@ -229,6 +230,137 @@ pub(crate) enum LinesError {
     },
 }
 
+/// The lines parent `id` holds that ferry made, by line key (lines someone else added carry
+/// no line key: ferry leaves them alone).
+async fn existing_lines(
+    stripe: &StripeService,
+    parent: &'static ObjectSchema,
+    lines: &Lines,
+    id: &str,
+) -> Result<HashMap<String, Json>, LinesError> {
+    let mut existing = HashMap::new();
+    let mut starting_after: Option<String> = None;
+    loop {
+        let mut params = Map::from_iter([
+            ("limit".to_string(), Json::from(100)),
+            (lines.parent_param.to_string(), Json::String(id.to_string())),
+        ]);
+        if let Some(after) = &starting_after {
+            params.insert("starting_after".to_string(), Json::String(after.clone()));
+        }
+        let page = stripe
+            .list_page(lines.schema, &params)
+            .await
+            .map_err(|error| LinesError::Stripe {
+                doing: format!(
+                    "list the {} of {} `{id}`",
+                    lines.schema.plural, parent.object
+                ),
+                error,
+            })?;
+        starting_after = page.records.last().map(|item| item.id.clone());
+        for item in page.records {
+            if let Some(line_key) = item.object["metadata"][lines.marker].as_str() {
+                existing.insert(line_key.to_string(), item.object);
+            }
+        }
+        if !page.has_more || starting_after.is_none() {
+            break;
+        }
+    }
+    Ok(existing)
+}
+
+/// Where a parent Stripe holds (`current`) stands against its record, once finalized.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Finalized {
+    /// Still a draft: everything can change.
+    Draft,
+    /// Finalized, and what changed (`changed`, its own fields) Stripe still takes.
+    InStep,
+    /// Finalized, and its lines or a field Stripe no longer changes differ from the record's:
+    /// it is voided and issued again, when the sync allows it and it is not paid, else the row
+    /// is reported.
+    Differs { status: String },
+}
+
+/// Reads the lines of a finalized parent (one list call) to tell whether the record still
+/// fits it; a draft needs no read.
+pub(crate) async fn finalized_verdict(
+    stripe: &StripeService,
+    parent: &'static ObjectSchema,
+    lines: &Lines,
+    record: &PreparedRecord,
+    current: &Json,
+    changed: &[String],
+) -> Result<Finalized, LinesError> {
+    let status = current["status"].as_str().unwrap_or("draft");
+    if status == "draft" {
+        return Ok(Finalized::Draft);
+    }
+    let fixed_field_changed = changed.iter().any(|path| {
+        let param = path.split('.').next().unwrap_or_default();
+        param != lines.field && !lines.finalized_updatable.contains(&param)
+    });
+    let id = current["id"].as_str().unwrap_or_default();
+    let existing = existing_lines(stripe, parent, lines, id).await?;
+    let wanted = lines_of(&record.payload);
+    if fixed_field_changed || !line_work(lines, &wanted, existing).is_empty() {
+        return Ok(Finalized::Differs {
+            status: status.to_string(),
+        });
+    }
+    Ok(Finalized::InStep)
+}
+
+/// What a parent's lines need to match the record's: the lines to add, those to change (with
+/// their changed fields and item ids) and the ids of those to delete.
+struct LineWork<'r> {
+    creates: Vec<(&'r Payload, &'r str)>,
+    updates: Vec<(&'r Payload, &'r str, String, Vec<String>)>,
+    deletes: Vec<String>,
+}
+
+impl LineWork<'_> {
+    fn is_empty(&self) -> bool {
+        self.creates.is_empty() && self.updates.is_empty() && self.deletes.is_empty()
+    }
+}
+
+fn line_work<'r>(
+    lines: &Lines,
+    wanted: &'r [Payload],
+    mut existing: HashMap<String, Json>,
+) -> LineWork<'r> {
+    let mut creates = Vec::new();
+    let mut updates = Vec::new();
+    for line in wanted {
+        let Some(line_key) = line_key(line) else {
+            continue;
+        };
+        match existing.remove(line_key) {
+            Some(item) => {
+                let live = record_to_fields(lines.schema, &item);
+                let changed = changed_fields(line, &Baseline::Live(&live), &[]);
+                if !changed.is_empty() {
+                    let item_id = item["id"].as_str().unwrap_or_default().to_string();
+                    updates.push((line, line_key, item_id, changed));
+                }
+            }
+            None => creates.push((line, line_key)),
+        }
+    }
+    let deletes = existing
+        .values()
+        .filter_map(|item| item["id"].as_str().map(str::to_string))
+        .collect();
+    LineWork {
+        creates,
+        updates,
+        deletes,
+    }
+}
+
 /// Brings `parent` (as Stripe returned it) to `record`: its lines to the record's lines, then
 /// finalizes it when the sync says so (and sends it, when it is collected by `send_invoice`).
 /// With `read_existing`, the lines the parent holds are read first, so that a line an
@@ -261,68 +393,25 @@ pub(crate) async fn sync_lines(
         .to_string();
     crate::crash_point::reached("lines:start");
     let failed = |doing: String| move |error: StripeCallError| LinesError::Stripe { doing, error };
-    let mut existing: HashMap<String, Json> = HashMap::new();
-    if read_existing {
-        let mut starting_after: Option<String> = None;
-        loop {
-            let mut params = Map::from_iter([
-                ("limit".to_string(), Json::from(100)),
-                (lines.parent_param.to_string(), Json::String(id.clone())),
-            ]);
-            if let Some(after) = &starting_after {
-                params.insert("starting_after".to_string(), Json::String(after.clone()));
-            }
-            let page = exec
-                .stripe
-                .list_page(lines.schema, &params)
-                .await
-                .map_err(failed(format!(
-                    "list the {} of {} `{id}`",
-                    lines.schema.plural, schema.object
-                )))?;
-            starting_after = page.records.last().map(|item| item.id.clone());
-            for item in page.records {
-                // Lines someone else added carry no line key: ferry leaves them alone.
-                if let Some(line_key) = item.object["metadata"][lines.marker].as_str() {
-                    existing.insert(line_key.to_string(), item.object);
-                }
-            }
-            if !page.has_more || starting_after.is_none() {
-                break;
-            }
-        }
-    }
-    // What the lines need: creates, updates (with their changed fields) and deletes.
+    let existing = if read_existing {
+        existing_lines(exec.stripe, schema, lines, &id).await?
+    } else {
+        HashMap::new()
+    };
     let wanted = lines_of(&record.payload);
-    let mut creates = Vec::new();
-    let mut updates = Vec::new();
-    for line in &wanted {
-        let Some(line_key) = line_key(line) else {
-            continue;
-        };
-        match existing.remove(line_key) {
-            Some(item) => {
-                let live = record_to_fields(lines.schema, &item);
-                let changed = changed_fields(line, &Baseline::Live(&live), &[]);
-                if !changed.is_empty() {
-                    let item_id = item["id"].as_str().unwrap_or_default().to_string();
-                    updates.push((line, line_key, item_id, changed));
-                }
-            }
-            None => creates.push((line, line_key)),
-        }
-    }
-    let deletes: Vec<String> = existing
-        .values()
-        .filter_map(|item| item["id"].as_str().map(str::to_string))
-        .collect();
+    let work = line_work(lines, &wanted, existing);
     if status != "draft" {
         // A finalized invoice that already holds the model's lines is simply up to date.
-        if creates.is_empty() && updates.is_empty() && deletes.is_empty() {
+        if work.is_empty() {
             return Ok(parent);
         }
         return Err(LinesError::Finalized { status });
     }
+    let LineWork {
+        creates,
+        updates,
+        deletes,
+    } = work;
     let parent_hash = short_hash(&id, 16);
     for (line, line_key, item_id, changed) in updates {
         let body = form::encode(&update_params(lines.schema, line, &changed));
@@ -384,6 +473,19 @@ pub(crate) async fn sync_lines(
     Ok(latest)
 }
 
+/// Why the row of a finalized parent that differs from it is not sent.
+pub(crate) fn finalized_reason(object: &str, key: &str, id: &str, status: &str) -> String {
+    if status == "paid" {
+        format!(
+            "{object} `{key}` is paid in Stripe ({id}), and a paid {object} can be neither changed nor voided; its lines or amounts in the model differ. Issue a credit note in Stripe for what changed, or restore the model's lines"
+        )
+    } else {
+        format!(
+            "{object} `{key}` is {status} in Stripe ({id}), and Stripe does not change the lines or amounts of a finalized {object}; the model's differ. Let the sync issue a new one in its place, voiding this one (`--reissue-finalized`, `invoice: {{reissue_finalized: true}}`), or restore the model's lines"
+        )
+    }
+}
+
 /// What becomes of a record whose lines could not be brought up to date: a finalized parent
 /// is reported with what to do; Stripe's refusal or silence as for any write.
 pub(crate) fn settle_problem(
@@ -399,10 +501,7 @@ pub(crate) fn settle_problem(
             &record.key,
             Outcome::Rejected,
             Some(id.to_string()),
-            Some(format!(
-                "{object} `{}` is {status} in Stripe ({id}), and Stripe does not change the lines of a finalized {object}; its lines in the model differ. Void it in Stripe and give the order a new {object} key to issue a new one, or restore the lines in the model",
-                record.key
-            )),
+            Some(finalized_reason(object, &record.key, id, &status)),
             None,
             None,
         ),
@@ -472,6 +571,21 @@ pub(crate) async fn update(
         .filter(|path| *path != lines.field)
         .cloned()
         .collect();
+    match finalized_verdict(exec.stripe, schema, lines, record, &current, &own_changed).await {
+        Ok(Finalized::Draft | Finalized::InStep) => {}
+        Ok(Finalized::Differs { status }) if exec.reissue_finalized && status != "paid" => {
+            return reissue(exec, lines, record, current, changes, drops_pending).await;
+        }
+        Ok(Finalized::Differs { status }) => {
+            return settle_problem(
+                exec,
+                record,
+                &destination_id,
+                LinesError::Finalized { status },
+            )
+        }
+        Err(problem) => return settle_problem(exec, record, &destination_id, problem),
+    }
     let own = update_params(schema, &without_lines(&record.payload), &own_changed);
     let mut latest = current;
     let mut request_id = None;
@@ -516,6 +630,228 @@ pub(crate) async fn update(
     done.pending_resolved = drops_pending;
     done.written = vec![latest];
     Ok(done)
+}
+
+/// The metadata key on an invoice issued in place of a voided one, naming the voided one: an
+/// interrupted reissue finds it by this and goes on instead of issuing a second.
+pub(crate) const REISSUE_MARKER: &str = "ferry_reissues";
+/// The metadata key on a voided invoice keeping the key it gave up to its reissue.
+pub(crate) const REISSUED_KEY: &str = "ferry_reissued_key";
+
+/// Voids `old` (finalized, its lines or fixed fields no longer the model's) and issues a new
+/// invoice in its place. Each step is safe to repeat, and a run that stops anywhere leaves the
+/// sync's state naming `old`, so the next run comes back here:
+///
+/// 1. `old` gives up its key (kept beside, under `ferry_reissued_key`), so that the key names
+///    one invoice only, the new one, and the key index never finds two;
+/// 2. `old` is voided (Stripe voids open and uncollectible invoices; a paid one never gets
+///    here);
+/// 3. the new invoice: found among the customer's invoices by the marker naming `old` (when
+///    `old` was already void: an interrupted reissue may have made it), or created, marked;
+/// 4. its lines, then finalized as the sync says, like any new invoice.
+async fn reissue(
+    exec: &Execution<'_>,
+    lines: &Lines,
+    record: &PreparedRecord,
+    mut old: Json,
+    changes: Json,
+    drops_pending: Option<String>,
+) -> Result<Settled, EngineError> {
+    let schema = exec.schema();
+    let old_id = old["id"].as_str().unwrap_or_default().to_string();
+    let was = old["status"].as_str().unwrap_or_default().to_string();
+    let step = |name: &str| {
+        format!(
+            "ferry-{}-{name}-{}-{}",
+            exec.sync_uid,
+            exec.run_id,
+            short_hash(&old_id, 16)
+        )
+    };
+    let stripe_problem = |doing: String, error: StripeCallError| {
+        settle_problem(exec, record, &old_id, LinesError::Stripe { doing, error })
+    };
+
+    // 1. The key moves off the old invoice.
+    if let Some(key_name) = exec.key_field.strip_prefix("metadata.") {
+        if old["metadata"][key_name].is_string() {
+            let body = form::encode(&Map::from_iter([(
+                "metadata".to_string(),
+                serde_json::json!({ key_name: "", REISSUED_KEY: record.key }),
+            )]));
+            match exec
+                .stripe
+                .update(schema, &old_id, &body, &step("unkey"))
+                .await
+            {
+                Ok(written) => old = written.record.object,
+                Err(error) => {
+                    return stripe_problem(
+                        format!("move the key off {} `{old_id}`", schema.object),
+                        error,
+                    )
+                }
+            }
+        }
+    }
+    crate::crash_point::reached("reissue:unkeyed");
+
+    // 2. Voided.
+    if was == "open" || was == "uncollectible" {
+        match exec
+            .stripe
+            .act(schema, &old_id, "void", "", &step("void"))
+            .await
+        {
+            Ok(voided) => old = voided.record.object,
+            Err(error) => {
+                return stripe_problem(format!("void {} `{old_id}`", schema.object), error)
+            }
+        }
+    }
+    crate::crash_point::reached("reissue:voided");
+
+    // 3. The new invoice.
+    let earlier = if was == "void" {
+        match earlier_reissue(exec, &old).await {
+            Ok(found) => found,
+            Err(error) => {
+                return stripe_problem(
+                    format!(
+                        "list the {} of customer `{}`",
+                        schema.plural,
+                        old["customer"].as_str().unwrap_or_default()
+                    ),
+                    error,
+                )
+            }
+        }
+    } else {
+        None
+    };
+    let made_earlier = earlier.is_some();
+    let mut new = match earlier {
+        Some(found) => found,
+        None => {
+            let mut params = exec.object.create_params(&record.payload);
+            if let Json::Object(metadata) = params
+                .entry("metadata")
+                .or_insert_with(|| Json::Object(Map::new()))
+            {
+                metadata.insert(REISSUE_MARKER.to_string(), Json::String(old_id.clone()));
+            }
+            match exec
+                .stripe
+                .create(schema, &form::encode(&params), &step("reissue"))
+                .await
+            {
+                Ok(written) => written.record.object,
+                Err(error) => {
+                    return stripe_problem(
+                        format!(
+                            "issue a new {} in place of voided `{old_id}`",
+                            schema.object
+                        ),
+                        error,
+                    )
+                }
+            }
+        }
+    };
+    let new_id = new["id"].as_str().unwrap_or_default().to_string();
+    crate::crash_point::reached("reissue:created");
+    if made_earlier {
+        // Made from an earlier row: its own fields follow this one.
+        let live = record_to_fields(schema, &new);
+        let mut changed =
+            changed_fields(&without_lines(&record.payload), &Baseline::Live(&live), &[]);
+        changed.retain(|path| !path.starts_with(&format!("metadata.{REISSUE_MARKER}")));
+        let own = update_params(schema, &without_lines(&record.payload), &changed);
+        if !own.is_empty() {
+            match exec
+                .stripe
+                .update(
+                    schema,
+                    &new_id,
+                    &form::encode(&own),
+                    &step("reissue-update"),
+                )
+                .await
+            {
+                Ok(written) => new = written.record.object,
+                Err(error) => {
+                    return stripe_problem(format!("update {} `{new_id}`", schema.object), error)
+                }
+            }
+        }
+    }
+
+    // 4. Its lines, and finalized as the sync says.
+    let latest = match sync_lines(exec, lines, record, new, made_earlier, exec.finalize).await {
+        Ok(latest) => latest,
+        Err(problem) => return settle_problem(exec, record, &new_id, problem),
+    };
+    let mut changes = changes;
+    if let Json::Object(changes) = &mut changes {
+        changes.insert(
+            "id".into(),
+            serde_json::json!({"before": old_id.as_str(), "after": new_id.as_str()}),
+        );
+    }
+    let reason = if was == "void" {
+        format!("issued `{new_id}` in place of voided `{old_id}`, whose lines Stripe cannot change")
+    } else {
+        format!(
+            "voided `{old_id}` (it was {was}) and issued `{new_id}` in its place: Stripe does not change a finalized {}'s lines",
+            schema.object
+        )
+    };
+    let mut done = settled(
+        record.row_number,
+        &record.key,
+        Outcome::Updated,
+        Some(new_id.clone()),
+        Some(reason),
+        None,
+        Some(changes.to_string()),
+    );
+    done.remember = Some(snapshot_entry(record, &new_id));
+    done.pending_resolved = drops_pending;
+    done.written = vec![old, latest];
+    Ok(done)
+}
+
+/// The invoice an interrupted reissue of `old` made, if any: among its customer's invoices
+/// (a consistent list), the one whose marker names `old` and that is not void itself.
+async fn earlier_reissue(
+    exec: &Execution<'_>,
+    old: &Json,
+) -> Result<Option<Json>, StripeCallError> {
+    let old_id = old["id"].as_str().unwrap_or_default();
+    let Some(customer) = old["customer"].as_str() else {
+        return Ok(None);
+    };
+    let mut starting_after: Option<String> = None;
+    loop {
+        let mut params = Map::from_iter([
+            ("limit".to_string(), Json::from(100)),
+            ("customer".to_string(), Json::String(customer.to_string())),
+        ]);
+        if let Some(after) = &starting_after {
+            params.insert("starting_after".to_string(), Json::String(after.clone()));
+        }
+        let page = exec.stripe.list_page(exec.schema(), &params).await?;
+        starting_after = page.records.last().map(|invoice| invoice.id.clone());
+        if let Some(found) = page.records.into_iter().find(|invoice| {
+            invoice.object["metadata"][REISSUE_MARKER].as_str() == Some(old_id)
+                && invoice.object["status"] != "void"
+        }) {
+            return Ok(Some(found.object));
+        }
+        if !page.has_more || starting_after.is_none() {
+            return Ok(None);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -357,6 +357,8 @@ struct StoredSyncSpec {
 struct StoredInvoice {
     line_key: String,
     finalize: String,
+    #[serde(default)]
+    reissue_finalized: bool,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -407,6 +409,7 @@ impl From<&SyncSpec> for StoredSyncSpec {
             invoice: spec.invoice.as_ref().map(|invoice| StoredInvoice {
                 line_key: invoice.line_key.clone(),
                 finalize: invoice.finalize.as_str().to_string(),
+                reissue_finalized: invoice.reissue_finalized,
             }),
         }
     }
@@ -457,6 +460,7 @@ impl TryFrom<StoredSyncSpec> for SyncSpec {
                         line_key: invoice.line_key,
                         finalize: Finalize::parse(&invoice.finalize)
                             .ok_or_else(|| format!("unknown finalize `{}`", invoice.finalize))?,
+                        reissue_finalized: invoice.reissue_finalized,
                     })
                 })
                 .transpose()?,

@@ -177,6 +177,41 @@ mod tests {
         assert!(!with_password.contains("hunter2"));
         assert!(refused("https://proxy.example.com/v1?x=1").contains("without a path"));
     }
+
+    /// A run page links each record to its page in Stripe's dashboard: test mode's for a test
+    /// key, none for another server (the emulator).
+    #[test]
+    fn every_object_has_its_dashboard_page() {
+        let test_mode = StripeConfig::new(ferry_core::Secret::new("sk_test_x".to_string()));
+        let links: Vec<Option<String>> = ferry_core::ObjectKind::ALL
+            .iter()
+            .map(|kind| test_mode.dashboard_url(crate::stripe::stripe_object(*kind).schema()))
+            .collect();
+        let base = "https://dashboard.stripe.com/test";
+        assert_eq!(
+            links,
+            [
+                "customers",
+                "products",
+                "prices",
+                "subscriptions",
+                "invoices"
+            ]
+            .map(|path| Some(format!("{base}/{path}")))
+        );
+        let mut live = StripeConfig::new(ferry_core::Secret::new("sk_live_x".to_string()));
+        assert_eq!(
+            live.dashboard_url(
+                crate::stripe::stripe_object(ferry_core::ObjectKind::Invoice).schema()
+            ),
+            Some("https://dashboard.stripe.com/invoices".to_string())
+        );
+        live.api_base = "http://127.0.0.1:12111".to_string();
+        assert_eq!(
+            live.dashboard_url(&ferry_stripe_wire::invoice::INVOICE),
+            None
+        );
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

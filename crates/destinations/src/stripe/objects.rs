@@ -5,7 +5,7 @@
 
 use ferry_core::{ObjectKind, Payload};
 use ferry_stripe_wire::customer::CUSTOMER;
-use ferry_stripe_wire::invoice::{INVOICE, INVOICE_ITEM, INVOICE_ITEMS_MAX};
+use ferry_stripe_wire::invoice::{INVOICE, INVOICE_ITEM, INVOICE_ITEMS_MAX, OPEN_UPDATABLE};
 use ferry_stripe_wire::price::PRICE;
 use ferry_stripe_wire::product::PRODUCT;
 use ferry_stripe_wire::subscription::SUBSCRIPTION;
@@ -76,6 +76,9 @@ pub struct Lines {
     pub marker: &'static str,
     /// Stripe's limit of lines on one parent.
     pub max: usize,
+    /// The parent's params Stripe still takes once it is finalized: a change to any other,
+    /// or to its lines, needs a new parent (void and reissue, when the sync allows it).
+    pub finalized_updatable: &'static [&'static str],
 }
 
 /// What retiring a record means for an object.
@@ -273,6 +276,7 @@ static INVOICE_LINES: Lines = Lines {
     inherited: &[("customer", None), ("currency", Some("price"))],
     marker: "ferry_line",
     max: INVOICE_ITEMS_MAX,
+    finalized_updatable: OPEN_UPDATABLE,
 };
 
 impl StripeObject for Invoice {

@@ -48,6 +48,7 @@ pub struct SyncForm {
     /// Invoices: the column telling an invoice's lines apart, and `never` or `when-created`.
     line_key: String,
     finalize: String,
+    reissue_finalized: bool,
     rows: Vec<MapperRow>,
 }
 
@@ -60,6 +61,8 @@ struct MapperRow {
 }
 
 const METADATA: &str = "metadata";
+/// The Mapper's choice "each line's metadata (custom key)", with the key in the box beside.
+const LINE_METADATA: &str = "lines.metadata";
 
 /// A choice field checked against its valid values; `None` (with a problem noted) when the
 /// value is not one of them. An absent or empty field is `default`, or a problem without one.
@@ -136,6 +139,7 @@ impl SyncForm {
                 "void_open_invoices" => form.void_open_invoices = value == "1",
                 "line_key" => form.line_key = value,
                 "finalize" => form.finalize = value,
+                "reissue_finalized" => form.reissue_finalized = value == "1",
                 "map_column" => columns.push(value),
                 "map_field" => fields_of_rows.push(value),
                 "map_metadata" => metadata.push(value.trim().to_string()),
@@ -199,6 +203,10 @@ impl SyncForm {
                 .as_ref()
                 .map(|invoice| invoice.finalize.as_str().to_string())
                 .unwrap_or_default(),
+            reissue_finalized: spec
+                .invoice
+                .as_ref()
+                .is_some_and(|invoice| invoice.reissue_finalized),
             rows: spec
                 .mappings
                 .iter()
@@ -207,6 +215,11 @@ impl SyncForm {
                         column: m.column.clone(),
                         field: METADATA.to_string(),
                         metadata: key.to_string(),
+                    },
+                    None if m.field.starts_with("lines.metadata.") => MapperRow {
+                        column: m.column.clone(),
+                        field: LINE_METADATA.to_string(),
+                        metadata: m.field["lines.metadata.".len()..].to_string(),
                     },
                     None => match m
                         .field
@@ -304,7 +317,7 @@ impl SyncForm {
                     continue;
                 }
                 format!("{reference}(metadata.{})", row.metadata)
-            } else if row.field == METADATA {
+            } else if row.field == METADATA || row.field == LINE_METADATA {
                 let key = if !row.metadata.is_empty() {
                     row.metadata.clone()
                 } else if reads_one_column {
@@ -316,7 +329,7 @@ impl SyncForm {
                     ));
                     continue;
                 };
-                format!("metadata.{key}")
+                format!("{}.{key}", row.field)
             } else {
                 row.field.clone()
             };
@@ -366,6 +379,7 @@ impl SyncForm {
                 Some(ferry_core::InvoiceSettings {
                     line_key: self.line_key.clone(),
                     finalize,
+                    reissue_finalized: self.reissue_finalized,
                 })
             }
             _ => None,
@@ -523,6 +537,7 @@ fn field_select(row: &MapperRow, schema: &'static ObjectSchema) -> Markup {
                     @for path in line_paths(lines) {
                         option value=(path) selected[row.field == path] { (path) }
                     }
+                    option value=(LINE_METADATA) selected[row.field == LINE_METADATA] { "lines.metadata (custom key)" }
                 }
             }
             @let references = reference_fields(schema);
@@ -561,7 +576,7 @@ fn field_select(row: &MapperRow, schema: &'static ObjectSchema) -> Markup {
 /// Whether the row's metadata key box is read: a custom metadata field, or a reference found
 /// by a metadata key (`product(metadata)`).
 fn reads_metadata_key(field: &str) -> bool {
-    field == METADATA || field.ends_with(&format!("({METADATA})"))
+    field == METADATA || field == LINE_METADATA || field.ends_with(&format!("({METADATA})"))
 }
 
 fn sync_form(
@@ -699,6 +714,12 @@ fn sync_form(
                         label.choice {
                             input type="radio" name="finalize" value="when-created" checked[form.finalize == "when-created"];
                             " " strong { "When created" } " — finalized once every line is on them, and sent when collected by send_invoice"
+                        }
+                    }
+                    div.field {
+                        label.choice {
+                            input type="checkbox" name="reissue_finalized" value="1" checked[form.reissue_finalized];
+                            " Void and reissue: when a finalized invoice's lines change in the model, void it and issue a new invoice in its place (Stripe never changes a finalized invoice's lines; a paid one is only reported)"
                         }
                     }
                 }
@@ -1449,19 +1470,46 @@ mod tests {
         }
     }
 
-    /// An invoice sync names its line key column and when invoices are finalized; the Mapper
-    /// offers each line's fields, its price found by lookup key among them.
+    /// An invoice sync names its line key column, when invoices are finalized and whether
+    /// changed finalized ones are reissued; the Mapper offers each line's fields (its price
+    /// found by lookup key among them, and its own metadata keys).
     #[test]
     fn an_invoice_form_names_its_line_key_and_finalizing() {
         let body = "model=m&destination=stripe&object=invoice&behavior=update-or-create&key_column=order_id&key_field=metadata&key_metadata=order_id\
-&line_key=line_id&finalize=when-created&map_column=amount&map_field=lines.amount&map_metadata=";
+&line_key=line_id&finalize=when-created&reissue_finalized=1&map_column=amount&map_field=lines.amount&map_metadata=\
+&map_column=sku&map_field=lines.metadata&map_metadata=";
         let form = SyncForm::parse(body.as_bytes()).ok().unwrap();
         let spec = form.to_spec().expect("a valid form");
+        assert_eq!(
+            spec.mappings
+                .iter()
+                .map(|m| (m.column.as_str(), m.field.as_str()))
+                .collect::<Vec<_>>(),
+            [("amount", "lines.amount"), ("sku", "lines.metadata.sku")],
+            "a line's metadata key defaults to the column's name"
+        );
+        let record = SyncRecord {
+            name: "orders".into(),
+            uid: "0123456789abcdef".into(),
+            spec: spec.clone(),
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        };
+        let again = SyncForm::from_record(&record);
+        assert_eq!(
+            (
+                again.rows[1].field.as_str(),
+                again.rows[1].metadata.as_str()
+            ),
+            (LINE_METADATA, "sku")
+        );
+        assert_eq!(again.to_spec().unwrap().mappings, spec.mappings);
         assert_eq!(
             spec.invoice,
             Some(ferry_core::InvoiceSettings {
                 line_key: "line_id".into(),
                 finalize: ferry_core::Finalize::WhenCreated,
+                reissue_finalized: true,
             })
         );
         let problem = SyncForm::parse(body.replace("line_key=line_id", "line_key=").as_bytes())
@@ -1485,6 +1533,8 @@ mod tests {
             r#"<option value="lines.amount" selected>lines.amount</option>"#,
             r#"<option value="lines.price(lookup_key)">lines.price(lookup_key)</option>"#,
             r#"name="finalize" value="when-created" checked"#,
+            r#"name="reissue_finalized" value="1" checked"#,
+            r#"<option value="lines.metadata" selected>lines.metadata (custom key)</option>"#,
         ] {
             assert!(
                 html.contains(expected),
