@@ -359,6 +359,93 @@ async fn crashes_and_lost_answers_never_duplicate_an_invoice_or_a_line() {
         .all(|item| item["invoice"].is_string()));
 }
 
+/// Runs of 24 orders of three lines each (finalized and sent when created), against 10 ms of
+/// latency, SIGKILLed at seeded random moments, then one run to the end: each order ends with
+/// one invoice holding each line once, finalized and sent once, and no item is left outside
+/// an invoice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_killed_at_random_moments_leave_one_whole_invoice_per_order() {
+    use rand::{Rng, SeedableRng};
+    let mut config = common::fast_emulator_config();
+    config.faults.latency = std::time::Duration::from_millis(10);
+    let scene = Scene::with_emulator(config).await;
+    scene.seed_billing();
+    let orders: Vec<String> = (1..=24).map(|n| format!("O{n:02}")).collect();
+    let mut lines = Vec::new();
+    for (n, order) in orders.iter().enumerate() {
+        let email = if n % 2 == 0 {
+            "ada@example.com"
+        } else {
+            "bob@example.com"
+        };
+        for line_key in ["L1", "L2", "L3"] {
+            lines.push(line(order, line_key, email, Some("1000"), None, None));
+        }
+    }
+    scene.warehouse_sql(&order_lines_sql(&lines));
+    scene.connect().await;
+    scene.invoices_sync(&["--finalize", "when-created"]).await;
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut kills = Vec::new();
+    for _ in 0..6 {
+        let after = rng.random_range(150..1200);
+        let mut child = scene
+            .command(&["sync", "run", "orders-to-stripe"])
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(after)).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills.push((after, scene.stripe().invoices().len()));
+    }
+    println!("killed at (ms after start, invoices in Stripe): {kills:?}");
+    assert!(
+        kills
+            .iter()
+            .any(|(_, invoices)| *invoices > 0 && *invoices < orders.len()),
+        "some run must be killed halfway: {kills:?}"
+    );
+    let run = scene.run_sync_json("orders-to-stripe", &[]).await;
+    assert_eq!(
+        (run["status"].as_str(), run["failed"].as_u64()),
+        (Some("completed"), Some(0)),
+        "{run}"
+    );
+
+    assert_eq!(
+        scene.stripe().invoices().len(),
+        orders.len(),
+        "no second invoice"
+    );
+    for order in &orders {
+        let invoices = scene.invoices_of(order);
+        assert_eq!(invoices.len(), 1, "{order}");
+        assert_eq!(invoices[0]["status"], "open", "{order}: finalized");
+        let id = invoices[0]["id"].as_str().unwrap();
+        let keys: Vec<String> = scene.items_of(id).0.into_iter().map(|l| l.0).collect();
+        assert_eq!(keys, ["L1", "L2", "L3"], "{order}: each line once");
+        let sent = scene
+            .stripe()
+            .events()
+            .into_iter()
+            .filter(|e| e["type"] == "invoice.sent" && e["data"]["object"]["id"] == id)
+            .count();
+        assert_eq!(sent, 1, "{order}: sent once");
+    }
+    assert!(scene
+        .stripe()
+        .invoice_items()
+        .iter()
+        .all(|item| item["invoice"].is_string()));
+    let again = scene.run_sync_json("orders-to-stripe", &[]).await;
+    assert_eq!(
+        again["unchanged"].as_u64(),
+        Some(orders.len() as u64),
+        "{again}"
+    );
+}
+
 /// With `--reissue-finalized`, a finalized invoice whose lines change is voided and issued
 /// again: runs killed after the old one gave up its key and after the new one was made still
 /// leave one live invoice per order, holding the new lines once, sent once, with the voided one
