@@ -658,3 +658,85 @@ async fn a_tiered_price_maps_its_tiers_and_is_replaced_when_they_change() {
         json!(false)
     );
 }
+
+/// Forty price replacements (every amount changed), against 10 ms of latency and ferry's
+/// test-mode limit of 25 requests a second, in runs SIGKILLed at seeded random moments (a
+/// rerun first reads each interrupted replacement's lookup key, over a second for forty),
+/// then one run to the end: each lookup key ends on one
+/// active price with the new amount, made once, naming the one it replaced, which is archived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacements_killed_at_random_moments_make_each_new_price_once() {
+    use rand::{Rng, SeedableRng};
+    let mut config = common::fast_emulator_config();
+    config.faults.latency = std::time::Duration::from_millis(10);
+    let scene = Scene::with_emulator(config).await;
+    scene.warehouse_sql(
+        "create table plans as select * from (values ('pro', 'Pro'), ('team', 'Team')) t(sku, name);
+         create table price_list as select 'p' || lpad(i::varchar, 2, '0') as lookup, 'pro' as sku,
+             'usd' as currency, 1000 + i as amount, 'month' as every, 'Plan ' || i as nickname
+             from range(40) t(i)",
+    );
+    scene.connect().await;
+    scene.catalogue_syncs().await;
+    scene.run_sync_json("plans-to-stripe", &[]).await;
+    let run = scene.run_sync_json("prices-to-stripe", &[]).await;
+    assert_eq!(run["created"].as_u64(), Some(40), "{run}");
+    let originals: std::collections::HashMap<String, String> = scene
+        .stripe()
+        .prices()
+        .into_iter()
+        .map(|p| {
+            (
+                p["lookup_key"].as_str().unwrap().to_string(),
+                p["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+
+    scene.warehouse_sql("update price_list set amount = amount + 500");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let mut kills = Vec::new();
+    for _ in 0..5 {
+        let after = rng.random_range(300..3500);
+        let mut child = scene
+            .command(&["sync", "run", "prices-to-stripe"])
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(after)).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills.push((after, scene.stripe().prices().len()));
+    }
+    println!("killed at (ms after start, prices in Stripe): {kills:?}");
+    assert!(
+        kills.iter().any(|(_, prices)| *prices > 40 && *prices < 80),
+        "some run must be killed halfway: {kills:?}"
+    );
+    let run = scene.run_sync_json("prices-to-stripe", &[]).await;
+    assert_eq!(
+        (run["status"].as_str(), run["failed"].as_u64()),
+        (Some("completed"), Some(0)),
+        "{run}"
+    );
+
+    let prices = scene.stripe().prices();
+    assert_eq!(prices.len(), 80, "one new price per old one");
+    for (lookup, old) in &originals {
+        let holders = scene.price_with_lookup_key(lookup);
+        assert_eq!(holders.len(), 1, "{lookup}");
+        let n: i64 = lookup[1..].parse().unwrap();
+        assert_eq!(
+            (
+                &holders[0]["unit_amount"],
+                &holders[0]["active"],
+                &holders[0]["metadata"]["ferry_replaces"]
+            ),
+            (&json!(1500 + n), &json!(true), &json!(old)),
+            "{lookup}"
+        );
+        let old_price = prices.iter().find(|p| p["id"] == json!(old)).unwrap();
+        assert_eq!(old_price["active"], false, "{lookup}: the old one archived");
+    }
+    let again = scene.run_sync_json("prices-to-stripe", &[]).await;
+    assert_eq!(again["unchanged"].as_u64(), Some(40), "{again}");
+}
