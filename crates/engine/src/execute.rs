@@ -12,7 +12,7 @@ use crate::prepare::{PreparedRecord, WarehouseAck};
 use crate::EngineError;
 use ferry_core::{Outcome, Payload, RunCounts};
 use ferry_destinations::stripe::encoder::{
-    is_request_option, needs_current_items, pair_lists, update_params,
+    held_by_record, needs_current_items, pair_lists, update_params,
 };
 use ferry_destinations::stripe::{
     record_to_fields, StripeCallError, StripeObject, StripeService, Written,
@@ -564,7 +564,7 @@ async fn finish_create(
         let live = record_to_fields(exec.schema(), &created.object);
         let mut changed =
             ferry_core::changed_fields(&record.payload, &ferry_core::Baseline::Live(&live), &[]);
-        changed.retain(|path| !is_request_option(exec.schema(), path));
+        changed.retain(|path| held_by_record(exec.schema(), path));
         // Lines are compared and brought up to date by `lines::sync_lines`, below.
         if let Some(lines) = exec.object.lines() {
             changed.retain(|path| path != lines.field);

@@ -12,7 +12,7 @@ use crate::prepare::{PreparedRecord, RejectedRow};
 use crate::EngineError;
 use ferry_core::Outcome;
 use ferry_core::{changed_fields, Baseline, FieldValue, Finalize, Payload};
-use ferry_destinations::stripe::encoder::{create_params, update_params};
+use ferry_destinations::stripe::encoder::{create_params, held_by_record, update_params};
 use ferry_destinations::stripe::{record_to_fields, Lines, StripeCallError, StripeService};
 use ferry_stripe_wire::ObjectSchema;
 use ferry_stripe_wire::{form, ParamError};
@@ -341,7 +341,8 @@ fn line_work<'r>(
         match existing.remove(line_key) {
             Some(item) => {
                 let live = record_to_fields(lines.schema, &item);
-                let changed = changed_fields(line, &Baseline::Live(&live), &[]);
+                let mut changed = changed_fields(line, &Baseline::Live(&live), &[]);
+                changed.retain(|path| held_by_record(lines.schema, path));
                 if !changed.is_empty() {
                     let item_id = item["id"].as_str().unwrap_or_default().to_string();
                     updates.push((line, line_key, item_id, changed));
@@ -765,7 +766,7 @@ async fn reissue(
         let live = record_to_fields(schema, &new);
         let mut changed =
             changed_fields(&without_lines(&record.payload), &Baseline::Live(&live), &[]);
-        changed.retain(|path| !path.starts_with(&format!("metadata.{REISSUE_MARKER}")));
+        changed.retain(|path| held_by_record(schema, path));
         let own = update_params(schema, &without_lines(&record.payload), &changed);
         if !own.is_empty() {
             match exec

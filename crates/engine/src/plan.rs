@@ -5,7 +5,7 @@
 
 use crate::prepare::PreparedRecord;
 use ferry_core::{changed_fields, Baseline, Behavior, FieldValue, Payload};
-use ferry_destinations::stripe::encoder::is_request_option;
+use ferry_destinations::stripe::encoder::{held_by_record, is_request_option};
 use ferry_destinations::stripe::{record_to_fields, Replacement, StripeRecord};
 use ferry_state::PendingCreate;
 use ferry_stripe_wire::{form, ObjectSchema};
@@ -290,8 +290,9 @@ fn against_live(record: &PreparedRecord, live: &StripeRecord, rules: &Rules<'_>)
     if rules.key_ignores_case {
         changed.retain(|path| path != rules.key_path);
     }
-    // Stripe does not hold how a write was carried out (`proration_behavior`).
-    changed.retain(|path| !is_request_option(rules.schema, path));
+    // Stripe does not hold how a write was carried out (`proration_behavior`), nor what it
+    // takes without returning (an invoice's `days_until_due`).
+    changed.retain(|path| held_by_record(rules.schema, path));
     if changed.is_empty() {
         return Action::Unchanged {
             destination_id: live.id.clone(),
@@ -430,6 +431,7 @@ mod tests {
     use super::*;
     use expect_test::{expect, Expect};
     use ferry_stripe_wire::customer::CUSTOMER;
+    use ferry_stripe_wire::invoice::INVOICE;
     use ferry_stripe_wire::product::PRODUCT;
 
     /// `email=a@b.co name=Ada` → a payload; `-` as a value means "clear", digits an integer.
@@ -528,6 +530,38 @@ mod tests {
     }
 
     const CREATE: Behavior = Behavior::UpdateOrCreate;
+
+    /// Stripe takes an invoice's `days_until_due` but returns only the `due_date` it set: a
+    /// record found by its key is not sent it again for that alone.
+    #[test]
+    fn a_field_stripe_does_not_return_is_not_compared_with_the_record() {
+        let rules = Rules {
+            schema: &INVOICE,
+            behavior: CREATE,
+            key_path: "metadata.order_id",
+            key_ignores_case: false,
+            replacement: None,
+        };
+        let found = live(
+            "in_1",
+            serde_json::json!({"id": "in_1", "collection_method": "send_invoice",
+                "due_date": 1_800_000_000, "description": "March", "metadata": {"order_id": "O1"}}),
+        );
+        let planned = |row: &str| {
+            let record = PreparedRecord::new(1, "O1".into(), "O1".into(), payload(row));
+            match against_live(&record, &found, &rules) {
+                Action::Unchanged { .. } => "unchanged".to_string(),
+                Action::Update { changed, .. } => format!("update {}", changed.join(",")),
+                other => other.kind().to_string(),
+            }
+        };
+        let row = "metadata.order_id=O1 days_until_due=30";
+        assert_eq!(planned(&format!("{row} description=March")), "unchanged");
+        assert_eq!(
+            planned(&format!("{row} description=April")),
+            "update description"
+        );
+    }
 
     #[test]
     fn against_the_last_write() {

@@ -20,7 +20,7 @@ use crate::plan::{replaced_by, PENDING_CREATE_MAX_AGE};
 use crate::prepare::PreparedRecord;
 use crate::EngineError;
 use ferry_core::{changed_fields, Baseline, FieldValue, Outcome};
-use ferry_destinations::stripe::encoder::{create_params, update_params};
+use ferry_destinations::stripe::encoder::{create_params, held_by_record, update_params};
 use ferry_destinations::stripe::{record_to_fields, Replacement, StripeCallError, StripeRecord};
 use ferry_state::PendingCreate;
 use ferry_stripe_wire::form;
@@ -67,7 +67,8 @@ pub(crate) async fn replace(
         Some(new) => {
             // Made from an earlier row: brought up to date with this one.
             let live = record_to_fields(exec.schema(), &new.object);
-            let changed = changed_fields(&record.payload, &Baseline::Live(&live), &[]);
+            let mut changed = changed_fields(&record.payload, &Baseline::Live(&live), &[]);
+            changed.retain(|path| held_by_record(exec.schema(), path));
             let (updatable, fixed): (Vec<String>, Vec<String>) =
                 changed.into_iter().partition(|path| {
                     !exec

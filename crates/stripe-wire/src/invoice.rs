@@ -17,8 +17,8 @@ use serde_json::{Map, Value};
 use crate::form::leaf_text;
 use crate::param_error::{ParamError, Problem};
 use crate::params::{
-    create_only, integer_of, non_empty, not_mapped, references, required, string, unsettable,
-    with_kind, Param, ParamKind,
+    create_only, integer_of, non_empty, not_mapped, not_returned, references, required, string,
+    unsettable, with_kind, Param, ParamKind,
 };
 use crate::schema::ObjectSchema;
 
@@ -66,8 +66,8 @@ pub static INVOICE_PARAMS: &[Param] = &[
         "customer",
     ),
     // Only with `collection_method=send_invoice`, which needs it or `due_date`: see
-    // `invoice_rules`.
-    with_kind("days_until_due", NON_NEGATIVE),
+    // `invoice_rules`. Stripe sets `due_date` from it and does not return it.
+    not_returned(with_kind("days_until_due", NON_NEGATIVE)),
     unsettable(string("description", INVOICE_DESCRIPTION_MAX_CHARS)),
     // A unix timestamp; only with `collection_method=send_invoice`.
     with_kind("due_date", NON_NEGATIVE),

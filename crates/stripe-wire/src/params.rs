@@ -45,6 +45,8 @@ pub struct Param {
     /// Says how Stripe carries a write out (a subscription's `proration_behavior`), not a field
     /// of the record: Stripe never returns it (see [`request_option`]).
     pub request_option: bool,
+    /// A field Stripe takes but does not return on the record (see [`not_returned`]).
+    pub not_returned: bool,
 }
 
 /// The type of a parameter, with its limits.
@@ -119,6 +121,7 @@ pub const fn string(name: &'static str, max_chars: usize) -> Param {
         unset_reads_as: None,
         refers_to: None,
         request_option: false,
+        not_returned: false,
     }
 }
 
@@ -136,6 +139,7 @@ pub const fn with_kind(name: &'static str, kind: ParamKind) -> Param {
         unset_reads_as: None,
         refers_to: None,
         request_option: false,
+        not_returned: false,
     }
 }
 
@@ -219,6 +223,16 @@ pub const fn references(param: Param, object: &'static str) -> Param {
 pub const fn request_option(param: Param) -> Param {
     Param {
         request_option: true,
+        ..param
+    }
+}
+
+/// A field Stripe takes but does not return on the record (an invoice's `days_until_due`,
+/// read back only as the `due_date` it set): compared with ferry's last write, never with the
+/// record as Stripe holds it, which would always find it changed.
+pub const fn not_returned(param: Param) -> Param {
+    Param {
+        not_returned: true,
         ..param
     }
 }

@@ -91,6 +91,16 @@ pub fn is_request_option(schema: &'static ObjectSchema, path: &str) -> bool {
             .is_some_and(|field| field.param.request_option)
 }
 
+/// Whether the record as Stripe returns it holds `path`: not a request option, nor a field
+/// Stripe takes without returning (an invoice's `days_until_due`). Comparisons with a record
+/// read from Stripe skip the others, which would always look changed.
+pub fn held_by_record(schema: &'static ObjectSchema, path: &str) -> bool {
+    path.starts_with("metadata.")
+        || schema
+            .field(path)
+            .is_none_or(|field| !field.param.request_option && !field.param.not_returned)
+}
+
 /// The lists of `schema` that Stripe changes item by item, each existing item named by its
 /// `id` (a subscription's `items`), with the item field that refers to another record
 /// (`price`): sent as they are, their items would be added to the list.
