@@ -55,7 +55,9 @@ pub struct ConnectDuckdbArgs {
 #[derive(Args, Debug)]
 pub struct ConnectPostgresArgs {
     pub name: String,
-    /// postgres://user:password@host:port/db (stored encrypted).
+    /// postgres://user:password@host:port/db (stored encrypted). TLS as with libpq:
+    /// ?sslmode=disable|prefer (default)|require|verify-ca|verify-full, and
+    /// &sslrootcert=PATH for the PEM certificate of the server's CA.
     #[arg(long, conflicts_with = "url_env", required_unless_present = "url_env")]
     pub url: Option<String>,
     /// Read the URL from this environment variable at every use.

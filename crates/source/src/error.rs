@@ -2,7 +2,7 @@
 //!
 //! No variant ever holds a connection string or a password: targets are described by host,
 //! port, user and database only, and driver messages are scrubbed of the password before they
-//! are stored here (see `postgres_source::redact_password`).
+//! are stored here (see `postgres_source::redact_source_error`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,6 +18,11 @@ pub enum SourceError {
          the connection string points at it"
     )]
     ConnectionFailed { target: String, reason: String },
+
+    /// TLS could not be set up as the connection string's `sslmode` asks; `reason` says why
+    /// and what to change (sslmode, sslrootcert, or the server's settings).
+    #[error("cannot connect to {target} over TLS: {reason}")]
+    TlsFailed { target: String, reason: String },
 
     /// The server answered but refused the login (bad password, unknown role, pg_hba rule).
     #[error(

@@ -12,13 +12,14 @@ use crate::{
     TimeoutSetting, ValidatedModelSql,
 };
 use ferry_core::{Secret, Value};
+use ferry_postgres_connect::{ConnectError, ConnectionStringError, PostgresTarget, TlsConnector};
 use std::error::Error as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{Client, Row};
 use tracing::debug;
 
 /// How long to wait for a server that does not answer, unless the connection string says.
@@ -77,15 +78,27 @@ pub(crate) async fn start_postgres_query(
 
 /// Describes a connection string for messages and logs, without its password.
 pub(crate) fn describe_postgres_target(url: &Secret) -> String {
-    match url.expose().parse::<tokio_postgres::Config>() {
-        Ok(config) => describe_target(&config),
+    match PostgresTarget::parse(url.expose()) {
+        Ok(target) => describe_target(target.config()),
         Err(_) => "PostgreSQL (connection string not valid)".to_string(),
     }
+}
+
+/// Reads the connection string, libpq's TLS settings included.
+pub(crate) fn parse_target(url: &Secret) -> Result<PostgresTarget, SourceError> {
+    PostgresTarget::parse(url.expose()).map_err(|error| SourceError::InvalidConnectionString {
+        reason: match &error {
+            ConnectionStringError::Driver(driver_error) => describe_driver_error(driver_error),
+            other => other.to_string(),
+        },
+    })
 }
 
 /// A client plus what error messages need to know about it.
 pub(crate) struct PostgresConnection {
     pub(crate) client: Client,
+    /// How a cancel request reaches the server: the same way as the connection.
+    tls: TlsConnector,
     password: Option<String>,
     /// The reason the connection task ended with an error, if it did: it says more than the
     /// client's own "connection closed" (e.g. "terminating connection due to administrator
@@ -95,16 +108,12 @@ pub(crate) struct PostgresConnection {
 
 impl PostgresConnection {
     pub(crate) async fn open(url: &Secret) -> Result<PostgresConnection, SourceError> {
-        let mut config: tokio_postgres::Config =
-            url.expose()
-                .parse()
-                .map_err(|error| SourceError::InvalidConnectionString {
-                    reason: describe_driver_error(&error),
-                })?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+        let mut target = parse_target(url)?;
+        if target.config().get_connect_timeout().is_none() {
+            target.config_mut().connect_timeout(DEFAULT_CONNECT_TIMEOUT);
         }
-        let target = describe_target(&config);
+        let config = target.config();
+        let description = describe_target(config);
         let password = config
             .get_password()
             .map(|password| String::from_utf8_lossy(password).into_owned());
@@ -115,16 +124,19 @@ impl PostgresConnection {
             .copied()
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT)
             + HANDSHAKE_TIMEOUT;
-        let (client, connection) = tokio::time::timeout(handshake_limit, config.connect(NoTls))
+        let tls = target
+            .tls_connector()
+            .map_err(|error| connect_error(&error.into(), &description, password.as_deref()))?;
+        let (client, connection) = tokio::time::timeout(handshake_limit, target.connect(&tls))
             .await
             .map_err(|_| SourceError::ConnectionFailed {
-                target: target.clone(),
+                target: description.clone(),
                 reason: format!(
                     "the server accepted the connection but did not answer within {}",
                     crate::human_duration(handshake_limit)
                 ),
             })?
-            .map_err(|error| connect_error(&error, &target, password.as_deref()))?;
+            .map_err(|error| connect_error(&error, &description, password.as_deref()))?;
         let connection_failure = Arc::new(Mutex::new(None));
         let failure_slot = Arc::clone(&connection_failure);
         tokio::spawn(async move {
@@ -147,6 +159,7 @@ impl PostgresConnection {
         });
         Ok(PostgresConnection {
             client,
+            tls,
             password,
             connection_failure,
         })
@@ -188,12 +201,13 @@ async fn run_model_until_done_or_dropped(
     rows_sender: RowBatcher,
 ) {
     let cancel_token = connection.client.cancel_token();
+    let tls = connection.tls.clone();
     let reader_watch = rows_sender.watch();
     tokio::select! {
         () = read_model(&mut connection, &model, &options, columns_sender, rows_sender) => {}
         () = reader_watch.closed() => {
             debug!("Model stream dropped; cancelling the PostgreSQL statement.");
-            if let Err(error) = cancel_token.cancel_query(NoTls).await {
+            if let Err(error) = cancel_token.cancel_query(tls).await {
                 debug!(error = %describe_driver_error(&error), "Could not cancel the PostgreSQL statement.");
             }
         }
@@ -399,11 +413,17 @@ fn classify_model_error(
     }
 }
 
-fn connect_error(
-    error: &tokio_postgres::Error,
-    target: &str,
-    password: Option<&str>,
-) -> SourceError {
+fn connect_error(error: &ConnectError, target: &str, password: Option<&str>) -> SourceError {
+    let error = match error {
+        ConnectError::Tls(tls_error) => {
+            let source_error = SourceError::TlsFailed {
+                target: target.to_string(),
+                reason: tls_error.to_string(),
+            };
+            return redact_source_error(source_error, password);
+        }
+        ConnectError::Postgres(error) => error,
+    };
     let reason = database_message_or_description(error);
     // Class 28 is "invalid authorization specification": bad password, unknown role, a
     // pg_hba.conf rule. The driver's own "authentication error" covers a missing password.
@@ -499,6 +519,10 @@ fn redact_source_error(error: SourceError, password: Option<&str>) -> SourceErro
             reason: redact(reason),
         },
         SourceError::AuthenticationFailed { target, reason } => SourceError::AuthenticationFailed {
+            target: redact(target),
+            reason: redact(reason),
+        },
+        SourceError::TlsFailed { target, reason } => SourceError::TlsFailed {
             target: redact(target),
             reason: redact(reason),
         },

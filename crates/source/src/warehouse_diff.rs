@@ -591,11 +591,9 @@ fn postgres_error(
     error: &tokio_postgres::Error,
 ) -> SourceError {
     if error.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
-        let user = url
-            .expose()
-            .parse::<tokio_postgres::Config>()
+        let user = ferry_postgres_connect::PostgresTarget::parse(url.expose())
             .ok()
-            .and_then(|config| config.get_user().map(str::to_string))
+            .and_then(|target| target.config().get_user().map(str::to_string))
             .unwrap_or_else(|| "the connection's user".to_string());
         let message = error
             .as_db_error()

@@ -159,6 +159,11 @@ pub enum StateError {
     )]
     PostgresConnect { location: String, message: String },
 
+    /// TLS could not be set up as the state URL's `sslmode` asks: a setting to change, not an
+    /// outage. `message` names the fix.
+    #[error("cannot connect to the PostgreSQL state store at {location} over TLS: {message}")]
+    PostgresTls { location: String, message: String },
+
     /// `message` is the server's own text when there is one (tokio-postgres' Display of a server
     /// error is only "db error").
     #[error("the PostgreSQL state store failed while {doing}: {message}")]

@@ -24,10 +24,11 @@ use crate::{
 };
 use chrono::{DateTime, Utc};
 use ferry_core::{Outcome, RunCounts, RunStatus, SyncSpec};
+use ferry_postgres_connect::{ConnectError, ConnectionStringError, PostgresTarget, TlsError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::types::{FromSql, ToSql};
-use tokio_postgres::{Client, GenericClient, NoTls, Row};
+use tokio_postgres::{Client, GenericClient, Row};
 
 /// The schema, one SQL script per version, applied in order and recorded in
 /// `schema_migrations`. Append new versions; never edit an applied one.
@@ -1290,19 +1291,27 @@ async fn open_session(url: &PostgresUrl) -> Result<Session, StateError> {
         location: url.redacted.clone(),
         message,
     };
-    let mut config: tokio_postgres::Config = url
-        .connection_string
-        .parse()
-        .map_err(|error| failed(postgres_error_text(&error)))?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECT_TIMEOUT);
+    let tls_failed = |error: TlsError| StateError::PostgresTls {
+        location: url.redacted.clone(),
+        message: error.to_string(),
+    };
+    let mut target = PostgresTarget::parse(&url.connection_string).map_err(|error| {
+        failed(match &error {
+            ConnectionStringError::Driver(driver_error) => postgres_error_text(driver_error),
+            other => other.to_string(),
+        })
+    })?;
+    if target.config().get_connect_timeout().is_none() {
+        target.config_mut().connect_timeout(CONNECT_TIMEOUT);
     }
-    let limit = config
+    let limit = target
+        .config()
         .get_connect_timeout()
         .copied()
         .unwrap_or(CONNECT_TIMEOUT)
         + HANDSHAKE_TIMEOUT;
-    let (client, connection) = tokio::time::timeout(limit, config.connect(NoTls))
+    let tls = target.tls_connector().map_err(tls_failed)?;
+    let (client, connection) = tokio::time::timeout(limit, target.connect(&tls))
         .await
         .map_err(|_| {
             failed(format!(
@@ -1310,7 +1319,10 @@ async fn open_session(url: &PostgresUrl) -> Result<Session, StateError> {
                 limit.as_secs()
             ))
         })?
-        .map_err(|error| failed(postgres_error_text(&error)))?;
+        .map_err(|error| match error {
+            ConnectError::Tls(tls_error) => tls_failed(tls_error),
+            ConnectError::Postgres(error) => failed(postgres_error_text(&error)),
+        })?;
     let location = url.redacted.clone();
     let connection_task = tokio::spawn(async move {
         if let Err(error) = connection.await {

@@ -1,5 +1,6 @@
-//! A throwaway PostgreSQL server for tests: its own data directory, reachable only through a
-//! unix socket in a temporary directory, gone when the value is dropped.
+//! A throwaway PostgreSQL server for tests: its own data directory, reachable through a unix
+//! socket in a temporary directory (and, if asked, over TCP on 127.0.0.1, with or without TLS),
+//! gone when the value is dropped.
 
 use anyhow::{anyhow, bail, Context};
 use std::fmt::Write as _;
@@ -16,13 +17,35 @@ const MISSING_BINARIES: &str = "PostgreSQL 15 binaries (initdb, pg_ctl, postgres
 /// The database every server is created with; [`PgServer::url`] points at it.
 const DEFAULT_DATABASE: &str = "ferry_test";
 
+/// The CA's certificate, in the server's root directory (readable by the tests).
+const CA_CERTIFICATE_FILE: &str = "ca.pem";
+
 /// The role initdb creates; authentication is `trust`, so no password is needed.
 const SUPERUSER: &str = "postgres";
 
+/// The password of the `postgres` role over TCP (the unix socket needs none). Tests check that
+/// ferry never prints it.
+pub const TCP_PASSWORD: &str = "tcp-secret-8c1f";
+
+/// How a server can be reached besides its unix socket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Listen {
+    /// Only the unix socket.
+    #[default]
+    SocketOnly,
+    /// TCP on 127.0.0.1 as well, without TLS (`ssl = off`); password login.
+    Tcp,
+    /// TCP on 127.0.0.1 with TLS only: `hostssl` lines, plain TCP refused; password login. The
+    /// server's certificate names `localhost` (not 127.0.0.1) and is signed by a CA made for
+    /// this server, whose certificate is [`PgServer::ca_certificate`].
+    TcpTlsOnly,
+}
+
 /// A PostgreSQL server that lives as long as this value.
 ///
-/// It listens on no TCP address at all, only on a unix socket inside its own temporary
-/// directory, so any number of servers can run at once (parallel tests, several test binaries).
+/// By default it listens on no TCP address at all, only on a unix socket inside its own
+/// temporary directory, so any number of servers can run at once (parallel tests, several test
+/// binaries). [`PgServer::start_with`] adds TCP on 127.0.0.1, plain or TLS only.
 /// Dropping the value stops the server and deletes the directory. If the test process dies
 /// without dropping it (a `static`, a panic that aborts, SIGKILL), a small watchdog process
 /// notices within a second and does the same cleanup.
@@ -33,6 +56,7 @@ pub struct PgServer {
     port: u16,
     binaries: PgBinaries,
     run_as: RunAs,
+    listen: Listen,
     /// True while the server process should be up; `restart` and `stop` flip it.
     running: AtomicBool,
     watchdog: Option<Child>,
@@ -47,6 +71,12 @@ impl PgServer {
     /// PostgreSQL refuses to run as root; when the tests run as root (CI does), the server
     /// runs as the `postgres` system user through `runuser`.
     pub fn start() -> anyhow::Result<PgServer> {
+        PgServer::start_with(Listen::SocketOnly)
+    }
+
+    /// Like [`PgServer::start`], also listening on 127.0.0.1 as `listen` says. The CA and the
+    /// server's certificate are made at start (rcgen), so nothing needs installing.
+    pub fn start_with(listen: Listen) -> anyhow::Result<PgServer> {
         let binaries = PgBinaries::find()?;
         let run_as = RunAs::detect()?;
         // Unix socket paths are limited to about 100 bytes, so the directory is made in /tmp
@@ -68,6 +98,7 @@ impl PgServer {
             port: pick_free_port()?,
             binaries,
             run_as,
+            listen,
             running: AtomicBool::new(false),
             watchdog: None,
             _temp_dir: temp_dir,
@@ -76,8 +107,20 @@ impl PgServer {
         server.watchdog = Some(server.spawn_watchdog()?);
         server.run_initdb()?;
         server.write_configuration()?;
+        if listen == Listen::TcpTlsOnly {
+            server.write_certificates()?;
+        }
+        if listen != Listen::SocketOnly {
+            server.write_tcp_access_rules()?;
+        }
         server.start_server()?;
         server.create_database(DEFAULT_DATABASE)?;
+        if listen != Listen::SocketOnly {
+            server.run_sql(
+                "postgres",
+                &format!("ALTER ROLE {SUPERUSER} PASSWORD '{TCP_PASSWORD}'"),
+            )?;
+        }
         Ok(server)
     }
 
@@ -93,6 +136,31 @@ impl PgServer {
             self.root_dir.display(),
             self.port
         )
+    }
+
+    /// A `postgres://` URL reaching `database` over TCP through `host` (`localhost` or
+    /// `127.0.0.1`), with the password; `parameters` (e.g. `sslmode=require`) are appended as
+    /// the query. Only for servers started with [`Listen::Tcp`] or [`Listen::TcpTlsOnly`].
+    pub fn tcp_url(&self, host: &str, database: &str, parameters: &str) -> String {
+        assert_ne!(
+            self.listen,
+            Listen::SocketOnly,
+            "this PostgreSQL server listens on no TCP address; start it with PgServer::start_with"
+        );
+        let mut url = format!(
+            "postgres://{SUPERUSER}:{TCP_PASSWORD}@{host}:{}/{database}",
+            self.port
+        );
+        if !parameters.is_empty() {
+            url.push('?');
+            url.push_str(parameters);
+        }
+        url
+    }
+
+    /// The PEM file of the CA that signed the server's certificate ([`Listen::TcpTlsOnly`]).
+    pub fn ca_certificate(&self) -> Option<PathBuf> {
+        (self.listen == Listen::TcpTlsOnly).then(|| self.root_dir.join(CA_CERTIFICATE_FILE))
     }
 
     /// Creates a database and returns its connection string. Names are lowercase
@@ -157,9 +225,19 @@ impl PgServer {
     /// Settings for a fast, private, disposable server. They live in postgresql.conf rather
     /// than on the command line so `start_again` brings the server back exactly the same.
     fn write_configuration(&self) -> anyhow::Result<()> {
+        let listen_addresses = match self.listen {
+            Listen::SocketOnly => "",
+            Listen::Tcp | Listen::TcpTlsOnly => "127.0.0.1",
+        };
+        let tls = match self.listen {
+            Listen::SocketOnly | Listen::Tcp => "",
+            Listen::TcpTlsOnly => {
+                "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n"
+            }
+        };
         let settings = format!(
-            "\n# Added by ferry-testkit: unix socket only, durability off (the data is thrown away).\n\
-             listen_addresses = ''\n\
+            "\n# Added by ferry-testkit: durability off (the data is thrown away).\n\
+             listen_addresses = '{listen_addresses}'\n\
              unix_socket_directories = '{socket_dir}'\n\
              port = {port}\n\
              fsync = off\n\
@@ -167,7 +245,8 @@ impl PgServer {
              full_page_writes = off\n\
              shared_buffers = 16MB\n\
              max_connections = 100\n\
-             log_min_messages = warning\n",
+             log_min_messages = warning\n\
+             {tls}",
             socket_dir = self.root_dir.display(),
             port = self.port,
         );
@@ -178,6 +257,76 @@ impl PgServer {
         // Rewriting the existing file keeps its owner (the postgres user when we run as root).
         std::fs::write(&config_path, config)
             .with_context(|| format!("cannot write {}", config_path.display()))
+    }
+
+    /// pg_hba.conf for TCP: the socket stays `trust` (the kit's own psql, tests' setup SQL);
+    /// TCP asks for the password, and with TLS only `hostssl` is let in.
+    fn write_tcp_access_rules(&self) -> anyhow::Result<()> {
+        let tcp_rules = match self.listen {
+            Listen::SocketOnly => return Ok(()),
+            Listen::Tcp => "host all all 127.0.0.1/32 scram-sha-256\n",
+            Listen::TcpTlsOnly => {
+                "hostssl all all 127.0.0.1/32 scram-sha-256\n\
+                 hostnossl all all 127.0.0.1/32 reject\n"
+            }
+        };
+        let rules = format!("# Written by ferry-testkit.\nlocal all all trust\n{tcp_rules}");
+        self.write_server_file(&self.data_dir.join("pg_hba.conf"), &rules, 0o600)
+    }
+
+    /// A CA, and a certificate for `localhost` signed by it, made now: the server's key and
+    /// certificate in the data directory (the key 0600, as PostgreSQL insists), the CA's
+    /// certificate next to it for clients.
+    fn write_certificates(&self) -> anyhow::Result<()> {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose,
+        };
+        let ca_key = KeyPair::generate().context("cannot make the test CA's key")?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "ferry-testkit CA");
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_certificate = ca_params.self_signed(&ca_key)?;
+        let issuer = Issuer::new(ca_params, ca_key);
+
+        let server_key = KeyPair::generate().context("cannot make the server's key")?;
+        let mut server_params = CertificateParams::new(vec!["localhost".to_string()])?;
+        server_params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let server_certificate = server_params.signed_by(&server_key, &issuer)?;
+
+        self.write_server_file(
+            &self.data_dir.join("server.crt"),
+            &server_certificate.pem(),
+            0o644,
+        )?;
+        self.write_server_file(
+            &self.data_dir.join("server.key"),
+            &server_key.serialize_pem(),
+            0o600,
+        )?;
+        let ca_path = self.root_dir.join(CA_CERTIFICATE_FILE);
+        std::fs::write(&ca_path, ca_certificate.pem())
+            .with_context(|| format!("cannot write {}", ca_path.display()))
+    }
+
+    /// Writes a file the server reads, with `mode`, owned by the user the server runs as.
+    fn write_server_file(&self, path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::write(path, contents)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+        if let RunAs::PostgresUser { uid, gid } = self.run_as {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .with_context(|| format!("cannot give {} to the postgres user", path.display()))?;
+        }
+        Ok(())
     }
 
     fn start_server(&self) -> anyhow::Result<()> {

@@ -1,7 +1,7 @@
 //! Tests of the throwaway PostgreSQL server: it starts, answers, survives a restart, runs next
 //! to other servers and leaves nothing behind.
 
-use ferry_testkit::PgServer;
+use ferry_testkit::{Listen, PgServer};
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -130,6 +130,33 @@ fn server_of_a_killed_process_is_cleaned_up() {
         !process_is_alive(postmaster_pid),
         "postgres {postmaster_pid} still runs"
     );
+}
+
+#[tokio::test]
+async fn a_tls_server_has_its_certificates_and_listens_on_loopback() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let server = PgServer::start_with(Listen::TcpTlsOnly).expect("start PostgreSQL with TLS");
+    assert_eq!(query_text(&server.url(), "SHOW ssl").await, "on");
+    assert_eq!(
+        query_text(&server.url(), "SHOW listen_addresses").await,
+        "127.0.0.1"
+    );
+    let data_dir = server.socket_dir().join("data");
+    let key_mode = std::fs::metadata(data_dir.join("server.key"))
+        .expect("server.key")
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+    let ca = std::fs::read_to_string(server.ca_certificate().expect("a CA")).expect("ca.pem");
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    assert!(
+        server
+            .tcp_url("localhost", "ferry_test", "sslmode=require")
+            .ends_with(&format!(":{}/ferry_test?sslmode=require", server.port())),
+        "{}",
+        server.tcp_url("localhost", "ferry_test", "sslmode=require")
+    );
+    assert_eq!(PgServer::start().unwrap().ca_certificate(), None);
 }
 
 async fn select_one(url: &str) -> i32 {
