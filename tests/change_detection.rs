@@ -345,17 +345,7 @@ async fn a_crash_between_chunks_leaves_only_the_unsent_rows_to_travel() {
         .await;
     connect_duckdb_with_change_detection(&scene).await;
 
-    let mut command = scene.command(&["sync", "run", "people-to-stripe"]);
-    command.env("FERRY_TEST_CRASH_AT", "chunk:1");
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
-    assert!(
-        !output.status.success()
-            && String::from_utf8_lossy(&output.stderr).contains("crashing on purpose"),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    scene.crash_run_at("people-to-stripe", "chunk:1").await;
     let created_before_crash = scene.stripe().customers().len();
     assert_eq!(created_before_crash, 2_000, "the first chunk went out");
 

@@ -307,16 +307,7 @@ async fn crashes_and_lost_answers_never_duplicate_an_invoice_or_a_line() {
     scene.invoices_sync(&["--finalize", "when-created"]).await;
 
     for point in ["lines:added:1", "lines:finalize"] {
-        let mut command = scene.command(&["sync", "run", "orders-to-stripe"]);
-        command.env("FERRY_TEST_CRASH_AT", point);
-        let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-            .await
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            !output.status.success() && stderr.contains("crashing on purpose"),
-            "{point}: {stderr}"
-        );
+        scene.crash_run_at("orders-to-stripe", point).await;
     }
     scene.stripe().set_faults(FaultConfig {
         lose_response_rate: 0.5,
@@ -365,7 +356,6 @@ async fn crashes_and_lost_answers_never_duplicate_an_invoice_or_a_line() {
 /// an invoice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_killed_at_random_moments_leave_one_whole_invoice_per_order() {
-    use rand::{Rng, SeedableRng};
     let mut config = common::fast_emulator_config();
     config.faults.latency = std::time::Duration::from_millis(10);
     let scene = Scene::with_emulator(config).await;
@@ -386,20 +376,11 @@ async fn runs_killed_at_random_moments_leave_one_whole_invoice_per_order() {
     scene.connect().await;
     scene.invoices_sync(&["--finalize", "when-created"]).await;
 
-    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    let mut kills = Vec::new();
-    for _ in 0..6 {
-        let after = rng.random_range(150..1200);
-        let mut child = scene
-            .command(&["sync", "run", "orders-to-stripe"])
-            .spawn()
-            .unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(after)).await;
-        child.kill().unwrap();
-        child.wait().unwrap();
-        kills.push((after, scene.stripe().invoices().len()));
-    }
-    println!("killed at (ms after start, invoices in Stripe): {kills:?}");
+    let kills = scene
+        .kill_runs_at_random_moments("orders-to-stripe", 11, 6, 150..1200, |scene| {
+            scene.stripe().invoices().len()
+        })
+        .await;
     assert!(
         kills
             .iter()
@@ -513,16 +494,7 @@ async fn changed_finalized_invoices_are_voided_and_reissued_when_told() {
     );
     assert!(example("reject").contains("is paid in Stripe"), "{preview}");
     for point in ["reissue:unkeyed", "reissue:created"] {
-        let mut command = scene.command(&["sync", "run", "orders-to-stripe"]);
-        command.env("FERRY_TEST_CRASH_AT", point);
-        let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-            .await
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            !output.status.success() && stderr.contains("crashing on purpose"),
-            "{point}: {stderr}"
-        );
+        scene.crash_run_at("orders-to-stripe", point).await;
     }
     let run = scene.run_sync_json("orders-to-stripe", &[]).await;
     assert_eq!(counts(&run), [Some(0), Some(1), Some(0), Some(1)], "{run}");

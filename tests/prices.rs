@@ -303,16 +303,7 @@ async fn a_price_replacement_killed_at_any_step_is_finished_by_the_rerun_without
         scene.warehouse_sql(&format!(
             "update price_list set amount = {amount} where lookup = 'team_monthly'"
         ));
-        let mut command = scene.command(&["sync", "run", "prices-to-stripe"]);
-        command.env("FERRY_TEST_CRASH_AT", point);
-        let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-            .await
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            stderr.contains(&format!("crashing on purpose at '{point}'")),
-            "{stderr}"
-        );
+        scene.crash_run_at("prices-to-stripe", point).await;
 
         let run = scene.run_sync_json("prices-to-stripe", &[]).await;
         assert_eq!(
@@ -666,7 +657,6 @@ async fn a_tiered_price_maps_its_tiers_and_is_replaced_when_they_change() {
 /// active price with the new amount, made once, naming the one it replaced, which is archived.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replacements_killed_at_random_moments_make_each_new_price_once() {
-    use rand::{Rng, SeedableRng};
     let mut config = common::fast_emulator_config();
     config.faults.latency = std::time::Duration::from_millis(10);
     let scene = Scene::with_emulator(config).await;
@@ -694,20 +684,11 @@ async fn replacements_killed_at_random_moments_make_each_new_price_once() {
         .collect();
 
     scene.warehouse_sql("update price_list set amount = amount + 500");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-    let mut kills = Vec::new();
-    for _ in 0..5 {
-        let after = rng.random_range(300..3500);
-        let mut child = scene
-            .command(&["sync", "run", "prices-to-stripe"])
-            .spawn()
-            .unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(after)).await;
-        child.kill().unwrap();
-        child.wait().unwrap();
-        kills.push((after, scene.stripe().prices().len()));
-    }
-    println!("killed at (ms after start, prices in Stripe): {kills:?}");
+    let kills = scene
+        .kill_runs_at_random_moments("prices-to-stripe", 5, 5, 300..3500, |scene| {
+            scene.stripe().prices().len()
+        })
+        .await;
     assert!(
         kills.iter().any(|(_, prices)| *prices > 40 && *prices < 80),
         "some run must be killed halfway: {kills:?}"

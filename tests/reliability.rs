@@ -63,32 +63,6 @@ async fn killed_after_twenty_of_three_hundred_creates() -> Scene {
     scene
 }
 
-/// Starts `runs` runs one after another and SIGKILLs each at a seeded random moment (`millis`
-/// after its start). Returns each moment with the customers Stripe held after that kill.
-async fn kill_runs_at_random_moments(
-    scene: &Scene,
-    seed: u64,
-    runs: usize,
-    millis: std::ops::Range<u64>,
-) -> Vec<(u64, usize)> {
-    use rand::{Rng, SeedableRng};
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut kills = Vec::new();
-    for _ in 0..runs {
-        let after = rng.random_range(millis.clone());
-        let mut child = scene
-            .command(&["sync", "run", "people-to-stripe"])
-            .spawn()
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(after)).await;
-        child.kill().unwrap();
-        child.wait().unwrap();
-        kills.push((after, scene.stripe().customers().len()));
-    }
-    println!("killed at (ms after start, customers in Stripe): {kills:?}");
-    kills
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_responses_and_server_errors_create_no_duplicate() {
     let mut config = fast_emulator_config();
@@ -328,7 +302,9 @@ async fn killed_at_twenty_seeded_random_moments_then_rerun_is_exact() {
     scene.email_sync(&[]).await;
     // Moments from 0 to 600 ms after start: while the model is read, while lookups and creates
     // are in flight, between Stripe's answers and the commit of their batch.
-    kill_runs_at_random_moments(&scene, 20261125, 20, 0..600).await;
+    scene
+        .kill_runs_at_random_moments("people-to-stripe", 20261125, 20, 0..600, customers)
+        .await;
     let run = scene.run_sync_json("people-to-stripe", &[]).await;
     assert_eq!(
         (run["status"].as_str(), run["failed"].as_u64()),
@@ -524,21 +500,6 @@ async fn a_stop_ends_a_run_stuck_on_a_silent_server_within_seconds() {
     assert_eq!(report["not_attempted"], 10, "{report}");
 }
 
-/// A run that crashes at an exact point (`FERRY_TEST_CRASH_AT`, an abort as sudden as SIGKILL):
-/// the process dies, saying where.
-async fn crash_at(scene: &Scene, point: &str) {
-    let mut command = scene.command(&["sync", "run", "people-to-stripe"]);
-    command.env("FERRY_TEST_CRASH_AT", point);
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !output.status.success() && stderr.contains(&format!("crashing on purpose at '{point}'")),
-        "the run crashed at {point}: {stderr}"
-    );
-}
-
 /// A run killed after it read and staged the whole model but before its first request, then a
 /// run killed right after its first chunk went out (its outcomes perhaps not committed, the
 /// next chunks not planned): each crash loses nothing, the rerun creates each customer once,
@@ -552,7 +513,7 @@ async fn crashed_between_staging_and_sending_then_between_two_chunks_the_rerun_i
     scene.email_sync(&[]).await;
     let requests_before = scene.stripe().requests().len();
 
-    crash_at(&scene, "staged").await;
+    scene.crash_run_at("people-to-stripe", "staged").await;
     let writes: Vec<_> = scene.stripe().requests()[requests_before..]
         .iter()
         .filter(|r| r.method == "POST")
@@ -566,7 +527,7 @@ async fn crashed_between_staging_and_sending_then_between_two_chunks_the_rerun_i
     let runs = scene.ferry(&["runs", "people-to-stripe"]).await.ok();
     assert!(runs.stdout.contains("interrupted"), "{}", runs.stdout);
 
-    crash_at(&scene, "chunk:1").await;
+    scene.crash_run_at("people-to-stripe", "chunk:1").await;
     assert_eq!(
         scene.stripe().customers().len(),
         2_000,
@@ -592,7 +553,9 @@ async fn killed_at_random_moments_of_a_hundred_thousand_row_run_then_rerun_is_ex
     scene.warehouse_sql(&people_sql(ROWS));
     scene.connect_unlimited().await;
     scene.email_sync(&[]).await;
-    let kills = kill_runs_at_random_moments(&scene, 20261201, 6, 200..5_000).await;
+    let kills = scene
+        .kill_runs_at_random_moments("people-to-stripe", 20261201, 6, 200..5_000, customers)
+        .await;
     assert!(
         kills
             .iter()
@@ -607,4 +570,9 @@ async fn killed_at_random_moments_of_a_hundred_thousand_row_run_then_rerun_is_ex
     );
     assert_each_person_once(&scene, ROWS);
     assert_snapshot_agrees_with_stripe(&scene, ROWS).await;
+}
+
+/// How many customers Stripe holds.
+fn customers(scene: &Scene) -> usize {
+    scene.stripe().customers().len()
 }

@@ -373,3 +373,47 @@ impl Scene {
         }
     }
 }
+
+impl Scene {
+    /// Runs sync `sync` set to crash at an exact point (`FERRY_TEST_CRASH_AT`, an abort as
+    /// sudden as SIGKILL), and checks that it died there, saying so.
+    pub async fn crash_run_at(&self, sync: &str, point: &str) {
+        let mut command = self.command(&["sync", "run", sync]);
+        command.env("FERRY_TEST_CRASH_AT", point);
+        let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success()
+                && stderr.contains(&format!("crashing on purpose at '{point}'")),
+            "the run crashed at {point}: {stderr}"
+        );
+    }
+
+    /// Starts `runs` runs of sync `sync` one after another and SIGKILLs each at a seeded random
+    /// moment (`millis` after its start). Returns each moment with `count` of what Stripe held
+    /// after that kill.
+    pub async fn kill_runs_at_random_moments(
+        &self,
+        sync: &str,
+        seed: u64,
+        runs: usize,
+        millis: std::ops::Range<u64>,
+        count: impl Fn(&Scene) -> usize,
+    ) -> Vec<(u64, usize)> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut kills = Vec::new();
+        for _ in 0..runs {
+            let after = rng.random_range(millis.clone());
+            let mut child = self.command(&["sync", "run", sync]).spawn().unwrap();
+            tokio::time::sleep(Duration::from_millis(after)).await;
+            child.kill().unwrap();
+            child.wait().unwrap();
+            kills.push((after, count(self)));
+        }
+        println!("killed at (ms after start, records in Stripe): {kills:?}");
+        kills
+    }
+}
