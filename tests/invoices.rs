@@ -282,9 +282,9 @@ async fn order_lines_become_whole_invoices_changed_in_place_while_drafts() {
     assert_eq!(scene.items_of(&o2_id).0, vec![("L1".into(), 500, 1)]);
 }
 
-/// With `--finalize when-created`, a run killed after an invoice's first line (and again just
-/// before finalizing) and a run whose answers are lost half the time leave each order one
-/// invoice holding each line once, finalized and sent.
+/// With `--finalize when-created`, runs killed after an invoice's first line, just before
+/// finalizing and between finalizing and sending, and a run whose answers are lost half the
+/// time leave each order one invoice holding each line once, finalized and sent once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashes_and_lost_answers_never_duplicate_an_invoice_or_a_line() {
     let scene = Scene::new().await;
@@ -306,7 +306,7 @@ async fn crashes_and_lost_answers_never_duplicate_an_invoice_or_a_line() {
     scene.connect().await;
     scene.invoices_sync(&["--finalize", "when-created"]).await;
 
-    for point in ["lines:added:1", "lines:finalize"] {
+    for point in ["lines:added:1", "lines:finalize", "lines:send"] {
         scene.crash_run_at("orders-to-stripe", point).await;
     }
     scene.stripe().set_faults(FaultConfig {

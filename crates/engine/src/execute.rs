@@ -636,7 +636,9 @@ async fn finish_create(
     }
     if let Some(lines) = exec.object.lines() {
         // A record replayed from an interrupted run may hold some of its lines already.
-        match crate::lines::sync_lines(exec, lines, record, latest, compare, exec.finalize).await {
+        match crate::lines::sync_lines(exec, lines, record, latest, compare, exec.finalize, compare)
+            .await
+        {
             Ok(parent) => latest = parent,
             Err(problem) => {
                 // The record exists: remembered with an empty payload, the next run brings it

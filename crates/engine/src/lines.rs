@@ -377,6 +377,7 @@ pub(crate) async fn sync_lines(
     parent: Json,
     read_existing: bool,
     finalize: Finalize,
+    resumed_create: bool,
 ) -> Result<Json, LinesError> {
     let schema = exec.schema();
     let Some(parent_fields) = parent.as_object().cloned() else {
@@ -402,8 +403,12 @@ pub(crate) async fn sync_lines(
     let wanted = lines_of(&record.payload);
     let work = line_work(lines, &wanted, existing);
     if status != "draft" {
-        // A finalized invoice that already holds the model's lines is simply up to date.
+        // A finalized invoice that already holds the model's lines is up to date, but one an
+        // interrupted run created and finalized may still wait to be sent.
         if work.is_empty() {
+            if resumed_create && finalize == Finalize::WhenCreated {
+                return send_if_due(exec, parent).await;
+            }
             return Ok(parent);
         }
         return Err(LinesError::Finalized { status });
@@ -455,23 +460,46 @@ pub(crate) async fn sync_lines(
     let mut latest = parent;
     if finalize == Finalize::WhenCreated {
         crate::crash_point::reached("lines:finalize");
-        let step = |name: &str| format!("ferry-{}-{name}-{parent_hash}", exec.sync_uid);
         let finalized = exec
             .stripe
-            .act(schema, &id, "finalize", "", &step("finalize"))
+            .act(
+                schema,
+                &id,
+                "finalize",
+                "",
+                &step_key(exec, &id, "finalize"),
+            )
             .await
             .map_err(failed(format!("finalize {} `{id}`", schema.object)))?;
-        latest = finalized.record.object;
-        if latest["collection_method"] == "send_invoice" && latest["status"] == "open" {
-            let sent = exec
-                .stripe
-                .act(schema, &id, "send", "", &step("send"))
-                .await
-                .map_err(failed(format!("send {} `{id}`", schema.object)))?;
-            latest = sent.record.object;
-        }
+        latest = send_if_due(exec, finalized.record.object).await?;
     }
     Ok(latest)
+}
+
+/// The idempotency key of a step on parent `id` (finalize, send): the same in every run, so
+/// that a step an interrupted run took is answered again, not taken twice (within Stripe's
+/// 24 hours; a create older than that is not resumed).
+fn step_key(exec: &Execution<'_>, id: &str, step: &str) -> String {
+    format!("ferry-{}-{step}-{}", exec.sync_uid, short_hash(id, 16))
+}
+
+/// Sends a finalized parent that its collection method says to send (an open `send_invoice`
+/// invoice). Returns it as Stripe last returned it.
+async fn send_if_due(exec: &Execution<'_>, parent: Json) -> Result<Json, LinesError> {
+    if parent["collection_method"] != "send_invoice" || parent["status"] != "open" {
+        return Ok(parent);
+    }
+    let schema = exec.schema();
+    let id = parent["id"].as_str().unwrap_or_default().to_string();
+    crate::crash_point::reached("lines:send");
+    exec.stripe
+        .act(schema, &id, "send", "", &step_key(exec, &id, "send"))
+        .await
+        .map(|sent| sent.record.object)
+        .map_err(|error| LinesError::Stripe {
+            doing: format!("send {} `{id}`", schema.object),
+            error,
+        })
 }
 
 /// Why the row of a finalized parent that differs from it is not sent.
@@ -614,7 +642,20 @@ pub(crate) async fn update(
             Err(error) => return settle_error(&record.key, record.row_number, error, None),
         }
     }
-    let latest = match sync_lines(exec, lines, record, latest, true, exec.finalize).await {
+    // Found by its key while a create an interrupted run saved waits (`drops_pending`): this
+    // is that create, resumed, and it may have been finalized but not yet sent.
+    let resumed_create = drops_pending.is_some();
+    let latest = match sync_lines(
+        exec,
+        lines,
+        record,
+        latest,
+        true,
+        exec.finalize,
+        resumed_create,
+    )
+    .await
+    {
         Ok(latest) => latest,
         Err(problem) => return settle_problem(exec, record, &destination_id, problem),
     };
@@ -788,7 +829,17 @@ async fn reissue(
     }
 
     // 4. Its lines, and finalized as the sync says.
-    let latest = match sync_lines(exec, lines, record, new, made_earlier, exec.finalize).await {
+    let latest = match sync_lines(
+        exec,
+        lines,
+        record,
+        new,
+        made_earlier,
+        exec.finalize,
+        made_earlier,
+    )
+    .await
+    {
         Ok(latest) => latest,
         Err(problem) => return settle_problem(exec, record, &new_id, problem),
     };
