@@ -4,7 +4,8 @@ use super::output::print_table;
 use super::{CliError, CliResult};
 use clap::{Args, Subcommand};
 use ferry_core::Secret;
-use ferry_state::{ConnectionKind, ConnectionRecord, SecretInput, StateStore};
+use ferry_engine::connections::{ConnectionSettings, WarehouseSettings};
+use ferry_state::{ConnectionRecord, SecretInput, StateStore};
 use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
@@ -87,8 +88,8 @@ pub struct WarehouseTimeoutArgs {
 }
 
 impl WarehouseTimeoutArgs {
-    fn settings(&self) -> ferry_engine::declare::WarehouseSettings {
-        ferry_engine::declare::WarehouseSettings {
+    fn settings(&self) -> WarehouseSettings {
+        WarehouseSettings {
             statement_timeout_seconds: self.statement_timeout,
             preview_timeout_seconds: self.preview_timeout,
             change_detection_schema: self.change_detection_schema.clone(),
@@ -158,12 +159,12 @@ pub async fn connect(store: &StateStore, command: ConnectCommand) -> CliResult {
                 &args.path,
                 &args.timeouts.settings(),
             );
-            let path = connection.config["path"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            ferry_engine::declare::save_connection(store, &connection, true).await?;
-            println!("Connected DuckDB at {path} as '{}'.", args.name);
+            let saved = ferry_engine::declare::save_connection(store, &connection, true).await?;
+            let path = match ConnectionSettings::of_record(&saved)? {
+                ConnectionSettings::Duckdb(duckdb) => duckdb.path,
+                _ => unreachable!("a DuckDB connection was saved"),
+            };
+            println!("Connected DuckDB at {} as '{}'.", path.display(), args.name);
         }
         ConnectCommand::Postgres(args) => {
             let secret = match (args.url, args.url_env) {
@@ -195,10 +196,16 @@ pub async fn connections(store: &StateStore, args: ConnectionsArgs) -> CliResult
                 println!("No connections yet. Add one with `ferry connect stripe NAME --api-key-env STRIPE_API_KEY` or `ferry connect duckdb NAME --path FILE`.");
                 return Ok(0);
             }
-            let rows: Vec<Vec<String>> = list
+            let rows = list
                 .iter()
-                .map(|c| vec![c.name.clone(), c.kind.as_str().to_string(), describe(c)])
-                .collect();
+                .map(|c| {
+                    Ok(vec![
+                        c.name.clone(),
+                        c.kind.as_str().to_string(),
+                        describe(c)?,
+                    ])
+                })
+                .collect::<Result<Vec<Vec<String>>, ferry_engine::EngineError>>()?;
             print_table(&["NAME", "KIND", "DETAILS"], &rows);
         }
         Some(ConnectionsCommand::Test { name }) => {
@@ -218,47 +225,28 @@ pub async fn connections(store: &StateStore, args: ConnectionsArgs) -> CliResult
     Ok(0)
 }
 
-fn describe(connection: &ConnectionRecord) -> String {
+fn describe(connection: &ConnectionRecord) -> Result<String, ferry_engine::EngineError> {
     let secret = connection
         .secret
         .as_ref()
         .map(|s| s.describe())
         .unwrap_or_default();
-    match connection.kind {
-        ConnectionKind::Stripe => format!(
+    let warehouse = |settings: &WarehouseSettings| -> String {
+        settings
+            .described()
+            .iter()
+            .map(|part| format!("  {part}"))
+            .collect()
+    };
+    Ok(match ConnectionSettings::of_record(connection)? {
+        ConnectionSettings::Stripe(stripe) => format!(
             "{}  key {secret}  API version {}",
-            connection.config["api_base"].as_str().unwrap_or_default(),
+            stripe.api_base(),
             ferry_destinations::stripe::STRIPE_VERSION
         ),
-        ConnectionKind::Duckdb => format!(
-            "{}{}",
-            connection.config["path"].as_str().unwrap_or_default(),
-            settings_text(connection)
-        ),
-        ConnectionKind::Postgres => format!("URL {secret}{}", settings_text(connection)),
-    }
-}
-
-/// `  statement timeout 60s  preview timeout none  change detection in schema ferry` for the
-/// settings a warehouse connection sets; nothing for those left to their defaults.
-fn settings_text(connection: &ConnectionRecord) -> String {
-    let mut text = String::new();
-    for (key, label) in [
-        ("statement_timeout_seconds", "statement timeout"),
-        ("preview_timeout_seconds", "preview timeout"),
-    ] {
-        match connection.config.get(key).and_then(|v| v.as_u64()) {
-            Some(0) => text.push_str(&format!("  {label} none")),
-            Some(seconds) => text.push_str(&format!("  {label} {seconds}s")),
-            None => {}
+        ConnectionSettings::Duckdb(duckdb) => {
+            format!("{}{}", duckdb.path.display(), warehouse(&duckdb.warehouse))
         }
-    }
-    if let Some(schema) = connection
-        .config
-        .get(ferry_engine::declare::CHANGE_DETECTION_SCHEMA)
-        .and_then(|v| v.as_str())
-    {
-        text.push_str(&format!("  change detection in schema {schema}"));
-    }
-    text
+        ConnectionSettings::Postgres(postgres) => format!("URL {secret}{}", warehouse(&postgres)),
+    })
 }
