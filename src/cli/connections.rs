@@ -4,18 +4,17 @@ use super::output::print_table;
 use super::{CliError, CliResult};
 use clap::{Args, Subcommand};
 use ferry_core::Secret;
-use ferry_engine::connections::{ConnectionSettings, WarehouseSettings};
+use ferry_engine::connections::{self, ConnectionSettings, WarehouseSettings};
 use ferry_state::{ConnectionRecord, SecretInput, StateStore};
 use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
 pub enum ConnectCommand {
-    /// Connect a Stripe account. The key is tested at once with a read of /v1/balance.
+    #[command(about = connections::STRIPE.help)]
     Stripe(ConnectStripeArgs),
-    /// Connect a DuckDB database file (opened read-only by syncs, unless
-    /// --change-detection-schema lets ferry keep tables in it).
+    #[command(about = connections::DUCKDB.help)]
     Duckdb(ConnectDuckdbArgs),
-    /// Connect a PostgreSQL warehouse (models run in read-only transactions).
+    #[command(about = connections::POSTGRES.help)]
     Postgres(ConnectPostgresArgs),
 }
 
@@ -196,16 +195,10 @@ pub async fn connections(store: &StateStore, args: ConnectionsArgs) -> CliResult
                 println!("No connections yet. Add one with `ferry connect stripe NAME --api-key-env STRIPE_API_KEY` or `ferry connect duckdb NAME --path FILE`.");
                 return Ok(0);
             }
-            let rows = list
+            let rows: Vec<Vec<String>> = list
                 .iter()
-                .map(|c| {
-                    Ok(vec![
-                        c.name.clone(),
-                        c.kind.as_str().to_string(),
-                        describe(c)?,
-                    ])
-                })
-                .collect::<Result<Vec<Vec<String>>, ferry_engine::EngineError>>()?;
+                .map(|c| vec![c.name.clone(), c.kind.as_str().to_string(), describe(c)])
+                .collect();
             print_table(&["NAME", "KIND", "DETAILS"], &rows);
         }
         Some(ConnectionsCommand::Test { name }) => {
@@ -225,7 +218,9 @@ pub async fn connections(store: &StateStore, args: ConnectionsArgs) -> CliResult
     Ok(0)
 }
 
-fn describe(connection: &ConnectionRecord) -> Result<String, ferry_engine::EngineError> {
+/// A connection's details for the listing; settings that cannot be read show the error, so the
+/// other connections are still listed.
+fn describe(connection: &ConnectionRecord) -> String {
     let secret = connection
         .secret
         .as_ref()
@@ -238,15 +233,18 @@ fn describe(connection: &ConnectionRecord) -> Result<String, ferry_engine::Engin
             .map(|part| format!("  {part}"))
             .collect()
     };
-    Ok(match ConnectionSettings::of_record(connection)? {
-        ConnectionSettings::Stripe(stripe) => format!(
+    match ConnectionSettings::of_record(connection) {
+        Ok(ConnectionSettings::Stripe(stripe)) => format!(
             "{}  key {secret}  API version {}",
             stripe.api_base(),
             ferry_destinations::stripe::STRIPE_VERSION
         ),
-        ConnectionSettings::Duckdb(duckdb) => {
+        Ok(ConnectionSettings::Duckdb(duckdb)) => {
             format!("{}{}", duckdb.path.display(), warehouse(&duckdb.warehouse))
         }
-        ConnectionSettings::Postgres(postgres) => format!("URL {secret}{}", warehouse(&postgres)),
-    })
+        Ok(ConnectionSettings::Postgres(postgres)) => {
+            format!("URL {secret}{}", warehouse(&postgres))
+        }
+        Err(error) => error.to_string(),
+    }
 }

@@ -32,7 +32,7 @@ pub struct KindSpec {
     pub kind: ConnectionKind,
     /// The kind's name for people: `PostgreSQL`.
     pub label: &'static str,
-    /// One sentence on what it connects, for listings and forms.
+    /// One sentence on what it connects (`ferry connect KIND --help`), without a final period.
     pub help: &'static str,
     /// Whether models read from it (a warehouse) rather than syncs write to it.
     pub is_source: bool,
@@ -55,6 +55,8 @@ pub struct SecretSpec {
     pub env_field: &'static str,
     /// A variable name to show in hints.
     pub example_env: &'static str,
+    /// The `ferry connect` flag to give it again with.
+    pub flag: &'static str,
 }
 
 /// One setting of a kind, besides the secret.
@@ -83,63 +85,68 @@ const WAREHOUSE_SETTINGS: [SettingSpec; 3] = [
 
 /// Every kind of connection ferry knows. Adding a warehouse is a source module, its settings
 /// struct, an entry here and a variant of [`ConnectionSettings`].
-pub const REGISTRY: [KindSpec; 3] = [
-    KindSpec {
-        kind: ConnectionKind::Stripe,
-        label: "Stripe",
-        help: "A Stripe account that syncs write to, tested by reading its balance.",
-        is_source: false,
-        secret: Some(SecretSpec {
-            what: "API key",
-            value_field: "api_key",
-            env_field: "api_key_env",
-            example_env: "STRIPE_API_KEY",
-        }),
-        settings: &[
-            SettingSpec {
-                key: "api_base",
-                flag: "--api-base",
-            },
-            SettingSpec {
-                key: "max_rps",
-                flag: "--max-rps",
-            },
-            SettingSpec {
-                key: "max_rps_per_endpoint",
-                flag: "--max-rps-per-endpoint",
-            },
-        ],
-    },
-    KindSpec {
-        kind: ConnectionKind::Duckdb,
-        label: "DuckDB",
-        help: "A DuckDB database file, opened read-only by models.",
-        is_source: true,
-        secret: None,
-        settings: &[
-            SettingSpec {
-                key: "path",
-                flag: "--path",
-            },
-            WAREHOUSE_SETTINGS[0],
-            WAREHOUSE_SETTINGS[1],
-            WAREHOUSE_SETTINGS[2],
-        ],
-    },
-    KindSpec {
-        kind: ConnectionKind::Postgres,
-        label: "PostgreSQL",
-        help: "A PostgreSQL database; models run in read-only transactions.",
-        is_source: true,
-        secret: Some(SecretSpec {
-            what: "URL",
-            value_field: "url",
-            env_field: "url_env",
-            example_env: "WAREHOUSE_URL",
-        }),
-        settings: &WAREHOUSE_SETTINGS,
-    },
-];
+pub const REGISTRY: [KindSpec; 3] = [STRIPE, DUCKDB, POSTGRES];
+
+pub const STRIPE: KindSpec = KindSpec {
+    kind: ConnectionKind::Stripe,
+    label: "Stripe",
+    help: "Connect a Stripe account. The key is tested at once with a read of /v1/balance",
+    is_source: false,
+    secret: Some(SecretSpec {
+        what: "API key",
+        value_field: "api_key",
+        env_field: "api_key_env",
+        example_env: "STRIPE_API_KEY",
+        flag: "--api-key-env",
+    }),
+    settings: &[
+        SettingSpec {
+            key: "api_base",
+            flag: "--api-base",
+        },
+        SettingSpec {
+            key: "max_rps",
+            flag: "--max-rps",
+        },
+        SettingSpec {
+            key: "max_rps_per_endpoint",
+            flag: "--max-rps-per-endpoint",
+        },
+    ],
+};
+
+pub const DUCKDB: KindSpec = KindSpec {
+    kind: ConnectionKind::Duckdb,
+    label: "DuckDB",
+    help: "Connect a DuckDB database file (opened read-only by syncs, unless \
+           --change-detection-schema lets ferry keep tables in it)",
+    is_source: true,
+    secret: None,
+    settings: &[
+        SettingSpec {
+            key: "path",
+            flag: "--path",
+        },
+        WAREHOUSE_SETTINGS[0],
+        WAREHOUSE_SETTINGS[1],
+        WAREHOUSE_SETTINGS[2],
+    ],
+};
+
+pub const POSTGRES: KindSpec = KindSpec {
+    kind: ConnectionKind::Postgres,
+    label: "PostgreSQL",
+    help: "Connect a PostgreSQL warehouse (models run in read-only transactions)",
+    is_source: true,
+    secret: Some(SecretSpec {
+        what: "URL",
+        value_field: "url",
+        env_field: "url_env",
+        example_env: "WAREHOUSE_URL",
+        flag: "--url",
+    }),
+    settings: &WAREHOUSE_SETTINGS,
+};
 
 /// The registry's entry for a kind.
 pub fn kind_spec(kind: ConnectionKind) -> &'static KindSpec {
@@ -557,6 +564,23 @@ pub fn schema_text(text: &str) -> Result<Option<String>, String> {
 
 // ----- a stored connection, for what uses it -----
 
+/// A stored connection's secret, resolved; `None` for a kind without one. A kind with a secret
+/// whose connection has none is an error saying how to give it.
+pub fn saved_secret(
+    store: &StateStore,
+    connection: &ConnectionRecord,
+) -> Result<Option<Secret>, EngineError> {
+    let spec = kind_spec(connection.kind);
+    match (&spec.secret, &connection.secret) {
+        (None, _) => Ok(None),
+        (Some(_), Some(secret)) => Ok(Some(store.resolve_secret(secret)?)),
+        (Some(secret), None) => Err(EngineError::Config(format!(
+            "{} connection '{}' has no {}; reconnect it with {}",
+            spec.label, connection.name, secret.what, secret.flag
+        ))),
+    }
+}
+
 pub fn stripe_config(
     store: &StateStore,
     connection: &ConnectionRecord,
@@ -565,13 +589,8 @@ pub fn stripe_config(
     let ConnectionSettings::Stripe(settings) = ConnectionSettings::of_record(connection)? else {
         unreachable!("the kind was checked above")
     };
-    let secret = connection.secret.as_ref().ok_or_else(|| {
-        EngineError::Config(format!(
-            "Stripe connection '{}' has no API key; reconnect it with --api-key-env",
-            connection.name
-        ))
-    })?;
-    let mut config = StripeConfig::new(store.resolve_secret(secret)?);
+    let secret = saved_secret(store, connection)?.expect("a Stripe connection has a secret");
+    let mut config = StripeConfig::new(secret);
     // Checked again here: a workspace saved by an older ferry may hold an unsafe one.
     config.api_base = settings.checked_api_base().map_err(|problem| {
         EngineError::Config(format!(
@@ -596,19 +615,7 @@ pub fn source_config(
         });
     }
     let settings = ConnectionSettings::of_record(connection)?;
-    let secret = match (&kind_spec(connection.kind).secret, &connection.secret) {
-        (None, _) => None,
-        (Some(_), Some(secret)) => Some(store.resolve_secret(secret)?),
-        (Some(spec), None) => {
-            return Err(EngineError::Config(format!(
-                "{} connection '{}' has no {}; reconnect it with --{}",
-                kind_spec(connection.kind).label,
-                connection.name,
-                spec.what,
-                spec.value_field
-            )))
-        }
-    };
+    let secret = saved_secret(store, connection)?;
     settings.source(store, &connection.name, secret)
 }
 

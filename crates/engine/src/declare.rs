@@ -197,7 +197,7 @@ fn check_kept_secret(
 /// Tests a saved connection with its kind's test.
 pub async fn test_saved_connection(store: &StateStore, name: &str) -> Result<(), EngineError> {
     let connection = require_connection(store, name).await?;
-    if connection.kind == ferry_state::ConnectionKind::Stripe {
+    if !crate::connections::kind_spec(connection.kind).is_source {
         stripe_config(store, &connection)?
             .test_connection()
             .await
