@@ -198,6 +198,8 @@ pub struct StripeSettings {
 }
 
 /// A DuckDB connection's settings: its database file and the settings every warehouse has.
+/// (serde cannot deny unknown fields next to `flatten`; [`ConnectionSettings::parse`] refuses
+/// them first, from the registry's list, for every kind.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DuckdbSettings {
     /// The database file, absolute.
