@@ -446,6 +446,21 @@ impl ConnectionSettings {
         }
     }
 
+    /// What is checked before a connection is saved, even untested: a Stripe API base that
+    /// may receive the key, a DuckDB file that is not ferry's own workspace.
+    pub fn check_before_saving(&self, store: &StateStore) -> Result<(), EngineError> {
+        match self {
+            ConnectionSettings::Stripe(stripe) => {
+                stripe.checked_api_base().map_err(EngineError::Config)?;
+            }
+            ConnectionSettings::Duckdb(duckdb) => {
+                duckdb_source(store, &duckdb.path)?;
+            }
+            ConnectionSettings::Postgres(_) => {}
+        }
+        Ok(())
+    }
+
     /// The connection test: Stripe reads `/v1/balance` with the key, a warehouse runs
     /// `SELECT 1`.
     pub async fn test(

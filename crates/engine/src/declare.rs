@@ -149,15 +149,7 @@ pub async fn save_connection(
         let saved = require_connection(store, &connection.name).await?;
         check_kept_secret(&saved, &settings)?;
     }
-    match &settings {
-        ConnectionSettings::Duckdb(duckdb) => {
-            crate::connections::duckdb_source(store, &duckdb.path)?;
-        }
-        ConnectionSettings::Stripe(stripe) => {
-            stripe.checked_api_base().map_err(EngineError::Config)?;
-        }
-        ConnectionSettings::Postgres(_) => {}
-    }
+    settings.check_before_saving(store)?;
     if test {
         test_new_connection(store, connection).await?;
     }
