@@ -157,3 +157,67 @@ async fn connect_postgres_with_a_change_detection_schema_needs_the_rights_it_nam
         "ferry.ferry_syncs created"
     );
 }
+
+/// A workspace edited by hand (or written by a newer ferry) may hold a setting this ferry cannot
+/// read: every use names the connection, the setting and the fix, the listing still shows the
+/// other connections, and connecting again repairs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_stored_setting_is_named_with_its_fix_and_connecting_again_repairs_it() {
+    let scene = Scene::new().await;
+    scene.warehouse_sql(&people_sql(3));
+    let path = scene.warehouse().display().to_string();
+    scene
+        .ferry(&["connect", "duckdb", "w", "--path", &path])
+        .await
+        .ok();
+    scene
+        .ferry(&["connect", "duckdb", "good", "--path", &path])
+        .await
+        .ok();
+    let store = StateStore::open_existing(&WorkspaceOptions::in_dir(scene.workspace()))
+        .await
+        .expect("the workspace opens");
+    for (stored, problem) in [
+        (
+            serde_json::json!({"path": path, "statement_timeout_seconds": "30"}),
+            "connection 'w': statement_timeout_seconds must be a whole number of seconds between \
+             0 (no limit) and 86400; reconnect it with a valid --statement-timeout",
+        ),
+        (
+            serde_json::json!({"path": path, "threads": 4}),
+            "connection 'w': `threads` is not a setting of a duckdb connection, which takes \
+             `path`, `statement_timeout_seconds`, `preview_timeout_seconds`, \
+             `change_detection_schema`; connect it again with `ferry connect duckdb w …` to \
+             replace its settings",
+        ),
+    ] {
+        store
+            .put_connection(&ferry_state::NewConnection {
+                name: "w".to_string(),
+                kind: ferry_state::ConnectionKind::Duckdb,
+                config: stored,
+                secret: None,
+            })
+            .await
+            .unwrap();
+        let listed = scene.ferry(&["connections"]).await.ok().stdout;
+        assert!(
+            listed.contains(problem) && listed.contains("good"),
+            "{listed}"
+        );
+        for command in [&["connections", "test", "w"][..], &["export"]] {
+            let ran = scene.ferry(command).await;
+            assert_ne!(ran.code, 0, "{command:?}: {}", ran.stdout);
+            assert!(ran.stderr.contains(problem), "{command:?}: {}", ran.stderr);
+        }
+    }
+    scene
+        .ferry(&["connect", "duckdb", "w", "--path", &path])
+        .await
+        .ok();
+    scene.ferry(&["connections", "test", "w"]).await.ok();
+    assert_eq!(
+        saved_config(&scene, "w").await,
+        Some(serde_json::json!({"path": path}))
+    );
+}

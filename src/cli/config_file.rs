@@ -17,6 +17,7 @@ use clap::Args;
 use ferry_core::{
     Behavior, FieldMapping, KeyMapping, MirrorSettings, NullPolicy, ObjectKind, Schedule, SyncSpec,
 };
+use ferry_engine::connections::{kind_spec, ConnectionSettings};
 use ferry_engine::declare::{self, StripeSettings, TimeoutSetting, WarehouseSettings};
 use ferry_state::{
     ConnectionKind, ConnectionRecord, ModelRecord, NewConnection, SecretInput, SecretRef,
@@ -310,12 +311,9 @@ fn change_detection_schema(
     value: &Option<serde_json::Value>,
 ) -> Result<Option<String>, ferry_engine::EngineError> {
     match value {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(text)) => declare::parse_change_detection_schema(text),
-        Some(other) => Err(ferry_engine::EngineError::Config(format!(
-            "{}: {other} is not a schema name; give a name such as `ferry`",
-            declare::CHANGE_DETECTION_SCHEMA
-        ))),
+        None => Ok(None),
+        Some(value) => ferry_engine::connections::schema_setting(value)
+            .map_err(ferry_engine::EngineError::Config),
     }
 }
 
@@ -344,23 +342,7 @@ fn resolve(doc: FileDoc, base: &Path, shown: &str) -> CliResult<Desired> {
                 decl.change_detection_schema.is_some(),
             ),
         ];
-        let accepted: &[&str] = match kind {
-            ConnectionKind::Stripe => {
-                &["api_key_env", "api_base", "max_rps", "max_rps_per_endpoint"]
-            }
-            ConnectionKind::Duckdb => &[
-                "path",
-                "statement_timeout_seconds",
-                "preview_timeout_seconds",
-                declare::CHANGE_DETECTION_SCHEMA,
-            ],
-            ConnectionKind::Postgres => &[
-                "url_env",
-                "statement_timeout_seconds",
-                "preview_timeout_seconds",
-                declare::CHANGE_DETECTION_SCHEMA,
-            ],
-        };
+        let accepted = kind_spec(kind).file_fields();
         if let Some((field, _)) = given
             .iter()
             .find(|(field, set)| *set && !accepted.contains(field))
@@ -573,12 +555,22 @@ async fn load_workspace(store: &StateStore) -> CliResult<Workspace> {
     })
 }
 
+/// The field of the file that names the environment variable holding the kind's secret.
 fn secret_field(kind: ConnectionKind) -> &'static str {
-    if kind == ConnectionKind::Postgres {
-        "url_env"
-    } else {
-        "api_key_env"
-    }
+    kind_spec(kind)
+        .secret
+        .as_ref()
+        .map_or("api_key_env", |secret| secret.env_field)
+}
+
+/// The kind's secret in words and an example variable, for hints.
+fn secret_words(kind: ConnectionKind) -> (&'static str, &'static str) {
+    kind_spec(kind)
+        .secret
+        .as_ref()
+        .map_or(("API key", "STRIPE_API_KEY"), |secret| {
+            (secret.what, secret.example_env)
+        })
 }
 
 /// What differs between a connection in the file and the stored one.
@@ -587,34 +579,13 @@ fn connection_changes(desired: &NewConnection, stored: &ConnectionRecord) -> Vec
     if desired.kind != stored.kind {
         changes.push("kind");
     }
-    // Settings only another door knows about count as a change too (saving drops them).
-    let known = [
-        "api_base",
-        "max_rps",
-        "max_rps_per_endpoint",
-        "path",
-        "statement_timeout_seconds",
-        "preview_timeout_seconds",
-        declare::CHANGE_DETECTION_SCHEMA,
-    ];
-    for key in known {
-        if desired.config.get(key) != stored.config.get(key) {
-            changes.push(key);
-        }
-    }
-    let others = |config: &serde_json::Value| -> Vec<(String, serde_json::Value)> {
-        config
-            .as_object()
-            .map(|o| {
-                o.iter()
-                    .filter(|(k, _)| !known.contains(&k.as_str()))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    if others(&desired.config) != others(&stored.config) {
-        changes.push("settings");
+    match (
+        ConnectionSettings::of_new(desired),
+        ConnectionSettings::of_record(stored),
+    ) {
+        (Ok(desired), Ok(stored)) => changes.extend(desired.changed_settings(&stored)),
+        // Stored settings this ferry cannot read are replaced by the file's.
+        _ => changes.push("settings"),
     }
     let secret_changed = match (&desired.secret, &stored.secret) {
         (None, None) | (Some(SecretInput::Keep), _) => false,
@@ -702,10 +673,7 @@ fn plan(desired: &Desired, workspace: &Workspace) -> CliResult<Vec<Step>> {
             let keepable = stored.is_some_and(|s| s.kind == connection.kind && s.secret.is_some());
             if !keepable {
                 let field = secret_field(connection.kind);
-                let (what, example) = match connection.kind {
-                    ConnectionKind::Postgres => ("URL", "WAREHOUSE_URL"),
-                    _ => ("API key", "STRIPE_API_KEY"),
-                };
+                let (what, example) = secret_words(connection.kind);
                 return Err(config_error(format_args!(
                     "connection '{}' {} so the file must say where its {what} is: add \
                      `{field}: {example}` (the name of an environment variable that holds it)",
@@ -1123,10 +1091,7 @@ fn export_text(workspace: &Workspace) -> CliResult<String> {
                 let _ = writeln!(out, "    {field}: {}", scalar(variable));
             }
             Some(SecretRef::Encrypted(_)) => {
-                let what = match connection.kind {
-                    ConnectionKind::Postgres => "URL",
-                    _ => "API key",
-                };
+                let (what, _) = secret_words(connection.kind);
                 let _ = writeln!(
                     out,
                     "    # The {what} is stored encrypted in the workspace, not in this file;\n    \
@@ -1135,25 +1100,15 @@ fn export_text(workspace: &Workspace) -> CliResult<String> {
             }
             None => {}
         }
-        let config = &connection.config;
-        for key in ["api_base", "path"] {
-            if let Some(value) = config.get(key).and_then(|v| v.as_str()) {
-                let _ = writeln!(out, "    {key}: {}", scalar(value));
+        for (key, value) in ConnectionSettings::of_record(connection)?.set_values() {
+            match value {
+                serde_json::Value::String(text) => {
+                    let _ = writeln!(out, "    {key}: {}", scalar(&text));
+                }
+                other => {
+                    let _ = writeln!(out, "    {key}: {other}");
+                }
             }
-        }
-        for key in [
-            "max_rps",
-            "max_rps_per_endpoint",
-            "statement_timeout_seconds",
-            "preview_timeout_seconds",
-        ] {
-            if let Some(value) = config.get(key).and_then(|v| v.as_u64()) {
-                let _ = writeln!(out, "    {key}: {value}");
-            }
-        }
-        let key = declare::CHANGE_DETECTION_SCHEMA;
-        if let Some(schema) = config.get(key).and_then(|v| v.as_str()) {
-            let _ = writeln!(out, "    {key}: {}", scalar(schema));
         }
     }
 

@@ -4,17 +4,17 @@ use super::output::print_table;
 use super::{CliError, CliResult};
 use clap::{Args, Subcommand};
 use ferry_core::Secret;
-use ferry_state::{ConnectionKind, ConnectionRecord, SecretInput, StateStore};
+use ferry_engine::connections::{self, ConnectionSettings, WarehouseSettings};
+use ferry_state::{ConnectionRecord, SecretInput, StateStore};
 use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
 pub enum ConnectCommand {
-    /// Connect a Stripe account. The key is tested at once with a read of /v1/balance.
+    #[command(about = connections::STRIPE.help)]
     Stripe(ConnectStripeArgs),
-    /// Connect a DuckDB database file (opened read-only by syncs, unless
-    /// --change-detection-schema lets ferry keep tables in it).
+    #[command(about = connections::DUCKDB.help)]
     Duckdb(ConnectDuckdbArgs),
-    /// Connect a PostgreSQL warehouse (models run in read-only transactions).
+    #[command(about = connections::POSTGRES.help)]
     Postgres(ConnectPostgresArgs),
 }
 
@@ -87,8 +87,8 @@ pub struct WarehouseTimeoutArgs {
 }
 
 impl WarehouseTimeoutArgs {
-    fn settings(&self) -> ferry_engine::declare::WarehouseSettings {
-        ferry_engine::declare::WarehouseSettings {
+    fn settings(&self) -> WarehouseSettings {
+        WarehouseSettings {
             statement_timeout_seconds: self.statement_timeout,
             preview_timeout_seconds: self.preview_timeout,
             change_detection_schema: self.change_detection_schema.clone(),
@@ -158,12 +158,12 @@ pub async fn connect(store: &StateStore, command: ConnectCommand) -> CliResult {
                 &args.path,
                 &args.timeouts.settings(),
             );
-            let path = connection.config["path"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            ferry_engine::declare::save_connection(store, &connection, true).await?;
-            println!("Connected DuckDB at {path} as '{}'.", args.name);
+            let saved = ferry_engine::declare::save_connection(store, &connection, true).await?;
+            let path = match ConnectionSettings::of_record(&saved)? {
+                ConnectionSettings::Duckdb(duckdb) => duckdb.path,
+                _ => unreachable!("a DuckDB connection was saved"),
+            };
+            println!("Connected DuckDB at {} as '{}'.", path.display(), args.name);
         }
         ConnectCommand::Postgres(args) => {
             let secret = match (args.url, args.url_env) {
@@ -218,47 +218,33 @@ pub async fn connections(store: &StateStore, args: ConnectionsArgs) -> CliResult
     Ok(0)
 }
 
+/// A connection's details for the listing; settings that cannot be read show the error, so the
+/// other connections are still listed.
 fn describe(connection: &ConnectionRecord) -> String {
     let secret = connection
         .secret
         .as_ref()
         .map(|s| s.describe())
         .unwrap_or_default();
-    match connection.kind {
-        ConnectionKind::Stripe => format!(
+    let warehouse = |settings: &WarehouseSettings| -> String {
+        settings
+            .described()
+            .iter()
+            .map(|part| format!("  {part}"))
+            .collect()
+    };
+    match ConnectionSettings::of_record(connection) {
+        Ok(ConnectionSettings::Stripe(stripe)) => format!(
             "{}  key {secret}  API version {}",
-            connection.config["api_base"].as_str().unwrap_or_default(),
+            stripe.api_base(),
             ferry_destinations::stripe::STRIPE_VERSION
         ),
-        ConnectionKind::Duckdb => format!(
-            "{}{}",
-            connection.config["path"].as_str().unwrap_or_default(),
-            settings_text(connection)
-        ),
-        ConnectionKind::Postgres => format!("URL {secret}{}", settings_text(connection)),
-    }
-}
-
-/// `  statement timeout 60s  preview timeout none  change detection in schema ferry` for the
-/// settings a warehouse connection sets; nothing for those left to their defaults.
-fn settings_text(connection: &ConnectionRecord) -> String {
-    let mut text = String::new();
-    for (key, label) in [
-        ("statement_timeout_seconds", "statement timeout"),
-        ("preview_timeout_seconds", "preview timeout"),
-    ] {
-        match connection.config.get(key).and_then(|v| v.as_u64()) {
-            Some(0) => text.push_str(&format!("  {label} none")),
-            Some(seconds) => text.push_str(&format!("  {label} {seconds}s")),
-            None => {}
+        Ok(ConnectionSettings::Duckdb(duckdb)) => {
+            format!("{}{}", duckdb.path.display(), warehouse(&duckdb.warehouse))
         }
+        Ok(ConnectionSettings::Postgres(postgres)) => {
+            format!("URL {secret}{}", warehouse(&postgres))
+        }
+        Err(error) => error.to_string(),
     }
-    if let Some(schema) = connection
-        .config
-        .get(ferry_engine::declare::CHANGE_DETECTION_SCHEMA)
-        .and_then(|v| v.as_str())
-    {
-        text.push_str(&format!("  change detection in schema {schema}"));
-    }
-    text
 }

@@ -1,52 +1,622 @@
-//! Turning stored connections into source and destination settings, secrets resolved.
+//! The registry of connection kinds: what each kind (Stripe, DuckDB, PostgreSQL) is, its
+//! settings as a typed struct, which setting is its secret, its label and help, whether models
+//! read from it, and its connection test, declared once here. Every door (the CLI's `ferry
+//! connect`, the API, the web UI's forms, `ferry.yaml` and `ferry export`) converts what it is
+//! given into these settings, and everything that uses a connection reads them through here;
+//! nothing else reads the stored settings by key.
 //!
-//! The stored `config` JSON per kind: stripe `{"api_base", "max_rps", "max_rps_per_endpoint"}`
-//! with the API key as the secret; duckdb `{"path", "statement_timeout_seconds",
-//! "preview_timeout_seconds"}`; postgres `{"statement_timeout_seconds",
-//! "preview_timeout_seconds"}` with the URL as the secret. The timeouts are optional whole
-//! seconds (0: no limit; see `declare::WarehouseSettings`). Both warehouse kinds may also hold
-//! `"change_detection_schema"`, which turns on change detection inside the warehouse.
+//! The stored `config` JSON is the settings struct serialized (field names are the stored keys,
+//! a setting left to its default is not stored): stripe `{"api_base", "max_rps",
+//! "max_rps_per_endpoint"}` with the API key as the secret; duckdb `{"path",
+//! "statement_timeout_seconds", "preview_timeout_seconds", "change_detection_schema"}`; postgres
+//! `{"statement_timeout_seconds", "preview_timeout_seconds", "change_detection_schema"}` with the
+//! URL as the secret.
+//!
+//! The registry lives in the engine because the connection test needs a source and a
+//! destination, which only the engine joins; the front ends (the binary and the server) already
+//! depend on the engine, so no new edge enters the crate graph.
 
 use crate::EngineError;
+use ferry_core::Secret;
 use ferry_destinations::stripe::{StripeConfig, STRIPE_API_BASE};
 use ferry_source::{QueryOptions, SourceConfig, TimeoutSetting};
-use ferry_state::{ConnectionKind, ConnectionRecord, StateStore};
-use std::path::Path;
+use ferry_state::{ConnectionKind, ConnectionRecord, NewConnection, StateStore};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::path::{Path, PathBuf};
+
+// ----- the registry -----
+
+/// What one kind of connection is. One entry per kind in [`REGISTRY`].
+#[derive(Debug)]
+pub struct KindSpec {
+    pub kind: ConnectionKind,
+    /// The kind's name for people: `PostgreSQL`.
+    pub label: &'static str,
+    /// One sentence on what it connects (`ferry connect KIND --help`), without a final period.
+    pub help: &'static str,
+    /// Whether models read from it (a warehouse) rather than syncs write to it.
+    pub is_source: bool,
+    /// The setting that is a secret (stored encrypted or as an environment variable's name),
+    /// if the kind has one.
+    pub secret: Option<SecretSpec>,
+    /// Its settings besides the secret, in the order `ferry export` writes them: the fields of
+    /// its settings struct, by their stored names.
+    pub settings: &'static [SettingSpec],
+}
+
+/// A kind's secret setting.
+#[derive(Debug)]
+pub struct SecretSpec {
+    /// What the secret is, in words: `API key`, `URL`.
+    pub what: &'static str,
+    /// The API field (and `ferry connect` flag, with `--`) that takes the value itself.
+    pub value_field: &'static str,
+    /// The field of `ferry.yaml` and the API that names the environment variable holding it.
+    pub env_field: &'static str,
+    /// A variable name to show in hints.
+    pub example_env: &'static str,
+    /// The `ferry connect` flag to give it again with.
+    pub flag: &'static str,
+}
+
+/// One setting of a kind, besides the secret.
+#[derive(Debug, Clone, Copy)]
+pub struct SettingSpec {
+    /// Its name as stored, and in `ferry.yaml` and the API.
+    pub key: &'static str,
+    /// The `ferry connect` flag that sets it.
+    pub flag: &'static str,
+}
+
+const WAREHOUSE_SETTINGS: [SettingSpec; 3] = [
+    SettingSpec {
+        key: "statement_timeout_seconds",
+        flag: "--statement-timeout",
+    },
+    SettingSpec {
+        key: "preview_timeout_seconds",
+        flag: "--preview-timeout",
+    },
+    SettingSpec {
+        key: CHANGE_DETECTION_SCHEMA,
+        flag: "--change-detection-schema",
+    },
+];
+
+/// Every kind of connection ferry knows. Adding a warehouse is a source module, its settings
+/// struct, an entry here and a variant of [`ConnectionSettings`].
+pub const REGISTRY: [KindSpec; 3] = [STRIPE, DUCKDB, POSTGRES];
+
+pub const STRIPE: KindSpec = KindSpec {
+    kind: ConnectionKind::Stripe,
+    label: "Stripe",
+    help: "Connect a Stripe account. The key is tested at once with a read of /v1/balance",
+    is_source: false,
+    secret: Some(SecretSpec {
+        what: "API key",
+        value_field: "api_key",
+        env_field: "api_key_env",
+        example_env: "STRIPE_API_KEY",
+        flag: "--api-key-env",
+    }),
+    settings: &[
+        SettingSpec {
+            key: "api_base",
+            flag: "--api-base",
+        },
+        SettingSpec {
+            key: "max_rps",
+            flag: "--max-rps",
+        },
+        SettingSpec {
+            key: "max_rps_per_endpoint",
+            flag: "--max-rps-per-endpoint",
+        },
+    ],
+};
+
+pub const DUCKDB: KindSpec = KindSpec {
+    kind: ConnectionKind::Duckdb,
+    label: "DuckDB",
+    help: "Connect a DuckDB database file (opened read-only by syncs, unless \
+           --change-detection-schema lets ferry keep tables in it)",
+    is_source: true,
+    secret: None,
+    settings: &[
+        SettingSpec {
+            key: "path",
+            flag: "--path",
+        },
+        WAREHOUSE_SETTINGS[0],
+        WAREHOUSE_SETTINGS[1],
+        WAREHOUSE_SETTINGS[2],
+    ],
+};
+
+pub const POSTGRES: KindSpec = KindSpec {
+    kind: ConnectionKind::Postgres,
+    label: "PostgreSQL",
+    help: "Connect a PostgreSQL warehouse (models run in read-only transactions)",
+    is_source: true,
+    secret: Some(SecretSpec {
+        what: "URL",
+        value_field: "url",
+        env_field: "url_env",
+        example_env: "WAREHOUSE_URL",
+        flag: "--url",
+    }),
+    settings: &WAREHOUSE_SETTINGS,
+};
+
+/// The registry's entry for a kind.
+pub fn kind_spec(kind: ConnectionKind) -> &'static KindSpec {
+    REGISTRY
+        .iter()
+        .find(|spec| spec.kind == kind)
+        .expect("every ConnectionKind has a registry entry")
+}
+
+impl KindSpec {
+    /// The stored names of its settings, the secret's environment field first if it has one:
+    /// what `ferry.yaml` accepts for this kind.
+    pub fn file_fields(&self) -> Vec<&'static str> {
+        self.secret
+            .iter()
+            .map(|secret| secret.env_field)
+            .chain(self.settings.iter().map(|setting| setting.key))
+            .collect()
+    }
+
+    fn setting(&self, key: &str) -> Option<&'static SettingSpec> {
+        self.settings.iter().find(|setting| setting.key == key)
+    }
+}
+
+// ----- the settings, per kind -----
+
+/// A connection's settings, typed by its kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionSettings {
+    Stripe(StripeSettings),
+    Duckdb(DuckdbSettings),
+    Postgres(WarehouseSettings),
+}
+
+/// A Stripe connection's settings besides its key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripeSettings {
+    /// Another Stripe-compatible server (the emulator); Stripe's own API when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_base: Option<String>,
+    /// Requests per second for the whole account; Stripe's own limits when absent, 0 for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rps: Option<u32>,
+    /// Requests per second per endpoint; 25 when absent, 0 for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rps_per_endpoint: Option<u32>,
+}
+
+/// A DuckDB connection's settings: its database file and the settings every warehouse has.
+/// (serde cannot deny unknown fields next to `flatten`; [`ConnectionSettings::parse`] refuses
+/// them first, from the registry's list, for every kind.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DuckdbSettings {
+    /// The database file, absolute.
+    pub path: PathBuf,
+    #[serde(flatten)]
+    pub warehouse: WarehouseSettings,
+}
+
+/// A warehouse connection's settings besides where it is: how long its queries may run, in
+/// seconds (0: no limit, at most [`MAX_TIMEOUT_SECONDS`]), and where ferry may keep what it
+/// needs for change detection inside the warehouse. Absent ones take their defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarehouseSettings {
+    /// Runs, sync previews and finding a model's columns; 300 (5 minutes) when absent.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "statement_timeout"
+    )]
+    pub statement_timeout_seconds: Option<u32>,
+    /// Model previews, which a person waits for; 30 when absent.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "preview_timeout"
+    )]
+    pub preview_timeout_seconds: Option<u32>,
+    /// The schema of the warehouse where ferry keeps, per sync, the key and row hash of every
+    /// row Stripe acknowledged, so that the warehouse itself finds the new and changed rows and
+    /// only those travel to ferry. Absent (the default): ferry only reads, and compares every
+    /// row with its workspace.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "schema_name"
+    )]
+    pub change_detection_schema: Option<String>,
+}
+
+/// The stored setting (and `ferry.yaml` key, and API field) that turns on change detection
+/// inside the warehouse; the CLI's flag is `--change-detection-schema`.
+pub const CHANGE_DETECTION_SCHEMA: &str = "change_detection_schema";
+
+/// The longest a warehouse timeout may be set to: 24 hours. (0 means no limit at all.)
+pub const MAX_TIMEOUT_SECONDS: u32 = 86_400;
+
+/// A setting that cannot be read: the connection, the field, what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsError {
+    pub connection: String,
+    pub kind: ConnectionKind,
+    /// The setting at fault; `None` when the settings are not a JSON object at all.
+    pub field: Option<String>,
+    pub problem: String,
+}
+
+impl SettingsError {
+    /// The error for settings read from the workspace: names the connection and the field, and
+    /// says how to correct it (`ferry connect` again with the setting's flag).
+    pub fn stored(self) -> EngineError {
+        let spec = kind_spec(self.kind);
+        let fix = match self.field.as_deref().and_then(|field| spec.setting(field)) {
+            Some(setting) => format!("reconnect it with a valid {}", setting.flag),
+            None => format!(
+                "connect it again with `ferry connect {} {} …` to replace its settings",
+                self.kind, self.connection
+            ),
+        };
+        EngineError::Config(format!(
+            "connection '{}': {}; {fix}",
+            self.connection, self.problem
+        ))
+    }
+}
+
+impl ConnectionSettings {
+    /// A connection's settings from their stored (or given) JSON, every one checked.
+    pub fn parse(
+        connection: &str,
+        kind: ConnectionKind,
+        config: &serde_json::Value,
+    ) -> Result<ConnectionSettings, SettingsError> {
+        let error = |field: Option<String>, problem: String| SettingsError {
+            connection: connection.to_string(),
+            kind,
+            field,
+            problem,
+        };
+        let spec = kind_spec(kind);
+        let object = config.as_object().ok_or_else(|| {
+            error(
+                None,
+                format!("its settings must be a JSON object, not {config}"),
+            )
+        })?;
+        if let Some(unknown) = object.keys().find(|key| spec.setting(key).is_none()) {
+            return Err(error(
+                Some(unknown.clone()),
+                format!(
+                    "`{unknown}` is not a setting of a {kind} connection, which takes {}",
+                    spec.settings
+                        .iter()
+                        .map(|setting| format!("`{}`", setting.key))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        // Nulls mean "not set", as every door has always read them.
+        let config = serde_json::Value::Object(
+            object
+                .iter()
+                .filter(|(_, value)| !value.is_null())
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
+        );
+        let settings = match kind {
+            ConnectionKind::Stripe => typed(&config).map(ConnectionSettings::Stripe),
+            ConnectionKind::Duckdb => typed(&config).map(ConnectionSettings::Duckdb),
+            ConnectionKind::Postgres => typed(&config).map(ConnectionSettings::Postgres),
+        };
+        settings.map_err(|(field, problem)| {
+            // A field's own message names it; serde's generic ones get the name in front.
+            let field = field.or_else(|| {
+                spec.settings
+                    .iter()
+                    .map(|setting| setting.key)
+                    .find(|key| problem.starts_with(key) || problem.contains(&format!("`{key}`")))
+                    .map(str::to_string)
+            });
+            let problem = match &field {
+                Some(field)
+                    if !problem.starts_with(field.as_str())
+                        && !problem.contains(&format!("`{field}`")) =>
+                {
+                    format!("{field}: {problem}")
+                }
+                _ => problem,
+            };
+            error(field, problem)
+        })
+    }
+
+    /// The settings of a stored connection, every one checked; a bad one is an error naming
+    /// the connection, the setting and the fix.
+    pub fn of_record(connection: &ConnectionRecord) -> Result<ConnectionSettings, EngineError> {
+        ConnectionSettings::parse(&connection.name, connection.kind, &connection.config)
+            .map_err(SettingsError::stored)
+    }
+
+    /// The settings of a connection about to be saved.
+    pub fn of_new(connection: &NewConnection) -> Result<ConnectionSettings, EngineError> {
+        ConnectionSettings::parse(&connection.name, connection.kind, &connection.config).map_err(
+            |error| {
+                EngineError::Config(format!(
+                    "connection '{}': {}",
+                    error.connection, error.problem
+                ))
+            },
+        )
+    }
+
+    /// The JSON the workspace stores: only the settings that are set.
+    pub fn to_config(&self) -> serde_json::Value {
+        let value = match self {
+            ConnectionSettings::Stripe(settings) => serde_json::to_value(settings),
+            ConnectionSettings::Duckdb(settings) => serde_json::to_value(settings),
+            ConnectionSettings::Postgres(settings) => serde_json::to_value(settings),
+        };
+        value.expect("settings serialize to JSON")
+    }
+
+    /// The settings that differ between two connections' settings, by their stored names, in
+    /// the registry's order (a setting of one kind only differs when the other kind is set).
+    pub fn changed_settings(&self, other: &ConnectionSettings) -> Vec<&'static str> {
+        let (mine, theirs) = (self.to_config(), other.to_config());
+        let mut changed: Vec<&'static str> = Vec::new();
+        for key in REGISTRY
+            .iter()
+            .flat_map(|spec| spec.settings.iter().map(|setting| setting.key))
+        {
+            if !changed.contains(&key) && mine.get(key) != theirs.get(key) {
+                changed.push(key);
+            }
+        }
+        changed
+    }
+
+    /// The settings that are set, by their stored names, with their values in the order the
+    /// registry lists them: what `ferry export` writes.
+    pub fn set_values(&self) -> Vec<(&'static str, serde_json::Value)> {
+        let config = self.to_config();
+        self.spec()
+            .settings
+            .iter()
+            .filter_map(|setting| {
+                config
+                    .get(setting.key)
+                    .map(|value| (setting.key, value.clone()))
+            })
+            .collect()
+    }
+
+    pub fn kind(&self) -> ConnectionKind {
+        match self {
+            ConnectionSettings::Stripe(_) => ConnectionKind::Stripe,
+            ConnectionSettings::Duckdb(_) => ConnectionKind::Duckdb,
+            ConnectionSettings::Postgres(_) => ConnectionKind::Postgres,
+        }
+    }
+
+    pub fn spec(&self) -> &'static KindSpec {
+        kind_spec(self.kind())
+    }
+
+    /// The settings every warehouse has; `None` for Stripe.
+    pub fn warehouse(&self) -> Option<&WarehouseSettings> {
+        match self {
+            ConnectionSettings::Stripe(_) => None,
+            ConnectionSettings::Duckdb(settings) => Some(&settings.warehouse),
+            ConnectionSettings::Postgres(settings) => Some(settings),
+        }
+    }
+
+    /// The source a warehouse connection reads, its secret resolved (`None`: not given yet,
+    /// tested as empty). Stripe is not a source.
+    pub fn source(
+        &self,
+        store: &StateStore,
+        connection: &str,
+        secret: Option<Secret>,
+    ) -> Result<SourceConfig, EngineError> {
+        match self {
+            ConnectionSettings::Duckdb(settings) => duckdb_source(store, &settings.path),
+            ConnectionSettings::Postgres(_) => Ok(SourceConfig::Postgres {
+                url: secret.unwrap_or_else(|| Secret::new("")),
+            }),
+            ConnectionSettings::Stripe(_) => Err(EngineError::WrongConnectionKind {
+                name: connection.to_string(),
+                actual: "stripe".to_string(),
+                expected: "a warehouse (duckdb or postgres)",
+            }),
+        }
+    }
+
+    /// What is checked before a connection is saved, even untested: a Stripe API base that
+    /// may receive the key, a DuckDB file that is not ferry's own workspace.
+    pub fn check_before_saving(&self, store: &StateStore) -> Result<(), EngineError> {
+        match self {
+            ConnectionSettings::Stripe(stripe) => {
+                stripe.checked_api_base().map_err(EngineError::Config)?;
+            }
+            ConnectionSettings::Duckdb(duckdb) => {
+                duckdb_source(store, &duckdb.path)?;
+            }
+            ConnectionSettings::Postgres(_) => {}
+        }
+        Ok(())
+    }
+
+    /// The connection test: Stripe reads `/v1/balance` with the key, a warehouse runs
+    /// `SELECT 1`.
+    pub async fn test(
+        &self,
+        store: &StateStore,
+        connection: &str,
+        secret: Option<Secret>,
+    ) -> Result<(), EngineError> {
+        match self {
+            ConnectionSettings::Stripe(settings) => {
+                let key = secret.ok_or_else(|| {
+                    EngineError::Config("a Stripe connection needs an API key".to_string())
+                })?;
+                let mut stripe = StripeConfig::new(key);
+                stripe.api_base = settings.checked_api_base().map_err(EngineError::Config)?;
+                stripe
+                    .test_connection()
+                    .await
+                    .map_err(|e| EngineError::ConnectionTest(e.to_string()))
+            }
+            ConnectionSettings::Duckdb(_) | ConnectionSettings::Postgres(_) => {
+                let source = self.source(store, connection, secret)?;
+                ferry_source::test_connection(&source)
+                    .await
+                    .map_err(|e| EngineError::ConnectionTest(e.to_string()))
+            }
+        }
+    }
+}
+
+impl StripeSettings {
+    /// The API base, Stripe's own when not set.
+    pub fn api_base(&self) -> &str {
+        self.api_base.as_deref().unwrap_or(STRIPE_API_BASE)
+    }
+
+    /// The API base, checked before any key is sent to it.
+    pub fn checked_api_base(&self) -> Result<String, String> {
+        ferry_destinations::stripe::config::validate_api_base(self.api_base())
+    }
+}
+
+impl WarehouseSettings {
+    /// How long a query may run under `setting`: the connection's, or the default (5 minutes,
+    /// 30 seconds). Zero means no limit.
+    pub fn timeout(&self, setting: TimeoutSetting) -> std::time::Duration {
+        let seconds = match setting {
+            TimeoutSetting::Statement => self.statement_timeout_seconds,
+            TimeoutSetting::Preview => self.preview_timeout_seconds,
+        };
+        match (seconds, setting) {
+            (Some(seconds), _) => std::time::Duration::from_secs(u64::from(seconds)),
+            (None, TimeoutSetting::Statement) => ferry_source::DEFAULT_STATEMENT_TIMEOUT,
+            (None, TimeoutSetting::Preview) => ferry_source::PREVIEW_STATEMENT_TIMEOUT,
+        }
+    }
+
+    /// The settings it sets, in words for listings (`statement timeout 60s`, `preview timeout
+    /// none`, `change detection in schema ferry`); nothing for those left to their defaults.
+    pub fn described(&self) -> Vec<String> {
+        let mut parts = Vec::new();
+        for (seconds, label) in [
+            (self.statement_timeout_seconds, "statement timeout"),
+            (self.preview_timeout_seconds, "preview timeout"),
+        ] {
+            match seconds {
+                Some(0) => parts.push(format!("{label} none")),
+                Some(seconds) => parts.push(format!("{label} {seconds}s")),
+                None => {}
+            }
+        }
+        if let Some(schema) = &self.change_detection_schema {
+            parts.push(format!("change detection in schema {schema}"));
+        }
+        parts
+    }
+}
+
+/// What a valid timeout setting is, in the words of every door's error.
+pub fn timeout_problem(setting: TimeoutSetting) -> String {
+    format!(
+        "{} must be a whole number of seconds between 0 (no limit) and {MAX_TIMEOUT_SECONDS}",
+        setting.key()
+    )
+}
+
+/// A timeout setting's value as given in JSON or YAML, checked.
+pub fn timeout_seconds(setting: TimeoutSetting, value: &serde_json::Value) -> Result<u32, String> {
+    value
+        .as_u64()
+        .filter(|seconds| *seconds <= u64::from(MAX_TIMEOUT_SECONDS))
+        .map(|seconds| seconds as u32)
+        .ok_or_else(|| timeout_problem(setting))
+}
+
+/// A change detection schema as given in JSON or YAML, checked: a plain SQL name that every
+/// warehouse accepts quoted or not; empty or null is "not set".
+pub fn schema_setting(value: &serde_json::Value) -> Result<Option<String>, String> {
+    match value {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::String(text) => schema_text(text),
+        other => Err(format!(
+            "{CHANGE_DETECTION_SCHEMA}: {other} is not a schema name; give a name such as `ferry`"
+        )),
+    }
+}
+
+/// A change detection schema as typed (empty: not set), checked.
+pub fn schema_text(text: &str) -> Result<Option<String>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    ferry_source::warehouse_diff::check_schema_name(text)
+        .map(|()| Some(text.to_string()))
+        .map_err(|problem| format!("{CHANGE_DETECTION_SCHEMA}: {problem}"))
+}
+
+// ----- a stored connection, for what uses it -----
+
+/// A stored connection's secret, resolved; `None` for a kind without one. A kind with a secret
+/// whose connection has none is an error saying how to give it.
+pub fn saved_secret(
+    store: &StateStore,
+    connection: &ConnectionRecord,
+) -> Result<Option<Secret>, EngineError> {
+    let spec = kind_spec(connection.kind);
+    match (&spec.secret, &connection.secret) {
+        (None, _) => Ok(None),
+        (Some(_), Some(secret)) => Ok(Some(store.resolve_secret(secret)?)),
+        (Some(secret), None) => Err(EngineError::Config(format!(
+            "{} connection '{}' has no {}; reconnect it with {}",
+            spec.label, connection.name, secret.what, secret.flag
+        ))),
+    }
+}
 
 pub fn stripe_config(
     store: &StateStore,
     connection: &ConnectionRecord,
 ) -> Result<StripeConfig, EngineError> {
     expect_kind(connection, ConnectionKind::Stripe, "a Stripe destination")?;
-    let secret = connection.secret.as_ref().ok_or_else(|| {
+    let ConnectionSettings::Stripe(settings) = ConnectionSettings::of_record(connection)? else {
+        unreachable!("the kind was checked above")
+    };
+    let secret = saved_secret(store, connection)?.expect("a Stripe connection has a secret");
+    let mut config = StripeConfig::new(secret);
+    // Checked again here: a workspace saved by an older ferry may hold an unsafe one.
+    config.api_base = settings.checked_api_base().map_err(|problem| {
         EngineError::Config(format!(
-            "Stripe connection '{}' has no API key; reconnect it with --api-key-env",
+            "Stripe connection '{}': {problem}; reconnect it with a valid --api-base",
             connection.name
         ))
     })?;
-    let mut config = StripeConfig::new(store.resolve_secret(secret)?);
-    let api_base = connection
-        .config
-        .get("api_base")
-        .and_then(|v| v.as_str())
-        .unwrap_or(STRIPE_API_BASE);
-    // Checked again here: a workspace saved by an older ferry may hold an unsafe one.
-    config.api_base =
-        ferry_destinations::stripe::config::validate_api_base(api_base).map_err(|problem| {
-            EngineError::Config(format!(
-                "Stripe connection '{}': {problem}; reconnect it with a valid --api-base",
-                connection.name
-            ))
-        })?;
-    let number = |name: &str| {
-        connection
-            .config
-            .get(name)
-            .and_then(|v| v.as_u64())
-            .map(|n| n as u32)
-    };
-    config.max_requests_per_second = number("max_rps");
-    config.max_requests_per_second_per_endpoint = number("max_rps_per_endpoint");
+    config.max_requests_per_second = settings.max_rps;
+    config.max_requests_per_second_per_endpoint = settings.max_rps_per_endpoint;
     Ok(config)
 }
 
@@ -54,93 +624,75 @@ pub fn source_config(
     store: &StateStore,
     connection: &ConnectionRecord,
 ) -> Result<SourceConfig, EngineError> {
-    match connection.kind {
-        ConnectionKind::Duckdb => {
-            let path = connection
-                .config
-                .get("path")
-                .and_then(|v| v.as_str())
-                .ok_or_else(|| {
-                    EngineError::Config(format!(
-                        "DuckDB connection '{}' has no path; reconnect it with --path",
-                        connection.name
-                    ))
-                })?;
-            duckdb_source(store, Path::new(path))
-        }
-        ConnectionKind::Postgres => {
-            let secret = connection.secret.as_ref().ok_or_else(|| {
-                EngineError::Config(format!(
-                    "PostgreSQL connection '{}' has no URL; reconnect it with --url",
-                    connection.name
-                ))
-            })?;
-            Ok(SourceConfig::Postgres {
-                url: store.resolve_secret(secret)?,
-            })
-        }
-        ConnectionKind::Stripe => Err(EngineError::WrongConnectionKind {
+    if !kind_spec(connection.kind).is_source {
+        return Err(EngineError::WrongConnectionKind {
             name: connection.name.clone(),
-            actual: "stripe".to_string(),
+            actual: connection.kind.as_str().to_string(),
             expected: "a warehouse (duckdb or postgres)",
-        }),
+        });
     }
+    let settings = ConnectionSettings::of_record(connection)?;
+    let secret = saved_secret(store, connection)?;
+    settings.source(store, &connection.name, secret)
 }
 
 /// How a warehouse connection's queries run: with its `statement_timeout_seconds` (runs, sync
 /// previews, finding a model's columns) or its `preview_timeout_seconds` (model previews), or
 /// their defaults (5 minutes, 30 seconds) when the connection does not set them.
+///
+/// Only the timeout asked for is read here, so that a bad preview timeout (a workspace edited
+/// by hand) does not stop runs; every other use reads all the settings.
 pub fn query_options(
     connection: &ConnectionRecord,
     setting: TimeoutSetting,
 ) -> Result<QueryOptions, EngineError> {
-    let default = match setting {
-        TimeoutSetting::Statement => ferry_source::DEFAULT_STATEMENT_TIMEOUT,
-        TimeoutSetting::Preview => ferry_source::PREVIEW_STATEMENT_TIMEOUT,
+    let timeouts = StoredTimeouts::deserialize(&connection.config).unwrap_or_default();
+    let value = match setting {
+        TimeoutSetting::Statement => timeouts.statement_timeout_seconds,
+        TimeoutSetting::Preview => timeouts.preview_timeout_seconds,
     };
-    let statement_timeout = match connection.config.get(setting.key()) {
-        None | Some(serde_json::Value::Null) => default,
+    let seconds = match value {
+        None | Some(serde_json::Value::Null) => None,
         // Checked again here: saving checks it, but a workspace may have been edited by hand.
-        Some(value) => {
-            let seconds = crate::declare::timeout_seconds(setting, value).map_err(|problem| {
-                EngineError::Config(format!(
-                    "connection '{}': {problem}; reconnect it with a valid {}",
-                    connection.name,
-                    setting.flag()
-                ))
-            })?;
-            std::time::Duration::from_secs(u64::from(seconds))
-        }
+        Some(value) => Some(timeout_seconds(setting, &value).map_err(|problem| {
+            SettingsError {
+                connection: connection.name.clone(),
+                kind: connection.kind,
+                field: Some(setting.key().to_string()),
+                problem,
+            }
+            .stored()
+        })?),
+    };
+    let warehouse = WarehouseSettings {
+        statement_timeout_seconds: seconds.filter(|_| setting == TimeoutSetting::Statement),
+        preview_timeout_seconds: seconds.filter(|_| setting == TimeoutSetting::Preview),
+        change_detection_schema: None,
     };
     Ok(QueryOptions {
-        statement_timeout,
+        statement_timeout: warehouse.timeout(setting),
         timeout_setting: setting,
         ..QueryOptions::default()
     })
 }
 
+/// The two timeouts of a stored warehouse connection, each read alone (see [`query_options`]).
+#[derive(Deserialize, Default)]
+struct StoredTimeouts {
+    #[serde(default)]
+    statement_timeout_seconds: Option<serde_json::Value>,
+    #[serde(default)]
+    preview_timeout_seconds: Option<serde_json::Value>,
+}
+
 /// The connection's `change_detection_schema`: where, in the warehouse, ferry keeps what change
 /// detection needs; `None` when ferry only reads (the default).
 pub fn change_detection_schema(
-    connection_name: &str,
-    config: &serde_json::Value,
+    connection: &ConnectionRecord,
 ) -> Result<Option<String>, EngineError> {
-    let reconnect = |problem: String| {
-        EngineError::Config(format!(
-            "connection '{connection_name}': {}: {problem}",
-            crate::declare::CHANGE_DETECTION_SCHEMA
-        ))
-    };
-    match config.get(crate::declare::CHANGE_DETECTION_SCHEMA) {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(schema)) => {
-            ferry_source::warehouse_diff::check_schema_name(schema).map_err(reconnect)?;
-            Ok(Some(schema.clone()))
-        }
-        Some(other) => Err(reconnect(format!(
-            "{other} is not a schema name; give a name such as `ferry`"
-        ))),
-    }
+    Ok(ConnectionSettings::of_record(connection)?
+        .warehouse()
+        .and_then(|warehouse| warehouse.change_detection_schema.clone()))
 }
 
 /// A DuckDB warehouse at `path`, refused when the path is ferry's own workspace (its database,
@@ -160,6 +712,45 @@ pub fn duckdb_source(store: &StateStore, path: &Path) -> Result<SourceConfig, En
     })
 }
 
+// ----- private helpers -----
+
+/// Settings from JSON; on failure, the field at fault (when serde knows it) and the problem.
+fn typed<T: serde::de::DeserializeOwned>(
+    config: &serde_json::Value,
+) -> Result<T, (Option<String>, String)> {
+    serde_path_to_error::deserialize(config).map_err(|error| {
+        let path = error.path().to_string();
+        let field = (!path.is_empty() && path != "." && path != "?").then_some(path);
+        (field, error.into_inner().to_string())
+    })
+}
+
+fn statement_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    timeout_field(d, TimeoutSetting::Statement)
+}
+
+fn preview_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    timeout_field(d, TimeoutSetting::Preview)
+}
+
+fn timeout_field<'de, D: Deserializer<'de>>(
+    d: D,
+    setting: TimeoutSetting,
+) -> Result<Option<u32>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    if value.is_null() {
+        return Ok(None);
+    }
+    timeout_seconds(setting, &value)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+fn schema_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    schema_setting(&value).map_err(serde::de::Error::custom)
+}
+
 fn expect_kind(
     connection: &ConnectionRecord,
     kind: ConnectionKind,
@@ -175,7 +766,6 @@ fn expect_kind(
         })
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,5 +890,235 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod registry_tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The stored settings as `ferry_engine` reads them: typed, or the error a user sees.
+    fn check(
+        kind: ConnectionKind,
+        stored: serde_json::Value,
+    ) -> Result<ConnectionSettings, String> {
+        ConnectionSettings::parse("w", kind, &stored).map_err(|error| error.stored().to_string())
+    }
+
+    fn full(kind: ConnectionKind) -> ConnectionSettings {
+        let warehouse = WarehouseSettings {
+            statement_timeout_seconds: Some(600),
+            preview_timeout_seconds: Some(0),
+            change_detection_schema: Some("ferry".to_string()),
+        };
+        match kind {
+            ConnectionKind::Stripe => ConnectionSettings::Stripe(StripeSettings {
+                api_base: Some("http://127.0.0.1:12111".to_string()),
+                max_rps: Some(25),
+                max_rps_per_endpoint: Some(10),
+            }),
+            ConnectionKind::Duckdb => ConnectionSettings::Duckdb(DuckdbSettings {
+                path: PathBuf::from("/data/w.duckdb"),
+                warehouse,
+            }),
+            ConnectionKind::Postgres => ConnectionSettings::Postgres(warehouse),
+        }
+    }
+
+    #[test]
+    fn every_kind_reads_the_json_workspaces_store_today_and_writes_it_back_unchanged() {
+        let stored = [
+            (
+                ConnectionKind::Stripe,
+                json!({"api_base": "https://api.stripe.com"}),
+            ),
+            (
+                ConnectionKind::Stripe,
+                json!({"api_base": "http://127.0.0.1:12111", "max_rps": 25, "max_rps_per_endpoint": 10}),
+            ),
+            (ConnectionKind::Stripe, json!({"max_rps": 0})),
+            (ConnectionKind::Duckdb, json!({"path": "/data/w.duckdb"})),
+            (
+                ConnectionKind::Duckdb,
+                json!({"path": "/data/w.duckdb", "statement_timeout_seconds": 600,
+                    "preview_timeout_seconds": 0, "change_detection_schema": "ferry"}),
+            ),
+            (ConnectionKind::Postgres, json!({})),
+            (
+                ConnectionKind::Postgres,
+                json!({"statement_timeout_seconds": 0, "preview_timeout_seconds": 86400,
+                    "change_detection_schema": "ferry_cd"}),
+            ),
+        ];
+        for (kind, json) in stored {
+            let settings = check(kind, json.clone()).unwrap_or_else(|e| panic!("{json}: {e}"));
+            assert_eq!(settings.kind(), kind);
+            assert_eq!(settings.to_config(), json, "{kind}");
+            assert_eq!(
+                serde_json::to_string(&settings.to_config()).unwrap(),
+                serde_json::to_string(&json).unwrap(),
+                "same keys in the same order"
+            );
+        }
+        assert_eq!(
+            check(ConnectionKind::Stripe, json!({})).unwrap(),
+            ConnectionSettings::Stripe(StripeSettings::default())
+        );
+        let ConnectionSettings::Stripe(stripe) = check(ConnectionKind::Stripe, json!({})).unwrap()
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            stripe.api_base(),
+            STRIPE_API_BASE,
+            "Stripe's own API by default"
+        );
+    }
+
+    #[test]
+    fn a_null_setting_is_not_set() {
+        assert_eq!(
+            check(
+                ConnectionKind::Postgres,
+                json!({"statement_timeout_seconds": null, "change_detection_schema": null})
+            )
+            .unwrap(),
+            ConnectionSettings::Postgres(WarehouseSettings::default())
+        );
+    }
+
+    #[test]
+    fn a_bad_setting_names_the_connection_the_field_and_the_fix() {
+        let cases = [
+            (
+                ConnectionKind::Duckdb,
+                json!({"path": "/w.duckdb", "threads": 4}),
+                "connection 'w': `threads` is not a setting of a duckdb connection, which takes \
+                 `path`, `statement_timeout_seconds`, `preview_timeout_seconds`, \
+                 `change_detection_schema`; connect it again with `ferry connect duckdb w …` to \
+                 replace its settings",
+            ),
+            (
+                ConnectionKind::Postgres,
+                json!({"path": "/w.duckdb"}),
+                "connection 'w': `path` is not a setting of a postgres connection, which takes \
+                 `statement_timeout_seconds`, `preview_timeout_seconds`, \
+                 `change_detection_schema`; connect it again with `ferry connect postgres w …` \
+                 to replace its settings",
+            ),
+            (
+                ConnectionKind::Stripe,
+                json!({"api_base": "https://api.stripe.com", "max_rps": "25"}),
+                "connection 'w': max_rps: invalid type: string \"25\", expected u32; reconnect \
+                 it with a valid --max-rps",
+            ),
+            (
+                ConnectionKind::Stripe,
+                json!({"max_rps_per_endpoint": -1}),
+                "connection 'w': max_rps_per_endpoint: invalid value: integer `-1`, expected \
+                 u32; reconnect it with a valid --max-rps-per-endpoint",
+            ),
+            (
+                ConnectionKind::Stripe,
+                json!({"api_base": 7}),
+                "connection 'w': api_base: invalid type: integer `7`, expected a string; \
+                 reconnect it with a valid --api-base",
+            ),
+            (
+                ConnectionKind::Duckdb,
+                json!({}),
+                "connection 'w': missing field `path`; reconnect it with a valid --path",
+            ),
+            (
+                ConnectionKind::Duckdb,
+                json!({"path": 3}),
+                "connection 'w': path: invalid type: integer `3`, expected path string; \
+                 reconnect it with a valid --path",
+            ),
+            (
+                ConnectionKind::Duckdb,
+                json!({"path": "/w.duckdb", "statement_timeout_seconds": "30"}),
+                "connection 'w': statement_timeout_seconds must be a whole number of seconds \
+                 between 0 (no limit) and 86400; reconnect it with a valid --statement-timeout",
+            ),
+            (
+                ConnectionKind::Postgres,
+                json!({"preview_timeout_seconds": 86401}),
+                "connection 'w': preview_timeout_seconds must be a whole number of seconds \
+                 between 0 (no limit) and 86400; reconnect it with a valid --preview-timeout",
+            ),
+            (
+                ConnectionKind::Postgres,
+                json!({"change_detection_schema": "Bad-Name"}),
+                "connection 'w': change_detection_schema: `Bad-Name` is not a schema name ferry \
+                 accepts: use lower-case letters, digits and `_` (at most 63 characters, not \
+                 starting with a digit), for example `ferry`; reconnect it with a valid \
+                 --change-detection-schema",
+            ),
+            (
+                ConnectionKind::Postgres,
+                json!({"change_detection_schema": 5}),
+                "connection 'w': change_detection_schema: 5 is not a schema name; give a name \
+                 such as `ferry`; reconnect it with a valid --change-detection-schema",
+            ),
+            (
+                ConnectionKind::Stripe,
+                json!("https://api.stripe.com"),
+                "connection 'w': its settings must be a JSON object, not \
+                 \"https://api.stripe.com\"; connect it again with `ferry connect stripe w …` to \
+                 replace its settings",
+            ),
+        ];
+        for (kind, stored, expected) in cases {
+            assert_eq!(
+                check(kind, stored.clone()).unwrap_err(),
+                expected,
+                "{stored}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_registry_lists_each_kinds_settings_as_its_struct_stores_them() {
+        for kind in ConnectionKind::ALL {
+            let spec = kind_spec(kind);
+            assert_eq!(spec.kind, kind);
+            assert_eq!(spec.is_source, kind.is_source(), "{kind}");
+            let stored: Vec<String> = full(kind)
+                .to_config()
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
+            let listed: Vec<&str> = spec.settings.iter().map(|s| s.key).collect();
+            assert_eq!(stored, listed, "{kind}");
+            assert_eq!(
+                full(kind).set_values().len(),
+                listed.len(),
+                "every setting is exported"
+            );
+        }
+        assert_eq!(REGISTRY.len(), ConnectionKind::ALL.len());
+    }
+
+    #[test]
+    fn changed_settings_are_named_in_the_registrys_order() {
+        let duckdb = full(ConnectionKind::Duckdb);
+        let mut other = duckdb.clone();
+        if let ConnectionSettings::Duckdb(settings) = &mut other {
+            settings.warehouse.preview_timeout_seconds = None;
+            settings.warehouse.change_detection_schema = Some("ferry_cd".to_string());
+        }
+        assert_eq!(
+            duckdb.changed_settings(&other),
+            ["preview_timeout_seconds", "change_detection_schema"]
+        );
+        assert!(duckdb.changed_settings(&duckdb).is_empty());
+        assert_eq!(
+            full(ConnectionKind::Postgres).changed_settings(&duckdb),
+            ["path"]
+        );
     }
 }

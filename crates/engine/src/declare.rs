@@ -2,104 +2,49 @@
 //! systems. The CLI, the server, the web UI and `ferry apply` all save through here, so every
 //! door checks the same things and gives the same errors.
 
-use crate::connections::duckdb_source;
-use crate::{source_config, stripe_config, EngineError};
-use ferry_core::{Secret, SyncSpec, Value};
-use ferry_destinations::stripe::{StripeConfig, STRIPE_API_BASE};
-pub use ferry_source::TimeoutSetting;
-use ferry_source::{Column, SourceConfig};
-use ferry_state::{
-    ConnectionKind, ConnectionRecord, ModelRecord, NewConnection, ObjectType, SecretInput,
-    SecretRef, StateStore, SyncRecord,
+pub use crate::connections::{
+    timeout_problem, StripeSettings, WarehouseSettings, CHANGE_DETECTION_SCHEMA,
+    MAX_TIMEOUT_SECONDS,
 };
-use serde_json::json;
-use std::path::{Path, PathBuf};
+use crate::connections::{ConnectionSettings, DuckdbSettings};
+use crate::{source_config, stripe_config, EngineError};
+use ferry_core::{SyncSpec, Value};
+use ferry_source::Column;
+pub use ferry_source::TimeoutSetting;
+use ferry_state::{
+    ConnectionRecord, ModelRecord, NewConnection, ObjectType, SecretInput, SecretRef, StateStore,
+    SyncRecord,
+};
+use std::path::Path;
 
-/// A Stripe connection's settings besides its key.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StripeSettings {
-    /// Another Stripe-compatible server (the emulator); Stripe's own API when absent.
-    pub api_base: Option<String>,
-    pub max_rps: Option<u32>,
-    pub max_rps_per_endpoint: Option<u32>,
-}
-
-/// The stored form of a Stripe connection (see `connections.rs` for the config keys).
-pub fn stripe_connection(name: &str, key: SecretInput, settings: &StripeSettings) -> NewConnection {
-    let api_base = settings.api_base.as_deref().unwrap_or(STRIPE_API_BASE);
-    let mut config = json!({"api_base": api_base.trim().trim_end_matches('/')});
-    if let Some(n) = settings.max_rps {
-        config["max_rps"] = json!(n);
-    }
-    if let Some(n) = settings.max_rps_per_endpoint {
-        config["max_rps_per_endpoint"] = json!(n);
-    }
+/// The stored form of a connection: its kind and settings (the registry's JSON), its secret.
+pub fn new_connection(
+    name: &str,
+    settings: &ConnectionSettings,
+    secret: Option<SecretInput>,
+) -> NewConnection {
     NewConnection {
         name: name.to_string(),
-        kind: ConnectionKind::Stripe,
-        config,
-        secret: Some(key),
+        kind: settings.kind(),
+        config: settings.to_config(),
+        secret,
     }
 }
 
-/// A warehouse connection's settings besides where it is: how long its queries may run, in
-/// seconds (0: no limit, at most [`MAX_TIMEOUT_SECONDS`]), and where ferry may keep what it
-/// needs for change detection inside the warehouse. Absent ones take their defaults.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WarehouseSettings {
-    /// Runs, sync previews and finding a model's columns; 300 (5 minutes) when absent.
-    pub statement_timeout_seconds: Option<u32>,
-    /// Model previews, which a person waits for; 30 when absent.
-    pub preview_timeout_seconds: Option<u32>,
-    /// The schema of the warehouse where ferry keeps, per sync, the key and row hash of every
-    /// row Stripe acknowledged, so that the warehouse itself finds the new and changed rows and
-    /// only those travel to ferry. Absent (the default): ferry only reads, and compares every
-    /// row with its workspace.
-    pub change_detection_schema: Option<String>,
+/// The stored form of a Stripe connection; the API base is always stored, trimmed.
+pub fn stripe_connection(name: &str, key: SecretInput, settings: &StripeSettings) -> NewConnection {
+    let settings = StripeSettings {
+        api_base: Some(settings.api_base().trim().trim_end_matches('/').to_string()),
+        ..settings.clone()
+    };
+    new_connection(name, &ConnectionSettings::Stripe(settings), Some(key))
 }
-
-impl WarehouseSettings {
-    fn store_in(&self, config: &mut serde_json::Value) {
-        for (setting, value) in [
-            (TimeoutSetting::Statement, self.statement_timeout_seconds),
-            (TimeoutSetting::Preview, self.preview_timeout_seconds),
-        ] {
-            if let Some(seconds) = value {
-                config[setting.key()] = json!(seconds);
-            }
-        }
-        if let Some(schema) = &self.change_detection_schema {
-            config[CHANGE_DETECTION_SCHEMA] = json!(schema);
-        }
-    }
-}
-
-/// The stored setting (and `ferry.yaml` key, and API field) that turns on change detection
-/// inside the warehouse; the CLI's flag is `--change-detection-schema`.
-pub const CHANGE_DETECTION_SCHEMA: &str = "change_detection_schema";
 
 /// A change detection schema as given by any door (empty: not set), checked: a plain SQL name
 /// that every warehouse accepts quoted or not (lower-case letters, digits and `_`, at most 63
 /// characters, not starting with a digit).
 pub fn parse_change_detection_schema(text: &str) -> Result<Option<String>, EngineError> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Ok(None);
-    }
-    ferry_source::warehouse_diff::check_schema_name(text)
-        .map(|()| Some(text.to_string()))
-        .map_err(|problem| EngineError::Config(format!("{CHANGE_DETECTION_SCHEMA}: {problem}")))
-}
-
-/// The longest a warehouse timeout may be set to: 24 hours. (0 means no limit at all.)
-pub const MAX_TIMEOUT_SECONDS: u32 = 86_400;
-
-/// What a valid timeout setting is, in the words of every door's error.
-pub fn timeout_problem(setting: TimeoutSetting) -> String {
-    format!(
-        "{} must be a whole number of seconds between 0 (no limit) and {MAX_TIMEOUT_SECONDS}",
-        setting.key()
-    )
+    crate::connections::schema_text(text).map_err(EngineError::Config)
 }
 
 /// A timeout setting's value as given in JSON or YAML, checked.
@@ -107,11 +52,7 @@ pub fn timeout_seconds(
     setting: TimeoutSetting,
     value: &serde_json::Value,
 ) -> Result<u32, EngineError> {
-    value
-        .as_u64()
-        .filter(|seconds| *seconds <= u64::from(MAX_TIMEOUT_SECONDS))
-        .map(|seconds| seconds as u32)
-        .ok_or_else(|| EngineError::Config(timeout_problem(setting)))
+    crate::connections::timeout_seconds(setting, value).map_err(EngineError::Config)
 }
 
 /// A timeout setting's value as typed in a form (empty: not set), checked.
@@ -134,14 +75,11 @@ pub fn parse_timeout_seconds(
 /// from whatever directory it runs in.
 pub fn duckdb_connection(name: &str, path: &Path, settings: &WarehouseSettings) -> NewConnection {
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut config = json!({"path": path.display().to_string()});
-    settings.store_in(&mut config);
-    NewConnection {
-        name: name.to_string(),
-        kind: ConnectionKind::Duckdb,
-        config,
-        secret: None,
-    }
+    let settings = ConnectionSettings::Duckdb(DuckdbSettings {
+        path,
+        warehouse: settings.clone(),
+    });
+    new_connection(name, &settings, None)
 }
 
 /// The stored form of a PostgreSQL connection: the URL (which may hold a password) is the secret.
@@ -150,22 +88,21 @@ pub fn postgres_connection(
     url: SecretInput,
     settings: &WarehouseSettings,
 ) -> NewConnection {
-    let mut config = json!({});
-    settings.store_in(&mut config);
-    NewConnection {
-        name: name.to_string(),
-        kind: ConnectionKind::Postgres,
-        config,
-        secret: Some(url),
-    }
+    new_connection(
+        name,
+        &ConnectionSettings::Postgres(settings.clone()),
+        Some(url),
+    )
 }
 
-/// Tests a connection that is not saved yet: Stripe reads `/v1/balance` with the key, a
-/// warehouse runs `SELECT 1`. A `SecretInput::Keep` is resolved from the saved connection.
+/// Tests a connection that is not saved yet with its kind's test (Stripe reads `/v1/balance`
+/// with the key, a warehouse runs `SELECT 1`). A `SecretInput::Keep` is resolved from the saved
+/// connection.
 pub async fn test_new_connection(
     store: &StateStore,
     connection: &NewConnection,
 ) -> Result<(), EngineError> {
+    let settings = ConnectionSettings::of_new(connection)?;
     let secret = match &connection.secret {
         Some(SecretInput::Value(secret)) => Some(secret.clone()),
         Some(SecretInput::EnvVar(variable)) => {
@@ -180,40 +117,21 @@ pub async fn test_new_connection(
         }
         None => None,
     };
-    match connection.kind {
-        ConnectionKind::Stripe => {
-            let key = secret.ok_or_else(|| {
-                EngineError::Config("a Stripe connection needs an API key".to_string())
-            })?;
-            let mut stripe = StripeConfig::new(key);
-            stripe.api_base = checked_api_base(connection)?;
-            stripe
-                .test_connection()
-                .await
-                .map_err(|e| EngineError::ConnectionTest(e.to_string()))
-        }
-        ConnectionKind::Duckdb | ConnectionKind::Postgres => {
-            let source = match connection.kind {
-                ConnectionKind::Duckdb => duckdb_source(store, &new_duckdb_path(connection))?,
-                _ => SourceConfig::Postgres {
-                    url: secret.unwrap_or_else(|| Secret::new("")),
-                },
-            };
-            ferry_source::test_connection(&source)
-                .await
-                .map_err(|e| EngineError::ConnectionTest(e.to_string()))?;
-            // Change detection in the warehouse writes to one schema: set it up now, so that a
-            // missing right is said when the connection is saved, not at its first run.
-            if let Some(schema) =
-                crate::connections::change_detection_schema(&connection.name, &connection.config)?
-            {
-                ferry_source::warehouse_diff::prepare_schema(&source, &schema)
-                    .await
-                    .map_err(|e| EngineError::ConnectionTest(e.to_string()))?;
-            }
-            Ok(())
-        }
+    settings
+        .test(store, &connection.name, secret.clone())
+        .await?;
+    // Change detection in the warehouse writes to one schema: set it up now, so that a missing
+    // right is said when the connection is saved, not at its first run.
+    if let Some(schema) = settings
+        .warehouse()
+        .and_then(|warehouse| warehouse.change_detection_schema.as_ref())
+    {
+        let source = settings.source(store, &connection.name, secret)?;
+        ferry_source::warehouse_diff::prepare_schema(&source, schema)
+            .await
+            .map_err(|e| EngineError::ConnectionTest(e.to_string()))?;
     }
+    Ok(())
 }
 
 /// Tests (unless `test` is false) and saves a connection, creating or replacing it.
@@ -226,24 +144,12 @@ pub async fn save_connection(
     store
         .check_name_to_save(ObjectType::Connection, &connection.name)
         .await?;
+    let settings = ConnectionSettings::of_new(connection)?;
     if matches!(connection.secret, Some(SecretInput::Keep)) {
         let saved = require_connection(store, &connection.name).await?;
-        check_kept_secret(&saved, connection)?;
+        check_kept_secret(&saved, &settings)?;
     }
-    if connection.kind == ConnectionKind::Duckdb {
-        duckdb_source(store, &new_duckdb_path(connection))?;
-    }
-    if connection.kind.is_source() {
-        for setting in [TimeoutSetting::Statement, TimeoutSetting::Preview] {
-            if let Some(value) = connection.config.get(setting.key()) {
-                timeout_seconds(setting, value)?;
-            }
-        }
-        crate::connections::change_detection_schema(&connection.name, &connection.config)?;
-    }
-    if connection.kind == ConnectionKind::Stripe {
-        checked_api_base(connection)?;
-    }
+    settings.check_before_saving(store)?;
     if test {
         test_new_connection(store, connection).await?;
     }
@@ -251,54 +157,39 @@ pub async fn save_connection(
     require_connection(store, &connection.name).await
 }
 
-/// The connection's API base, checked before any key is sent to it.
-fn checked_api_base(connection: &NewConnection) -> Result<String, EngineError> {
-    let api_base = connection
-        .config
-        .get("api_base")
-        .and_then(|v| v.as_str())
-        .unwrap_or(STRIPE_API_BASE);
-    ferry_destinations::stripe::config::validate_api_base(api_base).map_err(EngineError::Config)
-}
-
-fn new_duckdb_path(connection: &NewConnection) -> PathBuf {
-    PathBuf::from(
-        connection
-            .config
-            .get("path")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default(),
-    )
-}
-
 /// A change that keeps the stored secret may not send it anywhere else: not to another
 /// `api_base` (which would hand the key to whoever runs that server), nor into a connection of
 /// another kind.
 fn check_kept_secret(
     saved: &ConnectionRecord,
-    connection: &NewConnection,
+    settings: &ConnectionSettings,
 ) -> Result<(), EngineError> {
-    if saved.kind != connection.kind {
+    if saved.kind != settings.kind() {
         return Err(EngineError::Config(format!(
             "connection '{}' is a {} connection; to make it a {} connection, give its secret too",
-            saved.name, saved.kind, connection.kind
+            saved.name,
+            saved.kind,
+            settings.kind()
         )));
     }
-    let base = |config: &serde_json::Value| config.get("api_base").cloned();
-    if connection.kind == ConnectionKind::Stripe && base(&saved.config) != base(&connection.config)
-    {
-        return Err(EngineError::Config(format!(
-            "the API base of connection '{}' changes, so give its API key again: a stored key is only sent to the server it was saved for",
-            saved.name
-        )));
+    if let ConnectionSettings::Stripe(new) = settings {
+        let ConnectionSettings::Stripe(old) = ConnectionSettings::of_record(saved)? else {
+            unreachable!("the kinds are the same")
+        };
+        if old.api_base != new.api_base {
+            return Err(EngineError::Config(format!(
+                "the API base of connection '{}' changes, so give its API key again: a stored key is only sent to the server it was saved for",
+                saved.name
+            )));
+        }
     }
     Ok(())
 }
 
-/// Tests a saved connection.
+/// Tests a saved connection with its kind's test.
 pub async fn test_saved_connection(store: &StateStore, name: &str) -> Result<(), EngineError> {
     let connection = require_connection(store, name).await?;
-    if connection.kind == ConnectionKind::Stripe {
+    if !crate::connections::kind_spec(connection.kind).is_source {
         stripe_config(store, &connection)?
             .test_connection()
             .await

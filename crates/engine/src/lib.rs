@@ -6,7 +6,7 @@
 //! reached only through `ferry_destinations::stripe::StripeObject`, so the engine is the same
 //! for every object.
 
-mod connections;
+pub mod connections;
 mod crash_point;
 pub mod declare;
 mod execute;
@@ -134,10 +134,7 @@ pub async fn load_sync_setup(
         source: source_config(store, &source_connection)?,
         stripe: stripe_config(store, &destination)?,
         query: query_options(&source_connection, TimeoutSetting::Statement)?,
-        change_detection_schema: connections::change_detection_schema(
-            &source_connection.name,
-            &source_connection.config,
-        )?,
+        change_detection_schema: connections::change_detection_schema(&source_connection)?,
         sync,
         model,
     })

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use ferry_core::Secret;
+use ferry_engine::connections::ConnectionSettings;
 use ferry_engine::declare::{self, StripeSettings, TimeoutSetting, WarehouseSettings};
 use ferry_state::{ConnectionKind, ConnectionRecord, NewConnection, SecretInput, SecretRef};
 use serde::{Deserialize, Serialize};
@@ -42,7 +43,10 @@ impl From<&ConnectionRecord> for ConnectionView {
         ConnectionView {
             name: record.name.clone(),
             kind: record.kind.as_str().to_string(),
-            config: record.config.clone(),
+            // The typed settings when they can be read; as stored otherwise, to show what to fix.
+            config: ConnectionSettings::of_record(record)
+                .map(|settings| settings.to_config())
+                .unwrap_or_else(|_| record.config.clone()),
             secret: record.secret.as_ref().map(|secret| match secret {
                 SecretRef::Encrypted(encrypted) => SecretView::Encrypted {
                     hint: encrypted.hint().to_string(),
@@ -347,9 +351,5 @@ pub async fn test(
 }
 
 pub fn kind_label(kind: ConnectionKind) -> &'static str {
-    match kind {
-        ConnectionKind::Stripe => "Stripe",
-        ConnectionKind::Duckdb => "DuckDB",
-        ConnectionKind::Postgres => "PostgreSQL",
-    }
+    ferry_engine::connections::kind_spec(kind).label
 }

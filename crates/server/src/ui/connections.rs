@@ -9,6 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
+use ferry_engine::connections::{kind_spec, ConnectionSettings, WarehouseSettings};
 use ferry_engine::declare::{self, TimeoutSetting};
 use ferry_state::{ConnectionKind, ConnectionRecord, SecretRef};
 use maud::{html, Markup};
@@ -24,26 +25,30 @@ fn secret_text(record: &ConnectionRecord) -> String {
 
 /// ` · statement timeout 60s · preview timeout none · change detection in schema ferry` for the
 /// settings a warehouse connection sets; nothing for those left to their defaults.
-fn settings_text(record: &ConnectionRecord) -> String {
-    let mut text = String::new();
-    for (setting, label) in [
-        (TimeoutSetting::Statement, "statement timeout"),
-        (TimeoutSetting::Preview, "preview timeout"),
-    ] {
-        match record.config.get(setting.key()).and_then(|v| v.as_u64()) {
-            Some(0) => text.push_str(&format!(" · {label} none")),
-            Some(seconds) => text.push_str(&format!(" · {label} {seconds}s")),
-            None => {}
-        }
+fn settings_text(settings: &WarehouseSettings) -> String {
+    settings
+        .described()
+        .iter()
+        .map(|part| format!(" · {part}"))
+        .collect()
+}
+
+/// A connection's details for the tables of destinations and sources.
+fn details(record: &ConnectionRecord) -> Markup {
+    match ConnectionSettings::of_record(record) {
+        Ok(ConnectionSettings::Stripe(stripe)) => html! {
+            (ferry_destinations::stripe::config::display_api_base(stripe.api_base()))
+            " · key " (secret_text(record))
+            " · API version " (ferry_destinations::stripe::STRIPE_VERSION)
+        },
+        Ok(ConnectionSettings::Duckdb(duckdb)) => html! {
+            (duckdb.path.display().to_string()) (settings_text(&duckdb.warehouse))
+        },
+        Ok(ConnectionSettings::Postgres(postgres)) => html! {
+            "URL " (secret_text(record)) (settings_text(&postgres))
+        },
+        Err(error) => html! { span.fail { (error.to_string()) } },
     }
-    if let Some(schema) = record
-        .config
-        .get(declare::CHANGE_DETECTION_SCHEMA)
-        .and_then(|v| v.as_str())
-    {
-        text.push_str(&format!(" · change detection in schema {schema}"));
-    }
-    text
 }
 
 fn connection_rows(caller: &Caller, records: &[&ConnectionRecord]) -> Markup {
@@ -55,18 +60,7 @@ fn connection_rows(caller: &Caller, records: &[&ConnectionRecord]) -> Markup {
                     tr {
                         td { strong { (record.name) } }
                         td { (crate::api::connections::kind_label(record.kind)) }
-                        td.mono {
-                            @match record.kind {
-                                ConnectionKind::Stripe => {
-                                    (ferry_destinations::stripe::config::display_api_base(
-                                        record.config["api_base"].as_str().unwrap_or_default()))
-                                    " · key " (secret_text(record))
-                                    " · API version " (ferry_destinations::stripe::STRIPE_VERSION)
-                                }
-                                ConnectionKind::Duckdb => { (record.config["path"].as_str().unwrap_or_default()) (settings_text(record)) }
-                                ConnectionKind::Postgres => { "URL " (secret_text(record)) (settings_text(record)) }
-                            }
-                        }
+                        td.mono { (details(record)) }
                         td { (time(record.created_at)) }
                         td.row-actions {
                             a.button.small href={"/connections/" (record.name) "/edit"} { "Edit" }
@@ -257,21 +251,15 @@ async fn save_changed(
 ) -> Result<(), ApiError> {
     let saved = declare::require_connection(state.store(), name).await?;
     let mut connection = input.into_new_connection(name, true)?;
-    // Settings the form does not show (set through the CLI, the API or a file) are kept.
-    // The forms show these: left empty, they go back to their defaults.
-    let shown = [
-        "max_rps",
-        TimeoutSetting::Statement.key(),
-        TimeoutSetting::Preview.key(),
-        declare::CHANGE_DETECTION_SCHEMA,
-    ];
-    if let (Some(saved), Some(new)) = (saved.config.as_object(), connection.config.as_object_mut())
-    {
-        for (key, value) in saved {
-            if !shown.contains(&key.as_str()) && !new.contains_key(key) {
-                new.insert(key.clone(), value.clone());
-            }
-        }
+    // Settings the form does not show (set through the CLI, the API or a file) are kept: the
+    // Stripe form has no field for the per-endpoint limit. The others the forms show: left
+    // empty, they go back to their defaults.
+    if let (Ok(ConnectionSettings::Stripe(saved)), Ok(ConnectionSettings::Stripe(mut new))) = (
+        ConnectionSettings::of_record(&saved),
+        ConnectionSettings::of_new(&connection),
+    ) {
+        new.max_rps_per_endpoint = new.max_rps_per_endpoint.or(saved.max_rps_per_endpoint);
+        connection.config = ConnectionSettings::Stripe(new).to_config();
     }
     declare::save_connection(state.store(), &connection, true).await?;
     Ok(())
@@ -284,38 +272,41 @@ pub async fn edit(
     Path(name): Path<String>,
 ) -> Result<Markup, Page> {
     let record = declare::require_connection(state.store(), &name).await?;
-    let text = |key: &str| match &record.config[key] {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Number(n) => n.to_string(),
-        _ => String::new(),
+    let text = |value: Option<u32>| value.map(|n| n.to_string()).unwrap_or_default();
+    let warehouse_form = |path: String, warehouse: &WarehouseSettings| SourceForm {
+        existing: record.name.clone(),
+        name: record.name.clone(),
+        kind: record.kind.as_str().to_string(),
+        path,
+        url: String::new(),
+        statement_timeout: text(warehouse.statement_timeout_seconds),
+        preview_timeout: text(warehouse.preview_timeout_seconds),
+        change_detection_schema: warehouse
+            .change_detection_schema
+            .clone()
+            .unwrap_or_default(),
     };
-    Ok(match record.kind {
-        ConnectionKind::Stripe => destination_form(
+    Ok(match ConnectionSettings::of_record(&record)? {
+        ConnectionSettings::Stripe(stripe) => destination_form(
             &caller,
             &DestinationForm {
                 existing: record.name.clone(),
                 key_hint: secret_text(&record),
                 name: record.name.clone(),
                 api_key: String::new(),
-                api_base: text("api_base"),
-                max_rps: text("max_rps"),
+                api_base: stripe.api_base.clone().unwrap_or_default(),
+                max_rps: text(stripe.max_rps),
             },
             None,
         ),
-        kind => source_form(
+        ConnectionSettings::Duckdb(duckdb) => source_form(
             &caller,
-            &SourceForm {
-                existing: record.name.clone(),
-                name: record.name.clone(),
-                kind: kind.as_str().to_string(),
-                path: text("path"),
-                url: String::new(),
-                statement_timeout: text(TimeoutSetting::Statement.key()),
-                preview_timeout: text(TimeoutSetting::Preview.key()),
-                change_detection_schema: text(declare::CHANGE_DETECTION_SCHEMA),
-            },
+            &warehouse_form(duckdb.path.display().to_string(), &duckdb.warehouse),
             None,
         ),
+        ConnectionSettings::Postgres(postgres) => {
+            source_form(&caller, &warehouse_form(String::new(), &postgres), None)
+        }
     })
 }
 
@@ -324,7 +315,7 @@ pub async fn sources(
     Extension(caller): Extension<Caller>,
 ) -> Result<Markup, Page> {
     let all = state.store().list_connections().await?;
-    let warehouses: Vec<_> = all.iter().filter(|c| c.kind.is_source()).collect();
+    let warehouses: Vec<_> = all.iter().filter(|c| kind_spec(c.kind).is_source).collect();
     Ok(shell(
         &caller,
         Section::Sources,
