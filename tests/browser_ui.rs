@@ -246,7 +246,7 @@ async fn a_person_builds_and_runs_a_sync_in_the_browser() {
     click_link(&browser, "Connect Stripe").await;
     expect_heading(&browser, "New destination").await;
     type_into(&browser, "#name", "stripe").await;
-    type_into(&browser, "#api_key", "sk_test_not_a_real_key").await;
+    type_into(&browser, "#stripe-api_key", "sk_test_not_a_real_key").await;
     browser
         .find(Locator::Css("summary"))
         .await
@@ -254,7 +254,7 @@ async fn a_person_builds_and_runs_a_sync_in_the_browser() {
         .click()
         .await
         .unwrap();
-    type_into(&browser, "#api_base", &scene.emulator.url()).await;
+    type_into(&browser, "#stripe-api_base", &scene.emulator.url()).await;
     click_button(&browser, "Test and save").await;
     let problem = wait_for(&browser, ".alert.error")
         .await
@@ -263,7 +263,7 @@ async fn a_person_builds_and_runs_a_sync_in_the_browser() {
         .unwrap();
     assert!(problem.contains("rejected this API key"), "{problem}");
     camera.shoot(&browser, "destination-bad-key").await;
-    type_into(&browser, "#api_key", KEY).await;
+    type_into(&browser, "#stripe-api_key", KEY).await;
     click_button(&browser, "Test and save").await;
     expect_heading(&browser, "Destinations").await;
     let text = page_text(&browser).await;
@@ -279,7 +279,7 @@ async fn a_person_builds_and_runs_a_sync_in_the_browser() {
     // Edit it: the key stays when left empty; the rate limit changes.
     click_link(&browser, "Edit").await;
     expect_heading(&browser, "Edit destination stripe").await;
-    type_into(&browser, "#max_rps", "20").await;
+    type_into(&browser, "#stripe-max_rps", "20").await;
     click_button(&browser, "Test and save").await;
     expect_heading(&browser, "Destinations").await;
     let shown = scene.ferry(&["connections"]).await.ok().stdout;
@@ -310,7 +310,12 @@ async fn a_person_builds_and_runs_a_sync_in_the_browser() {
     click_link(&browser, "New source").await;
     expect_heading(&browser, "New source").await;
     type_into(&browser, "#name", "warehouse").await;
-    type_into(&browser, "#path", &scene.warehouse().display().to_string()).await;
+    type_into(
+        &browser,
+        "#duckdb-path",
+        &scene.warehouse().display().to_string(),
+    )
+    .await;
     click_button(&browser, "Test and save").await;
     expect_heading(&browser, "Sources").await;
     camera.shoot(&browser, "sources").await;

@@ -71,7 +71,7 @@ async fn connect_duckdb_with_a_change_detection_schema_creates_it_and_a_bad_name
         ])
         .await
         .ok();
-    assert!(ran.stdout.contains("Connected DuckDB at"), "{}", ran.stdout);
+    assert!(ran.stdout.contains("Connected DuckDB as"), "{}", ran.stdout);
     let config = saved_config(&scene, "w").await.expect("saved");
     assert_eq!(config["change_detection_schema"], "ferry", "{config}");
     assert_eq!(config["statement_timeout_seconds"], 60, "{config}");

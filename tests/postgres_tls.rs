@@ -242,6 +242,131 @@ async fn the_workspace_can_live_on_a_postgres_that_only_accepts_tls() {
     assert_eq!(run["unchanged"], 5, "{run}");
 }
 
+/// Redshift is PostgreSQL's protocol with other defaults: TLS with the certificate and host name
+/// checked unless the URL says otherwise. (Its port, 5439, is the default of a URL without one:
+/// a unit test of `ferry_postgres_connect::Defaults::REDSHIFT`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redshift_connection_verifies_tls_by_default_and_syncs() {
+    let pg = start(Listen::TcpTlsOnly).await;
+    seed_people(&pg, 4).await;
+    let scene = Scene::new().await;
+    scene.connect_stripe(&[]).await;
+
+    // No sslmode: verify-full, so a certificate no trusted authority signed is refused.
+    let refused = scene
+        .ferry(&[
+            "connect",
+            "redshift",
+            "cluster",
+            "--url",
+            &pg.tcp_url("localhost", "warehouse", ""),
+        ])
+        .await;
+    assert_no_password(&refused);
+    assert!(
+        refused.stderr.contains(
+            "over TLS: the server's certificate is not signed by a certificate authority ferry \
+             trusts"
+        ),
+        "{}",
+        refused.stderr
+    );
+    // Change detection writes with INSERT … ON CONFLICT, which Redshift lacks: not offered.
+    let unsupported = scene
+        .ferry(&[
+            "connect",
+            "redshift",
+            "cluster",
+            "--url",
+            &pg.tcp_url("localhost", "warehouse", ""),
+            "--change-detection-schema",
+            "ferry",
+        ])
+        .await;
+    assert_eq!(unsupported.code, 2, "{}", unsupported.stderr);
+    assert!(
+        unsupported.stderr.contains("--change-detection-schema"),
+        "{}",
+        unsupported.stderr
+    );
+
+    // With the cluster's CA (and still no sslmode): verified, and the sync reads over TLS.
+    let url = pg.tcp_url(
+        "localhost",
+        "warehouse",
+        &format!("sslrootcert={}", ca(&pg)),
+    );
+    scene
+        .ferry(&["connect", "redshift", "cluster", "--url", &url])
+        .await
+        .ok();
+    let listed = scene.ferry(&["connections"]).await.ok();
+    assert!(
+        listed.stdout.contains("cluster  redshift"),
+        "{}",
+        listed.stdout
+    );
+    scene
+        .ferry(&[
+            "model",
+            "create",
+            "people",
+            "--connection",
+            "cluster",
+            "--sql",
+            "select people.*, (select ssl from pg_stat_ssl where pid = pg_backend_pid()) as tls \
+             from people order by id",
+        ])
+        .await
+        .ok();
+    scene
+        .ferry(&[
+            "sync",
+            "create",
+            "people-to-stripe",
+            "--model",
+            "people",
+            "--destination",
+            "stripe",
+            "--key",
+            "email=email",
+            "--map",
+            "tls=metadata.tls",
+        ])
+        .await
+        .ok();
+    let run = scene.run_sync_json("people-to-stripe", &[]).await;
+    assert_eq!(run["created"], 4, "{run}");
+    let customers = scene.stripe().customers();
+    assert_eq!(customers.len(), 4);
+    assert!(
+        customers
+            .iter()
+            .all(|customer| customer["metadata"]["tls"] == "true"),
+        "every row was read over TLS: {customers:?}"
+    );
+
+    // A server without TLS is refused, since the default requires it.
+    let plain = start(Listen::Tcp).await;
+    seed_people(&plain, 1).await;
+    let refused = scene
+        .ferry(&[
+            "connect",
+            "redshift",
+            "plain",
+            "--url",
+            &plain.tcp_url("localhost", "warehouse", ""),
+        ])
+        .await;
+    assert!(
+        refused
+            .stderr
+            .contains("the server does not accept TLS, which sslmode=verify-full requires"),
+        "{}",
+        refused.stderr
+    );
+}
+
 async fn start(listen: Listen) -> PgServer {
     tokio::task::spawn_blocking(move || PgServer::start_with(listen).expect("PostgreSQL starts"))
         .await

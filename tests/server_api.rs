@@ -2400,10 +2400,10 @@ async fn warehouse_timeouts_are_checked_by_the_api_and_the_source_form() {
             ("existing", "warehouse".to_string()),
             ("name", "warehouse".to_string()),
             ("kind", "duckdb".to_string()),
-            ("path", path.clone()),
-            ("url", String::new()),
-            ("statement_timeout", statement.to_string()),
-            ("preview_timeout", preview.to_string()),
+            ("duckdb.path", path.clone()),
+            ("postgres.url", String::new()),
+            ("duckdb.statement_timeout_seconds", statement.to_string()),
+            ("duckdb.preview_timeout_seconds", preview.to_string()),
         ]
     };
     let config = || async {
@@ -2580,11 +2580,11 @@ async fn change_detection_schema_is_checked_by_the_api_and_the_source_form() {
             ("existing", "warehouse".to_string()),
             ("name", "warehouse".to_string()),
             ("kind", "duckdb".to_string()),
-            ("path", path.clone()),
-            ("url", String::new()),
-            ("statement_timeout", String::new()),
-            ("preview_timeout", String::new()),
-            ("change_detection_schema", schema.to_string()),
+            ("duckdb.path", path.clone()),
+            ("postgres.url", String::new()),
+            ("duckdb.statement_timeout_seconds", String::new()),
+            ("duckdb.preview_timeout_seconds", String::new()),
+            ("duckdb.change_detection_schema", schema.to_string()),
         ]
     };
     let config = || async {

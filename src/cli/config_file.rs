@@ -17,8 +17,8 @@ use clap::Args;
 use ferry_core::{
     Behavior, FieldMapping, KeyMapping, MirrorSettings, NullPolicy, ObjectKind, Schedule, SyncSpec,
 };
-use ferry_engine::connections::{kind_spec, ConnectionSettings};
-use ferry_engine::declare::{self, StripeSettings, TimeoutSetting, WarehouseSettings};
+use ferry_engine::connections::{kind_spec, ConnectionSettings, KindSpec};
+use ferry_engine::declare;
 use ferry_state::{
     ConnectionKind, ConnectionRecord, ModelRecord, NewConnection, SecretInput, SecretRef,
     StateStore, SyncRecord,
@@ -65,41 +65,13 @@ struct FileDoc {
     syncs: Option<Named<SyncDecl>>,
 }
 
-#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-enum KindDecl {
-    Stripe,
-    Duckdb,
-    Postgres,
-}
-
-impl KindDecl {
-    fn kind(self) -> ConnectionKind {
-        match self {
-            KindDecl::Stripe => ConnectionKind::Stripe,
-            KindDecl::Duckdb => ConnectionKind::Duckdb,
-            KindDecl::Postgres => ConnectionKind::Postgres,
-        }
-    }
-}
-
-/// One connection. One flat shape for every kind, so serde names an unknown field with its
-/// line; which fields a kind accepts is checked afterwards.
+/// One connection: its kind, and its settings by their stored names, which the kind's registry
+/// entry checks (an unknown one is named with its line).
 #[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
 struct ConnectionDecl {
-    kind: KindDecl,
-    api_key_env: Option<String>,
-    api_base: Option<String>,
-    max_rps: Option<u32>,
-    max_rps_per_endpoint: Option<u32>,
-    path: Option<PathBuf>,
-    url_env: Option<String>,
-    /// Whole seconds; read as any YAML value, so that a bad one is refused in ferry's words.
-    statement_timeout_seconds: Option<serde_json::Value>,
-    preview_timeout_seconds: Option<serde_json::Value>,
-    /// Read as any YAML value too, for the same reason.
-    change_detection_schema: Option<serde_json::Value>,
+    kind: String,
+    #[serde(flatten)]
+    settings: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -219,7 +191,7 @@ fn read_file(path: &Path) -> CliResult<Desired> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let base = std::fs::canonicalize(folder).unwrap_or_else(|_| folder.to_path_buf());
-    resolve(doc, &base, &shown.to_string())
+    resolve(doc, &base, &shown.to_string(), &text)
 }
 
 /// `base/path` with `.` and `..` resolved by their text, so the same file names the same path
@@ -306,50 +278,45 @@ fn check_env_name(connection: &str, field: &str, variable: &str) -> CliResult<()
     )))
 }
 
-/// `change_detection_schema:` as written, checked: a schema name, or nothing (empty or `null`).
-fn change_detection_schema(
-    value: &Option<serde_json::Value>,
-) -> Result<Option<String>, ferry_engine::EngineError> {
-    match value {
-        None => Ok(None),
-        Some(value) => ferry_engine::connections::schema_setting(value)
-            .map_err(ferry_engine::EngineError::Config),
-    }
+/// ` (line N)` for the first line holding `field:` after connection `name`'s own line.
+fn line_of(text: &str, name: &str, field: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .iter()
+        .position(|line| line.trim_start().trim_end().trim_end_matches(':') == name)
+        .unwrap_or(0);
+    lines
+        .iter()
+        .enumerate()
+        .skip(start)
+        .find(|(_, line)| line.trim_start().starts_with(&format!("{field}:")))
+        .map(|(index, _)| format!(" (line {})", index + 1))
+        .unwrap_or_default()
 }
 
-fn resolve(doc: FileDoc, base: &Path, shown: &str) -> CliResult<Desired> {
+fn resolve(doc: FileDoc, base: &Path, shown: &str, text: &str) -> CliResult<Desired> {
     let mut connections = Vec::new();
     for (name, decl) in Named::entries(&doc.connections) {
         ferry_state::validate_name(ferry_state::ObjectType::Connection, name)?;
-        let kind = decl.kind.kind();
-        let given: [(&str, bool); 9] = [
-            ("api_key_env", decl.api_key_env.is_some()),
-            ("api_base", decl.api_base.is_some()),
-            ("max_rps", decl.max_rps.is_some()),
-            ("max_rps_per_endpoint", decl.max_rps_per_endpoint.is_some()),
-            ("path", decl.path.is_some()),
-            ("url_env", decl.url_env.is_some()),
-            (
-                "statement_timeout_seconds",
-                decl.statement_timeout_seconds.is_some(),
-            ),
-            (
-                "preview_timeout_seconds",
-                decl.preview_timeout_seconds.is_some(),
-            ),
-            (
-                declare::CHANGE_DETECTION_SCHEMA,
-                decl.change_detection_schema.is_some(),
-            ),
-        ];
-        let accepted = kind_spec(kind).file_fields();
-        if let Some((field, _)) = given
-            .iter()
-            .find(|(field, set)| *set && !accepted.contains(field))
+        let spec = KindSpec::named(&decl.kind).ok_or_else(|| {
+            config_error(format_args!(
+                "{shown}: connection '{name}': `kind: {}` is not a kind of connection ferry \
+                 knows; use {}",
+                decl.kind,
+                KindSpec::names(false)
+            ))
+        })?;
+        let kind = spec.kind;
+        let accepted = spec.file_fields();
+        if let Some(field) = decl
+            .settings
+            .keys()
+            .find(|field| !accepted.contains(&field.as_str()))
         {
             return Err(config_error(format_args!(
-                "{shown}: connection '{name}': `{field}` is not a setting of a {kind} connection; \
-                 a {kind} connection takes {}",
+                "{shown}: connection '{name}': `{field}`{} is not a setting of a {kind} \
+                 connection; a {kind} connection takes {}",
+                line_of(text, name, field),
                 accepted
                     .iter()
                     .map(|f| format!("`{f}`"))
@@ -357,72 +324,28 @@ fn resolve(doc: FileDoc, base: &Path, shown: &str) -> CliResult<Desired> {
                     .join(", ")
             )));
         }
-        let secret = |field: &str, env: &Option<String>| -> CliResult<SecretInput> {
-            match env {
-                Some(variable) => {
-                    check_env_name(name, field, variable)?;
-                    Ok(SecretInput::EnvVar(variable.clone()))
+        let mut settings = decl.settings.clone();
+        let secret = match &spec.secret {
+            None => None,
+            Some(secret) => match settings.remove(secret.env_field) {
+                Some(serde_json::Value::String(variable)) => {
+                    check_env_name(name, secret.env_field, &variable)?;
+                    Some(SecretInput::EnvVar(variable))
                 }
                 // Decided against the workspace: keep the stored secret, or an error.
-                None => Ok(SecretInput::Keep),
-            }
-        };
-        let timeout = |setting: TimeoutSetting, value: &Option<serde_json::Value>| {
-            value
-                .as_ref()
-                .map(|value| declare::timeout_seconds(setting, value))
-                .transpose()
-                .map_err(|problem| {
-                    config_error(format_args!("{shown}: connection '{name}': {problem}"))
-                })
-        };
-        let warehouse = WarehouseSettings {
-            statement_timeout_seconds: timeout(
-                TimeoutSetting::Statement,
-                &decl.statement_timeout_seconds,
-            )?,
-            preview_timeout_seconds: timeout(
-                TimeoutSetting::Preview,
-                &decl.preview_timeout_seconds,
-            )?,
-            change_detection_schema: change_detection_schema(&decl.change_detection_schema)
-                .map_err(|problem| {
-                    config_error(format_args!("{shown}: connection '{name}': {problem}"))
-                })?,
-        };
-        let connection = match kind {
-            ConnectionKind::Stripe => {
-                if let Some(api_base) = &decl.api_base {
-                    if !(api_base.starts_with("http://") || api_base.starts_with("https://")) {
-                        return Err(config_error(format_args!(
-                            "{shown}: connection '{name}': `api_base` must be an http:// or \
-                             https:// URL, such as https://api.stripe.com"
-                        )));
-                    }
+                None | Some(serde_json::Value::Null) => Some(SecretInput::Keep),
+                Some(_) => {
+                    return Err(config_error(format_args!(
+                        "{shown}: connection '{name}': `{}` must be the name of an environment \
+                         variable, such as {}",
+                        secret.env_field, secret.example_env
+                    )))
                 }
-                declare::stripe_connection(
-                    name,
-                    secret("api_key_env", &decl.api_key_env)?,
-                    &StripeSettings {
-                        api_base: decl.api_base.clone(),
-                        max_rps: decl.max_rps,
-                        max_rps_per_endpoint: decl.max_rps_per_endpoint,
-                    },
-                )
-            }
-            ConnectionKind::Duckdb => {
-                let path = decl.path.as_ref().ok_or_else(|| {
-                    config_error(format_args!(
-                        "{shown}: connection '{name}' (duckdb) needs `path:`, the database file \
-                         (relative to the folder of {shown}, or absolute)"
-                    ))
-                })?;
-                declare::duckdb_connection(name, &join_clean(base, path), &warehouse)
-            }
-            ConnectionKind::Postgres => {
-                declare::postgres_connection(name, secret("url_env", &decl.url_env)?, &warehouse)
-            }
+            },
         };
+        let settings = ConnectionSettings::from_door(name, kind, settings, base)
+            .map_err(|error| config_error(format_args!("{shown}: {error}")))?;
+        let connection = declare::new_connection(name, &settings, secret);
         connections.push(connection);
     }
 
@@ -738,8 +661,10 @@ fn plan(desired: &Desired, workspace: &Workspace) -> CliResult<Vec<Step>> {
             Some(kind) if !kind.is_source() => {
                 return Err(config_error(format_args!(
                     "model '{}' reads from connection '{}', a {kind} connection; a model reads \
-                     from a duckdb or postgres connection",
-                    model.name, model.connection
+                     from a warehouse: a {} connection",
+                    model.name,
+                    model.connection,
+                    KindSpec::names(true)
                 )))
             }
             Some(_) => {}

@@ -2,101 +2,181 @@
 
 use super::output::print_table;
 use super::{CliError, CliResult};
-use clap::{Args, Subcommand};
+use clap::{Arg, ArgAction, ArgGroup, ArgMatches, Args, Command, Subcommand};
 use ferry_core::Secret;
-use ferry_engine::connections::{self, ConnectionSettings, WarehouseSettings};
-use ferry_state::{ConnectionRecord, SecretInput, StateStore};
-use std::path::PathBuf;
+use ferry_engine::connections::{self, ConnectionSettings, KindSpec, SettingSpec, SettingValue};
+use ferry_state::{ConnectionKind, ConnectionRecord, SecretInput, StateStore};
 
-#[derive(Subcommand, Debug)]
-pub enum ConnectCommand {
-    #[command(about = connections::STRIPE.help)]
-    Stripe(ConnectStripeArgs),
-    #[command(about = connections::DUCKDB.help)]
-    Duckdb(ConnectDuckdbArgs),
-    #[command(about = connections::POSTGRES.help)]
-    Postgres(ConnectPostgresArgs),
+/// `ferry connect KIND NAME …`: one subcommand per kind of the registry, its flags made from
+/// the kind's settings (`--path`, `--statement-timeout`, …), its secret's two flags (`--url`
+/// or `--url-env`) and `--skip-test`. Nothing here knows a kind: a new warehouse's registry
+/// entry is its subcommand.
+#[derive(Debug)]
+pub struct ConnectCommand {
+    kind: ConnectionKind,
+    name: String,
+    secret: Option<SecretInput>,
+    /// Each setting given, by its stored name, with the texts given for it.
+    settings: Vec<(&'static SettingSpec, Vec<String>)>,
+    skip_test: bool,
 }
 
-#[derive(Args, Debug)]
-pub struct ConnectStripeArgs {
-    pub name: String,
-    /// Read the key from this environment variable at every use; only the variable's name is stored.
-    #[arg(long, conflicts_with = "api_key", required_unless_present = "api_key")]
-    pub api_key_env: Option<String>,
-    /// The key itself; stored encrypted in the workspace. Prefer --api-key-env: a key on the
-    /// command line stays in your shell history.
-    #[arg(long)]
-    pub api_key: Option<String>,
-    /// Another Stripe-compatible server, e.g. `ferry emulate stripe`'s URL.
-    #[arg(long, default_value = ferry_destinations::stripe::STRIPE_API_BASE)]
-    pub api_base: String,
-    /// Requests per second for the whole account (default: 25 for test keys, 100 for live).
-    /// 0 turns the limit off (emulator benchmarks only).
-    #[arg(long)]
-    pub max_rps: Option<u32>,
-    /// Requests per second per endpoint (default 25, Stripe's limit). 0 turns it off.
-    #[arg(long)]
-    pub max_rps_per_endpoint: Option<u32>,
-    /// Save the connection without testing the key.
-    #[arg(long)]
-    pub skip_test: bool,
-}
-
-#[derive(Args, Debug)]
-pub struct ConnectDuckdbArgs {
-    pub name: String,
-    #[arg(long)]
-    pub path: PathBuf,
-    #[command(flatten)]
-    pub timeouts: WarehouseTimeoutArgs,
-}
-
-#[derive(Args, Debug)]
-pub struct ConnectPostgresArgs {
-    pub name: String,
-    /// postgres://user:password@host:port/db (stored encrypted). TLS as with libpq:
-    /// ?sslmode=disable|prefer (default)|require|verify-ca|verify-full, and
-    /// &sslrootcert=PATH for the PEM certificate of the server's CA.
-    #[arg(long, conflicts_with = "url_env", required_unless_present = "url_env")]
-    pub url: Option<String>,
-    /// Read the URL from this environment variable at every use.
-    #[arg(long)]
-    pub url_env: Option<String>,
-    #[command(flatten)]
-    pub timeouts: WarehouseTimeoutArgs,
-}
-
-/// How long a warehouse's queries may run (`statement_timeout_seconds`,
-/// `preview_timeout_seconds`), and where change detection keeps its tables
-/// (`change_detection_schema`).
-#[derive(Args, Debug, Default)]
-pub struct WarehouseTimeoutArgs {
-    /// The longest a run, a sync preview or a model's column check may keep the warehouse
-    /// working on the model, in seconds (default 300; 0 means no limit; at most 86400).
-    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true, value_parser = timeout_arg)]
-    pub statement_timeout: Option<u32>,
-    /// The longest a model preview (`ferry model show`, the web UI's preview) may run, in
-    /// seconds (default 30; 0 means no limit; at most 86400).
-    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true, value_parser = timeout_arg)]
-    pub preview_timeout: Option<u32>,
-    /// Keep change detection's tables in this schema of the warehouse, so only new and changed
-    /// rows travel (needs rights to create tables there). Off by default: ferry only reads.
-    #[arg(long, value_name = "SCHEMA", value_parser = schema_arg)]
-    pub change_detection_schema: Option<String>,
-}
-
-impl WarehouseTimeoutArgs {
-    fn settings(&self) -> WarehouseSettings {
-        WarehouseSettings {
-            statement_timeout_seconds: self.statement_timeout,
-            preview_timeout_seconds: self.preview_timeout,
-            change_detection_schema: self.change_detection_schema.clone(),
+impl ConnectCommand {
+    /// The command `ferry connect KIND NAME` with these settings (by their stored names, as
+    /// typed) would give: for the quickstart, which shows the command and runs it.
+    pub fn new(
+        kind: ConnectionKind,
+        name: &str,
+        secret: Option<SecretInput>,
+        settings: &[(&str, String)],
+    ) -> ConnectCommand {
+        let spec = connections::kind_spec(kind);
+        ConnectCommand {
+            kind,
+            name: name.to_string(),
+            secret,
+            settings: settings
+                .iter()
+                .map(|(key, text)| {
+                    let setting = spec.setting(key).expect("a setting of the kind");
+                    (setting, vec![text.clone()])
+                })
+                .collect(),
+            skip_test: false,
         }
     }
 }
 
-fn timeout_arg(text: &str) -> Result<u32, String> {
+/// The argument id of a kind's setting: its stored name.
+fn setting_arg(setting: &SettingSpec) -> Arg {
+    let arg = Arg::new(setting.key)
+        .long(setting.flag.trim_start_matches("--"))
+        .value_name(setting.value.value_name())
+        .help(format!("{}.", setting.help))
+        .required(setting.required);
+    match setting.value {
+        SettingValue::Paths => arg.action(ArgAction::Append),
+        SettingValue::Seconds => arg.allow_hyphen_values(true).value_parser(seconds_arg),
+        SettingValue::Count => arg.value_parser(clap::value_parser!(u32)),
+        SettingValue::Text if setting.key == connections::CHANGE_DETECTION_SCHEMA => {
+            arg.value_name("SCHEMA").value_parser(schema_arg)
+        }
+        SettingValue::Text | SettingValue::Path => arg,
+    }
+}
+
+fn kind_command(spec: &'static KindSpec) -> Command {
+    let mut command = Command::new(spec.kind.as_str()).about(spec.help).arg(
+        Arg::new("name")
+            .required(true)
+            .help("The connection's name"),
+    );
+    if let Some(secret) = &spec.secret {
+        let value = secret.value_field;
+        let env = secret.env_field;
+        command = command
+            .arg(
+                Arg::new(value)
+                    .long(secret.value_flag().trim_start_matches("--").to_string())
+                    .value_name("VALUE")
+                    .help(format!("The {} itself. {}.", secret.what, secret.help))
+                    .conflicts_with(env),
+            )
+            .arg(
+                Arg::new(env)
+                    .long(secret.env_flag().trim_start_matches("--").to_string())
+                    .value_name("VARIABLE")
+                    .help(format!(
+                        "Read the {} from this environment variable at every use; only the \
+                         variable's name is stored.",
+                        secret.what
+                    )),
+            )
+            .group(ArgGroup::new("secret").args([value, env]).required(true));
+    }
+    for setting in spec.settings {
+        command = command.arg(setting_arg(setting));
+    }
+    command.arg(
+        Arg::new("skip_test")
+            .long("skip-test")
+            .action(ArgAction::SetTrue)
+            .help("Save the connection without testing it."),
+    )
+}
+
+impl clap::FromArgMatches for ConnectCommand {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let (name, matches) = matches.subcommand().ok_or_else(|| {
+            clap::Error::raw(
+                clap::error::ErrorKind::MissingSubcommand,
+                "name the kind of connection: ferry connect KIND NAME …",
+            )
+        })?;
+        let spec = KindSpec::named(name).ok_or_else(|| {
+            clap::Error::raw(
+                clap::error::ErrorKind::InvalidSubcommand,
+                format!("no kind of connection is named {name}"),
+            )
+        })?;
+        let text = |id: &str| -> Vec<String> {
+            matches
+                .get_raw(id)
+                .into_iter()
+                .flatten()
+                .map(|value| value.to_string_lossy().into_owned())
+                .collect()
+        };
+        let secret = spec.secret.as_ref().and_then(|secret| {
+            let value = text(secret.value_field).pop();
+            let env = text(secret.env_field).pop();
+            match (value, env) {
+                (Some(value), _) => Some(SecretInput::Value(Secret::new(value))),
+                (None, Some(variable)) => Some(SecretInput::EnvVar(variable)),
+                (None, None) => None,
+            }
+        });
+        Ok(ConnectCommand {
+            kind: spec.kind,
+            name: matches
+                .get_one::<String>("name")
+                .cloned()
+                .unwrap_or_default(),
+            secret,
+            settings: spec
+                .settings
+                .iter()
+                .map(|setting| (setting, text(setting.key)))
+                .filter(|(_, texts)| !texts.is_empty())
+                .collect(),
+            skip_test: matches.get_flag("skip_test"),
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl clap::Subcommand for ConnectCommand {
+    fn augment_subcommands(mut command: Command) -> Command {
+        for spec in &connections::REGISTRY {
+            command = command.subcommand(kind_command(spec));
+        }
+        command.subcommand_required(true)
+    }
+
+    fn augment_subcommands_for_update(command: Command) -> Command {
+        Self::augment_subcommands(command)
+    }
+
+    fn has_subcommand(name: &str) -> bool {
+        KindSpec::named(name).is_some()
+    }
+}
+
+fn seconds_arg(text: &str) -> Result<u32, String> {
     let max = ferry_engine::declare::MAX_TIMEOUT_SECONDS;
     text.parse::<u32>()
         .ok()
@@ -123,67 +203,32 @@ pub enum ConnectionsCommand {
 }
 
 pub async fn connect(store: &StateStore, command: ConnectCommand) -> CliResult {
-    match command {
-        ConnectCommand::Stripe(args) => {
-            let secret = match (args.api_key, args.api_key_env) {
-                (Some(key), _) => SecretInput::Value(Secret::new(key)),
-                (None, Some(var)) => SecretInput::EnvVar(var),
-                (None, None) => {
-                    return Err(CliError::config(anyhow::anyhow!(
-                        "give the key with --api-key-env VAR or --api-key KEY"
-                    )))
-                }
-            };
-            let settings = ferry_engine::declare::StripeSettings {
-                api_base: Some(args.api_base.clone()),
-                max_rps: args.max_rps,
-                max_rps_per_endpoint: args.max_rps_per_endpoint,
-            };
-            let connection =
-                ferry_engine::declare::stripe_connection(&args.name, secret, &settings);
-            ferry_engine::declare::save_connection(store, &connection, !args.skip_test).await?;
-            println!(
-                "Connected Stripe as '{}'{}.",
-                args.name,
-                if args.skip_test {
-                    " (not tested)"
-                } else {
-                    "; the key works"
-                }
-            );
+    let spec = connections::kind_spec(command.kind);
+    let base = std::env::current_dir().unwrap_or_default();
+    let given = command
+        .settings
+        .iter()
+        .filter_map(|(setting, texts)| {
+            connections::setting_from_text(setting, texts, &base)
+                .map(|value| (setting.key.to_string(), value))
+        })
+        .collect();
+    let settings = ConnectionSettings::from_door(&command.name, command.kind, given, &base)?;
+    let connection =
+        ferry_engine::declare::new_connection(&command.name, &settings, command.secret);
+    let saved =
+        ferry_engine::declare::save_connection(store, &connection, !command.skip_test).await?;
+    println!(
+        "Connected {} as '{}' ({}){}.",
+        spec.label,
+        command.name,
+        describe(&saved),
+        if command.skip_test {
+            ", not tested"
+        } else {
+            "; it works"
         }
-        ConnectCommand::Duckdb(args) => {
-            let connection = ferry_engine::declare::duckdb_connection(
-                &args.name,
-                &args.path,
-                &args.timeouts.settings(),
-            );
-            let saved = ferry_engine::declare::save_connection(store, &connection, true).await?;
-            let path = match ConnectionSettings::of_record(&saved)? {
-                ConnectionSettings::Duckdb(duckdb) => duckdb.path,
-                _ => unreachable!("a DuckDB connection was saved"),
-            };
-            println!("Connected DuckDB at {} as '{}'.", path.display(), args.name);
-        }
-        ConnectCommand::Postgres(args) => {
-            let secret = match (args.url, args.url_env) {
-                (Some(url), _) => SecretInput::Value(Secret::new(url)),
-                (None, Some(var)) => SecretInput::EnvVar(var),
-                (None, None) => {
-                    return Err(CliError::config(anyhow::anyhow!(
-                        "give the URL with --url or --url-env"
-                    )))
-                }
-            };
-            let connection = ferry_engine::declare::postgres_connection(
-                &args.name,
-                secret,
-                &args.timeouts.settings(),
-            );
-            ferry_engine::declare::save_connection(store, &connection, true).await?;
-            println!("Connected PostgreSQL as '{}'.", args.name);
-        }
-    }
+    );
     Ok(0)
 }
 
@@ -226,25 +271,8 @@ fn describe(connection: &ConnectionRecord) -> String {
         .as_ref()
         .map(|s| s.describe())
         .unwrap_or_default();
-    let warehouse = |settings: &WarehouseSettings| -> String {
-        settings
-            .described()
-            .iter()
-            .map(|part| format!("  {part}"))
-            .collect()
-    };
     match ConnectionSettings::of_record(connection) {
-        Ok(ConnectionSettings::Stripe(stripe)) => format!(
-            "{}  key {secret}  API version {}",
-            stripe.api_base(),
-            ferry_destinations::stripe::STRIPE_VERSION
-        ),
-        Ok(ConnectionSettings::Duckdb(duckdb)) => {
-            format!("{}{}", duckdb.path.display(), warehouse(&duckdb.warehouse))
-        }
-        Ok(ConnectionSettings::Postgres(postgres)) => {
-            format!("URL {secret}{}", warehouse(&postgres))
-        }
+        Ok(settings) => settings.details(&secret).join("  "),
         Err(error) => error.to_string(),
     }
 }

@@ -7,7 +7,8 @@
 
 use super::{connections, models, syncs, CliError, CliResult, Format, GlobalArgs};
 use clap::Args;
-use ferry_state::StateStore;
+use ferry_core::Secret;
+use ferry_state::{ConnectionKind, SecretInput, StateStore};
 use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
@@ -86,17 +87,18 @@ pub async fn quickstart(args: QuickstartArgs) -> CliResult {
             }
         ),
     );
+    let key = match key_args {
+        (Some(key), _) => SecretInput::Value(Secret::new(key)),
+        (None, variable) => SecretInput::EnvVar(variable.unwrap_or_default()),
+    };
     connections::connect(
         &store,
-        connections::ConnectCommand::Stripe(connections::ConnectStripeArgs {
-            name: "demo-stripe".into(),
-            api_key: key_args.0,
-            api_key_env: key_args.1,
-            api_base: api_base.clone(),
-            max_rps: None,
-            max_rps_per_endpoint: None,
-            skip_test: false,
-        }),
+        connections::ConnectCommand::new(
+            ConnectionKind::Stripe,
+            "demo-stripe",
+            Some(key),
+            &[("api_base", api_base.clone())],
+        ),
     )
     .await?;
     command(
@@ -108,11 +110,12 @@ pub async fn quickstart(args: QuickstartArgs) -> CliResult {
     );
     connections::connect(
         &store,
-        connections::ConnectCommand::Duckdb(connections::ConnectDuckdbArgs {
-            name: "demo-warehouse".into(),
-            path: warehouse.clone(),
-            timeouts: Default::default(),
-        }),
+        connections::ConnectCommand::new(
+            ConnectionKind::Duckdb,
+            "demo-warehouse",
+            None,
+            &[("path", warehouse.display().to_string())],
+        ),
     )
     .await?;
     command(

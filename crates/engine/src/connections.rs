@@ -57,6 +57,13 @@ pub struct SecretSpec {
     pub example_env: &'static str,
     /// The `ferry connect` flag to give it again with.
     pub flag: &'static str,
+    /// Its label in the web UI's form.
+    pub label: &'static str,
+    /// What it is and how it is kept, for `ferry connect --help`, the UI and the API's
+    /// documentation.
+    pub help: &'static str,
+    /// An example value for the UI's empty field.
+    pub placeholder: &'static str,
 }
 
 /// One setting of a kind, besides the secret.
@@ -66,26 +73,100 @@ pub struct SettingSpec {
     pub key: &'static str,
     /// The `ferry connect` flag that sets it.
     pub flag: &'static str,
+    /// How its value is written.
+    pub value: SettingValue,
+    /// Whether a connection of the kind must set it.
+    pub required: bool,
+    /// Its label in the web UI's form.
+    pub label: &'static str,
+    /// What it does and its default, for `ferry connect --help`, the UI and the API's
+    /// documentation.
+    pub help: &'static str,
+    /// An example value for the UI's empty field.
+    pub placeholder: &'static str,
 }
 
+/// How a setting's value is written at a door. The CLI and the web UI take text, which
+/// [`setting_from_text`] turns into the JSON the API and `ferry.yaml` take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettingValue {
+    /// Text: a URL, a name.
+    Text,
+    /// A file or folder on the machine ferry runs on, stored absolute: relative to the CLI's
+    /// working directory, or to the folder of `ferry.yaml`.
+    Path,
+    /// Several folders, as [`SettingValue::Path`] each: the CLI's flag repeats, the UI takes
+    /// one per line, the API and `ferry.yaml` a list.
+    Paths,
+    /// A whole number of seconds, 0 to [`MAX_TIMEOUT_SECONDS`] (0: no limit).
+    Seconds,
+    /// A whole number (requests per second).
+    Count,
+}
+
+impl SettingValue {
+    /// The placeholder for the value in `--help`.
+    pub fn value_name(self) -> &'static str {
+        match self {
+            SettingValue::Text => "TEXT",
+            SettingValue::Path => "PATH",
+            SettingValue::Paths => "FOLDER",
+            SettingValue::Seconds => "SECONDS",
+            SettingValue::Count => "N",
+        }
+    }
+
+    /// Its JSON Schema type, for the API's documentation.
+    pub fn json_type(self) -> &'static str {
+        match self {
+            SettingValue::Text | SettingValue::Path => "string",
+            SettingValue::Paths => "array",
+            SettingValue::Seconds | SettingValue::Count => "integer",
+        }
+    }
+}
+
+/// The settings every warehouse has: how long its queries may run, and where change
+/// detection keeps its tables.
 const WAREHOUSE_SETTINGS: [SettingSpec; 3] = [
     SettingSpec {
         key: "statement_timeout_seconds",
         flag: "--statement-timeout",
+        value: SettingValue::Seconds,
+        required: false,
+        label: "Statement timeout (seconds)",
+        help: "The longest a run, a sync preview or a model's column check may keep the \
+               warehouse working on the model before it is cancelled, in seconds (default 300; \
+               0 means no limit; at most 86400)",
+        placeholder: "300",
     },
     SettingSpec {
         key: "preview_timeout_seconds",
         flag: "--preview-timeout",
+        value: SettingValue::Seconds,
+        required: false,
+        label: "Preview timeout (seconds)",
+        help: "The longest a model preview (`ferry model show`, the web UI's preview) may run \
+               while you wait for it, in seconds (default 30; 0 means no limit; at most 86400)",
+        placeholder: "30",
     },
     SettingSpec {
         key: CHANGE_DETECTION_SCHEMA,
         flag: "--change-detection-schema",
+        value: SettingValue::Text,
+        required: false,
+        label: "Change detection schema",
+        help: "Keep change detection's tables in this schema of the warehouse, so only new and \
+               changed rows travel (needs the right to create tables there; saving the \
+               connection creates the schema). Lower-case letters, digits and `_`. Off by \
+               default: ferry only reads",
+        placeholder: "ferry",
     },
 ];
 
 /// Every kind of connection ferry knows. Adding a warehouse is a source module, its settings
 /// struct, an entry here and a variant of [`ConnectionSettings`].
-pub const REGISTRY: [KindSpec; 3] = [STRIPE, DUCKDB, POSTGRES];
+pub const REGISTRY: [KindSpec; 4] = [STRIPE, DUCKDB, POSTGRES, REDSHIFT];
 
 pub const STRIPE: KindSpec = KindSpec {
     kind: ConnectionKind::Stripe,
@@ -98,19 +179,42 @@ pub const STRIPE: KindSpec = KindSpec {
         env_field: "api_key_env",
         example_env: "STRIPE_API_KEY",
         flag: "--api-key-env",
+        label: "Secret or restricted key",
+        help: "The account's secret key (sk_…) or a restricted key (rk_…) with write access to \
+               the objects ferry syncs. Given as a value it is stored encrypted in the \
+               workspace; prefer an environment variable (only its name is stored), since a key \
+               on the command line stays in your shell history",
+        placeholder: "sk_test_…",
     }),
     settings: &[
         SettingSpec {
             key: "api_base",
             flag: "--api-base",
+            value: SettingValue::Text,
+            required: false,
+            label: "API base",
+            help: "Another Stripe-compatible server, such as `ferry emulate stripe`'s URL \
+                   (default: Stripe's own API, https://api.stripe.com)",
+            placeholder: STRIPE_API_BASE,
         },
         SettingSpec {
             key: "max_rps",
             flag: "--max-rps",
+            value: SettingValue::Count,
+            required: false,
+            label: "Requests per second",
+            help: "Requests per second for the whole account (default: 25 for test keys, 100 \
+                   for live ones; 0 turns the limit off, for emulator benchmarks only)",
+            placeholder: "25",
         },
         SettingSpec {
             key: "max_rps_per_endpoint",
             flag: "--max-rps-per-endpoint",
+            value: SettingValue::Count,
+            required: false,
+            label: "Requests per second per endpoint",
+            help: "Requests per second per endpoint (default 25, Stripe's limit; 0 turns it off)",
+            placeholder: "25",
         },
     ],
 };
@@ -126,6 +230,11 @@ pub const DUCKDB: KindSpec = KindSpec {
         SettingSpec {
             key: "path",
             flag: "--path",
+            value: SettingValue::Path,
+            required: true,
+            label: "DuckDB file",
+            help: "The database file, on the machine ferry runs on; ferry opens it read-only",
+            placeholder: "/data/warehouse.duckdb",
         },
         WAREHOUSE_SETTINGS[0],
         WAREHOUSE_SETTINGS[1],
@@ -144,8 +253,38 @@ pub const POSTGRES: KindSpec = KindSpec {
         env_field: "url_env",
         example_env: "WAREHOUSE_URL",
         flag: "--url",
+        label: "Connection URL",
+        help: "postgres://user:password@host:port/db, stored encrypted (or read from an \
+               environment variable). TLS as with libpq: ?sslmode=disable|prefer \
+               (default)|require|verify-ca|verify-full, and &sslrootcert=PATH for the PEM \
+               certificate of the server's CA",
+        placeholder: "postgres://user:password@host:5432/db",
     }),
     settings: &WAREHOUSE_SETTINGS,
+};
+
+pub const REDSHIFT: KindSpec = KindSpec {
+    kind: ConnectionKind::Redshift,
+    label: "Amazon Redshift",
+    help: "Connect an Amazon Redshift cluster or serverless workgroup (PostgreSQL's protocol, \
+           port 5439 and verified TLS by default; models run in read-only transactions)",
+    is_source: true,
+    secret: Some(SecretSpec {
+        what: "URL",
+        value_field: "url",
+        env_field: "url_env",
+        example_env: "REDSHIFT_URL",
+        flag: "--url",
+        label: "Connection URL",
+        help: "postgres://user:password@cluster.abc123.eu-west-1.redshift.amazonaws.com/dev, \
+               stored encrypted (or read from an environment variable). Port 5439 and \
+               sslmode=verify-full unless the URL says otherwise (sslmode=require to skip the \
+               certificate check, e.g. through an SSH tunnel)",
+        placeholder: "postgres://user:password@cluster.abc123.eu-west-1.redshift.amazonaws.com/dev",
+    }),
+    // Change detection inside the warehouse writes with `INSERT … ON CONFLICT`, which Redshift
+    // does not have.
+    settings: &[WAREHOUSE_SETTINGS[0], WAREHOUSE_SETTINGS[1]],
 };
 
 /// The registry's entry for a kind.
@@ -167,9 +306,99 @@ impl KindSpec {
             .collect()
     }
 
-    fn setting(&self, key: &str) -> Option<&'static SettingSpec> {
+    /// Its setting stored as `key`.
+    pub fn setting(&self, key: &str) -> Option<&'static SettingSpec> {
         self.settings.iter().find(|setting| setting.key == key)
     }
+
+    /// The kind named `name` (`postgres`), as every door takes it.
+    pub fn named(name: &str) -> Option<&'static KindSpec> {
+        REGISTRY.iter().find(|spec| spec.kind.as_str() == name)
+    }
+
+    /// The kinds' names, for errors: `stripe, duckdb or postgres`.
+    pub fn names(source_only: bool) -> String {
+        let names: Vec<&str> = REGISTRY
+            .iter()
+            .filter(|spec| spec.is_source || !source_only)
+            .map(|spec| spec.kind.as_str())
+            .collect();
+        match names.split_last() {
+            Some((last, [])) => last.to_string(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        }
+    }
+}
+
+impl SecretSpec {
+    /// The `ferry connect` flag that takes the value itself: `--api-key`, `--url`.
+    pub fn value_flag(&self) -> String {
+        format!("--{}", self.value_field.replace('_', "-"))
+    }
+
+    /// The `ferry connect` flag that names the environment variable: `--url-env`.
+    pub fn env_flag(&self) -> String {
+        format!("--{}", self.env_field.replace('_', "-"))
+    }
+}
+
+/// A setting's value as typed on the command line or in a form (several for
+/// [`SettingValue::Paths`]), as the JSON the API and `ferry.yaml` take; `None` when it is left
+/// empty. Paths are made absolute against `base`. Numbers are checked when the settings are
+/// read ([`ConnectionSettings::parse`]), in the same words for every door.
+pub fn setting_from_text(
+    setting: &SettingSpec,
+    texts: &[String],
+    base: &Path,
+) -> Option<serde_json::Value> {
+    let texts: Vec<&str> = texts
+        .iter()
+        .flat_map(|text| text.lines())
+        .map(str::trim)
+        .filter(|text| !text.is_empty())
+        .collect();
+    let first = *texts.first()?;
+    Some(match setting.value {
+        SettingValue::Text => first.into(),
+        SettingValue::Path => absolute_path(base, Path::new(first))
+            .display()
+            .to_string()
+            .into(),
+        SettingValue::Paths => texts
+            .iter()
+            .map(|text| absolute_path(base, Path::new(text)).display().to_string())
+            .collect::<Vec<_>>()
+            .into(),
+        SettingValue::Seconds | SettingValue::Count => match first.parse::<u64>() {
+            Ok(number) => number.into(),
+            // Left as text, it is refused in the setting's own words.
+            Err(_) => first.into(),
+        },
+    })
+}
+
+/// `path` joined to `base` when relative, with `.` and `..` resolved by name (the file may
+/// not exist yet): what ferry stores, so a sync finds the file from any working directory.
+pub fn absolute_path(base: &Path, path: &Path) -> PathBuf {
+    use std::path::Component;
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    };
+    let joined = std::path::absolute(&joined).unwrap_or(joined);
+    let mut clean = PathBuf::new();
+    for component in joined.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                clean.pop();
+            }
+            other => clean.push(other),
+        }
+    }
+    clean
 }
 
 // ----- the settings, per kind -----
@@ -180,6 +409,8 @@ pub enum ConnectionSettings {
     Stripe(StripeSettings),
     Duckdb(DuckdbSettings),
     Postgres(WarehouseSettings),
+    /// A Redshift connection's: a warehouse's, without change detection.
+    Redshift(WarehouseSettings),
 }
 
 /// A Stripe connection's settings besides its key.
@@ -321,6 +552,7 @@ impl ConnectionSettings {
             ConnectionKind::Stripe => typed(&config).map(ConnectionSettings::Stripe),
             ConnectionKind::Duckdb => typed(&config).map(ConnectionSettings::Duckdb),
             ConnectionKind::Postgres => typed(&config).map(ConnectionSettings::Postgres),
+            ConnectionKind::Redshift => typed(&config).map(ConnectionSettings::Redshift),
         };
         settings.map_err(|(field, problem)| {
             // A field's own message names it; serde's generic ones get the name in front.
@@ -332,6 +564,10 @@ impl ConnectionSettings {
                     .map(str::to_string)
             });
             let problem = match &field {
+                Some(key) if problem.starts_with("missing field") => {
+                    let what = spec.setting(key).map_or("", |setting| setting.label);
+                    format!("`{key}` ({what}) is required")
+                }
                 Some(field)
                     if !problem.starts_with(field.as_str())
                         && !problem.contains(&format!("`{field}`")) =>
@@ -342,6 +578,100 @@ impl ConnectionSettings {
             };
             error(field, problem)
         })
+    }
+
+    /// The settings a door was given, by their stored names (JSON values as the API and
+    /// `ferry.yaml` take them; [`setting_from_text`] turns the CLI's and the UI's text into
+    /// them), checked and put in their stored form: relative paths made absolute against
+    /// `base`, Stripe's API base trimmed and always stored.
+    pub fn from_door(
+        connection: &str,
+        kind: ConnectionKind,
+        mut given: serde_json::Map<String, serde_json::Value>,
+        base: &Path,
+    ) -> Result<ConnectionSettings, EngineError> {
+        let spec = kind_spec(kind);
+        for (key, value) in given.iter_mut() {
+            let Some(setting) = spec.setting(key) else {
+                continue;
+            };
+            let absolute = |value: &serde_json::Value| match value {
+                serde_json::Value::String(text) if !text.trim().is_empty() => {
+                    absolute_path(base, Path::new(text.trim()))
+                        .display()
+                        .to_string()
+                        .into()
+                }
+                other => other.clone(),
+            };
+            match (setting.value, &*value) {
+                (SettingValue::Path, _) => *value = absolute(value),
+                (SettingValue::Paths, serde_json::Value::Array(items)) => {
+                    *value = items.iter().map(absolute).collect::<Vec<_>>().into();
+                }
+                // Empty text is "not set", as in every form.
+                (SettingValue::Text, serde_json::Value::String(text)) if text.trim().is_empty() => {
+                    *value = serde_json::Value::Null;
+                }
+                _ => {}
+            }
+        }
+        let settings =
+            ConnectionSettings::parse(connection, kind, &serde_json::Value::Object(given))
+                .map_err(|error| {
+                    EngineError::Config(format!(
+                        "connection '{}': {}",
+                        error.connection, error.problem
+                    ))
+                })?;
+        Ok(match settings {
+            ConnectionSettings::Stripe(stripe) => ConnectionSettings::Stripe(StripeSettings {
+                api_base: Some(stripe.api_base().trim().trim_end_matches('/').to_string()),
+                ..stripe
+            }),
+            other => other,
+        })
+    }
+
+    /// What a listing shows of a connection besides its name and kind: Stripe's API base, a
+    /// warehouse's file or folders, its secret as `hint` says it (`from $WAREHOUSE_URL`), and
+    /// the settings it sets.
+    pub fn details(&self, secret_hint: &str) -> Vec<String> {
+        let mut parts = Vec::new();
+        let config = self.to_config();
+        for setting in self.spec().settings {
+            match (setting.value, config.get(setting.key)) {
+                // The schema is said by `described`, with what it is for.
+                (
+                    SettingValue::Path | SettingValue::Text,
+                    Some(serde_json::Value::String(text)),
+                ) if setting.key != CHANGE_DETECTION_SCHEMA => {
+                    parts.push(text.clone());
+                }
+                (SettingValue::Paths, Some(serde_json::Value::Array(items))) => parts.push(
+                    items
+                        .iter()
+                        .filter_map(serde_json::Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ),
+                _ => {}
+            }
+        }
+        if let Some(secret) = &self.spec().secret {
+            parts.push(format!("{} {secret_hint}", secret.what));
+        }
+        if let Some(warehouse) = self.warehouse() {
+            parts.extend(warehouse.described());
+        }
+        if let ConnectionSettings::Stripe(_) = self {
+            // Every request names it; people comparing with Stripe's changelog look for it.
+            parts.push(format!(
+                "API version {}",
+                ferry_destinations::stripe::STRIPE_VERSION
+            ));
+        }
+        parts
     }
 
     /// The settings of a stored connection, every one checked; a bad one is an error naming
@@ -368,7 +698,9 @@ impl ConnectionSettings {
         let value = match self {
             ConnectionSettings::Stripe(settings) => serde_json::to_value(settings),
             ConnectionSettings::Duckdb(settings) => serde_json::to_value(settings),
-            ConnectionSettings::Postgres(settings) => serde_json::to_value(settings),
+            ConnectionSettings::Postgres(settings) | ConnectionSettings::Redshift(settings) => {
+                serde_json::to_value(settings)
+            }
         };
         value.expect("settings serialize to JSON")
     }
@@ -409,6 +741,7 @@ impl ConnectionSettings {
             ConnectionSettings::Stripe(_) => ConnectionKind::Stripe,
             ConnectionSettings::Duckdb(_) => ConnectionKind::Duckdb,
             ConnectionSettings::Postgres(_) => ConnectionKind::Postgres,
+            ConnectionSettings::Redshift(_) => ConnectionKind::Redshift,
         }
     }
 
@@ -421,7 +754,9 @@ impl ConnectionSettings {
         match self {
             ConnectionSettings::Stripe(_) => None,
             ConnectionSettings::Duckdb(settings) => Some(&settings.warehouse),
-            ConnectionSettings::Postgres(settings) => Some(settings),
+            ConnectionSettings::Postgres(settings) | ConnectionSettings::Redshift(settings) => {
+                Some(settings)
+            }
         }
     }
 
@@ -438,10 +773,13 @@ impl ConnectionSettings {
             ConnectionSettings::Postgres(_) => Ok(SourceConfig::Postgres {
                 url: secret.unwrap_or_else(|| Secret::new("")),
             }),
+            ConnectionSettings::Redshift(_) => Ok(SourceConfig::Redshift {
+                url: secret.unwrap_or_else(|| Secret::new("")),
+            }),
             ConnectionSettings::Stripe(_) => Err(EngineError::WrongConnectionKind {
                 name: connection.to_string(),
                 actual: "stripe".to_string(),
-                expected: "a warehouse (duckdb or postgres)",
+                expected: "a warehouse (a source connection)",
             }),
         }
     }
@@ -456,7 +794,7 @@ impl ConnectionSettings {
             ConnectionSettings::Duckdb(duckdb) => {
                 duckdb_source(store, &duckdb.path)?;
             }
-            ConnectionSettings::Postgres(_) => {}
+            ConnectionSettings::Postgres(_) | ConnectionSettings::Redshift(_) => {}
         }
         Ok(())
     }
@@ -481,7 +819,7 @@ impl ConnectionSettings {
                     .await
                     .map_err(|e| EngineError::ConnectionTest(e.to_string()))
             }
-            ConnectionSettings::Duckdb(_) | ConnectionSettings::Postgres(_) => {
+            _ => {
                 let source = self.source(store, connection, secret)?;
                 ferry_source::test_connection(&source)
                     .await
@@ -628,7 +966,7 @@ pub fn source_config(
         return Err(EngineError::WrongConnectionKind {
             name: connection.name.clone(),
             actual: connection.kind.as_str().to_string(),
-            expected: "a warehouse (duckdb or postgres)",
+            expected: "a warehouse (a source connection)",
         });
     }
     let settings = ConnectionSettings::of_record(connection)?;
@@ -923,6 +1261,10 @@ mod registry_tests {
                 warehouse,
             }),
             ConnectionKind::Postgres => ConnectionSettings::Postgres(warehouse),
+            ConnectionKind::Redshift => ConnectionSettings::Redshift(WarehouseSettings {
+                change_detection_schema: None,
+                ..warehouse
+            }),
         }
     }
 
@@ -1028,7 +1370,8 @@ mod registry_tests {
             (
                 ConnectionKind::Duckdb,
                 json!({}),
-                "connection 'w': missing field `path`; reconnect it with a valid --path",
+                "connection 'w': `path` (DuckDB file) is required; reconnect it with a valid \
+                 --path",
             ),
             (
                 ConnectionKind::Duckdb,

@@ -36,15 +36,17 @@ pub enum ConnectionStringError {
     Driver(tokio_postgres::Error),
 }
 
-/// Returns the connection string without `sslmode` and `sslrootcert`, and what they said.
+/// Returns the connection string without `sslmode` and `sslrootcert`, and what they said;
+/// `default_mode` when it does not say (libpq's `prefer`, Redshift's `verify-full`).
 pub(crate) fn split_tls_settings(
     connection_string: &str,
+    default_mode: SslMode,
 ) -> Result<(String, TlsSettings), ConnectionStringError> {
     let (rest, raw) = match url_body(connection_string) {
         Some(body_start) => split_url(connection_string, body_start),
         None => split_key_value(connection_string),
     };
-    Ok((rest, raw.validate()?))
+    Ok((rest, raw.validate(default_mode)?))
 }
 
 /// The last value of each setting, as written (decoded), before it is checked.
@@ -65,7 +67,7 @@ impl RawTlsSettings {
         true
     }
 
-    fn validate(self) -> Result<TlsSettings, ConnectionStringError> {
+    fn validate(self, default_mode: SslMode) -> Result<TlsSettings, ConnectionStringError> {
         let mode = match self.sslmode.as_deref() {
             None => None,
             Some(text) => Some(
@@ -75,7 +77,7 @@ impl RawTlsSettings {
         };
         match self.sslrootcert.as_deref() {
             None => Ok(TlsSettings {
-                mode: mode.unwrap_or(SslMode::Prefer),
+                mode: mode.unwrap_or(default_mode),
                 root_certificates: RootCertificates::WebPki,
             }),
             Some("") => Err(ConnectionStringError::EmptyRootCertificate),
@@ -87,7 +89,7 @@ impl RawTlsSettings {
                 weaker => Err(ConnectionStringError::WeakModeWithSystemRoots(weaker)),
             },
             Some(path) => Ok(TlsSettings {
-                mode: mode.unwrap_or(SslMode::Prefer),
+                mode: mode.unwrap_or(default_mode),
                 root_certificates: RootCertificates::File(PathBuf::from(path)),
             }),
         }
@@ -271,7 +273,7 @@ mod tests {
 
     /// `MODE ROOTS | what tokio-postgres gets`, or `error: …`.
     fn check(connection_string: &str, expected: Expect) {
-        let actual = match split_tls_settings(connection_string) {
+        let actual = match split_tls_settings(connection_string, SslMode::Prefer) {
             Ok((rest, settings)) => {
                 let roots = match settings.root_certificates {
                     RootCertificates::WebPki => "webpki".to_string(),

@@ -108,6 +108,30 @@ enum Verification {
     ChainAndHostName,
 }
 
+/// What a connection string that leaves them out gets: libpq's defaults for PostgreSQL, and
+/// others for servers that speak its protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Defaults {
+    pub port: u16,
+    pub ssl_mode: SslMode,
+}
+
+impl Defaults {
+    /// libpq's: port 5432, `sslmode=prefer`.
+    pub const POSTGRES: Defaults = Defaults {
+        port: 5432,
+        ssl_mode: SslMode::Prefer,
+    };
+
+    /// Amazon Redshift's: port 5439, and TLS with the certificate checked against the public
+    /// authorities (Redshift's are signed by Amazon's, which webpki-roots holds) and its host
+    /// name: a cluster is reached over the internet or a VPC, and accepts TLS by default.
+    pub const REDSHIFT: Defaults = Defaults {
+        port: 5439,
+        ssl_mode: SslMode::VerifyFull,
+    };
+}
+
 /// A parsed connection string: tokio-postgres' configuration and the TLS settings.
 #[derive(Debug, Clone)]
 pub struct PostgresTarget {
@@ -130,9 +154,22 @@ impl PostgresTarget {
     /// Reads a `postgres://…` URL or a `host=… dbname=…` string. Nothing is opened or read yet
     /// (the `sslrootcert` file is read on connecting).
     pub fn parse(connection_string: &str) -> Result<PostgresTarget, ConnectionStringError> {
-        let (rest, tls) = connection_string::split_tls_settings(connection_string)?;
+        PostgresTarget::parse_with(connection_string, &Defaults::POSTGRES)
+    }
+
+    /// [`PostgresTarget::parse`] with another server's defaults for what the string leaves
+    /// out (Redshift's port and TLS).
+    pub fn parse_with(
+        connection_string: &str,
+        defaults: &Defaults,
+    ) -> Result<PostgresTarget, ConnectionStringError> {
+        let (rest, tls) =
+            connection_string::split_tls_settings(connection_string, defaults.ssl_mode)?;
         let mut config: tokio_postgres::Config =
             rest.parse().map_err(ConnectionStringError::Driver)?;
+        if config.get_ports().is_empty() {
+            config.port(defaults.port);
+        }
         // libpq ignores sslmode on unix sockets, where PostgreSQL never offers TLS.
         let only_sockets = !config.get_hosts().is_empty()
             && config
@@ -215,5 +252,51 @@ impl PostgresTarget {
             });
         }
         ConnectError::Postgres(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_string_without_port_or_sslmode_gets_the_servers_defaults() {
+        let cases = [
+            (
+                "postgres://u:p@db.example.com/dev",
+                Defaults::POSTGRES,
+                5432,
+                SslMode::Prefer,
+            ),
+            (
+                "postgres://u:p@db.example.com/dev",
+                Defaults::REDSHIFT,
+                5439,
+                SslMode::VerifyFull,
+            ),
+            (
+                "host=db.example.com dbname=dev",
+                Defaults::REDSHIFT,
+                5439,
+                SslMode::VerifyFull,
+            ),
+            (
+                "postgres://u:p@db.example.com:6000/dev?sslmode=require",
+                Defaults::REDSHIFT,
+                6000,
+                SslMode::Require,
+            ),
+            (
+                "host=db.example.com port=7000 sslmode=disable",
+                Defaults::REDSHIFT,
+                7000,
+                SslMode::Disable,
+            ),
+        ];
+        for (string, defaults, port, mode) in cases {
+            let target = PostgresTarget::parse_with(string, &defaults).unwrap();
+            assert_eq!(target.config().get_ports(), [port], "{string}");
+            assert_eq!(target.tls_settings().mode, mode, "{string}");
+        }
     }
 }

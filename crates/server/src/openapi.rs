@@ -9,6 +9,7 @@
 use crate::api::{connections, models, runs, syncs};
 use crate::AppState;
 use axum::Json;
+use ferry_engine::connections::SettingValue;
 use serde_json::{json, Map, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -21,7 +22,7 @@ use utoipa::{Modify, OpenApi};
     ),
     paths(
         connections::list, connections::show, connections::create, connections::replace,
-        connections::remove, connections::test,
+        connections::remove, connections::test, connections::kinds,
         models::list, models::show, models::create, models::replace, models::remove,
         models::preview, models::preview_query,
         syncs::list, syncs::show, syncs::create, syncs::replace, syncs::remove,
@@ -64,7 +65,75 @@ pub fn openapi_document() -> Value {
     document
 }
 
+/// The fields of `ConnectionInput` besides `name`, `kind` and `skip_test`: every kind's
+/// settings and secret fields, from the registry of connection kinds, each saying which kinds
+/// take it. `kind` lists the kinds.
+fn connection_input(schema: &mut Value) {
+    use ferry_engine::connections::REGISTRY;
+    let Some(properties) = schema["properties"].as_object_mut() else {
+        return;
+    };
+    let kinds: Vec<&str> = REGISTRY.iter().map(|spec| spec.kind.as_str()).collect();
+    properties.insert(
+        "kind".into(),
+        serde_json::json!({"type": "string", "enum": kinds,
+            "description": "The kind of connection: `stripe`, or a warehouse."}),
+    );
+    let mut fields: Vec<(String, Value, String, Vec<&str>)> = Vec::new();
+    let mut add = |key: &str, schema: Value, help: String, kind: &'static str| match fields
+        .iter_mut()
+        .find(|(name, ..)| name == key)
+    {
+        Some((.., kinds)) => kinds.push(kind),
+        None => fields.push((key.to_string(), schema, help, vec![kind])),
+    };
+    for spec in &REGISTRY {
+        let kind = spec.kind.as_str();
+        if let Some(secret) = &spec.secret {
+            add(
+                secret.value_field,
+                serde_json::json!({"type": "string", "writeOnly": true}),
+                format!(
+                    "The {} itself, stored encrypted. {}.",
+                    secret.what, secret.help
+                ),
+                kind,
+            );
+            add(
+                secret.env_field,
+                serde_json::json!({"type": "string"}),
+                format!(
+                    "The environment variable of the server that holds the {}.",
+                    secret.what
+                ),
+                kind,
+            );
+        }
+        for setting in spec.settings {
+            let mut schema = serde_json::json!({"type": setting.value.json_type()});
+            match setting.value {
+                SettingValue::Paths => schema["items"] = serde_json::json!({"type": "string"}),
+                SettingValue::Seconds => {
+                    schema["minimum"] = 0.into();
+                    schema["maximum"] = ferry_engine::declare::MAX_TIMEOUT_SECONDS.into();
+                }
+                SettingValue::Count => schema["minimum"] = 0.into(),
+                SettingValue::Text | SettingValue::Path => {}
+            }
+            add(setting.key, schema, format!("{}.", setting.help), kind);
+        }
+    }
+    for (key, mut schema, help, kinds) in fields {
+        schema["description"] = format!("{} ({}.)", help, kinds.join(", ")).into();
+        // OpenAPI 3.1: a field may be null, meaning "not set".
+        schema["type"] = serde_json::json!([schema["type"].clone(), "null"]);
+        properties.insert(key, schema);
+    }
+    schema["additionalProperties"] = false.into();
+}
+
 fn complete(document: &mut Value) {
+    connection_input(&mut document["components"]["schemas"]["ConnectionInput"]);
     let pattern = Value::from(ferry_state::NAME_PATTERN);
     let name_rule = format!("{}.", capitalized(ferry_state::NAME_RULE));
     for schema in NAMED_INPUTS {

@@ -23,6 +23,7 @@ pub use model_sql::{validate_model_sql, ValidatedModelSql};
 
 use duckdb::InterruptHandle;
 use ferry_core::{Secret, Value};
+use ferry_postgres_connect::Defaults;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,9 @@ pub enum SourceConfig {
     /// A PostgreSQL connection string (`postgres://user:password@host/db` or
     /// `host=… user=… dbname=…`). It may hold a password, so it is a [`Secret`].
     Postgres { url: Secret },
+    /// An Amazon Redshift connection string: PostgreSQL's, with Redshift's defaults (port
+    /// 5439, `sslmode=verify-full`) for what it leaves out.
+    Redshift { url: Secret },
 }
 
 impl SourceConfig {
@@ -44,7 +48,13 @@ impl SourceConfig {
     pub fn describe(&self) -> String {
         match self {
             SourceConfig::DuckDb { path } => duckdb_source::describe_duckdb_target(path),
-            SourceConfig::Postgres { url } => postgres_source::describe_postgres_target(url),
+            SourceConfig::Postgres { url } => {
+                postgres_source::describe_postgres_target(url, &Defaults::POSTGRES)
+            }
+            SourceConfig::Redshift { url } => format!(
+                "Redshift {}",
+                postgres_source::describe_postgres_target(url, &Defaults::REDSHIFT)
+            ),
         }
     }
 }
@@ -89,7 +99,12 @@ pub struct Column {
 pub async fn test_connection(config: &SourceConfig) -> Result<(), SourceError> {
     match config {
         SourceConfig::DuckDb { path } => duckdb_source::test_duckdb_connection(path).await,
-        SourceConfig::Postgres { url } => postgres_source::test_postgres_connection(url).await,
+        SourceConfig::Postgres { url } => {
+            postgres_source::test_postgres_connection(url, &Defaults::POSTGRES).await
+        }
+        SourceConfig::Redshift { url } => {
+            postgres_source::test_postgres_connection(url, &Defaults::REDSHIFT).await
+        }
     }
 }
 
@@ -114,7 +129,10 @@ pub(crate) async fn start_query(
             duckdb_source::start_duckdb_query(path, model, options).await
         }
         SourceConfig::Postgres { url } => {
-            postgres_source::start_postgres_query(url, model, options).await
+            postgres_source::start_postgres_query(url, &Defaults::POSTGRES, model, options).await
+        }
+        SourceConfig::Redshift { url } => {
+            postgres_source::start_postgres_query(url, &Defaults::REDSHIFT, model, options).await
         }
     }
 }

@@ -12,7 +12,9 @@ use crate::{
     TimeoutSetting, ValidatedModelSql,
 };
 use ferry_core::{Secret, Value};
-use ferry_postgres_connect::{ConnectError, ConnectionStringError, PostgresTarget, TlsConnector};
+use ferry_postgres_connect::{
+    ConnectError, ConnectionStringError, Defaults, PostgresTarget, TlsConnector,
+};
 use std::error::Error as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,8 +30,11 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connects and runs `SELECT 1`.
-pub(crate) async fn test_postgres_connection(url: &Secret) -> Result<(), SourceError> {
-    let connection = PostgresConnection::open(url).await?;
+pub(crate) async fn test_postgres_connection(
+    url: &Secret,
+    defaults: &Defaults,
+) -> Result<(), SourceError> {
+    let connection = PostgresConnection::open_with(url, defaults).await?;
     connection
         .client
         .simple_query("SELECT 1")
@@ -50,10 +55,11 @@ pub(crate) async fn test_postgres_connection(url: &Secret) -> Result<(), SourceE
 /// are known; the rows follow through the stream.
 pub(crate) async fn start_postgres_query(
     url: &Secret,
+    defaults: &Defaults,
     model: ValidatedModelSql,
     options: &QueryOptions,
 ) -> Result<RowStream, SourceError> {
-    let connection = PostgresConnection::open(url).await?;
+    let connection = PostgresConnection::open_with(url, defaults).await?;
     let (columns_sender, columns_receiver) = oneshot::channel();
     let (rows_sender, messages_receiver, rows_per_message) = row_channel(options);
     tokio::spawn(run_model_until_done_or_dropped(
@@ -77,20 +83,25 @@ pub(crate) async fn start_postgres_query(
 }
 
 /// Describes a connection string for messages and logs, without its password.
-pub(crate) fn describe_postgres_target(url: &Secret) -> String {
-    match PostgresTarget::parse(url.expose()) {
+pub(crate) fn describe_postgres_target(url: &Secret, defaults: &Defaults) -> String {
+    match PostgresTarget::parse_with(url.expose(), defaults) {
         Ok(target) => describe_target(target.config()),
         Err(_) => "PostgreSQL (connection string not valid)".to_string(),
     }
 }
 
 /// Reads the connection string, libpq's TLS settings included.
-pub(crate) fn parse_target(url: &Secret) -> Result<PostgresTarget, SourceError> {
-    PostgresTarget::parse(url.expose()).map_err(|error| SourceError::InvalidConnectionString {
-        reason: match &error {
-            ConnectionStringError::Driver(driver_error) => describe_driver_error(driver_error),
-            other => other.to_string(),
-        },
+pub(crate) fn parse_target(
+    url: &Secret,
+    defaults: &Defaults,
+) -> Result<PostgresTarget, SourceError> {
+    PostgresTarget::parse_with(url.expose(), defaults).map_err(|error| {
+        SourceError::InvalidConnectionString {
+            reason: match &error {
+                ConnectionStringError::Driver(driver_error) => describe_driver_error(driver_error),
+                other => other.to_string(),
+            },
+        }
     })
 }
 
@@ -108,7 +119,15 @@ pub(crate) struct PostgresConnection {
 
 impl PostgresConnection {
     pub(crate) async fn open(url: &Secret) -> Result<PostgresConnection, SourceError> {
-        let mut target = parse_target(url)?;
+        PostgresConnection::open_with(url, &Defaults::POSTGRES).await
+    }
+
+    /// [`PostgresConnection::open`] with another server's defaults (Redshift's).
+    pub(crate) async fn open_with(
+        url: &Secret,
+        defaults: &Defaults,
+    ) -> Result<PostgresConnection, SourceError> {
+        let mut target = parse_target(url, defaults)?;
         if target.config().get_connect_timeout().is_none() {
             target.config_mut().connect_timeout(DEFAULT_CONNECT_TIMEOUT);
         }

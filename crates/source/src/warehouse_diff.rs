@@ -138,6 +138,19 @@ pub async fn prepare_schema(config: &SourceConfig, schema: &str) -> Result<(), S
             })
             .await
         }
+        other => Err(not_available(other)),
+    }
+}
+
+/// Change detection on a warehouse that does not have it (yet): said when the connection is
+/// saved, which is also what keeps runs from reaching here.
+fn not_available(config: &SourceConfig) -> SourceError {
+    SourceError::ChangeDetection {
+        problem: format!(
+            "change detection inside the warehouse is not available for {}; leave \
+             change_detection_schema out, and ferry compares the rows with its workspace",
+            config.describe()
+        ),
     }
 }
 
@@ -270,6 +283,7 @@ pub async fn open_table(
             })
             .await
         }
+        other => Err(not_available(other)),
     }
 }
 
@@ -447,6 +461,7 @@ impl Acknowledger {
                     .await?;
                     Writer::DuckDb(std::sync::Arc::new(std::sync::Mutex::new(connection)))
                 }
+                other => return Err(not_available(other)),
             });
         }
         match (self.writer.as_ref().expect("opened above"), &self.config) {
@@ -504,8 +519,9 @@ enum Dialect {
 impl Dialect {
     fn of(config: &SourceConfig) -> Dialect {
         match config {
-            SourceConfig::Postgres { .. } => Dialect::Postgres,
             SourceConfig::DuckDb { .. } => Dialect::DuckDb,
+            // Others never get here: `open_table` refuses them first.
+            _ => Dialect::Postgres,
         }
     }
 

@@ -246,8 +246,14 @@ impl StateStore {
         if !source.kind.is_source() {
             return Err(StateError::InvalidInput(format!(
                 "model '{name}' cannot read from connection '{connection}': it is a {} \
-                 connection; use a duckdb or postgres connection",
-                source.kind
+                 connection; use a warehouse's connection ({})",
+                source.kind,
+                ConnectionKind::ALL
+                    .iter()
+                    .filter(|kind| kind.is_source())
+                    .map(|kind| kind.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         if sql.trim().is_empty() {

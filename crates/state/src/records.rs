@@ -17,13 +17,16 @@ pub enum ConnectionKind {
     Duckdb,
     /// A PostgreSQL database (a source).
     Postgres,
+    /// An Amazon Redshift cluster or workgroup, over PostgreSQL's protocol (a source).
+    Redshift,
 }
 
 impl ConnectionKind {
-    pub const ALL: [ConnectionKind; 3] = [
+    pub const ALL: [ConnectionKind; 4] = [
         ConnectionKind::Stripe,
         ConnectionKind::Duckdb,
         ConnectionKind::Postgres,
+        ConnectionKind::Redshift,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -31,6 +34,7 @@ impl ConnectionKind {
             ConnectionKind::Stripe => "stripe",
             ConnectionKind::Duckdb => "duckdb",
             ConnectionKind::Postgres => "postgres",
+            ConnectionKind::Redshift => "redshift",
         }
     }
 
@@ -40,7 +44,7 @@ impl ConnectionKind {
 
     /// Whether models can read from it (a warehouse) rather than syncs write to it.
     pub fn is_source(self) -> bool {
-        matches!(self, ConnectionKind::Duckdb | ConnectionKind::Postgres)
+        !matches!(self, ConnectionKind::Stripe)
     }
 }
 

@@ -7,8 +7,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use ferry_core::Secret;
-use ferry_engine::connections::ConnectionSettings;
-use ferry_engine::declare::{self, StripeSettings, TimeoutSetting, WarehouseSettings};
+use ferry_engine::connections::{ConnectionSettings, KindSpec, REGISTRY};
+use ferry_engine::declare;
 use ferry_state::{ConnectionKind, ConnectionRecord, NewConnection, SecretInput, SecretRef};
 use serde::{Deserialize, Serialize};
 
@@ -17,11 +17,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConnectionView {
     pub name: String,
-    /// `stripe`, `duckdb` or `postgres`.
+    /// `stripe`, or a warehouse (`duckdb`, `postgres`, …).
     pub kind: String,
-    /// Non-secret settings: `api_base`, `max_rps`, `max_rps_per_endpoint` (Stripe); `path`
-    /// (DuckDB); `statement_timeout_seconds`, `preview_timeout_seconds`,
-    /// `change_detection_schema` (DuckDB and PostgreSQL, when set).
+    /// Its settings besides the secret, those that are set, by their stored names (see
+    /// `ConnectionInput`).
     #[schema(value_type = Object)]
     pub config: serde_json::Value,
     pub secret: Option<SecretView>,
@@ -61,54 +60,25 @@ impl From<&ConnectionRecord> for ConnectionView {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum KindInput {
-    Stripe,
-    Duckdb,
-    Postgres,
-}
-
-/// A connection to create or replace. Give a secret as its value (stored encrypted) or as the
-/// name of an environment variable; on replace, give neither to keep the stored one.
+/// A connection to create or replace: its kind, and the kind's settings by their stored names
+/// (the OpenAPI document lists every kind's, from the registry of connection kinds). Give a
+/// secret as its value (stored encrypted) or as the name of an environment variable; on
+/// replace, give neither to keep the stored one.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct ConnectionInput {
     /// Required when creating; on replace it must match the path if given.
     pub name: Option<String>,
-    pub kind: Option<KindInput>,
-    /// Stripe: the secret or restricted key.
-    pub api_key: Option<String>,
-    /// Stripe: the environment variable that holds the key.
-    pub api_key_env: Option<String>,
-    /// Stripe: another Stripe-compatible server (the emulator).
-    pub api_base: Option<String>,
-    pub max_rps: Option<u32>,
-    pub max_rps_per_endpoint: Option<u32>,
-    /// DuckDB: the database file.
-    pub path: Option<String>,
-    /// PostgreSQL: `postgres://user:password@host/db`.
-    pub url: Option<String>,
-    /// PostgreSQL: the environment variable that holds the URL.
-    pub url_env: Option<String>,
-    /// DuckDB and PostgreSQL: the longest a run, a sync preview or a model's column check may
-    /// keep the warehouse working on the model, in whole seconds; 0 means no limit. Default
-    /// 300.
-    #[schema(value_type = Option<u32>, minimum = 0, maximum = 86400)]
-    pub statement_timeout_seconds: Option<serde_json::Value>,
-    /// DuckDB and PostgreSQL: the longest a model preview may run, in whole seconds; 0 means no
-    /// limit. Default 30.
-    #[schema(value_type = Option<u32>, minimum = 0, maximum = 86400)]
-    pub preview_timeout_seconds: Option<serde_json::Value>,
-    /// DuckDB and PostgreSQL: keep change detection's tables in this schema of the warehouse,
-    /// so only new and changed rows travel (needs rights to create tables there; saving with a
-    /// test creates the schema). Lower-case letters, digits and `_`, such as `ferry`. Absent
-    /// or empty (the default): ferry only reads the warehouse.
-    #[schema(pattern = "^([a-z_][a-z0-9_]{0,62})?$", example = "ferry")]
-    pub change_detection_schema: Option<String>,
+    /// The kind of connection: `stripe`, or a warehouse.
+    pub kind: Option<String>,
     /// Save without testing the connection.
     #[serde(default)]
     pub skip_test: bool,
+    /// The kind's settings and its secret's two fields (`api_key` or `api_key_env`, `url` or
+    /// `url_env`, …).
+    /// (The OpenAPI document lists them from the registry: `openapi::connection_input`.)
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
 }
 
 fn secret_input(
@@ -137,7 +107,12 @@ fn secret_input(
 /// Refuses a secret read from a server environment variable the operator did not allow: the
 /// connection test would send its value to the `api_base` the caller chose.
 fn check_secret_env(state: &AppState, input: &ConnectionInput) -> Result<(), ApiError> {
-    for variable in [&input.api_key_env, &input.url_env].into_iter().flatten() {
+    let variables = REGISTRY
+        .iter()
+        .filter_map(|spec| spec.secret.as_ref())
+        .filter_map(|secret| input.settings.get(secret.env_field))
+        .filter_map(serde_json::Value::as_str);
+    for variable in variables {
         if !variable.is_empty() && !state.secret_env_allowed(variable) {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -159,76 +134,39 @@ impl ConnectionInput {
         name: &str,
         replacing: bool,
     ) -> Result<NewConnection, ApiError> {
+        let kinds = KindSpec::names(false);
         let kind = self
             .kind
-            .ok_or_else(|| ApiError::invalid("`kind` is required: stripe, duckdb or postgres"))?;
-        // Read as any JSON value, so that a bad one is refused in ferry's words.
-        let timeout = |setting: TimeoutSetting, value: Option<serde_json::Value>| {
-            value
-                .filter(|value| !value.is_null())
-                .map(|value| declare::timeout_seconds(setting, &value))
-                .transpose()
-                .map_err(ApiError::from)
+            .ok_or_else(|| ApiError::invalid(format!("`kind` is required: {kinds}")))?;
+        let spec = KindSpec::named(&kind).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "`kind` is `{kind}`, which is not a kind of connection ferry knows: {kinds}"
+            ))
+        })?;
+        let mut settings = self.settings;
+        let mut text_field = |field: &str| -> Result<Option<String>, ApiError> {
+            match settings.remove(field) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::String(text)) => Ok(Some(text)),
+                Some(other) => Err(ApiError::invalid(format!(
+                    "`{field}` must be a string, not {other}"
+                ))),
+            }
         };
-        let warehouse = WarehouseSettings {
-            statement_timeout_seconds: timeout(
-                TimeoutSetting::Statement,
-                self.statement_timeout_seconds,
-            )?,
-            preview_timeout_seconds: timeout(
-                TimeoutSetting::Preview,
-                self.preview_timeout_seconds,
-            )?,
-            change_detection_schema: self
-                .change_detection_schema
-                .as_deref()
-                .map(declare::parse_change_detection_schema)
-                .transpose()?
-                .flatten(),
+        let secret = match &spec.secret {
+            None => None,
+            Some(secret) => Some(secret_input(
+                text_field(secret.value_field)?,
+                text_field(secret.env_field)?,
+                secret.value_field,
+                secret.env_field,
+                replacing,
+            )?),
         };
-        if matches!(kind, KindInput::Stripe)
-            && (warehouse.statement_timeout_seconds.is_some()
-                || warehouse.preview_timeout_seconds.is_some()
-                || warehouse.change_detection_schema.is_some())
-        {
-            return Err(ApiError::invalid(
-                "`statement_timeout_seconds`, `preview_timeout_seconds` and \
-                 `change_detection_schema` are settings of a warehouse (duckdb or postgres) \
-                 connection, not of a Stripe one",
-            ));
-        }
-        match kind {
-            KindInput::Stripe => {
-                let key = secret_input(
-                    self.api_key,
-                    self.api_key_env,
-                    "api_key",
-                    "api_key_env",
-                    replacing,
-                )?;
-                let settings = StripeSettings {
-                    api_base: self.api_base.filter(|b| !b.trim().is_empty()),
-                    max_rps: self.max_rps,
-                    max_rps_per_endpoint: self.max_rps_per_endpoint,
-                };
-                Ok(declare::stripe_connection(name, key, &settings))
-            }
-            KindInput::Duckdb => {
-                let path = self
-                    .path
-                    .filter(|p| !p.trim().is_empty())
-                    .ok_or_else(|| ApiError::invalid("`path` (the DuckDB file) is required"))?;
-                Ok(declare::duckdb_connection(
-                    name,
-                    std::path::Path::new(path.trim()),
-                    &warehouse,
-                ))
-            }
-            KindInput::Postgres => {
-                let url = secret_input(self.url, self.url_env, "url", "url_env", replacing)?;
-                Ok(declare::postgres_connection(name, url, &warehouse))
-            }
-        }
+        // The server's working directory is the base of a relative path, as it always was.
+        let base = std::env::current_dir().unwrap_or_default();
+        let settings = ConnectionSettings::from_door(name, spec.kind, settings, &base)?;
+        Ok(declare::new_connection(name, &settings, secret))
     }
 }
 
@@ -348,6 +286,79 @@ pub async fn test(
         }
         Err(other) => Err(other.into()),
     }
+}
+
+/// One kind of connection, as the registry declares it: what a client needs to build a form
+/// for it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct KindView {
+    /// The `kind` to give when creating one: `postgres`.
+    pub kind: String,
+    pub label: String,
+    pub help: String,
+    /// Whether models read from it (a warehouse) rather than syncs write to it (Stripe).
+    pub is_source: bool,
+    pub secret: Option<SecretFieldsView>,
+    pub settings: Vec<SettingView>,
+}
+
+/// A kind's secret: give `value_field` (stored encrypted) or `env_field`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SecretFieldsView {
+    pub what: String,
+    pub value_field: String,
+    pub env_field: String,
+    pub help: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SettingView {
+    pub key: String,
+    /// Its JSON type: `string`, `integer`, or `array` (of strings).
+    #[serde(rename = "type")]
+    pub value_type: String,
+    pub required: bool,
+    pub label: String,
+    pub help: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct KindList {
+    pub kinds: Vec<KindView>,
+}
+
+/// The kinds of connection this ferry knows, with their settings.
+#[utoipa::path(get, path = "/api/v1/connection-kinds", tag = "connections",
+    responses((status = 200, body = KindList)))]
+pub async fn kinds() -> Json<KindList> {
+    Json(KindList {
+        kinds: REGISTRY
+            .iter()
+            .map(|spec| KindView {
+                kind: spec.kind.as_str().to_string(),
+                label: spec.label.to_string(),
+                help: spec.help.to_string(),
+                is_source: spec.is_source,
+                secret: spec.secret.as_ref().map(|secret| SecretFieldsView {
+                    what: secret.what.to_string(),
+                    value_field: secret.value_field.to_string(),
+                    env_field: secret.env_field.to_string(),
+                    help: secret.help.to_string(),
+                }),
+                settings: spec
+                    .settings
+                    .iter()
+                    .map(|setting| SettingView {
+                        key: setting.key.to_string(),
+                        value_type: setting.value.json_type().to_string(),
+                        required: setting.required,
+                        label: setting.label.to_string(),
+                        help: setting.help.to_string(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    })
 }
 
 pub fn kind_label(kind: ConnectionKind) -> &'static str {

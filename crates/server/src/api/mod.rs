@@ -24,6 +24,7 @@ pub fn routes() -> Router<AppState> {
                 .delete(connections::remove),
         )
         .route("/api/v1/connections/{name}/test", post(connections::test))
+        .route("/api/v1/connection-kinds", get(connections::kinds))
         .route("/api/v1/models", get(models::list).post(models::create))
         .route(
             "/api/v1/models/{name}",

@@ -2,18 +2,19 @@
 
 use super::layout::{csrf_field, empty_state, error_box, page_header, shell, time, Page, Section};
 use crate::api::connections::ConnectionInput;
-use crate::api::connections::KindInput;
 use crate::auth::Caller;
 use crate::{ApiError, AppState};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
-use ferry_engine::connections::{kind_spec, ConnectionSettings, WarehouseSettings};
-use ferry_engine::declare::{self, TimeoutSetting};
+use ferry_engine::connections::{
+    self, kind_spec, ConnectionSettings, KindSpec, SettingSpec, SettingValue, REGISTRY,
+};
+use ferry_engine::declare;
 use ferry_state::{ConnectionKind, ConnectionRecord, SecretRef};
-use maud::{html, Markup};
-use serde::Deserialize;
+use maud::{html, Markup, PreEscaped};
+use std::fmt::Write as _;
 
 fn secret_text(record: &ConnectionRecord) -> String {
     match &record.secret {
@@ -23,30 +24,10 @@ fn secret_text(record: &ConnectionRecord) -> String {
     }
 }
 
-/// ` · statement timeout 60s · preview timeout none · change detection in schema ferry` for the
-/// settings a warehouse connection sets; nothing for those left to their defaults.
-fn settings_text(settings: &WarehouseSettings) -> String {
-    settings
-        .described()
-        .iter()
-        .map(|part| format!(" · {part}"))
-        .collect()
-}
-
 /// A connection's details for the tables of destinations and sources.
 fn details(record: &ConnectionRecord) -> Markup {
     match ConnectionSettings::of_record(record) {
-        Ok(ConnectionSettings::Stripe(stripe)) => html! {
-            (ferry_destinations::stripe::config::display_api_base(stripe.api_base()))
-            " · key " (secret_text(record))
-            " · API version " (ferry_destinations::stripe::STRIPE_VERSION)
-        },
-        Ok(ConnectionSettings::Duckdb(duckdb)) => html! {
-            (duckdb.path.display().to_string()) (settings_text(&duckdb.warehouse))
-        },
-        Ok(ConnectionSettings::Postgres(postgres)) => html! {
-            "URL " (secret_text(record)) (settings_text(&postgres))
-        },
+        Ok(settings) => html! { (settings.details(&secret_text(record)).join(" · ")) },
         Err(error) => html! { span.fail { (error.to_string()) } },
     }
 }
@@ -107,39 +88,213 @@ pub async fn destinations(
     ))
 }
 
-#[derive(Deserialize, Default)]
-pub struct DestinationForm {
-    /// Set when editing: the name is then fixed and an empty key keeps the stored one.
-    #[serde(default)]
+/// A connection form as posted, and as shown again: the kind chosen and, for every kind the
+/// page offers, its fields named `KIND.SETTING` (`postgres.url`, `duckdb.path`), so that what
+/// was typed for one kind survives switching to another. Only the chosen kind's are read.
+#[derive(Default, Debug)]
+pub struct ConnectionForm {
+    /// Set when editing: the name is then fixed and an empty secret keeps the stored one.
     existing: String,
-    /// The stored key's hint, shown when editing.
-    #[serde(skip)]
-    key_hint: String,
-    #[serde(default)]
     name: String,
-    #[serde(default)]
-    api_key: String,
-    #[serde(default)]
-    api_base: String,
-    #[serde(default)]
-    max_rps: String,
+    kind: String,
+    fields: Vec<(String, String)>,
+    /// The stored secret's hint, shown when editing.
+    secret_hint: String,
 }
 
-fn destination_form(caller: &Caller, form: &DestinationForm, problem: Option<&str>) -> Markup {
+impl ConnectionForm {
+    fn from_pairs(pairs: Vec<(String, String)>) -> ConnectionForm {
+        let mut form = ConnectionForm::default();
+        for (field, value) in pairs {
+            match field.as_str() {
+                "existing" => form.existing = value,
+                "name" => form.name = value,
+                "kind" => form.kind = value,
+                // The CSRF token and anything else are not settings.
+                _ if field.contains('.') => form.fields.push((field, value)),
+                _ => {}
+            }
+        }
+        form
+    }
+
+    /// A saved connection's form: its settings as texts, its secret never (a secret typed
+    /// once is not sent to the browser again).
+    fn of_record(record: &ConnectionRecord) -> Result<ConnectionForm, ferry_engine::EngineError> {
+        let settings = ConnectionSettings::of_record(record)?;
+        let kind = record.kind.as_str();
+        let fields = settings
+            .to_config()
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(key, value)| {
+                let text = match value {
+                    serde_json::Value::String(text) => text.clone(),
+                    serde_json::Value::Array(items) => items
+                        .iter()
+                        .filter_map(serde_json::Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    other => other.to_string(),
+                };
+                (format!("{kind}.{key}"), text)
+            })
+            .collect();
+        Ok(ConnectionForm {
+            existing: record.name.clone(),
+            name: record.name.clone(),
+            kind: kind.to_string(),
+            fields,
+            secret_hint: secret_text(record),
+        })
+    }
+
+    fn texts(&self, kind: &str, key: &str) -> Vec<String> {
+        let field = format!("{kind}.{key}");
+        self.fields
+            .iter()
+            .filter(|(name, _)| *name == field)
+            .map(|(_, value)| value.clone())
+            .collect()
+    }
+
+    fn text(&self, kind: &str, key: &str) -> String {
+        self.texts(kind, key).join("\n")
+    }
+
+    /// The connection the form declares, as the API takes it.
+    fn input(&self, spec: &KindSpec) -> ConnectionInput {
+        let kind = spec.kind.as_str();
+        let base = std::env::current_dir().unwrap_or_default();
+        let mut settings = serde_json::Map::new();
+        for setting in spec.settings {
+            if let Some(value) =
+                connections::setting_from_text(setting, &self.texts(kind, setting.key), &base)
+            {
+                settings.insert(setting.key.to_string(), value);
+            }
+        }
+        if let Some(secret) = &spec.secret {
+            let value = self.text(kind, secret.value_field).trim().to_string();
+            settings.insert(secret.value_field.to_string(), value.into());
+        }
+        ConnectionInput {
+            kind: Some(kind.to_string()),
+            settings,
+            ..ConnectionInput::default()
+        }
+    }
+}
+
+/// The kinds a page offers: Stripe for destinations, the warehouses for sources.
+fn kinds_of(section: Section) -> Vec<&'static KindSpec> {
+    let sources = section == Section::Sources;
+    REGISTRY
+        .iter()
+        .filter(|spec| spec.is_source == sources)
+        .collect()
+}
+
+fn setting_field(form: &ConnectionForm, spec: &KindSpec, setting: &SettingSpec) -> Markup {
+    let kind = spec.kind.as_str();
+    let id = format!("{kind}-{}", setting.key);
+    let name = format!("{kind}.{}", setting.key);
+    let value = form.text(kind, setting.key);
+    let numeric = matches!(setting.value, SettingValue::Seconds | SettingValue::Count);
+    html! {
+        div.field {
+            label for=(id) { (setting.label) }
+            @if setting.value == SettingValue::Paths {
+                textarea id=(id) name=(name) rows="3" placeholder=(setting.placeholder) { (value) }
+            } @else {
+                input id=(id) name=(name) value=(value) placeholder=(setting.placeholder)
+                    inputmode=[numeric.then_some("numeric")] autocomplete="off";
+            }
+            p.help { (setting.help) "." }
+        }
+    }
+}
+
+fn kind_fields(form: &ConnectionForm, spec: &KindSpec, editing: bool) -> Markup {
+    let kind = spec.kind.as_str();
+    let (required, optional): (Vec<&SettingSpec>, Vec<&SettingSpec>) =
+        spec.settings.iter().partition(|setting| setting.required);
+    let optional_set = optional
+        .iter()
+        .any(|setting| !form.text(kind, setting.key).trim().is_empty());
+    let keeps_secret = editing && form.kind == kind && !form.secret_hint.is_empty();
+    html! {
+        div class={"kind-fields kind-" (kind)} {
+            @if let Some(secret) = &spec.secret {
+                @let id = format!("{kind}-{}", secret.value_field);
+                div.field {
+                    label for=(id) { (secret.label) }
+                    // Never filled back in: a secret typed once is not sent to the browser again.
+                    input id=(id) name={(kind) "." (secret.value_field)} type="password" autocomplete="off"
+                        placeholder=(if keeps_secret {
+                            format!("leave empty to keep the stored {} ({})", secret.what, form.secret_hint)
+                        } else {
+                            secret.placeholder.to_string()
+                        });
+                    p.help { (secret.help) "." }
+                }
+            }
+            @for setting in &required { (setting_field(form, spec, setting)) }
+            @if !optional.is_empty() {
+                details open[optional_set] {
+                    summary { "More settings" }
+                    @for setting in &optional { (setting_field(form, spec, setting)) }
+                }
+            }
+        }
+    }
+}
+
+fn connection_form(
+    caller: &Caller,
+    section: Section,
+    form: &ConnectionForm,
+    problem: Option<&str>,
+) -> Markup {
+    let kinds = kinds_of(section);
+    let chosen = kinds
+        .iter()
+        .find(|spec| spec.kind.as_str() == form.kind)
+        .unwrap_or(&kinds[0]);
+    let (what, list, subtitle) = if section == Section::Sources {
+        (
+            "source",
+            "/sources",
+            "A warehouse that models read from, read-only.",
+        )
+    } else {
+        ("destination", "/destinations", "Stripe")
+    };
     let editing = !form.existing.is_empty();
     let title = if editing {
-        format!("Edit destination {}", form.existing)
+        format!("Edit {what} {}", form.existing)
     } else {
-        "New destination".to_string()
+        format!("New {what}")
     };
+    // Only the chosen kind's fields show; the choice needs no script.
+    let mut css = String::from(".kind-fields { display: none; }\n");
+    for spec in &kinds {
+        let kind = spec.kind.as_str();
+        let _ = writeln!(
+            css,
+            "form:has(#kind-{kind}:checked) .kind-{kind}, form:has(input[type=hidden][name=kind][value={kind}]) .kind-{kind} {{ display: block; }}"
+        );
+    }
     shell(
         caller,
-        Section::Destinations,
+        section,
         &title,
         html! {
-            (page_header(&title, Some("Stripe"), html! {}))
+            (page_header(&title, Some(subtitle), html! {}))
             @if let Some(problem) = problem { (error_box(problem)) }
-            form.card method="post" action="/destinations" {
+            style { (PreEscaped(css)) }
+            form.card method="post" action=(list) {
                 (csrf_field(caller))
                 input type="hidden" name="existing" value=(form.existing);
                 div.field {
@@ -147,36 +302,28 @@ fn destination_form(caller: &Caller, form: &DestinationForm, problem: Option<&st
                     @if editing {
                         input #name name="name" value=(form.existing) readonly;
                     } @else {
-                        input #name name="name" value=(form.name) required placeholder="stripe" pattern=(super::layout::NAME_INPUT_PATTERN) title=(super::layout::NAME_INPUT_TITLE);
-                        p.help { "Letters, digits, _ and -. Syncs refer to the destination by this name." }
+                        input #name name="name" value=(form.name) required placeholder=(if section == Section::Sources { "warehouse" } else { "stripe" }) pattern=(super::layout::NAME_INPUT_PATTERN) title=(super::layout::NAME_INPUT_TITLE);
+                        p.help { "Letters, digits, _ and -. Models and syncs refer to it by this name." }
                     }
                 }
-                div.field {
-                    label for="api_key" { "API key" }
-                    // Never filled back in: a key typed once is not sent to the browser again.
-                    @if editing {
-                        input #api_key name="api_key" type="password" autocomplete="off"
-                            placeholder={"leave empty to keep the stored key (" (form.key_hint) ")"};
-                    } @else {
-                        input #api_key name="api_key" type="password" required autocomplete="off" placeholder="sk_test_… or rk_test_…";
+                @if kinds.len() > 1 {
+                    fieldset.field {
+                        legend { "Type" }
+                        @for spec in &kinds {
+                            @let kind = spec.kind.as_str();
+                            label.choice title=(spec.help) {
+                                input type="radio" name="kind" id={"kind-" (kind)} value=(kind) checked[spec.kind == chosen.kind];
+                                " " (spec.label)
+                            }
+                        }
                     }
-                    p.help { "A secret key, or a restricted key with write access to Customers and Products and read access to Balance. Stored encrypted." }
+                } @else {
+                    input type="hidden" name="kind" value=(chosen.kind.as_str());
                 }
-                details open[!form.api_base.is_empty() || !form.max_rps.is_empty()] {
-                    summary { "Advanced" }
-                    div.field {
-                        label for="api_base" { "API base URL" }
-                        input #api_base name="api_base" value=(form.api_base) placeholder="https://api.stripe.com";
-                        p.help { "Another Stripe-compatible server, such as " code { "ferry emulate stripe" } "." }
-                    }
-                    div.field {
-                        label for="max_rps" { "Requests per second" }
-                        input #max_rps name="max_rps" value=(form.max_rps) inputmode="numeric" placeholder="25 for test keys, 100 for live keys";
-                    }
-                }
+                @for spec in &kinds { (kind_fields(form, spec, editing)) }
                 div.form-actions {
                     button.primary type="submit" { "Test and save" }
-                    a.button href="/destinations" { "Cancel" }
+                    a.button href=(list) { "Cancel" }
                 }
             }
         },
@@ -184,34 +331,59 @@ fn destination_form(caller: &Caller, form: &DestinationForm, problem: Option<&st
 }
 
 pub async fn new_destination(Extension(caller): Extension<Caller>) -> Markup {
-    destination_form(&caller, &DestinationForm::default(), None)
-}
-
-fn parse_rps(text: &str) -> Result<Option<u32>, ApiError> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Ok(None);
-    }
-    text.parse().map(Some).map_err(|_| {
-        ApiError::invalid(format!(
-            "requests per second must be a whole number, got '{text}'"
-        ))
-    })
+    connection_form(
+        &caller,
+        Section::Destinations,
+        &ConnectionForm::default(),
+        None,
+    )
 }
 
 pub async fn create_destination(
+    state: State<AppState>,
+    caller: Extension<Caller>,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Response {
+    save_form(state, caller, Section::Destinations, pairs).await
+}
+
+pub async fn new_source(Extension(caller): Extension<Caller>) -> Markup {
+    connection_form(&caller, Section::Sources, &ConnectionForm::default(), None)
+}
+
+pub async fn create_source(
+    state: State<AppState>,
+    caller: Extension<Caller>,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Response {
+    save_form(state, caller, Section::Sources, pairs).await
+}
+
+/// Tests and saves what a connection form declares; on a problem, the form again with what was
+/// typed (but the secret) and the problem.
+async fn save_form(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Form(form): Form<DestinationForm>,
+    section: Section,
+    pairs: Vec<(String, String)>,
 ) -> Response {
+    let mut form = ConnectionForm::from_pairs(pairs);
+    let kinds = kinds_of(section);
     let result = async {
-        let input = ConnectionInput {
-            kind: Some(KindInput::Stripe),
-            api_key: Some(form.api_key.trim().to_string()),
-            api_base: Some(form.api_base.trim().to_string()),
-            max_rps: parse_rps(&form.max_rps)?,
-            ..ConnectionInput::default()
-        };
+        let spec = kinds
+            .iter()
+            .find(|spec| spec.kind.as_str() == form.kind)
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "choose a type: {}",
+                    kinds
+                        .iter()
+                        .map(|spec| spec.label)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+        let input = form.input(spec);
         if form.existing.is_empty() {
             save_new(&state, &form.name, input).await
         } else {
@@ -219,13 +391,33 @@ pub async fn create_destination(
         }
     }
     .await;
+    let list = if section == Section::Sources {
+        "/sources"
+    } else {
+        "/destinations"
+    };
     match result {
-        Ok(()) => Redirect::to("/destinations").into_response(),
-        Err(error) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            destination_form(&caller, &form, Some(&error.message)),
-        )
-            .into_response(),
+        Ok(()) => Redirect::to(list).into_response(),
+        Err(error) => {
+            if !form.existing.is_empty() {
+                if let Ok(Some(record)) = state.store().get_connection(&form.existing).await {
+                    form.secret_hint = secret_text(&record);
+                }
+            }
+            // A secret typed is not sent back to the browser.
+            form.fields.retain(|(field, _)| {
+                !REGISTRY.iter().any(|spec| {
+                    spec.secret.as_ref().is_some_and(|secret| {
+                        *field == format!("{}.{}", spec.kind.as_str(), secret.value_field)
+                    })
+                })
+            });
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                connection_form(&caller, section, &form, Some(&error.message)),
+            )
+                .into_response()
+        }
     }
 }
 
@@ -243,24 +435,15 @@ async fn save_new(state: &AppState, name: &str, input: ConnectionInput) -> Resul
 }
 
 /// Tests and saves a changed connection; an empty secret keeps the stored one (and may then not
-/// follow a new API base: see `declare::save_connection`).
+/// follow a new API base: see `declare::save_connection`). The form shows every setting of
+/// the kind: one left empty goes back to its default.
 async fn save_changed(
     state: &AppState,
     name: &str,
     input: ConnectionInput,
 ) -> Result<(), ApiError> {
-    let saved = declare::require_connection(state.store(), name).await?;
-    let mut connection = input.into_new_connection(name, true)?;
-    // Settings the form does not show (set through the CLI, the API or a file) are kept: the
-    // Stripe form has no field for the per-endpoint limit. The others the forms show: left
-    // empty, they go back to their defaults.
-    if let (Ok(ConnectionSettings::Stripe(saved)), Ok(ConnectionSettings::Stripe(mut new))) = (
-        ConnectionSettings::of_record(&saved),
-        ConnectionSettings::of_new(&connection),
-    ) {
-        new.max_rps_per_endpoint = new.max_rps_per_endpoint.or(saved.max_rps_per_endpoint);
-        connection.config = ConnectionSettings::Stripe(new).to_config();
-    }
+    declare::require_connection(state.store(), name).await?;
+    let connection = input.into_new_connection(name, true)?;
     declare::save_connection(state.store(), &connection, true).await?;
     Ok(())
 }
@@ -272,42 +455,17 @@ pub async fn edit(
     Path(name): Path<String>,
 ) -> Result<Markup, Page> {
     let record = declare::require_connection(state.store(), &name).await?;
-    let text = |value: Option<u32>| value.map(|n| n.to_string()).unwrap_or_default();
-    let warehouse_form = |path: String, warehouse: &WarehouseSettings| SourceForm {
-        existing: record.name.clone(),
-        name: record.name.clone(),
-        kind: record.kind.as_str().to_string(),
-        path,
-        url: String::new(),
-        statement_timeout: text(warehouse.statement_timeout_seconds),
-        preview_timeout: text(warehouse.preview_timeout_seconds),
-        change_detection_schema: warehouse
-            .change_detection_schema
-            .clone()
-            .unwrap_or_default(),
+    let section = if kind_spec(record.kind).is_source {
+        Section::Sources
+    } else {
+        Section::Destinations
     };
-    Ok(match ConnectionSettings::of_record(&record)? {
-        ConnectionSettings::Stripe(stripe) => destination_form(
-            &caller,
-            &DestinationForm {
-                existing: record.name.clone(),
-                key_hint: secret_text(&record),
-                name: record.name.clone(),
-                api_key: String::new(),
-                api_base: stripe.api_base.clone().unwrap_or_default(),
-                max_rps: text(stripe.max_rps),
-            },
-            None,
-        ),
-        ConnectionSettings::Duckdb(duckdb) => source_form(
-            &caller,
-            &warehouse_form(duckdb.path.display().to_string(), &duckdb.warehouse),
-            None,
-        ),
-        ConnectionSettings::Postgres(postgres) => {
-            source_form(&caller, &warehouse_form(String::new(), &postgres), None)
-        }
-    })
+    Ok(connection_form(
+        &caller,
+        section,
+        &ConnectionForm::of_record(&record)?,
+        None,
+    ))
 }
 
 pub async fn sources(
@@ -316,6 +474,10 @@ pub async fn sources(
 ) -> Result<Markup, Page> {
     let all = state.store().list_connections().await?;
     let warehouses: Vec<_> = all.iter().filter(|c| kind_spec(c.kind).is_source).collect();
+    let labels: Vec<&str> = kinds_of(Section::Sources)
+        .iter()
+        .map(|spec| spec.label)
+        .collect();
     Ok(shell(
         &caller,
         Section::Sources,
@@ -325,161 +487,13 @@ pub async fn sources(
                 html! { a.button.primary href="/sources/new" { "New source" } }))
             @if warehouses.is_empty() {
                 (empty_state("No source yet",
-                    "Connect a DuckDB file or a PostgreSQL database. Models run on it read-only.",
+                    &format!("Connect a warehouse: {}. Models run on it read-only.", labels.join(", ")),
                     "/sources/new", "New source"))
             } @else {
                 (connection_rows(&caller, &warehouses))
             }
         },
     ))
-}
-
-#[derive(Deserialize, Default)]
-pub struct SourceForm {
-    /// Set when editing: the name is then fixed and an empty URL keeps the stored one.
-    #[serde(default)]
-    existing: String,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    kind: String,
-    #[serde(default)]
-    path: String,
-    #[serde(default)]
-    url: String,
-    /// `statement_timeout_seconds`; empty for the default.
-    #[serde(default)]
-    statement_timeout: String,
-    /// `preview_timeout_seconds`; empty for the default.
-    #[serde(default)]
-    preview_timeout: String,
-    /// `change_detection_schema`; empty for the default (ferry only reads).
-    #[serde(default)]
-    change_detection_schema: String,
-}
-
-fn source_form(caller: &Caller, form: &SourceForm, problem: Option<&str>) -> Markup {
-    let postgres = form.kind == "postgres";
-    let editing = !form.existing.is_empty();
-    let title = if editing {
-        format!("Edit source {}", form.existing)
-    } else {
-        "New source".to_string()
-    };
-    shell(
-        caller,
-        Section::Sources,
-        &title,
-        html! {
-            (page_header(&title, Some("A warehouse that models read from, read-only."), html! {}))
-            @if let Some(problem) = problem { (error_box(problem)) }
-            form.card method="post" action="/sources" {
-                (csrf_field(caller))
-                input type="hidden" name="existing" value=(form.existing);
-                div.field {
-                    label for="name" { "Name" }
-                    @if editing {
-                        input #name name="name" value=(form.existing) readonly;
-                    } @else {
-                        input #name name="name" value=(form.name) required placeholder="warehouse" pattern=(super::layout::NAME_INPUT_PATTERN) title=(super::layout::NAME_INPUT_TITLE);
-                    }
-                }
-                fieldset.field {
-                    legend { "Type" }
-                    label.choice { input type="radio" name="kind" value="duckdb" checked[!postgres]; " DuckDB file" }
-                    label.choice { input type="radio" name="kind" value="postgres" checked[postgres]; " PostgreSQL" }
-                }
-                div.field {
-                    label for="path" { "DuckDB file (for DuckDB)" }
-                    input #path name="path" value=(form.path) placeholder="/data/warehouse.duckdb";
-                    p.help { "A path on the server's machine. ferry opens it read-only." }
-                }
-                div.field {
-                    label for="url" { "Connection URL (for PostgreSQL)" }
-                    input #url name="url" type="password" autocomplete="off"
-                        placeholder=(if editing { "leave empty to keep the stored URL" } else { "postgres://user:password@host:5432/db" });
-                    p.help { "Stored encrypted. Models run in read-only transactions with a statement timeout." }
-                }
-                details open[!form.statement_timeout.is_empty() || !form.preview_timeout.is_empty()] {
-                    summary { "Timeouts" }
-                    div.field {
-                        label for="statement_timeout" { "Statement timeout (seconds)" }
-                        input #statement_timeout name="statement_timeout" value=(form.statement_timeout) inputmode="numeric" placeholder="300";
-                        p.help { "How long a run, a sync preview or a model's column check may keep the warehouse working on the model before it is cancelled. Empty for the default, 5 minutes; 0 for no limit; at most 86400 (24 hours)." }
-                    }
-                    div.field {
-                        label for="preview_timeout" { "Preview timeout (seconds)" }
-                        input #preview_timeout name="preview_timeout" value=(form.preview_timeout) inputmode="numeric" placeholder="30";
-                        p.help { "How long a model preview may run while you wait for it. Empty for the default, 30 seconds; 0 for no limit; at most 86400." }
-                    }
-                }
-                details open[!form.change_detection_schema.is_empty()] {
-                    summary { "Change detection" }
-                    div.field {
-                        label for="change_detection_schema" { "Change detection schema" }
-                        input #change_detection_schema name="change_detection_schema" value=(form.change_detection_schema) placeholder="ferry" autocomplete="off";
-                        p.help { "Optional. ferry keeps its change detection tables in this schema of the warehouse, so only new and changed rows travel. Needs the right to create tables there (PostgreSQL: " code { "GRANT USAGE, CREATE ON SCHEMA ferry TO your_user" } "). Empty: ferry only reads." }
-                    }
-                }
-                div.form-actions {
-                    button.primary type="submit" { "Test and save" }
-                    a.button href="/sources" { "Cancel" }
-                }
-            }
-        },
-    )
-}
-
-pub async fn new_source(Extension(caller): Extension<Caller>) -> Markup {
-    source_form(&caller, &SourceForm::default(), None)
-}
-
-pub async fn create_source(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Form(form): Form<SourceForm>,
-) -> Response {
-    let result = async {
-        let timeout = |setting, text: &str| {
-            declare::parse_timeout_seconds(setting, text)
-                .map(|seconds| seconds.map(serde_json::Value::from))
-                .map_err(ApiError::from)
-        };
-        let timeouts = ConnectionInput {
-            statement_timeout_seconds: timeout(TimeoutSetting::Statement, &form.statement_timeout)?,
-            preview_timeout_seconds: timeout(TimeoutSetting::Preview, &form.preview_timeout)?,
-            change_detection_schema: declare::parse_change_detection_schema(
-                &form.change_detection_schema,
-            )?,
-            ..ConnectionInput::default()
-        };
-        let input = match form.kind.as_str() {
-            "postgres" => ConnectionInput {
-                kind: Some(KindInput::Postgres),
-                url: Some(form.url.trim().to_string()),
-                ..timeouts
-            },
-            _ => ConnectionInput {
-                kind: Some(KindInput::Duckdb),
-                path: Some(form.path.trim().to_string()),
-                ..timeouts
-            },
-        };
-        if form.existing.is_empty() {
-            save_new(&state, &form.name, input).await
-        } else {
-            save_changed(&state, &form.existing, input).await
-        }
-    }
-    .await;
-    match result {
-        Ok(()) => Redirect::to("/sources").into_response(),
-        Err(error) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            source_form(&caller, &form, Some(&error.message)),
-        )
-            .into_response(),
-    }
 }
 
 /// htmx: the result of testing a saved connection, swapped in next to its button.
