@@ -11,6 +11,7 @@
 mod duckdb_source;
 mod duckdb_write;
 mod error;
+mod files_source;
 pub mod model_sql;
 mod postgres_decode;
 mod postgres_source;
@@ -19,6 +20,7 @@ pub mod warehouse_diff;
 
 pub use duckdb_write::duckdb_execute;
 pub use error::{human_duration, SourceError, SqlPosition, TimeoutSetting};
+pub use files_source::files_readable_folders;
 pub use model_sql::{validate_model_sql, ValidatedModelSql};
 
 use duckdb::InterruptHandle;
@@ -36,6 +38,10 @@ pub enum SourceConfig {
     /// A PostgreSQL connection string (`postgres://user:password@host/db` or
     /// `host=… user=… dbname=…`). It may hold a password, so it is a [`Secret`].
     Postgres { url: Secret },
+    /// CSV, Parquet and JSON files in these folders (absolute paths), read by an in-memory
+    /// DuckDB that may read nothing else; each data file directly in a folder is a view named
+    /// after it (`customers.csv` → `customers`). Read-only: no change detection in it.
+    Files { folders: Vec<PathBuf> },
 }
 
 impl SourceConfig {
@@ -45,6 +51,7 @@ impl SourceConfig {
         match self {
             SourceConfig::DuckDb { path } => duckdb_source::describe_duckdb_target(path),
             SourceConfig::Postgres { url } => postgres_source::describe_postgres_target(url),
+            SourceConfig::Files { folders } => files_source::describe_files_target(folders),
         }
     }
 }
@@ -90,6 +97,7 @@ pub async fn test_connection(config: &SourceConfig) -> Result<(), SourceError> {
     match config {
         SourceConfig::DuckDb { path } => duckdb_source::test_duckdb_connection(path).await,
         SourceConfig::Postgres { url } => postgres_source::test_postgres_connection(url).await,
+        SourceConfig::Files { folders } => files_source::test_files_connection(folders).await,
     }
 }
 
@@ -115,6 +123,9 @@ pub(crate) async fn start_query(
         }
         SourceConfig::Postgres { url } => {
             postgres_source::start_postgres_query(url, model, options).await
+        }
+        SourceConfig::Files { folders } => {
+            files_source::start_files_query(folders, model, options).await
         }
     }
 }
