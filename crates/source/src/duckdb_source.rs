@@ -51,16 +51,54 @@ pub(crate) async fn start_duckdb_query(
     model: ValidatedModelSql,
     options: &QueryOptions,
 ) -> Result<RowStream, SourceError> {
+    let path = path.to_path_buf();
+    let open = move || {
+        open_read_only(&path).map(|connection| ModelConnection {
+            connection,
+            outside_files_hint: None,
+        })
+    };
+    start_model_thread("ferry-duckdb-model", open, model, options).await
+}
+
+/// A DuckDB connection made for one model: the DuckDB file's, or the files source's in-memory
+/// database.
+pub(crate) struct ModelConnection {
+    pub(crate) connection: Connection,
+    /// Added to DuckDB's refusal when the model reaches for a file this connection may not
+    /// read: what it may read instead. `None` keeps DuckDB's own words.
+    pub(crate) outside_files_hint: Option<String>,
+}
+
+/// Runs `model` on a thread of its own named `thread_name`, over the connection `open` makes on
+/// that thread (so DuckDB's worker threads, started when it opens, carry the name too), with the
+/// statement timeout and cancellation every DuckDB model gets. Returns once the columns are
+/// known.
+pub(crate) async fn start_model_thread<Open>(
+    thread_name: &str,
+    open: Open,
+    model: ValidatedModelSql,
+    options: &QueryOptions,
+) -> Result<RowStream, SourceError>
+where
+    Open: FnOnce() -> Result<ModelConnection, SourceError> + Send + 'static,
+{
     let (columns_sender, columns_receiver) = oneshot::channel();
     let (rows_sender, messages_receiver, rows_per_message) = row_channel(options);
-    let path = path.to_path_buf();
     let statement_timeout = options.statement_timeout;
     let timeout_setting = options.timeout_setting;
     std::thread::Builder::new()
-        .name("ferry-duckdb-model".into())
+        .name(thread_name.into())
         .spawn(move || {
+            let model_connection = match open() {
+                Ok(model_connection) => model_connection,
+                Err(error) => {
+                    let _ = columns_sender.send(Err(error));
+                    return;
+                }
+            };
             read_model(
-                &path,
+                &model_connection,
                 &model,
                 statement_timeout,
                 timeout_setting,
@@ -90,26 +128,25 @@ type ColumnsAndInterrupt = (Vec<Column>, Arc<InterruptHandle>);
 /// The body of the model thread: columns (or the setup error) through `columns_sender`, then
 /// every row, then `Finished` or `Failed` through `rows_sender`.
 fn read_model(
-    path: &Path,
+    model_connection: &ModelConnection,
     model: &ValidatedModelSql,
     statement_timeout: Duration,
     timeout_setting: TimeoutSetting,
     columns_sender: oneshot::Sender<Result<ColumnsAndInterrupt, SourceError>>,
     mut rows_sender: RowBatcher,
 ) {
-    let connection = match open_read_only(path) {
-        Ok(connection) => connection,
-        Err(error) => {
-            let _ = columns_sender.send(Err(error));
-            return;
-        }
-    };
+    let connection = &model_connection.connection;
     let interrupt_handle = connection.interrupt_handle();
     let timer = StatementTimer::start(statement_timeout, Arc::clone(&interrupt_handle));
     let model_error = |error: duckdb::Error| {
-        classify_model_error(&error, &timer, statement_timeout, timeout_setting)
+        classify_model_error(
+            &error,
+            &timer,
+            statement_timeout,
+            timeout_setting,
+            model_connection.outside_files_hint.as_deref(),
+        )
     };
-
     timer.database_working();
     let mut statement = match connection.prepare(model.statement()) {
         Ok(statement) => statement,
@@ -212,21 +249,28 @@ pub(crate) fn open_read_only(path: &Path) -> Result<Connection, SourceError> {
     // such as `read_text('/etc/passwd')`, `read_csv(…)` or `ATTACH` cannot reach the files of the
     // machine ferry runs on (through the server, a model comes from anyone with an API token),
     // and no extension is loaded from the network.
-    let memory_limit = duckdb_memory_limit();
     let config = Config::default()
         .access_mode(AccessMode::ReadOnly)
         .and_then(|c| c.enable_external_access(false))
         .and_then(|c| c.enable_autoload_extension(false))
-        .map_err(open_failed)?
-        .max_memory(&memory_limit)
-        .map_err(|_| SourceError::DuckDbOpenFailed {
-            path: path.to_path_buf(),
-            reason: format!(
-                "{DUCKDB_MEMORY_LIMIT_VARIABLE} is `{memory_limit}`, which is not a memory size \
-                 DuckDB understands; give one such as 512MB or 2GB"
-            ),
-        })?;
+        .map_err(open_failed)?;
+    let config = with_memory_limit(config).map_err(|reason| SourceError::DuckDbOpenFailed {
+        path: path.to_path_buf(),
+        reason,
+    })?;
     Connection::open_with_flags(path, config).map_err(open_failed)
+}
+
+/// `config` with DuckDB's memory for a model set from [`DUCKDB_MEMORY_LIMIT_VARIABLE`]; the
+/// error says what is wrong with the variable.
+pub(crate) fn with_memory_limit(config: Config) -> Result<Config, String> {
+    let memory_limit = duckdb_memory_limit();
+    config.max_memory(&memory_limit).map_err(|_| {
+        format!(
+            "{DUCKDB_MEMORY_LIMIT_VARIABLE} is `{memory_limit}`, which is not a memory size \
+             DuckDB understands; give one such as 512MB or 2GB"
+        )
+    })
 }
 
 /// Whether `path` is a regular file that starts like a DuckDB database: an 8-byte checksum,
@@ -254,6 +298,7 @@ fn classify_model_error(
     timer: &StatementTimer,
     statement_timeout: Duration,
     timeout_setting: TimeoutSetting,
+    outside_files_hint: Option<&str>,
 ) -> SourceError {
     if timer.interrupted_for_timeout() {
         return SourceError::StatementTimeout {
@@ -274,6 +319,17 @@ fn classify_model_error(
              in the environment of ferry to give it more",
             duckdb_memory_limit()
         );
+    }
+    if let Some(hint) = outside_files_hint {
+        // `Permission Error: Cannot access file "/etc/passwd" - file system operations are
+        // disabled by configuration`: true, but it does not say what the model may read.
+        if message.starts_with("Permission Error") {
+            let first_line = message.lines().next().unwrap_or_default();
+            return SourceError::Sql {
+                message: format!("{first_line}; {hint}"),
+                position: None,
+            };
+        }
     }
     // DuckDB's messages already carry the position as a `LINE n:` excerpt.
     SourceError::Sql {

@@ -43,6 +43,11 @@ pub enum SourceError {
     #[error("cannot open the DuckDB file at {}: {reason}", path.display())]
     DuckDbOpenFailed { path: PathBuf, reason: String },
 
+    /// A files connection cannot read what it names; `problem` names the folder or file and
+    /// the fix.
+    #[error("the files connection cannot be used: {problem}")]
+    FilesNotUsable { problem: String },
+
     /// Refused before running: the model is not one read-only query.
     #[error("the model is not a single read-only query: {problem}")]
     NotAQuery { problem: String },

@@ -11,6 +11,7 @@
 mod duckdb_source;
 mod duckdb_write;
 mod error;
+mod files_source;
 pub mod model_sql;
 mod postgres_decode;
 mod postgres_source;
@@ -19,6 +20,7 @@ pub mod warehouse_diff;
 
 pub use duckdb_write::duckdb_execute;
 pub use error::{human_duration, SourceError, SqlPosition, TimeoutSetting};
+pub use files_source::files_readable_folders;
 pub use model_sql::{validate_model_sql, ValidatedModelSql};
 
 use duckdb::InterruptHandle;
@@ -40,6 +42,10 @@ pub enum SourceConfig {
     /// An Amazon Redshift connection string: PostgreSQL's, with Redshift's defaults (port
     /// 5439, `sslmode=verify-full`) for what it leaves out.
     Redshift { url: Secret },
+    /// CSV, Parquet and JSON files in these folders (absolute paths), read by an in-memory
+    /// DuckDB that may read nothing else; each data file directly in a folder is a view named
+    /// after it (`customers.csv` → `customers`). Read-only: no change detection in it.
+    Files { folders: Vec<PathBuf> },
 }
 
 impl SourceConfig {
@@ -55,6 +61,7 @@ impl SourceConfig {
                 "Redshift {}",
                 postgres_source::describe_postgres_target(url, &Defaults::REDSHIFT)
             ),
+            SourceConfig::Files { folders } => files_source::describe_files_target(folders),
         }
     }
 }
@@ -105,6 +112,7 @@ pub async fn test_connection(config: &SourceConfig) -> Result<(), SourceError> {
         SourceConfig::Redshift { url } => {
             postgres_source::test_postgres_connection(url, &Defaults::REDSHIFT).await
         }
+        SourceConfig::Files { folders } => files_source::test_files_connection(folders).await,
     }
 }
 
@@ -133,6 +141,9 @@ pub(crate) async fn start_query(
         }
         SourceConfig::Redshift { url } => {
             postgres_source::start_postgres_query(url, &Defaults::REDSHIFT, model, options).await
+        }
+        SourceConfig::Files { folders } => {
+            files_source::start_files_query(folders, model, options).await
         }
     }
 }

@@ -126,6 +126,7 @@ pub async fn prepare_schema(config: &SourceConfig, schema: &str) -> Result<(), S
             }
             Ok(())
         }
+        SourceConfig::Files { .. } => Err(files_are_read_only()),
         SourceConfig::DuckDb { path } => {
             let path = path.clone();
             let schema = schema.to_string();
@@ -221,6 +222,7 @@ pub async fn open_table(
                 DiffTable::NotCreated
             })
         }
+        SourceConfig::Files { .. } => Err(files_are_read_only()),
         SourceConfig::DuckDb { path } => {
             let path = path.clone();
             let spec = spec.clone();
@@ -284,6 +286,17 @@ pub async fn open_table(
             .await
         }
         other => Err(not_available(other)),
+    }
+}
+
+/// Files are read, never written: there is no schema to keep acknowledged rows in. ferry's
+/// own change detection (in its workspace) still sends Stripe only what changed.
+fn files_are_read_only() -> SourceError {
+    SourceError::ChangeDetection {
+        problem: "a files connection is read-only, so the warehouse cannot keep the rows Stripe \
+                  acknowledged; connect without --change-detection-schema (ferry still sends \
+                  Stripe only the rows that changed, comparing them in its workspace)"
+            .to_string(),
     }
 }
 
@@ -445,6 +458,7 @@ impl Acknowledger {
                 SourceConfig::Postgres { url } => {
                     Writer::Postgres(PostgresConnection::open(url).await?)
                 }
+                SourceConfig::Files { .. } => return Err(files_are_read_only()),
                 SourceConfig::DuckDb { path } => {
                     let path = path.clone();
                     let schema = schema.clone();
