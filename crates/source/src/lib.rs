@@ -1,5 +1,5 @@
-//! Warehouses ferry reads models from (DuckDB, PostgreSQL): run a model's SQL read-only and
-//! stream its rows as typed ferry [`Value`]s.
+//! Warehouses ferry reads models from (DuckDB, PostgreSQL, MySQL/MariaDB): run a model's SQL
+//! read-only and stream its rows as typed ferry [`Value`]s.
 //!
 //! Every backend follows the same shape: validate the SQL ([`model_sql`]), open a read-only
 //! session, learn the columns, then produce rows on a task or thread of its own and send them
@@ -12,6 +12,8 @@ mod duckdb_source;
 mod duckdb_write;
 mod error;
 pub mod model_sql;
+mod mysql_decode;
+mod mysql_source;
 mod postgres_decode;
 mod postgres_source;
 mod text_forms;
@@ -36,6 +38,10 @@ pub enum SourceConfig {
     /// A PostgreSQL connection string (`postgres://user:password@host/db` or
     /// `host=… user=… dbname=…`). It may hold a password, so it is a [`Secret`].
     Postgres { url: Secret },
+    /// A MySQL or MariaDB URL, `mysql://user:password@host:port/database`, with TLS as
+    /// `ssl-mode` (DISABLED, PREFERRED (the default), REQUIRED, VERIFY_CA, VERIFY_IDENTITY)
+    /// and `ssl-ca` say. It holds a password, so it is a [`Secret`].
+    Mysql { url: Secret },
 }
 
 impl SourceConfig {
@@ -45,6 +51,7 @@ impl SourceConfig {
         match self {
             SourceConfig::DuckDb { path } => duckdb_source::describe_duckdb_target(path),
             SourceConfig::Postgres { url } => postgres_source::describe_postgres_target(url),
+            SourceConfig::Mysql { url } => mysql_source::describe_mysql_target(url),
         }
     }
 }
@@ -90,6 +97,7 @@ pub async fn test_connection(config: &SourceConfig) -> Result<(), SourceError> {
     match config {
         SourceConfig::DuckDb { path } => duckdb_source::test_duckdb_connection(path).await,
         SourceConfig::Postgres { url } => postgres_source::test_postgres_connection(url).await,
+        SourceConfig::Mysql { url } => mysql_source::test_mysql_connection(url).await,
     }
 }
 
@@ -116,6 +124,7 @@ pub(crate) async fn start_query(
         SourceConfig::Postgres { url } => {
             postgres_source::start_postgres_query(url, model, options).await
         }
+        SourceConfig::Mysql { url } => mysql_source::start_mysql_query(url, model, options).await,
     }
 }
 

@@ -113,6 +113,7 @@ pub async fn prepare_schema(config: &SourceConfig, schema: &str) -> Result<(), S
         ),
     ];
     match config {
+        SourceConfig::Mysql { .. } => Err(not_on_mysql()),
         SourceConfig::Postgres { url } => {
             let connection = PostgresConnection::open(url).await?;
             // A schema that exists needs no CREATE right on the database.
@@ -159,6 +160,7 @@ pub async fn open_table(
         "CREATE TABLE IF NOT EXISTS {table} (key VARCHAR PRIMARY KEY, row_hash VARCHAR NOT NULL)"
     );
     match config {
+        SourceConfig::Mysql { .. } => Err(not_on_mysql()),
         SourceConfig::Postgres { url } => {
             let connection = PostgresConnection::open(url).await?;
             let failed = |error: tokio_postgres::Error| {
@@ -362,6 +364,9 @@ pub async fn query_changes(
     all_rows: bool,
     options: &QueryOptions,
 ) -> Result<RowStream, SourceError> {
+    if matches!(config, SourceConfig::Mysql { .. }) {
+        return Err(not_on_mysql());
+    }
     let model = crate::validate_model_sql(model_sql)?;
     let wrapped =
         ValidatedModelSql::trusted(change_query(config, model.statement(), spec, all_rows));
@@ -428,6 +433,7 @@ impl Acknowledger {
         let schema = self.spec.schema.clone();
         if self.writer.is_none() {
             self.writer = Some(match &self.config {
+                SourceConfig::Mysql { .. } => return Err(not_on_mysql()),
                 SourceConfig::Postgres { url } => {
                     Writer::Postgres(PostgresConnection::open(url).await?)
                 }
@@ -495,6 +501,15 @@ impl Acknowledger {
     }
 }
 
+/// Change detection has no MySQL dialect yet: the whole model is read and compared by ferry.
+fn not_on_mysql() -> SourceError {
+    SourceError::ChangeDetection {
+        problem: "it is not available on MySQL and MariaDB connections yet; remove the \
+                  connection's `change_detection_schema` (ferry then compares every row itself)"
+            .to_string(),
+    }
+}
+
 /// The few expressions each warehouse writes its own way.
 enum Dialect {
     Postgres,
@@ -506,6 +521,10 @@ impl Dialect {
         match config {
             SourceConfig::Postgres { .. } => Dialect::Postgres,
             SourceConfig::DuckDb { .. } => Dialect::DuckDb,
+            // Every entry point refuses a MySQL connection before SQL is built.
+            SourceConfig::Mysql { .. } => {
+                unreachable!("change detection in the warehouse refuses MySQL connections first")
+            }
         }
     }
 
