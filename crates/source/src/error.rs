@@ -12,6 +12,10 @@ pub enum SourceError {
     #[error("the PostgreSQL connection string is not valid: {reason}")]
     InvalidConnectionString { reason: String },
 
+    /// The MySQL URL cannot be read; `reason` says what to write instead.
+    #[error("the MySQL connection URL is not valid: {reason}")]
+    InvalidMysqlUrl { reason: String },
+
     /// The server could not be reached (refused, no such socket, DNS, timeout).
     #[error(
         "cannot connect to {target}: {reason}; check that the warehouse is running and that \

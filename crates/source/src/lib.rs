@@ -1,5 +1,5 @@
-//! Warehouses ferry reads models from (DuckDB, PostgreSQL): run a model's SQL read-only and
-//! stream its rows as typed ferry [`Value`]s.
+//! Warehouses ferry reads models from (DuckDB, PostgreSQL, MySQL/MariaDB): run a model's SQL
+//! read-only and stream its rows as typed ferry [`Value`]s.
 //!
 //! Every backend follows the same shape: validate the SQL ([`model_sql`]), open a read-only
 //! session, learn the columns, then produce rows on a task or thread of its own and send them
@@ -13,6 +13,8 @@ mod duckdb_write;
 mod error;
 mod files_source;
 pub mod model_sql;
+mod mysql_decode;
+mod mysql_source;
 mod postgres_decode;
 mod postgres_source;
 mod text_forms;
@@ -46,6 +48,10 @@ pub enum SourceConfig {
     /// DuckDB that may read nothing else; each data file directly in a folder is a view named
     /// after it (`customers.csv` → `customers`). Read-only: no change detection in it.
     Files { folders: Vec<PathBuf> },
+    /// A MySQL or MariaDB URL, `mysql://user:password@host:port/database`, with TLS as
+    /// `ssl-mode` (DISABLED, PREFERRED (the default), REQUIRED, VERIFY_CA, VERIFY_IDENTITY)
+    /// and `ssl-ca` say. It holds a password, so it is a [`Secret`].
+    Mysql { url: Secret },
 }
 
 impl SourceConfig {
@@ -62,6 +68,7 @@ impl SourceConfig {
                 postgres_source::describe_postgres_target(url, &Defaults::REDSHIFT)
             ),
             SourceConfig::Files { folders } => files_source::describe_files_target(folders),
+            SourceConfig::Mysql { url } => mysql_source::describe_mysql_target(url),
         }
     }
 }
@@ -113,6 +120,7 @@ pub async fn test_connection(config: &SourceConfig) -> Result<(), SourceError> {
             postgres_source::test_postgres_connection(url, &Defaults::REDSHIFT).await
         }
         SourceConfig::Files { folders } => files_source::test_files_connection(folders).await,
+        SourceConfig::Mysql { url } => mysql_source::test_mysql_connection(url).await,
     }
 }
 
@@ -145,6 +153,7 @@ pub(crate) async fn start_query(
         SourceConfig::Files { folders } => {
             files_source::start_files_query(folders, model, options).await
         }
+        SourceConfig::Mysql { url } => mysql_source::start_mysql_query(url, model, options).await,
     }
 }
 

@@ -389,6 +389,13 @@ pub async fn query_changes(
     all_rows: bool,
     options: &QueryOptions,
 ) -> Result<RowStream, SourceError> {
+    // Only these build the wrapped query; the others were refused when the table was opened.
+    if !matches!(
+        config,
+        SourceConfig::Postgres { .. } | SourceConfig::DuckDb { .. }
+    ) {
+        return Err(not_available(config));
+    }
     let model = crate::validate_model_sql(model_sql)?;
     let wrapped =
         ValidatedModelSql::trusted(change_query(config, model.statement(), spec, all_rows));

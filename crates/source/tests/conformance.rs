@@ -1,8 +1,9 @@
-//! One suite, two warehouses: every case runs against a fresh DuckDB file and a fresh
-//! PostgreSQL database, and asserts what a model actually returns (or how it is refused).
+//! One suite, three warehouses: every case runs against a fresh DuckDB file, a fresh
+//! PostgreSQL database and a fresh MariaDB database (MySQL's protocol), and asserts what a model
+//! actually returns (or how it is refused).
 //!
-//! Cases are plain async functions taking a [`TestWarehouse`]; `on_both_warehouses!` turns each
-//! into one test per backend. Where the two SQL dialects differ, a case picks per backend with
+//! Cases are plain async functions taking a [`TestWarehouse`]; `on_every_warehouse!` turns each
+//! into one test per backend. Where the SQL dialects differ, a case picks per backend with
 //! [`TestWarehouse::sql`]; the expected ferry values are the same unless a comment says why.
 
 use chrono::{NaiveDate, NaiveDateTime, TimeZone, Utc};
@@ -10,7 +11,8 @@ use ferry_core::{Secret, Value};
 use ferry_source::{
     preview, query, test_connection, Column, QueryOptions, SourceConfig, SourceError,
 };
-use ferry_testkit::PgServer;
+use ferry_testkit::{MariaDbServer, PgServer};
+use mysql_async::prelude::Queryable as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -23,14 +25,16 @@ use std::time::{Duration, Instant};
 enum Backend {
     DuckDb,
     Postgres,
+    Mysql,
 }
 
 /// A fresh, empty warehouse for one test: a new DuckDB file, or a new database on the shared
-/// PostgreSQL server.
+/// PostgreSQL or MariaDB server.
 struct TestWarehouse {
     backend: Backend,
     config: SourceConfig,
-    /// A read-write connection string (PostgreSQL) or file (DuckDB) for setup and checks.
+    /// A read-write connection string (PostgreSQL, MySQL) or file (DuckDB) for setup and
+    /// checks.
     admin_url: String,
     _duckdb_directory: Option<tempfile::TempDir>,
 }
@@ -40,6 +44,14 @@ fn shared_postgres_server() -> &'static PgServer {
     static SERVER: OnceLock<PgServer> = OnceLock::new();
     SERVER.get_or_init(|| PgServer::start().expect("start the test PostgreSQL server"))
 }
+
+/// One MariaDB server for the whole test binary, likewise.
+fn shared_mariadb_server() -> &'static MariaDbServer {
+    static SERVER: OnceLock<MariaDbServer> = OnceLock::new();
+    SERVER.get_or_init(|| MariaDbServer::start().expect("start the test MariaDB server"))
+}
+
+static NEXT_DATABASE: AtomicUsize = AtomicUsize::new(0);
 
 impl TestWarehouse {
     async fn new(backend: Backend) -> TestWarehouse {
@@ -59,7 +71,6 @@ impl TestWarehouse {
                 }
             }
             Backend::Postgres => {
-                static NEXT_DATABASE: AtomicUsize = AtomicUsize::new(0);
                 let server = shared_postgres_server();
                 let name = format!(
                     "conformance_{}",
@@ -77,14 +88,32 @@ impl TestWarehouse {
                     _duckdb_directory: None,
                 }
             }
+            Backend::Mysql => {
+                let name = format!(
+                    "conformance_{}",
+                    NEXT_DATABASE.fetch_add(1, Ordering::SeqCst)
+                );
+                let url = shared_mariadb_server()
+                    .create_database(&name)
+                    .expect("create a test database");
+                TestWarehouse {
+                    backend,
+                    config: SourceConfig::Mysql {
+                        url: Secret::new(url.clone()),
+                    },
+                    admin_url: url,
+                    _duckdb_directory: None,
+                }
+            }
         }
     }
 
     /// The SQL for this backend, where the dialects differ.
-    fn sql<'a>(&self, duckdb_sql: &'a str, postgres_sql: &'a str) -> &'a str {
+    fn sql<'a>(&self, duckdb_sql: &'a str, postgres_sql: &'a str, mysql_sql: &'a str) -> &'a str {
         match self.backend {
             Backend::DuckDb => duckdb_sql,
             Backend::Postgres => postgres_sql,
+            Backend::Mysql => mysql_sql,
         }
     }
 
@@ -98,6 +127,11 @@ impl TestWarehouse {
             Backend::Postgres => {
                 let client = self.postgres_admin_client().await;
                 client.batch_execute(sql).await.expect("PostgreSQL setup");
+            }
+            Backend::Mysql => {
+                let mut connection = self.mysql_admin_connection().await;
+                connection.query_drop(sql).await.expect("MySQL setup");
+                connection.disconnect().await.expect("MySQL disconnect");
             }
         }
     }
@@ -119,7 +153,20 @@ impl TestWarehouse {
                     .expect("PostgreSQL count")
                     .get(0)
             }
+            Backend::Mysql => {
+                let mut connection = self.mysql_admin_connection().await;
+                let count: Option<i64> = connection.query_first(sql).await.expect("MySQL count");
+                connection.disconnect().await.expect("MySQL disconnect");
+                count.expect("a row")
+            }
         }
+    }
+
+    async fn mysql_admin_connection(&self) -> mysql_async::Conn {
+        let options = mysql_async::Opts::from_url(&self.admin_url).expect("a MySQL URL");
+        mysql_async::Conn::new(options)
+            .await
+            .expect("connect to MySQL")
     }
 
     async fn postgres_admin_client(&self) -> tokio_postgres::Client {
@@ -132,7 +179,7 @@ impl TestWarehouse {
 }
 
 /// Turns each case into one test per warehouse.
-macro_rules! on_both_warehouses {
+macro_rules! on_every_warehouse {
     ($($case:ident),* $(,)?) => {
         mod on_duckdb {
             $(
@@ -150,10 +197,18 @@ macro_rules! on_both_warehouses {
                 }
             )*
         }
+        mod on_mysql {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::TestWarehouse::new(super::Backend::Mysql).await).await;
+                }
+            )*
+        }
     };
 }
 
-on_both_warehouses!(
+on_every_warehouse!(
     text_values,
     integer_values,
     exact_numerics,
@@ -251,11 +306,40 @@ fn timestamp(text: &str) -> NaiveDateTime {
 async fn text_values(warehouse: TestWarehouse) {
     check(
         &warehouse,
-        "SELECT CAST('hello' AS VARCHAR), CAST('naïve ✓' AS TEXT), CAST(NULL AS VARCHAR), ''",
+        warehouse.sql(
+            "SELECT CAST('hello' AS VARCHAR), CAST('naïve ✓' AS TEXT), CAST(NULL AS VARCHAR), ''",
+            "SELECT CAST('hello' AS VARCHAR), CAST('naïve ✓' AS TEXT), CAST(NULL AS VARCHAR), ''",
+            "SELECT CAST('hello' AS CHAR), 'naïve ✓', CAST(NULL AS CHAR), ''",
+        ),
         vec![text("hello"), text("naïve ✓"), Value::Null, text("")],
     )
     .await;
-    if warehouse.backend == Backend::Postgres {
+    if warehouse.backend == Backend::Mysql {
+        // Stored in utf8mb4 columns: 4-byte characters (emoji) survive, empty is not NULL, a
+        // long TEXT comes whole. CHAR(3) loses its padding: MySQL strips trailing spaces of
+        // CHAR values when it reads them (unless PAD_CHAR_TO_FULL_LENGTH), unlike PostgreSQL.
+        let long_text = "ferry ".repeat(2000) + "🚢";
+        warehouse
+            .setup(&format!(
+                "CREATE TABLE people (name VARCHAR(100), bio TEXT, code CHAR(3),                  mood ENUM('happy', 'sad'), tags SET('a', 'b', 'c'), nothing VARCHAR(10),                  blank TEXT, id INT) CHARACTER SET utf8mb4;                  INSERT INTO people VALUES ('Zoë 🚀 李', '{long_text}', 'ab', 'happy', 'a,c',                  NULL, '', 1)"
+            ))
+            .await;
+        check(
+            &warehouse,
+            "SELECT `name`, bio, code, mood, tags, nothing, blank FROM `people`",
+            vec![
+                text("Zoë 🚀 李"),
+                text(&long_text),
+                text("ab"),
+                text("happy"),
+                text("a,c"),
+                Value::Null,
+                text(""),
+            ],
+        )
+        .await;
+        assert_eq!(long_text.chars().count(), 12_001);
+    } else if warehouse.backend == Backend::Postgres {
         // char(n) pads, "char" is one byte, name and citext-like types are text; an enum's
         // label is its text.
         warehouse
@@ -287,10 +371,25 @@ async fn text_values(warehouse: TestWarehouse) {
 }
 
 async fn integer_values(warehouse: TestWarehouse) {
+    if warehouse.backend == Backend::Mysql {
+        // MySQL's CAST knows no SMALLINT or BIGINT: the integers come from a table's columns.
+        warehouse
+            .setup(
+                "CREATE TABLE integers (a SMALLINT, b INT, c BIGINT, d BIGINT, e BIGINT); \
+                 INSERT INTO integers VALUES \
+                 (1, -2, 9223372036854775807, -9223372036854775808, NULL)",
+            )
+            .await;
+    }
     check(
         &warehouse,
-        "SELECT CAST(1 AS SMALLINT), CAST(-2 AS INTEGER), CAST(9223372036854775807 AS BIGINT), \
-         CAST('-9223372036854775808' AS BIGINT), CAST(NULL AS BIGINT)",
+        warehouse.sql(
+            "SELECT CAST(1 AS SMALLINT), CAST(-2 AS INTEGER), CAST(9223372036854775807 AS BIGINT), \
+             CAST('-9223372036854775808' AS BIGINT), CAST(NULL AS BIGINT)",
+            "SELECT CAST(1 AS SMALLINT), CAST(-2 AS INTEGER), CAST(9223372036854775807 AS BIGINT), \
+             CAST('-9223372036854775808' AS BIGINT), CAST(NULL AS BIGINT)",
+            "SELECT a, b, c, d, e FROM integers",
+        ),
         vec![
             Value::Int(1),
             Value::Int(-2),
@@ -322,20 +421,51 @@ async fn integer_values(warehouse: TestWarehouse) {
             ],
         )
         .await;
+    } else if warehouse.backend == Backend::Mysql {
+        // Unsigned integers: Int while they fit in i64, exact Decimal text beyond (BIGINT
+        // UNSIGNED's maximum); TINYINT wider than one digit is a number, not a boolean; YEAR is
+        // its number.
+        warehouse
+            .setup(
+                "CREATE TABLE unsigned_integers (a TINYINT, b TINYINT UNSIGNED, \
+                 c SMALLINT UNSIGNED, d MEDIUMINT, e INT UNSIGNED, f BIGINT UNSIGNED, \
+                 g BIGINT UNSIGNED, h YEAR); \
+                 INSERT INTO unsigned_integers VALUES (-128, 255, 65535, -8388608, 4294967295, \
+                 9223372036854775807, 18446744073709551615, 2024)",
+            )
+            .await;
+        check(
+            &warehouse,
+            "SELECT a, b, c, d, e, f, g, h FROM unsigned_integers",
+            vec![
+                Value::Int(-128),
+                Value::Int(255),
+                Value::Int(65535),
+                Value::Int(-8_388_608),
+                Value::Int(4_294_967_295),
+                Value::Int(i64::MAX),
+                decimal("18446744073709551615"),
+                Value::Int(2024),
+            ],
+        )
+        .await;
     } else {
         check(&warehouse, "SELECT CAST(42 AS oid)", vec![Value::Int(42)]).await;
     }
 }
 
 async fn exact_numerics(warehouse: TestWarehouse) {
-    check(
-        &warehouse,
-        "SELECT 19.99, CAST('-19.990' AS NUMERIC(10,3)), CAST('-0.5' AS NUMERIC(3,1)), \
+    let standard = "SELECT 19.99, CAST('-19.990' AS NUMERIC(10,3)), CAST('-0.5' AS NUMERIC(3,1)), \
          CAST('0.000012' AS NUMERIC(10,6)), CAST(0 AS NUMERIC(5,2)), \
          CAST('123456789012345678901234567890' AS NUMERIC(30,0)), \
          CAST('-123456789012345678901234567890' AS NUMERIC(30,0)), \
          CAST('12345678901234567890.1234567890' AS NUMERIC(30,10)), \
-         CAST('10000' AS NUMERIC(10,0)), CAST(NULL AS NUMERIC(10,2))",
+         CAST('10000' AS NUMERIC(10,0)), CAST(NULL AS NUMERIC(10,2))";
+    // MySQL casts to DECIMAL only.
+    let mysql = standard.replace("NUMERIC", "DECIMAL");
+    check(
+        &warehouse,
+        warehouse.sql(standard, standard, &mysql),
         vec![
             decimal("19.99"),
             decimal("-19.990"),
@@ -368,9 +498,56 @@ async fn exact_numerics(warehouse: TestWarehouse) {
         )
         .await;
     }
+    if warehouse.backend == Backend::Mysql {
+        // DECIMAL(65,30), MySQL's widest, at both ends: every digit kept, never through f64.
+        warehouse
+            .setup(
+                "CREATE TABLE money (widest DECIMAL(65,30), smallest DECIMAL(65,30), \
+                 unsigned_amount DECIMAL(10,2) UNSIGNED); \
+                 INSERT INTO money VALUES \
+                 ('-99999999999999999999999999999999999.999999999999999999999999999999', \
+                 '0.000000000000000000000000000001', 19.99)",
+            )
+            .await;
+        check(
+            &warehouse,
+            "SELECT widest, smallest, unsigned_amount FROM money",
+            vec![
+                decimal("-99999999999999999999999999999999999.999999999999999999999999999999"),
+                decimal("0.000000000000000000000000000001"),
+                decimal("19.99"),
+            ],
+        )
+        .await;
+    }
 }
 
 async fn float_values(warehouse: TestWarehouse) {
+    if warehouse.backend == Backend::Mysql {
+        // MySQL has no NaN or infinities (nor a way to write them): only finite values.
+        warehouse
+            .setup(
+                "CREATE TABLE floats (a FLOAT, b DOUBLE, c DOUBLE, d DOUBLE, e FLOAT); \
+                 INSERT INTO floats VALUES (0.1, 0.1, -2.5, 1e300, NULL)",
+            )
+            .await;
+        check(
+            &warehouse,
+            "SELECT a, b, c, d, e, b + 0.2e0 FROM floats",
+            vec![
+                // A FLOAT keeps the digits it was written with, not its f32 rounding error.
+                Value::Float(0.1),
+                Value::Float(0.1),
+                Value::Float(-2.5),
+                Value::Float(1e300),
+                Value::Null,
+                // Every bit of a DOUBLE arrives (the binary protocol does not print it).
+                Value::Float(0.1 + 0.2),
+            ],
+        )
+        .await;
+        return;
+    }
     check(
         &warehouse,
         "SELECT CAST(0.1 AS FLOAT4), CAST(0.1 AS FLOAT8), CAST(-2.5 AS FLOAT8), \
@@ -393,15 +570,47 @@ async fn float_values(warehouse: TestWarehouse) {
 }
 
 async fn boolean_values(warehouse: TestWarehouse) {
+    if warehouse.backend == Backend::Mysql {
+        // MySQL's BOOLEAN is TINYINT(1), a column type: the booleans come from a table.
+        warehouse
+            .setup(
+                "CREATE TABLE flags (yes BOOLEAN, no BOOL, unknown BOOLEAN, bit_flag BIT(1), \
+                 bits BIT(12), number TINYINT); \
+                 INSERT INTO flags VALUES (true, false, NULL, b'1', b'100000000001', 1)",
+            )
+            .await;
+    }
     check(
         &warehouse,
-        "SELECT true, false, CAST(NULL AS BOOLEAN)",
+        warehouse.sql(
+            "SELECT true, false, CAST(NULL AS BOOLEAN)",
+            "SELECT true, false, CAST(NULL AS BOOLEAN)",
+            "SELECT yes, no, unknown FROM flags",
+        ),
         vec![Value::Bool(true), Value::Bool(false), Value::Null],
     )
     .await;
+    if warehouse.backend == Backend::Mysql {
+        // BIT(1) is a flag, wider BITs a number; a TINYINT of default width and the literal
+        // `true` (an integer in MySQL) stay numbers.
+        check(
+            &warehouse,
+            "SELECT bit_flag, bits, number, true FROM flags",
+            vec![
+                Value::Bool(true),
+                Value::Int(2049),
+                Value::Int(1),
+                Value::Int(1),
+            ],
+        )
+        .await;
+    }
 }
 
 async fn dates_and_times(warehouse: TestWarehouse) {
+    if warehouse.backend == Backend::Mysql {
+        return mysql_dates_and_times(warehouse).await;
+    }
     check(
         &warehouse,
         "SELECT DATE '1969-07-20', DATE '2024-02-29', DATE '0001-01-01', DATE '10000-01-01', \
@@ -430,7 +639,7 @@ async fn dates_and_times(warehouse: TestWarehouse) {
         &quick_options(),
     )
     .await;
-    let type_name = warehouse.sql("DATE", "date");
+    let type_name = warehouse.sql("DATE", "date", "DATE");
     assert_eq!(
         error.to_string(),
         format!(
@@ -438,7 +647,8 @@ async fn dates_and_times(warehouse: TestWarehouse) {
              in the model, e.g. `far_future::text`",
             warehouse.sql(
                 "it is outside the years ferry can represent (-262143 to 262142)",
-                "the date is outside the years ferry can represent (-262143 to 262142)"
+                "the date is outside the years ferry can represent (-262143 to 262142)",
+                "unreachable: MySQL's dates end in 9999",
             )
         )
     );
@@ -461,7 +671,58 @@ async fn dates_and_times(warehouse: TestWarehouse) {
     }
 }
 
+/// MySQL's dates run from 1000 to 9999 (earlier ones work, unsupported), without infinities
+/// or intervals; in their place it has zero dates, and TIMEs past a day.
+async fn mysql_dates_and_times(warehouse: TestWarehouse) {
+    check(
+        &warehouse,
+        "SELECT DATE '1969-07-20', DATE '2024-02-29', DATE '0001-01-01', DATE '9999-12-31', \
+         TIME '04:05:06.5', TIME '23:59:59', TIME '-838:59:59', TIME '838:59:59', \
+         CAST(NULL AS DATE)",
+        vec![
+            Value::Date(date(1969, 7, 20)),
+            Value::Date(date(2024, 2, 29)),
+            Value::Date(date(1, 1, 1)),
+            Value::Date(date(9999, 12, 31)),
+            text("04:05:06.5"),
+            text("23:59:59"),
+            text("-838:59:59"),
+            text("838:59:59"),
+            Value::Null,
+        ],
+    )
+    .await;
+    // Zero dates (MySQL's "no date", allowed unless sql_mode has NO_ZERO_DATE) read as NULL,
+    // as Connector/J's zeroDateTimeBehavior=CONVERT_TO_NULL does: there is no day to give.
+    warehouse
+        .setup(
+            "SET SESSION sql_mode = ''; \
+             CREATE TABLE events (day DATE, moment DATETIME, stamp TIMESTAMP NULL, \
+             half DATE); \
+             INSERT INTO events VALUES ('0000-00-00', '0000-00-00 00:00:00', \
+             '0000-00-00 00:00:00', '2024-00-00')",
+        )
+        .await;
+    check(
+        &warehouse,
+        "SELECT day, moment, stamp FROM events",
+        vec![Value::Null, Value::Null, Value::Null],
+    )
+    .await;
+    // Half a zero date names no day either, but it is half a value: refused, with the column.
+    let error = error_of(&warehouse, "SELECT half FROM events", &quick_options()).await;
+    assert_eq!(
+        error.to_string(),
+        "column `half` (type `DATE`) has a value ferry cannot read: 2024-00-00 is not a calendar \
+         date (a zero month or day); write NULLIF or a CASE in the model to say what it means; \
+         cast it in the model, e.g. `half::text`"
+    );
+}
+
 async fn timestamps(warehouse: TestWarehouse) {
+    if warehouse.backend == Backend::Mysql {
+        return mysql_timestamps(warehouse).await;
+    }
     check(
         &warehouse,
         "SELECT TIMESTAMP '1969-07-20 20:17:40.5', TIMESTAMP '2024-01-02 03:04:05', \
@@ -482,7 +743,57 @@ async fn timestamps(warehouse: TestWarehouse) {
     .await;
 }
 
+/// DATETIME is a wall-clock time (Timestamp); TIMESTAMP is stored in UTC and shown in the
+/// session's zone, which ferry pins to UTC (TimestampTz). TIMESTAMP's range is 1970 to 2038.
+async fn mysql_timestamps(warehouse: TestWarehouse) {
+    // Written from a session two hours east of UTC: stored as 01:04:05 UTC.
+    warehouse
+        .setup(
+            "CREATE TABLE moments (local_time DATETIME(6), stamp TIMESTAMP(6) NULL, \
+             latest TIMESTAMP NULL); \
+             SET time_zone = '+02:00'; \
+             INSERT INTO moments VALUES ('1969-07-20 20:17:40.5', '2024-01-02 03:04:05', \
+             '2038-01-19 05:14:07')",
+        )
+        .await;
+    check(
+        &warehouse,
+        "SELECT TIMESTAMP '1969-07-20 20:17:40.5', TIMESTAMP '2024-01-02 03:04:05', \
+         CAST('9999-12-31 23:59:59.999999' AS DATETIME(6)), local_time, stamp, latest \
+         FROM moments",
+        vec![
+            Value::Timestamp(timestamp("1969-07-20 20:17:40.5")),
+            Value::Timestamp(timestamp("2024-01-02 03:04:05")),
+            Value::Timestamp(timestamp("9999-12-31 23:59:59.999999")),
+            Value::Timestamp(timestamp("1969-07-20 20:17:40.5")),
+            Value::TimestampTz(Utc.with_ymd_and_hms(2024, 1, 2, 1, 4, 5).unwrap()),
+            Value::TimestampTz(Utc.with_ymd_and_hms(2038, 1, 19, 3, 14, 7).unwrap()),
+        ],
+    )
+    .await;
+}
+
 async fn json_values(warehouse: TestWarehouse) {
+    if warehouse.backend == Backend::Mysql {
+        // MariaDB's JSON is LONGTEXT with a JSON_VALID check, and says nothing more to a
+        // client: it arrives as the text stored. (MySQL's own JSON type has a wire type of its
+        // own, which ferry reads as Json; this suite runs MariaDB only.)
+        warehouse
+            .setup(
+                r#"CREATE TABLE documents (doc JSON); INSERT INTO documents VALUES ('{"a": [1, "b", null], "c": {"d": true}}')"#,
+            )
+            .await;
+        check(
+            &warehouse,
+            "SELECT doc, JSON_OBJECT('k', 1) FROM documents",
+            vec![
+                text(r#"{"a": [1, "b", null], "c": {"d": true}}"#),
+                text(r#"{"k": 1}"#),
+            ],
+        )
+        .await;
+        return;
+    }
     if warehouse.backend == Backend::Postgres {
         let expected = serde_json::json!({"a": [1, "b", null], "c": {"d": true}});
         check(
@@ -516,6 +827,16 @@ async fn json_values(warehouse: TestWarehouse) {
 }
 
 async fn array_values(warehouse: TestWarehouse) {
+    if warehouse.backend == Backend::Mysql {
+        // MySQL has no array type; a list is a JSON array, which MariaDB sends as text.
+        check(
+            &warehouse,
+            "SELECT JSON_ARRAY('a', 'b', NULL)",
+            vec![text(r#"["a", "b", null]"#)],
+        )
+        .await;
+        return;
+    }
     check(
         &warehouse,
         warehouse.sql(
@@ -523,6 +844,7 @@ async fn array_values(warehouse: TestWarehouse) {
              [CAST('1.50' AS DECIMAL(5,2))], [DATE '2024-01-01']",
             "SELECT ARRAY['a', 'b', NULL], ARRAY[1, 2, 3], CAST('{}' AS int4[]), \
              ARRAY[[1, 2], [3, 4]], ARRAY[CAST('1.50' AS NUMERIC(5,2))], ARRAY[DATE '2024-01-01']",
+            "unreachable: MySQL has no arrays (see above)",
         ),
         vec![
             Value::Array(vec![text("a"), text("b"), Value::Null]),
@@ -545,6 +867,7 @@ async fn binary_values(warehouse: TestWarehouse) {
         warehouse.sql(
             r"SELECT CAST('\xDE\xAD\xBE\xEF' AS BLOB), CAST('' AS BLOB)",
             r"SELECT CAST('\xdeadbeef' AS bytea), CAST('' AS bytea)",
+            "SELECT X'DEADBEEF', CAST('' AS BINARY)",
         ),
         vec![
             Value::Bytes(vec![0xde, 0xad, 0xbe, 0xef]),
@@ -555,6 +878,7 @@ async fn binary_values(warehouse: TestWarehouse) {
 }
 
 async fn uuid_values(warehouse: TestWarehouse) {
+    // MariaDB has a UUID type (10.7 and later); it is sent as its text.
     check(
         &warehouse,
         "SELECT CAST('A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11' AS UUID)",
@@ -566,7 +890,12 @@ async fn uuid_values(warehouse: TestWarehouse) {
 async fn columns_are_known_before_the_first_row(warehouse: TestWarehouse) {
     let mut stream = query(
         &warehouse.config,
-        "SELECT 1 AS id, 'a@example.com' AS email, CAST(2.5 AS NUMERIC(4,1)) AS balance WHERE false",
+        warehouse.sql(
+            "SELECT 1 AS id, 'a@example.com' AS email, CAST(2.5 AS NUMERIC(4,1)) AS balance WHERE false",
+            "SELECT 1 AS id, 'a@example.com' AS email, CAST(2.5 AS NUMERIC(4,1)) AS balance WHERE false",
+            "SELECT 1 AS id, 'a@example.com' AS email, CAST(2.5 AS DECIMAL(4,1)) AS balance \
+             FROM DUAL WHERE false",
+        ),
         &quick_options(),
     )
     .await
@@ -583,6 +912,7 @@ async fn columns_are_known_before_the_first_row(warehouse: TestWarehouse) {
             ("balance", "DECIMAL(4,1)"),
         ],
         Backend::Postgres => [("id", "int4"), ("email", "text"), ("balance", "numeric")],
+        Backend::Mysql => [("id", "INT"), ("email", "VARCHAR"), ("balance", "DECIMAL")],
     };
     let expected: Vec<(String, String)> = expected
         .iter()
@@ -596,12 +926,13 @@ async fn unreadable_types_are_refused_before_the_first_row(warehouse: TestWareho
     let sql = warehouse.sql(
         "SELECT CAST('101' AS BIT) AS flags",
         "SELECT to_tsvector('simple', 'hello') AS flags",
+        "SELECT ST_GeomFromText('POINT(1 1)') AS flags",
     );
     let error = match query(&warehouse.config, sql, &quick_options()).await {
         Ok(_) => panic!("a model with an unreadable column must be refused at query start"),
         Err(error) => error,
     };
-    let type_name = warehouse.sql("BIT", "tsvector");
+    let type_name = warehouse.sql("BIT", "tsvector", "GEOMETRY");
     assert_eq!(
         error.to_string(),
         format!(
@@ -632,6 +963,12 @@ async fn database_errors_keep_the_database_message(warehouse: TestWarehouse) {
              (at line 1, column 8)"
         );
     }
+    if warehouse.backend == Backend::Mysql {
+        assert_eq!(
+            message,
+            "the model failed in the warehouse: Unknown column 'missing_column' in 'SELECT'"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -646,7 +983,12 @@ async fn rows_stream_through_a_bounded_buffer(warehouse: TestWarehouse) {
     };
     let mut stream = query(
         &warehouse.config,
-        "SELECT g FROM generate_series(1, 100000) AS numbers(g) ORDER BY g",
+        warehouse.sql(
+            "SELECT g FROM generate_series(1, 100000) AS numbers(g) ORDER BY g",
+            "SELECT g FROM generate_series(1, 100000) AS numbers(g) ORDER BY g",
+            // MariaDB's sequence engine: a table of the numbers its name says.
+            "SELECT seq AS g FROM seq_1_to_100000 ORDER BY seq",
+        ),
         &options,
     )
     .await
@@ -683,7 +1025,11 @@ async fn rows_stream_through_a_bounded_buffer(warehouse: TestWarehouse) {
 async fn preview_returns_the_first_rows(warehouse: TestWarehouse) {
     let (columns, rows) = preview(
         &warehouse.config,
-        "SELECT g AS n FROM generate_series(1, 100000) AS numbers(g) ORDER BY g",
+        warehouse.sql(
+            "SELECT g AS n FROM generate_series(1, 100000) AS numbers(g) ORDER BY g",
+            "SELECT g AS n FROM generate_series(1, 100000) AS numbers(g) ORDER BY g",
+            "SELECT seq AS n FROM seq_1_to_100000 ORDER BY seq",
+        ),
         3,
         &QueryOptions {
             statement_timeout: ferry_source::PREVIEW_STATEMENT_TIMEOUT,
@@ -713,10 +1059,23 @@ async fn writes_are_refused_by_the_read_only_session(warehouse: TestWarehouse) {
     warehouse
         .setup("CREATE TABLE customers (id INTEGER); INSERT INTO customers VALUES (1);")
         .await;
-    // Starts with WITH, so it passes the query check; only the read-only session stops it.
+    if warehouse.backend == Backend::Mysql {
+        warehouse
+            .setup(
+                "CREATE FUNCTION add_customer() RETURNS INT MODIFIES SQL DATA \
+                 BEGIN INSERT INTO customers VALUES (3); RETURN 3; END",
+            )
+            .await;
+    }
+    // Starts with WITH (or SELECT), so it passes the query check; only the read-only session
+    // stops it. MySQL has no INSERT after WITH: there a function writes.
     let error = error_of(
         &warehouse,
-        "WITH new_rows AS (SELECT 2 AS id) INSERT INTO customers SELECT id FROM new_rows",
+        warehouse.sql(
+            "WITH new_rows AS (SELECT 2 AS id) INSERT INTO customers SELECT id FROM new_rows",
+            "WITH new_rows AS (SELECT 2 AS id) INSERT INTO customers SELECT id FROM new_rows",
+            "SELECT add_customer()",
+        ),
         &quick_options(),
     )
     .await;
@@ -761,6 +1120,36 @@ async fn writes_are_refused_by_the_read_only_session(warehouse: TestWarehouse) {
                 "for {sql}"
             );
         }
+    }
+    if warehouse.backend == Backend::Mysql {
+        assert_eq!(
+            error.to_string(),
+            "the model tried to write (Cannot execute statement in a READ ONLY transaction); a \
+             model must be a read-only SELECT"
+        );
+        // MySQL's `#` comments and backslash escapes hide a second statement from ferry's
+        // query check (which reads SQL the standard way); the prepared statement the model
+        // runs as is one statement whatever its text says, so the server refuses it whole.
+        for sql in [
+            "SELECT 'a\\' , ' ; DROP TABLE customers; -- '",
+            "SELECT 1 # '\n; DROP TABLE customers -- '",
+        ] {
+            ferry_source::validate_model_sql(sql).expect("looks like one query to ferry");
+            let error = error_of(&warehouse, sql, &quick_options()).await;
+            assert!(
+                error.to_string().starts_with(
+                    "the model failed in the warehouse: You have an error in your SQL syntax"
+                ),
+                "for {sql}: {error}"
+            );
+        }
+        // Backtick-quoted names are MySQL's own quoting, and pass the query check.
+        check(
+            &warehouse,
+            "SELECT `id` AS `customer id` FROM `customers` WHERE `id` = 1",
+            vec![Value::Int(1)],
+        )
+        .await;
     }
     assert_eq!(
         warehouse
@@ -822,6 +1211,8 @@ async fn long_running_models_are_stopped_by_the_statement_timeout(warehouse: Tes
         // About 10^10 row pairs: minutes of work for DuckDB.
         "SELECT sum(a.range * b.range) FROM range(100000) AS a, range(100000) AS b",
         "SELECT pg_sleep(10)",
+        // The same for MariaDB (SLEEP would end early and return 1 rather than fail).
+        "SELECT sum(a.seq * b.seq) FROM seq_1_to_100000 AS a, seq_1_to_100000 AS b",
     );
     let started = Instant::now();
     let error = error_of(&warehouse, sql, &options).await;
@@ -1046,4 +1437,322 @@ async fn dropping_a_postgres_stream_cancels_the_query() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn bad_mysql_credentials_name_the_user_but_not_the_password() {
+    let server = shared_mariadb_server();
+    for (user, password) in [
+        ("nobody", PASSWORD),
+        (ferry_testkit::MARIADB_USER, PASSWORD),
+    ] {
+        let config = SourceConfig::Mysql {
+            url: Secret::new(format!(
+                "mysql://{user}:{password}@127.0.0.1:{}/ferry_test",
+                server.port()
+            )),
+        };
+        let error = test_connection(&config).await.expect_err("login fails");
+        let message = error.to_string();
+        assert!(
+            matches!(error, SourceError::AuthenticationFailed { .. }),
+            "{error:?}"
+        );
+        assert_eq!(
+            message,
+            format!(
+                "the warehouse refused the login to MySQL at 127.0.0.1:{}, database \
+                 `ferry_test`, user `{user}`: Access denied for user '{user}'@'127.0.0.1' \
+                 (using password: YES); check the user name and password in the connection \
+                 string",
+                server.port()
+            )
+        );
+        let query_error = query(&config, "SELECT 1", &quick_options())
+            .await
+            .err()
+            .expect("query fails");
+        assert_eq!(query_error.to_string(), message);
+        assert!(!format!("{error:?}").contains(PASSWORD));
+        assert!(!format!("{config:?}").contains(PASSWORD));
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_mysql_says_what_was_tried_without_the_password() {
+    let config = SourceConfig::Mysql {
+        url: Secret::new(format!("mysql://ferry:{PASSWORD}@127.0.0.1:1/app")),
+    };
+    let error = test_connection(&config)
+        .await
+        .expect_err("nothing listens there");
+    let message = error.to_string();
+    assert!(
+        matches!(error, SourceError::ConnectionFailed { .. }),
+        "{error:?}"
+    );
+    assert_eq!(
+        message,
+        "cannot connect to MySQL at 127.0.0.1:1, database `app`, user `ferry`: Connection \
+         refused (os error 111); check that the warehouse is running and that the connection \
+         string points at it"
+    );
+    assert!(!format!("{error:?}").contains(PASSWORD));
+    assert_eq!(
+        config.describe(),
+        message["cannot connect to ".len()..message.find(": ").unwrap()]
+    );
+}
+
+#[tokio::test]
+async fn mysql_tls_is_as_ssl_mode_says() {
+    let server = shared_mariadb_server();
+    let url = |parameters: &str| SourceConfig::Mysql {
+        url: Secret::new(format!("{}?{parameters}", server.url_for_db("mysql"))),
+    };
+    // The test server has no certificate: PREFERRED (the default) and DISABLED go on in the
+    // clear; REQUIRED and the verifying modes refuse, saying what to change.
+    for parameters in ["ssl-mode=PREFERRED", "ssl-mode=disabled"] {
+        test_connection(&url(parameters))
+            .await
+            .unwrap_or_else(|error| panic!("{parameters}: {error}"));
+    }
+    for parameters in ["ssl-mode=REQUIRED", "ssl-mode=VERIFY_IDENTITY"] {
+        let error = test_connection(&url(parameters))
+            .await
+            .expect_err("the server offers no TLS");
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "cannot connect to MySQL at 127.0.0.1:{}, database `mysql`, user `{}` over TLS: \
+                 the server does not offer TLS; turn TLS on in the server (its ssl_cert and \
+                 ssl_key settings) or set `ssl-mode=PREFERRED` or `ssl-mode=DISABLED` in the URL",
+                server.port(),
+                ferry_testkit::MARIADB_USER
+            ),
+            "{parameters}"
+        );
+    }
+    let error = test_connection(&url("ssl-mode=VERIFY_CA&ssl-ca=/nonexistent/ca.pem"))
+        .await
+        .expect_err("no such CA file");
+    assert!(
+        error
+            .to_string()
+            .contains("cannot read the CA certificate `ssl-ca=/nonexistent/ca.pem`"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mysql_connection_lost_mid_stream_says_after_how_many_rows() {
+    let warehouse = TestWarehouse::new(Backend::Mysql).await;
+    let options = QueryOptions {
+        statement_timeout: Duration::from_secs(60),
+        batch_size: 100,
+        ..QueryOptions::default()
+    };
+    let mut stream = query(
+        &warehouse.config,
+        "SELECT seq, 'ferry-lost-connection-test' AS marker FROM seq_1_to_1000000",
+        &options,
+    )
+    .await
+    .expect("query starts");
+    let mut rows_read: u64 = 0;
+    for _ in 0..10 {
+        stream
+            .next_row()
+            .await
+            .expect("a row")
+            .expect("no error yet");
+        rows_read += 1;
+    }
+    let killed = kill_mysql_connections_running(&warehouse, "ferry-lost-connection-test").await;
+    assert_eq!(killed, 1);
+    let error = loop {
+        match stream.next_row().await {
+            Some(Ok(_)) => rows_read += 1,
+            Some(Err(error)) => break error,
+            None => panic!("the stream ended normally after {rows_read} rows"),
+        }
+    };
+    assert!(rows_read < 1_000_000);
+    assert!(
+        matches!(error, SourceError::ConnectionLost { rows_read: lost_after, .. } if lost_after == rows_read),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "the warehouse connection was lost after {rows_read} rows: the server closed the \
+             connection or the network failed (Input/output error: bytes remaining on stream)"
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_mysql_stream_cancels_the_query() {
+    let warehouse = TestWarehouse::new(Backend::Mysql).await;
+    let stream = query(
+        &warehouse.config,
+        // MariaDB sends the columns with the first rows, once they fill its 16 KB network
+        // buffer: 100 rows of 1 KB go at once, then the 101st sleeps.
+        "SELECT seq, REPEAT('x', 1000) AS filler, SLEEP(IF(seq > 100, 60, 0)), \
+         'ferry-drop-test' AS marker FROM seq_1_to_1000",
+        &QueryOptions::default(),
+    )
+    .await
+    .expect("query starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mysql_queries_running(&warehouse, "ferry-drop-test").await == 0 {
+        assert!(Instant::now() < deadline, "the model never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while mysql_queries_running(&warehouse, "ferry-drop-test").await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the model still runs 5 s after its stream was dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How many connections other than the asking one run a statement containing `marker`
+/// (PROCESSLIST: a user sees its own connections).
+async fn mysql_queries_running(warehouse: &TestWarehouse, marker: &str) -> i64 {
+    let mut admin = warehouse.mysql_admin_connection().await;
+    let count: Option<i64> = admin
+        .query_first(format!(
+            "SELECT count(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE '%{marker}%' \
+             AND INFO NOT LIKE '%PROCESSLIST%' AND ID <> CONNECTION_ID()"
+        ))
+        .await
+        .expect("read the process list");
+    admin.disconnect().await.expect("disconnect");
+    count.expect("a count")
+}
+
+/// Kills (as an operator would) the connections running a statement containing `marker`.
+async fn kill_mysql_connections_running(warehouse: &TestWarehouse, marker: &str) -> usize {
+    let mut admin = warehouse.mysql_admin_connection().await;
+    let ids: Vec<u64> = admin
+        .query(format!(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE '%{marker}%' \
+             AND INFO NOT LIKE '%PROCESSLIST%' AND ID <> CONNECTION_ID()"
+        ))
+        .await
+        .expect("read the process list");
+    for id in &ids {
+        admin
+            .query_drop(format!("KILL CONNECTION {id}"))
+            .await
+            .expect("kill the model's connection");
+    }
+    admin.disconnect().await.expect("disconnect");
+    ids.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_over_tls_checks_the_certificate_as_ssl_mode_says() {
+    let server = MariaDbServer::start_with_tls().expect("start MariaDB with TLS");
+    server
+        .create_database("tls_test")
+        .expect("create a database");
+    let ca = server.ca_certificate().expect("the server's CA");
+    let config = |host: &str, parameters: &str| SourceConfig::Mysql {
+        url: Secret::new(format!(
+            "mysql://{}:{}@{host}:{}/tls_test?{parameters}",
+            ferry_testkit::MARIADB_USER,
+            ferry_testkit::MARIADB_PASSWORD,
+            server.port()
+        )),
+    };
+    // The session's cipher, as the server sees it: empty in the clear.
+    let cipher_of = |config: SourceConfig| async move {
+        let (_, rows) = preview(
+            &config,
+            "SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS \
+             WHERE VARIABLE_NAME = 'Ssl_cipher'",
+            1,
+            &quick_options(),
+        )
+        .await?;
+        Ok::<_, SourceError>(format!("{:?}", rows[0][0]))
+    };
+    let with_ca = |mode: &str| format!("ssl-mode={mode}&ssl-ca={}", ca.display());
+    for (host, parameters) in [
+        // PREFERRED (the default) and REQUIRED encrypt without checking the certificate.
+        ("127.0.0.1", String::new()),
+        ("127.0.0.1", "ssl-mode=REQUIRED".to_string()),
+        // The certificate names localhost only.
+        ("localhost", with_ca("VERIFY_CA")),
+        ("localhost", with_ca("VERIFY_IDENTITY")),
+    ] {
+        let cipher = cipher_of(config(host, &parameters))
+            .await
+            .unwrap_or_else(|error| panic!("{host} {parameters}: {error}"));
+        assert!(
+            cipher.starts_with("Text(\"") && cipher != "Text(\"\")",
+            "{host} {parameters}: the session is not encrypted: {cipher}"
+        );
+    }
+    assert_eq!(
+        cipher_of(config("127.0.0.1", "ssl-mode=DISABLED"))
+            .await
+            .expect("plain connection"),
+        "Text(\"\")"
+    );
+    // Refused, with the fix: a name the certificate does not hold, a CA nobody gave.
+    for (host, parameters) in [
+        ("127.0.0.1", with_ca("VERIFY_IDENTITY")),
+        ("localhost", "ssl-mode=VERIFY_CA".to_string()),
+    ] {
+        let error = test_connection(&config(host, &parameters))
+            .await
+            .expect_err("the certificate does not pass");
+        assert!(
+            matches!(error, SourceError::TlsFailed { .. }),
+            "{host} {parameters}: {error:?}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.starts_with(&format!(
+                "cannot connect to MySQL at {host}:{}, database `tls_test`, user `{}` over TLS: ",
+                server.port(),
+                ferry_testkit::MARIADB_USER
+            )),
+            "{message}"
+        );
+        assert!(
+            message
+                .contains("check that `ssl-ca` names the CA that signed the server's certificate"),
+            "{message}"
+        );
+        assert!(
+            !message.contains(ferry_testkit::MARIADB_PASSWORD),
+            "{message}"
+        );
+    }
+    // VERIFY_CA should not check the name, but mysql_async 0.37.1 cannot leave it out (its
+    // issue #404, fixed upstream after that release): refused, saying so and what to do. When
+    // this starts to connect, the driver was fixed: make it a case of the encrypted ones above.
+    let error = test_connection(&config("127.0.0.1", &with_ca("VERIFY_CA")))
+        .await
+        .expect_err("the driver checks the name");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "cannot connect to MySQL at 127.0.0.1:{}, database `tls_test`, user `{}` over TLS: \
+             invalid peer certificate: certificate not valid for name \"127.0.0.1\"; certificate \
+             is only valid for DnsName(\"localhost\"); the certificate does not name the URL's \
+             host, and ferry's MySQL driver checks the name under VERIFY_CA too; connect by a \
+             name the certificate holds, or use `ssl-mode=REQUIRED` without `ssl-ca` to encrypt \
+             without any check",
+            server.port(),
+            ferry_testkit::MARIADB_USER
+        )
+    );
 }

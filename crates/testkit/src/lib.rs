@@ -1,9 +1,12 @@
-//! Test helpers shared by ferry's crates: a throwaway PostgreSQL server ([`PgServer`]).
+//! Test helpers shared by ferry's crates: throwaway PostgreSQL ([`PgServer`]) and MariaDB
+//! ([`MariaDbServer`]) servers.
 //!
-//! The kit only uses `std::process` and the PostgreSQL binaries on PATH (plus `rcgen` to make a
+//! The kit only uses `std::process` and the database servers' binaries (plus `rcgen` to make a
 //! TLS server's certificates), so any crate can take it as a dev-dependency without pulling a
 //! database driver into its build.
 
+mod mariadb_server;
 mod pg_server;
 
+pub use mariadb_server::{MariaDbServer, MARIADB_PASSWORD, MARIADB_USER};
 pub use pg_server::{Listen, PgServer, TCP_PASSWORD};
