@@ -1,4 +1,4 @@
-//! Warehouses ferry reads models from (DuckDB, PostgreSQL): run a model's SQL read-only and
+//! Warehouses ferry reads models from (DuckDB, PostgreSQL, Snowflake): run a model's SQL read-only and
 //! stream its rows as typed ferry [`Value`]s.
 //!
 //! Every backend follows the same shape: validate the SQL ([`model_sql`]), open a read-only
@@ -14,12 +14,14 @@ mod error;
 pub mod model_sql;
 mod postgres_decode;
 mod postgres_source;
+mod snowflake;
 mod text_forms;
 pub mod warehouse_diff;
 
 pub use duckdb_write::duckdb_execute;
 pub use error::{human_duration, SourceError, SqlPosition, TimeoutSetting};
 pub use model_sql::{validate_model_sql, ValidatedModelSql};
+pub use snowflake::{SnowflakeConfig, SnowflakeCredential};
 
 use duckdb::InterruptHandle;
 use ferry_core::{Secret, Value};
@@ -36,6 +38,8 @@ pub enum SourceConfig {
     /// A PostgreSQL connection string (`postgres://user:password@host/db` or
     /// `host=… user=… dbname=…`). It may hold a password, so it is a [`Secret`].
     Postgres { url: Secret },
+    /// A Snowflake account, read through its SQL API.
+    Snowflake(SnowflakeConfig),
 }
 
 impl SourceConfig {
@@ -45,6 +49,7 @@ impl SourceConfig {
         match self {
             SourceConfig::DuckDb { path } => duckdb_source::describe_duckdb_target(path),
             SourceConfig::Postgres { url } => postgres_source::describe_postgres_target(url),
+            SourceConfig::Snowflake(config) => config.describe(),
         }
     }
 }
@@ -90,6 +95,7 @@ pub async fn test_connection(config: &SourceConfig) -> Result<(), SourceError> {
     match config {
         SourceConfig::DuckDb { path } => duckdb_source::test_duckdb_connection(path).await,
         SourceConfig::Postgres { url } => postgres_source::test_postgres_connection(url).await,
+        SourceConfig::Snowflake(config) => snowflake::test_snowflake_connection(config).await,
     }
 }
 
@@ -115,6 +121,9 @@ pub(crate) async fn start_query(
         }
         SourceConfig::Postgres { url } => {
             postgres_source::start_postgres_query(url, model, options).await
+        }
+        SourceConfig::Snowflake(config) => {
+            snowflake::start_snowflake_query(config, model, options).await
         }
     }
 }
