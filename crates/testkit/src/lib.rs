@@ -1,9 +1,12 @@
-//! Test helpers shared by ferry's crates: a throwaway PostgreSQL server ([`PgServer`]).
+//! Test helpers shared by ferry's crates: a throwaway PostgreSQL server ([`PgServer`]) and a
+//! snowduck server speaking Snowflake's SQL API ([`SnowduckServer`]).
 //!
 //! The kit only uses `std::process` and the PostgreSQL binaries on PATH (plus `rcgen` to make a
 //! TLS server's certificates), so any crate can take it as a dev-dependency without pulling a
 //! database driver into its build.
 
 mod pg_server;
+mod snowduck_server;
 
 pub use pg_server::{Listen, PgServer, TCP_PASSWORD};
+pub use snowduck_server::SnowduckServer;
