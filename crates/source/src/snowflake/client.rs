@@ -506,10 +506,12 @@ fn snowflake_position(message: &str, sql: &str) -> Option<SqlPosition> {
         .next()?
         .parse()
         .ok()?;
-    (line >= 1 && line <= sql.lines().count().max(1)).then_some(SqlPosition {
-        line,
-        column: column + 1,
-    })
+    (1..=sql.lines().count().max(1))
+        .contains(&line)
+        .then_some(SqlPosition {
+            line,
+            column: column + 1,
+        })
 }
 
 /// A random UUID (version 4), as Snowflake wants a `requestId`.
