@@ -1,5 +1,5 @@
-//! Warehouses ferry reads models from (DuckDB, PostgreSQL, Snowflake): run a model's SQL read-only and
-//! stream its rows as typed ferry [`Value`]s.
+//! Warehouses ferry reads models from (DuckDB, PostgreSQL, Snowflake): run a model's SQL
+//! read-only and stream its rows as typed ferry [`Value`]s.
 //!
 //! Every backend follows the same shape: validate the SQL ([`model_sql`]), open a read-only
 //! session, learn the columns, then produce rows on a task or thread of its own and send them

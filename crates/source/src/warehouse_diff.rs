@@ -145,9 +145,8 @@ pub async fn prepare_schema(config: &SourceConfig, schema: &str) -> Result<(), S
 /// Change detection keeps its bookkeeping tables with DuckDB and PostgreSQL only so far.
 fn snowflake_unsupported() -> SourceError {
     SourceError::ChangeDetection {
-        problem: "change detection in the warehouse is not available for Snowflake \
-                  connections yet; turn it off for this connection (ferry then compares rows \
-                  with its own snapshot)"
+        problem: "it is not available for Snowflake connections yet; turn it off for this \
+                  connection (ferry then compares rows with its own snapshot)"
             .to_string(),
     }
 }
