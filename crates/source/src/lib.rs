@@ -1,4 +1,5 @@
-//! Warehouses ferry reads models from (DuckDB, PostgreSQL, MySQL/MariaDB): run a model's SQL
+//! Warehouses ferry reads models from (DuckDB, PostgreSQL, Redshift, MySQL/MariaDB, Snowflake,
+//! BigQuery, files): run a model's SQL
 //! read-only and stream its rows as typed ferry [`Value`]s.
 //!
 //! Every backend follows the same shape: validate the SQL ([`model_sql`]), open a read-only
@@ -17,6 +18,7 @@ mod mysql_decode;
 mod mysql_source;
 mod postgres_decode;
 mod postgres_source;
+mod snowflake;
 mod text_forms;
 pub mod warehouse_diff;
 
@@ -24,6 +26,7 @@ pub use duckdb_write::duckdb_execute;
 pub use error::{human_duration, SourceError, SqlPosition, TimeoutSetting};
 pub use files_source::files_readable_folders;
 pub use model_sql::{validate_model_sql, ValidatedModelSql};
+pub use snowflake::{SnowflakeConfig, SnowflakeCredential};
 
 use duckdb::InterruptHandle;
 use ferry_core::{Secret, Value};
@@ -52,6 +55,8 @@ pub enum SourceConfig {
     /// `ssl-mode` (DISABLED, PREFERRED (the default), REQUIRED, VERIFY_CA, VERIFY_IDENTITY)
     /// and `ssl-ca` say. It holds a password, so it is a [`Secret`].
     Mysql { url: Secret },
+    /// A Snowflake account, read through its SQL API.
+    Snowflake(SnowflakeConfig),
 }
 
 impl SourceConfig {
@@ -69,6 +74,7 @@ impl SourceConfig {
             ),
             SourceConfig::Files { folders } => files_source::describe_files_target(folders),
             SourceConfig::Mysql { url } => mysql_source::describe_mysql_target(url),
+            SourceConfig::Snowflake(config) => config.describe(),
         }
     }
 }
@@ -121,6 +127,7 @@ pub async fn test_connection(config: &SourceConfig) -> Result<(), SourceError> {
         }
         SourceConfig::Files { folders } => files_source::test_files_connection(folders).await,
         SourceConfig::Mysql { url } => mysql_source::test_mysql_connection(url).await,
+        SourceConfig::Snowflake(config) => snowflake::test_snowflake_connection(config).await,
     }
 }
 
@@ -154,6 +161,9 @@ pub(crate) async fn start_query(
             files_source::start_files_query(folders, model, options).await
         }
         SourceConfig::Mysql { url } => mysql_source::start_mysql_query(url, model, options).await,
+        SourceConfig::Snowflake(config) => {
+            snowflake::start_snowflake_query(config, model, options).await
+        }
     }
 }
 
