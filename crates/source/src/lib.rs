@@ -8,6 +8,7 @@
 //!
 //! This crate knows nothing about syncs, mappings or the state store: it turns SQL into rows.
 
+mod bigquery;
 mod duckdb_source;
 mod duckdb_write;
 mod error;
@@ -17,6 +18,10 @@ mod postgres_source;
 mod text_forms;
 pub mod warehouse_diff;
 
+pub use bigquery::{
+    BigQueryConfig, BigQueryCredential, DEFAULT_API_BASE as BIGQUERY_API_BASE,
+    DEFAULT_TOKEN_ENDPOINT as BIGQUERY_TOKEN_ENDPOINT,
+};
 pub use duckdb_write::duckdb_execute;
 pub use error::{human_duration, SourceError, SqlPosition, TimeoutSetting};
 pub use model_sql::{validate_model_sql, ValidatedModelSql};
@@ -36,6 +41,9 @@ pub enum SourceConfig {
     /// A PostgreSQL connection string (`postgres://user:password@host/db` or
     /// `host=… user=… dbname=…`). It may hold a password, so it is a [`Secret`].
     Postgres { url: Secret },
+    /// A BigQuery project, read through its REST API as a service account or with application
+    /// default credentials.
+    BigQuery(BigQueryConfig),
 }
 
 impl SourceConfig {
@@ -45,6 +53,7 @@ impl SourceConfig {
         match self {
             SourceConfig::DuckDb { path } => duckdb_source::describe_duckdb_target(path),
             SourceConfig::Postgres { url } => postgres_source::describe_postgres_target(url),
+            SourceConfig::BigQuery(config) => config.describe(),
         }
     }
 }
@@ -90,6 +99,7 @@ pub async fn test_connection(config: &SourceConfig) -> Result<(), SourceError> {
     match config {
         SourceConfig::DuckDb { path } => duckdb_source::test_duckdb_connection(path).await,
         SourceConfig::Postgres { url } => postgres_source::test_postgres_connection(url).await,
+        SourceConfig::BigQuery(config) => bigquery::test_bigquery_connection(config).await,
     }
 }
 
@@ -115,6 +125,9 @@ pub(crate) async fn start_query(
         }
         SourceConfig::Postgres { url } => {
             postgres_source::start_postgres_query(url, model, options).await
+        }
+        SourceConfig::BigQuery(config) => {
+            bigquery::start_bigquery_query(config, model, options).await
         }
     }
 }

@@ -138,6 +138,18 @@ pub async fn prepare_schema(config: &SourceConfig, schema: &str) -> Result<(), S
             })
             .await
         }
+        other => Err(not_available(other)),
+    }
+}
+
+/// Change detection keeps its bookkeeping tables with DuckDB and PostgreSQL only so far.
+fn not_available(config: &SourceConfig) -> SourceError {
+    SourceError::ChangeDetection {
+        problem: format!(
+            "change detection in the warehouse is not available for {} yet; turn it off for \
+             this connection (ferry then compares rows with its own snapshot)",
+            config.describe()
+        ),
     }
 }
 
@@ -270,6 +282,7 @@ pub async fn open_table(
             })
             .await
         }
+        other => Err(not_available(other)),
     }
 }
 
@@ -447,6 +460,7 @@ impl Acknowledger {
                     .await?;
                     Writer::DuckDb(std::sync::Arc::new(std::sync::Mutex::new(connection)))
                 }
+                other => return Err(not_available(other)),
             });
         }
         match (self.writer.as_ref().expect("opened above"), &self.config) {
@@ -506,6 +520,8 @@ impl Dialect {
         match config {
             SourceConfig::Postgres { .. } => Dialect::Postgres,
             SourceConfig::DuckDb { .. } => Dialect::DuckDb,
+            // Never used: `prepare_schema` and `open_table` refuse the others first.
+            _ => Dialect::DuckDb,
         }
     }
 

@@ -4,6 +4,7 @@
 //! TLS server's certificates), so any crate can take it as a dev-dependency without pulling a
 //! database driver into its build.
 
+pub mod bigquery_emulator;
 mod pg_server;
 
 pub use pg_server::{Listen, PgServer, TCP_PASSWORD};
