@@ -167,6 +167,9 @@ async fn the_emulator_says_which_dataset_or_table_is_missing_in_bigquerys_words(
     let emulator = BigQueryEmulator::start().expect("the BigQuery emulator starts");
     setup_emulator_table(&emulator.api_base()).await;
     let config = google.config_for(&emulator.api_base());
+    ferry_source::test_connection(&SourceConfig::BigQuery(config.clone()))
+        .await
+        .expect("the connection test runs SELECT 1");
     let error = read_all(
         &config,
         "SELECT * FROM nowhere.customers",
@@ -411,6 +414,38 @@ async fn a_query_dropped_while_its_job_runs_cancels_the_job() {
     .await;
     running.abort();
     wait_for(|| google.cancels() == 1).await;
+}
+
+#[tokio::test]
+async fn a_dropped_stream_asks_for_no_more_pages() {
+    // A result with no end: every page names a next one.
+    let google = FakeGoogle::start(|_| {
+        let mut page = complete_result(&[("n", "INTEGER")], &[&["1"], &["2"]]);
+        page["pageToken"] = json!("next");
+        ok(page)
+    })
+    .await;
+    let options = QueryOptions {
+        batch_size: 2,
+        ..QueryOptions::default()
+    };
+    let config = SourceConfig::BigQuery(google.config());
+    let mut stream = query(&config, "SELECT n FROM t", &options).await.unwrap();
+    assert_eq!(
+        stream.next_row().await.unwrap().unwrap(),
+        vec![Value::Int(1)]
+    );
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = google.requests().len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        google.requests().len(),
+        asked,
+        "no page asked for after the drop"
+    );
+    // The bounded channel let the producer run at most a couple of pages ahead.
+    assert!(asked <= 4, "{asked} requests");
 }
 
 #[tokio::test]
@@ -955,10 +990,7 @@ async fn bigquery(
     let recorded = Recorded {
         method: method.to_string(),
         path: uri.path().to_string(),
-        query: uri
-            .query()
-            .map(|query| form_urlencoded_pairs(query))
-            .unwrap_or_default(),
+        query: uri.query().map(form_urlencoded_pairs).unwrap_or_default(),
         body: serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
         authorization: headers
             .get("authorization")

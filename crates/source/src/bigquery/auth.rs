@@ -757,4 +757,109 @@ mod tests {
             "{missing}"
         );
     }
+
+    /// A local server answering as Google's token endpoint and metadata server do, recording
+    /// the form or headers it was sent.
+    async fn fake_google() -> (String, std::sync::Arc<Mutex<Vec<String>>>) {
+        use axum::http::HeaderMap;
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let token_seen = std::sync::Arc::clone(&seen);
+        let metadata_seen = std::sync::Arc::clone(&seen);
+        let router = axum::Router::new()
+            .route(
+                "/token",
+                axum::routing::post(move |body: String| async move {
+                    token_seen.lock().unwrap().push(body);
+                    axum::Json(
+                        serde_json::json!({"access_token": "user-token", "expires_in": 3599}),
+                    )
+                }),
+            )
+            .route(
+                "/computeMetadata/v1/instance/service-accounts/default/token",
+                axum::routing::get(move |headers: HeaderMap, uri: axum::http::Uri| async move {
+                    metadata_seen.lock().unwrap().push(format!(
+                        "{} {}",
+                        headers
+                            .get("metadata-flavor")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-"),
+                        uri.query().unwrap_or_default()
+                    ));
+                    axum::Json(
+                        serde_json::json!({"access_token": "gce-token", "expires_in": 3599,
+                        "token_type": "Bearer"}),
+                    )
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        (base, seen)
+    }
+
+    fn test_client() -> HttpClient {
+        HttpClient::new(HttpPolicy::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_metadata_server_gives_workload_identity_tokens() {
+        let (base, seen) = fake_google().await;
+        let source = application_default(None, None, None, &base).unwrap();
+        let token = source.access_token(&test_client()).await.unwrap();
+        assert_eq!(token.expose(), "gce-token");
+        // Cached: asked once for two tokens.
+        source.access_token(&test_client()).await.unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["Google scopes=https%3A%2F%2Fwww.googleapis.com%2Fauth%2Fbigquery"]
+        );
+    }
+
+    #[tokio::test]
+    async fn no_metadata_server_says_how_to_give_credentials() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let source = application_default(None, None, None, &base).unwrap();
+        let error = source.access_token(&test_client()).await.unwrap_err();
+        assert!(error.unreachable);
+        assert!(
+            error
+                .reason
+                .starts_with("no credentials found: GOOGLE_APPLICATION_CREDENTIALS is not set"),
+            "{}",
+            error.reason
+        );
+        assert!(
+            error
+                .reason
+                .ends_with("or give the key as the connection's credential"),
+            "{}",
+            error.reason
+        );
+    }
+
+    #[tokio::test]
+    async fn gcloud_user_credentials_are_refreshed_with_their_refresh_token() {
+        let (base, seen) = fake_google().await;
+        let directory = tempfile::tempdir().unwrap();
+        let user_path = directory.path().join("adc.json");
+        std::fs::write(
+            &user_path,
+            r#"{"type": "authorized_user", "client_id": "cid", "client_secret": "cs-1",
+                "refresh_token": "rt-secret-1"}"#,
+        )
+        .unwrap();
+        let endpoint = format!("{base}/token");
+        let source =
+            application_default(Some(&user_path), None, Some(&endpoint), "http://unused").unwrap();
+        assert!(!format!("{source:?}").contains("rt-secret-1"));
+        let token = source.access_token(&test_client()).await.unwrap();
+        assert_eq!(token.expose(), "user-token");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["grant_type=refresh_token&client_id=cid&client_secret=cs-1&refresh_token=rt-secret-1"]
+        );
+    }
 }
