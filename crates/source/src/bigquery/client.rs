@@ -129,11 +129,13 @@ impl BigQueryClient {
         wait: Duration,
     ) -> Result<QueryResults, CallError> {
         let mut query = vec![
-            ("location", self.job_location(job).to_string()),
             ("maxResults", max_results.to_string()),
             ("timeoutMs", wait.as_millis().to_string()),
             ("formatOptions.useInt64Timestamp", "true".to_string()),
         ];
+        if let Some(location) = self.job_location(job) {
+            query.push(("location", location.to_string()));
+        }
         if let Some(token) = page_token {
             query.push(("pageToken", token.to_string()));
         }
@@ -147,17 +149,23 @@ impl BigQueryClient {
     /// `POST /bigquery/v2/projects/{project}/jobs/{jobId}/cancel`. BigQuery stops the job soon
     /// after; only its own slots are spent until then.
     pub(crate) async fn cancel(&self, job: &JobReference) -> Result<(), CallError> {
-        let url = self.url(
-            &["jobs", &job.job_id, "cancel"],
-            &[("location", self.job_location(job).to_string())],
-        );
+        let location: Vec<(&str, String)> = self
+            .job_location(job)
+            .map(|location| ("location", location.to_string()))
+            .into_iter()
+            .collect();
+        let url = self.url(&["jobs", &job.job_id, "cancel"], &location);
         self.call(Method::POST, url, "POST jobs/{jobId}/cancel", None)
             .await
             .map(|_| ())
     }
 
-    fn job_location<'a>(&'a self, job: &'a JobReference) -> &'a str {
-        job.location.as_deref().unwrap_or(&self.location)
+    /// Where the job runs: as BigQuery's answer says, else as the connection says.
+    fn job_location<'a>(&'a self, job: &'a JobReference) -> Option<&'a str> {
+        job.location
+            .as_deref()
+            .or(Some(self.location.as_str()))
+            .filter(|location| !location.is_empty())
     }
 
     /// `{api_base}/bigquery/v2/projects/{project}/{segments…}?{query}`, each segment escaped

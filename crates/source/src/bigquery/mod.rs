@@ -160,7 +160,6 @@ impl Session {
         let mut body = serde_json::json!({
             "query": sql,
             "useLegacySql": false,
-            "location": self.config.location,
             "maxResults": page_size,
             "timeoutMs": wait.as_millis() as u64,
             "formatOptions": {"useInt64Timestamp": true},
@@ -169,6 +168,11 @@ impl Session {
             "jobCreationMode": "JOB_CREATION_OPTIONAL",
             "requestId": request_id,
         });
+        // Without a location BigQuery guesses it from the tables the query names (US for
+        // none); a job in the wrong one cannot see the datasets.
+        if !self.config.location.is_empty() {
+            body["location"] = serde_json::Value::String(self.config.location.clone());
+        }
         if let Some(dataset) = &self.config.default_dataset {
             let (project_id, dataset_id) = match dataset.rsplit_once('.') {
                 Some((project_id, dataset_id)) => (project_id, dataset_id),
