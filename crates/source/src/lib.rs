@@ -9,6 +9,7 @@
 //!
 //! This crate knows nothing about syncs, mappings or the state store: it turns SQL into rows.
 
+mod bigquery;
 mod duckdb_source;
 mod duckdb_write;
 mod error;
@@ -22,6 +23,10 @@ mod snowflake;
 mod text_forms;
 pub mod warehouse_diff;
 
+pub use bigquery::{
+    BigQueryConfig, BigQueryCredential, DEFAULT_API_BASE as BIGQUERY_API_BASE,
+    DEFAULT_TOKEN_ENDPOINT as BIGQUERY_TOKEN_ENDPOINT,
+};
 pub use duckdb_write::duckdb_execute;
 pub use error::{human_duration, SourceError, SqlPosition, TimeoutSetting};
 pub use files_source::files_readable_folders;
@@ -57,6 +62,9 @@ pub enum SourceConfig {
     Mysql { url: Secret },
     /// A Snowflake account, read through its SQL API.
     Snowflake(SnowflakeConfig),
+    /// A BigQuery project, read through its REST API as a service account or with application
+    /// default credentials.
+    BigQuery(BigQueryConfig),
 }
 
 impl SourceConfig {
@@ -75,6 +83,7 @@ impl SourceConfig {
             SourceConfig::Files { folders } => files_source::describe_files_target(folders),
             SourceConfig::Mysql { url } => mysql_source::describe_mysql_target(url),
             SourceConfig::Snowflake(config) => config.describe(),
+            SourceConfig::BigQuery(config) => config.describe(),
         }
     }
 }
@@ -128,6 +137,7 @@ pub async fn test_connection(config: &SourceConfig) -> Result<(), SourceError> {
         SourceConfig::Files { folders } => files_source::test_files_connection(folders).await,
         SourceConfig::Mysql { url } => mysql_source::test_mysql_connection(url).await,
         SourceConfig::Snowflake(config) => snowflake::test_snowflake_connection(config).await,
+        SourceConfig::BigQuery(config) => bigquery::test_bigquery_connection(config).await,
     }
 }
 
@@ -163,6 +173,9 @@ pub(crate) async fn start_query(
         SourceConfig::Mysql { url } => mysql_source::start_mysql_query(url, model, options).await,
         SourceConfig::Snowflake(config) => {
             snowflake::start_snowflake_query(config, model, options).await
+        }
+        SourceConfig::BigQuery(config) => {
+            bigquery::start_bigquery_query(config, model, options).await
         }
     }
 }

@@ -7,6 +7,7 @@
 //! database driver into its build.
 
 mod mariadb_server;
+pub mod bigquery_emulator;
 mod pg_server;
 mod snowduck_server;
 
