@@ -586,7 +586,14 @@ async fn a_bad_file_is_refused_with_a_clear_message_and_nothing_is_saved() {
     let line = typo.lines().position(|l| l.contains("max_rsp")).unwrap() + 1;
     write(&scene, "typo.yaml", &typo);
     let ran = scene.ferry(&["apply", "-f", "typo.yaml", "--yes"]).await;
-    check(&ran, &["unknown field `max_rsp`", &format!("line {line}")]);
+    check(
+        &ran,
+        &[
+            "`max_rsp` is not a setting of a stripe connection",
+            &format!("line {line}"),
+            "`max_rps`",
+        ],
+    );
 
     // A key written in the file: refused, and never repeated.
     let literal = good.replace(

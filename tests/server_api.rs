@@ -950,9 +950,11 @@ async fn connections_models_syncs_and_runs_through_the_api() {
         "{}",
         unknown_field.status
     );
-    assert_eq!(unknown_field.error_code(), "invalid_body");
+    assert_eq!(unknown_field.error_code(), "invalid");
     assert!(
-        unknown_field.message().contains("api_keyy"),
+        unknown_field
+            .message()
+            .contains("`api_keyy` is not a setting of a stripe connection"),
         "{}",
         unknown_field.text
     );

@@ -314,8 +314,8 @@ fn resolve(doc: FileDoc, base: &Path, shown: &str, text: &str) -> CliResult<Desi
             .find(|field| !accepted.contains(&field.as_str()))
         {
             return Err(config_error(format_args!(
-                "{shown}: connection '{name}': `{field}`{} is not a setting of a {kind} \
-                 connection; a {kind} connection takes {}",
+                "{shown}: connection '{name}': `{field}` is not a setting of a {kind} \
+                 connection{}; a {kind} connection takes {}",
                 line_of(text, name, field),
                 accepted
                     .iter()
@@ -344,7 +344,7 @@ fn resolve(doc: FileDoc, base: &Path, shown: &str, text: &str) -> CliResult<Desi
             },
         };
         let settings = ConnectionSettings::from_door(name, kind, settings, base)
-            .map_err(|error| config_error(format_args!("{shown}: {error}")))?;
+            .map_err(|error| config_error(format_args!("{shown}: connection '{name}': {error}")))?;
         let connection = declare::new_connection(name, &settings, secret);
         connections.push(connection);
     }
@@ -592,9 +592,15 @@ fn plan(desired: &Desired, workspace: &Workspace) -> CliResult<Vec<Step>> {
         .collect();
     for (index, connection) in desired.connections.iter().enumerate() {
         let stored = stored_connections.get(connection.name.as_str()).copied();
+        // A kind that may go without its secret (BigQuery's application default credentials)
+        // keeps the stored one when the file leaves it out, or has none.
+        let secret_optional = kind_spec(connection.kind)
+            .secret
+            .as_ref()
+            .is_some_and(|secret| secret.optional);
         if matches!(connection.secret, Some(SecretInput::Keep)) {
             let keepable = stored.is_some_and(|s| s.kind == connection.kind && s.secret.is_some());
-            if !keepable {
+            if !keepable && !secret_optional {
                 let field = secret_field(connection.kind);
                 let (what, example) = secret_words(connection.kind);
                 return Err(config_error(format_args!(

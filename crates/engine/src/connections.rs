@@ -64,6 +64,9 @@ pub struct SecretSpec {
     pub help: &'static str,
     /// An example value for the UI's empty field.
     pub placeholder: &'static str,
+    /// Whether a connection may have none (BigQuery, signed in by application default
+    /// credentials instead).
+    pub optional: bool,
 }
 
 /// One setting of a kind, besides the secret.
@@ -166,7 +169,9 @@ const WAREHOUSE_SETTINGS: [SettingSpec; 3] = [
 
 /// Every kind of connection ferry knows. Adding a warehouse is a source module, its settings
 /// struct, an entry here and a variant of [`ConnectionSettings`].
-pub const REGISTRY: [KindSpec; 4] = [STRIPE, DUCKDB, POSTGRES, REDSHIFT];
+pub const REGISTRY: [KindSpec; 8] = [
+    STRIPE, DUCKDB, POSTGRES, REDSHIFT, MYSQL, SNOWFLAKE, BIGQUERY, FILES,
+];
 
 pub const STRIPE: KindSpec = KindSpec {
     kind: ConnectionKind::Stripe,
@@ -185,6 +190,7 @@ pub const STRIPE: KindSpec = KindSpec {
                workspace; prefer an environment variable (only its name is stored), since a key \
                on the command line stays in your shell history",
         placeholder: "sk_test_…",
+        optional: false,
     }),
     settings: &[
         SettingSpec {
@@ -259,6 +265,7 @@ pub const POSTGRES: KindSpec = KindSpec {
                (default)|require|verify-ca|verify-full, and &sslrootcert=PATH for the PEM \
                certificate of the server's CA",
         placeholder: "postgres://user:password@host:5432/db",
+        optional: false,
     }),
     settings: &WAREHOUSE_SETTINGS,
 };
@@ -281,10 +288,252 @@ pub const REDSHIFT: KindSpec = KindSpec {
                sslmode=verify-full unless the URL says otherwise (sslmode=require to skip the \
                certificate check, e.g. through an SSH tunnel)",
         placeholder: "postgres://user:password@cluster.abc123.eu-west-1.redshift.amazonaws.com/dev",
+        optional: false,
     }),
     // Change detection inside the warehouse writes with `INSERT … ON CONFLICT`, which Redshift
     // does not have.
     settings: &[WAREHOUSE_SETTINGS[0], WAREHOUSE_SETTINGS[1]],
+};
+
+pub const MYSQL: KindSpec = KindSpec {
+    kind: ConnectionKind::Mysql,
+    label: "MySQL / MariaDB",
+    help: "Connect a MySQL or MariaDB database (models run in read-only transactions, in a UTC \
+           session)",
+    is_source: true,
+    secret: Some(SecretSpec {
+        what: "URL",
+        value_field: "url",
+        env_field: "url_env",
+        example_env: "MYSQL_URL",
+        flag: "--url",
+        label: "Connection URL",
+        help: "mysql://user:password@host:3306/database, stored encrypted (or read from an \
+               environment variable). TLS as MySQL's clients: ?ssl-mode=DISABLED|PREFERRED \
+               (default)|REQUIRED|VERIFY_CA|VERIFY_IDENTITY, and &ssl-ca=PATH for the PEM \
+               certificate of the server's CA",
+        placeholder: "mysql://user:password@host:3306/database",
+        optional: false,
+    }),
+    // Change detection inside the warehouse is not written for MySQL yet.
+    settings: &[WAREHOUSE_SETTINGS[0], WAREHOUSE_SETTINGS[1]],
+};
+
+/// A Snowflake or BigQuery setting that is plain text.
+const fn text_setting(
+    key: &'static str,
+    flag: &'static str,
+    required: bool,
+    label: &'static str,
+    help: &'static str,
+    placeholder: &'static str,
+) -> SettingSpec {
+    SettingSpec {
+        key,
+        flag,
+        value: SettingValue::Text,
+        required,
+        label,
+        help,
+        placeholder,
+    }
+}
+
+pub const SNOWFLAKE: KindSpec = KindSpec {
+    kind: ConnectionKind::Snowflake,
+    label: "Snowflake",
+    help: "Connect a Snowflake account through its SQL API, signed in with a key pair, an OAuth \
+           token or a programmatic access token (give ferry a role that can only read)",
+    is_source: true,
+    secret: Some(SecretSpec {
+        what: "credential",
+        value_field: "credential",
+        env_field: "credential_env",
+        example_env: "SNOWFLAKE_PRIVATE_KEY",
+        flag: "--credential-env",
+        label: "Private key or token",
+        help: "With key-pair authentication (the default), the user's RSA private key as PKCS#8 \
+               PEM (`-----BEGIN PRIVATE KEY-----`, or an encrypted one with \
+               --private-key-passphrase-env); with --authentication oauth or \
+               programmatic_access_token, the token. Stored encrypted, or read from an \
+               environment variable (SNOWFLAKE_PRIVATE_KEY=\"$(cat rsa_key.p8)\")",
+        placeholder: "-----BEGIN PRIVATE KEY-----",
+        optional: false,
+    }),
+    settings: &[
+        text_setting(
+            "account",
+            "--account",
+            true,
+            "Account identifier",
+            "The account identifier: organization and account name (`myorg-myaccount`) or a \
+             locator with its region (`xy12345.us-east-2.aws`)",
+            "myorg-myaccount",
+        ),
+        text_setting(
+            "user",
+            "--user",
+            true,
+            "User",
+            "The user ferry signs in as",
+            "FERRY",
+        ),
+        text_setting(
+            "warehouse",
+            "--warehouse",
+            true,
+            "Warehouse",
+            "The virtual warehouse that runs the models (the role needs USAGE on it)",
+            "SYNC_WH",
+        ),
+        text_setting(
+            "database",
+            "--database",
+            false,
+            "Database",
+            "The database unqualified names in models refer to (default: the user's)",
+            "ANALYTICS",
+        ),
+        text_setting(
+            "schema",
+            "--schema",
+            false,
+            "Schema",
+            "The schema unqualified names in models refer to (default: the user's)",
+            "PUBLIC",
+        ),
+        text_setting(
+            "role",
+            "--role",
+            false,
+            "Role",
+            "The role models run as: give it SELECT only (default: the user's default role)",
+            "FERRY_READER",
+        ),
+        text_setting(
+            "authentication",
+            "--authentication",
+            false,
+            "Authentication",
+            "How the credential signs in: key_pair (the default), oauth or \
+             programmatic_access_token",
+            "key_pair",
+        ),
+        text_setting(
+            "private_key_passphrase_env",
+            "--private-key-passphrase-env",
+            false,
+            "Private key passphrase variable",
+            "The environment variable holding the passphrase of an encrypted private key (only \
+             its name is stored)",
+            "SNOWFLAKE_KEY_PASSPHRASE",
+        ),
+        text_setting(
+            "base_url",
+            "--base-url",
+            false,
+            "API address",
+            "Another address for the SQL API, for private connectivity (default: \
+             https://ACCOUNT.snowflakecomputing.com)",
+            "https://myorg-myaccount.privatelink.snowflakecomputing.com",
+        ),
+        WAREHOUSE_SETTINGS[0],
+        WAREHOUSE_SETTINGS[1],
+    ],
+};
+
+pub const BIGQUERY: KindSpec = KindSpec {
+    kind: ConnectionKind::Bigquery,
+    label: "BigQuery",
+    help: "Connect a BigQuery project through its REST API, as a service account (its JSON key) \
+           or with application default credentials",
+    is_source: true,
+    secret: Some(SecretSpec {
+        what: "service account key",
+        value_field: "service_account_key",
+        env_field: "service_account_key_env",
+        example_env: "BIGQUERY_SERVICE_ACCOUNT_KEY",
+        flag: "--service-account-key-env",
+        label: "Service account key (JSON)",
+        help: "The service account's JSON key file's contents (roles: BigQuery Data Viewer on \
+               the datasets, BigQuery Job User on the project), stored encrypted or read from \
+               an environment variable. Without it, application default credentials: \
+               GOOGLE_APPLICATION_CREDENTIALS, gcloud's, or the GCE/GKE metadata server",
+        placeholder: "{\"type\": \"service_account\", …}",
+        optional: true,
+    }),
+    settings: &[
+        text_setting(
+            "project_id",
+            "--project-id",
+            true,
+            "Project",
+            "The project query jobs run in and are billed to",
+            "my-project",
+        ),
+        text_setting(
+            "location",
+            "--location",
+            false,
+            "Location",
+            "Where the datasets the models read live (US, EU, us-central1); BigQuery infers it \
+             when not set",
+            "US",
+        ),
+        text_setting(
+            "default_dataset",
+            "--default-dataset",
+            false,
+            "Default dataset",
+            "The dataset unqualified table names in models resolve to (`analytics` or \
+             `other-project.analytics`)",
+            "analytics",
+        ),
+        SettingSpec {
+            key: "maximum_bytes_billed",
+            flag: "--maximum-bytes-billed",
+            value: SettingValue::Count,
+            required: false,
+            label: "Maximum bytes billed",
+            help: "Refuse to run a model that would bill more bytes than this (default: the \
+                   project's own limit)",
+            placeholder: "10000000000",
+        },
+        text_setting(
+            "api_base",
+            "--api-base",
+            false,
+            "API address",
+            "Another address for BigQuery's API, such as an emulator's (default: \
+             https://bigquery.googleapis.com)",
+            "https://bigquery.googleapis.com",
+        ),
+        WAREHOUSE_SETTINGS[0],
+        WAREHOUSE_SETTINGS[1],
+    ],
+};
+
+pub const FILES: KindSpec = KindSpec {
+    kind: ConnectionKind::Files,
+    label: "Files (CSV, Parquet, JSON)",
+    help: "Connect folders of CSV, Parquet and JSON files, read by the embedded DuckDB: each data \
+           file is a table named after it, and models can read nothing outside the folders",
+    is_source: true,
+    secret: None,
+    settings: &[
+        SettingSpec {
+            key: "folders",
+            flag: "--folder",
+            value: SettingValue::Paths,
+            required: true,
+            label: "Folders",
+            help: "A folder of data files on the machine ferry runs on (repeat --folder for \
+                   several; one per line in the form)",
+            placeholder: "/data/exports",
+        },
+        WAREHOUSE_SETTINGS[0],
+        WAREHOUSE_SETTINGS[1],
+    ],
 };
 
 /// The registry's entry for a kind.
@@ -411,6 +660,11 @@ pub enum ConnectionSettings {
     Postgres(WarehouseSettings),
     /// A Redshift connection's: a warehouse's, without change detection.
     Redshift(WarehouseSettings),
+    /// A MySQL or MariaDB connection's: a warehouse's, without change detection.
+    Mysql(WarehouseSettings),
+    Snowflake(SnowflakeSettings),
+    Bigquery(BigquerySettings),
+    Files(FilesSettings),
 }
 
 /// A Stripe connection's settings besides its key.
@@ -437,6 +691,65 @@ pub struct DuckdbSettings {
     pub path: PathBuf,
     #[serde(flatten)]
     pub warehouse: WarehouseSettings,
+}
+
+/// A Snowflake connection's settings besides its credential (the secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnowflakeSettings {
+    pub account: String,
+    pub user: String,
+    /// Snowflake's virtual warehouse (stored as `warehouse`).
+    #[serde(rename = "warehouse")]
+    pub compute_warehouse: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// How the credential signs in; a key pair when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<SnowflakeAuthentication>,
+    /// The environment variable holding an encrypted private key's passphrase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_passphrase_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    #[serde(flatten)]
+    pub timeouts: WarehouseSettings,
+}
+
+/// What a Snowflake connection's credential is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnowflakeAuthentication {
+    KeyPair,
+    Oauth,
+    ProgrammaticAccessToken,
+}
+
+/// A BigQuery connection's settings besides its service account key (the secret, optional).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BigquerySettings {
+    pub project_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_dataset: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maximum_bytes_billed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_base: Option<String>,
+    #[serde(flatten)]
+    pub timeouts: WarehouseSettings,
+}
+
+/// A files connection's settings: its folders (absolute) and a warehouse's timeouts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilesSettings {
+    pub folders: Vec<PathBuf>,
+    #[serde(flatten)]
+    pub timeouts: WarehouseSettings,
 }
 
 /// A warehouse connection's settings besides where it is: how long its queries may run, in
@@ -553,6 +866,10 @@ impl ConnectionSettings {
             ConnectionKind::Duckdb => typed(&config).map(ConnectionSettings::Duckdb),
             ConnectionKind::Postgres => typed(&config).map(ConnectionSettings::Postgres),
             ConnectionKind::Redshift => typed(&config).map(ConnectionSettings::Redshift),
+            ConnectionKind::Mysql => typed(&config).map(ConnectionSettings::Mysql),
+            ConnectionKind::Snowflake => typed(&config).map(ConnectionSettings::Snowflake),
+            ConnectionKind::Bigquery => typed(&config).map(ConnectionSettings::Bigquery),
+            ConnectionKind::Files => typed(&config).map(ConnectionSettings::Files),
         };
         settings.map_err(|(field, problem)| {
             // A field's own message names it; serde's generic ones get the name in front.
@@ -616,14 +933,10 @@ impl ConnectionSettings {
                 _ => {}
             }
         }
+        // The problem alone: each door says which connection it is about, if it must.
         let settings =
             ConnectionSettings::parse(connection, kind, &serde_json::Value::Object(given))
-                .map_err(|error| {
-                    EngineError::Config(format!(
-                        "connection '{}': {}",
-                        error.connection, error.problem
-                    ))
-                })?;
+                .map_err(|error| EngineError::Config(error.problem))?;
         Ok(match settings {
             ConnectionSettings::Stripe(stripe) => ConnectionSettings::Stripe(StripeSettings {
                 api_base: Some(stripe.api_base().trim().trim_end_matches('/').to_string()),
@@ -698,9 +1011,12 @@ impl ConnectionSettings {
         let value = match self {
             ConnectionSettings::Stripe(settings) => serde_json::to_value(settings),
             ConnectionSettings::Duckdb(settings) => serde_json::to_value(settings),
-            ConnectionSettings::Postgres(settings) | ConnectionSettings::Redshift(settings) => {
-                serde_json::to_value(settings)
-            }
+            ConnectionSettings::Postgres(settings)
+            | ConnectionSettings::Redshift(settings)
+            | ConnectionSettings::Mysql(settings) => serde_json::to_value(settings),
+            ConnectionSettings::Snowflake(settings) => serde_json::to_value(settings),
+            ConnectionSettings::Bigquery(settings) => serde_json::to_value(settings),
+            ConnectionSettings::Files(settings) => serde_json::to_value(settings),
         };
         value.expect("settings serialize to JSON")
     }
@@ -742,6 +1058,10 @@ impl ConnectionSettings {
             ConnectionSettings::Duckdb(_) => ConnectionKind::Duckdb,
             ConnectionSettings::Postgres(_) => ConnectionKind::Postgres,
             ConnectionSettings::Redshift(_) => ConnectionKind::Redshift,
+            ConnectionSettings::Mysql(_) => ConnectionKind::Mysql,
+            ConnectionSettings::Snowflake(_) => ConnectionKind::Snowflake,
+            ConnectionSettings::Bigquery(_) => ConnectionKind::Bigquery,
+            ConnectionSettings::Files(_) => ConnectionKind::Files,
         }
     }
 
@@ -754,9 +1074,12 @@ impl ConnectionSettings {
         match self {
             ConnectionSettings::Stripe(_) => None,
             ConnectionSettings::Duckdb(settings) => Some(&settings.warehouse),
-            ConnectionSettings::Postgres(settings) | ConnectionSettings::Redshift(settings) => {
-                Some(settings)
-            }
+            ConnectionSettings::Postgres(settings)
+            | ConnectionSettings::Redshift(settings)
+            | ConnectionSettings::Mysql(settings) => Some(settings),
+            ConnectionSettings::Snowflake(settings) => Some(&settings.timeouts),
+            ConnectionSettings::Bigquery(settings) => Some(&settings.timeouts),
+            ConnectionSettings::Files(settings) => Some(&settings.timeouts),
         }
     }
 
@@ -776,6 +1099,16 @@ impl ConnectionSettings {
             ConnectionSettings::Redshift(_) => Ok(SourceConfig::Redshift {
                 url: secret.unwrap_or_else(|| Secret::new("")),
             }),
+            ConnectionSettings::Mysql(_) => Ok(SourceConfig::Mysql {
+                url: secret.unwrap_or_else(|| Secret::new("")),
+            }),
+            ConnectionSettings::Snowflake(settings) => Ok(SourceConfig::Snowflake(
+                settings.source(secret.unwrap_or_else(|| Secret::new("")))?,
+            )),
+            ConnectionSettings::Bigquery(settings) => {
+                Ok(SourceConfig::BigQuery(settings.source(secret)))
+            }
+            ConnectionSettings::Files(settings) => files_source(store, &settings.folders),
             ConnectionSettings::Stripe(_) => Err(EngineError::WrongConnectionKind {
                 name: connection.to_string(),
                 actual: "stripe".to_string(),
@@ -794,7 +1127,10 @@ impl ConnectionSettings {
             ConnectionSettings::Duckdb(duckdb) => {
                 duckdb_source(store, &duckdb.path)?;
             }
-            ConnectionSettings::Postgres(_) | ConnectionSettings::Redshift(_) => {}
+            ConnectionSettings::Files(files) => {
+                files_source(store, &files.folders)?;
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -929,6 +1265,7 @@ pub fn saved_secret(
     match (&spec.secret, &connection.secret) {
         (None, _) => Ok(None),
         (Some(_), Some(secret)) => Ok(Some(store.resolve_secret(secret)?)),
+        (Some(secret), None) if secret.optional => Ok(None),
         (Some(secret), None) => Err(EngineError::Config(format!(
             "{} connection '{}' has no {}; reconnect it with {}",
             spec.label, connection.name, secret.what, secret.flag
@@ -1050,7 +1387,98 @@ pub fn duckdb_source(store: &StateStore, path: &Path) -> Result<SourceConfig, En
     })
 }
 
-// ----- private helpers -----
+/// Files in `folders`, refused when one of them is ferry's workspace, lies inside it or holds
+/// it (through any link): a model could otherwise open the workspace's database, and DuckDB
+/// opening and closing it in this process would drop SQLite's locks on it.
+pub fn files_source(store: &StateStore, folders: &[PathBuf]) -> Result<SourceConfig, EngineError> {
+    let workspace = store.workspace_dir();
+    let workspace_resolved =
+        std::fs::canonicalize(workspace).unwrap_or_else(|_| workspace.to_path_buf());
+    for folder in folders {
+        let resolved = std::fs::canonicalize(folder).unwrap_or_else(|_| folder.clone());
+        if store.is_inside_workspace(folder)
+            || store.is_inside_workspace(&resolved)
+            || workspace_resolved.starts_with(&resolved)
+        {
+            return Err(EngineError::Config(format!(
+                "{} holds or is inside ferry's workspace ({}); a files connection must name \
+                 folders of your data files, never ferry's own",
+                folder.display(),
+                workspace.display()
+            )));
+        }
+    }
+    Ok(SourceConfig::Files {
+        folders: folders.to_vec(),
+    })
+}
+
+impl SnowflakeSettings {
+    /// The source, with the stored credential read as the authentication says, and an
+    /// encrypted key's passphrase read from its variable.
+    fn source(&self, credential: Secret) -> Result<ferry_source::SnowflakeConfig, EngineError> {
+        use ferry_source::SnowflakeCredential;
+        let credential = match self
+            .authentication
+            .unwrap_or(SnowflakeAuthentication::KeyPair)
+        {
+            SnowflakeAuthentication::KeyPair => {
+                let passphrase = match &self.private_key_passphrase_env {
+                    None => None,
+                    Some(variable) => Some(Secret::new(std::env::var(variable).map_err(|_| {
+                        EngineError::Config(format!(
+                            "environment variable {variable} (the private key's \
+                                 passphrase, from private_key_passphrase_env) is not set; \
+                                 export it in the environment of ferry"
+                        ))
+                    })?)),
+                };
+                SnowflakeCredential::KeyPair {
+                    private_key_pem: credential,
+                    passphrase,
+                }
+            }
+            SnowflakeAuthentication::Oauth => SnowflakeCredential::OAuthToken(credential),
+            SnowflakeAuthentication::ProgrammaticAccessToken => {
+                SnowflakeCredential::ProgrammaticAccessToken(credential)
+            }
+        };
+        Ok(ferry_source::SnowflakeConfig {
+            account: self.account.clone(),
+            user: self.user.clone(),
+            warehouse: self.compute_warehouse.clone(),
+            database: self.database.clone(),
+            schema: self.schema.clone(),
+            role: self.role.clone(),
+            credential,
+            base_url: self.base_url.clone(),
+        })
+    }
+}
+
+impl BigquerySettings {
+    /// The source: as the service account whose key is the secret, or with application
+    /// default credentials without one.
+    fn source(&self, key: Option<Secret>) -> ferry_source::BigQueryConfig {
+        ferry_source::BigQueryConfig {
+            project_id: self.project_id.clone(),
+            location: self.location.clone().unwrap_or_default(),
+            default_dataset: self.default_dataset.clone(),
+            maximum_bytes_billed: self.maximum_bytes_billed,
+            credential: match key {
+                Some(key) => ferry_source::BigQueryCredential::ServiceAccountKey(key),
+                None => ferry_source::BigQueryCredential::ApplicationDefault,
+            },
+            api_base: self
+                .api_base
+                .clone()
+                .unwrap_or_else(|| ferry_source::BIGQUERY_API_BASE.to_string()),
+            token_endpoint: None,
+        }
+    }
+}
+
+// ----- private helpers -----// ----- private helpers -----
 
 /// Settings from JSON; on failure, the field at fault (when serde knows it) and the problem.
 fn typed<T: serde::de::DeserializeOwned>(
@@ -1264,6 +1692,43 @@ mod registry_tests {
             ConnectionKind::Redshift => ConnectionSettings::Redshift(WarehouseSettings {
                 change_detection_schema: None,
                 ..warehouse
+            }),
+            ConnectionKind::Mysql => ConnectionSettings::Mysql(WarehouseSettings {
+                change_detection_schema: None,
+                ..warehouse
+            }),
+            ConnectionKind::Snowflake => ConnectionSettings::Snowflake(SnowflakeSettings {
+                account: "myorg-myaccount".to_string(),
+                user: "FERRY".to_string(),
+                compute_warehouse: "SYNC_WH".to_string(),
+                database: Some("ANALYTICS".to_string()),
+                schema: Some("PUBLIC".to_string()),
+                role: Some("FERRY_READER".to_string()),
+                authentication: Some(SnowflakeAuthentication::ProgrammaticAccessToken),
+                private_key_passphrase_env: Some("PASSPHRASE".to_string()),
+                base_url: Some("http://127.0.0.1:9".to_string()),
+                timeouts: WarehouseSettings {
+                    change_detection_schema: None,
+                    ..warehouse
+                },
+            }),
+            ConnectionKind::Bigquery => ConnectionSettings::Bigquery(BigquerySettings {
+                project_id: "my-project".to_string(),
+                location: Some("EU".to_string()),
+                default_dataset: Some("analytics".to_string()),
+                maximum_bytes_billed: Some(10_000_000_000),
+                api_base: Some("http://127.0.0.1:9".to_string()),
+                timeouts: WarehouseSettings {
+                    change_detection_schema: None,
+                    ..warehouse
+                },
+            }),
+            ConnectionKind::Files => ConnectionSettings::Files(FilesSettings {
+                folders: vec![PathBuf::from("/data/a"), PathBuf::from("/data/b")],
+                timeouts: WarehouseSettings {
+                    change_detection_schema: None,
+                    ..warehouse
+                },
             }),
         }
     }

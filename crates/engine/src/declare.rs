@@ -145,10 +145,25 @@ pub async fn save_connection(
         .check_name_to_save(ObjectType::Connection, &connection.name)
         .await?;
     let settings = ConnectionSettings::of_new(connection)?;
+    let mut connection = connection.clone();
+    let secret_optional = settings
+        .spec()
+        .secret
+        .as_ref()
+        .is_some_and(|secret| secret.optional);
     if matches!(connection.secret, Some(SecretInput::Keep)) {
-        let saved = require_connection(store, &connection.name).await?;
-        check_kept_secret(&saved, &settings)?;
+        match store.get_connection(&connection.name).await? {
+            // An optional secret that was never given stays absent (BigQuery's application
+            // default credentials).
+            Some(saved) if secret_optional && saved.secret.is_none() => connection.secret = None,
+            None if secret_optional => connection.secret = None,
+            Some(saved) => check_kept_secret(&saved, &settings)?,
+            None => {
+                require_connection(store, &connection.name).await?;
+            }
+        }
     }
+    let connection = &connection;
     settings.check_before_saving(store)?;
     if test {
         test_new_connection(store, connection).await?;

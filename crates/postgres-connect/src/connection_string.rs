@@ -132,6 +132,68 @@ fn split_url(url: &str, body_start: usize) -> (String, RawTlsSettings) {
     (rest, settings)
 }
 
+/// The connection string (without its TLS settings) with `port` for each host that names none,
+/// unless it sets `port` itself. tokio-postgres fills in 5432 for a host without a port, so a
+/// server with another default port (Redshift's 5439) must be given it before parsing.
+pub(crate) fn with_default_port(rest: &str, port: u16) -> String {
+    match url_body(rest) {
+        Some(body_start) => {
+            let after_credentials = rest[body_start..]
+                .find('@')
+                .map_or(body_start, |at| body_start + at + 1);
+            let authority_end = rest[after_credentials..]
+                .find(['/', '?'])
+                .map_or(rest.len(), |end| after_credentials + end);
+            let hosts = &rest[after_credentials..authority_end];
+            let query = rest[authority_end..]
+                .split_once('?')
+                .map(|(_, query)| query);
+            let sets_port = query.is_some_and(|query| {
+                query.split('&').any(|parameter| {
+                    parameter
+                        .split_once('=')
+                        .is_some_and(|(key, _)| key == "port")
+                })
+            });
+            if hosts.is_empty() || sets_port {
+                return rest.to_string();
+            }
+            let hosts: Vec<String> = hosts
+                .split(',')
+                .map(|host| {
+                    let has_port = match host.strip_prefix('[') {
+                        Some(bracketed) => bracketed.contains("]:"),
+                        None => host.contains(':'),
+                    };
+                    if has_port || host.is_empty() {
+                        host.to_string()
+                    } else {
+                        format!("{host}:{port}")
+                    }
+                })
+                .collect();
+            format!(
+                "{}{}{}",
+                &rest[..after_credentials],
+                hosts.join(","),
+                &rest[authority_end..]
+            )
+        }
+        None => {
+            let mut scanner = KeyValueScanner {
+                text: rest,
+                position: 0,
+            };
+            while let Some((key, _, _)) = scanner.next_pair() {
+                if key == "port" {
+                    return rest.to_string();
+                }
+            }
+            format!("{rest} port={port}")
+        }
+    }
+}
+
 fn split_key_value(text: &str) -> (String, RawTlsSettings) {
     let mut settings = RawTlsSettings::default();
     let mut kept = Vec::new();

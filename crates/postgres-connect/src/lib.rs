@@ -163,13 +163,13 @@ impl PostgresTarget {
         connection_string: &str,
         defaults: &Defaults,
     ) -> Result<PostgresTarget, ConnectionStringError> {
-        let (rest, tls) =
+        let (mut rest, tls) =
             connection_string::split_tls_settings(connection_string, defaults.ssl_mode)?;
+        if defaults.port != Defaults::POSTGRES.port {
+            rest = connection_string::with_default_port(&rest, defaults.port);
+        }
         let mut config: tokio_postgres::Config =
             rest.parse().map_err(ConnectionStringError::Driver)?;
-        if config.get_ports().is_empty() {
-            config.port(defaults.port);
-        }
         // libpq ignores sslmode on unix sockets, where PostgreSQL never offers TLS.
         let only_sockets = !config.get_hosts().is_empty()
             && config

@@ -19,14 +19,26 @@ pub enum ConnectionKind {
     Postgres,
     /// An Amazon Redshift cluster or workgroup, over PostgreSQL's protocol (a source).
     Redshift,
+    /// A MySQL or MariaDB database (a source).
+    Mysql,
+    /// A Snowflake account (a source).
+    Snowflake,
+    /// A BigQuery project (a source).
+    Bigquery,
+    /// CSV, Parquet and JSON files in folders (a source).
+    Files,
 }
 
 impl ConnectionKind {
-    pub const ALL: [ConnectionKind; 4] = [
+    pub const ALL: [ConnectionKind; 8] = [
         ConnectionKind::Stripe,
         ConnectionKind::Duckdb,
         ConnectionKind::Postgres,
         ConnectionKind::Redshift,
+        ConnectionKind::Mysql,
+        ConnectionKind::Snowflake,
+        ConnectionKind::Bigquery,
+        ConnectionKind::Files,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +47,10 @@ impl ConnectionKind {
             ConnectionKind::Duckdb => "duckdb",
             ConnectionKind::Postgres => "postgres",
             ConnectionKind::Redshift => "redshift",
+            ConnectionKind::Mysql => "mysql",
+            ConnectionKind::Snowflake => "snowflake",
+            ConnectionKind::Bigquery => "bigquery",
+            ConnectionKind::Files => "files",
         }
     }
 

@@ -183,7 +183,7 @@ async fn names_and_references_are_validated(workspace: TestWorkspace) {
     assert_eq!(
         error_text(store.put_model("signups", "stripe", "SELECT 1").await),
         "model 'signups' cannot read from connection 'stripe': it is a stripe connection; use a \
-         warehouse's connection (duckdb, postgres, redshift)"
+         warehouse's connection (duckdb, postgres, redshift, mysql, snowflake, bigquery, files)"
     );
     assert_eq!(
         error_text(

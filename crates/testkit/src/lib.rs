@@ -6,8 +6,8 @@
 //! TLS server's certificates), so any crate can take it as a dev-dependency without pulling a
 //! database driver into its build.
 
-mod mariadb_server;
 pub mod bigquery_emulator;
+mod mariadb_server;
 mod pg_server;
 mod snowduck_server;
 

@@ -144,7 +144,9 @@ impl ConnectionInput {
             ))
         })?;
         let mut settings = self.settings;
-        let mut text_field = |field: &str| -> Result<Option<String>, ApiError> {
+        let text_field = |settings: &mut serde_json::Map<String, serde_json::Value>,
+                          field: &str|
+         -> Result<Option<String>, ApiError> {
             match settings.remove(field) {
                 None | Some(serde_json::Value::Null) => Ok(None),
                 Some(serde_json::Value::String(text)) => Ok(Some(text)),
@@ -155,9 +157,25 @@ impl ConnectionInput {
         };
         let secret = match &spec.secret {
             None => None,
+            // Neither given: none at all when the kind may go without (BigQuery's application
+            // default credentials) and nothing is stored to keep.
+            Some(secret)
+                if secret.optional
+                    && !replacing
+                    && [secret.value_field, secret.env_field].iter().all(|field| {
+                        settings
+                            .get(*field)
+                            .and_then(serde_json::Value::as_str)
+                            .is_none_or(str::is_empty)
+                    }) =>
+            {
+                settings.remove(secret.value_field);
+                settings.remove(secret.env_field);
+                None
+            }
             Some(secret) => Some(secret_input(
-                text_field(secret.value_field)?,
-                text_field(secret.env_field)?,
+                text_field(&mut settings, secret.value_field)?,
+                text_field(&mut settings, secret.env_field)?,
                 secret.value_field,
                 secret.env_field,
                 replacing,
