@@ -975,11 +975,18 @@ async fn connections_models_syncs_and_runs_through_the_api() {
     let wrong_kind = api
         .post(
             "/api/v1/connections",
-            json!({ "name": "x", "kind": "mysql" }),
+            json!({ "name": "x", "kind": "oracle" }),
         )
         .await;
     assert!(wrong_kind.status.is_client_error());
-    assert_eq!(wrong_kind.error_code(), "invalid_body");
+    assert_eq!(wrong_kind.error_code(), "invalid");
+    assert!(
+        wrong_kind
+            .message()
+            .contains("`kind` is `oracle`, which is not a kind of connection ferry knows"),
+        "{}",
+        wrong_kind.text
+    );
     let bad_name = api
         .post(
             "/api/v1/connections",
@@ -2477,7 +2484,8 @@ async fn warehouse_timeouts_are_checked_by_the_api_and_the_source_form() {
         .await
         .expect(200);
     assert!(
-        edit.text.contains("name=\"statement_timeout\" value=\"0\""),
+        edit.text
+            .contains("name=\"duckdb.statement_timeout_seconds\" value=\"0\""),
         "{}",
         edit.text
     );
@@ -2572,7 +2580,9 @@ async fn change_detection_schema_is_checked_by_the_api_and_the_source_form() {
         .expect(200);
     assert!(
         new_form.text.contains("Change detection schema")
-            && new_form.text.contains("name=\"change_detection_schema\""),
+            && new_form
+                .text
+                .contains("name=\"duckdb.change_detection_schema\""),
         "{}",
         new_form.text
     );
@@ -2614,7 +2624,7 @@ async fn change_detection_schema_is_checked_by_the_api_and_the_source_form() {
     assert!(
         refused
             .text
-            .contains("name=\"change_detection_schema\" value=\"Bad-Name\""),
+            .contains("name=\"duckdb.change_detection_schema\" value=\"Bad-Name\""),
         "the form keeps what was typed: {}",
         refused.text
     );
@@ -2653,7 +2663,7 @@ async fn change_detection_schema_is_checked_by_the_api_and_the_source_form() {
         .expect(200);
     assert!(
         edit.text
-            .contains("name=\"change_detection_schema\" value=\"ferry_ui\""),
+            .contains("name=\"duckdb.change_detection_schema\" value=\"ferry_ui\""),
         "{}",
         edit.text
     );

@@ -155,35 +155,40 @@ impl ConnectionInput {
                 ))),
             }
         };
-        let secret = match &spec.secret {
+        // The secret's fields are taken out first, so that the settings are checked (an
+        // unknown field named) before a missing secret is.
+        let given_secret = match &spec.secret {
+            None => None,
+            Some(secret) => Some((
+                secret,
+                text_field(&mut settings, secret.value_field)?,
+                text_field(&mut settings, secret.env_field)?,
+            )),
+        };
+        // The server's working directory is the base of a relative path, as it always was.
+        let base = std::env::current_dir().unwrap_or_default();
+        let settings = ConnectionSettings::from_door(name, spec.kind, settings, &base)?;
+        let secret = match given_secret {
             None => None,
             // Neither given: none at all when the kind may go without (BigQuery's application
             // default credentials) and nothing is stored to keep.
-            Some(secret)
+            Some((secret, value, env))
                 if secret.optional
                     && !replacing
-                    && [secret.value_field, secret.env_field].iter().all(|field| {
-                        settings
-                            .get(*field)
-                            .and_then(serde_json::Value::as_str)
-                            .is_none_or(str::is_empty)
-                    }) =>
+                    && [&value, &env]
+                        .iter()
+                        .all(|text| text.as_deref().is_none_or(str::is_empty)) =>
             {
-                settings.remove(secret.value_field);
-                settings.remove(secret.env_field);
                 None
             }
-            Some(secret) => Some(secret_input(
-                text_field(&mut settings, secret.value_field)?,
-                text_field(&mut settings, secret.env_field)?,
+            Some((secret, value, env)) => Some(secret_input(
+                value,
+                env,
                 secret.value_field,
                 secret.env_field,
                 replacing,
             )?),
         };
-        // The server's working directory is the base of a relative path, as it always was.
-        let base = std::env::current_dir().unwrap_or_default();
-        let settings = ConnectionSettings::from_door(name, spec.kind, settings, &base)?;
         Ok(declare::new_connection(name, &settings, secret))
     }
 }
