@@ -39,7 +39,7 @@ use ferry_postgres_connect::Defaults;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// Where a model's data lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,6 +231,46 @@ pub(crate) fn row_channel(
         receiver,
         rows_per_message,
     )
+}
+
+/// Where a backend's producer sends the model's columns, or the error that stopped it first.
+pub(crate) type ColumnsSender = oneshot::Sender<Result<Vec<Column>, SourceError>>;
+
+/// Starts a backend's producer as a task of its own and returns once it sent the columns: the
+/// shape PostgreSQL, MySQL, Snowflake and BigQuery share (DuckDB and files run on a thread,
+/// since DuckDB blocks). `warehouse` names the backend in the error of a producer that stopped
+/// without a word.
+pub(crate) async fn spawn_reader<Producer>(
+    warehouse: &str,
+    options: &QueryOptions,
+    producer: impl FnOnce(ColumnsSender, RowBatcher) -> Producer,
+) -> Result<RowStream, SourceError>
+where
+    Producer: std::future::Future + Send + 'static,
+    Producer::Output: Send + 'static,
+{
+    let (columns_sender, columns_receiver) = oneshot::channel();
+    let (rows_sender, messages_receiver, rows_per_message) = row_channel(options);
+    tokio::spawn(producer(columns_sender, rows_sender));
+    let columns = columns_receiver
+        .await
+        .map_err(|_| SourceError::Warehouse {
+            reason: format!("the {warehouse} reader stopped before the model's columns were known"),
+        })??;
+    Ok(RowStream::new(
+        columns,
+        messages_receiver,
+        rows_per_message,
+        None,
+    ))
+}
+
+/// Reads a stream to its end, for connection tests that run `SELECT 1` as a model.
+pub(crate) async fn read_to_end(mut stream: RowStream) -> Result<(), SourceError> {
+    while let Some(row) = stream.next_row().await {
+        row?;
+    }
+    Ok(())
 }
 
 /// The producer's end of a [`row_channel`]: collects rows into messages.

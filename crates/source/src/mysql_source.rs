@@ -20,7 +20,8 @@
 
 use crate::mysql_decode::{decode_value, decoder_for_column, type_name, MysqlDecoder};
 use crate::{
-    row_channel, Column, QueryOptions, RowBatcher, RowStream, SourceError, StreamMessage,
+    spawn_reader, Column, ColumnsSender, QueryOptions, RowBatcher, RowStream, SourceError,
+    StreamMessage,
     TimeoutSetting, ValidatedModelSql,
 };
 use ferry_core::{Secret, Value};
@@ -28,7 +29,6 @@ use mysql_async::prelude::Queryable as _;
 use mysql_async::{Conn, DriverError, IoError, Opts, OptsBuilder, SslOpts};
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::sync::oneshot;
 use tracing::debug;
 
 /// How long reaching the server, TLS and the login may take together.
@@ -72,27 +72,18 @@ pub(crate) async fn start_mysql_query(
 ) -> Result<RowStream, SourceError> {
     let target = MysqlTarget::parse(url)?;
     let connection = target.connect().await?;
-    let (columns_sender, columns_receiver) = oneshot::channel();
-    let (rows_sender, messages_receiver, rows_per_message) = row_channel(options);
-    tokio::spawn(run_model_until_done_or_dropped(
-        target,
-        connection,
-        model,
-        options.clone(),
-        columns_sender,
-        rows_sender,
-    ));
-    let columns = columns_receiver
-        .await
-        .map_err(|_| SourceError::Warehouse {
-            reason: "the MySQL reader stopped before the model's columns were known".into(),
-        })??;
-    Ok(RowStream::new(
-        columns,
-        messages_receiver,
-        rows_per_message,
-        None,
-    ))
+    let options_for_reader = options.clone();
+    spawn_reader("MySQL", options, |columns_sender, rows_sender| {
+        run_model_until_done_or_dropped(
+            target,
+            connection,
+            model,
+            options_for_reader,
+            columns_sender,
+            rows_sender,
+        )
+    })
+    .await
 }
 
 /// `MySQL at db.example.com:3306, database `app`, user `ferry``, without the password.
@@ -481,7 +472,7 @@ async fn run_model_until_done_or_dropped(
     mut connection: Conn,
     model: ValidatedModelSql,
     options: QueryOptions,
-    columns_sender: oneshot::Sender<Result<Vec<Column>, SourceError>>,
+    columns_sender: ColumnsSender,
     rows_sender: RowBatcher,
 ) {
     let connection_id = connection.id();
@@ -522,7 +513,7 @@ async fn read_model(
     connection: &mut Conn,
     model: &ValidatedModelSql,
     options: &QueryOptions,
-    columns_sender: oneshot::Sender<Result<Vec<Column>, SourceError>>,
+    columns_sender: ColumnsSender,
     mut rows_sender: RowBatcher,
 ) -> ReadEnd {
     let timeout = (options.statement_timeout, options.timeout_setting);

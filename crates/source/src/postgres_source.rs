@@ -8,7 +8,8 @@
 use crate::error::SqlPosition;
 use crate::postgres_decode::{decode_value, decoder_for_type, PostgresDecoder, RawPostgresValue};
 use crate::{
-    row_channel, Column, QueryOptions, RowBatcher, RowStream, SourceError, StreamMessage,
+    spawn_reader, Column, ColumnsSender, QueryOptions, RowBatcher, RowStream, SourceError,
+    StreamMessage,
     TimeoutSetting, ValidatedModelSql,
 };
 use ferry_core::{Secret, Value};
@@ -18,7 +19,6 @@ use ferry_postgres_connect::{
 use std::error::Error as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::oneshot;
 use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Row};
@@ -60,26 +60,17 @@ pub(crate) async fn start_postgres_query(
     options: &QueryOptions,
 ) -> Result<RowStream, SourceError> {
     let connection = PostgresConnection::open_with(url, defaults).await?;
-    let (columns_sender, columns_receiver) = oneshot::channel();
-    let (rows_sender, messages_receiver, rows_per_message) = row_channel(options);
-    tokio::spawn(run_model_until_done_or_dropped(
-        connection,
-        model,
-        options.clone(),
-        columns_sender,
-        rows_sender,
-    ));
-    let columns = columns_receiver
-        .await
-        .map_err(|_| SourceError::Warehouse {
-            reason: "the PostgreSQL reader stopped before the model's columns were known".into(),
-        })??;
-    Ok(RowStream::new(
-        columns,
-        messages_receiver,
-        rows_per_message,
-        None,
-    ))
+    let options_for_reader = options.clone();
+    spawn_reader("PostgreSQL", options, |columns_sender, rows_sender| {
+        run_model_until_done_or_dropped(
+            connection,
+            model,
+            options_for_reader,
+            columns_sender,
+            rows_sender,
+        )
+    })
+    .await
 }
 
 /// Describes a connection string for messages and logs, without its password.
@@ -216,7 +207,7 @@ async fn run_model_until_done_or_dropped(
     mut connection: PostgresConnection,
     model: ValidatedModelSql,
     options: QueryOptions,
-    columns_sender: oneshot::Sender<Result<Vec<Column>, SourceError>>,
+    columns_sender: ColumnsSender,
     rows_sender: RowBatcher,
 ) {
     let cancel_token = connection.client.cancel_token();
@@ -239,7 +230,7 @@ async fn read_model(
     connection: &mut PostgresConnection,
     model: &ValidatedModelSql,
     options: &QueryOptions,
-    columns_sender: oneshot::Sender<Result<Vec<Column>, SourceError>>,
+    columns_sender: ColumnsSender,
     mut rows_sender: RowBatcher,
 ) {
     let sql = model.statement();

@@ -23,7 +23,8 @@ pub use auth::DEFAULT_TOKEN_ENDPOINT;
 
 use crate::error::SqlPosition;
 use crate::{
-    row_channel, Column, QueryOptions, RowBatcher, RowStream, SourceError, StreamMessage,
+    read_to_end, spawn_reader, Column, ColumnsSender, QueryOptions, RowBatcher, RowStream, SourceError,
+    StreamMessage,
     ValidatedModelSql,
 };
 use auth::{AuthError, TokenSource};
@@ -31,7 +32,6 @@ use client::{BigQueryClient, CallError, JobReference, QueryResults, LONGEST_SERV
 use decode::{decode_cell, decoder_for_field, standard_type_name, wrapped_value, FieldDecoder};
 use ferry_core::{Secret, Value};
 use std::time::Duration;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -85,11 +85,8 @@ impl BigQueryConfig {
 /// location and the right to run jobs there.
 pub(crate) async fn test_bigquery_connection(config: &BigQueryConfig) -> Result<(), SourceError> {
     let model = crate::validate_model_sql("SELECT 1")?;
-    let mut stream = start_bigquery_query(config, model, &QueryOptions::default()).await?;
-    while let Some(row) = stream.next_row().await {
-        row?;
-    }
-    Ok(())
+    let stream = start_bigquery_query(config, model, &QueryOptions::default()).await?;
+    read_to_end(stream).await
 }
 
 /// Starts the model's job and returns once it is complete and its columns are known; the rows
@@ -100,26 +97,17 @@ pub(crate) async fn start_bigquery_query(
     options: &QueryOptions,
 ) -> Result<RowStream, SourceError> {
     let session = Session::open(config)?;
-    let (columns_sender, columns_receiver) = oneshot::channel();
-    let (rows_sender, messages_receiver, rows_per_message) = row_channel(options);
-    tokio::spawn(read_model(
-        session,
-        model,
-        options.clone(),
-        columns_sender,
-        rows_sender,
-    ));
-    let columns = columns_receiver
-        .await
-        .map_err(|_| SourceError::Warehouse {
-            reason: "the BigQuery reader stopped before the model's columns were known".into(),
-        })??;
-    Ok(RowStream::new(
-        columns,
-        messages_receiver,
-        rows_per_message,
-        None,
-    ))
+    let options_for_reader = options.clone();
+    spawn_reader("BigQuery", options, |columns_sender, rows_sender| {
+        read_model(
+            session,
+            model,
+            options_for_reader,
+            columns_sender,
+            rows_sender,
+        )
+    })
+    .await
 }
 
 /// A client plus what its errors need to say.
@@ -271,7 +259,7 @@ async fn read_model(
     session: Session,
     model: ValidatedModelSql,
     options: QueryOptions,
-    columns_sender: oneshot::Sender<Result<Vec<Column>, SourceError>>,
+    columns_sender: ColumnsSender,
     mut rows: RowBatcher,
 ) {
     let page_size = options.batch_size.max(1);

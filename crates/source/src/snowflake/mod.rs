@@ -13,7 +13,8 @@ mod decode;
 mod jwt;
 
 use crate::{
-    row_channel, Column, QueryOptions, RowBatcher, RowStream, SourceError, StreamMessage,
+    read_to_end, spawn_reader, Column, ColumnsSender, QueryOptions, RowBatcher, RowStream, SourceError,
+    StreamMessage,
     ValidatedModelSql,
 };
 use client::{Progress, ResultSet, SnowflakeClient};
@@ -21,7 +22,6 @@ use decode::{column_for, decode_row, SnowflakeDecoder};
 use ferry_core::Secret;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 use tracing::debug;
 
 /// A Snowflake account and how ferry signs in to it.
@@ -89,11 +89,8 @@ impl SnowflakeConfig {
 /// Signs in and runs `SELECT 1`.
 pub(crate) async fn test_snowflake_connection(config: &SnowflakeConfig) -> Result<(), SourceError> {
     let model = crate::validate_model_sql("SELECT 1")?;
-    let mut stream = start_snowflake_query(config, model, &QueryOptions::default()).await?;
-    while let Some(row) = stream.next_row().await {
-        row?;
-    }
-    Ok(())
+    let stream = start_snowflake_query(config, model, &QueryOptions::default()).await?;
+    read_to_end(stream).await
 }
 
 /// Submits the model and returns once its columns are known; the rows follow through the
@@ -104,26 +101,17 @@ pub(crate) async fn start_snowflake_query(
     options: &QueryOptions,
 ) -> Result<RowStream, SourceError> {
     let client = SnowflakeClient::new(config)?;
-    let (columns_sender, columns_receiver) = oneshot::channel();
-    let (rows_sender, messages_receiver, rows_per_message) = row_channel(options);
-    tokio::spawn(run_model_until_done_or_dropped(
-        client,
-        model,
-        options.clone(),
-        columns_sender,
-        rows_sender,
-    ));
-    let columns = columns_receiver
-        .await
-        .map_err(|_| SourceError::Warehouse {
-            reason: "the Snowflake reader stopped before the model's columns were known".into(),
-        })??;
-    Ok(RowStream::new(
-        columns,
-        messages_receiver,
-        rows_per_message,
-        None,
-    ))
+    let options_for_reader = options.clone();
+    spawn_reader("Snowflake", options, |columns_sender, rows_sender| {
+        run_model_until_done_or_dropped(
+            client,
+            model,
+            options_for_reader,
+            columns_sender,
+            rows_sender,
+        )
+    })
+    .await
 }
 
 /// How long to wait between status requests while the statement runs: from a quarter second
@@ -156,7 +144,7 @@ async fn run_model_until_done_or_dropped(
     client: SnowflakeClient,
     model: ValidatedModelSql,
     options: QueryOptions,
-    columns_sender: oneshot::Sender<Result<Vec<Column>, SourceError>>,
+    columns_sender: ColumnsSender,
     rows_sender: RowBatcher,
 ) {
     // The handle, once Snowflake gave one and until the statement is known to be over.
@@ -179,7 +167,7 @@ async fn read_model(
     client: &SnowflakeClient,
     model: &ValidatedModelSql,
     options: &QueryOptions,
-    columns_sender: oneshot::Sender<Result<Vec<Column>, SourceError>>,
+    columns_sender: ColumnsSender,
     mut rows_sender: RowBatcher,
     running_handle: &Mutex<Option<String>>,
 ) -> bool {
