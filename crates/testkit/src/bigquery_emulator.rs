@@ -1,16 +1,19 @@
 //! A throwaway BigQuery emulator for tests: `crucible serve --dialect bigquery` (the PyPI
 //! package `crucible-emulator[server]`, pinned in scripts/bigquery-emulator.txt) on a free
-//! loopback port, in memory, stopped when the value is dropped.
+//! loopback port, in memory, stopped when the value is dropped (or, held in a `static`, when
+//! the test process exits).
 //!
 //! It speaks BigQuery's REST API v2 (jobs.query, getQueryResults with page tokens, jobs.cancel,
 //! datasets, tables) over DuckDB, accepts any bearer token, and has no token endpoint.
 
-use anyhow::{bail, Context};
-use std::io::Read as _;
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use crate::process::{find_program, free_port, ServerProcess};
+use anyhow::bail;
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+use tempfile::TempDir;
 
 /// What a test prints when the emulator is not installed.
 const HOW_TO_INSTALL: &str = "the BigQuery emulator is not installed: run scripts/test (it \
@@ -19,8 +22,10 @@ const HOW_TO_INSTALL: &str = "the BigQuery emulator is not installed: run script
 
 /// A running emulator; dropping it stops the process.
 pub struct BigQueryEmulator {
-    child: Child,
     port: u16,
+    /// Declared before the folder holding its log, so the server stops first.
+    _process: ServerProcess,
+    _log_folder: TempDir,
 }
 
 impl BigQueryEmulator {
@@ -28,62 +33,29 @@ impl BigQueryEmulator {
     /// `crucible` on PATH, and waits until it answers its health check.
     pub fn start() -> anyhow::Result<BigQueryEmulator> {
         let command = emulator_command()?;
-        // A port the OS says is free; the emulator binds it a moment later (a race another
-        // process could win, in which case the health check below fails and says so).
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-            .local_addr()?
-            .port();
-        let child = Command::new(&command)
-            .args([
-                "serve",
-                "--dialect",
-                "bigquery",
-                "--host",
-                "127.0.0.1",
-                "--port",
-            ])
-            .arg(port.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot start {}; {HOW_TO_INSTALL}", command.display()))?;
-        let mut emulator = BigQueryEmulator { child, port };
-        emulator.wait_until_ready()?;
-        Ok(emulator)
+        let port = free_port()?;
+        let log_folder = tempfile::Builder::new()
+            .prefix("ferry-crucible-")
+            .tempdir()?;
+        let mut process = ServerProcess::spawn(
+            "the BigQuery emulator",
+            Command::new(&command)
+                .args(["serve", "--dialect", "bigquery", "--host", "127.0.0.1"])
+                .args(["--port", &port.to_string()]),
+            &log_folder.path().join("crucible.log"),
+            Some(log_folder.path()),
+        )?;
+        process.wait_until_ready(Duration::from_secs(30), || health_check(port))?;
+        Ok(BigQueryEmulator {
+            port,
+            _process: process,
+            _log_folder: log_folder,
+        })
     }
 
     /// The API root to give the source instead of https://bigquery.googleapis.com.
     pub fn api_base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn wait_until_ready(&mut self) -> anyhow::Result<()> {
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(30) {
-            if let Some(status) = self.child.try_wait()? {
-                let mut stderr = String::new();
-                if let Some(pipe) = self.child.stderr.as_mut() {
-                    let _ = pipe.read_to_string(&mut stderr);
-                }
-                bail!("the BigQuery emulator exited ({status}) before answering:\n{stderr}");
-            }
-            if health_check(self.port) {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        bail!(
-            "the BigQuery emulator did not answer on port {} within 30s",
-            self.port
-        )
-    }
-}
-
-impl Drop for BigQueryEmulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -98,17 +70,11 @@ fn emulator_command() -> anyhow::Result<PathBuf> {
         }
         return Ok(path);
     }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|directory| directory.join("crucible"))
-            .find(|candidate| candidate.is_file())
-    });
-    on_path.ok_or_else(|| anyhow::anyhow!("{HOW_TO_INSTALL}"))
+    find_program("crucible", &[]).ok_or_else(|| anyhow::anyhow!("{HOW_TO_INSTALL}"))
 }
 
 /// `GET /_crucible/health` answers 200 once the server is up.
 fn health_check(port: u16) -> bool {
-    use std::io::Write as _;
     let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
         return false;
     };

@@ -2,11 +2,11 @@
 //! directory in a temporary folder, listening on a free port of 127.0.0.1 (with TLS if asked)
 //! and on a unix socket in that folder, gone when the value is dropped.
 
+use crate::process::{find_program, free_port, localhost_certificates, ServerProcess};
 use anyhow::{anyhow, bail, Context};
-use std::os::unix::process::CommandExt as _;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 use tempfile::TempDir;
 
 /// The message a test prints when the machine has no MariaDB server binaries.
@@ -32,14 +32,15 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 ///
 /// Each server has its own port (picked free on 127.0.0.1) and socket, so any number can run at
 /// once. Dropping the value stops the server and deletes the directory; if the test process dies
-/// without dropping it (a `static`, SIGKILL), a small watchdog process notices within a second
-/// and does the same.
+/// without dropping it (a `static`, SIGKILL), the server's watchdog notices within a second and
+/// does the same.
 pub struct MariaDbServer {
     root_dir: PathBuf,
     port: u16,
     client: PathBuf,
-    server: Option<Child>,
-    watchdog: Option<Child>,
+    /// `mariadbd`, once started; killed when dropped (the data is thrown away, so there is
+    /// nothing to shut down cleanly).
+    server: Option<ServerProcess>,
     tls: bool,
     /// Declared last so the directory is deleted after `Drop::drop` has stopped the server.
     _temp_dir: TempDir,
@@ -70,16 +71,14 @@ impl MariaDbServer {
         let root_dir = temp_dir.path().to_path_buf();
         let run_as = current_user_name()?;
         let mut server = MariaDbServer {
-            port: pick_free_port()?,
+            port: free_port()?,
             client: binaries.client.clone(),
             server: None,
-            watchdog: None,
             tls,
             root_dir,
             _temp_dir: temp_dir,
         };
         // From here on, an error drops `server`, which stops whatever was started.
-        server.watchdog = Some(server.spawn_watchdog()?);
         server.install_system_tables(&binaries, &run_as)?;
         if tls {
             server.write_certificates()?;
@@ -131,26 +130,12 @@ impl MariaDbServer {
 
     /// The server's unix socket.
     pub fn socket_path(&self) -> PathBuf {
-        self.root_dir.join("mariadbd.sock")
+        socket_path(&self.root_dir)
     }
 
     /// Runs SQL as the server's `root` account, through the `mariadb` client and the socket.
     pub fn run_sql(&self, sql: &str) -> anyhow::Result<()> {
-        let output = Command::new(&self.client)
-            .arg("--no-defaults")
-            .arg(format!("--socket={}", self.socket_path().display()))
-            .args(["--user=root", "--batch", "--execute", sql])
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("cannot run {}", self.client.display()))?;
-        if !output.status.success() {
-            bail!(
-                "mariadb failed ({}): {}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim_end()
-            );
-        }
-        Ok(())
+        run_sql_through_socket(&self.client, &self.root_dir, sql)
     }
 
     fn install_system_tables(
@@ -183,34 +168,14 @@ impl MariaDbServer {
         Ok(())
     }
 
-    /// A CA, and a certificate for `localhost` signed by it, made now with rcgen: nothing to
-    /// install, nothing kept.
+    /// A CA, and a certificate for `localhost` signed by it, made now: nothing to install,
+    /// nothing kept.
     fn write_certificates(&self) -> anyhow::Result<()> {
-        use rcgen::{
-            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-            KeyPair, KeyUsagePurpose,
-        };
-        let ca_key = KeyPair::generate().context("cannot make the test CA's key")?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "ferry-testkit MariaDB CA");
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca_certificate = ca_params.self_signed(&ca_key)?;
-        let issuer = Issuer::new(ca_params, ca_key);
-
-        let server_key = KeyPair::generate().context("cannot make the server's key")?;
-        let mut server_params = CertificateParams::new(vec!["localhost".to_string()])?;
-        server_params
-            .distinguished_name
-            .push(DnType::CommonName, "localhost");
-        server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let server_certificate = server_params.signed_by(&server_key, &issuer)?;
+        let certificates = localhost_certificates("ferry-testkit MariaDB CA")?;
         for (file, contents) in [
-            (CA_CERTIFICATE_FILE, ca_certificate.pem()),
-            (SERVER_CERTIFICATE_FILE, server_certificate.pem()),
-            (SERVER_KEY_FILE, server_key.serialize_pem()),
+            (CA_CERTIFICATE_FILE, certificates.ca_certificate),
+            (SERVER_CERTIFICATE_FILE, certificates.server_certificate),
+            (SERVER_KEY_FILE, certificates.server_key),
         ] {
             let path = self.root_dir.join(file);
             std::fs::write(&path, contents)
@@ -220,7 +185,11 @@ impl MariaDbServer {
     }
 
     /// Starts `mariadbd` with settings for a fast, private, disposable server.
-    fn spawn_server(&self, binaries: &MariaDbBinaries, run_as: &str) -> anyhow::Result<Child> {
+    fn spawn_server(
+        &self,
+        binaries: &MariaDbBinaries,
+        run_as: &str,
+    ) -> anyhow::Result<ServerProcess> {
         let root = self.root_dir.display();
         let tls_settings = if self.tls {
             vec![
@@ -231,7 +200,8 @@ impl MariaDbServer {
         } else {
             Vec::new()
         };
-        Command::new(&binaries.server)
+        let mut mariadbd = Command::new(&binaries.server);
+        mariadbd
             .arg("--no-defaults")
             .arg(format!("--datadir={}", self.data_dir().display()))
             .arg(format!("--socket={}", self.socket_path().display()))
@@ -264,82 +234,30 @@ impl MariaDbServer {
             // SELECT … INTO OUTFILE may only write into the server's own folder.
             .arg(format!("--secure-file-priv={root}"))
             .args(tls_settings)
-            .current_dir(&self.root_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {}", binaries.server.display()))
+            .current_dir(&self.root_dir);
+        ServerProcess::spawn(
+            "mariadbd",
+            &mut mariadbd,
+            &self.root_dir.join("mariadbd.out"),
+            Some(&self.root_dir),
+        )
     }
 
     fn wait_until_ready(&mut self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if self.run_sql("SELECT 1").is_ok() {
-                return Ok(());
-            }
-            let exited = match self.server.as_mut() {
-                Some(child) => child.try_wait()?.is_some(),
-                None => true,
-            };
-            if exited || Instant::now() > deadline {
-                let log =
-                    std::fs::read_to_string(self.root_dir.join("server.log")).unwrap_or_default();
-                return Err(anyhow!(
-                    "MariaDB did not start{}\nserver log:\n{log}",
-                    if exited {
-                        " (mariadbd exited)"
-                    } else {
-                        " within a minute"
-                    }
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let Some(server) = self.server.as_mut() else {
+            bail!("mariadbd was not started");
+        };
+        let ready = server.wait_until_ready(START_TIMEOUT, || {
+            run_sql_through_socket(&self.client, &self.root_dir, "SELECT 1").is_ok()
+        });
+        ready.map_err(|error| {
+            let log = std::fs::read_to_string(self.root_dir.join("server.log")).unwrap_or_default();
+            anyhow!("MariaDB did not start: {error:#}\nserver log:\n{log}")
+        })
     }
 
     fn data_dir(&self) -> PathBuf {
         self.root_dir.join("data")
-    }
-
-    /// A shell that waits for this process to exit, then kills the server and deletes the
-    /// directory: it covers a server held in a `static` (never dropped) or a killed test
-    /// process. Its own process group keeps a Ctrl-C aimed at the tests from killing it first.
-    fn spawn_watchdog(&self) -> anyhow::Result<Child> {
-        const SCRIPT: &str = r#"
-            parent="$1"; root="$2"
-            while kill -0 "$parent" 2>/dev/null && [ -d "$root" ]; do sleep 1; done
-            if [ -d "$root" ]; then
-                [ -f "$root/mariadbd.pid" ] && kill -9 "$(cat "$root/mariadbd.pid")" 2>/dev/null
-                sleep 0.2
-                rm -rf "$root"
-            fi
-        "#;
-        Command::new("sh")
-            .args(["-c", SCRIPT, "ferry-mariadb-watchdog"])
-            .arg(std::process::id().to_string())
-            .arg(&self.root_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .context("cannot start the MariaDB watchdog shell (sh)")
-    }
-}
-
-impl Drop for MariaDbServer {
-    fn drop(&mut self) {
-        if let Some(mut watchdog) = self.watchdog.take() {
-            let _ = watchdog.kill();
-            let _ = watchdog.wait();
-        }
-        // The data is thrown away, so there is nothing to shut down cleanly.
-        if let Some(mut server) = self.server.take() {
-            let _ = server.kill();
-            let _ = server.wait();
-        }
-        // `_temp_dir` is dropped after this and deletes the directory.
     }
 }
 
@@ -363,7 +281,8 @@ struct MariaDbBinaries {
 impl MariaDbBinaries {
     fn find() -> anyhow::Result<MariaDbBinaries> {
         let find = |name: &str| {
-            find_program(name).ok_or_else(|| anyhow!("{MISSING_BINARIES}; {name} was not found"))
+            find_program(name, &["/usr/sbin", "/usr/bin"])
+                .ok_or_else(|| anyhow!("{MISSING_BINARIES}; {name} was not found"))
         };
         Ok(MariaDbBinaries {
             install_db: find("mariadb-install-db")?,
@@ -371,14 +290,6 @@ impl MariaDbBinaries {
             client: find("mariadb")?,
         })
     }
-}
-
-fn find_program(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/bin"].map(PathBuf::from))
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
 }
 
 /// The name of the user the tests run as (`id -un`: the workspace forbids unsafe code, so no
@@ -395,10 +306,26 @@ fn current_user_name() -> anyhow::Result<String> {
     Ok(name)
 }
 
-/// A port nobody listens on right now, from the kernel. Another process could take it before
-/// mariadbd binds it; that is rare enough for tests, and shows as a start error in the log.
-fn pick_free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .context("cannot pick a port number for MariaDB")?;
-    Ok(listener.local_addr()?.port())
+/// The socket of the server whose folder is `root_dir`.
+fn socket_path(root_dir: &Path) -> PathBuf {
+    root_dir.join("mariadbd.sock")
+}
+
+/// Runs SQL as the server's `root` account, through the `mariadb` client and the socket.
+fn run_sql_through_socket(client: &Path, root_dir: &Path, sql: &str) -> anyhow::Result<()> {
+    let output = Command::new(client)
+        .arg("--no-defaults")
+        .arg(format!("--socket={}", socket_path(root_dir).display()))
+        .args(["--user=root", "--batch", "--execute", sql])
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", client.display()))?;
+    if !output.status.success() {
+        bail!(
+            "mariadb failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim_end()
+        );
+    }
+    Ok(())
 }

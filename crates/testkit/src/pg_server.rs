@@ -2,11 +2,12 @@
 //! socket in a temporary directory (and, if asked, over TCP on 127.0.0.1, with or without TLS),
 //! gone when the value is dropped.
 
+use crate::process::{find_program, free_port, localhost_certificates, Watchdog};
 use anyhow::{anyhow, bail, Context};
+use std::ffi::OsStr;
 use std::fmt::Write as _;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use tempfile::TempDir;
 
@@ -47,8 +48,8 @@ pub enum Listen {
 /// temporary directory, so any number of servers can run at once (parallel tests, several test
 /// binaries). [`PgServer::start_with`] adds TCP on 127.0.0.1, plain or TLS only.
 /// Dropping the value stops the server and deletes the directory. If the test process dies
-/// without dropping it (a `static`, a panic that aborts, SIGKILL), a small watchdog process
-/// notices within a second and does the same cleanup.
+/// without dropping it (a `static`, a panic that aborts, SIGKILL), its [`Watchdog`] notices
+/// within a second and does the same cleanup.
 pub struct PgServer {
     root_dir: PathBuf,
     data_dir: PathBuf,
@@ -59,7 +60,7 @@ pub struct PgServer {
     listen: Listen,
     /// True while the server process should be up; `restart` and `stop` flip it.
     running: AtomicBool,
-    watchdog: Option<Child>,
+    watchdog: Option<Watchdog>,
     /// Declared last so the directory is deleted after `Drop::drop` has stopped the server.
     _temp_dir: TempDir,
 }
@@ -95,7 +96,7 @@ impl PgServer {
             data_dir: root_dir.join("data"),
             log_file: root_dir.join("server.log"),
             root_dir,
-            port: pick_free_port()?,
+            port: free_port()?,
             binaries,
             run_as,
             listen,
@@ -278,40 +279,19 @@ impl PgServer {
     /// certificate in the data directory (the key 0600, as PostgreSQL insists), the CA's
     /// certificate next to it for clients.
     fn write_certificates(&self) -> anyhow::Result<()> {
-        use rcgen::{
-            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-            KeyPair, KeyUsagePurpose,
-        };
-        let ca_key = KeyPair::generate().context("cannot make the test CA's key")?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "ferry-testkit CA");
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca_certificate = ca_params.self_signed(&ca_key)?;
-        let issuer = Issuer::new(ca_params, ca_key);
-
-        let server_key = KeyPair::generate().context("cannot make the server's key")?;
-        let mut server_params = CertificateParams::new(vec!["localhost".to_string()])?;
-        server_params
-            .distinguished_name
-            .push(DnType::CommonName, "localhost");
-        server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let server_certificate = server_params.signed_by(&server_key, &issuer)?;
-
+        let certificates = localhost_certificates("ferry-testkit CA")?;
         self.write_server_file(
             &self.data_dir.join("server.crt"),
-            &server_certificate.pem(),
+            &certificates.server_certificate,
             0o644,
         )?;
         self.write_server_file(
             &self.data_dir.join("server.key"),
-            &server_key.serialize_pem(),
+            &certificates.server_key,
             0o600,
         )?;
         let ca_path = self.root_dir.join(CA_CERTIFICATE_FILE);
-        std::fs::write(&ca_path, ca_certificate.pem())
+        std::fs::write(&ca_path, certificates.ca_certificate)
             .with_context(|| format!("cannot write {}", ca_path.display()))
     }
 
@@ -389,48 +369,37 @@ impl PgServer {
         command
     }
 
-    /// A shell that waits for this process to exit, then stops the server and deletes the
-    /// directory. It covers servers that are never dropped: a `static` shared by a test binary,
-    /// or a test process that is killed. It has its own process group so a Ctrl-C aimed at the
-    /// tests does not kill it before it has cleaned up.
-    fn spawn_watchdog(&self) -> anyhow::Result<Child> {
-        const SCRIPT: &str = r#"
-            parent="$1"; root="$2"; pg_ctl="$3"; as_postgres="$4"
-            while kill -0 "$parent" 2>/dev/null && [ -d "$root" ]; do sleep 1; done
-            if [ -d "$root" ]; then
-                if [ "$as_postgres" = yes ]; then
-                    runuser -u postgres -- "$pg_ctl" -D "$root/data" -m immediate -w stop
-                else
-                    "$pg_ctl" -D "$root/data" -m immediate -w stop
-                fi
-                rm -rf "$root"
-            fi
-        "#;
+    /// Stops the server and deletes the directory once this process has exited: it covers
+    /// servers that are never dropped (a `static` shared by a test binary) or a test process
+    /// that is killed.
+    fn spawn_watchdog(&self) -> anyhow::Result<Watchdog> {
         let as_postgres = match self.run_as {
             RunAs::CurrentUser => "no",
             RunAs::PostgresUser { .. } => "yes",
         };
-        Command::new("sh")
-            .args(["-c", SCRIPT, "ferry-pg-watchdog"])
-            .arg(std::process::id().to_string())
-            .arg(&self.root_dir)
-            .arg(&self.binaries.pg_ctl)
-            .arg(as_postgres)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .context("cannot start the PostgreSQL watchdog shell (sh)")
+        Watchdog::spawn(
+            "ferry-pg-watchdog",
+            "[ -d \"$1\" ]",
+            r#"[ -d "$1" ] || exit 0
+               if [ "$3" = yes ]; then
+                   runuser -u postgres -- "$2" -D "$1/data" -m immediate -w stop
+               else
+                   "$2" -D "$1/data" -m immediate -w stop
+               fi
+               rm -rf "$1""#,
+            &[
+                self.root_dir.as_os_str(),
+                self.binaries.pg_ctl.as_os_str(),
+                OsStr::new(as_postgres),
+            ],
+        )
     }
 }
 
 impl Drop for PgServer {
     fn drop(&mut self) {
-        if let Some(mut watchdog) = self.watchdog.take() {
-            let _ = watchdog.kill();
-            let _ = watchdog.wait();
-        }
+        // Stopped first, so that it does not race this cleanup.
+        drop(self.watchdog.take());
         if self.running.load(Ordering::SeqCst) {
             if let Err(error) = self.stop_server("immediate") {
                 eprintln!("ferry-testkit: could not stop PostgreSQL: {error:#}");
@@ -460,7 +429,8 @@ struct PgBinaries {
 
 impl PgBinaries {
     fn find() -> anyhow::Result<PgBinaries> {
-        let initdb_on_path = find_on_path("initdb").ok_or_else(|| anyhow!(MISSING_BINARIES))?;
+        let initdb_on_path =
+            find_program("initdb", &[]).ok_or_else(|| anyhow!(MISSING_BINARIES))?;
         // Debian links /usr/local/bin/initdb to /usr/lib/postgresql/15/bin/initdb; the real
         // directory also has psql, which /usr/bin only has as a version-switching wrapper.
         let initdb = std::fs::canonicalize(&initdb_on_path).unwrap_or(initdb_on_path);
@@ -470,7 +440,8 @@ impl PgBinaries {
             if sibling.is_file() {
                 return Ok(sibling);
             }
-            find_on_path(name).ok_or_else(|| anyhow!("{MISSING_BINARIES}; {name} was not found"))
+            find_program(name, &[])
+                .ok_or_else(|| anyhow!("{MISSING_BINARIES}; {name} was not found"))
         };
         Ok(PgBinaries {
             pg_ctl: sibling_or_path("pg_ctl")?,
@@ -502,26 +473,11 @@ impl RunAs {
         let gid = command_stdout(Command::new("id").args(["-g", SUPERUSER]))
             .and_then(|text| Ok(text.trim().parse::<u32>()?))
             .context(explain)?;
-        if find_on_path("runuser").is_none() && !Path::new("/usr/sbin/runuser").exists() {
+        if find_program("runuser", &[]).is_none() && !Path::new("/usr/sbin/runuser").exists() {
             bail!("{explain}; runuser was not found");
         }
         Ok(RunAs::PostgresUser { uid, gid })
     }
-}
-
-fn find_on_path(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
-}
-
-/// A port number nobody listens on right now. The server opens no TCP port, so this only needs
-/// to be unlikely to repeat; asking the kernel for a free one gives that for free.
-fn pick_free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .context("cannot pick a port number for PostgreSQL")?;
-    Ok(listener.local_addr()?.port())
 }
 
 fn command_stdout(command: &mut Command) -> anyhow::Result<String> {
