@@ -13,8 +13,8 @@ mod decode;
 mod jwt;
 
 use crate::{
-    row_channel, Column, QueryOptions, RowBatcher, RowStream, SourceError, StreamMessage,
-    ValidatedModelSql,
+    row_channel, Column, QueryOptions, RowBatcher, RowStream, SourceError, SqlFlavor,
+    StreamMessage, ValidatedModelSql,
 };
 use client::{Progress, ResultSet, SnowflakeClient};
 use decode::{column_for, decode_row, SnowflakeDecoder};
@@ -135,6 +135,7 @@ fn status_poll_delays() -> ferry_http::RetryPolicy {
         base_delay: Duration::from_millis(250),
         max_delay: Duration::from_secs(5),
         max_total: Duration::MAX,
+        transient_answer: None,
     }
 }
 
@@ -231,6 +232,7 @@ async fn read_model(
                         .unwrap_or(Err(SourceError::StatementTimeout {
                             timeout: options.statement_timeout,
                             setting: options.timeout_setting,
+                            flavor: SqlFlavor::Snowflake,
                         }))
                 }
                 .map_err(Stop::Failed)?;
@@ -292,6 +294,7 @@ async fn run_statement(
                 return Err(SourceError::StatementTimeout {
                     timeout: options.statement_timeout,
                     setting: options.timeout_setting,
+                    flavor: SqlFlavor::Snowflake,
                 });
             }
         }
