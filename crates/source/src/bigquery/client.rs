@@ -341,7 +341,9 @@ mod tests {
             ("200 OK", r#"{"jobComplete": true}"#.to_string()),
         ];
         let server = std::thread::spawn(move || {
-            for (stream, (status, body)) in listener.incoming().zip(answers) {
+            // Answers first: `zip` asks its first iterator first, and a third accept would wait
+            // for ever.
+            for ((status, body), stream) in answers.into_iter().zip(listener.incoming()) {
                 let stream = stream.unwrap();
                 let mut reader = std::io::BufReader::new(&stream);
                 let mut line = String::new();
