@@ -242,7 +242,6 @@ fn http_policy() -> HttpPolicy {
             transient_answer: Some(is_rate_limited),
             ..RetryPolicy::default()
         },
-        ..HttpPolicy::default()
     }
 }
 
