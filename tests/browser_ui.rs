@@ -568,3 +568,80 @@ async fn a_person_builds_and_runs_a_sync_in_the_browser() {
         "the server printed the API key"
     );
 }
+
+/// A source of one of the kinds beyond DuckDB and PostgreSQL, picked in the form: a folder
+/// that is not there is refused in the form with the fix, the right one is saved, and the
+/// CLI and the API see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_connects_a_folder_of_files_in_the_browser() {
+    let scene = Scene::new().await;
+    let folder = scene.dir.path().join("exports");
+    std::fs::create_dir(&folder).expect("the folder is made");
+    scene.warehouse_sql(&format!(
+        "COPY (SELECT 'ada@example.com' AS email) TO '{}' (HEADER)",
+        folder.join("people.csv").display()
+    ));
+    let served = scene.serve(&[]).await;
+    let driver = start_driver().await;
+    let profile = tempfile::tempdir().expect("a browser profile dir");
+    let browser = start_browser(&driver, profile.path()).await;
+    let mut camera = Camera::new();
+
+    browser
+        .goto(&served.url("/login"))
+        .await
+        .expect("the UI opens");
+    type_into(&browser, "#token", &served.token).await;
+    click_button(&browser, "Sign in").await;
+    expect_heading(&browser, "Get started").await;
+    browser
+        .goto(&served.url("/sources/new"))
+        .await
+        .expect("the source form opens");
+    expect_heading(&browser, "New source").await;
+    type_into(&browser, "#name", "exports").await;
+    wait_for(&browser, "#kind-files")
+        .await
+        .click()
+        .await
+        .expect("the kind is picked");
+    let missing = folder.join("missing").display().to_string();
+    type_into(&browser, "#files-folders", &missing).await;
+    click_button(&browser, "Test and save").await;
+    let problem = wait_for(&browser, ".alert.error")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        problem.contains(&format!("there is no folder ferry can read at {missing}")),
+        "{problem}"
+    );
+    camera.shoot(&browser, "files-source-missing-folder").await;
+
+    let folder = folder.display().to_string();
+    type_into(&browser, "#files-folders", &folder).await;
+    click_button(&browser, "Test and save").await;
+    expect_heading(&browser, "Sources").await;
+    camera.shoot(&browser, "files-source-saved").await;
+    let listed = scene.ferry(&["connections"]).await.ok().stdout;
+    assert!(
+        listed.contains("exports") && listed.contains(&folder),
+        "{listed}"
+    );
+    let saved = served
+        .api()
+        .get(served.url("/api/v1/connections/exports"))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(saved["kind"], "files", "{saved}");
+    assert_eq!(
+        saved["config"]["folders"],
+        serde_json::json!([folder]),
+        "{saved}"
+    );
+}

@@ -6,7 +6,7 @@ mod limiter;
 mod retry;
 
 pub use limiter::{RateLimitPolicy, RateLimiters};
-pub use retry::{classify, Classification, RetryPolicy};
+pub use retry::{classify, classify_answer, Classification, RetryPolicy};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -137,7 +137,8 @@ impl HttpClient {
             let outcome = self.attempt(request).await;
             let (classification, problem, response) = match outcome {
                 Ok(response) => {
-                    let classification = classify(response.status, &response.headers);
+                    let classification =
+                        classify_answer(retry, response.status, &response.headers, &response.body);
                     (classification, None, Some(response))
                 }
                 Err(transport) => (Classification::Retry, Some(transport), None),

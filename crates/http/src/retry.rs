@@ -4,7 +4,7 @@ use rand::Rng;
 use reqwest::header::HeaderMap;
 use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct RetryPolicy {
     /// Attempts in all, the first one included.
     pub max_attempts: u32,
@@ -12,6 +12,10 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// No retry starts after this much time has passed since the first attempt.
     pub max_total: Duration,
+    /// An API's own way of saying "busy, ask again" that the status rules of [`classify`] do
+    /// not know, read from the status and the body: BigQuery answers rate limiting with
+    /// `403 rateLimitExceeded`, not 429.
+    pub transient_answer: Option<fn(status: u16, body: &str) -> bool>,
 }
 
 impl Default for RetryPolicy {
@@ -23,6 +27,7 @@ impl Default for RetryPolicy {
             base_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(8),
             max_total: Duration::from_secs(120),
+            transient_answer: None,
         }
     }
 }
@@ -64,6 +69,27 @@ pub fn classify(status: u16, headers: &HeaderMap) -> Classification {
     }
 }
 
+/// [`classify`], then the policy's `transient_answer` for a failure the status rules call
+/// final.
+pub fn classify_answer(
+    policy: &RetryPolicy,
+    status: u16,
+    headers: &HeaderMap,
+    body: &str,
+) -> Classification {
+    match classify(status, headers) {
+        Classification::Final
+            if !(200..300).contains(&status)
+                && policy
+                    .transient_answer
+                    .is_some_and(|is_transient| is_transient(status, body)) =>
+        {
+            Classification::Retry
+        }
+        classification => classification,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +110,33 @@ mod tests {
         let mut always = HeaderMap::new();
         always.insert("stripe-should-retry", "true".parse().unwrap());
         assert_eq!(classify(400, &always), Classification::Retry);
+    }
+
+    #[test]
+    fn an_apis_own_busy_answer_is_retried_when_the_policy_knows_it() {
+        let none = HeaderMap::new();
+        let busy_body = r#"{"error": {"errors": [{"reason": "rateLimitExceeded"}]}}"#;
+        let knows_busy = RetryPolicy {
+            transient_answer: Some(|status, body| status == 403 && body.contains("rateLimit")),
+            ..RetryPolicy::default()
+        };
+        assert_eq!(
+            classify_answer(&knows_busy, 403, &none, busy_body),
+            Classification::Retry
+        );
+        assert_eq!(
+            classify_answer(&knows_busy, 403, &none, "accessDenied"),
+            Classification::Final
+        );
+        assert_eq!(
+            classify_answer(&knows_busy, 200, &none, busy_body),
+            Classification::Final,
+            "a success is never retried"
+        );
+        assert_eq!(
+            classify_answer(&RetryPolicy::default(), 403, &none, busy_body),
+            Classification::Final
+        );
     }
 
     #[test]

@@ -11,8 +11,8 @@ use crate::text_forms::{
     timestamp_from_ticks, unix_epoch, unsigned_integer_value,
 };
 use crate::{
-    row_channel, Column, QueryOptions, RowBatcher, RowStream, SourceError, StreamMessage,
-    TimeoutSetting, ValidatedModelSql,
+    row_channel, Column, QueryOptions, RowBatcher, RowStream, SourceError, SqlFlavor,
+    StreamMessage, TimeoutSetting, ValidatedModelSql,
 };
 use duckdb::core::{LogicalTypeHandle, LogicalTypeId};
 use duckdb::types::{TimeUnit, Value as DuckDbValue};
@@ -55,7 +55,7 @@ pub(crate) async fn start_duckdb_query(
     let open = move || {
         open_read_only(&path).map(|connection| ModelConnection {
             connection,
-            outside_files_hint: None,
+            files_hints: None,
         })
     };
     start_model_thread("ferry-duckdb-model", open, model, options).await
@@ -65,9 +65,17 @@ pub(crate) async fn start_duckdb_query(
 /// database.
 pub(crate) struct ModelConnection {
     pub(crate) connection: Connection,
-    /// Added to DuckDB's refusal when the model reaches for a file this connection may not
-    /// read: what it may read instead. `None` keeps DuckDB's own words.
-    pub(crate) outside_files_hint: Option<String>,
+    /// For a files connection, what to add to DuckDB's words when a model reaches past what
+    /// the connection reads. `None` (a DuckDB file) keeps DuckDB's own words.
+    pub(crate) files_hints: Option<FilesHints>,
+}
+
+/// What a files connection's model may read, said where DuckDB's refusal does not.
+pub(crate) struct FilesHints {
+    /// Added to a refused file access (a path outside the folders).
+    pub(crate) outside_folders: String,
+    /// Added to "Table with name … does not exist": which files are tables.
+    pub(crate) missing_table: String,
 }
 
 /// Runs `model` on a thread of its own named `thread_name`, over the connection `open` makes on
@@ -144,7 +152,7 @@ fn read_model(
             &timer,
             statement_timeout,
             timeout_setting,
-            model_connection.outside_files_hint.as_deref(),
+            model_connection.files_hints.as_ref(),
         )
     };
     timer.database_working();
@@ -177,6 +185,7 @@ fn read_model(
             let _ = columns_sender.send(Err(SourceError::UnsupportedColumnType {
                 column: name,
                 type_name,
+                flavor: SqlFlavor::Postgres,
             }));
             return;
         }
@@ -298,12 +307,13 @@ fn classify_model_error(
     timer: &StatementTimer,
     statement_timeout: Duration,
     timeout_setting: TimeoutSetting,
-    outside_files_hint: Option<&str>,
+    files_hints: Option<&FilesHints>,
 ) -> SourceError {
     if timer.interrupted_for_timeout() {
         return SourceError::StatementTimeout {
             timeout: statement_timeout,
             setting: timeout_setting,
+            flavor: SqlFlavor::Postgres,
         };
     }
     let mut message = error.to_string();
@@ -320,13 +330,23 @@ fn classify_model_error(
             duckdb_memory_limit()
         );
     }
-    if let Some(hint) = outside_files_hint {
+    if let Some(hints) = files_hints {
         // `Permission Error: Cannot access file "/etc/passwd" - file system operations are
         // disabled by configuration`: true, but it does not say what the model may read.
         if message.starts_with("Permission Error") {
             let first_line = message.lines().next().unwrap_or_default();
             return SourceError::Sql {
-                message: format!("{first_line}; {hint}"),
+                message: format!("{first_line}; {}", hints.outside_folders),
+                position: None,
+            };
+        }
+        // `Catalog Error: Table with name x does not exist!`, then DuckDB's guess and the
+        // excerpt: the hint goes after the first line, which names the problem.
+        if message.starts_with("Catalog Error: Table with name") {
+            let (first_line, rest) = message.split_once('\n').unwrap_or((&message, ""));
+            let separator = if rest.is_empty() { "" } else { "\n" };
+            return SourceError::Sql {
+                message: format!("{first_line} {}{separator}{rest}", hints.missing_table),
                 position: None,
             };
         }
@@ -494,6 +514,7 @@ fn convert_row(
             column: column.name.clone(),
             type_name: column.type_name.clone(),
             reason,
+            flavor: SqlFlavor::Postgres,
         };
         // A column of type NULL (e.g. `VALUES (NULL), (NULL)`) makes the driver panic on read;
         // every value of it is NULL anyway.

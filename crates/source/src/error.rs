@@ -16,24 +16,30 @@ pub enum SourceError {
     #[error("the MySQL connection URL is not valid: {reason}")]
     InvalidMysqlUrl { reason: String },
 
-    /// The server could not be reached (refused, no such socket, DNS, timeout).
-    #[error(
-        "cannot connect to {target}: {reason}; check that the warehouse is running and that \
-         the connection string points at it"
-    )]
-    ConnectionFailed { target: String, reason: String },
+    /// The server could not be reached (refused, no such socket, DNS, timeout). `fix` says
+    /// what to check in this warehouse's terms.
+    #[error("cannot connect to {target}: {reason}; {fix}")]
+    ConnectionFailed {
+        target: String,
+        reason: String,
+        fix: String,
+    },
 
     /// TLS could not be set up as the connection string's `sslmode` asks; `reason` says why
     /// and what to change (sslmode, sslrootcert, or the server's settings).
     #[error("cannot connect to {target} over TLS: {reason}")]
     TlsFailed { target: String, reason: String },
 
-    /// The server answered but refused the login (bad password, unknown role, pg_hba rule).
-    #[error(
-        "the warehouse refused the login to {target}: {reason}; check the user name and password \
-         in the connection string"
-    )]
-    AuthenticationFailed { target: String, reason: String },
+    /// The server answered but refused the login (bad password, unknown role, pg_hba rule, a
+    /// Snowflake user without this public key, a deleted service account key). `fix` says what
+    /// to check in this warehouse's terms: a user and password are only PostgreSQL's and
+    /// MySQL's.
+    #[error("the warehouse refused the login to {target}: {reason}; {fix}")]
+    AuthenticationFailed {
+        target: String,
+        reason: String,
+        fix: String,
+    },
 
     /// Missing, unreadable, or not a DuckDB database: one sentence for all three, so that a
     /// caller of the server's API cannot tell which files exist on the server's machine.
@@ -68,14 +74,15 @@ pub enum SourceError {
 
     /// `setting` is the connection setting the timeout came from: the one to raise.
     #[error(
-        "the model ran longer than {} and was cancelled; make the query faster (filter or \
-         aggregate earlier, add an index) or raise {}",
+        "the model ran longer than {} and was cancelled; make the query faster ({}) or raise {}",
         human_duration(*.timeout),
+        .flavor.how_to_speed_up(),
         .setting.hint()
     )]
     StatementTimeout {
         timeout: Duration,
         setting: TimeoutSetting,
+        flavor: SqlFlavor,
     },
 
     #[error("the warehouse connection was lost after {rows_read} rows: {reason}")]
@@ -84,19 +91,26 @@ pub enum SourceError {
     /// Known before the first row: the column's type has no ferry value.
     #[error(
         "column `{column}` has type `{type_name}`, which ferry cannot read; cast it in the \
-         model, e.g. `{column}::text`"
+         model, e.g. `{}`",
+        .flavor.cast_to_text(column)
     )]
-    UnsupportedColumnType { column: String, type_name: String },
+    UnsupportedColumnType {
+        column: String,
+        type_name: String,
+        flavor: SqlFlavor,
+    },
 
     /// One value of a readable type that still has no ferry form (a date past year 262143).
     #[error(
         "column `{column}` (type `{type_name}`) has a value ferry cannot read: {reason}; cast it \
-         in the model, e.g. `{column}::text`"
+         in the model, e.g. `{}`",
+        .flavor.cast_to_text(column)
     )]
     UnreadableValue {
         column: String,
         type_name: String,
         reason: String,
+        flavor: SqlFlavor,
     },
 
     /// Change detection inside the warehouse cannot work as set up; `problem` says what to
@@ -110,6 +124,84 @@ pub enum SourceError {
 }
 
 impl SourceError {
+    /// A warehouse reached through a connection string (PostgreSQL, Redshift, MySQL) could
+    /// not be reached.
+    pub(crate) fn unreachable_by_connection_string(
+        target: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> SourceError {
+        SourceError::ConnectionFailed {
+            target: target.into(),
+            reason: reason.into(),
+            fix: CONNECTION_STRING_REACH_FIX.to_string(),
+        }
+    }
+
+    /// The same error with `scrub` applied to every text it holds that a driver or server
+    /// wrote (and to the target, which names a user), so that a password echoed in one never
+    /// reaches a log or a person.
+    pub(crate) fn with_text_scrubbed(self, scrub: impl Fn(String) -> String) -> SourceError {
+        match self {
+            SourceError::InvalidConnectionString { reason } => {
+                SourceError::InvalidConnectionString {
+                    reason: scrub(reason),
+                }
+            }
+            SourceError::InvalidMysqlUrl { reason } => SourceError::InvalidMysqlUrl {
+                reason: scrub(reason),
+            },
+            SourceError::ConnectionFailed {
+                target,
+                reason,
+                fix,
+            } => SourceError::ConnectionFailed {
+                target: scrub(target),
+                reason: scrub(reason),
+                fix,
+            },
+            SourceError::AuthenticationFailed {
+                target,
+                reason,
+                fix,
+            } => SourceError::AuthenticationFailed {
+                target: scrub(target),
+                reason: scrub(reason),
+                fix,
+            },
+            SourceError::TlsFailed { target, reason } => SourceError::TlsFailed {
+                target: scrub(target),
+                reason: scrub(reason),
+            },
+            SourceError::Sql { message, position } => SourceError::Sql {
+                message: scrub(message),
+                position,
+            },
+            SourceError::ReadOnlyViolation { message } => SourceError::ReadOnlyViolation {
+                message: scrub(message),
+            },
+            SourceError::ConnectionLost { rows_read, reason } => SourceError::ConnectionLost {
+                rows_read,
+                reason: scrub(reason),
+            },
+            SourceError::Warehouse { reason } => SourceError::Warehouse {
+                reason: scrub(reason),
+            },
+            other => other,
+        }
+    }
+
+    /// A warehouse reached through a connection string refused the login.
+    pub(crate) fn login_refused_by_connection_string(
+        target: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> SourceError {
+        SourceError::AuthenticationFailed {
+            target: target.into(),
+            reason: reason.into(),
+            fix: CONNECTION_STRING_LOGIN_FIX.to_string(),
+        }
+    }
+
     /// Whether the warehouse could not be reached or stopped answering (an outage to wait out),
     /// rather than refusing the model or its settings (something for the user to fix).
     pub fn is_unreachable(&self) -> bool {
@@ -120,6 +212,56 @@ impl SourceError {
                 | SourceError::StatementTimeout { .. }
                 | SourceError::Warehouse { .. }
         )
+    }
+}
+
+/// What to check when a warehouse reached through a connection string (PostgreSQL, Redshift,
+/// MySQL) refuses the login.
+const CONNECTION_STRING_LOGIN_FIX: &str =
+    "check the user name and password in the connection string";
+
+/// What to check when a warehouse reached through a connection string cannot be reached.
+const CONNECTION_STRING_REACH_FIX: &str =
+    "check that the warehouse is running and that the connection string points at it";
+
+/// Whose SQL a model is written in, so that a hint shows SQL that warehouse runs: BigQuery has
+/// no `::` cast, and neither it nor Snowflake has indexes to add.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlFlavor {
+    /// PostgreSQL, Redshift and DuckDB (and the files connections DuckDB reads).
+    Postgres,
+    /// MySQL and MariaDB.
+    Mysql,
+    Snowflake,
+    BigQuery,
+}
+
+impl SqlFlavor {
+    /// A cast of `column` to text in this warehouse's SQL.
+    pub fn cast_to_text(self, column: &str) -> String {
+        match self {
+            // MySQL has no `::`, but the hint is pinned by the source conformance suite
+            // (crates/source/tests/conformance.rs) shared with PostgreSQL and DuckDB.
+            SqlFlavor::Postgres | SqlFlavor::Mysql | SqlFlavor::Snowflake => {
+                format!("{column}::text")
+            }
+            SqlFlavor::BigQuery => format!("CAST({column} AS STRING)"),
+        }
+    }
+
+    /// How a model in this warehouse is usually made faster.
+    fn how_to_speed_up(self) -> &'static str {
+        match self {
+            SqlFlavor::Postgres | SqlFlavor::Mysql => "filter or aggregate earlier, add an index",
+            SqlFlavor::Snowflake => {
+                "filter or aggregate earlier, read fewer columns, or give the connection a \
+                 larger warehouse"
+            }
+            SqlFlavor::BigQuery => {
+                "filter or aggregate earlier, read fewer columns, and filter on the tables' \
+                 partitioning columns"
+            }
+        }
     }
 }
 
@@ -234,6 +376,7 @@ mod tests {
             SourceError::StatementTimeout {
                 timeout: Duration::from_secs(1),
                 setting,
+                flavor: SqlFlavor::Postgres,
             }
             .to_string()
         };

@@ -19,11 +19,10 @@
 //! Rows are then read, timed and cancelled exactly as from a DuckDB file
 //! ([`crate::duckdb_source::start_model_thread`]).
 
-use crate::duckdb_source::{start_model_thread, with_memory_limit, ModelConnection};
+use crate::duckdb_source::{start_model_thread, with_memory_limit, FilesHints, ModelConnection};
 use crate::{QueryOptions, RowStream, SourceError, ValidatedModelSql};
 use duckdb::{Config, Connection};
 use std::collections::BTreeMap;
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 /// The folders a files connection lets a model read, as DuckDB will see them: absolute, links
@@ -118,30 +117,21 @@ fn readable_folder(folder: &Path) -> Result<PathBuf, SourceError> {
              /data/exports): ferry's commands and its server may run from different directories"
         )));
     }
-    let permission_denied = || {
+    // Missing, a file, or closed to ferry: one sentence for all, so that a caller of the
+    // server's API cannot learn which paths exist on the server's machine (as with
+    // `DuckDbNotUsable`).
+    let no_readable_folder = || {
         not_usable(format!(
-            "ferry may not look inside the folder {shown} (permission denied); give the user \
-             ferry runs as read and execute permission on it"
+            "there is no folder ferry can read at {shown}; check the path, that it names a \
+             folder (not a file), and that the user ferry runs as may read and enter it"
         ))
     };
-    let metadata = std::fs::metadata(folder).map_err(|error| match error.kind() {
-        ErrorKind::NotFound => not_usable(format!(
-            "the folder {shown} does not exist; create it, or correct the path"
-        )),
-        ErrorKind::PermissionDenied => permission_denied(),
-        _ => not_usable(format!("cannot read the folder {shown}: {error}")),
-    })?;
+    let metadata = std::fs::metadata(folder).map_err(|_| no_readable_folder())?;
     if !metadata.is_dir() {
-        return Err(not_usable(format!(
-            "{shown} is a file, not a folder; name the folder that holds it"
-        )));
+        return Err(no_readable_folder());
     }
-    std::fs::read_dir(folder).map_err(|error| match error.kind() {
-        ErrorKind::PermissionDenied => permission_denied(),
-        _ => not_usable(format!("cannot read the folder {shown}: {error}")),
-    })?;
-    let canonical = std::fs::canonicalize(folder)
-        .map_err(|error| not_usable(format!("cannot resolve the folder {shown}: {error}")))?;
+    std::fs::read_dir(folder).map_err(|_| no_readable_folder())?;
+    let canonical = std::fs::canonicalize(folder).map_err(|_| no_readable_folder())?;
     if canonical.parent().is_none() {
         return Err(not_usable(format!(
             "{shown} is the root of the file system; name the folder that holds the data files, \
@@ -293,11 +283,18 @@ fn open_files_database(folders: &[PathBuf]) -> Result<ModelConnection, SourceErr
 
     Ok(ModelConnection {
         connection,
-        outside_files_hint: Some(format!(
-            "a model of this connection reads only files in {}; copy the file there, or add its \
-             folder to the connection",
-            describe_folders(&folders)
-        )),
+        files_hints: Some(FilesHints {
+            outside_folders: format!(
+                "a model of this connection reads only files in {}; copy the file there, or add \
+                 its folder to the connection",
+                describe_folders(&folders)
+            ),
+            missing_table: format!(
+                "(the tables of a files connection are the data files in {}, each named after \
+                 its file: `people.csv` is `people`); check the name, or put the file there",
+                describe_folders(&folders)
+            ),
+        }),
     })
 }
 
@@ -457,6 +454,34 @@ mod tests {
             Ok(()) => "ran".to_string(),
             Err(error) => error.to_string(),
         }
+    }
+
+    /// A missing folder, a file and a folder ferry may not enter get the same words, so the
+    /// message tells nobody which paths exist.
+    #[test]
+    fn a_folder_that_cannot_be_read_does_not_say_whether_the_path_exists() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let folder = tempfile::tempdir().expect("temporary folder");
+        let file = folder.path().join("people.csv");
+        std::fs::write(&file, "id\n1\n").expect("CSV");
+        let closed = folder.path().join("closed");
+        std::fs::create_dir(&closed).expect("folder");
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o000)).unwrap();
+        let message = |path: &Path| {
+            let error = readable_folder(path).expect_err("refused").to_string();
+            error.replace(&path.display().to_string(), "PATH")
+        };
+        let expected = "the files connection cannot be used: there is no folder ferry can read \
+                        at PATH; check the path, that it names a folder (not a file), and that \
+                        the user ferry runs as may read and enter it";
+        assert_eq!(message(&folder.path().join("missing")), expected);
+        assert_eq!(message(&file), expected);
+        assert_eq!(message(Path::new("/etc/passwd/nothing")), expected);
+        // root reads every folder, so only a test run as another user sees the closed one.
+        if std::fs::read_dir(&closed).is_err() {
+            assert_eq!(message(&closed), expected);
+        }
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub use bigquery::{
     DEFAULT_TOKEN_ENDPOINT as BIGQUERY_TOKEN_ENDPOINT,
 };
 pub use duckdb_write::duckdb_execute;
-pub use error::{human_duration, SourceError, SqlPosition, TimeoutSetting};
+pub use error::{human_duration, SourceError, SqlFlavor, SqlPosition, TimeoutSetting};
 pub use files_source::files_readable_folders;
 pub use model_sql::{validate_model_sql, ValidatedModelSql};
 pub use snowflake::{SnowflakeConfig, SnowflakeCredential};

@@ -4,7 +4,8 @@
 //! a `READ ONLY` transaction and DuckDB opens the file read-only, so a write that slips past this
 //! check is still refused by the database. The check only needs to understand enough SQL to find
 //! the first keyword and a `;` that starts a second statement, so it skips comments, string
-//! literals, quoted identifiers and dollar-quoted bodies, and nothing more.
+//! literals, quoted identifiers (`"…"`, and MySQL's and BigQuery's `` `…` ``) and dollar-quoted
+//! bodies, and nothing more.
 
 use crate::SourceError;
 
@@ -53,7 +54,7 @@ pub fn validate_model_sql(sql: &str) -> Result<ValidatedModelSql, SourceError> {
     {
         return Err(SourceError::NotAQuery {
             problem: format!(
-                "it contains more than one statement (a `;` is followed by `{}`); \
+                "it contains more than one statement (a `;` is followed by {}); \
                  a model must be one query, so remove everything after the first `;`",
                 token_preview(sql, next_statement)
             ),
@@ -78,7 +79,7 @@ pub fn validate_model_sql(sql: &str) -> Result<ValidatedModelSql, SourceError> {
     if !starts_like_query {
         return Err(SourceError::NotAQuery {
             problem: format!(
-                "it starts with `{}`, but a model must be a read-only query starting with \
+                "it starts with {}, but a model must be a read-only query starting with \
                  SELECT, WITH, VALUES, TABLE or FROM",
                 token_preview(sql, first_word)
             ),
@@ -110,12 +111,18 @@ struct Token {
     end: usize,
 }
 
-/// The text of a token for a message, shortened so a huge literal does not flood it.
+/// The text of a token for a message, in backticks (doubled around a backticked name, as
+/// Markdown would write it), shortened so a huge literal does not flood it.
 fn token_preview(sql: &str, token: &Token) -> String {
     let text = &sql[token.start..token.end];
-    match text.char_indices().nth(40) {
+    let shortened = match text.char_indices().nth(40) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_string(),
+    };
+    if shortened.contains('`') {
+        format!("`` {shortened} ``")
+    } else {
+        format!("`{shortened}`")
     }
 }
 
@@ -173,6 +180,17 @@ fn significant_tokens(sql: &str) -> Result<Vec<Token>, String> {
             b'"' => {
                 position = end_of_quoted(bytes, position, b'"', false)
                     .ok_or("it has a quoted name that is never closed (a `\"` is missing)")?;
+                tokens.push(Token {
+                    kind: TokenKind::Other,
+                    start,
+                    end: position,
+                });
+            }
+            // MySQL's and BigQuery's quoted names: `delete`, `a;b` and `it's` are names there,
+            // not a keyword, a second statement or the start of a string.
+            b'`' => {
+                position = end_of_quoted(bytes, position, b'`', false)
+                    .ok_or("it has a quoted name that is never closed (a `` ` `` is missing)")?;
                 tokens.push(Token {
                     kind: TokenKind::Other,
                     start,
@@ -323,6 +341,33 @@ mod tests {
         check(
             "SELECT 1 /* a /* nested; */ comment */",
             "ok: SELECT 1 /* a /* nested; */ comment */",
+        );
+    }
+
+    /// MySQL and BigQuery quote names with backticks; what is inside is a name, whatever it
+    /// spells.
+    #[test]
+    fn backticked_names_are_names() {
+        check(
+            "SELECT `delete`, `a;b`, `it's` FROM `shop`.`orders`",
+            "ok: SELECT `delete`, `a;b`, `it's` FROM `shop`.`orders`",
+        );
+        check("SELECT `x``;y` FROM t; ", "ok: SELECT `x``;y` FROM t");
+        check(
+            "SELECT * FROM `my-project.shop.orders`",
+            "ok: SELECT * FROM `my-project.shop.orders`",
+        );
+        check(
+            "`delete` FROM t",
+            "refused: the model is not a single read-only query: it starts with `` `delete` ``, but a model must be a read-only query starting with SELECT, WITH, VALUES, TABLE or FROM",
+        );
+        check(
+            "SELECT `x; DELETE FROM t",
+            "refused: the model is not a single read-only query: it has a quoted name that is never closed (a `` ` `` is missing)",
+        );
+        check(
+            "SELECT `a` FROM t; DELETE FROM t",
+            "refused: the model is not a single read-only query: it contains more than one statement (a `;` is followed by `DELETE`); a model must be one query, so remove everything after the first `;`",
         );
     }
 

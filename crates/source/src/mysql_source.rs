@@ -21,8 +21,7 @@
 use crate::mysql_decode::{decode_value, decoder_for_column, type_name, MysqlDecoder};
 use crate::{
     spawn_reader, Column, ColumnsSender, QueryOptions, RowBatcher, RowStream, SourceError,
-    StreamMessage,
-    TimeoutSetting, ValidatedModelSql,
+    SqlFlavor, StreamMessage, TimeoutSetting, ValidatedModelSql,
 };
 use ferry_core::{Secret, Value};
 use mysql_async::prelude::Queryable as _;
@@ -270,13 +269,15 @@ impl MysqlTarget {
     async fn connect_with(&self, with_tls: bool) -> Result<Conn, ConnectFailure> {
         let attempt = tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(self.options(with_tls)));
         match attempt.await {
-            Err(_) => Err(ConnectFailure::Error(SourceError::ConnectionFailed {
-                target: self.description.clone(),
-                reason: format!(
-                    "no answer within {}",
-                    crate::human_duration(CONNECT_TIMEOUT)
+            Err(_) => Err(ConnectFailure::Error(
+                SourceError::unreachable_by_connection_string(
+                    self.description.clone(),
+                    format!(
+                        "no answer within {}",
+                        crate::human_duration(CONNECT_TIMEOUT)
+                    ),
                 ),
-            })),
+            )),
             Ok(Ok(connection)) => Ok(connection),
             Ok(Err(mysql_async::Error::Driver(DriverError::NoClientSslFlagFromServer))) => {
                 Err(ConnectFailure::ServerWithoutTls)
@@ -298,9 +299,9 @@ impl MysqlTarget {
             mysql_async::Error::Server(server_error) => {
                 let reason = server_error.message.clone();
                 if is_refused_login(server_error.code) {
-                    SourceError::AuthenticationFailed { target, reason }
+                    SourceError::login_refused_by_connection_string(target, reason)
                 } else {
-                    SourceError::ConnectionFailed { target, reason }
+                    SourceError::unreachable_by_connection_string(target, reason)
                 }
             }
             mysql_async::Error::Io(IoError::Tls(tls_error)) => SourceError::TlsFailed {
@@ -330,17 +331,15 @@ impl MysqlTarget {
                     reason: format!("{reason}; {hint}"),
                 }
             }
-            mysql_async::Error::Io(IoError::Io(io_error)) => SourceError::ConnectionFailed {
-                target,
-                reason: io_error.to_string(),
-            },
+            mysql_async::Error::Io(IoError::Io(io_error)) => {
+                SourceError::unreachable_by_connection_string(target, io_error.to_string())
+            }
             mysql_async::Error::Url(url_error) => SourceError::InvalidMysqlUrl {
                 reason: url_error.to_string(),
             },
-            other => SourceError::ConnectionFailed {
-                target,
-                reason: describe_driver_error(&other),
-            },
+            other => {
+                SourceError::unreachable_by_connection_string(target, describe_driver_error(&other))
+            }
         };
         redact_source_error(source_error, &self.password_forms)
     }
@@ -361,6 +360,7 @@ impl MysqlTarget {
                     SourceError::StatementTimeout {
                         timeout: statement_timeout,
                         setting: timeout_setting,
+                        flavor: SqlFlavor::Mysql,
                     }
                 }
                 // Killed by an operator, the server shutting down: the session is gone, the
@@ -371,6 +371,14 @@ impl MysqlTarget {
                         reason: server_error.message,
                     }
                 }
+                ER_NO_SUCH_TABLE => SourceError::Sql {
+                    message: format!(
+                        "{}; check the table's name, and that it is in the connection URL's \
+                         database or named with its own (`other_database.table`)",
+                        server_error.message
+                    ),
+                    position: None,
+                },
                 _ => SourceError::Sql {
                     message: server_error.message,
                     position: None,
@@ -428,6 +436,8 @@ const MARIADB_ER_STATEMENT_TIMEOUT: u16 = 1969;
 const MYSQL_ER_QUERY_TIMEOUT: u16 = 3024;
 const ER_CONNECTION_KILLED: u16 = 1927;
 const ER_SERVER_SHUTDOWN: u16 = 1053;
+/// `Table 'db.t' doesn't exist`.
+const ER_NO_SUCH_TABLE: u16 = 1146;
 const ER_QUERY_INTERRUPTED: u16 = 1317;
 
 /// Access denied (bad password, unknown user, no right to the database), and MySQL 8's
@@ -631,6 +641,7 @@ fn unsupported(column: &mysql_async::Column) -> SourceError {
     SourceError::UnsupportedColumnType {
         column: column.name_str().into_owned(),
         type_name: type_name(column),
+        flavor: SqlFlavor::Mysql,
     }
 }
 
@@ -646,6 +657,7 @@ fn decode_row(
                 column: column.name.clone(),
                 type_name: column.type_name.clone(),
                 reason,
+                flavor: SqlFlavor::Mysql,
             })
         })
         .collect()
@@ -696,39 +708,7 @@ fn redact_source_error(error: SourceError, password_forms: &[String]) -> SourceE
     if password_forms.is_empty() {
         return error;
     }
-    let scrub = |text: String| redact(text, password_forms);
-    match error {
-        SourceError::ConnectionFailed { target, reason } => SourceError::ConnectionFailed {
-            target: scrub(target),
-            reason: scrub(reason),
-        },
-        SourceError::AuthenticationFailed { target, reason } => SourceError::AuthenticationFailed {
-            target: scrub(target),
-            reason: scrub(reason),
-        },
-        SourceError::TlsFailed { target, reason } => SourceError::TlsFailed {
-            target: scrub(target),
-            reason: scrub(reason),
-        },
-        SourceError::InvalidMysqlUrl { reason } => SourceError::InvalidMysqlUrl {
-            reason: scrub(reason),
-        },
-        SourceError::Sql { message, position } => SourceError::Sql {
-            message: scrub(message),
-            position,
-        },
-        SourceError::ReadOnlyViolation { message } => SourceError::ReadOnlyViolation {
-            message: scrub(message),
-        },
-        SourceError::ConnectionLost { rows_read, reason } => SourceError::ConnectionLost {
-            rows_read,
-            reason: scrub(reason),
-        },
-        SourceError::Warehouse { reason } => SourceError::Warehouse {
-            reason: scrub(reason),
-        },
-        other => other,
-    }
+    error.with_text_scrubbed(|text| redact(text, password_forms))
 }
 
 #[cfg(test)]

@@ -9,8 +9,7 @@ use crate::error::SqlPosition;
 use crate::postgres_decode::{decode_value, decoder_for_type, PostgresDecoder, RawPostgresValue};
 use crate::{
     spawn_reader, Column, ColumnsSender, QueryOptions, RowBatcher, RowStream, SourceError,
-    StreamMessage,
-    TimeoutSetting, ValidatedModelSql,
+    SqlFlavor, StreamMessage, TimeoutSetting, ValidatedModelSql,
 };
 use ferry_core::{Secret, Value};
 use ferry_postgres_connect::{
@@ -139,12 +138,14 @@ impl PostgresConnection {
             .map_err(|error| connect_error(&error.into(), &description, password.as_deref()))?;
         let (client, connection) = tokio::time::timeout(handshake_limit, target.connect(&tls))
             .await
-            .map_err(|_| SourceError::ConnectionFailed {
-                target: description.clone(),
-                reason: format!(
-                    "the server accepted the connection but did not answer within {}",
-                    crate::human_duration(handshake_limit)
-                ),
+            .map_err(|_| {
+                SourceError::unreachable_by_connection_string(
+                    description.clone(),
+                    format!(
+                        "the server accepted the connection but did not answer within {}",
+                        crate::human_duration(handshake_limit)
+                    ),
+                )
             })?
             .map_err(|error| connect_error(&error, &description, password.as_deref()))?;
         let connection_failure = Arc::new(Mutex::new(None));
@@ -276,6 +277,7 @@ async fn read_model(
                 SourceError::UnsupportedColumnType {
                     column: column.name().to_string(),
                     type_name: type_name.clone(),
+                    flavor: SqlFlavor::Postgres,
                 }
             })?;
             columns.push(Column {
@@ -351,6 +353,7 @@ fn decode_row(
             column: column.name.clone(),
             type_name: column.type_name.clone(),
             reason,
+            flavor: SqlFlavor::Postgres,
         };
         let raw: RawPostgresValue<'_> = row
             .try_get(index)
@@ -380,6 +383,7 @@ fn classify_model_error(
             return SourceError::StatementTimeout {
                 timeout: statement_timeout,
                 setting: timeout_setting,
+                flavor: SqlFlavor::Postgres,
             };
         }
         // Class 57P (operator intervention: terminated, shutdown) and 08 (connection
@@ -442,15 +446,9 @@ fn connect_error(error: &ConnectError, target: &str, password: Option<&str>) -> 
         .is_some_and(|code| code.code().starts_with("28"))
         || error.to_string().starts_with("authentication error");
     let source_error = if refused_login {
-        SourceError::AuthenticationFailed {
-            target: target.to_string(),
-            reason,
-        }
+        SourceError::login_refused_by_connection_string(target, reason)
     } else {
-        SourceError::ConnectionFailed {
-            target: target.to_string(),
-            reason,
-        }
+        SourceError::unreachable_by_connection_string(target, reason)
     };
     redact_source_error(source_error, password)
 }
@@ -522,34 +520,5 @@ fn redact_source_error(error: SourceError, password: Option<&str>) -> SourceErro
     let Some(password) = password.filter(|password| !password.is_empty()) else {
         return error;
     };
-    let redact = |text: String| text.replace(password, "…");
-    match error {
-        SourceError::ConnectionFailed { target, reason } => SourceError::ConnectionFailed {
-            target: redact(target),
-            reason: redact(reason),
-        },
-        SourceError::AuthenticationFailed { target, reason } => SourceError::AuthenticationFailed {
-            target: redact(target),
-            reason: redact(reason),
-        },
-        SourceError::TlsFailed { target, reason } => SourceError::TlsFailed {
-            target: redact(target),
-            reason: redact(reason),
-        },
-        SourceError::Sql { message, position } => SourceError::Sql {
-            message: redact(message),
-            position,
-        },
-        SourceError::ReadOnlyViolation { message } => SourceError::ReadOnlyViolation {
-            message: redact(message),
-        },
-        SourceError::ConnectionLost { rows_read, reason } => SourceError::ConnectionLost {
-            rows_read,
-            reason: redact(reason),
-        },
-        SourceError::Warehouse { reason } => SourceError::Warehouse {
-            reason: redact(reason),
-        },
-        other => other,
-    }
+    error.with_text_scrubbed(|text| text.replace(password, "…"))
 }

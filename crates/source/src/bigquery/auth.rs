@@ -549,6 +549,7 @@ async fn metadata_token(base: &str) -> Result<(Secret, Duration), AuthError> {
             base_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(1),
             max_total: Duration::from_secs(5),
+            transient_answer: None,
         },
         max_in_flight: 2,
         attempt_timeout: Duration::from_secs(3),

@@ -6,6 +6,7 @@ use super::decode::Schema;
 use super::BigQueryConfig;
 use ferry_http::{
     HttpClient, HttpError, HttpPolicy, InboundResponse, OutboundRequest, RateLimitPolicy,
+    RetryPolicy,
 };
 use reqwest::header::{HeaderValue, AUTHORIZATION};
 use reqwest::Method;
@@ -78,16 +79,7 @@ impl BigQueryClient {
         config: &BigQueryConfig,
         tokens: TokenSource,
     ) -> Result<BigQueryClient, String> {
-        let http = HttpClient::new(HttpPolicy {
-            // BigQuery enforces its own quotas per project; a model makes a few calls a second
-            // at most, so no client-side bucket is needed.
-            rate_limits: RateLimitPolicy::unlimited(),
-            max_in_flight: 4,
-            // A call may wait LONGEST_SERVER_WAIT on BigQuery's side, then send a page of rows.
-            attempt_timeout: LONGEST_SERVER_WAIT + Duration::from_secs(50),
-            ..HttpPolicy::default()
-        })
-        .map_err(|error| error.to_string())?;
+        let http = HttpClient::new(http_policy()).map_err(|error| error.to_string())?;
         let api_base = reqwest::Url::parse(config.api_base.trim_end_matches('/'))
             .ok()
             .filter(|url| url.scheme() == "https" || url.scheme() == "http")
@@ -218,7 +210,8 @@ impl BigQueryClient {
             };
             let response = match self.http.send(&request).await {
                 Ok(response) => response,
-                // Only 409, 429 and 5xx are retried: BigQuery busy or failing, not the model.
+                // Only 409, 429, 5xx and a 403 for a rate limit are retried: BigQuery busy or
+                // failing, not the model.
                 Err(error @ HttpError::RetriesExhausted { .. }) => {
                     return Err(CallError::Unreachable(error.to_string()))
                 }
@@ -237,6 +230,32 @@ impl BigQueryClient {
     }
 }
 
+fn http_policy() -> HttpPolicy {
+    HttpPolicy {
+        // BigQuery enforces its own quotas per project; a model makes a few calls a second at
+        // most, so no client-side bucket is needed.
+        rate_limits: RateLimitPolicy::unlimited(),
+        max_in_flight: 4,
+        // A call may wait LONGEST_SERVER_WAIT on BigQuery's side, then send a page of rows.
+        attempt_timeout: LONGEST_SERVER_WAIT + Duration::from_secs(50),
+        retry: RetryPolicy {
+            transient_answer: Some(is_rate_limited),
+            ..RetryPolicy::default()
+        },
+    }
+}
+
+/// BigQuery answers "too many requests" with HTTP 403 and the reason `rateLimitExceeded` (its
+/// error reference: "retry using exponential backoff"), where other APIs say 429. Other 403s
+/// (`accessDenied`, `quotaExceeded` for a daily quota) will not change if asked again.
+fn is_rate_limited(status: u16, body: &str) -> bool {
+    status == 403
+        && matches!(
+            api_error_from_body(status, body),
+            CallError::Api { reason, .. } if reason == "rateLimitExceeded"
+        )
+}
+
 fn parse(response: &InboundResponse) -> Result<QueryResults, CallError> {
     serde_json::from_str(&response.body).map_err(|error| {
         CallError::Unexpected(format!(
@@ -248,6 +267,10 @@ fn parse(response: &InboundResponse) -> Result<QueryResults, CallError> {
 /// BigQuery's error body: `{"error": {"code", "message", "errors": [{"reason", "message"}],
 /// "status"}}`.
 fn api_error(response: &InboundResponse) -> CallError {
+    api_error_from_body(response.status, &response.body)
+}
+
+fn api_error_from_body(status: u16, body: &str) -> CallError {
     #[derive(Deserialize)]
     struct Body {
         error: ErrorBody,
@@ -266,9 +289,9 @@ fn api_error(response: &InboundResponse) -> CallError {
         #[serde(default)]
         reason: String,
     }
-    match serde_json::from_str::<Body>(&response.body) {
+    match serde_json::from_str::<Body>(body) {
         Ok(Body { error }) => CallError::Api {
-            status: response.status,
+            status,
             reason: error
                 .errors
                 .first()
@@ -278,9 +301,75 @@ fn api_error(response: &InboundResponse) -> CallError {
             message: error.message,
         },
         Err(_) => CallError::Api {
-            status: response.status,
+            status,
             reason: String::new(),
-            message: format!("HTTP {} without BigQuery's error body", response.status),
+            message: format!("HTTP {status} without BigQuery's error body"),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_body(reason: &str) -> String {
+        serde_json::json!({"error": {"code": 403, "message": "…", "errors": [{"reason": reason}]}})
+            .to_string()
+    }
+
+    #[test]
+    fn a_403_for_a_rate_limit_is_retried_and_other_403s_are_not() {
+        assert!(is_rate_limited(403, &error_body("rateLimitExceeded")));
+        for reason in ["accessDenied", "quotaExceeded", "billingNotEnabled"] {
+            assert!(!is_rate_limited(403, &error_body(reason)), "{reason}");
+        }
+        assert!(!is_rate_limited(403, "not BigQuery's body"));
+        // 429 and 5xx are already retried by the status rules.
+        assert!(!is_rate_limited(400, &error_body("rateLimitExceeded")));
+    }
+
+    /// Through ferry's HTTP stack with BigQuery's policy: a server that answers
+    /// `403 rateLimitExceeded` once, then the result.
+    #[tokio::test]
+    async fn a_rate_limited_call_is_sent_again_and_succeeds() {
+        use std::io::{BufRead as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/queries", listener.local_addr().unwrap());
+        let answers = [
+            ("403 Forbidden", error_body("rateLimitExceeded")),
+            ("200 OK", r#"{"jobComplete": true}"#.to_string()),
+        ];
+        let server = std::thread::spawn(move || {
+            // Answers first: `zip` asks its first iterator first, and a third accept would wait
+            // for ever.
+            for ((status, body), stream) in answers.into_iter().zip(listener.incoming()) {
+                let stream = stream.unwrap();
+                let mut reader = std::io::BufReader::new(&stream);
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+                    line.clear();
+                }
+                write!(
+                    &stream,
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: \
+                     {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .unwrap();
+            }
+        });
+        let http = HttpClient::new(http_policy()).unwrap();
+        let response = http
+            .send(&OutboundRequest {
+                method: Method::GET,
+                url: reqwest::Url::parse(&url).unwrap(),
+                endpoint: "GET queries/{jobId}".to_string(),
+                headers: Vec::new(),
+                body: None,
+            })
+            .await
+            .expect("the second answer is final");
+        assert_eq!((response.status, response.attempts), (200, 2));
+        server.join().unwrap();
     }
 }

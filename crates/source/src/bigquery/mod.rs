@@ -23,9 +23,8 @@ pub use auth::DEFAULT_TOKEN_ENDPOINT;
 
 use crate::error::SqlPosition;
 use crate::{
-    read_to_end, spawn_reader, Column, ColumnsSender, QueryOptions, RowBatcher, RowStream, SourceError,
-    StreamMessage,
-    ValidatedModelSql,
+    read_to_end, spawn_reader, Column, ColumnsSender, QueryOptions, RowBatcher, RowStream,
+    SourceError, SqlFlavor, StreamMessage, ValidatedModelSql,
 };
 use auth::{AuthError, TokenSource};
 use client::{BigQueryClient, CallError, JobReference, QueryResults, LONGEST_SERVER_WAIT};
@@ -122,12 +121,13 @@ impl Session {
     fn open(config: &BigQueryConfig) -> Result<Session, SourceError> {
         let tokens =
             TokenSource::resolve(&config.credential, config.token_endpoint.as_deref(), None)
-                .map_err(|error| auth_error(config.describe(), error))?;
+                .map_err(|error| auth_error(config, config.describe(), error))?;
         let target = format!("{} as {}", config.describe(), tokens.describe());
         let client = BigQueryClient::new(config, tokens).map_err(|reason| {
             SourceError::ConnectionFailed {
                 target: target.clone(),
                 reason,
+                fix: "correct the connection's api_base (`--api-base`)".to_string(),
             }
         })?;
         Ok(Session {
@@ -179,10 +179,11 @@ impl Session {
     /// Puts a failed call in words for the model being read.
     fn error(&self, error: CallError, sql: &str, rows_read: u64) -> SourceError {
         match error {
-            CallError::Auth(error) => auth_error(self.target.clone(), error),
+            CallError::Auth(error) => auth_error(&self.config, self.target.clone(), error),
             CallError::Unreachable(reason) if rows_read == 0 => SourceError::ConnectionFailed {
                 target: self.target.clone(),
                 reason,
+                fix: reach_fix(&self.config),
             },
             CallError::Unreachable(reason) => SourceError::ConnectionLost { rows_read, reason },
             CallError::Unexpected(reason) => SourceError::Warehouse { reason },
@@ -193,20 +194,16 @@ impl Session {
             } => match (status, reason.as_str()) {
                 (401, _) => SourceError::AuthenticationFailed {
                     target: self.target.clone(),
-                    reason: format!(
-                        "BigQuery refused the access token: {message}; check the credential \
-                         (a service account key that was deleted, or a metadata server of \
-                         another project)"
-                    ),
+                    reason: format!("BigQuery refused the access token: {message}"),
+                    fix: "check the credential (a service account key that was deleted, or a \
+                          metadata server of another project)"
+                        .to_string(),
                 },
                 (403, "accessDenied") | (403, "") | (403, "PERMISSION_DENIED") => {
                     SourceError::AuthenticationFailed {
                         target: self.target.clone(),
-                        reason: format!(
-                            "{message}; give the account the roles BigQuery Job User on project \
-                             `{}` and BigQuery Data Viewer on the datasets the model reads",
-                            self.config.project_id
-                        ),
+                        reason: message,
+                        fix: roles_fix(&self.config),
                     }
                 }
                 (_, "rateLimitExceeded" | "quotaExceeded" | "backendError") => {
@@ -282,6 +279,7 @@ async fn read_model(
                 let _ = columns_sender.send(Err(SourceError::UnsupportedColumnType {
                     column: field.name.clone(),
                     type_name,
+                    flavor: SqlFlavor::BigQuery,
                 }));
                 return;
             }
@@ -331,6 +329,7 @@ async fn run_job(
         Stop::Failed(SourceError::StatementTimeout {
             timeout,
             setting: options.timeout_setting,
+            flavor: SqlFlavor::BigQuery,
         })
     };
     let wait = |now: Instant| match deadline {
@@ -456,6 +455,7 @@ async fn stream_pages(
                 return Err(Stop::Failed(SourceError::StatementTimeout {
                     timeout: options.statement_timeout,
                     setting: options.timeout_setting,
+                    flavor: SqlFlavor::BigQuery,
                 }));
             }
             () = reader_watch.closed() => return Err(Stop::ReaderGone),
@@ -491,24 +491,52 @@ fn decode_row(
                 column: column.name.clone(),
                 type_name: column.type_name.clone(),
                 reason,
+                flavor: SqlFlavor::BigQuery,
             })?;
         values.push(value);
     }
     Ok(values)
 }
 
-fn auth_error(target: String, error: AuthError) -> SourceError {
+/// No token: Google's token endpoint or metadata server could not be reached, or refused the
+/// credential. `error.reason` already says what is wrong with the credential itself; the fix
+/// adds what the account needs once it signs in.
+fn auth_error(config: &BigQueryConfig, target: String, error: AuthError) -> SourceError {
     if error.unreachable {
         SourceError::ConnectionFailed {
             target,
             reason: error.reason,
+            fix: reach_fix(config),
         }
     } else {
         SourceError::AuthenticationFailed {
             target,
             reason: error.reason,
+            fix: format!(
+                "ferry signs in with the connection's service account key (or, without one, \
+                 application default credentials); {}",
+                roles_fix(config)
+            ),
         }
     }
+}
+
+/// What a service account needs to run a model: BigQuery's own two roles.
+fn roles_fix(config: &BigQueryConfig) -> String {
+    format!(
+        "give the account the roles BigQuery Job User on project `{}` and BigQuery Data Viewer \
+         on the datasets the model reads",
+        config.project_id
+    )
+}
+
+/// What to check when BigQuery's API (or Google's token endpoint) cannot be reached.
+fn reach_fix(config: &BigQueryConfig) -> String {
+    format!(
+        "check that this machine can reach {} and Google's token endpoint over HTTPS (a proxy \
+         or firewall in the way?), and the connection's api_base if it sets one",
+        config.api_base
+    )
 }
 
 /// BigQuery ends a message that points into the SQL with `at [line:column]`; the position is

@@ -5,7 +5,7 @@
 use super::decode::RowType;
 use super::jwt::KeyPairSigner;
 use super::{SnowflakeConfig, SnowflakeCredential};
-use crate::{SourceError, SqlPosition, TimeoutSetting};
+use crate::{SourceError, SqlFlavor, SqlPosition, TimeoutSetting};
 use ferry_http::{HttpClient, HttpError, HttpPolicy, InboundResponse, OutboundRequest};
 use reqwest::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
@@ -94,6 +94,9 @@ impl SnowflakeClient {
             reqwest::Url::parse(&base_url).map_err(|error| SourceError::ConnectionFailed {
                 target: target.clone(),
                 reason: format!("`{base_url}` is not a valid URL ({error})"),
+                fix: "correct the connection's base_url (`--base-url`), or leave it out for \
+                      https://ACCOUNT.snowflakecomputing.com"
+                    .to_string(),
             })?;
         let authenticator = match &config.credential {
             SnowflakeCredential::KeyPair {
@@ -109,6 +112,11 @@ impl SnowflakeClient {
                 .map_err(|error| SourceError::AuthenticationFailed {
                     target: target.clone(),
                     reason: error.to_string(),
+                    fix: format!(
+                        "give ferry the PKCS#8 PEM private key whose public key is registered on \
+                         user `{user}` (`ALTER USER {user} SET RSA_PUBLIC_KEY='…'`)",
+                        user = config.user
+                    ),
                 })?,
             )),
             SnowflakeCredential::OAuthToken(token) => Authenticator::Token {
@@ -133,6 +141,8 @@ impl SnowflakeClient {
         .map_err(|error| SourceError::ConnectionFailed {
             target: target.clone(),
             reason: error.to_string(),
+            fix: "check the machine's TLS setup (ferry could not build its HTTP client)"
+                .to_string(),
         })?;
         Ok(SnowflakeClient {
             http,
@@ -303,6 +313,7 @@ impl SnowflakeClient {
                     SourceError::AuthenticationFailed {
                         target: self.target.clone(),
                         reason: error.to_string(),
+                        fix: self.credential_hint(),
                     }
                 })?,
                 "KEYPAIR_JWT",
@@ -313,7 +324,8 @@ impl SnowflakeClient {
             HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
                 SourceError::AuthenticationFailed {
                     target: self.target.clone(),
-                    reason: "the token holds characters an HTTP header cannot carry; copy it again"
+                    reason: "the token holds characters an HTTP header cannot carry".to_string(),
+                    fix: "copy the token again, whole, into the connection's credential"
                         .to_string(),
                 }
             })?;
@@ -365,6 +377,11 @@ impl SnowflakeClient {
                 None => SourceError::ConnectionFailed {
                     target: self.target.clone(),
                     reason,
+                    fix: format!(
+                        "check the connection's account identifier (`{}`) and that this machine \
+                         can reach {} over HTTPS",
+                        self.config.account, self.base_url
+                    ),
                 },
             }
         })
@@ -414,15 +431,13 @@ impl SnowflakeClient {
         match response.status {
             401 | 403 => SourceError::AuthenticationFailed {
                 target: self.target.clone(),
-                reason: format!(
-                    "{message} ({}); {}",
-                    describe_code(&code, response.status),
-                    self.credential_hint()
-                ),
+                reason: format!("{message} ({})", describe_code(&code, response.status)),
+                fix: self.credential_hint(),
             },
             408 => SourceError::StatementTimeout {
                 timeout,
                 setting: timeout_setting,
+                flavor: SqlFlavor::Snowflake,
             },
             422 if is_warehouse_problem(&message) => SourceError::Sql {
                 message: format!(
@@ -431,6 +446,16 @@ impl SnowflakeClient {
                     self.config.warehouse
                 ),
                 position: None,
+            },
+            // `Object 'X' does not exist or not authorized.` (a table, a schema, a database):
+            // Snowflake will not say which of the two.
+            422 if message.contains("does not exist") => SourceError::Sql {
+                position: snowflake_position(&message, sql),
+                message: format!(
+                    "{}; check the table's name, the connection's database and schema \
+                     (`--database`, `--schema`), and that the role may SELECT from it",
+                    message.trim_end()
+                ),
             },
             422 => SourceError::Sql {
                 position: snowflake_position(&message, sql),
@@ -452,12 +477,13 @@ impl SnowflakeClient {
     fn credential_hint(&self) -> String {
         match &self.authenticator {
             Authenticator::KeyPair(signer) => format!(
-                "check the account identifier (`{}`) and user (`{}`), and that the user's \
-                 RSA_PUBLIC_KEY is the public half of this private key (its fingerprint is \
-                 SHA256:{}; `DESC USER` shows RSA_PUBLIC_KEY_FP)",
-                self.config.account,
-                self.config.user,
-                signer.fingerprint()
+                "check the account identifier (`{account}`) and user (`{user}`), and that the \
+                 user's RSA_PUBLIC_KEY is the public half of this private key (its fingerprint \
+                 is SHA256:{fingerprint}; `DESC USER {user}` shows RSA_PUBLIC_KEY_FP; register \
+                 the public key with `ALTER USER {user} SET RSA_PUBLIC_KEY='…'`)",
+                account = self.config.account,
+                user = self.config.user,
+                fingerprint = signer.fingerprint()
             ),
             Authenticator::Token { kind, .. } if *kind == "OAUTH" => format!(
                 "check that the OAuth token is current and was issued for user `{}` of \

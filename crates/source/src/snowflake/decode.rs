@@ -8,7 +8,7 @@
 //! is a float: NUMBER(38,0) past i64 stays exact `Decimal` text.
 
 use crate::text_forms::{date_from_days, integer_value};
-use crate::{Column, SourceError};
+use crate::{Column, SourceError, SqlFlavor};
 use chrono::DateTime;
 use ferry_core::Value;
 use serde::Deserialize;
@@ -63,6 +63,7 @@ pub(crate) fn column_for(row_type: &RowType) -> Result<(Column, SnowflakeDecoder
                     return Err(SourceError::UnsupportedColumnType {
                         column: row_type.name.clone(),
                         type_name,
+                        flavor: SqlFlavor::Snowflake,
                     })
                 }
             };
@@ -82,6 +83,7 @@ pub(crate) fn column_for(row_type: &RowType) -> Result<(Column, SnowflakeDecoder
             return Err(SourceError::UnsupportedColumnType {
                 column: row_type.name.clone(),
                 type_name: row_type.type_name.to_uppercase(),
+                flavor: SqlFlavor::Snowflake,
             })
         }
     };
@@ -116,6 +118,7 @@ pub(crate) fn decode_row(
                 column: column.name.clone(),
                 type_name: column.type_name.clone(),
                 reason,
+                flavor: SqlFlavor::Snowflake,
             })
         })
         .collect()

@@ -13,9 +13,8 @@ mod decode;
 mod jwt;
 
 use crate::{
-    read_to_end, spawn_reader, Column, ColumnsSender, QueryOptions, RowBatcher, RowStream, SourceError,
-    StreamMessage,
-    ValidatedModelSql,
+    read_to_end, spawn_reader, Column, ColumnsSender, QueryOptions, RowBatcher, RowStream,
+    SourceError, SqlFlavor, StreamMessage, ValidatedModelSql,
 };
 use client::{Progress, ResultSet, SnowflakeClient};
 use decode::{column_for, decode_row, SnowflakeDecoder};
@@ -123,6 +122,7 @@ fn status_poll_delays() -> ferry_http::RetryPolicy {
         base_delay: Duration::from_millis(250),
         max_delay: Duration::from_secs(5),
         max_total: Duration::MAX,
+        transient_answer: None,
     }
 }
 
@@ -219,6 +219,7 @@ async fn read_model(
                         .unwrap_or(Err(SourceError::StatementTimeout {
                             timeout: options.statement_timeout,
                             setting: options.timeout_setting,
+                            flavor: SqlFlavor::Snowflake,
                         }))
                 }
                 .map_err(Stop::Failed)?;
@@ -280,6 +281,7 @@ async fn run_statement(
                 return Err(SourceError::StatementTimeout {
                     timeout: options.statement_timeout,
                     setting: options.timeout_setting,
+                    flavor: SqlFlavor::Snowflake,
                 });
             }
         }
