@@ -240,11 +240,9 @@ impl SqlFlavor {
     /// A cast of `column` to text in this warehouse's SQL.
     pub fn cast_to_text(self, column: &str) -> String {
         match self {
-            // MySQL has no `::`, but the hint is pinned by the source conformance suite
-            // (crates/source/tests/conformance.rs) shared with PostgreSQL and DuckDB.
-            SqlFlavor::Postgres | SqlFlavor::Mysql | SqlFlavor::Snowflake => {
-                format!("{column}::text")
-            }
+            SqlFlavor::Postgres | SqlFlavor::Snowflake => format!("{column}::text"),
+            // MySQL has no `::`, and CAST takes CHAR where others take TEXT.
+            SqlFlavor::Mysql => format!("CAST({column} AS CHAR)"),
             SqlFlavor::BigQuery => format!("CAST({column} AS STRING)"),
         }
     }

@@ -86,6 +86,16 @@ pub fn validate_model_sql(sql: &str) -> Result<ValidatedModelSql, SourceError> {
         });
     }
 
+    if let Some(writing_word) = writing_statement_after_ctes(sql, &tokens[..statement_end]) {
+        return Err(SourceError::NotAQuery {
+            problem: format!(
+                "its WITH clause is followed by {}, which writes; a model must be a read-only \
+                 query: end the WITH clause with a SELECT",
+                token_preview(sql, writing_word)
+            ),
+        });
+    }
+
     let statement = match tokens.get(statement_end) {
         Some(semicolon) => &sql[..semicolon.start],
         None => sql,
@@ -93,6 +103,37 @@ pub fn validate_model_sql(sql: &str) -> Result<ValidatedModelSql, SourceError> {
     Ok(ValidatedModelSql {
         statement: statement.trim_end().to_string(),
     })
+}
+
+/// Statements that may follow a WITH clause in some warehouse and write (PostgreSQL, DuckDB,
+/// Snowflake and BigQuery accept `WITH … INSERT` or `WITH … DELETE`): a read-only transaction
+/// stops them where there is one, but Snowflake and BigQuery have none, so the model is refused
+/// before it runs. (Not REPLACE: BigQuery's `SELECT * EXCEPT (a) REPLACE (…)` reads.)
+const WRITING_KEYWORDS: [&str; 4] = ["INSERT", "UPDATE", "DELETE", "MERGE"];
+
+/// The word after the WITH clause's last `)` (the statement the CTEs feed), if it writes.
+fn writing_statement_after_ctes<'t>(sql: &str, statement: &'t [Token]) -> Option<&'t Token> {
+    let mut depth = 0usize;
+    for (index, token) in statement.iter().enumerate() {
+        match token.kind {
+            TokenKind::OpenParenthesis => depth += 1,
+            TokenKind::Other if &sql[token.start..token.end] == ")" => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    let next = statement.get(index + 1)?;
+                    let writes = next.kind == TokenKind::Word
+                        && WRITING_KEYWORDS.iter().any(|keyword| {
+                            keyword.eq_ignore_ascii_case(&sql[next.start..next.end])
+                        });
+                    if writes {
+                        return Some(next);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -368,6 +409,28 @@ mod tests {
         check(
             "SELECT `a` FROM t; DELETE FROM t",
             "refused: the model is not a single read-only query: it contains more than one statement (a `;` is followed by `DELETE`); a model must be one query, so remove everything after the first `;`",
+        );
+    }
+
+    /// Snowflake and BigQuery run a model outside any read-only transaction, so a WITH
+    /// clause feeding a write is refused here rather than left to the role's grants.
+    #[test]
+    fn a_with_clause_feeding_a_write_is_refused() {
+        check(
+            "WITH gone AS (SELECT id FROM t WHERE (a) > 1) DELETE FROM t WHERE id IN (SELECT id FROM gone)",
+            "refused: the model is not a single read-only query: its WITH clause is followed by `DELETE`, which writes; a model must be a read-only query: end the WITH clause with a SELECT",
+        );
+        check(
+            "with a as (select 1), b as materialized (select 2) insert into t select * from a",
+            "refused: the model is not a single read-only query: its WITH clause is followed by `insert`, which writes; a model must be a read-only query: end the WITH clause with a SELECT",
+        );
+        check(
+            "WITH a AS (SELECT 1 AS x) SELECT x, (x) AS y FROM a",
+            "ok: WITH a AS (SELECT 1 AS x) SELECT x, (x) AS y FROM a",
+        );
+        check(
+            "SELECT * EXCEPT (a) REPLACE (b + 1 AS b) FROM t",
+            "ok: SELECT * EXCEPT (a) REPLACE (b + 1 AS b) FROM t",
         );
     }
 

@@ -648,16 +648,18 @@ async fn folders_that_cannot_be_read_are_named_with_the_fix() {
     assert_eq!(
         check(vec![missing.clone()]).await,
         Err(format!(
-            "the files connection cannot be used: the folder {} does not exist; create it, or \
-             correct the path",
+            "the files connection cannot be used: there is no folder ferry can read at {}; check \
+             the path, that it names a folder (not a file), and that the user ferry runs as may \
+             read and enter it",
             missing.display()
         ))
     );
     assert_eq!(
         check(vec![file.clone()]).await,
         Err(format!(
-            "the files connection cannot be used: {} is a file, not a folder; name the folder \
-             that holds it",
+            "the files connection cannot be used: there is no folder ferry can read at {}; check \
+             the path, that it names a folder (not a file), and that the user ferry runs as may \
+             read and enter it",
             file.display()
         ))
     );

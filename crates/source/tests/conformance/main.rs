@@ -80,7 +80,7 @@ on_every_warehouse!(
     database_errors_keep_the_database_message,
     rows_stream_through_a_bounded_buffer,
     preview_returns_the_first_rows,
-    writes_are_refused_by_the_read_only_session,
+    writes_are_refused_before_or_by_the_read_only_session,
     statements_other_than_one_query_are_refused_before_running,
     long_running_models_are_stopped_by_the_statement_timeout,
     a_connection_lost_mid_stream_says_after_how_many_rows,

@@ -558,7 +558,9 @@ pub async fn dates_and_times(warehouse: TestWarehouse) {
         error.to_string(),
         format!(
             "column `far_future` (type `{type_name}`) has a value ferry cannot read: {reason}; \
-             cast it in the model, e.g. `far_future::text`"
+             cast it in the model, e.g. `{cast}`",
+            cast =
+                warehouse.sql(Sql::standard("far_future::text").mysql("CAST(far_future AS CHAR)"))
         )
     );
     if warehouse.backend == Backend::Postgres {
@@ -624,7 +626,7 @@ async fn mysql_dates_and_times(warehouse: TestWarehouse) {
         error.to_string(),
         "column `half` (type `DATE`) has a value ferry cannot read: 2024-00-00 is not a calendar \
          date (a zero month or day); write NULLIF or a CASE in the model to say what it means; \
-         cast it in the model, e.g. `half::text`"
+         cast it in the model, e.g. `CAST(half AS CHAR)`"
     );
 }
 
