@@ -315,8 +315,7 @@ pub const MYSQL: KindSpec = KindSpec {
         placeholder: "mysql://user:password@host:3306/database",
         optional: false,
     }),
-    // Change detection inside the warehouse is not written for MySQL yet.
-    settings: &[WAREHOUSE_SETTINGS[0], WAREHOUSE_SETTINGS[1]],
+    settings: &WAREHOUSE_SETTINGS,
 };
 
 /// A Snowflake or BigQuery setting that is plain text.
@@ -439,6 +438,7 @@ pub const SNOWFLAKE: KindSpec = KindSpec {
         ),
         WAREHOUSE_SETTINGS[0],
         WAREHOUSE_SETTINGS[1],
+        WAREHOUSE_SETTINGS[2],
     ],
 };
 
@@ -510,6 +510,7 @@ pub const BIGQUERY: KindSpec = KindSpec {
         ),
         WAREHOUSE_SETTINGS[0],
         WAREHOUSE_SETTINGS[1],
+        WAREHOUSE_SETTINGS[2],
     ],
 };
 
@@ -1693,10 +1694,7 @@ mod registry_tests {
                 change_detection_schema: None,
                 ..warehouse
             }),
-            ConnectionKind::Mysql => ConnectionSettings::Mysql(WarehouseSettings {
-                change_detection_schema: None,
-                ..warehouse
-            }),
+            ConnectionKind::Mysql => ConnectionSettings::Mysql(warehouse),
             ConnectionKind::Snowflake => ConnectionSettings::Snowflake(SnowflakeSettings {
                 account: "myorg-myaccount".to_string(),
                 user: "FERRY".to_string(),
@@ -1707,10 +1705,7 @@ mod registry_tests {
                 authentication: Some(SnowflakeAuthentication::ProgrammaticAccessToken),
                 private_key_passphrase_env: Some("PASSPHRASE".to_string()),
                 base_url: Some("http://127.0.0.1:9".to_string()),
-                timeouts: WarehouseSettings {
-                    change_detection_schema: None,
-                    ..warehouse
-                },
+                timeouts: warehouse,
             }),
             ConnectionKind::Bigquery => ConnectionSettings::Bigquery(BigquerySettings {
                 project_id: "my-project".to_string(),
@@ -1718,10 +1713,7 @@ mod registry_tests {
                 default_dataset: Some("analytics".to_string()),
                 maximum_bytes_billed: Some(10_000_000_000),
                 api_base: Some("http://127.0.0.1:9".to_string()),
-                timeouts: WarehouseSettings {
-                    change_detection_schema: None,
-                    ..warehouse
-                },
+                timeouts: warehouse,
             }),
             ConnectionKind::Files => ConnectionSettings::Files(FilesSettings {
                 folders: vec![PathBuf::from("/data/a"), PathBuf::from("/data/b")],

@@ -423,6 +423,39 @@ impl MysqlTarget {
     }
 }
 
+/// A read-write session for ferry's own bookkeeping tables (change detection in the warehouse,
+/// `warehouse_diff`): the URL's server, TLS and user, in utf8mb4 and UTC, outside any read-only
+/// transaction. Models never run in it.
+pub(crate) struct MysqlBookkeeping {
+    target: MysqlTarget,
+    pub(crate) connection: Conn,
+}
+
+impl MysqlBookkeeping {
+    pub(crate) async fn open(url: &Secret) -> Result<MysqlBookkeeping, SourceError> {
+        let target = MysqlTarget::parse(url)?;
+        let mut connection = target.connect().await?;
+        let set_up = connection
+            .query_drop("SET NAMES utf8mb4, time_zone = '+00:00'")
+            .await;
+        let session = MysqlBookkeeping { target, connection };
+        match set_up {
+            Ok(()) => Ok(session),
+            Err(error) => Err(session.error(error)),
+        }
+    }
+
+    /// A driver error in words, without the password.
+    pub(crate) fn error(&self, error: mysql_async::Error) -> SourceError {
+        self.target
+            .model_error(error, (Duration::ZERO, TimeoutSetting::Statement), 0)
+    }
+
+    pub(crate) async fn close(self) {
+        let _ = self.connection.disconnect().await;
+    }
+}
+
 enum ConnectFailure {
     ServerWithoutTls,
     Error(SourceError),
