@@ -624,6 +624,7 @@ mod tests {
             reason: "Access Denied: Dataset my-project:ferry: Permission bigquery.tables.create \
                      denied on dataset my-project:ferry"
                 .into(),
+            fix: "check the service account key".into(),
         };
         let said = request_error(&bigquery, &dialect, "ferry", refused_by_bigquery).to_string();
         assert!(
