@@ -5,26 +5,8 @@
 
 mod common;
 
-use common::{people_sql, postgres_execute, Scene};
+use common::{people_sql, postgres_execute, rows_travelled, Scene};
 use ferry_testkit::PgServer;
-
-/// Rows the warehouse sent to ferry in the run whose `-v` log is `stderr`.
-fn travelled(stderr: &str) -> u64 {
-    let line = stderr
-        .lines()
-        .find(|line| line.contains("The warehouse compared the model"))
-        .unwrap_or_else(|| panic!("no change detection line in the log:\n{stderr}"));
-    let after = line
-        .split("travelled")
-        .nth(1)
-        .expect("the line names the rows that travelled");
-    let digits: String = after
-        .chars()
-        .skip_while(|c| !c.is_ascii_digit())
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    digits.parse().expect("a count")
-}
 
 /// Runs the sync with `-v`; returns the JSON report and the rows that travelled.
 async fn run(scene: &Scene, sync: &str) -> (serde_json::Value, u64) {
@@ -32,7 +14,7 @@ async fn run(scene: &Scene, sync: &str) -> (serde_json::Value, u64) {
         .ferry(&["-v", "sync", "run", sync, "--format", "json"])
         .await
         .ok();
-    let travelled = travelled(&ran.stderr);
+    let travelled = rows_travelled(&ran.stderr);
     (ran.json(), travelled)
 }
 

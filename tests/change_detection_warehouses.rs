@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::Scene;
+use common::{rows_travelled, Scene};
 use ferry_core::{Secret, Value};
 use ferry_source::warehouse_diff::{self, Acknowledger, DiffSpec, DiffTable, ADDED_COLUMNS};
 use ferry_source::{QueryOptions, SnowflakeConfig, SnowflakeCredential, SourceConfig};
@@ -23,24 +23,6 @@ use ferry_testkit::bigquery_emulator::BigQueryEmulator;
 use ferry_testkit::{MariaDbServer, SnowduckServer};
 use serde_json::{json, Value as Json};
 use std::io::{Read as _, Write as _};
-
-/// Rows the warehouse sent to ferry in the run whose `-v` log is `stderr`.
-fn travelled(stderr: &str) -> u64 {
-    let line = stderr
-        .lines()
-        .find(|line| line.contains("The warehouse compared the model"))
-        .unwrap_or_else(|| panic!("no change detection line in the log:\n{stderr}"));
-    let after = line
-        .split("travelled")
-        .nth(1)
-        .expect("the line names the rows that travelled");
-    let digits: String = after
-        .chars()
-        .skip_while(|c| !c.is_ascii_digit())
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
-    digits.parse().expect("a count")
-}
 
 /// Runs sync `people-to-stripe` with `-v`; returns the counts of its report (rows, created,
 /// updated, unchanged, rejected) and the rows that travelled.
@@ -52,7 +34,7 @@ async fn run(scene: &Scene) -> ([u64; 5], u64) {
     let report = ran.json();
     let counts = ["rows", "created", "updated", "unchanged", "rejected"]
         .map(|k| report[k].as_u64().unwrap());
-    (counts, travelled(&ran.stderr))
+    (counts, rows_travelled(&ran.stderr))
 }
 
 /// The first value of a query on `connection`, through `ferry model show`.

@@ -255,6 +255,24 @@ impl Scene {
     }
 }
 
+/// Change detection in the warehouse: rows the warehouse sent to ferry in the run whose `-v` log is `stderr`.
+pub fn rows_travelled(stderr: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|line| line.contains("The warehouse compared the model"))
+        .unwrap_or_else(|| panic!("no change detection line in the log:\n{stderr}"));
+    let after = line
+        .split("travelled")
+        .nth(1)
+        .expect("the line names the rows that travelled");
+    let digits: String = after
+        .chars()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().expect("a count")
+}
+
 /// A `people` table with `count` rows: id, email, name, phone, plan.
 pub fn people_sql(count: u32) -> String {
     format!(
