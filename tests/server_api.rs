@@ -1702,6 +1702,165 @@ async fn a_schedule_is_kept_and_a_fresh_one_waits_its_interval() {
     assert!(body.contains("daily at 06:30"), "{body}");
 }
 
+/// A cron schedule in a time zone, its next run in every door, and pause: a paused sync's
+/// schedule starts nothing and the CLI and the API refuse to run it unless told to, until it is
+/// resumed; resuming counts the schedule from then. (`crates/server/src/scheduler.rs` tests that
+/// a paused schedule starts no run and that a run that cannot start is recorded failed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_sync_runs_only_when_told_and_resumes_on_its_cron_schedule() {
+    let scene = Scene::new().await;
+    scene.warehouse_sql(&people_sql(5));
+    scene.connect().await;
+    scene
+        .email_sync(&["--schedule", "cron 0 6 * * 1-5 in europe/paris"])
+        .await;
+    let shown = scene
+        .ferry(&["sync", "show", "people-to-stripe"])
+        .await
+        .ok();
+    assert!(
+        shown
+            .stdout
+            .contains("schedule: cron 0 6 * * 1-5 in Europe/Paris")
+            // 06:00 in Paris, summer or winter; the date depends on today.
+            && (shown.stdout.contains(" 05:00 UTC") || shown.stdout.contains(" 04:00 UTC")),
+        "{}",
+        shown.stdout
+    );
+    let listed = scene.ferry(&["sync", "list"]).await.ok();
+    assert!(listed.stdout.contains("NEXT RUN"), "{}", listed.stdout);
+
+    let paused = scene
+        .ferry(&["sync", "pause", "people-to-stripe"])
+        .await
+        .ok();
+    assert!(paused.stdout.contains("Paused sync"), "{}", paused.stdout);
+    let shown = scene
+        .ferry(&["sync", "show", "people-to-stripe"])
+        .await
+        .ok();
+    assert!(
+        shown.stdout.contains("next run: paused since"),
+        "{}",
+        shown.stdout
+    );
+    let refused = scene.ferry(&["sync", "run", "people-to-stripe"]).await;
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("is paused")
+            && refused
+                .stderr
+                .contains("ferry sync resume people-to-stripe"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(scene.stripe().customers().len(), 0);
+
+    let served = scene.serve(&["--scheduler-tick-seconds", "0.1"]).await;
+    let api = Probe::new(&served);
+    let sync = api
+        .get("/api/v1/syncs/people-to-stripe")
+        .await
+        .expect(200)
+        .json();
+    assert!(sync["paused_at"].is_string(), "{sync}");
+    assert!(sync["next_run_at"].is_null(), "{sync}");
+    // The UI, signed in as a person.
+    let bare = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signed_in = api
+        .send(
+            bare.post(api.url("/login"))
+                .form(&[("token", served.token.as_str())]),
+        )
+        .await;
+    let session = signed_in.header(SET_COOKIE.as_str());
+    let session = session.split(';').next().unwrap().to_string();
+    let ui_page = |path: &str| bare.get(api.url(path)).header(COOKIE, &session);
+    let page = api
+        .send(ui_page("/syncs/people-to-stripe"))
+        .await
+        .expect(200);
+    assert!(
+        page.text
+            .contains("action=\"/syncs/people-to-stripe/resume\"")
+            && page.text.contains("badge paused"),
+        "{}",
+        page.text
+    );
+    let refused = api
+        .post_empty("/api/v1/syncs/people-to-stripe/runs")
+        .await
+        .expect(409);
+    assert_eq!(refused.error_code(), "paused");
+    assert!(
+        refused
+            .message()
+            .contains("POST /api/v1/syncs/people-to-stripe/resume"),
+        "{}",
+        refused.message()
+    );
+    let started = api
+        .post(
+            "/api/v1/syncs/people-to-stripe/runs",
+            json!({"even_if_paused": true}),
+        )
+        .await
+        .expect(202)
+        .json();
+    let run = api
+        .wait_for_run(started["id"].as_str().unwrap(), Duration::from_secs(30))
+        .await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(scene.stripe().customers().len(), 5);
+
+    let resumed = api
+        .post_empty("/api/v1/syncs/people-to-stripe/resume")
+        .await
+        .expect(200)
+        .json();
+    assert!(resumed["paused_at"].is_null(), "{resumed}");
+    let next = resumed["next_run_at"].as_str().unwrap_or_default();
+    assert!(
+        next.ends_with("T05:00:00Z") || next.ends_with("T04:00:00Z"),
+        "{resumed}"
+    );
+    let page = api.send(ui_page("/syncs")).await.expect(200);
+    assert!(
+        page.text.contains(":00:00 UTC") && !page.text.contains("badge paused"),
+        "the list shows the next run: {}",
+        page.text
+    );
+    let page = api
+        .send(ui_page("/syncs/people-to-stripe"))
+        .await
+        .expect(200);
+    assert!(
+        page.text
+            .contains("action=\"/syncs/people-to-stripe/pause\""),
+        "{}",
+        page.text
+    );
+    let paused_again = api
+        .post_empty("/api/v1/syncs/people-to-stripe/pause")
+        .await
+        .expect(200)
+        .json();
+    assert!(paused_again["paused_at"].is_string(), "{paused_again}");
+    api.post_empty("/api/v1/syncs/nothing/pause")
+        .await
+        .expect(404);
+    api.post_empty("/api/v1/syncs/people-to-stripe/resume")
+        .await
+        .expect(200);
+    // Resumed, the CLI runs it again (nothing changed: nothing is sent).
+    let ran = scene.ferry(&["sync", "run", "people-to-stripe"]).await.ok();
+    assert!(ran.stdout.contains("unchanged"), "{}", ran.stdout);
+    assert_eq!(scene.stripe().customers().len(), 5);
+}
+
 /// A DuckDB connection to the workspace's own files is refused before DuckDB opens anything:
 /// DuckDB opening and closing `ferry.db` inside the server used to drop SQLite's locks, so the
 /// next CLI command deleted the server's WAL under it (a revoked token kept working, then the

@@ -409,7 +409,7 @@ fn resolve(doc: FileDoc, base: &Path, shown: &str, text: &str) -> CliResult<Desi
                 })
                 .collect(),
             nulls: decl.nulls.unwrap_or_default(),
-            schedule: decl.schedule,
+            schedule: decl.schedule.clone(),
             mirror: decl.mirror,
         };
         if spec.mirror.max_retire_percent > 100 {

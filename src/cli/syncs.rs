@@ -32,6 +32,11 @@ pub enum SyncCommand {
     Show { name: String },
     /// Remove a sync with its run history and snapshot (refused while it runs).
     Remove { name: String },
+    /// Stop the sync's schedule, and runs asked for by `ferry sync run` and the API, until it
+    /// is resumed; its settings and history are kept.
+    Pause { name: String },
+    /// Start the sync's schedule again, counted from now (skipped runs are not made up).
+    Resume { name: String },
 }
 
 #[derive(Args, Debug)]
@@ -62,7 +67,8 @@ pub struct SyncCreateArgs {
     /// What a NULL does: leave the Stripe field alone, or clear it.
     #[arg(long, value_enum, default_value_t = NullsArg::Skip)]
     pub nulls: NullsArg,
-    /// Run by itself while `ferry serve` runs: `every 15m`, `hourly`, `daily at 06:30` (UTC).
+    /// Run by itself while `ferry serve` runs: `every 15m`, `hourly`, `daily at 06:30`,
+    /// `daily at 06:30 in Europe/Paris`, `cron 0 6 * * 1-5` (UTC unless a zone follows `in`).
     #[arg(long, value_parser = Schedule::parse)]
     pub schedule: Option<Schedule>,
     /// Mirror: a run retires at most this share (percent) of the sync's records, unless run
@@ -161,6 +167,10 @@ pub struct SyncRunArgs {
     /// Exit with code 3 when any row was rejected.
     #[arg(long)]
     pub fail_on_rejected: bool,
+    /// Run a paused sync all the same (without it a paused sync refuses to run, so that an
+    /// orchestrator's task does not write while someone paused the sync).
+    #[arg(long)]
+    pub even_if_paused: bool,
 }
 
 pub async fn sync(store: &StateStore, command: SyncCommand) -> CliResult {
@@ -179,6 +189,17 @@ pub async fn sync(store: &StateStore, command: SyncCommand) -> CliResult {
             Ok(0)
         }
         SyncCommand::Run(args) => {
+            if let Some(sync) = store.get_sync(&args.name).await? {
+                if let (Some(paused_at), false) = (sync.paused_at, args.even_if_paused) {
+                    return Err(CliError::config(anyhow::anyhow!(
+                        "sync '{}' is paused (since {}); resume it with `ferry sync resume {}`, \
+                         or pass --even-if-paused to run it once all the same",
+                        args.name,
+                        paused_at.format("%Y-%m-%d %H:%M UTC"),
+                        args.name
+                    )));
+                }
+            }
             let options = RunFlags {
                 full_resync: args.full_resync,
                 allow_mass_retire: args.allow_mass_retire,
@@ -193,6 +214,7 @@ pub async fn sync(store: &StateStore, command: SyncCommand) -> CliResult {
                 return Ok(0);
             }
             let mut rows = Vec::new();
+            let now = chrono::Utc::now();
             for sync in syncs {
                 let last = store
                     .list_runs(Some(&sync.name), 1)
@@ -204,6 +226,7 @@ pub async fn sync(store: &StateStore, command: SyncCommand) -> CliResult {
                     sync.spec.model.clone(),
                     sync.spec.destination.clone(),
                     sync.spec.behavior.as_str().to_string(),
+                    next_run_text(&sync, last.as_ref().map(|r| r.started_at), now),
                     last.map(|r| {
                         format!(
                             "{} {}",
@@ -215,7 +238,14 @@ pub async fn sync(store: &StateStore, command: SyncCommand) -> CliResult {
                 ]);
             }
             print_table(
-                &["NAME", "MODEL", "DESTINATION", "BEHAVIOR", "LAST RUN"],
+                &[
+                    "NAME",
+                    "MODEL",
+                    "DESTINATION",
+                    "BEHAVIOR",
+                    "NEXT RUN",
+                    "LAST RUN",
+                ],
                 &rows,
             );
             Ok(0)
@@ -225,6 +255,8 @@ pub async fn sync(store: &StateStore, command: SyncCommand) -> CliResult {
             println!("Removed sync '{name}' with its run history.");
             Ok(0)
         }
+        SyncCommand::Pause { name } => pause_or_resume(store, &name, true).await,
+        SyncCommand::Resume { name } => pause_or_resume(store, &name, false).await,
         SyncCommand::Show { name } => {
             let sync = store.get_sync(&name).await?.ok_or_else(|| {
                 CliError::config(anyhow::anyhow!(
@@ -266,16 +298,68 @@ pub async fn sync(store: &StateStore, command: SyncCommand) -> CliResult {
             if let Some(schedule) = &spec.schedule {
                 println!("  schedule: {schedule} (while `ferry serve` runs)");
             }
+            let runs = store.list_runs(Some(&name), 5).await?;
+            if spec.schedule.is_some() || sync.paused_at.is_some() {
+                println!(
+                    "  next run: {}",
+                    next_run_text(
+                        &sync,
+                        runs.first().map(|run| run.started_at),
+                        chrono::Utc::now()
+                    )
+                );
+            }
             for mapping in &spec.mappings {
                 println!("  map:      {} → {}", mapping.column, mapping.field);
             }
-            let runs = store.list_runs(Some(&name), 5).await?;
             if !runs.is_empty() {
                 println!();
                 super::runs::print_runs(&runs);
             }
             Ok(0)
         }
+    }
+}
+
+async fn pause_or_resume(store: &StateStore, name: &str, paused: bool) -> CliResult {
+    let sync = store.set_sync_paused(name, paused).await?.ok_or_else(|| {
+        CliError::config(anyhow::anyhow!(
+            "no sync named '{name}'; `ferry sync list` lists them"
+        ))
+    })?;
+    if paused {
+        println!(
+            "Paused sync '{name}': its schedule starts nothing and `ferry sync run` and \
+             the API refuse to run it until `ferry sync resume {name}`."
+        );
+    } else {
+        let last_start = store
+            .list_runs(Some(name), 1)
+            .await?
+            .into_iter()
+            .next()
+            .map(|run| run.started_at);
+        println!(
+            "Resumed sync '{name}'; next scheduled run: {}.",
+            next_run_text(&sync, last_start, chrono::Utc::now())
+        );
+    }
+    Ok(0)
+}
+
+/// When the schedule starts the next run, as the CLI shows it.
+fn next_run_text(
+    sync: &ferry_state::SyncRecord,
+    last_start: Option<chrono::DateTime<chrono::Utc>>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    if let Some(paused_at) = sync.paused_at {
+        return format!("paused since {}", paused_at.format("%Y-%m-%d %H:%M UTC"));
+    }
+    match sync.next_scheduled_run(last_start, now) {
+        None => "manual".into(),
+        Some(due) if due <= now => "due now (while `ferry serve` runs)".into(),
+        Some(due) => due.format("%Y-%m-%d %H:%M UTC").to_string(),
     }
 }
 

@@ -26,7 +26,7 @@ use utoipa::{Modify, OpenApi};
         models::list, models::show, models::create, models::replace, models::remove,
         models::preview, models::preview_query,
         syncs::list, syncs::show, syncs::create, syncs::replace, syncs::remove,
-        syncs::preview, syncs::start_run,
+        syncs::preview, syncs::start_run, syncs::pause, syncs::resume,
         runs::list, runs::show, runs::cancel, runs::records, runs::records_csv,
     ),
     components(schemas(crate::error::ErrorBody)),

@@ -1,11 +1,13 @@
-//! Scheduled runs. Every tick, each sync whose schedule says a run is due is started through the
-//! run registry, exactly as if someone pressed "Run". The sync's lock decides whether it may
-//! start: a sync running here or in another process is skipped until a later tick, and a run
-//! left "running" by a process that died does not block it (the engine marks that run
-//! interrupted when the next one takes the lock).
+//! Scheduled runs. Every tick, each sync whose schedule says a run is due (and that is not
+//! paused) is started through the run registry, exactly as if someone pressed "Run". The sync's
+//! lock decides whether it may start: a sync running here or in another process is skipped until
+//! a later tick, and a run left "running" by a process that died does not block it (the engine
+//! marks that run interrupted when the next one takes the lock). A run that cannot start (its
+//! model's connection removed, a secret gone) is recorded as a failed run with the reason.
 
 use crate::AppState;
 use chrono::{DateTime, Utc};
+use ferry_core::{RunCounts, RunStatus};
 use std::time::Duration;
 
 /// How often due schedules are looked for, unless `ServerOptions` says otherwise.
@@ -43,16 +45,14 @@ pub async fn run_scheduler(state: AppState, tick: Duration) {
     }
 }
 
-/// Starts the runs due at `now`; returns the ids of the runs started.
+/// Starts the runs due at `now`; returns the ids of the runs started, and of those that could not
+/// start and were recorded failed.
 pub(crate) async fn start_due_runs(
     state: &AppState,
     now: DateTime<Utc>,
 ) -> Result<Vec<String>, ferry_state::StateError> {
     let mut started = Vec::new();
     for sync in state.store().list_syncs().await? {
-        let Some(schedule) = sync.spec.schedule else {
-            continue;
-        };
         let last_start = state
             .store()
             .list_runs(Some(&sync.name), 1)
@@ -60,12 +60,14 @@ pub(crate) async fn start_due_runs(
             .into_iter()
             .next()
             .map(|run| run.started_at);
-        // Counted from the last run, or from when the sync was saved: saving a schedule leaves
-        // time to preview before anything is written, and a changed schedule starts afresh.
-        let since = last_start.map_or(sync.updated_at, |start| start.max(sync.updated_at));
-        if schedule.next_due(Some(since), now) > now {
+        let Some(due) = sync.next_scheduled_run(last_start, now) else {
+            continue;
+        };
+        if due > now {
             continue;
         }
+        let schedule = sync.spec.schedule.as_ref().map(ToString::to_string);
+        let schedule = schedule.as_deref().unwrap_or_default();
         match state
             .runs()
             .start(state.store().clone(), &sync.name, false, false)
@@ -80,13 +82,38 @@ pub(crate) async fn start_due_runs(
                 tracing::debug!(sync = %sync.name, "A scheduled run is due, but the sync is running.");
             }
             Err(error) => {
-                if state
-                    .scheduler_warnings()
-                    .should_warn(&sync.name, &error.message)
-                {
-                    tracing::warn!(sync = %sync.name, problem = %error.message, "A scheduled run could not start; trying again at every tick (repeats are logged at debug level).");
-                } else {
-                    tracing::debug!(sync = %sync.name, problem = %error.message, "A scheduled run still cannot start.");
+                // A run that could not start is a failed run in the history, where whoever
+                // watches the sync looks (and what alerts count); it also moves the schedule on,
+                // so the next attempt is the next scheduled time, not every tick.
+                let problem = format!("the scheduled run could not start: {}", error.message);
+                let recorded = match state.store().create_run(&sync.name, false).await {
+                    Ok(run) => state
+                        .store()
+                        .finish_run(
+                            &run.id,
+                            RunStatus::Failed,
+                            &RunCounts::default(),
+                            Some(&problem),
+                        )
+                        .await
+                        .map(|()| run.id),
+                    Err(store_error) => Err(store_error),
+                };
+                match recorded {
+                    Ok(run_id) => {
+                        tracing::warn!(sync = %sync.name, run = %run_id, problem = %error.message, "A scheduled run could not start; it is recorded as a failed run.");
+                        started.push(run_id);
+                    }
+                    Err(store_error) => {
+                        if state
+                            .scheduler_warnings()
+                            .should_warn(&sync.name, &error.message)
+                        {
+                            tracing::warn!(sync = %sync.name, problem = %error.message, %store_error, "A scheduled run could not start, nor be recorded as failed; trying again at every tick (repeats are logged at debug level).");
+                        } else {
+                            tracing::debug!(sync = %sync.name, problem = %error.message, "A scheduled run still cannot start.");
+                        }
+                    }
                 }
             }
         }
@@ -192,5 +219,133 @@ mod tests {
             .unwrap();
         assert_eq!(next.len(), 1, "due again one interval after the last start");
         state.runs().stop_all().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_paused_schedule_starts_nothing_and_resumes_a_whole_interval_later() {
+        let (_dir, store, _emulator) = workspace_with_a_scheduled_sync(true).await;
+        let state = AppState::new(store.clone(), false);
+        let saved = store.get_sync("people").await.unwrap().unwrap();
+        store.set_sync_paused("people", true).await.unwrap();
+        let long_after = saved.updated_at + chrono::Duration::hours(5);
+        assert!(start_due_runs(&state, long_after).await.unwrap().is_empty());
+        assert!(store
+            .list_runs(Some("people"), 10)
+            .await
+            .unwrap()
+            .is_empty());
+
+        let resumed = store
+            .set_sync_paused("people", false)
+            .await
+            .unwrap()
+            .unwrap();
+        let resumed_at = resumed.resumed_at.unwrap();
+        // The runs skipped while paused are not caught up on.
+        let just_after = resumed_at + chrono::Duration::minutes(1);
+        assert!(start_due_runs(&state, just_after).await.unwrap().is_empty());
+        assert_eq!(
+            resumed.next_scheduled_run(None, just_after),
+            Some(resumed_at + chrono::Duration::minutes(10))
+        );
+        let started = start_due_runs(&state, resumed_at + chrono::Duration::minutes(10))
+            .await
+            .unwrap();
+        assert_eq!(started.len(), 1);
+        state.runs().stop_all().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scheduled_run_that_cannot_start_is_a_failed_run_once_per_due_time() {
+        // The Stripe key is read from a variable this process does not have.
+        let (_dir, store, emulator) = workspace_with_a_scheduled_sync(false).await;
+        let state = AppState::new(store.clone(), false);
+        let saved = store.get_sync("people").await.unwrap().unwrap();
+        let due = saved.updated_at + chrono::Duration::minutes(10);
+        let recorded = start_due_runs(&state, due).await.unwrap();
+        assert_eq!(recorded.len(), 1);
+        let run = store.get_run(&recorded[0]).await.unwrap().unwrap();
+        assert_eq!(run.status, ferry_core::RunStatus::Failed);
+        let error = run.error.unwrap();
+        assert!(
+            error.starts_with("the scheduled run could not start: ")
+                && error.contains("FERRY_TEST_SCHEDULER_UNSET_KEY"),
+            "{error}"
+        );
+        // The failure moved the schedule on: the next tick does not record another one.
+        assert!(
+            start_due_runs(&state, run.started_at + chrono::Duration::minutes(1))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(store.list_runs(Some("people"), 10).await.unwrap().len(), 1);
+        assert!(emulator.handle().customers().is_empty());
+    }
+
+    /// A workspace with a sync `people` (3 rows) scheduled `every 10m`; its Stripe key is
+    /// stored, or read from an unset variable when `key_stored` is false.
+    async fn workspace_with_a_scheduled_sync(
+        key_stored: bool,
+    ) -> (tempfile::TempDir, StateStore, Emulator) {
+        let dir = tempfile::tempdir().unwrap();
+        let warehouse = dir.path().join("warehouse.duckdb");
+        ferry_source::duckdb_execute(
+            &warehouse,
+            "create table people as select 'p' || i || '@example.com' as email from range(3) t(i)",
+        )
+        .unwrap();
+        let emulator = Emulator::start(EmulatorConfig {
+            rate_limits: RateLimits::disabled(),
+            ..EmulatorConfig::default()
+        })
+        .await
+        .unwrap();
+        let store = StateStore::initialize(&WorkspaceOptions::in_dir(dir.path().join("ws")))
+            .await
+            .unwrap();
+        let settings = declare::StripeSettings {
+            api_base: Some(emulator.url()),
+            ..Default::default()
+        };
+        let key = if key_stored {
+            SecretInput::Value(ferry_core::Secret::new(TEST_API_KEY))
+        } else {
+            SecretInput::EnvVar("FERRY_TEST_SCHEDULER_UNSET_KEY".into())
+        };
+        declare::save_connection(
+            &store,
+            &declare::stripe_connection("stripe", key, &settings),
+            key_stored,
+        )
+        .await
+        .unwrap();
+        declare::save_connection(
+            &store,
+            &declare::duckdb_connection("warehouse", &warehouse, &Default::default()),
+            true,
+        )
+        .await
+        .unwrap();
+        declare::save_model(&store, "people", "warehouse", "select email from people")
+            .await
+            .unwrap();
+        let spec = SyncSpec {
+            invoice: None,
+            model: "people".into(),
+            destination: "stripe".into(),
+            object: ObjectKind::Customer,
+            behavior: Behavior::UpdateOrCreate,
+            key: KeyMapping {
+                column: "email".into(),
+                field: "email".into(),
+            },
+            mappings: Vec::<FieldMapping>::new(),
+            nulls: NullPolicy::Skip,
+            schedule: Some(Schedule::parse("every 10m").unwrap()),
+            mirror: Default::default(),
+        };
+        store.put_sync("people", &spec).await.unwrap();
+        (dir, store, emulator)
     }
 }

@@ -313,6 +313,19 @@ impl StateStore {
         on_backend!(self, backend => backend.get_sync(name).await)
     }
 
+    /// Pauses (`true`) or resumes (`false`) a sync's schedule; returns the sync as it is now,
+    /// `Ok(None)` when there is none. Pausing a paused sync keeps when it was first paused;
+    /// resuming one that is not paused changes nothing.
+    pub async fn set_sync_paused(
+        &self,
+        name: &str,
+        paused: bool,
+    ) -> Result<Option<SyncRecord>, StateError> {
+        validate_name(ObjectType::Sync, name)?;
+        let now = ids::now();
+        on_backend!(self, backend => backend.set_sync_paused(name, paused, now).await)
+    }
+
     /// All syncs, by name.
     pub async fn list_syncs(&self) -> Result<Vec<SyncRecord>, StateError> {
         on_backend!(self, backend => backend.list_syncs().await)

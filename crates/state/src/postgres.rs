@@ -58,6 +58,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "mirror",
         include_str!("../migrations/postgres/0005_mirror.sql"),
     ),
+    (
+        6,
+        "pause",
+        include_str!("../migrations/postgres/0006_pause.sql"),
+    ),
 ];
 
 /// The transaction-level advisory lock that makes concurrent `initialize` calls take turns
@@ -121,7 +126,7 @@ pub(crate) struct Session {
 const CONNECTION_COLUMNS: &str =
     "name, kind, config, secret_kind, secret_value, secret_hint, created_at, updated_at";
 const MODEL_COLUMNS: &str = "name, connection, sql, created_at, updated_at";
-const SYNC_COLUMNS: &str = "name, uid, spec, created_at, updated_at";
+const SYNC_COLUMNS: &str = "name, uid, spec, created_at, updated_at, paused_at, resumed_at";
 const RUN_COLUMNS: &str = "id, sync, status, full_resync, started_at, finished_at, rows_total, \
      created_count, updated_count, unchanged_count, not_found_count, rejected_count, \
      failed_count, requests_count, error, not_attempted_count, last_seen_at, retired_count";
@@ -391,7 +396,7 @@ impl PostgresStore {
                      VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (name) DO UPDATE SET \
                      model = excluded.model, destination = excluded.destination, \
                      spec = excluded.spec, updated_at = excluded.updated_at \
-                     RETURNING uid, created_at, updated_at",
+                     RETURNING uid, created_at, updated_at, paused_at, resumed_at",
                     &[
                         &name,
                         &ids::new_sync_uid(),
@@ -413,6 +418,8 @@ impl PostgresStore {
                 spec: spec.clone(),
                 created_at: column(&row, 1)?,
                 updated_at: column(&row, 2)?,
+                paused_at: column(&row, 3)?,
+                resumed_at: column(&row, 4)?,
             })
         })
     }
@@ -421,6 +428,28 @@ impl PostgresStore {
         with_session!(self, |session| {
             let sql = format!("SELECT {SYNC_COLUMNS} FROM syncs WHERE name = $1");
             query_optional(&session.client, &sql, &[&name], read_sync).await
+        })
+    }
+
+    pub(crate) async fn set_sync_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Option<SyncRecord>, StateError> {
+        let sql = if paused {
+            format!(
+                "UPDATE syncs SET paused_at = COALESCE(paused_at, $2) WHERE name = $1 \
+                 RETURNING {SYNC_COLUMNS}"
+            )
+        } else {
+            format!(
+                "UPDATE syncs SET paused_at = NULL, resumed_at = CASE WHEN paused_at IS NULL \
+                 THEN resumed_at ELSE $2 END WHERE name = $1 RETURNING {SYNC_COLUMNS}"
+            )
+        };
+        with_session!(self, |session| {
+            query_optional(&session.client, &sql, &[&name, &now], read_sync).await
         })
     }
 
@@ -1500,6 +1529,8 @@ fn read_sync(row: &Row) -> Result<SyncRecord, StateError> {
         spec: parse_sync_spec(&name, column(row, 2)?)?,
         created_at: column(row, 3)?,
         updated_at: column(row, 4)?,
+        paused_at: column(row, 5)?,
+        resumed_at: column(row, 6)?,
         name,
     })
 }

@@ -162,6 +162,34 @@ pub struct SyncRecord {
     pub spec: SyncSpec,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Set while the sync is paused: its schedule starts no run, orchestrators' triggers are
+    /// refused; a person can still run it.
+    pub paused_at: Option<DateTime<Utc>>,
+    /// When it was last resumed: its schedule counts from then.
+    pub resumed_at: Option<DateTime<Utc>>,
+}
+
+impl SyncRecord {
+    /// When its schedule starts the next run, given when its last run started; `None` without
+    /// a schedule or while paused. The schedule counts from the latest of the last start, the
+    /// last save (saving a schedule leaves time to preview before anything is written, and a
+    /// changed schedule starts afresh) and the last resume (a paused sync does not catch up on
+    /// the runs it skipped). A time before `now` means due now.
+    pub fn next_scheduled_run(
+        &self,
+        last_start: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        if self.paused_at.is_some() {
+            return None;
+        }
+        let schedule = self.spec.schedule.as_ref()?;
+        let since = [last_start, Some(self.updated_at), self.resumed_at]
+            .into_iter()
+            .flatten()
+            .max();
+        Some(schedule.next_due(since, now))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -56,6 +56,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "mirror",
         include_str!("../migrations/sqlite/0005_mirror.sql"),
     ),
+    (
+        6,
+        "pause",
+        include_str!("../migrations/sqlite/0006_pause.sql"),
+    ),
 ];
 
 /// How long a writer waits for another process's transaction before giving up.
@@ -78,7 +83,7 @@ struct SqliteInner {
 const CONNECTION_COLUMNS: &str =
     "name, kind, config, secret_kind, secret_value, secret_hint, created_at, updated_at";
 const MODEL_COLUMNS: &str = "name, connection, sql, created_at, updated_at";
-const SYNC_COLUMNS: &str = "name, uid, spec, created_at, updated_at";
+const SYNC_COLUMNS: &str = "name, uid, spec, created_at, updated_at, paused_at, resumed_at";
 const RUN_COLUMNS: &str = "id, sync, status, full_resync, started_at, finished_at, rows_total, \
      created_count, updated_count, unchanged_count, not_found_count, rejected_count, \
      failed_count, requests_count, error, not_attempted_count, last_seen_at, retired_count";
@@ -346,32 +351,29 @@ impl SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .doing("saving a sync")?;
             refuse_case_variant(&transaction, ObjectType::Sync, &name)?;
-            let (uid, created_at, updated_at): (String, String, String) = transaction
-                .query_row(
-                    "INSERT INTO syncs (name, uid, model, destination, spec, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT (name) DO UPDATE SET \
-                     model = excluded.model, destination = excluded.destination, \
-                     spec = excluded.spec, updated_at = excluded.updated_at \
-                     RETURNING uid, created_at, updated_at",
-                    params![
-                        name,
-                        ids::new_sync_uid(),
-                        spec.model,
-                        spec.destination,
-                        spec_json,
-                        timestamp_text(ids::now())
-                    ],
-                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-                )
-                .doing("saving a sync")?;
+            let sql = format!(
+                "INSERT INTO syncs (name, uid, model, destination, spec, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT (name) DO UPDATE SET \
+                 model = excluded.model, destination = excluded.destination, \
+                 spec = excluded.spec, updated_at = excluded.updated_at \
+                 RETURNING {SYNC_COLUMNS}"
+            );
+            let saved = query_optional(
+                &transaction,
+                &sql,
+                params![
+                    name,
+                    ids::new_sync_uid(),
+                    spec.model,
+                    spec.destination,
+                    spec_json,
+                    timestamp_text(ids::now())
+                ],
+                read_sync,
+            )?
+            .ok_or_else(|| StateError::InvalidInput(format!("sync '{name}' was not saved")))?;
             transaction.commit().doing("saving a sync")?;
-            Ok(SyncRecord {
-                name,
-                uid,
-                spec,
-                created_at: parse_timestamp(&created_at)?,
-                updated_at: parse_timestamp(&updated_at)?,
-            })
+            Ok(saved)
         })
         .await
     }
@@ -381,6 +383,35 @@ impl SqliteStore {
         self.call(move |connection| {
             let sql = format!("SELECT {SYNC_COLUMNS} FROM syncs WHERE name = ?1");
             query_optional(connection, &sql, params![name], read_sync)
+        })
+        .await
+    }
+
+    pub(crate) async fn set_sync_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Option<SyncRecord>, StateError> {
+        let name = name.to_string();
+        self.call(move |connection| {
+            let sql = if paused {
+                format!(
+                    "UPDATE syncs SET paused_at = COALESCE(paused_at, ?2) WHERE name = ?1 \
+                     RETURNING {SYNC_COLUMNS}"
+                )
+            } else {
+                format!(
+                    "UPDATE syncs SET paused_at = NULL, resumed_at = CASE WHEN paused_at IS NULL \
+                     THEN resumed_at ELSE ?2 END WHERE name = ?1 RETURNING {SYNC_COLUMNS}"
+                )
+            };
+            query_optional(
+                connection,
+                &sql,
+                params![name, timestamp_text(now)],
+                read_sync,
+            )
         })
         .await
     }
@@ -1550,8 +1581,16 @@ fn read_sync(row: &Row<'_>) -> Result<SyncRecord, StateError> {
         spec: parse_sync_spec(&name, spec_json)?,
         created_at: parse_timestamp(&column::<String>(row, 3)?)?,
         updated_at: parse_timestamp(&column::<String>(row, 4)?)?,
+        paused_at: optional_timestamp(row, 5)?,
+        resumed_at: optional_timestamp(row, 6)?,
         name,
     })
+}
+
+fn optional_timestamp(row: &Row<'_>, index: usize) -> Result<Option<DateTime<Utc>>, StateError> {
+    column::<Option<String>>(row, index)?
+        .map(|text| parse_timestamp(&text))
+        .transpose()
 }
 
 fn read_run(row: &Row<'_>) -> Result<RunRecord, StateError> {

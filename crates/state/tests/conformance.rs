@@ -49,6 +49,7 @@ conformance_tests!(
     names_saved_before_the_rule_stay_usable,
     models_are_created_replaced_and_removed,
     syncs_keep_their_uid_when_replaced,
+    a_paused_sync_stays_paused_when_saved_and_resumes_afresh,
     objects_in_use_cannot_be_removed,
     encrypted_secrets_round_trip_and_are_not_stored_in_clear,
     env_var_secrets_are_read_when_resolved,
@@ -477,6 +478,60 @@ async fn syncs_keep_their_uid_when_replaced(workspace: TestWorkspace) {
         .await
         .unwrap();
     assert_ne!(recreated.uid, created.uid, "a new sync gets a new uid");
+}
+
+async fn a_paused_sync_stays_paused_when_saved_and_resumes_afresh(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    let created = workspace.seed_customers_sync().await;
+    assert_eq!((created.paused_at, created.resumed_at), (None, None));
+    assert_eq!(store.set_sync_paused("nothing", true).await.unwrap(), None);
+
+    let paused = store
+        .set_sync_paused("customers", true)
+        .await
+        .unwrap()
+        .unwrap();
+    let paused_at = paused.paused_at.expect("paused");
+    assert_eq!(paused.resumed_at, None);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let again = store
+        .set_sync_paused("customers", true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        again.paused_at,
+        Some(paused_at),
+        "pausing again keeps the first time"
+    );
+
+    // Saving the sync (a config applied, a mapping edited) does not resume it.
+    let saved = store
+        .put_sync("customers", &customer_spec("signups", "stripe"))
+        .await
+        .unwrap();
+    assert_eq!(saved.paused_at, Some(paused_at));
+    assert_eq!(store.get_sync("customers").await.unwrap(), Some(saved));
+
+    let resumed = store
+        .set_sync_paused("customers", false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resumed.paused_at, None);
+    let resumed_at = resumed.resumed_at.expect("resumed");
+    assert!(resumed_at > paused_at);
+    let not_paused = store
+        .set_sync_paused("customers", false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        not_paused.resumed_at,
+        Some(resumed_at),
+        "resuming a running schedule changes nothing"
+    );
+    assert_eq!(store.list_syncs().await.unwrap(), vec![not_paused]);
 }
 
 async fn objects_in_use_cannot_be_removed(workspace: TestWorkspace) {
@@ -1277,7 +1332,7 @@ async fn open_existing_needs_an_initialized_workspace(workspace: TestWorkspace) 
         workspace
             .raw_count("SELECT COUNT(*) FROM schema_migrations")
             .await,
-        5
+        6
     );
 
     // Without its key file, a workspace cannot be opened (its secrets would be unreadable).
@@ -1582,7 +1637,7 @@ async fn a_version_1_workspace_gains_api_tokens(workspace: TestWorkspace) {
         workspace
             .raw_count("SELECT MAX(version) FROM schema_migrations")
             .await,
-        5
+        6
     );
     assert_eq!(store.list_connections().await.unwrap().len(), 1);
     assert_eq!(store.count_api_tokens().await.unwrap(), 0);
@@ -1656,7 +1711,7 @@ async fn a_version_2_workspace_is_upgraded_with_its_data(workspace: TestWorkspac
     let store = StateStore::initialize(&options).await.unwrap();
     assert_eq!(
         common::raw_count(&options, "SELECT MAX(version) FROM schema_migrations").await,
-        5
+        6
     );
 
     // The sync reads back as it was declared.
@@ -1682,10 +1737,7 @@ async fn a_version_2_workspace_is_upgraded_with_its_data(workspace: TestWorkspac
             },
         ],
         nulls: ferry_core::NullPolicy::Clear,
-        schedule: Some(ferry_core::Schedule::DailyAt {
-            hour: 6,
-            minute: 30,
-        }),
+        schedule: Some(ferry_core::Schedule::parse("daily at 06:30").unwrap()),
         mirror: Default::default(),
     };
     assert_eq!(sync.spec, expected_spec);

@@ -41,6 +41,8 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/api/v1/syncs/{name}/preview", post(syncs::preview))
         .route("/api/v1/syncs/{name}/runs", post(syncs::start_run))
+        .route("/api/v1/syncs/{name}/pause", post(syncs::pause))
+        .route("/api/v1/syncs/{name}/resume", post(syncs::resume))
         .route("/api/v1/runs", get(runs::list))
         .route("/api/v1/runs/{id}", get(runs::show))
         .route("/api/v1/runs/{id}/cancel", post(runs::cancel))

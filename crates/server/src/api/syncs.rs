@@ -20,6 +20,12 @@ pub struct SyncView {
     pub spec: SyncSpec,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Since when the sync is paused: its schedule starts nothing and triggers from
+    /// orchestrators are refused. Absent when it is not paused.
+    pub paused_at: Option<DateTime<Utc>>,
+    /// When `ferry serve` starts its next scheduled run (now, when one is due); absent when the
+    /// sync has no schedule or is paused.
+    pub next_run_at: Option<DateTime<Utc>>,
     pub last_run: Option<RunView>,
 }
 
@@ -32,12 +38,18 @@ impl SyncView {
             .into_iter()
             .next()
             .map(|run| RunView::new(state, run));
+        let now = Utc::now();
+        let next_run_at = record
+            .next_scheduled_run(last_run.as_ref().map(|run| run.started_at), now)
+            .map(|due| due.max(now));
         Ok(SyncView {
             name: record.name.clone(),
             uid: record.uid.clone(),
             spec: record.spec.clone(),
             created_at: record.created_at,
             updated_at: record.updated_at,
+            paused_at: record.paused_at,
+            next_run_at,
             last_run,
         })
     }
@@ -62,9 +74,10 @@ pub struct SyncInput {
     pub mappings: Vec<FieldMapping>,
     #[serde(default)]
     pub nulls: NullPolicy,
-    /// When `ferry serve` runs the sync by itself: `every 15m`, `hourly`, `daily at 06:30`
-    /// (UTC). Absent: only when asked.
-    #[schema(value_type = Option<String>, example = "every 1h")]
+    /// When `ferry serve` runs the sync by itself: `every 15m`, `hourly`, `daily at 06:30`,
+    /// `daily at 06:30 in Europe/Paris`, `cron 0 6 * * 1-5` (clock times in UTC unless a time
+    /// zone follows `in`). Absent: only when asked.
+    #[schema(value_type = Option<String>, example = "cron 0 6 * * 1-5 in Europe/Paris")]
     pub schedule: Option<ferry_core::Schedule>,
     /// With the `mirror` behavior: the share of records a run may retire, and whether
     /// customers may be deleted.
@@ -221,6 +234,10 @@ pub struct RunInput {
     /// `max_retire_percent` of its records.
     #[serde(default)]
     pub allow_mass_retire: bool,
+    /// Run a paused sync all the same (a paused sync refuses runs asked for through the API,
+    /// so that an orchestrator's trigger does not write while the sync is paused).
+    #[serde(default)]
+    pub even_if_paused: bool,
 }
 
 /// Starts a run in the background and answers at once with the run; poll
@@ -228,7 +245,7 @@ pub struct RunInput {
 #[utoipa::path(post, path = "/api/v1/syncs/{name}/runs", tag = "syncs",
     params(("name" = String, Path)), request_body(content = Option<RunInput>),
     responses((status = 202, body = RunView), (status = 404, body = crate::error::ErrorBody),
-        (status = 409, description = "the sync is already running", body = crate::error::ErrorBody),
+        (status = 409, description = "the sync is already running, or paused", body = crate::error::ErrorBody),
         (status = 422, description = "the sync no longer fits its model, or its connections cannot be used", body = crate::error::ErrorBody)))]
 pub async fn start_run(
     State(state): State<AppState>,
@@ -243,6 +260,18 @@ pub async fn start_run(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()))?
     };
+    let sync = require_sync(&state, &name).await?;
+    if let (Some(paused_at), false) = (sync.paused_at, input.even_if_paused) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "paused",
+            format!(
+                "sync '{name}' is paused (since {}); resume it (POST /api/v1/syncs/{name}/resume), \
+                 or send {{\"even_if_paused\": true}} to run it once all the same",
+                paused_at.format("%Y-%m-%d %H:%M UTC")
+            ),
+        ));
+    }
     let run_id = state
         .runs()
         .start(
@@ -254,4 +283,41 @@ pub async fn start_run(
         .await?;
     let run = super::runs::require_run(&state, &run_id).await?;
     Ok((StatusCode::ACCEPTED, Json(RunView::new(&state, run))))
+}
+
+/// Pauses the sync's schedule: `ferry serve` starts no scheduled run and runs asked for through
+/// the API are refused until it is resumed. A running run goes on; its spec is kept.
+#[utoipa::path(post, path = "/api/v1/syncs/{name}/pause", tag = "syncs",
+    params(("name" = String, Path)),
+    responses((status = 200, body = SyncView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn pause(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<SyncView>, ApiError> {
+    set_paused(&state, &name, true).await
+}
+
+/// Resumes the sync's schedule, counted from now: the runs skipped while paused are not made up.
+#[utoipa::path(post, path = "/api/v1/syncs/{name}/resume", tag = "syncs",
+    params(("name" = String, Path)),
+    responses((status = 200, body = SyncView), (status = 404, body = crate::error::ErrorBody)))]
+pub async fn resume(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<SyncView>, ApiError> {
+    set_paused(&state, &name, false).await
+}
+
+async fn set_paused(
+    state: &AppState,
+    name: &str,
+    paused: bool,
+) -> Result<Json<SyncView>, ApiError> {
+    let record = state
+        .store()
+        .set_sync_paused(name, paused)
+        .await?
+        .ok_or_else(|| ApiError::from(ferry_engine::EngineError::UnknownSync(name.to_string())))?;
+    tracing::info!(sync = %name, "{}", if paused { "Paused the sync." } else { "Resumed the sync." });
+    Ok(Json(SyncView::load(state, &record).await?))
 }

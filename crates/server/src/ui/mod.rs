@@ -49,6 +49,8 @@ pub fn routes() -> Router<AppState> {
         .route("/syncs/{name}/preview", get(syncs::preview_page))
         .route("/syncs/{name}/preview/result", get(syncs::preview_result))
         .route("/syncs/{name}/run", post(syncs::run))
+        .route("/syncs/{name}/pause", post(syncs::pause))
+        .route("/syncs/{name}/resume", post(syncs::resume))
         .route("/syncs/{name}/delete", post(syncs::delete))
         .route("/runs", get(runs::history))
         .route("/runs/{id}", get(runs::show))

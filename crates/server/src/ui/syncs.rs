@@ -188,7 +188,11 @@ impl SyncForm {
                 NullPolicy::Skip => "skip".into(),
                 NullPolicy::Clear => "clear".into(),
             },
-            schedule: spec.schedule.map(|s| s.to_string()).unwrap_or_default(),
+            schedule: spec
+                .schedule
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
             max_retire_percent: spec.mirror.max_retire_percent.to_string(),
             delete_customers: spec.mirror.delete_customers,
             cancel_subscriptions_now: spec.mirror.cancel_subscriptions_now,
@@ -768,9 +772,10 @@ fn sync_form(
                         placeholder="manual: only when you press Run";
                     datalist #schedules {
                         option value="every 15m" {} option value="hourly" {} option value="every 6h" {}
-                        option value="daily at 06:00" {}
+                        option value="daily at 06:00" {} option value="daily at 06:00 in Europe/Paris" {}
+                        option value="cron 0 6 * * 1-5" {} option value="cron */30 8-18 * * 1-5 in America/New_York" {}
                     }
-                    p.help { "While " code { "ferry serve" } " runs: " code { "every 15m" } ", " code { "hourly" } ", " code { "daily at 06:30" } " (UTC). Leave empty to run only when asked." }
+                    p.help { "While " code { "ferry serve" } " runs: " code { "every 15m" } ", " code { "hourly" } ", " code { "daily at 06:30" } ", or a cron expression (minute hour day month weekday) such as " code { "cron 0 6 * * 1-5" } ". Clock times are UTC unless a time zone follows " code { "in" } ": " code { "daily at 06:30 in Europe/Paris" } ". Leave empty to run only when asked." }
                 }
                 div.field {
                     label for="name" { "Sync name" }
@@ -955,7 +960,7 @@ pub async fn list(
                 (empty_state("No sync yet", "Create a sync to send a model's rows to Stripe customers or products. You will see a preview before anything is written.", "/syncs/new", "Add sync"))
             } @else {
                 table.table {
-                    thead { tr { th { "Name" } th { "Model" } th { "Destination" } th { "Behavior" } th { "Last run" } } }
+                    thead { tr { th { "Name" } th { "Model" } th { "Destination" } th { "Behavior" } th { "Next run" } th { "Last run" } } }
                     tbody {
                         @for (sync, last) in &rows {
                             tr {
@@ -963,6 +968,7 @@ pub async fn list(
                                 td { (sync.spec.model) }
                                 td { (sync.spec.destination) " · " (stripe_object(sync.spec.object).schema().label) }
                                 td { (behavior_label(sync.spec.behavior)) }
+                                td { (next_run(sync, last.as_ref().map(|run| run.started_at))) }
                                 td {
                                     @if let Some(run) = last {
                                         a href={"/runs/" (run.id)} { (status_badge(run.status.as_str())) } " " (time(run.started_at))
@@ -975,6 +981,22 @@ pub async fn list(
             }
         },
     ))
+}
+
+/// When the schedule starts the next run: a time, "due now", "paused" or "manual".
+fn next_run(sync: &SyncRecord, last_start: Option<chrono::DateTime<chrono::Utc>>) -> Markup {
+    let now = chrono::Utc::now();
+    html! {
+        @if let Some(paused_at) = sync.paused_at {
+            span.badge.paused title={"Paused since " (paused_at.format("%Y-%m-%d %H:%M UTC"))} { "paused" }
+        } @else {
+            @match sync.next_scheduled_run(last_start, now) {
+                None => span.muted { "manual" },
+                Some(due) if due <= now => span { "due now" },
+                Some(due) => (time(due)),
+            }
+        }
+    }
 }
 
 fn behavior_label(behavior: Behavior) -> &'static str {
@@ -1014,6 +1036,19 @@ pub async fn show(
                         button type="submit" title={"Retire what left the model even beyond " (spec.mirror.max_retire_percent) "% of the sync's records (preview first)"} { "Run, allowing mass retire" }
                     }
                 }
+                @if spec.schedule.is_some() || sync.paused_at.is_some() {
+                    @if sync.paused_at.is_some() {
+                        form.inline method="post" action={"/syncs/" (name) "/resume"} {
+                            (csrf_field(&caller))
+                            button type="submit" title="Start the schedule again, counted from now" { "Resume" }
+                        }
+                    } @else {
+                        form.inline method="post" action={"/syncs/" (name) "/pause"} {
+                            (csrf_field(&caller))
+                            button type="submit" title="Stop the schedule and orchestrators' triggers; you can still run it here" { "Pause" }
+                        }
+                    }
+                }
                 form.inline method="post" action={"/syncs/" (name) "/run"} {
                     (csrf_field(&caller))
                     button.primary type="submit" { "Run now" }
@@ -1033,7 +1068,10 @@ pub async fn show(
                         }
                     }
                     dt { "Mapping key" } dd.mono { (spec.key.column) " → " (spec.key.field) }
-                    dt { "Schedule" } dd { @if let Some(schedule) = &spec.schedule { (schedule.to_string()) " (UTC, while ferry serve runs)" } @else { "manual" } }
+                    dt { "Schedule" } dd {
+                        @if let Some(schedule) = &spec.schedule { (schedule.to_string()) " (while ferry serve runs)" } @else { "manual" }
+                    }
+                    dt { "Next run" } dd #next-run { (next_run(&sync, runs.first().map(|run| run.started_at))) }
                 dt { "Empty values" } dd { @if spec.nulls == NullPolicy::Clear { "clear the Stripe field" } @else { "leave the Stripe field" } }
                 }
                 table.table.compact {
@@ -1207,6 +1245,30 @@ pub async fn run(
         )
         .await?;
     Ok(Redirect::to(&format!("/runs/{run_id}")))
+}
+
+pub async fn pause(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Redirect, Page> {
+    set_paused(&state, &name, true).await
+}
+
+pub async fn resume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Redirect, Page> {
+    set_paused(&state, &name, false).await
+}
+
+async fn set_paused(state: &AppState, name: &str, paused: bool) -> Result<Redirect, Page> {
+    state
+        .store()
+        .set_sync_paused(name, paused)
+        .await?
+        .ok_or_else(|| Page::not_found(format!("sync '{name}' does not exist")))?;
+    tracing::info!(sync = %name, "{}", if paused { "Paused the sync." } else { "Resumed the sync." });
+    Ok(Redirect::to(&format!("/syncs/{name}")))
 }
 
 pub async fn delete(
@@ -1396,6 +1458,8 @@ mod tests {
             spec,
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
+            paused_at: None,
+            resumed_at: None,
         };
         let edited = SyncForm::from_record(&record);
         assert_eq!(
@@ -1494,6 +1558,8 @@ mod tests {
             spec: spec.clone(),
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
+            paused_at: None,
+            resumed_at: None,
         };
         let again = SyncForm::from_record(&record);
         assert_eq!(
