@@ -1081,7 +1081,7 @@ fn export_text(workspace: &Workspace) -> CliResult<String> {
         }
         let _ = writeln!(out, "    nulls: {}", enum_text(&spec.nulls));
         if let Some(schedule) = &spec.schedule {
-            let _ = writeln!(out, "    schedule: {schedule}");
+            let _ = writeln!(out, "    schedule: {}", scalar(&schedule.to_string()));
         }
         if !spec.mirror.is_default() {
             let _ = writeln!(
@@ -1257,6 +1257,9 @@ mod tests {
             "'O''Brien'",
             "{{first_name}} {{last_name}}",
             "Dear {{ name }}",
+            "cron */15 9-17 * * 1-5 in Europe/Paris",
+            "cron 0 6 * * MON#1",
+            "cron @daily",
         ] {
             let pair_yaml = format!("x: {}\ny: {}\n", scalar(text), pair(text, text, "  "));
             let tree: serde_yaml_ng::Value = serde_yaml_ng::from_str(&pair_yaml).expect(&pair_yaml);
