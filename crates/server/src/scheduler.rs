@@ -133,60 +133,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_due_schedule_starts_one_run_and_the_next_waits_a_whole_interval() {
-        let dir = tempfile::tempdir().unwrap();
-        let warehouse = dir.path().join("warehouse.duckdb");
-        ferry_source::duckdb_execute(
-            &warehouse,
-            "create table people as select 'p' || i || '@example.com' as email from range(3) t(i)",
-        )
-        .unwrap();
-        let emulator = Emulator::start(EmulatorConfig {
-            rate_limits: RateLimits::disabled(),
-            ..EmulatorConfig::default()
-        })
-        .await
-        .unwrap();
-        let store = StateStore::initialize(&WorkspaceOptions::in_dir(dir.path().join("ws")))
-            .await
-            .unwrap();
-        let settings = declare::StripeSettings {
-            api_base: Some(emulator.url()),
-            ..Default::default()
-        };
-        let key = SecretInput::Value(ferry_core::Secret::new(TEST_API_KEY));
-        declare::save_connection(
-            &store,
-            &declare::stripe_connection("stripe", key, &settings),
-            true,
-        )
-        .await
-        .unwrap();
-        declare::save_connection(
-            &store,
-            &declare::duckdb_connection("warehouse", &warehouse, &Default::default()),
-            true,
-        )
-        .await
-        .unwrap();
-        declare::save_model(&store, "people", "warehouse", "select email from people")
-            .await
-            .unwrap();
-        let spec = SyncSpec {
-            invoice: None,
-            model: "people".into(),
-            destination: "stripe".into(),
-            object: ObjectKind::Customer,
-            behavior: Behavior::UpdateOrCreate,
-            key: KeyMapping {
-                column: "email".into(),
-                field: "email".into(),
-            },
-            mappings: Vec::<FieldMapping>::new(),
-            nulls: NullPolicy::Skip,
-            schedule: Some(Schedule::parse("every 10m").unwrap()),
-            mirror: Default::default(),
-        };
-        let saved = declare::save_sync(&store, "people", &spec).await.unwrap();
+        let (_dir, store, emulator) = workspace_with_a_scheduled_sync(true).await;
+        let saved = store.get_sync("people").await.unwrap().unwrap();
         let state = AppState::new(store.clone(), false);
 
         // Just saved: not due, so there is time to preview.
