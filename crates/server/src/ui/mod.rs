@@ -89,6 +89,8 @@ pub const UI_ROUTES: &[(&str, &str)] = &[
     ("GET", "/syncs/x/preview"),
     ("GET", "/syncs/x/preview/result"),
     ("POST", "/syncs/x/run"),
+    ("POST", "/syncs/x/pause"),
+    ("POST", "/syncs/x/resume"),
     ("POST", "/syncs/x/delete"),
     ("GET", "/runs"),
     ("GET", "/runs/x"),
