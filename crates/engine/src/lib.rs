@@ -584,7 +584,7 @@ async fn run_sync_in_span(
     let run = store
         .create_run(&setup.sync.name, options.full_resync)
         .await?;
-    tracing::Span::current().record("run", run.id.as_str());
+    tracing::Span::current().record("run", tracing::field::display(&run.id));
     if let Some(on_start) = &options.on_start {
         on_start(run.id.clone());
     }

@@ -92,40 +92,41 @@ impl Metrics {
             rate_limiter_wait: Counter::default(),
         };
         let mut registry = Registry::default();
-        // Counters are registered without `_total`: the encoder adds it, as OpenMetrics says.
+        // Counters are registered without `_total`, and help texts without their full stop:
+        // the encoder adds both.
         registry.register(
             "ferry_runs",
-            "Runs that ended, by sync and status (completed, failed, cancelled).",
+            "Runs that ended, by sync and status (completed, failed, cancelled)",
             metrics.runs.clone(),
         );
         registry.register(
             "ferry_records",
-            "Model rows by the outcome a run gave them (created, updated, unchanged, not_found, rejected, failed, retired, not_attempted).",
+            "Model rows by the outcome a run gave them (created, updated, unchanged, not_found, rejected, failed, retired, not_attempted)",
             metrics.records.clone(),
         );
         registry.register(
             "ferry_run_duration_seconds",
-            "How long runs took, from the start request to the recorded end.",
+            "How long runs took, from the start request to the recorded end",
             metrics.run_duration.clone(),
         );
         registry.register(
             "ferry_last_success_timestamp_seconds",
-            "When the sync's last completed run ended (Unix time).",
+            "When the sync's last completed run ended (Unix time)",
             metrics.last_success.clone(),
         );
         registry.register(
             "ferry_stripe_requests",
-            "Requests to Stripe by HTTP status of the answer (retries included; status=\"error\": no answer, a transport error).",
+            "Requests to Stripe by HTTP status of the answer (retries included; status=\"error\": no answer, a transport error)",
             metrics.stripe_requests.clone(),
         );
         registry.register(
             "ferry_stripe_rate_limited",
-            "Answers 429 (rate limited) received from Stripe.",
+            "Answers 429 (rate limited) received from Stripe",
             metrics.stripe_rate_limited.clone(),
         );
         registry.register(
             "ferry_rate_limiter_wait_seconds",
-            "Time requests spent waiting for ferry's own rate limiter before being sent.",
+            "Time requests spent waiting for ferry's own rate limiter before being sent",
             metrics.rate_limiter_wait.clone(),
         );
         Metrics {
@@ -277,37 +278,37 @@ mod tests {
             .and_then(|value| value.parse().ok())
             .expect("a number");
         assert!(success > 1.7e9, "{text}");
-        expect![[r#"
+        expect![[r##"
             # HELP ferry_runs Runs that ended, by sync and status (completed, failed, cancelled).
             # TYPE ferry_runs counter
             ferry_runs_total{sync="people",status="completed"} 1
             # HELP ferry_records Model rows by the outcome a run gave them (created, updated, unchanged, not_found, rejected, failed, retired, not_attempted).
             # TYPE ferry_records counter
             ferry_records_total{sync="people",outcome="created"} 2
-            ferry_records_total{sync="people",outcome="updated"} 0
-            ferry_records_total{sync="people",outcome="unchanged"} 1
+            ferry_records_total{sync="people",outcome="failed"} 0
+            ferry_records_total{sync="people",outcome="not_attempted"} 0
             ferry_records_total{sync="people",outcome="not_found"} 0
             ferry_records_total{sync="people",outcome="rejected"} 1
-            ferry_records_total{sync="people",outcome="failed"} 0
             ferry_records_total{sync="people",outcome="retired"} 0
-            ferry_records_total{sync="people",outcome="not_attempted"} 0
+            ferry_records_total{sync="people",outcome="unchanged"} 1
+            ferry_records_total{sync="people",outcome="updated"} 0
             # HELP ferry_run_duration_seconds How long runs took, from the start request to the recorded end.
             # TYPE ferry_run_duration_seconds histogram
-            ferry_run_duration_seconds_sum{sync="people"} 1.5
-            ferry_run_duration_seconds_count{sync="people"} 1
+            ferry_run_duration_seconds_bucket{le="+Inf",sync="people"} 1
             ferry_run_duration_seconds_bucket{le="0.5",sync="people"} 0
             ferry_run_duration_seconds_bucket{le="1.0",sync="people"} 0
-            ferry_run_duration_seconds_bucket{le="2.5",sync="people"} 1
-            ferry_run_duration_seconds_bucket{le="5.0",sync="people"} 1
             ferry_run_duration_seconds_bucket{le="10.0",sync="people"} 1
-            ferry_run_duration_seconds_bucket{le="30.0",sync="people"} 1
-            ferry_run_duration_seconds_bucket{le="60.0",sync="people"} 1
             ferry_run_duration_seconds_bucket{le="120.0",sync="people"} 1
-            ferry_run_duration_seconds_bucket{le="300.0",sync="people"} 1
-            ferry_run_duration_seconds_bucket{le="600.0",sync="people"} 1
             ferry_run_duration_seconds_bucket{le="1800.0",sync="people"} 1
+            ferry_run_duration_seconds_bucket{le="2.5",sync="people"} 1
+            ferry_run_duration_seconds_bucket{le="30.0",sync="people"} 1
+            ferry_run_duration_seconds_bucket{le="300.0",sync="people"} 1
             ferry_run_duration_seconds_bucket{le="3600.0",sync="people"} 1
-            ferry_run_duration_seconds_bucket{le="+Inf",sync="people"} 1
+            ferry_run_duration_seconds_bucket{le="5.0",sync="people"} 1
+            ferry_run_duration_seconds_bucket{le="60.0",sync="people"} 1
+            ferry_run_duration_seconds_bucket{le="600.0",sync="people"} 1
+            ferry_run_duration_seconds_count{sync="people"} 1
+            ferry_run_duration_seconds_sum{sync="people"} 1.5
             # HELP ferry_last_success_timestamp_seconds When the sync's last completed run ended (Unix time).
             # TYPE ferry_last_success_timestamp_seconds gauge
             # HELP ferry_stripe_requests Requests to Stripe by HTTP status of the answer (retries included; status="error": no answer, a transport error).
@@ -322,7 +323,7 @@ mod tests {
             # TYPE ferry_rate_limiter_wait_seconds counter
             ferry_rate_limiter_wait_seconds_total 0.25
             # EOF
-        "#]]
+        "##]]
         .assert_eq(&(stable.join("\n") + "\n"));
     }
 

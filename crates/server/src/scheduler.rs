@@ -183,6 +183,17 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(emulator.handle().customers().len(), 3);
+        // A scheduled run is counted for /metrics like any other (once its task has ended,
+        // just after the run recorded its end).
+        let counted = "ferry_runs_total{sync=\"people\",status=\"completed\"}";
+        while !crate::metrics::global().render().contains(counted) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the scheduled run was not counted:\n{}",
+                crate::metrics::global().render()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         // The next run is due ten minutes after this one started, not before.
         let run = store.get_run(&started[0]).await.unwrap().unwrap();
         let too_soon = run.started_at + chrono::Duration::minutes(9);
