@@ -413,6 +413,15 @@ impl PreviewSink<'_> {
 
 /// What a run would create, update, leave alone and reject, found with reads only.
 pub async fn preview_sync(store: &StateStore, setup: &SyncSetup) -> Result<Preview, EngineError> {
+    // Like a run's (see `run_sync`): every line logged while previewing names the sync.
+    let span = tracing::error_span!("preview", sync = %setup.sync.name);
+    tracing::Instrument::instrument(preview_sync_in_span(store, setup), span).await
+}
+
+async fn preview_sync_in_span(
+    store: &StateStore,
+    setup: &SyncSetup,
+) -> Result<Preview, EngineError> {
     let stripe =
         StripeService::new(setup.stripe.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
     let never = AtomicBool::new(false);
