@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = cli::parse_command_line();
-    cli::init_logging(args.global.verbose);
+    cli::init_logging(args.global.verbose, args.global.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

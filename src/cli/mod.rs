@@ -37,6 +37,25 @@ pub struct GlobalArgs {
     /// More log output (-v info, -vv debug). Secrets are never logged.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// How log lines are written on stderr: `text` for people, or `json`, one object a line
+    /// for a log collector; a line written during a run names its run and sync (`span.run`,
+    /// `span.sync`).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "FERRY_LOG_FORMAT",
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -183,7 +202,7 @@ impl From<ferry_engine::EngineError> for CliError {
 
 pub type CliResult<T = u8> = Result<T, CliError>;
 
-pub fn init_logging(verbose: u8) {
+pub fn init_logging(verbose: u8, format: LogFormat) {
     let default = match verbose {
         0 => "warn",
         1 => "info,ferry=info",
@@ -191,13 +210,23 @@ pub fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        // Colours only for a person at a terminal, not in files, pipes or a service's journal.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder
+            // Colours only for a person at a terminal, not in files, pipes or a service's journal.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // The innermost span's fields (a run's `run` and `sync`) under `span`; the list of
+        // every enclosing span would repeat them on each line for nothing.
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 pub fn workspace_options(global: &GlobalArgs) -> CliResult<WorkspaceOptions> {

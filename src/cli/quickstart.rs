@@ -41,6 +41,7 @@ pub async fn quickstart(args: QuickstartArgs) -> CliResult {
         workspace: args.dir.join("workspace"),
         state_url: None,
         verbose: 0,
+        log_format: super::LogFormat::default(),
     };
     let store = super::open_workspace(&global).await?;
     let ws = global.workspace.display().to_string();

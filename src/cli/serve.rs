@@ -24,6 +24,12 @@ pub struct ServeArgs {
     /// loopback, the bind address or these names are refused, which defeats DNS rebinding.
     #[arg(long = "public-host", value_name = "NAME")]
     pub public_host: Vec<String>,
+    /// Also serve `/metrics` (Prometheus) on this address, without authentication, as
+    /// Prometheus scrapes exporters; e.g. 127.0.0.1:9464. The API serves `/metrics` with a
+    /// token either way. It holds counts and sync names, no secret: bind it where only your
+    /// monitoring reaches it.
+    #[arg(long, value_name = "ADDRESS:PORT")]
+    pub metrics_addr: Option<SocketAddr>,
     /// Seconds between looks for scheduled syncs that are due (tests shorten it).
     #[arg(long, hide = true)]
     pub scheduler_tick_seconds: Option<f64>,
@@ -57,8 +63,27 @@ pub async fn serve(store: StateStore, args: ServeArgs) -> CliResult {
         .await
         .map_err(|e| CliError::config(anyhow::anyhow!("cannot listen on {}: {e}", args.bind)))?;
     let address = listener.local_addr().map_err(CliError::failed)?;
+    let metrics_listener = match args.metrics_addr {
+        Some(metrics_addr) => Some(
+            tokio::net::TcpListener::bind(metrics_addr)
+                .await
+                .map_err(|e| {
+                    CliError::config(anyhow::anyhow!(
+                        "cannot listen on {metrics_addr} for --metrics-addr: {e}; pick a free port, or leave --metrics-addr out and scrape /metrics on the API with a token"
+                    ))
+                })?,
+        ),
+        None => None,
+    };
     println!("ferry is serving the workspace at http://{address}/");
     println!("  API: http://{address}/api/v1 (described at /api/openapi.json; send `Authorization: Bearer <token>`)");
+    match &metrics_listener {
+        Some(metrics) => println!(
+            "  Metrics: http://{}/metrics (Prometheus, no token), and /metrics on the API with a token",
+            metrics.local_addr().map_err(CliError::failed)?
+        ),
+        None => println!("  Metrics: http://{address}/metrics (Prometheus; send the token)"),
+    }
     if let Some(token) = first_token {
         println!(
             "  Sign in with this API token (shown once; `ferry token create NAME` makes more):"
@@ -72,6 +97,7 @@ pub async fn serve(store: StateStore, args: ServeArgs) -> CliResult {
         secure_cookies: args.secure_cookies,
         allowed_secret_env: args.allow_secret_env,
         public_hosts: args.public_host,
+        metrics_listener,
         scheduler_tick: args
             .scheduler_tick_seconds
             .map(|s| std::time::Duration::from_secs_f64(s.max(0.05))),

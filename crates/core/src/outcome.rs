@@ -128,6 +128,19 @@ impl RunCounts {
         }
     }
 
+    /// How many records ended with `outcome`.
+    pub fn count_of(&self, outcome: Outcome) -> u64 {
+        match outcome {
+            Outcome::Created => self.created,
+            Outcome::Updated => self.updated,
+            Outcome::Unchanged => self.unchanged,
+            Outcome::NotFound => self.not_found,
+            Outcome::Rejected => self.rejected,
+            Outcome::Failed => self.failed,
+            Outcome::Retired => self.retired,
+        }
+    }
+
     /// Every row accounted for: the outcomes plus the rows not attempted (retired records are
     /// not rows).
     pub fn outcomes_total(&self) -> u64 {

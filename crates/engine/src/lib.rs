@@ -413,6 +413,15 @@ impl PreviewSink<'_> {
 
 /// What a run would create, update, leave alone and reject, found with reads only.
 pub async fn preview_sync(store: &StateStore, setup: &SyncSetup) -> Result<Preview, EngineError> {
+    // Like a run's (see `run_sync`): every line logged while previewing names the sync.
+    let span = tracing::error_span!("preview", sync = %setup.sync.name);
+    tracing::Instrument::instrument(preview_sync_in_span(store, setup), span).await
+}
+
+async fn preview_sync_in_span(
+    store: &StateStore,
+    setup: &SyncSetup,
+) -> Result<Preview, EngineError> {
     let stripe =
         StripeService::new(setup.stripe.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
     let never = AtomicBool::new(false);
@@ -556,6 +565,19 @@ pub async fn run_sync(
     setup: &SyncSetup,
     options: &RunOptions,
 ) -> Result<RunReport, EngineError> {
+    // Every line logged during the run carries the sync's name and, once the run is recorded,
+    // its id: `--log-format json` writes them as the span's fields on each line, so a log
+    // collector can pick one run's lines out of a server's. At ERROR level so that the span
+    // is enabled whatever the log filter lets through (a disabled span adds no fields).
+    let span = tracing::error_span!("run", sync = %setup.sync.name, run = tracing::field::Empty);
+    tracing::Instrument::instrument(run_sync_in_span(store, setup, options), span).await
+}
+
+async fn run_sync_in_span(
+    store: &StateStore,
+    setup: &SyncSetup,
+    options: &RunOptions,
+) -> Result<RunReport, EngineError> {
     let retention = run_retention()?;
     let lock = store.lock_sync(&setup.sync).await?;
     let interrupted = store.mark_interrupted_runs(&setup.sync.name).await?;
@@ -571,6 +593,7 @@ pub async fn run_sync(
     let run = store
         .create_run(&setup.sync.name, options.full_resync)
         .await?;
+    tracing::Span::current().record("run", tracing::field::display(&run.id));
     if let Some(on_start) = &options.on_start {
         on_start(run.id.clone());
     }

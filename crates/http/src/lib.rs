@@ -3,9 +3,11 @@
 //! loop or sleep (see ARCHITECTURE.md).
 
 mod limiter;
+mod observer;
 mod retry;
 
 pub use limiter::{RateLimitPolicy, RateLimiters};
+pub use observer::{install_observer, AttemptAnswer, HttpObserver};
 pub use retry::{classify, classify_answer, Classification, RetryPolicy};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -17,6 +19,8 @@ use tokio::sync::Semaphore;
 /// Everything that shapes how one destination is called.
 #[derive(Debug, Clone)]
 pub struct HttpPolicy {
+    /// Who this client talks to (`stripe`, `snowflake`, `bigquery`, …), as metrics name it.
+    pub service: &'static str,
     pub rate_limits: RateLimitPolicy,
     pub retry: RetryPolicy,
     /// Requests in flight at once; the rate limiter decides the pace, this bounds memory and sockets.
@@ -28,6 +32,7 @@ pub struct HttpPolicy {
 impl Default for HttpPolicy {
     fn default() -> Self {
         HttpPolicy {
+            service: "unnamed",
             rate_limits: RateLimitPolicy::default(),
             retry: RetryPolicy::default(),
             max_in_flight: 32,
@@ -187,7 +192,28 @@ impl HttpClient {
             .acquire()
             .await
             .map_err(|_| "client is shutting down".to_string())?;
+        let waiting_since = Instant::now();
         self.inner.limiters.wait_for(&request.endpoint).await;
+        let service = self.inner.policy.service;
+        let observer = observer::observer();
+        if let Some(observer) = observer {
+            observer.waited_for_rate_limiter(service, waiting_since.elapsed());
+        }
+        let answered = self.put_on_the_wire(request).await;
+        if let Some(observer) = observer {
+            observer.attempt_answered(
+                service,
+                match &answered {
+                    Ok(response) => AttemptAnswer::Status(response.status),
+                    Err(_) => AttemptAnswer::TransportError,
+                },
+            );
+        }
+        answered
+    }
+
+    /// One attempt's exchange, once it may be sent.
+    async fn put_on_the_wire(&self, request: &OutboundRequest) -> Result<InboundResponse, String> {
         let mut builder = self
             .inner
             .client

@@ -11,6 +11,7 @@ mod error;
 mod form;
 mod guard;
 mod log_throttle;
+mod metrics;
 mod openapi;
 mod run_registry;
 mod scheduler;
@@ -25,6 +26,7 @@ use std::sync::Arc;
 pub use auth::SESSION_COOKIE;
 pub use error::ApiError;
 pub use guard::AllowedHosts;
+pub use metrics::OPENMETRICS_CONTENT_TYPE;
 pub use openapi::openapi_document;
 pub use ui::UI_ROUTES;
 
@@ -48,6 +50,9 @@ pub struct ServerOptions {
     /// Host names (besides loopback and the bind address) that requests may name in their
     /// `Host` header: the names people reach the server by (`ferry serve --public-host`).
     pub public_hosts: Vec<String>,
+    /// A second listener that serves `/metrics` only, without authentication, as Prometheus
+    /// scrapes it (`ferry serve --metrics-addr`). The API serves `/metrics` with a token either way.
+    pub metrics_listener: Option<tokio::net::TcpListener>,
 }
 
 /// Everything a handler needs; cheap to clone.
@@ -172,6 +177,16 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// What `--metrics-addr` serves: `/metrics` and nothing else, without authentication, as
+/// Prometheus exporters do. Only counts and sync names are there, never a secret or a record;
+/// bind it where only the monitoring system reaches it. No `Host` check: Prometheus names its
+/// targets by address, and the page holds nothing a rebinding attack could use to act.
+pub fn metrics_router() -> Router {
+    Router::new()
+        .route("/metrics", axum::routing::get(metrics::serve_metrics))
+        .layer(axum::middleware::from_fn(guard::security_headers))
+}
+
 /// Whether serving on `bind` is allowed: loopback always; any other address only once an API
 /// token exists, since that is what lets someone sign in.
 pub async fn check_bind(store: &StateStore, bind: &SocketAddr) -> Result<(), String> {
@@ -201,6 +216,14 @@ pub async fn serve(
         .with_allowed_secret_env(options.allowed_secret_env)
         .with_allowed_hosts(hosts);
     let app = router(state.clone());
+    metrics::observe_http();
+    let metrics_server = options.metrics_listener.map(|listener| {
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, metrics_router()).await {
+                tracing::error!(%error, "The metrics listener stopped; /metrics is still served on the API with a token.");
+            }
+        })
+    });
     let scheduler = tokio::spawn(scheduler::run_scheduler(
         state.clone(),
         options.scheduler_tick.unwrap_or(scheduler::DEFAULT_TICK),
@@ -212,6 +235,9 @@ pub async fn serve(
     .with_graceful_shutdown(shutdown)
     .await?;
     scheduler.abort();
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.abort();
+    }
     state.runs().stop_all().await;
     Ok(())
 }

@@ -28,6 +28,7 @@ use utoipa::{Modify, OpenApi};
         syncs::list, syncs::show, syncs::create, syncs::replace, syncs::remove,
         syncs::preview, syncs::start_run, syncs::pause, syncs::resume,
         runs::list, runs::show, runs::cancel, runs::records, runs::records_csv,
+        crate::metrics::serve_metrics,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&BearerAuth),
@@ -37,6 +38,7 @@ use utoipa::{Modify, OpenApi};
         (name = "models", description = "SQL queries that select the rows to sync"),
         (name = "syncs", description = "Model → Stripe, previews and runs"),
         (name = "runs", description = "Run status and per-record outcomes"),
+        (name = "monitoring", description = "Metrics for Prometheus"),
     )
 )]
 struct ApiDoc;

@@ -89,15 +89,33 @@ impl RunRegistry {
         let sync_name = sync.to_string();
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<ApiError>();
         let task = tokio::spawn(async move {
+            let requested_at = std::time::Instant::now();
             let result = ferry_engine::run_sync(&store, &setup, &options).await;
             let started = started_id.lock().expect("run id lock").take();
             if let Some(run_id) = &started {
                 registry.lock().expect("run registry lock").remove(run_id);
             }
+            // Counted here, where every run the server starts ends (the API's, the UI's and the
+            // scheduler's alike).
             match (result, started) {
-                (Ok(_), _) => {}
+                (Ok(report), _) => {
+                    crate::metrics::global().run_ended(
+                        &sync_name,
+                        report.status,
+                        &report.counts,
+                        requested_at.elapsed(),
+                    );
+                }
                 (Err(error), Some(run_id)) => {
                     tracing::warn!(sync = %sync_name, run = %run_id, problem = %error, "A run started from the server stopped with an error.");
+                    // Its end could not be recorded, so its counts are unknown: a failure
+                    // without records.
+                    crate::metrics::global().run_ended(
+                        &sync_name,
+                        ferry_core::RunStatus::Failed,
+                        &RunCounts::default(),
+                        requested_at.elapsed(),
+                    );
                 }
                 // Refused before it began: the caller (a request, the scheduler) gets the error
                 // and says so. A refusal is routine (a sync already running refuses every other

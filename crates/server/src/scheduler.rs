@@ -101,6 +101,12 @@ pub(crate) async fn start_due_runs(
                 };
                 match recorded {
                     Ok(run_id) => {
+                        crate::metrics::global().run_ended(
+                            &sync.name,
+                            RunStatus::Failed,
+                            &RunCounts::default(),
+                            Duration::ZERO,
+                        );
                         tracing::warn!(sync = %sync.name, run = %run_id, problem = %error.message, "A scheduled run could not start; it is recorded as a failed run.");
                         started.push(run_id);
                     }
@@ -158,6 +164,17 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(emulator.handle().customers().len(), 3);
+        // A scheduled run is counted for /metrics like any other (once its task has ended,
+        // just after the run recorded its end).
+        let counted = "ferry_runs_total{sync=\"people\",status=\"completed\"}";
+        while !crate::metrics::global().render().contains(counted) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the scheduled run was not counted:\n{}",
+                crate::metrics::global().render()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         // The next run is due ten minutes after this one started, not before.
         let run = store.get_run(&started[0]).await.unwrap().unwrap();
         let too_soon = run.started_at + chrono::Duration::minutes(9);
@@ -229,6 +246,12 @@ mod tests {
         );
         assert_eq!(store.list_runs(Some("people"), 10).await.unwrap().len(), 1);
         assert!(emulator.handle().customers().is_empty());
+        // Counted as a failed run for /metrics (and whatever alerts on it).
+        let rendered = crate::metrics::global().render();
+        assert!(
+            rendered.contains("ferry_runs_total{sync=\"people\",status=\"failed\"}"),
+            "{rendered}"
+        );
     }
 
     /// A workspace with a sync `people` (3 rows) scheduled `every 10m`; its Stripe key is

@@ -95,9 +95,12 @@ where
     let (rows_sender, messages_receiver, rows_per_message) = row_channel(options);
     let statement_timeout = options.statement_timeout;
     let timeout_setting = options.timeout_setting;
+    // The thread logs inside the caller's span (a run's `run` and `sync`), as a task would.
+    let span = tracing::Span::current();
     std::thread::Builder::new()
         .name(thread_name.into())
         .spawn(move || {
+            let _in_callers_span = span.enter();
             let model_connection = match open() {
                 Ok(model_connection) => model_connection,
                 Err(error) => {

@@ -251,7 +251,11 @@ where
 {
     let (columns_sender, columns_receiver) = oneshot::channel();
     let (rows_sender, messages_receiver, rows_per_message) = row_channel(options);
-    tokio::spawn(producer(columns_sender, rows_sender));
+    // In the caller's span, so that the reader's log lines name the run and sync too.
+    tokio::spawn(tracing::Instrument::in_current_span(producer(
+        columns_sender,
+        rows_sender,
+    )));
     let columns = columns_receiver
         .await
         .map_err(|_| SourceError::Warehouse {

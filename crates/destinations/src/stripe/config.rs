@@ -60,6 +60,7 @@ impl StripeConfig {
             endpoint_overrides.insert("GET /v1/customers/search".to_string(), per_endpoint.min(20));
         }
         HttpPolicy {
+            service: "stripe",
             rate_limits: RateLimitPolicy {
                 global_per_second: positive(global),
                 per_endpoint_per_second: positive(per_endpoint),

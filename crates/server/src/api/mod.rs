@@ -13,6 +13,7 @@ use axum::Router;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/openapi.json", get(crate::openapi::serve_document))
+        .route("/metrics", get(crate::metrics::serve_metrics))
         .route(
             "/api/v1/connections",
             get(connections::list).post(connections::create),

@@ -543,6 +543,7 @@ async fn metadata_token(base: &str) -> Result<(Secret, Duration), AuthError> {
         unreachable: true,
     };
     let http = HttpClient::new(HttpPolicy {
+        service: "google-oauth",
         rate_limits: RateLimitPolicy::unlimited(),
         retry: RetryPolicy {
             max_attempts: 3,

@@ -232,6 +232,7 @@ impl BigQueryClient {
 
 fn http_policy() -> HttpPolicy {
     HttpPolicy {
+        service: "bigquery",
         // BigQuery enforces its own quotas per project; a model makes a few calls a second at
         // most, so no client-side bucket is needed.
         rate_limits: RateLimitPolicy::unlimited(),

@@ -129,6 +129,7 @@ impl SnowflakeClient {
             },
         };
         let http = HttpClient::new(HttpPolicy {
+            service: "snowflake",
             // Snowflake publishes no request rate; it answers 429 when busy, which the stack
             // retries with backoff.
             rate_limits: ferry_http::RateLimitPolicy::unlimited(),
