@@ -1828,6 +1828,19 @@ async fn a_paused_sync_runs_only_when_told_and_resumes_on_its_cron_schedule() {
         next.ends_with("T05:00:00Z") || next.ends_with("T04:00:00Z"),
         "{resumed}"
     );
+    // The home page is the workspace's health: the sync, its last run charted, its next run.
+    let home = api.send(ui_page("/")).await.expect(200);
+    assert!(
+        home.text.contains("Every sync's last run went through.")
+            && home.text.contains("href=\"/syncs/people-to-stripe\"")
+            && home.text.contains("<svg class=\"trend\"")
+            && home
+                .text
+                .contains("completed: 5 written, 0 rejected or failed")
+            && home.text.contains("Next scheduled runs"),
+        "{}",
+        home.text
+    );
     let page = api.send(ui_page("/syncs")).await.expect(200);
     assert!(
         page.text.contains(":00:00 UTC") && !page.text.contains("badge paused"),

@@ -3,6 +3,7 @@
 //! Mapper) → Preview → Run → Run history. Handlers call the same engine functions as the API.
 
 mod connections;
+mod health;
 mod layout;
 mod login;
 mod models;
@@ -11,7 +12,7 @@ mod syncs;
 
 use crate::AppState;
 use axum::http::header;
-use axum::response::{IntoResponse, Redirect};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -150,7 +151,7 @@ async fn home(
         .map_err(Page::from_state)?
         .is_empty();
     if has_destination && has_source && has_model && has_sync {
-        return Ok(Redirect::to("/syncs").into_response());
+        return Ok(health::page(&state, &caller).await?.into_response());
     }
     Ok(layout::home(&caller, has_destination, has_source, has_model, has_sync).into_response())
 }

@@ -984,7 +984,10 @@ pub async fn list(
 }
 
 /// When the schedule starts the next run: a time, "due now", "paused" or "manual".
-fn next_run(sync: &SyncRecord, last_start: Option<chrono::DateTime<chrono::Utc>>) -> Markup {
+pub(super) fn next_run(
+    sync: &SyncRecord,
+    last_start: Option<chrono::DateTime<chrono::Utc>>,
+) -> Markup {
     let now = chrono::Utc::now();
     html! {
         @if let Some(paused_at) = sync.paused_at {
