@@ -38,8 +38,28 @@ const EXAMPLES: &str = "`every 15m`, `every 2h`, `hourly`, `daily at 06:30`, \
 /// How many coming times of a cron expression are checked against the shortest interval.
 const CRON_TIMES_CHECKED: usize = 500;
 
+/// Whether a cron expression's coming times are checked against the shortest interval.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum GapCheck {
+    Check,
+    Skip,
+}
+
 impl Schedule {
+    /// Reads a schedule a person wrote (at every door): what it says, and that it never runs
+    /// closer together than [`MIN_INTERVAL_MINUTES`].
     pub fn parse(text: &str) -> Result<Schedule, String> {
+        Schedule::parse_with(text, GapCheck::Check)
+    }
+
+    /// Reads a schedule the workspace stored, which [`Schedule::parse`] checked when it was
+    /// saved. A cron expression's coming times are not walked again: the store reads every
+    /// sync's schedule on each scheduler tick and page, and that walk is hundreds of steps.
+    pub fn read_stored(text: &str) -> Result<Schedule, String> {
+        Schedule::parse_with(text, GapCheck::Skip)
+    }
+
+    fn parse_with(text: &str, gap_check: GapCheck) -> Result<Schedule, String> {
         let text = text.trim();
         let all_words: Vec<&str> = text.split_whitespace().collect();
         // A time zone comes last, after `in`.
@@ -70,7 +90,7 @@ impl Schedule {
             }
             ["every", amount] => every(amount, "")?,
             ["every", amount, unit] => every(amount, unit)?,
-            ["cron", ..] => cron(&words[1..].join(" "), zone.unwrap_or(Tz::UTC))?,
+            ["cron", ..] => cron(&words[1..].join(" "), zone.unwrap_or(Tz::UTC), gap_check)?,
             _ => return Err(format!("cannot read the schedule `{text}`; use {EXAMPLES}")),
         };
         if let Schedule::Every { minutes } = schedule {
@@ -131,7 +151,7 @@ fn cron_parser() -> CronParser {
         .build()
 }
 
-fn cron(expression: &str, zone: Tz) -> Result<Schedule, String> {
+fn cron(expression: &str, zone: Tz, gap_check: GapCheck) -> Result<Schedule, String> {
     const FORM: &str = "five fields: minute, hour, day of month, month, day of week; for \
          example `cron 0 6 * * 1-5` is 06:00 on weekdays, `cron */30 * * * *` every half hour";
     if expression.is_empty() {
@@ -140,6 +160,12 @@ fn cron(expression: &str, zone: Tz) -> Result<Schedule, String> {
     let cron = cron_parser().parse(expression).map_err(|problem| {
         format!("`{expression}` is not a cron expression ferry can read ({problem}); write {FORM}")
     })?;
+    if gap_check == GapCheck::Skip {
+        return Ok(Schedule::Cron {
+            expression: expression.to_string(),
+            zone,
+        });
+    }
     // Runs closer together than the shortest interval would pile up like `every 1m` does.
     let start = Utc::now().with_timezone(&zone);
     let times: Vec<DateTime<Tz>> = cron.iter_after(start).take(CRON_TIMES_CHECKED).collect();
@@ -378,6 +404,23 @@ mod tests {
     fn a_cron_closer_than_the_shortest_interval_names_two_times() {
         let problem = Schedule::parse("cron 0,3 6 * * *").unwrap_err();
         assert!(problem.contains("06:00 and again at 06:03"), "{problem}");
+    }
+
+    #[test]
+    fn a_stored_schedule_reads_back_without_walking_its_times() {
+        for text in [
+            "cron 0 6 * * 1-5 in America/New_York",
+            "daily at 06:30",
+            "every 2h",
+        ] {
+            assert_eq!(
+                Schedule::read_stored(text).unwrap(),
+                Schedule::parse(text).unwrap()
+            );
+        }
+        // The gap was checked when it was saved; reading it back does not refuse it again.
+        assert!(Schedule::read_stored("cron 0,3 6 * * *").is_ok());
+        assert!(Schedule::read_stored("cron 61 * * * *").is_err());
     }
 
     #[test]

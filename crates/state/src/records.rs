@@ -490,7 +490,7 @@ impl TryFrom<StoredSyncSpec> for SyncSpec {
                 .ok_or_else(|| format!("unknown null policy `{}`", stored.nulls))?,
             schedule: stored
                 .schedule
-                .map(|text| Schedule::parse(&text))
+                .map(|text| Schedule::read_stored(&text))
                 .transpose()?,
             mirror: stored
                 .mirror
