@@ -1,6 +1,7 @@
 //! ferry's domain types and the pure parts of a sync: values, sync specs, payloads and their
 //! diffs. This crate does no IO (see ARCHITECTURE.md).
 
+pub mod alerts;
 pub mod outcome;
 pub mod payload;
 pub mod schedule;
@@ -8,6 +9,7 @@ pub mod secret;
 pub mod spec;
 pub mod value;
 
+pub use alerts::{evaluate_alerts, AlertChange, AlertCondition, AlertSettings, EventKind, FinishedRun};
 pub use outcome::{Outcome, RunCounts, RunStatus};
 pub use payload::{changed_fields, Baseline, FieldValue, Payload};
 pub use schedule::Schedule;

@@ -246,6 +246,9 @@ pub struct SyncSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, example = "every 1h")]
     pub schedule: Option<crate::Schedule>,
+    /// When the sync raises alerts and who hears of them; `None`: the workspace's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<crate::AlertSettings>,
 }
 
 impl ObjectKind {
