@@ -103,6 +103,10 @@ struct SyncDecl {
     /// (`never`, the default, or `when-created`) and `reissue_finalized` (void and reissue a
     /// finalized invoice whose lines changed; default false).
     invoice: Option<ferry_core::InvoiceSettings>,
+    /// `channels` (alert channel connections), `on_failure` (default true),
+    /// `rejected_over_percent`, `slower_than_minutes`, `row_drop_over_percent`. Absent: the
+    /// workspace's defaults.
+    alerts: Option<ferry_core::AlertSettings>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -410,6 +414,7 @@ fn resolve(doc: FileDoc, base: &Path, shown: &str, text: &str) -> CliResult<Desi
                 .collect(),
             nulls: decl.nulls.unwrap_or_default(),
             schedule: decl.schedule.clone(),
+            alerts: decl.alerts.clone(),
             mirror: decl.mirror,
         };
         if spec.mirror.max_retire_percent > 100 {
@@ -551,6 +556,9 @@ fn sync_changes(desired: &SyncSpec, stored: &SyncSpec) -> Vec<&'static str> {
     }
     if desired.mirror != stored.mirror {
         changes.push("mirror");
+    }
+    if desired.alerts != stored.alerts {
+        changes.push("alerts");
     }
     changes
 }
@@ -1101,6 +1109,21 @@ fn export_text(workspace: &Workspace) -> CliResult<String> {
                 invoice.finalize.as_str(),
                 invoice.reissue_finalized
             );
+        }
+        if let Some(alerts) = &spec.alerts {
+            out.push_str("    alerts:\n");
+            let channels: Vec<String> = alerts.channels.iter().map(|c| scalar(c)).collect();
+            let _ = writeln!(out, "      channels: [{}]", channels.join(", "));
+            let _ = writeln!(out, "      on_failure: {}", alerts.on_failure);
+            for (field, value) in [
+                ("rejected_over_percent", alerts.rejected_over_percent),
+                ("slower_than_minutes", alerts.slower_than_minutes),
+                ("row_drop_over_percent", alerts.row_drop_over_percent),
+            ] {
+                if let Some(value) = value {
+                    let _ = writeln!(out, "      {field}: {value}");
+                }
+            }
         }
     }
     Ok(out)

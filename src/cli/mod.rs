@@ -1,6 +1,7 @@
 //! The command line: argument definitions and dispatch. Commands are plain functions over an
 //! opened workspace, so `ferry quickstart` (and tests) can call them in-process.
 
+mod alerts;
 mod config_file;
 mod connections;
 mod models;
@@ -80,6 +81,9 @@ pub enum Command {
     Run(runs::RunCommand),
     /// Build a demo workspace, preview and run a sync into Stripe's emulator (or your test account).
     Quickstart(quickstart::QuickstartArgs),
+    /// Default alert settings, the alerts raised now, and the events sent to alert channels.
+    #[command(subcommand)]
+    Alerts(alerts::AlertsCommand),
     /// Serve the REST API and the web UI.
     Serve(serve::ServeArgs),
     /// Create, list and revoke the API tokens that open the API and the UI.
@@ -268,6 +272,9 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Sync(command) => syncs::sync(&open_workspace(&cli.global).await?, command).await,
         Command::Runs(args) => runs::runs(&open_workspace(&cli.global).await?, args).await,
         Command::Run(command) => runs::run(&open_workspace(&cli.global).await?, command).await,
+        Command::Alerts(command) => {
+            alerts::alerts(&open_workspace(&cli.global).await?, command).await
+        }
         Command::Serve(args) => serve::serve(open_workspace(&cli.global).await?, args).await,
         Command::Token(command) => serve::token(&open_workspace(&cli.global).await?, command).await,
         Command::Apply(args) => config_file::apply(&open_workspace(&cli.global).await?, args).await,

@@ -100,6 +100,8 @@ pub struct SyncCreateArgs {
     /// one is always reported).
     #[arg(long)]
     pub reissue_finalized: bool,
+    #[command(flatten)]
+    pub alerts: super::alerts::AlertArgs,
 }
 
 fn parse_finalize(text: &str) -> Result<ferry_core::Finalize, String> {
@@ -298,6 +300,18 @@ pub async fn sync(store: &StateStore, command: SyncCommand) -> CliResult {
             if let Some(schedule) = &spec.schedule {
                 println!("  schedule: {schedule} (while `ferry serve` runs)");
             }
+            match &spec.alerts {
+                Some(alerts) => println!("  alerts:   {}", super::alerts::describe(alerts)),
+                None => println!("  alerts:   the workspace's defaults (`ferry alerts show`)"),
+            }
+            for alert in store.raised_alerts(&name).await? {
+                println!(
+                    "  ALERT:    {} since {}: {}",
+                    alert.condition,
+                    alert.raised_at.format("%Y-%m-%d %H:%M UTC"),
+                    alert.message
+                );
+            }
             let runs = store.list_runs(Some(&name), 5).await?;
             if spec.schedule.is_some() || sync.paused_at.is_some() {
                 println!(
@@ -421,6 +435,7 @@ async fn create(store: &StateStore, args: SyncCreateArgs) -> CliResult {
             NullsArg::Clear => NullPolicy::Clear,
         },
         schedule: args.schedule,
+        alerts: args.alerts.settings(),
         mirror: MirrorSettings {
             max_retire_percent: args.max_retire_percent,
             delete_customers: args.delete_customers,
@@ -561,6 +576,19 @@ pub async fn run(
     let report = ferry_engine::run_sync(store, &setup, &options).await?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
+    }
+    // The run's events go out now; one that a channel does not take waits in the workspace
+    // for `ferry serve` (or the next run) to try again, so a receiver that is down costs this
+    // command at most the bound below.
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        ferry_engine::alerts::deliver_due(store),
+    )
+    .await
+    {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "Could not send the run's alert deliveries; they wait in the workspace."),
+        Err(_) => tracing::warn!("Sending the run's alert deliveries takes long; the rest wait in the workspace for `ferry serve`."),
     }
     match format {
         Format::Json => {

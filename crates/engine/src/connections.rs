@@ -16,6 +16,9 @@
 //! destination, which only the engine joins; the front ends (the binary and the server) already
 //! depend on the engine, so no new edge enters the crate graph.
 
+pub use crate::channel_kinds::{
+    EmailChannelSettings, SlackSettings, WebhookSettings, EMAIL, SLACK, WEBHOOK,
+};
 use crate::EngineError;
 use ferry_core::Secret;
 use ferry_destinations::stripe::{StripeConfig, STRIPE_API_BASE};
@@ -169,8 +172,8 @@ const WAREHOUSE_SETTINGS: [SettingSpec; 3] = [
 
 /// Every kind of connection ferry knows. Adding a warehouse is a source module, its settings
 /// struct, an entry here and a variant of [`ConnectionSettings`].
-pub const REGISTRY: [KindSpec; 8] = [
-    STRIPE, DUCKDB, POSTGRES, REDSHIFT, MYSQL, SNOWFLAKE, BIGQUERY, FILES,
+pub const REGISTRY: [KindSpec; 11] = [
+    STRIPE, DUCKDB, POSTGRES, REDSHIFT, MYSQL, SNOWFLAKE, BIGQUERY, FILES, WEBHOOK, SLACK, EMAIL,
 ];
 
 pub const STRIPE: KindSpec = KindSpec {
@@ -666,6 +669,9 @@ pub enum ConnectionSettings {
     Snowflake(SnowflakeSettings),
     Bigquery(BigquerySettings),
     Files(FilesSettings),
+    Webhook(WebhookSettings),
+    Slack(SlackSettings),
+    Email(EmailChannelSettings),
 }
 
 /// A Stripe connection's settings besides its key.
@@ -871,6 +877,9 @@ impl ConnectionSettings {
             ConnectionKind::Snowflake => typed(&config).map(ConnectionSettings::Snowflake),
             ConnectionKind::Bigquery => typed(&config).map(ConnectionSettings::Bigquery),
             ConnectionKind::Files => typed(&config).map(ConnectionSettings::Files),
+            ConnectionKind::Webhook => typed(&config).map(ConnectionSettings::Webhook),
+            ConnectionKind::Slack => typed(&config).map(ConnectionSettings::Slack),
+            ConnectionKind::Email => typed(&config).map(ConnectionSettings::Email),
         };
         settings.map_err(|(field, problem)| {
             // A field's own message names it; serde's generic ones get the name in front.
@@ -1018,6 +1027,9 @@ impl ConnectionSettings {
             ConnectionSettings::Snowflake(settings) => serde_json::to_value(settings),
             ConnectionSettings::Bigquery(settings) => serde_json::to_value(settings),
             ConnectionSettings::Files(settings) => serde_json::to_value(settings),
+            ConnectionSettings::Webhook(settings) => serde_json::to_value(settings),
+            ConnectionSettings::Slack(settings) => serde_json::to_value(settings),
+            ConnectionSettings::Email(settings) => serde_json::to_value(settings),
         };
         value.expect("settings serialize to JSON")
     }
@@ -1063,6 +1075,9 @@ impl ConnectionSettings {
             ConnectionSettings::Snowflake(_) => ConnectionKind::Snowflake,
             ConnectionSettings::Bigquery(_) => ConnectionKind::Bigquery,
             ConnectionSettings::Files(_) => ConnectionKind::Files,
+            ConnectionSettings::Webhook(_) => ConnectionKind::Webhook,
+            ConnectionSettings::Slack(_) => ConnectionKind::Slack,
+            ConnectionSettings::Email(_) => ConnectionKind::Email,
         }
     }
 
@@ -1070,10 +1085,13 @@ impl ConnectionSettings {
         kind_spec(self.kind())
     }
 
-    /// The settings every warehouse has; `None` for Stripe.
+    /// The settings every warehouse has; `None` for Stripe and the alert channels.
     pub fn warehouse(&self) -> Option<&WarehouseSettings> {
         match self {
-            ConnectionSettings::Stripe(_) => None,
+            ConnectionSettings::Stripe(_)
+            | ConnectionSettings::Webhook(_)
+            | ConnectionSettings::Slack(_)
+            | ConnectionSettings::Email(_) => None,
             ConnectionSettings::Duckdb(settings) => Some(&settings.warehouse),
             ConnectionSettings::Postgres(settings)
             | ConnectionSettings::Redshift(settings)
@@ -1110,9 +1128,12 @@ impl ConnectionSettings {
                 Ok(SourceConfig::BigQuery(settings.source(secret)))
             }
             ConnectionSettings::Files(settings) => files_source(store, &settings.folders),
-            ConnectionSettings::Stripe(_) => Err(EngineError::WrongConnectionKind {
+            ConnectionSettings::Stripe(_)
+            | ConnectionSettings::Webhook(_)
+            | ConnectionSettings::Slack(_)
+            | ConnectionSettings::Email(_) => Err(EngineError::WrongConnectionKind {
                 name: connection.to_string(),
-                actual: "stripe".to_string(),
+                actual: self.kind().to_string(),
                 expected: "a warehouse (a source connection)",
             }),
         }
@@ -1137,7 +1158,8 @@ impl ConnectionSettings {
     }
 
     /// The connection test: Stripe reads `/v1/balance` with the key, a warehouse runs
-    /// `SELECT 1`.
+    /// `SELECT 1`, a webhook receives a signed `ping`, Slack a message saying it is connected,
+    /// and an SMTP server is signed in to without a message sent.
     pub async fn test(
         &self,
         store: &StateStore,
@@ -1155,6 +1177,11 @@ impl ConnectionSettings {
                     .test_connection()
                     .await
                     .map_err(|e| EngineError::ConnectionTest(e.to_string()))
+            }
+            ConnectionSettings::Webhook(_)
+            | ConnectionSettings::Slack(_)
+            | ConnectionSettings::Email(_) => {
+                crate::alerts::test_channel(self, connection, secret).await
             }
             _ => {
                 let source = self.source(store, connection, secret)?;

@@ -372,6 +372,9 @@ pub async fn save_sync(
     let columns = model_columns(store, &spec.model).await?;
     let names: Vec<String> = columns.into_iter().map(|c| c.name).collect();
     crate::prepare::validate_sync(spec, &names).map_err(EngineError::InvalidSync)?;
+    if let Some(alerts) = &spec.alerts {
+        crate::alerts::check_alert_settings(store, alerts).await?;
+    }
     Ok(store.put_sync(name, spec).await?)
 }
 

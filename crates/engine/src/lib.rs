@@ -6,6 +6,8 @@
 //! reached only through `ferry_destinations::stripe::StripeObject`, so the engine is the same
 //! for every object.
 
+pub mod alerts;
+mod channel_kinds;
 pub mod connections;
 mod crash_point;
 pub mod declare;
@@ -594,6 +596,7 @@ async fn run_sync_in_span(
         .create_run(&setup.sync.name, options.full_resync)
         .await?;
     tracing::Span::current().record("run", tracing::field::display(&run.id));
+    alerts::run_started(store, &setup.sync, &run).await;
     if let Some(on_start) = &options.on_start {
         on_start(run.id.clone());
     }
@@ -726,6 +729,12 @@ async fn run_sync_in_span(
              idempotency keys, so nothing is created twice."
         );
         return Err(e.into());
+    }
+    // Judged under the sync's lock, so two runs never raise the same alert twice.
+    match store.get_run(&run.id).await {
+        Ok(Some(finished)) => alerts::run_finished(store, &setup.sync, &finished).await,
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, "Could not read the run back to judge its alerts."),
     }
     lock.release().await;
     tracing::info!(

@@ -542,6 +542,7 @@ mod tests {
                 .collect(),
             nulls,
             schedule: None,
+            alerts: None,
             mirror: Default::default(),
         }
     }

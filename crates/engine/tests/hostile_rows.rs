@@ -35,6 +35,7 @@ fn sync(key_field: &str) -> ValidatedSync {
             .collect(),
         nulls: NullPolicy::Skip,
         schedule: None,
+        alerts: None,
         mirror: Default::default(),
     };
     let mut columns = vec!["key".to_string()];
@@ -166,6 +167,7 @@ fn hostile_mappings_are_refused_with_what_is_valid() {
             .collect(),
         nulls: NullPolicy::Skip,
         schedule: None,
+        alerts: None,
         mirror: Default::default(),
     };
     let columns: Vec<String> = (0..60)

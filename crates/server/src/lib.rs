@@ -228,6 +228,10 @@ pub async fn serve(
         state.clone(),
         options.scheduler_tick.unwrap_or(scheduler::DEFAULT_TICK),
     ));
+    let deliveries = tokio::spawn(scheduler::run_deliveries(
+        state.clone(),
+        scheduler::DELIVERY_TICK,
+    ));
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -235,6 +239,7 @@ pub async fn serve(
     .with_graceful_shutdown(shutdown)
     .await?;
     scheduler.abort();
+    deliveries.abort();
     if let Some(metrics_server) = metrics_server {
         metrics_server.abort();
     }

@@ -6,7 +6,7 @@
 //! 413, 415 and 422 for a JSON body; 400 for a malformed query or path; 500), and the name
 //! pattern on every name a request gives.
 
-use crate::api::{connections, models, runs, syncs};
+use crate::api::{alerts, connections, models, runs, syncs};
 use crate::AppState;
 use axum::Json;
 use ferry_engine::connections::SettingValue;
@@ -28,6 +28,7 @@ use utoipa::{Modify, OpenApi};
         syncs::list, syncs::show, syncs::create, syncs::replace, syncs::remove,
         syncs::preview, syncs::start_run, syncs::pause, syncs::resume,
         runs::list, runs::show, runs::cancel, runs::records, runs::records_csv,
+        alerts::show, alerts::put_defaults, alerts::deliveries,
         crate::metrics::serve_metrics,
     ),
     components(schemas(crate::error::ErrorBody)),
@@ -38,6 +39,7 @@ use utoipa::{Modify, OpenApi};
         (name = "models", description = "SQL queries that select the rows to sync"),
         (name = "syncs", description = "Model → Stripe, previews and runs"),
         (name = "runs", description = "Run status and per-record outcomes"),
+        (name = "alerts", description = "Alert defaults, raised alerts, and deliveries of events to alert channels"),
         (name = "monitoring", description = "Metrics for Prometheus"),
     )
 )]

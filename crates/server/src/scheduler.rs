@@ -45,6 +45,29 @@ pub async fn run_scheduler(state: AppState, tick: Duration) {
     }
 }
 
+/// How often the server sends the alert channels' deliveries that are due: events of runs
+/// that just ended, and those waiting to be tried again.
+pub const DELIVERY_TICK: Duration = Duration::from_secs(2);
+
+/// Sends due deliveries at every tick, for as long as the server runs.
+pub async fn run_deliveries(state: AppState, tick: Duration) {
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if let Err(problem) = ferry_engine::alerts::deliver_due(state.store()).await {
+            if state
+                .scheduler_warnings()
+                .should_warn(&"deliveries".to_string(), &problem.to_string())
+            {
+                tracing::warn!(%problem, "Sending alert deliveries failed; trying again at every tick (repeats are logged at debug level).");
+            } else {
+                tracing::debug!(%problem, "Sending alert deliveries failed again.");
+            }
+        }
+    }
+}
+
 /// Starts the runs due at `now`; returns the ids of the runs started, and of those that could not
 /// start and were recorded failed.
 pub(crate) async fn start_due_runs(
@@ -101,6 +124,9 @@ pub(crate) async fn start_due_runs(
                 };
                 match recorded {
                     Ok(run_id) => {
+                        if let Ok(Some(run)) = state.store().get_run(&run_id).await {
+                            ferry_engine::alerts::run_finished(state.store(), &sync, &run).await;
+                        }
                         crate::metrics::global().run_ended(
                             &sync.name,
                             RunStatus::Failed,
@@ -314,6 +340,7 @@ mod tests {
             mappings: Vec::<FieldMapping>::new(),
             nulls: NullPolicy::Skip,
             schedule: Some(Schedule::parse("every 10m").unwrap()),
+            alerts: None,
             mirror: Default::default(),
         };
         store.put_sync("people", &spec).await.unwrap();

@@ -27,10 +27,16 @@ pub enum ConnectionKind {
     Bigquery,
     /// CSV, Parquet and JSON files in folders (a source).
     Files,
+    /// A URL that receives signed JSON events (an alert channel).
+    Webhook,
+    /// A Slack incoming webhook (an alert channel).
+    Slack,
+    /// Email over SMTP (an alert channel).
+    Email,
 }
 
 impl ConnectionKind {
-    pub const ALL: [ConnectionKind; 8] = [
+    pub const ALL: [ConnectionKind; 11] = [
         ConnectionKind::Stripe,
         ConnectionKind::Duckdb,
         ConnectionKind::Postgres,
@@ -39,6 +45,9 @@ impl ConnectionKind {
         ConnectionKind::Snowflake,
         ConnectionKind::Bigquery,
         ConnectionKind::Files,
+        ConnectionKind::Webhook,
+        ConnectionKind::Slack,
+        ConnectionKind::Email,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,6 +60,9 @@ impl ConnectionKind {
             ConnectionKind::Snowflake => "snowflake",
             ConnectionKind::Bigquery => "bigquery",
             ConnectionKind::Files => "files",
+            ConnectionKind::Webhook => "webhook",
+            ConnectionKind::Slack => "slack",
+            ConnectionKind::Email => "email",
         }
     }
 
@@ -60,7 +72,15 @@ impl ConnectionKind {
 
     /// Whether models can read from it (a warehouse) rather than syncs write to it.
     pub fn is_source(self) -> bool {
-        !matches!(self, ConnectionKind::Stripe)
+        !matches!(self, ConnectionKind::Stripe) && !self.is_channel()
+    }
+
+    /// Whether ferry tells it of syncs' runs and alerts (an alert channel).
+    pub fn is_channel(self) -> bool {
+        matches!(
+            self,
+            ConnectionKind::Webhook | ConnectionKind::Slack | ConnectionKind::Email
+        )
     }
 }
 
@@ -512,6 +532,7 @@ impl TryFrom<StoredSyncSpec> for SyncSpec {
                     })
                 })
                 .transpose()?,
+            alerts: None,
         })
     }
 }

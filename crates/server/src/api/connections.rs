@@ -321,6 +321,8 @@ pub struct KindView {
     pub help: String,
     /// Whether models read from it (a warehouse) rather than syncs write to it (Stripe).
     pub is_source: bool,
+    /// Whether it is an alert channel (webhook, Slack, email), told of runs and alerts.
+    pub is_channel: bool,
     pub secret: Option<SecretFieldsView>,
     pub settings: Vec<SettingView>,
 }
@@ -362,6 +364,7 @@ pub async fn kinds() -> Json<KindList> {
                 label: spec.label.to_string(),
                 help: spec.help.to_string(),
                 is_source: spec.is_source,
+                is_channel: spec.kind.is_channel(),
                 secret: spec.secret.as_ref().map(|secret| SecretFieldsView {
                     what: secret.what.to_string(),
                     value_field: secret.value_field.to_string(),

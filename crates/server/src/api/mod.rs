@@ -1,13 +1,14 @@
 //! The REST API: JSON CRUD for connections, models and syncs, previews, background runs and
 //! their records. Every handler is annotated for the OpenAPI document (`crate::openapi`).
 
+pub mod alerts;
 pub mod connections;
 pub mod models;
 pub mod runs;
 pub mod syncs;
 
 use crate::AppState;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 
 pub fn routes() -> Router<AppState> {
@@ -48,6 +49,9 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/runs/{id}", get(runs::show))
         .route("/api/v1/runs/{id}/cancel", post(runs::cancel))
         .route("/api/v1/runs/{id}/records", get(runs::records))
+        .route("/api/v1/alerts", get(alerts::show))
+        .route("/api/v1/alerts/defaults", put(alerts::put_defaults))
+        .route("/api/v1/deliveries", get(alerts::deliveries))
         .route(
             "/api/v1/runs/{id}/records.csv",
             get(runs::records_csv_route),

@@ -86,6 +86,11 @@ pub struct SyncInput {
     /// With the `invoice` object: the line key column and when invoices are finalized.
     #[serde(default)]
     pub invoice: Option<ferry_core::InvoiceSettings>,
+    /// When the sync raises alerts (a failed run, rejected rows over a share, a slow run, a
+    /// row count that drops) and which alert channels hear of them. Absent: the workspace's
+    /// defaults (`GET /api/v1/alerts/defaults`).
+    #[serde(default)]
+    pub alerts: Option<ferry_core::AlertSettings>,
 }
 
 impl SyncInput {
@@ -100,6 +105,7 @@ impl SyncInput {
             mappings: self.mappings,
             nulls: self.nulls,
             schedule: self.schedule,
+            alerts: self.alerts,
             mirror: self.mirror,
         }
     }

@@ -32,7 +32,7 @@ fn details(record: &ConnectionRecord) -> Markup {
     }
 }
 
-fn connection_rows(caller: &Caller, records: &[&ConnectionRecord]) -> Markup {
+pub(crate) fn connection_rows(caller: &Caller, records: &[&ConnectionRecord]) -> Markup {
     html! {
         table.table {
             thead { tr { th { "Name" } th { "Type" } th { "Details" } th { "Added" } th {} } }
@@ -187,13 +187,60 @@ impl ConnectionForm {
     }
 }
 
-/// The kinds a page offers: Stripe for destinations, the warehouses for sources.
+/// The kinds a page offers: Stripe for destinations, the warehouses for sources, webhook,
+/// Slack and email for alert channels.
 fn kinds_of(section: Section) -> Vec<&'static KindSpec> {
-    let sources = section == Section::Sources;
     REGISTRY
         .iter()
-        .filter(|spec| spec.is_source == sources)
+        .filter(|spec| section_of(spec.kind) == section)
         .collect()
+}
+
+/// The section a connection of `kind` belongs to.
+fn section_of(kind: ConnectionKind) -> Section {
+    if kind.is_source() {
+        Section::Sources
+    } else if kind.is_channel() {
+        Section::Alerts
+    } else {
+        Section::Destinations
+    }
+}
+
+/// A connection section's words and paths: what one is called, where its form posts, the page
+/// that lists them, its subtitle and a name to suggest.
+struct SectionWords {
+    what: &'static str,
+    post_to: &'static str,
+    list: &'static str,
+    subtitle: &'static str,
+    example_name: &'static str,
+}
+
+fn section_words(section: Section) -> SectionWords {
+    match section {
+        Section::Sources => SectionWords {
+            what: "source",
+            post_to: "/sources",
+            list: "/sources",
+            subtitle: "A warehouse that models read from, read-only.",
+            example_name: "warehouse",
+        },
+        Section::Alerts => SectionWords {
+            what: "alert channel",
+            post_to: "/alerts/channels",
+            list: "/alerts",
+            subtitle: "Where ferry tells people of runs and alerts: a signed webhook, Slack or email.",
+            example_name: "ops-slack",
+        },
+        _ => SectionWords {
+            what: "destination",
+            post_to: "/destinations",
+            list: "/destinations",
+            subtitle: "Stripe",
+            example_name: "stripe",
+        },
+    }
 }
 
 fn setting_field(form: &ConnectionForm, spec: &KindSpec, setting: &SettingSpec) -> Markup {
@@ -262,15 +309,13 @@ fn connection_form(
         .iter()
         .find(|spec| spec.kind.as_str() == form.kind)
         .unwrap_or(&kinds[0]);
-    let (what, list, subtitle) = if section == Section::Sources {
-        (
-            "source",
-            "/sources",
-            "A warehouse that models read from, read-only.",
-        )
-    } else {
-        ("destination", "/destinations", "Stripe")
-    };
+    let SectionWords {
+        what,
+        post_to,
+        list,
+        subtitle,
+        example_name,
+    } = section_words(section);
     let editing = !form.existing.is_empty();
     let title = if editing {
         format!("Edit {what} {}", form.existing)
@@ -294,7 +339,7 @@ fn connection_form(
             (page_header(&title, Some(subtitle), html! {}))
             @if let Some(problem) = problem { (error_box(problem)) }
             style { (PreEscaped(css)) }
-            form.card method="post" action=(list) {
+            form.card method="post" action=(post_to) {
                 (csrf_field(caller))
                 input type="hidden" name="existing" value=(form.existing);
                 div.field {
@@ -302,7 +347,7 @@ fn connection_form(
                     @if editing {
                         input #name name="name" value=(form.existing) readonly;
                     } @else {
-                        input #name name="name" value=(form.name) required placeholder=(if section == Section::Sources { "warehouse" } else { "stripe" }) pattern=(super::layout::NAME_INPUT_PATTERN) title=(super::layout::NAME_INPUT_TITLE);
+                        input #name name="name" value=(form.name) required placeholder=(example_name) pattern=(super::layout::NAME_INPUT_PATTERN) title=(super::layout::NAME_INPUT_TITLE);
                         p.help { "Letters, digits, _ and -. Models and syncs refer to it by this name." }
                     }
                 }
@@ -345,6 +390,18 @@ pub async fn create_destination(
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
     save_form(state, caller, Section::Destinations, pairs).await
+}
+
+pub async fn new_channel(Extension(caller): Extension<Caller>) -> Markup {
+    connection_form(&caller, Section::Alerts, &ConnectionForm::default(), None)
+}
+
+pub async fn create_channel(
+    state: State<AppState>,
+    caller: Extension<Caller>,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Response {
+    save_form(state, caller, Section::Alerts, pairs).await
 }
 
 pub async fn new_source(Extension(caller): Extension<Caller>) -> Markup {
@@ -391,11 +448,7 @@ async fn save_form(
         }
     }
     .await;
-    let list = if section == Section::Sources {
-        "/sources"
-    } else {
-        "/destinations"
-    };
+    let list = section_words(section).list;
     match result {
         Ok(()) => Redirect::to(list).into_response(),
         Err(error) => {
@@ -455,11 +508,7 @@ pub async fn edit(
     Path(name): Path<String>,
 ) -> Result<Markup, Page> {
     let record = declare::require_connection(state.store(), &name).await?;
-    let section = if kind_spec(record.kind).is_source {
-        Section::Sources
-    } else {
-        Section::Destinations
-    };
+    let section = section_of(record.kind);
     Ok(connection_form(
         &caller,
         section,
@@ -510,9 +559,5 @@ pub async fn delete(
 ) -> Result<Redirect, Page> {
     let record = declare::require_connection(state.store(), &name).await?;
     state.store().remove_connection(&name).await?;
-    Ok(Redirect::to(if record.kind == ConnectionKind::Stripe {
-        "/destinations"
-    } else {
-        "/sources"
-    }))
+    Ok(Redirect::to(section_words(section_of(record.kind)).list))
 }

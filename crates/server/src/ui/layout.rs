@@ -14,6 +14,7 @@ pub enum Section {
     Sources,
     Destinations,
     Runs,
+    Alerts,
 }
 
 pub fn shell(caller: &Caller, section: Section, title: &str, body: Markup) -> Markup {
@@ -23,6 +24,7 @@ pub fn shell(caller: &Caller, section: Section, title: &str, body: Markup) -> Ma
         (Section::Sources, "/sources", "Sources"),
         (Section::Destinations, "/destinations", "Destinations"),
         (Section::Runs, "/runs", "Run history"),
+        (Section::Alerts, "/alerts", "Alerts"),
     ];
     let csrf_header = serde_json::json!({ "X-CSRF-Token": caller.csrf }).to_string();
     html! {

@@ -2,6 +2,7 @@
 //! follows the flow a Census user knows: Destinations → Sources → Models → Syncs (with the
 //! Mapper) → Preview → Run → Run history. Handlers call the same engine functions as the API.
 
+mod alerts;
 mod connections;
 mod health;
 mod layout;
@@ -33,6 +34,10 @@ pub fn routes() -> Router<AppState> {
             get(connections::sources).post(connections::create_source),
         )
         .route("/sources/new", get(connections::new_source))
+        .route("/alerts", get(alerts::page))
+        .route("/alerts/channels", post(connections::create_channel))
+        .route("/alerts/defaults", post(alerts::save_defaults))
+        .route("/alerts/channels/new", get(connections::new_channel))
         .route("/connections/{name}/edit", get(connections::edit))
         .route("/connections/{name}/test", post(connections::test))
         .route("/connections/{name}/delete", post(connections::delete))
@@ -71,6 +76,10 @@ pub const UI_ROUTES: &[(&str, &str)] = &[
     ("GET", "/sources"),
     ("POST", "/sources"),
     ("GET", "/sources/new"),
+    ("GET", "/alerts"),
+    ("POST", "/alerts/channels"),
+    ("POST", "/alerts/defaults"),
+    ("GET", "/alerts/channels/new"),
     ("GET", "/connections/x/edit"),
     ("POST", "/connections/x/test"),
     ("POST", "/connections/x/delete"),

@@ -416,6 +416,7 @@ impl SyncForm {
             nulls,
             schedule,
             mirror,
+            alerts: None,
         })
     }
 }
@@ -911,10 +912,19 @@ pub async fn save(
                 "a sync named '{name}' already exists; choose another name"
             ))
         }
-        Ok(spec) => declare::save_sync(state.store(), &name, &spec)
-            .await
-            .err()
-            .map(|e| crate::ApiError::from(e).message),
+        Ok(mut spec) => {
+            // The form does not edit alerts (the API, the CLI and ferry.yaml do): an edit keeps
+            // the sync's own.
+            if !form.existing.is_empty() {
+                if let Some(stored) = state.store().get_sync(&name).await? {
+                    spec.alerts = stored.spec.alerts;
+                }
+            }
+            declare::save_sync(state.store(), &name, &spec)
+                .await
+                .err()
+                .map(|e| crate::ApiError::from(e).message)
+        }
     };
     match problem {
         None => Ok(Redirect::to(&format!("/syncs/{name}/preview")).into_response()),
@@ -1018,6 +1028,8 @@ pub async fn show(
 ) -> Result<Markup, Page> {
     let sync = require_sync(&state, &name).await?;
     let runs = state.store().list_runs(Some(&name), 20).await?;
+    let raised = state.store().raised_alerts(&name).await?;
+    let deliveries = state.store().list_deliveries(Some(&name), 10).await?;
     let spec = &sync.spec;
     Ok(shell(
         &caller,
@@ -1086,11 +1098,27 @@ pub async fn show(
                     }
                 }
             }
+            @for alert in &raised {
+                div.alert.error role="alert" {
+                    strong { "Alert: " (alert.condition.as_str().replace('_', " ")) }
+                    " since " (super::layout::time(alert.raised_at)) ": " (alert.message)
+                }
+            }
             h2 { "Runs" }
             @if runs.is_empty() {
                 p.muted { "No run yet. Preview the sync, then run it." }
             } @else {
                 (runs_table(&runs, false))
+            }
+            h2 { "Alerts" }
+            p {
+                @match &spec.alerts {
+                    Some(alerts) => { (alert_words(alerts)) }
+                    None => { "The workspace's default alerts (" a href="/alerts" { "Alerts" } ")." }
+                }
+            }
+            @if !deliveries.is_empty() {
+                (super::alerts::deliveries_table(&deliveries))
             }
             form.inline.danger-zone method="post" action={"/syncs/" (name) "/delete"} onsubmit="return confirm('Delete this sync and its history?')" {
                 (csrf_field(&caller))
@@ -1661,5 +1689,32 @@ mod tests {
     #[test]
     fn a_form_that_is_not_utf8_is_refused() {
         assert!(SyncForm::parse(b"name=s&behavior=%FF").is_err());
+    }
+}
+
+/// A sync's alert settings in words.
+fn alert_words(alerts: &ferry_core::AlertSettings) -> String {
+    let mut when = Vec::new();
+    if alerts.on_failure {
+        when.push("a failed run".to_string());
+    }
+    if let Some(percent) = alerts.rejected_over_percent {
+        when.push(format!("over {percent}% of rows rejected"));
+    }
+    if let Some(minutes) = alerts.slower_than_minutes {
+        when.push(format!("a run over {minutes} min"));
+    }
+    if let Some(percent) = alerts.row_drop_over_percent {
+        when.push(format!("the model's rows down over {percent}%"));
+    }
+    let channels = if alerts.channels.is_empty() {
+        "the webhooks subscribed to alerts".to_string()
+    } else {
+        alerts.channels.join(", ")
+    };
+    if when.is_empty() {
+        "No alerts.".to_string()
+    } else {
+        format!("Alerts on {}, to {channels}.", when.join(", "))
     }
 }
