@@ -11,6 +11,8 @@ pub enum ObjectType {
     Sync,
     Run,
     ApiToken,
+    /// One event's delivery to an alert channel.
+    Delivery,
 }
 
 impl ObjectType {
@@ -21,17 +23,21 @@ impl ObjectType {
             ObjectType::Sync => "sync",
             ObjectType::Run => "run",
             ObjectType::ApiToken => "API token",
+            ObjectType::Delivery => "delivery",
         }
     }
 
-    /// The command that lists objects of this type, for "does not exist" hints.
-    fn list_command(self) -> &'static str {
+    /// Where to look instead, for "does not exist" errors: the command that lists objects of
+    /// this type.
+    fn not_found_hint(self) -> &'static str {
         match self {
-            ObjectType::Connection => "ferry connection list",
-            ObjectType::Model => "ferry model list",
-            ObjectType::Sync => "ferry sync list",
-            ObjectType::Run => "ferry runs list",
-            ObjectType::ApiToken => "ferry token list",
+            ObjectType::Connection => "see `ferry connection list`",
+            ObjectType::Model => "see `ferry model list`",
+            ObjectType::Sync => "see `ferry sync list`",
+            ObjectType::Run => "see `ferry runs list`",
+            ObjectType::ApiToken => "see `ferry token list`",
+            // No command lists deliveries (yet); a finished one goes when old runs are pruned.
+            ObjectType::Delivery => "finished deliveries are removed with old runs",
         }
     }
 
@@ -41,9 +47,11 @@ impl ObjectType {
             ObjectType::ApiToken => {
                 format!("revoke it first with `ferry token revoke {name}` or choose another name")
             }
-            ObjectType::Connection | ObjectType::Model | ObjectType::Sync | ObjectType::Run => {
-                "choose another name".to_string()
-            }
+            ObjectType::Connection
+            | ObjectType::Model
+            | ObjectType::Sync
+            | ObjectType::Run
+            | ObjectType::Delivery => "choose another name".to_string(),
         }
     }
 }
@@ -65,7 +73,7 @@ pub enum StateError {
     #[error("{0}")]
     InvalidInput(String),
 
-    #[error("{what} '{name}' does not exist; see `{}`", what.list_command())]
+    #[error("{what} '{name}' does not exist; {}", what.not_found_hint())]
     NotFound { what: ObjectType, name: String },
 
     #[error("{what} '{name}' already exists; {}", what.taken_name_hint(name))]

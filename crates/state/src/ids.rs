@@ -1,12 +1,12 @@
-//! Identifiers and clock readings the store hands out: run ids that sort by start time, sync
-//! uids, and timestamps both backends store without loss.
+//! Identifiers and clock readings the store hands out: run and delivery ids that sort by when
+//! they were made, sync uids, and timestamps both backends store without loss.
 
 use chrono::{DateTime, SubsecRound, Utc};
 use std::sync::atomic::{AtomicI64, Ordering};
 
-/// The last microsecond timestamp given to a run id by this process, so ids made in the same
+/// The last microsecond timestamp given to an id by this process, so ids made in the same
 /// microsecond (or after the clock stepped back) still sort in the order they were made.
-static LAST_RUN_MICROS: AtomicI64 = AtomicI64::new(0);
+static LAST_ID_MICROS: AtomicI64 = AtomicI64::new(0);
 
 /// Now, truncated to microseconds: PostgreSQL keeps microseconds, so both backends then return
 /// exactly the timestamp they were given.
@@ -17,11 +17,27 @@ pub fn now() -> DateTime<Utc> {
 /// A new run id and its start time: `run_` + 14 hex digits of microseconds since 1970 (enough
 /// until the year 4250) + 6 random hex digits against collisions between processes.
 pub fn new_run_id() -> (String, DateTime<Utc>) {
+    time_sortable_id("run_")
+}
+
+/// A new delivery id, made like a run id: `dlv_` + 14 hex digits of microseconds + 6 random.
+pub fn new_delivery_id() -> String {
+    time_sortable_id("dlv_").0
+}
+
+/// 16 random hex characters.
+pub fn new_sync_uid() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// `prefix` + 14 hex digits of the microseconds since 1970 it was made at (after the last id's,
+/// so ids of this process sort in the order they were made) + 6 random hex digits; and that time.
+fn time_sortable_id(prefix: &str) -> (String, DateTime<Utc>) {
     let wall_clock = now().timestamp_micros();
-    let mut previous = LAST_RUN_MICROS.load(Ordering::SeqCst);
+    let mut previous = LAST_ID_MICROS.load(Ordering::SeqCst);
     let micros = loop {
         let candidate = wall_clock.max(previous + 1);
-        match LAST_RUN_MICROS.compare_exchange(
+        match LAST_ID_MICROS.compare_exchange(
             previous,
             candidate,
             Ordering::SeqCst,
@@ -32,13 +48,8 @@ pub fn new_run_id() -> (String, DateTime<Utc>) {
         }
     };
     let random: u32 = rand::random::<u32>() & 0x00ff_ffff;
-    let started_at = DateTime::from_timestamp_micros(micros).unwrap_or_else(now);
-    (format!("run_{micros:014x}{random:06x}"), started_at)
-}
-
-/// 16 random hex characters.
-pub fn new_sync_uid() -> String {
-    format!("{:016x}", rand::random::<u64>())
+    let made_at = DateTime::from_timestamp_micros(micros).unwrap_or_else(now);
+    (format!("{prefix}{micros:014x}{random:06x}"), made_at)
 }
 
 #[cfg(test)]
@@ -68,5 +79,15 @@ mod tests {
             .bytes()
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_ne!(uid, new_sync_uid());
+    }
+
+    #[test]
+    fn delivery_ids_sort_in_creation_order_among_run_ids() {
+        let first = new_delivery_id();
+        let (run, _) = new_run_id();
+        let second = new_delivery_id();
+        assert!(first.starts_with("dlv_") && first.len() == "dlv_".len() + 14 + 6);
+        assert!(first < second);
+        assert!(first[4..] < run[4..] && run[4..] < second[4..]);
     }
 }

@@ -1,6 +1,8 @@
 //! The workspace store: ferry's connections, models, syncs, runs, per-record outcomes, and per
-//! sync the snapshot of what was last confirmed written plus the creates still in flight; and the
-//! API tokens of `ferry server`, kept only as hashes.
+//! sync the snapshot of what was last confirmed written plus the creates still in flight, and the
+//! alerts it has raised; the deliveries of events to alert channels, each tried until it is
+//! delivered or given up; a few workspace-wide settings; and the API tokens of `ferry server`,
+//! kept only as hashes.
 //!
 //! Two backends hold the same data with the same behaviour: SQLite in the workspace directory
 //! (the default) and PostgreSQL (`--state-url`). [`StateStore`] dispatches to one of them and
@@ -26,14 +28,16 @@ pub use names::{
     NAME_PATTERN, NAME_RULE,
 };
 pub use records::{
-    ApiTokenRecord, CommitBatch, ConnectionKind, ConnectionRecord, EncryptedSecret, IndexState,
-    IndexedRecord, ModelRecord, NewConnection, PendingCreate, RunRecord, RunRecordRow, SecretInput,
-    SecretRef, SnapshotEntry, SnapshotKey, SyncRecord,
+    ApiTokenRecord, CommitBatch, ConnectionKind, ConnectionRecord, DeliveryAttempt, DeliveryRecord,
+    DeliveryStatus, EncryptedSecret, IndexState, IndexedRecord, ModelRecord, NewConnection,
+    NewDelivery, PendingCreate, RaisedAlert, RunRecord, RunRecordRow, SecretInput, SecretRef,
+    SnapshotEntry, SnapshotKey, SyncRecord,
 };
 pub use sync_lock::SyncLock;
 pub use workspace::{WorkspaceOptions, DATABASE_FILE_NAME, KEY_FILE_NAME, LOCKS_DIR_NAME};
 
-use ferry_core::{Outcome, RunCounts, RunStatus, Secret, SyncSpec};
+use chrono::{DateTime, SubsecRound as _, Utc};
+use ferry_core::{AlertCondition, Outcome, RunCounts, RunStatus, Secret, SyncSpec};
 
 /// How many times taking a sync's lock is tried (a reader may hold it for a moment).
 pub(crate) const SYNC_LOCK_ATTEMPTS: u32 = 5;
@@ -144,7 +148,7 @@ impl StateStore {
                 .into_iter()
                 .map(|t| t.name)
                 .collect(),
-            ObjectType::Run => return Ok(()),
+            ObjectType::Run | ObjectType::Delivery => return Ok(()),
         };
         if existing.iter().any(|n| n == name) {
             return Ok(());
@@ -331,8 +335,9 @@ impl StateStore {
         on_backend!(self, backend => backend.list_syncs().await)
     }
 
-    /// Removes the sync with its runs, run records, snapshot and pending creates, in one
-    /// transaction; `Ok(false)` when there was none.
+    /// Removes the sync with its runs, run records, snapshot, pending creates and raised alerts,
+    /// in one transaction; `Ok(false)` when there was none. Its deliveries stay, as the record
+    /// of what was sent (and a pending one is still tried).
     pub async fn remove_sync(&self, name: &str) -> Result<bool, StateError> {
         validate_name(ObjectType::Sync, name)?;
         on_backend!(self, backend => backend.remove_sync(name).await)
@@ -441,11 +446,10 @@ impl StateStore {
     }
 
     /// Deletes the runs that finished before `before`, with their records; each sync keeps its
-    /// newest run whatever its age. Returns how many runs were removed.
-    pub async fn prune_runs(
-        &self,
-        before: chrono::DateTime<chrono::Utc>,
-    ) -> Result<u64, StateError> {
+    /// newest run whatever its age. Also deletes the deliveries made before `before` that are
+    /// finished (delivered or given up); pending ones stay until they are. Returns how many runs
+    /// were removed.
+    pub async fn prune_runs(&self, before: DateTime<Utc>) -> Result<u64, StateError> {
         on_backend!(self, backend => backend.prune_runs(before).await)
     }
 
@@ -683,6 +687,177 @@ impl StateStore {
         on_backend!(self, backend => backend.count_api_tokens().await)
     }
 
+    // ----- alerts -----
+
+    /// The alerts the sync has raised and not resolved, by condition.
+    pub async fn raised_alerts(&self, sync: &str) -> Result<Vec<RaisedAlert>, StateError> {
+        validate_name(ObjectType::Sync, sync)?;
+        let mut alerts = on_backend!(self, backend => backend.raised_alerts(Some(sync)).await)?;
+        sort_raised_alerts(&mut alerts);
+        Ok(alerts)
+    }
+
+    /// The raised alerts of every sync, by sync name (in byte order), then condition.
+    pub async fn list_raised_alerts(&self) -> Result<Vec<RaisedAlert>, StateError> {
+        let mut alerts = on_backend!(self, backend => backend.raised_alerts(None).await)?;
+        sort_raised_alerts(&mut alerts);
+        Ok(alerts)
+    }
+
+    /// Records that the sync raised an alert on `condition` at `at`. Raising one already raised
+    /// keeps when it was first raised and takes the new message. Fails with
+    /// [`StateError::NotFound`] when the sync does not exist.
+    pub async fn raise_alert(
+        &self,
+        sync: &str,
+        condition: AlertCondition,
+        message: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        validate_name(ObjectType::Sync, sync)?;
+        let at = stored_time(at);
+        let saved = on_backend!(self, backend =>
+            backend.raise_alert(sync, condition, message, at).await)?;
+        if saved {
+            Ok(())
+        } else {
+            Err(StateError::NotFound {
+                what: ObjectType::Sync,
+                name: sync.to_string(),
+            })
+        }
+    }
+
+    /// Resolves the sync's alert on `condition`; returns whether it was raised.
+    pub async fn resolve_alert(
+        &self,
+        sync: &str,
+        condition: AlertCondition,
+    ) -> Result<bool, StateError> {
+        validate_name(ObjectType::Sync, sync)?;
+        on_backend!(self, backend => backend.resolve_alert(sync, condition).await)
+    }
+
+    // ----- deliveries -----
+
+    /// Queues events for their channels, in one transaction: each becomes a pending delivery,
+    /// due at `at`, with no attempt yet. Returns them, in the order given.
+    pub async fn enqueue_deliveries(
+        &self,
+        deliveries: &[NewDelivery],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<DeliveryRecord>, StateError> {
+        for delivery in deliveries {
+            validate_name(ObjectType::Sync, &delivery.sync)?;
+        }
+        if deliveries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let at = stored_time(at);
+        let records: Vec<DeliveryRecord> = deliveries
+            .iter()
+            .map(|delivery| DeliveryRecord {
+                id: ids::new_delivery_id(),
+                event_id: delivery.event_id.clone(),
+                event_type: delivery.event_type.clone(),
+                sync: delivery.sync.clone(),
+                run_id: delivery.run_id.clone(),
+                channel: delivery.channel.clone(),
+                payload: delivery.payload.clone(),
+                status: DeliveryStatus::Pending,
+                attempts: 0,
+                created_at: at,
+                next_attempt_at: Some(at),
+                last_attempt_at: None,
+                answer_status: None,
+                answer: None,
+            })
+            .collect();
+        on_backend!(self, backend => backend.insert_deliveries(&records).await)?;
+        Ok(records)
+    }
+
+    /// Up to `limit` pending deliveries whose next attempt is due at `now`, oldest first.
+    pub async fn due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>, StateError> {
+        let now = stored_time(now);
+        on_backend!(self, backend => backend.due_deliveries(now, limit).await)
+    }
+
+    /// Records an attempt of a delivery: counts it, and keeps its outcome, its answer and, while
+    /// the delivery stays pending, when it is tried next. A pending outcome needs a
+    /// `next_attempt_at`; a finished one clears it. Fails with [`StateError::NotFound`] for an
+    /// unknown id.
+    pub async fn record_delivery_attempt(
+        &self,
+        id: &str,
+        attempt: &DeliveryAttempt,
+    ) -> Result<(), StateError> {
+        let next_attempt_at = match (attempt.status, attempt.next_attempt_at) {
+            (DeliveryStatus::Pending, None) => {
+                return Err(StateError::InvalidInput(format!(
+                    "delivery {id} stays pending but has no next attempt time; give \
+                     next_attempt_at, or finish it as delivered or failed"
+                )))
+            }
+            (DeliveryStatus::Pending, Some(next)) => Some(stored_time(next)),
+            (DeliveryStatus::Delivered | DeliveryStatus::Failed, _) => None,
+        };
+        let attempt = DeliveryAttempt {
+            at: stored_time(attempt.at),
+            next_attempt_at,
+            ..attempt.clone()
+        };
+        let updated =
+            on_backend!(self, backend => backend.record_delivery_attempt(id, &attempt).await)?;
+        if updated {
+            Ok(())
+        } else {
+            Err(StateError::NotFound {
+                what: ObjectType::Delivery,
+                name: id.to_string(),
+            })
+        }
+    }
+
+    /// The newest `limit` deliveries, of one sync or of all, newest first.
+    pub async fn list_deliveries(
+        &self,
+        sync: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>, StateError> {
+        if let Some(sync) = sync {
+            validate_name(ObjectType::Sync, sync)?;
+        }
+        on_backend!(self, backend => backend.list_deliveries(sync, limit).await)
+    }
+
+    pub async fn get_delivery(&self, id: &str) -> Result<Option<DeliveryRecord>, StateError> {
+        on_backend!(self, backend => backend.get_delivery(id).await)
+    }
+
+    // ----- workspace settings -----
+
+    /// The setting saved under `key`, with its objects' keys sorted; `Ok(None)` when none is.
+    pub async fn get_workspace_setting(
+        &self,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, StateError> {
+        on_backend!(self, backend => backend.get_workspace_setting(key).await)
+    }
+
+    /// Saves `value` under `key`, replacing what was there.
+    pub async fn put_workspace_setting(
+        &self,
+        key: &str,
+        value: &serde_json::Value,
+    ) -> Result<(), StateError> {
+        on_backend!(self, backend => backend.put_workspace_setting(key, value).await)
+    }
+
     // ----- locking -----
 
     /// Whether a run of the sync holds its lock now: tried without waiting (a lock taken is
@@ -762,6 +937,18 @@ fn require_run(updated: bool, run_id: &str) -> Result<(), StateError> {
     }
 }
 
+/// A time as both backends store it: truncated to microseconds, so what a call returns is what
+/// a later read returns.
+fn stored_time(time: DateTime<Utc>) -> DateTime<Utc> {
+    time.trunc_subsecs(6)
+}
+
+/// By sync name in byte order, then condition: the same order on both backends, whatever the
+/// database's collation.
+fn sort_raised_alerts(alerts: &mut [RaisedAlert]) {
+    alerts.sort_by(|a, b| (a.sync.as_bytes(), a.condition).cmp(&(b.sync.as_bytes(), b.condition)));
+}
+
 /// Keeps the last item of each key, in first-seen key order.
 fn last_per_key<'a, T: Copy>(items: impl Iterator<Item = (&'a str, T)>) -> Vec<T> {
     let mut position_of_key: HashMap<&str, usize> = HashMap::new();
@@ -788,7 +975,12 @@ mod tests {
     /// `ferry server` calls the store from axum handlers and spawned tasks, which need `Send`
     /// futures; this fails to compile if a backend holds something non-Send across an await.
     #[allow(dead_code)]
-    fn store_futures_are_send(store: &StateStore, sync: &SyncRecord, batch: &CommitBatch) {
+    fn store_futures_are_send(
+        store: &StateStore,
+        sync: &SyncRecord,
+        batch: &CommitBatch,
+        attempt: &DeliveryAttempt,
+    ) {
         assert_send(&store.put_connection(&NewConnection {
             name: String::new(),
             kind: ConnectionKind::Stripe,
@@ -817,6 +1009,17 @@ mod tests {
         assert_send(&store.revoke_api_token(""));
         assert_send(&store.verify_api_token(""));
         assert_send(&store.count_api_tokens());
+        assert_send(&store.raised_alerts(""));
+        assert_send(&store.list_raised_alerts());
+        assert_send(&store.raise_alert("", AlertCondition::RunFailed, "", ids::now()));
+        assert_send(&store.resolve_alert("", AlertCondition::RunFailed));
+        assert_send(&store.enqueue_deliveries(&[], ids::now()));
+        assert_send(&store.due_deliveries(ids::now(), 1));
+        assert_send(&store.record_delivery_attempt("", attempt));
+        assert_send(&store.list_deliveries(None, 1));
+        assert_send(&store.get_delivery(""));
+        assert_send(&store.get_workspace_setting(""));
+        assert_send(&store.put_workspace_setting("", &serde_json::Value::Null));
     }
 
     /// The same for futures that borrow across their awaits, as axum middleware and

@@ -103,6 +103,7 @@ pub(crate) fn name_table(what: ObjectType) -> &'static str {
         ObjectType::Sync => "syncs",
         ObjectType::ApiToken => "api_tokens",
         ObjectType::Run => "runs",
+        ObjectType::Delivery => "deliveries",
     }
 }
 

@@ -12,18 +12,19 @@ use crate::ids;
 use crate::master_key::MasterKey;
 use crate::names;
 use crate::records::{
-    counts_from_columns, counts_to_columns, parse_connection_kind, parse_outcome, parse_run_status,
-    parse_sync_spec, secret_from_columns, sorted_json, sync_spec_json, to_sql_integer,
-    StoredSecret,
+    counts_from_columns, counts_to_columns, delivery_number, parse_alert_condition,
+    parse_connection_kind, parse_delivery_status, parse_outcome, parse_run_status, parse_sync_spec,
+    secret_from_columns, sorted_json, sync_spec_json, to_sql_integer, StoredSecret,
 };
 use crate::sync_lock::{advisory_lock_key, HeldLock, SyncLock};
 use crate::workspace::{OpenMode, PostgresUrl};
 use crate::{
-    ApiTokenRecord, CommitBatchRef, ConnectionKind, ConnectionRecord, IndexState, IndexedRecord,
-    ModelRecord, PendingCreate, RunRecord, RunRecordRow, SnapshotEntry, SnapshotKey, SyncRecord,
+    ApiTokenRecord, CommitBatchRef, ConnectionKind, ConnectionRecord, DeliveryAttempt,
+    DeliveryRecord, DeliveryStatus, IndexState, IndexedRecord, ModelRecord, PendingCreate,
+    RaisedAlert, RunRecord, RunRecordRow, SnapshotEntry, SnapshotKey, SyncRecord,
 };
 use chrono::{DateTime, Utc};
-use ferry_core::{Outcome, RunCounts, RunStatus, SyncSpec};
+use ferry_core::{AlertCondition, Outcome, RunCounts, RunStatus, SyncSpec};
 use ferry_postgres_connect::{ConnectError, ConnectionStringError, PostgresTarget, TlsError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +63,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "pause",
         include_str!("../migrations/postgres/0006_pause.sql"),
+    ),
+    (
+        7,
+        "alerts",
+        include_str!("../migrations/postgres/0007_alerts.sql"),
     ),
 ];
 
@@ -133,6 +139,9 @@ const RUN_COLUMNS: &str = "id, sync, status, full_resync, started_at, finished_a
 const RUN_RECORD_COLUMNS: &str =
     "row_number, key, outcome, destination_id, reason, request_id, changes";
 const API_TOKEN_COLUMNS: &str = "name, prefix, created_at, last_used_at";
+const RAISED_ALERT_COLUMNS: &str = "sync_name, condition, message, raised_at";
+const DELIVERY_COLUMNS: &str = "id, event_id, event_type, sync_name, run_id, channel, payload, \
+     status, attempts, created_at, next_attempt_at, last_attempt_at, answer_status, answer";
 
 impl PostgresStore {
     /// Connects and applies missing migrations; with `MustExist`, a database without ferry's
@@ -473,6 +482,7 @@ impl PostgresStore {
                 "DELETE FROM runs WHERE sync = $1",
                 "DELETE FROM snapshot WHERE sync = $1",
                 "DELETE FROM pending_creates WHERE sync = $1",
+                "DELETE FROM raised_alerts WHERE sync_name = $1",
             ] {
                 transaction
                     .execute(statement, &[&name])
@@ -671,6 +681,13 @@ impl PostgresStore {
                 .map_err(StateError::postgres(doing))?;
             let removed = transaction
                 .execute(&format!("DELETE FROM runs WHERE id IN ({old})"), &[&before])
+                .await
+                .map_err(StateError::postgres(doing))?;
+            transaction
+                .execute(
+                    "DELETE FROM deliveries WHERE created_at < $1 AND status <> $2",
+                    &[&before, &DeliveryStatus::Pending.as_str()],
+                )
                 .await
                 .map_err(StateError::postgres(doing))?;
             transaction
@@ -1197,6 +1214,238 @@ impl PostgresStore {
         })
     }
 
+    /// The raised alerts of one sync, or of all.
+    pub(crate) async fn raised_alerts(
+        &self,
+        sync: Option<&str>,
+    ) -> Result<Vec<RaisedAlert>, StateError> {
+        with_session!(self, |session| {
+            let sql = format!(
+                "SELECT {RAISED_ALERT_COLUMNS} FROM raised_alerts \
+                 WHERE ($1::text IS NULL OR sync_name = $1)"
+            );
+            query_all(&session.client, &sql, &[&sync], read_raised_alert).await
+        })
+    }
+
+    /// Raises the alert, or takes the new message of the one already raised; `Ok(false)` when
+    /// the sync does not exist.
+    pub(crate) async fn raise_alert(
+        &self,
+        sync: &str,
+        condition: AlertCondition,
+        message: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StateError> {
+        with_session!(self, |session| {
+            let saved = session
+                .client
+                .execute(
+                    "INSERT INTO raised_alerts (sync_name, condition, message, raised_at) \
+                     SELECT name, $2, $3, $4 FROM syncs WHERE name = $1 \
+                     ON CONFLICT (sync_name, condition) DO UPDATE SET message = excluded.message",
+                    &[&sync, &condition.as_str(), &message, &at],
+                )
+                .await
+                .map_err(StateError::postgres("raising an alert"))?;
+            Ok(saved > 0)
+        })
+    }
+
+    pub(crate) async fn resolve_alert(
+        &self,
+        sync: &str,
+        condition: AlertCondition,
+    ) -> Result<bool, StateError> {
+        with_session!(self, |session| {
+            let removed = session
+                .client
+                .execute(
+                    "DELETE FROM raised_alerts WHERE sync_name = $1 AND condition = $2",
+                    &[&sync, &condition.as_str()],
+                )
+                .await
+                .map_err(StateError::postgres("resolving an alert"))?;
+            Ok(removed > 0)
+        })
+    }
+
+    /// Inserts the deliveries in one transaction (one statement, so a repeat after a lost
+    /// connection fails on the primary key rather than queueing twice).
+    pub(crate) async fn insert_deliveries(
+        &self,
+        deliveries: &[DeliveryRecord],
+    ) -> Result<(), StateError> {
+        let text = |value: fn(&DeliveryRecord) -> &str| -> Vec<&str> {
+            deliveries.iter().map(value).collect()
+        };
+        let optional_text = |value: fn(&DeliveryRecord) -> Option<&str>| -> Vec<Option<&str>> {
+            deliveries.iter().map(value).collect()
+        };
+        let ids = text(|d| &d.id);
+        let event_ids = text(|d| &d.event_id);
+        let event_types = text(|d| &d.event_type);
+        let syncs = text(|d| &d.sync);
+        let run_ids = optional_text(|d| d.run_id.as_deref());
+        let channels = text(|d| &d.channel);
+        let payloads = text(|d| &d.payload);
+        let statuses = text(|d| d.status.as_str());
+        let answers = optional_text(|d| d.answer.as_deref());
+        let attempts: Vec<i64> = deliveries.iter().map(|d| i64::from(d.attempts)).collect();
+        let created_ats: Vec<DateTime<Utc>> = deliveries.iter().map(|d| d.created_at).collect();
+        let next_attempt_ats: Vec<Option<DateTime<Utc>>> =
+            deliveries.iter().map(|d| d.next_attempt_at).collect();
+        let last_attempt_ats: Vec<Option<DateTime<Utc>>> =
+            deliveries.iter().map(|d| d.last_attempt_at).collect();
+        let answer_statuses: Vec<Option<i32>> = deliveries
+            .iter()
+            .map(|d| d.answer_status.map(i32::from))
+            .collect();
+        with_session!(self, |session| {
+            session
+                .client
+                .execute(
+                    &format!(
+                        "INSERT INTO deliveries ({DELIVERY_COLUMNS}) SELECT * FROM UNNEST(\
+                         $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                         $7::text[], $8::text[], $9::bigint[], $10::timestamptz[], \
+                         $11::timestamptz[], $12::timestamptz[], $13::integer[], $14::text[])"
+                    ),
+                    &[
+                        &ids,
+                        &event_ids,
+                        &event_types,
+                        &syncs,
+                        &run_ids,
+                        &channels,
+                        &payloads,
+                        &statuses,
+                        &attempts,
+                        &created_ats,
+                        &next_attempt_ats,
+                        &last_attempt_ats,
+                        &answer_statuses,
+                        &answers,
+                    ],
+                )
+                .await
+                .map_err(StateError::postgres("queueing deliveries"))?;
+            Ok(())
+        })
+    }
+
+    /// Pending deliveries due at `now`, oldest first.
+    pub(crate) async fn due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>, StateError> {
+        let limit = i64::from(limit);
+        with_session!(self, |session| {
+            let sql = format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries \
+                 WHERE status = $1 AND next_attempt_at <= $2 \
+                 ORDER BY created_at, id COLLATE \"C\" LIMIT $3"
+            );
+            query_all(
+                &session.client,
+                &sql,
+                &[&DeliveryStatus::Pending.as_str(), &now, &limit],
+                read_delivery,
+            )
+            .await
+        })
+    }
+
+    /// Counts the attempt and keeps its outcome; `Ok(false)` when there is no such delivery.
+    pub(crate) async fn record_delivery_attempt(
+        &self,
+        id: &str,
+        attempt: &DeliveryAttempt,
+    ) -> Result<bool, StateError> {
+        let answer_status = attempt.answer_status.map(i32::from);
+        with_session!(self, |session| {
+            let changed = session
+                .client
+                .execute(
+                    "UPDATE deliveries SET attempts = attempts + 1, status = $2, \
+                     next_attempt_at = $3, last_attempt_at = $4, answer_status = $5, answer = $6 \
+                     WHERE id = $1",
+                    &[
+                        &id,
+                        &attempt.status.as_str(),
+                        &attempt.next_attempt_at,
+                        &attempt.at,
+                        &answer_status,
+                        &attempt.answer,
+                    ],
+                )
+                .await
+                .map_err(StateError::postgres("recording a delivery attempt"))?;
+            Ok(changed > 0)
+        })
+    }
+
+    /// The newest deliveries, of one sync or of all, newest first.
+    pub(crate) async fn list_deliveries(
+        &self,
+        sync: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>, StateError> {
+        let limit = i64::from(limit);
+        with_session!(self, |session| {
+            let sql = format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE ($1::text IS NULL OR sync_name = $1) \
+                 ORDER BY created_at DESC, id COLLATE \"C\" DESC LIMIT $2"
+            );
+            query_all(&session.client, &sql, &[&sync, &limit], read_delivery).await
+        })
+    }
+
+    pub(crate) async fn get_delivery(
+        &self,
+        id: &str,
+    ) -> Result<Option<DeliveryRecord>, StateError> {
+        with_session!(self, |session| {
+            let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1");
+            query_optional(&session.client, &sql, &[&id], read_delivery).await
+        })
+    }
+
+    pub(crate) async fn get_workspace_setting(
+        &self,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, StateError> {
+        with_session!(self, |session| {
+            query_optional(
+                &session.client,
+                "SELECT value FROM workspace_settings WHERE key = $1",
+                &[&key],
+                |row| Ok(sorted_json(column(row, 0)?)),
+            )
+            .await
+        })
+    }
+
+    pub(crate) async fn put_workspace_setting(
+        &self,
+        key: &str,
+        value: &serde_json::Value,
+    ) -> Result<(), StateError> {
+        with_session!(self, |session| {
+            session
+                .client
+                .execute(
+                    "INSERT INTO workspace_settings (key, value) VALUES ($1, $2) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    &[&key, value],
+                )
+                .await
+                .map_err(StateError::postgres("saving a workspace setting"))?;
+            Ok(())
+        })
+    }
+
     /// `pg_try_advisory_lock` on a session of its own, kept open by the guard: the lock ends
     /// with the session, whether the guard is dropped or the process dies.
     pub(crate) async fn lock_sync(&self, sync: &SyncRecord) -> Result<SyncLock, StateError> {
@@ -1573,6 +1822,36 @@ fn read_api_token(row: &Row) -> Result<ApiTokenRecord, StateError> {
         prefix: column(row, 1)?,
         created_at: column(row, 2)?,
         last_used_at: column(row, 3)?,
+    })
+}
+
+fn read_raised_alert(row: &Row) -> Result<RaisedAlert, StateError> {
+    Ok(RaisedAlert {
+        sync: column(row, 0)?,
+        condition: parse_alert_condition(&column::<String>(row, 1)?)?,
+        message: column(row, 2)?,
+        raised_at: column(row, 3)?,
+    })
+}
+
+fn read_delivery(row: &Row) -> Result<DeliveryRecord, StateError> {
+    Ok(DeliveryRecord {
+        id: column(row, 0)?,
+        event_id: column(row, 1)?,
+        event_type: column(row, 2)?,
+        sync: column(row, 3)?,
+        run_id: column(row, 4)?,
+        channel: column(row, 5)?,
+        payload: column(row, 6)?,
+        status: parse_delivery_status(&column::<String>(row, 7)?)?,
+        attempts: delivery_number(column(row, 8)?, "attempt count")?,
+        created_at: column(row, 9)?,
+        next_attempt_at: column(row, 10)?,
+        last_attempt_at: column(row, 11)?,
+        answer_status: column::<Option<i32>>(row, 12)?
+            .map(|status| delivery_number(i64::from(status), "answer status"))
+            .transpose()?,
+        answer: column(row, 13)?,
     })
 }
 

@@ -3,8 +3,9 @@
 use crate::error::StateError;
 use chrono::{DateTime, Utc};
 use ferry_core::{
-    Behavior, FieldMapping, Finalize, InvoiceSettings, KeyMapping, MirrorSettings, NullPolicy,
-    ObjectKind, Outcome, RunCounts, RunStatus, Schedule, Secret, SyncSpec,
+    AlertCondition, AlertSettings, Behavior, FieldMapping, Finalize, InvoiceSettings, KeyMapping,
+    MirrorSettings, NullPolicy, ObjectKind, Outcome, RunCounts, RunStatus, Schedule, Secret,
+    SyncSpec,
 };
 use std::fmt;
 
@@ -321,6 +322,106 @@ pub struct CommitBatch {
     pub counts: RunCounts,
 }
 
+/// An alert a sync raised and has not resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaisedAlert {
+    pub sync: String,
+    pub condition: AlertCondition,
+    /// The sentence that told people of it, as of its latest raise.
+    pub message: String,
+    /// When it was first raised: raising it again while it lasts keeps this.
+    pub raised_at: DateTime<Utc>,
+}
+
+/// An event to send to one alert channel, as the engine hands it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    /// `evt_…`, made by the caller; the same for every channel told of the event.
+    pub event_id: String,
+    /// `sync.failed`, `sync.alert.raised`, …
+    pub event_type: String,
+    pub sync: String,
+    pub run_id: Option<String>,
+    /// The alert channel's connection name.
+    pub channel: String,
+    /// The event's JSON text, sent as it is on every attempt.
+    pub payload: String,
+}
+
+/// Where a delivery is: still to be tried, or finished one way or the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryStatus {
+    /// Not delivered yet; tried (again) at its `next_attempt_at`.
+    Pending,
+    /// The channel took it.
+    Delivered,
+    /// Given up: the channel refused it, or it ran out of attempts.
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub const ALL: [DeliveryStatus; 3] = [
+        DeliveryStatus::Pending,
+        DeliveryStatus::Delivered,
+        DeliveryStatus::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DeliveryStatus> {
+        DeliveryStatus::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+impl fmt::Display for DeliveryStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One event's delivery to one channel, with how its attempts went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    /// `dlv_` + 14 hex digits of creation time in microseconds + 6 random hex digits, so
+    /// sorting ids sorts deliveries by when they were made (as run ids do).
+    pub id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub sync: String,
+    pub run_id: Option<String>,
+    pub channel: String,
+    pub payload: String,
+    pub status: DeliveryStatus,
+    /// How many attempts were made (0 until the first).
+    pub attempts: u32,
+    pub created_at: DateTime<Utc>,
+    /// When it is tried next; `Some` only while pending.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    /// The last attempt's HTTP status or SMTP reply code.
+    pub answer_status: Option<u16>,
+    /// The last attempt's answer: a body (cut by the caller) or the error.
+    pub answer: Option<String>,
+}
+
+/// How one attempt of a delivery went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryAttempt {
+    pub at: DateTime<Utc>,
+    /// `Delivered`; `Pending` to try again at `next_attempt_at`; `Failed` to give up.
+    pub status: DeliveryStatus,
+    /// Required with `Pending`; ignored otherwise (a finished delivery is never due).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub answer_status: Option<u16>,
+    pub answer: String,
+}
+
 /// The secret columns of a connection row, in the form both backends store them.
 pub(crate) struct StoredSecret {
     pub(crate) kind: &'static str,
@@ -385,6 +486,22 @@ pub(crate) fn parse_run_status(text: &str) -> Result<RunStatus, StateError> {
         .ok_or_else(|| StateError::Corrupt(format!("an unknown run status {text:?}")))
 }
 
+pub(crate) fn parse_alert_condition(text: &str) -> Result<AlertCondition, StateError> {
+    AlertCondition::parse(text)
+        .ok_or_else(|| StateError::Corrupt(format!("an unknown alert condition {text:?}")))
+}
+
+pub(crate) fn parse_delivery_status(text: &str) -> Result<DeliveryStatus, StateError> {
+    DeliveryStatus::parse(text)
+        .ok_or_else(|| StateError::Corrupt(format!("an unknown delivery status {text:?}")))
+}
+
+/// A delivery's attempt count or answer status as read from its integer column.
+pub(crate) fn delivery_number<T: TryFrom<i64>>(value: i64, what: &str) -> Result<T, StateError> {
+    T::try_from(value)
+        .map_err(|_| StateError::Corrupt(format!("a delivery whose {what} is {value}")))
+}
+
 pub(crate) fn parse_sync_spec(sync: &str, json: serde_json::Value) -> Result<SyncSpec, StateError> {
     let corrupt = |error: String| {
         StateError::Corrupt(format!("an unreadable spec for sync '{sync}' ({error})"))
@@ -419,6 +536,23 @@ struct StoredSyncSpec {
     mirror: Option<StoredMirror>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     invoice: Option<StoredInvoice>,
+    /// Absent: the workspace's default alert settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    alerts: Option<StoredAlerts>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredAlerts {
+    #[serde(default)]
+    channels: Vec<String>,
+    #[serde(default = "default_on_failure")]
+    on_failure: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rejected_over_percent: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    slower_than_minutes: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    row_drop_over_percent: Option<u32>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -447,6 +581,10 @@ struct StoredMapping {
 
 fn default_nulls() -> String {
     "skip".to_string()
+}
+
+fn default_on_failure() -> bool {
+    true
 }
 
 impl From<&SyncSpec> for StoredSyncSpec {
@@ -478,6 +616,13 @@ impl From<&SyncSpec> for StoredSyncSpec {
                 line_key: invoice.line_key.clone(),
                 finalize: invoice.finalize.as_str().to_string(),
                 reissue_finalized: invoice.reissue_finalized,
+            }),
+            alerts: spec.alerts.as_ref().map(|alerts| StoredAlerts {
+                channels: alerts.channels.clone(),
+                on_failure: alerts.on_failure,
+                rejected_over_percent: alerts.rejected_over_percent,
+                slower_than_minutes: alerts.slower_than_minutes,
+                row_drop_over_percent: alerts.row_drop_over_percent,
             }),
         }
     }
@@ -532,7 +677,13 @@ impl TryFrom<StoredSyncSpec> for SyncSpec {
                     })
                 })
                 .transpose()?,
-            alerts: None,
+            alerts: stored.alerts.map(|alerts| AlertSettings {
+                channels: alerts.channels,
+                on_failure: alerts.on_failure,
+                rejected_over_percent: alerts.rejected_over_percent,
+                slower_than_minutes: alerts.slower_than_minutes,
+                row_drop_over_percent: alerts.row_drop_over_percent,
+            }),
         })
     }
 }

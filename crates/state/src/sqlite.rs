@@ -10,18 +10,19 @@ use crate::ids;
 use crate::master_key::MasterKey;
 use crate::names;
 use crate::records::{
-    counts_from_columns, counts_to_columns, parse_connection_kind, parse_outcome, parse_run_status,
-    parse_sync_spec, secret_from_columns, sorted_json, sync_spec_json, to_sql_integer,
-    StoredSecret,
+    counts_from_columns, counts_to_columns, delivery_number, parse_alert_condition,
+    parse_connection_kind, parse_delivery_status, parse_outcome, parse_run_status, parse_sync_spec,
+    secret_from_columns, sorted_json, sync_spec_json, to_sql_integer, StoredSecret,
 };
 use crate::sync_lock::{HeldLock, SyncLock};
 use crate::workspace::{set_mode, DATABASE_FILE_NAME, LOCKS_DIR_NAME};
 use crate::{
-    ApiTokenRecord, CommitBatchRef, ConnectionKind, ConnectionRecord, IndexState, IndexedRecord,
-    ModelRecord, PendingCreate, RunRecord, RunRecordRow, SnapshotEntry, SnapshotKey, SyncRecord,
+    ApiTokenRecord, CommitBatchRef, ConnectionKind, ConnectionRecord, DeliveryAttempt,
+    DeliveryRecord, DeliveryStatus, IndexState, IndexedRecord, ModelRecord, PendingCreate,
+    RaisedAlert, RunRecord, RunRecordRow, SnapshotEntry, SnapshotKey, SyncRecord,
 };
 use chrono::{DateTime, Utc};
-use ferry_core::{Outcome, RunCounts, RunStatus, SyncSpec};
+use ferry_core::{AlertCondition, Outcome, RunCounts, RunStatus, SyncSpec};
 use rusqlite::types::FromSql;
 use rusqlite::{params, Connection, Row, TransactionBehavior};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
@@ -61,6 +62,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "pause",
         include_str!("../migrations/sqlite/0006_pause.sql"),
     ),
+    (
+        7,
+        "alerts",
+        include_str!("../migrations/sqlite/0007_alerts.sql"),
+    ),
 ];
 
 /// How long a writer waits for another process's transaction before giving up.
@@ -90,6 +96,9 @@ const RUN_COLUMNS: &str = "id, sync, status, full_resync, started_at, finished_a
 const RUN_RECORD_COLUMNS: &str =
     "row_number, key, outcome, destination_id, reason, request_id, changes";
 const API_TOKEN_COLUMNS: &str = "name, prefix, created_at, last_used_at";
+const RAISED_ALERT_COLUMNS: &str = "sync_name, condition, message, raised_at";
+const DELIVERY_COLUMNS: &str = "id, event_id, event_type, sync_name, run_id, channel, payload, \
+     status, attempts, created_at, next_attempt_at, last_attempt_at, answer_status, answer";
 
 impl SqliteStore {
     /// Opens (creating if needed) `DIR/ferry.db` with mode 0600 and applies missing migrations.
@@ -435,6 +444,7 @@ impl SqliteStore {
                 "DELETE FROM runs WHERE sync = ?1",
                 "DELETE FROM snapshot WHERE sync = ?1",
                 "DELETE FROM pending_creates WHERE sync = ?1",
+                "DELETE FROM raised_alerts WHERE sync_name = ?1",
             ] {
                 transaction
                     .execute(statement, params![name])
@@ -644,6 +654,12 @@ impl SqliteStore {
                 .execute(
                     &format!("DELETE FROM runs WHERE id IN ({old})"),
                     params![timestamp_text(before)],
+                )
+                .doing(doing)?;
+            transaction
+                .execute(
+                    "DELETE FROM deliveries WHERE created_at < ?1 AND status <> ?2",
+                    params![timestamp_text(before), DeliveryStatus::Pending.as_str()],
                 )
                 .doing(doing)?;
             transaction.commit().doing(doing)?;
@@ -1191,6 +1207,228 @@ impl SqliteStore {
         .await
     }
 
+    /// The raised alerts of one sync, or of all.
+    pub(crate) async fn raised_alerts(
+        &self,
+        sync: Option<&str>,
+    ) -> Result<Vec<RaisedAlert>, StateError> {
+        let sync = sync.map(str::to_string);
+        self.call(move |connection| {
+            let sql = format!(
+                "SELECT {RAISED_ALERT_COLUMNS} FROM raised_alerts \
+                 WHERE (?1 IS NULL OR sync_name = ?1)"
+            );
+            query_all(connection, &sql, params![sync], read_raised_alert)
+        })
+        .await
+    }
+
+    /// Raises the alert, or takes the new message of the one already raised; `Ok(false)` when
+    /// the sync does not exist.
+    pub(crate) async fn raise_alert(
+        &self,
+        sync: &str,
+        condition: AlertCondition,
+        message: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StateError> {
+        let (sync, message) = (sync.to_string(), message.to_string());
+        self.call(move |connection| {
+            // The WHERE also keeps SQLite from reading `ON CONFLICT` as a join's `ON`.
+            let saved = connection
+                .execute(
+                    "INSERT INTO raised_alerts (sync_name, condition, message, raised_at) \
+                     SELECT name, ?2, ?3, ?4 FROM syncs WHERE name = ?1 \
+                     ON CONFLICT (sync_name, condition) DO UPDATE SET message = excluded.message",
+                    params![sync, condition.as_str(), message, timestamp_text(at)],
+                )
+                .doing("raising an alert")?;
+            Ok(saved > 0)
+        })
+        .await
+    }
+
+    pub(crate) async fn resolve_alert(
+        &self,
+        sync: &str,
+        condition: AlertCondition,
+    ) -> Result<bool, StateError> {
+        let sync = sync.to_string();
+        self.call(move |connection| {
+            let removed = connection
+                .execute(
+                    "DELETE FROM raised_alerts WHERE sync_name = ?1 AND condition = ?2",
+                    params![sync, condition.as_str()],
+                )
+                .doing("resolving an alert")?;
+            Ok(removed > 0)
+        })
+        .await
+    }
+
+    /// Inserts the deliveries in one transaction.
+    pub(crate) async fn insert_deliveries(
+        &self,
+        deliveries: &[DeliveryRecord],
+    ) -> Result<(), StateError> {
+        let deliveries = deliveries.to_vec();
+        self.call(move |connection| {
+            let doing = "queueing deliveries";
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .doing(doing)?;
+            {
+                let mut insert = transaction
+                    .prepare_cached(&format!(
+                        "INSERT INTO deliveries ({DELIVERY_COLUMNS}) VALUES \
+                         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+                    ))
+                    .doing(doing)?;
+                for delivery in &deliveries {
+                    insert
+                        .execute(params![
+                            delivery.id,
+                            delivery.event_id,
+                            delivery.event_type,
+                            delivery.sync,
+                            delivery.run_id,
+                            delivery.channel,
+                            delivery.payload,
+                            delivery.status.as_str(),
+                            delivery.attempts,
+                            timestamp_text(delivery.created_at),
+                            delivery.next_attempt_at.map(timestamp_text),
+                            delivery.last_attempt_at.map(timestamp_text),
+                            delivery.answer_status,
+                            delivery.answer,
+                        ])
+                        .doing(doing)?;
+                }
+            }
+            transaction.commit().doing(doing)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Pending deliveries due at `now`, oldest first.
+    pub(crate) async fn due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>, StateError> {
+        self.call(move |connection| {
+            let sql = format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries \
+                 WHERE status = ?1 AND next_attempt_at <= ?2 ORDER BY created_at, id LIMIT ?3"
+            );
+            query_all(
+                connection,
+                &sql,
+                params![DeliveryStatus::Pending.as_str(), timestamp_text(now), limit],
+                read_delivery,
+            )
+        })
+        .await
+    }
+
+    /// Counts the attempt and keeps its outcome; `Ok(false)` when there is no such delivery.
+    pub(crate) async fn record_delivery_attempt(
+        &self,
+        id: &str,
+        attempt: &DeliveryAttempt,
+    ) -> Result<bool, StateError> {
+        let (id, attempt) = (id.to_string(), attempt.clone());
+        self.call(move |connection| {
+            let changed = connection
+                .execute(
+                    "UPDATE deliveries SET attempts = attempts + 1, status = ?2, \
+                     next_attempt_at = ?3, last_attempt_at = ?4, answer_status = ?5, answer = ?6 \
+                     WHERE id = ?1",
+                    params![
+                        id,
+                        attempt.status.as_str(),
+                        attempt.next_attempt_at.map(timestamp_text),
+                        timestamp_text(attempt.at),
+                        attempt.answer_status,
+                        attempt.answer
+                    ],
+                )
+                .doing("recording a delivery attempt")?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    /// The newest deliveries, of one sync or of all, newest first.
+    pub(crate) async fn list_deliveries(
+        &self,
+        sync: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>, StateError> {
+        let sync = sync.map(str::to_string);
+        self.call(move |connection| {
+            // With a sync, `sync_name = ?1` without an OR, so SQLite reads its index backwards.
+            let sync_condition = match sync {
+                Some(_) => "sync_name = ?1",
+                None => "?1 IS NULL",
+            };
+            let sql = format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {sync_condition} \
+                 ORDER BY created_at DESC, id DESC LIMIT ?2"
+            );
+            query_all(connection, &sql, params![sync, limit], read_delivery)
+        })
+        .await
+    }
+
+    pub(crate) async fn get_delivery(
+        &self,
+        id: &str,
+    ) -> Result<Option<DeliveryRecord>, StateError> {
+        let id = id.to_string();
+        self.call(move |connection| {
+            let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1");
+            query_optional(connection, &sql, params![id], read_delivery)
+        })
+        .await
+    }
+
+    pub(crate) async fn get_workspace_setting(
+        &self,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, StateError> {
+        let key = key.to_string();
+        self.call(move |connection| {
+            query_optional(
+                connection,
+                "SELECT value FROM workspace_settings WHERE key = ?1",
+                params![key],
+                |row| parse_json(&column::<String>(row, 0)?, "workspace setting"),
+            )
+        })
+        .await
+    }
+
+    pub(crate) async fn put_workspace_setting(
+        &self,
+        key: &str,
+        value: &serde_json::Value,
+    ) -> Result<(), StateError> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.call(move |connection| {
+            connection
+                .execute(
+                    "INSERT INTO workspace_settings (key, value) VALUES (?1, ?2) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    params![key, value],
+                )
+                .doing("saving a workspace setting")?;
+            Ok(())
+        })
+        .await
+    }
+
     /// An exclusive `flock` on `DIR/locks/<sync uid>.lock`. The kernel drops it when the file
     /// is closed, including when the process dies, so no stale lock can outlive a run.
     pub(crate) async fn lock_sync(&self, sync: &SyncRecord) -> Result<SyncLock, StateError> {
@@ -1637,6 +1875,36 @@ fn read_api_token(row: &Row<'_>) -> Result<ApiTokenRecord, StateError> {
         last_used_at: column::<Option<String>>(row, 3)?
             .map(|text| parse_timestamp(&text))
             .transpose()?,
+    })
+}
+
+fn read_raised_alert(row: &Row<'_>) -> Result<RaisedAlert, StateError> {
+    Ok(RaisedAlert {
+        sync: column(row, 0)?,
+        condition: parse_alert_condition(&column::<String>(row, 1)?)?,
+        message: column(row, 2)?,
+        raised_at: parse_timestamp(&column::<String>(row, 3)?)?,
+    })
+}
+
+fn read_delivery(row: &Row<'_>) -> Result<DeliveryRecord, StateError> {
+    Ok(DeliveryRecord {
+        id: column(row, 0)?,
+        event_id: column(row, 1)?,
+        event_type: column(row, 2)?,
+        sync: column(row, 3)?,
+        run_id: column(row, 4)?,
+        channel: column(row, 5)?,
+        payload: column(row, 6)?,
+        status: parse_delivery_status(&column::<String>(row, 7)?)?,
+        attempts: delivery_number(column(row, 8)?, "attempt count")?,
+        created_at: parse_timestamp(&column::<String>(row, 9)?)?,
+        next_attempt_at: optional_timestamp(row, 10)?,
+        last_attempt_at: optional_timestamp(row, 11)?,
+        answer_status: column::<Option<i64>>(row, 12)?
+            .map(|status| delivery_number(status, "answer status"))
+            .transpose()?,
+        answer: column(row, 13)?,
     })
 }
 

@@ -5,11 +5,12 @@ mod common;
 
 use base64::Engine as _;
 use common::{customer_spec, stripe_connection, Backend, TestWorkspace};
-use ferry_core::{Outcome, RunCounts, RunStatus, Secret};
+use ferry_core::{AlertCondition, AlertSettings, Outcome, RunCounts, RunStatus, Secret};
 use ferry_state::{
-    ApiTokenRecord, CommitBatch, ConnectionKind, IndexState, IndexedRecord, NewConnection,
-    PendingCreate, RunRecordRow, SecretInput, SecretRef, SnapshotEntry, SnapshotKey, StateError,
-    StateStore, WorkspaceOptions,
+    ApiTokenRecord, CommitBatch, ConnectionKind, DeliveryAttempt, DeliveryRecord, DeliveryStatus,
+    IndexState, IndexedRecord, NewConnection, NewDelivery, PendingCreate, RaisedAlert,
+    RunRecordRow, SecretInput, SecretRef, SnapshotEntry, SnapshotKey, StateError, StateStore,
+    WorkspaceOptions,
 };
 use serde_json::json;
 use std::collections::HashMap;
@@ -79,6 +80,13 @@ conformance_tests!(
     a_key_value_shared_by_several_records_finds_them_all,
     key_index_scopes_are_kept_apart,
     key_index_state_is_saved_replaced_and_cleared,
+    a_syncs_alert_settings_round_trip,
+    alerts_are_raised_once_updated_and_resolved,
+    removing_a_sync_removes_its_raised_alerts,
+    a_delivery_is_due_at_its_time_and_keeps_each_attempt,
+    deliveries_are_listed_newest_first_and_by_sync,
+    pruning_removes_old_finished_deliveries_and_keeps_pending_ones,
+    workspace_settings_are_saved_replaced_and_read_sorted,
 );
 
 async fn connections_are_created_replaced_listed_and_removed(workspace: TestWorkspace) {
@@ -1332,7 +1340,7 @@ async fn open_existing_needs_an_initialized_workspace(workspace: TestWorkspace) 
         workspace
             .raw_count("SELECT COUNT(*) FROM schema_migrations")
             .await,
-        6
+        7
     );
 
     // Without its key file, a workspace cannot be opened (its secrets would be unreadable).
@@ -1637,7 +1645,7 @@ async fn a_version_1_workspace_gains_api_tokens(workspace: TestWorkspace) {
         workspace
             .raw_count("SELECT MAX(version) FROM schema_migrations")
             .await,
-        6
+        7
     );
     assert_eq!(store.list_connections().await.unwrap().len(), 1);
     assert_eq!(store.count_api_tokens().await.unwrap(), 0);
@@ -1711,7 +1719,7 @@ async fn a_version_2_workspace_is_upgraded_with_its_data(workspace: TestWorkspac
     let store = StateStore::initialize(&options).await.unwrap();
     assert_eq!(
         common::raw_count(&options, "SELECT MAX(version) FROM schema_migrations").await,
-        6
+        7
     );
 
     // The sync reads back as it was declared.
@@ -1739,6 +1747,7 @@ async fn a_version_2_workspace_is_upgraded_with_its_data(workspace: TestWorkspac
         nulls: ferry_core::NullPolicy::Clear,
         schedule: Some(ferry_core::Schedule::parse("daily at 06:30").unwrap()),
         mirror: Default::default(),
+        alerts: None,
     };
     assert_eq!(sync.spec, expected_spec);
     assert_eq!(sync.uid, "0123456789abcdef");
@@ -2859,10 +2868,631 @@ async fn key_index_state_is_saved_replaced_and_cleared(workspace: TestWorkspace)
     );
 }
 
+async fn a_syncs_alert_settings_round_trip(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    let created = workspace.seed_customers_sync().await;
+    assert_eq!(created.spec.alerts, None);
+    assert_eq!(
+        workspace
+            .raw_count("SELECT COUNT(*) FROM syncs WHERE CAST(spec AS TEXT) LIKE '%alerts%'")
+            .await,
+        0,
+        "no alert settings: none stored, as before they existed"
+    );
+
+    let mut spec = customer_spec("signups", "stripe");
+    spec.alerts = Some(AlertSettings {
+        channels: vec!["ops-webhook".to_string(), "oncall-slack".to_string()],
+        on_failure: false,
+        rejected_over_percent: Some(0),
+        slower_than_minutes: Some(30),
+        row_drop_over_percent: None,
+    });
+    let saved = store.put_sync("customers", &spec).await.unwrap();
+    assert_eq!(saved.spec, spec);
+    assert_eq!(
+        store.get_sync("customers").await.unwrap().unwrap().spec,
+        spec
+    );
+
+    // Settings stored without the fields added later read with their defaults.
+    workspace
+        .raw_execute(
+            "UPDATE syncs SET spec = '{\"model\": \"signups\", \"destination\": \"stripe\", \
+             \"object\": \"customer\", \"behavior\": \"update-or-create\", \
+             \"key\": {\"column\": \"email\", \"field\": \"email\"}, \"alerts\": {}}'",
+        )
+        .await;
+    let read = store.get_sync("customers").await.unwrap().unwrap();
+    assert_eq!(read.spec.alerts, Some(AlertSettings::default()));
+}
+
+async fn alerts_are_raised_once_updated_and_resolved(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    workspace.seed_customers_sync().await;
+    store
+        .put_sync("another", &customer_spec("signups", "stripe"))
+        .await
+        .unwrap();
+    assert_eq!(store.raised_alerts("customers").await.unwrap(), []);
+    assert_eq!(store.list_raised_alerts().await.unwrap(), []);
+
+    let raised = |sync: &str, condition, message: &str, raised_at| RaisedAlert {
+        sync: sync.to_string(),
+        condition,
+        message: message.to_string(),
+        raised_at: at(raised_at),
+    };
+    store
+        .raise_alert(
+            "customers",
+            AlertCondition::SlowRun,
+            "the run took 41 minutes",
+            at("2026-01-01T10:00:00.123456Z"),
+        )
+        .await
+        .unwrap();
+    store
+        .raise_alert(
+            "customers",
+            AlertCondition::RunFailed,
+            "the run failed: 401",
+            at("2026-01-01T10:00:00Z"),
+        )
+        .await
+        .unwrap();
+    store
+        .raise_alert(
+            "another",
+            AlertCondition::RejectedRows,
+            "3% of rows were rejected",
+            at("2026-01-01T09:00:00Z"),
+        )
+        .await
+        .unwrap();
+    // Raised again while it lasts: the new message, the first time.
+    store
+        .raise_alert(
+            "customers",
+            AlertCondition::SlowRun,
+            "the run took 55 minutes",
+            at("2026-01-01T11:00:00Z"),
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store.raised_alerts("customers").await.unwrap(),
+        [
+            raised(
+                "customers",
+                AlertCondition::RunFailed,
+                "the run failed: 401",
+                "2026-01-01T10:00:00Z"
+            ),
+            raised(
+                "customers",
+                AlertCondition::SlowRun,
+                "the run took 55 minutes",
+                "2026-01-01T10:00:00.123456Z"
+            ),
+        ]
+    );
+    let listed: Vec<(String, AlertCondition)> = store
+        .list_raised_alerts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|alert| (alert.sync, alert.condition))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("another".to_string(), AlertCondition::RejectedRows),
+            ("customers".to_string(), AlertCondition::RunFailed),
+            ("customers".to_string(), AlertCondition::SlowRun),
+        ]
+    );
+
+    assert!(store
+        .resolve_alert("customers", AlertCondition::RunFailed)
+        .await
+        .unwrap());
+    assert!(!store
+        .resolve_alert("customers", AlertCondition::RunFailed)
+        .await
+        .unwrap());
+    assert!(!store
+        .resolve_alert("customers", AlertCondition::RowCountDrop)
+        .await
+        .unwrap());
+    let left: Vec<AlertCondition> = store
+        .raised_alerts("customers")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|alert| alert.condition)
+        .collect();
+    assert_eq!(left, [AlertCondition::SlowRun]);
+    assert_eq!(store.raised_alerts("another").await.unwrap().len(), 1);
+
+    assert_eq!(
+        error_text(
+            store
+                .raise_alert(
+                    "missing",
+                    AlertCondition::RunFailed,
+                    "failed",
+                    at("2026-01-01T10:00:00Z")
+                )
+                .await
+        ),
+        "sync 'missing' does not exist; see `ferry sync list`"
+    );
+}
+
+async fn removing_a_sync_removes_its_raised_alerts(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    workspace.seed_customers_sync().await;
+    store
+        .put_sync("kept", &customer_spec("signups", "stripe"))
+        .await
+        .unwrap();
+    for sync in ["customers", "kept"] {
+        store
+            .raise_alert(
+                sync,
+                AlertCondition::RunFailed,
+                "failed",
+                at("2026-01-01T10:00:00Z"),
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .enqueue_deliveries(
+            &[new_delivery(
+                "evt_1",
+                "sync.alert.raised",
+                "customers",
+                "ops",
+            )],
+            at("2026-01-01T10:00:00Z"),
+        )
+        .await
+        .unwrap();
+
+    assert!(store.remove_sync("customers").await.unwrap());
+    assert_eq!(
+        workspace
+            .raw_count("SELECT COUNT(*) FROM raised_alerts WHERE sync_name = 'customers'")
+            .await,
+        0
+    );
+    assert_eq!(store.raised_alerts("kept").await.unwrap().len(), 1);
+    // What was sent about it stays, as history.
+    assert_eq!(
+        store
+            .list_deliveries(Some("customers"), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // A sync made again under the name starts without alerts.
+    store
+        .put_sync("customers", &customer_spec("signups", "stripe"))
+        .await
+        .unwrap();
+    assert_eq!(store.raised_alerts("customers").await.unwrap(), []);
+}
+
+async fn a_delivery_is_due_at_its_time_and_keeps_each_attempt(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    let queued = store
+        .enqueue_deliveries(
+            &[
+                new_delivery("evt_1", "sync.failed", "customers", "ops-webhook"),
+                new_delivery("evt_1", "sync.failed", "customers", "oncall-slack"),
+            ],
+            at("2026-01-01T10:00:00.000001Z"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 2);
+    let first = &queued[0];
+    assert!(
+        first.id.starts_with("dlv_") && first.id.len() == 24,
+        "{}",
+        first.id
+    );
+    assert!(queued[0].id < queued[1].id);
+    assert_eq!(
+        (
+            first.status,
+            first.attempts,
+            first.created_at,
+            first.next_attempt_at
+        ),
+        (
+            DeliveryStatus::Pending,
+            0,
+            at("2026-01-01T10:00:00.000001Z"),
+            Some(at("2026-01-01T10:00:00.000001Z"))
+        )
+    );
+    assert_eq!(
+        (&first.channel, &first.payload, &first.run_id),
+        (
+            &"ops-webhook".to_string(),
+            &r#"{"type":"sync.failed","id":"evt_1"}"#.to_string(),
+            &Some("run_1".to_string())
+        )
+    );
+    assert_eq!(
+        store.get_delivery(&first.id).await.unwrap().as_ref(),
+        Some(first)
+    );
+    assert_eq!(store.get_delivery("dlv_unknown").await.unwrap(), None);
+
+    // Not due before its time; due from then on, oldest first, up to the limit.
+    let due_ids =
+        |due: Vec<DeliveryRecord>| -> Vec<String> { due.into_iter().map(|d| d.id).collect() };
+    assert_eq!(
+        store
+            .due_deliveries(at("2026-01-01T10:00:00Z"), 10)
+            .await
+            .unwrap(),
+        []
+    );
+    assert_eq!(
+        due_ids(
+            store
+                .due_deliveries(at("2026-01-01T10:00:00.000001Z"), 10)
+                .await
+                .unwrap()
+        ),
+        [queued[0].id.clone(), queued[1].id.clone()]
+    );
+    assert_eq!(
+        due_ids(
+            store
+                .due_deliveries(at("2026-01-01T12:00:00Z"), 1)
+                .await
+                .unwrap()
+        ),
+        [queued[0].id.clone()]
+    );
+
+    // A failed attempt that may work later: tried again at its next time, not before.
+    store
+        .record_delivery_attempt(
+            &first.id,
+            &DeliveryAttempt {
+                at: at("2026-01-01T10:00:01Z"),
+                status: DeliveryStatus::Pending,
+                next_attempt_at: Some(at("2026-01-01T10:01:00Z")),
+                answer_status: Some(503),
+                answer: "Service Unavailable".to_string(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        due_ids(
+            store
+                .due_deliveries(at("2026-01-01T10:00:59Z"), 10)
+                .await
+                .unwrap()
+        ),
+        [queued[1].id.clone()]
+    );
+    assert_eq!(
+        due_ids(
+            store
+                .due_deliveries(at("2026-01-01T10:01:00Z"), 10)
+                .await
+                .unwrap()
+        ),
+        [queued[0].id.clone(), queued[1].id.clone()]
+    );
+
+    // Delivered: never due again, shown with its last answer.
+    store
+        .record_delivery_attempt(
+            &first.id,
+            &DeliveryAttempt {
+                at: at("2026-01-01T10:01:02Z"),
+                status: DeliveryStatus::Delivered,
+                next_attempt_at: None,
+                answer_status: Some(200),
+                answer: "ok".to_string(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        due_ids(
+            store
+                .due_deliveries(at("2026-02-01T00:00:00Z"), 10)
+                .await
+                .unwrap()
+        ),
+        [queued[1].id.clone()]
+    );
+    let delivered = store
+        .list_deliveries(None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.id == first.id)
+        .unwrap();
+    assert_eq!(
+        delivered,
+        DeliveryRecord {
+            status: DeliveryStatus::Delivered,
+            attempts: 2,
+            next_attempt_at: None,
+            last_attempt_at: Some(at("2026-01-01T10:01:02Z")),
+            answer_status: Some(200),
+            answer: Some("ok".to_string()),
+            ..first.clone()
+        }
+    );
+
+    // Given up: a finished attempt clears the next time even if one is given.
+    store
+        .record_delivery_attempt(
+            &queued[1].id,
+            &DeliveryAttempt {
+                at: at("2026-01-01T10:02:00Z"),
+                status: DeliveryStatus::Failed,
+                next_attempt_at: Some(at("2026-01-01T11:00:00Z")),
+                answer_status: None,
+                answer: "cannot reach hooks.slack.com: connection refused".to_string(),
+            },
+        )
+        .await
+        .unwrap();
+    let failed = store.get_delivery(&queued[1].id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            failed.status,
+            failed.attempts,
+            failed.next_attempt_at,
+            failed.answer_status
+        ),
+        (DeliveryStatus::Failed, 1, None, None)
+    );
+    assert_eq!(
+        store
+            .due_deliveries(at("2026-02-01T00:00:00Z"), 10)
+            .await
+            .unwrap(),
+        []
+    );
+
+    let attempt = DeliveryAttempt {
+        at: at("2026-01-01T10:00:01Z"),
+        status: DeliveryStatus::Pending,
+        next_attempt_at: None,
+        answer_status: None,
+        answer: String::new(),
+    };
+    assert_eq!(
+        error_text(store.record_delivery_attempt(&first.id, &attempt).await),
+        format!(
+            "delivery {} stays pending but has no next attempt time; give next_attempt_at, or \
+             finish it as delivered or failed",
+            first.id
+        )
+    );
+    let attempt = DeliveryAttempt {
+        next_attempt_at: Some(at("2026-01-01T10:01:00Z")),
+        ..attempt
+    };
+    assert_eq!(
+        error_text(store.record_delivery_attempt("dlv_unknown", &attempt).await),
+        "delivery 'dlv_unknown' does not exist; finished deliveries are removed with old runs"
+    );
+    assert_eq!(
+        store
+            .enqueue_deliveries(&[], at("2026-01-01T10:00:00Z"))
+            .await
+            .unwrap(),
+        []
+    );
+}
+
+async fn deliveries_are_listed_newest_first_and_by_sync(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    let mut made = HashMap::new();
+    for (event, sync, time) in [
+        ("evt_b", "billing", "2026-01-01T10:00:00Z"),
+        ("evt_c1", "customers", "2026-01-01T09:00:00Z"),
+        ("evt_c2", "customers", "2026-01-01T11:00:00Z"),
+        ("evt_c3", "customers", "2026-01-01T10:30:00Z"),
+    ] {
+        let queued = store
+            .enqueue_deliveries(
+                &[new_delivery(event, "sync.completed", sync, "ops")],
+                at(time),
+            )
+            .await
+            .unwrap();
+        made.insert(queued[0].id.clone(), event);
+    }
+    let events = |deliveries: Vec<DeliveryRecord>| -> Vec<&str> {
+        deliveries.iter().map(|d| made[&d.id]).collect()
+    };
+    assert_eq!(
+        events(store.list_deliveries(None, 10).await.unwrap()),
+        ["evt_c2", "evt_c3", "evt_b", "evt_c1"]
+    );
+    assert_eq!(
+        events(store.list_deliveries(None, 2).await.unwrap()),
+        ["evt_c2", "evt_c3"]
+    );
+    assert_eq!(
+        events(store.list_deliveries(Some("customers"), 10).await.unwrap()),
+        ["evt_c2", "evt_c3", "evt_c1"]
+    );
+    assert_eq!(
+        events(store.list_deliveries(Some("billing"), 10).await.unwrap()),
+        ["evt_b"]
+    );
+    assert_eq!(
+        store.list_deliveries(Some("nothing"), 10).await.unwrap(),
+        []
+    );
+    // Made at the same time: the one queued last is listed first.
+    let same_time = store
+        .enqueue_deliveries(
+            &[
+                new_delivery("evt_s1", "sync.started", "same", "a"),
+                new_delivery("evt_s2", "sync.started", "same", "b"),
+            ],
+            at("2026-01-01T12:00:00Z"),
+        )
+        .await
+        .unwrap();
+    let listed: Vec<String> = store
+        .list_deliveries(Some("same"), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.channel)
+        .collect();
+    assert_eq!(listed, ["b", "a"]);
+    assert_eq!(same_time[0].created_at, same_time[1].created_at);
+}
+
+async fn pruning_removes_old_finished_deliveries_and_keeps_pending_ones(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    let old = at("2020-01-01T00:00:00Z");
+    let queued = store
+        .enqueue_deliveries(
+            &[
+                new_delivery("evt_1", "sync.failed", "customers", "delivered"),
+                new_delivery("evt_1", "sync.failed", "customers", "failed"),
+                new_delivery("evt_1", "sync.failed", "customers", "still-trying"),
+            ],
+            old,
+        )
+        .await
+        .unwrap();
+    let recent = store
+        .enqueue_deliveries(
+            &[new_delivery(
+                "evt_2",
+                "sync.completed",
+                "customers",
+                "delivered",
+            )],
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    for (delivery, status, next_attempt_at) in [
+        (&queued[0], DeliveryStatus::Delivered, None),
+        (&queued[1], DeliveryStatus::Failed, None),
+        (
+            &queued[2],
+            DeliveryStatus::Pending,
+            Some(at("2020-01-01T01:00:00Z")),
+        ),
+        (&recent[0], DeliveryStatus::Delivered, None),
+    ] {
+        store
+            .record_delivery_attempt(
+                &delivery.id,
+                &DeliveryAttempt {
+                    at: old,
+                    status,
+                    next_attempt_at,
+                    answer_status: Some(500),
+                    answer: String::new(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    let a_day_ago = chrono::Utc::now() - chrono::TimeDelta::days(1);
+    assert_eq!(store.prune_runs(a_day_ago).await.unwrap(), 0, "no runs");
+    let mut kept: Vec<String> = store
+        .list_deliveries(None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    kept.sort();
+    assert_eq!(kept, [queued[2].id.clone(), recent[0].id.clone()]);
+    assert!(store.get_delivery(&queued[0].id).await.unwrap().is_none());
+}
+
+async fn workspace_settings_are_saved_replaced_and_read_sorted(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    assert_eq!(store.get_workspace_setting("alerts").await.unwrap(), None);
+
+    store
+        .put_workspace_setting(
+            "alerts",
+            &json!({"on_failure": true, "channels": ["ops"], "b": {"z": 1, "a": 2}}),
+        )
+        .await
+        .unwrap();
+    let read = store
+        .get_workspace_setting("alerts")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        read.to_string(),
+        r#"{"b":{"a":2,"z":1},"channels":["ops"],"on_failure":true}"#
+    );
+
+    store
+        .put_workspace_setting("alerts", &json!({"on_failure": false}))
+        .await
+        .unwrap();
+    store
+        .put_workspace_setting("retention_days", &json!(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_workspace_setting("alerts").await.unwrap(),
+        Some(json!({"on_failure": false}))
+    );
+    assert_eq!(
+        store.get_workspace_setting("retention_days").await.unwrap(),
+        Some(json!(30))
+    );
+    assert_eq!(
+        workspace
+            .raw_count("SELECT COUNT(*) FROM workspace_settings")
+            .await,
+        2
+    );
+    assert_eq!(store.get_workspace_setting("Alerts").await.unwrap(), None);
+}
+
 fn error_text<T: std::fmt::Debug>(result: Result<T, StateError>) -> String {
     match result {
         Ok(value) => panic!("expected an error, got {value:?}"),
         Err(error) => error.to_string(),
+    }
+}
+
+fn new_delivery(event_id: &str, event_type: &str, sync: &str, channel: &str) -> NewDelivery {
+    NewDelivery {
+        event_id: event_id.to_string(),
+        event_type: event_type.to_string(),
+        sync: sync.to_string(),
+        run_id: Some("run_1".to_string()),
+        channel: channel.to_string(),
+        payload: format!(r#"{{"type":"{event_type}","id":"{event_id}"}}"#),
     }
 }
 
@@ -3041,6 +3671,9 @@ async fn build_release_schema(options: &WorkspaceOptions, version: usize) {
     };
     let mut sql = String::new();
     for table in [
+        "raised_alerts",
+        "deliveries",
+        "workspace_settings",
         "key_index",
         "key_index_state",
         "api_tokens",

@@ -101,6 +101,7 @@ async fn seed_sync(store: &StateStore) -> ferry_state::SyncRecord {
         nulls: ferry_core::NullPolicy::Skip,
         schedule: None,
         mirror: Default::default(),
+        alerts: None,
     };
     store.put_sync("customers", &spec).await.unwrap()
 }

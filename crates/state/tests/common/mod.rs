@@ -127,6 +127,7 @@ pub fn customer_spec(model: &str, destination: &str) -> SyncSpec {
         nulls: NullPolicy::Skip,
         schedule: None,
         mirror: Default::default(),
+        alerts: None,
     }
 }
 
