@@ -164,6 +164,7 @@ pub async fn quickstart(args: QuickstartArgs) -> CliResult {
             line_key: None,
             finalize: None,
             reissue_finalized: false,
+            alerts: Default::default(),
         }),
     )
     .await?;
@@ -296,6 +297,7 @@ async fn sync_plans_as_products(
             line_key: None,
             finalize: None,
             reissue_finalized: false,
+            alerts: Default::default(),
         }),
     )
     .await?;
@@ -353,6 +355,7 @@ async fn sync_prices(
             line_key: None,
             finalize: None,
             reissue_finalized: false,
+            alerts: Default::default(),
         }),
     )
     .await?;
@@ -412,6 +415,7 @@ async fn sync_invoices(
             line_key: Some("line_id".into()),
             finalize: Some(ferry_core::Finalize::WhenCreated),
             reissue_finalized: false,
+            alerts: Default::default(),
         }),
     )
     .await?;

@@ -318,8 +318,10 @@ fn random_hex() -> String {
 /// attempt's answer is kept; one that fails is tried again after a longer wait, and given up
 /// after the last.
 pub async fn deliver_due(store: &StateStore) -> Result<usize, EngineError> {
+    // Claimed for long enough to try each once (a few quick retries of 10 s at most each).
+    let now = Utc::now();
     let due = store
-        .due_deliveries(Utc::now(), DELIVERIES_PER_PASS)
+        .claim_due_deliveries(now, DELIVERIES_PER_PASS, now + Duration::minutes(10))
         .await?;
     let waits = retry_waits();
     for delivery in &due {

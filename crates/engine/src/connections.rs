@@ -1749,6 +1749,20 @@ mod registry_tests {
                     ..warehouse
                 },
             }),
+            ConnectionKind::Webhook => ConnectionSettings::Webhook(WebhookSettings {
+                url: "https://hooks.example.com/ferry".to_string(),
+                events: Some("sync.failed, sync.alert.raised".to_string()),
+            }),
+            ConnectionKind::Slack => ConnectionSettings::Slack(SlackSettings {}),
+            ConnectionKind::Email => ConnectionSettings::Email(EmailChannelSettings {
+                host: "smtp.example.com".to_string(),
+                port: Some(587),
+                security: Some("starttls".to_string()),
+                username: Some("alerts@example.com".to_string()),
+                from: "ferry <ferry@example.com>".to_string(),
+                to: "data@example.com, oncall@example.com".to_string(),
+                ca_file: Some(PathBuf::from("/etc/ssl/ca.pem")),
+            }),
         }
     }
 

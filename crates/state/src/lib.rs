@@ -787,6 +787,21 @@ impl StateStore {
         on_backend!(self, backend => backend.due_deliveries(now, limit).await)
     }
 
+    /// Claims up to `limit` pending deliveries due at `now`, oldest first, for the caller to
+    /// send: their next attempt moves to `lease_until`, so another process draining the queue
+    /// meanwhile skips them, and a process that dies while sending leaves them due again then.
+    pub async fn claim_due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<DeliveryRecord>, StateError> {
+        let (now, lease_until) = (stored_time(now), stored_time(lease_until));
+        let mut claimed = on_backend!(self, backend => backend.claim_due_deliveries(now, limit, lease_until).await)?;
+        claimed.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(claimed)
+    }
+
     /// Records an attempt of a delivery: counts it, and keeps its outcome, its answer and, while
     /// the delivery stays pending, when it is tried next. A pending outcome needs a
     /// `next_attempt_at`; a finished one clears it. Fails with [`StateError::NotFound`] for an

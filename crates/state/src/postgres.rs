@@ -1357,6 +1357,33 @@ impl PostgresStore {
         })
     }
 
+    /// Like `due_deliveries`, and moves each one's next attempt to `lease_until` in the same
+    /// statement, so another process draining the queue meanwhile does not send it too (rows
+    /// another process is claiming are skipped, not waited for).
+    pub(crate) async fn claim_due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<DeliveryRecord>, StateError> {
+        let limit = i64::from(limit);
+        with_session!(self, |session| {
+            let sql = format!(
+                "UPDATE deliveries SET next_attempt_at = $4 WHERE id IN (\
+                 SELECT id FROM deliveries WHERE status = $1 AND next_attempt_at <= $2 \
+                 ORDER BY created_at, id COLLATE \"C\" LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                 RETURNING {DELIVERY_COLUMNS}"
+            );
+            query_all(
+                &session.client,
+                &sql,
+                &[&DeliveryStatus::Pending.as_str(), &now, &limit, &lease_until],
+                read_delivery,
+            )
+            .await
+        })
+    }
+
     /// Counts the attempt and keeps its outcome; `Ok(false)` when there is no such delivery.
     pub(crate) async fn record_delivery_attempt(
         &self,

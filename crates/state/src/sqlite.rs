@@ -1332,6 +1332,35 @@ impl SqliteStore {
         .await
     }
 
+    /// Like `due_deliveries`, and moves each one's next attempt to `lease_until` in the same
+    /// statement, so a second process draining the queue meanwhile does not send it too.
+    pub(crate) async fn claim_due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<DeliveryRecord>, StateError> {
+        self.call(move |connection| {
+            let sql = format!(
+                "UPDATE deliveries SET next_attempt_at = ?4 WHERE id IN (\
+                 SELECT id FROM deliveries WHERE status = ?1 AND next_attempt_at <= ?2 \
+                 ORDER BY created_at, id LIMIT ?3) RETURNING {DELIVERY_COLUMNS}"
+            );
+            query_all(
+                connection,
+                &sql,
+                params![
+                    DeliveryStatus::Pending.as_str(),
+                    timestamp_text(now),
+                    limit,
+                    timestamp_text(lease_until)
+                ],
+                read_delivery,
+            )
+        })
+        .await
+    }
+
     /// Counts the attempt and keeps its outcome; `Ok(false)` when there is no such delivery.
     pub(crate) async fn record_delivery_attempt(
         &self,

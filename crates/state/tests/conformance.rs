@@ -3197,6 +3197,32 @@ async fn a_delivery_is_due_at_its_time_and_keeps_each_attempt(workspace: TestWor
         [queued[0].id.clone(), queued[1].id.clone()]
     );
 
+    // A claim takes what is due and hides it from the next claim until its lease ends.
+    let claimed = store
+        .claim_due_deliveries(at("2026-01-01T10:01:00Z"), 10, at("2026-01-01T10:11:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(
+        due_ids(claimed),
+        [queued[0].id.clone(), queued[1].id.clone()]
+    );
+    assert_eq!(
+        store
+            .claim_due_deliveries(at("2026-01-01T10:05:00Z"), 10, at("2026-01-01T10:15:00Z"))
+            .await
+            .unwrap(),
+        []
+    );
+    assert_eq!(
+        due_ids(
+            store
+                .due_deliveries(at("2026-01-01T10:11:00Z"), 10)
+                .await
+                .unwrap()
+        ),
+        [queued[0].id.clone(), queued[1].id.clone()]
+    );
+
     // Delivered: never due again, shown with its last answer.
     store
         .record_delivery_attempt(
