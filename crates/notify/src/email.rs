@@ -102,17 +102,19 @@ pub async fn send_email(
     let result = async {
         let settings = validate(settings).map_err(ChannelError::permanent)?;
         let email = compose(&settings, message)?;
-        within_timeout(&settings, async {
+        let (session, response) = within_timeout(&settings, async {
             let mut session = open_session(&settings).await?;
             let response = session
                 .send(email.envelope(), &email.formatted())
                 .await
                 .map_err(|error| explain(&error, Step::Send, &settings))?;
-            // The server took the message; a failed QUIT changes nothing.
-            let _ = session.quit().await;
-            Ok(reply_text(&response))
+            Ok((session, response))
         })
-        .await
+        .await?;
+        // The server took the message: whatever QUIT does, it was delivered (an error now
+        // would have the message sent again).
+        quit(session).await;
+        Ok(reply_text(&response))
     }
     .await;
     result.map_err(|error| without_password(error, settings))
@@ -123,12 +125,9 @@ pub async fn send_email(
 pub async fn test_email(settings: &EmailSettings) -> Result<(), ChannelError> {
     let result = async {
         let settings = validate(settings).map_err(ChannelError::permanent)?;
-        within_timeout(&settings, async {
-            let mut session = open_session(&settings).await?;
-            let _ = session.quit().await;
-            Ok(())
-        })
-        .await
+        let session = within_timeout(&settings, open_session(&settings)).await?;
+        quit(session).await;
+        Ok(())
     }
     .await;
     result.map_err(|error| without_password(error, settings))
@@ -350,6 +349,14 @@ async fn open_session(settings: &ValidSettings<'_>) -> Result<AsyncSmtpConnectio
             .map_err(|error| explain(&error, Step::Login, settings))?;
     }
     Ok(session)
+}
+
+/// How long to wait for the answer to QUIT, once the work is done.
+const QUIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Says QUIT, politely and briefly: the session's work is done whatever the server answers.
+async fn quit(mut session: AsyncSmtpConnection) {
+    let _ = tokio::time::timeout(QUIT_TIMEOUT, session.quit()).await;
 }
 
 /// The public CAs (webpki-roots), plus the one in `ca_file` if set.

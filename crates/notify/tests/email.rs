@@ -183,6 +183,22 @@ async fn a_certificate_from_an_unknown_ca_asks_for_ca_file() {
 }
 
 #[tokio::test]
+async fn a_ca_file_that_cannot_be_read_is_named() {
+    let settings = EmailSettings {
+        ca_file: Some("/nonexistent/ferry-ca.pem".into()),
+        ..placeholder_settings()
+    };
+    let error = send_error(&settings).await;
+    assert_eq!(
+        error,
+        ChannelError::permanent(
+            "cannot read ca_file /nonexistent/ferry-ca.pem: No such file or directory (os error \
+             2); set ca_file to the PEM file of the CA that signed the SMTP server's certificate"
+        )
+    );
+}
+
+#[tokio::test]
 async fn starttls_to_a_server_without_it_is_permanent() {
     let server = start_server(SmtpServerSecurity::Plain, false);
     let settings = without_login(settings_for(&server, SmtpSecurity::Starttls));
