@@ -1,6 +1,7 @@
 //! Test helpers shared by ferry's crates: throwaway PostgreSQL ([`PgServer`]) and MariaDB
 //! ([`MariaDbServer`]) servers, a snowduck server speaking Snowflake's SQL API
-//! ([`SnowduckServer`]) and a BigQuery emulator ([`BigQueryEmulator`]).
+//! ([`SnowduckServer`]), a BigQuery emulator ([`BigQueryEmulator`]) and an SMTP server that
+//! keeps what it receives ([`SmtpServer`]).
 //!
 //! Every one of them stops when its value is dropped, and a watchdog stops it (and deletes its
 //! folder) if the test process dies without dropping it, so a server may live in a `static`
@@ -14,9 +15,11 @@ pub mod bigquery_emulator;
 mod mariadb_server;
 mod pg_server;
 mod process;
+mod smtp_server;
 mod snowduck_server;
 
 pub use bigquery_emulator::BigQueryEmulator;
 pub use mariadb_server::{MariaDbServer, MARIADB_PASSWORD, MARIADB_USER};
 pub use pg_server::{Listen, PgServer, TCP_PASSWORD};
+pub use smtp_server::{ReceivedEmail, SmtpOptions, SmtpServer, SmtpServerSecurity};
 pub use snowduck_server::SnowduckServer;
