@@ -147,7 +147,7 @@ pub async fn quickstart(args: QuickstartArgs) -> CliResult {
     command(&ws, &format!("sync create customers-to-stripe --model paying-customers --destination demo-stripe --behavior update-or-create --key email=email {}", mappings.iter().map(|m| format!("--map {m}")).collect::<Vec<_>>().join(" ")));
     syncs::sync(
         &store,
-        syncs::SyncCommand::Create(syncs::SyncCreateArgs {
+        syncs::SyncCommand::Create(Box::new(syncs::SyncCreateArgs {
             name: "customers-to-stripe".into(),
             model: "paying-customers".into(),
             destination: "demo-stripe".into(),
@@ -165,7 +165,7 @@ pub async fn quickstart(args: QuickstartArgs) -> CliResult {
             finalize: None,
             reissue_finalized: false,
             alerts: Default::default(),
-        }),
+        })),
     )
     .await?;
 
@@ -280,7 +280,7 @@ async fn sync_plans_as_products(
     command(ws, &format!("sync create plans-to-stripe --model plans --destination demo-stripe --object product --key code=id {}", mappings.iter().map(|m| format!("--map \"{m}\"")).collect::<Vec<_>>().join(" ")));
     syncs::sync(
         store,
-        syncs::SyncCommand::Create(syncs::SyncCreateArgs {
+        syncs::SyncCommand::Create(Box::new(syncs::SyncCreateArgs {
             name: "plans-to-stripe".into(),
             model: "plans".into(),
             destination: "demo-stripe".into(),
@@ -298,7 +298,7 @@ async fn sync_plans_as_products(
             finalize: None,
             reissue_finalized: false,
             alerts: Default::default(),
-        }),
+        })),
     )
     .await?;
     preview_and_run(store, ws, "plans-to-stripe").await
@@ -338,7 +338,7 @@ async fn sync_prices(
     command(ws, &format!("sync create prices-to-stripe --model price-list --destination demo-stripe --object price --key lookup_key=lookup_key {}", mappings.iter().map(|m| format!("--map {m}")).collect::<Vec<_>>().join(" ")));
     syncs::sync(
         store,
-        syncs::SyncCommand::Create(syncs::SyncCreateArgs {
+        syncs::SyncCommand::Create(Box::new(syncs::SyncCreateArgs {
             name: "prices-to-stripe".into(),
             model: "price-list".into(),
             destination: "demo-stripe".into(),
@@ -356,7 +356,7 @@ async fn sync_prices(
             finalize: None,
             reissue_finalized: false,
             alerts: Default::default(),
-        }),
+        })),
     )
     .await?;
     preview_and_run(store, ws, "prices-to-stripe").await
@@ -398,7 +398,7 @@ async fn sync_invoices(
     command(ws, &format!("sync create invoices-to-stripe --model order-lines --destination demo-stripe --object invoice --key order_id=metadata.order_id --line-key line_id --finalize when-created {}", mappings.iter().map(|m| format!("--map \"{m}\"")).collect::<Vec<_>>().join(" ")));
     syncs::sync(
         store,
-        syncs::SyncCommand::Create(syncs::SyncCreateArgs {
+        syncs::SyncCommand::Create(Box::new(syncs::SyncCreateArgs {
             name: "invoices-to-stripe".into(),
             model: "order-lines".into(),
             destination: "demo-stripe".into(),
@@ -416,7 +416,7 @@ async fn sync_invoices(
             finalize: Some(ferry_core::Finalize::WhenCreated),
             reissue_finalized: false,
             alerts: Default::default(),
-        }),
+        })),
     )
     .await?;
     preview_and_run(store, ws, "invoices-to-stripe").await

@@ -17,7 +17,7 @@ use std::sync::Arc;
 #[derive(Subcommand, Debug)]
 pub enum SyncCommand {
     /// Declare a sync: model → Stripe object, behavior, mapping key and mapper.
-    Create(SyncCreateArgs),
+    Create(Box<SyncCreateArgs>),
     /// Show what a run would create, update, leave alone and reject, and why. Sends no write.
     Preview {
         name: String,
@@ -177,7 +177,7 @@ pub struct SyncRunArgs {
 
 pub async fn sync(store: &StateStore, command: SyncCommand) -> CliResult {
     match command {
-        SyncCommand::Create(args) => create(store, args).await,
+        SyncCommand::Create(args) => create(store, *args).await,
         SyncCommand::Preview { name, format } => {
             let setup = ferry_engine::load_sync_setup(store, &name).await?;
             let preview = ferry_engine::preview_sync(store, &setup).await?;

@@ -262,8 +262,8 @@ pub fn evaluate_alerts(
 ) -> Vec<AlertChange> {
     let mut changes = Vec::new();
     let is_raised = |condition: AlertCondition| raised.contains(&condition);
-    let mut judge = |condition: AlertCondition, verdict: Option<Result<String, String>>| {
-        match verdict {
+    let mut judge =
+        |condition: AlertCondition, verdict: Option<Result<String, String>>| match verdict {
             Some(Err(problem)) if !is_raised(condition) => changes.push(AlertChange::Raised {
                 condition,
                 message: problem,
@@ -273,8 +273,7 @@ pub fn evaluate_alerts(
                 message: fine,
             }),
             _ => {}
-        }
-    };
+        };
     let judged = matches!(run.status, RunStatus::Completed | RunStatus::Failed);
     let completed = run.status == RunStatus::Completed;
 
@@ -323,9 +322,13 @@ pub fn evaluate_alerts(
         Some(limit) => {
             let took = duration_text(run.seconds);
             Some(if run.seconds > f64::from(limit) * 60.0 {
-                Err(format!("the run took {took}, longer than the alert's {limit} min"))
+                Err(format!(
+                    "the run took {took}, longer than the alert's {limit} min"
+                ))
             } else {
-                Ok(format!("the run took {took}, within the alert's {limit} min"))
+                Ok(format!(
+                    "the run took {took}, within the alert's {limit} min"
+                ))
             })
         }
     };
@@ -411,25 +414,132 @@ mod tests {
         }
     }
 
-    /// (what happened, the previous row count, raised before) → (raised, resolved) after.
+    /// What happened, the previous row count, raised before → raised, resolved after.
+    type Case = (
+        &'static str,
+        FinishedRun,
+        Option<u64>,
+        Vec<AlertCondition>,
+        Vec<AlertCondition>,
+        Vec<AlertCondition>,
+    );
+
     #[test]
     fn each_condition_is_raised_once_and_resolved_once() {
         use RunStatus::*;
-        let cases: Vec<(&str, FinishedRun, Option<u64>, Vec<AlertCondition>, Vec<AlertCondition>, Vec<AlertCondition>)> = vec![
-            ("a clean run raises nothing", run(Completed, 100, 0, 30.0), Some(100), vec![], vec![], vec![]),
-            ("a failure raises", run(Failed, 10, 0, 5.0), Some(100), vec![], vec![RunFailed], vec![]),
-            ("a second failure says nothing new", run(Failed, 10, 0, 5.0), Some(100), vec![RunFailed], vec![], vec![]),
-            ("a completed run resolves the failure", run(Completed, 100, 0, 5.0), Some(100), vec![RunFailed], vec![], vec![RunFailed]),
-            ("6% rejected is over 5%", run(Completed, 100, 6, 5.0), Some(100), vec![], vec![RejectedRows], vec![]),
-            ("5% rejected is not over 5%", run(Completed, 100, 5, 5.0), Some(100), vec![RejectedRows], vec![], vec![RejectedRows]),
-            ("a failed run does not judge rejections", run(Failed, 100, 0, 5.0), Some(100), vec![RejectedRows], vec![RunFailed], vec![]),
-            ("slow", run(Completed, 100, 0, 601.0), Some(100), vec![], vec![SlowRun], vec![]),
-            ("a slow failure is still slow", run(Failed, 100, 0, 601.0), Some(100), vec![], vec![RunFailed, SlowRun], vec![]),
-            ("fast again", run(Completed, 100, 0, 60.0), Some(100), vec![SlowRun], vec![], vec![SlowRun]),
-            ("rows halved and a bit", run(Completed, 49, 0, 5.0), Some(100), vec![], vec![RowCountDrop], vec![]),
-            ("rows halved exactly", run(Completed, 50, 0, 5.0), Some(100), vec![RowCountDrop], vec![], vec![RowCountDrop]),
-            ("no earlier run: no judgement", run(Completed, 1, 0, 5.0), None, vec![RowCountDrop], vec![], vec![]),
-            ("an interrupted run judges nothing", run(Interrupted, 0, 0, 9999.0), Some(100), vec![RunFailed, SlowRun], vec![], vec![]),
+        let cases: Vec<Case> = vec![
+            (
+                "a clean run raises nothing",
+                run(Completed, 100, 0, 30.0),
+                Some(100),
+                vec![],
+                vec![],
+                vec![],
+            ),
+            (
+                "a failure raises",
+                run(Failed, 10, 0, 5.0),
+                Some(100),
+                vec![],
+                vec![RunFailed],
+                vec![],
+            ),
+            (
+                "a second failure says nothing new",
+                run(Failed, 10, 0, 5.0),
+                Some(100),
+                vec![RunFailed],
+                vec![],
+                vec![],
+            ),
+            (
+                "a completed run resolves the failure",
+                run(Completed, 100, 0, 5.0),
+                Some(100),
+                vec![RunFailed],
+                vec![],
+                vec![RunFailed],
+            ),
+            (
+                "6% rejected is over 5%",
+                run(Completed, 100, 6, 5.0),
+                Some(100),
+                vec![],
+                vec![RejectedRows],
+                vec![],
+            ),
+            (
+                "5% rejected is not over 5%",
+                run(Completed, 100, 5, 5.0),
+                Some(100),
+                vec![RejectedRows],
+                vec![],
+                vec![RejectedRows],
+            ),
+            (
+                "a failed run does not judge rejections",
+                run(Failed, 100, 0, 5.0),
+                Some(100),
+                vec![RejectedRows],
+                vec![RunFailed],
+                vec![],
+            ),
+            (
+                "slow",
+                run(Completed, 100, 0, 601.0),
+                Some(100),
+                vec![],
+                vec![SlowRun],
+                vec![],
+            ),
+            (
+                "a slow failure is still slow",
+                run(Failed, 100, 0, 601.0),
+                Some(100),
+                vec![],
+                vec![RunFailed, SlowRun],
+                vec![],
+            ),
+            (
+                "fast again",
+                run(Completed, 100, 0, 60.0),
+                Some(100),
+                vec![SlowRun],
+                vec![],
+                vec![SlowRun],
+            ),
+            (
+                "rows halved and a bit",
+                run(Completed, 49, 0, 5.0),
+                Some(100),
+                vec![],
+                vec![RowCountDrop],
+                vec![],
+            ),
+            (
+                "rows halved exactly",
+                run(Completed, 50, 0, 5.0),
+                Some(100),
+                vec![RowCountDrop],
+                vec![],
+                vec![RowCountDrop],
+            ),
+            (
+                "no earlier run: no judgement",
+                run(Completed, 1, 0, 5.0),
+                None,
+                vec![RowCountDrop],
+                vec![],
+                vec![],
+            ),
+            (
+                "an interrupted run judges nothing",
+                run(Interrupted, 0, 0, 9999.0),
+                Some(100),
+                vec![RunFailed, SlowRun],
+                vec![],
+                vec![],
+            ),
         ];
         for (what, finished, previous, raised, want_raised, want_resolved) in cases {
             let changes = evaluate_alerts(&all_watched(), &finished, previous, &raised);
@@ -443,7 +553,11 @@ mod tests {
                 .filter(|c| matches!(c, AlertChange::Resolved { .. }))
                 .map(AlertChange::condition)
                 .collect();
-            assert_eq!((got_raised, got_resolved), (want_raised, want_resolved), "{what}");
+            assert_eq!(
+                (got_raised, got_resolved),
+                (want_raised, want_resolved),
+                "{what}"
+            );
         }
     }
 
@@ -453,7 +567,12 @@ mod tests {
             rejected_over_percent: Some(0),
             ..AlertSettings::default()
         };
-        let changes = evaluate_alerts(&settings, &run(RunStatus::Completed, 1000, 1, 1.0), None, &[]);
+        let changes = evaluate_alerts(
+            &settings,
+            &run(RunStatus::Completed, 1000, 1, 1.0),
+            None,
+            &[],
+        );
         assert_eq!(
             changes,
             vec![AlertChange::Raised {
@@ -462,7 +581,10 @@ mod tests {
             }]
         );
         let failed = evaluate_alerts(&settings, &run(RunStatus::Failed, 0, 0, 1.0), None, &[]);
-        assert_eq!(failed[0].message(), "the run failed: the warehouse went away");
+        assert_eq!(
+            failed[0].message(),
+            "the run failed: the warehouse went away"
+        );
     }
 
     #[test]
@@ -489,8 +611,14 @@ mod tests {
             ..AlertSettings::default()
         };
         let problems = settings.problems().join("\n");
-        assert!(problems.contains("alerts.rejected_over_percent"), "{problems}");
-        assert!(problems.contains("alerts.slower_than_minutes"), "{problems}");
+        assert!(
+            problems.contains("alerts.rejected_over_percent"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("alerts.slower_than_minutes"),
+            "{problems}"
+        );
         assert!(problems.contains("`ops` twice"), "{problems}");
         assert!(AlertSettings::default().problems().is_empty());
     }
@@ -503,7 +631,10 @@ mod tests {
             vec![EventKind::SyncFailed, EventKind::AlertRaised]
         );
         let problem = EventKind::parse_list("sync.done").unwrap_err();
-        assert!(problem.contains("sync.started, sync.completed"), "{problem}");
+        assert!(
+            problem.contains("sync.started, sync.completed"),
+            "{problem}"
+        );
     }
 
     #[test]

@@ -9,7 +9,9 @@ pub mod secret;
 pub mod spec;
 pub mod value;
 
-pub use alerts::{evaluate_alerts, AlertChange, AlertCondition, AlertSettings, EventKind, FinishedRun};
+pub use alerts::{
+    evaluate_alerts, AlertChange, AlertCondition, AlertSettings, EventKind, FinishedRun,
+};
 pub use outcome::{Outcome, RunCounts, RunStatus};
 pub use payload::{changed_fields, Baseline, FieldValue, Payload};
 pub use schedule::Schedule;

@@ -24,8 +24,7 @@ use ferry_core::{
 };
 use ferry_notify::{email, slack, webhook, ChannelAnswer, ChannelError};
 use ferry_state::{
-    DeliveryAttempt, DeliveryRecord, DeliveryStatus, NewDelivery, RunRecord,
-    StateStore, SyncRecord,
+    DeliveryAttempt, DeliveryRecord, DeliveryStatus, NewDelivery, RunRecord, StateStore, SyncRecord,
 };
 use serde_json::json;
 
@@ -127,7 +126,13 @@ pub async fn effective_alerts(
 /// problem is logged.
 pub async fn run_started(store: &StateStore, sync: &SyncRecord, run: &RunRecord) {
     let event = event_body(EventKind::SyncStarted, sync, run, None);
-    if let Err(error) = enqueue(store, sync, Some(&run.id), &[(EventKind::SyncStarted, event)]).await
+    if let Err(error) = enqueue(
+        store,
+        sync,
+        Some(&run.id),
+        &[(EventKind::SyncStarted, event)],
+    )
+    .await
     {
         tracing::warn!(%error, "Could not queue the sync.started event; the run goes on.");
     }
@@ -159,10 +164,12 @@ async fn run_finished_inner(
         )),
         _ => {}
     }
-    let settings = effective_alerts(store, sync).await?.unwrap_or(AlertSettings {
-        on_failure: false,
-        ..AlertSettings::default()
-    });
+    let settings = effective_alerts(store, sync)
+        .await?
+        .unwrap_or(AlertSettings {
+            on_failure: false,
+            ..AlertSettings::default()
+        });
     let raised: Vec<_> = store
         .raised_alerts(&sync.name)
         .await?
@@ -338,9 +345,10 @@ pub async fn deliver_due(store: &StateStore) -> Result<usize, EngineError> {
             Err(error) => {
                 let wait = waits.get(delivery.attempts as usize);
                 let (status, next_attempt_at) = match wait {
-                    Some(seconds) if error.retryable => {
-                        (DeliveryStatus::Pending, Some(now + Duration::seconds(*seconds)))
-                    }
+                    Some(seconds) if error.retryable => (
+                        DeliveryStatus::Pending,
+                        Some(now + Duration::seconds(*seconds)),
+                    ),
                     _ => (DeliveryStatus::Failed, None),
                 };
                 tracing::warn!(
@@ -360,12 +368,17 @@ pub async fn deliver_due(store: &StateStore) -> Result<usize, EngineError> {
                 }
             }
         };
-        store.record_delivery_attempt(&delivery.id, &attempt).await?;
+        store
+            .record_delivery_attempt(&delivery.id, &attempt)
+            .await?;
     }
     Ok(due.len())
 }
 
-async fn send(store: &StateStore, delivery: &DeliveryRecord) -> Result<ChannelAnswer, ChannelError> {
+async fn send(
+    store: &StateStore,
+    delivery: &DeliveryRecord,
+) -> Result<ChannelAnswer, ChannelError> {
     let connection = store
         .get_connection(&delivery.channel)
         .await
@@ -386,9 +399,18 @@ async fn send(store: &StateStore, delivery: &DeliveryRecord) -> Result<ChannelAn
         ),
         None => None,
     };
-    let event: serde_json::Value = serde_json::from_str(&delivery.payload)
-        .map_err(|error| ChannelError::permanent(format!("the stored event is unreadable: {error}")))?;
-    send_to(&settings, secret, &delivery.id, &delivery.event_type, &delivery.payload, &event).await
+    let event: serde_json::Value = serde_json::from_str(&delivery.payload).map_err(|error| {
+        ChannelError::permanent(format!("the stored event is unreadable: {error}"))
+    })?;
+    send_to(
+        &settings,
+        secret,
+        &delivery.id,
+        &delivery.event_type,
+        &delivery.payload,
+        &event,
+    )
+    .await
 }
 
 async fn send_to(
@@ -449,9 +471,7 @@ async fn send_to(
             )
             .await?;
             Ok(ChannelAnswer {
-                status: server_answer
-                    .get(..3)
-                    .and_then(|code| code.parse().ok()),
+                status: server_answer.get(..3).and_then(|code| code.parse().ok()),
                 text: ferry_notify::cut(&server_answer),
             })
         }
@@ -487,7 +507,10 @@ pub fn notice_words(event: &serde_json::Value) -> (String, Vec<String>) {
     };
     let alert = &data["alert"];
     match event["type"].as_str().unwrap_or("") {
-        "sync.started" => (format!("Sync {sync} started"), vec![format!("Run {run_id}")]),
+        "sync.started" => (
+            format!("Sync {sync} started"),
+            vec![format!("Run {run_id}")],
+        ),
         "sync.completed" => (
             format!("Sync {sync} completed"),
             vec![summary, format!("Run {run_id}")],
@@ -495,7 +518,10 @@ pub fn notice_words(event: &serde_json::Value) -> (String, Vec<String>) {
         "sync.failed" => (
             format!("Sync {sync} failed"),
             vec![
-                run["error"].as_str().unwrap_or("no reason was recorded").to_string(),
+                run["error"]
+                    .as_str()
+                    .unwrap_or("no reason was recorded")
+                    .to_string(),
                 summary,
                 format!("Run {run_id}"),
             ],
@@ -520,7 +546,10 @@ pub fn notice_words(event: &serde_json::Value) -> (String, Vec<String>) {
                 format!("Run {run_id}"),
             ],
         ),
-        other => (format!("Sync {sync}: {other}"), vec![format!("Run {run_id}")]),
+        other => (
+            format!("Sync {sync}: {other}"),
+            vec![format!("Run {run_id}")],
+        ),
     }
 }
 
@@ -549,15 +578,24 @@ pub(crate) async fn test_channel(
                 "created_at": Utc::now(),
                 "data": {"channel": connection},
             });
-            send_to(settings, secret, "dlv_ping", "ping", &ping.to_string(), &ping)
-                .await
-                .map(|_| ())
-                .map_err(failed)
+            send_to(
+                settings,
+                secret,
+                "dlv_ping",
+                "ping",
+                &ping.to_string(),
+                &ping,
+            )
+            .await
+            .map(|_| ())
+            .map_err(failed)
         }
         ConnectionSettings::Slack(_) => {
             let client = ferry_notify::http_client("slack").map_err(failed)?;
             let url = secret.ok_or_else(|| {
-                EngineError::Config("a Slack connection needs its incoming webhook's URL".to_string())
+                EngineError::Config(
+                    "a Slack connection needs its incoming webhook's URL".to_string(),
+                )
             })?;
             let body = slack::slack_body(&slack::SlackMessage {
                 title: "ferry is connected to this channel",
@@ -594,7 +632,10 @@ mod tests {
         });
         let (title, details) = notice_words(&event);
         assert_eq!(title, "Alert on sync customers: rejected rows");
-        assert_eq!(details[0], "6 of 10 rows rejected (60%), over the alert's 5%");
+        assert_eq!(
+            details[0],
+            "6 of 10 rows rejected (60%), over the alert's 5%"
+        );
         let failed = json!({"type": "sync.failed", "data": {"sync": {"name": "s"}, "run": {"id": "run_2", "error": "boom", "counts": {}}}});
         assert_eq!(notice_words(&failed).1[0], "boom");
     }

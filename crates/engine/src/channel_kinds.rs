@@ -265,7 +265,8 @@ fn security<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error>
 
 fn webhook_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let url = String::deserialize(d)?;
-    ferry_notify::webhook::check_url(&url).map_err(|problem| serde::de::Error::custom(format!("url: {problem}")))?;
+    ferry_notify::webhook::check_url(&url)
+        .map_err(|problem| serde::de::Error::custom(format!("url: {problem}")))?;
     Ok(url.trim().to_string())
 }
 

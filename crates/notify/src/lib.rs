@@ -11,7 +11,9 @@ pub mod email;
 pub mod slack;
 pub mod webhook;
 
-use ferry_http::{HttpClient, HttpError, HttpPolicy, InboundResponse, RateLimitPolicy, RetryPolicy};
+use ferry_http::{
+    HttpClient, HttpError, HttpPolicy, InboundResponse, RateLimitPolicy, RetryPolicy,
+};
 use std::time::Duration;
 
 /// What a channel answered a notice it took: the HTTP status or SMTP reply code, and the

@@ -99,7 +99,8 @@ mod tests {
     #[test]
     fn the_url_never_shows_in_an_error() {
         let secret = Secret::new("https://hooks.slack.com/services/T000/B000/XXXXsecret");
-        let message = "error sending request for url (https://hooks.slack.com/services/T000/B000/XXXXsecret)";
+        let message =
+            "error sending request for url (https://hooks.slack.com/services/T000/B000/XXXXsecret)";
         let hidden = hide(message, &secret);
         assert!(!hidden.contains("XXXXsecret"), "{hidden}");
     }

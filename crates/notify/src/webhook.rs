@@ -30,8 +30,9 @@ pub fn signature(secret: &Secret, timestamp: i64, body: &str) -> String {
 /// Checks a webhook's URL: http or https, with a host. Plain http is allowed (a receiver on
 /// the same machine or network); the body is signed either way.
 pub fn check_url(url: &str) -> Result<reqwest::Url, String> {
-    let parsed = reqwest::Url::parse(url.trim())
-        .map_err(|problem| format!("`{url}` is not a URL ({problem}); write it as https://host/path"))?;
+    let parsed = reqwest::Url::parse(url.trim()).map_err(|problem| {
+        format!("`{url}` is not a URL ({problem}); write it as https://host/path")
+    })?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return Err(format!(
             "`{url}` is not an http(s) URL; write it as https://host/path"
@@ -102,7 +103,9 @@ mod tests {
     fn urls_are_checked() {
         assert!(check_url("https://hooks.example.com/ferry").is_ok());
         assert!(check_url("http://127.0.0.1:9000/x").is_ok());
-        assert!(check_url("ftp://example.com").unwrap_err().contains("http(s)"));
+        assert!(check_url("ftp://example.com")
+            .unwrap_err()
+            .contains("http(s)"));
         assert!(check_url("example.com/hook").is_err());
     }
 }

@@ -1377,7 +1377,12 @@ impl PostgresStore {
             query_all(
                 &session.client,
                 &sql,
-                &[&DeliveryStatus::Pending.as_str(), &now, &limit, &lease_until],
+                &[
+                    &DeliveryStatus::Pending.as_str(),
+                    &now,
+                    &limit,
+                    &lease_until,
+                ],
                 read_delivery,
             )
             .await

@@ -230,7 +230,8 @@ fn section_words(section: Section) -> SectionWords {
             what: "alert channel",
             post_to: "/alerts/channels",
             list: "/alerts",
-            subtitle: "Where ferry tells people of runs and alerts: a signed webhook, Slack or email.",
+            subtitle:
+                "Where ferry tells people of runs and alerts: a signed webhook, Slack or email.",
             example_name: "ops-slack",
         },
         _ => SectionWords {

@@ -1310,6 +1310,33 @@ pub async fn delete(
     Ok(Redirect::to("/syncs"))
 }
 
+/// A sync's alert settings in words.
+fn alert_words(alerts: &ferry_core::AlertSettings) -> String {
+    let mut when = Vec::new();
+    if alerts.on_failure {
+        when.push("a failed run".to_string());
+    }
+    if let Some(percent) = alerts.rejected_over_percent {
+        when.push(format!("over {percent}% of rows rejected"));
+    }
+    if let Some(minutes) = alerts.slower_than_minutes {
+        when.push(format!("a run over {minutes} min"));
+    }
+    if let Some(percent) = alerts.row_drop_over_percent {
+        when.push(format!("the model's rows down over {percent}%"));
+    }
+    let channels = if alerts.channels.is_empty() {
+        "the webhooks subscribed to alerts".to_string()
+    } else {
+        alerts.channels.join(", ")
+    };
+    if when.is_empty() {
+        "No alerts.".to_string()
+    } else {
+        format!("Alerts on {}, to {channels}.", when.join(", "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1689,32 +1716,5 @@ mod tests {
     #[test]
     fn a_form_that_is_not_utf8_is_refused() {
         assert!(SyncForm::parse(b"name=s&behavior=%FF").is_err());
-    }
-}
-
-/// A sync's alert settings in words.
-fn alert_words(alerts: &ferry_core::AlertSettings) -> String {
-    let mut when = Vec::new();
-    if alerts.on_failure {
-        when.push("a failed run".to_string());
-    }
-    if let Some(percent) = alerts.rejected_over_percent {
-        when.push(format!("over {percent}% of rows rejected"));
-    }
-    if let Some(minutes) = alerts.slower_than_minutes {
-        when.push(format!("a run over {minutes} min"));
-    }
-    if let Some(percent) = alerts.row_drop_over_percent {
-        when.push(format!("the model's rows down over {percent}%"));
-    }
-    let channels = if alerts.channels.is_empty() {
-        "the webhooks subscribed to alerts".to_string()
-    } else {
-        alerts.channels.join(", ")
-    };
-    if when.is_empty() {
-        "No alerts.".to_string()
-    } else {
-        format!("Alerts on {}, to {channels}.", when.join(", "))
     }
 }
