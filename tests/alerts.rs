@@ -39,7 +39,8 @@ impl Received {
     }
 }
 
-/// A local HTTP server that keeps every request and answers 200, or 503 while told to fail.
+/// A local HTTP server that keeps every request and answers 200, or 503 at `/hook` while told
+/// to fail.
 struct Receiver {
     base: String,
     received: Arc<Mutex<Vec<Received>>>,
@@ -65,11 +66,12 @@ impl Receiver {
                         .collect(),
                     body: String::from_utf8_lossy(&body).into_owned(),
                 });
-                let fail = failing
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
-                        left.checked_sub(1)
-                    })
-                    .is_ok();
+                let fail = parts.uri.path() == "/hook"
+                    && failing
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                            left.checked_sub(1)
+                        })
+                        .is_ok();
                 if fail {
                     (
                         axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -196,6 +198,20 @@ async fn scene_with_channels(receiver: &Receiver, smtp: &SmtpServer) -> Scene {
             SIGNING_SECRET,
             "--events",
             "sync.completed, sync.failed, sync.alert.raised, sync.alert.resolved",
+        ])
+        .await
+        .ok();
+    // A second webhook with every event (the default), `sync.started` included.
+    let all_url = format!("{}/all", receiver.base);
+    scene
+        .ferry(&[
+            "connect",
+            "webhook",
+            "everything",
+            "--url",
+            &all_url,
+            "--signing-secret",
+            SIGNING_SECRET,
         ])
         .await
         .ok();
@@ -358,6 +374,24 @@ async fn alerts_are_raised_once_resolved_once_and_reach_every_channel() {
     assert_eq!(received_mails(&smtp).len(), 2);
     assert!(received_mails(&smtp)[1].subject.contains("Resolved"));
 
+    // The webhook with every event heard each run start and end, and the alert twice.
+    let mut heard = receiver.types_at("/all");
+    heard.sort();
+    assert_eq!(
+        heard,
+        [
+            "ping",
+            "sync.alert.raised",
+            "sync.alert.resolved",
+            "sync.completed",
+            "sync.completed",
+            "sync.completed",
+            "sync.started",
+            "sync.started",
+            "sync.started",
+        ]
+    );
+
     // Every delivery is kept with its answer.
     let deliveries = scene
         .ferry(&["alerts", "deliveries", "--limit", "50"])
@@ -365,8 +399,9 @@ async fn alerts_are_raised_once_resolved_once_and_reach_every_channel() {
         .ok();
     assert_eq!(
         deliveries.stdout.matches(" delivered ").count(),
-        // run 1: completed, raised ×3; run 2: completed; run 3: completed, resolved ×3
-        9,
+        // `hooks`: completed ×3, raised, resolved; Slack and email: raised, resolved;
+        // `everything`: started ×3, completed ×3, raised, resolved
+        17,
         "{}",
         deliveries.stdout
     );

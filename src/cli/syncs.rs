@@ -571,7 +571,18 @@ pub async fn run(
             }) as Arc<dyn Fn(u64) + Send + Sync>
         }),
         cancel,
-        on_start: None,
+        // `sync.started` goes out while the run works, not after it.
+        on_start: Some({
+            let store = store.clone();
+            Arc::new(move |_run_id: String| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = ferry_engine::alerts::deliver_due(&store).await {
+                        tracing::warn!(%error, "Could not send the run's start to the alert channels; it waits in the workspace.");
+                    }
+                });
+            }) as Arc<dyn Fn(String) + Send + Sync>
+        }),
     };
     let report = ferry_engine::run_sync(store, &setup, &options).await?;
     if let Some(bar) = bar {
