@@ -406,6 +406,17 @@ async fn alerts_are_raised_once_resolved_once_and_reach_every_channel() {
         deliveries.stdout
     );
 
+    // A channel a sync's alerts name cannot be removed from under it.
+    let refused = scene.ferry(&["connections", "remove", "team"]).await;
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused
+            .stderr
+            .contains("is used by the alerts of sync 'people-to-stripe'"),
+        "{}",
+        refused.stderr
+    );
+
     // No secret shows anywhere ferry prints.
     let listed = scene.ferry(&["connections"]).await.ok();
     let exported = scene.ferry(&["export"]).await.ok();

@@ -29,7 +29,7 @@ use ferry_state::{
 use serde_json::json;
 
 /// The workspace setting that holds the alert settings of every sync that has none of its own.
-pub const ALERT_DEFAULTS: &str = "alert_defaults";
+pub const ALERT_DEFAULTS: &str = ferry_state::ALERT_DEFAULTS_SETTING;
 
 /// How long after each failed attempt a delivery is tried again, in seconds; once all are
 /// spent it is given up (failed), about nine hours after the first. `FERRY_DELIVERY_RETRIES`

@@ -39,6 +39,10 @@ pub use workspace::{WorkspaceOptions, DATABASE_FILE_NAME, KEY_FILE_NAME, LOCKS_D
 use chrono::{DateTime, SubsecRound as _, Utc};
 use ferry_core::{AlertCondition, Outcome, RunCounts, RunStatus, Secret, SyncSpec};
 
+/// The workspace setting that holds the default alert settings (JSON of
+/// `ferry_core::AlertSettings`), of every sync without its own.
+pub const ALERT_DEFAULTS_SETTING: &str = "alert_defaults";
+
 /// How many times taking a sync's lock is tried (a reader may hold it for a moment).
 pub(crate) const SYNC_LOCK_ATTEMPTS: u32 = 5;
 
@@ -216,6 +220,40 @@ impl StateStore {
     /// [`StateError::InUse`] while a model reads from it or a sync writes to it.
     pub async fn remove_connection(&self, name: &str) -> Result<bool, StateError> {
         validate_name(ObjectType::Connection, name)?;
+        // An alert channel is named inside syncs' specs and the default alert settings (JSON),
+        // which the backends' own checks do not read: refused here, so a sync's alerts never
+        // silently go nowhere.
+        if let Some(connection) = self.get_connection(name).await? {
+            if connection.kind.is_channel() {
+                let mut used_by: Vec<String> = self
+                    .list_syncs()
+                    .await?
+                    .into_iter()
+                    .filter(|sync| {
+                        sync.spec
+                            .alerts
+                            .as_ref()
+                            .is_some_and(|alerts| alerts.channels.iter().any(|c| c == name))
+                    })
+                    .map(|sync| format!("the alerts of sync '{}'", sync.name))
+                    .collect();
+                let defaults = self.get_workspace_setting(ALERT_DEFAULTS_SETTING).await?;
+                let named_by_defaults = defaults
+                    .as_ref()
+                    .and_then(|value| value["channels"].as_array())
+                    .is_some_and(|channels| channels.iter().any(|c| c.as_str() == Some(name)));
+                if named_by_defaults {
+                    used_by.push("the default alerts".to_string());
+                }
+                if !used_by.is_empty() {
+                    return Err(StateError::InUse {
+                        what: ObjectType::Connection,
+                        name: name.to_string(),
+                        used_by,
+                    });
+                }
+            }
+        }
         on_backend!(self, backend => backend.remove_connection(name).await)
     }
 
