@@ -71,7 +71,7 @@ pub async fn alerts(store: &StateStore, command: AlertsCommand) -> CliResult {
     match command {
         AlertsCommand::Show => {
             match ferry_engine::alerts::alert_defaults(store).await? {
-                Some(settings) => println!("Default alerts: {}.", describe(&settings)),
+                Some(settings) => println!("Default alerts: {}.", settings.summary()),
                 None => println!(
                     "No default alerts: syncs without alert settings of their own raise none. \
                      Set them with `ferry alerts defaults --alert-channel NAME …`."
@@ -110,7 +110,7 @@ pub async fn alerts(store: &StateStore, command: AlertsCommand) -> CliResult {
             println!(
                 "Default alerts saved: {}. They apply to every sync without alert settings of \
                  its own.",
-                describe(&settings)
+                settings.summary()
             );
             Ok(0)
         }
@@ -167,32 +167,4 @@ pub async fn alerts(store: &StateStore, command: AlertsCommand) -> CliResult {
             Ok(0)
         }
     }
-}
-
-/// Alert settings in words: `on failure, over 5% rejected; to ops-slack, oncall`.
-pub fn describe(settings: &AlertSettings) -> String {
-    let mut when = Vec::new();
-    if settings.on_failure {
-        when.push("on a failed run".to_string());
-    }
-    if let Some(percent) = settings.rejected_over_percent {
-        when.push(format!("over {percent}% of rows rejected"));
-    }
-    if let Some(minutes) = settings.slower_than_minutes {
-        when.push(format!("a run over {minutes} min"));
-    }
-    if let Some(percent) = settings.row_drop_over_percent {
-        when.push(format!("rows down over {percent}%"));
-    }
-    let when = if when.is_empty() {
-        "never".to_string()
-    } else {
-        when.join(", ")
-    };
-    let to = if settings.channels.is_empty() {
-        "to no channel but the webhooks that subscribe to alerts".to_string()
-    } else {
-        format!("to {}", settings.channels.join(", "))
-    };
-    format!("{when}; {to}")
 }

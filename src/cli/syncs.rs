@@ -301,7 +301,7 @@ pub async fn sync(store: &StateStore, command: SyncCommand) -> CliResult {
                 println!("  schedule: {schedule} (while `ferry serve` runs)");
             }
             match &spec.alerts {
-                Some(alerts) => println!("  alerts:   {}", super::alerts::describe(alerts)),
+                Some(alerts) => println!("  alerts:   {}", alerts.summary()),
                 None => println!("  alerts:   the workspace's defaults (`ferry alerts show`)"),
             }
             for alert in store.raised_alerts(&name).await? {

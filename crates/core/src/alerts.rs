@@ -79,6 +79,33 @@ impl AlertSettings {
         problems
     }
 
+    /// The settings in words, for every door that shows them: `on a failed run, over 5% of rows
+    /// rejected; to ops-slack, oncall`.
+    pub fn summary(&self) -> String {
+        let mut when = Vec::new();
+        if self.on_failure {
+            when.push("on a failed run".to_string());
+        }
+        if let Some(percent) = self.rejected_over_percent {
+            when.push(format!("over {percent}% of rows rejected"));
+        }
+        if let Some(minutes) = self.slower_than_minutes {
+            when.push(format!("a run over {minutes} min"));
+        }
+        if let Some(percent) = self.row_drop_over_percent {
+            when.push(format!("the model's rows down over {percent}%"));
+        }
+        if when.is_empty() {
+            return "no alerts".to_string();
+        }
+        let to = if self.channels.is_empty() {
+            "to the webhooks that subscribe to alerts".to_string()
+        } else {
+            format!("to {}", self.channels.join(", "))
+        };
+        format!("{}; {to}", when.join(", "))
+    }
+
     /// The conditions these settings watch.
     pub fn conditions(&self) -> Vec<AlertCondition> {
         let mut conditions = Vec::new();
@@ -621,6 +648,24 @@ mod tests {
         );
         assert!(problems.contains("`ops` twice"), "{problems}");
         assert!(AlertSettings::default().problems().is_empty());
+    }
+
+    #[test]
+    fn settings_read_as_words() {
+        let settings = AlertSettings {
+            channels: vec!["ops".into(), "oncall".into()],
+            rejected_over_percent: Some(5),
+            ..AlertSettings::default()
+        };
+        assert_eq!(
+            settings.summary(),
+            "on a failed run, over 5% of rows rejected; to ops, oncall"
+        );
+        let none = AlertSettings {
+            on_failure: false,
+            ..AlertSettings::default()
+        };
+        assert_eq!(none.summary(), "no alerts");
     }
 
     #[test]

@@ -1113,7 +1113,7 @@ pub async fn show(
             h2 { "Alerts" }
             p {
                 @match &spec.alerts {
-                    Some(alerts) => { (alert_words(alerts)) }
+                    Some(alerts) => { "Alerts " (alerts.summary()) "." }
                     None => { "The workspace's default alerts (" a href="/alerts" { "Alerts" } ")." }
                 }
             }
@@ -1308,33 +1308,6 @@ pub async fn delete(
 ) -> Result<Redirect, Page> {
     declare::remove_sync(state.store(), &name).await?;
     Ok(Redirect::to("/syncs"))
-}
-
-/// A sync's alert settings in words.
-fn alert_words(alerts: &ferry_core::AlertSettings) -> String {
-    let mut when = Vec::new();
-    if alerts.on_failure {
-        when.push("a failed run".to_string());
-    }
-    if let Some(percent) = alerts.rejected_over_percent {
-        when.push(format!("over {percent}% of rows rejected"));
-    }
-    if let Some(minutes) = alerts.slower_than_minutes {
-        when.push(format!("a run over {minutes} min"));
-    }
-    if let Some(percent) = alerts.row_drop_over_percent {
-        when.push(format!("the model's rows down over {percent}%"));
-    }
-    let channels = if alerts.channels.is_empty() {
-        "the webhooks subscribed to alerts".to_string()
-    } else {
-        alerts.channels.join(", ")
-    };
-    if when.is_empty() {
-        "No alerts.".to_string()
-    } else {
-        format!("Alerts on {}, to {channels}.", when.join(", "))
-    }
 }
 
 #[cfg(test)]
