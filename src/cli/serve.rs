@@ -33,6 +33,10 @@ pub struct ServeArgs {
     /// Seconds between looks for scheduled syncs that are due (tests shorten it).
     #[arg(long, hide = true)]
     pub scheduler_tick_seconds: Option<f64>,
+    /// Runs this server holds at once; more wait in the run queue, for this server or another
+    /// `ferry serve` on the same PostgreSQL workspace.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_runs: Option<u16>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -98,6 +102,7 @@ pub async fn serve(store: StateStore, args: ServeArgs) -> CliResult {
         allowed_secret_env: args.allow_secret_env,
         public_hosts: args.public_host,
         metrics_listener,
+        max_runs: args.max_runs.map(usize::from),
         scheduler_tick: args
             .scheduler_tick_seconds
             .map(|s| std::time::Duration::from_secs_f64(s.max(0.05))),

@@ -148,3 +148,29 @@ pub async fn method_not_allowed() -> ApiError {
         "this route does not take that method; the API is described at /api/openapi.json",
     )
 }
+
+/// The error codes a run's start can be refused with, for a refusal read back from the run
+/// queue (where another server process may have written it).
+const RUN_REFUSAL_CODES: &[&str] = &[
+    "conflict",
+    "connection_test_failed",
+    "internal",
+    "invalid",
+    "lock_lost",
+    "mass_retire_refused",
+    "not_found",
+    "paused",
+    "query_failed",
+    "secret_unreadable",
+    "upstream",
+];
+
+/// `code` as the API's static error code; a code this version does not know (written by a
+/// newer server) is answered as `run_not_started`.
+pub fn static_code(code: &str) -> &'static str {
+    RUN_REFUSAL_CODES
+        .iter()
+        .copied()
+        .find(|known| *known == code)
+        .unwrap_or("run_not_started")
+}

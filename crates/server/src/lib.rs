@@ -53,6 +53,9 @@ pub struct ServerOptions {
     /// A second listener that serves `/metrics` only, without authentication, as Prometheus
     /// scrapes it (`ferry serve --metrics-addr`). The API serves `/metrics` with a token either way.
     pub metrics_listener: Option<tokio::net::TcpListener>,
+    /// Runs this process holds at once (`ferry serve --max-runs`); more wait in the run queue
+    /// for this server or another one on the workspace. `None` for the default.
+    pub max_runs: Option<usize>,
 }
 
 /// Everything a handler needs; cheap to clone.
@@ -126,6 +129,18 @@ impl AppState {
         AppState {
             inner: Arc::new(Inner {
                 allowed_secret_env: names,
+                ..inner
+            }),
+        }
+    }
+
+    /// The same state, running at most `max_runs` runs at once in this process.
+    pub fn with_max_runs(self, max_runs: usize) -> AppState {
+        let inner = Arc::try_unwrap(self.inner)
+            .unwrap_or_else(|_| panic!("with_max_runs is called before the state is shared"));
+        AppState {
+            inner: Arc::new(Inner {
+                runs: run_registry::RunRegistry::new(max_runs),
                 ..inner
             }),
         }
@@ -214,7 +229,8 @@ pub async fn serve(
         .map_err(|message| std::io::Error::new(std::io::ErrorKind::InvalidInput, message))?;
     let state = AppState::new(store, options.secure_cookies)
         .with_allowed_secret_env(options.allowed_secret_env)
-        .with_allowed_hosts(hosts);
+        .with_allowed_hosts(hosts)
+        .with_max_runs(options.max_runs.unwrap_or(run_registry::DEFAULT_MAX_RUNS));
     let app = router(state.clone());
     metrics::observe_http();
     let metrics_server = options.metrics_listener.map(|listener| {
@@ -228,6 +244,10 @@ pub async fn serve(
         state.clone(),
         options.scheduler_tick.unwrap_or(scheduler::DEFAULT_TICK),
     ));
+    let claimer = {
+        let state = state.clone();
+        tokio::spawn(async move { state.runs().claim_forever(state.store()).await })
+    };
     let deliveries = tokio::spawn(scheduler::run_deliveries(
         state.clone(),
         scheduler::DELIVERY_TICK,
@@ -239,6 +259,7 @@ pub async fn serve(
     .with_graceful_shutdown(shutdown)
     .await?;
     scheduler.abort();
+    claimer.abort();
     deliveries.abort();
     if let Some(metrics_server) = metrics_server {
         metrics_server.abort();

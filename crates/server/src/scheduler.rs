@@ -5,6 +5,7 @@
 //! marks that run interrupted when the next one takes the lock). A run that cannot start (its
 //! model's connection removed, a secret gone) is recorded as a failed run with the reason.
 
+use crate::run_registry::StartOutcome;
 use crate::AppState;
 use chrono::{DateTime, Utc};
 use ferry_core::{RunCounts, RunStatus};
@@ -91,15 +92,31 @@ pub(crate) async fn start_due_runs(
         }
         let schedule = sync.spec.schedule.as_ref().map(ToString::to_string);
         let schedule = schedule.as_deref().unwrap_or_default();
+        // Every server on the workspace sees the same due time; the queue keeps one request
+        // per sync and due time, whichever server queued it first.
+        let dedupe_key = format!("schedule {} {}", sync.uid, due.to_rfc3339());
         match state
             .runs()
-            .start(state.store().clone(), &sync.name, false, false)
+            .start(
+                state.store().clone(),
+                &sync.name,
+                false,
+                false,
+                "schedule",
+                Some(dedupe_key),
+            )
             .await
         {
-            Ok(run_id) => {
+            Ok(StartOutcome::Started(run_id)) => {
                 tracing::info!(sync = %sync.name, run = %run_id, %schedule, "Started a scheduled run.");
                 state.scheduler_warnings().clear(&sync.name);
                 started.push(run_id);
+            }
+            Ok(StartOutcome::Queued(request)) => {
+                tracing::info!(sync = %sync.name, request = %request.id, %schedule, "A scheduled run is due; it waits in the queue for a server with room.");
+            }
+            Ok(StartOutcome::AlreadyQueued) => {
+                tracing::debug!(sync = %sync.name, "A scheduled run is due; another server queued it.");
             }
             Err(error) if error.status == axum::http::StatusCode::CONFLICT => {
                 tracing::debug!(sync = %sync.name, "A scheduled run is due, but the sync is running.");

@@ -25,6 +25,11 @@ pub fn new_delivery_id() -> String {
     time_sortable_id("dlv_").0
 }
 
+/// A new run request id: `rrq_` + 14 hex digits of microseconds + 6 random.
+pub fn new_run_request_id() -> String {
+    time_sortable_id("rrq_").0
+}
+
 /// 16 random hex characters.
 pub fn new_sync_uid() -> String {
     format!("{:016x}", rand::random::<u64>())

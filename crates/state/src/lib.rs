@@ -30,8 +30,8 @@ pub use names::{
 pub use records::{
     ApiTokenRecord, CommitBatch, ConnectionKind, ConnectionRecord, DeliveryAttempt, DeliveryRecord,
     DeliveryStatus, EncryptedSecret, IndexState, IndexedRecord, ModelRecord, NewConnection,
-    NewDelivery, PendingCreate, RaisedAlert, RunRecord, RunRecordRow, SecretInput, SecretRef,
-    SnapshotEntry, SnapshotKey, SyncRecord,
+    NewDelivery, NewRunRequest, PendingCreate, RaisedAlert, RunRecord, RunRecordRow, RunRefusal,
+    RunRequest, SecretInput, SecretRef, SnapshotEntry, SnapshotKey, SyncRecord,
 };
 pub use sync_lock::SyncLock;
 pub use workspace::{WorkspaceOptions, DATABASE_FILE_NAME, KEY_FILE_NAME, LOCKS_DIR_NAME};
@@ -911,6 +911,91 @@ impl StateStore {
         on_backend!(self, backend => backend.put_workspace_setting(key, value).await)
     }
 
+    // ----- the run queue -----
+
+    /// Queues a run of `request.sync`. `Ok(None)` when a request with the same dedupe key
+    /// already exists (another server queued this scheduled run). Requests finished more than a
+    /// day ago are removed on the way.
+    pub async fn enqueue_run(
+        &self,
+        request: &NewRunRequest,
+    ) -> Result<Option<RunRequest>, StateError> {
+        let now = ids::now();
+        let id = ids::new_run_request_id();
+        on_backend!(self, backend => backend.enqueue_run(&id, request, now, now - chrono::Duration::days(1)).await)
+    }
+
+    /// Claims the oldest request that is due and unclaimed (or whose holder's lease ran out)
+    /// for `worker`, for `lease`; several processes claiming at once each get another request.
+    pub async fn claim_run_request(
+        &self,
+        worker: &str,
+        lease: std::time::Duration,
+    ) -> Result<Option<RunRequest>, StateError> {
+        let now = ids::now();
+        let lease_until = now + chrono_duration(lease);
+        on_backend!(self, backend => backend.claim_run_request(worker, now, lease_until).await)
+    }
+
+    /// Records the run a claimed request started; `Ok(false)` when `worker` no longer holds it.
+    pub async fn run_request_started(
+        &self,
+        id: &str,
+        worker: &str,
+        run_id: &str,
+    ) -> Result<bool, StateError> {
+        on_backend!(self, backend => backend.run_request_started(id, worker, run_id).await)
+    }
+
+    /// Extends `worker`'s lease on a request by `lease` from now. Returns whether its run was
+    /// asked to cancel, or `Ok(None)` when the worker no longer holds the request.
+    pub async fn renew_run_request(
+        &self,
+        id: &str,
+        worker: &str,
+        lease: std::time::Duration,
+    ) -> Result<Option<bool>, StateError> {
+        let lease_until = ids::now() + chrono_duration(lease);
+        on_backend!(self, backend => backend.renew_run_request(id, worker, lease_until).await)
+    }
+
+    /// Puts a claimed request back in the queue, to be claimed again after `wait`.
+    pub async fn release_run_request(
+        &self,
+        id: &str,
+        worker: &str,
+        wait: std::time::Duration,
+    ) -> Result<bool, StateError> {
+        let not_before = ids::now() + chrono_duration(wait);
+        on_backend!(self, backend => backend.release_run_request(id, worker, not_before).await)
+    }
+
+    /// Ends a request `worker` holds: its run ended, or it did not start (`refusal`).
+    pub async fn finish_run_request(
+        &self,
+        id: &str,
+        worker: &str,
+        refusal: Option<&RunRefusal>,
+    ) -> Result<bool, StateError> {
+        let now = ids::now();
+        on_backend!(self, backend => backend.finish_run_request(id, worker, now, refusal).await)
+    }
+
+    pub async fn get_run_request(&self, id: &str) -> Result<Option<RunRequest>, StateError> {
+        on_backend!(self, backend => backend.get_run_request(id).await)
+    }
+
+    /// The requests not finished yet (waiting or running), oldest first.
+    pub async fn pending_run_requests(&self) -> Result<Vec<RunRequest>, StateError> {
+        on_backend!(self, backend => backend.pending_run_requests().await)
+    }
+
+    /// Asks the worker running `run_id` to cancel it (at its next lease renewal); `Ok(false)`
+    /// when no unfinished request started that run.
+    pub async fn request_run_cancel(&self, run_id: &str) -> Result<bool, StateError> {
+        on_backend!(self, backend => backend.request_run_cancel(run_id).await)
+    }
+
     // ----- locking -----
 
     /// Whether a run of the sync holds its lock now: tried without waiting (a lock taken is
@@ -1107,4 +1192,8 @@ mod tests {
         let items = [("a", 1), ("b", 2), ("a", 3), ("c", 4), ("b", 5)];
         assert_eq!(last_per_key(items.into_iter()), [3, 5, 4]);
     }
+}
+
+fn chrono_duration(duration: std::time::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::days(365))
 }

@@ -20,8 +20,9 @@ use crate::sync_lock::{advisory_lock_key, HeldLock, SyncLock};
 use crate::workspace::{OpenMode, PostgresUrl};
 use crate::{
     ApiTokenRecord, CommitBatchRef, ConnectionKind, ConnectionRecord, DeliveryAttempt,
-    DeliveryRecord, DeliveryStatus, IndexState, IndexedRecord, ModelRecord, PendingCreate,
-    RaisedAlert, RunRecord, RunRecordRow, SnapshotEntry, SnapshotKey, SyncRecord,
+    DeliveryRecord, DeliveryStatus, IndexState, IndexedRecord, ModelRecord, NewRunRequest,
+    PendingCreate, RaisedAlert, RunRecord, RunRecordRow, RunRefusal, RunRequest, SnapshotEntry,
+    SnapshotKey, SyncRecord,
 };
 use chrono::{DateTime, Utc};
 use ferry_core::{AlertCondition, Outcome, RunCounts, RunStatus, SyncSpec};
@@ -68,6 +69,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "alerts",
         include_str!("../migrations/postgres/0007_alerts.sql"),
+    ),
+    (
+        9,
+        "run_queue",
+        include_str!("../migrations/postgres/0009_run_queue.sql"),
     ),
 ];
 
@@ -483,6 +489,7 @@ impl PostgresStore {
                 "DELETE FROM snapshot WHERE sync = $1",
                 "DELETE FROM pending_creates WHERE sync = $1",
                 "DELETE FROM raised_alerts WHERE sync_name = $1",
+                "DELETE FROM run_requests WHERE sync_name = $1",
             ] {
                 transaction
                     .execute(statement, &[&name])
@@ -1478,6 +1485,198 @@ impl PostgresStore {
         })
     }
 
+    pub(crate) async fn enqueue_run(
+        &self,
+        id: &str,
+        request: &NewRunRequest,
+        now: DateTime<Utc>,
+        prune_before: DateTime<Utc>,
+    ) -> Result<Option<RunRequest>, StateError> {
+        let doing = "queueing a run";
+        with_session!(self, |session| {
+            session
+                .client
+                .execute(
+                    "DELETE FROM run_requests WHERE finished_at < $1",
+                    &[&prune_before],
+                )
+                .await
+                .map_err(StateError::postgres(doing))?;
+            query_optional(
+                &session.client,
+                &format!(
+                    "INSERT INTO run_requests (id, sync_name, reason, full_resync, \
+                     allow_mass_retire, dedupe_key, requested_at, not_before) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (dedupe_key) DO NOTHING \
+                     RETURNING {RUN_REQUEST_COLUMNS}"
+                ),
+                &[
+                    &id,
+                    &request.sync,
+                    &request.reason,
+                    &request.full_resync,
+                    &request.allow_mass_retire,
+                    &request.dedupe_key,
+                    &now,
+                ],
+                read_run_request,
+            )
+            .await
+        })
+    }
+
+    pub(crate) async fn claim_run_request(
+        &self,
+        worker: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<RunRequest>, StateError> {
+        with_session!(self, |session| {
+            // SKIP LOCKED: processes claiming at the same moment each take another request
+            // instead of queueing behind one another's row lock.
+            query_optional(
+                &session.client,
+                &format!(
+                    "UPDATE run_requests SET claimed_by = $1, lease_until = $3, claims = claims + 1 \
+                     WHERE id = (SELECT id FROM run_requests WHERE finished_at IS NULL \
+                     AND not_before <= $2 AND (claimed_by IS NULL OR lease_until < $2) \
+                     ORDER BY requested_at, id COLLATE \"C\" LIMIT 1 FOR UPDATE SKIP LOCKED) \
+                     RETURNING {RUN_REQUEST_COLUMNS}"
+                ),
+                &[&worker, &now, &lease_until],
+                read_run_request,
+            )
+            .await
+        })
+    }
+
+    pub(crate) async fn run_request_started(
+        &self,
+        id: &str,
+        worker: &str,
+        run_id: &str,
+    ) -> Result<bool, StateError> {
+        with_session!(self, |session| {
+            let changed = session
+                .client
+                .execute(
+                    "UPDATE run_requests SET run_id = $3 WHERE id = $1 AND claimed_by = $2",
+                    &[&id, &worker, &run_id],
+                )
+                .await
+                .map_err(StateError::postgres(
+                    "recording the run a queued request started",
+                ))?;
+            Ok(changed > 0)
+        })
+    }
+
+    pub(crate) async fn renew_run_request(
+        &self,
+        id: &str,
+        worker: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<bool>, StateError> {
+        with_session!(self, |session| {
+            query_optional(
+                &session.client,
+                "UPDATE run_requests SET lease_until = $3 \
+                 WHERE id = $1 AND claimed_by = $2 AND finished_at IS NULL \
+                 RETURNING cancel_requested",
+                &[&id, &worker, &lease_until],
+                |row| column::<bool>(row, 0),
+            )
+            .await
+        })
+    }
+
+    pub(crate) async fn release_run_request(
+        &self,
+        id: &str,
+        worker: &str,
+        not_before: DateTime<Utc>,
+    ) -> Result<bool, StateError> {
+        with_session!(self, |session| {
+            let changed = session
+                .client
+                .execute(
+                    "UPDATE run_requests SET claimed_by = NULL, lease_until = NULL, not_before = $3 \
+                     WHERE id = $1 AND claimed_by = $2 AND finished_at IS NULL",
+                    &[&id, &worker, &not_before],
+                )
+                .await
+                .map_err(StateError::postgres("putting a run request back in the queue"))?;
+            Ok(changed > 0)
+        })
+    }
+
+    pub(crate) async fn finish_run_request(
+        &self,
+        id: &str,
+        worker: &str,
+        now: DateTime<Utc>,
+        refusal: Option<&RunRefusal>,
+    ) -> Result<bool, StateError> {
+        let status = refusal.map(|r| i32::from(r.status));
+        let code = refusal.map(|r| r.code.as_str());
+        let message = refusal.map(|r| r.message.as_str());
+        with_session!(self, |session| {
+            let changed = session
+                .client
+                .execute(
+                    "UPDATE run_requests SET finished_at = $3, lease_until = NULL, \
+                     refusal_status = $4, refusal_code = $5, refusal_message = $6 \
+                     WHERE id = $1 AND claimed_by = $2 AND finished_at IS NULL",
+                    &[&id, &worker, &now, &status, &code, &message],
+                )
+                .await
+                .map_err(StateError::postgres("finishing a run request"))?;
+            Ok(changed > 0)
+        })
+    }
+
+    pub(crate) async fn get_run_request(&self, id: &str) -> Result<Option<RunRequest>, StateError> {
+        with_session!(self, |session| {
+            query_optional(
+                &session.client,
+                &format!("SELECT {RUN_REQUEST_COLUMNS} FROM run_requests WHERE id = $1"),
+                &[&id],
+                read_run_request,
+            )
+            .await
+        })
+    }
+
+    pub(crate) async fn pending_run_requests(&self) -> Result<Vec<RunRequest>, StateError> {
+        with_session!(self, |session| {
+            query_all(
+                &session.client,
+                &format!(
+                    "SELECT {RUN_REQUEST_COLUMNS} FROM run_requests WHERE finished_at IS NULL \
+                     ORDER BY requested_at, id COLLATE \"C\""
+                ),
+                &[],
+                read_run_request,
+            )
+            .await
+        })
+    }
+
+    pub(crate) async fn request_run_cancel(&self, run_id: &str) -> Result<bool, StateError> {
+        with_session!(self, |session| {
+            let changed = session
+                .client
+                .execute(
+                    "UPDATE run_requests SET cancel_requested = TRUE \
+                     WHERE run_id = $1 AND finished_at IS NULL",
+                    &[&run_id],
+                )
+                .await
+                .map_err(StateError::postgres("asking a run to cancel"))?;
+            Ok(changed > 0)
+        })
+    }
+
     /// `pg_try_advisory_lock` on a session of its own, kept open by the guard: the lock ends
     /// with the session, whether the guard is dropped or the process dies.
     pub(crate) async fn lock_sync(&self, sync: &SyncRecord) -> Result<SyncLock, StateError> {
@@ -1884,6 +2083,38 @@ fn read_delivery(row: &Row) -> Result<DeliveryRecord, StateError> {
             .map(|status| delivery_number(i64::from(status), "answer status"))
             .transpose()?,
         answer: column(row, 13)?,
+    })
+}
+
+const RUN_REQUEST_COLUMNS: &str = "id, sync_name, reason, full_resync, allow_mass_retire, \
+     dedupe_key, requested_at, not_before, claims, claimed_by, lease_until, run_id, \
+     cancel_requested, finished_at, refusal_status, refusal_code, refusal_message";
+
+fn read_run_request(row: &Row) -> Result<RunRequest, StateError> {
+    let refusal = match column::<Option<i32>>(row, 14)? {
+        Some(status) => Some(RunRefusal {
+            status: u16::try_from(status).unwrap_or(500),
+            code: column::<Option<String>>(row, 15)?.unwrap_or_default(),
+            message: column::<Option<String>>(row, 16)?.unwrap_or_default(),
+        }),
+        None => None,
+    };
+    Ok(RunRequest {
+        id: column(row, 0)?,
+        sync: column(row, 1)?,
+        reason: column(row, 2)?,
+        full_resync: column(row, 3)?,
+        allow_mass_retire: column(row, 4)?,
+        dedupe_key: column(row, 5)?,
+        requested_at: column(row, 6)?,
+        not_before: column(row, 7)?,
+        claims: u32::try_from(column::<i64>(row, 8)?).unwrap_or(u32::MAX),
+        claimed_by: column(row, 9)?,
+        lease_until: column(row, 10)?,
+        run_id: column(row, 11)?,
+        cancel_requested: column(row, 12)?,
+        finished_at: column(row, 13)?,
+        refusal,
     })
 }
 

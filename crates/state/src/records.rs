@@ -422,6 +422,56 @@ pub struct DeliveryAttempt {
     pub answer: String,
 }
 
+/// A run asked for (through the API or the UI, or due on a schedule), waiting in the run queue
+/// for a server process to claim it, running under its claim, or finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRequest {
+    /// `rrq_` + 14 hex digits of microseconds + 6 random, so ids sort by when they were made.
+    pub id: String,
+    pub sync: String,
+    /// Who asked: `api`, `ui` or `schedule`.
+    pub reason: String,
+    pub full_resync: bool,
+    pub allow_mass_retire: bool,
+    /// At most one request ever holds a given key (a scheduled time: `schedule <sync> <time>`).
+    pub dedupe_key: Option<String>,
+    pub requested_at: DateTime<Utc>,
+    /// It is not claimed before this.
+    pub not_before: DateTime<Utc>,
+    /// How many times it was claimed; more than once when a worker died or stood aside.
+    pub claims: u32,
+    /// The worker holding it, while its lease lasts.
+    pub claimed_by: Option<String>,
+    pub lease_until: Option<DateTime<Utc>>,
+    /// The run it started (the latest, when a run was resumed by another worker).
+    pub run_id: Option<String>,
+    /// Someone asked to cancel its run; the worker running it stops it at its next renewal.
+    pub cancel_requested: bool,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why it did not start, when it did not.
+    pub refusal: Option<RunRefusal>,
+}
+
+/// Why a queued run did not start, as the API answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRefusal {
+    /// The HTTP status the API answers (409 already running, 422 cannot be used, …).
+    pub status: u16,
+    /// The API's error code (`conflict`, `sync_unusable`, …).
+    pub code: String,
+    pub message: String,
+}
+
+/// What a new queue entry asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRunRequest {
+    pub sync: String,
+    pub reason: String,
+    pub full_resync: bool,
+    pub allow_mass_retire: bool,
+    pub dedupe_key: Option<String>,
+}
+
 /// The secret columns of a connection row, in the form both backends store them.
 pub(crate) struct StoredSecret {
     pub(crate) kind: &'static str,

@@ -18,8 +18,9 @@ use crate::sync_lock::{HeldLock, SyncLock};
 use crate::workspace::{set_mode, DATABASE_FILE_NAME, LOCKS_DIR_NAME};
 use crate::{
     ApiTokenRecord, CommitBatchRef, ConnectionKind, ConnectionRecord, DeliveryAttempt,
-    DeliveryRecord, DeliveryStatus, IndexState, IndexedRecord, ModelRecord, PendingCreate,
-    RaisedAlert, RunRecord, RunRecordRow, SnapshotEntry, SnapshotKey, SyncRecord,
+    DeliveryRecord, DeliveryStatus, IndexState, IndexedRecord, ModelRecord, NewRunRequest,
+    PendingCreate, RaisedAlert, RunRecord, RunRecordRow, RunRefusal, RunRequest, SnapshotEntry,
+    SnapshotKey, SyncRecord,
 };
 use chrono::{DateTime, Utc};
 use ferry_core::{AlertCondition, Outcome, RunCounts, RunStatus, SyncSpec};
@@ -66,6 +67,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "alerts",
         include_str!("../migrations/sqlite/0007_alerts.sql"),
+    ),
+    (
+        9,
+        "run_queue",
+        include_str!("../migrations/sqlite/0009_run_queue.sql"),
     ),
 ];
 
@@ -445,6 +451,7 @@ impl SqliteStore {
                 "DELETE FROM snapshot WHERE sync = ?1",
                 "DELETE FROM pending_creates WHERE sync = ?1",
                 "DELETE FROM raised_alerts WHERE sync_name = ?1",
+                "DELETE FROM run_requests WHERE sync_name = ?1",
             ] {
                 transaction
                     .execute(statement, params![name])
@@ -1458,6 +1465,213 @@ impl SqliteStore {
         .await
     }
 
+    pub(crate) async fn enqueue_run(
+        &self,
+        id: &str,
+        request: &NewRunRequest,
+        now: DateTime<Utc>,
+        prune_before: DateTime<Utc>,
+    ) -> Result<Option<RunRequest>, StateError> {
+        let (id, request) = (id.to_string(), request.clone());
+        self.call(move |connection| {
+            let doing = "queueing a run";
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .doing(doing)?;
+            transaction
+                .execute(
+                    "DELETE FROM run_requests WHERE finished_at < ?1",
+                    params![timestamp_text(prune_before)],
+                )
+                .doing(doing)?;
+            let inserted = transaction
+                .execute(
+                    "INSERT INTO run_requests (id, sync_name, reason, full_resync, \
+                     allow_mass_retire, dedupe_key, requested_at, not_before) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) ON CONFLICT (dedupe_key) DO NOTHING",
+                    params![
+                        id,
+                        request.sync,
+                        request.reason,
+                        request.full_resync,
+                        request.allow_mass_retire,
+                        request.dedupe_key,
+                        timestamp_text(now)
+                    ],
+                )
+                .doing(doing)?;
+            let queued = if inserted == 0 {
+                None
+            } else {
+                query_optional(
+                    &transaction,
+                    &format!("SELECT {RUN_REQUEST_COLUMNS} FROM run_requests WHERE id = ?1"),
+                    params![id],
+                    read_run_request,
+                )?
+            };
+            transaction.commit().doing(doing)?;
+            Ok(queued)
+        })
+        .await
+    }
+
+    pub(crate) async fn claim_run_request(
+        &self,
+        worker: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<RunRequest>, StateError> {
+        let worker = worker.to_string();
+        self.call(move |connection| {
+            let now = timestamp_text(now);
+            // One statement, so two processes on one SQLite file cannot claim the same request.
+            query_optional(
+                connection,
+                &format!(
+                    "UPDATE run_requests SET claimed_by = ?1, lease_until = ?3, claims = claims + 1 \
+                     WHERE id = (SELECT id FROM run_requests WHERE finished_at IS NULL \
+                     AND not_before <= ?2 AND (claimed_by IS NULL OR lease_until < ?2) \
+                     ORDER BY requested_at, id LIMIT 1) RETURNING {RUN_REQUEST_COLUMNS}"
+                ),
+                params![worker, now, timestamp_text(lease_until)],
+                read_run_request,
+            )
+        })
+        .await
+    }
+
+    pub(crate) async fn run_request_started(
+        &self,
+        id: &str,
+        worker: &str,
+        run_id: &str,
+    ) -> Result<bool, StateError> {
+        let (id, worker, run_id) = (id.to_string(), worker.to_string(), run_id.to_string());
+        self.call(move |connection| {
+            let changed = connection
+                .execute(
+                    "UPDATE run_requests SET run_id = ?3 WHERE id = ?1 AND claimed_by = ?2",
+                    params![id, worker, run_id],
+                )
+                .doing("recording the run a queued request started")?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    pub(crate) async fn renew_run_request(
+        &self,
+        id: &str,
+        worker: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<bool>, StateError> {
+        let (id, worker) = (id.to_string(), worker.to_string());
+        self.call(move |connection| {
+            query_optional(
+                connection,
+                "UPDATE run_requests SET lease_until = ?3 \
+                 WHERE id = ?1 AND claimed_by = ?2 AND finished_at IS NULL \
+                 RETURNING cancel_requested",
+                params![id, worker, timestamp_text(lease_until)],
+                |row| column::<bool>(row, 0),
+            )
+        })
+        .await
+    }
+
+    pub(crate) async fn release_run_request(
+        &self,
+        id: &str,
+        worker: &str,
+        not_before: DateTime<Utc>,
+    ) -> Result<bool, StateError> {
+        let (id, worker) = (id.to_string(), worker.to_string());
+        self.call(move |connection| {
+            let changed = connection
+                .execute(
+                    "UPDATE run_requests SET claimed_by = NULL, lease_until = NULL, not_before = ?3 \
+                     WHERE id = ?1 AND claimed_by = ?2 AND finished_at IS NULL",
+                    params![id, worker, timestamp_text(not_before)],
+                )
+                .doing("putting a run request back in the queue")?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    pub(crate) async fn finish_run_request(
+        &self,
+        id: &str,
+        worker: &str,
+        now: DateTime<Utc>,
+        refusal: Option<&RunRefusal>,
+    ) -> Result<bool, StateError> {
+        let (id, worker, refusal) = (id.to_string(), worker.to_string(), refusal.cloned());
+        self.call(move |connection| {
+            let changed = connection
+                .execute(
+                    "UPDATE run_requests SET finished_at = ?3, lease_until = NULL, \
+                     refusal_status = ?4, refusal_code = ?5, refusal_message = ?6 \
+                     WHERE id = ?1 AND claimed_by = ?2 AND finished_at IS NULL",
+                    params![
+                        id,
+                        worker,
+                        timestamp_text(now),
+                        refusal.as_ref().map(|r| r.status),
+                        refusal.as_ref().map(|r| r.code.clone()),
+                        refusal.as_ref().map(|r| r.message.clone())
+                    ],
+                )
+                .doing("finishing a run request")?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    pub(crate) async fn get_run_request(&self, id: &str) -> Result<Option<RunRequest>, StateError> {
+        let id = id.to_string();
+        self.call(move |connection| {
+            query_optional(
+                connection,
+                &format!("SELECT {RUN_REQUEST_COLUMNS} FROM run_requests WHERE id = ?1"),
+                params![id],
+                read_run_request,
+            )
+        })
+        .await
+    }
+
+    pub(crate) async fn pending_run_requests(&self) -> Result<Vec<RunRequest>, StateError> {
+        self.call(move |connection| {
+            query_all(
+                connection,
+                &format!(
+                    "SELECT {RUN_REQUEST_COLUMNS} FROM run_requests WHERE finished_at IS NULL \
+                     ORDER BY requested_at, id"
+                ),
+                params![],
+                read_run_request,
+            )
+        })
+        .await
+    }
+
+    pub(crate) async fn request_run_cancel(&self, run_id: &str) -> Result<bool, StateError> {
+        let run_id = run_id.to_string();
+        self.call(move |connection| {
+            let changed = connection
+                .execute(
+                    "UPDATE run_requests SET cancel_requested = 1 \
+                     WHERE run_id = ?1 AND finished_at IS NULL",
+                    params![run_id],
+                )
+                .doing("asking a run to cancel")?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
     /// An exclusive `flock` on `DIR/locks/<sync uid>.lock`. The kernel drops it when the file
     /// is closed, including when the process dies, so no stale lock can outlive a run.
     pub(crate) async fn lock_sync(&self, sync: &SyncRecord) -> Result<SyncLock, StateError> {
@@ -1934,6 +2148,38 @@ fn read_delivery(row: &Row<'_>) -> Result<DeliveryRecord, StateError> {
             .map(|status| delivery_number(status, "answer status"))
             .transpose()?,
         answer: column(row, 13)?,
+    })
+}
+
+const RUN_REQUEST_COLUMNS: &str = "id, sync_name, reason, full_resync, allow_mass_retire, \
+     dedupe_key, requested_at, not_before, claims, claimed_by, lease_until, run_id, \
+     cancel_requested, finished_at, refusal_status, refusal_code, refusal_message";
+
+fn read_run_request(row: &Row<'_>) -> Result<RunRequest, StateError> {
+    let refusal = match column::<Option<i64>>(row, 14)? {
+        Some(status) => Some(RunRefusal {
+            status: u16::try_from(status).unwrap_or(500),
+            code: column::<Option<String>>(row, 15)?.unwrap_or_default(),
+            message: column::<Option<String>>(row, 16)?.unwrap_or_default(),
+        }),
+        None => None,
+    };
+    Ok(RunRequest {
+        id: column(row, 0)?,
+        sync: column(row, 1)?,
+        reason: column(row, 2)?,
+        full_resync: column(row, 3)?,
+        allow_mass_retire: column(row, 4)?,
+        dedupe_key: column(row, 5)?,
+        requested_at: parse_timestamp(&column::<String>(row, 6)?)?,
+        not_before: parse_timestamp(&column::<String>(row, 7)?)?,
+        claims: u32::try_from(column::<i64>(row, 8)?).unwrap_or(u32::MAX),
+        claimed_by: column(row, 9)?,
+        lease_until: optional_timestamp(row, 10)?,
+        run_id: column(row, 11)?,
+        cancel_requested: column(row, 12)?,
+        finished_at: optional_timestamp(row, 13)?,
+        refusal,
     })
 }
 

@@ -44,6 +44,7 @@ macro_rules! conformance_tests {
 }
 
 conformance_tests!(
+    the_run_queue_is_claimed_once_leased_renewed_and_finished,
     connections_are_created_replaced_listed_and_removed,
     names_and_references_are_validated,
     new_names_are_unique_ignoring_case_and_do_not_start_with_a_dash,
@@ -3728,4 +3729,164 @@ async fn build_release_schema(options: &WorkspaceOptions, version: usize) {
         ));
     }
     common::raw_execute(options, &sql).await;
+}
+
+async fn the_run_queue_is_claimed_once_leased_renewed_and_finished(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    let request = |sync: &str, dedupe_key: Option<&str>| ferry_state::NewRunRequest {
+        sync: sync.to_string(),
+        reason: "api".to_string(),
+        full_resync: sync == "billing",
+        allow_mass_retire: false,
+        dedupe_key: dedupe_key.map(str::to_string),
+    };
+    let first = store
+        .enqueue_run(&request("customers", Some("schedule customers 10:00")))
+        .await
+        .unwrap()
+        .expect("queued");
+    assert!(first.id.starts_with("rrq_"), "{}", first.id);
+    assert_eq!((first.claims, first.claimed_by.as_deref()), (0, None));
+    // A second server seeing the same scheduled time due queues nothing.
+    assert_eq!(
+        store
+            .enqueue_run(&request("customers", Some("schedule customers 10:00")))
+            .await
+            .unwrap(),
+        None
+    );
+    let second = store
+        .enqueue_run(&request("billing", None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(second.full_resync);
+
+    // Oldest first, and a claimed request is not claimed again while its lease lasts.
+    let long = Duration::from_secs(60);
+    let claimed = store.claim_run_request("w1", long).await.unwrap().unwrap();
+    assert_eq!(claimed.id, first.id);
+    assert_eq!(
+        (claimed.claims, claimed.claimed_by.as_deref()),
+        (1, Some("w1"))
+    );
+    let other = store.claim_run_request("w2", long).await.unwrap().unwrap();
+    assert_eq!(other.id, second.id);
+    assert_eq!(store.claim_run_request("w3", long).await.unwrap(), None);
+
+    // Only the holder records the start, renews, finishes.
+    assert!(!store
+        .run_request_started(&first.id, "w2", "run_x")
+        .await
+        .unwrap());
+    assert!(store
+        .run_request_started(&first.id, "w1", "run_1")
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .renew_run_request(&first.id, "w1", long)
+            .await
+            .unwrap(),
+        Some(false)
+    );
+    assert_eq!(
+        store
+            .renew_run_request(&first.id, "w2", long)
+            .await
+            .unwrap(),
+        None
+    );
+    // A cancel asked anywhere reaches the holder at its next renewal.
+    assert!(store.request_run_cancel("run_1").await.unwrap());
+    assert!(!store.request_run_cancel("run_unknown").await.unwrap());
+    assert_eq!(
+        store
+            .renew_run_request(&first.id, "w1", long)
+            .await
+            .unwrap(),
+        Some(true)
+    );
+
+    // A holder that stops renewing loses the request to the next claim, which counts it.
+    assert!(store
+        .renew_run_request(&second.id, "w2", Duration::ZERO)
+        .await
+        .unwrap()
+        .is_some());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let taken_over = store.claim_run_request("w3", long).await.unwrap().unwrap();
+    assert_eq!(taken_over.id, second.id);
+    assert_eq!(
+        (taken_over.claims, taken_over.claimed_by.as_deref()),
+        (2, Some("w3"))
+    );
+    assert_eq!(
+        store
+            .renew_run_request(&second.id, "w2", long)
+            .await
+            .unwrap(),
+        None,
+        "the old holder lost it"
+    );
+
+    // Put back, it waits before it is claimed again.
+    assert!(store
+        .release_run_request(&second.id, "w3", Duration::from_secs(30))
+        .await
+        .unwrap());
+    assert_eq!(store.claim_run_request("w1", long).await.unwrap(), None);
+
+    // Finished: with a refusal, or without; no longer pending, never claimed again.
+    let refusal = ferry_state::RunRefusal {
+        status: 409,
+        code: "conflict".to_string(),
+        message: "sync 'customers' is already running".to_string(),
+    };
+    assert!(!store
+        .finish_run_request(&first.id, "w2", None)
+        .await
+        .unwrap());
+    assert!(store
+        .finish_run_request(&first.id, "w1", Some(&refusal))
+        .await
+        .unwrap());
+    let finished = store.get_run_request(&first.id).await.unwrap().unwrap();
+    assert_eq!(finished.refusal, Some(refusal));
+    assert!(finished.finished_at.is_some());
+    assert_eq!(finished.run_id.as_deref(), Some("run_1"));
+    let pending: Vec<String> = store
+        .pending_run_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(pending, [second.id.clone()]);
+    assert_eq!(store.get_run_request("rrq_unknown").await.unwrap(), None);
+
+    // Claims racing from many tasks each get a different request.
+    let mut ids = Vec::new();
+    for index in 0..6 {
+        let queued = store
+            .enqueue_run(&request(&format!("sync{index}"), None))
+            .await
+            .unwrap()
+            .unwrap();
+        ids.push(queued.id);
+    }
+    let mut racers = tokio::task::JoinSet::new();
+    for worker in 0..8 {
+        let store = store.clone();
+        racers.spawn(async move {
+            store
+                .claim_run_request(&format!("racer{worker}"), long)
+                .await
+                .unwrap()
+        });
+    }
+    let claims = racers.join_all().await;
+    let mut won: Vec<String> = claims.into_iter().flatten().map(|r| r.id).collect();
+    won.sort();
+    assert_eq!(won, ids, "each request claimed exactly once");
 }

@@ -46,6 +46,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/syncs/{name}/pause", post(syncs::pause))
         .route("/api/v1/syncs/{name}/resume", post(syncs::resume))
         .route("/api/v1/runs", get(runs::list))
+        .route("/api/v1/queue", get(runs::queue))
         .route("/api/v1/runs/{id}", get(runs::show))
         .route("/api/v1/runs/{id}/cancel", post(runs::cancel))
         .route("/api/v1/runs/{id}/records", get(runs::records))

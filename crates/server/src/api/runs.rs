@@ -28,6 +28,61 @@ pub struct RunView {
     pub progress: Option<LiveProgress>,
 }
 
+/// A run asked for that waits in the run queue, or runs under a server's claim.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct QueuedRunView {
+    /// The queue entry's id (`rrq_…`).
+    pub request: String,
+    pub sync: String,
+    /// `queued` while it waits for a server with room, `running` once one runs it.
+    pub status: String,
+    /// Who asked: `api`, `ui` or `schedule`.
+    pub reason: String,
+    pub full_resync: bool,
+    pub requested_at: DateTime<Utc>,
+    /// The server process holding it (`host:pid:…`), while it runs.
+    pub claimed_by: Option<String>,
+    /// More than 1 when a server died during its run and another resumed it.
+    pub claims: u32,
+    /// The run it started.
+    pub run: Option<String>,
+}
+
+impl QueuedRunView {
+    pub fn new(request: &ferry_state::RunRequest) -> QueuedRunView {
+        let running = request.claimed_by.is_some() && request.run_id.is_some();
+        QueuedRunView {
+            request: request.id.clone(),
+            sync: request.sync.clone(),
+            status: if running { "running" } else { "queued" }.to_string(),
+            reason: request.reason.clone(),
+            full_resync: request.full_resync,
+            requested_at: request.requested_at,
+            claimed_by: request.claimed_by.clone(),
+            claims: request.claims,
+            run: request.run_id.clone(),
+        }
+    }
+}
+
+/// What asking for a run answers: the run, or its place in the queue when every server is busy.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum StartedRunView {
+    Started(RunView),
+    Queued(QueuedRunView),
+}
+
+/// The run queue: runs waiting for a server with room and runs under a server's claim, oldest
+/// first. With several `ferry serve` processes on one PostgreSQL workspace, this shows which
+/// process runs what.
+#[utoipa::path(get, path = "/api/v1/queue", tag = "runs",
+    responses((status = 200, body = Vec<QueuedRunView>)))]
+pub async fn queue(State(state): State<AppState>) -> Result<Json<Vec<QueuedRunView>>, ApiError> {
+    let pending = state.store().pending_run_requests().await?;
+    Ok(Json(pending.iter().map(QueuedRunView::new).collect()))
+}
+
 impl RunView {
     pub fn new(state: &AppState, run: RunRecord) -> RunView {
         let progress = if run.status == RunStatus::Running {
@@ -186,19 +241,20 @@ pub async fn show(
 /// attempted, and the run ends `cancelled`.
 #[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path)),
     responses((status = 202, body = RunView), (status = 404, body = crate::error::ErrorBody),
-        (status = 409, description = "the run is not running in this server", body = crate::error::ErrorBody)))]
+        (status = 409, description = "the run is not running in a server (it ended, or `ferry sync run` runs it)", body = crate::error::ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<RunView>), ApiError> {
     let run = require_run(&state, &id).await?;
-    if !state.runs().cancel(&id) {
+    // A run of another server process on the workspace stops at that server's next renewal.
+    if !state.runs().cancel(state.store(), &id).await? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_running",
             if run.status == RunStatus::Running {
                 format!(
-                    "run '{id}' runs in another process (`ferry sync run` or another server); stop it there with Ctrl-C or SIGTERM"
+                    "run '{id}' runs outside the servers (`ferry sync run`); stop it there with Ctrl-C or SIGTERM"
                 )
             } else {
                 format!(

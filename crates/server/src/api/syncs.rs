@@ -5,6 +5,7 @@ use super::{check_name_matches, ApiJson, ApiPath};
 use crate::{ApiError, AppState};
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::IntoResponse as _;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use ferry_core::{Behavior, FieldMapping, KeyMapping, NullPolicy, ObjectKind, SyncSpec};
@@ -250,14 +251,14 @@ pub struct RunInput {
 /// `GET /api/v1/runs/{id}` until its status is no longer `running`.
 #[utoipa::path(post, path = "/api/v1/syncs/{name}/runs", tag = "syncs",
     params(("name" = String, Path)), request_body(content = Option<RunInput>),
-    responses((status = 202, body = RunView), (status = 404, body = crate::error::ErrorBody),
+    responses((status = 202, description = "the run started (a run), or waits in the queue for a server with room (`status: queued`)", body = super::runs::StartedRunView), (status = 404, body = crate::error::ErrorBody),
         (status = 409, description = "the sync is already running, or paused", body = crate::error::ErrorBody),
         (status = 422, description = "the sync no longer fits its model, or its connections cannot be used", body = crate::error::ErrorBody)))]
 pub async fn start_run(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<(StatusCode, Json<RunView>), ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let body = body.map_err(|e| ApiError::new(e.status(), "invalid_body", e.body_text()))?;
     // The body is optional: `curl -X POST …/runs` with nothing is the common case.
     let input: RunInput = if body.iter().all(u8::is_ascii_whitespace) {
@@ -278,17 +279,36 @@ pub async fn start_run(
             ),
         ));
     }
-    let run_id = state
+    let outcome = state
         .runs()
         .start(
             state.store().clone(),
             &name,
             input.full_resync,
             input.allow_mass_retire,
+            "api",
+            None,
         )
         .await?;
-    let run = super::runs::require_run(&state, &run_id).await?;
-    Ok((StatusCode::ACCEPTED, Json(RunView::new(&state, run))))
+    match outcome {
+        crate::run_registry::StartOutcome::Started(run_id) => {
+            let run = super::runs::require_run(&state, &run_id).await?;
+            let view = super::runs::StartedRunView::Started(RunView::new(&state, run));
+            Ok((StatusCode::ACCEPTED, Json(view)).into_response())
+        }
+        crate::run_registry::StartOutcome::Queued(request) => Ok((
+            StatusCode::ACCEPTED,
+            Json(super::runs::StartedRunView::Queued(
+                super::runs::QueuedRunView::new(&request),
+            )),
+        )
+            .into_response()),
+        crate::run_registry::StartOutcome::AlreadyQueued => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "a run asked for without a dedupe key was taken for a duplicate",
+        )),
+    }
 }
 
 /// Pauses the sync's schedule: `ferry serve` starts no scheduled run and runs asked for through

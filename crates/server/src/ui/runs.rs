@@ -145,7 +145,13 @@ fn status_block(state: &AppState, run: &RunRecord, caller: &Caller) -> Markup {
                 }
                 (counts_block(&progress.counts))
             } @else if running {
-                p.muted { "This run is running in another process." }
+                p.muted {
+                    "This run is running in another process; its counts here are those it last saved. "
+                    form.inline method="post" action={"/runs/" (run.id) "/cancel"} {
+                        (csrf_field(caller))
+                        button.small type="submit" { "Stop" }
+                    }
+                }
             } @else {
                 (counts_block(&run.counts))
             }
@@ -273,7 +279,10 @@ pub async fn show(
 }
 
 pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Redirect {
-    state.runs().cancel(&id);
+    // Not running in a server (it just ended, or `ferry sync run` runs it): the page says so.
+    if let Err(error) = state.runs().cancel(state.store(), &id).await {
+        tracing::warn!(run = %id, %error, "Could not ask a run to stop.");
+    }
     Redirect::to(&format!("/runs/{id}"))
 }
 

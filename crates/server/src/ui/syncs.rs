@@ -1266,16 +1266,24 @@ pub async fn run(
     // "Full resync" looks every record up again instead of trusting what earlier runs confirmed.
     let fields = crate::form::parse_form(&body).map_err(|problem| Page::bad_request(problem.0))?;
     let set = |name: &str| fields.iter().any(|(k, v)| k == name && v == "1");
-    let run_id = state
+    let outcome = state
         .runs()
         .start(
             state.store().clone(),
             &name,
             set("full_resync"),
             set("allow_mass_retire"),
+            "ui",
+            None,
         )
         .await?;
-    Ok(Redirect::to(&format!("/runs/{run_id}")))
+    match outcome {
+        crate::run_registry::StartOutcome::Started(run_id) => {
+            Ok(Redirect::to(&format!("/runs/{run_id}")))
+        }
+        // Every server is busy: the sync's page lists it as queued until one has room.
+        _ => Ok(Redirect::to(&format!("/syncs/{name}"))),
+    }
 }
 
 pub async fn pause(
