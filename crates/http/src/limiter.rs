@@ -119,10 +119,7 @@ impl RateLimiters {
     pub async fn wait_for(&self, endpoint: &str) {
         if let Some(rate) = self.endpoint_rate(endpoint) {
             let paced = match &self.shared {
-                Some(shared) => {
-                    let key = format!("{} {endpoint}", shared.shared.account_key);
-                    shared.wait_for_slot(&key, rate).await
-                }
+                Some(shared) => shared.wait_for_endpoint_slot(endpoint, rate).await,
                 None => false,
             };
             if !paced {
@@ -131,16 +128,11 @@ impl RateLimiters {
         }
         if let Some(rate) = self.policy.global_per_second {
             let paced = match &self.shared {
-                Some(shared) => {
-                    let key = shared.shared.account_key.clone();
-                    shared.wait_for_slot(&key, rate).await
-                }
+                Some(shared) => shared.wait_for_account_slot(rate).await,
                 None => false,
             };
-            if !paced {
-                if let Some(global) = &self.global {
-                    global.until_ready().await;
-                }
+            if let (false, Some(global)) = (paced, &self.global) {
+                global.until_ready().await;
             }
         }
     }
@@ -195,8 +187,19 @@ struct PacerState {
 }
 
 impl SharedPacing {
-    /// Waits for a slot of `key` at `per_second`; `false` when the budget cannot be reached and
-    /// the caller must pace the request itself.
+    /// Waits for a slot of the account's global bucket; `false` when the budget cannot be
+    /// reached and the caller must pace the request itself.
+    async fn wait_for_account_slot(&self, per_second: u32) -> bool {
+        self.wait_for_slot(&self.shared.account_key, per_second)
+            .await
+    }
+
+    /// The same for the endpoint's bucket in the account, kept under `"{account_key} {endpoint}"`.
+    async fn wait_for_endpoint_slot(&self, endpoint: &str, per_second: u32) -> bool {
+        let key = format!("{} {endpoint}", self.shared.account_key);
+        self.wait_for_slot(&key, per_second).await
+    }
+
     async fn wait_for_slot(&self, key: &str, per_second: u32) -> bool {
         match self
             .pacer(key, per_second)
