@@ -6,7 +6,7 @@ mod limiter;
 mod observer;
 mod retry;
 
-pub use limiter::{RateLimitPolicy, RateLimiters};
+pub use limiter::{RateLimitPolicy, RateLimiters, RateSlots, SharedBudget, SharedRateBudget};
 pub use observer::{install_observer, AttemptAnswer, HttpObserver};
 pub use retry::{classify, classify_answer, Classification, RetryPolicy};
 
@@ -104,6 +104,21 @@ struct Inner {
 
 impl HttpClient {
     pub fn new(policy: HttpPolicy) -> Result<HttpClient, HttpError> {
+        let limiters = RateLimiters::new(&policy.rate_limits);
+        HttpClient::with_limiters(policy, limiters)
+    }
+
+    /// A client whose rate limits are kept in `shared`, a budget every process writing into
+    /// the same account draws from, so that together they stay under the account's limits.
+    pub fn with_shared_budget(
+        policy: HttpPolicy,
+        shared: SharedBudget,
+    ) -> Result<HttpClient, HttpError> {
+        let limiters = RateLimiters::sharing(&policy.rate_limits, shared);
+        HttpClient::with_limiters(policy, limiters)
+    }
+
+    fn with_limiters(policy: HttpPolicy, limiters: RateLimiters) -> Result<HttpClient, HttpError> {
         let client = reqwest::Client::builder()
             .timeout(policy.attempt_timeout)
             .connect_timeout(Duration::from_secs(10))
@@ -114,7 +129,7 @@ impl HttpClient {
         Ok(HttpClient {
             inner: Arc::new(Inner {
                 client,
-                limiters: RateLimiters::new(&policy.rate_limits),
+                limiters,
                 in_flight: Semaphore::new(policy.max_in_flight.max(1)),
                 requests_sent: AtomicU64::new(0),
                 policy,

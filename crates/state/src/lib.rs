@@ -1,8 +1,9 @@
 //! The workspace store: ferry's connections, models, syncs, runs, per-record outcomes, and per
 //! sync the snapshot of what was last confirmed written plus the creates still in flight, and the
 //! alerts it has raised; the deliveries of events to alert channels, each tried until it is
-//! delivered or given up; a few workspace-wide settings; and the API tokens of `ferry server`,
-//! kept only as hashes.
+//! delivered or given up; a few workspace-wide settings; the API tokens of `ferry server` and
+//! the sessions of its web UI, both kept only as hashes; and the request budgets shared by every
+//! process that writes into one account.
 //!
 //! Two backends hold the same data with the same behaviour: SQLite in the workspace directory
 //! (the default) and PostgreSQL (`--state-url`). [`StateStore`] dispatches to one of them and
@@ -16,6 +17,7 @@ mod ids;
 mod master_key;
 mod names;
 mod postgres;
+mod rate_budget;
 mod records;
 mod sqlite;
 mod sync_lock;
@@ -27,11 +29,12 @@ pub use names::{
     is_valid_new_name, same_name_ignoring_case, validate_name, validate_new_name, MAX_NAME_LENGTH,
     NAME_PATTERN, NAME_RULE,
 };
+pub use rate_budget::RateSlots;
 pub use records::{
     ApiTokenRecord, CommitBatch, ConnectionKind, ConnectionRecord, DeliveryAttempt, DeliveryRecord,
     DeliveryStatus, EncryptedSecret, IndexState, IndexedRecord, ModelRecord, NewConnection,
     NewDelivery, NewRunRequest, PendingCreate, RaisedAlert, RunRecord, RunRecordRow, RunRefusal,
-    RunRequest, SecretInput, SecretRef, SnapshotEntry, SnapshotKey, SyncRecord,
+    RunRequest, SecretInput, SecretRef, SnapshotEntry, SnapshotKey, SyncRecord, UiSession,
 };
 pub use sync_lock::SyncLock;
 pub use workspace::{WorkspaceOptions, DATABASE_FILE_NAME, KEY_FILE_NAME, LOCKS_DIR_NAME};
@@ -725,6 +728,82 @@ impl StateStore {
         on_backend!(self, backend => backend.count_api_tokens().await)
     }
 
+    // ----- web UI sessions -----
+
+    /// Saves a new session of the web UI. Its `id_hash` must be the SHA-256 of the session id
+    /// in lowercase hex: the id itself is never stored. Fails with
+    /// [`StateError::InvalidInput`] when a session with this hash exists.
+    pub async fn create_ui_session(&self, session: &UiSession) -> Result<(), StateError> {
+        validate_ui_session_hash(&session.id_hash)?;
+        let session = UiSession {
+            signed_in_at: stored_time(session.signed_in_at),
+            last_seen_at: stored_time(session.last_seen_at),
+            ..session.clone()
+        };
+        let inserted = on_backend!(self, backend => backend.insert_ui_session(&session).await)?;
+        if inserted {
+            Ok(())
+        } else {
+            Err(StateError::InvalidInput(
+                "a web UI session with this id already exists; start the session with a new \
+                 random id"
+                    .to_string(),
+            ))
+        }
+    }
+
+    /// The session with this id hash, if it was seen at or after `idle_cutoff`: then it is
+    /// seen again at `now` (its `last_seen_at` never moves back, if another server saw it
+    /// later). A session idle since before the cutoff is deleted, and `Ok(None)` returned, as
+    /// for one that never existed.
+    pub async fn touch_ui_session(
+        &self,
+        id_hash: &str,
+        now: DateTime<Utc>,
+        idle_cutoff: DateTime<Utc>,
+    ) -> Result<Option<UiSession>, StateError> {
+        if validate_ui_session_hash(id_hash).is_err() {
+            return Ok(None);
+        }
+        let (now, idle_cutoff) = (stored_time(now), stored_time(idle_cutoff));
+        on_backend!(self, backend => backend.touch_ui_session(id_hash, now, idle_cutoff).await)
+    }
+
+    /// Ends the session (signing out); returns whether it existed.
+    pub async fn end_ui_session(&self, id_hash: &str) -> Result<bool, StateError> {
+        if validate_ui_session_hash(id_hash).is_err() {
+            return Ok(false);
+        }
+        on_backend!(self, backend => backend.delete_ui_session(id_hash).await)
+    }
+
+    /// Deletes the sessions last seen before `idle_cutoff`; returns how many.
+    pub async fn prune_ui_sessions(&self, idle_cutoff: DateTime<Utc>) -> Result<u64, StateError> {
+        let idle_cutoff = stored_time(idle_cutoff);
+        on_backend!(self, backend => backend.prune_ui_sessions(idle_cutoff).await)
+    }
+
+    // ----- shared request budgets -----
+
+    /// Reserves the next `count` request slots of the budget `budget_key` (a Stripe account,
+    /// say), which allows `per_second` requests a second to every process of the workspace
+    /// together: slots are `1 s / per_second` apart and each is given out once. A budget idle
+    /// for a while starts now: unused slots are not saved up for a burst. At most a minute of
+    /// slots is reserved at once.
+    ///
+    /// On PostgreSQL the database's clock decides, in one statement, so processes on several
+    /// machines agree without synchronized clocks; on SQLite, this machine's clock, inside a
+    /// write transaction. `first_in` counts from when the store answered.
+    pub async fn reserve_rate_slots(
+        &self,
+        budget_key: &str,
+        per_second: u32,
+        count: u32,
+    ) -> Result<RateSlots, StateError> {
+        let reservation = rate_budget::Reservation::new(budget_key, per_second, count)?;
+        on_backend!(self, backend => backend.reserve_rate_slots(budget_key, reservation).await)
+    }
+
     // ----- alerts -----
 
     /// The alerts the sync has raised and not resolved, by condition.
@@ -1081,6 +1160,24 @@ fn stored_time(time: DateTime<Utc>) -> DateTime<Utc> {
     time.trunc_subsecs(6)
 }
 
+/// Refuses anything but the lowercase hex of a SHA-256, so that a session id passed by mistake
+/// is never stored.
+fn validate_ui_session_hash(id_hash: &str) -> Result<(), StateError> {
+    let is_sha256_hex = id_hash.len() == 64
+        && id_hash
+            .bytes()
+            .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte));
+    if is_sha256_hex {
+        Ok(())
+    } else {
+        Err(StateError::InvalidInput(
+            "a web UI session is stored by the SHA-256 of its id, in lowercase hex (64 \
+             characters), never by the id itself; hash the id first"
+                .to_string(),
+        ))
+    }
+}
+
 /// By sync name in byte order, then condition: the same order on both backends, whatever the
 /// database's collation.
 fn sort_raised_alerts(alerts: &mut [RaisedAlert]) {
@@ -1158,6 +1255,10 @@ mod tests {
         assert_send(&store.get_delivery(""));
         assert_send(&store.get_workspace_setting(""));
         assert_send(&store.put_workspace_setting("", &serde_json::Value::Null));
+        assert_send(&store.touch_ui_session("", ids::now(), ids::now()));
+        assert_send(&store.end_ui_session(""));
+        assert_send(&store.prune_ui_sessions(ids::now()));
+        assert_send(&store.reserve_rate_slots("", 1, 1));
     }
 
     /// The same for futures that borrow across their awaits, as axum middleware and

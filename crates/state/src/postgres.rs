@@ -11,6 +11,7 @@ use crate::error::{postgres_error_text, ObjectType, StateError};
 use crate::ids;
 use crate::master_key::MasterKey;
 use crate::names;
+use crate::rate_budget::{RateSlots, Reservation};
 use crate::records::{
     counts_from_columns, counts_to_columns, delivery_number, parse_alert_condition,
     parse_connection_kind, parse_delivery_status, parse_outcome, parse_run_status, parse_sync_spec,
@@ -22,7 +23,7 @@ use crate::{
     ApiTokenRecord, CommitBatchRef, ConnectionKind, ConnectionRecord, DeliveryAttempt,
     DeliveryRecord, DeliveryStatus, IndexState, IndexedRecord, ModelRecord, NewRunRequest,
     PendingCreate, RaisedAlert, RunRecord, RunRecordRow, RunRefusal, RunRequest, SnapshotEntry,
-    SnapshotKey, SyncRecord,
+    SnapshotKey, SyncRecord, UiSession,
 };
 use chrono::{DateTime, Utc};
 use ferry_core::{AlertCondition, Outcome, RunCounts, RunStatus, SyncSpec};
@@ -69,6 +70,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "alerts",
         include_str!("../migrations/postgres/0007_alerts.sql"),
+    ),
+    (
+        8,
+        "sessions and rate budgets",
+        include_str!("../migrations/postgres/0008_sessions_and_rate_budgets.sql"),
     ),
     (
         9,
@@ -148,6 +154,7 @@ const API_TOKEN_COLUMNS: &str = "name, prefix, created_at, last_used_at";
 const RAISED_ALERT_COLUMNS: &str = "sync_name, condition, message, raised_at";
 const DELIVERY_COLUMNS: &str = "id, event_id, event_type, sync_name, run_id, channel, payload, \
      status, attempts, created_at, next_attempt_at, last_attempt_at, answer_status, answer";
+const UI_SESSION_COLUMNS: &str = "id_hash, token_name, csrf, signed_in_at, last_seen_at";
 
 impl PostgresStore {
     /// Connects and applies missing migrations; with `MustExist`, a database without ferry's
@@ -1451,6 +1458,132 @@ impl PostgresStore {
         })
     }
 
+    /// Inserts the session; `Ok(false)` when one with its hash exists.
+    pub(crate) async fn insert_ui_session(
+        &self,
+        ui_session: &UiSession,
+    ) -> Result<bool, StateError> {
+        with_session!(self, |session| {
+            let inserted = session
+                .client
+                .execute(
+                    &format!(
+                        "INSERT INTO ui_sessions ({UI_SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (id_hash) DO NOTHING"
+                    ),
+                    &[
+                        &ui_session.id_hash,
+                        &ui_session.token_name,
+                        &ui_session.csrf,
+                        &ui_session.signed_in_at,
+                        &ui_session.last_seen_at,
+                    ],
+                )
+                .await
+                .map_err(StateError::postgres("saving a web UI session"))?;
+            Ok(inserted > 0)
+        })
+    }
+
+    /// The session seen again at `now` if it was seen at or after `idle_cutoff`; otherwise it
+    /// is deleted. Two statements, each atomic: the delete re-checks idleness, so a session
+    /// another process saw meanwhile stays.
+    pub(crate) async fn touch_ui_session(
+        &self,
+        id_hash: &str,
+        now: DateTime<Utc>,
+        idle_cutoff: DateTime<Utc>,
+    ) -> Result<Option<UiSession>, StateError> {
+        with_session!(self, |session| {
+            let sql = format!(
+                "UPDATE ui_sessions SET last_seen_at = GREATEST(last_seen_at, $2) \
+                 WHERE id_hash = $1 AND last_seen_at >= $3 RETURNING {UI_SESSION_COLUMNS}"
+            );
+            let seen = query_optional(
+                &session.client,
+                &sql,
+                &[&id_hash, &now, &idle_cutoff],
+                read_ui_session,
+            )
+            .await?;
+            if seen.is_none() {
+                session
+                    .client
+                    .execute(
+                        "DELETE FROM ui_sessions WHERE id_hash = $1 AND last_seen_at < $2",
+                        &[&id_hash, &idle_cutoff],
+                    )
+                    .await
+                    .map_err(StateError::postgres("ending an idle web UI session"))?;
+            }
+            Ok(seen)
+        })
+    }
+
+    pub(crate) async fn delete_ui_session(&self, id_hash: &str) -> Result<bool, StateError> {
+        with_session!(self, |session| {
+            let removed = session
+                .client
+                .execute("DELETE FROM ui_sessions WHERE id_hash = $1", &[&id_hash])
+                .await
+                .map_err(StateError::postgres("ending a web UI session"))?;
+            Ok(removed > 0)
+        })
+    }
+
+    pub(crate) async fn prune_ui_sessions(
+        &self,
+        idle_cutoff: DateTime<Utc>,
+    ) -> Result<u64, StateError> {
+        with_session!(self, |session| {
+            session
+                .client
+                .execute(
+                    "DELETE FROM ui_sessions WHERE last_seen_at < $1",
+                    &[&idle_cutoff],
+                )
+                .await
+                .map_err(StateError::postgres("removing idle web UI sessions"))
+        })
+    }
+
+    /// Takes the budget's next slots in one statement, by the database server's clock, so
+    /// processes on several machines agree without synchronized clocks. Concurrent reservations
+    /// of one budget queue on its row; the clock is read before the row's lock is granted, so a
+    /// reservation that waited reports a `first_in` a little longer than needed, never shorter.
+    /// If the connection dies after the statement committed, the repeat reserves a second
+    /// window and the first goes unused: slower, never faster than the budget.
+    pub(crate) async fn reserve_rate_slots(
+        &self,
+        budget_key: &str,
+        reservation: Reservation,
+    ) -> Result<RateSlots, StateError> {
+        let span_micros = reservation
+            .span
+            .num_microseconds()
+            .expect("a reservation spans at most a minute");
+        with_session!(self, |session| {
+            // `excluded.next_free_at - span` is the clock reading: a new budget starts now.
+            let row = session
+                .client
+                .query_one(
+                    "WITH clock AS MATERIALIZED (SELECT clock_timestamp() AS now) \
+                     INSERT INTO rate_budgets AS budget (budget_key, next_free_at) \
+                     SELECT $1, clock.now + $2::bigint * INTERVAL '1 microsecond' FROM clock \
+                     ON CONFLICT (budget_key) DO UPDATE SET next_free_at = \
+                     GREATEST(budget.next_free_at, excluded.next_free_at - $2::bigint * INTERVAL '1 microsecond') \
+                     + $2::bigint * INTERVAL '1 microsecond' \
+                     RETURNING budget.next_free_at, (SELECT now FROM clock)",
+                    &[&budget_key, &span_micros],
+                )
+                .await
+                .map_err(StateError::postgres("reserving request slots"))?;
+            let next_free_at: DateTime<Utc> = column(&row, 0)?;
+            let now: DateTime<Utc> = column(&row, 1)?;
+            Ok(reservation.slots(next_free_at - reservation.span, now))
+        })
+    }
+
     pub(crate) async fn get_workspace_setting(
         &self,
         key: &str,
@@ -2115,6 +2248,16 @@ fn read_run_request(row: &Row) -> Result<RunRequest, StateError> {
         cancel_requested: column(row, 12)?,
         finished_at: column(row, 13)?,
         refusal,
+    })
+}
+
+fn read_ui_session(row: &Row) -> Result<UiSession, StateError> {
+    Ok(UiSession {
+        id_hash: column(row, 0)?,
+        token_name: column(row, 1)?,
+        csrf: column(row, 2)?,
+        signed_in_at: column(row, 3)?,
+        last_seen_at: column(row, 4)?,
     })
 }
 

@@ -308,6 +308,22 @@ pub struct ApiTokenRecord {
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
+/// A sign-in session of the web UI. The session id (the cookie) is never stored: only its
+/// SHA-256, so reading the workspace database does not let anyone sign in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UiSession {
+    /// Lowercase hex of SHA-256(session id): 64 characters.
+    pub id_hash: String,
+    /// The API token the session signed in with.
+    pub token_name: String,
+    /// The token every request that changes something must carry.
+    pub csrf: String,
+    /// When the session began: a token of the same name created later is another token, and
+    /// does not revive a session of a revoked one.
+    pub signed_in_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+}
+
 /// Everything one acknowledged batch changes, committed in one transaction.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommitBatch {

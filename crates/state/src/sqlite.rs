@@ -9,6 +9,7 @@ use crate::error::{ObjectType, StateError};
 use crate::ids;
 use crate::master_key::MasterKey;
 use crate::names;
+use crate::rate_budget::{self, RateSlots, Reservation};
 use crate::records::{
     counts_from_columns, counts_to_columns, delivery_number, parse_alert_condition,
     parse_connection_kind, parse_delivery_status, parse_outcome, parse_run_status, parse_sync_spec,
@@ -20,7 +21,7 @@ use crate::{
     ApiTokenRecord, CommitBatchRef, ConnectionKind, ConnectionRecord, DeliveryAttempt,
     DeliveryRecord, DeliveryStatus, IndexState, IndexedRecord, ModelRecord, NewRunRequest,
     PendingCreate, RaisedAlert, RunRecord, RunRecordRow, RunRefusal, RunRequest, SnapshotEntry,
-    SnapshotKey, SyncRecord,
+    SnapshotKey, SyncRecord, UiSession,
 };
 use chrono::{DateTime, Utc};
 use ferry_core::{AlertCondition, Outcome, RunCounts, RunStatus, SyncSpec};
@@ -69,6 +70,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0007_alerts.sql"),
     ),
     (
+        8,
+        "sessions and rate budgets",
+        include_str!("../migrations/sqlite/0008_sessions_and_rate_budgets.sql"),
+    ),
+    (
         9,
         "run_queue",
         include_str!("../migrations/sqlite/0009_run_queue.sql"),
@@ -105,6 +111,7 @@ const API_TOKEN_COLUMNS: &str = "name, prefix, created_at, last_used_at";
 const RAISED_ALERT_COLUMNS: &str = "sync_name, condition, message, raised_at";
 const DELIVERY_COLUMNS: &str = "id, event_id, event_type, sync_name, run_id, channel, payload, \
      status, attempts, created_at, next_attempt_at, last_attempt_at, answer_status, answer";
+const UI_SESSION_COLUMNS: &str = "id_hash, token_name, csrf, signed_in_at, last_seen_at";
 
 impl SqliteStore {
     /// Opens (creating if needed) `DIR/ferry.db` with mode 0600 and applies missing migrations.
@@ -1430,6 +1437,132 @@ impl SqliteStore {
         .await
     }
 
+    /// Inserts the session; `Ok(false)` when one with its hash exists.
+    pub(crate) async fn insert_ui_session(&self, session: &UiSession) -> Result<bool, StateError> {
+        let session = session.clone();
+        self.call(move |connection| {
+            let inserted = connection
+                .execute(
+                    &format!(
+                        "INSERT INTO ui_sessions ({UI_SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5) \
+                         ON CONFLICT (id_hash) DO NOTHING"
+                    ),
+                    params![
+                        session.id_hash,
+                        session.token_name,
+                        session.csrf,
+                        timestamp_text(session.signed_in_at),
+                        timestamp_text(session.last_seen_at)
+                    ],
+                )
+                .doing("saving a web UI session")?;
+            Ok(inserted > 0)
+        })
+        .await
+    }
+
+    /// The session seen again at `now` if it was seen at or after `idle_cutoff`; otherwise it
+    /// is deleted. Two statements, each atomic: the delete re-checks idleness, so a session
+    /// another process saw meanwhile stays.
+    pub(crate) async fn touch_ui_session(
+        &self,
+        id_hash: &str,
+        now: DateTime<Utc>,
+        idle_cutoff: DateTime<Utc>,
+    ) -> Result<Option<UiSession>, StateError> {
+        let id_hash = id_hash.to_string();
+        self.call(move |connection| {
+            let (now, idle_cutoff) = (timestamp_text(now), timestamp_text(idle_cutoff));
+            // Timestamps are fixed-width text, so MAX and >= compare them as times.
+            let sql = format!(
+                "UPDATE ui_sessions SET last_seen_at = MAX(last_seen_at, ?2) \
+                 WHERE id_hash = ?1 AND last_seen_at >= ?3 RETURNING {UI_SESSION_COLUMNS}"
+            );
+            let seen = query_optional(
+                connection,
+                &sql,
+                params![id_hash, now, idle_cutoff],
+                read_ui_session,
+            )?;
+            if seen.is_none() {
+                connection
+                    .execute(
+                        "DELETE FROM ui_sessions WHERE id_hash = ?1 AND last_seen_at < ?2",
+                        params![id_hash, idle_cutoff],
+                    )
+                    .doing("ending an idle web UI session")?;
+            }
+            Ok(seen)
+        })
+        .await
+    }
+
+    pub(crate) async fn delete_ui_session(&self, id_hash: &str) -> Result<bool, StateError> {
+        let id_hash = id_hash.to_string();
+        self.call(move |connection| {
+            let removed = connection
+                .execute(
+                    "DELETE FROM ui_sessions WHERE id_hash = ?1",
+                    params![id_hash],
+                )
+                .doing("ending a web UI session")?;
+            Ok(removed > 0)
+        })
+        .await
+    }
+
+    pub(crate) async fn prune_ui_sessions(
+        &self,
+        idle_cutoff: DateTime<Utc>,
+    ) -> Result<u64, StateError> {
+        self.call(move |connection| {
+            let removed = connection
+                .execute(
+                    "DELETE FROM ui_sessions WHERE last_seen_at < ?1",
+                    params![timestamp_text(idle_cutoff)],
+                )
+                .doing("removing idle web UI sessions")?;
+            Ok(removed as u64)
+        })
+        .await
+    }
+
+    /// Takes the budget's next slots in a write transaction, by this machine's clock: every
+    /// process sharing the database file runs on this machine.
+    pub(crate) async fn reserve_rate_slots(
+        &self,
+        budget_key: &str,
+        reservation: Reservation,
+    ) -> Result<RateSlots, StateError> {
+        let budget_key = budget_key.to_string();
+        self.call(move |connection| {
+            let doing = "reserving request slots";
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .doing(doing)?;
+            let next_free_at = query_optional(
+                &transaction,
+                "SELECT next_free_at FROM rate_budgets WHERE budget_key = ?1",
+                params![budget_key],
+                |row| parse_timestamp(&column::<String>(row, 0)?),
+            )?;
+            // Read once the write lock is held, so the clock is later than any reservation
+            // another process committed before.
+            let now = ids::now();
+            let start = rate_budget::reservation_start(next_free_at, now);
+            transaction
+                .execute(
+                    "INSERT INTO rate_budgets (budget_key, next_free_at) VALUES (?1, ?2) \
+                     ON CONFLICT (budget_key) DO UPDATE SET next_free_at = excluded.next_free_at",
+                    params![budget_key, timestamp_text(start + reservation.span)],
+                )
+                .doing(doing)?;
+            transaction.commit().doing(doing)?;
+            Ok(reservation.slots(start, now))
+        })
+        .await
+    }
+
     pub(crate) async fn get_workspace_setting(
         &self,
         key: &str,
@@ -2180,6 +2313,16 @@ fn read_run_request(row: &Row<'_>) -> Result<RunRequest, StateError> {
         cancel_requested: column(row, 12)?,
         finished_at: optional_timestamp(row, 13)?,
         refusal,
+    })
+}
+
+fn read_ui_session(row: &Row<'_>) -> Result<UiSession, StateError> {
+    Ok(UiSession {
+        id_hash: column(row, 0)?,
+        token_name: column(row, 1)?,
+        csrf: column(row, 2)?,
+        signed_in_at: parse_timestamp(&column::<String>(row, 3)?)?,
+        last_seen_at: parse_timestamp(&column::<String>(row, 4)?)?,
     })
 }
 

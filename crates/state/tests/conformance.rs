@@ -8,9 +8,9 @@ use common::{customer_spec, stripe_connection, Backend, TestWorkspace};
 use ferry_core::{AlertCondition, AlertSettings, Outcome, RunCounts, RunStatus, Secret};
 use ferry_state::{
     ApiTokenRecord, CommitBatch, ConnectionKind, DeliveryAttempt, DeliveryRecord, DeliveryStatus,
-    IndexState, IndexedRecord, NewConnection, NewDelivery, PendingCreate, RaisedAlert,
+    IndexState, IndexedRecord, NewConnection, NewDelivery, PendingCreate, RaisedAlert, RateSlots,
     RunRecordRow, SecretInput, SecretRef, SnapshotEntry, SnapshotKey, StateError, StateStore,
-    WorkspaceOptions,
+    UiSession, WorkspaceOptions,
 };
 use serde_json::json;
 use std::collections::HashMap;
@@ -88,7 +88,16 @@ conformance_tests!(
     deliveries_are_listed_newest_first_and_by_sync,
     pruning_removes_old_finished_deliveries_and_keeps_pending_ones,
     workspace_settings_are_saved_replaced_and_read_sorted,
+    ui_sessions_are_seen_until_idle_and_outlive_a_restart,
+    ui_sessions_are_stored_only_as_hashes,
+    idle_ui_sessions_are_pruned,
+    rate_slots_reserved_back_to_back_follow_each_other,
+    an_idle_rate_budget_starts_now_without_a_burst,
+    concurrent_rate_reservations_never_overlap,
 );
+
+/// The schema version this build migrates workspaces to.
+const LATEST_SCHEMA_VERSION: i64 = 9;
 
 async fn connections_are_created_replaced_listed_and_removed(workspace: TestWorkspace) {
     let store = &workspace.store;
@@ -1341,7 +1350,7 @@ async fn open_existing_needs_an_initialized_workspace(workspace: TestWorkspace) 
         workspace
             .raw_count("SELECT COUNT(*) FROM schema_migrations")
             .await,
-        7
+        LATEST_SCHEMA_VERSION
     );
 
     // Without its key file, a workspace cannot be opened (its secrets would be unreadable).
@@ -1646,7 +1655,7 @@ async fn a_version_1_workspace_gains_api_tokens(workspace: TestWorkspace) {
         workspace
             .raw_count("SELECT MAX(version) FROM schema_migrations")
             .await,
-        7
+        LATEST_SCHEMA_VERSION
     );
     assert_eq!(store.list_connections().await.unwrap().len(), 1);
     assert_eq!(store.count_api_tokens().await.unwrap(), 0);
@@ -1720,7 +1729,7 @@ async fn a_version_2_workspace_is_upgraded_with_its_data(workspace: TestWorkspac
     let store = StateStore::initialize(&options).await.unwrap();
     assert_eq!(
         common::raw_count(&options, "SELECT MAX(version) FROM schema_migrations").await,
-        7
+        LATEST_SCHEMA_VERSION
     );
 
     // The sync reads back as it was declared.
@@ -3505,11 +3514,337 @@ async fn workspace_settings_are_saved_replaced_and_read_sorted(workspace: TestWo
     assert_eq!(store.get_workspace_setting("Alerts").await.unwrap(), None);
 }
 
+async fn ui_sessions_are_seen_until_idle_and_outlive_a_restart(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    // Times keep microseconds, as every time the store keeps.
+    let session = ui_session("cookie one", "admin", at("2026-12-01T09:00:00.123456789Z"));
+    store.create_ui_session(&session).await.unwrap();
+    let stored = UiSession {
+        signed_in_at: at("2026-12-01T09:00:00.123456Z"),
+        last_seen_at: at("2026-12-01T09:00:00.123456Z"),
+        ..session.clone()
+    };
+    let touch = |store: &StateStore, now: &str, idle_cutoff: &str| {
+        let (store, id_hash) = (store.clone(), session.id_hash.clone());
+        let (now, idle_cutoff) = (at(now), at(idle_cutoff));
+        async move {
+            store
+                .touch_ui_session(&id_hash, now, idle_cutoff)
+                .await
+                .unwrap()
+        }
+    };
+
+    // Another server on the same workspace, or this one restarted, finds the session.
+    let restarted = StateStore::open_existing(&workspace.options).await.unwrap();
+    assert_eq!(
+        touch(&restarted, "2026-12-01T10:00:00Z", "2026-11-30T22:00:00Z").await,
+        Some(UiSession {
+            last_seen_at: at("2026-12-01T10:00:00Z"),
+            ..stored.clone()
+        })
+    );
+    // Seen exactly at the cutoff is not idle yet.
+    assert_eq!(
+        touch(store, "2026-12-01T10:30:00Z", "2026-12-01T10:00:00Z")
+            .await
+            .map(|seen| seen.last_seen_at),
+        Some(at("2026-12-01T10:30:00Z"))
+    );
+    // A server whose clock is behind does not move the last sighting back.
+    assert_eq!(
+        touch(store, "2026-12-01T10:15:00Z", "2026-12-01T10:00:00Z")
+            .await
+            .map(|seen| seen.last_seen_at),
+        Some(at("2026-12-01T10:30:00Z"))
+    );
+
+    // Idle since before the cutoff: it ends, and stays ended.
+    assert_eq!(
+        touch(store, "2026-12-01T23:00:00Z", "2026-12-01T10:30:00.000001Z").await,
+        None
+    );
+    assert_eq!(
+        workspace
+            .raw_count("SELECT COUNT(*) FROM ui_sessions")
+            .await,
+        0
+    );
+    assert_eq!(
+        touch(store, "2026-12-01T10:31:00Z", "2026-11-30T00:00:00Z").await,
+        None
+    );
+
+    // Signing out ends a session at once.
+    store.create_ui_session(&session).await.unwrap();
+    assert_eq!(
+        error_text(store.create_ui_session(&session).await),
+        "a web UI session with this id already exists; start the session with a new random id"
+    );
+    assert!(restarted.end_ui_session(&session.id_hash).await.unwrap());
+    assert!(!store.end_ui_session(&session.id_hash).await.unwrap());
+    assert_eq!(
+        touch(store, "2026-12-01T09:01:00Z", "2026-11-30T00:00:00Z").await,
+        None
+    );
+}
+
+async fn ui_sessions_are_stored_only_as_hashes(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    let session_id = "Xk2oJ8b1q9VtY4mWcR7sLd0nPzHfGa3eUi6yBwTjQvE";
+    let session = UiSession {
+        csrf: "the session's csrf token".to_string(),
+        ..ui_session(session_id, "admin", at("2026-12-01T09:00:00Z"))
+    };
+    store.create_ui_session(&session).await.unwrap();
+    let every_text = workspace
+        .raw_texts("SELECT id_hash || ' ' || token_name || ' ' || csrf FROM ui_sessions")
+        .await;
+    assert_eq!(
+        every_text,
+        [Some(format!("{} admin {}", session.id_hash, session.csrf))]
+    );
+    if workspace.backend == Backend::Sqlite {
+        let bytes = database_bytes(&workspace.options.database_file());
+        assert!(contains(&bytes, session.id_hash.as_bytes()));
+        assert!(!contains(&bytes, session_id.as_bytes()));
+    }
+
+    // Whatever is not the lowercase hex of a SHA-256 is refused, lest a clear id be stored.
+    for not_a_hash in [
+        session_id.to_string(),
+        session.id_hash.to_uppercase(),
+        session.id_hash[1..].to_string(),
+        String::new(),
+    ] {
+        let mistaken = UiSession {
+            id_hash: not_a_hash.clone(),
+            ..session.clone()
+        };
+        assert_eq!(
+            error_text(store.create_ui_session(&mistaken).await),
+            "a web UI session is stored by the SHA-256 of its id, in lowercase hex (64 \
+             characters), never by the id itself; hash the id first",
+            "{not_a_hash:?}"
+        );
+        let now = at("2026-12-01T09:01:00Z");
+        let idle_cutoff = at("2026-11-30T00:00:00Z");
+        assert_eq!(
+            store
+                .touch_ui_session(&not_a_hash, now, idle_cutoff)
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(!store.end_ui_session(&not_a_hash).await.unwrap());
+    }
+    assert_eq!(
+        workspace
+            .raw_count("SELECT COUNT(*) FROM ui_sessions")
+            .await,
+        1
+    );
+}
+
+async fn idle_ui_sessions_are_pruned(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    for (id, last_seen_at) in [
+        ("eight", "2026-12-01T08:00:00Z"),
+        ("nine", "2026-12-01T09:00:00Z"),
+        ("ten", "2026-12-01T10:00:00Z"),
+    ] {
+        let session = ui_session(id, "admin", at("2026-12-01T07:00:00Z"));
+        store
+            .create_ui_session(&UiSession {
+                last_seen_at: at(last_seen_at),
+                ..session
+            })
+            .await
+            .unwrap();
+    }
+    // The same rule as touching: seen at the cutoff is not idle.
+    let cutoff = at("2026-12-01T09:00:00Z");
+    assert_eq!(store.prune_ui_sessions(cutoff).await.unwrap(), 1);
+    assert_eq!(store.prune_ui_sessions(cutoff).await.unwrap(), 0);
+    let mut left = workspace
+        .raw_texts("SELECT token_name || ' ' || csrf FROM ui_sessions")
+        .await;
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            Some("admin csrf of nine".to_string()),
+            Some("admin csrf of ten".to_string())
+        ]
+    );
+    assert_eq!(
+        store
+            .prune_ui_sessions(at("2026-12-02T00:00:00Z"))
+            .await
+            .unwrap(),
+        2
+    );
+}
+
+async fn rate_slots_reserved_back_to_back_follow_each_other(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    // A budget never used starts now.
+    let first = store.reserve_rate_slots("acct_1", 25, 5).await.unwrap();
+    assert_eq!((first.spacing, first.count), (Duration::from_millis(40), 5));
+    assert!(first.first_in < Duration::from_millis(50), "{first:?}");
+    let after_first = stored_next_free_at(&workspace, "acct_1").await;
+
+    // The next reservation starts exactly where the first ends.
+    let second = store.reserve_rate_slots("acct_1", 25, 5).await.unwrap();
+    let after_second = stored_next_free_at(&workspace, "acct_1").await;
+    assert_eq!(
+        after_second - after_first,
+        chrono::TimeDelta::milliseconds(200)
+    );
+    assert!(
+        second.first_in > Duration::from_millis(100)
+            && second.first_in <= first.first_in + Duration::from_millis(200),
+        "{first:?} then {second:?}"
+    );
+
+    // Another key is another budget: an endpoint's own, say.
+    let endpoint = store
+        .reserve_rate_slots("acct_1 POST /v1/customers", 25, 1)
+        .await
+        .unwrap();
+    assert!(
+        endpoint.first_in < Duration::from_millis(50),
+        "{endpoint:?}"
+    );
+    assert_eq!(
+        stored_next_free_at(&workspace, "acct_1").await,
+        after_second
+    );
+
+    // Reservations that make no sense are refused before the store is asked.
+    assert_eq!(
+        error_text(store.reserve_rate_slots("acct_1", 0, 5).await),
+        "rate budget 'acct_1' needs a rate of at least 1 request per second; for no limit at \
+         all, do not reserve slots"
+    );
+    assert_eq!(
+        error_text(store.reserve_rate_slots("acct_1", 25, 0).await),
+        "reserve at least 1 slot of rate budget 'acct_1'"
+    );
+    assert_eq!(
+        stored_next_free_at(&workspace, "acct_1").await,
+        after_second
+    );
+}
+
+async fn an_idle_rate_budget_starts_now_without_a_burst(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    store.reserve_rate_slots("acct", 100, 10).await.unwrap();
+    // Idle for long: the slots it did not use are gone, not a burst waiting to happen.
+    workspace
+        .raw_execute("UPDATE rate_budgets SET next_free_at = '2000-01-01T00:00:00.000000Z'")
+        .await;
+    let before = chrono::Utc::now();
+    let slots = store.reserve_rate_slots("acct", 100, 10).await.unwrap();
+    let after = chrono::Utc::now();
+    assert_eq!(
+        slots,
+        RateSlots {
+            first_in: Duration::ZERO,
+            spacing: Duration::from_millis(10),
+            count: 10
+        }
+    );
+    // Its ten slots end 100 ms after the store's clock read "now" (the test database's server
+    // runs on this machine, so its clock is this one's).
+    let next_free_at = stored_next_free_at(&workspace, "acct").await;
+    let span = chrono::TimeDelta::milliseconds(100);
+    let slack = chrono::TimeDelta::milliseconds(20);
+    assert!(
+        next_free_at >= before + span - slack && next_free_at <= after + span + slack,
+        "{before} … {after}: {next_free_at}"
+    );
+}
+
+async fn concurrent_rate_reservations_never_overlap(workspace: TestWorkspace) {
+    // Four processes (a store each: on PostgreSQL, a session each), four tasks in each, all
+    // reserving from one budget at once. Each reservation is a second of slots, so windows that
+    // overlapped would start together, far beyond the slack of reading them with local clocks.
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(StateStore::open_existing(&workspace.options).await.unwrap());
+    }
+    let span = Duration::from_secs(1);
+    let mut reservations = tokio::task::JoinSet::new();
+    for store in &stores {
+        for _ in 0..4 {
+            let store = store.clone();
+            reservations.spawn(async move {
+                let slots = store.reserve_rate_slots("acct", 10, 10).await.unwrap();
+                let start = std::time::Instant::now() + slots.first_in;
+                (start, start + slots.spacing * slots.count)
+            });
+        }
+    }
+    let mut windows = reservations.join_all().await;
+    windows.sort();
+    assert_eq!(windows.len(), 16);
+    let slack = Duration::from_millis(250);
+    for pair in windows.windows(2) {
+        let ((_, end), (next_start, _)) = (pair[0], pair[1]);
+        assert!(
+            next_start + slack >= end,
+            "overlapping windows: one ends {:?} after the next starts",
+            end - next_start
+        );
+    }
+    // Together they hold sixteen seconds, one after the other from about now.
+    let (first_start, _) = windows[0];
+    let (_, last_end) = windows[15];
+    assert!(
+        last_end - first_start >= span * 16 - slack,
+        "{:?}",
+        last_end - first_start
+    );
+}
+
 fn error_text<T: std::fmt::Debug>(result: Result<T, StateError>) -> String {
     match result {
         Ok(value) => panic!("expected an error, got {value:?}"),
         Err(error) => error.to_string(),
     }
+}
+
+/// A session of the web UI whose cookie is `session_id`, signed in and last seen at `at`.
+fn ui_session(session_id: &str, token_name: &str, at: chrono::DateTime<chrono::Utc>) -> UiSession {
+    use sha2::Digest as _;
+    UiSession {
+        id_hash: hex::encode(sha2::Sha256::digest(session_id.as_bytes())),
+        token_name: token_name.to_string(),
+        csrf: format!("csrf of {session_id}"),
+        signed_in_at: at,
+        last_seen_at: at,
+    }
+}
+
+/// When the budget's next slot is free, as the database holds it.
+async fn stored_next_free_at(
+    workspace: &TestWorkspace,
+    budget_key: &str,
+) -> chrono::DateTime<chrono::Utc> {
+    let as_text = match workspace.backend {
+        Backend::Sqlite => "next_free_at",
+        Backend::Postgres => {
+            "to_char(next_free_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+        }
+    };
+    let text = workspace
+        .raw_text(&format!(
+            "SELECT {as_text} FROM rate_budgets WHERE budget_key = '{budget_key}'"
+        ))
+        .await
+        .unwrap_or_else(|| panic!("no rate budget '{budget_key}'"));
+    at(&text)
 }
 
 fn new_delivery(event_id: &str, event_type: &str, sync: &str, channel: &str) -> NewDelivery {
@@ -3698,6 +4033,9 @@ async fn build_release_schema(options: &WorkspaceOptions, version: usize) {
     };
     let mut sql = String::new();
     for table in [
+        "run_requests",
+        "ui_sessions",
+        "rate_budgets",
         "raised_alerts",
         "deliveries",
         "workspace_settings",
