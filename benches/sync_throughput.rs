@@ -10,7 +10,7 @@
 //! `cargo bench --bench sync_throughput`. `FERRY_BENCH_SCALE=0.1` runs every scenario at a tenth
 //! of its size (a quick check); `FERRY_BENCH_ONLY=name,name` runs some scenarios only
 //! (`duckdb`, `ten_million`, `postgres`, `warehouse_diff`, `creates`, `live`, `catalogue`,
-//! `billing`). Peak RSS and CPU come from GNU time
+//! `billing`, `workers`). Peak RSS and CPU come from GNU time
 //! (`/usr/bin/time`, Debian package `time`) wrapped around each ferry command.
 
 use ferry_stripe_emulator::{Emulator, EmulatorConfig, RateLimits, TEST_API_KEY};
@@ -67,6 +67,9 @@ fn main() {
     }
     if wanted("billing") {
         runtime.block_on(billing(&mut table, scaled(2_000)));
+    }
+    if wanted("workers") {
+        runtime.block_on(three_workers(&mut table, scaled(250)));
     }
     table.print();
 }
@@ -892,4 +895,239 @@ async fn live_mode(table: &mut Table, n: u64) {
             ),
         );
     });
+}
+
+/// Three `ferry serve` processes on one PostgreSQL workspace, nine syncs of `n` rows into three
+/// Stripe accounts limited as Stripe limits a test-mode account (25 requests/s): each account's
+/// throughput over the time it was busy, against its limit, and its 429s. Nine runs at once
+/// (three per account, spread over the servers) each paced at the account's full limit would
+/// triple it; the shared budget keeps them together under it.
+async fn three_workers(table: &mut Table, n: u64) {
+    const ACCOUNTS: usize = 3;
+    const SYNCS: usize = 9;
+    let pg = tokio::task::spawn_blocking(|| {
+        ferry_testkit::PgServer::start().expect("PostgreSQL starts")
+    })
+    .await
+    .unwrap();
+    let state_url = pg.create_database("ferry_bench_state").unwrap();
+    let mut accounts = Vec::new();
+    for _ in 0..ACCOUNTS {
+        accounts.push(
+            Emulator::start(EmulatorConfig {
+                rate_limits: RateLimits::default(),
+                ..EmulatorConfig::default()
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    let bench = Bench {
+        emulator: Emulator::start(EmulatorConfig::default()).await.unwrap(),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let ferry = |args: &[&str]| -> String {
+        let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(args)
+            .env("FERRY_HOME", bench.workspace())
+            .env("FERRY_STATE_URL", &state_url)
+            .output()
+            .expect("ferry runs");
+        assert!(
+            output.status.success(),
+            "ferry {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    ferry_source::duckdb_execute(
+        &bench.warehouse(),
+        &format!(
+            "create table people as select i as id, 's' || (i % {SYNCS}) || '-' || i || '@example.com' as email, \
+             'Person ' || i as name from range({}) t(i)",
+            SYNCS as u64 * n
+        ),
+    )
+    .unwrap();
+    let warehouse = bench.warehouse().display().to_string();
+    let mut servers = Vec::new();
+    let token = tokio::task::block_in_place(|| {
+        for (index, account) in accounts.iter().enumerate() {
+            let url = account.url();
+            ferry(&[
+                "connect",
+                "stripe",
+                &format!("account{index}"),
+                "--api-key",
+                TEST_API_KEY,
+                "--api-base",
+                &url,
+            ]);
+        }
+        ferry(&["connect", "duckdb", "warehouse", "--path", &warehouse]);
+        for sync in 0..SYNCS {
+            let name = format!("people{sync}");
+            let sql =
+                format!("select email, name from people where id % {SYNCS} = {sync} order by id");
+            ferry(&[
+                "model",
+                "create",
+                &name,
+                "--connection",
+                "warehouse",
+                "--sql",
+                &sql,
+            ]);
+            let account = format!("account{}", sync % ACCOUNTS);
+            ferry(&[
+                "sync",
+                "create",
+                &name,
+                "--model",
+                &name,
+                "--destination",
+                &account,
+                "--key",
+                "email=email",
+                "--map",
+                "name=name",
+            ]);
+        }
+        let token = ferry(&["token", "create", "bench"]);
+        for index in 0..3 {
+            let out = bench.dir.path().join(format!("serve{index}.out"));
+            let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+                .args(["serve", "--bind", "127.0.0.1:0", "--max-runs", "3"])
+                .env("FERRY_HOME", bench.workspace())
+                .env("FERRY_STATE_URL", &state_url)
+                .stdout(std::fs::File::create(&out).unwrap())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("ferry serve starts");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let base = loop {
+                let text = std::fs::read_to_string(&out).unwrap_or_default();
+                if let Some(base) = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("ferry is serving the workspace at "))
+                {
+                    break base.trim_end_matches('/').to_string();
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "ferry serve did not start: {text}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            servers.push((ServerProcess(child), base));
+        }
+        token
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("ferry_"))
+            .expect("a token")
+            .to_string()
+    });
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    for sync in 0..SYNCS {
+        let base = &servers[sync % servers.len()].1;
+        let response = client
+            .post(format!("{base}/api/v1/syncs/people{sync}/runs"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
+    }
+    // Each account's request count, sampled every 50 ms: busy from its first request to its
+    // last.
+    let mut first: Vec<Option<(Instant, u64)>> = vec![None; ACCOUNTS];
+    let mut last: Vec<(Instant, u64)> = vec![(started, 0); ACCOUNTS];
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        for (index, account) in accounts.iter().enumerate() {
+            let total = account.handle().counters().total;
+            if total > 0 && first[index].is_none() {
+                first[index] = Some((Instant::now(), total));
+            }
+            if total != last[index].1 {
+                last[index] = (Instant::now(), total);
+            }
+        }
+        let queue: serde_json::Value = client
+            .get(format!("{}/api/v1/queue", servers[0].1))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if queue.as_array().is_some_and(|q| q.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the runs did not end: {queue}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let wall = started.elapsed();
+    let mut rates = Vec::new();
+    let mut throttled = 0;
+    for (index, account) in accounts.iter().enumerate() {
+        let counters = account.handle().counters();
+        throttled += counters
+            .by_endpoint
+            .values()
+            .map(|o| o.get("429").copied().unwrap_or(0))
+            .sum::<u64>();
+        let (from, at_first) = first[index].expect("the account was written to");
+        let (to, at_last) = last[index];
+        // Requests after the first sample, over the time between the two samples.
+        let rate = (at_last - at_first) as f64 / (to - from).as_secs_f64().max(0.001);
+        rates.push(rate / 25.0 * 100.0);
+        let created = account.handle().customers().len() as u64;
+        assert_eq!(created, n * (SYNCS / ACCOUNTS) as u64, "account {index}");
+    }
+    let lowest = rates.iter().copied().fold(f64::MAX, f64::min);
+    let highest = rates.iter().copied().fold(0.0, f64::max);
+    // The largest peak RSS of the three servers (VmHWM), read while they still run.
+    let rss_mb = servers
+        .iter()
+        .filter_map(|(server, _)| {
+            let status = std::fs::read_to_string(format!("/proc/{}/status", server.0.id())).ok()?;
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .fold(0.0, f64::max)
+        / 1024.0;
+    let measured = Measured {
+        wall,
+        rss_mb,
+        requests: accounts
+            .iter()
+            .map(|a| a.handle().counters().total as usize)
+            .sum(),
+        ..Measured::default()
+    };
+    table.add(
+        "3 servers, 9 syncs into 3 accounts at 25/s: throughput/limit",
+        SYNCS as u64 * n,
+        &measured,
+        format!(
+            "per account {lowest:.1}%–{highest:.1}% of the limit, {throttled} 429s \
+             (97–100%, 0): {}",
+            verdict(lowest >= 97.0 && highest <= 100.5 && throttled == 0)
+        ),
+    );
+    drop(servers);
+}
+
+/// A `ferry serve` the benchmark started; killed when dropped.
+struct ServerProcess(std::process::Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

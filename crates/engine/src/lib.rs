@@ -20,6 +20,7 @@ pub mod prepare;
 mod reference;
 mod replace;
 mod run;
+mod shared_budget;
 mod stage;
 
 pub use connections::{query_options, source_config, stripe_config};
@@ -424,8 +425,7 @@ async fn preview_sync_in_span(
     store: &StateStore,
     setup: &SyncSetup,
 ) -> Result<Preview, EngineError> {
-    let stripe =
-        StripeService::new(setup.stripe.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
+    let stripe = shared_budget::stripe_service(store, &setup.stripe)?;
     let never = AtomicBool::new(false);
     let rows_read = std::sync::atomic::AtomicU64::new(0);
     let rows_folded = std::sync::atomic::AtomicU64::new(0);
@@ -600,8 +600,7 @@ async fn run_sync_in_span(
     if let Some(on_start) = &options.on_start {
         on_start(run.id.clone());
     }
-    let stripe =
-        StripeService::new(setup.stripe.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
+    let stripe = shared_budget::stripe_service(store, &setup.stripe)?;
     let mut counts = RunCounts::default();
     let lock_held = || lock.is_still_held();
     let object = ferry_destinations::stripe::stripe_object(setup.sync.spec.object);

@@ -15,11 +15,10 @@ use chrono::{DateTime, Utc};
 use governor::clock::Clock as _;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+
+use std::time::Duration;
 
 pub const SESSION_COOKIE: &str = "ferry_session";
 pub const CSRF_FIELD: &str = "_csrf";
@@ -37,20 +36,11 @@ pub struct Caller {
     pub csrf: String,
 }
 
+/// UI sessions, kept in the workspace (only the hash of each session id), so that a restarted
+/// server, or another `ferry serve` on the same PostgreSQL workspace, knows them: nobody is
+/// signed out by a deploy or sent to sign in again by a load balancer.
 #[derive(Default)]
-pub struct Sessions {
-    /// sha256(session id) → session. Only hashes are kept, like tokens in the database.
-    by_hash: Mutex<HashMap<String, Session>>,
-}
-
-struct Session {
-    token_name: String,
-    csrf: String,
-    last_seen: Instant,
-    /// When the session began: a token of the same name created later is another token, and
-    /// does not revive a session of a revoked one.
-    signed_in_at: DateTime<Utc>,
-}
+pub struct Sessions;
 
 fn random_token() -> String {
     let bytes: [u8; 32] = rand::random();
@@ -62,47 +52,60 @@ fn digest(text: &str) -> String {
 }
 
 impl Sessions {
-    /// Starts a session; returns its id (the cookie value).
-    pub fn create(&self, token_name: &str) -> String {
+    /// Starts a session; returns its id (the cookie value). Sessions idle for too long are
+    /// removed on the way.
+    pub async fn create(
+        &self,
+        store: &ferry_state::StateStore,
+        token_name: &str,
+    ) -> Result<String, ferry_state::StateError> {
         let id = random_token();
-        let mut sessions = self.by_hash.lock().expect("sessions lock");
-        sessions.retain(|_, s| s.last_seen.elapsed() < SESSION_IDLE);
-        sessions.insert(
-            digest(&id),
-            Session {
+        let now = Utc::now();
+        store.prune_ui_sessions(now - idle()).await?;
+        store
+            .create_ui_session(&ferry_state::UiSession {
+                id_hash: digest(&id),
                 token_name: token_name.to_string(),
                 csrf: random_token(),
-                last_seen: Instant::now(),
-                signed_in_at: Utc::now(),
-            },
-        );
-        id
+                signed_in_at: now,
+                last_seen_at: now,
+            })
+            .await?;
+        Ok(id)
     }
 
-    /// The live session with this id, and when it signed in.
-    fn find(&self, id: &str) -> Option<(Caller, DateTime<Utc>)> {
-        let mut sessions = self.by_hash.lock().expect("sessions lock");
-        let session = sessions.get_mut(&digest(id))?;
-        if session.last_seen.elapsed() >= SESSION_IDLE {
-            sessions.remove(&digest(id));
-            return None;
-        }
-        session.last_seen = Instant::now();
-        Some((
-            Caller {
-                token_name: session.token_name.clone(),
-                csrf: session.csrf.clone(),
-            },
-            session.signed_in_at,
-        ))
+    /// The live session with this id, and when it signed in; seeing it keeps it alive.
+    async fn find(
+        &self,
+        store: &ferry_state::StateStore,
+        id: &str,
+    ) -> Result<Option<(Caller, DateTime<Utc>)>, ferry_state::StateError> {
+        let now = Utc::now();
+        let found = store
+            .touch_ui_session(&digest(id), now, now - idle())
+            .await?;
+        Ok(found.map(|session| {
+            (
+                Caller {
+                    token_name: session.token_name,
+                    csrf: session.csrf,
+                },
+                session.signed_in_at,
+            )
+        }))
     }
 
-    pub fn end(&self, id: &str) {
-        self.by_hash
-            .lock()
-            .expect("sessions lock")
-            .remove(&digest(id));
+    pub async fn end(
+        &self,
+        store: &ferry_state::StateStore,
+        id: &str,
+    ) -> Result<(), ferry_state::StateError> {
+        store.end_ui_session(&digest(id)).await.map(|_| ())
     }
+}
+
+fn idle() -> chrono::Duration {
+    chrono::Duration::from_std(SESSION_IDLE).expect("twelve hours fit")
 }
 
 /// Failed sign-ins per client: a burst of 10, then one every 6 seconds. A token is 256 random
@@ -216,16 +219,23 @@ pub async fn require_session(
     request: Request,
     next: Next,
 ) -> Response {
-    let found = session_id(request.headers())
-        .and_then(|id| state.inner.sessions.find(&id).map(|found| (id, found)));
-    let Some((id, (caller, signed_in_at))) = found else {
+    let Some(id) = session_id(request.headers()) else {
+        return sign_in_first(request.headers());
+    };
+    let found = match state.inner.sessions.find(state.store(), &id).await {
+        Ok(found) => found,
+        Err(error) => return ApiError::from(error).into_response(),
+    };
+    let Some((caller, signed_in_at)) = found else {
         return sign_in_first(request.headers());
     };
     // A session lives only as long as the token it signed in with: revoking the token ends it.
     match token_still_exists(&state, &caller.token_name, signed_in_at).await {
         Ok(true) => {}
         Ok(false) => {
-            state.inner.sessions.end(&id);
+            if let Err(error) = state.inner.sessions.end(state.store(), &id).await {
+                return ApiError::from(error).into_response();
+            }
             return sign_in_first(request.headers());
         }
         Err(error) => return ApiError::from(error).into_response(),
@@ -337,17 +347,32 @@ impl AppState {
 mod tests {
     use super::*;
 
-    #[test]
-    fn sessions_are_found_by_id_and_end() {
-        let sessions = Sessions::default();
-        let id = sessions.create("ui");
-        let (caller, signed_in_at) = sessions.find(&id).expect("a live session");
+    #[tokio::test]
+    async fn sessions_are_kept_in_the_workspace_found_by_id_and_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = ferry_state::WorkspaceOptions::in_dir(dir.path());
+        let store = ferry_state::StateStore::initialize(&options).await.unwrap();
+        let sessions = Sessions;
+        let id = sessions.create(&store, "ui").await.unwrap();
+        // Another server process (here: another open of the workspace) knows the session.
+        let other = ferry_state::StateStore::open_existing(&options)
+            .await
+            .unwrap();
+        let (caller, signed_in_at) = sessions
+            .find(&other, &id)
+            .await
+            .unwrap()
+            .expect("a live session");
         assert!(signed_in_at <= Utc::now());
         assert_eq!(caller.token_name, "ui");
         assert!(caller.csrf.len() >= 40);
-        assert!(sessions.find("not-a-session").is_none());
-        sessions.end(&id);
-        assert!(sessions.find(&id).is_none());
+        assert!(sessions
+            .find(&store, "not-a-session")
+            .await
+            .unwrap()
+            .is_none());
+        sessions.end(&store, &id).await.unwrap();
+        assert!(sessions.find(&other, &id).await.unwrap().is_none());
     }
 
     #[test]

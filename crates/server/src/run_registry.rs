@@ -284,19 +284,25 @@ impl RunRegistry {
         running.fetch_add(1, Ordering::SeqCst);
         let task = tokio::spawn(async move {
             let requested_at = Instant::now();
-            let result = {
-                let run = ferry_engine::run_sync(&store, &setup, &options);
-                tokio::pin!(run);
-                let mut renewal = tokio::time::interval(RENEW_EVERY);
-                renewal.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                renewal.tick().await;
-                loop {
-                    tokio::select! {
-                        result = &mut run => break result,
-                        _ = renewal.tick() => renew(&store, &request_id, &worker, &cancel).await,
+            // The claim is renewed by a task of its own: renewing from a branch of a `select!`
+            // beside the run would stop polling the run while the renewal waits for the
+            // workspace's session, which the run may hold mid-query (a deadlock).
+            let renewal = {
+                let (store, request_id, worker) =
+                    (store.clone(), request_id.clone(), worker.clone());
+                let cancel = cancel.clone();
+                tokio::spawn(async move {
+                    let mut every = tokio::time::interval(RENEW_EVERY);
+                    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    every.tick().await;
+                    loop {
+                        every.tick().await;
+                        renew(&store, &request_id, &worker, &cancel).await;
                     }
-                }
+                })
             };
+            let result = ferry_engine::run_sync(&store, &setup, &options).await;
+            renewal.abort();
             let started = started_id.lock().expect("run id lock").take();
             if let Some(run_id) = &started {
                 registry.lock().expect("run registry lock").remove(run_id);

@@ -67,7 +67,10 @@ pub async fn submit(
     // lock the owner out. Only failures draw on the address's budget.
     match state.store().verify_api_token(form.token.trim()).await {
         Ok(Some(record)) => {
-            let session = state.sessions().create(&record.name);
+            let session = match state.sessions().create(state.store(), &record.name).await {
+                Ok(session) => session,
+                Err(error) => return crate::ApiError::from(error).into_response(),
+            };
             (
                 [(
                     header::SET_COOKIE,
@@ -123,7 +126,9 @@ pub async fn logout(
     headers: HeaderMap,
 ) -> Response {
     if let Some(id) = auth::session_id(&headers) {
-        state.sessions().end(&id);
+        if let Err(error) = state.sessions().end(state.store(), &id).await {
+            return crate::ApiError::from(error).into_response();
+        }
     }
     (
         [(
