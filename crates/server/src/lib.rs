@@ -83,7 +83,7 @@ impl AppState {
         AppState {
             inner: Arc::new(Inner {
                 store,
-                sessions: auth::Sessions::default(),
+                sessions: auth::Sessions,
                 login_limiter: auth::LoginLimiter::new(),
                 runs: run_registry::RunRegistry::default(),
                 secure_cookies,

@@ -66,7 +66,7 @@ pub enum StartOutcome {
     /// The run started (here or in another server process); its id.
     Started(String),
     /// Every server is busy: the run waits in the queue and starts when one has room.
-    Queued(RunRequest),
+    Queued(Box<RunRequest>),
     /// The same scheduled run was already queued (by another server process).
     AlreadyQueued,
 }
@@ -150,7 +150,7 @@ impl RunRegistry {
                 ));
             }
             if Instant::now() >= deadline {
-                return Ok(StartOutcome::Queued(current));
+                return Ok(StartOutcome::Queued(Box::new(current)));
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
