@@ -4200,7 +4200,7 @@ async fn the_run_queue_is_claimed_once_leased_renewed_and_finished(workspace: Te
         .into_iter()
         .map(|r| r.id)
         .collect();
-    assert_eq!(pending, [second.id.clone()]);
+    assert_eq!(pending, std::slice::from_ref(&second.id));
     assert_eq!(store.get_run_request("rrq_unknown").await.unwrap(), None);
 
     // Claims racing from many tasks each get a different request.
