@@ -1200,6 +1200,10 @@ fn last_per_key<'a, T: Copy>(items: impl Iterator<Item = (&'a str, T)>) -> Vec<T
     kept
 }
 
+fn chrono_duration(duration: std::time::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::days(365))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1293,8 +1297,4 @@ mod tests {
         let items = [("a", 1), ("b", 2), ("a", 3), ("c", 4), ("b", 5)];
         assert_eq!(last_per_key(items.into_iter()), [3, 5, 4]);
     }
-}
-
-fn chrono_duration(duration: std::time::Duration) -> chrono::Duration {
-    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::days(365))
 }
