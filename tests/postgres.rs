@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fast_emulator_config, people_sql, postgres_execute, Scene};
+use common::{fast_emulator_config, people_sql, postgres_execute, wait_within, Scene, CALL_LIMIT};
 use ferry_testkit::PgServer;
 use serde_json::Value as Json;
 use std::collections::HashMap;
@@ -204,15 +204,13 @@ async fn count_rows(url: &str, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.expect("SQL runs").get(0)
 }
 
-/// Waits for a child `ferry` on a blocking thread; its exit code, stdout and stderr.
+/// Waits for a child `ferry` (killed after [`CALL_LIMIT`]); its exit code, stdout and stderr.
 async fn wait_for(child: std::process::Child) -> (Option<i32>, String, String) {
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output().expect("waits"))
-        .await
-        .unwrap();
+    let ran = wait_within(child, CALL_LIMIT, "sync run people-to-stripe").await;
     (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
+        Some(ran.code).filter(|code| *code >= 0),
+        ran.stdout,
+        ran.stderr,
     )
 }
 

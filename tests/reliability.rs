@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fast_emulator_config, people_sql, Scene};
+use common::{fast_emulator_config, people_sql, wait_within, Scene, CALL_LIMIT};
 use ferry_stripe_emulator::{FaultConfig, FaultKind};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -198,11 +198,9 @@ async fn sigterm_stops_cleanly_and_records_the_run_as_cancelled() {
         .args(["-TERM", &pid])
         .status()
         .unwrap();
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let output = wait_within(child, CALL_LIMIT, "sync run (stopped)").await;
+    assert_eq!(output.code, 1);
+    let report: serde_json::Value = serde_json::from_str(&output.stdout).unwrap();
     assert_eq!(report["status"], "cancelled");
     let created_in_stripe = scene.stripe().customers().len() as u64;
     assert!(created_in_stripe < 300);
@@ -391,10 +389,12 @@ async fn two_syncs_with_overlapping_keys_run_at_once_create_each_customer_once()
             })
             .collect();
         for child in children {
-            let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-                .await
-                .unwrap();
-            assert!(output.status.success(), "round {round}: {output:?}");
+            let output = wait_within(child, CALL_LIMIT, "sync run (concurrent)").await;
+            assert_eq!(
+                output.code, 0,
+                "round {round}: {}\n{}",
+                output.stdout, output.stderr
+            );
         }
     }
     assert_each_person_once(&scene, 300);
@@ -489,13 +489,11 @@ async fn a_stop_ends_a_run_stuck_on_a_silent_server_within_seconds() {
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let output = wait_within(child, CALL_LIMIT, "sync run (stopped)").await;
     let took = stopped_at.elapsed();
     held.abort();
     assert!(took < Duration::from_secs(15), "stopped after {took:?}");
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&output.stdout).unwrap();
     assert_eq!(report["status"], "cancelled", "{report}");
     assert_eq!(report["not_attempted"], 10, "{report}");
 }

@@ -11,6 +11,36 @@ use std::time::Duration;
 
 pub const KEY: &str = TEST_API_KEY;
 
+/// How long one `ferry` command of a test may take. Every call finishes in seconds; one that
+/// hangs fails the test with what it printed instead of stalling the suite until CI's limit.
+pub const CALL_LIMIT: Duration = Duration::from_secs(300);
+
+/// Waits for a child `ferry` on a blocking thread. One still running after `limit` is killed
+/// and the test fails with its output.
+pub async fn wait_within(child: std::process::Child, limit: Duration, what: &str) -> Ran {
+    let pid = child.id();
+    let waiting = tokio::task::spawn_blocking(move || child.wait_with_output().expect("waits"));
+    tokio::pin!(waiting);
+    let (output, timed_out) = match tokio::time::timeout(limit, &mut waiting).await {
+        Ok(output) => (output.expect("the blocking task finishes"), false),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            (waiting.await.expect("the blocking task finishes"), true)
+        }
+    };
+    let ran = Ran {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    assert!(
+        !timed_out,
+        "`ferry {what}` was still running after {limit:?}, and was killed.\nstdout:\n{}\nstderr:\n{}",
+        ran.stdout, ran.stderr
+    );
+    ran
+}
+
 /// One end-to-end scene: an emulator, a workspace directory and a warehouse file.
 pub struct Scene {
     pub emulator: Emulator,
@@ -140,15 +170,9 @@ impl Scene {
     /// Runs `ferry ARGS` to completion on a blocking thread (the emulator lives on this runtime).
     pub async fn ferry(&self, args: &[&str]) -> Ran {
         let mut command = self.command(args);
-        let output: Output =
-            tokio::task::spawn_blocking(move || command.output().expect("ferry starts"))
-                .await
-                .expect("the blocking task finishes");
-        Ran {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child = command.spawn().expect("ferry starts");
+        wait_within(child, CALL_LIMIT, &args.join(" ")).await
     }
 
     /// `ferry sync run NAME --format json EXTRA…`, which must exit 0; its JSON report.

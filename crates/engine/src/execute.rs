@@ -516,19 +516,37 @@ pub(crate) fn pending_create_of(
 }
 
 /// Saves one create before it is first sent.
+///
+/// Called from an in-flight request, which the run leaves unpolled while it commits outcomes
+/// through the same workspace session: the save runs in a task of its own, so that it never
+/// holds the session while unpolled (the commit would wait for it forever).
 pub(crate) async fn save_pending_create(
     exec: &Execution<'_>,
     pending: &PendingCreate,
 ) -> Result<(), EngineError> {
-    retry_state_write("saving a pending create", || {
-        exec.store.save_pending_creates(
-            exec.sync_name,
-            exec.schema().object,
-            std::slice::from_ref(pending),
-        )
+    let store = exec.store.clone();
+    let sync_name = exec.sync_name.to_string();
+    let object = exec.schema().object;
+    let pending = pending.clone();
+    in_own_task(async move {
+        retry_state_write("saving a pending create", || {
+            store.save_pending_creates(&sync_name, object, std::slice::from_ref(&pending))
+        })
+        .await
     })
     .await?;
     Ok(())
+}
+
+/// Runs `work` in a task of its own and waits for it: the work goes on while its caller is
+/// left unpolled. A panic in it is the caller's.
+pub(crate) async fn in_own_task<T: Send + 'static>(
+    work: impl Future<Output = T> + Send + 'static,
+) -> T {
+    match tokio::spawn(work).await {
+        Ok(value) => value,
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
 }
 
 /// The record an interrupted run created was deleted in Stripe since: create it again, under a

@@ -23,12 +23,17 @@ impl SharedRateBudget for WorkspaceBudget {
         count: u32,
     ) -> Pin<Box<dyn Future<Output = Result<RateSlots, String>> + Send + '_>> {
         let key = key.to_string();
+        let store = self.0.clone();
         Box::pin(async move {
-            let slots = self
-                .0
-                .reserve_rate_slots(&key, per_second, count)
-                .await
-                .map_err(|error| error.to_string())?;
+            // In a task of its own: the caller is one of a run's in-flight requests, which the
+            // run leaves unpolled while it commits outcomes through the same workspace session.
+            // Awaited in place, the reservation would hold that session while unpolled and the
+            // commit would wait for it forever.
+            let slots = crate::execute::in_own_task(async move {
+                store.reserve_rate_slots(&key, per_second, count).await
+            })
+            .await
+            .map_err(|error| error.to_string())?;
             Ok(RateSlots {
                 first_in: slots.first_in,
                 spacing: slots.spacing,
