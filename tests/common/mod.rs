@@ -6,7 +6,7 @@
 use ferry_stripe_emulator::{Emulator, EmulatorConfig, EmulatorHandle, RateLimits, TEST_API_KEY};
 use serde_json::Value as Json;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 pub const KEY: &str = TEST_API_KEY;
