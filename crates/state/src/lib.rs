@@ -34,7 +34,8 @@ pub use records::{
     ApiTokenRecord, CommitBatch, ConnectionKind, ConnectionRecord, DeliveryAttempt, DeliveryRecord,
     DeliveryStatus, EncryptedSecret, IndexState, IndexedRecord, ModelRecord, NewConnection,
     NewDelivery, NewRunRequest, PendingCreate, RaisedAlert, RunRecord, RunRecordRow, RunRefusal,
-    RunRequest, SecretInput, SecretRef, SnapshotEntry, SnapshotKey, SyncRecord, UiSession,
+    RunRequest, SecretInput, SecretRef, SnapshotEntry, SnapshotKey, StripeExchange, SyncRecord,
+    UiSession,
 };
 pub use sync_lock::SyncLock;
 pub use workspace::{WorkspaceOptions, DATABASE_FILE_NAME, KEY_FILE_NAME, LOCKS_DIR_NAME};
@@ -376,9 +377,9 @@ impl StateStore {
         on_backend!(self, backend => backend.list_syncs().await)
     }
 
-    /// Removes the sync with its runs, run records, snapshot, pending creates and raised alerts,
-    /// in one transaction; `Ok(false)` when there was none. Its deliveries stay, as the record
-    /// of what was sent (and a pending one is still tried).
+    /// Removes the sync with its runs, run records, Stripe exchanges, snapshot, pending creates
+    /// and raised alerts, in one transaction; `Ok(false)` when there was none. Its deliveries
+    /// stay, as the record of what was sent (and a pending one is still tried).
     pub async fn remove_sync(&self, name: &str) -> Result<bool, StateError> {
         validate_name(ObjectType::Sync, name)?;
         on_backend!(self, backend => backend.remove_sync(name).await)
@@ -486,12 +487,34 @@ impl StateStore {
         on_backend!(self, backend => backend.list_run_records(run_id, filter, after_row, limit).await)
     }
 
-    /// Deletes the runs that finished before `before`, with their records; each sync keeps its
-    /// newest run whatever its age. Also deletes the deliveries made before `before` that are
-    /// finished (delivered or given up); pending ones stay until they are. Returns how many runs
-    /// were removed.
+    /// Deletes the runs that finished before `before`, with their records and Stripe exchanges;
+    /// each sync keeps its newest run whatever its age. Also deletes the deliveries made before
+    /// `before` that are finished (delivered or given up); pending ones stay until they are.
+    /// Returns how many runs were removed.
     pub async fn prune_runs(&self, before: DateTime<Utc>) -> Result<u64, StateError> {
         on_backend!(self, backend => backend.prune_runs(before).await)
+    }
+
+    /// Every attempt of every request sent to Stripe for the record of row `row_number` of the
+    /// run, in the order they were sent (by sequence); empty when there was none, or when they
+    /// were pruned.
+    pub async fn list_stripe_exchanges(
+        &self,
+        run_id: &str,
+        row_number: u64,
+    ) -> Result<Vec<StripeExchange>, StateError> {
+        on_backend!(self, backend => backend.list_stripe_exchanges(run_id, row_number).await)
+    }
+
+    /// Deletes the Stripe exchanges sent before `sent_before`, of every run, even of runs that
+    /// are kept: exchanges hold whole bodies, so they may be kept for less time than the runs
+    /// they belong to. Returns how many were removed.
+    pub async fn prune_stripe_exchanges(
+        &self,
+        sent_before: DateTime<Utc>,
+    ) -> Result<u64, StateError> {
+        let sent_before = stored_time(sent_before);
+        on_backend!(self, backend => backend.prune_stripe_exchanges(sent_before).await)
     }
 
     pub async fn count_run_records(
@@ -567,10 +590,11 @@ impl StateStore {
         on_backend!(self, backend => backend.save_pending_creates(sync, object, &items).await)
     }
 
-    /// In ONE transaction: inserts the run records; for each confirmed write upserts its
-    /// snapshot entry and deletes its pending create; deletes the snapshot entries in
-    /// `snapshot_deletes` and the pending creates in `pending_deletes`; stores the run's counts.
-    /// Either all of it lands or none of it.
+    /// In ONE transaction: inserts the run records and the Stripe exchanges (one whose sequence
+    /// the run already has is ignored, so a retried commit does not fail on it); for each
+    /// confirmed write upserts its snapshot entry and deletes its pending create; deletes the
+    /// snapshot entries in `snapshot_deletes` and the pending creates in `pending_deletes`;
+    /// stores the run's counts. Either all of it lands or none of it.
     pub async fn commit_batch(
         &self,
         sync: &str,
@@ -593,6 +617,7 @@ impl StateStore {
             snapshot_deletes: &batch.snapshot_deletes,
             pending_deletes: &batch.pending_deletes,
             counts: &batch.counts,
+            exchanges: &batch.exchanges,
         };
         on_backend!(self, backend => backend.commit_batch(sync, object, run_id, &committed).await)
     }
@@ -1141,6 +1166,7 @@ pub(crate) struct CommitBatchRef<'a> {
     pub(crate) snapshot_deletes: &'a [String],
     pub(crate) pending_deletes: &'a [String],
     pub(crate) counts: &'a RunCounts,
+    pub(crate) exchanges: &'a [StripeExchange],
 }
 
 fn require_run(updated: bool, run_id: &str) -> Result<(), StateError> {
@@ -1235,6 +1261,8 @@ mod tests {
         assert_send(&store.finish_run("", RunStatus::Completed, &RunCounts::default(), None));
         assert_send(&store.list_runs(None, 1));
         assert_send(&store.list_run_records("", None, 0, 1));
+        assert_send(&store.list_stripe_exchanges("", 0));
+        assert_send(&store.prune_stripe_exchanges(ids::now()));
         assert_send(&store.snapshot_keys("", "", None, 1));
         assert_send(&store.snapshot_entries("", "", &[]));
         assert_send(&store.pending_creates("", "", &[]));

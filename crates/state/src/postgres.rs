@@ -13,17 +13,19 @@ use crate::master_key::MasterKey;
 use crate::names;
 use crate::rate_budget::{RateSlots, Reservation};
 use crate::records::{
-    counts_from_columns, counts_to_columns, delivery_number, parse_alert_condition,
-    parse_connection_kind, parse_delivery_status, parse_outcome, parse_run_status, parse_sync_spec,
-    secret_from_columns, sorted_json, sync_spec_json, to_sql_integer, StoredSecret,
+    counts_from_columns, counts_to_columns, delivery_number, exchange_status,
+    parse_alert_condition, parse_connection_kind, parse_delivery_status, parse_outcome,
+    parse_run_status, parse_sync_spec, secret_from_columns, sorted_json, sync_spec_json,
+    to_sql_integer, StoredSecret,
 };
+use crate::stored_time;
 use crate::sync_lock::{advisory_lock_key, HeldLock, SyncLock};
 use crate::workspace::{OpenMode, PostgresUrl};
 use crate::{
     ApiTokenRecord, CommitBatchRef, ConnectionKind, ConnectionRecord, DeliveryAttempt,
     DeliveryRecord, DeliveryStatus, IndexState, IndexedRecord, ModelRecord, NewRunRequest,
     PendingCreate, RaisedAlert, RunRecord, RunRecordRow, RunRefusal, RunRequest, SnapshotEntry,
-    SnapshotKey, SyncRecord, UiSession,
+    SnapshotKey, StripeExchange, SyncRecord, UiSession,
 };
 use chrono::{DateTime, Utc};
 use ferry_core::{AlertCondition, Outcome, RunCounts, RunStatus, SyncSpec};
@@ -80,6 +82,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         9,
         "run_queue",
         include_str!("../migrations/postgres/0009_run_queue.sql"),
+    ),
+    (
+        10,
+        "stripe exchanges",
+        include_str!("../migrations/postgres/0010_stripe_exchanges.sql"),
     ),
 ];
 
@@ -150,6 +157,8 @@ const RUN_COLUMNS: &str = "id, sync, status, full_resync, started_at, finished_a
      failed_count, requests_count, error, not_attempted_count, last_seen_at, retired_count";
 const RUN_RECORD_COLUMNS: &str =
     "row_number, key, outcome, destination_id, reason, request_id, changes";
+const STRIPE_EXCHANGE_COLUMNS: &str = "row_number, sequence, sent_at, method, path, \
+     idempotency_key, request_body, status, response_body, request_id, error, duration_ms";
 const API_TOKEN_COLUMNS: &str = "name, prefix, created_at, last_used_at";
 const RAISED_ALERT_COLUMNS: &str = "sync_name, condition, message, raised_at";
 const DELIVERY_COLUMNS: &str = "id, event_id, event_type, sync_name, run_id, channel, payload, \
@@ -492,6 +501,7 @@ impl PostgresStore {
                 .map_err(StateError::postgres(doing))?;
             for statement in [
                 "DELETE FROM run_records WHERE run_id IN (SELECT id FROM runs WHERE sync = $1)",
+                "DELETE FROM stripe_exchanges WHERE run_id IN (SELECT id FROM runs WHERE sync = $1)",
                 "DELETE FROM runs WHERE sync = $1",
                 "DELETE FROM snapshot WHERE sync = $1",
                 "DELETE FROM pending_creates WHERE sync = $1",
@@ -686,13 +696,15 @@ impl PostgresStore {
                 .map_err(StateError::postgres(doing))?;
             let old = "SELECT id FROM runs r WHERE finished_at IS NOT NULL AND finished_at < $1 \
                        AND id <> (SELECT MAX(id COLLATE \"C\") FROM runs n WHERE n.sync = r.sync)";
-            transaction
-                .execute(
-                    &format!("DELETE FROM run_records WHERE run_id IN ({old})"),
-                    &[&before],
-                )
-                .await
-                .map_err(StateError::postgres(doing))?;
+            for table in ["run_records", "stripe_exchanges"] {
+                transaction
+                    .execute(
+                        &format!("DELETE FROM {table} WHERE run_id IN ({old})"),
+                        &[&before],
+                    )
+                    .await
+                    .map_err(StateError::postgres(doing))?;
+            }
             let removed = transaction
                 .execute(&format!("DELETE FROM runs WHERE id IN ({old})"), &[&before])
                 .await
@@ -709,6 +721,43 @@ impl PostgresStore {
                 .await
                 .map_err(StateError::postgres(doing))?;
             Ok(removed)
+        })
+    }
+
+    pub(crate) async fn list_stripe_exchanges(
+        &self,
+        run_id: &str,
+        row_number: u64,
+    ) -> Result<Vec<StripeExchange>, StateError> {
+        let row_number = to_sql_integer(row_number);
+        with_session!(self, |session| {
+            let sql = format!(
+                "SELECT {STRIPE_EXCHANGE_COLUMNS} FROM stripe_exchanges \
+                 WHERE run_id = $1 AND row_number = $2 ORDER BY sequence"
+            );
+            query_all(
+                &session.client,
+                &sql,
+                &[&run_id, &row_number],
+                read_stripe_exchange,
+            )
+            .await
+        })
+    }
+
+    pub(crate) async fn prune_stripe_exchanges(
+        &self,
+        sent_before: DateTime<Utc>,
+    ) -> Result<u64, StateError> {
+        with_session!(self, |session| {
+            session
+                .client
+                .execute(
+                    "DELETE FROM stripe_exchanges WHERE sent_at < $1",
+                    &[&sent_before],
+                )
+                .await
+                .map_err(StateError::postgres("removing old Stripe exchanges"))
         })
     }
 
@@ -967,6 +1016,70 @@ impl PostgresStore {
                 .execute(
                     "DELETE FROM snapshot WHERE sync = $1 AND object = $3 AND key = ANY($2)",
                     &[&sync, &batch.snapshot_deletes, &object],
+                )
+                .await
+                .map_err(StateError::postgres(doing))?;
+
+            let exchanges = batch.exchanges;
+            let row_numbers: Vec<i64> = exchanges
+                .iter()
+                .map(|e| to_sql_integer(e.row_number))
+                .collect();
+            let sequences: Vec<i64> = exchanges
+                .iter()
+                .map(|e| to_sql_integer(e.sequence))
+                .collect();
+            // Truncated as SQLite's text is: PostgreSQL would round to the microsecond.
+            let sent_at: Vec<DateTime<Utc>> =
+                exchanges.iter().map(|e| stored_time(e.sent_at)).collect();
+            let methods: Vec<&str> = exchanges.iter().map(|e| e.method.as_str()).collect();
+            let paths: Vec<&str> = exchanges.iter().map(|e| e.path.as_str()).collect();
+            let idempotency_keys: Vec<Option<&str>> = exchanges
+                .iter()
+                .map(|e| e.idempotency_key.as_deref())
+                .collect();
+            let request_bodies: Vec<Option<&str>> = exchanges
+                .iter()
+                .map(|e| e.request_body.as_deref())
+                .collect();
+            let statuses: Vec<Option<i32>> =
+                exchanges.iter().map(|e| e.status.map(i32::from)).collect();
+            let response_bodies: Vec<Option<&str>> = exchanges
+                .iter()
+                .map(|e| e.response_body.as_deref())
+                .collect();
+            let request_ids: Vec<Option<&str>> =
+                exchanges.iter().map(|e| e.request_id.as_deref()).collect();
+            let errors: Vec<Option<&str>> = exchanges.iter().map(|e| e.error.as_deref()).collect();
+            let durations: Vec<i64> = exchanges
+                .iter()
+                .map(|e| to_sql_integer(e.duration_ms))
+                .collect();
+            transaction
+                .execute(
+                    &format!(
+                        "INSERT INTO stripe_exchanges (run_id, {STRIPE_EXCHANGE_COLUMNS}) \
+                         SELECT $1, r, s, sa, m, p, ik, rb, st, ab, rq, e, d FROM \
+                         UNNEST($2::bigint[], $3::bigint[], $4::timestamptz[], $5::text[], \
+                         $6::text[], $7::text[], $8::text[], $9::int[], $10::text[], $11::text[], \
+                         $12::text[], $13::bigint[]) AS t(r, s, sa, m, p, ik, rb, st, ab, rq, e, d) \
+                         ON CONFLICT (run_id, sequence) DO NOTHING"
+                    ),
+                    &[
+                        &run_id,
+                        &row_numbers,
+                        &sequences,
+                        &sent_at,
+                        &methods,
+                        &paths,
+                        &idempotency_keys,
+                        &request_bodies,
+                        &statuses,
+                        &response_bodies,
+                        &request_ids,
+                        &errors,
+                        &durations,
+                    ],
                 )
                 .await
                 .map_err(StateError::postgres(doing))?;
@@ -2177,6 +2290,25 @@ fn read_run_record(row: &Row) -> Result<RunRecordRow, StateError> {
         reason: column(row, 4)?,
         request_id: column(row, 5)?,
         changes: column(row, 6)?,
+    })
+}
+
+fn read_stripe_exchange(row: &Row) -> Result<StripeExchange, StateError> {
+    Ok(StripeExchange {
+        row_number: u64::try_from(column::<i64>(row, 0)?).unwrap_or(0),
+        sequence: u64::try_from(column::<i64>(row, 1)?).unwrap_or(0),
+        sent_at: column(row, 2)?,
+        method: column(row, 3)?,
+        path: column(row, 4)?,
+        idempotency_key: column(row, 5)?,
+        request_body: column(row, 6)?,
+        status: column::<Option<i32>>(row, 7)?
+            .map(|status| exchange_status(i64::from(status)))
+            .transpose()?,
+        response_body: column(row, 8)?,
+        request_id: column(row, 9)?,
+        error: column(row, 10)?,
+        duration_ms: u64::try_from(column::<i64>(row, 11)?).unwrap_or(0),
     })
 }
 

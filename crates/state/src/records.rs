@@ -336,6 +336,35 @@ pub struct CommitBatch {
     pub pending_deletes: Vec<String>,
     /// The run's totals after this batch.
     pub counts: RunCounts,
+    /// Requests sent to Stripe for this batch's rows (and rows still in flight), kept for the
+    /// record's debugger.
+    pub exchanges: Vec<StripeExchange>,
+}
+
+/// One attempt of a request ferry sent to Stripe for a record of a run, as sent and as answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripeExchange {
+    /// The record's row number in the run.
+    pub row_number: u64,
+    /// Its order among the run's exchanges (unique within a run; assigned by the engine).
+    pub sequence: u64,
+    pub sent_at: DateTime<Utc>,
+    /// `POST`, `GET`, …
+    pub method: String,
+    /// The path and query, without the host: `/v1/customers/cus_123`.
+    pub path: String,
+    pub idempotency_key: Option<String>,
+    /// The form-encoded body as sent (already capped by the engine).
+    pub request_body: Option<String>,
+    /// The HTTP status; None when no answer came (transport error, timeout).
+    pub status: Option<u16>,
+    /// The answer's body (already capped by the engine).
+    pub response_body: Option<String>,
+    /// Stripe's `Request-Id` header.
+    pub request_id: Option<String>,
+    /// Why there was no answer, when there was none.
+    pub error: Option<String>,
+    pub duration_ms: u64,
 }
 
 /// An alert a sync raised and has not resolved.
@@ -560,6 +589,12 @@ pub(crate) fn parse_alert_condition(text: &str) -> Result<AlertCondition, StateE
 pub(crate) fn parse_delivery_status(text: &str) -> Result<DeliveryStatus, StateError> {
     DeliveryStatus::parse(text)
         .ok_or_else(|| StateError::Corrupt(format!("an unknown delivery status {text:?}")))
+}
+
+/// An exchange's HTTP status as read from its integer column.
+pub(crate) fn exchange_status(value: i64) -> Result<u16, StateError> {
+    u16::try_from(value)
+        .map_err(|_| StateError::Corrupt(format!("a Stripe exchange whose status is {value}")))
 }
 
 /// A delivery's attempt count or answer status as read from its integer column.

@@ -11,9 +11,10 @@ use crate::master_key::MasterKey;
 use crate::names;
 use crate::rate_budget::{self, RateSlots, Reservation};
 use crate::records::{
-    counts_from_columns, counts_to_columns, delivery_number, parse_alert_condition,
-    parse_connection_kind, parse_delivery_status, parse_outcome, parse_run_status, parse_sync_spec,
-    secret_from_columns, sorted_json, sync_spec_json, to_sql_integer, StoredSecret,
+    counts_from_columns, counts_to_columns, delivery_number, exchange_status,
+    parse_alert_condition, parse_connection_kind, parse_delivery_status, parse_outcome,
+    parse_run_status, parse_sync_spec, secret_from_columns, sorted_json, sync_spec_json,
+    to_sql_integer, StoredSecret,
 };
 use crate::sync_lock::{HeldLock, SyncLock};
 use crate::workspace::{set_mode, DATABASE_FILE_NAME, LOCKS_DIR_NAME};
@@ -21,7 +22,7 @@ use crate::{
     ApiTokenRecord, CommitBatchRef, ConnectionKind, ConnectionRecord, DeliveryAttempt,
     DeliveryRecord, DeliveryStatus, IndexState, IndexedRecord, ModelRecord, NewRunRequest,
     PendingCreate, RaisedAlert, RunRecord, RunRecordRow, RunRefusal, RunRequest, SnapshotEntry,
-    SnapshotKey, SyncRecord, UiSession,
+    SnapshotKey, StripeExchange, SyncRecord, UiSession,
 };
 use chrono::{DateTime, Utc};
 use ferry_core::{AlertCondition, Outcome, RunCounts, RunStatus, SyncSpec};
@@ -79,6 +80,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "run_queue",
         include_str!("../migrations/sqlite/0009_run_queue.sql"),
     ),
+    (
+        10,
+        "stripe exchanges",
+        include_str!("../migrations/sqlite/0010_stripe_exchanges.sql"),
+    ),
 ];
 
 /// How long a writer waits for another process's transaction before giving up.
@@ -107,6 +113,8 @@ const RUN_COLUMNS: &str = "id, sync, status, full_resync, started_at, finished_a
      failed_count, requests_count, error, not_attempted_count, last_seen_at, retired_count";
 const RUN_RECORD_COLUMNS: &str =
     "row_number, key, outcome, destination_id, reason, request_id, changes";
+const STRIPE_EXCHANGE_COLUMNS: &str = "row_number, sequence, sent_at, method, path, \
+     idempotency_key, request_body, status, response_body, request_id, error, duration_ms";
 const API_TOKEN_COLUMNS: &str = "name, prefix, created_at, last_used_at";
 const RAISED_ALERT_COLUMNS: &str = "sync_name, condition, message, raised_at";
 const DELIVERY_COLUMNS: &str = "id, event_id, event_type, sync_name, run_id, channel, payload, \
@@ -454,6 +462,7 @@ impl SqliteStore {
                 .doing("removing a sync")?;
             for statement in [
                 "DELETE FROM run_records WHERE run_id IN (SELECT id FROM runs WHERE sync = ?1)",
+                "DELETE FROM stripe_exchanges WHERE run_id IN (SELECT id FROM runs WHERE sync = ?1)",
                 "DELETE FROM runs WHERE sync = ?1",
                 "DELETE FROM snapshot WHERE sync = ?1",
                 "DELETE FROM pending_creates WHERE sync = ?1",
@@ -658,12 +667,14 @@ impl SqliteStore {
                 .doing(doing)?;
             let old = "SELECT id FROM runs r WHERE finished_at IS NOT NULL AND finished_at < ?1 \
                        AND id <> (SELECT MAX(id) FROM runs n WHERE n.sync = r.sync)";
-            transaction
-                .execute(
-                    &format!("DELETE FROM run_records WHERE run_id IN ({old})"),
-                    params![timestamp_text(before)],
-                )
-                .doing(doing)?;
+            for table in ["run_records", "stripe_exchanges"] {
+                transaction
+                    .execute(
+                        &format!("DELETE FROM {table} WHERE run_id IN ({old})"),
+                        params![timestamp_text(before)],
+                    )
+                    .doing(doing)?;
+            }
             let removed = transaction
                 .execute(
                     &format!("DELETE FROM runs WHERE id IN ({old})"),
@@ -677,6 +688,45 @@ impl SqliteStore {
                 )
                 .doing(doing)?;
             transaction.commit().doing(doing)?;
+            Ok(removed as u64)
+        })
+        .await
+    }
+
+    /// The exchanges of one record of a run, by sequence.
+    pub(crate) async fn list_stripe_exchanges(
+        &self,
+        run_id: &str,
+        row_number: u64,
+    ) -> Result<Vec<StripeExchange>, StateError> {
+        let run_id = run_id.to_string();
+        let row_number = to_sql_integer(row_number);
+        self.call(move |connection| {
+            let sql = format!(
+                "SELECT {STRIPE_EXCHANGE_COLUMNS} FROM stripe_exchanges \
+                 WHERE run_id = ?1 AND row_number = ?2 ORDER BY sequence"
+            );
+            query_all(
+                connection,
+                &sql,
+                params![run_id, row_number],
+                read_stripe_exchange,
+            )
+        })
+        .await
+    }
+
+    pub(crate) async fn prune_stripe_exchanges(
+        &self,
+        sent_before: DateTime<Utc>,
+    ) -> Result<u64, StateError> {
+        self.call(move |connection| {
+            let removed = connection
+                .execute(
+                    "DELETE FROM stripe_exchanges WHERE sent_at < ?1",
+                    params![timestamp_text(sent_before)],
+                )
+                .doing("removing old Stripe exchanges")?;
             Ok(removed as u64)
         })
         .await
@@ -955,6 +1005,32 @@ impl SqliteStore {
                 for key in &owned.snapshot_deletes {
                     delete_snapshot
                         .execute(params![sync, key, object])
+                        .doing(doing)?;
+                }
+                let mut insert_exchange = transaction
+                    .prepare_cached(&format!(
+                        "INSERT INTO stripe_exchanges (run_id, {STRIPE_EXCHANGE_COLUMNS}) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+                         ON CONFLICT (run_id, sequence) DO NOTHING"
+                    ))
+                    .doing(doing)?;
+                for exchange in &owned.exchanges {
+                    insert_exchange
+                        .execute(params![
+                            run_id,
+                            to_sql_integer(exchange.row_number),
+                            to_sql_integer(exchange.sequence),
+                            timestamp_text(exchange.sent_at),
+                            exchange.method,
+                            exchange.path,
+                            exchange.idempotency_key,
+                            exchange.request_body,
+                            exchange.status,
+                            exchange.response_body,
+                            exchange.request_id,
+                            exchange.error,
+                            to_sql_integer(exchange.duration_ms),
+                        ])
                         .doing(doing)?;
                 }
             }
@@ -1907,6 +1983,7 @@ struct OwnedBatch {
     snapshot_deletes: Vec<String>,
     pending_deletes: Vec<String>,
     counts: RunCounts,
+    exchanges: Vec<StripeExchange>,
 }
 
 impl OwnedBatch {
@@ -1921,6 +1998,7 @@ impl OwnedBatch {
             snapshot_deletes: batch.snapshot_deletes.to_vec(),
             pending_deletes: batch.pending_deletes.to_vec(),
             counts: *batch.counts,
+            exchanges: batch.exchanges.to_vec(),
         }
     }
 }
@@ -2240,6 +2318,25 @@ fn read_run_record(row: &Row<'_>) -> Result<RunRecordRow, StateError> {
         reason: column(row, 4)?,
         request_id: column(row, 5)?,
         changes: column(row, 6)?,
+    })
+}
+
+fn read_stripe_exchange(row: &Row<'_>) -> Result<StripeExchange, StateError> {
+    Ok(StripeExchange {
+        row_number: u64::try_from(column::<i64>(row, 0)?).unwrap_or(0),
+        sequence: u64::try_from(column::<i64>(row, 1)?).unwrap_or(0),
+        sent_at: parse_timestamp(&column::<String>(row, 2)?)?,
+        method: column(row, 3)?,
+        path: column(row, 4)?,
+        idempotency_key: column(row, 5)?,
+        request_body: column(row, 6)?,
+        status: column::<Option<i64>>(row, 7)?
+            .map(exchange_status)
+            .transpose()?,
+        response_body: column(row, 8)?,
+        request_id: column(row, 9)?,
+        error: column(row, 10)?,
+        duration_ms: u64::try_from(column::<i64>(row, 11)?).unwrap_or(0),
     })
 }
 

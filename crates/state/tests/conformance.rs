@@ -10,7 +10,7 @@ use ferry_state::{
     ApiTokenRecord, CommitBatch, ConnectionKind, DeliveryAttempt, DeliveryRecord, DeliveryStatus,
     IndexState, IndexedRecord, NewConnection, NewDelivery, PendingCreate, RaisedAlert, RateSlots,
     RunRecordRow, SecretInput, SecretRef, SnapshotEntry, SnapshotKey, StateError, StateStore,
-    UiSession, WorkspaceOptions,
+    StripeExchange, UiSession, WorkspaceOptions,
 };
 use serde_json::json;
 use std::collections::HashMap;
@@ -94,10 +94,11 @@ conformance_tests!(
     rate_slots_reserved_back_to_back_follow_each_other,
     an_idle_rate_budget_starts_now_without_a_burst,
     concurrent_rate_reservations_never_overlap,
+    stripe_exchanges_are_kept_with_their_run_listed_by_row_and_pruned,
 );
 
 /// The schema version this build migrates workspaces to.
-const LATEST_SCHEMA_VERSION: i64 = 9;
+const LATEST_SCHEMA_VERSION: i64 = 10;
 
 async fn connections_are_created_replaced_listed_and_removed(workspace: TestWorkspace) {
     let store = &workspace.store;
@@ -884,6 +885,7 @@ async fn commit_batch_updates_snapshot_pending_creates_and_counts(workspace: Tes
         snapshot_deletes: vec![],
         pending_deletes: vec!["cy@example.com".to_string()],
         counts,
+        exchanges: vec![],
     };
     store
         .commit_batch("customers", CUSTOMER, &run.id, &batch)
@@ -931,6 +933,7 @@ async fn commit_batch_updates_snapshot_pending_creates_and_counts(workspace: Tes
             updated: 1,
             ..counts
         },
+        exchanges: vec![],
     };
     store
         .commit_batch("customers", CUSTOMER, &run.id, &later)
@@ -983,6 +986,7 @@ async fn a_failing_commit_batch_leaves_nothing_behind(workspace: TestWorkspace) 
             created: 2,
             ..RunCounts::default()
         },
+        exchanges: vec![exchange(7, 1, "2026-01-01T00:00:00Z")],
     };
     let error = store
         .commit_batch("customers", CUSTOMER, &run.id, &batch)
@@ -995,12 +999,15 @@ async fn a_failing_commit_batch_leaves_nothing_behind(workspace: TestWorkspace) 
         ),
         "{error}"
     );
-    assert_eq!(
-        workspace
-            .raw_count("SELECT COUNT(*) FROM run_records")
-            .await,
-        0
-    );
+    for table in ["run_records", "stripe_exchanges"] {
+        assert_eq!(
+            workspace
+                .raw_count(&format!("SELECT COUNT(*) FROM {table}"))
+                .await,
+            0,
+            "{table}"
+        );
+    }
     assert_eq!(
         store.count_snapshot("customers", CUSTOMER).await.unwrap(),
         0
@@ -1035,22 +1042,28 @@ async fn a_failing_commit_batch_leaves_nothing_behind(workspace: TestWorkspace) 
         ),
         "run 'run_unknown' does not exist; see `ferry runs list`"
     );
-    assert_eq!(
-        workspace
-            .raw_count("SELECT COUNT(*) FROM run_records")
-            .await,
-        0
-    );
+    for table in ["run_records", "stripe_exchanges"] {
+        assert_eq!(
+            workspace
+                .raw_count(&format!("SELECT COUNT(*) FROM {table}"))
+                .await,
+            0,
+            "{table}"
+        );
+    }
     store
         .commit_batch("customers", CUSTOMER, &run.id, &good)
         .await
         .unwrap();
-    assert_eq!(
-        workspace
-            .raw_count("SELECT COUNT(*) FROM run_records")
-            .await,
-        1
-    );
+    for table in ["run_records", "stripe_exchanges"] {
+        assert_eq!(
+            workspace
+                .raw_count(&format!("SELECT COUNT(*) FROM {table}"))
+                .await,
+            1,
+            "{table}"
+        );
+    }
 }
 
 async fn runs_go_from_running_to_finished_or_interrupted(workspace: TestWorkspace) {
@@ -1316,6 +1329,178 @@ async fn removing_a_sync_removes_its_state(workspace: TestWorkspace) {
         1
     );
     assert_eq!(store.get_sync("customers").await.unwrap(), None);
+}
+
+async fn stripe_exchanges_are_kept_with_their_run_listed_by_row_and_pruned(
+    workspace: TestWorkspace,
+) {
+    let store = &workspace.store;
+    workspace.seed_customers_sync().await;
+    let run = store.create_run("customers", false).await.unwrap();
+
+    // Row 1's first attempt got no answer; its retry, a day later, did.
+    let timed_out = StripeExchange {
+        status: None,
+        response_body: None,
+        request_id: None,
+        error: Some("no answer within 30 s".to_string()),
+        duration_ms: 30_000,
+        ..exchange(1, 1, "2026-01-01T00:00:00.123456Z")
+    };
+    let row_2 = StripeExchange {
+        method: "GET".to_string(),
+        path: "/v1/customers/search?query=email%3A%27bo%40example.com%27".to_string(),
+        idempotency_key: None,
+        request_body: None,
+        ..exchange(2, 2, "2026-01-01T00:00:00.5Z")
+    };
+    let retried = StripeExchange {
+        response_body: Some(r#"{"id":"cus_1","name":"Zoë Ørsted — 東京 🚀"}"#.to_string()),
+        ..exchange(1, 3, "2026-01-02T00:00:00.654321Z")
+    };
+    // Row 1 was still in flight when the first batch (row 2's) was committed.
+    let first = CommitBatch {
+        records: vec![record_row(2, "bo@example.com", Outcome::Updated)],
+        exchanges: vec![timed_out.clone(), row_2.clone()],
+        ..CommitBatch::default()
+    };
+    store
+        .commit_batch("customers", CUSTOMER, &run.id, &first)
+        .await
+        .unwrap();
+    // The second batch repeats sequence 2 (a retried hand-over): ignored, not an error.
+    let repeated = StripeExchange {
+        status: Some(500),
+        response_body: Some("a different answer".to_string()),
+        ..row_2.clone()
+    };
+    let second = CommitBatch {
+        records: vec![record_row(1, "ada@example.com", Outcome::Created)],
+        exchanges: vec![retried.clone(), repeated],
+        ..CommitBatch::default()
+    };
+    store
+        .commit_batch("customers", CUSTOMER, &run.id, &second)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store.list_stripe_exchanges(&run.id, 1).await.unwrap(),
+        [timed_out.clone(), retried.clone()]
+    );
+    assert_eq!(
+        store.list_stripe_exchanges(&run.id, 2).await.unwrap(),
+        vec![row_2.clone()]
+    );
+    assert_eq!(store.list_stripe_exchanges(&run.id, 3).await.unwrap(), []);
+    assert_eq!(
+        store.list_stripe_exchanges("run_unknown", 1).await.unwrap(),
+        []
+    );
+    assert_eq!(
+        workspace
+            .raw_count("SELECT COUNT(*) FROM stripe_exchanges")
+            .await,
+        3
+    );
+
+    // Another sync's runs, each with its own sequence 1: sequences are unique per run only.
+    store
+        .put_sync("kept", &customer_spec("signups", "stripe"))
+        .await
+        .unwrap();
+    let mut kept_runs = Vec::new();
+    for sent_at in ["2026-02-01T00:00:00Z", "2026-02-02T00:00:00Z"] {
+        let kept_run = store.create_run("kept", false).await.unwrap();
+        let batch = CommitBatch {
+            records: vec![record_row(1, "ada@example.com", Outcome::Created)],
+            exchanges: vec![exchange(1, 1, sent_at)],
+            ..CommitBatch::default()
+        };
+        store
+            .commit_batch("kept", CUSTOMER, &kept_run.id, &batch)
+            .await
+            .unwrap();
+        store
+            .finish_run(
+                &kept_run.id,
+                RunStatus::Completed,
+                &RunCounts::default(),
+                None,
+            )
+            .await
+            .unwrap();
+        kept_runs.push(kept_run.id);
+    }
+    let (kept_old, kept_newest) = (&kept_runs[0], &kept_runs[1]);
+    assert_eq!(
+        store.list_stripe_exchanges(kept_old, 1).await.unwrap(),
+        [exchange(1, 1, "2026-02-01T00:00:00Z")]
+    );
+
+    // Pruning by age removes only what was sent before the cut-off ("before" is strict, also
+    // below a microsecond), of every run, and leaves the records.
+    assert_eq!(
+        store
+            .prune_stripe_exchanges(at("2026-01-01T12:00:00Z"))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store.list_stripe_exchanges(&run.id, 1).await.unwrap(),
+        vec![retried.clone()]
+    );
+    assert_eq!(store.list_stripe_exchanges(&run.id, 2).await.unwrap(), []);
+    assert_eq!(store.count_run_records(&run.id, None).await.unwrap(), 2);
+    let just_after_retry = retried.sent_at + chrono::TimeDelta::nanoseconds(500);
+    assert_eq!(
+        store
+            .prune_stripe_exchanges(just_after_retry)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store.list_stripe_exchanges(&run.id, 1).await.unwrap(),
+        vec![retried.clone()]
+    );
+
+    // Pruning runs takes their exchanges along; each sync's newest run keeps its own.
+    workspace
+        .raw_execute(&format!(
+            "UPDATE runs SET finished_at = '2020-01-01T00:00:00.000000Z' WHERE id = '{kept_old}'"
+        ))
+        .await;
+    let a_day_ago = chrono::Utc::now() - chrono::TimeDelta::days(1);
+    assert_eq!(store.prune_runs(a_day_ago).await.unwrap(), 1);
+    assert_eq!(store.list_stripe_exchanges(kept_old, 1).await.unwrap(), []);
+    assert_eq!(
+        store.list_stripe_exchanges(kept_newest, 1).await.unwrap(),
+        [exchange(1, 1, "2026-02-02T00:00:00Z")]
+    );
+    assert_eq!(
+        store.list_stripe_exchanges(&run.id, 1).await.unwrap(),
+        [retried]
+    );
+
+    // Removing a sync takes its runs' exchanges along, and only theirs.
+    assert!(store.remove_sync("customers").await.unwrap());
+    assert_eq!(store.list_stripe_exchanges(&run.id, 1).await.unwrap(), []);
+    assert_eq!(
+        workspace
+            .raw_count("SELECT COUNT(*) FROM stripe_exchanges")
+            .await,
+        1
+    );
+    assert_eq!(
+        workspace
+            .raw_count(&format!(
+                "SELECT COUNT(*) FROM stripe_exchanges WHERE run_id = '{kept_newest}'"
+            ))
+            .await,
+        1
+    );
 }
 
 async fn open_existing_needs_an_initialized_workspace(workspace: TestWorkspace) {
@@ -3884,6 +4069,24 @@ fn record_row(row_number: u64, key: &str, outcome: Outcome) -> RunRecordRow {
     }
 }
 
+/// A successful create of row `row_number`'s customer, with every field set.
+fn exchange(row_number: u64, sequence: u64, sent_at: &str) -> StripeExchange {
+    StripeExchange {
+        row_number,
+        sequence,
+        sent_at: at(sent_at),
+        method: "POST".to_string(),
+        path: "/v1/customers".to_string(),
+        idempotency_key: Some(format!("ferry-abc123-{row_number}")),
+        request_body: Some(format!("email=row{row_number}%40example.com&name=Zo%C3%AB")),
+        status: Some(200),
+        response_body: Some(format!(r#"{{"id":"cus_{row_number}"}}"#)),
+        request_id: Some(format!("req_{sequence}")),
+        error: None,
+        duration_ms: 182,
+    }
+}
+
 fn snapshot_entry(destination_id: &str, name: &str) -> SnapshotEntry {
     let email = format!(
         "{}@example.com",
@@ -4033,6 +4236,7 @@ async fn build_release_schema(options: &WorkspaceOptions, version: usize) {
     };
     let mut sql = String::new();
     for table in [
+        "stripe_exchanges",
         "run_requests",
         "ui_sessions",
         "rate_budgets",
