@@ -1044,3 +1044,101 @@ async fn mirror_settings_apply_export_and_a_customer_sync_needs_the_opt_in() {
         plan.stdout
     );
 }
+
+/// A receiver that answers 200 to anything: the webhook channel's connection test.
+async fn answering_receiver() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = vec![0u8; 65536];
+                let _ = socket.read(&mut request).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    format!("http://{address}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_defaults_apply_export_and_an_unknown_channel_is_refused() {
+    let mut scene = scene().await;
+    scene
+        .env
+        .push(("HOOK_SECRET".to_string(), "whsec_config_test".to_string()));
+    let receiver = answering_receiver().await;
+    let declared = |defaults: &str| {
+        ferry_yaml(&scene, SQL, "metadata.plan").replace(
+            "  warehouse:\n    kind: duckdb\n",
+            &format!(
+                "  hooks:\n    kind: webhook\n    url: {receiver}/hook\n    signing_secret_env: HOOK_SECRET\n  warehouse:\n    kind: duckdb\n"
+            ),
+        ) + defaults
+    };
+
+    write(
+        &scene,
+        "ferry.yaml",
+        &declared("alert_defaults:\n  channels: [nope]\n"),
+    );
+    let ran = scene.ferry(&["apply", "-f", "ferry.yaml", "--yes"]).await;
+    let message = refused(&ran);
+    assert!(
+        message.contains("could not create the alert defaults") && message.contains("nope"),
+        "{message}"
+    );
+
+    let defaults = "alert_defaults:\n  channels: [hooks]\n  rejected_over_percent: 10\n";
+    write(&scene, "ferry.yaml", &declared(defaults));
+    let plan = scene.ferry(&["apply", "-f", "ferry.yaml"]).await.ok();
+    assert_eq!(
+        lines_starting(&plan, "+ create alert"),
+        ["+ create alert defaults (on a failed run, over 10% of rows rejected; to hooks)"],
+        "{}",
+        plan.stdout
+    );
+    scene
+        .ferry(&["apply", "-f", "ferry.yaml", "--yes"])
+        .await
+        .ok();
+    let exported = scene.ferry(&["export"]).await.ok().stdout;
+    assert!(
+        exported.ends_with(
+            "alert_defaults:\n  channels: [hooks]\n  on_failure: true\n  rejected_over_percent: 10\n"
+        ),
+        "{exported}"
+    );
+    write(&scene, "exported.yaml", &exported);
+    let again = scene.ferry(&["apply", "-f", "exported.yaml"]).await.ok();
+    assert!(
+        again.stdout.contains("= unchanged alert defaults")
+            && again.stdout.contains("Nothing to apply"),
+        "{}",
+        again.stdout
+    );
+
+    write(
+        &scene,
+        "ferry.yaml",
+        &declared("alert_defaults:\n  channels: [hooks]\n  rejected_over_percent: 5\n"),
+    );
+    let plan = scene.ferry(&["apply", "-f", "ferry.yaml"]).await.ok();
+    assert_eq!(
+        lines_starting(&plan, "~ "),
+        ["~ change alert defaults: rejected_over_percent"],
+        "{}",
+        plan.stdout
+    );
+    write(&scene, "ferry.yaml", &declared(""));
+    let plan = scene.ferry(&["apply", "-f", "ferry.yaml"]).await.ok();
+    assert!(
+        plan.stdout
+            .contains("  keep alert defaults (not in the file; ferry apply never deletes)"),
+        "{}",
+        plan.stdout
+    );
+}

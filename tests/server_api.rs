@@ -1504,11 +1504,15 @@ async fn a_running_sync_refuses_a_second_run_and_can_be_cancelled() {
     let storm: Vec<_> = (0..40)
         .map(|_| {
             let start = api.api(Method::POST, "/api/v1/syncs/slow/runs");
-            tokio::spawn(async move { start.send().await.expect("an answer").status() })
+            tokio::spawn(async move {
+                let answer = start.send().await.expect("an answer");
+                (answer.status(), answer.text().await.unwrap_or_default())
+            })
         })
         .collect();
     for refused in storm {
-        assert_eq!(refused.await.unwrap(), StatusCode::CONFLICT);
+        let (status, body) = refused.await.unwrap();
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
     }
     let output = served.output();
     assert_eq!(
@@ -1533,6 +1537,72 @@ async fn a_running_sync_refuses_a_second_run_and_can_be_cancelled() {
     while scene.stripe().customers().is_empty() {
         assert!(Instant::now() < deadline, "the slow run never wrote");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The run's page lists the records as Stripe confirms them, the newest first, each one a
+    // customer that exists in Stripe.
+    let (cookie, _) = sign_in(&api).await;
+    let ui = |path: String| {
+        let request = api.client.get(api.url(&path)).header(COOKIE, &cookie);
+        api.send(request)
+    };
+    let page = ui(format!("/runs/{run_id}")).await.expect(200);
+    assert!(
+        page.text
+            .contains(&format!("hx-get=\"/runs/{run_id}/records/live\"")),
+        "{}",
+        page.text
+    );
+    let listed_ids = |html: &str| -> Vec<String> {
+        html.split("cus_")
+            .skip(1)
+            .map(|rest| {
+                let id: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric())
+                    .collect();
+                format!("cus_{id}")
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first_listed = loop {
+        let live = ui(format!("/runs/{run_id}/records/live")).await.expect(200);
+        let ids = listed_ids(&live.text);
+        if !ids.is_empty() {
+            assert!(live.text.contains("the newest first"), "{}", live.text);
+            assert!(live.text.contains("every 1s"), "{}", live.text);
+            break ids;
+        }
+        assert!(Instant::now() < deadline, "no record listed: {}", live.text);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let in_stripe: std::collections::HashSet<String> = scene
+        .stripe()
+        .customers()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect();
+    for id in &first_listed {
+        assert!(in_stripe.contains(id), "{id} is listed but not in Stripe");
+    }
+    // More are confirmed while we watch, and the list follows.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let live = ui(format!("/runs/{run_id}/records/live")).await.expect(200);
+        if listed_ids(&live.text)
+            .iter()
+            .any(|id| !first_listed.contains(id))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the list never grew: {}",
+            live.text
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let cancelled = api
         .post_empty(&format!("/api/v1/runs/{run_id}/cancel"))
@@ -1580,6 +1650,238 @@ async fn a_running_sync_refuses_a_second_run_and_can_be_cancelled() {
     api.delete("/api/v1/syncs/slow").await.expect(204);
     api.get(&format!("/api/v1/runs/{run_id}")).await.expect(404);
 
+    api.assert_nothing_leaked(&scene, &served);
+}
+
+/// Every attempt a run made to Stripe for a record is kept with the record, as sent and as
+/// answered: the API lists them (retries included, each with Stripe's request id) and the UI
+/// shows them, and the API key is in none of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_records_requests_to_stripe_are_kept_and_shown_without_the_key() {
+    const N: usize = 24;
+    let scene = Scene::new().await;
+    scene.warehouse_sql(&people_sql(N as u32));
+    let served = scene.serve(&[]).await;
+    let api = Probe::new(&served);
+    people_model(&scene, &api).await;
+    api.post("/api/v1/syncs", people_sync("people", "people"))
+        .await
+        .expect(201);
+    // Some creates fail once with a 500 and are retried under the same idempotency key.
+    scene.stripe().set_faults(FaultConfig {
+        server_error_rate: 0.3,
+        ..FaultConfig::default()
+    });
+    let started = api
+        .post_empty("/api/v1/syncs/people/runs")
+        .await
+        .expect(202)
+        .json();
+    let run_id = started["id"].as_str().unwrap().to_string();
+    let ended = api.wait_for_run(&run_id, Duration::from_secs(60)).await;
+    assert_eq!(ended["status"], "completed", "{ended}");
+    assert_eq!(ended["counts"]["created"], N, "{ended}");
+
+    // What the emulator received for the creates, attempt by attempt.
+    let received: std::collections::BTreeSet<(String, Option<u16>, Option<String>)> = scene
+        .stripe()
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == "/v1/customers")
+        .map(|r| (r.request_id, r.status, r.idempotency_key))
+        .collect();
+    assert!(
+        received
+            .iter()
+            .any(|(_, status, _)| status.is_some_and(|status| status >= 500)),
+        "the faults made some create fail once: {received:?}"
+    );
+    let records = api
+        .get(&format!("/api/v1/runs/{run_id}/records"))
+        .await
+        .expect(200)
+        .json();
+    let records = records["records"].as_array().unwrap().clone();
+    assert_eq!(records.len(), N);
+    let mut logged = std::collections::BTreeSet::new();
+    let mut retried_rows = 0;
+    for record in &records {
+        let row = record["row"].as_u64().unwrap();
+        let detail = api
+            .get(&format!("/api/v1/runs/{run_id}/records/{row}"))
+            .await
+            .expect(200)
+            .json();
+        assert_eq!(detail["record"]["key"], record["key"], "{detail}");
+        let requests = detail["requests"].as_array().unwrap();
+        let last = requests
+            .last()
+            .unwrap_or_else(|| panic!("row {row} logged no request: {detail}"));
+        // The create as sent: the key's email among the parameters, under an idempotency key.
+        assert_eq!(last["method"], "POST", "{detail}");
+        assert_eq!(last["path"], "/v1/customers", "{detail}");
+        assert_eq!(last["status"], 200, "{detail}");
+        assert!(
+            last["request_params"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(["email", record["key"]])),
+            "{detail}"
+        );
+        let answer: Json = serde_json::from_str(last["response_body"].as_str().unwrap()).unwrap();
+        assert_eq!(answer["id"], record["stripe_id"], "{detail}");
+        let key = last["idempotency_key"].as_str().unwrap();
+        if requests.len() > 1 {
+            retried_rows += 1;
+            for earlier in &requests[..requests.len() - 1] {
+                assert!(earlier["status"].as_u64().unwrap() >= 500, "{detail}");
+                assert_eq!(
+                    earlier["idempotency_key"], key,
+                    "a retry reuses the key: {detail}"
+                );
+            }
+        }
+        for request in requests {
+            logged.insert((
+                request["request_id"].as_str().unwrap().to_string(),
+                request["status"].as_u64().map(|status| status as u16),
+                request["idempotency_key"].as_str().map(str::to_string),
+            ));
+        }
+    }
+    assert!(retried_rows > 0, "some row shows its failed attempt");
+    assert_eq!(logged, received, "every attempt, as Stripe saw it");
+
+    // The UI shows a row's requests, its failed attempt included.
+    let row = records[0]["row"].as_u64().unwrap();
+    let (cookie, _) = sign_in(&api).await;
+    let page = api
+        .send(
+            api.client
+                .get(api.url(&format!("/runs/{run_id}/records/{row}")))
+                .header(COOKIE, &cookie),
+        )
+        .await
+        .expect(200);
+    assert!(page.text.contains("POST /v1/customers"), "{}", page.text);
+    assert!(
+        page.text.contains(records[0]["key"].as_str().unwrap()),
+        "{}",
+        page.text
+    );
+    let run_page = api
+        .send(
+            api.client
+                .get(api.url(&format!("/runs/{run_id}")))
+                .header(COOKIE, &cookie),
+        )
+        .await
+        .expect(200);
+    assert!(
+        run_page
+            .text
+            .contains(&format!("href=\"/runs/{run_id}/records/{row}\"")),
+        "the run page links each row to its requests"
+    );
+    let missing = api
+        .get(&format!("/api/v1/runs/{run_id}/records/{}", N + 1))
+        .await
+        .expect(404);
+    assert!(missing
+        .message()
+        .contains("unchanged rows are only counted"));
+    api.assert_nothing_leaked(&scene, &served);
+}
+
+/// A server with room for one run queues the next: the API answers 202 `queued`, the queue and
+/// the sync's page show it waiting, and it runs as soon as the first run ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_waits_in_the_queue_while_the_server_is_full_and_runs_once_there_is_room() {
+    let scene = Scene::new().await;
+    scene.warehouse_sql(&people_sql(200));
+    let served = scene.serve(&["--max-runs", "1"]).await;
+    let api = Probe::new(&served);
+    people_model(&scene, &api).await;
+    api.post("/api/v1/syncs", people_sync("first", "people"))
+        .await
+        .expect(201);
+    let mut second = people_sync("second", "people");
+    second["mappings"] = json!([{ "column": "name", "field": "name" }]);
+    api.post("/api/v1/syncs", second).await.expect(201);
+    scene.stripe().set_faults(FaultConfig {
+        // Slow enough that the first run outlasts the second's wait for room.
+        latency: Duration::from_secs(2),
+        ..FaultConfig::default()
+    });
+    let first = api
+        .post_empty("/api/v1/syncs/first/runs")
+        .await
+        .expect(202)
+        .json();
+    assert_eq!(first["status"], "running", "{first}");
+    // No room: after waiting a while for one, the answer says where the run is.
+    let queued = api
+        .post_empty("/api/v1/syncs/second/runs")
+        .await
+        .expect(202)
+        .json();
+    assert_eq!(queued["status"], "queued", "{queued}");
+    let request_id = queued["request"].as_str().unwrap().to_string();
+    let queue = api.get("/api/v1/queue").await.expect(200).json();
+    let waiting: Vec<&Json> = queue
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|request| request["sync"] == "second")
+        .collect();
+    assert_eq!(waiting.len(), 1, "{queue}");
+    assert_eq!(
+        (
+            waiting[0]["request"].as_str(),
+            waiting[0]["status"].as_str()
+        ),
+        (Some(request_id.as_str()), Some("queued")),
+        "{queue}"
+    );
+    let (cookie, _) = sign_in(&api).await;
+    let page = api
+        .send(
+            api.client
+                .get(api.url("/syncs/second"))
+                .header(COOKIE, &cookie),
+        )
+        .await
+        .expect(200);
+    assert!(page.text.contains("id=\"queued-run\""), "{}", page.text);
+    assert!(page.text.contains("it starts when a server has room"));
+
+    // Once the first run ends, the queued one runs, and both did their work.
+    scene.stripe().set_faults(FaultConfig::default());
+    let ended = api
+        .wait_for_run(first["id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    assert_eq!(ended["status"], "completed", "{ended}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let second_run = loop {
+        let runs = api.get("/api/v1/runs?sync=second").await.expect(200).json();
+        if let Some(run) = runs["runs"].as_array().unwrap().first() {
+            break run["id"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "the queued run never started");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let done = api.wait_for_run(&second_run, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(scene.stripe().customers().len(), 200);
+    let page = api
+        .send(
+            api.client
+                .get(api.url("/syncs/second"))
+                .header(COOKIE, &cookie),
+        )
+        .await
+        .expect(200);
+    assert!(!page.text.contains("id=\"queued-run\""), "{}", page.text);
     api.assert_nothing_leaked(&scene, &served);
 }
 

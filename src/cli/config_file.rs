@@ -63,6 +63,9 @@ struct FileDoc {
     connections: Option<Named<ConnectionDecl>>,
     models: Option<Named<ModelDecl>>,
     syncs: Option<Named<SyncDecl>>,
+    /// The workspace's default alerts, for every sync without `alerts` of its own: the same
+    /// fields as a sync's `alerts`.
+    alert_defaults: Option<ferry_core::AlertSettings>,
 }
 
 /// One connection: its kind, and its settings by their stored names, which the kind's registry
@@ -159,6 +162,7 @@ struct Desired {
     connections: Vec<NewConnection>,
     models: Vec<DesiredModel>,
     syncs: Vec<(String, SyncSpec)>,
+    alert_defaults: Option<ferry_core::AlertSettings>,
 }
 
 struct DesiredModel {
@@ -217,7 +221,8 @@ fn join_clean(base: &Path, path: &Path) -> PathBuf {
     out
 }
 
-/// Fields that would hold a secret itself: refused without repeating the value.
+/// Fields that would hold a secret itself, for a connection whose kind is not known (the kind's
+/// own secret field is taken from the registry): refused without repeating the value.
 const LITERAL_SECRET_FIELDS: [(&str, &str); 4] = [
     ("api_key", "api_key_env"),
     ("secret_key", "api_key_env"),
@@ -231,7 +236,31 @@ fn refuse_literal_secrets(tree: &serde_yaml_ng::Value, text: &str, shown: &str) 
     };
     for (name, body) in connections {
         let name = name.as_str().unwrap_or("?");
-        for (field, instead) in LITERAL_SECRET_FIELDS {
+        // A known kind's secret is its registry's value field (a webhook's `url` is not a
+        // secret, its `signing_secret` is); an unknown kind is held to the usual names.
+        let kind = body
+            .get("kind")
+            .and_then(|kind| kind.as_str())
+            .and_then(KindSpec::named);
+        let fields: Vec<(&str, &str, &str)> = match kind {
+            Some(spec) => spec
+                .secret
+                .iter()
+                .map(|secret| (secret.value_field, secret.env_field, secret.what))
+                .collect(),
+            None => LITERAL_SECRET_FIELDS
+                .iter()
+                .map(|(field, instead)| {
+                    let what = if *instead == "api_key_env" {
+                        "API key"
+                    } else {
+                        "connection URL"
+                    };
+                    (*field, *instead, what)
+                })
+                .collect(),
+        };
+        for (field, instead, what) in fields {
             if body.get(field).is_none() {
                 continue;
             }
@@ -240,24 +269,18 @@ fn refuse_literal_secrets(tree: &serde_yaml_ng::Value, text: &str, shown: &str) 
                 .position(|l| l.trim_start().starts_with(&format!("{field}:")))
                 .map(|i| format!(" (line {})", i + 1))
                 .unwrap_or_default();
-            let what = if instead == "api_key_env" {
-                "the API key"
-            } else {
-                "the connection URL"
-            };
             return Err(config_error(format_args!(
                 "{shown}: connection '{name}' has `{field}:`{line}: ferry refuses secrets written \
-                 in the file, which ends up in Git (the value is not repeated here). Put {what} in \
-                 an environment variable and write `{instead}: VARIABLE` instead, or store it \
-                 encrypted in the workspace with `ferry connect` and leave it out of the file"
+                 in the file, which ends up in Git (the value is not repeated here). Put the \
+                 {what} in an environment variable and write `{instead}: VARIABLE` instead, or \
+                 store it encrypted in the workspace with `ferry connect` and leave it out of the \
+                 file"
             )));
         }
     }
     Ok(())
 }
 
-/// An environment variable name, checked without ever printing the value: someone may have
-/// pasted the secret itself where its variable's name belongs.
 fn check_env_name(connection: &str, field: &str, variable: &str) -> CliResult<()> {
     let mut bytes = variable.bytes();
     let is_name = bytes
@@ -429,6 +452,7 @@ fn resolve(doc: FileDoc, base: &Path, shown: &str, text: &str) -> CliResult<Desi
         connections,
         models,
         syncs,
+        alert_defaults: doc.alert_defaults,
     })
 }
 
@@ -437,6 +461,8 @@ fn resolve(doc: FileDoc, base: &Path, shown: &str, text: &str) -> CliResult<Desi
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum What {
     Connection,
+    /// The workspace's default alerts: one, without a name.
+    AlertDefaults,
     Model,
     Sync,
 }
@@ -445,8 +471,25 @@ impl What {
     fn as_str(self) -> &'static str {
         match self {
             What::Connection => "connection",
+            What::AlertDefaults => "alert_defaults",
             What::Model => "model",
             What::Sync => "sync",
+        }
+    }
+
+    /// How a plan line names the object.
+    fn subject(self, name: &str) -> String {
+        match self {
+            What::AlertDefaults => "alert defaults".to_string(),
+            _ => format!("{} {name}", self.as_str()),
+        }
+    }
+
+    /// How an error names the object.
+    fn named(self, name: &str) -> String {
+        match self {
+            What::AlertDefaults => "the alert defaults".to_string(),
+            _ => format!("{} '{name}'", self.as_str()),
         }
     }
 }
@@ -473,6 +516,7 @@ struct Workspace {
     connections: Vec<ConnectionRecord>,
     models: Vec<ModelRecord>,
     syncs: Vec<SyncRecord>,
+    alert_defaults: Option<ferry_core::AlertSettings>,
 }
 
 async fn load_workspace(store: &StateStore) -> CliResult<Workspace> {
@@ -480,7 +524,32 @@ async fn load_workspace(store: &StateStore) -> CliResult<Workspace> {
         connections: store.list_connections().await?,
         models: store.list_models().await?,
         syncs: store.list_syncs().await?,
+        alert_defaults: ferry_engine::alerts::alert_defaults(store).await?,
     })
+}
+
+/// The fields of alert settings that differ.
+fn alert_changes(
+    desired: &ferry_core::AlertSettings,
+    stored: &ferry_core::AlertSettings,
+) -> Vec<&'static str> {
+    let mut changes = Vec::new();
+    if desired.channels != stored.channels {
+        changes.push("channels");
+    }
+    if desired.on_failure != stored.on_failure {
+        changes.push("on_failure");
+    }
+    if desired.rejected_over_percent != stored.rejected_over_percent {
+        changes.push("rejected_over_percent");
+    }
+    if desired.slower_than_minutes != stored.slower_than_minutes {
+        changes.push("slower_than_minutes");
+    }
+    if desired.row_drop_over_percent != stored.row_drop_over_percent {
+        changes.push("row_drop_over_percent");
+    }
+    changes
 }
 
 /// The field of the file that names the environment variable holding the kind's secret.
@@ -660,6 +729,22 @@ fn plan(desired: &Desired, workspace: &Workspace) -> CliResult<Vec<Step>> {
         }
     }
 
+    // The default alerts, once their channels exist.
+    match (&desired.alert_defaults, &workspace.alert_defaults) {
+        (Some(wanted), stored) => steps.push(Step {
+            what: What::AlertDefaults,
+            name: String::new(),
+            detail: wanted.summary(),
+            action: match stored {
+                None => Action::Create,
+                Some(stored) => action_for(alert_changes(wanted, stored)),
+            },
+            index: None,
+        }),
+        (None, Some(_)) => steps.push(keep(What::AlertDefaults, "")),
+        (None, None) => {}
+    }
+
     // Models.
     let mut model_names: HashSet<String> =
         workspace.models.iter().map(|m| m.name.clone()).collect();
@@ -770,13 +855,13 @@ fn keep(what: What, name: &str) -> Step {
 }
 
 fn plan_line(step: &Step) -> String {
-    let (what, name) = (step.what.as_str(), &step.name);
+    let subject = step.what.subject(&step.name);
     match &step.action {
-        Action::Create => format!("+ create {what} {name} ({})", step.detail),
-        Action::Change(fields) => format!("~ change {what} {name}: {}", fields.join(", ")),
-        Action::Unchanged => format!("= unchanged {what} {name}"),
+        Action::Create => format!("+ create {subject} ({})", step.detail),
+        Action::Change(fields) => format!("~ change {subject}: {}", fields.join(", ")),
+        Action::Unchanged => format!("= unchanged {subject}"),
         Action::Keep => {
-            format!("  keep {what} {name} (not in the file; ferry apply never deletes)")
+            format!("  keep {subject} (not in the file; ferry apply never deletes)")
         }
     }
 }
@@ -891,9 +976,8 @@ pub async fn apply(store: &StateStore, args: ApplyArgs) -> CliResult {
                 return Err(CliError {
                     code: error.code,
                     error: anyhow!(
-                        "could not {verb} {} '{}': {:#}\n{note}",
-                        step.what.as_str(),
-                        step.name,
+                        "could not {verb} {}: {:#}\n{note}",
+                        step.what.named(&step.name),
                         error.error
                     ),
                 });
@@ -925,12 +1009,23 @@ async fn apply_step(
     workspace: &Workspace,
     step: &Step,
 ) -> CliResult<String> {
-    let index = step.index.expect("only file objects are applied");
     let verb = if step.action == Action::Create {
         "Created"
     } else {
         "Changed"
     };
+    if step.what == What::AlertDefaults {
+        let defaults = desired
+            .alert_defaults
+            .as_ref()
+            .expect("only declared defaults are applied");
+        ferry_engine::alerts::set_alert_defaults(store, defaults).await?;
+        return Ok(format!(
+            "{verb} the default alerts: {}.",
+            defaults.summary()
+        ));
+    }
+    let index = step.index.expect("only file objects are applied");
     match step.what {
         What::Connection => {
             let connection = &desired.connections[index];
@@ -975,6 +1070,7 @@ async fn apply_step(
                 names.join(", ")
             ))
         }
+        What::AlertDefaults => unreachable!("applied above"),
         What::Sync => {
             let (name, spec) = &desired.syncs[index];
             declare::save_sync(store, name, spec).await?;
@@ -1112,21 +1208,30 @@ fn export_text(workspace: &Workspace) -> CliResult<String> {
         }
         if let Some(alerts) = &spec.alerts {
             out.push_str("    alerts:\n");
-            let channels: Vec<String> = alerts.channels.iter().map(|c| scalar(c)).collect();
-            let _ = writeln!(out, "      channels: [{}]", channels.join(", "));
-            let _ = writeln!(out, "      on_failure: {}", alerts.on_failure);
-            for (field, value) in [
-                ("rejected_over_percent", alerts.rejected_over_percent),
-                ("slower_than_minutes", alerts.slower_than_minutes),
-                ("row_drop_over_percent", alerts.row_drop_over_percent),
-            ] {
-                if let Some(value) = value {
-                    let _ = writeln!(out, "      {field}: {value}");
-                }
-            }
+            write_alerts(&mut out, alerts, "      ");
         }
     }
+    if let Some(defaults) = &workspace.alert_defaults {
+        out.push_str("alert_defaults:\n");
+        write_alerts(&mut out, defaults, "  ");
+    }
     Ok(out)
+}
+
+/// The fields of alert settings, each on a line with `indent`.
+fn write_alerts(out: &mut String, alerts: &ferry_core::AlertSettings, indent: &str) {
+    let channels: Vec<String> = alerts.channels.iter().map(|c| scalar(c)).collect();
+    let _ = writeln!(out, "{indent}channels: [{}]", channels.join(", "));
+    let _ = writeln!(out, "{indent}on_failure: {}", alerts.on_failure);
+    for (field, value) in [
+        ("rejected_over_percent", alerts.rejected_over_percent),
+        ("slower_than_minutes", alerts.slower_than_minutes),
+        ("row_drop_over_percent", alerts.row_drop_over_percent),
+    ] {
+        if let Some(value) = value {
+            let _ = writeln!(out, "{indent}{field}: {value}");
+        }
+    }
 }
 
 /// A string as a YAML scalar: plain when that reads back the same, quoted otherwise.

@@ -82,6 +82,8 @@ pub(crate) struct Execution<'a> {
     pub reissue_finalized: bool,
     /// The Stripe field holding the sync's key (`metadata.order_id`).
     pub key_field: &'a str,
+    /// Where the records' Stripe requests wait for the next commit; None when none are kept.
+    pub request_log: Option<&'a crate::request_log::RequestLog>,
 }
 
 impl Execution<'_> {
@@ -176,13 +178,13 @@ pub(crate) async fn dispatch(
                         let row_number = next.record.row_number;
                         let ack = next.record.warehouse_ack.clone();
                         in_flight_rows.insert(row_number, next.record.key.clone());
-                        in_flight.push(async move {
+                        in_flight.push(crate::request_log::for_row(row_number, async move {
                             let done = execute_one(exec, next).await.map(|mut done| {
                                 done.warehouse_ack = ack;
                                 done
                             });
                             (row_number, done)
-                        });
+                        }));
                     }
                 }
             }
@@ -1027,7 +1029,11 @@ impl<'a, 'b> Committer<'a, 'b> {
     /// the next run repeat those writes.
     pub(crate) async fn flush(&mut self) -> Result<(), EngineError> {
         self.last_commit = Instant::now();
+        if let Some(log) = self.exec.request_log {
+            self.batch.exchanges.extend(log.drain());
+        }
         let empty = self.batch.records.is_empty()
+            && self.batch.exchanges.is_empty()
             && self.batch.snapshot_upserts.is_empty()
             && self.batch.snapshot_deletes.is_empty()
             && self.batch.pending_deletes.is_empty();

@@ -19,6 +19,7 @@ pub mod plan;
 pub mod prepare;
 mod reference;
 mod replace;
+mod request_log;
 mod run;
 mod shared_budget;
 mod stage;
@@ -425,7 +426,7 @@ async fn preview_sync_in_span(
     store: &StateStore,
     setup: &SyncSetup,
 ) -> Result<Preview, EngineError> {
-    let stripe = shared_budget::stripe_service(store, &setup.stripe)?;
+    let stripe = shared_budget::stripe_service(store, &setup.stripe, None)?;
     let never = AtomicBool::new(false);
     let rows_read = std::sync::atomic::AtomicU64::new(0);
     let rows_folded = std::sync::atomic::AtomicU64::new(0);
@@ -581,6 +582,7 @@ async fn run_sync_in_span(
     options: &RunOptions,
 ) -> Result<RunReport, EngineError> {
     let retention = run_retention()?;
+    let request_log_retention = request_log_retention()?;
     let lock = store.lock_sync(&setup.sync).await?;
     let interrupted = store.mark_interrupted_runs(&setup.sync.name).await?;
     if interrupted > 0 {
@@ -592,6 +594,14 @@ async fn run_sync_in_span(
         .map_err(|error| {
             tracing::warn!(%error, "Could not remove old runs; trying again at the next run.");
         });
+    if let Some(kept_for) = request_log_retention {
+        let _ = store
+            .prune_stripe_exchanges(chrono::Utc::now() - kept_for)
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, "Could not remove old Stripe requests; trying again at the next run.");
+            });
+    }
     let run = store
         .create_run(&setup.sync.name, options.full_resync)
         .await?;
@@ -600,7 +610,8 @@ async fn run_sync_in_span(
     if let Some(on_start) = &options.on_start {
         on_start(run.id.clone());
     }
-    let stripe = shared_budget::stripe_service(store, &setup.stripe)?;
+    let request_log = request_log_retention.map(|_| Arc::new(request_log::RequestLog::default()));
+    let stripe = shared_budget::stripe_service(store, &setup.stripe, request_log.clone())?;
     let mut counts = RunCounts::default();
     let lock_held = || lock.is_still_held();
     let object = ferry_destinations::stripe::stripe_object(setup.sync.spec.object);
@@ -629,6 +640,7 @@ async fn run_sync_in_span(
             .as_ref()
             .is_some_and(|invoice| invoice.reissue_finalized),
         key_field: &setup.sync.spec.key.field,
+        request_log: request_log.as_deref(),
     };
     let heartbeat = heartbeat(store, &run.id);
     let rows_read = std::sync::atomic::AtomicU64::new(0);
@@ -823,6 +835,39 @@ pub fn run_retention() -> Result<chrono::TimeDelta, EngineError> {
             ))
         })
 }
+/// How long each record's Stripe requests are kept by default (the record's debugger).
+pub const REQUEST_LOG_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(7);
+/// The environment variable that sets how many days records' Stripe requests are kept: 0 keeps
+/// none (and the runs log none).
+pub const REQUEST_LOG_RETENTION_VARIABLE: &str = "FERRY_REQUEST_LOG_DAYS";
+/// The most days records' requests may be kept.
+const MAX_REQUEST_LOG_DAYS: u32 = 365;
+
+/// How long records' Stripe requests are kept: None when [`REQUEST_LOG_RETENTION_VARIABLE`] is
+/// 0 (no request is logged). A value that is not a number of days refuses the run, naming the
+/// variable and the fix.
+pub fn request_log_retention() -> Result<Option<chrono::TimeDelta>, EngineError> {
+    let Ok(text) = std::env::var(REQUEST_LOG_RETENTION_VARIABLE) else {
+        return Ok(Some(REQUEST_LOG_RETENTION));
+    };
+    if text.trim().is_empty() {
+        return Ok(Some(REQUEST_LOG_RETENTION));
+    }
+    text.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|days| *days <= MAX_REQUEST_LOG_DAYS)
+        .map(|days| (days > 0).then(|| chrono::TimeDelta::days(i64::from(days))))
+        .ok_or_else(|| {
+            EngineError::Config(format!(
+                "{REQUEST_LOG_RETENTION_VARIABLE} is `{text}`: give a whole number of days \
+                 between 0 (keep no request) and {MAX_REQUEST_LOG_DAYS}, or unset it to keep \
+                 each record's Stripe requests {} days",
+                REQUEST_LOG_RETENTION.num_days()
+            ))
+        })
+}
+
 /// How often a running run says it is alive.
 const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 

@@ -43,14 +43,16 @@ impl SharedRateBudget for WorkspaceBudget {
     }
 }
 
-/// The Stripe client of a run or a preview, paced by its account's shared budget.
+/// The Stripe client of a run or a preview, paced by its account's shared budget; a run's
+/// also hands its records' requests to the run's request log.
 pub(crate) fn stripe_service(
     store: &StateStore,
     config: &StripeConfig,
+    request_log: Option<Arc<crate::request_log::RequestLog>>,
 ) -> Result<StripeService, crate::EngineError> {
     let config_error = |e: ferry_http::HttpError| crate::EngineError::Config(e.to_string());
     let policy = config.http_policy();
-    let http = HttpClient::with_shared_budget(
+    let mut http = HttpClient::with_shared_budget(
         policy,
         SharedBudget {
             budget: Arc::new(WorkspaceBudget(store.clone())),
@@ -58,6 +60,9 @@ pub(crate) fn stripe_service(
         },
     )
     .map_err(config_error)?;
+    if let Some(log) = request_log {
+        http = http.recording_exchanges(log);
+    }
     StripeService::with_client(config.clone(), http).map_err(config_error)
 }
 

@@ -2,10 +2,12 @@
 //! timeout, configured per destination as data. No destination builds its own client, retry
 //! loop or sleep (see ARCHITECTURE.md).
 
+mod exchange;
 mod limiter;
 mod observer;
 mod retry;
 
+pub use exchange::{Exchange, ExchangeRecorder, EXCHANGE_BODY_LIMIT};
 pub use limiter::{RateLimitPolicy, RateLimiters, RateSlots, SharedBudget, SharedRateBudget};
 pub use observer::{install_observer, AttemptAnswer, HttpObserver};
 pub use retry::{classify, classify_answer, Classification, RetryPolicy};
@@ -100,6 +102,8 @@ struct Inner {
     limiters: RateLimiters,
     in_flight: Semaphore,
     requests_sent: AtomicU64,
+    /// Keeps the attempts it wants (a run: those made for its records).
+    recorder: Option<Arc<dyn ExchangeRecorder>>,
 }
 
 impl HttpClient {
@@ -132,9 +136,19 @@ impl HttpClient {
                 limiters,
                 in_flight: Semaphore::new(policy.max_in_flight.max(1)),
                 requests_sent: AtomicU64::new(0),
+                recorder: None,
                 policy,
             }),
         })
+    }
+
+    /// Hands each attempt `recorder` wants to it, as sent and as answered. Call it on a new
+    /// client, before it is cloned.
+    pub fn recording_exchanges(mut self, recorder: Arc<dyn ExchangeRecorder>) -> HttpClient {
+        Arc::get_mut(&mut self.inner)
+            .expect("a recorder is given to a client before it is cloned")
+            .recorder = Some(recorder);
+        self
     }
 
     pub fn policy(&self) -> &HttpPolicy {
@@ -214,7 +228,12 @@ impl HttpClient {
         if let Some(observer) = observer {
             observer.waited_for_rate_limiter(service, waiting_since.elapsed());
         }
+        let recorder = self.inner.recorder.as_ref().filter(|r| r.wants());
+        let (sent_at, sent) = (std::time::SystemTime::now(), Instant::now());
         let answered = self.put_on_the_wire(request).await;
+        if let Some(recorder) = recorder {
+            recorder.record(Exchange::of(request, &answered, sent_at, sent.elapsed()));
+        }
         if let Some(observer) = observer {
             observer.attempt_answered(
                 service,

@@ -27,7 +27,7 @@ use utoipa::{Modify, OpenApi};
         models::preview, models::preview_query,
         syncs::list, syncs::show, syncs::create, syncs::replace, syncs::remove,
         syncs::preview, syncs::start_run, syncs::pause, syncs::resume,
-        runs::list, runs::queue, runs::show, runs::cancel, runs::records, runs::records_csv,
+        runs::list, runs::queue, runs::show, runs::cancel, runs::records, runs::record, runs::records_csv,
         alerts::show, alerts::put_defaults, alerts::deliveries,
         crate::metrics::serve_metrics,
     ),

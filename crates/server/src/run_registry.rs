@@ -115,6 +115,21 @@ impl RunRegistry {
         reason: &str,
         dedupe_key: Option<String>,
     ) -> Result<StartOutcome, ApiError> {
+        // A sync that a server runs now refuses at once, without a turn in the queue: a storm
+        // of starts (a script retrying, a double click) is answered in milliseconds instead of
+        // being claimed and refused one after the other.
+        let running_now = store
+            .pending_run_requests()
+            .await?
+            .into_iter()
+            .any(|request| {
+                request.sync == sync && request.run_id.is_some() && request.claimed_by.is_some()
+            });
+        if running_now {
+            return Err(ApiError::from(EngineError::State(StateError::SyncLocked {
+                sync: sync.to_string(),
+            })));
+        }
         let queued = store
             .enqueue_run(&NewRunRequest {
                 sync: sync.to_string(),

@@ -487,6 +487,17 @@ impl StateStore {
         on_backend!(self, backend => backend.list_run_records(run_id, filter, after_row, limit).await)
     }
 
+    /// The run's `limit` highest-numbered records, highest first, optionally only those with
+    /// one outcome: what a running run confirmed last (it writes its rows about in order).
+    pub async fn latest_run_records(
+        &self,
+        run_id: &str,
+        filter: Option<Outcome>,
+        limit: usize,
+    ) -> Result<Vec<RunRecordRow>, StateError> {
+        on_backend!(self, backend => backend.latest_run_records(run_id, filter, limit).await)
+    }
+
     /// Deletes the runs that finished before `before`, with their records and Stripe exchanges;
     /// each sync keeps its newest run whatever its age. Also deletes the deliveries made before
     /// `before` that are finished (delivered or given up); pending ones stay until they are.
@@ -1263,6 +1274,7 @@ mod tests {
         assert_send(&store.list_run_records("", None, 0, 1));
         assert_send(&store.list_stripe_exchanges("", 0));
         assert_send(&store.prune_stripe_exchanges(ids::now()));
+        assert_send(&store.latest_run_records("", None, 1));
         assert_send(&store.snapshot_keys("", "", None, 1));
         assert_send(&store.snapshot_entries("", "", &[]));
         assert_send(&store.pending_creates("", "", &[]));

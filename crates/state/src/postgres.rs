@@ -686,6 +686,30 @@ impl PostgresStore {
         })
     }
 
+    pub(crate) async fn latest_run_records(
+        &self,
+        run_id: &str,
+        filter: Option<Outcome>,
+        limit: usize,
+    ) -> Result<Vec<RunRecordRow>, StateError> {
+        let limit = to_sql_integer(limit as u64);
+        let outcome = filter.map(Outcome::as_str);
+        with_session!(self, |session| {
+            let sql = format!(
+                "SELECT {RUN_RECORD_COLUMNS} FROM run_records \
+                 WHERE run_id = $1 AND ($2::text IS NULL OR outcome = $2) \
+                 ORDER BY row_number DESC LIMIT $3"
+            );
+            query_all(
+                &session.client,
+                &sql,
+                &[&run_id, &outcome, &limit],
+                read_run_record,
+            )
+            .await
+        })
+    }
+
     pub(crate) async fn prune_runs(&self, before: DateTime<Utc>) -> Result<u64, StateError> {
         let doing = "removing old runs";
         with_session!(self, |session| {

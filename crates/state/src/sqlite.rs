@@ -657,6 +657,36 @@ impl SqliteStore {
         .await
     }
 
+    pub(crate) async fn latest_run_records(
+        &self,
+        run_id: &str,
+        filter: Option<Outcome>,
+        limit: usize,
+    ) -> Result<Vec<RunRecordRow>, StateError> {
+        let run_id = run_id.to_string();
+        let limit = to_sql_integer(limit as u64);
+        self.call(move |connection| {
+            // As in `list_run_records`: no OR, so that SQLite seeks in the index.
+            let outcome_condition = match filter {
+                Some(_) => "outcome = ?2",
+                None => "?2 IS NULL",
+            };
+            let sql = format!(
+                "SELECT {RUN_RECORD_COLUMNS} FROM run_records \
+                 WHERE run_id = ?1 AND {outcome_condition} \
+                 ORDER BY row_number DESC LIMIT ?3"
+            );
+            let outcome = filter.map(Outcome::as_str);
+            query_all(
+                connection,
+                &sql,
+                params![run_id, outcome, limit],
+                read_run_record,
+            )
+        })
+        .await
+    }
+
     /// Deletes the runs (and their records) that finished before `before`, keeping each sync's
     /// newest run. Returns how many runs went.
     pub(crate) async fn prune_runs(&self, before: DateTime<Utc>) -> Result<u64, StateError> {

@@ -1227,6 +1227,23 @@ async fn run_records_page_and_filter_by_outcome(workspace: TestWorkspace) {
         .map(|r| r.row_number)
         .collect();
     assert_eq!(second_page, [11, 14, 17]);
+    // The newest first, as a running run's page shows them.
+    let latest: Vec<u64> = store
+        .latest_run_records(&run.id, None, 3)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.row_number)
+        .collect();
+    assert_eq!(latest, [25, 24, 23]);
+    let latest_rejected: Vec<u64> = store
+        .latest_run_records(&run.id, Some(Outcome::Rejected), 2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.row_number)
+        .collect();
+    assert_eq!(latest_rejected, [23, 20]);
     assert_eq!(store.count_run_records(&run.id, None).await.unwrap(), 25);
     assert_eq!(
         store

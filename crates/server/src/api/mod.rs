@@ -50,6 +50,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/runs/{id}", get(runs::show))
         .route("/api/v1/runs/{id}/cancel", post(runs::cancel))
         .route("/api/v1/runs/{id}/records", get(runs::records))
+        .route("/api/v1/runs/{id}/records/{row}", get(runs::record))
         .route("/api/v1/alerts", get(alerts::show))
         .route("/api/v1/alerts/defaults", put(alerts::put_defaults))
         .route("/api/v1/deliveries", get(alerts::deliveries))

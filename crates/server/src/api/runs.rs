@@ -143,6 +143,99 @@ impl RecordView {
     }
 }
 
+/// One attempt of a request ferry sent to Stripe for a record, as sent and as answered. The API
+/// key is never kept: only the method, the path, the idempotency key and the bodies (each
+/// cut at 16 KiB).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ExchangeView {
+    /// The attempts' order within the run.
+    pub sequence: u64,
+    pub sent_at: DateTime<Utc>,
+    pub method: String,
+    /// Path and query: `/v1/customers/cus_…`.
+    pub path: String,
+    pub idempotency_key: Option<String>,
+    /// The form-encoded body as sent.
+    pub request_body: Option<String>,
+    /// The body's parameters, decoded, in the order sent: `[["email", "a@b.c"], …]`.
+    #[schema(value_type = Vec<Vec<String>>)]
+    pub request_params: Vec<(String, String)>,
+    /// Absent when no answer came (see `error`).
+    pub status: Option<u16>,
+    /// Stripe's answer: JSON, as a string.
+    pub response_body: Option<String>,
+    /// Stripe's `Request-Id`: quote it to Stripe's support.
+    pub request_id: Option<String>,
+    /// Why no answer came (a timeout, a dropped connection).
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+impl ExchangeView {
+    pub fn new(exchange: ferry_state::StripeExchange) -> ExchangeView {
+        let request_params = exchange
+            .request_body
+            .as_deref()
+            .map(|body| {
+                form_urlencoded::parse(body.as_bytes())
+                    .map(|(name, value)| (name.into_owned(), value.into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ExchangeView {
+            sequence: exchange.sequence,
+            sent_at: exchange.sent_at,
+            method: exchange.method,
+            path: exchange.path,
+            idempotency_key: exchange.idempotency_key,
+            request_body: exchange.request_body,
+            request_params,
+            status: exchange.status,
+            response_body: exchange.response_body,
+            request_id: exchange.request_id,
+            error: exchange.error,
+            duration_ms: exchange.duration_ms,
+        }
+    }
+}
+
+/// A record of a run and the requests ferry sent to Stripe for it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RecordDetail {
+    pub record: RecordView,
+    /// Every attempt, in order (retries included). Empty for a record that needed no request,
+    /// and once the requests are older than `FERRY_REQUEST_LOG_DAYS` (7 by default).
+    pub requests: Vec<ExchangeView>,
+}
+
+/// A run's record and what was sent to Stripe for it; `None` when the run has no such row.
+pub async fn record_detail(
+    state: &AppState,
+    run: &RunRecord,
+    row: u64,
+) -> Result<Option<RecordDetail>, ferry_state::StateError> {
+    let store = state.store();
+    let Some(record) = store
+        .list_run_records(&run.id, None, row.saturating_sub(1), 1)
+        .await?
+        .into_iter()
+        .find(|record| record.row_number == row)
+    else {
+        return Ok(None);
+    };
+    let dashboard = dashboard_base(state, &run.sync).await;
+    let requests = store
+        .list_stripe_exchanges(&run.id, row)
+        .await?
+        .into_iter()
+        .map(ExchangeView::new)
+        .collect();
+    Ok(Some(RecordDetail {
+        record: RecordView::new(record, dashboard.as_deref()),
+        requests,
+    }))
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RunList {
     pub runs: Vec<RunView>,
@@ -266,6 +359,28 @@ pub async fn cancel(
     }
     let run = require_run(&state, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(RunView::new(&state, run))))
+}
+
+/// One record of a run with every request ferry sent to Stripe for it, as sent and as
+/// answered (the API key never appears).
+#[utoipa::path(get, path = "/api/v1/runs/{id}/records/{row}", tag = "runs",
+    params(("id" = String, Path), ("row" = u64, Path, description = "The record's row number")),
+    responses((status = 200, body = RecordDetail),
+        (status = 404, description = "no such run, or the run kept no record for this row (unchanged rows are only counted)", body = crate::error::ErrorBody)))]
+pub async fn record(
+    State(state): State<AppState>,
+    ApiPath((id, row)): ApiPath<(String, u64)>,
+) -> Result<Json<RecordDetail>, ApiError> {
+    let run = require_run(&state, &id).await?;
+    record_detail(&state, &run, row)
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "run '{id}' has no record for row {row} (unchanged rows are only counted); \
+                 GET /api/v1/runs/{id}/records lists its records"
+            ))
+        })
 }
 
 #[utoipa::path(get, path = "/api/v1/runs/{id}/records", tag = "runs",

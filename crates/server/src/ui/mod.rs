@@ -61,6 +61,8 @@ pub fn routes() -> Router<AppState> {
         .route("/runs", get(runs::history))
         .route("/runs/{id}", get(runs::show))
         .route("/runs/{id}/status", get(runs::status))
+        .route("/runs/{id}/records/live", get(runs::live_records))
+        .route("/runs/{id}/records/{row}", get(runs::record))
         .route("/runs/{id}/cancel", post(runs::cancel))
         .route("/runs/{id}/records.csv", get(runs::csv))
         .route("/logout", post(login::logout))
@@ -105,6 +107,8 @@ pub const UI_ROUTES: &[(&str, &str)] = &[
     ("GET", "/runs"),
     ("GET", "/runs/x"),
     ("GET", "/runs/x/status"),
+    ("GET", "/runs/x/records/live"),
+    ("GET", "/runs/x/records/1"),
     ("POST", "/runs/x/cancel"),
     ("GET", "/runs/x/records.csv"),
     ("POST", "/logout"),

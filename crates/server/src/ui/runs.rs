@@ -17,6 +17,9 @@ use serde::Deserialize;
 
 const PAGE_SIZE: usize = 50;
 
+/// How many of a running run's newest records its page shows, refreshed every second.
+const LIVE_RECORDS: usize = 50;
+
 pub fn runs_table(runs: &[RunRecord], with_sync: bool) -> Markup {
     html! {
         table.table.runs {
@@ -211,6 +214,13 @@ pub async fn show(
         .into_iter()
         .map(|r| RecordView::new(r, dashboard.as_deref()))
         .collect();
+    // A running run's first page is its newest records, kept up to date; a later page (the
+    // pager's) is a page in row order like a finished run's.
+    let live = if run.status == RunStatus::Running && after == 0 {
+        Some(latest_records(&state, &run, outcome).await?)
+    } else {
+        None
+    };
     let filter_link = |o: Option<Outcome>| match o {
         Some(o) => format!("/runs/{id}?outcome={}", o.as_str()),
         None => format!("/runs/{id}"),
@@ -240,34 +250,12 @@ pub async fn show(
                     a href=(filter_link(Some(o))) class=[(outcome == Some(o)).then_some("active")] { (o.as_str().replace('_', " ")) }
                 }
             }
-            @if records.is_empty() {
-                p.muted { @if run.status == RunStatus::Running { "Records appear as Stripe confirms them." } @else { "No records with this outcome. Unchanged rows are counted above, not listed." } }
+            @if let Some((latest, so_far)) = &live {
+                (live_records_block(&run, outcome, latest, *so_far))
+            } @else if records.is_empty() {
+                p.muted { "No records with this outcome. Unchanged rows are counted above, not listed." }
             } @else {
-                table.table.records {
-                    thead { tr { th.num { "Row" } th { "Key" } th { "Outcome" } th { "In Stripe" } th { "Details" } } }
-                    tbody {
-                        @for record in &records {
-                            tr {
-                                td.num { (record.row) }
-                                td.mono { (clip(&record.key, 60)) }
-                                td { (status_badge(record.outcome.as_str())) }
-                                td {
-                                    @if let (Some(id), Some(url)) = (&record.stripe_id, &record.stripe_url) {
-                                        a.mono href=(url) target="_blank" rel="noopener" title="Open in Stripe" { (id) " ↗" }
-                                    } @else if let Some(id) = &record.stripe_id {
-                                        span.mono { (id) }
-                                    }
-                                }
-                                td.reason {
-                                    @if let Some(reason) = &record.reason { (reason) }
-                                    @else if let Some(changes) = record.changes.as_ref().and_then(|c| c.as_object()) {
-                                        span.muted { (changes.keys().cloned().collect::<Vec<_>>().join(", ")) }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+                (records_table(&id, &records))
                 div.pager {
                     @if after > 0 { a.button.small href=(filter_link(outcome)) { "← First" } }
                     span.muted { (total) " records" @if after > 0 { " · from row " (after + 1) } }
@@ -276,6 +264,185 @@ pub async fn show(
             }
         },
     ))
+}
+
+/// Records as a table: row, key, outcome, the record in Stripe and the reason or what changed.
+fn records_table(run_id: &str, records: &[RecordView]) -> Markup {
+    html! {
+        table.table.records {
+            thead { tr { th.num title="Open a row to see what was sent to Stripe for it" { "Row" } th { "Key" } th { "Outcome" } th { "In Stripe" } th { "Details" } } }
+            tbody {
+                @for record in records {
+                    tr {
+                        td.num { a href={"/runs/" (run_id) "/records/" (record.row)} title="What was sent to Stripe for this row" { (record.row) } }
+                        td.mono { (clip(&record.key, 60)) }
+                        td { (status_badge(record.outcome.as_str())) }
+                        td {
+                            @if let (Some(id), Some(url)) = (&record.stripe_id, &record.stripe_url) {
+                                a.mono href=(url) target="_blank" rel="noopener" title="Open in Stripe" { (id) " ↗" }
+                            } @else if let Some(id) = &record.stripe_id {
+                                span.mono { (id) }
+                            }
+                        }
+                        td.reason {
+                            @if let Some(reason) = &record.reason { (reason) }
+                            @else if let Some(changes) = record.changes.as_ref().and_then(|c| c.as_object()) {
+                                span.muted { (changes.keys().cloned().collect::<Vec<_>>().join(", ")) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// While the run runs: its newest records, refreshed every second until it ends (the status
+/// block then reloads the page, which lists them all in row order, with filters and pages).
+fn live_records_block(
+    run: &RunRecord,
+    outcome: Option<Outcome>,
+    records: &[RecordView],
+    total: u64,
+) -> Markup {
+    let running = run.status == RunStatus::Running;
+    let url = match outcome {
+        Some(o) => format!("/runs/{}/records/live?outcome={}", run.id, o.as_str()),
+        None => format!("/runs/{}/records/live", run.id),
+    };
+    html! {
+        div #live-records hx-get=[running.then_some(url)]
+            hx-trigger=[running.then_some("every 1s")] hx-swap="outerHTML" {
+            @if records.is_empty() {
+                p.muted { "Records appear here as Stripe confirms them." }
+            } @else {
+                p.muted {
+                    (total) " records so far, the newest first. When the run ends they are listed in row order."
+                }
+                (records_table(&run.id, records))
+            }
+        }
+    }
+}
+
+/// The running run's newest records (the page's live block polls it).
+pub async fn live_records(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(params): Query<RunPageParams>,
+) -> Result<Markup, Page> {
+    let run = require_run(&state, &id).await?;
+    let outcome = parse_outcome(params.outcome.as_deref());
+    let (records, total) = latest_records(&state, &run, outcome).await?;
+    Ok(live_records_block(&run, outcome, &records, total))
+}
+
+async fn latest_records(
+    state: &AppState,
+    run: &RunRecord,
+    outcome: Option<Outcome>,
+) -> Result<(Vec<RecordView>, u64), Page> {
+    let store = state.store();
+    let rows = store
+        .latest_run_records(&run.id, outcome, LIVE_RECORDS)
+        .await?;
+    let total = store.count_run_records(&run.id, outcome).await?;
+    let dashboard = dashboard_base(state, &run.sync).await;
+    let records = rows
+        .into_iter()
+        .map(|r| RecordView::new(r, dashboard.as_deref()))
+        .collect();
+    Ok((records, total))
+}
+
+/// One record of a run and every request sent to Stripe for it, as sent and as answered.
+pub async fn record(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((id, row)): Path<(String, u64)>,
+) -> Result<Markup, Page> {
+    let run = require_run(&state, &id).await?;
+    let Some(detail) = crate::api::runs::record_detail(&state, &run, row).await? else {
+        return Err(Page::not_found(format!(
+            "run '{id}' kept no record for row {row}: unchanged rows are only counted"
+        )));
+    };
+    let record = &detail.record;
+    Ok(shell(
+        &caller,
+        Section::Runs,
+        &format!("Row {row} of run {id}"),
+        html! {
+            (page_header(&format!("Row {row} · {}", record.key), Some(&format!("Run {id} of {}", run.sync)), html! {
+                a.button href={"/runs/" (id)} { "Run" }
+            }))
+            section.card {
+                dl.settings {
+                    dt { "Outcome" } dd { (status_badge(record.outcome.as_str())) }
+                    dt { "In Stripe" } dd {
+                        @if let (Some(stripe_id), Some(url)) = (&record.stripe_id, &record.stripe_url) {
+                            a.mono href=(url) target="_blank" rel="noopener" { (stripe_id) " ↗" }
+                        } @else if let Some(stripe_id) = &record.stripe_id {
+                            span.mono { (stripe_id) }
+                        } @else { span.muted { "—" } }
+                    }
+                    @if let Some(reason) = &record.reason { dt { "Why" } dd { (reason) } }
+                    @if let Some(changes) = &record.changes {
+                        dt { "Changes" } dd { pre.exchange { (serde_json::to_string_pretty(changes).unwrap_or_default()) } }
+                    }
+                }
+            }
+            h2 { "Requests to Stripe" }
+            @if detail.requests.is_empty() {
+                p.muted {
+                    "No request is kept for this row: it needed none, or its requests are older than the log keeps them ("
+                    code { "FERRY_REQUEST_LOG_DAYS" } ", 7 days unless set)."
+                }
+            }
+            @for exchange in &detail.requests {
+                section.card.exchange {
+                    h3 {
+                        span.mono { (exchange.method) " " (exchange.path) }
+                        " "
+                        @match exchange.status {
+                            Some(status) => { (status_badge(if (200..300).contains(&status) { "completed" } else { "failed" })) " " span.mono { (status) } }
+                            None => { (status_badge("failed")) " no answer" }
+                        }
+                    }
+                    p.muted {
+                        (time(exchange.sent_at)) " · " (exchange.duration_ms) " ms"
+                        @if let Some(request_id) = &exchange.request_id { " · request " span.mono { (request_id) } }
+                        @if let Some(key) = &exchange.idempotency_key { " · idempotency key " span.mono { (key) } }
+                    }
+                    @if let Some(error) = &exchange.error { div.alert.error { (error) } }
+                    @if !exchange.request_params.is_empty() {
+                        table.table.compact {
+                            thead { tr { th { "Sent" } th { "Value" } } }
+                            tbody {
+                                @for (name, value) in &exchange.request_params {
+                                    tr { td.mono { (name) } td.mono { (value) } }
+                                }
+                            }
+                        }
+                    }
+                    @if let Some(body) = &exchange.response_body {
+                        details open[exchange.status.is_some_and(|status| status >= 400)] {
+                            summary { "Answer" }
+                            pre.exchange { (pretty_json(body)) }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+/// `text` indented when it is JSON, as it came otherwise (a cut body is not JSON).
+fn pretty_json(text: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|value| serde_json::to_string_pretty(&value).ok())
+        .unwrap_or_else(|| text.to_string())
 }
 
 pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Redirect {

@@ -1030,6 +1030,15 @@ pub async fn show(
     let runs = state.store().list_runs(Some(&name), 20).await?;
     let raised = state.store().raised_alerts(&name).await?;
     let deliveries = state.store().list_deliveries(Some(&name), 10).await?;
+    // Runs asked for that no server has started yet (every one is busy, or the request waits
+    // for the sync's previous run to end).
+    let queued: Vec<_> = state
+        .store()
+        .pending_run_requests()
+        .await?
+        .into_iter()
+        .filter(|request| request.sync == name && request.run_id.is_none())
+        .collect();
     let spec = &sync.spec;
     Ok(shell(
         &caller,
@@ -1105,6 +1114,13 @@ pub async fn show(
                 }
             }
             h2 { "Runs" }
+            @for request in &queued {
+                p.alert #queued-run {
+                    strong { "Queued" }
+                    " since " (super::layout::time(request.requested_at))
+                    " (" (request.reason) @if request.full_resync { ", full resync" } "): it starts when a server has room."
+                }
+            }
             @if runs.is_empty() {
                 p.muted { "No run yet. Preview the sync, then run it." }
             } @else {
