@@ -108,7 +108,7 @@ pub const UI_ROUTES: &[(&str, &str)] = &[
     ("GET", "/runs/x"),
     ("GET", "/runs/x/status"),
     ("GET", "/runs/x/records/live"),
-    ("GET", "/runs/x/records/1"),
+    ("GET", "/runs/x/records/x"),
     ("POST", "/runs/x/cancel"),
     ("GET", "/runs/x/records.csv"),
     ("POST", "/logout"),
