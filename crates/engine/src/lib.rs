@@ -815,26 +815,15 @@ const MAX_RUN_RETENTION_DAYS: u32 = 3_650;
 /// How long runs are kept: [`RUN_RETENTION_VARIABLE`] when set, else [`RUN_RETENTION`]. A
 /// value that is not a number of days refuses the run, naming the variable and the fix.
 pub fn run_retention() -> Result<chrono::TimeDelta, EngineError> {
-    let Ok(text) = std::env::var(RUN_RETENTION_VARIABLE) else {
-        return Ok(RUN_RETENTION);
-    };
-    if text.trim().is_empty() {
-        return Ok(RUN_RETENTION);
-    }
-    text.trim()
-        .parse::<u32>()
-        .ok()
-        .filter(|days| *days <= MAX_RUN_RETENTION_DAYS)
-        .map(|days| chrono::TimeDelta::days(i64::from(days)))
-        .ok_or_else(|| {
-            EngineError::Config(format!(
-                "{RUN_RETENTION_VARIABLE} is `{text}`: give a whole number of days between 0 \
-                 (keep only each sync's newest run) and {MAX_RUN_RETENTION_DAYS}, or unset it to \
-                 keep runs {} days",
-                RUN_RETENTION.num_days()
-            ))
-        })
+    days_from_env(
+        RUN_RETENTION_VARIABLE,
+        RUN_RETENTION,
+        MAX_RUN_RETENTION_DAYS,
+        "keep only each sync's newest run",
+        "keep runs",
+    )
 }
+
 /// How long each record's Stripe requests are kept by default (the record's debugger).
 pub const REQUEST_LOG_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(7);
 /// The environment variable that sets how many days records' Stripe requests are kept: 0 keeps
@@ -847,23 +836,39 @@ const MAX_REQUEST_LOG_DAYS: u32 = 365;
 /// 0 (no request is logged). A value that is not a number of days refuses the run, naming the
 /// variable and the fix.
 pub fn request_log_retention() -> Result<Option<chrono::TimeDelta>, EngineError> {
-    let Ok(text) = std::env::var(REQUEST_LOG_RETENTION_VARIABLE) else {
-        return Ok(Some(REQUEST_LOG_RETENTION));
-    };
+    let kept_for = days_from_env(
+        REQUEST_LOG_RETENTION_VARIABLE,
+        REQUEST_LOG_RETENTION,
+        MAX_REQUEST_LOG_DAYS,
+        "keep no request",
+        "keep each record's Stripe requests",
+    )?;
+    Ok((kept_for > chrono::TimeDelta::zero()).then_some(kept_for))
+}
+
+/// A number of days from `variable` (0 to `max`), `default` when unset or empty; anything else
+/// refuses, naming the variable, what 0 means and the default.
+fn days_from_env(
+    variable: &str,
+    default: chrono::TimeDelta,
+    max: u32,
+    zero_means: &str,
+    default_does: &str,
+) -> Result<chrono::TimeDelta, EngineError> {
+    let text = std::env::var(variable).unwrap_or_default();
     if text.trim().is_empty() {
-        return Ok(Some(REQUEST_LOG_RETENTION));
+        return Ok(default);
     }
     text.trim()
         .parse::<u32>()
         .ok()
-        .filter(|days| *days <= MAX_REQUEST_LOG_DAYS)
-        .map(|days| (days > 0).then(|| chrono::TimeDelta::days(i64::from(days))))
+        .filter(|days| *days <= max)
+        .map(|days| chrono::TimeDelta::days(i64::from(days)))
         .ok_or_else(|| {
             EngineError::Config(format!(
-                "{REQUEST_LOG_RETENTION_VARIABLE} is `{text}`: give a whole number of days \
-                 between 0 (keep no request) and {MAX_REQUEST_LOG_DAYS}, or unset it to keep \
-                 each record's Stripe requests {} days",
-                REQUEST_LOG_RETENTION.num_days()
+                "{variable} is `{text}`: give a whole number of days between 0 ({zero_means}) \
+                 and {max}, or unset it to {default_does} {} days",
+                default.num_days()
             ))
         })
 }

@@ -201,25 +201,16 @@ pub async fn show(
     let run = require_run(&state, &id).await?;
     let outcome = parse_outcome(params.outcome.as_deref());
     let after = params.after.unwrap_or(0);
-    let store = state.store();
-    let total = store.count_run_records(&id, outcome).await?;
-    let rows = store
-        .list_run_records(&id, outcome, after, PAGE_SIZE)
-        .await?;
-    let next_after = (rows.len() == PAGE_SIZE)
-        .then(|| rows.last().map(|r| r.row_number))
-        .flatten();
-    let dashboard = dashboard_base(&state, &run.sync).await;
-    let records: Vec<RecordView> = rows
-        .into_iter()
-        .map(|r| RecordView::new(r, dashboard.as_deref()))
-        .collect();
     // A running run's first page is its newest records, kept up to date; a later page (the
     // pager's) is a page in row order like a finished run's.
     let live = if run.status == RunStatus::Running && after == 0 {
         Some(latest_records(&state, &run, outcome).await?)
     } else {
         None
+    };
+    let (total, records, next_after) = match live {
+        Some(_) => (0, Vec::new(), None),
+        None => page_in_row_order(&state, &run, outcome, after).await?,
     };
     let filter_link = |o: Option<Outcome>| match o {
         Some(o) => format!("/runs/{id}?outcome={}", o.as_str()),
@@ -335,6 +326,30 @@ pub async fn live_records(
     let outcome = parse_outcome(params.outcome.as_deref());
     let (records, total) = latest_records(&state, &run, outcome).await?;
     Ok(live_records_block(&run, outcome, &records, total))
+}
+
+/// A page of the run's records in row order: the total over every page, the page, and where
+/// the next one starts.
+async fn page_in_row_order(
+    state: &AppState,
+    run: &RunRecord,
+    outcome: Option<Outcome>,
+    after: u64,
+) -> Result<(u64, Vec<RecordView>, Option<u64>), Page> {
+    let store = state.store();
+    let total = store.count_run_records(&run.id, outcome).await?;
+    let rows = store
+        .list_run_records(&run.id, outcome, after, PAGE_SIZE)
+        .await?;
+    let next_after = (rows.len() == PAGE_SIZE)
+        .then(|| rows.last().map(|r| r.row_number))
+        .flatten();
+    let dashboard = dashboard_base(state, &run.sync).await;
+    let records = rows
+        .into_iter()
+        .map(|r| RecordView::new(r, dashboard.as_deref()))
+        .collect();
+    Ok((total, records, next_after))
 }
 
 async fn latest_records(
