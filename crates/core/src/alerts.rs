@@ -385,7 +385,7 @@ pub fn evaluate_alerts(
     changes
 }
 
-fn percent(part: u64, whole: u64) -> f64 {
+pub(crate) fn percent(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
     } else {
@@ -393,7 +393,7 @@ fn percent(part: u64, whole: u64) -> f64 {
     }
 }
 
-fn percent_text(share: f64) -> String {
+pub(crate) fn percent_text(share: f64) -> String {
     if share == 0.0 || share >= 10.0 || share.fract() == 0.0 {
         format!("{share:.0}%")
     } else {

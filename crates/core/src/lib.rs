@@ -6,6 +6,7 @@ pub mod outcome;
 pub mod payload;
 pub mod schedule;
 pub mod secret;
+pub mod sequence;
 pub mod spec;
 pub mod value;
 
@@ -16,6 +17,9 @@ pub use outcome::{Outcome, RunCounts, RunStatus};
 pub use payload::{changed_fields, Baseline, FieldValue, Payload};
 pub use schedule::Schedule;
 pub use secret::Secret;
+pub use sequence::{
+    after_step, SequenceMove, SequenceRunStatus, SequenceSpec, StepResult, MAX_STEPS as MAX_SEQUENCE_STEPS,
+};
 pub use spec::{
     Behavior, FieldMapping, Finalize, InvoiceSettings, KeyMapping, MappingSource, MirrorSettings,
     NullPolicy, ObjectKind, SyncSpec, TemplatePart,
