@@ -13,6 +13,8 @@ pub enum ObjectType {
     ApiToken,
     /// One event's delivery to an alert channel.
     Delivery,
+    /// A named, ordered list of syncs run one after another.
+    Sequence,
 }
 
 impl ObjectType {
@@ -24,6 +26,7 @@ impl ObjectType {
             ObjectType::Run => "run",
             ObjectType::ApiToken => "API token",
             ObjectType::Delivery => "delivery",
+            ObjectType::Sequence => "sequence",
         }
     }
 
@@ -38,6 +41,7 @@ impl ObjectType {
             ObjectType::ApiToken => "see `ferry token list`",
             // No command lists deliveries (yet); a finished one goes when old runs are pruned.
             ObjectType::Delivery => "finished deliveries are removed with old runs",
+            ObjectType::Sequence => "see `ferry sequence list`",
         }
     }
 
@@ -51,7 +55,8 @@ impl ObjectType {
             | ObjectType::Model
             | ObjectType::Sync
             | ObjectType::Run
-            | ObjectType::Delivery => "choose another name".to_string(),
+            | ObjectType::Delivery
+            | ObjectType::Sequence => "choose another name".to_string(),
         }
     }
 }

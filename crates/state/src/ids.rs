@@ -1,5 +1,5 @@
-//! Identifiers and clock readings the store hands out: run and delivery ids that sort by when
-//! they were made, sync uids, and timestamps both backends store without loss.
+//! Identifiers and clock readings the store hands out: run, sequence run and delivery ids that
+//! sort by when they were made, sync uids, and timestamps both backends store without loss.
 
 use chrono::{DateTime, SubsecRound, Utc};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -28,6 +28,12 @@ pub fn new_delivery_id() -> String {
 /// A new run request id: `rrq_` + 14 hex digits of microseconds + 6 random.
 pub fn new_run_request_id() -> String {
     time_sortable_id("rrq_").0
+}
+
+/// A new sequence run id and its start time: `seqrun_` + 14 hex digits of microseconds + 6
+/// random, so a sequence's runs sort by when they started, like runs.
+pub fn new_sequence_run_id() -> (String, DateTime<Utc>) {
+    time_sortable_id("seqrun_")
 }
 
 /// 16 random hex characters.
@@ -74,6 +80,20 @@ mod tests {
             i64::from_str_radix(&id[4..18], 16).unwrap(),
             started_at.timestamp_micros()
         );
+    }
+
+    #[test]
+    fn sequence_run_ids_sort_in_creation_order_among_run_ids() {
+        let (first, started_at) = new_sequence_run_id();
+        let (run, _) = new_run_id();
+        let (second, _) = new_sequence_run_id();
+        assert!(first.starts_with("seqrun_") && first.len() == "seqrun_".len() + 14 + 6);
+        assert_eq!(
+            i64::from_str_radix(&first[7..21], 16).unwrap(),
+            started_at.timestamp_micros()
+        );
+        assert!(first < second);
+        assert!(first[7..] < run[4..] && run[4..] < second[7..]);
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! The workspace store: ferry's connections, models, syncs, runs, per-record outcomes, and per
 //! sync the snapshot of what was last confirmed written plus the creates still in flight, and the
-//! alerts it has raised; the deliveries of events to alert channels, each tried until it is
-//! delivered or given up; a few workspace-wide settings; the API tokens of `ferry server` and
-//! the sessions of its web UI, both kept only as hashes; and the request budgets shared by every
-//! process that writes into one account.
+//! alerts it has raised; sequences of syncs and their runs; the deliveries of events to alert
+//! channels, each tried until it is delivered or given up; a few workspace-wide settings; the
+//! API tokens of `ferry server` and the sessions of its web UI, both kept only as hashes; and the
+//! request budgets shared by every process that writes into one account.
 //!
 //! Two backends hold the same data with the same behaviour: SQLite in the workspace directory
 //! (the default) and PostgreSQL (`--state-url`). [`StateStore`] dispatches to one of them and
@@ -33,15 +33,19 @@ pub use rate_budget::RateSlots;
 pub use records::{
     ApiTokenRecord, CommitBatch, ConnectionKind, ConnectionRecord, DeliveryAttempt, DeliveryRecord,
     DeliveryStatus, EncryptedSecret, IndexState, IndexedRecord, ModelRecord, NewConnection,
-    NewDelivery, NewRunRequest, PendingCreate, RaisedAlert, RunRecord, RunRecordRow, RunRefusal,
-    RunRequest, SecretInput, SecretRef, SnapshotEntry, SnapshotKey, StripeExchange, SyncRecord,
+    NewDelivery, NewRunRequest, NewSequenceRun, PendingCreate, RaisedAlert, RunRecord,
+    RunRecordRow, RunRefusal, RunRequest, SecretInput, SecretRef, SequenceRecord,
+    SequenceRunRecord, SequenceRunUpdate, SnapshotEntry, SnapshotKey, StripeExchange, SyncRecord,
     UiSession,
 };
 pub use sync_lock::SyncLock;
 pub use workspace::{WorkspaceOptions, DATABASE_FILE_NAME, KEY_FILE_NAME, LOCKS_DIR_NAME};
 
 use chrono::{DateTime, SubsecRound as _, Utc};
-use ferry_core::{AlertCondition, Outcome, RunCounts, RunStatus, Secret, SyncSpec};
+use ferry_core::{
+    AlertCondition, Outcome, RunCounts, RunStatus, Secret, SequenceRunStatus, SequenceSpec,
+    SyncSpec,
+};
 
 /// The workspace setting that holds the default alert settings (JSON of
 /// `ferry_core::AlertSettings`), of every sync without its own.
@@ -155,6 +159,12 @@ impl StateStore {
                 .await?
                 .into_iter()
                 .map(|t| t.name)
+                .collect(),
+            ObjectType::Sequence => self
+                .list_sequences()
+                .await?
+                .into_iter()
+                .map(|s| s.name)
                 .collect(),
             ObjectType::Run | ObjectType::Delivery => return Ok(()),
         };
@@ -379,9 +389,26 @@ impl StateStore {
 
     /// Removes the sync with its runs, run records, Stripe exchanges, snapshot, pending creates
     /// and raised alerts, in one transaction; `Ok(false)` when there was none. Its deliveries
-    /// stay, as the record of what was sent (and a pending one is still tried).
+    /// stay, as the record of what was sent (and a pending one is still tried). Refuses with
+    /// [`StateError::InUse`] while a sequence names it as a step.
     pub async fn remove_sync(&self, name: &str) -> Result<bool, StateError> {
         validate_name(ObjectType::Sync, name)?;
+        // A sequence names its steps inside its spec (JSON), which no foreign key sees: refused
+        // here, so a sequence never stops at a step that no longer exists.
+        let used_by: Vec<String> = self
+            .list_sequences()
+            .await?
+            .into_iter()
+            .filter(|sequence| sequence.spec.steps.iter().any(|step| step == name))
+            .map(|sequence| format!("sequence '{}'", sequence.name))
+            .collect();
+        if !used_by.is_empty() {
+            return Err(StateError::InUse {
+                what: ObjectType::Sync,
+                name: name.to_string(),
+                used_by,
+            });
+        }
         on_backend!(self, backend => backend.remove_sync(name).await)
     }
 
@@ -500,8 +527,10 @@ impl StateStore {
 
     /// Deletes the runs that finished before `before`, with their records and Stripe exchanges;
     /// each sync keeps its newest run whatever its age. Also deletes the deliveries made before
-    /// `before` that are finished (delivered or given up); pending ones stay until they are.
-    /// Returns how many runs were removed.
+    /// `before` that are finished (delivered or given up); pending ones stay until they are; and
+    /// the sequence runs that finished before `before`, each sequence keeping its newest (a
+    /// schedule counts from its last start, as a sync's does). Returns how many runs of syncs
+    /// were removed.
     pub async fn prune_runs(&self, before: DateTime<Utc>) -> Result<u64, StateError> {
         on_backend!(self, backend => backend.prune_runs(before).await)
     }
@@ -1111,6 +1140,149 @@ impl StateStore {
         on_backend!(self, backend => backend.request_run_cancel(run_id).await)
     }
 
+    /// The request that holds `dedupe_key` (unique among requests), finished or not;
+    /// `Ok(None)` when none does (never queued, or finished more than a day ago and removed).
+    /// Whoever queued a run under a key it chose (a sequence's step, say) finds it again after
+    /// a restart, rather than queueing it twice.
+    pub async fn find_run_request_by_dedupe_key(
+        &self,
+        dedupe_key: &str,
+    ) -> Result<Option<RunRequest>, StateError> {
+        on_backend!(self, backend => backend.find_run_request_by_dedupe_key(dedupe_key).await)
+    }
+
+    // ----- sequences -----
+
+    /// Creates a sequence, or replaces the one with the same name (its `created_at` stays; its
+    /// runs keep the spec they started with). A new name must follow [`NAME_PATTERN`] and
+    /// differ by more than case from the other sequences' names. Refuses a spec with
+    /// [`SequenceSpec::problems`], and a step that is not an existing sync named exactly so
+    /// ([`StateError::NotFound`] naming it).
+    pub async fn put_sequence(
+        &self,
+        name: &str,
+        spec: &SequenceSpec,
+    ) -> Result<SequenceRecord, StateError> {
+        validate_name(ObjectType::Sequence, name)?;
+        if !is_valid_new_name(name) && self.get_sequence(name).await?.is_none() {
+            validate_new_name(ObjectType::Sequence, name)?;
+        }
+        let problems = spec.problems();
+        if !problems.is_empty() {
+            return Err(StateError::InvalidInput(format!(
+                "sequence '{name}': {}",
+                problems.join("; ")
+            )));
+        }
+        let syncs = self.list_syncs().await?;
+        if let Some(missing) = spec
+            .steps
+            .iter()
+            .find(|step| !syncs.iter().any(|sync| &sync.name == *step))
+        {
+            return Err(StateError::NotFound {
+                what: ObjectType::Sync,
+                name: missing.clone(),
+            });
+        }
+        on_backend!(self, backend => backend.upsert_sequence(name, spec).await)
+    }
+
+    pub async fn get_sequence(&self, name: &str) -> Result<Option<SequenceRecord>, StateError> {
+        validate_name(ObjectType::Sequence, name)?;
+        on_backend!(self, backend => backend.get_sequence(name).await)
+    }
+
+    /// All sequences, by name.
+    pub async fn list_sequences(&self) -> Result<Vec<SequenceRecord>, StateError> {
+        on_backend!(self, backend => backend.list_sequences().await)
+    }
+
+    /// Removes the sequence with its runs, in one transaction; `Ok(false)` when there was none.
+    /// The runs its steps started stay, with their syncs.
+    pub async fn remove_sequence(&self, name: &str) -> Result<bool, StateError> {
+        validate_name(ObjectType::Sequence, name)?;
+        on_backend!(self, backend => backend.remove_sequence(name).await)
+    }
+
+    /// Starts a run of an existing sequence ([`StateError::NotFound`] when there is none):
+    /// running, at step 0, no step run yet, version 0, with a copy of the sequence's spec, so
+    /// that saving the sequence meanwhile does not change a run under way. `Ok(None)` when a
+    /// sequence run with the same dedupe key already exists (another server started this
+    /// scheduled run).
+    pub async fn create_sequence_run(
+        &self,
+        run: &NewSequenceRun,
+    ) -> Result<Option<SequenceRunRecord>, StateError> {
+        let sequence =
+            self.get_sequence(&run.sequence)
+                .await?
+                .ok_or_else(|| StateError::NotFound {
+                    what: ObjectType::Sequence,
+                    name: run.sequence.clone(),
+                })?;
+        let (id, started_at) = ids::new_sequence_run_id();
+        let record = SequenceRunRecord {
+            id,
+            sequence: sequence.name,
+            spec: sequence.spec,
+            status: SequenceRunStatus::Running,
+            reason: run.reason.clone(),
+            driver: run.driver.clone(),
+            step: 0,
+            run_ids: Vec::new(),
+            message: None,
+            dedupe_key: run.dedupe_key.clone(),
+            version: 0,
+            started_at,
+            finished_at: None,
+            updated_at: started_at,
+        };
+        let inserted = on_backend!(self, backend => backend.insert_sequence_run(&record).await)?;
+        Ok(inserted.then_some(record))
+    }
+
+    /// Moves a sequence run on, compare-and-set: sets its step, step runs, status and message,
+    /// bumps its version and `updated_at` (and sets `finished_at` when the status is not
+    /// running) only if its version is still `expected_version` and it is still running.
+    /// Returns whether it did: several server processes may drive the same run, and of those
+    /// that read one version exactly one moves it on; the others read it again. An unknown id
+    /// updates nothing.
+    pub async fn advance_sequence_run(
+        &self,
+        id: &str,
+        expected_version: u64,
+        update: &SequenceRunUpdate,
+    ) -> Result<bool, StateError> {
+        let now = ids::now();
+        on_backend!(self, backend => backend.advance_sequence_run(id, expected_version, update, now).await)
+    }
+
+    pub async fn get_sequence_run(
+        &self,
+        id: &str,
+    ) -> Result<Option<SequenceRunRecord>, StateError> {
+        on_backend!(self, backend => backend.get_sequence_run(id).await)
+    }
+
+    /// The newest `limit` sequence runs, of one sequence or of all, newest first.
+    pub async fn list_sequence_runs(
+        &self,
+        sequence: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<SequenceRunRecord>, StateError> {
+        if let Some(sequence) = sequence {
+            validate_name(ObjectType::Sequence, sequence)?;
+        }
+        on_backend!(self, backend => backend.list_sequence_runs(sequence, limit).await)
+    }
+
+    /// The sequence runs still running, oldest first: what the servers drive (or what a dead
+    /// `ferry sequence run` left behind).
+    pub async fn running_sequence_runs(&self) -> Result<Vec<SequenceRunRecord>, StateError> {
+        on_backend!(self, backend => backend.running_sequence_runs().await)
+    }
+
     // ----- locking -----
 
     /// Whether a run of the sync holds its lock now: tried without waiting (a lock taken is
@@ -1256,6 +1428,9 @@ mod tests {
         sync: &SyncRecord,
         batch: &CommitBatch,
         attempt: &DeliveryAttempt,
+        sequence_spec: &SequenceSpec,
+        new_sequence_run: &NewSequenceRun,
+        sequence_update: &SequenceRunUpdate,
     ) {
         assert_send(&store.put_connection(&NewConnection {
             name: String::new(),
@@ -1303,6 +1478,16 @@ mod tests {
         assert_send(&store.end_ui_session(""));
         assert_send(&store.prune_ui_sessions(ids::now()));
         assert_send(&store.reserve_rate_slots("", 1, 1));
+        assert_send(&store.find_run_request_by_dedupe_key(""));
+        assert_send(&store.put_sequence("", sequence_spec));
+        assert_send(&store.get_sequence(""));
+        assert_send(&store.list_sequences());
+        assert_send(&store.remove_sequence(""));
+        assert_send(&store.create_sequence_run(new_sequence_run));
+        assert_send(&store.advance_sequence_run("", 0, sequence_update));
+        assert_send(&store.get_sequence_run(""));
+        assert_send(&store.list_sequence_runs(None, 1));
+        assert_send(&store.running_sequence_runs());
     }
 
     /// The same for futures that borrow across their awaits, as axum middleware and

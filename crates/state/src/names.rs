@@ -1,4 +1,4 @@
-//! The rules for the names users give connections, models, syncs and API tokens (and
+//! The rules for the names users give connections, models, syncs, sequences and API tokens (and
 //! environment variables that hold secrets), checked before anything reaches a database.
 //!
 //! Two rules, because workspaces outlive them:
@@ -104,6 +104,7 @@ pub(crate) fn name_table(what: ObjectType) -> &'static str {
         ObjectType::ApiToken => "api_tokens",
         ObjectType::Run => "runs",
         ObjectType::Delivery => "deliveries",
+        ObjectType::Sequence => "sequences",
     }
 }
 

@@ -15,8 +15,9 @@ use crate::rate_budget::{RateSlots, Reservation};
 use crate::records::{
     counts_from_columns, counts_to_columns, delivery_number, exchange_status,
     parse_alert_condition, parse_connection_kind, parse_delivery_status, parse_outcome,
-    parse_run_status, parse_sync_spec, secret_from_columns, sorted_json, sync_spec_json,
-    to_sql_integer, StoredSecret,
+    parse_run_ids, parse_run_status, parse_sequence_run_status, parse_sequence_spec,
+    parse_sync_spec, run_ids_json, secret_from_columns, sequence_run_number, sequence_spec_json,
+    sorted_json, sync_spec_json, to_sql_integer, StoredSecret,
 };
 use crate::stored_time;
 use crate::sync_lock::{advisory_lock_key, HeldLock, SyncLock};
@@ -24,11 +25,14 @@ use crate::workspace::{OpenMode, PostgresUrl};
 use crate::{
     ApiTokenRecord, CommitBatchRef, ConnectionKind, ConnectionRecord, DeliveryAttempt,
     DeliveryRecord, DeliveryStatus, IndexState, IndexedRecord, ModelRecord, NewRunRequest,
-    PendingCreate, RaisedAlert, RunRecord, RunRecordRow, RunRefusal, RunRequest, SnapshotEntry,
-    SnapshotKey, StripeExchange, SyncRecord, UiSession,
+    PendingCreate, RaisedAlert, RunRecord, RunRecordRow, RunRefusal, RunRequest, SequenceRecord,
+    SequenceRunRecord, SequenceRunUpdate, SnapshotEntry, SnapshotKey, StripeExchange, SyncRecord,
+    UiSession,
 };
 use chrono::{DateTime, Utc};
-use ferry_core::{AlertCondition, Outcome, RunCounts, RunStatus, SyncSpec};
+use ferry_core::{
+    AlertCondition, Outcome, RunCounts, RunStatus, SequenceRunStatus, SequenceSpec, SyncSpec,
+};
 use ferry_postgres_connect::{ConnectError, ConnectionStringError, PostgresTarget, TlsError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,6 +91,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         10,
         "stripe exchanges",
         include_str!("../migrations/postgres/0010_stripe_exchanges.sql"),
+    ),
+    (
+        11,
+        "sequences",
+        include_str!("../migrations/postgres/0011_sequences.sql"),
     ),
 ];
 
@@ -164,6 +173,9 @@ const RAISED_ALERT_COLUMNS: &str = "sync_name, condition, message, raised_at";
 const DELIVERY_COLUMNS: &str = "id, event_id, event_type, sync_name, run_id, channel, payload, \
      status, attempts, created_at, next_attempt_at, last_attempt_at, answer_status, answer";
 const UI_SESSION_COLUMNS: &str = "id_hash, token_name, csrf, signed_in_at, last_seen_at";
+const SEQUENCE_COLUMNS: &str = "name, spec, created_at, updated_at";
+const SEQUENCE_RUN_COLUMNS: &str = "id, sequence_name, spec, status, reason, driver, step, \
+     run_ids, message, dedupe_key, version, started_at, finished_at, updated_at";
 
 impl PostgresStore {
     /// Connects and applies missing migrations; with `MustExist`, a database without ferry's
@@ -737,6 +749,16 @@ impl PostgresStore {
                 .execute(
                     "DELETE FROM deliveries WHERE created_at < $1 AND status <> $2",
                     &[&before, &DeliveryStatus::Pending.as_str()],
+                )
+                .await
+                .map_err(StateError::postgres(doing))?;
+            transaction
+                .execute(
+                    "DELETE FROM sequence_runs WHERE id IN (SELECT id FROM sequence_runs r \
+                     WHERE finished_at IS NOT NULL AND finished_at < $1 AND id <> \
+                     (SELECT MAX(id COLLATE \"C\") FROM sequence_runs n \
+                     WHERE n.sequence_name = r.sequence_name))",
+                    &[&before],
                 )
                 .await
                 .map_err(StateError::postgres(doing))?;
@@ -1949,6 +1971,225 @@ impl PostgresStore {
 
     /// `pg_try_advisory_lock` on a session of its own, kept open by the guard: the lock ends
     /// with the session, whether the guard is dropped or the process dies.
+    pub(crate) async fn find_run_request_by_dedupe_key(
+        &self,
+        dedupe_key: &str,
+    ) -> Result<Option<RunRequest>, StateError> {
+        with_session!(self, |session| {
+            query_optional(
+                &session.client,
+                &format!("SELECT {RUN_REQUEST_COLUMNS} FROM run_requests WHERE dedupe_key = $1"),
+                &[&dedupe_key],
+                read_run_request,
+            )
+            .await
+        })
+    }
+
+    pub(crate) async fn upsert_sequence(
+        &self,
+        name: &str,
+        spec: &SequenceSpec,
+    ) -> Result<SequenceRecord, StateError> {
+        let spec_json = sequence_spec_json(spec);
+        let doing = "saving a sequence";
+        with_session!(self, |session| {
+            let transaction = names_transaction(session, ObjectType::Sequence, name, doing).await?;
+            let row = transaction
+                .query_one(
+                    "INSERT INTO sequences (name, spec, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $3) ON CONFLICT (name) DO UPDATE SET \
+                     spec = excluded.spec, updated_at = excluded.updated_at \
+                     RETURNING created_at, updated_at",
+                    &[&name, &spec_json, &ids::now()],
+                )
+                .await
+                .map_err(StateError::postgres(doing))?;
+            transaction
+                .commit()
+                .await
+                .map_err(StateError::postgres(doing))?;
+            Ok(SequenceRecord {
+                name: name.to_string(),
+                spec: spec.clone(),
+                created_at: column(&row, 0)?,
+                updated_at: column(&row, 1)?,
+            })
+        })
+    }
+
+    pub(crate) async fn get_sequence(
+        &self,
+        name: &str,
+    ) -> Result<Option<SequenceRecord>, StateError> {
+        with_session!(self, |session| {
+            let sql = format!("SELECT {SEQUENCE_COLUMNS} FROM sequences WHERE name = $1");
+            query_optional(&session.client, &sql, &[&name], read_sequence).await
+        })
+    }
+
+    pub(crate) async fn list_sequences(&self) -> Result<Vec<SequenceRecord>, StateError> {
+        with_session!(self, |session| {
+            let sql =
+                format!("SELECT {SEQUENCE_COLUMNS} FROM sequences ORDER BY name COLLATE \"C\"");
+            query_all(&session.client, &sql, &[], read_sequence).await
+        })
+    }
+
+    /// Removes the sequence and its runs, in one transaction.
+    pub(crate) async fn remove_sequence(&self, name: &str) -> Result<bool, StateError> {
+        let doing = "removing a sequence";
+        with_session!(self, |session| {
+            let transaction = session
+                .client
+                .transaction()
+                .await
+                .map_err(StateError::postgres(doing))?;
+            transaction
+                .execute(
+                    "DELETE FROM sequence_runs WHERE sequence_name = $1",
+                    &[&name],
+                )
+                .await
+                .map_err(StateError::postgres(doing))?;
+            let removed = transaction
+                .execute("DELETE FROM sequences WHERE name = $1", &[&name])
+                .await
+                .map_err(StateError::postgres(doing))?;
+            transaction
+                .commit()
+                .await
+                .map_err(StateError::postgres(doing))?;
+            Ok(removed > 0)
+        })
+    }
+
+    /// Inserts a new sequence run; `Ok(false)` when another one holds its dedupe key.
+    pub(crate) async fn insert_sequence_run(
+        &self,
+        run: &SequenceRunRecord,
+    ) -> Result<bool, StateError> {
+        let spec_json = sequence_spec_json(&run.spec);
+        let run_ids = run_ids_json(&run.run_ids);
+        let step = i64::from(run.step);
+        let version = to_sql_integer(run.version);
+        with_session!(self, |session| {
+            let inserted = session
+                .client
+                .execute(
+                    "INSERT INTO sequence_runs (id, sequence_name, spec, status, reason, driver, \
+                     step, run_ids, message, dedupe_key, version, started_at, finished_at, \
+                     updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                     $13, $14) ON CONFLICT (dedupe_key) DO NOTHING",
+                    &[
+                        &run.id,
+                        &run.sequence,
+                        &spec_json,
+                        &run.status.as_str(),
+                        &run.reason,
+                        &run.driver,
+                        &step,
+                        &run_ids,
+                        &run.message,
+                        &run.dedupe_key,
+                        &version,
+                        &run.started_at,
+                        &run.finished_at,
+                        &run.updated_at,
+                    ],
+                )
+                .await
+                .map_err(StateError::postgres("starting a sequence run"))?;
+            Ok(inserted > 0)
+        })
+    }
+
+    /// The compare-and-set of a sequence run: one UPDATE. A second process updating the same
+    /// row waits for the first to commit, then finds the version changed and updates nothing.
+    pub(crate) async fn advance_sequence_run(
+        &self,
+        id: &str,
+        expected_version: u64,
+        update: &SequenceRunUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StateError> {
+        let expected_version = to_sql_integer(expected_version);
+        let step = i64::from(update.step);
+        let run_ids = run_ids_json(&update.run_ids);
+        let finished_at = (update.status != SequenceRunStatus::Running).then_some(now);
+        with_session!(self, |session| {
+            let changed = session
+                .client
+                .execute(
+                    "UPDATE sequence_runs SET step = $3, run_ids = $4, status = $5, \
+                     message = $6, updated_at = $7, finished_at = $8, version = version + 1 \
+                     WHERE id = $1 AND version = $2 AND status = $9",
+                    &[
+                        &id,
+                        &expected_version,
+                        &step,
+                        &run_ids,
+                        &update.status.as_str(),
+                        &update.message,
+                        &now,
+                        &finished_at,
+                        &SequenceRunStatus::Running.as_str(),
+                    ],
+                )
+                .await
+                .map_err(StateError::postgres("advancing a sequence run"))?;
+            Ok(changed > 0)
+        })
+    }
+
+    pub(crate) async fn get_sequence_run(
+        &self,
+        id: &str,
+    ) -> Result<Option<SequenceRunRecord>, StateError> {
+        with_session!(self, |session| {
+            let sql = format!("SELECT {SEQUENCE_RUN_COLUMNS} FROM sequence_runs WHERE id = $1");
+            query_optional(&session.client, &sql, &[&id], read_sequence_run).await
+        })
+    }
+
+    pub(crate) async fn list_sequence_runs(
+        &self,
+        sequence: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<SequenceRunRecord>, StateError> {
+        let limit = i64::from(limit);
+        with_session!(self, |session| {
+            let sql = format!(
+                "SELECT {SEQUENCE_RUN_COLUMNS} FROM sequence_runs \
+                 WHERE ($1::text IS NULL OR sequence_name = $1) \
+                 ORDER BY id COLLATE \"C\" DESC LIMIT $2"
+            );
+            query_all(
+                &session.client,
+                &sql,
+                &[&sequence, &limit],
+                read_sequence_run,
+            )
+            .await
+        })
+    }
+
+    pub(crate) async fn running_sequence_runs(&self) -> Result<Vec<SequenceRunRecord>, StateError> {
+        with_session!(self, |session| {
+            let sql = format!(
+                "SELECT {SEQUENCE_RUN_COLUMNS} FROM sequence_runs WHERE status = $1 \
+                 ORDER BY id COLLATE \"C\""
+            );
+            query_all(
+                &session.client,
+                &sql,
+                &[&SequenceRunStatus::Running.as_str()],
+                read_sequence_run,
+            )
+            .await
+        })
+    }
+
     pub(crate) async fn lock_sync(&self, sync: &SyncRecord) -> Result<SyncLock, StateError> {
         let key = advisory_lock_key(&sync.uid);
         let session = open_session(&self.inner.url).await?;
@@ -2404,6 +2645,37 @@ fn read_run_request(row: &Row) -> Result<RunRequest, StateError> {
         cancel_requested: column(row, 12)?,
         finished_at: column(row, 13)?,
         refusal,
+    })
+}
+
+fn read_sequence(row: &Row) -> Result<SequenceRecord, StateError> {
+    let name: String = column(row, 0)?;
+    Ok(SequenceRecord {
+        spec: parse_sequence_spec(&name, column(row, 1)?)?,
+        created_at: column(row, 2)?,
+        updated_at: column(row, 3)?,
+        name,
+    })
+}
+
+fn read_sequence_run(row: &Row) -> Result<SequenceRunRecord, StateError> {
+    let id: String = column(row, 0)?;
+    let sequence: String = column(row, 1)?;
+    Ok(SequenceRunRecord {
+        spec: parse_sequence_spec(&sequence, column(row, 2)?)?,
+        status: parse_sequence_run_status(&column::<String>(row, 3)?)?,
+        reason: column(row, 4)?,
+        driver: column(row, 5)?,
+        step: sequence_run_number(column(row, 6)?, "step")?,
+        run_ids: parse_run_ids(&id, column(row, 7)?)?,
+        message: column(row, 8)?,
+        dedupe_key: column(row, 9)?,
+        version: sequence_run_number(column(row, 10)?, "version")?,
+        started_at: column(row, 11)?,
+        finished_at: column(row, 12)?,
+        updated_at: column(row, 13)?,
+        sequence,
+        id,
     })
 }
 

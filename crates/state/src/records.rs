@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use ferry_core::{
     AlertCondition, AlertSettings, Behavior, FieldMapping, Finalize, InvoiceSettings, KeyMapping,
     MirrorSettings, NullPolicy, ObjectKind, Outcome, RunCounts, RunStatus, Schedule, Secret,
-    SyncSpec,
+    SequenceRunStatus, SequenceSpec, SyncSpec,
 };
 use std::fmt;
 
@@ -517,6 +517,66 @@ pub struct NewRunRequest {
     pub dedupe_key: Option<String>,
 }
 
+/// A sequence: syncs run one after another, as saved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SequenceRecord {
+    pub name: String,
+    pub spec: SequenceSpec,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What a new run of a sequence asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSequenceRun {
+    pub sequence: String,
+    /// Who asked: `api`, `ui`, `schedule`, `cli`, `trigger`.
+    pub reason: String,
+    /// `queue` (driven by the servers) or `cli` (a `ferry sequence run` process).
+    pub driver: String,
+    /// At most one sequence run ever holds a given key (a scheduled time).
+    pub dedupe_key: Option<String>,
+}
+
+/// One run of a sequence: which step it is at, the run each step started, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SequenceRunRecord {
+    /// `seqrun_` + 14 hex digits of start time in microseconds + 6 random hex digits, so
+    /// sorting ids sorts sequence runs by start, like run ids.
+    pub id: String,
+    pub sequence: String,
+    /// The sequence's spec as it was when the run started: saving the sequence meanwhile does
+    /// not change a run under way.
+    pub spec: SequenceSpec,
+    pub status: SequenceRunStatus,
+    /// Who asked: `api`, `ui`, `schedule`, `cli`, `trigger`.
+    pub reason: String,
+    /// `queue` (driven by the servers) or `cli` (a `ferry sequence run` process).
+    pub driver: String,
+    /// The index of the step running now (the last one run, once finished).
+    pub step: u32,
+    /// The run id of each step started so far, in step order.
+    pub run_ids: Vec<String>,
+    /// Why it ended (or where it is), in words.
+    pub message: Option<String>,
+    pub dedupe_key: Option<String>,
+    /// Bumped by each update; the compare-and-set token of `advance_sequence_run`.
+    pub version: u64,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What a sequence run becomes after a step: where it is, the runs its steps started, and its
+/// status (anything but running finishes it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SequenceRunUpdate {
+    pub step: u32,
+    pub run_ids: Vec<String>,
+    pub status: SequenceRunStatus,
+    pub message: Option<String>,
+}
+
 /// The secret columns of a connection row, in the form both backends store them.
 pub(crate) struct StoredSecret {
     pub(crate) kind: &'static str,
@@ -589,6 +649,11 @@ pub(crate) fn parse_alert_condition(text: &str) -> Result<AlertCondition, StateE
 pub(crate) fn parse_delivery_status(text: &str) -> Result<DeliveryStatus, StateError> {
     DeliveryStatus::parse(text)
         .ok_or_else(|| StateError::Corrupt(format!("an unknown delivery status {text:?}")))
+}
+
+pub(crate) fn parse_sequence_run_status(text: &str) -> Result<SequenceRunStatus, StateError> {
+    SequenceRunStatus::parse(text)
+        .ok_or_else(|| StateError::Corrupt(format!("an unknown sequence run status {text:?}")))
 }
 
 /// An exchange's HTTP status as read from its integer column.
@@ -787,6 +852,76 @@ impl TryFrom<StoredSyncSpec> for SyncSpec {
             }),
         })
     }
+}
+
+pub(crate) fn parse_sequence_spec(
+    sequence: &str,
+    json: serde_json::Value,
+) -> Result<SequenceSpec, StateError> {
+    let corrupt = |error: String| {
+        StateError::Corrupt(format!(
+            "an unreadable spec for sequence '{sequence}' ({error})"
+        ))
+    };
+    let stored: StoredSequenceSpec =
+        serde_json::from_value(json).map_err(|error| corrupt(error.to_string()))?;
+    Ok(SequenceSpec {
+        steps: stored.steps,
+        stop_when_rejected_over_percent: stored.stop_when_rejected_over_percent,
+        schedule: stored
+            .schedule
+            .map(|text| Schedule::read_stored(&text))
+            .transpose()
+            .map_err(corrupt)?,
+    })
+}
+
+/// The JSON a sequence's spec is stored as (in the sequence, and in each of its runs).
+pub(crate) fn sequence_spec_json(spec: &SequenceSpec) -> serde_json::Value {
+    let stored = StoredSequenceSpec {
+        steps: spec.steps.clone(),
+        stop_when_rejected_over_percent: spec.stop_when_rejected_over_percent,
+        schedule: spec.schedule.as_ref().map(ToString::to_string),
+    };
+    serde_json::to_value(stored).expect("a stored sequence spec serializes")
+}
+
+/// The JSON a sequence run's `run_ids` are stored as: an array of strings.
+pub(crate) fn run_ids_json(run_ids: &[String]) -> serde_json::Value {
+    serde_json::Value::from(run_ids.to_vec())
+}
+
+pub(crate) fn parse_run_ids(
+    run_id: &str,
+    json: serde_json::Value,
+) -> Result<Vec<String>, StateError> {
+    serde_json::from_value(json).map_err(|error| {
+        StateError::Corrupt(format!(
+            "unreadable step run ids for sequence run {run_id} ({error})"
+        ))
+    })
+}
+
+/// A sequence run's step or version as read from its integer column.
+pub(crate) fn sequence_run_number<T: TryFrom<i64>>(
+    value: i64,
+    what: &str,
+) -> Result<T, StateError> {
+    T::try_from(value)
+        .map_err(|_| StateError::Corrupt(format!("a sequence run whose {what} is {value}")))
+}
+
+/// A sequence's spec as the workspace stores it: its own type, like [`StoredSyncSpec`], so the
+/// domain's `SequenceSpec` can grow while stored workspaces stay readable, and a stored schedule
+/// is read with [`Schedule::read_stored`] (not checked again on every read). Fields added later
+/// must have defaults.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredSequenceSpec {
+    steps: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stop_when_rejected_over_percent: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schedule: Option<String>,
 }
 
 /// Sorts the keys of every JSON object, recursively. PostgreSQL's JSONB does not keep key

@@ -13,19 +13,23 @@ use crate::rate_budget::{self, RateSlots, Reservation};
 use crate::records::{
     counts_from_columns, counts_to_columns, delivery_number, exchange_status,
     parse_alert_condition, parse_connection_kind, parse_delivery_status, parse_outcome,
-    parse_run_status, parse_sync_spec, secret_from_columns, sorted_json, sync_spec_json,
-    to_sql_integer, StoredSecret,
+    parse_run_ids, parse_run_status, parse_sequence_run_status, parse_sequence_spec,
+    parse_sync_spec, run_ids_json, secret_from_columns, sequence_run_number, sequence_spec_json,
+    sorted_json, sync_spec_json, to_sql_integer, StoredSecret,
 };
 use crate::sync_lock::{HeldLock, SyncLock};
 use crate::workspace::{set_mode, DATABASE_FILE_NAME, LOCKS_DIR_NAME};
 use crate::{
     ApiTokenRecord, CommitBatchRef, ConnectionKind, ConnectionRecord, DeliveryAttempt,
     DeliveryRecord, DeliveryStatus, IndexState, IndexedRecord, ModelRecord, NewRunRequest,
-    PendingCreate, RaisedAlert, RunRecord, RunRecordRow, RunRefusal, RunRequest, SnapshotEntry,
-    SnapshotKey, StripeExchange, SyncRecord, UiSession,
+    PendingCreate, RaisedAlert, RunRecord, RunRecordRow, RunRefusal, RunRequest, SequenceRecord,
+    SequenceRunRecord, SequenceRunUpdate, SnapshotEntry, SnapshotKey, StripeExchange, SyncRecord,
+    UiSession,
 };
 use chrono::{DateTime, Utc};
-use ferry_core::{AlertCondition, Outcome, RunCounts, RunStatus, SyncSpec};
+use ferry_core::{
+    AlertCondition, Outcome, RunCounts, RunStatus, SequenceRunStatus, SequenceSpec, SyncSpec,
+};
 use rusqlite::types::FromSql;
 use rusqlite::{params, Connection, Row, TransactionBehavior};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
@@ -85,6 +89,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "stripe exchanges",
         include_str!("../migrations/sqlite/0010_stripe_exchanges.sql"),
     ),
+    (
+        11,
+        "sequences",
+        include_str!("../migrations/sqlite/0011_sequences.sql"),
+    ),
 ];
 
 /// How long a writer waits for another process's transaction before giving up.
@@ -120,6 +129,9 @@ const RAISED_ALERT_COLUMNS: &str = "sync_name, condition, message, raised_at";
 const DELIVERY_COLUMNS: &str = "id, event_id, event_type, sync_name, run_id, channel, payload, \
      status, attempts, created_at, next_attempt_at, last_attempt_at, answer_status, answer";
 const UI_SESSION_COLUMNS: &str = "id_hash, token_name, csrf, signed_in_at, last_seen_at";
+const SEQUENCE_COLUMNS: &str = "name, spec, created_at, updated_at";
+const SEQUENCE_RUN_COLUMNS: &str = "id, sequence_name, spec, status, reason, driver, step, \
+     run_ids, message, dedupe_key, version, started_at, finished_at, updated_at";
 
 impl SqliteStore {
     /// Opens (creating if needed) `DIR/ferry.db` with mode 0600 and applies missing migrations.
@@ -715,6 +727,14 @@ impl SqliteStore {
                 .execute(
                     "DELETE FROM deliveries WHERE created_at < ?1 AND status <> ?2",
                     params![timestamp_text(before), DeliveryStatus::Pending.as_str()],
+                )
+                .doing(doing)?;
+            transaction
+                .execute(
+                    "DELETE FROM sequence_runs WHERE id IN (SELECT id FROM sequence_runs r \
+                     WHERE finished_at IS NOT NULL AND finished_at < ?1 AND id <> \
+                     (SELECT MAX(id) FROM sequence_runs n WHERE n.sequence_name = r.sequence_name))",
+                    params![timestamp_text(before)],
                 )
                 .doing(doing)?;
             transaction.commit().doing(doing)?;
@@ -1911,6 +1931,217 @@ impl SqliteStore {
         .await
     }
 
+    pub(crate) async fn find_run_request_by_dedupe_key(
+        &self,
+        dedupe_key: &str,
+    ) -> Result<Option<RunRequest>, StateError> {
+        let dedupe_key = dedupe_key.to_string();
+        self.call(move |connection| {
+            query_optional(
+                connection,
+                &format!("SELECT {RUN_REQUEST_COLUMNS} FROM run_requests WHERE dedupe_key = ?1"),
+                params![dedupe_key],
+                read_run_request,
+            )
+        })
+        .await
+    }
+
+    pub(crate) async fn upsert_sequence(
+        &self,
+        name: &str,
+        spec: &SequenceSpec,
+    ) -> Result<SequenceRecord, StateError> {
+        let name = name.to_string();
+        let spec_json = sequence_spec_json(spec).to_string();
+        self.call(move |connection| {
+            let doing = "saving a sequence";
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .doing(doing)?;
+            refuse_case_variant(&transaction, ObjectType::Sequence, &name)?;
+            let sql = format!(
+                "INSERT INTO sequences (name, spec, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?3) ON CONFLICT (name) DO UPDATE SET \
+                 spec = excluded.spec, updated_at = excluded.updated_at \
+                 RETURNING {SEQUENCE_COLUMNS}"
+            );
+            let saved = query_optional(
+                &transaction,
+                &sql,
+                params![name, spec_json, timestamp_text(ids::now())],
+                read_sequence,
+            )?
+            .ok_or_else(|| StateError::InvalidInput(format!("sequence '{name}' was not saved")))?;
+            transaction.commit().doing(doing)?;
+            Ok(saved)
+        })
+        .await
+    }
+
+    pub(crate) async fn get_sequence(
+        &self,
+        name: &str,
+    ) -> Result<Option<SequenceRecord>, StateError> {
+        let name = name.to_string();
+        self.call(move |connection| {
+            let sql = format!("SELECT {SEQUENCE_COLUMNS} FROM sequences WHERE name = ?1");
+            query_optional(connection, &sql, params![name], read_sequence)
+        })
+        .await
+    }
+
+    pub(crate) async fn list_sequences(&self) -> Result<Vec<SequenceRecord>, StateError> {
+        self.call(|connection| {
+            let sql = format!("SELECT {SEQUENCE_COLUMNS} FROM sequences ORDER BY name");
+            query_all(connection, &sql, [], read_sequence)
+        })
+        .await
+    }
+
+    /// Removes the sequence and its runs, in one transaction.
+    pub(crate) async fn remove_sequence(&self, name: &str) -> Result<bool, StateError> {
+        let name = name.to_string();
+        self.call(move |connection| {
+            let doing = "removing a sequence";
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .doing(doing)?;
+            transaction
+                .execute(
+                    "DELETE FROM sequence_runs WHERE sequence_name = ?1",
+                    params![name],
+                )
+                .doing(doing)?;
+            let removed = transaction
+                .execute("DELETE FROM sequences WHERE name = ?1", params![name])
+                .doing(doing)?;
+            transaction.commit().doing(doing)?;
+            Ok(removed > 0)
+        })
+        .await
+    }
+
+    /// Inserts a new sequence run; `Ok(false)` when another one holds its dedupe key.
+    pub(crate) async fn insert_sequence_run(
+        &self,
+        run: &SequenceRunRecord,
+    ) -> Result<bool, StateError> {
+        let run = run.clone();
+        self.call(move |connection| {
+            let inserted = connection
+                .execute(
+                    "INSERT INTO sequence_runs (id, sequence_name, spec, status, reason, driver, \
+                     step, run_ids, message, dedupe_key, version, started_at, finished_at, \
+                     updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, \
+                     ?13, ?14) ON CONFLICT (dedupe_key) DO NOTHING",
+                    params![
+                        run.id,
+                        run.sequence,
+                        sequence_spec_json(&run.spec).to_string(),
+                        run.status.as_str(),
+                        run.reason,
+                        run.driver,
+                        i64::from(run.step),
+                        run_ids_json(&run.run_ids).to_string(),
+                        run.message,
+                        run.dedupe_key,
+                        to_sql_integer(run.version),
+                        timestamp_text(run.started_at),
+                        run.finished_at.map(timestamp_text),
+                        timestamp_text(run.updated_at)
+                    ],
+                )
+                .doing("starting a sequence run")?;
+            Ok(inserted > 0)
+        })
+        .await
+    }
+
+    /// The compare-and-set of a sequence run: one statement, so of several processes that read
+    /// the same version only the first to write moves the run on.
+    pub(crate) async fn advance_sequence_run(
+        &self,
+        id: &str,
+        expected_version: u64,
+        update: &SequenceRunUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StateError> {
+        let (id, update) = (id.to_string(), update.clone());
+        self.call(move |connection| {
+            let finished_at =
+                (update.status != SequenceRunStatus::Running).then(|| timestamp_text(now));
+            let changed = connection
+                .execute(
+                    "UPDATE sequence_runs SET step = ?3, run_ids = ?4, status = ?5, \
+                     message = ?6, updated_at = ?7, finished_at = ?8, version = version + 1 \
+                     WHERE id = ?1 AND version = ?2 AND status = ?9",
+                    params![
+                        id,
+                        to_sql_integer(expected_version),
+                        i64::from(update.step),
+                        run_ids_json(&update.run_ids).to_string(),
+                        update.status.as_str(),
+                        update.message,
+                        timestamp_text(now),
+                        finished_at,
+                        SequenceRunStatus::Running.as_str()
+                    ],
+                )
+                .doing("advancing a sequence run")?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    pub(crate) async fn get_sequence_run(
+        &self,
+        id: &str,
+    ) -> Result<Option<SequenceRunRecord>, StateError> {
+        let id = id.to_string();
+        self.call(move |connection| {
+            let sql = format!("SELECT {SEQUENCE_RUN_COLUMNS} FROM sequence_runs WHERE id = ?1");
+            query_optional(connection, &sql, params![id], read_sequence_run)
+        })
+        .await
+    }
+
+    pub(crate) async fn list_sequence_runs(
+        &self,
+        sequence: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<SequenceRunRecord>, StateError> {
+        let sequence = sequence.map(str::to_string);
+        self.call(move |connection| {
+            let sql = format!(
+                "SELECT {SEQUENCE_RUN_COLUMNS} FROM sequence_runs \
+                 WHERE (?1 IS NULL OR sequence_name = ?1) ORDER BY id DESC LIMIT ?2"
+            );
+            query_all(
+                connection,
+                &sql,
+                params![sequence, limit],
+                read_sequence_run,
+            )
+        })
+        .await
+    }
+
+    pub(crate) async fn running_sequence_runs(&self) -> Result<Vec<SequenceRunRecord>, StateError> {
+        self.call(move |connection| {
+            let sql = format!(
+                "SELECT {SEQUENCE_RUN_COLUMNS} FROM sequence_runs WHERE status = ?1 ORDER BY id"
+            );
+            query_all(
+                connection,
+                &sql,
+                params![SequenceRunStatus::Running.as_str()],
+                read_sequence_run,
+            )
+        })
+        .await
+    }
+
     /// An exclusive `flock` on `DIR/locks/<sync uid>.lock`. The kernel drops it when the file
     /// is closed, including when the process dies, so no stale lock can outlive a run.
     pub(crate) async fn lock_sync(&self, sync: &SyncRecord) -> Result<SyncLock, StateError> {
@@ -2440,6 +2671,40 @@ fn read_run_request(row: &Row<'_>) -> Result<RunRequest, StateError> {
         cancel_requested: column(row, 12)?,
         finished_at: optional_timestamp(row, 13)?,
         refusal,
+    })
+}
+
+fn read_sequence(row: &Row<'_>) -> Result<SequenceRecord, StateError> {
+    let name: String = column(row, 0)?;
+    let spec_json = parse_json(&column::<String>(row, 1)?, "sequence spec")?;
+    Ok(SequenceRecord {
+        spec: parse_sequence_spec(&name, spec_json)?,
+        created_at: parse_timestamp(&column::<String>(row, 2)?)?,
+        updated_at: parse_timestamp(&column::<String>(row, 3)?)?,
+        name,
+    })
+}
+
+fn read_sequence_run(row: &Row<'_>) -> Result<SequenceRunRecord, StateError> {
+    let id: String = column(row, 0)?;
+    let sequence: String = column(row, 1)?;
+    let spec_json = parse_json(&column::<String>(row, 2)?, "sequence run spec")?;
+    let run_ids_json = parse_json(&column::<String>(row, 7)?, "sequence run's run ids")?;
+    Ok(SequenceRunRecord {
+        spec: parse_sequence_spec(&sequence, spec_json)?,
+        status: parse_sequence_run_status(&column::<String>(row, 3)?)?,
+        reason: column(row, 4)?,
+        driver: column(row, 5)?,
+        step: sequence_run_number(column(row, 6)?, "step")?,
+        run_ids: parse_run_ids(&id, run_ids_json)?,
+        message: column(row, 8)?,
+        dedupe_key: column(row, 9)?,
+        version: sequence_run_number(column(row, 10)?, "version")?,
+        started_at: parse_timestamp(&column::<String>(row, 11)?)?,
+        finished_at: optional_timestamp(row, 12)?,
+        updated_at: parse_timestamp(&column::<String>(row, 13)?)?,
+        sequence,
+        id,
     })
 }
 

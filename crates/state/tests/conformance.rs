@@ -5,12 +5,16 @@ mod common;
 
 use base64::Engine as _;
 use common::{customer_spec, stripe_connection, Backend, TestWorkspace};
-use ferry_core::{AlertCondition, AlertSettings, Outcome, RunCounts, RunStatus, Secret};
+use ferry_core::{
+    AlertCondition, AlertSettings, Outcome, RunCounts, RunStatus, Schedule, Secret,
+    SequenceRunStatus, SequenceSpec,
+};
 use ferry_state::{
     ApiTokenRecord, CommitBatch, ConnectionKind, DeliveryAttempt, DeliveryRecord, DeliveryStatus,
-    IndexState, IndexedRecord, NewConnection, NewDelivery, PendingCreate, RaisedAlert, RateSlots,
-    RunRecordRow, SecretInput, SecretRef, SnapshotEntry, SnapshotKey, StateError, StateStore,
-    StripeExchange, UiSession, WorkspaceOptions,
+    IndexState, IndexedRecord, NewConnection, NewDelivery, NewSequenceRun, PendingCreate,
+    RaisedAlert, RateSlots, RunRecordRow, SecretInput, SecretRef, SequenceRunRecord,
+    SequenceRunUpdate, SnapshotEntry, SnapshotKey, StateError, StateStore, StripeExchange,
+    UiSession, WorkspaceOptions,
 };
 use serde_json::json;
 use std::collections::HashMap;
@@ -95,10 +99,19 @@ conformance_tests!(
     an_idle_rate_budget_starts_now_without_a_burst,
     concurrent_rate_reservations_never_overlap,
     stripe_exchanges_are_kept_with_their_run_listed_by_row_and_pruned,
+    sequences_are_saved_listed_replaced_and_removed,
+    a_sequence_is_refused_for_its_problems_its_name_or_a_missing_step,
+    a_sync_a_sequence_names_cannot_be_removed,
+    sequence_runs_start_once_per_dedupe_key_and_advance_by_compare_and_set,
+    racing_advances_of_a_sequence_run_have_one_winner,
+    sequence_runs_are_listed_newest_first_and_running_oldest_first,
+    a_run_request_is_found_by_its_dedupe_key,
+    removing_a_sequence_removes_its_runs,
+    pruning_removes_finished_sequence_runs_and_keeps_running_ones,
 );
 
 /// The schema version this build migrates workspaces to.
-const LATEST_SCHEMA_VERSION: i64 = 10;
+const LATEST_SCHEMA_VERSION: i64 = 11;
 
 async fn connections_are_created_replaced_listed_and_removed(workspace: TestWorkspace) {
     let store = &workspace.store;
@@ -4253,6 +4266,8 @@ async fn build_release_schema(options: &WorkspaceOptions, version: usize) {
     };
     let mut sql = String::new();
     for table in [
+        "sequence_runs",
+        "sequences",
         "stripe_exchanges",
         "run_requests",
         "ui_sessions",
@@ -4448,4 +4463,704 @@ async fn the_run_queue_is_claimed_once_leased_renewed_and_finished(workspace: Te
     let mut won: Vec<String> = claims.into_iter().flatten().map(|r| r.id).collect();
     won.sort();
     assert_eq!(won, ids, "each request claimed exactly once");
+}
+
+// ----- sequences -----
+
+fn sequence_spec(steps: &[&str], limit: Option<u32>, schedule: Option<&str>) -> SequenceSpec {
+    SequenceSpec {
+        steps: steps.iter().map(|step| step.to_string()).collect(),
+        stop_when_rejected_over_percent: limit,
+        schedule: schedule.map(|text| Schedule::parse(text).unwrap()),
+    }
+}
+
+fn new_sequence_run(sequence: &str, dedupe_key: Option<&str>) -> NewSequenceRun {
+    NewSequenceRun {
+        sequence: sequence.to_string(),
+        reason: "api".to_string(),
+        driver: "queue".to_string(),
+        dedupe_key: dedupe_key.map(str::to_string),
+    }
+}
+
+/// The customers sync, plus syncs "prices" and "invoices" over the same model.
+async fn seed_three_syncs(workspace: &TestWorkspace) {
+    workspace.seed_customers_sync().await;
+    for sync in ["prices", "invoices"] {
+        workspace
+            .store
+            .put_sync(sync, &customer_spec("signups", "stripe"))
+            .await
+            .unwrap();
+    }
+}
+
+async fn start_sequence_run(store: &StateStore, sequence: &str) -> SequenceRunRecord {
+    store
+        .create_sequence_run(&new_sequence_run(sequence, None))
+        .await
+        .unwrap()
+        .expect("started")
+}
+
+async fn finish_sequence_run(store: &StateStore, run: &SequenceRunRecord) {
+    let update = SequenceRunUpdate {
+        step: 0,
+        run_ids: vec!["run_1".to_string()],
+        status: SequenceRunStatus::Completed,
+        message: Some("its step completed".to_string()),
+    };
+    assert!(store
+        .advance_sequence_run(&run.id, run.version, &update)
+        .await
+        .unwrap());
+}
+
+async fn sequences_are_saved_listed_replaced_and_removed(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    seed_three_syncs(&workspace).await;
+    let spec = sequence_spec(
+        &["customers", "prices", "invoices"],
+        Some(5),
+        Some("daily at 06:00 in Europe/Paris"),
+    );
+    let saved = store.put_sequence("billing", &spec).await.unwrap();
+    assert_eq!(saved.name, "billing");
+    assert_eq!(saved.spec, spec);
+    assert_eq!(saved.created_at, saved.updated_at);
+    assert_eq!(
+        store.get_sequence("billing").await.unwrap(),
+        Some(saved.clone())
+    );
+    assert_eq!(store.get_sequence("nothing").await.unwrap(), None);
+    // The spec is stored as JSON, its schedule as written.
+    let stored = workspace
+        .raw_text("SELECT CAST(spec AS TEXT) FROM sequences WHERE name = 'billing'")
+        .await
+        .unwrap();
+    let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(
+        stored,
+        json!({
+            "steps": ["customers", "prices", "invoices"],
+            "stop_when_rejected_over_percent": 5,
+            "schedule": "daily at 06:00 in Europe/Paris"
+        })
+    );
+
+    // Listed by name, in byte order.
+    let only_prices = sequence_spec(&["prices"], None, None);
+    for name in ["zeta", "Alpha", "alpha_2"] {
+        store.put_sequence(name, &only_prices).await.unwrap();
+    }
+    let names: Vec<String> = store
+        .list_sequences()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|sequence| sequence.name)
+        .collect();
+    assert_eq!(names, ["Alpha", "alpha_2", "billing", "zeta"]);
+
+    // Replaced: the new spec, the first created_at.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let replaced = store.put_sequence("billing", &only_prices).await.unwrap();
+    assert_eq!(replaced.spec, only_prices);
+    assert_eq!(replaced.created_at, saved.created_at);
+    assert!(replaced.updated_at > saved.updated_at);
+    assert_eq!(store.get_sequence("billing").await.unwrap(), Some(replaced));
+    assert_eq!(
+        workspace.raw_count("SELECT COUNT(*) FROM sequences").await,
+        4
+    );
+
+    // Removed, once.
+    assert!(store.remove_sequence("billing").await.unwrap());
+    assert!(!store.remove_sequence("billing").await.unwrap());
+    assert_eq!(store.get_sequence("billing").await.unwrap(), None);
+    assert_eq!(store.list_sequences().await.unwrap().len(), 3);
+}
+
+async fn a_sequence_is_refused_for_its_problems_its_name_or_a_missing_step(
+    workspace: TestWorkspace,
+) {
+    let store = &workspace.store;
+    seed_three_syncs(&workspace).await;
+    // A step must be an existing sync, named exactly so.
+    assert!(matches!(
+        store
+            .put_sequence("billing", &sequence_spec(&["customers", "refunds"], None, None))
+            .await,
+        Err(StateError::NotFound { what: ferry_state::ObjectType::Sync, ref name }) if name == "refunds"
+    ));
+    assert_eq!(
+        error_text(
+            store
+                .put_sequence("billing", &sequence_spec(&["Customers"], None, None))
+                .await
+        ),
+        "sync 'Customers' does not exist; see `ferry sync list`"
+    );
+    // The spec's problems, all of them, prefixed with the sequence.
+    let refused = error_text(
+        store
+            .put_sequence("billing", &sequence_spec(&[], Some(101), None))
+            .await,
+    );
+    assert!(
+        refused.starts_with("sequence 'billing': steps is empty"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("; stop_when_rejected_over_percent"),
+        "{refused}"
+    );
+    let twice = error_text(
+        store
+            .put_sequence("billing", &sequence_spec(&["prices", "prices"], None, None))
+            .await,
+    );
+    assert!(twice.contains("names sync `prices` twice"), "{twice}");
+    // Names follow the rules of syncs' names.
+    for bad in ["-rf", "has space", ""] {
+        assert!(
+            matches!(
+                store
+                    .put_sequence(bad, &sequence_spec(&["prices"], None, None))
+                    .await,
+                Err(StateError::InvalidName {
+                    what: ferry_state::ObjectType::Sequence,
+                    ..
+                })
+            ),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        workspace.raw_count("SELECT COUNT(*) FROM sequences").await,
+        0
+    );
+
+    store
+        .put_sequence("billing", &sequence_spec(&["prices"], None, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        error_text(
+            store
+                .put_sequence("Billing", &sequence_spec(&["prices"], None, None))
+                .await
+        ),
+        "sequence 'Billing' cannot be created: sequence 'billing' already exists, and names must \
+         differ by more than case; use 'billing' or choose another name"
+    );
+    // A sync of the same name is another kind of object.
+    store
+        .put_sequence("customers", &sequence_spec(&["customers"], None, None))
+        .await
+        .unwrap();
+    // check_name_to_save knows sequences.
+    let check =
+        |name: &'static str| store.check_name_to_save(ferry_state::ObjectType::Sequence, name);
+    assert!(check("billing").await.is_ok());
+    assert!(check("other").await.is_ok());
+    assert!(matches!(
+        check("BILLING").await,
+        Err(StateError::NameTakenIgnoringCase { ref existing, .. }) if existing == "billing"
+    ));
+    assert!(check("-x").await.is_err());
+    assert_eq!(
+        error_text(
+            store
+                .create_sequence_run(&new_sequence_run("nothing", None))
+                .await
+        ),
+        "sequence 'nothing' does not exist; see `ferry sequence list`"
+    );
+}
+
+async fn a_sync_a_sequence_names_cannot_be_removed(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    seed_three_syncs(&workspace).await;
+    store
+        .put_sequence(
+            "billing",
+            &sequence_spec(&["customers", "prices"], None, None),
+        )
+        .await
+        .unwrap();
+    store
+        .put_sequence("also", &sequence_spec(&["prices"], None, None))
+        .await
+        .unwrap();
+    match store.remove_sync("prices").await {
+        Err(StateError::InUse {
+            what: ferry_state::ObjectType::Sync,
+            name,
+            used_by,
+        }) => {
+            assert_eq!(name, "prices");
+            assert_eq!(used_by, ["sequence 'also'", "sequence 'billing'"]);
+        }
+        other => panic!("expected InUse, got {other:?}"),
+    }
+    assert_eq!(
+        error_text(store.remove_sync("customers").await),
+        "sync 'customers' is used by sequence 'billing'; remove or change those first"
+    );
+    assert!(store.get_sync("prices").await.unwrap().is_some());
+    // A sync no sequence names goes; so do the others once their sequences went.
+    assert!(store.remove_sync("invoices").await.unwrap());
+    assert!(store.remove_sequence("billing").await.unwrap());
+    assert!(store.remove_sync("customers").await.unwrap());
+    assert!(store.remove_sync("prices").await.is_err());
+    assert!(store.remove_sequence("also").await.unwrap());
+    assert!(store.remove_sync("prices").await.unwrap());
+}
+
+async fn sequence_runs_start_once_per_dedupe_key_and_advance_by_compare_and_set(
+    workspace: TestWorkspace,
+) {
+    let store = &workspace.store;
+    seed_three_syncs(&workspace).await;
+    let spec = sequence_spec(
+        &["customers", "prices", "invoices"],
+        Some(5),
+        Some("every 2h"),
+    );
+    store.put_sequence("billing", &spec).await.unwrap();
+
+    let key = "schedule billing 2026-12-03T06:00";
+    let run = store
+        .create_sequence_run(&NewSequenceRun {
+            sequence: "billing".to_string(),
+            reason: "schedule".to_string(),
+            driver: "queue".to_string(),
+            dedupe_key: Some(key.to_string()),
+        })
+        .await
+        .unwrap()
+        .expect("started");
+    assert!(
+        run.id.starts_with("seqrun_") && run.id.len() == "seqrun_".len() + 20,
+        "{}",
+        run.id
+    );
+    assert_eq!(
+        i64::from_str_radix(&run.id[7..21], 16).unwrap(),
+        run.started_at.timestamp_micros()
+    );
+    assert_eq!(
+        (
+            run.sequence.as_str(),
+            &run.spec,
+            run.status,
+            run.step,
+            run.version
+        ),
+        ("billing", &spec, SequenceRunStatus::Running, 0, 0)
+    );
+    assert_eq!(
+        (run.reason.as_str(), run.driver.as_str()),
+        ("schedule", "queue")
+    );
+    assert!(run.run_ids.is_empty());
+    assert_eq!(
+        (run.message.as_deref(), run.dedupe_key.as_deref()),
+        (None, Some(key))
+    );
+    assert_eq!((run.finished_at, run.updated_at), (None, run.started_at));
+    assert_eq!(
+        store.get_sequence_run(&run.id).await.unwrap(),
+        Some(run.clone())
+    );
+    assert_eq!(
+        store.get_sequence_run("seqrun_unknown").await.unwrap(),
+        None
+    );
+
+    // A second server seeing the same scheduled time starts nothing.
+    assert_eq!(
+        store
+            .create_sequence_run(&new_sequence_run("billing", Some(key)))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        workspace
+            .raw_count("SELECT COUNT(*) FROM sequence_runs")
+            .await,
+        1
+    );
+
+    // The run keeps the spec it started with when the sequence is saved again.
+    store
+        .put_sequence("billing", &sequence_spec(&["prices"], None, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_sequence_run(&run.id).await.unwrap().unwrap().spec,
+        spec
+    );
+
+    // Step 1 started: the version read wins once.
+    let second_step = SequenceRunUpdate {
+        step: 1,
+        run_ids: vec!["run_a".to_string(), "run_b".to_string()],
+        status: SequenceRunStatus::Running,
+        message: None,
+    };
+    assert!(store
+        .advance_sequence_run(&run.id, 0, &second_step)
+        .await
+        .unwrap());
+    let stale = SequenceRunUpdate {
+        step: 1,
+        run_ids: vec!["run_a".to_string(), "run_other".to_string()],
+        status: SequenceRunStatus::Running,
+        message: Some("the loser".to_string()),
+    };
+    assert!(!store
+        .advance_sequence_run(&run.id, 0, &stale)
+        .await
+        .unwrap());
+    assert!(!store
+        .advance_sequence_run(&run.id, 7, &stale)
+        .await
+        .unwrap());
+    assert!(!store
+        .advance_sequence_run("seqrun_unknown", 0, &stale)
+        .await
+        .unwrap());
+    let advanced = store.get_sequence_run(&run.id).await.unwrap().unwrap();
+    assert_eq!(advanced.step, 1);
+    assert_eq!(advanced.run_ids, ["run_a", "run_b"]);
+    assert_eq!(
+        (advanced.version, advanced.status),
+        (1, SequenceRunStatus::Running)
+    );
+    assert_eq!((advanced.message, advanced.finished_at), (None, None));
+    assert!(advanced.updated_at >= run.updated_at);
+    assert_eq!(advanced.started_at, run.started_at);
+
+    // Finishing sets finished_at; a finished run is never advanced again.
+    let stopped = SequenceRunUpdate {
+        step: 1,
+        run_ids: vec!["run_a".to_string(), "run_b".to_string()],
+        status: SequenceRunStatus::Stopped,
+        message: Some("step 2 (prices) rejected 6 of 100 rows".to_string()),
+    };
+    assert!(store
+        .advance_sequence_run(&run.id, 1, &stopped)
+        .await
+        .unwrap());
+    let finished = store.get_sequence_run(&run.id).await.unwrap().unwrap();
+    assert_eq!(
+        (finished.status, finished.version),
+        (SequenceRunStatus::Stopped, 2)
+    );
+    assert_eq!(finished.message, stopped.message);
+    assert_eq!(finished.finished_at, Some(finished.updated_at));
+    assert!(finished.updated_at >= advanced.updated_at);
+    let revived = SequenceRunUpdate {
+        status: SequenceRunStatus::Running,
+        ..stopped.clone()
+    };
+    assert!(!store
+        .advance_sequence_run(&run.id, 2, &revived)
+        .await
+        .unwrap());
+    assert!(!store
+        .advance_sequence_run(&run.id, 2, &stopped)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.get_sequence_run(&run.id).await.unwrap(),
+        Some(finished)
+    );
+
+    // Without a dedupe key, runs of a sequence start side by side.
+    let a = start_sequence_run(store, "billing").await;
+    let b = start_sequence_run(store, "billing").await;
+    assert!(a.id < b.id);
+    assert_eq!(a.spec, sequence_spec(&["prices"], None, None));
+}
+
+async fn racing_advances_of_a_sequence_run_have_one_winner(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    seed_three_syncs(&workspace).await;
+    store
+        .put_sequence(
+            "billing",
+            &sequence_spec(&["customers", "prices"], None, None),
+        )
+        .await
+        .unwrap();
+    let run = start_sequence_run(store, "billing").await;
+    // Each racer is a process of its own: its own connection (PostgreSQL session), so the
+    // database, not a mutex in this process, decides who wins.
+    let mut racers = tokio::task::JoinSet::new();
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+    for racer in 0..8 {
+        let (options, id) = (workspace.options.clone(), run.id.clone());
+        let start = start.clone();
+        racers.spawn(async move {
+            let store = StateStore::open_existing(&options).await.unwrap();
+            start.wait().await;
+            let update = SequenceRunUpdate {
+                step: 1,
+                run_ids: vec!["run_a".to_string(), format!("run_racer{racer}")],
+                status: SequenceRunStatus::Running,
+                message: None,
+            };
+            let won = store.advance_sequence_run(&id, 0, &update).await.unwrap();
+            (racer, won)
+        });
+    }
+    let winners: Vec<usize> = racers
+        .join_all()
+        .await
+        .into_iter()
+        .filter(|(_, won)| *won)
+        .map(|(racer, _)| racer)
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one winner: {winners:?}");
+    let after = store.get_sequence_run(&run.id).await.unwrap().unwrap();
+    assert_eq!(after.version, 1);
+    assert_eq!(after.run_ids[1], format!("run_racer{}", winners[0]));
+}
+
+async fn sequence_runs_are_listed_newest_first_and_running_oldest_first(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    seed_three_syncs(&workspace).await;
+    for name in ["billing", "catalog"] {
+        store
+            .put_sequence(name, &sequence_spec(&["customers", "prices"], None, None))
+            .await
+            .unwrap();
+    }
+    let mut started = Vec::new();
+    for sequence in ["billing", "catalog", "billing", "billing", "catalog"] {
+        started.push(start_sequence_run(store, sequence).await);
+    }
+    finish_sequence_run(store, &started[0]).await;
+    finish_sequence_run(store, &started[3]).await;
+
+    let ids = |runs: Vec<SequenceRunRecord>| -> Vec<String> {
+        runs.into_iter().map(|run| run.id).collect()
+    };
+    let all = ids(store.list_sequence_runs(None, 100).await.unwrap());
+    let mut expected: Vec<String> = started.iter().rev().map(|run| run.id.clone()).collect();
+    assert_eq!(all, expected);
+    expected.truncate(2);
+    assert_eq!(
+        ids(store.list_sequence_runs(None, 2).await.unwrap()),
+        expected
+    );
+    assert_eq!(
+        ids(store
+            .list_sequence_runs(Some("billing"), 100)
+            .await
+            .unwrap()),
+        [
+            started[3].id.as_str(),
+            started[2].id.as_str(),
+            started[0].id.as_str()
+        ]
+    );
+    assert_eq!(
+        ids(store.list_sequence_runs(Some("billing"), 1).await.unwrap()),
+        [started[3].id.as_str()]
+    );
+    assert!(store
+        .list_sequence_runs(Some("nothing"), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let listed = store.list_sequence_runs(Some("billing"), 1).await.unwrap();
+    assert_eq!(listed[0].status, SequenceRunStatus::Completed);
+    assert_eq!(listed[0].run_ids, ["run_1"]);
+
+    assert_eq!(
+        ids(store.running_sequence_runs().await.unwrap()),
+        [
+            started[1].id.as_str(),
+            started[2].id.as_str(),
+            started[4].id.as_str()
+        ]
+    );
+}
+
+async fn a_run_request_is_found_by_its_dedupe_key(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    let request = |dedupe_key: Option<&str>| ferry_state::NewRunRequest {
+        sync: "customers".to_string(),
+        reason: "schedule".to_string(),
+        full_resync: false,
+        allow_mass_retire: false,
+        dedupe_key: dedupe_key.map(str::to_string),
+    };
+    let keyed = store
+        .enqueue_run(&request(Some("seqrun_1 step 0")))
+        .await
+        .unwrap()
+        .unwrap();
+    store.enqueue_run(&request(None)).await.unwrap().unwrap();
+    assert_eq!(
+        store
+            .find_run_request_by_dedupe_key("seqrun_1 step 0")
+            .await
+            .unwrap(),
+        Some(keyed.clone())
+    );
+    assert_eq!(
+        store
+            .find_run_request_by_dedupe_key("seqrun_1 step 1")
+            .await
+            .unwrap(),
+        None
+    );
+    // Found once claimed and finished too.
+    let claimed = store
+        .claim_run_request("w1", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.id, keyed.id);
+    assert!(store
+        .finish_run_request(&keyed.id, "w1", None)
+        .await
+        .unwrap());
+    let found = store
+        .find_run_request_by_dedupe_key("seqrun_1 step 0")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, keyed.id);
+    assert!(found.finished_at.is_some());
+}
+
+async fn removing_a_sequence_removes_its_runs(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    seed_three_syncs(&workspace).await;
+    for name in ["billing", "catalog"] {
+        store
+            .put_sequence(name, &sequence_spec(&["customers"], None, None))
+            .await
+            .unwrap();
+    }
+    let billing_run = start_sequence_run(store, "billing").await;
+    start_sequence_run(store, "billing").await;
+    let catalog_run = start_sequence_run(store, "catalog").await;
+    finish_sequence_run(store, &billing_run).await;
+    assert!(store.remove_sequence("billing").await.unwrap());
+    assert_eq!(
+        workspace
+            .raw_count("SELECT COUNT(*) FROM sequence_runs WHERE sequence_name = 'billing'")
+            .await,
+        0
+    );
+    assert_eq!(store.get_sequence_run(&billing_run.id).await.unwrap(), None);
+    let left: Vec<String> = store
+        .list_sequence_runs(None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|run| run.id)
+        .collect();
+    assert_eq!(left, [catalog_run.id]);
+    // A sequence saved again under the name starts without a history.
+    store
+        .put_sequence("billing", &sequence_spec(&["customers"], None, None))
+        .await
+        .unwrap();
+    assert!(store
+        .list_sequence_runs(Some("billing"), 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn pruning_removes_finished_sequence_runs_and_keeps_running_ones(workspace: TestWorkspace) {
+    let store = &workspace.store;
+    seed_three_syncs(&workspace).await;
+    for name in ["billing", "catalog"] {
+        store
+            .put_sequence(name, &sequence_spec(&["customers"], None, None))
+            .await
+            .unwrap();
+    }
+    let mut runs = HashMap::new();
+    for (name, sequence, finished) in [
+        ("old", "billing", true),
+        ("running", "billing", false),
+        ("recent", "billing", true),
+        ("catalog_old", "catalog", true),
+        ("catalog_newest", "catalog", true),
+    ] {
+        let run = start_sequence_run(store, sequence).await;
+        if finished {
+            finish_sequence_run(store, &run).await;
+        }
+        runs.insert(name, run.id);
+    }
+    // All finished long ago but "recent"; the running one started long ago.
+    workspace
+        .raw_execute(&format!(
+            "UPDATE sequence_runs SET finished_at = '2020-01-01T00:00:00.000000Z' \
+             WHERE id IN ('{}', '{}', '{}')",
+            runs["old"], runs["catalog_old"], runs["catalog_newest"]
+        ))
+        .await;
+    workspace
+        .raw_execute(&format!(
+            "UPDATE sequence_runs SET started_at = '2020-01-01T00:00:00.000000Z' WHERE id = '{}'",
+            runs["running"]
+        ))
+        .await;
+
+    let a_day_ago = chrono::Utc::now() - chrono::TimeDelta::days(1);
+    // No run of a sync was pruned: the count is of those.
+    assert_eq!(store.prune_runs(a_day_ago).await.unwrap(), 0);
+    let mut kept: Vec<String> = store
+        .list_sequence_runs(None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|run| run.id)
+        .collect();
+    kept.sort();
+    // Each sequence keeps its newest run, whatever its age (its schedule counts from it).
+    let mut expected: Vec<String> = ["running", "recent", "catalog_newest"]
+        .iter()
+        .map(|name| runs[name].clone())
+        .collect();
+    expected.sort();
+    assert_eq!(kept, expected);
+    store.prune_runs(a_day_ago).await.unwrap();
+    assert_eq!(
+        workspace
+            .raw_count("SELECT COUNT(*) FROM sequence_runs")
+            .await,
+        3
+    );
+
+    // Once "recent" is old too, it goes; the running one stays.
+    let newer = start_sequence_run(store, "billing").await;
+    workspace
+        .raw_execute(&format!(
+            "UPDATE sequence_runs SET finished_at = '2020-01-01T00:00:00.000000Z' WHERE id = '{}'",
+            runs["recent"]
+        ))
+        .await;
+    store.prune_runs(a_day_ago).await.unwrap();
+    assert_eq!(store.get_sequence_run(&runs["recent"]).await.unwrap(), None);
+    assert!(store
+        .get_sequence_run(&runs["running"])
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store.get_sequence_run(&newer.id).await.unwrap().is_some());
 }
