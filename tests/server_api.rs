@@ -3155,3 +3155,100 @@ async fn change_detection_schema_is_checked_by_the_api_and_the_source_form() {
     let saved = config().await;
     assert!(saved.get("change_detection_schema").is_none(), "{saved}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_shuts_down_hands_its_run_back_and_the_next_server_finishes_it() {
+    let scene = Scene::new().await;
+    scene.warehouse_sql(&people_sql(400));
+    let mut served = scene.serve(&[]).await;
+    let api = Probe::new(&served);
+    people_model(&scene, &api).await;
+    api.post("/api/v1/syncs", people_sync("people", "people"))
+        .await
+        .expect(201);
+    scene.stripe().set_faults(FaultConfig {
+        latency: Duration::from_secs(1),
+        ..FaultConfig::default()
+    });
+    let started = api
+        .post_empty("/api/v1/syncs/people/runs")
+        .await
+        .expect(202)
+        .json();
+    let first_run = started["id"].as_str().unwrap().to_string();
+    // Some customers exist: the run is mid-way when the server is told to stop.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while scene.stripe().customers().len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the run never created a customer"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::process::Command::new("kill")
+        .args(["-TERM", &served.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = served.child.try_wait().expect("the server's status") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not stop within 60 s of SIGTERM:\n{}",
+            served.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{}", served.output());
+    let partial = scene.stripe().customers().len();
+    assert!(
+        partial < 400,
+        "the run was stopped mid-way, not finished: {partial}"
+    );
+
+    // The next server claims the request and resumes the run, with nothing created twice.
+    scene.stripe().set_faults(FaultConfig::default());
+    let next = scene.serve(&[]).await;
+    let api = Probe {
+        base: next.base.clone(),
+        ..Probe::new(&served)
+    };
+    let stopped = api
+        .get(&format!("/api/v1/runs/{first_run}"))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(stopped["status"], "interrupted", "{stopped}");
+    assert!(
+        stopped["error"].as_str().unwrap().contains("shut down"),
+        "{stopped}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let resumed = loop {
+        let runs = api.get("/api/v1/runs?sync=people").await.expect(200).json();
+        let newer = runs["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|run| run["id"] != first_run.as_str())
+            .and_then(|run| run["id"].as_str().map(str::to_string));
+        if let Some(id) = newer {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "no server resumed the run");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let done = api.wait_for_run(&resumed, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let customers = scene.stripe().customers();
+    assert_eq!(customers.len(), 400, "every row once");
+    let emails: std::collections::HashSet<&str> = customers
+        .iter()
+        .map(|c| c["email"].as_str().unwrap())
+        .collect();
+    assert_eq!(emails.len(), 400, "no duplicate");
+    let queue = api.get("/api/v1/queue").await.expect(200).json();
+    assert!(queue.as_array().unwrap().is_empty(), "{queue}");
+}

@@ -66,6 +66,9 @@ struct FileDoc {
     /// The workspace's default alerts, for every sync without `alerts` of its own: the same
     /// fields as a sync's `alerts`.
     alert_defaults: Option<ferry_core::AlertSettings>,
+    /// Syncs run one after another: `steps` (the syncs, in order),
+    /// `stop_when_rejected_over_percent` and `schedule`.
+    sequences: Option<Named<ferry_core::SequenceSpec>>,
 }
 
 /// One connection: its kind, and its settings by their stored names, which the kind's registry
@@ -163,6 +166,7 @@ struct Desired {
     models: Vec<DesiredModel>,
     syncs: Vec<(String, SyncSpec)>,
     alert_defaults: Option<ferry_core::AlertSettings>,
+    sequences: Vec<(String, ferry_core::SequenceSpec)>,
 }
 
 struct DesiredModel {
@@ -453,6 +457,7 @@ fn resolve(doc: FileDoc, base: &Path, shown: &str, text: &str) -> CliResult<Desi
         models,
         syncs,
         alert_defaults: doc.alert_defaults,
+        sequences: doc.sequences.map(|named| named.0).unwrap_or_default(),
     })
 }
 
@@ -465,6 +470,7 @@ enum What {
     AlertDefaults,
     Model,
     Sync,
+    Sequence,
 }
 
 impl What {
@@ -474,6 +480,7 @@ impl What {
             What::AlertDefaults => "alert_defaults",
             What::Model => "model",
             What::Sync => "sync",
+            What::Sequence => "sequence",
         }
     }
 
@@ -517,6 +524,7 @@ struct Workspace {
     models: Vec<ModelRecord>,
     syncs: Vec<SyncRecord>,
     alert_defaults: Option<ferry_core::AlertSettings>,
+    sequences: Vec<ferry_state::SequenceRecord>,
 }
 
 async fn load_workspace(store: &StateStore) -> CliResult<Workspace> {
@@ -525,6 +533,7 @@ async fn load_workspace(store: &StateStore) -> CliResult<Workspace> {
         models: store.list_models().await?,
         syncs: store.list_syncs().await?,
         alert_defaults: ferry_engine::alerts::alert_defaults(store).await?,
+        sequences: store.list_sequences().await?,
     })
 }
 
@@ -593,6 +602,24 @@ fn connection_changes(desired: &NewConnection, stored: &ConnectionRecord) -> Vec
     };
     if secret_changed {
         changes.push(secret_field(desired.kind));
+    }
+    changes
+}
+
+/// The fields of a sequence that differ.
+fn sequence_changes(
+    desired: &ferry_core::SequenceSpec,
+    stored: &ferry_core::SequenceSpec,
+) -> Vec<&'static str> {
+    let mut changes = Vec::new();
+    if desired.steps != stored.steps {
+        changes.push("steps");
+    }
+    if desired.stop_when_rejected_over_percent != stored.stop_when_rejected_over_percent {
+        changes.push("stop_when_rejected_over_percent");
+    }
+    if desired.schedule != stored.schedule {
+        changes.push("schedule");
     }
     changes
 }
@@ -841,6 +868,47 @@ fn plan(desired: &Desired, workspace: &Workspace) -> CliResult<Vec<Step>> {
             steps.push(keep(What::Sync, &stored.name));
         }
     }
+    // Sequences, after the syncs they name.
+    let sync_names: HashSet<&str> = in_file
+        .iter()
+        .copied()
+        .chain(workspace.syncs.iter().map(|s| s.name.as_str()))
+        .collect();
+    for (index, (name, spec)) in desired.sequences.iter().enumerate() {
+        if let Some(problem) = spec.problems().first() {
+            return Err(config_error(format_args!("sequence '{name}': {problem}")));
+        }
+        if let Some(missing) = spec
+            .steps
+            .iter()
+            .find(|step| !sync_names.contains(step.as_str()))
+        {
+            return Err(config_error(format_args!(
+                "sequence '{name}' runs sync '{missing}', which is neither in the file nor in \
+                 the workspace; declare it under `syncs:`"
+            )));
+        }
+        let action = match workspace.sequences.iter().find(|s| &s.name == name) {
+            None => Action::Create,
+            Some(stored) => action_for(sequence_changes(spec, &stored.spec)),
+        };
+        steps.push(Step {
+            what: What::Sequence,
+            name: name.clone(),
+            detail: spec.steps.join(" → "),
+            action,
+            index: Some(index),
+        });
+    }
+    for stored in &workspace.sequences {
+        if !desired
+            .sequences
+            .iter()
+            .any(|(name, _)| *name == stored.name)
+        {
+            steps.push(keep(What::Sequence, &stored.name));
+        }
+    }
     Ok(steps)
 }
 
@@ -1079,6 +1147,14 @@ async fn apply_step(
                 spec.model, spec.destination
             ))
         }
+        What::Sequence => {
+            let (name, spec) = &desired.sequences[index];
+            store.put_sequence(name, spec).await?;
+            Ok(format!(
+                "{verb} sequence {name} ({}).",
+                spec.steps.join(" → ")
+            ))
+        }
     }
 }
 
@@ -1214,6 +1290,21 @@ fn export_text(workspace: &Workspace) -> CliResult<String> {
     if let Some(defaults) = &workspace.alert_defaults {
         out.push_str("alert_defaults:\n");
         write_alerts(&mut out, defaults, "  ");
+    }
+    if !workspace.sequences.is_empty() {
+        out.push_str("sequences:\n");
+    }
+    for sequence in &workspace.sequences {
+        let spec = &sequence.spec;
+        let _ = writeln!(out, "  {}:", scalar(&sequence.name));
+        let steps: Vec<String> = spec.steps.iter().map(|step| scalar(step)).collect();
+        let _ = writeln!(out, "    steps: [{}]", steps.join(", "));
+        if let Some(percent) = spec.stop_when_rejected_over_percent {
+            let _ = writeln!(out, "    stop_when_rejected_over_percent: {percent}");
+        }
+        if let Some(schedule) = &spec.schedule {
+            let _ = writeln!(out, "    schedule: {}", scalar(&schedule.to_string()));
+        }
     }
     Ok(out)
 }

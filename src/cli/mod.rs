@@ -8,6 +8,7 @@ mod models;
 mod output;
 mod quickstart;
 mod runs;
+mod sequences;
 mod serve;
 mod syncs;
 
@@ -74,6 +75,10 @@ pub enum Command {
     /// Create, preview and run syncs.
     #[command(subcommand)]
     Sync(syncs::SyncCommand),
+    /// Run syncs one after another (products, then prices…), stopping when a step fails or
+    /// rejects too many rows.
+    #[command(subcommand)]
+    Sequence(sequences::SequenceCommand),
     /// The run history of all syncs, or of one.
     Runs(runs::RunsArgs),
     /// One run in detail.
@@ -270,6 +275,9 @@ pub async fn run(cli: Cli) -> CliResult {
             models::model(&open_workspace(&cli.global).await?, command).await
         }
         Command::Sync(command) => syncs::sync(&open_workspace(&cli.global).await?, command).await,
+        Command::Sequence(command) => {
+            sequences::sequence(&open_workspace(&cli.global).await?, command).await
+        }
         Command::Runs(args) => runs::runs(&open_workspace(&cli.global).await?, args).await,
         Command::Run(command) => runs::run(&open_workspace(&cli.global).await?, command).await,
         Command::Alerts(command) => {

@@ -18,7 +18,8 @@ pub use payload::{changed_fields, Baseline, FieldValue, Payload};
 pub use schedule::Schedule;
 pub use secret::Secret;
 pub use sequence::{
-    after_step, SequenceMove, SequenceRunStatus, SequenceSpec, StepResult, MAX_STEPS as MAX_SEQUENCE_STEPS,
+    after_step, SequenceMove, SequenceRunStatus, SequenceSpec, StepResult,
+    MAX_STEPS as MAX_SEQUENCE_STEPS,
 };
 pub use spec::{
     Behavior, FieldMapping, Finalize, InvoiceSettings, KeyMapping, MappingSource, MirrorSettings,

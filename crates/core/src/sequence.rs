@@ -240,7 +240,7 @@ mod tests {
             (
                 0,
                 ran(RunStatus::Completed, 100, 6),
-                "stopped: step 1 (products) rejected 6 of 100 rows (6.0%), over the sequence's 5%; prices, invoices did not run",
+                "stopped: step 1 (products) rejected 6 of 100 rows (6%), over the sequence's 5%; prices, invoices did not run",
             ),
             (
                 1,

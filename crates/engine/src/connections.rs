@@ -19,6 +19,9 @@
 pub use crate::channel_kinds::{
     EmailChannelSettings, SlackSettings, WebhookSettings, EMAIL, SLACK, WEBHOOK,
 };
+pub use crate::trigger_kinds::{
+    DbtCloudSettings, SignedTriggerSettings, TriggerTarget, DBT_CLOUD, SIGNED_TRIGGER,
+};
 use crate::EngineError;
 use ferry_core::Secret;
 use ferry_destinations::stripe::{StripeConfig, STRIPE_API_BASE};
@@ -172,8 +175,20 @@ const WAREHOUSE_SETTINGS: [SettingSpec; 3] = [
 
 /// Every kind of connection ferry knows. Adding a warehouse is a source module, its settings
 /// struct, an entry here and a variant of [`ConnectionSettings`].
-pub const REGISTRY: [KindSpec; 11] = [
-    STRIPE, DUCKDB, POSTGRES, REDSHIFT, MYSQL, SNOWFLAKE, BIGQUERY, FILES, WEBHOOK, SLACK, EMAIL,
+pub const REGISTRY: [KindSpec; 13] = [
+    STRIPE,
+    DUCKDB,
+    POSTGRES,
+    REDSHIFT,
+    MYSQL,
+    SNOWFLAKE,
+    BIGQUERY,
+    FILES,
+    WEBHOOK,
+    SLACK,
+    EMAIL,
+    DBT_CLOUD,
+    SIGNED_TRIGGER,
 ];
 
 pub const STRIPE: KindSpec = KindSpec {
@@ -672,6 +687,8 @@ pub enum ConnectionSettings {
     Webhook(WebhookSettings),
     Slack(SlackSettings),
     Email(EmailChannelSettings),
+    DbtCloud(DbtCloudSettings),
+    Trigger(SignedTriggerSettings),
 }
 
 /// A Stripe connection's settings besides its key.
@@ -880,6 +897,8 @@ impl ConnectionSettings {
             ConnectionKind::Webhook => typed(&config).map(ConnectionSettings::Webhook),
             ConnectionKind::Slack => typed(&config).map(ConnectionSettings::Slack),
             ConnectionKind::Email => typed(&config).map(ConnectionSettings::Email),
+            ConnectionKind::DbtCloud => typed(&config).map(ConnectionSettings::DbtCloud),
+            ConnectionKind::Trigger => typed(&config).map(ConnectionSettings::Trigger),
         };
         settings.map_err(|(field, problem)| {
             // A field's own message names it; serde's generic ones get the name in front.
@@ -1030,6 +1049,8 @@ impl ConnectionSettings {
             ConnectionSettings::Webhook(settings) => serde_json::to_value(settings),
             ConnectionSettings::Slack(settings) => serde_json::to_value(settings),
             ConnectionSettings::Email(settings) => serde_json::to_value(settings),
+            ConnectionSettings::DbtCloud(settings) => serde_json::to_value(settings),
+            ConnectionSettings::Trigger(settings) => serde_json::to_value(settings),
         };
         value.expect("settings serialize to JSON")
     }
@@ -1078,6 +1099,23 @@ impl ConnectionSettings {
             ConnectionSettings::Webhook(_) => ConnectionKind::Webhook,
             ConnectionSettings::Slack(_) => ConnectionKind::Slack,
             ConnectionSettings::Email(_) => ConnectionKind::Email,
+            ConnectionSettings::DbtCloud(_) => ConnectionKind::DbtCloud,
+            ConnectionSettings::Trigger(_) => ConnectionKind::Trigger,
+        }
+    }
+
+    /// What a trigger starts; `None` for the other kinds.
+    pub fn trigger_target(&self) -> Option<Result<TriggerTarget, String>> {
+        match self {
+            ConnectionSettings::DbtCloud(settings) => Some(crate::trigger_kinds::target_of(
+                &settings.sync,
+                &settings.sequence,
+            )),
+            ConnectionSettings::Trigger(settings) => Some(crate::trigger_kinds::target_of(
+                &settings.sync,
+                &settings.sequence,
+            )),
+            _ => None,
         }
     }
 
@@ -1091,7 +1129,9 @@ impl ConnectionSettings {
             ConnectionSettings::Stripe(_)
             | ConnectionSettings::Webhook(_)
             | ConnectionSettings::Slack(_)
-            | ConnectionSettings::Email(_) => None,
+            | ConnectionSettings::Email(_)
+            | ConnectionSettings::DbtCloud(_)
+            | ConnectionSettings::Trigger(_) => None,
             ConnectionSettings::Duckdb(settings) => Some(&settings.warehouse),
             ConnectionSettings::Postgres(settings)
             | ConnectionSettings::Redshift(settings)
@@ -1131,7 +1171,9 @@ impl ConnectionSettings {
             ConnectionSettings::Stripe(_)
             | ConnectionSettings::Webhook(_)
             | ConnectionSettings::Slack(_)
-            | ConnectionSettings::Email(_) => Err(EngineError::WrongConnectionKind {
+            | ConnectionSettings::Email(_)
+            | ConnectionSettings::DbtCloud(_)
+            | ConnectionSettings::Trigger(_) => Err(EngineError::WrongConnectionKind {
                 name: connection.to_string(),
                 actual: self.kind().to_string(),
                 expected: "a warehouse (a source connection)",
@@ -1151,6 +1193,13 @@ impl ConnectionSettings {
             }
             ConnectionSettings::Files(files) => {
                 files_source(store, &files.folders)?;
+            }
+            ConnectionSettings::DbtCloud(_) | ConnectionSettings::Trigger(_) => {
+                // The sync or sequence it names may be declared after it (`ferry.yaml` applies
+                // connections first); it is looked up when a request arrives.
+                if let Some(Err(problem)) = self.trigger_target() {
+                    return Err(EngineError::Config(problem));
+                }
             }
             _ => {}
         }
@@ -1183,6 +1232,13 @@ impl ConnectionSettings {
             | ConnectionSettings::Email(_) => {
                 crate::alerts::test_channel(self, connection, secret).await
             }
+            // Nothing to reach: a trigger is reached. Its secret must be readable.
+            ConnectionSettings::DbtCloud(_) | ConnectionSettings::Trigger(_) => match secret {
+                Some(secret) if !secret.expose().is_empty() => Ok(()),
+                _ => Err(EngineError::Config(format!(
+                    "trigger '{connection}' needs a signing secret to check requests with"
+                ))),
+            },
             _ => {
                 let source = self.source(store, connection, secret)?;
                 ferry_source::test_connection(&source)
@@ -1754,6 +1810,16 @@ mod registry_tests {
                 events: Some("sync.failed, sync.alert.raised".to_string()),
             }),
             ConnectionKind::Slack => ConnectionSettings::Slack(SlackSettings {}),
+            // Every setting set, as the test wants (a real trigger names one of the two).
+            ConnectionKind::DbtCloud => ConnectionSettings::DbtCloud(DbtCloudSettings {
+                sync: Some("customers".to_string()),
+                sequence: Some("catalogue".to_string()),
+                job_id: Some("123456".to_string()),
+            }),
+            ConnectionKind::Trigger => ConnectionSettings::Trigger(SignedTriggerSettings {
+                sync: Some("customers".to_string()),
+                sequence: Some("catalogue".to_string()),
+            }),
             ConnectionKind::Email => ConnectionSettings::Email(EmailChannelSettings {
                 host: "smtp.example.com".to_string(),
                 port: Some(587),

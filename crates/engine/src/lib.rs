@@ -23,6 +23,7 @@ mod request_log;
 mod run;
 mod shared_budget;
 mod stage;
+mod trigger_kinds;
 
 pub use connections::{query_options, source_config, stripe_config};
 pub use execute::{create_idempotency_key, ProgressFn};

@@ -10,11 +10,13 @@ mod auth;
 mod error;
 mod form;
 mod guard;
+mod hooks;
 mod log_throttle;
 mod metrics;
 mod openapi;
 mod run_registry;
 mod scheduler;
+mod sequences;
 mod ui;
 
 use axum::extract::DefaultBodyLimit;
@@ -175,10 +177,13 @@ pub fn router(state: AppState) -> Router {
         ));
     let public =
         ui::public_routes().route_layer(axum::middleware::from_fn(form::reject_malformed_forms));
+    // Orchestrators' triggers: authenticated by their signature, not by a token or a session.
+    let hooks = Router::new().route("/hooks/{name}", axum::routing::post(hooks::receive));
     Router::new()
         .merge(api)
         .merge(ui)
         .merge(public)
+        .merge(hooks)
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -252,6 +257,7 @@ pub async fn serve(
         state.clone(),
         scheduler::DELIVERY_TICK,
     ));
+    let sequences = tokio::spawn(sequences::drive_forever(state.clone()));
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -261,6 +267,7 @@ pub async fn serve(
     scheduler.abort();
     claimer.abort();
     deliveries.abort();
+    sequences.abort();
     if let Some(metrics_server) = metrics_server {
         metrics_server.abort();
     }
@@ -298,6 +305,8 @@ mod tests {
             "/api/v1/models/{name}/preview",
             "/api/v1/queries/preview",
             "/api/v1/syncs/{name}/runs",
+            "/api/v1/sequences/{name}/runs",
+            "/api/v1/sequence-runs/{id}",
             "/api/v1/runs/{id}/records.csv",
         ] {
             assert!(paths.contains_key(path), "{path} is missing");

@@ -6,7 +6,7 @@
 //! 413, 415 and 422 for a JSON body; 400 for a malformed query or path; 500), and the name
 //! pattern on every name a request gives.
 
-use crate::api::{alerts, connections, models, runs, syncs};
+use crate::api::{alerts, connections, models, runs, sequences, syncs};
 use crate::AppState;
 use axum::Json;
 use ferry_engine::connections::SettingValue;
@@ -27,6 +27,8 @@ use utoipa::{Modify, OpenApi};
         models::preview, models::preview_query,
         syncs::list, syncs::show, syncs::create, syncs::replace, syncs::remove,
         syncs::preview, syncs::start_run, syncs::pause, syncs::resume,
+        sequences::list, sequences::show, sequences::create, sequences::replace,
+        sequences::remove, sequences::start_run, sequences::runs, sequences::show_run,
         runs::list, runs::queue, runs::show, runs::cancel, runs::records, runs::record, runs::records_csv,
         alerts::show, alerts::put_defaults, alerts::deliveries,
         crate::metrics::serve_metrics,
@@ -38,6 +40,7 @@ use utoipa::{Modify, OpenApi};
         (name = "connections", description = "Stripe accounts and warehouses"),
         (name = "models", description = "SQL queries that select the rows to sync"),
         (name = "syncs", description = "Model → Stripe, previews and runs"),
+        (name = "sequences", description = "Syncs run one after another, stopping when a step fails or rejects too many rows"),
         (name = "runs", description = "Run status and per-record outcomes"),
         (name = "alerts", description = "Alert defaults, raised alerts, and deliveries of events to alert channels"),
         (name = "monitoring", description = "Metrics for Prometheus"),
@@ -58,7 +61,12 @@ impl Modify for BearerAuth {
 }
 
 /// The request bodies whose `name` creates an object.
-const NAMED_INPUTS: &[&str] = &["ConnectionInput", "ModelInput", "SyncInput"];
+const NAMED_INPUTS: &[&str] = &[
+    "ConnectionInput",
+    "ModelInput",
+    "SyncInput",
+    "SequenceInput",
+];
 
 const METHODS: &[&str] = &["get", "put", "post", "delete", "patch"];
 

@@ -44,6 +44,10 @@ pub struct RunRegistry {
     wake: Arc<Notify>,
     /// One claim at a time in this process, so that `max_runs` holds.
     claiming: tokio::sync::Mutex<()>,
+    /// The runs this process stopped because it is shutting down: their requests go back to
+    /// the queue instead of being finished, so another server (or this one, restarted) resumes
+    /// them.
+    handed_off: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Default for RunRegistry {
@@ -99,6 +103,7 @@ impl RunRegistry {
             running: Arc::default(),
             wake: Arc::default(),
             claiming: tokio::sync::Mutex::new(()),
+            handed_off: Arc::default(),
         }
     }
 
@@ -169,6 +174,11 @@ impl RunRegistry {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// Has the claimer look at the queue now (a request was queued without [`Self::start`]).
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
     /// Claims the next request of the queue if this process has room, and starts its run.
@@ -296,6 +306,7 @@ impl RunRegistry {
         let (request_id, worker) = (request.id.clone(), self.worker.clone());
         let running = self.running.clone();
         let wake = self.wake.clone();
+        let handed_off = self.handed_off.clone();
         running.fetch_add(1, Ordering::SeqCst);
         let task = tokio::spawn(async move {
             let requested_at = Instant::now();
@@ -325,7 +336,50 @@ impl RunRegistry {
             // Counted here, where every run the server starts ends (the API's, the UI's and the
             // scheduler's alike).
             let started_ok = started.is_some();
+            let handing_off = started
+                .as_ref()
+                .is_some_and(|run_id| handed_off.lock().expect("hand-off lock").contains(run_id));
             match (result, started) {
+                (Ok(report), Some(run_id))
+                    if handing_off && report.status == ferry_core::RunStatus::Cancelled =>
+                {
+                    // Stopped by this server's shutdown, not by a person: the run is recorded
+                    // interrupted and its request goes back to the queue, where the next
+                    // server to claim it resumes it (the journal keeps that from creating
+                    // anything twice).
+                    let reason = "the server running it shut down; another server, or this one once restarted, resumes it";
+                    if let Err(error) = store
+                        .finish_run(
+                            &run_id,
+                            ferry_core::RunStatus::Interrupted,
+                            &report.counts,
+                            Some(reason),
+                        )
+                        .await
+                    {
+                        tracing::warn!(run = %run_id, %error, "Could not record a run handed off at shutdown as interrupted; it stays cancelled.");
+                    }
+                    crate::metrics::global().run_ended(
+                        &sync_name,
+                        ferry_core::RunStatus::Interrupted,
+                        &report.counts,
+                        requested_at.elapsed(),
+                    );
+                    match store
+                        .release_run_request(&request_id, &worker, Duration::ZERO)
+                        .await
+                    {
+                        Ok(_) => {
+                            tracing::info!(sync = %sync_name, run = %run_id, "Handed a run back to the queue at shutdown; the next server to claim it resumes it.");
+                        }
+                        Err(error) => {
+                            tracing::warn!(run = %run_id, %error, "Could not hand a run back to the queue at shutdown; another server claims it once this one's lease runs out.");
+                        }
+                    }
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    wake.notify_one();
+                    return;
+                }
                 (Ok(report), _) => {
                     crate::metrics::global().run_ended(
                         &sync_name,
@@ -412,10 +466,17 @@ impl RunRegistry {
         store.request_run_cancel(run_id).await
     }
 
-    /// On shutdown: asks every run to stop and waits for them to record how they ended.
+    /// On shutdown: asks every run to stop, and waits for them to record how they ended. A
+    /// run nobody asked to cancel is handed back to the queue, not ended: it stops sending, is
+    /// recorded interrupted, and the next server to claim its request resumes it.
     pub async fn stop_all(&self) {
-        for run in self.live.lock().expect("run registry lock").values() {
-            run.cancel.store(true, Ordering::Relaxed);
+        for (run_id, run) in self.live.lock().expect("run registry lock").iter() {
+            if !run.cancel.swap(true, Ordering::Relaxed) {
+                self.handed_off
+                    .lock()
+                    .expect("hand-off lock")
+                    .insert(run_id.clone());
+            }
         }
         let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
         for task in tasks {

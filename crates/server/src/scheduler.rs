@@ -30,6 +30,9 @@ pub async fn run_scheduler(state: AppState, tick: Duration) {
         if let Err(problem) = ferry_engine::reap_dead_runs(state.store(), None).await {
             tracing::debug!(%problem, "Looking for dead runs failed; trying again at the next tick.");
         }
+        if let Err(problem) = crate::sequences::start_due_sequences(&state, Utc::now()).await {
+            tracing::debug!(%problem, "Looking for scheduled sequences failed; trying again at the next tick.");
+        }
         match start_due_runs(&state, Utc::now()).await {
             Ok(_) => state.scheduler_warnings().clear(&ALL_SYNCS.to_string()),
             Err(problem) => {

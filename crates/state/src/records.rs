@@ -34,10 +34,14 @@ pub enum ConnectionKind {
     Slack,
     /// Email over SMTP (an alert channel).
     Email,
+    /// A dbt Cloud job's webhook, which starts a sync or a sequence (a trigger).
+    DbtCloud,
+    /// A request signed by an orchestrator, which starts a sync or a sequence (a trigger).
+    Trigger,
 }
 
 impl ConnectionKind {
-    pub const ALL: [ConnectionKind; 11] = [
+    pub const ALL: [ConnectionKind; 13] = [
         ConnectionKind::Stripe,
         ConnectionKind::Duckdb,
         ConnectionKind::Postgres,
@@ -49,6 +53,8 @@ impl ConnectionKind {
         ConnectionKind::Webhook,
         ConnectionKind::Slack,
         ConnectionKind::Email,
+        ConnectionKind::DbtCloud,
+        ConnectionKind::Trigger,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -64,6 +70,8 @@ impl ConnectionKind {
             ConnectionKind::Webhook => "webhook",
             ConnectionKind::Slack => "slack",
             ConnectionKind::Email => "email",
+            ConnectionKind::DbtCloud => "dbt_cloud",
+            ConnectionKind::Trigger => "trigger",
         }
     }
 
@@ -73,7 +81,12 @@ impl ConnectionKind {
 
     /// Whether models can read from it (a warehouse) rather than syncs write to it.
     pub fn is_source(self) -> bool {
-        !matches!(self, ConnectionKind::Stripe) && !self.is_channel()
+        !matches!(self, ConnectionKind::Stripe) && !self.is_channel() && !self.is_trigger()
+    }
+
+    /// Whether it starts ferry's work from outside (`ferry serve`'s `/hooks/NAME`).
+    pub fn is_trigger(self) -> bool {
+        matches!(self, ConnectionKind::DbtCloud | ConnectionKind::Trigger)
     }
 
     /// Whether ferry tells it of syncs' runs and alerts (an alert channel).

@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod connections;
 pub mod models;
 pub mod runs;
+pub mod sequences;
 pub mod syncs;
 
 use crate::AppState;
@@ -45,6 +46,21 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/syncs/{name}/runs", post(syncs::start_run))
         .route("/api/v1/syncs/{name}/pause", post(syncs::pause))
         .route("/api/v1/syncs/{name}/resume", post(syncs::resume))
+        .route(
+            "/api/v1/sequences",
+            get(sequences::list).post(sequences::create),
+        )
+        .route(
+            "/api/v1/sequences/{name}",
+            get(sequences::show)
+                .put(sequences::replace)
+                .delete(sequences::remove),
+        )
+        .route(
+            "/api/v1/sequences/{name}/runs",
+            get(sequences::runs).post(sequences::start_run),
+        )
+        .route("/api/v1/sequence-runs/{id}", get(sequences::show_run))
         .route("/api/v1/runs", get(runs::list))
         .route("/api/v1/queue", get(runs::queue))
         .route("/api/v1/runs/{id}", get(runs::show))

@@ -202,6 +202,8 @@ fn section_of(kind: ConnectionKind) -> Section {
         Section::Sources
     } else if kind.is_channel() {
         Section::Alerts
+    } else if kind.is_trigger() {
+        Section::Sequences
     } else {
         Section::Destinations
     }
@@ -225,6 +227,14 @@ fn section_words(section: Section) -> SectionWords {
             list: "/sources",
             subtitle: "A warehouse that models read from, read-only.",
             example_name: "warehouse",
+        },
+        Section::Sequences => SectionWords {
+            what: "trigger",
+            post_to: "/triggers",
+            list: "/sequences",
+            subtitle: "An orchestrator starts a sync or a sequence: a dbt Cloud job's webhook, or \
+                       a signed request from Airflow, Dagster or a script, at /hooks/NAME.",
+            example_name: "dbt-prod",
         },
         Section::Alerts => SectionWords {
             what: "alert channel",
@@ -403,6 +413,23 @@ pub async fn create_channel(
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
     save_form(state, caller, Section::Alerts, pairs).await
+}
+
+pub async fn new_trigger(Extension(caller): Extension<Caller>) -> Markup {
+    connection_form(
+        &caller,
+        Section::Sequences,
+        &ConnectionForm::default(),
+        None,
+    )
+}
+
+pub async fn create_trigger(
+    state: State<AppState>,
+    caller: Extension<Caller>,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Response {
+    save_form(state, caller, Section::Sequences, pairs).await
 }
 
 pub async fn new_source(Extension(caller): Extension<Caller>) -> Markup {

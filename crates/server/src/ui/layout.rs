@@ -10,6 +10,7 @@ use maud::{html, Markup, DOCTYPE};
 pub enum Section {
     Home,
     Syncs,
+    Sequences,
     Models,
     Sources,
     Destinations,
@@ -20,6 +21,7 @@ pub enum Section {
 pub fn shell(caller: &Caller, section: Section, title: &str, body: Markup) -> Markup {
     let nav = [
         (Section::Syncs, "/syncs", "Syncs"),
+        (Section::Sequences, "/sequences", "Sequences"),
         (Section::Models, "/models", "Models"),
         (Section::Sources, "/sources", "Sources"),
         (Section::Destinations, "/destinations", "Destinations"),

@@ -9,6 +9,7 @@ mod layout;
 mod login;
 mod models;
 mod runs;
+mod sequences;
 mod syncs;
 
 use crate::AppState;
@@ -58,6 +59,17 @@ pub fn routes() -> Router<AppState> {
         .route("/syncs/{name}/pause", post(syncs::pause))
         .route("/syncs/{name}/resume", post(syncs::resume))
         .route("/syncs/{name}/delete", post(syncs::delete))
+        .route("/sequences", get(sequences::list).post(sequences::save))
+        .route("/sequences/new", get(sequences::new))
+        .route("/triggers", post(connections::create_trigger))
+        .route("/triggers/new", get(connections::new_trigger))
+        .route("/sequences/{name}", get(sequences::show))
+        .route(
+            "/sequences/{name}/edit",
+            get(sequences::edit).post(sequences::save_edit),
+        )
+        .route("/sequences/{name}/run", post(sequences::run))
+        .route("/sequences/{name}/delete", post(sequences::delete))
         .route("/runs", get(runs::history))
         .route("/runs/{id}", get(runs::show))
         .route("/runs/{id}/status", get(runs::status))
@@ -104,6 +116,16 @@ pub const UI_ROUTES: &[(&str, &str)] = &[
     ("POST", "/syncs/x/pause"),
     ("POST", "/syncs/x/resume"),
     ("POST", "/syncs/x/delete"),
+    ("GET", "/sequences"),
+    ("POST", "/sequences"),
+    ("GET", "/sequences/new"),
+    ("POST", "/triggers"),
+    ("GET", "/triggers/new"),
+    ("GET", "/sequences/x"),
+    ("GET", "/sequences/x/edit"),
+    ("POST", "/sequences/x/edit"),
+    ("POST", "/sequences/x/run"),
+    ("POST", "/sequences/x/delete"),
     ("GET", "/runs"),
     ("GET", "/runs/x"),
     ("GET", "/runs/x/status"),
