@@ -665,4 +665,87 @@ async fn a_dbt_cloud_job_and_a_signed_request_start_what_their_trigger_names() {
     assert!(!served.output().contains("airflow-s3cret"));
     let page = scene.ferry(&["connections"]).await.ok();
     assert!(page.stdout.contains("dbt-prod"), "{}", page.stdout);
+
+    // The web UI: the sequences and their triggers, a sequence's page with each step's run, a
+    // run started from its button, and the forms.
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = browser
+        .post(served.url("/login"))
+        .form(&[("token", served.token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert!(login.status().is_redirection(), "{}", login.status());
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = |path: &'static str| {
+        let request = browser
+            .get(served.url(path))
+            .header("cookie", cookie.clone());
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200, "{path}");
+            response.text().await.unwrap()
+        }
+    };
+    let list = page("/sequences").await;
+    assert!(list.contains("products → prices"), "{list}");
+    assert!(list.contains("POST /hooks/dbt-prod"), "{list}");
+    assert!(list.contains("POST /hooks/airflow"), "{list}");
+    assert!(!list.contains("dbt-s3cret"));
+    let show = page("/sequences/catalogue").await;
+    assert!(show.contains("all 2 steps completed"), "{show}");
+    assert!(
+        show.contains("href=\"/runs/run_"),
+        "each step links to its run: {show}"
+    );
+    let form = page("/sequences/catalogue/edit").await;
+    assert!(form.contains("option value=\"prices\" selected"), "{form}");
+    let new_trigger = page("/triggers/new").await;
+    assert!(new_trigger.contains("dbt Cloud job"), "{new_trigger}");
+    assert!(
+        !new_trigger.contains("Slack"),
+        "only trigger kinds: {new_trigger}"
+    );
+    let sources = page("/sources").await;
+    assert!(
+        !sources.contains("dbt-prod"),
+        "a trigger is no warehouse: {sources}"
+    );
+    scene.ferry(&["sync", "resume", "products"]).await.ok();
+    let at = show.find("name=\"_csrf\" value=\"").expect("a CSRF field") + 20;
+    let csrf = &show[at..at + show[at..].find('"').unwrap()];
+    let ran = browser
+        .post(served.url("/sequences/catalogue/run"))
+        .header("cookie", cookie.clone())
+        .form(&[("_csrf", csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert!(ran.status().is_redirection(), "{}", ran.status());
+    let runs: Json = api
+        .get(served.url("/api/v1/sequences/catalogue/runs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(runs["runs"][0]["reason"], "ui", "{runs}");
+    wait_for_sequence_run(
+        &api,
+        &served.url(&format!(
+            "/api/v1/sequence-runs/{}",
+            runs["runs"][0]["id"].as_str().unwrap()
+        )),
+    )
+    .await;
 }

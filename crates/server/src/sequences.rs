@@ -101,7 +101,48 @@ async fn drive_all(state: &AppState) -> Result<(), StateError> {
     for run in state.store().running_sequence_runs().await? {
         if run.driver == QUEUE_DRIVER {
             move_on(state, run).await?;
+        } else {
+            reap_if_abandoned(state.store(), &run).await?;
         }
+    }
+    Ok(())
+}
+
+/// How long a sequence run a `ferry sequence run` drives may go without a move while its step's
+/// sync is not running before it counts as abandoned (its process died). The process moves it
+/// on the moment a step ends, so a live one is never this quiet between steps.
+const ABANDONED_AFTER: chrono::Duration = chrono::Duration::seconds(60);
+
+/// Marks interrupted a sequence run whose `ferry sequence run` died: otherwise it would stay
+/// "running" and refuse every later start of its sequence.
+async fn reap_if_abandoned(store: &StateStore, run: &SequenceRunRecord) -> Result<(), StateError> {
+    if chrono::Utc::now() - run.updated_at < ABANDONED_AFTER {
+        return Ok(());
+    }
+    let mut step_busy = false;
+    if let Some(sync) = run.spec.steps.get(run.step as usize) {
+        if let Some(record) = store.get_sync(sync).await? {
+            // A step whose run just ended is about to be moved on by its process.
+            let last_activity = store
+                .list_runs(Some(sync), 1)
+                .await?
+                .into_iter()
+                .next()
+                .map(|last| last.finished_at.unwrap_or(last.started_at));
+            step_busy = last_activity.is_some_and(|at| chrono::Utc::now() - at < ABANDONED_AFTER)
+                || store.sync_is_running(&record).await?;
+        }
+    }
+    if !step_busy {
+        advance(
+            store,
+            run,
+            run.step as usize,
+            run.run_ids.clone(),
+            SequenceRunStatus::Interrupted,
+            Some("the `ferry sequence run` that drove it stopped before it ended".to_string()),
+        )
+        .await?;
     }
     Ok(())
 }
