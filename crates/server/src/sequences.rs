@@ -39,12 +39,7 @@ pub async fn start(
     if store.get_sequence(name).await?.is_none() {
         return Err(unknown_sequence(name));
     }
-    if let Some(running) = store
-        .running_sequence_runs()
-        .await?
-        .into_iter()
-        .find(|run| run.sequence == name)
-    {
+    if let Some(running) = running_run_of(store, name).await? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "conflict",
@@ -70,6 +65,39 @@ pub async fn start(
     tracing::info!(sequence = %name, sequence_run = %run.id, %reason, "Started a sequence.");
     move_on(state, run.clone()).await?;
     Ok(Some(store.get_sequence_run(&run.id).await?.unwrap_or(run)))
+}
+
+/// The run of sequence `name` still going, if one is.
+pub async fn running_run_of(
+    store: &StateStore,
+    name: &str,
+) -> Result<Option<SequenceRunRecord>, StateError> {
+    Ok(store
+        .running_sequence_runs()
+        .await?
+        .into_iter()
+        .find(|run| run.sequence == name))
+}
+
+/// Refuses (409) to remove a sequence while it runs, saying how to stop it.
+pub async fn refuse_removal_while_running(store: &StateStore, name: &str) -> Result<(), ApiError> {
+    let Some(running) = running_run_of(store, name).await? else {
+        return Ok(());
+    };
+    let current = running
+        .run_ids
+        .get(running.step as usize)
+        .map(|id| format!("cancel its run {id} (POST /api/v1/runs/{id}/cancel)"))
+        .unwrap_or_else(|| "wait for its step to start and cancel that run".to_string());
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "conflict",
+        format!(
+            "sequence '{name}' is running (step {} of {}); {current} to stop it, then remove the sequence",
+            running.step + 1,
+            running.spec.steps.len()
+        ),
+    ))
 }
 
 pub fn unknown_sequence(name: &str) -> ApiError {

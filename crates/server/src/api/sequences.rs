@@ -242,28 +242,7 @@ pub async fn remove(
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     require_sequence(&state, &name).await?;
-    if let Some(running) = state
-        .store()
-        .running_sequence_runs()
-        .await?
-        .into_iter()
-        .find(|run| run.sequence == name)
-    {
-        let current = running
-            .run_ids
-            .get(running.step as usize)
-            .map(|id| format!("cancel its run {id} (POST /api/v1/runs/{id}/cancel)"))
-            .unwrap_or_else(|| "wait for its step to start and cancel that run".to_string());
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!(
-                "sequence '{name}' is running (step {} of {}); {current} to stop it, then remove the sequence",
-                running.step + 1,
-                running.spec.steps.len()
-            ),
-        ));
-    }
+    crate::sequences::refuse_removal_while_running(state.store(), &name).await?;
     state.store().remove_sequence(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

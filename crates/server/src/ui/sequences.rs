@@ -383,18 +383,7 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> Result<Redirect, Page> {
     require(&state, &name).await?;
-    if state
-        .store()
-        .running_sequence_runs()
-        .await?
-        .iter()
-        .any(|run| run.sequence == name)
-    {
-        return Err(Page::new(
-            axum::http::StatusCode::CONFLICT,
-            format!("sequence '{name}' is running; cancel its current step's run, then delete it"),
-        ));
-    }
+    crate::sequences::refuse_removal_while_running(state.store(), &name).await?;
     state.store().remove_sequence(&name).await?;
     Ok(Redirect::to("/sequences"))
 }
